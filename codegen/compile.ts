@@ -1,0 +1,290 @@
+/**
+ * Step 1 of `svrkit gen`: compile .proto files to a FileDescriptorSet with buf.
+ *
+ * buf (https://buf.build/docs/reference/cli/buf/build) is a complete protobuf compiler: it validates
+ * everything protoc validates, reports `file:line:column` errors, bundles the well-known types
+ * (google/protobuf/*.proto) and keeps comments (SourceCodeInfo). It ships as a native binary inside
+ * the npm package `@bufbuild/buf-<platform>`, so nothing is downloaded and nothing is looked up on PATH.
+ *
+ * buf has no `-I`: it compiles a workspace of modules. Each include dir becomes a module of a
+ * temporary buf v2 workspace (a symlink `m<i>` to the include dir, listed in a generated buf.yaml).
+ */
+import { existsSync, promises as fsp, realpathSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fromBinary } from '@bufbuild/protobuf';
+import { FileDescriptorSetSchema, type FileDescriptorSet } from '@bufbuild/protobuf/wkt';
+import { ProtoCompileError, type ProtoDiagnostic } from './errors.js';
+import { run } from './process.js';
+
+/** The result of compiling a set of .proto files. */
+export interface CompileResult {
+  /**
+   * Every file the inputs need, transitively, each once, imports before the files that import
+   * them (buf's order). Includes SourceCodeInfo (comments, locations).
+   */
+  readonly fileSet: FileDescriptorSet;
+  /** The import paths (FileDescriptorProto names) of the input files, in input order, without duplicates. */
+  readonly inputNames: readonly string[];
+  /** Import path of each input file -> the file, for messages (relative to `process.cwd()` when inside it). */
+  readonly inputPaths: ReadonlyMap<string, string>;
+}
+
+/** One include dir as a module of the temporary buf workspace. */
+export interface WorkspaceModule {
+  /** The include dir as the user named it, resolved to an absolute path (used in messages). */
+  readonly dir: string;
+  /** The same dir with symlinks resolved (used for containment checks and as the symlink target). */
+  readonly realDir: string;
+  /** Workspace-relative dirs (`m<i>/sub/dir`) excluded from this module because another include dir is nested there. */
+  readonly excludes: readonly string[];
+}
+
+/** An input file and the name it gets in the descriptor set. */
+export interface WorkspaceInput {
+  /** Absolute path of the file as the user named it. */
+  readonly file: string;
+  /** Index of the module (include dir) that owns the file. */
+  readonly module: number;
+  /** The import path, relative to the owning include dir, with `/` separators, e.g. `helloworld/greeter.proto`. */
+  readonly name: string;
+}
+
+/** How include dirs and inputs map onto a buf workspace (see {@link planWorkspace}). */
+export interface WorkspacePlan {
+  readonly modules: readonly WorkspaceModule[];
+  readonly inputs: readonly WorkspaceInput[];
+}
+
+/**
+ * Maps protoc-style include dirs (`-I`) and input files onto buf workspace modules. Pure: touches
+ * the file system only to resolve symlinks and check that paths exist.
+ *
+ * - With no include dirs, each input file's own directory is its include dir.
+ * - Include dirs are deduplicated. When one include dir is nested inside another, the outer module
+ *   excludes the nested one, so every file belongs to exactly one module: files under the nested dir
+ *   are imported relative to the nested dir.
+ * - An input file is named relative to the innermost include dir that contains it (the one module
+ *   that has it). protoc names it by the first `-I` that contains it; the two agree unless include
+ *   dirs are nested, where protoc would give a file two names.
+ * - buf refuses an import path that exists in two (non-nested) include dirs when it is used or is an
+ *   input (protoc would take the first); that is reported as an error naming both copies.
+ *
+ * @param files input .proto files, relative to `process.cwd()` or absolute.
+ * @param includeDirs include dirs, relative to `process.cwd()` or absolute; empty or undefined for "each file's own dir".
+ * @throws Error when a file or include dir does not exist, a file is not a `.proto` file, or a file is
+ *   inside no include dir.
+ */
+export function planWorkspace(files: readonly string[], includeDirs?: readonly string[]): WorkspacePlan {
+  if (files.length === 0) throw new Error('svrkit gen: no .proto files given');
+  const inputs = files.map((f) => {
+    const abs = path.resolve(f);
+    if (!abs.endsWith('.proto')) throw new Error(`svrkit gen: ${f} is not a .proto file`);
+    let stat;
+    try {
+      stat = statSync(abs);
+    } catch {
+      throw new Error(`svrkit gen: no such file: ${f}`);
+    }
+    if (!stat.isFile()) throw new Error(`svrkit gen: not a file: ${f}`);
+    return { given: f, abs, real: realpathSync(abs) };
+  });
+
+  const dirsGiven = includeDirs && includeDirs.length > 0 ? includeDirs : inputs.map((i) => path.dirname(i.abs));
+  const dirs: { dir: string; realDir: string }[] = [];
+  for (const d of dirsGiven) {
+    const abs = path.resolve(d);
+    let stat;
+    try {
+      stat = statSync(abs);
+    } catch {
+      throw new Error(`svrkit gen: no such include dir: ${d}`);
+    }
+    if (!stat.isDirectory()) throw new Error(`svrkit gen: include dir is not a directory: ${d}`);
+    const realDir = realpathSync(abs);
+    if (!dirs.some((x) => x.realDir === realDir)) dirs.push({ dir: abs, realDir });
+  }
+
+  // nestedIn[i] = indices of include dirs strictly inside include dir i.
+  const nestedIn = dirs.map((outer, i) => dirs.map((_, j) => j).filter((j) => j !== i && isInside(dirs[j]!.realDir, outer.realDir)));
+  const modules: WorkspaceModule[] = dirs.map((d, i) => ({
+    ...d,
+    excludes: nestedIn[i]!.map((j) => `m${i}/${toPosix(path.relative(d.realDir, dirs[j]!.realDir))}`),
+  }));
+
+  const seen = new Set<string>();
+  const planned: WorkspaceInput[] = [];
+  for (const input of inputs) {
+    const owner = dirs.findIndex(
+      (d, i) => isInside(input.real, d.realDir) && !nestedIn[i]!.some((j) => isInside(input.real, dirs[j]!.realDir)),
+    );
+    if (owner < 0) {
+      const list = dirs.map((d) => displayPath(d.dir)).join(', ');
+      throw new Error(
+        `svrkit gen: ${input.given} is not inside any include dir (${list}); add the directory its imports are relative to with -I`,
+      );
+    }
+    const name = toPosix(path.relative(dirs[owner]!.realDir, input.real));
+    if (seen.has(name)) continue;
+    seen.add(name);
+    planned.push({ file: input.abs, module: owner, name });
+  }
+  return { modules, inputs: planned };
+}
+
+/**
+ * Compiles .proto files with buf and returns their FileDescriptorSet.
+ *
+ * @param files input .proto files (relative to `process.cwd()` or absolute).
+ * @param includeDirs protoc-style include dirs; see {@link planWorkspace} for the rules.
+ * @throws ProtoCompileError when buf reports problems in the .proto files (one `file:line:column: message` line each).
+ * @throws Error for anything else: a missing file or include dir, a file outside the include dirs, the
+ *   same import path in two include dirs, buf missing or failing.
+ */
+export async function compileProtos(files: readonly string[], includeDirs?: readonly string[]): Promise<CompileResult> {
+  const plan = planWorkspace(files, includeDirs);
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'svrkit-gen-'));
+  try {
+    const yaml = ['version: v2', 'modules:'];
+    for (const [i, m] of plan.modules.entries()) {
+      await fsp.symlink(m.realDir, path.join(tmp, `m${i}`), process.platform === 'win32' ? 'junction' : 'dir');
+      yaml.push(`  - path: m${i}`);
+      if (m.excludes.length > 0) yaml.push(`    excludes: [${m.excludes.map((e) => JSON.stringify(e)).join(', ')}]`);
+    }
+    await fsp.writeFile(path.join(tmp, 'buf.yaml'), yaml.join('\n') + '\n');
+    const out = path.join(tmp, 'fds.binpb');
+    const args = ['build', '.'];
+    for (const input of plan.inputs) args.push('--path', `m${input.module}/${input.name}`);
+    args.push('--as-file-descriptor-set', '--error-format', 'json', '-o', out);
+
+    const { command, prefixArgs } = bufCommand();
+    const result = await run(command, [...prefixArgs, ...args], tmp);
+    if (result.code !== 0) {
+      const diagnostics = parseDiagnostics(result.stdout + '\n' + result.stderr, plan.modules);
+      if (diagnostics.length > 0) throw new ProtoCompileError(diagnostics);
+      throw new Error(explainBufFailure(result.stderr || result.stdout, result.code, plan.modules));
+    }
+    const fileSet = fromBinary(FileDescriptorSetSchema, await fsp.readFile(out));
+    const inputNames = plan.inputs.map((i) => i.name);
+    for (const name of inputNames) {
+      if (!fileSet.file.some((f) => f.name === name)) {
+        throw new Error(`svrkit gen: buf did not compile ${name} (is it excluded by a nested include dir?)`);
+      }
+    }
+    const inputPaths = new Map(plan.inputs.map((i) => [i.name, displayPath(i.file)]));
+    return { fileSet, inputNames, inputPaths };
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Turns buf's `--error-format json` output (one JSON object per line:
+ * `{"path":"m0/a.proto","start_line":3,"start_column":3,"message":"..."}`) into diagnostics whose
+ * paths point at the real files. Lines that are not such objects are ignored.
+ */
+export function parseDiagnostics(output: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): ProtoDiagnostic[] {
+  const diagnostics: ProtoDiagnostic[] = [];
+  for (const line of output.split('\n')) {
+    const text = line.trim();
+    if (!text.startsWith('{')) continue;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    if (typeof obj !== 'object' || obj === null) continue;
+    const o = obj as Record<string, unknown>;
+    if (typeof o['message'] !== 'string') continue;
+    const multi = /^(.*?)(\S+) is contained in multiple modules/.exec(o['message']);
+    const message = multi ? multi[1] + multipleIncludeDirs(multi[2]!, modules) : o['message'].split('\n').map((l) => l.trim()).join(' ');
+    diagnostics.push({
+      file: typeof o['path'] === 'string' ? realFile(o['path'], modules) : '<unknown>',
+      line: typeof o['start_line'] === 'number' ? o['start_line'] : 0,
+      column: typeof o['start_column'] === 'number' ? o['start_column'] : 0,
+      message,
+    });
+  }
+  return diagnostics;
+}
+
+/** Maps a workspace path (`m<i>/rest`) back to the include dir it came from, for messages. */
+function realFile(workspacePath: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string {
+  const m = /^m(\d+)\/(.*)$/.exec(workspacePath);
+  const mod = m ? modules[Number(m[1])] : undefined;
+  if (!m || !mod) return workspacePath;
+  return displayPath(path.join(mod.dir, ...m[2]!.split('/')));
+}
+
+function explainBufFailure(text: string, code: number | null, modules: readonly WorkspaceModule[]): string {
+  const msg = text.trim().replace(/^Failure:\s*/, '');
+  const multi = /^(\S+) is contained in multiple modules/.exec(msg);
+  if (multi) return `svrkit gen: ${multipleIncludeDirs(multi[1]!, modules)}`;
+  return `svrkit gen: buf failed (exit code ${code}): ${msg}`;
+}
+
+/** Explains buf's "contained in multiple modules": one import path, two include dirs that have it. */
+function multipleIncludeDirs(rel: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string {
+  const copies = modules.map((m) => path.join(m.dir, ...rel.split('/'))).filter((p) => existsSync(p)).map(displayPath);
+  return (
+    `import path ${rel} exists in more than one include dir (${copies.join(', ')}); ` +
+    `an import path must name one file: rename one, or drop one of the include dirs`
+  );
+}
+
+/** `p` relative to the current directory when inside it, otherwise absolute. */
+export function displayPath(p: string): string {
+  return isInside(p, process.cwd()) ? path.relative(process.cwd(), p) : p;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel !== '' && !rel.startsWith('..' + path.sep) && rel !== '..' && !path.isAbsolute(rel);
+}
+
+function toPosix(p: string): string {
+  return p.split(path.sep).join('/');
+}
+
+const platformPackages: Record<string, string> = {
+  'darwin arm64': '@bufbuild/buf-darwin-arm64',
+  'darwin x64': '@bufbuild/buf-darwin-x64',
+  'linux arm64': '@bufbuild/buf-linux-aarch64',
+  'linux arm': '@bufbuild/buf-linux-armv7',
+  'linux x64': '@bufbuild/buf-linux-x64',
+  'win32 arm64': '@bufbuild/buf-win32-arm64',
+  'win32 x64': '@bufbuild/buf-win32-x64',
+};
+
+let cachedBuf: { command: string; prefixArgs: string[] } | undefined;
+
+/**
+ * Finds the buf binary installed by the npm package `@bufbuild/buf`: the native binary of the
+ * platform package it depends on (`@bufbuild/buf-linux-x64`, ...), else the binary its install
+ * script downloaded, else its JavaScript launcher run with this Node. Never PATH.
+ */
+export function bufCommand(): { command: string; prefixArgs: string[] } {
+  if (cachedBuf) return cachedBuf;
+  const require = createRequire(import.meta.url);
+  let bufPackageJson: string;
+  try {
+    bufPackageJson = require.resolve('@bufbuild/buf/package.json');
+  } catch {
+    throw new Error('svrkit gen: the npm package @bufbuild/buf is not installed (svrkit depends on it; reinstall svrkit)');
+  }
+  const bufDir = path.dirname(bufPackageJson);
+  const exe = process.platform === 'win32' ? '.exe' : '';
+  const pkg = platformPackages[`${process.platform} ${os.arch()}`];
+  if (pkg) {
+    try {
+      const bin = createRequire(bufPackageJson).resolve(`${pkg}/bin/buf${exe}`);
+      return (cachedBuf = { command: bin, prefixArgs: [] });
+    } catch {
+      const downloaded = path.join(bufDir, `downloaded-${pkg.replace('/', '-')}-buf${exe}`);
+      if (existsSync(downloaded)) return (cachedBuf = { command: downloaded, prefixArgs: [] });
+    }
+  }
+  return (cachedBuf = { command: process.execPath, prefixArgs: [path.join(bufDir, 'bin', 'buf')] });
+}

@@ -1,0 +1,112 @@
+/**
+ * One outbound unary call in flight: its encoded frame, its promise and everything that can end it
+ * (response, deadline, cancellation, parent cancellation, connection loss). Exactly one of those
+ * settles it; the rest find it done.
+ */
+import type { ServerCallContext } from '../context/call-context.js';
+import type { MethodDefinition } from '../wire/definition.js';
+import { RpcError, Status } from '../wire/status.js';
+
+/** Where a started call lives: the connection that sent it, so it can be cancelled there. */
+export interface CallCarrier {
+  /** Sends CANCEL for the call and forgets it. */
+  cancel(call: PendingCall): void;
+}
+
+/** An outbound call; see the module comment. */
+export class PendingCall {
+  /** Settled once; later outcomes are ignored. */
+  done = false;
+  /** The connection that carries the call, once sent. */
+  carrier: CallCarrier | undefined;
+  /** The call id on that connection. */
+  callId = 0;
+  timer: NodeJS.Timeout | undefined;
+  private unlinkParent: (() => void) | undefined;
+  private signal: AbortSignal | undefined;
+  private onSignalAbort: (() => void) | undefined;
+  private resolveFn!: (value: unknown) => void;
+  private rejectFn!: (error: RpcError) => void;
+  /** The call's outcome. */
+  readonly promise: Promise<unknown>;
+
+  /**
+   * @param method - the method being called.
+   * @param header - the encoded request header.
+   * @param body - the encoded request message.
+   * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
+   * @param target - the channel target, for error messages.
+   */
+  constructor(
+    readonly method: MethodDefinition,
+    readonly header: Uint8Array,
+    readonly body: Uint8Array,
+    readonly deadline: number,
+    readonly target: string,
+  ) {
+    this.promise = new Promise<unknown>((resolve, reject) => {
+      this.resolveFn = resolve;
+      this.rejectFn = reject;
+    });
+  }
+
+  /** Arms the deadline timer, the caller's signal and the parent call's cancellation. */
+  arm(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
+    if (this.deadline !== Infinity) this.timer = setTimeout(onDeadline, this.deadline - now, this);
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        this.cancel(cancelledBy(signal));
+        return;
+      }
+      this.signal = signal;
+      this.onSignalAbort = () => this.cancel(cancelledBy(signal));
+      signal.addEventListener('abort', this.onSignalAbort, { once: true });
+    }
+    if (parent !== undefined) {
+      this.unlinkParent = parent.onAbort((reason) =>
+        this.cancel(new RpcError(reason.code, `parent call ended: ${reason.message}`)),
+      );
+    }
+  }
+
+  /** Completes the call with a response message. */
+  succeed(value: unknown): void {
+    if (this.done) return;
+    this.cleanup();
+    this.resolveFn(value);
+  }
+
+  /** Completes the call with an error, without telling the server (it already knows or cannot hear). */
+  fail(error: RpcError): void {
+    if (this.done) return;
+    this.cleanup();
+    this.rejectFn(error);
+  }
+
+  /** Gives up on the call: tells the server (CANCEL frame) if it was sent, and fails it. */
+  cancel(error: RpcError): void {
+    if (this.done) return;
+    const carrier = this.carrier;
+    this.cleanup();
+    carrier?.cancel(this);
+    this.rejectFn(error);
+  }
+
+  private cleanup(): void {
+    this.done = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.onSignalAbort !== undefined) this.signal!.removeEventListener('abort', this.onSignalAbort);
+    this.unlinkParent?.();
+  }
+}
+
+function onDeadline(call: PendingCall): void {
+  call.timer = undefined;
+  call.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${call.method.path} on ${call.target}`));
+}
+
+function cancelledBy(signal: AbortSignal): RpcError {
+  const r: unknown = signal.reason;
+  if (r instanceof RpcError) return r;
+  return new RpcError(Status.CANCELLED, r instanceof Error ? `cancelled: ${r.message}` : 'cancelled by the caller');
+}

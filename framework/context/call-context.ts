@@ -1,0 +1,210 @@
+/**
+ * Per-call context: libco's coroutine-private variables (`CO_ROUTINE_SPECIFIC`, `co_getspecific`),
+ * carried by Node's AsyncLocalStorage instead of a coroutine stack.
+ *
+ * The server runs each inbound call inside `callStorage.run(context, handler)`, so everything the
+ * handler awaits, including outbound calls through a svrkit client, sees the same context without
+ * passing it along by hand.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomBytes } from 'node:crypto';
+import { RpcError, Status, type Metadata } from '../wire/status.js';
+
+/** What a handler can learn about the call it is serving. `currentCall()` returns it. */
+export interface CallContext {
+  /** Full method name, e.g. `'helloworld.Greeter/SayHello'`. */
+  readonly method: string;
+  /** The caller's address, `host:port`. */
+  readonly peer: string;
+  /** Request metadata sent by the caller (including keys propagated from further upstream). */
+  readonly metadata: Readonly<Metadata>;
+  /** Metadata keys marked for propagation: outbound calls made inside this call carry them on. */
+  readonly propagate: readonly string[];
+  /** Absolute deadline in epoch milliseconds; `Infinity` when the caller set none. */
+  readonly deadline: number;
+  /** Trace id shared by every call in one request chain (32 lower-case hex digits). */
+  readonly traceId: string;
+  /** Fires when the call is cancelled by the client or its deadline passes; `reason` is an `RpcError`. */
+  readonly signal: AbortSignal;
+  /** True once the call was cancelled or its deadline passed. */
+  readonly cancelled: boolean;
+  /** Metadata to send back with the response (success or error). Handlers may add keys. */
+  readonly responseMetadata: Metadata;
+  /** Milliseconds left until the deadline (`Infinity` without one, 0 once past). */
+  timeRemaining(): number;
+}
+
+/**
+ * The concrete call context the server creates per inbound call. Exported for the server and for
+ * tests that run code "inside a call"; handlers see it through the `CallContext` interface.
+ *
+ * Cheap by design: the AbortController behind `signal` and the map behind coroutine-locals are
+ * created only on first use, since most handlers touch neither.
+ */
+export class ServerCallContext implements CallContext {
+  /** Epoch ms at which the request frame was read off the socket. */
+  readonly arrivalTime: number;
+  private controller: AbortController | undefined;
+  private abortReason: RpcError | undefined;
+  private abortListeners: Array<(reason: RpcError) => void> | undefined;
+  private responseMd: Metadata | undefined;
+  /** Storage of coroutine-locals, created on first `set`. */
+  locals: Map<string, unknown> | undefined;
+
+  /**
+   * @param method - full method name `package.Service/Method`.
+   * @param peer - remote address `host:port`.
+   * @param metadata - request metadata.
+   * @param propagate - metadata keys marked for propagation downstream.
+   * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
+   * @param traceId - the chain's trace id.
+   * @param arrivalTime - epoch ms when the frame arrived (used for queueing-time measurement).
+   */
+  constructor(
+    readonly method: string,
+    readonly peer: string,
+    readonly metadata: Readonly<Metadata>,
+    readonly propagate: readonly string[],
+    readonly deadline: number,
+    readonly traceId: string,
+    arrivalTime: number,
+  ) {
+    this.arrivalTime = arrivalTime;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  get cancelled(): boolean {
+    return this.abortReason !== undefined;
+  }
+
+  get responseMetadata(): Metadata {
+    return (this.responseMd ??= {});
+  }
+
+  /** The response metadata if a handler set any, else undefined (no allocation). */
+  peekResponseMetadata(): Metadata | undefined {
+    return this.responseMd;
+  }
+
+  timeRemaining(): number {
+    if (this.deadline === Infinity) return Infinity;
+    return Math.max(0, this.deadline - Date.now());
+  }
+
+  /**
+   * Cancels the call: fires `signal` with `reason` and notifies outbound calls made inside it.
+   * Idempotent: only the first reason counts.
+   */
+  abort(reason: RpcError): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    const listeners = this.abortListeners;
+    if (listeners !== undefined) {
+      this.abortListeners = undefined;
+      for (const l of listeners) l(reason);
+    }
+  }
+
+  /**
+   * Registers `listener` to run when the call is aborted (immediately if it already was).
+   * Used by outbound calls to cancel themselves with their parent without creating an AbortSignal.
+   * @returns a function that removes the listener.
+   */
+  onAbort(listener: (reason: RpcError) => void): () => void {
+    if (this.abortReason !== undefined) {
+      listener(this.abortReason);
+      return noop;
+    }
+    (this.abortListeners ??= []).push(listener);
+    return () => {
+      const ls = this.abortListeners;
+      if (ls === undefined) return;
+      const i = ls.indexOf(listener);
+      if (i >= 0) ls.splice(i, 1);
+    };
+  }
+}
+
+function noop(): void {}
+
+const STORAGE_KEY = Symbol.for('svrkit.callStorage');
+const globalSlot = globalThis as unknown as Record<symbol, AsyncLocalStorage<ServerCallContext> | undefined>;
+
+/**
+ * The AsyncLocalStorage holding the current inbound call. It lives on `globalThis` under a
+ * registered symbol so that two copies of svrkit in one process (say, the CLI's and a user
+ * project's) share one context.
+ */
+export const callStorage: AsyncLocalStorage<ServerCallContext> = (globalSlot[STORAGE_KEY] ??=
+  new AsyncLocalStorage<ServerCallContext>());
+
+/**
+ * The context of the inbound call the caller is running in.
+ * @returns the call context, or `undefined` outside any call (e.g. at start-up or in a timer that
+ *   was scheduled outside a handler).
+ */
+export function currentCall(): CallContext | undefined {
+  return callStorage.getStore();
+}
+
+/** A typed per-call variable; see `coroutineLocal`. */
+export interface CoroutineLocal<T> {
+  /** The variable's name; locals with the same name are the same variable. */
+  readonly name: string;
+  /** The value set in the current call, or `undefined` when unset or outside a call. */
+  get(): T | undefined;
+  /**
+   * Sets the value for the current call only; other concurrent calls keep their own.
+   * @throws Error when called outside a call.
+   */
+  set(value: T): void;
+}
+
+/**
+ * A per-call variable, the analogue of libco's `CO_ROUTINE_SPECIFIC(name)`: each call served by
+ * this process sees its own value, however many run concurrently, and the value follows the
+ * call through every `await`.
+ * @param name - names the variable; two locals with the same name share a slot.
+ * @returns an accessor with `get()` and `set(value)`.
+ */
+export function coroutineLocal<T>(name: string): CoroutineLocal<T> {
+  return {
+    name,
+    get(): T | undefined {
+      return callStorage.getStore()?.locals?.get(name) as T | undefined;
+    },
+    set(value: T): void {
+      const ctx = callStorage.getStore();
+      if (ctx === undefined) {
+        throw new Error(`coroutineLocal '${name}'.set() called outside a call: locals belong to an inbound call`);
+      }
+      (ctx.locals ??= new Map()).set(name, value);
+    },
+  };
+}
+
+const tracePrefix = randomBytes(8).toString('hex');
+let traceCounter = 0;
+
+/**
+ * A new trace id: 16 hex digits random per process, then a 16-hex-digit counter, so ids are unique
+ * across processes with overwhelming probability and cost no entropy per call.
+ * @returns 32 lower-case hex digits (the W3C trace-context trace-id format).
+ */
+export function newTraceId(): string {
+  traceCounter = (traceCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return tracePrefix + traceCounter.toString(16).padStart(16, '0');
+}
+
+/** Errors for cancelled and timed-out calls, shared so the messages read the same everywhere. */
+export function deadlineExceeded(what: string): RpcError {
+  return new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded: ${what}`);
+}

@@ -1,0 +1,26 @@
+/**
+ * svrkit's public API. Generated code and user code import only from here (`from 'svrkit'`).
+ */
+export { Status, statusName, parseStatus, RpcError, toRpcError, type Metadata } from './wire/status.js';
+export {
+  serviceDefinition,
+  type MessageType,
+  type MethodDefinition,
+  type ServiceDefinition,
+  type ServiceImplementation,
+  type UnaryHandler,
+} from './wire/definition.js';
+export { currentCall, coroutineLocal, type CallContext, type CoroutineLocal } from './context/call-context.js';
+export { Channel, createChannel, type CallOptions, type ChannelOptions } from './client/channel.js';
+export {
+  Server,
+  type ServerOptions,
+  type ServerInterceptor,
+  type ServerHandler,
+  type ServerLogger,
+  type CloseOptions,
+} from './server/server.js';
+export { type ClientCall, type ClientInvoker, type ClientInterceptor } from './client/channel.js';
+export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
+export { type BackoffOptions } from './client/subchannel.js';
+export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';

@@ -1,0 +1,418 @@
+/**
+ * The RPC server: accepts TCP connections, decodes request frames, dispatches each call to its
+ * handler inside a per-call context, and writes the response.
+ *
+ * The hot path (frame parse, header decode, method lookup, body decode, handler start) runs
+ * synchronously in the socket's data callback; the only promise per call is the handler's own.
+ */
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { callStorage, newTraceId, ServerCallContext, type CallContext } from '../context/call-context.js';
+import { Connection, formatAddress } from '../transport/connection.js';
+import {
+  serviceDefinition,
+  type MethodDefinition,
+  type ServiceDefinition,
+  type ServiceImplementation,
+  type UnaryHandler,
+} from '../wire/definition.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
+import { decodeRequestHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
+import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
+
+/** A server-side unary handler: the request and the call's context in, the response out. */
+export type ServerHandler = UnaryHandler<any, any, CallContext>;
+
+/**
+ * A server interceptor wraps every handler: `(next) => async (request, call) => { ...; return next(request, call); }`.
+ * Interceptors run outermost first, in the order given, inside the call's context.
+ */
+export type ServerInterceptor = (next: ServerHandler) => ServerHandler;
+
+/** Where the server reports handler failures that are not `RpcError`s. */
+export interface ServerLogger {
+  /** Called with a one-line description and the thrown value. */
+  error(message: string, error?: unknown): void;
+}
+
+/** Server settings. */
+export interface ServerOptions {
+  /** Largest frame accepted or sent, prefix included (bytes). Default 16 MiB. */
+  maxFrameBytes?: number;
+  /** Interceptors applied to every method, outermost first. */
+  interceptors?: ServerInterceptor[];
+  /** Receives unexpected handler errors (those that become INTERNAL). Default: `console.error`. */
+  logger?: ServerLogger;
+}
+
+/** Options of `Server.close`. */
+export interface CloseOptions {
+  /** How long in-flight calls may take to finish before their connections are cut (ms). Default 5000. */
+  graceMs?: number;
+}
+
+interface RegisteredMethod {
+  readonly def: MethodDefinition;
+  readonly handler: ServerHandler;
+}
+
+/** An inbound call: its public context plus the server's bookkeeping. */
+class InboundCall extends ServerCallContext {
+  timer: NodeJS.Timeout | undefined;
+  done = false;
+  constructor(
+    method: string,
+    peer: string,
+    metadata: Readonly<Metadata>,
+    propagate: readonly string[],
+    deadline: number,
+    traceId: string,
+    arrivalTime: number,
+    readonly conn: ServerConnection,
+    readonly callId: number,
+    readonly registered: RegisteredMethod,
+  ) {
+    super(method, peer, metadata, propagate, deadline, traceId, arrivalTime);
+  }
+}
+
+/** The server's view of one client connection. */
+class ServerConnection {
+  readonly calls = new Map<number, InboundCall>();
+  readonly conn: Connection;
+  constructor(socket: Socket, server: Server, maxFrameBytes: number) {
+    this.conn = new Connection(
+      socket,
+      { maxFrameBytes, pauseReadsWhileBlocked: true },
+      {
+        onFrame: (kind, callId, header, body) => server.onFrame(this, kind, callId, header, body),
+        onClose: () => server.onConnectionClose(this),
+      },
+    );
+  }
+}
+
+const EMPTY_METADATA: Readonly<Metadata> = Object.freeze({});
+const EMPTY_KEYS: readonly string[] = Object.freeze([]);
+
+/**
+ * A svrkit server.
+ *
+ * ```ts
+ * const server = new Server();
+ * server.addService(new Greeter());          // a class extending the generated GreeterService
+ * await server.listen(7000);                 // port 0 picks a free port; see server.address
+ * ...
+ * await server.close({ graceMs: 5000 });
+ * ```
+ */
+export class Server {
+  private readonly methods = new Map<string, RegisteredMethod>();
+  private readonly serviceDefs = new Map<string, ServiceDefinition>();
+  private readonly connections = new Set<ServerConnection>();
+  private readonly maxFrameBytes: number;
+  private readonly interceptors: ServerInterceptor[];
+  private readonly logger: ServerLogger;
+  private netServer: NetServer | undefined;
+  private boundAddress: string | undefined;
+  private inflight = 0;
+  private closing = false;
+  private idleWaiters: Array<() => void> = [];
+
+  /** @param options - see `ServerOptions`. */
+  constructor(options: ServerOptions = {}) {
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.interceptors = options.interceptors ?? [];
+    this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
+  }
+
+  /**
+   * Registers a service.
+   * - `addService(impl)`: `impl` is an instance of a class extending a generated `XService`.
+   * - `addService(definition, impl)`: `impl` is any object with one method per rpc (camelCase).
+   * @returns this server, for chaining.
+   * @throws Error when the service is already registered or `impl` lacks a method.
+   */
+  addService(impl: ServiceImplementation): this;
+  addService(definition: ServiceDefinition, impl: object): this;
+  addService(a: ServiceImplementation | ServiceDefinition, b?: object): this {
+    let def: ServiceDefinition;
+    let impl: Record<string, unknown>;
+    if (b === undefined) {
+      const d = (a as Partial<ServiceImplementation>)[serviceDefinition];
+      if (d === undefined) {
+        throw new Error('addService(impl): impl carries no service definition; extend a generated XService class or call addService(definition, impl)');
+      }
+      def = d;
+      impl = a as unknown as Record<string, unknown>;
+    } else {
+      def = a as ServiceDefinition;
+      impl = b as Record<string, unknown>;
+    }
+    if (this.serviceDefs.has(def.fullName)) throw new Error(`service ${def.fullName} is already registered`);
+    const entries: Array<[string, RegisteredMethod]> = [];
+    for (const m of Object.values(def.methods)) {
+      const fn = impl[m.localName];
+      if (typeof fn !== 'function') throw new Error(`${def.fullName} implementation has no method ${m.localName}() for rpc ${m.name}`);
+      let handler: ServerHandler = (fn as ServerHandler).bind(impl);
+      for (let i = this.interceptors.length - 1; i >= 0; i--) handler = this.interceptors[i]!(handler);
+      entries.push([m.path, { def: m, handler }]);
+    }
+    this.serviceDefs.set(def.fullName, def);
+    for (const [path, r] of entries) this.methods.set(path, r);
+    return this;
+  }
+
+  /** Definitions of the registered services, by full name (used by the reflection service). */
+  get services(): ReadonlyMap<string, ServiceDefinition> {
+    return this.serviceDefs;
+  }
+
+  /** True once `close()` has begun. */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /**
+   * Starts accepting connections.
+   * @param port - TCP port; 0 picks a free one.
+   * @param host - interface to bind; default `'127.0.0.1'` (use `'0.0.0.0'` or `'::'` for all).
+   * @throws Error when the port cannot be bound (EADDRINUSE, EACCES, ...) or the server is listening already.
+   */
+  async listen(port: number, host = '127.0.0.1'): Promise<void> {
+    if (this.netServer !== undefined) throw new Error('server is already listening');
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${port}: expected 0-65535`);
+    const srv = createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    srv.on('error', (err) => this.logger.error('svrkit server: listener error', err));
+    const a = srv.address();
+    this.boundAddress = a !== null && typeof a === 'object' ? formatAddress(a.address, a.port) : String(a);
+    this.netServer = srv;
+  }
+
+  /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
+  get address(): string {
+    if (this.boundAddress === undefined) throw new Error('server is not listening');
+    return this.boundAddress;
+  }
+
+  /** The bound port (after `listen`). */
+  get port(): number {
+    const a = this.netServer?.address();
+    if (a === null || a === undefined || typeof a !== 'object') throw new Error('server is not listening');
+    return a.port;
+  }
+
+  /** Calls being served right now. */
+  get inflightCalls(): number {
+    return this.inflight;
+  }
+
+  /**
+   * Shuts down gracefully: stops accepting connections, sends GOAWAY on every connection (clients
+   * send no new calls on it), lets in-flight calls finish for up to `graceMs`, then closes every
+   * connection; calls still running then have their signal fired with CANCELLED.
+   * Resolves when every connection is closed. Calling it again returns the same outcome.
+   */
+  async close(options: CloseOptions = {}): Promise<void> {
+    const graceMs = options.graceMs ?? 5000;
+    if (!this.closing) {
+      this.closing = true;
+      this.netServer?.close();
+      for (const c of this.connections) c.conn.goaway(Status.UNAVAILABLE, 'server is shutting down');
+    }
+    if (this.inflight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    const closing: Promise<void>[] = [];
+    for (const c of this.connections) {
+      closing.push(new Promise<void>((resolve) => c.conn.socket.once('close', () => resolve())));
+      if (c.calls.size === 0) c.conn.end();
+      else c.conn.destroy();
+      // A peer that never closes its side is cut after a short linger.
+      setTimeout(() => c.conn.destroy(), 1000).unref();
+    }
+    await Promise.all(closing);
+  }
+
+  /** @internal Called by connections for each frame. */
+  onFrame(sc: ServerConnection, kind: number, callId: number, header: Buffer, body: Buffer): void {
+    switch (kind) {
+      case FrameKind.REQUEST:
+        this.onRequest(sc, callId, header, body);
+        return;
+      case FrameKind.CANCEL: {
+        const call = sc.calls.get(callId);
+        if (call !== undefined) this.endCall(call, new RpcError(Status.CANCELLED, 'cancelled by the client'), false);
+        return;
+      }
+      case FrameKind.PING:
+        sc.conn.send(FrameKind.PONG, callId);
+        return;
+      case FrameKind.PONG:
+      case FrameKind.GOAWAY:
+        return;
+      default:
+        // Unknown kinds are ignored for forward compatibility, like unknown HTTP/2 frame types.
+        return;
+    }
+  }
+
+  /** @internal Called when a connection's socket closes. */
+  onConnectionClose(sc: ServerConnection): void {
+    this.connections.delete(sc);
+    if (sc.calls.size === 0) return;
+    const reason = new RpcError(Status.CANCELLED, 'client disconnected');
+    for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => {
+      // Reported through Connection.onClose; an unhandled 'error' would crash the process.
+    });
+    this.connections.add(new ServerConnection(socket, this, this.maxFrameBytes));
+  }
+
+  private onRequest(sc: ServerConnection, callId: number, headerBytes: Buffer, body: Buffer): void {
+    const arrival = Date.now();
+    const conn = sc.conn;
+    let h;
+    try {
+      h = decodeRequestHeader(headerBytes);
+    } catch (err) {
+      this.reject(conn, callId, Status.INVALID_ARGUMENT, (err as HeaderError).message);
+      return;
+    }
+    const registered = this.methods.get(h.m);
+    if (registered === undefined) {
+      this.reject(conn, callId, Status.UNIMPLEMENTED, `unknown method '${h.m}'`);
+      return;
+    }
+    if (this.closing) {
+      this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down');
+      return;
+    }
+    if (sc.calls.has(callId)) {
+      this.reject(conn, callId, Status.INVALID_ARGUMENT, `call id ${callId} is already in use on this connection`);
+      return;
+    }
+    const def = registered.def;
+    let request: unknown;
+    try {
+      request = def.requestType.decode(body);
+    } catch (err) {
+      this.reject(conn, callId, Status.INVALID_ARGUMENT, `request body is not a valid ${def.requestTypeName}: ${(err as Error).message}`);
+      return;
+    }
+    const d = h.d;
+    if (d !== undefined && d <= 0) {
+      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, 'deadline exceeded before the call started');
+      return;
+    }
+    const call = new InboundCall(
+      h.m,
+      conn.peer,
+      h.md ?? EMPTY_METADATA,
+      h.pm ?? EMPTY_KEYS,
+      d === undefined ? Infinity : arrival + d,
+      h.t ?? newTraceId(),
+      arrival,
+      sc,
+      callId,
+      registered,
+    );
+    if (d !== undefined) call.timer = setTimeout(onDeadline, d, this, call);
+    sc.calls.set(callId, call);
+    this.inflight++;
+    let result: Promise<unknown>;
+    try {
+      result = callStorage.run(call, registered.handler, request, call);
+      if (typeof (result as Promise<unknown> | undefined)?.then !== 'function') result = Promise.resolve(result);
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    result.then(
+      (response) => this.respond(call, response),
+      (err) => this.fail(call, err),
+    );
+  }
+
+  private respond(call: InboundCall, response: unknown): void {
+    if (call.done) return;
+    this.finish(call);
+    const conn = call.conn.conn;
+    const def = call.registered.def;
+    let body: Uint8Array;
+    try {
+      body = def.responseType.encode(response).finish();
+    } catch (err) {
+      this.logger.error(`svrkit server: ${call.method}: cannot encode the ${def.responseTypeName} the handler returned (trace ${call.traceId})`, err);
+      this.reject(conn, call.callId, Status.INTERNAL, `cannot encode response ${def.responseTypeName}: ${(err as Error).message}`);
+      return;
+    }
+    const header = encodeStatusHeader(Status.OK, undefined, call.peekResponseMetadata());
+    if (!conn.fits(header, body)) {
+      this.reject(conn, call.callId, Status.RESOURCE_EXHAUSTED, `response of ${body.length} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+      return;
+    }
+    conn.send(FrameKind.RESPONSE, call.callId, header, body);
+  }
+
+  private fail(call: InboundCall, err: unknown): void {
+    if (call.done) return;
+    if (!(err instanceof RpcError)) {
+      this.logger.error(`svrkit server: ${call.method} failed (trace ${call.traceId})`, err);
+    }
+    this.endCall(call, toRpcError(err), true);
+  }
+
+  /**
+   * Ends a call that did not produce a response: deadline, cancel, disconnect or handler error.
+   * Fires the call's signal (except for handler errors, which the handler already knows about).
+   */
+  endCall(call: InboundCall, error: RpcError, sendResponse: boolean): void {
+    if (call.done) return;
+    this.finish(call);
+    if (error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED) call.abort(error);
+    if (sendResponse) {
+      const md = call.peekResponseMetadata();
+      const merged = md === undefined ? error.metadata : { ...md, ...error.metadata };
+      call.conn.conn.send(FrameKind.RESPONSE, call.callId, encodeStatusHeader(error.code, error.message, merged));
+    }
+  }
+
+  private finish(call: InboundCall): void {
+    call.done = true;
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    call.conn.calls.delete(call.callId);
+    if (--this.inflight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private reject(conn: Connection, callId: number, status: Status, message: string): void {
+    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message));
+  }
+}
+
+function onDeadline(server: Server, call: InboundCall): void {
+  call.timer = undefined;
+  server.endCall(call, new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while serving ${call.method}`), true);
+}

@@ -1,0 +1,68 @@
+/**
+ * Service and method definitions: what `svrkit gen` emits for each service in a .proto file, and
+ * what the server and the client read to encode, decode and route calls.
+ *
+ * Generated code builds these objects; user code rarely touches them directly.
+ */
+
+/**
+ * The codec of one protobuf message type. ts-proto's generated `MessageFns<T>` objects satisfy
+ * this shape, so a generated message constant (e.g. `HelloRequest`) is a `MessageType<HelloRequest>`.
+ */
+export interface MessageType<T> {
+  /** Encodes `message` (a complete message, not a partial one). `finish()` returns the bytes. */
+  encode(message: T): { finish(): Uint8Array };
+  /** Decodes protobuf bytes. Throws on malformed input (truncated varint, bad wire type, ...). */
+  decode(input: Uint8Array): T;
+  /** Builds a complete message from a deep-partial object, filling proto3 defaults. */
+  fromPartial(object: any): T;
+}
+
+/** One unary rpc of a service. */
+export interface MethodDefinition<Req = any, Res = any> {
+  /** The rpc name as written in the .proto file, e.g. `'SayHello'`. */
+  readonly name: string;
+  /** The camelCase name of the handler and client method, e.g. `'sayHello'`. */
+  readonly localName: string;
+  /** The full method name on the wire: `package.Service/Method`, e.g. `'helloworld.Greeter/SayHello'`. */
+  readonly path: string;
+  /** Codec of the request message. */
+  readonly requestType: MessageType<Req>;
+  /** Codec of the response message. */
+  readonly responseType: MessageType<Res>;
+  /** Fully-qualified request type name without a leading dot, e.g. `'helloworld.HelloRequest'`. */
+  readonly requestTypeName: string;
+  /** Fully-qualified response type name without a leading dot. */
+  readonly responseTypeName: string;
+}
+
+/** A service: its name, its methods and the descriptors that describe it (for reflection). */
+export interface ServiceDefinition {
+  /** The service name as written in the .proto file, e.g. `'Greeter'`. */
+  readonly name: string;
+  /** The fully-qualified service name, e.g. `'helloworld.Greeter'`. */
+  readonly fullName: string;
+  /** The methods, keyed by their camelCase `localName`. */
+  readonly methods: Readonly<Record<string, MethodDefinition>>;
+  /**
+   * Base64 of the serialized `google.protobuf.FileDescriptorProto` of the file that defines the
+   * service and of every file it imports, transitively; imports come before the files that use them.
+   * The reflection service serves these so that `svrkit call` needs no local .proto.
+   */
+  readonly files: readonly string[];
+}
+
+/**
+ * The property key under which a service implementation carries its definition. Generated
+ * `XService` base classes set it, so `server.addService(new MyGreeter())` knows what it serves.
+ * It is a registered symbol (`Symbol.for`), so two copies of svrkit in one process agree on it.
+ */
+export const serviceDefinition: unique symbol = Symbol.for('svrkit.serviceDefinition') as any;
+
+/** A unary handler as the server invokes it. */
+export type UnaryHandler<Req = any, Res = any, Call = unknown> = (request: Req, call: Call) => Promise<Res>;
+
+/** An object that implements a service and says which one (generated base classes do this). */
+export interface ServiceImplementation {
+  readonly [serviceDefinition]: ServiceDefinition;
+}

@@ -1,0 +1,192 @@
+/**
+ * The frame codec: pure byte manipulation, no sockets.
+ *
+ * A frame on the wire is
+ *
+ * ```
+ * u32 length | u8 kind | u32 callId | u32 headerLength | header | body
+ * ```
+ *
+ * all big-endian; `length` counts every byte after the length field itself (so the smallest
+ * frame has length 9). The header is msgpack (see header.ts), the body protobuf. Splitting them
+ * with an explicit header length lets the receiver decode the header, and decide, before it
+ * touches the body. Many calls share one connection; `callId` matches responses to requests.
+ */
+
+/** Frame kinds. */
+export const FrameKind = {
+  /** A call: header = request header, body = request message. */
+  REQUEST: 1,
+  /** The end of a call: header = response header (empty means OK), body = response message. */
+  RESPONSE: 2,
+  /** The client gave up on `callId` (cancelled or past its deadline); no body. */
+  CANCEL: 3,
+  /** Liveness probe; the peer answers PONG with the same callId. */
+  PING: 4,
+  /** Answer to PING. */
+  PONG: 5,
+  /** The sender stops taking new calls on this connection; header may carry a status and reason. */
+  GOAWAY: 6,
+} as const;
+
+/** Bytes before the header: length(4) + kind(1) + callId(4) + headerLength(4). */
+export const FRAME_PREFIX_BYTES = 13;
+/** The minimum value of the length field (kind + callId + headerLength). */
+const MIN_LENGTH = FRAME_PREFIX_BYTES - 4;
+/** Default maximum frame size, 16 MiB, counted as the whole frame including its prefix. */
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+/** A violation of the framing itself; the connection cannot continue after one. */
+export class FrameError extends Error {
+  /** @param message - what was wrong, e.g. `frame of 4294967295 bytes exceeds the maximum 16777216`. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'FrameError';
+  }
+}
+
+/** Receives each complete frame. `header` and `body` are views into the read buffer: copy to keep. */
+export type FrameListener = (kind: number, callId: number, header: Buffer, body: Buffer) => void;
+
+/**
+ * Splits a byte stream into frames. Feed it socket chunks with `push`; it calls the listener once
+ * per complete frame, synchronously, with zero-copy views. A frame split over chunks is joined
+ * with a single copy once all its bytes have arrived.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private needed = 0;
+
+  /**
+   * @param maxFrameBytes - largest acceptable frame, prefix included (bytes).
+   * @param onFrame - called for each complete frame.
+   */
+  constructor(
+    private readonly maxFrameBytes: number,
+    private readonly onFrame: FrameListener,
+  ) {}
+
+  /** Bytes received but not yet part of a complete frame. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /**
+   * Consumes a chunk.
+   * @throws FrameError when a frame's length is below the minimum or above `maxFrameBytes`, or its
+   *   header length exceeds the frame. Frames before the bad one have been delivered.
+   */
+  push(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.buffered > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (this.buffered < this.needed) return;
+      buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+      this.chunks = [];
+      this.buffered = 0;
+    }
+    const total = buf.length;
+    let off = 0;
+    while (total - off >= 4) {
+      const length = buf.readUInt32BE(off);
+      if (length + 4 > this.maxFrameBytes) {
+        throw new FrameError(`frame of ${length + 4} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+      }
+      if (length < MIN_LENGTH) throw new FrameError(`frame length ${length} is below the minimum ${MIN_LENGTH}`);
+      const end = off + 4 + length;
+      if (end > total) {
+        this.needed = 4 + length;
+        break;
+      }
+      const kind = buf[off + 4]!;
+      const callId = buf.readUInt32BE(off + 5);
+      const headerLength = buf.readUInt32BE(off + 9);
+      if (headerLength > length - MIN_LENGTH) {
+        throw new FrameError(`header length ${headerLength} exceeds frame length ${length}`);
+      }
+      const headerStart = off + FRAME_PREFIX_BYTES;
+      const bodyStart = headerStart + headerLength;
+      this.onFrame(kind, callId, buf.subarray(headerStart, bodyStart), buf.subarray(bodyStart, end));
+      off = end;
+    }
+    if (off < total) {
+      const rest = off === 0 ? buf : buf.subarray(off);
+      this.chunks.push(rest);
+      this.buffered = rest.length;
+      if (rest.length < 4) this.needed = 4;
+    }
+  }
+}
+
+/**
+ * Accumulates outgoing frames in one growable buffer so that all frames written during an
+ * event-loop turn leave in a single `write(2)` (write coalescing).
+ */
+export class FrameEncoder {
+  private buf: Buffer;
+  private len = 0;
+
+  /** @param initialBytes - starting capacity in bytes; grows by doubling. */
+  constructor(private readonly initialBytes = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  /** Bytes queued and not yet taken. */
+  get length(): number {
+    return this.len;
+  }
+
+  /**
+   * Appends one frame.
+   * @param kind - a `FrameKind` value.
+   * @param callId - u32 call id.
+   * @param header - header bytes (may be empty).
+   * @param body - body bytes (may be empty).
+   * @returns the frame's size in bytes, prefix included.
+   */
+  write(kind: number, callId: number, header: Uint8Array | undefined, body: Uint8Array | undefined): number {
+    const hl = header === undefined ? 0 : header.length;
+    const bl = body === undefined ? 0 : body.length;
+    const size = FRAME_PREFIX_BYTES + hl + bl;
+    let buf = this.buf;
+    let off = this.len;
+    if (off + size > buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(buf.length * 2, off + size));
+      buf.copy(grown, 0, 0, off);
+      this.buf = buf = grown;
+    }
+    buf.writeUInt32BE(size - 4, off);
+    buf[off + 4] = kind;
+    buf.writeUInt32BE(callId >>> 0, off + 5);
+    buf.writeUInt32BE(hl, off + 9);
+    off += FRAME_PREFIX_BYTES;
+    if (hl > 0) {
+      buf.set(header!, off);
+      off += hl;
+    }
+    if (bl > 0) {
+      buf.set(body!, off);
+      off += bl;
+    }
+    this.len = off;
+    return size;
+  }
+
+  /**
+   * Takes everything queued as a buffer of its own (exact size, so small batches come from Node's
+   * buffer pool) and keeps the working buffer for the next batch. A buffer that grew past 1 MiB
+   * for a large frame is dropped back to the initial size.
+   * @returns the queued bytes, or `undefined` when nothing is queued.
+   */
+  take(): Buffer | undefined {
+    const len = this.len;
+    if (len === 0) return undefined;
+    const out = Buffer.allocUnsafe(len);
+    this.buf.copy(out, 0, 0, len);
+    this.len = 0;
+    if (this.buf.length > 1024 * 1024) this.buf = Buffer.allocUnsafe(this.initialBytes);
+    return out;
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Frame headers: msgpack maps (msgpackr) with short keys, decoded before the body.
+ *
+ * Request header   `{ m: method, d?: deadline ms remaining, t?: trace id, md?: metadata,
+ *                     pm?: propagated metadata keys }`
+ * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
+ *                   md?: metadata }`
+ * GOAWAY header    empty, or `{ s: status, e?: reason }`
+ *
+ * The deadline travels as milliseconds remaining, not as a timestamp, so clock skew between hosts
+ * does not matter (gRPC's `grpc-timeout` does the same).
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { Status, type Metadata } from './status.js';
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** A decoded request header. */
+export interface RequestHeader {
+  /** Full method name `package.Service/Method`. */
+  m: string;
+  /** Milliseconds left until the deadline; absent for none. */
+  d?: number;
+  /** Trace id. */
+  t?: string;
+  /** Metadata. */
+  md?: Metadata;
+  /** Metadata keys marked for propagation to downstream calls. */
+  pm?: string[];
+}
+
+/** A decoded response or GOAWAY header. */
+export interface StatusHeader {
+  /** Status code. */
+  s: number;
+  /** Status message. */
+  e?: string;
+  /** Metadata. */
+  md?: Metadata;
+}
+
+/** Error thrown when a header is not the msgpack map this module expects. */
+export class HeaderError extends Error {
+  /** @param message - what was wrong with the header. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'HeaderError';
+  }
+}
+
+/** Encodes a request header. @returns msgpack bytes. */
+export function encodeRequestHeader(header: RequestHeader): Uint8Array {
+  return packr.pack(header);
+}
+
+/**
+ * Decodes and validates a request header.
+ * @throws HeaderError when the bytes are not msgpack, not a map, or a field has the wrong type.
+ */
+export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
+  let h: unknown;
+  try {
+    h = unpackr.unpack(bytes);
+  } catch (err) {
+    throw new HeaderError(`request header is not valid msgpack: ${(err as Error).message}`);
+  }
+  if (h === null || typeof h !== 'object' || Array.isArray(h)) throw new HeaderError('request header is not a map');
+  const r = h as Record<string, unknown>;
+  if (typeof r.m !== 'string' || r.m.length === 0) throw new HeaderError('request header has no method name (m)');
+  if (r.d !== undefined && (typeof r.d !== 'number' || !Number.isFinite(r.d))) {
+    throw new HeaderError('request header deadline (d) is not a number of milliseconds');
+  }
+  if (r.t !== undefined && typeof r.t !== 'string') throw new HeaderError('request header trace id (t) is not a string');
+  if (r.md !== undefined && !isStringMap(r.md)) throw new HeaderError('request header metadata (md) is not a map of strings');
+  if (r.pm !== undefined && !isStringArray(r.pm)) {
+    throw new HeaderError('request header propagation list (pm) is not an array of strings');
+  }
+  return r as unknown as RequestHeader;
+}
+
+/**
+ * Encodes a response or GOAWAY header.
+ * @returns msgpack bytes, or an empty array for plain OK (the common case costs nothing).
+ */
+export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata): Uint8Array {
+  if (status === Status.OK && message === undefined && (metadata === undefined || isEmpty(metadata))) return EMPTY;
+  const h: StatusHeader = { s: status };
+  if (message !== undefined) h.e = message;
+  if (metadata !== undefined && !isEmpty(metadata)) h.md = metadata;
+  return packr.pack(h);
+}
+
+/**
+ * Decodes a response or GOAWAY header; empty bytes mean OK.
+ * @throws HeaderError when the bytes are not a valid status header.
+ */
+export function decodeStatusHeader(bytes: Uint8Array): StatusHeader {
+  if (bytes.length === 0) return OK_HEADER;
+  let h: unknown;
+  try {
+    h = unpackr.unpack(bytes);
+  } catch (err) {
+    throw new HeaderError(`status header is not valid msgpack: ${(err as Error).message}`);
+  }
+  if (h === null || typeof h !== 'object') throw new HeaderError('status header is not a map');
+  const r = h as Record<string, unknown>;
+  if (typeof r.s !== 'number') throw new HeaderError('status header has no status code (s)');
+  if (r.e !== undefined && typeof r.e !== 'string') throw new HeaderError('status header message (e) is not a string');
+  if (r.md !== undefined && !isStringMap(r.md)) throw new HeaderError('status header metadata (md) is not a map of strings');
+  return r as unknown as StatusHeader;
+}
+
+const EMPTY = new Uint8Array(0);
+const OK_HEADER: StatusHeader = Object.freeze({ s: Status.OK }) as StatusHeader;
+
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false;
+  return true;
+}
+
+function isStringMap(v: unknown): v is Metadata {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  for (const k in v as Record<string, unknown>) if (typeof (v as Record<string, unknown>)[k] !== 'string') return false;
+  return true;
+}
+
+function isStringArray(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}

@@ -1,0 +1,105 @@
+/**
+ * Status codes and the error type that carries them.
+ *
+ * The codes, their numbers and their names are gRPC's (grpc/grpc doc/statuscodes.md), so a
+ * svrkit status reads the same as in any gRPC stack and maps 1:1 onto it.
+ */
+
+/** gRPC status codes, by name and number (grpc/grpc doc/statuscodes.md). */
+export enum Status {
+  OK = 0,
+  CANCELLED = 1,
+  UNKNOWN = 2,
+  INVALID_ARGUMENT = 3,
+  DEADLINE_EXCEEDED = 4,
+  NOT_FOUND = 5,
+  ALREADY_EXISTS = 6,
+  PERMISSION_DENIED = 7,
+  RESOURCE_EXHAUSTED = 8,
+  FAILED_PRECONDITION = 9,
+  ABORTED = 10,
+  OUT_OF_RANGE = 11,
+  UNIMPLEMENTED = 12,
+  INTERNAL = 13,
+  UNAVAILABLE = 14,
+  DATA_LOSS = 15,
+  UNAUTHENTICATED = 16,
+}
+
+/**
+ * The name of a status code, e.g. `statusName(14) === 'UNAVAILABLE'`.
+ * @param code - a status number; numbers outside the gRPC set give `'UNKNOWN'`.
+ * @returns the gRPC name of the code.
+ */
+export function statusName(code: number): string {
+  return Status[code] ?? 'UNKNOWN';
+}
+
+/**
+ * Parses a status given by name (`'NOT_FOUND'`, case-insensitive) or by number (`'5'`).
+ * @returns the status number.
+ * @throws Error when the text names no gRPC status.
+ */
+export function parseStatus(text: string): Status {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) {
+    const n = Number(trimmed);
+    if (Status[n] !== undefined) return n as Status;
+  } else {
+    const v = (Status as unknown as Record<string, number | undefined>)[trimmed.toUpperCase()];
+    if (typeof v === 'number') return v as Status;
+  }
+  throw new Error(`unknown status code '${text}': expected a gRPC status name such as UNAVAILABLE or a number 0-16`);
+}
+
+/** Metadata: string keys (lower-case by convention) to string values, carried in call headers. */
+export type Metadata = Record<string, string>;
+
+/**
+ * The error a failed call ends with, on both sides of the wire.
+ *
+ * A handler that throws an `RpcError` sends its code, message and metadata to the caller unchanged;
+ * any other thrown value reaches the caller as `INTERNAL`. A client call rejects with an `RpcError`
+ * for every failure: remote status, deadline, cancellation, or a broken connection (`UNAVAILABLE`).
+ */
+export class RpcError extends Error {
+  /** The gRPC status code. Never `OK`. */
+  readonly code: Status;
+  /** Metadata the server attached to the failure (empty when none). */
+  readonly metadata: Metadata;
+
+  /**
+   * @param code - the status code; `Status.OK` is not a failure and is turned into `UNKNOWN`.
+   * @param message - human-readable detail, sent to the caller as is.
+   * @param metadata - optional key/value pairs sent along with the status.
+   */
+  constructor(code: Status, message: string, metadata: Metadata = {}) {
+    super(message);
+    this.name = 'RpcError';
+    this.code = code === Status.OK ? Status.UNKNOWN : code;
+    this.metadata = metadata;
+  }
+
+  /** The status name, e.g. `'DEADLINE_EXCEEDED'`. */
+  get codeName(): string {
+    return statusName(this.code);
+  }
+
+  override toString(): string {
+    return `RpcError: ${statusName(this.code)}: ${this.message}`;
+  }
+}
+
+/**
+ * Turns any thrown value into an `RpcError`: an `RpcError` passes through; an `AbortError` from a
+ * cancelled signal becomes `CANCELLED`; anything else becomes `fallback` (default `INTERNAL`)
+ * with the value's message.
+ */
+export function toRpcError(err: unknown, fallback: Status = Status.INTERNAL): RpcError {
+  if (err instanceof RpcError) return err;
+  if (err instanceof Error) {
+    if (err.name === 'AbortError') return new RpcError(Status.CANCELLED, err.message || 'cancelled');
+    return new RpcError(fallback, err.message || err.name);
+  }
+  return new RpcError(fallback, String(err));
+}
