@@ -12,6 +12,7 @@ export {
 } from './wire/definition.js';
 export { currentCall, coroutineLocal, type CallContext, type CoroutineLocal } from './context/call-context.js';
 export { Channel, createChannel, type CallOptions, type ChannelOptions } from './client/channel.js';
+export { resolveMethod, parseMethodName, type DynamicMethod, type JsonValue } from './client/dynamic.js';
 export {
   Server,
   type ServerOptions,

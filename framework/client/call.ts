@@ -9,8 +9,8 @@ import { RpcError, Status } from '../wire/status.js';
 
 /** Where a started call lives: the connection that sent it, so it can be cancelled there. */
 export interface CallCarrier {
-  /** Sends CANCEL for the call and forgets it. */
-  cancel(call: PendingCall): void;
+  /** Sends CANCEL for the call, with the status it ends with, and forgets it. */
+  cancel(call: PendingCall, reason: RpcError): void;
 }
 
 /** An outbound call; see the module comment. */
@@ -88,7 +88,7 @@ export class PendingCall {
     if (this.done) return;
     const carrier = this.carrier;
     this.cleanup();
-    carrier?.cancel(this);
+    carrier?.cancel(this, error);
     this.rejectFn(error);
   }
 

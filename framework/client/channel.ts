@@ -198,6 +198,7 @@ export class Channel {
     try {
       body = method.requestType.encode(method.requestType.fromPartial(request)).finish();
     } catch (err) {
+      if (err instanceof RpcError) return Promise.reject(err);
       return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
     }
     const header: RequestHeader = { m: method.path, t: parent === undefined ? newTraceId() : parent.traceId };

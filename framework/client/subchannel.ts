@@ -9,7 +9,7 @@
 import { connect } from 'node:net';
 import { Connection } from '../transport/connection.js';
 import { FrameKind } from '../wire/frame.js';
-import { decodeStatusHeader } from '../wire/header.js';
+import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallCarrier, PendingCall } from './call.js';
 import { parseAddress } from './resolver.js';
@@ -115,10 +115,10 @@ export class ClientConnection implements CallCarrier {
   }
 
   /** @see CallCarrier.cancel */
-  cancel(call: PendingCall): void {
+  cancel(call: PendingCall, reason: RpcError): void {
     if (this.calls.get(call.callId) !== call) return;
     this.calls.delete(call.callId);
-    this.conn.send(FrameKind.CANCEL, call.callId);
+    this.conn.send(FrameKind.CANCEL, call.callId, encodeStatusHeader(reason.code));
     this.maybeCloseDrained();
   }
 

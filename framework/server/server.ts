@@ -16,8 +16,10 @@ import {
   type UnaryHandler,
 } from '../wire/definition.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
-import { decodeRequestHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
+import { decodeRequestHeader, decodeStatusHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
+import { Health } from './health.js';
+import { Reflection } from './reflection.js';
 
 /** A server-side unary handler: the request and the call's context in, the response out. */
 export type ServerHandler = UnaryHandler<any, any, CallContext>;
@@ -42,6 +44,8 @@ export interface ServerOptions {
   interceptors?: ServerInterceptor[];
   /** Receives unexpected handler errors (those that become INTERNAL). Default: `console.error`. */
   logger?: ServerLogger;
+  /** Serve the built-in `svrkit.Health` and `svrkit.Reflection` services. Default true. */
+  builtinServices?: boolean;
 }
 
 /** Options of `Server.close`. */
@@ -123,6 +127,10 @@ export class Server {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.interceptors = options.interceptors ?? [];
     this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
+    if (options.builtinServices !== false) {
+      this.addService(new Health(this));
+      this.addService(new Reflection(this));
+    }
   }
 
   /**
@@ -254,7 +262,7 @@ export class Server {
         return;
       case FrameKind.CANCEL: {
         const call = sc.calls.get(callId);
-        if (call !== undefined) this.endCall(call, new RpcError(Status.CANCELLED, 'cancelled by the client'), false);
+        if (call !== undefined) this.endCall(call, cancelReason(header), false);
         return;
       }
       case FrameKind.PING:
@@ -410,6 +418,22 @@ export class Server {
   private reject(conn: Connection, callId: number, status: Status, message: string): void {
     conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message));
   }
+}
+
+/**
+ * Why the client gave up, from a CANCEL frame's header: a client whose own deadline timer fired
+ * says DEADLINE_EXCEEDED, so the server reports the same whichever side's timer fires first.
+ */
+function cancelReason(header: Buffer): RpcError {
+  let code: number = Status.CANCELLED;
+  try {
+    if (header.length > 0) code = decodeStatusHeader(header).s;
+  } catch {
+    // A malformed reason still cancels.
+  }
+  return code === Status.DEADLINE_EXCEEDED
+    ? new RpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded: the client gave up')
+    : new RpcError(Status.CANCELLED, 'cancelled by the client');
 }
 
 function onDeadline(server: Server, call: InboundCall): void {

@@ -19,7 +19,7 @@ export const FrameKind = {
   REQUEST: 1,
   /** The end of a call: header = response header (empty means OK), body = response message. */
   RESPONSE: 2,
-  /** The client gave up on `callId` (cancelled or past its deadline); no body. */
+  /** The client gave up on `callId`; header = `{ s: CANCELLED | DEADLINE_EXCEEDED }` (may be empty); no body. */
   CANCEL: 3,
   /** Liveness probe; the peer answers PONG with the same callId. */
   PING: 4,

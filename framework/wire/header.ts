@@ -6,6 +6,7 @@
  * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
  *                   md?: metadata }`
  * GOAWAY header    empty, or `{ s: status, e?: reason }`
+ * CANCEL header    empty, or `{ s: status }`: why the client gave up (CANCELLED or DEADLINE_EXCEEDED)
  *
  * The deadline travels as milliseconds remaining, not as a timestamp, so clock skew between hosts
  * does not matter (gRPC's `grpc-timeout` does the same).

@@ -55,6 +55,8 @@ export function parseStatus(text: string): Status {
 /** Metadata: string keys (lower-case by convention) to string values, carried in call headers. */
 export type Metadata = Record<string, string>;
 
+const RPC_ERROR_BRAND = Symbol.for('svrkit.RpcError');
+
 /**
  * The error a failed call ends with, on both sides of the wire.
  *
@@ -67,6 +69,17 @@ export class RpcError extends Error {
   readonly code: Status;
   /** Metadata the server attached to the failure (empty when none). */
   readonly metadata: Metadata;
+  /** Marks svrkit errors so that `instanceof RpcError` holds across two copies of svrkit in one process. */
+  readonly [RPC_ERROR_BRAND] = true;
+
+  /**
+   * `err instanceof RpcError` is true for an RpcError made by any copy of svrkit loaded in the
+   * process (say, the globally installed CLI's and a project's own), not only this module's.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== RpcError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[RPC_ERROR_BRAND] === true;
+  }
 
   /**
    * @param code - the status code; `Status.OK` is not a failure and is turned into `UNKNOWN`.

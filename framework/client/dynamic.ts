@@ -1,0 +1,132 @@
+/**
+ * Dynamic calls: call any method of a svrkit server knowing only its name, with messages written
+ * as JSON (the proto3 JSON mapping, protobuf.dev/programming-guides/json), using the server's
+ * reflection service for the descriptors. This is what `svrkit call` and `svrkit bench` use, so
+ * neither needs the .proto files or generated code.
+ *
+ * Descriptors are turned into codecs by @bufbuild/protobuf (createFileRegistry, fromJson, toBinary).
+ */
+import { create, createFileRegistry, fromBinary, fromJson, toBinary, toJson, type JsonValue } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { ReflectionClient } from '../builtin/gen/svrkit/reflection.js';
+import type { MessageType, MethodDefinition } from '../wire/definition.js';
+import { RpcError, Status } from '../wire/status.js';
+import type { CallOptions, Channel } from './channel.js';
+
+/** A method resolved through reflection, with JSON and raw-bytes codecs. */
+export interface DynamicMethod {
+  /** `package.Service/Method`. */
+  readonly path: string;
+  /** Fully-qualified request and response type names. */
+  readonly requestTypeName: string;
+  readonly responseTypeName: string;
+  /**
+   * A definition whose request is a JSON value (proto3 JSON mapping) and whose response is the
+   * JSON of the reply (every field shown, defaults included; 64-bit integers as strings).
+   */
+  readonly json: MethodDefinition<JsonValue, JsonValue>;
+  /**
+   * A definition whose request is already-encoded protobuf bytes and whose response is the raw
+   * reply bytes (a view, not copied, not decoded): the cheapest possible client, for load tests.
+   */
+  readonly raw: MethodDefinition<Uint8Array, Uint8Array>;
+  /**
+   * Encodes a JSON request to protobuf bytes.
+   * @throws RpcError INVALID_ARGUMENT when the JSON does not fit the request type.
+   */
+  encodeRequest(json: JsonValue): Uint8Array;
+  /**
+   * Decodes reply bytes to JSON.
+   * @throws Error when the bytes are not a valid reply message.
+   */
+  decodeResponse(bytes: Uint8Array): JsonValue;
+}
+
+/**
+ * Splits a method name: `pkg.Service/Method` or `pkg.Service.Method`.
+ * @returns the fully-qualified service name and the method name.
+ * @throws Error when the name has no service part.
+ */
+export function parseMethodName(name: string): { service: string; method: string } {
+  const m = /^\.?([A-Za-z_][\w.]*)[/.]([A-Za-z_]\w*)$/.exec(name.trim());
+  if (m === null || !m[1]!.includes('.') && !name.includes('/')) {
+    throw new Error(`invalid method name '${name}': expected package.Service/Method, e.g. helloworld.Greeter/SayHello`);
+  }
+  return { service: m[1]!, method: m[2]! };
+}
+
+/**
+ * Looks a method up through the server's reflection service and builds codecs for it.
+ * @param channel - a channel to the server.
+ * @param name - `package.Service/Method`.
+ * @param options - call options for the reflection call (deadline, metadata).
+ * @throws RpcError NOT_FOUND when the server has no such service or method (or whatever status
+ *   the reflection call failed with, e.g. UNAVAILABLE); Error for a malformed name.
+ */
+export async function resolveMethod(channel: Channel, name: string, options?: CallOptions): Promise<DynamicMethod> {
+  const { service, method } = parseMethodName(name);
+  const reflection = new ReflectionClient(channel);
+  let files: Uint8Array[];
+  try {
+    files = (await reflection.fileContainingSymbol({ symbol: service }, options)).fileDescriptorProto;
+  } catch (err) {
+    if (err instanceof RpcError && err.code === Status.NOT_FOUND) {
+      const { services } = await reflection.listServices({}, options);
+      throw new RpcError(Status.NOT_FOUND, `service '${service}' not found on ${channel.target}; it serves: ${services.join(', ')}`);
+    }
+    throw err;
+  }
+  const registry = createFileRegistry(
+    create(FileDescriptorSetSchema, { file: files.map((b) => fromBinary(FileDescriptorProtoSchema, b)) }),
+  );
+  const svc = registry.getService(service);
+  if (svc === undefined) throw new RpcError(Status.NOT_FOUND, `service '${service}' not found in the descriptors served`);
+  const m = svc.methods.find((x) => x.name === method);
+  if (m === undefined) {
+    throw new RpcError(Status.NOT_FOUND, `service '${service}' has no method '${method}'; it has: ${svc.methods.map((x) => x.name).join(', ')}`);
+  }
+  if (m.methodKind !== 'unary') {
+    throw new RpcError(Status.UNIMPLEMENTED, `${service}/${method} is a streaming method; svrkit calls unary methods only`);
+  }
+  const input = m.input;
+  const output = m.output;
+  const path = `${service}/${method}`;
+  const encodeRequest = (json: JsonValue): Uint8Array => {
+    try {
+      return toBinary(input, fromJson(input, json, { registry }));
+    } catch (err) {
+      throw new RpcError(Status.INVALID_ARGUMENT, `request does not fit ${input.typeName}: ${(err as Error).message}`);
+    }
+  };
+  const decodeResponse = (bytes: Uint8Array): JsonValue =>
+    toJson(output, fromBinary(output, bytes), { alwaysEmitImplicit: true, registry });
+  const base = { name: method, localName: method, path, requestTypeName: input.typeName, responseTypeName: output.typeName };
+  return {
+    path,
+    requestTypeName: input.typeName,
+    responseTypeName: output.typeName,
+    encodeRequest,
+    decodeResponse,
+    json: { ...base, requestType: jsonCodec(encodeRequest), responseType: { ...jsonCodec(encodeRequest), decode: decodeResponse } },
+    raw: { ...base, requestType: rawCodec, responseType: rawCodec },
+  };
+}
+
+/** Passes bytes through untouched; `decode` returns a view into the read buffer. */
+const rawCodec: MessageType<Uint8Array> = {
+  encode: (bytes) => ({ finish: () => bytes }),
+  decode: (bytes) => bytes,
+  fromPartial: (bytes) => bytes,
+};
+
+function jsonCodec(encode: (json: JsonValue) => Uint8Array): MessageType<JsonValue> {
+  return {
+    encode: (json) => ({ finish: () => encode(json) }),
+    decode: () => {
+      throw new Error('not a response codec');
+    },
+    fromPartial: (json) => json,
+  };
+}
+
+export type { JsonValue };
