@@ -114,14 +114,15 @@ function buildProgram(): Command {
     .argument('[json]', 'request as JSON (proto3 JSON mapping)', '{}')
     .option('-t, --timeout <ms>', 'deadline for the call (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
-    .action(async (address: string, method: string, json: string, opts: { timeout: number; metadata: Metadata }) => {
+    .option('-P, --propagate <key>', 'mark a metadata key to flow on to downstream calls (repeatable)', collect, [] as string[])
+    .action(async (address: string, method: string, json: string, opts: { timeout: number; metadata: Metadata; propagate: string[] }) => {
       let channel: Channel | undefined;
       try {
         const request = parseJsonArgument(json);
         channel = new Channel(address);
         const deadline = Date.now() + opts.timeout;
         const m = await resolveMethod(channel, method, { deadline });
-        const reply = await channel.unary(m.json, request, { deadline, metadata: opts.metadata });
+        const reply = await channel.unary(m.json, request, { deadline, metadata: opts.metadata, propagate: opts.propagate });
         process.stdout.write(JSON.stringify(reply, null, 2) + '\n');
       } catch (err) {
         reportError(err);

@@ -3,7 +3,7 @@
  * (response, deadline, cancellation, parent cancellation, connection loss). Exactly one of those
  * settles it; the rest find it done.
  */
-import type { ServerCallContext } from '../context/call-context.js';
+import { deadlinePassed, deadlineTimerDelay, type ServerCallContext } from '../context/call-context.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 
@@ -52,7 +52,7 @@ export class PendingCall {
 
   /** Arms the deadline timer, the caller's signal and the parent call's cancellation. */
   arm(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    if (this.deadline !== Infinity) this.timer = setTimeout(onDeadline, this.deadline - now, this);
+    if (this.deadline !== Infinity) this.timer = setTimeout(onDeadline, deadlineTimerDelay(this.deadline, now), this);
     if (signal !== undefined) {
       if (signal.aborted) {
         this.cancel(cancelledBy(signal));
@@ -101,6 +101,11 @@ export class PendingCall {
 }
 
 function onDeadline(call: PendingCall): void {
+  const now = Date.now();
+  if (!deadlinePassed(call.deadline, now)) {
+    call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, now), call);
+    return;
+  }
   call.timer = undefined;
   call.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${call.method.path} on ${call.target}`));
 }

@@ -58,6 +58,8 @@ export class ClientConnection implements CallCarrier {
   /** Why the connection closed or failed to open, if it did. */
   error: Error | undefined;
   private readonly calls = new Map<number, PendingCall>();
+  /** The status and reason the server gave in GOAWAY, if it gave one. */
+  private goawayReason: RpcError | undefined;
   private nextCallId = 1;
   private readonly conn: Connection;
   private connectTimer: NodeJS.Timeout | undefined;
@@ -79,6 +81,13 @@ export class ClientConnection implements CallCarrier {
       { maxFrameBytes: settings.maxFrameBytes, pauseReadsWhileBlocked: false },
       {
         onFrame: (kind, callId, header, body) => this.onFrame(kind, callId, header, body),
+        onOversized: (kind, callId, size) => {
+          const call = kind === FrameKind.RESPONSE ? this.calls.get(callId) : undefined;
+          if (call === undefined) return;
+          this.calls.delete(callId);
+          call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `response of ${size} bytes from ${address} exceeds the maximum frame size ${settings.maxFrameBytes}`));
+          this.maybeCloseDrained();
+        },
         onClose: (err) => this.onClose(err),
       },
     );
@@ -164,6 +173,12 @@ export class ClientConnection implements CallCarrier {
       }
       this.maybeCloseDrained();
     } else if (kind === FrameKind.GOAWAY) {
+      try {
+        const h = decodeStatusHeader(header);
+        if (h.s !== Status.OK) this.goawayReason = new RpcError(h.s, h.e ?? 'the server sent GOAWAY');
+      } catch {
+        // A malformed reason still means GOAWAY.
+      }
       if (this.state === 'ready') {
         this.state = 'draining';
         this.onChange(this);
@@ -184,10 +199,14 @@ export class ClientConnection implements CallCarrier {
     this.state = 'closed';
     this.error = err ?? (wasConnecting ? new Error(`connection to ${this.address} closed before it was established`) : undefined);
     if (this.calls.size > 0) {
-      const why = err === undefined ? 'connection closed' : `connection lost: ${err.message}`;
+      // The server's GOAWAY reason, when it gave one, says more than the bare close.
+      const code = this.goawayReason?.code ?? Status.UNAVAILABLE;
+      const why = this.goawayReason !== undefined
+        ? `connection closed by the server: ${this.goawayReason.message}`
+        : err === undefined ? 'connection closed' : `connection lost: ${err.message}`;
       const calls = [...this.calls.values()];
       this.calls.clear();
-      for (const c of calls) c.fail(new RpcError(Status.UNAVAILABLE, `${why} (${this.address}, calling ${c.method.path})`));
+      for (const c of calls) c.fail(new RpcError(code, `${why} (${this.address}, calling ${c.method.path})`));
     }
     this.onChange(this);
   }

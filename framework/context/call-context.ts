@@ -8,7 +8,8 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import { RpcError, Status, type Metadata } from '../wire/status.js';
+import type { RpcError } from '../wire/status.js';
+import type { Metadata } from '../wire/status.js';
 
 /** What a handler can learn about the call it is serving. `currentCall()` returns it. */
 export interface CallContext {
@@ -204,7 +205,27 @@ export function newTraceId(): string {
   return tracePrefix + traceCounter.toString(16).padStart(16, '0');
 }
 
-/** Errors for cancelled and timed-out calls, shared so the messages read the same everywhere. */
-export function deadlineExceeded(what: string): RpcError {
-  return new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded: ${what}`);
+/** The longest delay Node's timers accept (2^31-1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_DELAY_MS = 0x7fffffff;
+
+/**
+ * The delay to arm a deadline timer with: the time left, capped at what a Node timer can wait.
+ * A timer armed with a capped delay fires early; its callback must check `Date.now() < deadline`
+ * and arm again (see `deadlinePassed`).
+ * @param deadline - absolute deadline, epoch ms (finite).
+ * @param now - the current time, epoch ms.
+ * @returns milliseconds, in [1, 2^31-1].
+ */
+export function deadlineTimerDelay(deadline: number, now: number): number {
+  return Math.max(1, Math.min(deadline - now, MAX_TIMER_DELAY_MS));
+}
+
+/**
+ * Whether a deadline timer that just fired means the deadline has passed, as opposed to a capped
+ * timer that has to be armed again.
+ * @param deadline - absolute deadline, epoch ms.
+ * @param now - the current time, epoch ms.
+ */
+export function deadlinePassed(deadline: number, now: number): boolean {
+  return now >= deadline - 1;
 }

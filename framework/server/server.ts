@@ -6,7 +6,7 @@
  * synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import { callStorage, newTraceId, ServerCallContext, type CallContext } from '../context/call-context.js';
+import { callStorage, deadlinePassed, deadlineTimerDelay, newTraceId, ServerCallContext, type CallContext } from '../context/call-context.js';
 import { Connection, formatAddress } from '../transport/connection.js';
 import {
   serviceDefinition,
@@ -89,6 +89,12 @@ class ServerConnection {
       { maxFrameBytes, pauseReadsWhileBlocked: true },
       {
         onFrame: (kind, callId, header, body) => server.onFrame(this, kind, callId, header, body),
+        onOversized: (kind, callId, size) => {
+          if (kind === FrameKind.REQUEST) {
+            this.conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED,
+              `request of ${size} bytes exceeds the maximum frame size ${maxFrameBytes}`));
+          }
+        },
         onClose: () => server.onConnectionClose(this),
       },
     );
@@ -244,10 +250,15 @@ export class Server {
       });
     }
     const closing: Promise<void>[] = [];
+    const cut = new RpcError(Status.CANCELLED, `server shut down before the call finished (grace ${graceMs} ms)`);
     for (const c of this.connections) {
       closing.push(new Promise<void>((resolve) => c.conn.socket.once('close', () => resolve())));
-      if (c.calls.size === 0) c.conn.end();
-      else c.conn.destroy();
+      if (c.calls.size === 0) {
+        c.conn.end();
+        continue;
+      }
+      for (const call of [...c.calls.values()]) this.endCall(call, cut, false);
+      c.conn.destroy();
       // A peer that never closes its side is cut after a short linger.
       setTimeout(() => c.conn.destroy(), 1000).unref();
     }
@@ -344,7 +355,7 @@ export class Server {
       callId,
       registered,
     );
-    if (d !== undefined) call.timer = setTimeout(onDeadline, d, this, call);
+    if (d !== undefined) call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, arrival), this, call);
     sc.calls.set(callId, call);
     this.inflight++;
     let result: Promise<unknown>;
@@ -437,6 +448,11 @@ function cancelReason(header: Buffer): RpcError {
 }
 
 function onDeadline(server: Server, call: InboundCall): void {
+  const now = Date.now();
+  if (!deadlinePassed(call.deadline, now)) {
+    call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, now), server, call);
+    return;
+  }
   call.timer = undefined;
   server.endCall(call, new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while serving ${call.method}`), true);
 }

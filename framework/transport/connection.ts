@@ -23,6 +23,8 @@ import { Status } from '../wire/status.js';
 export interface ConnectionEvents {
   /** A complete frame arrived. `header`/`body` are views valid only during the call. */
   onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void;
+  /** A REQUEST/RESPONSE frame over the maximum size is being skipped (`size` in bytes). */
+  onOversized(kind: number, callId: number, size: number): void;
   /** The socket closed; `error` is set when it closed because of one. Called once. */
   onClose(error: Error | undefined): void;
 }
@@ -62,7 +64,7 @@ export class Connection {
     private readonly events: ConnectionEvents,
   ) {
     this.peer = formatAddress(socket.remoteAddress, socket.remotePort);
-    this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame);
+    this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame, events.onOversized);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());

@@ -49,22 +49,40 @@ export class FrameError extends Error {
 export type FrameListener = (kind: number, callId: number, header: Buffer, body: Buffer) => void;
 
 /**
+ * Told about a REQUEST or RESPONSE frame that exceeds the maximum size and is being skipped, so
+ * the owner can fail that one call (gRPC fails an oversized message with RESOURCE_EXHAUSTED and
+ * keeps the connection). `size` counts the whole frame in bytes.
+ */
+export type OversizedListener = (kind: number, callId: number, size: number) => void;
+
+/** Oversized REQUEST/RESPONSE frames up to this multiple of the maximum are skipped, not fatal. */
+const SKIPPABLE_FACTOR = 4;
+
+/**
  * Splits a byte stream into frames. Feed it socket chunks with `push`; it calls the listener once
  * per complete frame, synchronously, with zero-copy views. A frame split over chunks is joined
  * with a single copy once all its bytes have arrived.
+ *
+ * A REQUEST or RESPONSE frame above the maximum size but within 4x of it is skipped without being
+ * buffered, and reported to `onOversized`; anything else above the maximum is a `FrameError`
+ * (random bytes almost always read as a far larger length, and are caught that way).
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private needed = 0;
+  private skipping = 0;
 
   /**
    * @param maxFrameBytes - largest acceptable frame, prefix included (bytes).
    * @param onFrame - called for each complete frame.
+   * @param onOversized - called for each skipped oversized frame; without it, oversized frames
+   *   are `FrameError`s.
    */
   constructor(
     private readonly maxFrameBytes: number,
     private readonly onFrame: FrameListener,
+    private readonly onOversized?: OversizedListener,
   ) {}
 
   /** Bytes received but not yet part of a complete frame. */
@@ -74,10 +92,19 @@ export class FrameDecoder {
 
   /**
    * Consumes a chunk.
-   * @throws FrameError when a frame's length is below the minimum or above `maxFrameBytes`, or its
-   *   header length exceeds the frame. Frames before the bad one have been delivered.
+   * @throws FrameError when a frame's length is below the minimum or above `maxFrameBytes` (and
+   *   not skippable), or its header length exceeds the frame. Frames before the bad one have been
+   *   delivered.
    */
   push(chunk: Buffer): void {
+    if (this.skipping > 0) {
+      if (chunk.length <= this.skipping) {
+        this.skipping -= chunk.length;
+        return;
+      }
+      chunk = chunk.subarray(this.skipping);
+      this.skipping = 0;
+    }
     let buf = chunk;
     if (this.buffered > 0) {
       this.chunks.push(chunk);
@@ -92,7 +119,27 @@ export class FrameDecoder {
     while (total - off >= 4) {
       const length = buf.readUInt32BE(off);
       if (length + 4 > this.maxFrameBytes) {
-        throw new FrameError(`frame of ${length + 4} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+        const size = length + 4;
+        if (this.onOversized === undefined || size > this.maxFrameBytes * SKIPPABLE_FACTOR) {
+          throw new FrameError(`frame of ${size} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+        }
+        if (total - off < 9) {
+          this.needed = 9;
+          break;
+        }
+        const kind = buf[off + 4]!;
+        if (kind !== FrameKind.REQUEST && kind !== FrameKind.RESPONSE) {
+          throw new FrameError(`frame of ${size} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+        }
+        this.onOversized(kind, buf.readUInt32BE(off + 5), size);
+        const available = total - off;
+        if (available >= size) {
+          off += size;
+          continue;
+        }
+        this.skipping = size - available;
+        off = total;
+        break;
       }
       if (length < MIN_LENGTH) throw new FrameError(`frame length ${length} is below the minimum ${MIN_LENGTH}`);
       const end = off + 4 + length;

@@ -1,0 +1,74 @@
+/**
+ * The grpc-js baseline server: helloworld.Greeter/SayHello from echo.proto, loaded at run time
+ * with @grpc/proto-loader, answering `{ message: 'Hello ' + name }` (the same handler as svrkit's
+ * helloworld example).
+ *
+ *   npx tsx bench/grpc-js/server.ts [port]      # port 0 (the default) picks a free one
+ *
+ * Binds 127.0.0.1 only, prints `listening 127.0.0.1:<port>` once bound, and shuts down on
+ * SIGTERM/SIGINT (in-flight calls get up to 2 s, then connections are cut) and exits 0.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+const PROTO = fileURLToPath(new URL('./echo.proto', import.meta.url));
+
+interface HelloRequest {
+  name: string;
+}
+interface HelloReply {
+  message: string;
+}
+
+function parsePort(text: string | undefined): number {
+  if (text === undefined) return 0;
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) {
+    console.error(`invalid port '${text}': expected 0-65535 (0 picks a free port)`);
+    process.exit(2);
+  }
+  return port;
+}
+
+async function main(): Promise<void> {
+  const port = parsePort(process.argv[2]);
+  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const proto = grpc.loadPackageDefinition(definition) as any;
+  const service: grpc.ServiceDefinition = proto.helloworld.Greeter.service;
+
+  const server = new grpc.Server();
+  server.addService(service, {
+    sayHello(call: grpc.ServerUnaryCall<HelloRequest, HelloReply>, callback: grpc.sendUnaryData<HelloReply>) {
+      callback(null, { message: 'Hello ' + call.request.name });
+    },
+  });
+
+  const bound = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  console.log(`listening 127.0.0.1:${bound}`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      process.exit(0);
+    }, 2000);
+    force.unref();
+    server.tryShutdown((err) => {
+      clearTimeout(force);
+      if (err) console.error(`shutdown after ${signal}: ${err.message}`);
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`grpc-js server: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
