@@ -3,7 +3,8 @@
  * (response, deadline, cancellation, parent cancellation, connection loss). Exactly one of those
  * settles it; the rest find it done.
  */
-import { deadlinePassed, deadlineTimerDelay, type ServerCallContext } from '../context/call-context.js';
+import type { ServerCallContext } from '../context/call-context.js';
+import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 
@@ -13,15 +14,20 @@ export interface CallCarrier {
   cancel(call: PendingCall, reason: RpcError): void;
 }
 
+/** Deadline timers of every outbound call in this process. */
+const timers = new DeadlineTimers();
+
 /** An outbound call; see the module comment. */
-export class PendingCall {
+export class PendingCall implements DeadlineEntry {
   /** Settled once; later outcomes are ignored. */
   done = false;
   /** The connection that carries the call, once sent. */
   carrier: CallCarrier | undefined;
   /** The call id on that connection. */
   callId = 0;
-  timer: NodeJS.Timeout | undefined;
+  deadlineList: DeadlineList | undefined = undefined;
+  deadlinePrev: DeadlineEntry | undefined = undefined;
+  deadlineNext: DeadlineEntry | undefined = undefined;
   private unlinkParent: (() => void) | undefined;
   private signal: AbortSignal | undefined;
   private onSignalAbort: (() => void) | undefined;
@@ -52,7 +58,7 @@ export class PendingCall {
 
   /** Arms the deadline timer, the caller's signal and the parent call's cancellation. */
   arm(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    if (this.deadline !== Infinity) this.timer = setTimeout(onDeadline, deadlineTimerDelay(this.deadline, now), this);
+    if (this.deadline !== Infinity) timers.add(this, now);
     if (signal !== undefined) {
       if (signal.aborted) {
         this.cancel(cancelledBy(signal));
@@ -67,6 +73,11 @@ export class PendingCall {
         this.cancel(new RpcError(reason.code, `parent call ended: ${reason.message}`)),
       );
     }
+  }
+
+  /** @see DeadlineEntry.onDeadline */
+  onDeadline(): void {
+    this.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${this.method.path} on ${this.target}`));
   }
 
   /** Completes the call with a response message. */
@@ -94,21 +105,12 @@ export class PendingCall {
 
   private cleanup(): void {
     this.done = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.deadlineList !== undefined) timers.remove(this);
     if (this.onSignalAbort !== undefined) this.signal!.removeEventListener('abort', this.onSignalAbort);
     this.unlinkParent?.();
   }
 }
 
-function onDeadline(call: PendingCall): void {
-  const now = Date.now();
-  if (!deadlinePassed(call.deadline, now)) {
-    call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, now), call);
-    return;
-  }
-  call.timer = undefined;
-  call.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${call.method.path} on ${call.target}`));
-}
 
 function cancelledBy(signal: AbortSignal): RpcError {
   const r: unknown = signal.reason;

@@ -7,7 +7,7 @@
  * the channel's default timeout, and the deadline of the call it is made in (tRPC's "full-link
  * timeout" rule; gRPC's deadline propagation).
  */
-import { callStorage, newTraceId, type ServerCallContext } from '../context/call-context.js';
+import { callStorage, type ServerCallContext } from '../context/call-context.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
 import { encodeRequestHeader, type RequestHeader } from '../wire/header.js';
@@ -201,7 +201,8 @@ export class Channel {
       if (err instanceof RpcError) return Promise.reject(err);
       return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
     }
-    const header: RequestHeader = { m: method.path, t: parent === undefined ? newTraceId() : parent.traceId };
+    // A root call carries no trace id: the first server assigns one (lazily, when it is read).
+    const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
     if (deadline !== Infinity) header.d = deadline - now;
     let metadata = options.metadata;
     let propagate = options.propagate;
@@ -214,7 +215,7 @@ export class Channel {
       metadata = metadata === undefined ? inherited : { ...inherited, ...metadata };
       propagate = propagate === undefined ? parent.propagate : [...new Set([...parent.propagate, ...propagate])];
     }
-    if (metadata !== undefined) header.md = metadata;
+    if (metadata !== undefined && hasKeys(metadata)) header.md = metadata;
     if (propagate !== undefined && propagate.length > 0) header.pm = propagate as string[];
     const call = new PendingCall(method, encodeRequestHeader(header), body, deadline, this.target);
     call.arm(now, options.signal, parent);
@@ -307,6 +308,11 @@ export class Channel {
     this.queue = [];
     for (const call of queued) call.fail(error);
   }
+}
+
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 /**

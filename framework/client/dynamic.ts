@@ -114,10 +114,18 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
 
 /** Passes bytes through untouched; `decode` returns a view into the read buffer. */
 const rawCodec: MessageType<Uint8Array> = {
-  encode: (bytes) => ({ finish: () => bytes }),
+  encode: (bytes) => new Encoded(bytes),
   decode: (bytes) => bytes,
   fromPartial: (bytes) => bytes,
 };
+
+/** Already-encoded bytes, in the shape of an encoder's result. */
+class Encoded {
+  constructor(private readonly bytes: Uint8Array) {}
+  finish(): Uint8Array {
+    return this.bytes;
+  }
+}
 
 function jsonCodec(encode: (json: JsonValue) => Uint8Array): MessageType<JsonValue> {
   return {

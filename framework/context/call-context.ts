@@ -51,6 +51,7 @@ export class ServerCallContext implements CallContext {
   private responseMd: Metadata | undefined;
   /** Storage of coroutine-locals, created on first `set`. */
   locals: Map<string, unknown> | undefined;
+  private trace: string | undefined;
 
   /**
    * @param method - full method name `package.Service/Method`.
@@ -58,7 +59,8 @@ export class ServerCallContext implements CallContext {
    * @param metadata - request metadata.
    * @param propagate - metadata keys marked for propagation downstream.
    * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
-   * @param traceId - the chain's trace id.
+   * @param traceId - the chain's trace id; `undefined` when this call starts the chain, in which
+   *   case one is made on first read.
    * @param arrivalTime - epoch ms when the frame arrived (used for queueing-time measurement).
    */
   constructor(
@@ -67,10 +69,15 @@ export class ServerCallContext implements CallContext {
     readonly metadata: Readonly<Metadata>,
     readonly propagate: readonly string[],
     readonly deadline: number,
-    readonly traceId: string,
+    traceId: string | undefined,
     arrivalTime: number,
   ) {
+    this.trace = traceId;
     this.arrivalTime = arrivalTime;
+  }
+
+  get traceId(): string {
+    return (this.trace ??= newTraceId());
   }
 
   get signal(): AbortSignal {
@@ -203,29 +210,4 @@ let traceCounter = 0;
 export function newTraceId(): string {
   traceCounter = (traceCounter + 1) % Number.MAX_SAFE_INTEGER;
   return tracePrefix + traceCounter.toString(16).padStart(16, '0');
-}
-
-/** The longest delay Node's timers accept (2^31-1 ms, about 24.8 days); longer ones fire at once. */
-const MAX_TIMER_DELAY_MS = 0x7fffffff;
-
-/**
- * The delay to arm a deadline timer with: the time left, capped at what a Node timer can wait.
- * A timer armed with a capped delay fires early; its callback must check `Date.now() < deadline`
- * and arm again (see `deadlinePassed`).
- * @param deadline - absolute deadline, epoch ms (finite).
- * @param now - the current time, epoch ms.
- * @returns milliseconds, in [1, 2^31-1].
- */
-export function deadlineTimerDelay(deadline: number, now: number): number {
-  return Math.max(1, Math.min(deadline - now, MAX_TIMER_DELAY_MS));
-}
-
-/**
- * Whether a deadline timer that just fired means the deadline has passed, as opposed to a capped
- * timer that has to be armed again.
- * @param deadline - absolute deadline, epoch ms.
- * @param now - the current time, epoch ms.
- */
-export function deadlinePassed(deadline: number, now: number): boolean {
-  return now >= deadline - 1;
 }

@@ -6,7 +6,8 @@
  * synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
-import { callStorage, deadlinePassed, deadlineTimerDelay, newTraceId, ServerCallContext, type CallContext } from '../context/call-context.js';
+import { callStorage, ServerCallContext, type CallContext } from '../context/call-context.js';
+import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import { Connection, formatAddress } from '../transport/connection.js';
 import {
   serviceDefinition,
@@ -60,8 +61,10 @@ interface RegisteredMethod {
 }
 
 /** An inbound call: its public context plus the server's bookkeeping. */
-class InboundCall extends ServerCallContext {
-  timer: NodeJS.Timeout | undefined;
+class InboundCall extends ServerCallContext implements DeadlineEntry {
+  deadlineList: DeadlineList | undefined = undefined;
+  deadlinePrev: DeadlineEntry | undefined = undefined;
+  deadlineNext: DeadlineEntry | undefined = undefined;
   done = false;
   constructor(
     method: string,
@@ -69,7 +72,7 @@ class InboundCall extends ServerCallContext {
     metadata: Readonly<Metadata>,
     propagate: readonly string[],
     deadline: number,
-    traceId: string,
+    traceId: string | undefined,
     arrivalTime: number,
     readonly conn: ServerConnection,
     readonly callId: number,
@@ -77,13 +80,18 @@ class InboundCall extends ServerCallContext {
   ) {
     super(method, peer, metadata, propagate, deadline, traceId, arrivalTime);
   }
+
+  /** @see DeadlineEntry.onDeadline */
+  onDeadline(): void {
+    this.conn.server.endCall(this, new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while serving ${this.method}`), true);
+  }
 }
 
 /** The server's view of one client connection. */
 class ServerConnection {
   readonly calls = new Map<number, InboundCall>();
   readonly conn: Connection;
-  constructor(socket: Socket, server: Server, maxFrameBytes: number) {
+  constructor(socket: Socket, readonly server: Server, maxFrameBytes: number) {
     this.conn = new Connection(
       socket,
       { maxFrameBytes, pauseReadsWhileBlocked: true },
@@ -119,6 +127,7 @@ export class Server {
   private readonly methods = new Map<string, RegisteredMethod>();
   private readonly serviceDefs = new Map<string, ServiceDefinition>();
   private readonly connections = new Set<ServerConnection>();
+  private readonly timers = new DeadlineTimers();
   private readonly maxFrameBytes: number;
   private readonly interceptors: ServerInterceptor[];
   private readonly logger: ServerLogger;
@@ -349,13 +358,13 @@ export class Server {
       h.md ?? EMPTY_METADATA,
       h.pm ?? EMPTY_KEYS,
       d === undefined ? Infinity : arrival + d,
-      h.t ?? newTraceId(),
+      h.t,
       arrival,
       sc,
       callId,
       registered,
     );
-    if (d !== undefined) call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, arrival), this, call);
+    if (d !== undefined) this.timers.add(call, arrival);
     sc.calls.set(callId, call);
     this.inflight++;
     let result: Promise<unknown>;
@@ -417,7 +426,7 @@ export class Server {
 
   private finish(call: InboundCall): void {
     call.done = true;
-    if (call.timer !== undefined) clearTimeout(call.timer);
+    if (call.deadlineList !== undefined) this.timers.remove(call);
     call.conn.calls.delete(call.callId);
     if (--this.inflight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
@@ -445,14 +454,4 @@ function cancelReason(header: Buffer): RpcError {
   return code === Status.DEADLINE_EXCEEDED
     ? new RpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded: the client gave up')
     : new RpcError(Status.CANCELLED, 'cancelled by the client');
-}
-
-function onDeadline(server: Server, call: InboundCall): void {
-  const now = Date.now();
-  if (!deadlinePassed(call.deadline, now)) {
-    call.timer = setTimeout(onDeadline, deadlineTimerDelay(call.deadline, now), server, call);
-    return;
-  }
-  call.timer = undefined;
-  server.endCall(call, new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while serving ${call.method}`), true);
 }

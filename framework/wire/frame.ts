@@ -55,6 +55,9 @@ export type FrameListener = (kind: number, callId: number, header: Buffer, body:
  */
 export type OversizedListener = (kind: number, callId: number, size: number) => void;
 
+/** Shared view for empty headers and bodies (never written to). */
+const EMPTY = Buffer.alloc(0);
+
 /** Oversized REQUEST/RESPONSE frames up to this multiple of the maximum are skipped, not fatal. */
 const SKIPPABLE_FACTOR = 4;
 
@@ -155,7 +158,12 @@ export class FrameDecoder {
       }
       const headerStart = off + FRAME_PREFIX_BYTES;
       const bodyStart = headerStart + headerLength;
-      this.onFrame(kind, callId, buf.subarray(headerStart, bodyStart), buf.subarray(bodyStart, end));
+      this.onFrame(
+        kind,
+        callId,
+        headerLength === 0 ? EMPTY : buf.subarray(headerStart, bodyStart),
+        bodyStart === end ? EMPTY : buf.subarray(bodyStart, end),
+      );
       off = end;
     }
     if (off < total) {
