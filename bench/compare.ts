@@ -1,0 +1,143 @@
+/**
+ * svrkit against grpc-js, side by side in one run, on 127.0.0.1.
+ *
+ *   npx tsx bench/compare.ts [--duration 5s] [--rounds 2]
+ *
+ * For each load (concurrency 64 over 1 connection; concurrency 1000 over 4 connections) and each
+ * round, it serves helloworld.Greeter/SayHello with svrkit (`svrkit run examples/helloworld`) and
+ * loads it with `svrkit bench`, then serves the same rpc with grpc-js (bench/grpc-js/server.ts) and
+ * loads it with the grpc-js client driven by the same engine (bench/grpc-js/client.ts). Stacks
+ * alternate so that machine noise hits both. Each row is one run; the table also shows the CPU
+ * time the server and the client used (user+sys, from /proc), which tells which side was the
+ * bottleneck. Needs `npm run build` first (it runs dist/) and the examples' generated code
+ * (`npm start` or `npm test` make it).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { parseDuration } from '../framework/cli/bench.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
+const tsx = ['--import', 'tsx'];
+
+interface Row {
+  stack: string;
+  load: string;
+  callsPerSecond: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  errors: number;
+  serverCpuS: number;
+  clientCpuS: number;
+}
+
+/** CPU seconds (user+sys) a live process has used, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+
+async function startServer(args: string[], pattern: RegExp): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 30_000);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = pattern.exec(out);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  return { child, address };
+}
+
+/** Runs a client to completion; returns its JSON result and the CPU seconds it used. */
+async function runClient(args: string[]): Promise<{ result: Record<string, any>; cpuS: number }> {
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  let cpuS = 0;
+  const sampler = setInterval(() => {
+    const c = cpuSeconds(child.pid);
+    if (!Number.isNaN(c)) cpuS = c;
+  }, 50);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearInterval(sampler);
+  if (code !== 0) throw new Error(`client exited with ${code}: ${err}`);
+  return { result: JSON.parse(out.slice(out.indexOf('{'))), cpuS };
+}
+
+async function measure(stack: 'svrkit' | 'grpc-js', concurrency: number, connections: number, duration: string): Promise<Row> {
+  const server =
+    stack === 'svrkit'
+      ? await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/)
+      : await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/);
+  const cpu0 = cpuSeconds(server.child.pid);
+  const load = ['--concurrency', String(concurrency), '--duration', duration, '--connections', String(connections), '--json'];
+  const client =
+    stack === 'svrkit'
+      ? await runClient([svrkitBin, 'bench', server.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
+      : await runClient([...tsx, 'bench/grpc-js/client.ts', server.address, ...load]);
+  const serverCpuS = cpuSeconds(server.child.pid) - cpu0;
+  server.child.kill('SIGTERM');
+  await once(server.child, 'exit');
+  const r = client.result;
+  return {
+    stack,
+    load: `c=${concurrency}, ${connections} conn`,
+    callsPerSecond: Math.round(r.callsPerSecond),
+    p50: r.latencyMs.p50,
+    p99: r.latencyMs.p99,
+    p999: r.latencyMs.p999,
+    errors: Object.values(r.errors as Record<string, number>).reduce((a, b) => a + b, 0),
+    serverCpuS,
+    clientCpuS: client.cpuS,
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = new Command()
+    .option('-d, --duration <time>', 'length of each run', '5s')
+    .option('-r, --rounds <n>', 'rounds (each runs both stacks at both loads)', '1')
+    .parse(process.argv)
+    .opts<{ duration: string; rounds: string }>();
+  parseDuration(opts.duration);
+  const rounds = Math.max(1, Number(opts.rounds) || 1);
+  const rows: Row[] = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const [c, conns] of [[64, 1], [1000, 4]] as const) {
+      for (const stack of ['svrkit', 'grpc-js'] as const) {
+        const row = await measure(stack, c, conns, opts.duration);
+        rows.push(row);
+        process.stderr.write(`${row.stack} ${row.load}: ${row.callsPerSecond} calls/s, p99 ${row.p99} ms\n`);
+      }
+    }
+  }
+  const fmt = (n: number, d = 0) => (Number.isNaN(n) ? '-' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+  process.stdout.write(`\nhelloworld.Greeter/SayHello, ${opts.duration} per run, node ${process.version}, ${rounds} round(s)\n\n`);
+  process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s |\n|---|---|---|---|---|---|---|---|---|\n');
+  for (const r of rows) {
+    process.stdout.write(`| ${r.stack} | ${r.load} | ${fmt(r.callsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${r.errors} | ${fmt(r.serverCpuS, 2)} | ${fmt(r.clientCpuS, 2)} |\n`);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
