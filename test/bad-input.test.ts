@@ -500,8 +500,12 @@ describe('broken framing', () => {
     await expectStillServing(small.client);
     // Far over it (more than 4x): a protocol error, so GOAWAY and close; the call ends with the
     // status and reason the server gave in its GOAWAY, not a bare "connection closed".
-    const far = await small.client.echo({ text: 'x'.repeat(5000) }, { timeoutMs: 5000 }).catch((x: unknown) => x as RpcError);
-    expect(`${far.codeName}: ${far.message}`).toMatch(
+    const far = await small.client.echo({ text: 'x'.repeat(5000) }, { timeoutMs: 5000 }).then(
+      () => new Error('expected the call to fail'),
+      (x: unknown) => x,
+    );
+    expect(far).toBeInstanceOf(RpcError);
+    expect(`${(far as RpcError).codeName}: ${(far as RpcError).message}`).toMatch(
       /^RESOURCE_EXHAUSTED: connection closed by the server: protocol error: frame of \d+ bytes exceeds the maximum frame size 1024/,
     );
     await expectStillServing(small.client);

@@ -236,12 +236,16 @@ describe('interceptors', () => {
 });
 
 describe('connections', () => {
-  it('closes gracefully: in-flight calls finish, GOAWAY stops new calls, later calls fail UNAVAILABLE', async () => {
+  /** A fresh server with its own Probe, and a client to it. */
+  async function probeServer(): Promise<{ probe: Probe; server: Server; client: ProbeClient }> {
     const probe = new Probe();
-    const server = new Server();
-    server.addService(probe);
+    const server = new Server().addService(probe);
     await server.listen(0);
-    const client = new ProbeClient(server.address);
+    return { probe, server, client: new ProbeClient(server.address) };
+  }
+
+  it('closes gracefully: in-flight calls finish, GOAWAY stops new calls, later calls fail UNAVAILABLE', async () => {
+    const { probe, server, client } = await probeServer();
     try {
       await client.echo({ text: 'warm' });
       const inflight = client.echo({ text: 'inflight', delayMs: 300 });
@@ -257,11 +261,7 @@ describe('connections', () => {
   });
 
   it('cuts calls that outlive the grace period and fires their signals', async () => {
-    const probe = new Probe();
-    const server = new Server();
-    server.addService(probe);
-    await server.listen(0);
-    const client = new ProbeClient(server.address);
+    const { probe, server, client } = await probeServer();
     try {
       const stuck = client.echo({ text: 'stuck', delayMs: 10_000 });
       await until(() => probe.active === 1, 'in-flight call');

@@ -18,7 +18,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from '../../framework/cli/bench.js';
 import { RpcError, type Status } from '../../framework/wire/status.js';
 
-const PROTO = fileURLToPath(new URL('./echo.proto', import.meta.url));
+// The helloworld example's own .proto, so both stacks serve exactly the same rpc.
+const PROTO = fileURLToPath(new URL('../../examples/helloworld/greeter.proto', import.meta.url));
 
 interface HelloReply {
   message: string;

@@ -1,5 +1,5 @@
 /**
- * The grpc-js baseline server: helloworld.Greeter/SayHello from echo.proto, loaded at run time
+ * The grpc-js baseline server: helloworld.Greeter/SayHello from examples/helloworld/greeter.proto, loaded at run time
  * with @grpc/proto-loader, answering `{ message: 'Hello ' + name }` (the same handler as svrkit's
  * helloworld example).
  *
@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-const PROTO = fileURLToPath(new URL('./echo.proto', import.meta.url));
+// The helloworld example's own .proto, so both stacks serve exactly the same rpc.
+const PROTO = fileURLToPath(new URL('../../examples/helloworld/greeter.proto', import.meta.url));
 
 interface HelloRequest {
   name: string;
