@@ -71,6 +71,14 @@ describe('the chain example: context across a hop', () => {
     expect(front.deadlineLeftMs).toBeLessThanOrEqual(5000n);
   });
 
+  it('propagates keys named like Object.prototype members as ordinary keys', async () => {
+    const reply = await client.relay(
+      { user: 'proto' },
+      { metadata: { constructor: 'c', toString: 't' }, propagate: ['constructor', 'toString', 'hasOwnProperty'] },
+    );
+    expect(reply.backend!.metadata).toEqual({ constructor: 'c', toString: 't' });
+  });
+
   it('ends the backend call with DEADLINE_EXCEEDED when the caller\'s deadline passes', async () => {
     const err = await client
       .relay({ user: 'slow', backendDelayMs: 5000 }, { timeoutMs: 300, metadata: { 'x-request-id': 'ctx-deadline' }, propagate: ['x-request-id'] })

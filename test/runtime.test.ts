@@ -1,4 +1,5 @@
-import { createServer as createNetServer } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer as createNetServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   Channel,
@@ -13,7 +14,7 @@ import {
 } from '../framework/index.js';
 import { HealthClient, HealthCheckResponse_ServingStatus } from '../framework/builtin/gen/svrkit/health.js';
 import { ReflectionClient } from '../framework/builtin/gen/svrkit/reflection.js';
-import { ProbeClient, ProbeDefinition } from './.tmp/gen/probe/probe.js';
+import { EchoReply, ProbeClient, ProbeDefinition } from './.tmp/gen/probe/probe.js';
 import { Probe } from './support/probe.js';
 
 async function expectRpcError(p: Promise<unknown>, code: Status): Promise<RpcError> {
@@ -96,6 +97,26 @@ describe('server and generated client', () => {
     expect(err.message).toBe('database is down');
     await expectRpcError(client.echo({ text: 'e4', fail: 'sync:threw at once' }), Status.INTERNAL);
     expect(logged.some((l) => l.includes('probe.Probe/Echo failed'))).toBe(true);
+  });
+
+  it('answers INTERNAL, and stays up, when a handler sets response metadata that cannot be sent', async () => {
+    const bad = new Server({ logger: { error: (m) => logged.push(m) } }).addService(ProbeDefinition, {
+      echo: async (_req: unknown, call: { responseMetadata: Record<string, unknown> }) => {
+        call.responseMetadata['x-count'] = 2n ** 70n;
+        return EchoReply.fromPartial({ text: 'never sent' });
+      },
+    });
+    await bad.listen(0);
+    const c = new ProbeClient(bad.address);
+    try {
+      const err = await expectRpcError(c.echo({ text: 'x' }), Status.INTERNAL);
+      expect(err.message).toContain('response metadata cannot be sent');
+      await expectRpcError(c.echo({ text: 'y' }), Status.INTERNAL);
+      expect(logged.some((l) => l.includes('response metadata cannot be sent'))).toBe(true);
+    } finally {
+      c.close();
+      await bad.close({ graceMs: 100 });
+    }
   });
 
   it('answers UNIMPLEMENTED for an unknown method', async () => {
@@ -327,6 +348,54 @@ describe('connections', () => {
       client.close();
       for (const s of servers) await s.close({ graceMs: 100 });
     }
+  });
+
+  it('a rolling restart loses no call: a server closing gracefully serves what was already on its way', async () => {
+    const a = await probeServer();
+    const b = await probeServer();
+    a.client.close();
+    b.client.close();
+    const client = new ProbeClient(`static:///${a.server.address},${b.server.address}`, { backoff: { initialMs: 50 } });
+    await client.channel.waitForReady(5000);
+    const errors: string[] = [];
+    let ok = 0;
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          await client.echo({ text: `w${w}-${i}` });
+          ok++;
+        } catch (e) {
+          errors.push(`${(e as RpcError).codeName}: ${(e as RpcError).message}`);
+        }
+      }
+    };
+    const workers = Array.from({ length: 100 }, (_, w) => worker(w));
+    await until(() => ok > 2000, 'traffic on both servers');
+    await a.server.close({ graceMs: 5000 });
+    const after = ok;
+    await until(() => ok > after + 2000, 'traffic after the restart');
+    stop = true;
+    await Promise.all(workers);
+    client.close();
+    await b.server.close({ graceMs: 1000 });
+    expect(errors).toEqual([]);
+    expect([...a.probe.endings.keys()].length).toBeGreaterThan(100);
+  });
+
+  it('close() finishes within the grace period even when a peer never closes its side', async () => {
+    const { server, client } = await probeServer();
+    client.close();
+    // allowHalfOpen: the peer keeps its side open after the server's FIN, like a hung client.
+    const peer = connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
+    await once(peer, 'connect');
+    peer.on('data', () => {}); // reads, but never ends its side
+    peer.on('error', () => {});
+    // Resolving at all is the point: before the fix this waited for the peer forever.
+    await server.close({ graceMs: 300 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(peer.destroyed || peer.readableEnded).toBe(true);
+    peer.destroy();
   });
 
   it('fails calls on a closed channel with UNAVAILABLE', async () => {

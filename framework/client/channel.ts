@@ -201,23 +201,33 @@ export class Channel {
       if (err instanceof RpcError) return Promise.reject(err);
       return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
     }
-    // A root call carries no trace id: the first server assigns one (lazily, when it is read).
-    const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
-    if (deadline !== Infinity) header.d = deadline - now;
+    const d = deadline === Infinity ? undefined : deadline - now;
     let metadata = options.metadata;
     let propagate = options.propagate;
     if (parent !== undefined && parent.propagate.length > 0) {
       const inherited: Metadata = {};
       for (const k of parent.propagate) {
-        const v = parent.metadata[k];
-        if (v !== undefined) inherited[k] = v;
+        // Own properties only: a propagated key such as 'constructor' must not pick up Object.prototype's.
+        if (Object.hasOwn(parent.metadata, k)) inherited[k] = parent.metadata[k]!;
       }
       metadata = metadata === undefined ? inherited : { ...inherited, ...metadata };
       propagate = propagate === undefined ? parent.propagate : [...new Set([...parent.propagate, ...propagate])];
     }
-    if (metadata !== undefined && hasKeys(metadata)) header.md = metadata;
-    if (propagate !== undefined && propagate.length > 0) header.pm = propagate as string[];
-    const call = new PendingCall(method, encodeRequestHeader(header), body, deadline, this.target);
+    const withMetadata = metadata !== undefined && hasKeys(metadata);
+    const withPropagate = propagate !== undefined && propagate.length > 0;
+    let headerBytes: Uint8Array;
+    if (parent === undefined && !withMetadata && !withPropagate) {
+      // A root call without metadata: the header depends on the method and deadline only.
+      headerBytes = rootHeader(method, d);
+    } else {
+      // A root call carries no trace id: the first server assigns one (lazily, when it is read).
+      const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
+      if (d !== undefined) header.d = d;
+      if (withMetadata) header.md = metadata;
+      if (withPropagate) header.pm = propagate as string[];
+      headerBytes = encodeRequestHeader(header);
+    }
+    const call = new PendingCall(method, headerBytes, body, deadline, this.target);
     call.arm(now, options.signal, parent);
     if (!call.done) this.dispatch(call, now);
     return call.promise;
@@ -308,6 +318,22 @@ export class Channel {
     this.queue = [];
     for (const call of queued) call.fail(error);
   }
+}
+
+/** Encoded headers of root calls without metadata, per method, by deadline ms (few distinct values). */
+const rootHeaders = new WeakMap<MethodDefinition, Map<number | undefined, Uint8Array>>();
+
+function rootHeader(method: MethodDefinition, d: number | undefined): Uint8Array {
+  let byDeadline = rootHeaders.get(method);
+  if (byDeadline === undefined) rootHeaders.set(method, (byDeadline = new Map()));
+  let bytes = byDeadline.get(d);
+  if (bytes === undefined) {
+    // Inherited or computed deadlines vary per call; keep the cache small.
+    if (byDeadline.size >= 64) byDeadline.clear();
+    bytes = encodeRequestHeader(d === undefined ? { m: method.path } : { m: method.path, d });
+    byDeadline.set(d, bytes);
+  }
+  return bytes;
 }
 
 function hasKeys(o: object): boolean {

@@ -115,8 +115,8 @@ export class ClientConnection implements CallCarrier {
       return;
     }
     let id = this.nextCallId;
+    while (this.calls.has(id)) id = id === 0xffffffff ? 1 : id + 1;
     this.nextCallId = id === 0xffffffff ? 1 : id + 1;
-    while (this.calls.has(id)) id = this.nextCallId++;
     call.callId = id;
     call.carrier = this;
     this.calls.set(id, call);

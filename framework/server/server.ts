@@ -91,6 +91,10 @@ class InboundCall extends ServerCallContext implements DeadlineEntry {
 class ServerConnection {
   readonly calls = new Map<number, InboundCall>();
   readonly conn: Connection;
+  /** GOAWAY was sent (the server is closing). */
+  draining = false;
+  /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
+  goawayAcked = false;
   constructor(socket: Socket, readonly server: Server, maxFrameBytes: number) {
     this.conn = new Connection(
       socket,
@@ -110,6 +114,8 @@ class ServerConnection {
 }
 
 const EMPTY_METADATA: Readonly<Metadata> = Object.freeze({});
+/** Call id of the PING sent after GOAWAY; its PONG means the client has seen the GOAWAY. */
+const GOAWAY_PING_ID = 0xffffffff;
 const EMPTY_KEYS: readonly string[] = Object.freeze([]);
 
 /**
@@ -135,7 +141,8 @@ export class Server {
   private boundAddress: string | undefined;
   private inflight = 0;
   private closing = false;
-  private idleWaiters: Array<() => void> = [];
+  /** Called when the last connection closes during `close()`. */
+  private drainedWaiters: Array<() => void> = [];
 
   /** @param options - see `ServerOptions`. */
   constructor(options: ServerOptions = {}) {
@@ -237,41 +244,50 @@ export class Server {
   }
 
   /**
-   * Shuts down gracefully: stops accepting connections, sends GOAWAY on every connection (clients
-   * send no new calls on it), lets in-flight calls finish for up to `graceMs`, then closes every
-   * connection; calls still running then have their signal fired with CANCELLED.
-   * Resolves when every connection is closed. Calling it again returns the same outcome.
+   * Shuts down gracefully, the way gRPC servers do:
+   * 1. stops accepting connections and sends every connection GOAWAY followed by a PING: clients
+   *    send no new calls on it;
+   * 2. keeps serving every call that arrives meanwhile (a client may have sent some before it saw
+   *    the GOAWAY; the client's PONG marks the point after which no more will come);
+   * 3. closes each connection once the client has answered the PING and no call is in flight on
+   *    it (svrkit clients close their side themselves as soon as they are idle);
+   * 4. after `graceMs`, closes whatever is left: calls still running are cancelled (their signal
+   *    fires with CANCELLED) and their clients see UNAVAILABLE.
+   * Resolves when every connection is closed. Calling it again waits for the same shutdown.
    */
   async close(options: CloseOptions = {}): Promise<void> {
     const graceMs = options.graceMs ?? 5000;
     if (!this.closing) {
       this.closing = true;
       this.netServer?.close();
-      for (const c of this.connections) c.conn.goaway(Status.UNAVAILABLE, 'server is shutting down');
+      for (const c of this.connections) {
+        c.draining = true;
+        c.conn.goaway(Status.UNAVAILABLE, 'server is shutting down');
+        c.conn.send(FrameKind.PING, GOAWAY_PING_ID);
+      }
     }
-    if (this.inflight > 0) {
+    if (this.connections.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs);
-        this.idleWaiters.push(() => {
+        this.drainedWaiters.push(() => {
           clearTimeout(timer);
           resolve();
         });
       });
     }
-    const closing: Promise<void>[] = [];
+    const closed: Promise<void>[] = [];
     const cut = new RpcError(Status.CANCELLED, `server shut down before the call finished (grace ${graceMs} ms)`);
     for (const c of this.connections) {
-      closing.push(new Promise<void>((resolve) => c.conn.socket.once('close', () => resolve())));
-      if (c.calls.size === 0) {
-        c.conn.end();
-        continue;
-      }
+      closed.push(new Promise<void>((resolve) => c.conn.socket.once('close', () => resolve())));
       for (const call of [...c.calls.values()]) this.endCall(call, cut, false);
       c.conn.destroy();
-      // A peer that never closes its side is cut after a short linger.
-      setTimeout(() => c.conn.destroy(), 1000).unref();
     }
-    await Promise.all(closing);
+    await Promise.all(closed);
+  }
+
+  /** Ends a draining connection once its client has seen GOAWAY and no call is left on it. */
+  private endIfDrained(sc: ServerConnection): void {
+    if (sc.draining && sc.goawayAcked && sc.calls.size === 0) sc.conn.end();
   }
 
   /** @internal Called by connections for each frame. */
@@ -289,6 +305,11 @@ export class Server {
         sc.conn.send(FrameKind.PONG, callId);
         return;
       case FrameKind.PONG:
+        if (callId === GOAWAY_PING_ID && sc.draining) {
+          sc.goawayAcked = true;
+          this.endIfDrained(sc);
+        }
+        return;
       case FrameKind.GOAWAY:
         return;
       default:
@@ -300,6 +321,11 @@ export class Server {
   /** @internal Called when a connection's socket closes. */
   onConnectionClose(sc: ServerConnection): void {
     this.connections.delete(sc);
+    if (this.closing && this.connections.size === 0 && this.drainedWaiters.length > 0) {
+      const waiters = this.drainedWaiters;
+      this.drainedWaiters = [];
+      for (const w of waiters) w();
+    }
     if (sc.calls.size === 0) return;
     const reason = new RpcError(Status.CANCELLED, 'client disconnected');
     for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
@@ -329,10 +355,6 @@ export class Server {
     const registered = this.methods.get(h.m);
     if (registered === undefined) {
       this.reject(conn, callId, Status.UNIMPLEMENTED, `unknown method '${h.m}'`);
-      return;
-    }
-    if (this.closing) {
-      this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down');
       return;
     }
     if (sc.calls.has(callId)) {
@@ -374,31 +396,35 @@ export class Server {
     } catch (err) {
       result = Promise.reject(err);
     }
-    result.then(
-      (response) => this.respond(call, response),
-      (err) => this.fail(call, err),
-    );
+    result
+      .then(
+        (response) => this.respond(call, response),
+        (err) => this.fail(call, err),
+      )
+      .catch((err: unknown) => this.logger.error(`svrkit server: ${call.method}: failed to answer (trace ${call.traceId})`, err));
   }
 
   private respond(call: InboundCall, response: unknown): void {
     if (call.done) return;
     this.finish(call);
-    const conn = call.conn.conn;
     const def = call.registered.def;
     let body: Uint8Array;
     try {
       body = def.responseType.encode(response).finish();
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: cannot encode the ${def.responseTypeName} the handler returned (trace ${call.traceId})`, err);
-      this.reject(conn, call.callId, Status.INTERNAL, `cannot encode response ${def.responseTypeName}: ${(err as Error).message}`);
+      this.sendStatus(call, Status.INTERNAL, `cannot encode response ${def.responseTypeName}: ${(err as Error).message}`, undefined);
       return;
     }
-    const header = encodeStatusHeader(Status.OK, undefined, call.peekResponseMetadata());
+    const header = this.statusHeader(call, Status.OK, undefined, call.peekResponseMetadata());
+    if (header === undefined) return;
+    const conn = call.conn.conn;
     if (!conn.fits(header, body)) {
-      this.reject(conn, call.callId, Status.RESOURCE_EXHAUSTED, `response of ${body.length} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
+      this.sendStatus(call, Status.RESOURCE_EXHAUSTED, `response of ${body.length} bytes exceeds the maximum frame size ${this.maxFrameBytes}`, undefined);
       return;
     }
     conn.send(FrameKind.RESPONSE, call.callId, header, body);
+    this.released(call);
   }
 
   private fail(call: InboundCall, err: unknown): void {
@@ -417,10 +443,36 @@ export class Server {
     if (call.done) return;
     this.finish(call);
     if (error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED) call.abort(error);
-    if (sendResponse) {
-      const md = call.peekResponseMetadata();
-      const merged = md === undefined ? error.metadata : { ...md, ...error.metadata };
-      call.conn.conn.send(FrameKind.RESPONSE, call.callId, encodeStatusHeader(error.code, error.message, merged));
+    if (!sendResponse) {
+      this.released(call);
+      return;
+    }
+    const md = call.peekResponseMetadata();
+    this.sendStatus(call, error.code, error.message, md === undefined ? error.metadata : { ...md, ...error.metadata });
+  }
+
+  /** Sends a status-only response, then releases the call's connection. */
+  private sendStatus(call: InboundCall, status: Status, message: string, metadata: Metadata | undefined): void {
+    const header = this.statusHeader(call, status, message, metadata);
+    if (header === undefined) return;
+    call.conn.conn.send(FrameKind.RESPONSE, call.callId, header);
+    this.released(call);
+  }
+
+  /**
+   * Encodes a response header. Metadata a handler set that cannot be encoded (not a map of
+   * strings) is the handler's bug: the call gets INTERNAL without it, and the server logs it.
+   * @returns the header, or undefined when the INTERNAL reply was sent instead.
+   */
+  private statusHeader(call: InboundCall, status: Status, message: string | undefined, metadata: Metadata | undefined): Uint8Array | undefined {
+    try {
+      if (metadata !== undefined && !isStringMap(metadata)) throw new Error('metadata values must be strings');
+      return encodeStatusHeader(status, message, metadata);
+    } catch (err) {
+      this.logger.error(`svrkit server: ${call.method}: response metadata cannot be sent (trace ${call.traceId})`, err);
+      call.conn.conn.send(FrameKind.RESPONSE, call.callId, encodeStatusHeader(Status.INTERNAL, `response metadata cannot be sent: ${(err as Error).message}`));
+      this.released(call);
+      return undefined;
     }
   }
 
@@ -428,11 +480,12 @@ export class Server {
     call.done = true;
     if (call.deadlineList !== undefined) this.timers.remove(call);
     call.conn.calls.delete(call.callId);
-    if (--this.inflight === 0 && this.idleWaiters.length > 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const w of waiters) w();
-    }
+    this.inflight--;
+  }
+
+  /** After a call's last frame is queued: a draining connection may now close. */
+  private released(call: InboundCall): void {
+    if (call.conn.draining) this.endIfDrained(call.conn);
   }
 
   private reject(conn: Connection, callId: number, status: Status, message: string): void {
@@ -444,6 +497,11 @@ export class Server {
  * Why the client gave up, from a CANCEL frame's header: a client whose own deadline timer fired
  * says DEADLINE_EXCEEDED, so the server reports the same whichever side's timer fires first.
  */
+function isStringMap(o: object): boolean {
+  for (const k in o) if (typeof (o as Record<string, unknown>)[k] !== 'string') return false;
+  return true;
+}
+
 function cancelReason(header: Buffer): RpcError {
   let code: number = Status.CANCELLED;
   try {

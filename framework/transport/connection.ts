@@ -49,6 +49,8 @@ export class Connection {
   private flushScheduled = false;
   private blocked = false;
   private closedFlag = false;
+  /** Set once `end()` ran: nothing more is written. */
+  private ended = false;
   private failed = false;
   private closeError: Error | undefined;
   private readonly flushBound = (): void => this.flush();
@@ -92,7 +94,7 @@ export class Connection {
    * Frames sent after the connection closed are dropped (their calls are failed by `onClose`).
    */
   send(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
-    if (this.closedFlag || this.failed) return;
+    if (this.closedFlag || this.ended || this.failed) return;
     this.encoder.write(kind, callId, header, body);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -108,7 +110,7 @@ export class Connection {
   /** Writes queued frames now (normally called once per event-loop turn). */
   flush(): void {
     this.flushScheduled = false;
-    if (this.blocked || this.closedFlag) return;
+    if (this.blocked || this.closedFlag || this.ended) return;
     const data = this.encoder.take();
     if (data === undefined) return;
     if (!this.socket.write(data)) {
@@ -123,11 +125,21 @@ export class Connection {
     this.flush();
   }
 
-  /** Flushes what is queued, then half-closes; the socket closes when the peer closes its side. */
+  /**
+   * Writes what is queued (even while back-pressured: the socket buffers it), then half-closes;
+   * the socket closes when the peer closes its side. Frames sent after this are dropped.
+   */
   end(): void {
-    if (this.closedFlag) return;
-    this.flush();
+    if (this.closedFlag || this.ended) return;
+    this.ended = true;
+    const data = this.encoder.take();
+    if (data !== undefined) this.socket.write(data);
     this.socket.end();
+  }
+
+  /** Whether `end()` has run (or the socket closed). */
+  get ending(): boolean {
+    return this.ended || this.closedFlag;
   }
 
   /** Closes the socket at once; queued frames are lost. */
@@ -150,15 +162,16 @@ export class Connection {
   private protocolError(err: FrameError): void {
     const status = /exceeds the maximum/.test(err.message) ? Status.RESOURCE_EXHAUSTED : Status.INTERNAL;
     this.closeError ??= err;
-    this.goaway(status, `protocol error: ${err.message}`);
+    this.send(FrameKind.GOAWAY, 0, encodeStatusHeader(status, `protocol error: ${err.message}`));
     this.failed = true;
     this.socket.pause();
-    this.socket.end();
+    this.end();
     setTimeout(() => this.socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
   }
 
   private onDrain(): void {
     this.blocked = false;
+    if (this.ended) return;
     if (this.options.pauseReadsWhileBlocked && !this.failed) this.socket.resume();
     if (this.encoder.length > 0) this.flush();
   }
