@@ -5,7 +5,7 @@ export default defineConfig({
   resolve: {
     // Examples and generated code import 'svrkit'; in tests that is the framework source, so a test
     // and the code it loads share one copy of the runtime.
-    alias: { svrkit: fileURLToPath(new URL('./framework/index.ts', import.meta.url)) },
+    alias: { svrkit: fileURLToPath(new URL('./index.ts', import.meta.url)) },
   },
   test: {
     include: ['test/**/*.test.ts'],

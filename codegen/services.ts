@@ -85,6 +85,8 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
   const thisOutput = outputPath(file.name, ctx.naming);
   const label = ctx.label?.(file.name) ?? file.name;
   const names = new Namer(label, scan);
+  // A message named Promise (or any local binding of that name) shadows the global one.
+  const promise = scan.bound.has('Promise') ? 'globalThis.Promise' : 'Promise';
 
   // Public names first: they must be exactly these.
   for (const s of file.service) {
@@ -209,7 +211,7 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
       const res = messageRef(method.outputType, `rpc ${full}/${method.name}`);
       return (
         jsdoc(doc, '  ', method.options?.deprecated === true) +
-        `  abstract ${localName}(request: ${req}, call: ${useRuntime('CallContext')}): Promise<${res}>;\n`
+        `  abstract ${localName}(request: ${req}, call: ${useRuntime('CallContext')}): ${promise}<${res}>;\n`
       );
     });
     sections.push(
@@ -228,7 +230,7 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
       const res = messageRef(method.outputType, `rpc ${full}/${method.name}`);
       return (
         jsdoc(doc, '  ', method.options?.deprecated === true) +
-        `  ${localName}(request: ${deepPartial()}<${req}>, options?: ${useRuntime('CallOptions')}): Promise<${res}> {\n` +
+        `  ${localName}(request: ${deepPartial()}<${req}>, options?: ${useRuntime('CallOptions')}): ${promise}<${res}> {\n` +
         `    return this.channel.unary(${defName}.methods.${localName}, request, options);\n` +
         `  }\n`
       );

@@ -223,7 +223,7 @@ export class Channel {
       // A root call carries no trace id: the first server assigns one (lazily, when it is read).
       const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
       if (d !== undefined) header.d = d;
-      if (withMetadata) header.md = metadata;
+      if (withMetadata) header.md = metadata!;
       if (withPropagate) header.pm = propagate as string[];
       headerBytes = encodeRequestHeader(header);
     }

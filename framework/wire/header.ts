@@ -68,13 +68,13 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   }
   if (h === null || typeof h !== 'object' || Array.isArray(h)) throw new HeaderError('request header is not a map');
   const r = h as Record<string, unknown>;
-  if (typeof r.m !== 'string' || r.m.length === 0) throw new HeaderError('request header has no method name (m)');
-  if (r.d !== undefined && (typeof r.d !== 'number' || !Number.isFinite(r.d))) {
+  if (typeof r['m'] !== 'string' || r['m'].length === 0) throw new HeaderError('request header has no method name (m)');
+  if (r['d'] !== undefined && (typeof r['d'] !== 'number' || !Number.isFinite(r['d']))) {
     throw new HeaderError('request header deadline (d) is not a number of milliseconds');
   }
-  if (r.t !== undefined && typeof r.t !== 'string') throw new HeaderError('request header trace id (t) is not a string');
-  if (r.md !== undefined && !isStringMap(r.md)) throw new HeaderError('request header metadata (md) is not a map of strings');
-  if (r.pm !== undefined && !isStringArray(r.pm)) {
+  if (r['t'] !== undefined && typeof r['t'] !== 'string') throw new HeaderError('request header trace id (t) is not a string');
+  if (r['md'] !== undefined && !isStringMap(r['md'])) throw new HeaderError('request header metadata (md) is not a map of strings');
+  if (r['pm'] !== undefined && !isStringArray(r['pm'])) {
     throw new HeaderError('request header propagation list (pm) is not an array of strings');
   }
   return r as unknown as RequestHeader;
@@ -106,9 +106,9 @@ export function decodeStatusHeader(bytes: Uint8Array): StatusHeader {
   }
   if (h === null || typeof h !== 'object') throw new HeaderError('status header is not a map');
   const r = h as Record<string, unknown>;
-  if (typeof r.s !== 'number') throw new HeaderError('status header has no status code (s)');
-  if (r.e !== undefined && typeof r.e !== 'string') throw new HeaderError('status header message (e) is not a string');
-  if (r.md !== undefined && !isStringMap(r.md)) throw new HeaderError('status header metadata (md) is not a map of strings');
+  if (typeof r['s'] !== 'number') throw new HeaderError('status header has no status code (s)');
+  if (r['e'] !== undefined && typeof r['e'] !== 'string') throw new HeaderError('status header message (e) is not a string');
+  if (r['md'] !== undefined && !isStringMap(r['md'])) throw new HeaderError('status header metadata (md) is not a map of strings');
   return r as unknown as StatusHeader;
 }
 

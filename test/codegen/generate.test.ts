@@ -168,14 +168,16 @@ describe('generated files', () => {
     const src = read('shop/shop.ts');
     // ts-proto imported common.v1.Money as Money1 (shop.Money exists); the service code reuses that binding.
     expect(src).toMatch(/^import \{ Money as Money1 \} from "\.\.\/common\/v1\/money\.js";$/m);
-    expect(src).toContain('  abstract convert(request: Money1, call: CallContext): Promise<Money>;');
+    // shop.proto declares a message named Promise, so the signatures name the global one explicitly.
+    expect(src).toContain('  abstract convert(request: Money1, call: CallContext): globalThis.Promise<Money>;');
+    expect(src).toContain('  abstract reserve(request: Promise, call: CallContext): globalThis.Promise<Promise>;');
     // The message `Channel` wins the name; svrkit's Channel is imported under an alias.
     expect(src).toContain('Channel as svrkit_Channel');
     expect(src).toContain('  readonly channel: svrkit_Channel;');
-    expect(src).toContain('  abstract listChannels(request: PageRequest, call: CallContext): Promise<Channel>;');
-    expect(src).toContain('  abstract getVariant(request: Item_Variant, call: CallContext): Promise<Item_Variant>;');
+    expect(src).toContain('  abstract listChannels(request: PageRequest, call: CallContext): globalThis.Promise<Channel>;');
+    expect(src).toContain('  abstract getVariant(request: Item_Variant, call: CallContext): globalThis.Promise<Item_Variant>;');
     expect(src).toContain("      path: 'shop.Shop/get_item_by_id',");
-    expect(src).toContain('  abstract getItemById(request: Item, call: CallContext): Promise<Item>;');
+    expect(src).toContain('  abstract getItemById(request: Item, call: CallContext): globalThis.Promise<Item>;');
   });
 
   it('defines DeepPartial in a service file without messages of its own', () => {

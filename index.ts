@@ -1,0 +1,7 @@
+/**
+ * The `svrkit` package root: the framework's public API (framework/index.ts) and the clients of
+ * the flagship services built on it. Generated code and user code import from here (`'svrkit'`).
+ * The framework itself never imports services; this file is the only place they meet.
+ */
+export * from './framework/index.js';
+export { PaxosKVClient, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';

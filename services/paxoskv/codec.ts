@@ -1,0 +1,152 @@
+/**
+ * Conversion between the core's peer messages (plain numbers) and their protobuf form (the
+ * generated `svrkit.paxoskv.PeerMessage`, with 64-bit fields as bigint). Decoding validates:
+ * a malformed message from a peer is refused with a clear error, never handed to the core.
+ */
+import type { Entry, PeerMessage } from './core/types.js';
+import type { Entry as EntryPb, PeerMessage as PeerMessagePb } from './gen/svrkit/paxoskv/paxoskv.js';
+
+/** A peer message that does not decode to a valid core message. */
+export class PeerMessageError extends Error {
+  /** @param message - what was wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'PeerMessageError';
+  }
+}
+
+/** Largest number the core handles exactly (indexes, ballots): 2^53 - 1. */
+const MAX = BigInt(Number.MAX_SAFE_INTEGER);
+
+function num(v: bigint, what: string): number {
+  if (v < 0n || v > MAX) throw new PeerMessageError(`${what} ${v} is out of range`);
+  return Number(v);
+}
+
+/** Encodes a core entry. */
+export function entryToPb(e: Entry): EntryPb {
+  return {
+    index: BigInt(e.index),
+    value: e.value ?? new Uint8Array(0),
+    deleted: e.value === null,
+    requestId: e.requestId,
+    proposer: e.proposer,
+    time: BigInt(e.time),
+    recent: e.recent.map((r) => ({ requestId: r.requestId, version: BigInt(r.version), time: BigInt(r.time) })),
+  };
+}
+
+/**
+ * Decodes an entry.
+ * @throws PeerMessageError when it is missing or a field is out of range.
+ */
+export function entryFromPb(e: EntryPb | undefined, what = 'entry'): Entry {
+  if (e === undefined) throw new PeerMessageError(`${what} is missing`);
+  const index = num(e.index, `${what} index`);
+  if (index < 1) throw new PeerMessageError(`${what} index must be >= 1`);
+  if (e.proposer < 1 || e.proposer > 0xffff) throw new PeerMessageError(`${what} proposer ${e.proposer} is not a member id`);
+  return {
+    index,
+    value: e.deleted ? null : e.value,
+    requestId: e.requestId,
+    proposer: e.proposer,
+    time: num(e.time, `${what} time`),
+    recent: e.recent.map((r) => ({
+      requestId: r.requestId,
+      version: num(r.version, `${what} recent version`),
+      time: num(r.time, `${what} recent time`),
+    })),
+  };
+}
+
+/** Encodes a core message. */
+export function messageToPb(m: PeerMessage): PeerMessagePb {
+  const base = { key: m.key, index: 0n, ballot: 0n };
+  switch (m.type) {
+    case 'prepare':
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), prepare: {} };
+    case 'accept':
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), accept: { entry: entryToPb(m.entry) } };
+    case 'promise':
+      return {
+        ...base,
+        index: BigInt(m.index),
+        ballot: BigInt(m.ballot),
+        promise: { accepted: BigInt(m.accepted), acceptedEntry: m.acceptedEntry === null ? undefined : entryToPb(m.acceptedEntry) },
+      };
+    case 'accepted':
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), accepted: {} };
+    case 'reject':
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), reject: { promised: BigInt(m.promised) } };
+    case 'chosen':
+      return { ...base, chosen: { entry: entryToPb(m.entry) } };
+    case 'behind':
+      return { ...base, index: BigInt(m.index), behind: { chosenIndex: BigInt(m.chosenIndex) } };
+    case 'learn':
+      return { ...base, learn: { entry: entryToPb(m.entry) } };
+    case 'read':
+      return { ...base, read: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex) } };
+    case 'readState':
+      return {
+        ...base,
+        readState: {
+          readId: BigInt(m.readId),
+          chosenIndex: BigInt(m.chosenIndex),
+          entry: m.entry === null ? undefined : entryToPb(m.entry),
+          pendingAccepted: BigInt(m.pendingAccepted),
+        },
+      };
+    case 'catchUp':
+      return { ...base, catchUp: { knownIndex: BigInt(m.knownIndex) } };
+  }
+}
+
+/**
+ * Decodes and validates a message from a peer.
+ * @throws PeerMessageError for an empty key, a missing kind, or fields out of range.
+ */
+export function messageFromPb(m: PeerMessagePb): PeerMessage {
+  const key = m.key;
+  if (key.length === 0) throw new PeerMessageError('peer message has an empty key');
+  const index = num(m.index, 'index');
+  const ballot = num(m.ballot, 'ballot');
+  if (m.prepare !== undefined) return { type: 'prepare', key, index, ballot };
+  if (m.accept !== undefined) return { type: 'accept', key, index, ballot, entry: entryFromPb(m.accept.entry) };
+  if (m.promise !== undefined) {
+    return {
+      type: 'promise',
+      key,
+      index,
+      ballot,
+      accepted: num(m.promise.accepted, 'accepted ballot'),
+      acceptedEntry: m.promise.acceptedEntry === undefined ? null : entryFromPb(m.promise.acceptedEntry, 'accepted entry'),
+    };
+  }
+  if (m.accepted !== undefined) return { type: 'accepted', key, index, ballot };
+  if (m.reject !== undefined) return { type: 'reject', key, index, ballot, promised: num(m.reject.promised, 'promised ballot') };
+  if (m.chosen !== undefined) return { type: 'chosen', key, entry: entryFromPb(m.chosen.entry) };
+  if (m.behind !== undefined) return { type: 'behind', key, index, chosenIndex: num(m.behind.chosenIndex, 'chosen index') };
+  if (m.learn !== undefined) return { type: 'learn', key, entry: entryFromPb(m.learn.entry) };
+  if (m.read !== undefined) return { type: 'read', key, readId: num(m.read.readId, 'read id'), knownIndex: num(m.read.knownIndex, 'known index') };
+  if (m.readState !== undefined) {
+    const s = m.readState;
+    return {
+      type: 'readState',
+      key,
+      readId: num(s.readId, 'read id'),
+      chosenIndex: num(s.chosenIndex, 'chosen index'),
+      entry: s.entry === undefined ? null : entryFromPb(s.entry),
+      pendingAccepted: num(s.pendingAccepted, 'pending ballot'),
+    };
+  }
+  if (m.catchUp !== undefined) return { type: 'catchUp', key, knownIndex: num(m.catchUp.knownIndex, 'known index') };
+  throw new PeerMessageError('peer message has no kind');
+}
+
+/**
+ * The fingerprint of a membership, carried in every peer batch so replicas of different clusters
+ * (or differently configured ones) refuse each other: the sorted member ids joined by commas.
+ */
+export function clusterFingerprint(members: readonly number[]): string {
+  return [...members].sort((a, b) => a - b).join(',');
+}

@@ -1,0 +1,104 @@
+/**
+ * The acceptor and learner rules of one key, as pure functions of its record: a message in, the
+ * new record and the reply out. The record holds only the latest chosen entry and the acceptor
+ * state of the next instance (PaxosStore's "PLog as DB", keeping only the latest entry).
+ *
+ * Rules (Lamport, "Paxos Made Simple", per instance; the fast path after PaxosStore):
+ * - An instance at or below the chosen index is decided: the reply is the latest chosen entry.
+ * - An instance beyond the next one means this replica missed chosen entries: it answers
+ *   `behind` (and its driver catches up) instead of voting blind.
+ * - prepare(b): promise if b >= promised, reporting the accepted ballot and value; else reject.
+ * - accept(b, v): accept if b >= promised; a round-0 (fast path) ballot additionally needs that
+ *   nothing else was accepted in this instance; else reject.
+ * - learn(e): a chosen entry newer than the chosen one replaces it and opens a fresh instance.
+ */
+import {
+  chosenIndex,
+  roundOf,
+  type Entry,
+  type KeyRecord,
+  type PeerMessage,
+} from './types.js';
+
+/** What an acceptor rule returns: the record to persist (undefined when unchanged) and the reply. */
+export interface AcceptorStep {
+  record: KeyRecord | undefined;
+  reply: PeerMessage;
+}
+
+/** Whether two entries are the same value (same index, request, proposer and bytes). */
+export function sameEntry(a: Entry | null, b: Entry | null): boolean {
+  if (a === null || b === null) return a === b;
+  if (a.index !== b.index || a.requestId !== b.requestId || a.proposer !== b.proposer) return false;
+  if (a.value === null || b.value === null) return a.value === b.value;
+  return Buffer.compare(a.value, b.value) === 0;
+}
+
+function outOfInstance(record: KeyRecord, key: string, index: number): PeerMessage | undefined {
+  const c = chosenIndex(record);
+  if (index <= c) return { type: 'chosen', key, entry: record.chosen! };
+  if (index > c + 1) return { type: 'behind', key, index, chosenIndex: c };
+  return undefined;
+}
+
+/**
+ * Handles prepare(key, index, ballot).
+ * @returns a promise (and the record with the new promise), a reject, `chosen` or `behind`.
+ */
+export function onPrepare(record: KeyRecord, msg: { key: string; index: number; ballot: number }): AcceptorStep {
+  const other = outOfInstance(record, msg.key, msg.index);
+  if (other !== undefined) return { record: undefined, reply: other };
+  if (msg.ballot < record.promised) {
+    return { record: undefined, reply: { type: 'reject', key: msg.key, index: msg.index, ballot: msg.ballot, promised: record.promised } };
+  }
+  const next = msg.ballot === record.promised ? undefined : { ...record, promised: msg.ballot };
+  return {
+    record: next,
+    reply: { type: 'promise', key: msg.key, index: msg.index, ballot: msg.ballot, accepted: record.accepted, acceptedEntry: record.acceptedEntry },
+  };
+}
+
+/**
+ * Handles accept(key, index, ballot, entry).
+ * @returns `accepted` (and the record holding the value), a reject, `chosen` or `behind`.
+ */
+export function onAccept(record: KeyRecord, msg: { key: string; index: number; ballot: number; entry: Entry }): AcceptorStep {
+  const other = outOfInstance(record, msg.key, msg.index);
+  if (other !== undefined) return { record: undefined, reply: other };
+  const reject: AcceptorStep = {
+    record: undefined,
+    reply: { type: 'reject', key: msg.key, index: msg.index, ballot: msg.ballot, promised: Math.max(record.promised, record.accepted) },
+  };
+  if (msg.ballot < record.promised) return reject;
+  // Fast path (round 0): only into an instance where nothing else was accepted.
+  if (roundOf(msg.ballot) === 0 && record.accepted !== 0 && !(record.accepted === msg.ballot && sameEntry(record.acceptedEntry, msg.entry))) {
+    return reject;
+  }
+  const unchanged = record.accepted === msg.ballot && record.promised === msg.ballot && sameEntry(record.acceptedEntry, msg.entry);
+  return {
+    record: unchanged ? undefined : { ...record, promised: msg.ballot, accepted: msg.ballot, acceptedEntry: msg.entry },
+    reply: { type: 'accepted', key: msg.key, index: msg.index, ballot: msg.ballot },
+  };
+}
+
+/**
+ * Learns a chosen entry.
+ * @returns the new record, or undefined when the entry is not newer than what is known.
+ */
+export function learn(record: KeyRecord, entry: Entry): KeyRecord | undefined {
+  if (entry.index <= chosenIndex(record)) return undefined;
+  return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null };
+}
+
+/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot. */
+export function readState(record: KeyRecord, msg: { key: string; readId: number; knownIndex: number }): PeerMessage {
+  const c = chosenIndex(record);
+  return {
+    type: 'readState',
+    key: msg.key,
+    readId: msg.readId,
+    chosenIndex: c,
+    entry: c > msg.knownIndex ? record.chosen : null,
+    pendingAccepted: record.accepted,
+  };
+}
