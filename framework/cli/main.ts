@@ -9,6 +9,7 @@ import { Channel } from '../client/channel.js';
 import { resolveMethod, type JsonValue } from '../client/dynamic.js';
 import { RpcError, statusName, type Metadata } from '../wire/status.js';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
+import { addKvCommands } from './kv.js';
 import { serve } from './run.js';
 
 function intOption(name: string, min: number, max: number) {
@@ -178,6 +179,7 @@ function buildProgram(): Command {
       }
     });
 
+  addKvCommands(program);
   return program;
 }
 

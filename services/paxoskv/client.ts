@@ -42,6 +42,7 @@ export interface VersionedValue {
  * ```
  */
 export class PaxosKVClient {
+  private readonly channels: Channel[];
   private readonly stubs: PaxosKVStub[];
   private readonly attemptTimeoutMs: number;
   private readonly defaultTimeoutMs: number;
@@ -53,7 +54,8 @@ export class PaxosKVClient {
    */
   constructor(options: PaxosKVClientOptions) {
     if (options.peers.length === 0) throw new Error('PaxosKVClient needs at least one peer address');
-    this.stubs = options.peers.map((p) => new PaxosKVStub(new Channel(p, { connectTimeoutMs: 1000, ...options.channel })));
+    this.channels = options.peers.map((p) => new Channel(p, { connectTimeoutMs: 1000, ...options.channel }));
+    this.stubs = this.channels.map((c) => new PaxosKVStub(c));
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 1000;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
   }
@@ -94,11 +96,27 @@ export class PaxosKVClient {
    * Writes `value` only if the key is at `expectedVersion` (0n = absent).
    * @returns the new version.
    * @throws RpcError FAILED_PRECONDITION when the key is at another version (metadata
-   *   `x-version` carries it); otherwise as `put`.
+   *   `x-version` carries it); UNKNOWN when an earlier attempt's outcome is unknown and a later
+   *   one found the precondition false (the earlier attempt may still apply, so "not applied"
+   *   cannot be promised: read the key to find out); otherwise as `put`.
    */
   async compareAndSet(key: string, expectedVersion: bigint, value: Uint8Array, options?: CallOptions): Promise<bigint> {
     const requestId = randomUUID();
-    return (await this.call(options, (stub, o) => stub.compareAndSet({ key, expectedVersion, value, requestId }, o))).version;
+    let ambiguous = false;
+    try {
+      return (
+        await this.call(options, (stub, o) => stub.compareAndSet({ key, expectedVersion, value, requestId }, o), () => (ambiguous = true))
+      ).version;
+    } catch (err) {
+      if (ambiguous && err instanceof RpcError && err.code === Status.FAILED_PRECONDITION) {
+        throw new RpcError(
+          Status.UNKNOWN,
+          `compareAndSet outcome unknown: a replica reported ${err.message}, but an earlier attempt's outcome is unknown and may still apply`,
+          err.metadata,
+        );
+      }
+      throw err;
+    }
   }
 
   /**
@@ -111,12 +129,21 @@ export class PaxosKVClient {
     return stub.status({}, { timeoutMs: this.attemptTimeoutMs, ...options });
   }
 
-  /** Closes the channels. */
+  /** Closes the channels (calls in flight finish first). */
   close(): void {
-    for (const s of this.stubs) s.close();
+    // The stubs were handed these channels, so closing a stub would not close its channel.
+    for (const c of this.channels) c.close();
   }
 
-  private async call<T>(options: CallOptions | undefined, attempt: (stub: PaxosKVStub, o: CallOptions) => Promise<T>): Promise<T> {
+  /**
+   * Runs `attempt` on one replica after another until one answers, within the deadline.
+   * `onRetry` is told when an attempt failed in a way that leaves its outcome unknown.
+   */
+  private async call<T>(
+    options: CallOptions | undefined,
+    attempt: (stub: PaxosKVStub, o: CallOptions) => Promise<T>,
+    onRetry?: () => void,
+  ): Promise<T> {
     const now = Date.now();
     let deadline = options?.deadline ?? (options?.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
     const parent = currentCall();
@@ -135,6 +162,7 @@ export class PaxosKVClient {
       } catch (err) {
         if (!(err instanceof RpcError) || !retryable(err)) throw err;
         lastError = err;
+        onRetry?.();
         // Move on to the next replica (unless another call already did).
         if (this.current === index) this.current = (index + 1) % this.stubs.length;
         // Every replica failed once: pause briefly rather than spin.

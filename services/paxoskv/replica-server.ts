@@ -139,12 +139,15 @@ export class PaxosKVReplica {
   // ---------------------------------------------------------------------------------------------
   // Inputs
 
-  /** @internal A client operation; resolves with its result. */
-  request(key: string, op: ClientOp): Promise<ClientResult> {
+  /**
+   * @internal A client operation; resolves with its result.
+   * @param deadline - the caller's deadline (epoch ms): past it the core starts no new decision.
+   */
+  request(key: string, op: ClientOp, deadline: number): Promise<ClientResult> {
     const ref = this.nextRef++;
     return new Promise<ClientResult>((resolve) => {
       this.pending.set(ref, resolve);
-      this.apply(this.core.request(ref, key, op, Date.now()));
+      this.apply(this.core.request(ref, key, op, Date.now(), deadline));
     });
   }
 
@@ -291,25 +294,25 @@ class ClientApi extends PaxosKVService {
     super();
   }
 
-  override async get(request: GetRequest, _call: CallContext): Promise<GetReply> {
+  override async get(request: GetRequest, call: CallContext): Promise<GetReply> {
     checkKey(request.key);
-    const r = await this.replica.request(request.key, { kind: 'get' });
+    const r = await this.replica.request(request.key, { kind: 'get' }, call.deadline);
     if (!r.ok || r.kind !== 'get') throw toRpcError(r);
     return { found: r.value !== null, value: r.value ?? new Uint8Array(0), version: BigInt(r.version) };
   }
 
-  override async put(request: PutRequest, _call: CallContext): Promise<WriteReply> {
+  override async put(request: PutRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
     checkValue(request.value);
-    return writeReply(await this.replica.request(request.key, { kind: 'put', value: request.value, requestId: request.requestId || randomUUID() }));
+    return writeReply(await this.replica.request(request.key, { kind: 'put', value: request.value, requestId: request.requestId || randomUUID() }, call.deadline));
   }
 
-  override async delete(request: DeleteRequest, _call: CallContext): Promise<WriteReply> {
+  override async delete(request: DeleteRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
-    return writeReply(await this.replica.request(request.key, { kind: 'delete', requestId: request.requestId || randomUUID() }));
+    return writeReply(await this.replica.request(request.key, { kind: 'delete', requestId: request.requestId || randomUUID() }, call.deadline));
   }
 
-  override async compareAndSet(request: CompareAndSetRequest, _call: CallContext): Promise<WriteReply> {
+  override async compareAndSet(request: CompareAndSetRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
     checkValue(request.value);
     if (request.expectedVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpcError(Status.INVALID_ARGUMENT, 'expected version out of range');
@@ -319,7 +322,7 @@ class ClientApi extends PaxosKVService {
         expectedVersion: Number(request.expectedVersion),
         value: request.value,
         requestId: request.requestId || randomUUID(),
-      }),
+      }, call.deadline),
     );
   }
 
