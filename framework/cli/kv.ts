@@ -17,6 +17,7 @@ import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { parseAddress } from '../client/resolver.js';
 import { RpcError, statusName } from '../wire/status.js';
+import { intOption, positiveMs } from './flags.js';
 
 /**
  * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
@@ -43,20 +44,6 @@ export function parsePeers(text: string): Map<number, string> {
   if (peers.size === 0) throw new InvalidArgumentError('the peer list is empty');
   if (peers.size % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of replicas, got ${peers.size}`);
   return peers;
-}
-
-function intIn(name: string, min: number, max: number) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
-    return n;
-  };
-}
-
-function positiveMs(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of milliseconds');
-  return n;
 }
 
 function version(v: string): bigint {
@@ -110,7 +97,7 @@ export function addKvCommands(program: Command): void {
 
   kv.command('serve')
     .description('run one replica in the foreground; it listens on its own entry of --peers')
-    .requiredOption('--id <n>', 'this replica\'s member id', intIn('id', 1, 0xffff))
+    .requiredOption('--id <n>', 'this replica\'s member id', intOption('id', 1, 0xffff))
     .requiredOption(...peersOption)
     .requiredOption('--data-dir <dir>', 'where this replica keeps its records (created when absent)')
     .option('--learner-only', 'only learn chosen values: no votes, no client requests')
@@ -137,9 +124,9 @@ export function addKvCommands(program: Command): void {
 
   kv.command('up')
     .description('run a local cluster as child processes, in the foreground until Ctrl-C')
-    .option('--replicas <n>', 'replicas (odd)', intIn('replicas', 1, 9), 3)
+    .option('--replicas <n>', 'replicas (odd)', intOption('replicas', 1, 9), 3)
     .option('--data-dir <dir>', 'parent of the replicas\' data dirs', './data/paxoskv')
-    .option('--base-port <port>', 'port of replica 1; replica i listens on base+i-1', intIn('base port', 1, 65535), 7101)
+    .option('--base-port <port>', 'port of replica 1; replica i listens on base+i-1', intOption('base port', 1, 65535), 7101)
     .option('--host <host>', 'interface and address of every replica', '127.0.0.1')
     .action(async (opts: { replicas: number; dataDir: string; basePort: number; host: string }) => {
       if (opts.replicas % 2 === 0) {

@@ -9,24 +9,9 @@ import { Channel } from '../client/channel.js';
 import { resolveMethod, type JsonValue } from '../client/dynamic.js';
 import { RpcError, statusName, type Metadata } from '../wire/status.js';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
+import { collect, intOption, positiveMs } from './flags.js';
 import { addKvCommands } from './kv.js';
 import { serve } from './run.js';
-
-function intOption(name: string, min: number, max: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
-      throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
-    }
-    return n;
-  };
-}
-
-function positiveMs(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of milliseconds');
-  return n;
-}
 
 function durationOption(value: string): number {
   try {
@@ -34,10 +19,6 @@ function durationOption(value: string): number {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
-}
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
 }
 
 function metadataOption(value: string, previous: Metadata): Metadata {

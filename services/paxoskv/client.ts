@@ -6,9 +6,7 @@
  * already chosen returns its original version instead of being applied again.
  */
 import { randomUUID } from 'node:crypto';
-import { currentCall } from '../../framework/context/call-context.js';
-import { Channel, type CallOptions, type ChannelOptions } from '../../framework/client/channel.js';
-import { RpcError, Status } from '../../framework/wire/status.js';
+import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
 import { PaxosKVClient as PaxosKVStub, type StatusReply } from './gen/svrkit/paxoskv/paxoskv.js';
 
 /** How to reach a cluster. */
