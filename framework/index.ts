@@ -10,7 +10,7 @@ export {
   type ServiceImplementation,
   type UnaryHandler,
 } from './wire/definition.js';
-export { currentCall, coroutineLocal, type CallContext, type CoroutineLocal } from './context/call-context.js';
+export { currentCall, coroutineLocal, withoutCall, type CallContext, type CoroutineLocal } from './context/call-context.js';
 export { Channel, createChannel, type CallOptions, type ChannelOptions } from './client/channel.js';
 export { resolveMethod, parseMethodName, type DynamicMethod, type JsonValue } from './client/dynamic.js';
 export {

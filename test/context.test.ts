@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { coroutineLocal, currentCall, RpcError, Server, Status } from '../framework/index.js';
+import { coroutineLocal, currentCall, RpcError, Server, Status, withoutCall, type CallContext } from '../framework/index.js';
 import { Backend } from '../examples/chain/backend.js';
 import { Frontend } from '../examples/chain/frontend.js';
 import { BackendClient, FrontendClient } from '../examples/chain/gen/chain.js';
-import { ProbeClient } from './.tmp/gen/probe/probe.js';
+import { EchoReply, ProbeClient, ProbeDefinition } from './.tmp/gen/probe/probe.js';
 import { Probe } from './support/probe.js';
 
 async function poll<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 3000): Promise<T> {
@@ -77,6 +77,32 @@ describe('the chain example: context across a hop', () => {
       { metadata: { constructor: 'c', toString: 't' }, propagate: ['constructor', 'toString', 'hasOwnProperty'] },
     );
     expect(reply.backend!.metadata).toEqual({ constructor: 'c', toString: 't' });
+  });
+
+  it('withoutCall detaches background work from the call: no inherited deadline, trace id or cancellation', async () => {
+    // A handler that starts background work (a timer) after its own short call has ended.
+    const backgroundResult = new Promise<string>((resolve) => {
+      const server = new Server().addService(ProbeDefinition, {
+        echo: async (req: { text: string }, call: CallContext) => {
+          withoutCall(() =>
+            setTimeout(() => {
+              const inside = currentCall();
+              backendClient
+                .outcome({ requestId: 'none' }, { timeoutMs: 5000 })
+                .then((r) => resolve(`call=${inside === undefined} outcome=${r.outcome}`), (e: RpcError) => resolve(`failed ${e.codeName}`));
+            }, 300),
+          );
+          return EchoReply.fromPartial({ text: req.text, traceId: call.traceId });
+        },
+      });
+      void server.listen(0).then(async () => {
+        const c = new ProbeClient(server.address);
+        await c.echo({ text: 'short' }, { timeoutMs: 100 });
+        c.close();
+      });
+    });
+    // Without withoutCall the timer would run inside the ended call and fail with DEADLINE_EXCEEDED.
+    expect(await backgroundResult).toBe('call=true outcome=unknown');
   });
 
   it('ends the backend call with DEADLINE_EXCEEDED when the caller\'s deadline passes', async () => {

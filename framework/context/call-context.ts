@@ -163,6 +163,17 @@ export function currentCall(): CallContext | undefined {
   return callStorage.getStore();
 }
 
+/**
+ * Runs `fn` outside any inbound call: inside it `currentCall()` is undefined, so outbound calls
+ * made there (and timers or promises started there) inherit no deadline, trace id, metadata or
+ * cancellation. Use it for background work a handler starts but that must outlive the call, such
+ * as a replication or flush loop (like Go's `context.WithoutCancel`).
+ * @returns what `fn` returns.
+ */
+export function withoutCall<T>(fn: () => T): T {
+  return callStorage.exit(fn);
+}
+
 /** A typed per-call variable; see `coroutineLocal`. */
 export interface CoroutineLocal<T> {
   /** The variable's name; locals with the same name are the same variable. */

@@ -8,7 +8,7 @@
  * the records that step persisted, and every earlier step's, are durable.
  */
 import { randomUUID } from 'node:crypto';
-import { Channel, RpcError, Server, Status, type CallContext } from '../../framework/index.js';
+import { Channel, RpcError, Server, Status, withoutCall, type CallContext } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
 import { Replica } from './core/replica.js';
 import type { ClientOp, ClientResult, MemberId, Output, PeerMessage } from './core/types.js';
@@ -214,7 +214,9 @@ export class PaxosKVReplica {
     q.push(message);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flushOutbox());
+      // The replica's own traffic must not inherit the deadline or cancellation of whichever
+      // client call happened to produce it.
+      withoutCall(() => setImmediate(() => this.flushOutbox()));
     }
   }
 
@@ -249,11 +251,13 @@ export class PaxosKVReplica {
     if (wake === undefined || wake >= this.tickAt) return;
     clearTimeout(this.tickTimer);
     this.tickAt = wake;
-    this.tickTimer = setTimeout(() => {
-      this.tickTimer = undefined;
-      this.tickAt = Infinity;
-      this.apply(this.core.tick(Date.now()));
-    }, Math.max(0, wake - Date.now()));
+    this.tickTimer = withoutCall(() =>
+      setTimeout(() => {
+        this.tickTimer = undefined;
+        this.tickAt = Infinity;
+        this.apply(this.core.tick(Date.now()));
+      }, Math.max(0, wake - Date.now())),
+    );
   }
 
   private fatal(err: Error): void {

@@ -1,0 +1,382 @@
+/**
+ * The `svrkit kv` CLI as real processes: `kv serve` refusing bad data dirs and bad flags (exit 1,
+ * a clear message, the data untouched), `kv up` running a local cluster, and the client commands
+ * (get, put, delete, cas, status) with their output formats and exit codes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataDirError, KeyStore } from '../../services/paxoskv/storage.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'svrkit.js');
+const BASE = path.join(ROOT, 'test', '.tmp', `paxoskv-kv-cli-${process.pid}`);
+
+async function freePort(port = 0): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(port, '127.0.0.1', resolve);
+  });
+  const got = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return got;
+}
+
+/** `n` distinct free ports. */
+async function freePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+/** A base port with `n` consecutive free ports (base, base+1, ...). */
+async function freePortRange(n: number): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const base = await freePort();
+    if (base + n - 1 > 65535) continue;
+    let ok = true;
+    for (let i = 1; i < n && ok; i++) ok = await freePort(base + i).then(() => true, () => false);
+    if (ok) return base;
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
+
+async function sha256(file: string): Promise<string> {
+  return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
+}
+
+// -----------------------------------------------------------------------------------------------
+// Processes: every child started here is tracked until it exits, and killed in afterAll.
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+interface Proc {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<Exit>;
+}
+
+interface Run extends Exit {
+  stdout: string;
+  stderr: string;
+}
+
+const live = new Set<ChildProcess>();
+/** Pids of replicas that `kv up` started (its children, not ours): checked and, if left over, killed. */
+const grandchildren = new Set<number>();
+
+process.once('exit', () => {
+  // Last resort only (a crashed worker): the tests stop what they start.
+  for (const child of live) child.kill('SIGKILL');
+});
+
+function spawnSvrkit(args: string[], stdin?: string | Uint8Array): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  live.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  if (stdin !== undefined) child.stdin!.end(stdin);
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('error', (err) => (stderr += `\n[spawn error: ${err.message}]`));
+    child.once('close', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Runs `svrkit <args>` to completion (SIGKILLed and rejected after `timeoutMs`). */
+async function run(args: string[], options: { stdin?: string | Uint8Array; timeoutMs?: number } = {}): Promise<Run> {
+  const p = spawnSvrkit(args, options.stdin);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      reject(new Error(`svrkit ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`));
+    }, timeoutMs);
+  });
+  try {
+    const e = await Promise.race([p.exited, late]);
+    return { ...e, stdout: p.stdout(), stderr: p.stderr() };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/gm;
+
+/** Waits until `p` has printed `count` serving lines; rejects (after SIGKILLing it) if it exits first or takes too long. */
+async function waitServing(p: Proc, what: string, count = 1, timeoutMs = 20_000): Promise<RegExpExecArray[]> {
+  const lines = (): RegExpExecArray[] => [...p.stdout().matchAll(SERVING)];
+  return new Promise<RegExpExecArray[]>((resolve, reject) => {
+    const check = (): void => {
+      const found = lines();
+      if (found.length >= count) done(() => resolve(found));
+    };
+    const timer = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      done(() => reject(new Error(`${what} did not print ${count} serving lines within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
+    }, timeoutMs);
+    const done = (f: () => void): void => {
+      clearTimeout(timer);
+      p.child.stdout!.off('data', check);
+      f();
+    };
+    p.child.stdout!.on('data', check);
+    void p.exited.then((e) => done(() => reject(new Error(`${what} exited (${e.code ?? e.signal}) before serving\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`))));
+    check();
+  });
+}
+
+async function stopProc(p: Proc, signal: NodeJS.Signals, timeoutMs = 15_000): Promise<Exit> {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      reject(new Error(`process did not exit within ${timeoutMs} ms of ${signal}\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([p.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+afterAll(async () => {
+  await Promise.all(
+    [...live].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('close', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+  // Replicas of a `kv up` that did not stop them (only when a test already failed).
+  for (const pid of grandchildren) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  await fsp.rm(BASE, { recursive: true, force: true });
+});
+
+// -----------------------------------------------------------------------------------------------
+
+describe('svrkit kv serve refuses bad data dirs and bad flags, without destroying data', () => {
+  const dirs = new Map<number, string>();
+  let peers = '';
+  let fivePeers = '';
+  let ports: number[] = [];
+
+  const serve = (id: number, dataDir: string, peerList = peers) => ['kv', 'serve', '--id', String(id), '--peers', peerList, '--data-dir', dataDir];
+
+  const startCluster = async (): Promise<Proc[]> => {
+    const ps = [1, 2, 3].map((id) => spawnSvrkit(serve(id, dirs.get(id)!)));
+    await Promise.all(ps.map((p, i) => waitServing(p, `replica ${i + 1}`)));
+    return ps;
+  };
+  const stopCluster = async (ps: Proc[]): Promise<void> => {
+    for (const p of ps) expect(await stopProc(p, 'SIGTERM'), p.stderr()).toEqual({ code: 0, signal: null });
+  };
+  const dataHashes = async () => Promise.all([1, 2, 3].map((id) => sha256(path.join(dirs.get(id)!, 'data.mdb'))));
+
+  beforeAll(async () => {
+    ports = await freePorts(5);
+    peers = [1, 2, 3].map((id) => `${id}=127.0.0.1:${ports[id - 1]}`).join(',');
+    fivePeers = [1, 2, 3, 4, 5].map((id) => `${id}=127.0.0.1:${ports[id - 1]}`).join(',');
+    for (const id of [1, 2, 3]) dirs.set(id, path.join(BASE, 'serve', `replica-${id}`));
+    // A cluster with one acknowledged write, then stopped cleanly.
+    const ps = await startCluster();
+    const put = await run(['kv', 'put', 'keep', 'precious', '--peers', peers]);
+    expect(put.code, put.stderr).toBe(0);
+    expect(JSON.parse(put.stdout)).toEqual({ key: 'keep', version: '1' });
+    await stopCluster(ps);
+  });
+
+  it('refuses a data dir of another member, and one created for another peer list; the data survives', async () => {
+    const before = await dataHashes();
+
+    const wrongMember = await run(serve(1, dirs.get(2)!));
+    expect(wrongMember.code, wrongMember.stderr).toBe(1);
+    expect(wrongMember.signal).toBeNull();
+    expect(wrongMember.stdout).not.toMatch(/serving/);
+    expect(wrongMember.stderr).toMatch(/belongs to member 2 of cluster \[1,2,3\]; this replica is member 1 of \[1,2,3\]: wrong --data-dir or --id\?/);
+
+    const wrongPeers = await run(serve(1, dirs.get(1)!, fivePeers));
+    expect(wrongPeers.code, wrongPeers.stderr).toBe(1);
+    expect(wrongPeers.signal).toBeNull();
+    expect(wrongPeers.stdout).not.toMatch(/serving/);
+    expect(wrongPeers.stderr).toMatch(/belongs to member 1 of cluster \[1,2,3\]; this replica is member 1 of \[1,2,3,4,5\]/);
+    expect(wrongPeers.stderr).toMatch(/membership changes are not supported/);
+
+    expect(await dataHashes()).toEqual(before);
+    // The right replicas on the same dirs still have the write.
+    const ps = await startCluster();
+
+    // A second replica 1 (on another port) on the dir replica 1 is using: refused, and replica 1 serves on.
+    const twin = await run(serve(1, dirs.get(1)!, `1=127.0.0.1:${ports[3]},2=127.0.0.1:${ports[1]},3=127.0.0.1:${ports[2]}`));
+    expect({ code: twin.code, signal: twin.signal }, twin.stderr).toEqual({ code: 1, signal: null });
+    expect(twin.stderr).toMatch(new RegExp(`is in use by process ${ps[0]!.child.pid}: is another replica running with this --data-dir\\?`));
+    expect(ps[0]!.child.exitCode).toBeNull();
+    const got = await run(['kv', 'get', 'keep', '--peers', peers]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toEqual({ key: 'keep', found: true, version: '1', value: 'precious' });
+    await stopCluster(ps);
+  });
+
+  it('refuses a truncated data file (half, a few bytes, empty) with a DataDirError message, and never reinitialises it', async () => {
+    const original = path.join(dirs.get(1)!, 'data.mdb');
+    const size = (await fsp.stat(original)).size;
+    expect(size).toBeGreaterThan(4096);
+    const cases = [
+      { name: 'half', bytes: Math.floor(size / 2), message: /data\.mdb is truncated: \d+ bytes, but LMDB's meta page uses pages/ },
+      { name: 'few', bytes: 5, message: /data\.mdb \(5 bytes\) is corrupt|data\.mdb is truncated/ },
+      { name: 'empty', bytes: 0, message: /data\.mdb is empty \(0 bytes\); the data file was truncated/ },
+    ];
+    for (const c of cases) {
+      const dir = path.join(BASE, 'truncated', c.name);
+      await fsp.mkdir(dir, { recursive: true });
+      await fsp.copyFile(original, path.join(dir, 'data.mdb'));
+      await fsp.truncate(path.join(dir, 'data.mdb'), c.bytes);
+      const before = await sha256(path.join(dir, 'data.mdb'));
+
+      const r = await run(serve(1, dir));
+      expect({ code: r.code, signal: r.signal }, `${c.name}: ${r.stderr}`).toEqual({ code: 1, signal: null });
+      expect(r.stdout).not.toMatch(/serving/);
+      expect(r.stderr, c.name).toMatch(c.message);
+      expect(r.stderr, c.name).toContain(`data dir ${dir}`);
+      expect((await fsp.stat(path.join(dir, 'data.mdb'))).size, `${c.name}: the data file was rewritten`).toBe(c.bytes);
+      expect(await sha256(path.join(dir, 'data.mdb'))).toBe(before);
+
+      // The same refusal in this process: a DataDirError, no SIGBUS.
+      await expect(KeyStore.open(dir, { memberId: 1, members: [1, 2, 3] })).rejects.toBeInstanceOf(DataDirError);
+    }
+  });
+
+  it('refuses bad flags (--id not in --peers, an even peer count, a malformed peer) and creates no data dir', async () => {
+    const fresh = path.join(BASE, 'bad-flags', 'never-created');
+    const notMember = await run(serve(4, fresh));
+    expect(notMember.code, notMember.stderr).toBe(1);
+    expect(notMember.stderr).toMatch(/--id 4 is not in --peers/);
+
+    const even = await run(serve(1, fresh, '1=127.0.0.1:1,2=127.0.0.1:2'));
+    expect(even.code, even.stderr).toBe(1);
+    expect(even.stderr).toMatch(/a cluster needs an odd number of replicas, got 2/);
+
+    const malformed = await run(serve(1, fresh, '1=nohostport,2=127.0.0.1:2,3=127.0.0.1:3'));
+    expect(malformed.code, malformed.stderr).toBe(1);
+    expect(malformed.stderr).toMatch(/peer '1=nohostport': invalid address 'nohostport'/);
+
+    const badId = await run(['kv', 'serve', '--id', 'one', '--peers', peers, '--data-dir', fresh]);
+    expect(badId.code, badId.stderr).toBe(1);
+    expect(badId.stderr).toMatch(/id must be a whole number/);
+
+    for (const r of [notMember, even, malformed, badId]) {
+      expect(r.signal).toBeNull();
+      expect(r.stdout).not.toMatch(/serving/);
+    }
+    await expect(fsp.stat(fresh)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+describe('svrkit kv up and the client commands', () => {
+  it('starts a cluster, serves put/get/cas/delete/status from the CLI, and stops on SIGINT', async () => {
+    const base = await freePortRange(3);
+    const dataDir = path.join(BASE, 'up');
+    const up = spawnSvrkit(['kv', 'up', '--replicas', '3', '--data-dir', dataDir, '--base-port', String(base)]);
+    const serving = await waitServing(up, 'kv up', 3);
+    for (const m of serving) grandchildren.add(Number(m[3]));
+    expect(serving.map((m) => Number(m[1])).sort()).toEqual([1, 2, 3]);
+    for (const m of serving) expect(m[2]).toBe(`127.0.0.1:${base + Number(m[1]) - 1}`);
+    const peers = `1=127.0.0.1:${base},2=127.0.0.1:${base + 1},3=127.0.0.1:${base + 2}`;
+    expect(up.stdout()).toContain(`clients use --peers ${peers}`);
+
+    const kv = async (args: string[], stdin?: string | Uint8Array): Promise<Run> => run(['kv', ...args, '--peers', peers], { stdin });
+    const ok = (r: Run): unknown => {
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+      const lines = r.stdout.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      return JSON.parse(lines[0]!);
+    };
+
+    expect(ok(await kv(['put', 'k', 'hello']))).toEqual({ key: 'k', version: '1' });
+    expect(ok(await kv(['get', 'k']))).toEqual({ key: 'k', found: true, version: '1', value: 'hello' });
+
+    expect(ok(await kv(['put', 'k2'], 'from\nstdin \u00e9'))).toEqual({ key: 'k2', version: '1' });
+    expect(ok(await kv(['get', 'k2']))).toEqual({ key: 'k2', found: true, version: '1', value: 'from\nstdin \u00e9' });
+
+    // Bytes that are not UTF-8 come back as base64.
+    expect(ok(await kv(['put', 'bin'], new Uint8Array([0xff, 0x00, 0x80])))).toEqual({ key: 'bin', version: '1' });
+    expect(ok(await kv(['get', 'bin']))).toEqual({ key: 'bin', found: true, version: '1', value: 'base64:/wCA' });
+
+    expect(ok(await kv(['cas', 'k', '1', 'world']))).toEqual({ key: 'k', version: '2' });
+    const stale = await kv(['cas', 'k', '1', 'x']);
+    expect(stale.code).toBe(1);
+    expect(stale.stdout).toBe('');
+    expect(stale.stderr).toMatch(/^ERROR: FAILED_PRECONDITION: /);
+    expect(stale.stderr).toMatch(/^ {2}x-version: 2$/m);
+    expect(ok(await kv(['get', 'k']))).toEqual({ key: 'k', found: true, version: '2', value: 'world' });
+
+    expect(ok(await kv(['delete', 'k']))).toEqual({ key: 'k', version: '3' });
+    expect(ok(await kv(['get', 'k']))).toEqual({ key: 'k', found: false });
+    expect(ok(await kv(['cas', 'k', '0', 'back']))).toEqual({ key: 'k', version: '4' });
+
+    const badVersion = await kv(['cas', 'k', 'v1', 'x']);
+    expect(badVersion.code).toBe(1);
+    expect(badVersion.stderr).toMatch(/version 'v1' is not a whole number/);
+
+    const status = await kv(['status']);
+    expect(status.code, status.stderr).toBe(0);
+    const rows = status.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows).toHaveLength(3);
+    for (const [i, row] of rows.entries()) {
+      expect(row).toMatchObject({ id: i + 1, address: `127.0.0.1:${base + i}`, up: true, learnerOnly: false });
+    }
+
+    // SIGINT: `kv up` stops its replicas and exits 0.
+    const exit = await stopProc(up, 'SIGINT');
+    expect(exit, up.stderr()).toEqual({ code: 0, signal: null });
+    for (const id of [1, 2, 3]) expect(up.stdout()).toContain(`closing replica ${id}`);
+    expect(up.stderr()).not.toMatch(/exited/);
+    for (const pid of grandchildren) expect(alive(pid), `replica pid ${pid} still running after kv up exited`).toBe(false);
+    // And nothing answers any more.
+    const after = await kv(['get', 'k', '--timeout', '300']);
+    expect(after.code).toBe(1);
+  });
+
+  it('kv get with no replica listening: exit 1, UNAVAILABLE', async () => {
+    const peers = (await freePorts(3)).map((p) => `127.0.0.1:${p}`).join(',');
+    const r = await run(['kv', 'get', 'k', '--peers', peers, '--timeout', '300'], { timeoutMs: 15_000 });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^ERROR: UNAVAILABLE: /);
+
+    const status = await run(['kv', 'status', '--peers', peers, '--timeout', '300'], { timeoutMs: 15_000 });
+    expect(status.code).toBe(1);
+    const rows = status.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows.map((row) => row.up)).toEqual([false, false, false]);
+    expect(status.stderr).toMatch(/ERROR: UNAVAILABLE: 3 of 3 replicas are down: no majority/);
+  });
+});

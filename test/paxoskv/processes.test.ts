@@ -1,0 +1,456 @@
+/**
+ * PaxosKV as real processes: three `svrkit kv serve` replicas, concurrent clients over a small key
+ * space, one replica SIGKILLed and restarted mid-load, then all three SIGKILLed at once and
+ * restarted, the load going on throughout. The whole history is checked for linearizability, and
+ * no acknowledged write may be lost.
+ *
+ * Structure is deterministic (seeded operation mix, fixed phases); timing is not, and nothing here
+ * asserts on it.
+ *
+ * A second suite pins down a liveness bug the load test exposed now and then (a replica unable to
+ * serve one key for many seconds after the load stopped, every replica up): the replica's peer
+ * messages inherit the deadline of whichever client call triggered them. See that suite.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PaxosKVClient, RpcError, Status } from '../../index.js';
+import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
+import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'svrkit.js');
+const BASE = path.join(ROOT, 'test', '.tmp', `paxoskv-processes-${process.pid}`);
+const KEYS = ['k0', 'k1', 'k2', 'k3'];
+const CLIENTS = 6;
+const IDS = [1, 2, 3];
+
+const text = (s: string) => new TextEncoder().encode(s);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A seeded PRNG (mulberry32): the operation mix is the same on every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// -----------------------------------------------------------------------------------------------
+// Processes: every child started here is tracked until it exits, and killed in afterAll.
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+interface Proc {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<Exit>;
+}
+
+const live = new Set<ChildProcess>();
+
+process.once('exit', () => {
+  // Last resort only (a crashed worker): the test stops what it starts.
+  for (const child of live) child.kill('SIGKILL');
+});
+
+function spawnSvrkit(args: string[]): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('error', (err) => (stderr += `\n[spawn error: ${err.message}]`));
+    child.once('close', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/m;
+
+/** Waits until `p` prints its serving line; rejects (after SIGKILLing it) if it exits first or takes too long. */
+async function waitServing(p: Proc, what: string, timeoutMs = 20_000): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const check = (): void => {
+      if (SERVING.test(p.stdout())) done(resolve);
+    };
+    const timer = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      done(() => reject(new Error(`${what} did not serve within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
+    }, timeoutMs);
+    const done = (f: () => void): void => {
+      clearTimeout(timer);
+      p.child.stdout!.off('data', check);
+      f();
+    };
+    p.child.stdout!.on('data', check);
+    void p.exited.then((e) => done(() => reject(new Error(`${what} exited (${e.code ?? e.signal}) before serving\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`))));
+    check();
+  });
+}
+
+async function stopProc(p: Proc, signal: NodeJS.Signals, timeoutMs = 15_000): Promise<Exit> {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      reject(new Error(`process did not exit within ${timeoutMs} ms of ${signal}\nstderr: ${p.stderr()}`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([p.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `n` distinct free ports. */
+async function freePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+afterAll(async () => {
+  await Promise.all(
+    [...live].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('close', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+  await fsp.rm(BASE, { recursive: true, force: true });
+});
+
+// -----------------------------------------------------------------------------------------------
+
+describe('PaxosKV as three real processes, with SIGKILLs under concurrent load', () => {
+  const addresses = new Map<number, string>();
+  const replicas = new Map<number, Proc>();
+  let peersFlag = '';
+
+  const startReplica = async (id: number): Promise<void> => {
+    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', path.join(BASE, `replica-${id}`)]);
+    replicas.set(id, p);
+    await waitServing(p, `replica ${id}`);
+  };
+
+  beforeAll(async () => {
+    await fsp.mkdir(BASE, { recursive: true });
+    const ports = await freePorts(IDS.length);
+    for (const id of IDS) addresses.set(id, `127.0.0.1:${ports[id - 1]}`);
+    peersFlag = IDS.map((id) => `${id}=${addresses.get(id)}`).join(',');
+    await Promise.all(IDS.map(startReplica));
+  });
+
+  afterAll(async () => {
+    // Only when the test failed before stopping them.
+    for (const p of replicas.values()) await stopProc(p, 'SIGKILL').catch(() => undefined);
+  });
+
+  it('stays linearizable and loses no acknowledged write across SIGKILL of one replica and of all three', async () => {
+    const history = new HistoryRecorder();
+    const now = () => performance.now();
+    let stopLoad = false;
+    /** Successful writes: key, version, and when they were called and answered. */
+    const acked: Array<{ key: string; version: bigint; call: number; ret: number }> = [];
+    /** Errors outside the expected set (recorded as unknown, reported at the end). */
+    const unexpected: string[] = [];
+    const counts = { get: 0, put: 0, delete: 0, cas: 0, casFailed: 0, unknown: 0, failedGets: 0 };
+
+    const clientLoop = async (c: number): Promise<void> => {
+      const list = IDS.map((id) => addresses.get(id)!);
+      const peers = [...list.slice(c % 3), ...list.slice(0, c % 3)]; // clients start on different replicas
+      const kv = new PaxosKVClient({ peers, attemptTimeoutMs: 400 });
+      const rnd = prng(0x5eed + c);
+      const lastSeen = new Map<string, bigint>();
+      let seq = 0;
+      try {
+        while (!stopLoad) {
+          const key = KEYS[Math.floor(rnd() * KEYS.length)]!;
+          const r = rnd();
+          const value = text(`c${c}-${seq++}`);
+          const input: KvInput =
+            r < 0.35
+              ? { kind: 'get' }
+              : r < 0.6
+                ? { kind: 'put', value }
+                : r < 0.7
+                  ? { kind: 'delete' }
+                  : { kind: 'cas', expectedVersion: rnd() < 0.2 ? 0n : (lastSeen.get(key) ?? 0n), value };
+          const opts = { timeoutMs: 3000 };
+          const id = history.invoke(c, key, input, now());
+          const callT = now();
+          try {
+            let output: KvOutput;
+            switch (input.kind) {
+              case 'get': {
+                const got = await kv.get(key, opts);
+                output = got === null ? null : { value: got.value, version: got.version };
+                lastSeen.set(key, got === null ? 0n : got.version);
+                break;
+              }
+              case 'put':
+                output = { version: await kv.put(key, input.value, opts) };
+                break;
+              case 'delete':
+                output = { version: await kv.delete(key, opts) };
+                break;
+              case 'cas':
+                output = { version: await kv.compareAndSet(key, input.expectedVersion, input.value, opts) };
+                break;
+            }
+            const retT = now();
+            history.complete(id, output, retT);
+            counts[input.kind]++;
+            if (output !== null && input.kind !== 'get' && 'version' in output) {
+              acked.push({ key, version: output.version, call: callT, ret: retT });
+              lastSeen.set(key, input.kind === 'delete' ? 0n : output.version);
+            }
+          } catch (err) {
+            const code = err instanceof RpcError ? err.code : undefined;
+            if (input.kind === 'cas' && code === Status.FAILED_PRECONDITION) {
+              history.complete(id, { failed: 'FAILED_PRECONDITION' }, now());
+              counts.casFailed++;
+              const v = err instanceof RpcError ? err.metadata['x-version'] : undefined;
+              if (v !== undefined && /^\d+$/.test(v)) lastSeen.set(key, BigInt(v));
+            } else if (input.kind === 'get' && (code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED)) {
+              history.discard(id); // a get that did not answer tells nothing
+              counts.failedGets++;
+            } else {
+              if (code !== Status.UNKNOWN && code !== Status.UNAVAILABLE && code !== Status.DEADLINE_EXCEEDED && code !== Status.CANCELLED) {
+                unexpected.push(`client ${c} ${input.kind} ${key}: ${err instanceof RpcError ? `${err.codeName}: ${err.message}` : String(err)}`);
+              }
+              history.unknown(id);
+              counts.unknown++;
+            }
+          }
+        }
+      } finally {
+        kv.close();
+      }
+    };
+
+    const writesBetween = (from: number, to: number) => acked.filter((w) => w.call > from && w.ret < to).length;
+    /**
+     * Lets the load run for `minMs`, and on (up to `maxMs` in all) until `n` writes called after
+     * `from` were answered: on two busy cores throughput swings widely, and a window with no write
+     * must mean the cluster is stuck, not that the machine was.
+     */
+    const runLoadFor = async (from: number, minMs: number, n: number, maxMs: number): Promise<void> => {
+      const start = now();
+      await sleep(minMs);
+      while (writesBetween(from, Infinity) < n && now() - start < maxMs) await sleep(50);
+    };
+
+    /** Every call has a 3 s deadline, so the loops end soon after stopLoad; if one hangs, fail instead of waiting for the test timeout. */
+    const boundedLoadStop = async (): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const hung = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('a client call did not end within 15 s of its 3 s deadline')), 15_000);
+      });
+      try {
+        await Promise.race([loadDone, hung]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+
+    const load = Array.from({ length: CLIENTS }, (_, c) => clientLoop(c));
+    let loadError: unknown;
+    const loadDone = Promise.all(load).catch((err: unknown) => {
+      loadError = err;
+    });
+
+    try {
+      // Phase 1: all three up.
+      await sleep(2000);
+
+      // Phase 2: SIGKILL replica 1, keep the load going, restart it on the same data dir.
+      const victim = replicas.get(1)!;
+      victim.child.kill('SIGKILL');
+      expect((await victim.exited).signal).toBe('SIGKILL');
+      const downAt = now();
+      await runLoadFor(downAt, 1000, 5, 10_000);
+      const restartAt = now();
+      const writesWhileDown = writesBetween(downAt, restartAt);
+      await startReplica(1);
+      await sleep(1000);
+
+      // Phase 3: SIGKILL all three at once, restart all three, keep going.
+      const all = IDS.map((id) => replicas.get(id)!);
+      for (const p of all) p.child.kill('SIGKILL');
+      for (const p of all) expect((await p.exited).signal).toBe('SIGKILL');
+      await Promise.all(IDS.map(startReplica));
+      const allBackAt = now();
+      await runLoadFor(allBackAt, 3000, 5, 10_000);
+      const writesAfterFullRestart = writesBetween(allBackAt, Infinity);
+
+      stopLoad = true;
+      await boundedLoadStop();
+      if (loadError !== undefined) throw loadError;
+
+      console.log(
+        `paxoskv processes: ${JSON.stringify(counts)}; ${writesWhileDown} writes called and answered while replica 1 was down; ` +
+          `${writesAfterFullRestart} after the full restart`,
+      );
+      expect(writesWhileDown, 'writes must keep succeeding while one replica is down').toBeGreaterThan(0);
+      expect(writesAfterFullRestart, 'writes must succeed again after all three restarted').toBeGreaterThan(0);
+      expect(unexpected, 'errors other than FAILED_PRECONDITION (cas), UNKNOWN, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED').toEqual([]);
+    } finally {
+      stopLoad = true;
+      await boundedLoadStop();
+    }
+
+    // Final reads, recorded too: every key, from one replica after another until one answers (a
+    // replica may be slow to serve a key for a while; see the deadline-inheritance test below).
+    // The raw stub is used because it reports the version of an absent (deleted) key as well.
+    const finalVersion = new Map<string, bigint>();
+    for (const [k, key] of KEYS.entries()) {
+      let reply: Awaited<ReturnType<PaxosKVStub['get']>> | undefined;
+      const errors: string[] = [];
+      for (let attempt = 0; reply === undefined; attempt++) {
+        const id = IDS[(k + attempt) % IDS.length]!;
+        const stub = new PaxosKVStub(addresses.get(id)!);
+        const op = history.invoke(100 + id, key, { kind: 'get' }, now());
+        try {
+          reply = await stub.get({ key }, { timeoutMs: 2000 });
+          history.complete(op, reply.found ? { value: reply.value, version: reply.version } : null, now());
+        } catch (err) {
+          history.discard(op); // a get that did not answer tells nothing
+          errors.push(`replica ${id}: ${String(err)}`);
+          if (attempt >= 8) throw new Error(`no replica served the final read of ${key}:\n${errors.join('\n')}`);
+        } finally {
+          stub.close();
+        }
+      }
+      finalVersion.set(key, reply.version);
+    }
+
+    const ops = history.operations();
+    const result = checkKvHistory(ops);
+    expect(result.verdict, result.explanation).toBe('linearizable');
+
+    // The history is not vacuous: a final read moved one version up no longer checks.
+    let last = -1;
+    ops.forEach((o, i) => {
+      if (o.output !== null && 'value' in o.output) last = i;
+    });
+    expect(last, 'no final read found a value').toBeGreaterThanOrEqual(0);
+    const tampered = ops.map((o, i) => (i === last && o.output !== null && 'value' in o.output ? { ...o, output: { ...o.output, version: o.output.version + 1n } } : o));
+    expect(checkKvHistory(tampered).verdict).toBe('not-linearizable');
+
+    for (const key of KEYS) {
+      const highest = acked.filter((w) => w.key === key).reduce((m, w) => (w.version > m ? w.version : m), 0n);
+      expect(finalVersion.get(key)! >= highest, `${key}: final version ${finalVersion.get(key)} < acknowledged write version ${highest}: a write was lost`).toBe(true);
+    }
+
+    // The replicas stop cleanly on SIGTERM.
+    for (const id of IDS) {
+      const e = await stopProc(replicas.get(id)!, 'SIGTERM');
+      expect(e, `replica ${id}: ${replicas.get(id)!.stderr()}`).toEqual({ code: 0, signal: null });
+    }
+  });
+});
+
+describe("a replica's own peer traffic does not depend on the client call that happened to trigger it", () => {
+  // Bug (services/paxoskv/replica-server.ts): the driver schedules its tick timer
+  // (scheduleTick's setTimeout) and its outbox flush (enqueue's setImmediate -> flushOutbox ->
+  // client.deliver) from inside whatever svrkit call it is serving, so through AsyncLocalStorage
+  // they run inside that call's context, and framework/client/channel.ts (call(): the parent's
+  // deadline wins) and call.ts (arm(): the parent's abort cancels the child) give the replica's
+  // PaxosPeer/Deliver calls that client call's deadline and cancellation. Once that call is over,
+  // every Deliver sent from the timer chain fails with "deadline exceeded before calling
+  // svrkit.paxoskv.PaxosPeer/Deliver", and since each tick re-arms the timer from inside the same
+  // stale context, a key whose operation needs a retry stays stuck while every replica is up.
+  const addresses = new Map<number, string>();
+  const replicas = new Map<number, Proc>();
+  const dir = path.join(BASE, 'inherited-deadline');
+  let peersFlag = '';
+
+  const startReplica = async (id: number): Promise<void> => {
+    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', path.join(dir, `replica-${id}`)]);
+    replicas.set(id, p);
+    await waitServing(p, `replica ${id}`);
+  };
+
+  beforeAll(async () => {
+    const ports = await freePorts(IDS.length);
+    for (const id of IDS) addresses.set(id, `127.0.0.1:${ports[id - 1]}`);
+    peersFlag = IDS.map((id) => `${id}=${addresses.get(id)}`).join(',');
+    await Promise.all(IDS.map(startReplica));
+  });
+
+  afterAll(async () => {
+    for (const p of replicas.values()) await stopProc(p, 'SIGKILL').catch(() => undefined);
+  });
+
+  it('a read that outlives a short client call it shared a tick timer with succeeds once a majority is back', async () => {
+    const kv = new PaxosKVClient({ peers: IDS.map((id) => addresses.get(id)!) });
+    try {
+      expect(await kv.put('b', text('x'), { timeoutMs: 5000 })).toBe(1n);
+    } finally {
+      kv.close();
+    }
+    // Only replica 1 left: its reads cannot reach a majority and run on its retry timer.
+    for (const id of [2, 3]) expect(await stopProc(replicas.get(id)!, 'SIGTERM')).toEqual({ code: 0, signal: null });
+
+    const one = new PaxosKVStub(addresses.get(1)!);
+    try {
+      // Call A, short: replica 1 arms its tick timer while serving it.
+      const a = one.get({ key: 'a' }, { timeoutMs: 300 }).then(
+        () => 'answered',
+        (err: unknown) => String(err),
+      );
+      await sleep(30);
+      // Call B, long: its retries run on the timer armed for A.
+      const started = performance.now();
+      const b = one.get({ key: 'b' }, { timeoutMs: 8000 }).then(
+        (r) => ({ ok: true as const, r }),
+        (err: unknown) => ({ ok: false as const, err: String(err) }),
+      );
+      expect(await a).toMatch(/DEADLINE_EXCEEDED/);
+      // A majority is back long before B's deadline (B retries for about 7 s).
+      await sleep(700);
+      await Promise.all([2, 3].map(startReplica));
+      const majorityBackAfter = performance.now() - started;
+      const result = await b;
+      expect(
+        result,
+        `the read of b on replica 1 failed (${result.ok ? '' : result.err}) although replicas 2 and 3 were serving again ` +
+          `${Math.round(majorityBackAfter)} ms into its 8000 ms: replica 1's retries sent their peer messages under call A's expired deadline`,
+      ).toMatchObject({ ok: true, r: { found: true, version: 1n } });
+    } finally {
+      one.close();
+    }
+  });
+});
