@@ -17,6 +17,7 @@ import {
   type KvOutput,
   type PartitionModel,
 } from './support/linearizability.js';
+import { mulberry32 } from './support/prng.js';
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -438,17 +439,6 @@ describe('time ties and bookkeeping', () => {
 // ---------------------------------------------------------------------------------------------
 // Generated histories
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface GenOptions {
   seed: number;

@@ -17,18 +17,9 @@ import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica } from '../../services/paxoskv/core/replica.js';
 import type { ClientOp, ClientResult, Entry, KeyRecord, MemberId, Output, PeerMessage } from '../../services/paxoskv/core/types.js';
 import type { KvInput, KvOperation, KvOutput } from '../support/linearizability.js';
+import { mulberry32 } from '../support/prng.js';
 
-/** mulberry32: a small, fast, seedable PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from '../support/prng.js';
 
 /** What a simulation run does. Times are virtual milliseconds. */
 export interface SimOptions {
