@@ -1,9 +1,10 @@
 /**
- * Parsers for command-line flag values, shared by the `svrkit` commands (commander's
- * `argParser`): each returns the parsed value or throws `InvalidArgumentError`, which commander
- * reports as a usage error (exit code 1).
+ * Shared by the `svrkit` commands: parsers for flag values (commander's `argParser`; each returns
+ * the parsed value or throws `InvalidArgumentError`, which commander reports as a usage error with
+ * exit code 1) and the one way a command reports failure.
  */
 import { InvalidArgumentError } from 'commander';
+import { RpcError, statusName } from '../wire/status.js';
 
 /**
  * A parser for a whole number within [min, max].
@@ -33,4 +34,18 @@ export function positiveMs(value: string): number {
 /** Collects a repeatable flag's values into an array. */
 export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+/**
+ * Reports a command's failure on stderr and sets exit code 1: `ERROR: <STATUS>: <message>` and
+ * the error's metadata for an RpcError, `error: <message>` for anything else.
+ */
+export function reportError(err: unknown): void {
+  if (err instanceof RpcError) {
+    process.stderr.write(`ERROR: ${statusName(err.code)}: ${err.message}\n`);
+    for (const [k, v] of Object.entries(err.metadata)) process.stderr.write(`  ${k}: ${v}\n`);
+  } else {
+    process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
+  }
+  process.exitCode = 1;
 }

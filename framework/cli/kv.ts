@@ -17,7 +17,7 @@ import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { parseAddress } from '../client/resolver.js';
 import { RpcError, statusName } from '../wire/status.js';
-import { intOption, positiveMs } from './flags.js';
+import { intOption, positiveMs, reportError } from './flags.js';
 
 /**
  * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
@@ -63,15 +63,6 @@ function showValue(bytes: Uint8Array): string {
   return Buffer.from(decoded, 'utf8').equals(Buffer.from(bytes)) ? decoded : `base64:${Buffer.from(bytes).toString('base64')}`;
 }
 
-function fail(err: unknown): void {
-  if (err instanceof RpcError) {
-    process.stderr.write(`ERROR: ${statusName(err.code)}: ${err.message}\n`);
-    for (const [k, v] of Object.entries(err.metadata)) process.stderr.write(`  ${k}: ${v}\n`);
-  } else {
-    process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
-  }
-  process.exitCode = 1;
-}
 
 interface ClientFlags {
   peers: Map<number, string>;
@@ -84,7 +75,7 @@ async function withClient(flags: ClientFlags, fn: (kv: PaxosKVClient) => Promise
     const out = await fn(kv);
     process.stdout.write(JSON.stringify(out, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
   } catch (err) {
-    fail(err);
+    reportError(err);
   } finally {
     kv.close();
   }
@@ -107,7 +98,7 @@ export function addKvCommands(program: Command): void {
         if (!opts.peers.has(opts.id)) throw new InvalidArgumentError(`--id ${opts.id} is not in --peers`);
         replica = await PaxosKVReplica.start({ id: opts.id, members: opts.peers, dataDir: opts.dataDir, learnerOnly: opts.learnerOnly === true });
       } catch (err) {
-        fail(err);
+        reportError(err);
         process.exit(1);
       }
       process.stdout.write(
@@ -130,7 +121,7 @@ export function addKvCommands(program: Command): void {
     .option('--host <host>', 'interface and address of every replica', '127.0.0.1')
     .action(async (opts: { replicas: number; dataDir: string; basePort: number; host: string }) => {
       if (opts.replicas % 2 === 0) {
-        fail(new InvalidArgumentError(`--replicas must be odd, got ${opts.replicas}`));
+        reportError(new InvalidArgumentError(`--replicas must be odd, got ${opts.replicas}`));
         return;
       }
       const ids = Array.from({ length: opts.replicas }, (_, i) => i + 1);

@@ -7,9 +7,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
 import { resolveMethod, type JsonValue } from '../client/dynamic.js';
-import { RpcError, statusName, type Metadata } from '../wire/status.js';
+import type { Metadata } from '../wire/status.js';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
-import { collect, intOption, positiveMs } from './flags.js';
+import { collect, intOption, positiveMs, reportError } from './flags.js';
 import { addKvCommands } from './kv.js';
 import { serve } from './run.js';
 
@@ -35,15 +35,6 @@ function parseJsonArgument(text: string): JsonValue {
   }
 }
 
-function reportError(err: unknown): void {
-  if (err instanceof RpcError) {
-    process.stderr.write(`ERROR: ${statusName(err.code)}: ${err.message}\n`);
-    for (const [k, v] of Object.entries(err.metadata)) process.stderr.write(`  ${k}: ${v}\n`);
-  } else {
-    process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
-  }
-  process.exitCode = 1;
-}
 
 /** Builds the commander program. */
 function buildProgram(): Command {

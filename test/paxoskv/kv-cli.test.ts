@@ -3,180 +3,27 @@
  * a clear message, the data untouched), `kv up` running a local cluster, and the client commands
  * (get, put, delete, cas, status) with their output formats and exit codes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataDirError, KeyStore } from '../../services/paxoskv/storage.js';
+import { alive, freePort, freePortRange, freePorts, killStarted, runSvrkit as run, spawnSvrkit, stopProc, waitServing, type Proc, type Run } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'svrkit.js');
 const BASE = path.join(ROOT, 'test', '.tmp', `paxoskv-kv-cli-${process.pid}`);
 
-async function freePort(port = 0): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(port, '127.0.0.1', resolve);
-  });
-  const got = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return got;
-}
-
-/** `n` distinct free ports. */
-async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
-}
-
-/** A base port with `n` consecutive free ports (base, base+1, ...). */
-async function freePortRange(n: number): Promise<number> {
-  for (let tries = 0; tries < 50; tries++) {
-    const base = await freePort();
-    if (base + n - 1 > 65535) continue;
-    let ok = true;
-    for (let i = 1; i < n && ok; i++) ok = await freePort(base + i).then(() => true, () => false);
-    if (ok) return base;
-  }
-  throw new Error(`no ${n} consecutive free ports found`);
-}
-
 async function sha256(file: string): Promise<string> {
   return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
 }
 
-// -----------------------------------------------------------------------------------------------
-// Processes: every child started here is tracked until it exits, and killed in afterAll.
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<Exit>;
-}
-
-interface Run extends Exit {
-  stdout: string;
-  stderr: string;
-}
-
-const live = new Set<ChildProcess>();
 /** Pids of replicas that `kv up` started (its children, not ours): checked and, if left over, killed. */
 const grandchildren = new Set<number>();
 
-process.once('exit', () => {
-  // Last resort only (a crashed worker): the tests stop what they start.
-  for (const child of live) child.kill('SIGKILL');
-});
-
-function spawnSvrkit(args: string[], stdin?: string | Uint8Array): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-  live.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  if (stdin !== undefined) child.stdin!.end(stdin);
-  const exited = new Promise<Exit>((resolve) => {
-    child.once('error', (err) => (stderr += `\n[spawn error: ${err.message}]`));
-    child.once('close', (code, signal) => {
-      live.delete(child);
-      resolve({ code, signal });
-    });
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-/** Runs `svrkit <args>` to completion (SIGKILLed and rejected after `timeoutMs`). */
-async function run(args: string[], options: { stdin?: string | Uint8Array; timeoutMs?: number } = {}): Promise<Run> {
-  const p = spawnSvrkit(args, options.stdin);
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      reject(new Error(`svrkit ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`));
-    }, timeoutMs);
-  });
-  try {
-    const e = await Promise.race([p.exited, late]);
-    return { ...e, stdout: p.stdout(), stderr: p.stderr() };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/gm;
-
-/** Waits until `p` has printed `count` serving lines; rejects (after SIGKILLing it) if it exits first or takes too long. */
-async function waitServing(p: Proc, what: string, count = 1, timeoutMs = 20_000): Promise<RegExpExecArray[]> {
-  const lines = (): RegExpExecArray[] => [...p.stdout().matchAll(SERVING)];
-  return new Promise<RegExpExecArray[]>((resolve, reject) => {
-    const check = (): void => {
-      const found = lines();
-      if (found.length >= count) done(() => resolve(found));
-    };
-    const timer = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      done(() => reject(new Error(`${what} did not print ${count} serving lines within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
-    }, timeoutMs);
-    const done = (f: () => void): void => {
-      clearTimeout(timer);
-      p.child.stdout!.off('data', check);
-      f();
-    };
-    p.child.stdout!.on('data', check);
-    void p.exited.then((e) => done(() => reject(new Error(`${what} exited (${e.code ?? e.signal}) before serving\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`))));
-    check();
-  });
-}
-
-async function stopProc(p: Proc, signal: NodeJS.Signals, timeoutMs = 15_000): Promise<Exit> {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      reject(new Error(`process did not exit within ${timeoutMs} ms of ${signal}\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`));
-    }, timeoutMs);
-  });
-  try {
-    return await Promise.race([p.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 afterAll(async () => {
-  await Promise.all(
-    [...live].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('close', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
+  await killStarted();
   // Replicas of a `kv up` that did not stop them (only when a test already failed).
   for (const pid of grandchildren) if (alive(pid)) process.kill(pid, 'SIGKILL');
   await fsp.rm(BASE, { recursive: true, force: true });

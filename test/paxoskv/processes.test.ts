@@ -11,9 +11,7 @@
  * serve one key for many seconds after the load stopped, every replica up): the replica's peer
  * messages inherit the deadline of whichever client call triggered them. See that suite.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PaxosKVClient, RpcError, Status } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
+import { freePorts, killStarted, spawnSvrkit, stopProc, waitServing, type Proc } from '../support/kv-processes.js';
 import { mulberry32 } from '../support/prng.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -33,113 +32,12 @@ const IDS = [1, 2, 3];
 const text = (s: string) => new TextEncoder().encode(s);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** A seeded PRNG: the operation mix is the same on every run. */
 const prng = mulberry32;
 
-// -----------------------------------------------------------------------------------------------
-// Processes: every child started here is tracked until it exits, and killed in afterAll.
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<Exit>;
-}
-
-const live = new Set<ChildProcess>();
-
-process.once('exit', () => {
-  // Last resort only (a crashed worker): the test stops what it starts.
-  for (const child of live) child.kill('SIGKILL');
-});
-
-function spawnSvrkit(args: string[]): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const exited = new Promise<Exit>((resolve) => {
-    child.once('error', (err) => (stderr += `\n[spawn error: ${err.message}]`));
-    child.once('close', (code, signal) => {
-      live.delete(child);
-      resolve({ code, signal });
-    });
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/m;
-
-/** Waits until `p` prints its serving line; rejects (after SIGKILLing it) if it exits first or takes too long. */
-async function waitServing(p: Proc, what: string, timeoutMs = 20_000): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const check = (): void => {
-      if (SERVING.test(p.stdout())) done(resolve);
-    };
-    const timer = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      done(() => reject(new Error(`${what} did not serve within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
-    }, timeoutMs);
-    const done = (f: () => void): void => {
-      clearTimeout(timer);
-      p.child.stdout!.off('data', check);
-      f();
-    };
-    p.child.stdout!.on('data', check);
-    void p.exited.then((e) => done(() => reject(new Error(`${what} exited (${e.code ?? e.signal}) before serving\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`))));
-    check();
-  });
-}
-
-async function stopProc(p: Proc, signal: NodeJS.Signals, timeoutMs = 15_000): Promise<Exit> {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      reject(new Error(`process did not exit within ${timeoutMs} ms of ${signal}\nstderr: ${p.stderr()}`));
-    }, timeoutMs);
-  });
-  try {
-    return await Promise.race([p.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** `n` distinct free ports. */
-async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
-}
-
 afterAll(async () => {
-  await Promise.all(
-    [...live].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('close', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
+  await killStarted();
   await fsp.rm(BASE, { recursive: true, force: true });
 });
 
