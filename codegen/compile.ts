@@ -8,11 +8,14 @@
  *
  * buf has no `-I`: it compiles a workspace of modules. Each include dir becomes a module of a
  * temporary buf v2 workspace (a symlink `m<i>` to the include dir, listed in a generated buf.yaml).
+ * svrkit's own importable protos ({@link BUILTIN_PROTOS}, e.g. `svrkit/options.proto`) come from one
+ * more module after them, the lowest-priority include dir (see {@link planWorkspace}).
  */
-import { existsSync, promises as fsp, realpathSync, statSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema, type FileDescriptorSet } from '@bufbuild/protobuf/wkt';
 import { ProtoCompileError, type ProtoDiagnostic } from './errors.js';
@@ -51,10 +54,64 @@ export interface WorkspaceInput {
   readonly name: string;
 }
 
+/**
+ * svrkit's builtin protos that a plan makes importable: a module of its own after every include
+ * dir, holding copies of just these files (nothing else of the builtin dir is visible).
+ */
+export interface WorkspaceBuiltin {
+  /** The builtin proto dir of the svrkit package (`framework/builtin/proto`), absolute (used in messages). */
+  readonly dir: string;
+  /** The import paths the module holds, e.g. `['svrkit/options.proto']`; never empty. */
+  readonly files: readonly string[];
+}
+
 /** How include dirs and inputs map onto a buf workspace (see {@link planWorkspace}). */
 export interface WorkspacePlan {
+  /** One module per (deduplicated) include dir, in the order given. */
   readonly modules: readonly WorkspaceModule[];
   readonly inputs: readonly WorkspaceInput[];
+  /** svrkit's builtin protos, as the last module `m<modules.length>`; undefined when every one is shadowed (or not installed). */
+  readonly builtin?: WorkspaceBuiltin;
+}
+
+/**
+ * The import paths of the protos svrkit ships for users to import, found by `svrkit gen` without any
+ * `-I` (see {@link builtinProtoDir}). `svrkit/options.proto` defines the `(svrkit.method)` option.
+ */
+export const BUILTIN_PROTOS: readonly string[] = ['svrkit/options.proto'];
+
+let cachedBuiltinDir: string | null | undefined;
+
+/**
+ * Finds `framework/builtin/proto` of the svrkit package this module belongs to: walks up from this
+ * module's own file (`codegen/compile.ts` when run from source, `dist/codegen/compile.js` when
+ * compiled) to the nearest `package.json`, which must be svrkit's.
+ *
+ * @returns the absolute path of the dir, or undefined when it cannot be found (an incomplete install:
+ *   the builtin protos are then simply not available, and importing one fails like any missing import).
+ *   Never throws.
+ */
+export function builtinProtoDir(): string | undefined {
+  if (cachedBuiltinDir !== undefined) return cachedBuiltinDir ?? undefined;
+  cachedBuiltinDir = null;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        const name = (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name;
+        const protoDir = path.join(dir, 'framework', 'builtin', 'proto');
+        if (name === 'svrkit' && existsSync(protoDir)) cachedBuiltinDir = protoDir;
+      } catch {
+        // unreadable package.json: no builtin dir
+      }
+      break;
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  return cachedBuiltinDir ?? undefined;
 }
 
 /**
@@ -70,13 +127,24 @@ export interface WorkspacePlan {
  *   dirs are nested, where protoc would give a file two names.
  * - buf refuses an import path that exists in two (non-nested) include dirs when it is used or is an
  *   input (protoc would take the first); that is reported as an error naming both copies.
+ * - svrkit's builtin protos ({@link BUILTIN_PROTOS}) are always importable, as if from one more,
+ *   last, include dir: a module holding only those files, so it never nests with, excludes from, or
+ *   owns inputs of the user's include dirs. A builtin import path that some include dir already
+ *   provides (the user passed `-I framework/builtin/proto`, or has an `svrkit/options.proto` of their
+ *   own) is left to that dir, as protoc gives the first include dir priority.
  *
  * @param files input .proto files, relative to `process.cwd()` or absolute.
  * @param includeDirs include dirs, relative to `process.cwd()` or absolute; empty or undefined for "each file's own dir".
+ * @param builtinDir where the builtin protos live; default {@link builtinProtoDir}(); `null` for none.
+ * @returns the modules (include dirs), the inputs with their import paths, and the builtin module if any.
  * @throws Error when a file or include dir does not exist, a file is not a `.proto` file, or a file is
  *   inside no include dir.
  */
-export function planWorkspace(files: readonly string[], includeDirs?: readonly string[]): WorkspacePlan {
+export function planWorkspace(
+  files: readonly string[],
+  includeDirs?: readonly string[],
+  builtinDir: string | null = builtinProtoDir() ?? null,
+): WorkspacePlan {
   if (files.length === 0) throw new Error('svrkit gen: no .proto files given');
   const inputs = files.map((f) => {
     const abs = path.resolve(f);
@@ -130,7 +198,17 @@ export function planWorkspace(files: readonly string[], includeDirs?: readonly s
     seen.add(name);
     planned.push({ file: input.abs, module: owner, name });
   }
-  return { modules, inputs: planned };
+
+  // A builtin import path is shadowed when an include dir has a file at that path in its own module.
+  const provides = (rel: string) =>
+    dirs.some((d, i) => {
+      const file = path.join(d.realDir, ...rel.split('/'));
+      return existsSync(file) && !nestedIn[i]!.some((j) => isInside(file, dirs[j]!.realDir));
+    });
+  const builtinFiles =
+    builtinDir === null ? [] : BUILTIN_PROTOS.filter((rel) => !provides(rel) && existsSync(path.join(builtinDir, ...rel.split('/'))));
+  const builtin = builtinDir !== null && builtinFiles.length > 0 ? { dir: path.resolve(builtinDir), files: builtinFiles } : undefined;
+  return { modules, inputs: planned, ...(builtin ? { builtin } : {}) };
 }
 
 /**
@@ -152,6 +230,18 @@ export async function compileProtos(files: readonly string[], includeDirs?: read
       yaml.push(`  - path: m${i}`);
       if (m.excludes.length > 0) yaml.push(`    excludes: [${m.excludes.map((e) => JSON.stringify(e)).join(', ')}]`);
     }
+    // The builtin module: copies of just the builtin files (messages map them back to the originals).
+    const messageModules: Pick<WorkspaceModule, 'dir'>[] = [...plan.modules];
+    if (plan.builtin) {
+      const dir = `m${plan.modules.length}`;
+      for (const rel of plan.builtin.files) {
+        const target = path.join(tmp, dir, ...rel.split('/'));
+        await fsp.mkdir(path.dirname(target), { recursive: true });
+        await fsp.copyFile(path.join(plan.builtin.dir, ...rel.split('/')), target);
+      }
+      yaml.push(`  - path: ${dir}`);
+      messageModules.push({ dir: plan.builtin.dir });
+    }
     await fsp.writeFile(path.join(tmp, 'buf.yaml'), yaml.join('\n') + '\n');
     const out = path.join(tmp, 'fds.binpb');
     const args = ['build', '.'];
@@ -161,9 +251,9 @@ export async function compileProtos(files: readonly string[], includeDirs?: read
     const { command, prefixArgs } = bufCommand();
     const result = await run(command, [...prefixArgs, ...args], tmp);
     if (result.code !== 0) {
-      const diagnostics = parseDiagnostics(result.stdout + '\n' + result.stderr, plan.modules);
+      const diagnostics = parseDiagnostics(result.stdout + '\n' + result.stderr, messageModules);
       if (diagnostics.length > 0) throw new ProtoCompileError(diagnostics);
-      throw new Error(explainBufFailure(result.stderr || result.stdout, result.code, plan.modules));
+      throw new Error(explainBufFailure(result.stderr || result.stdout, result.code, messageModules));
     }
     const fileSet = fromBinary(FileDescriptorSetSchema, await fsp.readFile(out));
     const inputNames = plan.inputs.map((i) => i.name);
@@ -218,7 +308,7 @@ function realFile(workspacePath: string, modules: readonly Pick<WorkspaceModule,
   return displayPath(path.join(mod.dir, ...m[2]!.split('/')));
 }
 
-function explainBufFailure(text: string, code: number | null, modules: readonly WorkspaceModule[]): string {
+function explainBufFailure(text: string, code: number | null, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string {
   const msg = text.trim().replace(/^Failure:\s*/, '');
   const multi = /^(\S+) is contained in multiple modules/.exec(msg);
   if (multi) return `svrkit gen: ${multipleIncludeDirs(multi[1]!, modules)}`;

@@ -2,8 +2,9 @@
  * Step 3 of `svrkit gen`: svrkit's service code, appended to ts-proto's module for the same .proto.
  *
  * For each service `Greeter` of package `helloworld` it emits
- * - `GreeterDefinition`: names, paths and codecs of the methods, and the serialized descriptors
- *   (`files`) the reflection service serves; it `satisfies ServiceDefinition`;
+ * - `GreeterDefinition`: names, paths and codecs of the methods (and each method's `(svrkit.method)`
+ *   option as `options`, when it has one), and the serialized descriptors (`files`) the reflection
+ *   service serves; it `satisfies ServiceDefinition`;
  * - `GreeterService`: an abstract class servers extend, one abstract method per rpc;
  * - `GreeterClient`: a client with one method per rpc, calling through a `Channel`.
  * Only unary rpcs are emitted; streaming rpcs are skipped with a warning.
@@ -15,6 +16,7 @@ import {
   type FileDescriptorProto,
   type MethodDescriptorProto,
 } from '@bufbuild/protobuf/wkt';
+import { METHOD_OPTION_NUMBER, type MethodOptionsReader, type MethodOptionValues } from './method-options.js';
 import { messageTsName, methodLocalName, moduleSpecifier, outputPath, runtimeSpecifier, type NamingOptions } from './naming.js';
 import { scanModule, type ModuleScan } from './source-scan.js';
 
@@ -54,6 +56,11 @@ export interface EmitContext {
   readonly naming: NamingOptions;
   /** How to name a .proto file in error messages (default: its import path). */
   readonly label?: (protoName: string) => string;
+  /**
+   * Reads a method's `(svrkit.method)` option (see {@link MethodOptionsReader}); its result becomes the
+   * definition's `options`. Default: no method has options.
+   */
+  readonly methodOptions?: MethodOptionsReader;
 }
 
 /** The result of {@link emitServices}. */
@@ -76,7 +83,8 @@ const clientMembers = new Set(['channel', 'ownsChannel', 'close', 'constructor']
  * @throws Error naming the file and the symbol when a generated name (`GreeterService`, ...) is
  *   already taken in the module, two rpcs of a service map to the same method name, an rpc's method
  *   name collides with a client member (`channel`, `close`), or a message codec cannot be found in
- *   ts-proto's output.
+ *   ts-proto's output; naming the file and the rpc when its `(svrkit.method)` option is invalid
+ *   (whatever `ctx.methodOptions` throws).
  */
 export function emitServices(file: FileDescriptorProto, tsProtoContent: string, ctx: EmitContext): EmitResult {
   if (file.service.length === 0) return { content: tsProtoContent, warnings: [] };
@@ -180,8 +188,11 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
     const defName = `${service.name}Definition`;
 
     // Definition.
-    const methodEntries = unary.map(({ method, localName }) => {
+    const methodEntries = unary.map(({ method, index, localName }) => {
       const where = `rpc ${full}/${method.name}`;
+      // Problems with the option point at it: `file:line:column: rpc ...`.
+      const at = sourcePosition(file, [6, serviceIndex, 2, index, 4, METHOD_OPTION_NUMBER], true) ?? sourcePosition(file, [6, serviceIndex, 2, index]);
+      const options = ctx.methodOptions?.(method, `${label}${at ?? ''}: ${where}`);
       return (
         `    ${localName}: {\n` +
         `      name: ${str(method.name)},\n` +
@@ -191,6 +202,7 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
         `      responseType: ${messageRef(method.outputType, where)},\n` +
         `      requestTypeName: ${str(method.inputType.replace(/^\./, ''))},\n` +
         `      responseTypeName: ${str(method.outputType.replace(/^\./, ''))},\n` +
+        (options ? `      options: ${optionsLiteral(options)},\n` : '') +
         `    },\n`
       );
     });
@@ -359,6 +371,20 @@ export function fileDescriptors(file: FileDescriptorProto, files: ReadonlyMap<st
   });
 }
 
+/**
+ * `:line:column` (1-based) of the element at `path` in SourceCodeInfo, or undefined when it has no
+ * location. With `orInside`, else of the first element found inside it (`option (x).key = v;` has a
+ * location for the key, not for the option).
+ */
+function sourcePosition(file: FileDescriptorProto, path: readonly number[], orInside = false): string | undefined {
+  const locations = file.sourceCodeInfo?.location ?? [];
+  const startsWith = (p: readonly number[]) => p.length >= path.length && path.every((v, i) => v === p[i]);
+  const loc =
+    locations.find((l) => l.path.length === path.length && startsWith(l.path)) ??
+    (orInside ? locations.find((l) => startsWith(l.path)) : undefined);
+  return loc && loc.span.length >= 3 ? `:${loc.span[0]! + 1}:${loc.span[1]! + 1}` : undefined;
+}
+
 /** The leading comment (else the trailing one) of the element at `path` in SourceCodeInfo, as lines. */
 export function leadingComment(file: FileDescriptorProto, path: readonly number[]): string[] {
   const loc = file.sourceCodeInfo?.location.find((l) => l.path.length === path.length && l.path.every((v, i) => v === path[i]));
@@ -380,6 +406,14 @@ function jsdoc(lines: readonly string[], indent: string, deprecated = false): st
   const safe = all.map((l) => l.replace(/\*\//g, '*\\/'));
   if (safe.length === 1) return `${indent}/** ${safe[0]} */\n`;
   return `${indent}/**\n${safe.map((l) => (l ? `${indent} * ${l}` : `${indent} *`)).join('\n')}\n${indent} */\n`;
+}
+
+/** The `options` of a method definition as an object literal, only the keys that are set: `{ idempotent: true, priority: 3 }`. */
+function optionsLiteral(options: MethodOptionValues): string {
+  const entries: string[] = [];
+  if (options.idempotent !== undefined) entries.push(`idempotent: ${options.idempotent}`);
+  if (options.priority !== undefined) entries.push(`priority: ${options.priority}`);
+  return entries.length ? `{ ${entries.join(', ')} }` : '{}';
 }
 
 /** A single-quoted string literal. */

@@ -6,6 +6,7 @@ export {
   serviceDefinition,
   type MessageType,
   type MethodDefinition,
+  type MethodOptions,
   type ServiceDefinition,
   type ServiceImplementation,
   type UnaryHandler,
@@ -25,3 +26,6 @@ export { type ClientCall, type ClientInvoker, type ClientInterceptor } from './c
 export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
 export { type BackoffOptions } from './client/subchannel.js';
 export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';
+export { normalizeInstance, type Instance, type InstanceInput } from './discovery/instance.js';
+export { openRegistry, type Registry, type Registration, type RegisterOptions } from './discovery/registry.js';
+import './discovery/resolvers.js';

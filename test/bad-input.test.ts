@@ -759,3 +759,26 @@ describe('protocol oddities', () => {
     expect(logged).toEqual([]);
   });
 });
+
+describe('a client that ignores GOAWAY', () => {
+  it('a call sent after the client acknowledged GOAWAY is refused UNAVAILABLE, marked not processed (np)', async () => {
+    const s = new Server({ logger: { error: (m) => void logged.push(m) } });
+    const p = new Probe();
+    s.addService(p);
+    await s.listen(0, '127.0.0.1');
+    const peer = await RawPeer.connect(s.port);
+    // Keep one call in flight so the connection stays open while the server drains.
+    await peer.write(echoRequest(1, { text: 'slow', delayMs: 500 }));
+    await eventually('the slow call to start', () => (p.active === 1 ? true : undefined));
+    const closing = s.close({ graceMs: 3000 });
+    const ping = await peer.next((f) => f.kind === FrameKind.PING, 'the PING after GOAWAY');
+    expect(peer.received.some((f) => f.kind === FrameKind.GOAWAY)).toBe(true);
+    await peer.write(frame(FrameKind.PONG, ping.callId), echoRequest(3, { text: 'after goaway' }));
+    const { status } = await peer.response(3);
+    expect(status).toMatchObject({ s: Status.UNAVAILABLE, np: true });
+    expect(status.e).toMatch(/refused after GOAWAY/);
+    expect(p.endings.has('after goaway')).toBe(false);
+    expect((await peer.response(1)).status.s).toBe(Status.OK);
+    await closing;
+  });
+});

@@ -20,6 +20,8 @@ import { RpcError, type Status } from '../../framework/wire/status.js';
 
 // The helloworld example's own .proto, so both stacks serve exactly the same rpc.
 const PROTO = fileURLToPath(new URL('../../examples/helloworld/greeter.proto', import.meta.url));
+// It imports svrkit/options.proto, which lives in svrkit's builtin proto dir.
+const INCLUDE_DIRS = [fileURLToPath(new URL('../../framework/builtin/proto', import.meta.url))];
 
 interface HelloReply {
   message: string;
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
     program.error('error: give exactly one of --duration and --requests', { exitCode: 2 });
   }
 
-  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const definition = protoLoader.loadSync(PROTO, { includeDirs: INCLUDE_DIRS, keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
   const Greeter = (grpc.loadPackageDefinition(definition) as any).helloworld.Greeter as grpc.ServiceClientConstructor;
 
   // A local subchannel pool per channel: without it grpc-js shares one subchannel (one HTTP/2

@@ -14,6 +14,8 @@ import * as protoLoader from '@grpc/proto-loader';
 
 // The helloworld example's own .proto, so both stacks serve exactly the same rpc.
 const PROTO = fileURLToPath(new URL('../../examples/helloworld/greeter.proto', import.meta.url));
+// It imports svrkit/options.proto, which lives in svrkit's builtin proto dir.
+const INCLUDE_DIRS = [fileURLToPath(new URL('../../framework/builtin/proto', import.meta.url))];
 
 interface HelloRequest {
   name: string;
@@ -34,7 +36,7 @@ function parsePort(text: string | undefined): number {
 
 async function main(): Promise<void> {
   const port = parsePort(process.argv[2]);
-  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const definition = protoLoader.loadSync(PROTO, { includeDirs: INCLUDE_DIRS, keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
   const proto = grpc.loadPackageDefinition(definition) as any;
   const service: grpc.ServiceDefinition = proto.helloworld.Greeter.service;
 

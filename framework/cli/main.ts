@@ -1,16 +1,17 @@
 /**
- * The `svrkit` command line (commander): gen, run, call, bench.
+ * The `svrkit` command line (commander): gen, run, call, bench, kv, registry.
  *
  * Exit codes: 0 on success; 1 for a failed call, bad flags, a bad .proto or any other error.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
-import { resolveMethod, type JsonValue } from '../client/dynamic.js';
+import { parseMethodName, resolveMethod, type JsonValue } from '../client/dynamic.js';
 import type { Metadata } from '../wire/status.js';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
 import { collect, intOption, positiveMs, reportError } from './flags.js';
 import { addKvCommands } from './kv.js';
+import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
 
 function durationOption(value: string): number {
@@ -68,9 +69,27 @@ function buildProgram(): Command {
     .option('-p, --port <port>', 'TCP port (0 picks a free one)', intOption('port', 0, 65535), 7000)
     .option('-H, --host <host>', 'interface to bind', '127.0.0.1')
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, time allowed for in-flight calls (ms)', positiveMs, 5000)
-    .action(async (entry: string, opts: { port: number; host: string; graceMs: number }) => {
+    .option('--register <registry>', 'register the served services in a registry: file:///abs/path.json or etcd://host:port/prefix', registryUriOption)
+    .option('--zone <zone>', 'zone of the registered instances (with --register)')
+    .option('--label <key=value>', 'label of the registered instances (repeatable; with --register)', labelOption, {} as Record<string, string>)
+    .option('--weight <n>', 'weight of the registered instances, > 0 (with --register; default 1)', positiveNumber)
+    .option('--advertise <host:port>', 'address to register (default: the bound address; required when binding 0.0.0.0 or ::)', addressOption)
+    .option('--ttl-ms <ms>', 'lease TTL of the registrations (ms; with --register; default 10000)', positiveMs)
+    .action(async (entry: string, opts: RunFlags) => {
       try {
-        const { closed } = await serve(entry, opts);
+        const registerOnly = (['zone', 'weight', 'advertise', 'ttlMs'] as const).filter((k) => opts[k] !== undefined);
+        if (opts.register === undefined && (registerOnly.length > 0 || Object.keys(opts.label).length > 0)) {
+          throw new InvalidArgumentError('--zone, --label, --weight, --advertise and --ttl-ms need --register <registry>');
+        }
+        const { closed } = await serve(entry, {
+          port: opts.port,
+          host: opts.host,
+          graceMs: opts.graceMs,
+          register:
+            opts.register === undefined
+              ? undefined
+              : { uri: opts.register, zone: opts.zone, labels: opts.label, weight: opts.weight, advertise: opts.advertise, ttlMs: opts.ttlMs },
+        });
         await closed;
         process.exit(0);
       } catch (err) {
@@ -127,7 +146,7 @@ function buildProgram(): Command {
         channel = new Channel(address, { connections: opts.connections });
         const m = await resolveMethod(channel, method, { timeoutMs: opts.timeout });
         const bytes = m.encodeRequest(request);
-        await channel.waitForReady(opts.timeout);
+        await channel.waitForReady(opts.timeout, parseMethodName(method).service);
         // One decoded reply up front: proves the request is accepted and shows what comes back.
         const sample = m.decodeResponse(await channel.unary(m.raw, bytes, { timeoutMs: opts.timeout, metadata: opts.metadata }));
         if (!opts.json) {
@@ -152,7 +171,20 @@ function buildProgram(): Command {
     });
 
   addKvCommands(program);
+  addRegistryCommands(program);
   return program;
+}
+
+interface RunFlags {
+  port: number;
+  host: string;
+  graceMs: number;
+  register?: string;
+  zone?: string;
+  label: Record<string, string>;
+  weight?: number;
+  advertise?: string;
+  ttlMs?: number;
 }
 
 interface BenchFlags {

@@ -3,8 +3,33 @@
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseAddress } from '../client/resolver.js';
+import { DEFAULT_LEASE_TTL_MS } from '../discovery/instance.js';
+import { openRegistry, parseRegistryUri, type Registration, type Registry } from '../discovery/registry.js';
 import { Server, type ServerOptions } from '../server/server.js';
 import { serviceDefinition, type ServiceImplementation } from '../wire/definition.js';
+import { isUnspecifiedHost } from './registry.js';
+
+/** Services every server adds by itself; `--register` never registers them. */
+const BUILTIN_SERVICES = new Set(['svrkit.Health', 'svrkit.Reflection']);
+/** On shutdown, how long deregistration may take before the server closes anyway (ms). */
+const DEREGISTER_TIMEOUT_MS = 5_000;
+
+/** What `serve` registers, and where (`svrkit run --register ...`). */
+export interface RegisterSettings {
+  /** Registry URI: `file:///abs/path.json` or `etcd://host:port[,host:port]/prefix`. */
+  uri: string;
+  /** Zone of the instances; default `''`. */
+  zone?: string;
+  /** Labels of the instances; default none. */
+  labels?: Record<string, string>;
+  /** Weight of the instances (> 0); default 1. */
+  weight?: number;
+  /** `host:port` clients should dial; default the server's bound address (refused when it is 0.0.0.0 or ::). */
+  advertise?: string;
+  /** Lease TTL (ms); default 10000. */
+  ttlMs?: number;
+}
 
 /** Options of `serve`. */
 export interface ServeOptions {
@@ -18,6 +43,10 @@ export interface ServeOptions {
   server?: ServerOptions;
   /** Where to log (default: stdout). */
   log?: (line: string) => void;
+  /** Where to log problems (default: stderr). */
+  logError?: (line: string) => void;
+  /** Register the served services in a registry once listening (and deregister them first on shutdown). */
+  register?: RegisterSettings;
 }
 
 /**
@@ -51,31 +80,125 @@ export async function loadImplementations(entry: string): Promise<ServiceImpleme
 /**
  * Serves the implementations exported by `entry` until SIGTERM or SIGINT, then closes gracefully
  * (GOAWAY, in-flight calls finish within `graceMs`) and resolves.
+ *
+ * With `options.register`, each served service (not the built-in `svrkit.Health` and
+ * `svrkit.Reflection`) is registered once the server listens, before the serving line is
+ * logged; on SIGTERM/SIGINT the services are deregistered first (waiting at most 5000 ms), then
+ * the server closes.
  * @returns the running server and a promise that settles once it has shut down.
- * @throws Error when loading fails or the port cannot be bound.
+ * @throws Error when loading fails, the port cannot be bound, or registering fails: a malformed
+ *   registry URI or `advertise` address, a server bound to 0.0.0.0/:: without `advertise`, or an
+ *   unreachable or unwritable registry (the server is closed again then).
  */
 export async function serve(entry: string, options: ServeOptions): Promise<{ server: Server; closed: Promise<void> }> {
   const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
+  const logError = options.logError ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (options.register !== undefined) checkRegisterSettings(options.register, options.host);
   const impls = await loadImplementations(entry);
   const server = new Server(options.server);
   for (const impl of impls) server.addService(impl);
   await server.listen(options.port, options.host);
   const names = impls.map((i) => i[serviceDefinition].fullName).join(', ');
+  let registry: Registry | undefined;
+  let registrations: Registration[] = [];
+  if (options.register !== undefined) {
+    const services = [...new Set(impls.map((i) => i[serviceDefinition].fullName))].filter((n) => !BUILTIN_SERVICES.has(n));
+    try {
+      ({ registry, registrations } = await registerServices(server, services, options.register, log, logError));
+    } catch (err) {
+      await server.close({ graceMs: 0 }).catch(() => {});
+      throw err;
+    }
+  }
   log(`svrkit: serving ${names} on ${server.address} (pid ${process.pid})`);
   const closed = new Promise<void>((resolveClosed) => {
-    const stop = (signal: string): void => {
+    const stop = async (signal: string): Promise<void> => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      if (registry !== undefined) {
+        // Deregister first, so that clients stop picking this instance before it goes away. An
+        // unreachable registry must not hold the shutdown: the entries then expire with their leases.
+        const deregistered = Promise.all(
+          registrations.map((r) =>
+            r.deregister().then(
+              () => log(`svrkit: deregistered ${r.instance.service} at ${r.instance.address}`),
+              (err: unknown) => logError(`svrkit: ${(err as Error).message}`),
+            ),
+          ),
+        );
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<void>((resolveTimeout) => {
+          timer = setTimeout(() => {
+            logError(`svrkit: deregistration did not finish within ${DEREGISTER_TIMEOUT_MS} ms; the entries expire with their leases`);
+            resolveTimeout();
+          }, DEREGISTER_TIMEOUT_MS);
+        });
+        await Promise.race([deregistered, timedOut]);
+        clearTimeout(timer);
+        await registry.close();
+      }
       log(`svrkit: ${signal}: closing, ${server.inflightCalls} calls in flight, grace ${options.graceMs} ms`);
-      void server.close({ graceMs: options.graceMs }).then(() => {
-        log('svrkit: closed');
+      await server.close({ graceMs: options.graceMs });
+      log('svrkit: closed');
+      resolveClosed();
+    };
+    const stopSafely = (signal: string): void => {
+      stop(signal).catch((err: unknown) => {
+        logError(`svrkit: shutdown failed: ${(err as Error)?.message ?? String(err)}`);
         resolveClosed();
       });
     };
-    const onTerm = (): void => stop('SIGTERM');
-    const onInt = (): void => stop('SIGINT');
+    const onTerm = (): void => stopSafely('SIGTERM');
+    const onInt = (): void => stopSafely('SIGINT');
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
   return { server, closed };
+}
+
+/** Checks the register settings before anything is started. */
+function checkRegisterSettings(settings: RegisterSettings, host: string): void {
+  parseRegistryUri(settings.uri);
+  if (settings.advertise !== undefined) {
+    const { host: h } = parseAddress(settings.advertise);
+    if (isUnspecifiedHost(h)) throw new Error(`--advertise ${settings.advertise}: give an address clients can dial, not 0.0.0.0 or ::`);
+  } else if (isUnspecifiedHost(host.replace(/^\[|\]$/g, ''))) {
+    throw new Error(`--register: the server binds ${host}, an address clients cannot dial; give --advertise host:port (e.g. --advertise 10.0.0.5:7000)`);
+  }
+}
+
+/** Registers `services`; on a failure deregisters those done and closes the registry. */
+async function registerServices(
+  server: Server,
+  services: string[],
+  settings: RegisterSettings,
+  log: (line: string) => void,
+  logError: (line: string) => void,
+): Promise<{ registry: Registry; registrations: Registration[] }> {
+  const address = settings.advertise ?? server.address;
+  if (isUnspecifiedHost(parseAddress(address).host)) {
+    throw new Error(`--register: the server is bound to ${address}, an address clients cannot dial; give --advertise host:port`);
+  }
+  const registry = openRegistry(settings.uri);
+  const registrations: Registration[] = [];
+  try {
+    for (const service of services) {
+      const r = await registry.register(
+        { service, address, zone: settings.zone, labels: settings.labels, weight: settings.weight },
+        { ttlMs: settings.ttlMs, onError: (err) => logError(`svrkit: registry: ${err.message}`) },
+      );
+      registrations.push(r);
+      const { zone, weight, labels } = r.instance;
+      const labelText = Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',');
+      log(
+        `svrkit: registered ${service} at ${address} in ${registry.uri} (zone ${zone || '-'}, weight ${weight}, labels ${labelText || '-'}, ` +
+          `ttl ${settings.ttlMs ?? DEFAULT_LEASE_TTL_MS} ms)`,
+      );
+    }
+  } catch (err) {
+    await Promise.all(registrations.map((r) => r.deregister().catch(() => {})));
+    await registry.close();
+    throw new Error(`--register ${settings.uri}: ${(err as Error).message}`);
+  }
+  return { registry, registrations };
 }

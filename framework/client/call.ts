@@ -7,11 +7,34 @@ import type { ServerCallContext } from '../context/call-context.js';
 import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
+import type { ServicePool } from './pool.js';
+import type { RetryPolicy } from './retry.js';
 
 /** Where a started call lives: the connection that sent it, so it can be cancelled there. */
 export interface CallCarrier {
   /** Sends CANCEL for the call, with the status it ends with, and forgets it. */
   cancel(call: PendingCall, reason: RpcError): void;
+}
+
+/**
+ * Gets a say before an attempt's outcome settles the call: the channel uses it to count
+ * successes and failures for retry throttling and to start another attempt. One per method
+ * (it also carries what a retry needs: the pool, the policy, idempotency).
+ */
+export interface AttemptObserver {
+  /** The pool the call's attempts go to. */
+  readonly pool: ServicePool;
+  /** The retry policy. */
+  readonly retry: Readonly<Required<RetryPolicy>>;
+  /** The method may be retried after it may have reached a handler. */
+  readonly idempotent: boolean;
+  /** The attempt succeeded. */
+  onSuccess(call: PendingCall): void;
+  /**
+   * The attempt failed with `error`.
+   * @returns true when the observer started (or scheduled) another attempt; the call stays open.
+   */
+  onFailure(call: PendingCall, error: RpcError): boolean;
 }
 
 /** Deadline timers of every outbound call in this process. */
@@ -35,17 +58,27 @@ export class PendingCall implements DeadlineEntry {
   private rejectFn!: (error: RpcError) => void;
   /** The call's outcome. */
   readonly promise: Promise<unknown>;
+  /** Retry bookkeeping, when the call may be retried (see AttemptObserver). */
+  observer: AttemptObserver | undefined;
+  /** Attempts started so far (1 for the first). */
+  attempts = 1;
+  /** Addresses of the failed attempts so far, once the call is retried (a retry prefers another instance). */
+  tried: string[] | undefined;
+  /** The call's sticky key for `consistent_hash` balancing. */
+  hashKey: string | undefined;
+  /** A retry waiting for its backoff to pass. */
+  retryTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param method - the method being called.
-   * @param header - the encoded request header.
+   * @param header - the encoded request header (replaced per attempt: it carries the time left).
    * @param body - the encoded request message.
    * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
    * @param target - the channel target, for error messages.
    */
   constructor(
     readonly method: MethodDefinition,
-    readonly header: Uint8Array,
+    public header: Uint8Array,
     readonly body: Uint8Array,
     readonly deadline: number,
     readonly target: string,
@@ -83,13 +116,20 @@ export class PendingCall implements DeadlineEntry {
   /** Completes the call with a response message. */
   succeed(value: unknown): void {
     if (this.done) return;
+    this.observer?.onSuccess(this);
     this.cleanup();
     this.resolveFn(value);
   }
 
-  /** Completes the call with an error, without telling the server (it already knows or cannot hear). */
+  /**
+   * Ends the current attempt with an error, without telling the server (it already knows or
+   * cannot hear). The observer may start another attempt; otherwise the call fails.
+   */
   fail(error: RpcError): void {
     if (this.done) return;
+    // The observer reads `carrier` (the failed attempt's connection) and clears it when it retries.
+    if (this.observer !== undefined && this.observer.onFailure(this, error)) return;
+    this.carrier = undefined;
     this.cleanup();
     this.rejectFn(error);
   }
@@ -105,6 +145,7 @@ export class PendingCall implements DeadlineEntry {
 
   private cleanup(): void {
     this.done = true;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.deadlineList !== undefined) timers.remove(this);
     if (this.onSignalAbort !== undefined) this.signal!.removeEventListener('abort', this.onSignalAbort);
     this.unlinkParent?.();

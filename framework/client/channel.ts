@@ -1,20 +1,29 @@
 /**
- * The client channel: target -> resolver -> subchannels (one per address) -> connections, with
- * round-robin balancing, per-call deadlines and cancellation, and inheritance of the current
- * call's context (deadline, trace id, propagated metadata) for calls made inside a handler.
+ * The client channel: target -> one pool per service called (resolver, balancer) -> subchannels
+ * (one per address, shared by the pools) -> connections. It adds per-call deadlines and
+ * cancellation, retries and hedging (gRFC A6) with a retry token bucket, outlier ejection, and
+ * inheritance of the current call's context (deadline, trace id, propagated metadata) for calls
+ * made inside a handler.
  *
  * The effective deadline of an outbound call is the earliest of: its own `timeoutMs`/`deadline`,
- * the channel's default timeout, and the deadline of the call it is made in (tRPC's "full-link
- * timeout" rule; gRPC's deadline propagation).
+ * the method's configured timeout, the channel's default timeout, and the deadline of the call it
+ * is made in (tRPC's "full-link timeout" rule; gRPC's deadline propagation). One deadline covers
+ * every attempt of a retried or hedged call.
  */
 import { callStorage, type ServerCallContext } from '../context/call-context.js';
+import '../discovery/resolvers.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
-import { encodeRequestHeader, type RequestHeader } from '../wire/header.js';
+import { decodeRequestHeader, encodeRequestHeader, type RequestHeader } from '../wire/header.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
-import { PendingCall } from './call.js';
-import { createResolver, type Resolver } from './resolver.js';
-import { Subchannel, type BackoffOptions, type ConnectionSettings } from './subchannel.js';
+import type { BalancerName } from './balancer.js';
+import { PendingCall, type AttemptObserver } from './call.js';
+import { resolveMethodConfig, validateMethodConfig, type MethodConfig, type ResolvedMethodConfig } from './method-config.js';
+import { DEFAULT_OUTLIER_DETECTION, mayEjectAnother, type OutlierDetectionOptions } from './outlier.js';
+import { ServicePool } from './pool.js';
+import { resolverFor, type ParsedTarget, type ResolverFactory } from './resolver.js';
+import { decideRetry, normalizeRetryPolicy, RetryThrottle, type RetryPolicy, type RetryThrottleOptions } from './retry.js';
+import { isInstanceFailure, Subchannel, type BackoffOptions, type ConnectionSettings, type KeepaliveOptions } from './subchannel.js';
 
 /** Per-call options of a client call. */
 export interface CallOptions {
@@ -31,6 +40,14 @@ export interface CallOptions {
   propagate?: readonly string[];
   /** Cancels the call when aborted (the client sends CANCEL; the call fails with CANCELLED). */
   signal?: AbortSignal;
+  /** Sticky key for the `consistent_hash` balancer (e.g. a user id): equal keys go to the same instance. */
+  hashKey?: string;
+  /**
+   * Resolve the instances of this service instead of the method's own. For the built-in services
+   * every svrkit server serves (`svrkit.Health`, `svrkit.Reflection`) over a registry target,
+   * which lists only application services: e.g. reflection of `helloworld.Greeter`'s instances.
+   */
+  instancesOf?: string;
 }
 
 /** Describes the call passed to client interceptors. */
@@ -64,16 +81,44 @@ export interface ChannelOptions {
   backoff?: BackoffOptions;
   /** Interceptors around every call, outermost first. */
   interceptors?: ClientInterceptor[];
+  /** Load-balancing policy. Default `'p2c'`. */
+  balancer?: BalancerName;
+  /** The caller's zone: instances in it are preferred while any is healthy. Default `''` (no preference). */
+  zone?: string;
+  /**
+   * Retry policy for every method without one in `methodConfig`. Default: 3 attempts, UNAVAILABLE
+   * retryable, 10 ms initial / 200 ms max backoff, multiplier 2. `false` turns retries off.
+   */
+  retryPolicy?: RetryPolicy | false;
+  /** Retry throttling (token bucket). Default `{ maxTokens: 100, tokenRatio: 0.1 }`. `false` turns it off. */
+  retryThrottle?: RetryThrottleOptions | false;
+  /** Per-service or per-method settings (gRPC service-config style): idempotency, retries, hedging, timeout. */
+  methodConfig?: MethodConfig[];
+  /** Keepalive PINGs that detect dead connections. Default `{ intervalMs: 10000, timeoutMs: 5000 }`. `false` turns them off. */
+  keepalive?: KeepaliveOptions | false;
+  /** Outlier ejection. Default: 5 failures in a row eject for 1 s, doubling to 30 s, at most 50% of a pool. `false` turns it off. */
+  outlierDetection?: OutlierDetectionOptions | false;
+  /** Source of randomness in [0, 1) for balancing and jitter (tests inject a seeded one). Default `Math.random`. */
+  random?: () => number;
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
+const NOT_PROCESSED = Object.freeze({ notProcessed: true });
+
+/** Per-method state a channel caches: the method's pool, resolved config and retry observer. */
+interface MethodState {
+  readonly pool: ServicePool;
+  readonly config: ResolvedMethodConfig;
+  /** Set when the method's calls may be retried. */
+  readonly observer: AttemptObserver | undefined;
+}
 
 /**
  * A channel to one target. Calls made before a connection is up wait for it (until their deadline);
- * when every address is backing off after failed connects, calls fail fast with UNAVAILABLE.
+ * when every instance of the service is down or backing off, calls fail fast with UNAVAILABLE.
  *
  * ```ts
- * const ch = new Channel('static:///127.0.0.1:7000,127.0.0.1:7001', { connections: 2 });
+ * const ch = new Channel('file:///etc/svrkit/registry.json', { zone: 'sz', balancer: 'p2c' });
  * const client = new GreeterClient(ch);
  * ```
  */
@@ -83,55 +128,71 @@ export class Channel {
   private readonly settings: ConnectionSettings;
   private readonly connectionsPerAddress: number;
   private readonly defaultTimeoutMs: number | undefined;
-  private readonly resolver: Resolver;
-  private subchannels: Subchannel[] = [];
-  private rr = 0;
-  private queue: PendingCall[] = [];
+  private readonly resolverTarget: { parsed: ParsedTarget; factory: ResolverFactory; text: string };
+  private readonly subchannels = new Map<string, { sub: Subchannel; refs: number }>();
+  private readonly pools = new Map<string, ServicePool>();
+  private readonly methods = new Map<MethodDefinition, MethodState>();
+  private readonly balancerName: BalancerName;
+  private readonly zone: string;
+  private readonly random: () => number;
+  private readonly defaultRetry: Readonly<Required<RetryPolicy>> | undefined;
+  private readonly methodConfig: readonly MethodConfig[];
+  private readonly throttle: RetryThrottle | undefined;
   private closed = false;
-  private resolveError: Error | undefined;
   private readonly invoke: ClientInvoker | undefined;
   private readyWaiters: Array<() => void> = [];
+  private processScheduled = false;
 
   /**
-   * @param target - `host:port`, or a resolver URI such as `static:///h1:p1,h2:p2`.
+   * @param target - `host:port`, or a resolver URI: `static:///h1:p1,h2:p2`,
+   *   `file:///abs/path/registry.json`, `etcd://127.0.0.1:2379/svrkit/services`.
    * @param options - see `ChannelOptions`.
-   * @throws Error when the target is malformed or names an unknown resolver scheme.
+   * @throws Error when the target is malformed or names an unknown resolver scheme, or an option
+   *   is out of range (retry policy, throttle, method config).
    */
   constructor(target: string, options: ChannelOptions = {}) {
     this.target = target;
+    const ka = options.keepalive;
+    const od = options.outlierDetection;
     this.settings = {
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
       backoff: options.backoff ?? {},
+      keepalive: ka === false ? undefined : { intervalMs: ka?.intervalMs ?? 10_000, timeoutMs: ka?.timeoutMs ?? 5_000 },
+      outlier: od === false ? undefined : { ...DEFAULT_OUTLIER_DETECTION, ...definedOnly(od ?? {}) },
     };
     this.connectionsPerAddress = Math.max(1, Math.floor(options.connections ?? 1));
     this.defaultTimeoutMs = options.defaultTimeoutMs;
+    this.balancerName = options.balancer ?? 'p2c';
+    if (!['p2c', 'round_robin', 'consistent_hash'].includes(this.balancerName)) {
+      throw new Error(`unknown balancer '${this.balancerName}': expected p2c, round_robin or consistent_hash`);
+    }
+    this.zone = options.zone ?? '';
+    this.random = options.random ?? Math.random;
+    this.defaultRetry = options.retryPolicy === false ? undefined : normalizeRetryPolicy(options.retryPolicy);
+    this.methodConfig = options.methodConfig ?? [];
+    validateMethodConfig(this.methodConfig);
+    this.throttle = options.retryThrottle === false ? undefined : new RetryThrottle(options.retryThrottle ?? {});
     const interceptors = options.interceptors ?? [];
     if (interceptors.length > 0) {
       let inv: ClientInvoker = (request, call) => this.start(call.method, request, call.options);
       for (let i = interceptors.length - 1; i >= 0; i--) inv = interceptors[i]!(inv);
       this.invoke = inv;
     }
-    this.resolver = createResolver(target);
-    this.resolver.start({
-      onAddresses: (addresses) => this.setAddresses(addresses),
-      onError: (err) => {
-        this.resolveError = err;
-        this.process();
-      },
-    });
+    const { parsed, factory } = resolverFor(target);
+    this.resolverTarget = { parsed, factory, text: target };
   }
 
   /**
    * Makes a unary call.
    * @param method - the method definition (from generated code, e.g. `GreeterDefinition.methods.sayHello`).
    * @param request - the request message or a deep-partial of it (proto3 defaults fill the rest).
-   * @param options - deadline, metadata, cancellation.
+   * @param options - deadline, metadata, cancellation, hash key.
    * @returns the response message.
    * @throws RpcError (as a rejection) for every failure: the server's status, DEADLINE_EXCEEDED,
-   *   CANCELLED, UNAVAILABLE when no connection can be made or it breaks mid-call,
-   *   INVALID_ARGUMENT when the request cannot be encoded, RESOURCE_EXHAUSTED when it exceeds the
-   *   maximum frame size.
+   *   CANCELLED, UNAVAILABLE when no instance can be reached or the connection breaks mid-call
+   *   (after the retries the method's policy allows), INVALID_ARGUMENT when the request cannot be
+   *   encoded, RESOURCE_EXHAUSTED when it exceeds the maximum frame size.
    */
   unary<Req, Res>(method: MethodDefinition<Req, Res>, request: unknown, options?: CallOptions): Promise<Res> {
     if (this.invoke !== undefined) {
@@ -147,21 +208,21 @@ export class Channel {
   }
 
   /**
-   * Waits until at least one connection is ready.
+   * Waits until at least one connection to an instance of `service` is ready.
    * @param timeoutMs - how long to wait (ms).
+   * @param service - fully-qualified service name; needed for registry targets (`file:`, `etcd:`),
+   *   which list instances per service. Default `''`, fine for `host:port` and `static:` targets.
    * @throws RpcError UNAVAILABLE when no connection is ready in time or the channel is closed.
    */
-  async waitForReady(timeoutMs: number): Promise<void> {
+  async waitForReady(timeoutMs: number, service = ''): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`);
+      const pool = this.poolFor(service);
       const now = Date.now();
-      for (const s of this.subchannels) s.connect(now);
-      if (this.subchannels.some((s) => s.state(now) === 'ready')) return;
-      if (now >= deadline) {
-        const why = this.subchannels.find((s) => s.lastError !== undefined)?.lastError?.message ?? 'no connection ready';
-        throw new RpcError(Status.UNAVAILABLE, `${this.target}: ${why}`);
-      }
+      pool.connectAll(now);
+      if (pool.instances.some((it) => it.sub.ready)) return;
+      if (now >= deadline) throw pool.unavailable(this.target);
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, Math.min(50, deadline - now));
         this.readyWaiters.push(done);
@@ -173,21 +234,106 @@ export class Channel {
     }
   }
 
+  /**
+   * The instances the channel currently knows for a service, with their connection and ejection
+   * state (for tools and tests).
+   * @returns one entry per instance: address, zone, weight, labels, `ready`, `ejected`, calls in flight.
+   */
+  instances(service = ''): Array<{ address: string; zone: string; weight: number; labels: Readonly<Record<string, string>>; ready: boolean; ejected: boolean; activeCalls: number }> {
+    return this.poolFor(service).instances.map((it) => ({
+      address: it.instance.address,
+      zone: it.instance.zone,
+      weight: it.instance.weight,
+      labels: it.instance.labels,
+      ready: it.sub.ready,
+      ejected: !it.sub.usable,
+      activeCalls: it.sub.activeCalls,
+    }));
+  }
+
   /** Stops the channel: new calls fail with UNAVAILABLE; calls in flight finish, then connections close. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.resolver.close();
-    for (const s of this.subchannels) s.close();
-    this.failQueue(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} was closed`));
+    const error = new RpcError(Status.UNAVAILABLE, `channel to ${this.target} was closed`, {}, NOT_PROCESSED);
+    for (const pool of this.pools.values()) {
+      const queued = pool.queue;
+      pool.queue = [];
+      pool.close();
+      for (const call of queued) {
+        call.observer = undefined;
+        call.fail(error);
+      }
+    }
+    for (const { sub } of this.subchannels.values()) sub.close();
+    this.subchannels.clear();
+  }
+
+  private poolFor(service: string): ServicePool {
+    let pool = this.pools.get(service);
+    if (pool === undefined) {
+      pool = new ServicePool(service, this.resolverTarget, { balancer: this.balancerName, zone: this.zone, random: this.random }, {
+        acquire: (address) => this.acquire(address),
+        release: (address) => this.release(address),
+        changed: () => this.scheduleProcess(),
+      });
+      this.pools.set(service, pool);
+    }
+    return pool;
+  }
+
+  private methodState(method: MethodDefinition): MethodState {
+    let st = this.methods.get(method);
+    if (st === undefined) {
+      const slash = method.path.indexOf('/');
+      const service = slash < 0 ? method.path : method.path.slice(0, slash);
+      const pool = this.poolFor(service);
+      const config = resolveMethodConfig(method, this.methodConfig, this.defaultRetry);
+      st = { pool, config, observer: config.retry === undefined ? undefined : this.makeObserver(pool, config.retry, config.idempotent) };
+      this.methods.set(method, st);
+    }
+    return st;
+  }
+
+  private makeObserver(pool: ServicePool, retry: Readonly<Required<RetryPolicy>>, idempotent: boolean): AttemptObserver {
+    const throttle = this.throttle;
+    return {
+      pool,
+      retry,
+      idempotent,
+      onSuccess: throttle === undefined ? () => {} : () => throttle.onSuccess(),
+      onFailure: (call, error) => this.onAttemptFailed(call, error),
+    };
+  }
+
+  private acquire(address: string): Subchannel {
+    let e = this.subchannels.get(address);
+    if (e === undefined) {
+      const sub = new Subchannel(address, this.connectionsPerAddress, this.settings, () => this.scheduleProcess(), (s, status) => this.onResult(s, status), this.random);
+      e = { sub, refs: 0 };
+      this.subchannels.set(address, e);
+    }
+    e.refs++;
+    return e.sub;
+  }
+
+  private release(address: string): void {
+    const e = this.subchannels.get(address);
+    if (e === undefined) return;
+    if (--e.refs <= 0) {
+      this.subchannels.delete(address);
+      e.sub.close();
+    }
   }
 
   private start(method: MethodDefinition, request: unknown, options: CallOptions): Promise<unknown> {
-    if (this.closed) return Promise.reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`));
+    if (this.closed) return Promise.reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
     const now = Date.now();
+    const state = this.methodState(method);
+    const config = state.config;
     const parent: ServerCallContext | undefined = callStorage.getStore();
     let deadline = Infinity;
-    const timeout = options.timeoutMs ?? this.defaultTimeoutMs;
+    const timeout = options.timeoutMs ?? config.timeoutMs ?? this.defaultTimeoutMs;
     if (timeout !== undefined) deadline = now + timeout;
     if (options.deadline !== undefined && options.deadline < deadline) deadline = options.deadline;
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
@@ -227,96 +373,241 @@ export class Channel {
       if (withPropagate) header.pm = propagate as string[];
       headerBytes = encodeRequestHeader(header);
     }
+    const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);
+    if (config.hedging !== undefined) {
+      return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config);
+    }
     const call = new PendingCall(method, headerBytes, body, deadline, this.target);
+    call.hashKey = options.hashKey;
+    if (state.observer !== undefined) {
+      call.observer = pool === state.pool ? state.observer : this.makeObserver(pool, state.observer.retry, config.idempotent);
+    }
     call.arm(now, options.signal, parent);
-    if (!call.done) this.dispatch(call, now);
+    if (!call.done) this.dispatch(call, pool, now);
     return call.promise;
   }
 
   /** Sends a call on a ready connection, queues it while connecting, or fails it fast. */
-  private dispatch(call: PendingCall, now: number): void {
-    const conn = this.pickConnection(now);
+  private dispatch(call: PendingCall, pool: ServicePool, now: number): void {
+    let conn = pool.pick(now, call.hashKey, call.tried);
+    if (conn === undefined) {
+      pool.connectAll(now);
+      conn = pool.pick(now, call.hashKey, call.tried);
+    }
     if (conn !== undefined) {
       conn.start(call);
       return;
     }
-    if (this.canConnectSoon(now)) {
-      this.queue.push(call);
+    if (pool.canConnectSoon(now)) {
+      pool.queue.push(call);
       return;
     }
-    call.fail(this.unavailable());
+    call.fail(pool.unavailable(this.target));
   }
 
-  private pickConnection(now: number) {
-    const subs = this.subchannels;
-    const n = subs.length;
-    for (let i = 0; i < n; i++) {
-      const idx = (this.rr + i) % n;
-      const c = subs[idx]!.pick(now);
-      if (c !== undefined) {
-        this.rr = idx + 1;
-        return c;
-      }
-    }
-    return undefined;
+  /** AttemptObserver.onFailure: retries the call when the policy, the throttle and the deadline allow. */
+  private onAttemptFailed(call: PendingCall, error: RpcError): boolean {
+    const observer = call.observer;
+    if (observer === undefined || this.closed) return false;
+    const { retry: policy, pool } = observer;
+    const now = Date.now();
+    const decision = decideRetry(
+      { error, attempts: call.attempts, idempotent: observer.idempotent, deadline: call.deadline, now },
+      policy,
+      this.throttle,
+      this.random(),
+    );
+    if (!decision.retry) return false;
+    const failedOn = (call.carrier as { address?: string } | undefined)?.address;
+    call.carrier = undefined;
+    if (failedOn !== undefined) (call.tried ??= []).push(failedOn);
+    call.attempts++;
+    const send = (): void => {
+      call.retryTimer = undefined;
+      if (call.done) return;
+      const t = Date.now();
+      if (call.deadline !== Infinity) call.header = withDeadline(call.header, call.deadline - t);
+      this.dispatch(call, pool, t);
+    };
+    if (decision.delayMs <= 0) queueMicrotask(send);
+    else call.retryTimer = setTimeout(send, decision.delayMs);
+    return true;
   }
 
-  private canConnectSoon(now: number): boolean {
-    if (this.subchannels.length === 0) return this.resolveError === undefined;
-    return this.subchannels.some((s) => {
-      const st = s.state(now);
-      return st === 'connecting' || st === 'ready';
+  /** Hedging (gRFC A6): attempts every `hedgingDelayMs` to different instances until one answers. */
+  private startHedged(
+    method: MethodDefinition,
+    headerBytes: Uint8Array,
+    body: Uint8Array,
+    deadline: number,
+    now: number,
+    options: CallOptions,
+    parent: ServerCallContext | undefined,
+    pool: ServicePool,
+    config: ResolvedMethodConfig,
+  ): Promise<unknown> {
+    const policy = config.hedging!;
+    const throttle = this.throttle;
+    return new Promise<unknown>((resolve, reject) => {
+      const attempts: PendingCall[] = [];
+      const tried: string[] = [];
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      let lastError: RpcError | undefined;
+      const finish = (): void => {
+        settled = true;
+        clearTimeout(timer);
+      };
+      const launch = (): void => {
+        if (settled) return;
+        clearTimeout(timer);
+        const t = Date.now();
+        const header = attempts.length === 0 || deadline === Infinity ? headerBytes : withDeadline(headerBytes, deadline - t);
+        const a = new PendingCall(method, header, body, deadline, this.target);
+        a.hashKey = options.hashKey;
+        a.tried = tried;
+        attempts.push(a);
+        a.arm(t, options.signal, parent);
+        if (!a.done) this.dispatch(a, pool, t);
+        const sentTo = (a.carrier as { address?: string } | undefined)?.address;
+        if (sentTo !== undefined) tried.push(sentTo);
+        a.promise.then(
+          (value) => {
+            if (settled) return;
+            throttle?.onSuccess();
+            finish();
+            for (const other of attempts) if (other !== a) other.cancel(new RpcError(Status.CANCELLED, 'another hedged attempt answered first'));
+            resolve(value);
+          },
+          (err: RpcError) => {
+            if (settled) return;
+            lastError = err;
+            const nonFatal = policy.nonFatalStatusCodes.includes(err.code) || err.notProcessed;
+            if (nonFatal) throttle?.onFailure();
+            const pending = attempts.some((x) => !x.done);
+            if (!nonFatal) {
+              finish();
+              for (const other of attempts) other.cancel(new RpcError(Status.CANCELLED, `a hedged attempt failed with ${err.codeName}`));
+              reject(err);
+            } else if (attempts.length < policy.maxAttempts && (throttle === undefined || throttle.allowsRetry) && Date.now() < deadline) {
+              launch(); // a non-fatal failure sends the next hedge at once
+            } else if (!pending) {
+              finish();
+              reject(lastError);
+            }
+          },
+        );
+        if (attempts.length < policy.maxAttempts) {
+          timer = setTimeout(() => {
+            if (settled) return;
+            if (throttle !== undefined && !throttle.allowsRetry) return;
+            launch();
+          }, policy.hedgingDelayMs);
+        }
+      };
+      void now;
+      launch();
     });
   }
 
-  private unavailable(): RpcError {
-    if (this.subchannels.length === 0) {
-      return new RpcError(Status.UNAVAILABLE, `${this.target}: ${this.resolveError?.message ?? 'no addresses'}`);
+  /** Outlier ejection: a response's status counts for or against its instance. */
+  private onResult(sub: Subchannel, status: number): void {
+    const tracker = sub.outlier;
+    if (tracker === undefined) return;
+    const now = Date.now();
+    if (!isInstanceFailure(status)) {
+      tracker.onSuccess(now);
+      return;
     }
-    const err = this.subchannels.find((s) => s.lastError !== undefined)?.lastError;
-    return new RpcError(Status.UNAVAILABLE, `${this.target}: ${err?.message ?? 'no connection available'}`);
+    // Ejection is limited per pool; use the strictest pool that holds the address.
+    let may = true;
+    for (const pool of this.pools.values()) {
+      const items = pool.instances;
+      if (!items.some((it) => it.sub === sub)) continue;
+      if (!mayEjectAnother(pool.ejectedCount(), items.length, this.settings.outlier!.maxEjectionPercent)) may = false;
+    }
+    if (tracker.onFailure(now, may)) this.scheduleProbe(sub);
   }
 
-  private setAddresses(addresses: string[]): void {
-    if (this.closed) return;
-    const keep = new Map(this.subchannels.map((s) => [s.address, s]));
-    const next: Subchannel[] = [];
-    for (const a of addresses) {
-      let s = keep.get(a);
-      if (s === undefined) s = new Subchannel(a, this.connectionsPerAddress, this.settings, () => this.process());
-      else keep.delete(a);
-      next.push(s);
-    }
-    for (const s of keep.values()) s.close();
-    this.subchannels = next;
-    this.resolveError = undefined;
-    this.process();
+  /** When an ejection ends, probes the address with svrkit.Health/Check before it returns. */
+  private scheduleProbe(sub: Subchannel): void {
+    const tracker = sub.outlier!;
+    const timer = setTimeout(() => {
+      if (this.closed || !tracker.probeDue(Date.now())) return;
+      void probeHealth(sub.address, this.settings).then((ok) => {
+        tracker.onProbeResult(ok, Date.now());
+        if (!ok) this.scheduleProbe(sub);
+        this.scheduleProcess();
+      });
+    }, Math.max(0, tracker.ejectedUntil - Date.now()));
+    timer.unref();
   }
 
-  /** Re-examines queued calls after a connectivity change. */
+  private scheduleProcess(): void {
+    if (this.processScheduled) return;
+    this.processScheduled = true;
+    queueMicrotask(() => {
+      this.processScheduled = false;
+      this.process();
+    });
+  }
+
+  /** Re-examines queued calls after a connectivity or instance change. */
   private process(): void {
     if (this.readyWaiters.length > 0) {
       const ws = this.readyWaiters;
       this.readyWaiters = [];
       for (const w of ws) w();
     }
-    if (this.queue.length === 0) return;
+    if (this.closed) return;
     const now = Date.now();
-    const queued = this.queue;
-    this.queue = [];
-    for (const call of queued) {
-      if (call.done) continue;
-      const conn = this.pickConnection(now);
-      if (conn !== undefined) conn.start(call);
-      else this.queue.push(call);
+    for (const pool of this.pools.values()) {
+      if (pool.queue.length === 0) continue;
+      const queued = pool.queue;
+      pool.queue = [];
+      for (const call of queued) {
+        if (call.done) continue;
+        const conn = pool.pick(now, call.hashKey, call.tried);
+        if (conn !== undefined) conn.start(call);
+        else pool.queue.push(call);
+      }
+      if (pool.queue.length > 0 && !pool.canConnectSoon(now)) {
+        const error = pool.unavailable(this.target);
+        const failed = pool.queue;
+        pool.queue = [];
+        for (const call of failed) call.fail(error);
+      }
     }
-    if (this.queue.length > 0 && !this.canConnectSoon(now)) this.failQueue(this.unavailable());
   }
+}
 
-  private failQueue(error: RpcError): void {
-    const queued = this.queue;
-    this.queue = [];
-    for (const call of queued) call.fail(error);
+/** Re-encodes a request header with a new time left (ms), for a retry or hedge. */
+function withDeadline(header: Uint8Array, remainingMs: number): Uint8Array {
+  const h = decodeRequestHeader(header);
+  h.d = Math.max(1, remainingMs);
+  return encodeRequestHeader(h);
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const k of Object.keys(o) as Array<keyof T>) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
+/**
+ * Sends `svrkit.Health/Check` for the whole server to `address` over a short-lived channel.
+ * @returns true when it answers SERVING within 1 s.
+ */
+async function probeHealth(address: string, settings: ConnectionSettings): Promise<boolean> {
+  const { HealthDefinition } = await import('../builtin/gen/svrkit/health.js');
+  const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false });
+  try {
+    const res = await ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 });
+    return res.status === 1; // SERVING
+  } catch {
+    return false;
+  } finally {
+    ch.close();
   }
 }
 

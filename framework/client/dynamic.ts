@@ -5,11 +5,28 @@
  * neither needs the .proto files or generated code.
  *
  * Descriptors are turned into codecs by @bufbuild/protobuf (createFileRegistry, fromJson, toBinary).
+ * A method's `(svrkit.method)` option (svrkit/options.proto) is read from the same descriptors
+ * (getOption), so the definitions carry `options` as generated ones do.
  */
-import { create, createFileRegistry, fromBinary, fromJson, toBinary, toJson, type JsonValue } from '@bufbuild/protobuf';
+import {
+  create,
+  createFileRegistry,
+  fromBinary,
+  fromJson,
+  getOption,
+  hasOption,
+  ScalarType,
+  toBinary,
+  toJson,
+  type DescMethod,
+  type FileRegistry,
+  type JsonValue,
+  type Message,
+} from '@bufbuild/protobuf';
+import { reflect } from '@bufbuild/protobuf/reflect';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { ReflectionClient } from '../builtin/gen/svrkit/reflection.js';
-import type { MessageType, MethodDefinition } from '../wire/definition.js';
+import type { MessageType, MethodDefinition, MethodOptions } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallOptions, Channel } from './channel.js';
 
@@ -22,7 +39,9 @@ export interface DynamicMethod {
   readonly responseTypeName: string;
   /**
    * A definition whose request is a JSON value (proto3 JSON mapping) and whose response is the
-   * JSON of the reply (every field shown, defaults included; 64-bit integers as strings).
+   * JSON of the reply (every field shown, defaults included; 64-bit integers as strings). Like
+   * `raw`, it carries the method's `options` when the served descriptors have a `(svrkit.method)`
+   * option on it (see {@link readMethodOptions}).
    */
   readonly json: MethodDefinition<JsonValue, JsonValue>;
   /**
@@ -59,13 +78,16 @@ export function parseMethodName(name: string): { service: string; method: string
  * Looks a method up through the server's reflection service and builds codecs for it.
  * @param channel - a channel to the server.
  * @param name - `package.Service/Method`.
- * @param options - call options for the reflection call (deadline, metadata).
+ * @param options - call options for the reflection call (deadline, metadata). The call goes to an
+ *   instance of the named service (`instancesOf`), so registry targets work too.
  * @throws RpcError NOT_FOUND when the server has no such service or method (or whatever status
  *   the reflection call failed with, e.g. UNAVAILABLE); Error for a malformed name.
  */
 export async function resolveMethod(channel: Channel, name: string, options?: CallOptions): Promise<DynamicMethod> {
   const { service, method } = parseMethodName(name);
   const reflection = new ReflectionClient(channel);
+  // Ask an instance of the service itself (a registry lists application services, not reflection).
+  options = { ...options, instancesOf: service };
   let files: Uint8Array[];
   try {
     files = (await reflection.fileContainingSymbol({ symbol: service }, options)).fileDescriptorProto;
@@ -100,7 +122,15 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
   };
   const decodeResponse = (bytes: Uint8Array): JsonValue =>
     toJson(output, fromBinary(output, bytes), { alwaysEmitImplicit: true, registry });
-  const base = { name: method, localName: method, path, requestTypeName: input.typeName, responseTypeName: output.typeName };
+  const methodOptions = readMethodOptions(m, registry);
+  const base = {
+    name: method,
+    localName: method,
+    path,
+    requestTypeName: input.typeName,
+    responseTypeName: output.typeName,
+    ...(methodOptions ? { options: methodOptions } : {}),
+  };
   return {
     path,
     requestTypeName: input.typeName,
@@ -109,6 +139,40 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
     decodeResponse,
     json: { ...base, requestType: jsonCodec(encodeRequest), responseType: { ...jsonCodec(encodeRequest), decode: decodeResponse } },
     raw: { ...base, requestType: rawCodec, responseType: rawCodec },
+  };
+}
+
+/**
+ * Reads a method's `(svrkit.method)` option (svrkit/options.proto) from reflection descriptors, as
+ * `svrkit gen` does from compiled ones: only the keys that are set (`idempotent` only when true).
+ *
+ * The descriptors come from a server, not from the user, so nothing here throws: a value svrkit gen
+ * would refuse (a priority outside 0..127) is left out, and so is the whole option when the served
+ * `svrkit.method` is not svrkit's (not a message with bool `idempotent` and int32 `priority`).
+ *
+ * @param method - a method of `registry`.
+ * @param registry - the registry built from the served descriptors (it has the extension when the
+ *   method's file imports svrkit/options.proto).
+ * @returns the option's keys that are set, `{}` when the option is present with defaults only, or
+ *   undefined when the method has no such option.
+ */
+export function readMethodOptions(method: DescMethod, registry: FileRegistry): MethodOptions | undefined {
+  const ext = registry.getExtension('svrkit.method');
+  if (ext === undefined || ext.fieldKind !== 'message' || !hasOption(method, ext)) return undefined;
+  const idempotent = ext.message.fields.find((f) => f.name === 'idempotent');
+  const priority = ext.message.fields.find((f) => f.name === 'priority');
+  if (idempotent?.fieldKind !== 'scalar' || idempotent.scalar !== ScalarType.BOOL) return undefined;
+  if (priority?.fieldKind !== 'scalar' || priority.scalar !== ScalarType.INT32) return undefined;
+  let value;
+  try {
+    value = reflect(ext.message, getOption(method, ext) as Message);
+  } catch {
+    return undefined; // undecodable option bytes
+  }
+  const p = value.isSet(priority) ? value.get(priority) : undefined;
+  return {
+    ...(value.get(idempotent) === true ? { idempotent: true } : {}),
+    ...(typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 127 ? { priority: p } : {}),
   };
 }
 

@@ -1,17 +1,22 @@
 /**
- * Resolvers turn a target string into the addresses a channel connects to, following gRPC's
- * naming (grpc/grpc doc/naming.md): a target is either `host:port` or a URI `scheme:///endpoint`
- * whose scheme names a resolver.
+ * Resolvers turn a target string and a service name into the instances a channel connects to,
+ * following gRPC's naming (grpc/grpc doc/naming.md): a target is either `host:port` or a URI
+ * `scheme://authority/endpoint` whose scheme names a resolver.
  *
- * Built in: `static:///h1:p1,h2:p2` (a fixed list) and a plain `host:port`. Other schemes are
- * added with `registerResolver`.
+ * A channel resolves each service it calls separately (a registry lists instances per service),
+ * so a resolver is made per (target, service). Resolvers that know no services, like `static`,
+ * report the same instances for every service.
+ *
+ * Built in: `static:///h1:p1,h2:p2` (a fixed list) and a plain `host:port`. The registries in
+ * `framework/discovery/` add `file:` and `etcd:`; other schemes are added with `registerResolver`.
  */
+import type { Instance } from '../discovery/instance.js';
 
-/** Receives address lists from a resolver. */
+/** Receives instance lists from a resolver. */
 export interface ResolverListener {
-  /** A new complete list of `host:port` addresses (replaces the previous one). */
-  onAddresses(addresses: string[]): void;
-  /** Resolution failed; the channel keeps its previous addresses. */
+  /** A new complete list of instances of the service (replaces the previous one; may be empty). */
+  onInstances(instances: readonly Instance[]): void;
+  /** Resolution failed; the channel keeps its previous instances. */
   onError(error: Error): void;
 }
 
@@ -23,8 +28,12 @@ export interface Resolver {
   close(): void;
 }
 
-/** Makes a resolver for a parsed target. */
-export type ResolverFactory = (target: ParsedTarget) => Resolver;
+/**
+ * Makes a resolver for a parsed target and a fully-qualified service name (e.g.
+ * `'helloworld.Greeter'`). May throw an Error for a malformed target; the channel reports it
+ * to the calls as UNAVAILABLE.
+ */
+export type ResolverFactory = (target: ParsedTarget, service: string) => Resolver;
 
 /** A target split into its parts. */
 export interface ParsedTarget {
@@ -37,14 +46,19 @@ export interface ParsedTarget {
 }
 
 const factories = new Map<string, ResolverFactory>();
+const validators = new Map<string, (target: ParsedTarget) => void>();
 
 /**
  * Registers the resolver for a URI scheme (e.g. a registry-backed one).
+ * @param validate - optional check of a target's syntax, run when a channel is created (so a
+ *   malformed target fails at once instead of at the first call); throws an Error to reject it.
  * @throws Error when the scheme is not a valid URI scheme.
  */
-export function registerResolver(scheme: string, factory: ResolverFactory): void {
+export function registerResolver(scheme: string, factory: ResolverFactory, validate?: (target: ParsedTarget) => void): void {
   if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) throw new Error(`invalid resolver scheme '${scheme}'`);
   factories.set(scheme, factory);
+  if (validate !== undefined) validators.set(scheme, validate);
+  else validators.delete(scheme);
 }
 
 /**
@@ -74,27 +88,42 @@ export function parseAddress(address: string): { host: string; port: number } {
 }
 
 /**
- * Creates the resolver for a target.
+ * Finds the resolver factory for a target and checks the target's syntax, without starting anything.
+ * @returns the parsed target and its scheme's factory.
  * @throws Error when the target is malformed or its scheme has no registered resolver.
  */
-export function createResolver(target: string): Resolver {
+export function resolverFor(target: string): { parsed: ParsedTarget; factory: ResolverFactory } {
   const parsed = parseTarget(target);
   const factory = factories.get(parsed.scheme);
   if (factory === undefined) {
     throw new Error(`no resolver for scheme '${parsed.scheme}' in target '${target}' (known: ${[...factories.keys()].join(', ')})`);
   }
-  return factory(parsed);
+  validators.get(parsed.scheme)?.(parsed);
+  return { parsed, factory };
 }
 
-registerResolver('static', (t) => {
-  const addresses = t.endpoint
+/**
+ * Parses the address list of a `static:///h1:p1,h2:p2` endpoint.
+ * @throws Error when the list is empty or an address is not host:port.
+ */
+export function parseStaticEndpoint(endpoint: string): string[] {
+  const addresses = endpoint
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
-  if (addresses.length === 0) throw new Error(`static target lists no addresses: 'static:///${t.endpoint}'`);
+  if (addresses.length === 0) throw new Error(`static target lists no addresses: 'static:///${endpoint}'`);
   for (const a of addresses) parseAddress(a);
+  return addresses;
+}
+
+registerResolver('static', (t, service) => {
+  const instances: Instance[] = parseStaticEndpoint(t.endpoint).map((address) =>
+    Object.freeze({ service, address, zone: '', labels: Object.freeze({}), weight: 1 }),
+  );
   return {
-    start: (listener) => listener.onAddresses(addresses),
+    start: (listener) => listener.onInstances(instances),
     close: () => {},
   };
+}, (t) => {
+  parseStaticEndpoint(t.endpoint);
 });

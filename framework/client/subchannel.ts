@@ -1,10 +1,14 @@
 /**
  * Client connections and subchannels.
  *
- * A `ClientConnection` multiplexes calls over one socket by call id. A `Subchannel` is one server
- * address with a fixed number of connections, picked round robin, reconnected lazily (the next
- * call after a loss connects again) with exponential backoff after failed connects, following
- * gRPC's connection backoff (grpc/grpc doc/connection-backoff.md).
+ * A `ClientConnection` multiplexes calls over one socket by call id, and detects a dead peer with
+ * keepalive PINGs: after `intervalMs` without any frame from the server it sends a PING, and if no
+ * PONG comes within `timeoutMs` it closes the connection (gRPC keepalive, gRFC A8).
+ *
+ * A `Subchannel` is one server address with a fixed number of connections, picked round robin. It
+ * reconnects by itself: at once after an established connection is lost, and with exponential
+ * backoff after failed connects, following gRPC's connection backoff (grpc/grpc
+ * doc/connection-backoff.md). It also keeps the address's outlier-ejection state (outlier.ts).
  */
 import { connect } from 'node:net';
 import { Connection } from '../transport/connection.js';
@@ -12,7 +16,16 @@ import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallCarrier, PendingCall } from './call.js';
+import { OutlierTracker, type OutlierDetectionOptions } from './outlier.js';
 import { parseAddress } from './resolver.js';
+
+/** Keepalive settings (gRPC's keepalive_time / keepalive_timeout). */
+export interface KeepaliveOptions {
+  /** Idle time without any frame from the server before a PING is sent (ms). Default 10000. */
+  intervalMs?: number;
+  /** How long to wait for the PONG before closing the connection (ms). Default 5000. */
+  timeoutMs?: number;
+}
 
 /** Exponential backoff settings (gRPC names; the defaults are shorter than gRPC's 1 s / 120 s). */
 export interface BackoffOptions {
@@ -46,7 +59,17 @@ export interface ConnectionSettings {
   maxFrameBytes: number;
   connectTimeoutMs: number;
   backoff: BackoffOptions;
+  /** Keepalive PINGs; undefined turns them off. */
+  keepalive: Required<KeepaliveOptions> | undefined;
+  /** Outlier ejection thresholds; undefined turns ejection off. */
+  outlier: Required<OutlierDetectionOptions> | undefined;
 }
+
+/** Status codes that count as a failure of the instance for outlier ejection. */
+const INSTANCE_FAILURE_CODES: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.INTERNAL, Status.UNKNOWN, Status.DATA_LOSS]);
+
+/** Call id of keepalive PINGs (the GOAWAY PING uses 0xffffffff). */
+const KEEPALIVE_PING_ID = 0xfffffffe;
 
 type ConnState = 'connecting' | 'ready' | 'draining' | 'closed';
 
@@ -63,16 +86,22 @@ export class ClientConnection implements CallCarrier {
   private nextCallId = 1;
   private readonly conn: Connection;
   private connectTimer: NodeJS.Timeout | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private pongTimer: NodeJS.Timeout | undefined;
+  /** A frame arrived since the last keepalive tick. */
+  private sawFrame = false;
 
   /**
    * @param address - `host:port` to connect to.
-   * @param settings - frame limit and connect timeout.
+   * @param settings - frame limit, connect timeout, keepalive.
    * @param onChange - called when the connection becomes ready or closes.
+   * @param onResult - called with the status of every response (for outlier ejection).
    */
   constructor(
     readonly address: string,
-    settings: ConnectionSettings,
+    private readonly settings: ConnectionSettings,
     private readonly onChange: (c: ClientConnection) => void,
+    private readonly onResult: (status: number) => void = () => {},
   ) {
     const { host, port } = parseAddress(address);
     const socket = connect({ host, port, noDelay: true });
@@ -99,8 +128,27 @@ export class ClientConnection implements CallCarrier {
       if (this.state !== 'connecting') return;
       this.state = 'ready';
       this.established = true;
+      this.startKeepalive();
       this.onChange(this);
     });
+  }
+
+  private startKeepalive(): void {
+    const ka = this.settings.keepalive;
+    if (ka === undefined) return;
+    this.keepaliveTimer = setInterval(() => {
+      if (this.sawFrame) {
+        this.sawFrame = false;
+        return;
+      }
+      if (this.pongTimer !== undefined) return;
+      this.conn.send(FrameKind.PING, KEEPALIVE_PING_ID);
+      this.pongTimer = setTimeout(() => {
+        this.conn.destroy(new Error(`keepalive: no PONG from ${this.address} within ${ka.timeoutMs} ms`));
+      }, ka.timeoutMs);
+      this.pongTimer.unref();
+    }, ka.intervalMs);
+    this.keepaliveTimer.unref();
   }
 
   /** Calls in flight on this connection. */
@@ -148,6 +196,7 @@ export class ClientConnection implements CallCarrier {
   }
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
+    this.sawFrame = true;
     if (kind === FrameKind.RESPONSE) {
       const call = this.calls.get(callId);
       if (call === undefined) return; // cancelled or timed out already
@@ -159,6 +208,7 @@ export class ClientConnection implements CallCarrier {
         call.fail(new RpcError(Status.INTERNAL, `malformed response header from ${this.address}: ${(err as Error).message}`));
         return;
       }
+      this.onResult(h.s);
       if (h.s === Status.OK) {
         let message: unknown;
         try {
@@ -169,7 +219,7 @@ export class ClientConnection implements CallCarrier {
         }
         call.succeed(message);
       } else {
-        call.fail(new RpcError(h.s, h.e ?? '', h.md ?? {}));
+        call.fail(new RpcError(h.s, h.e ?? '', h.md ?? {}, h.np === true ? NOT_PROCESSED : undefined));
       }
       this.maybeCloseDrained();
     } else if (kind === FrameKind.GOAWAY) {
@@ -186,6 +236,9 @@ export class ClientConnection implements CallCarrier {
       this.maybeCloseDrained();
     } else if (kind === FrameKind.PING) {
       this.conn.send(FrameKind.PONG, callId);
+    } else if (kind === FrameKind.PONG && callId === KEEPALIVE_PING_ID) {
+      clearTimeout(this.pongTimer);
+      this.pongTimer = undefined;
     }
   }
 
@@ -195,6 +248,8 @@ export class ClientConnection implements CallCarrier {
 
   private onClose(err: Error | undefined): void {
     clearTimeout(this.connectTimer);
+    clearInterval(this.keepaliveTimer);
+    clearTimeout(this.pongTimer);
     const wasConnecting = this.state === 'connecting';
     this.state = 'closed';
     this.error = err ?? (wasConnecting ? new Error(`connection to ${this.address} closed before it was established`) : undefined);
@@ -206,6 +261,8 @@ export class ClientConnection implements CallCarrier {
         : err === undefined ? 'connection closed' : `connection lost: ${err.message}`;
       const calls = [...this.calls.values()];
       this.calls.clear();
+      // A lost connection with calls on it is one failure of the instance (not one per call).
+      if (this.goawayReason === undefined) this.onResult(Status.UNAVAILABLE);
       for (const c of calls) c.fail(new RpcError(code, `${why} (${this.address}, calling ${c.method.path})`));
     }
     this.onChange(this);
@@ -215,21 +272,25 @@ export class ClientConnection implements CallCarrier {
 /** Connectivity of a subchannel, after gRPC's states. */
 export type SubchannelState = 'idle' | 'connecting' | 'ready' | 'transient_failure';
 
-/** One address with `count` connections to it. */
+/** One address with `count` connections to it; see the module comment. */
 export class Subchannel {
   private readonly slots: Array<ClientConnection | undefined>;
   private rr = 0;
   private failures = 0;
   private retryAt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
   /** The last connect error, reported to calls that fail fast. */
   lastError: Error | undefined;
   private closed = false;
+  /** Outlier-ejection state of this address. */
+  readonly outlier: OutlierTracker | undefined;
 
   /**
    * @param address - `host:port`.
    * @param count - connections to keep to this address (>= 1).
-   * @param settings - connection settings and backoff.
+   * @param settings - connection settings, backoff, keepalive, outlier ejection.
    * @param onChange - called whenever a connection becomes ready or closes.
+   * @param onResult - called with each response's status and whether it ejected the address.
    * @param random - source of jitter in [0, 1).
    */
   constructor(
@@ -237,9 +298,11 @@ export class Subchannel {
     count: number,
     private readonly settings: ConnectionSettings,
     private readonly onChange: () => void,
+    private readonly onResult: (sub: Subchannel, status: number) => void = () => {},
     private readonly random: () => number = Math.random,
   ) {
     this.slots = new Array<ClientConnection | undefined>(Math.max(1, count)).fill(undefined);
+    this.outlier = settings.outlier === undefined ? undefined : new OutlierTracker(settings.outlier);
   }
 
   /** The aggregate state: ready if any connection is, else connecting, else backoff or idle. */
@@ -252,6 +315,27 @@ export class Subchannel {
     }
     if (connecting) return 'connecting';
     return now < this.retryAt ? 'transient_failure' : 'idle';
+  }
+
+  /** True when some connection is ready (kept up to date on every connection change; read per pick). */
+  ready = false;
+
+  private updateReady(): void {
+    let r = false;
+    for (const c of this.slots) if (c !== undefined && c.state === 'ready') r = true;
+    this.ready = r;
+  }
+
+  /** Calls in flight over all connections (for p2c). */
+  get activeCalls(): number {
+    let n = 0;
+    for (const c of this.slots) if (c !== undefined) n += c.activeCalls;
+    return n;
+  }
+
+  /** True unless outlier ejection has taken the address out of the pool. */
+  get usable(): boolean {
+    return this.outlier === undefined || this.outlier.usable;
   }
 
   /**
@@ -285,15 +369,28 @@ export class Subchannel {
   /** Drains every connection: in-flight calls finish, no new ones start. */
   close(): void {
     this.closed = true;
+    this.ready = false;
+    clearTimeout(this.reconnectTimer);
     for (const c of this.slots) c?.drain();
   }
 
   private connectSlot(idx: number): void {
-    const conn = new ClientConnection(this.address, this.settings, (c) => this.onConnectionChange(idx, c));
+    const conn = new ClientConnection(
+      this.address,
+      this.settings,
+      (c) => this.onConnectionChange(idx, c),
+      (status) => this.onResult(this, status),
+    );
     this.slots[idx] = conn;
   }
 
   private onConnectionChange(idx: number, c: ClientConnection): void {
+    this.onConnectionState(idx, c);
+    this.updateReady();
+    this.onChange();
+  }
+
+  private onConnectionState(idx: number, c: ClientConnection): void {
     if (c.state === 'ready') {
       this.failures = 0;
       this.retryAt = 0;
@@ -304,10 +401,29 @@ export class Subchannel {
         this.lastError = c.error;
         this.retryAt = Date.now() + backoffDelay(this.failures, this.settings.backoff, this.random());
       }
+      this.scheduleReconnect();
     } else if (c.state === 'draining') {
       // GOAWAY: the slot is reconnected on the next pick while this one finishes its calls.
       if (this.slots[idx] === c) this.slots[idx] = undefined;
     }
-    this.onChange();
   }
+
+  /** Reconnects empty slots once the backoff allows (gRPC subchannels leave TRANSIENT_FAILURE by themselves). */
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer !== undefined) return;
+    const delay = Math.max(0, this.retryAt - Date.now());
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (!this.closed) this.connect(Date.now());
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+}
+
+/** The options object of RpcErrors for calls the server refused before processing. */
+const NOT_PROCESSED = Object.freeze({ notProcessed: true });
+
+/** @internal Status codes that count against an instance in outlier ejection. */
+export function isInstanceFailure(status: number): boolean {
+  return INSTANCE_FAILURE_CODES.has(status);
 }

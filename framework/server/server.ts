@@ -345,6 +345,11 @@ export class Server {
   private onRequest(sc: ServerConnection, callId: number, headerBytes: Buffer, body: Buffer): void {
     const arrival = Date.now();
     const conn = sc.conn;
+    if (sc.goawayAcked) {
+      // The client saw GOAWAY and still sent a call: refuse it unprocessed, so it may go elsewhere.
+      this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down: call refused after GOAWAY', true);
+      return;
+    }
     let h;
     try {
       h = decodeRequestHeader(headerBytes);
@@ -488,8 +493,9 @@ export class Server {
     if (call.conn.draining) this.endIfDrained(call.conn);
   }
 
-  private reject(conn: Connection, callId: number, status: Status, message: string): void {
-    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message));
+  /** Answers a call no handler saw; `notProcessed` tells the client it may retry it elsewhere. */
+  private reject(conn: Connection, callId: number, status: Status, message: string, notProcessed = false): void {
+    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message, undefined, notProcessed));
   }
 }
 

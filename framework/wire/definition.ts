@@ -18,6 +18,24 @@ export interface MessageType<T> {
   fromPartial(object: any): T;
 }
 
+/**
+ * svrkit's per-method options, from `option (svrkit.method) = {...}` in the .proto (the option is
+ * defined in svrkit's `svrkit/options.proto`, which `svrkit gen` finds without `-I`). A key is
+ * present only when the .proto sets it.
+ */
+export interface MethodOptions {
+  /**
+   * `true`: the method may be retried or hedged after the request may have reached the server
+   * (running it twice has the effect of running it once). Absent: not idempotent.
+   */
+  readonly idempotent?: boolean;
+  /**
+   * The method's business priority for overload control, DAGOR convention: a lower number is more
+   * important; an integer in 0..127 (`svrkit gen` refuses anything else). Absent: the server's default.
+   */
+  readonly priority?: number;
+}
+
 /** One unary rpc of a service. */
 export interface MethodDefinition<Req = any, Res = any> {
   /** The rpc name as written in the .proto file, e.g. `'SayHello'`. */
@@ -34,6 +52,11 @@ export interface MethodDefinition<Req = any, Res = any> {
   readonly requestTypeName: string;
   /** Fully-qualified response type name without a leading dot. */
   readonly responseTypeName: string;
+  /**
+   * The method's `(svrkit.method)` option, with only the keys the .proto sets (`{}` when the option
+   * sets nothing but defaults, such as `idempotent: false`). Absent when the method has no such option.
+   */
+  readonly options?: MethodOptions;
 }
 
 /** A service: its name, its methods and the descriptors that describe it (for reflection). */

@@ -4,7 +4,8 @@
  * Request header   `{ m: method, d?: deadline ms remaining, t?: trace id, md?: metadata,
  *                     pm?: propagated metadata keys }`
  * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
- *                   md?: metadata }`
+ *                   md?: metadata, np?: true }`; `np` marks a call the server refused before
+ *                   processing it (overload, shutdown), so the client may retry it elsewhere
  * GOAWAY header    empty, or `{ s: status, e?: reason }`
  * CANCEL header    empty, or `{ s: status }`: why the client gave up (CANCELLED or DEADLINE_EXCEEDED)
  *
@@ -39,6 +40,8 @@ export interface StatusHeader {
   e?: string;
   /** Metadata. */
   md?: Metadata;
+  /** The server refused the call before any handler saw it (safe to retry elsewhere). */
+  np?: boolean;
 }
 
 /** Error thrown when a header is not the msgpack map this module expects. */
@@ -81,14 +84,15 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
 }
 
 /**
- * Encodes a response or GOAWAY header.
+ * Encodes a response or GOAWAY header. `notProcessed` sets `np` (the call never reached a handler).
  * @returns msgpack bytes, or an empty array for plain OK (the common case costs nothing).
  */
-export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata): Uint8Array {
+export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata, notProcessed?: boolean): Uint8Array {
   if (status === Status.OK && message === undefined && (metadata === undefined || isEmpty(metadata))) return EMPTY;
   const h: StatusHeader = { s: status };
   if (message !== undefined) h.e = message;
   if (metadata !== undefined && !isEmpty(metadata)) h.md = metadata;
+  if (notProcessed === true) h.np = true;
   return packr.pack(h);
 }
 
@@ -109,6 +113,7 @@ export function decodeStatusHeader(bytes: Uint8Array): StatusHeader {
   if (typeof r['s'] !== 'number') throw new HeaderError('status header has no status code (s)');
   if (r['e'] !== undefined && typeof r['e'] !== 'string') throw new HeaderError('status header message (e) is not a string');
   if (r['md'] !== undefined && !isStringMap(r['md'])) throw new HeaderError('status header metadata (md) is not a map of strings');
+  if (r['np'] !== undefined && typeof r['np'] !== 'boolean') throw new HeaderError('status header flag (np) is not a boolean');
   return r as unknown as StatusHeader;
 }
 

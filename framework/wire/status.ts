@@ -69,6 +69,13 @@ export class RpcError extends Error {
   readonly code: Status;
   /** Metadata the server attached to the failure (empty when none). */
   readonly metadata: Metadata;
+  /**
+   * True when the call provably never reached a handler: the client never sent it (no connection
+   * could be made), or the server refused it before processing (overload rejection, GOAWAY).
+   * Such a call is safe to retry elsewhere even when its method is not idempotent. Only the
+   * client sets this; a server never forwards it from a handler's error.
+   */
+  readonly notProcessed: boolean;
   /** Marks svrkit errors so that `instanceof RpcError` holds across two copies of svrkit in one process. */
   readonly [RPC_ERROR_BRAND] = true;
 
@@ -85,12 +92,14 @@ export class RpcError extends Error {
    * @param code - the status code; `Status.OK` is not a failure and is turned into `UNKNOWN`.
    * @param message - human-readable detail, sent to the caller as is.
    * @param metadata - optional key/value pairs sent along with the status.
+   * @param options - `notProcessed`: see the property (default false).
    */
-  constructor(code: Status, message: string, metadata: Metadata = {}) {
+  constructor(code: Status, message: string, metadata: Metadata = {}, options?: { notProcessed?: boolean }) {
     super(message);
     this.name = 'RpcError';
     this.code = code === Status.OK ? Status.UNKNOWN : code;
     this.metadata = metadata;
+    this.notProcessed = options?.notProcessed === true;
   }
 
   /** The status name, e.g. `'DEADLINE_EXCEEDED'`. */

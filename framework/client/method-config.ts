@@ -1,0 +1,85 @@
+/**
+ * Per-service and per-method settings of a channel, after gRPC's service config
+ * (grpc/grpc doc/service_config.md): a list of entries, each naming services or methods, with
+ * idempotency, a retry or hedging policy and a timeout. Pure.
+ *
+ * Lookup, most specific first: an entry naming the method (`{ service, method }`), then one naming
+ * the service (`{ service }`), then the channel's defaults. The `idempotent` flag of the proto
+ * option `(svrkit.method) = { idempotent: true }` applies unless an entry sets `idempotent`.
+ */
+import type { MethodDefinition } from '../wire/definition.js';
+import { normalizeHedgingPolicy, normalizeRetryPolicy, type HedgingPolicy, type RetryPolicy } from './retry.js';
+
+/** One method-config entry. */
+export interface MethodConfig {
+  /** What the entry applies to: a service (`{ service: 'helloworld.Greeter' }`) or one method of it (`method: 'SayHello'`, the rpc name). */
+  name: ReadonlyArray<{ service: string; method?: string }>;
+  /** The method may be retried or hedged after it may have reached a handler. Overrides the proto option. */
+  idempotent?: boolean;
+  /** Timeout for calls that set none (ms). */
+  timeoutMs?: number;
+  /** Retry policy; `false` turns retries off for these methods. */
+  retryPolicy?: RetryPolicy | false;
+  /** Hedging policy (idempotent methods only; replaces the retry policy). */
+  hedgingPolicy?: HedgingPolicy;
+}
+
+/** A method's settings after lookup. */
+export interface ResolvedMethodConfig {
+  readonly idempotent: boolean;
+  readonly timeoutMs: number | undefined;
+  /** Undefined when retries are off (or hedging is on). */
+  readonly retry: Readonly<Required<RetryPolicy>> | undefined;
+  /** Undefined unless hedging is configured and the method is idempotent. */
+  readonly hedging: Readonly<Required<HedgingPolicy>> | undefined;
+}
+
+/**
+ * Checks method-config entries.
+ * @throws Error when an entry names nothing, a name has no service, a timeout is not > 0, a policy
+ *   is out of range, or an entry sets both a retry and a hedging policy.
+ */
+export function validateMethodConfig(entries: readonly MethodConfig[]): void {
+  entries.forEach((e, i) => {
+    if (!Array.isArray(e.name) || e.name.length === 0) throw new Error(`methodConfig[${i}].name must list at least one { service, method? }`);
+    for (const n of e.name) {
+      if (typeof n.service !== 'string' || n.service.length === 0) throw new Error(`methodConfig[${i}].name: every entry needs a service, e.g. { service: 'helloworld.Greeter' }`);
+    }
+    if (e.timeoutMs !== undefined && !(e.timeoutMs > 0)) throw new Error(`methodConfig[${i}].timeoutMs must be > 0 ms`);
+    if (e.retryPolicy && e.hedgingPolicy) throw new Error(`methodConfig[${i}] sets both retryPolicy and hedgingPolicy; a method is either retried or hedged (gRFC A6)`);
+    if (e.retryPolicy) normalizeRetryPolicy(e.retryPolicy);
+    if (e.hedgingPolicy) normalizeHedgingPolicy(e.hedgingPolicy);
+  });
+}
+
+/**
+ * Resolves a method's settings.
+ * @param method - the method (its path `pkg.Service/Method` and proto options).
+ * @param entries - the channel's method config (validated).
+ * @param defaultRetry - the channel's retry policy, or undefined when retries are off by default.
+ * @returns the settings; hedging applies only to idempotent methods.
+ */
+export function resolveMethodConfig(
+  method: MethodDefinition,
+  entries: readonly MethodConfig[],
+  defaultRetry: Readonly<Required<RetryPolicy>> | undefined,
+): ResolvedMethodConfig {
+  const slash = method.path.indexOf('/');
+  const service = slash < 0 ? method.path : method.path.slice(0, slash);
+  const rpc = slash < 0 ? '' : method.path.slice(slash + 1);
+  const byMethod = entries.find((e) => e.name.some((n) => n.service === service && n.method === rpc));
+  const byService = entries.find((e) => e.name.some((n) => n.service === service && (n.method === undefined || n.method === '')));
+  const pick = <K extends keyof MethodConfig>(k: K): MethodConfig[K] | undefined => byMethod?.[k] ?? byService?.[k];
+  const idempotent = pick('idempotent') ?? method.options?.idempotent ?? false;
+  const hedgingPolicy = pick('hedgingPolicy');
+  const retryPolicy = pick('retryPolicy');
+  const hedging = hedgingPolicy !== undefined && idempotent ? normalizeHedgingPolicy(hedgingPolicy) : undefined;
+  let retry: Readonly<Required<RetryPolicy>> | undefined;
+  if (hedging === undefined) {
+    if (retryPolicy === false) retry = undefined;
+    else if (retryPolicy !== undefined) retry = normalizeRetryPolicy(retryPolicy);
+    else retry = defaultRetry;
+    if (retry !== undefined && retry.maxAttempts <= 1) retry = undefined;
+  }
+  return { idempotent, timeoutMs: pick('timeoutMs'), retry, hedging };
+}

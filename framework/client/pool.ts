@@ -1,0 +1,184 @@
+/**
+ * The instances of one service as a channel sees them: the resolver that lists them, the
+ * subchannel (connections) of each, and the balancer that picks one per call.
+ *
+ * Picking goes through widening filters, the first that finds an instance wins:
+ * 1. ready, not ejected, in the caller's zone, not tried before by this call;
+ * 2. the same in any zone (zone spill-over: the local zone has no healthy instance);
+ * 3. ready and not ejected, even if tried before (a retry goes elsewhere only when it can);
+ * 4. ready, even if ejected ("panic mode", as Envoy does: better a suspect instance than none).
+ */
+import type { Instance } from '../discovery/instance.js';
+import { RpcError, Status } from '../wire/status.js';
+import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
+import type { PendingCall } from './call.js';
+import type { Resolver, ResolverFactory, ParsedTarget } from './resolver.js';
+import type { ClientConnection, Subchannel } from './subchannel.js';
+
+/** One instance in a pool: what the balancer sees. */
+export class PoolItem {
+  /** @param instance - as the resolver reported it. @param sub - the subchannel to its address. */
+  constructor(
+    readonly instance: Instance,
+    readonly sub: Subchannel,
+  ) {}
+  get address(): string {
+    return this.instance.address;
+  }
+  get weight(): number {
+    return this.instance.weight;
+  }
+  get activeCalls(): number {
+    return this.sub.activeCalls;
+  }
+}
+
+/** What a pool needs from its channel. */
+export interface PoolHost {
+  /** Takes a reference on the subchannel of an address (creating it). */
+  acquire(address: string): Subchannel;
+  /** Drops a reference; the last one closes the subchannel. */
+  release(address: string): void;
+  /** The pool's instance list changed. */
+  changed(): void;
+}
+
+const NOT_PROCESSED = Object.freeze({ notProcessed: true });
+
+/** The instances of one service; see the module comment. */
+export class ServicePool {
+  private items: PoolItem[] = [];
+  private readonly balancer: Balancer<PoolItem>;
+  private readonly resolver: Resolver | undefined;
+  /** Set when resolution failed and no instance list ever came. */
+  private resolveError: Error | undefined;
+  private resolved = false;
+  /** Calls waiting for a connection of this pool. */
+  queue: PendingCall[] = [];
+  // Filter state read by the closures below (set by pick; avoids a closure per call).
+  private exclude: string[] | undefined;
+  private readonly zone: string;
+  private readonly usableLocal = (it: PoolItem): boolean =>
+    it.sub.ready && it.sub.usable && it.instance.zone === this.zone && !this.excluded(it);
+  private readonly usableAny = (it: PoolItem): boolean => it.sub.ready && it.sub.usable && !this.excluded(it);
+  private readonly usableTried = (it: PoolItem): boolean => it.sub.ready && it.sub.usable;
+  private readonly usablePanic = (it: PoolItem): boolean => it.sub.ready;
+
+  /**
+   * @param service - the fully-qualified service name this pool resolves.
+   * @param target - the channel's parsed target and resolver factory.
+   * @param options - balancer name, caller zone, randomness.
+   * @param host - the channel.
+   */
+  constructor(
+    readonly service: string,
+    target: { parsed: ParsedTarget; factory: ResolverFactory; text: string },
+    options: { balancer: BalancerName; zone: string; random: () => number },
+    private readonly host: PoolHost,
+  ) {
+    this.zone = options.zone;
+    this.balancer = createBalancer<PoolItem>(options.balancer, options.random);
+    try {
+      this.resolver = target.factory(target.parsed, service);
+      this.resolver.start({
+        onInstances: (instances) => this.setInstances(instances),
+        onError: (err) => {
+          this.resolveError = err;
+          this.host.changed();
+        },
+      });
+    } catch (err) {
+      this.resolveError = new Error(`cannot resolve ${service} via ${target.text}: ${(err as Error).message}`);
+    }
+  }
+
+  /** The current instances (with their subchannels). */
+  get instances(): readonly PoolItem[] {
+    return this.items;
+  }
+
+  private excluded(it: PoolItem): boolean {
+    const ex = this.exclude;
+    return ex !== undefined && ex.includes(it.instance.address);
+  }
+
+  /**
+   * Picks a ready connection for a call.
+   * @param hashKey - the call's sticky key (consistent_hash).
+   * @param tried - addresses this call already tried; another instance is preferred.
+   * @returns a connection, or undefined when no instance is ready right now.
+   */
+  pick(now: number, hashKey: string | undefined, tried: string[] | undefined): ClientConnection | undefined {
+    this.exclude = tried;
+    const b = this.balancer;
+    let item = this.zone !== '' ? b.pick(this.usableLocal, hashKey) : undefined;
+    item ??= b.pick(this.usableAny, hashKey);
+    if (item === undefined && tried !== undefined) item = b.pick(this.usableTried, hashKey);
+    item ??= b.pick(this.usablePanic, hashKey);
+    this.exclude = undefined;
+    return item?.sub.pick(now);
+  }
+
+  /** True when a connection may become ready soon (some instance is connecting, or none is known yet). */
+  canConnectSoon(now: number): boolean {
+    if (this.items.length === 0) return !this.resolved && this.resolveError === undefined;
+    for (const it of this.items) {
+      const st = it.sub.state(now);
+      if (st === 'connecting' || st === 'ready') return true;
+    }
+    return false;
+  }
+
+  /** Starts connecting every instance that is not backing off. */
+  connectAll(now: number): void {
+    for (const it of this.items) it.sub.connect(now);
+  }
+
+  /** The error for a call that found no instance: UNAVAILABLE, marked not processed. */
+  unavailable(target: string): RpcError {
+    let why: string;
+    if (this.items.length === 0) why = this.resolveError?.message ?? `no instances of ${this.service}`;
+    else why = this.items.find((it) => it.sub.lastError !== undefined)?.sub.lastError?.message ?? 'no connection available';
+    return new RpcError(Status.UNAVAILABLE, `${target}: ${why}`, {}, NOT_PROCESSED);
+  }
+
+  /** Counts instances currently ejected by outlier detection. */
+  ejectedCount(): number {
+    let n = 0;
+    for (const it of this.items) if (!it.sub.usable) n++;
+    return n;
+  }
+
+  /** Stops resolving and releases every subchannel. */
+  close(): void {
+    this.resolver?.close();
+    for (const it of this.items) this.host.release(it.instance.address);
+    this.items = [];
+  }
+
+  private setInstances(instances: readonly Instance[]): void {
+    const old = new Map(this.items.map((it) => [it.instance.address, it]));
+    const next: PoolItem[] = [];
+    const seen = new Set<string>();
+    const now = Date.now();
+    for (const inst of instances) {
+      if (seen.has(inst.address)) continue; // the same address twice: keep the first
+      seen.add(inst.address);
+      const prev = old.get(inst.address);
+      if (prev !== undefined) {
+        old.delete(inst.address);
+        next.push(prev.instance === inst ? prev : new PoolItem(inst, prev.sub));
+      } else {
+        const item = new PoolItem(inst, this.host.acquire(inst.address));
+        item.sub.connect(now);
+        next.push(item);
+      }
+    }
+    for (const gone of old.values()) this.host.release(gone.instance.address);
+    this.items = next;
+    this.balancer.update(next);
+    this.resolved = true;
+    this.resolveError = undefined;
+    this.host.changed();
+  }
+}
