@@ -7,8 +7,12 @@
  * 3. generated clients call them (the chain shows deadline, trace id and metadata crossing a hop);
  * 4. `svrkit call` calls by name with JSON, using server reflection;
  * 5. `svrkit bench` loads helloworld for 3 s at concurrency 1000 over 4 connections;
- * 6. every server is stopped with SIGTERM and shuts down gracefully;
- * 7. `svrkit kv up` brings up a local 3-replica PaxosKV cluster; writes and reads go through it
+ * 6. discovery: two helloworld instances register in a file registry (`svrkit run --register`);
+ *    `svrkit registry list` shows them; a client resolves the service through the registry, keeps
+ *    calling while one instance is SIGKILLed, and sees no failure (SayHello is idempotent, so calls
+ *    cut off with it are retried on the other);
+ * 7. every server is stopped with SIGTERM and shuts down gracefully (deregistering first);
+ * 8. `svrkit kv up` brings up a local 3-replica PaxosKV cluster; writes and reads go through it
  *    (CLI and PaxosKVClient), one replica is SIGKILLed and writes carry on, then it stops.
  *
  * Exits 0 when every step worked, 1 otherwise.
@@ -50,8 +54,8 @@ async function svrkit(args: string[]): Promise<void> {
 }
 
 /** Starts `svrkit run <entry> --port 0`; resolves with the address it serves on. */
-async function serve(entry: string, env: Record<string, string> = {}): Promise<{ address: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [cli, 'run', entry, '--port', '0'], {
+async function serve(entry: string, env: Record<string, string> = {}, extraArgs: string[] = []): Promise<{ address: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [cli, 'run', entry, '--port', '0', ...extraArgs], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -75,7 +79,7 @@ async function serve(entry: string, env: Record<string, string> = {}): Promise<{
       reject(new Error(`${entry} exited with ${code} before serving:\n${output}`));
     });
   });
-  show(`svrkit run ${entry}  ->  ${address} (pid ${child.pid})`);
+  show(`svrkit run ${[entry, ...extraArgs].join(' ')}  ->  ${address} (pid ${child.pid})`);
   return { address, child };
 }
 
@@ -146,11 +150,54 @@ async function main(): Promise<void> {
   section('5. benchmark (svrkit bench, 3 s, concurrency 1000, 4 connections)');
   await svrkit(['bench', hello.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', '--concurrency', '1000', '--duration', '3s', '--connections', '4']);
 
-  section('6. graceful shutdown (SIGTERM)');
-  await stopAll();
+  const registryDir = mkdtempSync(path.join(tmpdir(), 'svrkit-registry-'));
+  try {
+    await discovery(GreeterClient, `file://${path.join(registryDir, 'registry.json')}`);
+    section('7. graceful shutdown (SIGTERM; registered instances deregister first)');
+    await stopAll();
+  } finally {
+    rmSync(registryDir, { recursive: true, force: true });
+  }
 
   await paxoskv();
   process.stdout.write('\nsvrkit: all steps passed\n');
+}
+
+/**
+ * Step 6: two registered instances, a client that resolves them through the file registry, and a
+ * SIGKILL of one of them under load.
+ */
+async function discovery(GreeterClient: typeof import('./helloworld/gen/greeter.js').GreeterClient, registry: string): Promise<void> {
+  section('6. discovery, balancing and retries (file registry; SIGKILL of one instance under load)');
+  {
+    const a = await serve('examples/helloworld/greeter.ts', {}, ['--register', registry, '--zone', 'z1', '--label', 'version=1']);
+    await serve('examples/helloworld/greeter.ts', {}, ['--register', registry, '--zone', 'z1', '--label', 'version=1']);
+    await svrkit(['registry', 'list', registry]);
+    await svrkit(['call', registry, 'helloworld.Greeter/SayHello', '{"name":"lin"}']);
+    const greeter = new GreeterClient(registry, { zone: 'z1' });
+    let ok = 0;
+    const failures: string[] = [];
+    let running = true;
+    const workers = Array.from({ length: 32 }, async (_, w) => {
+      for (let i = 0; running; i++) {
+        try {
+          await greeter.sayHello({ name: `w${w}-${i}` }, { timeoutMs: 5000 });
+          ok++;
+        } catch (err) {
+          failures.push(String(err));
+        }
+      }
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    a.child.kill('SIGKILL');
+    show(`SIGKILLed pid ${a.child.pid} (${a.address}) with calls in flight`);
+    await new Promise((r) => setTimeout(r, 1000));
+    running = false;
+    await Promise.all(workers);
+    greeter.close();
+    show(`GreeterClient over ${registry}: ${ok} calls succeeded, ${failures.length} failed across the SIGKILL`);
+    if (failures.length > 0) throw new Error(`calls failed across the SIGKILL: ${failures.slice(0, 3).join(' / ')}`);
+  }
 }
 
 /** True when `port` can be bound on 127.0.0.1 right now. */
@@ -164,7 +211,7 @@ async function portFree(port: number): Promise<boolean> {
 
 /** Section 7: a local PaxosKV cluster. */
 async function paxoskv(): Promise<void> {
-  section('7. PaxosKV: a local 3-replica cluster (svrkit kv up), leaseless per-key Paxos');
+  section('8. PaxosKV: a local 3-replica cluster (svrkit kv up), leaseless per-key Paxos');
   let base = 7101;
   while (!(await portFree(base)) || !(await portFree(base + 1)) || !(await portFree(base + 2))) base += 3;
   const dataDir = mkdtempSync(path.join(tmpdir(), 'svrkit-paxoskv-'));

@@ -24,7 +24,11 @@ export {
 } from './server/server.js';
 export { type ClientCall, type ClientInvoker, type ClientInterceptor } from './client/channel.js';
 export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
-export { type BackoffOptions } from './client/subchannel.js';
+export { type BackoffOptions, type KeepaliveOptions } from './client/subchannel.js';
+export { type BalancerName } from './client/balancer.js';
+export { type MethodConfig } from './client/method-config.js';
+export { type OutlierDetectionOptions } from './client/outlier.js';
+export { PUSHBACK_KEY, type RetryPolicy, type HedgingPolicy, type RetryThrottleOptions } from './client/retry.js';
 export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';
 export { normalizeInstance, type Instance, type InstanceInput } from './discovery/instance.js';
 export { openRegistry, type Registry, type Registration, type RegisterOptions } from './discovery/registry.js';
