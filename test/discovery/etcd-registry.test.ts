@@ -17,6 +17,9 @@ import { etcdInstances, etcdKey, etcdServicePrefix, etcdValue, parseEtcdEntry } 
 import { normalizeInstance, type Instance } from '../../framework/discovery/instance.js';
 import { openRegistry, type Registry } from '../../framework/discovery/registry.js';
 import '../../framework/discovery/resolvers.js';
+import { Server } from '../../framework/index.js';
+import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
+import { TaggedGreeter } from '../support/tagged-greeter.js';
 import { etcdBinary, freeLoopbackPort, startEtcd, type EtcdServer } from '../support/etcd.js';
 import { eventually, WatchLog } from '../support/poll.js';
 import { startRegistryChild, stopRegistryChildren } from '../support/registry-processes.js';
@@ -245,6 +248,29 @@ describe.skipIf(etcdBinary === undefined)(
       expect(log.lists.length).toBe(seen);
       expect(log.errors).toEqual([]);
       expect(() => resolverFor('etcd://nohostport/x').factory(resolverFor('etcd://nohostport/x').parsed, G)).toThrow(/etcd endpoint 'nohostport' is not host:port/);
+    });
+
+    it('a client on an etcd: target calls the registered servers and follows a deregistration', async () => {
+      const { reg, uri: u } = fresh();
+      const servers = [new Server().addService(new TaggedGreeter()), new Server().addService(new TaggedGreeter())];
+      const greeter = new GreeterClient(u);
+      try {
+        const regs = [];
+        for (const s of servers) {
+          await s.listen(0);
+          regs.push(await reg.register({ service: G, address: s.address }));
+        }
+        await greeter.channel.waitForReady(10_000, G);
+        await eventually('both instances ready', () => greeter.channel.instances(G).filter((i) => i.ready).length === 2);
+        for (let i = 0; i < 10; i++) expect((await greeter.sayHello({ name: 'e' })).message).toMatch(/^Hello e from \d+$/);
+        await regs[0]!.deregister();
+        await eventually('the deregistered instance to leave the channel', () => greeter.channel.instances(G).length === 1);
+        expect(greeter.channel.instances(G)[0]!.address).toBe(servers[1]!.address);
+        for (let i = 0; i < 5; i++) await greeter.sayHello({ name: 'f' });
+      } finally {
+        greeter.close();
+        await Promise.all(servers.map((s) => s.close({ graceMs: 100 })));
+      }
     });
 
     // Last: restarts the shared etcd.
