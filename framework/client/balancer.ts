@@ -141,6 +141,8 @@ function lessLoaded<T extends BalancerItem>(a: T, b: T): T {
 
 /** Ketama points per unit of weight (libketama uses 160 per server of weight 1). */
 const POINTS_PER_WEIGHT = 160;
+/** Weights above this count as this much on the ring. */
+const MAX_RING_WEIGHT = 1000;
 
 /** Ketama consistent hashing; see the module comment. */
 export class ConsistentHashBalancer<T extends BalancerItem> implements Balancer<T> {
@@ -161,7 +163,8 @@ export class ConsistentHashBalancer<T extends BalancerItem> implements Balancer<
     this.fallback.update(items);
     const ring: Array<{ point: number; item: T }> = [];
     for (const it of items) {
-      const count = Math.max(1, Math.round(POINTS_PER_WEIGHT * it.weight));
+      // Weights are capped at 1000 (Instance), and here too for custom resolvers: ring size stays bounded.
+      const count = Math.max(1, Math.round(POINTS_PER_WEIGHT * Math.min(it.weight, MAX_RING_WEIGHT)));
       for (let i = 0; i < Math.ceil(count / 4); i++) {
         const d = createHash('md5').update(`${it.address}-${i}`).digest();
         for (let k = 0; k < 4; k++) ring.push({ point: d.readUInt32LE(k * 4), item: it });

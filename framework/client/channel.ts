@@ -236,10 +236,11 @@ export class Channel {
 
   /**
    * The instances the channel currently knows for a service, with their connection and ejection
-   * state (for tools and tests).
-   * @returns one entry per instance: address, zone, weight, labels, `ready`, `ejected`, calls in flight.
+   * state (for tools and tests). Starts resolving the service if the channel had not yet.
+   * @returns `[]` once the channel is closed; otherwise one entry per instance: address, zone, weight, labels, `ready`, `ejected`, calls in flight.
    */
   instances(service = ''): Array<{ address: string; zone: string; weight: number; labels: Readonly<Record<string, string>>; ready: boolean; ejected: boolean; activeCalls: number }> {
+    if (this.closed) return [];
     return this.poolFor(service).instances.map((it) => ({
       address: it.instance.address,
       zone: it.instance.zone,
@@ -389,6 +390,10 @@ export class Channel {
 
   /** Sends a call on a ready connection, queues it while connecting, or fails it fast. */
   private dispatch(call: PendingCall, pool: ServicePool, now: number): void {
+    if (this.closed) {
+      call.fail(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
+      return;
+    }
     let conn = pool.pick(now, call.hashKey, call.tried);
     if (conn === undefined) {
       pool.connectAll(now);
@@ -461,6 +466,12 @@ export class Channel {
       const launch = (): void => {
         if (settled) return;
         clearTimeout(timer);
+        if (this.closed) {
+          finish();
+          for (const other of attempts) other.cancel(new RpcError(Status.CANCELLED, 'the channel was closed'));
+          reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
+          return;
+        }
         const t = Date.now();
         const header = attempts.length === 0 || deadline === Infinity ? headerBytes : withDeadline(headerBytes, deadline - t);
         const a = new PendingCall(method, header, body, deadline, this.target);
@@ -532,14 +543,22 @@ export class Channel {
   /** When an ejection ends, probes the address with svrkit.Health/Check before it returns. */
   private scheduleProbe(sub: Subchannel): void {
     const tracker = sub.outlier!;
+    const inUse = (): boolean => !this.closed && this.subchannels.get(sub.address)?.sub === sub;
     const timer = setTimeout(() => {
-      if (this.closed || !tracker.probeDue(Date.now())) return;
+      if (!inUse()) return;
+      // Timers may fire a millisecond early by Date.now(): wait out the rest instead of giving up.
+      if (Date.now() < tracker.ejectedUntil) {
+        this.scheduleProbe(sub);
+        return;
+      }
+      if (!tracker.probeDue(Date.now())) return;
       void probeHealth(sub.address, this.settings).then((ok) => {
+        if (!inUse()) return;
         tracker.onProbeResult(ok, Date.now());
         if (!ok) this.scheduleProbe(sub);
         this.scheduleProcess();
       });
-    }, Math.max(0, tracker.ejectedUntil - Date.now()));
+    }, Math.max(0, tracker.ejectedUntil - Date.now()) + 1);
     timer.unref();
   }
 

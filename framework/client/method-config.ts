@@ -4,7 +4,9 @@
  * idempotency, a retry or hedging policy and a timeout. Pure.
  *
  * Lookup, most specific first: an entry naming the method (`{ service, method }`), then one naming
- * the service (`{ service }`), then the channel's defaults. The `idempotent` flag of the proto
+ * the service (`{ service }`), then the channel's defaults. Each setting is looked up on its own,
+ * except that the retry and hedging policies are one choice: the most specific entry that sets
+ * either of them decides both. The `idempotent` flag of the proto
  * option `(svrkit.method) = { idempotent: true }` applies unless an entry sets `idempotent`.
  */
 import type { MethodDefinition } from '../wire/definition.js';
@@ -71,8 +73,11 @@ export function resolveMethodConfig(
   const byService = entries.find((e) => e.name.some((n) => n.service === service && (n.method === undefined || n.method === '')));
   const pick = <K extends keyof MethodConfig>(k: K): MethodConfig[K] | undefined => byMethod?.[k] ?? byService?.[k];
   const idempotent = pick('idempotent') ?? method.options?.idempotent ?? false;
-  const hedgingPolicy = pick('hedgingPolicy');
-  const retryPolicy = pick('retryPolicy');
+  // Retry and hedging are one choice: the most specific entry that sets either decides both.
+  const sets = (e: MethodConfig | undefined): e is MethodConfig => e !== undefined && (e.retryPolicy !== undefined || e.hedgingPolicy !== undefined);
+  const policyEntry = sets(byMethod) ? byMethod : sets(byService) ? byService : undefined;
+  const hedgingPolicy = policyEntry?.hedgingPolicy;
+  const retryPolicy = policyEntry?.retryPolicy;
   const hedging = hedgingPolicy !== undefined && idempotent ? normalizeHedgingPolicy(hedgingPolicy) : undefined;
   let retry: Readonly<Required<RetryPolicy>> | undefined;
   if (hedging === undefined) {

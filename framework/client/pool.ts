@@ -12,7 +12,7 @@ import type { Instance } from '../discovery/instance.js';
 import { RpcError, Status } from '../wire/status.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
 import type { PendingCall } from './call.js';
-import type { Resolver, ResolverFactory, ParsedTarget } from './resolver.js';
+import { parseAddress, type Resolver, type ResolverFactory, type ParsedTarget } from './resolver.js';
 import type { ClientConnection, Subchannel } from './subchannel.js';
 
 /** One instance in a pool: what the balancer sees. */
@@ -53,6 +53,7 @@ export class ServicePool {
   /** Set when resolution failed and no instance list ever came. */
   private resolveError: Error | undefined;
   private resolved = false;
+  private closed = false;
   /** Calls waiting for a connection of this pool. */
   queue: PendingCall[] = [];
   // Filter state read by the closures below (set by pick; avoids a closure per call).
@@ -121,6 +122,7 @@ export class ServicePool {
 
   /** True when a connection may become ready soon (some instance is connecting, or none is known yet). */
   canConnectSoon(now: number): boolean {
+    if (this.closed) return false;
     if (this.items.length === 0) return !this.resolved && this.resolveError === undefined;
     for (const it of this.items) {
       const st = it.sub.state(now);
@@ -151,18 +153,27 @@ export class ServicePool {
 
   /** Stops resolving and releases every subchannel. */
   close(): void {
+    this.closed = true;
     this.resolver?.close();
     for (const it of this.items) this.host.release(it.instance.address);
     this.items = [];
   }
 
   private setInstances(instances: readonly Instance[]): void {
+    if (this.closed) return;
     const old = new Map(this.items.map((it) => [it.instance.address, it]));
     const next: PoolItem[] = [];
     const seen = new Set<string>();
     const now = Date.now();
+    let bad: Error | undefined;
     for (const inst of instances) {
       if (seen.has(inst.address)) continue; // the same address twice: keep the first
+      try {
+        parseAddress(inst.address);
+      } catch (err) {
+        bad ??= err as Error; // one bad entry from a resolver must not hide the good ones
+        continue;
+      }
       seen.add(inst.address);
       const prev = old.get(inst.address);
       if (prev !== undefined) {
@@ -178,7 +189,7 @@ export class ServicePool {
     this.items = next;
     this.balancer.update(next);
     this.resolved = true;
-    this.resolveError = undefined;
+    this.resolveError = next.length === 0 ? bad : undefined;
     this.host.changed();
   }
 }

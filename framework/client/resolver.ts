@@ -66,8 +66,9 @@ export function registerResolver(scheme: string, factory: ResolverFactory, valid
  * @throws Error when the target is empty or malformed.
  */
 export function parseTarget(target: string): ParsedTarget {
-  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/]*)\/(.*)$/.exec(target);
-  if (m !== null) return { scheme: m[1]!, authority: m[2]!, endpoint: m[3]! };
+  // The scheme is case-insensitive (RFC 3986 section 3.1); the endpoint may be empty ('etcd://h:2379').
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/]*)(?:\/(.*))?$/.exec(target);
+  if (m !== null) return { scheme: m[1]!.toLowerCase(), authority: m[2]!, endpoint: m[3] ?? '' };
   if (target.includes('://')) throw new Error(`malformed target '${target}': expected host:port or scheme:///endpoint`);
   parseAddress(target);
   return { scheme: 'static', authority: '', endpoint: target };

@@ -88,8 +88,11 @@ export class ClientConnection implements CallCarrier {
   private connectTimer: NodeJS.Timeout | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private pongTimer: NodeJS.Timeout | undefined;
-  /** A frame arrived since the last keepalive tick. */
-  private sawFrame = false;
+  /** Bytes read and bytes the kernel took, at the last keepalive check (progress means alive). */
+  private seenRead = 0;
+  private seenSent = 0;
+  /** True once any frame arrived: the server really speaks (a peer that accepts and closes does not). */
+  healthy = false;
 
   /**
    * @param address - `host:port` to connect to.
@@ -133,19 +136,46 @@ export class ClientConnection implements CallCarrier {
     });
   }
 
+  /**
+   * Keepalive: each interval, a connection that made no progress (no byte read, no byte taken by
+   * the kernel) since the last check sends a PING. When the PONG is late, the connection is closed
+   * only if still nothing moved: a large reply still arriving (the PONG queued behind it) or a large
+   * request still leaving counts as alive. The last check runs after one more I/O turn, so a PONG
+   * already waiting in the socket after an event-loop stall is read first.
+   */
   private startKeepalive(): void {
     const ka = this.settings.keepalive;
     if (ka === undefined) return;
-    this.keepaliveTimer = setInterval(() => {
-      if (this.sawFrame) {
-        this.sawFrame = false;
+    const socket = this.conn.socket;
+    const progressed = (): boolean => {
+      const read = socket.bytesRead;
+      const sent = socket.bytesWritten - socket.writableLength;
+      const moved = read !== this.seenRead || sent !== this.seenSent;
+      this.seenRead = read;
+      this.seenSent = sent;
+      return moved;
+    };
+    const onLate = (): void => {
+      if (progressed()) {
+        this.pongTimer = setTimeout(onLate, ka.timeoutMs);
+        this.pongTimer.unref();
         return;
       }
-      if (this.pongTimer !== undefined) return;
-      this.conn.send(FrameKind.PING, KEEPALIVE_PING_ID);
-      this.pongTimer = setTimeout(() => {
+      setImmediate(() => {
+        if (this.pongTimer === undefined || this.state === 'closed') return; // the PONG came
+        if (progressed()) {
+          this.pongTimer = setTimeout(onLate, ka.timeoutMs);
+          this.pongTimer.unref();
+          return;
+        }
         this.conn.destroy(new Error(`keepalive: no PONG from ${this.address} within ${ka.timeoutMs} ms`));
-      }, ka.timeoutMs);
+      });
+    };
+    this.keepaliveTimer = setInterval(() => {
+      if (this.pongTimer !== undefined) return;
+      if (progressed()) return;
+      this.conn.send(FrameKind.PING, KEEPALIVE_PING_ID);
+      this.pongTimer = setTimeout(onLate, ka.timeoutMs);
       this.pongTimer.unref();
     }, ka.intervalMs);
     this.keepaliveTimer.unref();
@@ -196,7 +226,7 @@ export class ClientConnection implements CallCarrier {
   }
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
-    this.sawFrame = true;
+    this.healthy = true;
     if (kind === FrameKind.RESPONSE) {
       const call = this.calls.get(callId);
       if (call === undefined) return; // cancelled or timed out already
@@ -206,6 +236,7 @@ export class ClientConnection implements CallCarrier {
         h = decodeStatusHeader(header);
       } catch (err) {
         call.fail(new RpcError(Status.INTERNAL, `malformed response header from ${this.address}: ${(err as Error).message}`));
+        this.maybeCloseDrained();
         return;
       }
       this.onResult(h.s);
@@ -215,6 +246,7 @@ export class ClientConnection implements CallCarrier {
           message = call.method.responseType.decode(body);
         } catch (err) {
           call.fail(new RpcError(Status.INTERNAL, `response body is not a valid ${call.method.responseTypeName}: ${(err as Error).message}`));
+          this.maybeCloseDrained();
           return;
         }
         call.succeed(message);
@@ -239,7 +271,14 @@ export class ClientConnection implements CallCarrier {
     } else if (kind === FrameKind.PONG && callId === KEEPALIVE_PING_ID) {
       clearTimeout(this.pongTimer);
       this.pongTimer = undefined;
+      this.progressBaseline();
     }
+  }
+
+  private progressBaseline(): void {
+    const socket = this.conn.socket;
+    this.seenRead = socket.bytesRead;
+    this.seenSent = socket.bytesWritten - socket.writableLength;
   }
 
   private maybeCloseDrained(): void {
@@ -392,14 +431,17 @@ export class Subchannel {
 
   private onConnectionState(idx: number, c: ClientConnection): void {
     if (c.state === 'ready') {
-      this.failures = 0;
       this.retryAt = 0;
     } else if (c.state === 'closed') {
       if (this.slots[idx] === c) this.slots[idx] = undefined;
-      if (!c.established) {
+      if (!c.established || !c.healthy) {
+        // A failed connect, or a peer that accepted and closed without a word (an L4 proxy with no
+        // backend, a full server): back off, or we would redial it in a tight loop.
         this.failures++;
-        this.lastError = c.error;
+        this.lastError = c.error ?? new Error(`connection to ${this.address} closed before the server sent anything`);
         this.retryAt = Date.now() + backoffDelay(this.failures, this.settings.backoff, this.random());
+      } else {
+        this.failures = 0;
       }
       this.scheduleReconnect();
     } else if (c.state === 'draining') {
@@ -414,8 +456,10 @@ export class Subchannel {
     const delay = Math.max(0, this.retryAt - Date.now());
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      if (!this.closed) this.connect(Date.now());
-    }, delay);
+      if (this.closed) return;
+      if (Date.now() < this.retryAt) this.scheduleReconnect(); // fired a millisecond early
+      else this.connect(Date.now());
+    }, delay + 1);
     this.reconnectTimer.unref();
   }
 }

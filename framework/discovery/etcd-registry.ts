@@ -379,8 +379,9 @@ class EtcdWatch {
   private active = true;
   private watcher: Watcher | undefined;
   private client: Etcd3 | undefined;
-  /** key -> value as of `revision`. */
+  /** key -> value: the snapshot plus every event after it. */
   private state = new Map<string, string>();
+  /** The snapshot's revision: events at or below it are already in `state`. (Several events can share one revision: a transaction, a prefix delete.) */
   private revision: bigint | undefined;
   /** Events that arrived while a snapshot was being read. */
   private buffered: KeyEvent[] | undefined;
@@ -483,7 +484,6 @@ class EtcdWatch {
     }
     if (this.revision !== undefined && ev.revision <= this.revision) return;
     apply(this.state, ev);
-    this.revision = ev.revision;
     this.publish();
   }
 

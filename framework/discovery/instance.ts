@@ -14,9 +14,12 @@ export interface Instance {
   readonly zone: string;
   /** Free-form labels, e.g. `{ version: '1.4.2', canary: 'true' }`. */
   readonly labels: Readonly<Record<string, string>>;
-  /** Relative share of traffic, > 0. Default 1. */
+  /** Relative share of traffic, > 0 and <= 1000. Default 1. */
   readonly weight: number;
 }
+
+/** The largest weight an instance may have (bounds the consistent-hash ring: 160 points per unit). */
+export const MAX_WEIGHT = 1000;
 
 /** What `normalizeInstance` accepts: an instance with `zone`, `labels` and `weight` optional. */
 export interface InstanceInput {
@@ -33,15 +36,16 @@ export interface InstanceInput {
  * @param where - names the value in error messages, e.g. `'registry.json entry 3'`.
  * @returns a frozen `Instance`.
  * @throws Error when a field is missing or has the wrong type: `service` and `address` must be
- *   non-empty strings, `address` must be `host:port`, `zone` a string, `labels` a map of strings,
- *   `weight` a finite number > 0.
+ *   non-empty strings, `address` must be `host:port` with a port 0-65535, `zone` a string, `labels`
+ *   a map of strings, `weight` a finite number in (0, 1000].
  */
 export function normalizeInstance(value: unknown, where = 'instance'): Instance {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${where}: expected an object { service, address, zone?, labels?, weight? }`);
   const v = value as Record<string, unknown>;
   if (typeof v['service'] !== 'string' || v['service'].length === 0) throw new Error(`${where}: 'service' must be a non-empty string`);
-  if (typeof v['address'] !== 'string' || !/^(?:\[[^\]]+\]|[^:/\s]+):\d{1,5}$/.test(v['address'])) {
-    throw new Error(`${where}: 'address' must be host:port, e.g. 127.0.0.1:7000 (got ${JSON.stringify(v['address'])})`);
+  const port = typeof v['address'] === 'string' ? /^(?:\[[^\]]+\]|[^:/\s]+):(\d{1,5})$/.exec(v['address'])?.[1] : undefined;
+  if (port === undefined || Number(port) > 65535) {
+    throw new Error(`${where}: 'address' must be host:port with a port 0-65535, e.g. 127.0.0.1:7000 (got ${JSON.stringify(v['address'])})`);
   }
   const zone = v['zone'] ?? '';
   if (typeof zone !== 'string') throw new Error(`${where}: 'zone' must be a string`);
@@ -50,10 +54,12 @@ export function normalizeInstance(value: unknown, where = 'instance'): Instance 
     throw new Error(`${where}: 'labels' must be an object of string values`);
   }
   const weight = v['weight'] ?? 1;
-  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) throw new Error(`${where}: 'weight' must be a number > 0`);
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0 || weight > MAX_WEIGHT) {
+    throw new Error(`${where}: 'weight' must be a number > 0 and <= ${MAX_WEIGHT}`);
+  }
   return Object.freeze({
     service: v['service'],
-    address: v['address'],
+    address: v['address'] as string,
     zone,
     labels: Object.freeze({ ...(labels as Record<string, string>) }),
     weight,

@@ -52,7 +52,8 @@ export class PaxosKVClient {
    */
   constructor(options: PaxosKVClientOptions) {
     if (options.peers.length === 0) throw new Error('PaxosKVClient needs at least one peer address');
-    this.channels = options.peers.map((p) => new Channel(p, { connectTimeoutMs: 1000, ...options.channel }));
+    // The client fails over between replicas itself; channel-level retries would only double the attempts.
+    this.channels = options.peers.map((p) => new Channel(p, { connectTimeoutMs: 1000, retryPolicy: false, ...options.channel }));
     this.stubs = this.channels.map((c) => new PaxosKVStub(c));
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 1000;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;

@@ -81,7 +81,8 @@ export class PaxosKVReplica {
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
     for (const [id, address] of options.members) {
-      if (id !== options.id) this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 } })));
+      // Paxos retries by its own rules (new rounds, catch-up): no channel-level retries.
+      if (id !== options.id) this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false })));
     }
   }
 

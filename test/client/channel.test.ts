@@ -3,83 +3,15 @@
  * real servers on 127.0.0.1 in this process.
  */
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Channel, registerResolver, RpcError, Server, Status, type ChannelOptions, type ServerInterceptor } from '../../framework/index.js';
+import { Channel, registerResolver, RpcError, Status } from '../../framework/index.js';
 import { PUSHBACK_KEY } from '../../framework/client/retry.js';
-import { ProbeDefinition } from '../.tmp/gen/probe/probe.js';
-import { Probe } from '../support/probe.js';
+import { backend, channel, closeAll, echo, idempotentEcho, SERVICE, settle, started, until } from '../support/backends.js';
 
-const echo = ProbeDefinition.methods.echo;
-const SERVICE = 'probe.Probe';
-const idempotentEcho: ChannelOptions['methodConfig'] = [{ name: [{ service: SERVICE }], idempotent: true }];
-
-interface Backend {
-  server: Server;
-  probe: Probe;
-  /** Calls that reached this server's handler chain. */
-  calls: number;
-  /** When set, every call fails with this error before the handler. */
-  failWith: RpcError | undefined;
-  /** Extra time every call takes before the handler (ms). */
-  delayMs: number;
-  /** Calls whose delay was cut short by cancellation. */
-  cancelled: number;
-  address: string;
-}
-
-const started: Backend[] = [];
-const channels: Channel[] = [];
 const rawServers: NetServer[] = [];
 
-async function backend(): Promise<Backend> {
-  const b = { calls: 0, failWith: undefined, delayMs: 0, cancelled: 0 } as Backend;
-  const count: ServerInterceptor = (next) => async (req, call) => {
-    b.calls++;
-    if (b.failWith !== undefined) throw b.failWith;
-    if (b.delayMs > 0) {
-      try {
-        await sleep(b.delayMs, undefined, { signal: call.signal });
-      } catch (err) {
-        b.cancelled++;
-        throw err;
-      }
-    }
-    return next(req, call);
-  };
-  b.probe = new Probe();
-  b.server = new Server({ interceptors: [count] }).addService(b.probe);
-  await b.server.listen(0);
-  b.address = b.server.address;
-  started.push(b);
-  return b;
-}
-
-function channel(target: string, options: ChannelOptions = {}): Channel {
-  const ch = new Channel(target, options);
-  channels.push(ch);
-  return ch;
-}
-
-async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: RpcError }> {
-  try {
-    return { ok: true, value: await p };
-  } catch (error) {
-    return { ok: false, error: error as RpcError };
-  }
-}
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 afterEach(async () => {
-  for (const c of channels.splice(0)) c.close();
-  await Promise.all(started.splice(0).map((b) => b.server.close({ graceMs: 100 })));
+  await closeAll();
   for (const s of rawServers.splice(0)) s.close();
 });
 

@@ -17,7 +17,7 @@ import { etcdInstances, etcdKey, etcdServicePrefix, etcdValue, parseEtcdEntry } 
 import { normalizeInstance, type Instance } from '../../framework/discovery/instance.js';
 import { openRegistry, type Registry } from '../../framework/discovery/registry.js';
 import '../../framework/discovery/resolvers.js';
-import { Server } from '../../framework/index.js';
+import { Channel, Server } from '../../framework/index.js';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { TaggedGreeter } from '../support/tagged-greeter.js';
 import { etcdBinary, freeLoopbackPort, startEtcd, type EtcdServer } from '../support/etcd.js';
@@ -271,6 +271,32 @@ describe.skipIf(etcdBinary === undefined)(
         greeter.close();
         await Promise.all(servers.map((s) => s.close({ graceMs: 100 })));
       }
+    });
+
+    it('watch: applies every key of a multi-key revision (a transaction, a prefix delete)', async () => {
+      const { reg, prefix } = fresh();
+      const a = normalizeInstance({ service: G, address: '10.0.0.1:7000' });
+      const b = normalizeInstance({ service: G, address: '10.0.0.2:7000' });
+      const log = new WatchLog<Instance>();
+      const stop = reg.watch(G, log.onInstances, log.onError);
+      try {
+        await eventually('the first (empty) list', () => log.latest !== undefined);
+        await raw
+          .if(etcdKey(prefix, G, a.address), 'Create', '==', 0)
+          .then(raw.put(etcdKey(prefix, G, a.address)).value(etcdValue(a)), raw.put(etcdKey(prefix, G, b.address)).value(etcdValue(b)))
+          .commit();
+        await eventually('both instances from one transaction', () => log.latest?.length === 2);
+        await raw.delete().prefix(`${prefix}/${G}/`).exec();
+        await eventually('both gone after one prefix delete', () => log.latest?.length === 0);
+      } finally {
+        stop();
+      }
+    });
+
+    it('a channel accepts an etcd target without a key prefix (the default prefix)', async () => {
+      const ch = new Channel(`etcd://${etcd.endpoint}`);
+      ch.close();
+      expect(() => new Channel(`ETCD://${etcd.endpoint}/x`).close()).not.toThrow();
     });
 
     // Last: restarts the shared etcd.
