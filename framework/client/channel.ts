@@ -131,7 +131,7 @@ export class Channel {
   private readonly resolverTarget: { parsed: ParsedTarget; factory: ResolverFactory; text: string };
   private readonly subchannels = new Map<string, { sub: Subchannel; refs: number }>();
   private readonly pools = new Map<string, ServicePool>();
-  private readonly methods = new Map<MethodDefinition, MethodState>();
+  private readonly methods = new WeakMap<MethodDefinition, MethodState>();
   private readonly balancerName: BalancerName;
   private readonly zone: string;
   private readonly random: () => number;

@@ -9,7 +9,7 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate, GENERATED_MARKER, type GenerateResult } from '../../codegen/index.js';
-import { apiDir, frameworkIndex, repoRoot, sharedDir, tempDir, tsc, type TscDiagnostic } from './helpers.js';
+import { apiDir, frameworkIndex, typecheckStrictAndPedantic, repoRoot, sharedDir, tempDir, tsc, type TscDiagnostic } from './helpers.js';
 
 const inputs = ['helloworld/greeter.proto', 'helloworld/echo.proto', 'shop/shop.proto', 'kinds/kinds.proto'].map((f) =>
   path.join(apiDir, f),
@@ -53,37 +53,7 @@ beforeAll(async () => {
     path.join(tmp.dir, 'app', 'broken.ts'),
     "import type { HelloReply } from '../gen/helloworld/greeter.js';\nexport const reply: HelloReply = { message: 1, createdAt: undefined, elapsed: undefined };\n",
   );
-  const base = {
-    target: 'ES2022',
-    lib: ['ES2022'],
-    module: 'NodeNext',
-    moduleResolution: 'NodeNext',
-    strict: true,
-    noImplicitOverride: true,
-    isolatedModules: true,
-    esModuleInterop: true,
-    skipLibCheck: true,
-    types: ['node'],
-    noEmit: true,
-    paths: { svrkit: [path.relative(tmp.dir, frameworkIndex).split(path.sep).join('/')] },
-  };
-  const pedantic = {
-    ...base,
-    verbatimModuleSyntax: true,
-    noUncheckedIndexedAccess: true,
-    exactOptionalPropertyTypes: true,
-    noPropertyAccessFromIndexSignature: true,
-    noImplicitReturns: true,
-    noUnusedLocals: true,
-    noUnusedParameters: true,
-  };
-  const include = ['gen/**/*.ts', 'app/**/*.ts'];
-  writeFileSync(path.join(tmp.dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: base, include }, null, 2));
-  writeFileSync(path.join(tmp.dir, 'tsconfig.pedantic.json'), JSON.stringify({ compilerOptions: pedantic, include }, null, 2));
-  [strictCheck, pedanticCheck] = await Promise.all([
-    tsc(path.join(tmp.dir, 'tsconfig.json')),
-    tsc(path.join(tmp.dir, 'tsconfig.pedantic.json')),
-  ]);
+  [strictCheck, pedanticCheck] = await typecheckStrictAndPedantic(tmp.dir, ['gen/**/*.ts', 'app/**/*.ts']);
 }, 60_000);
 
 afterAll(() => tmp.cleanup());

@@ -2,7 +2,7 @@
  * Shared paths and helpers for the code generator tests.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -62,4 +62,49 @@ export async function tsc(tsconfig: string): Promise<{ diagnostics: TscDiagnosti
     else if (/error TS\d+/.test(line)) diagnostics.push({ file: '', line: 0, column: 0, code: 'TS', message: line.trim() });
   }
   return { diagnostics, output };
+}
+
+/**
+ * Type-checks `include` (globs relative to `dir`) twice: with `strictCompilerOptions(dir)` and with
+ * stricter user settings on top (exactOptionalPropertyTypes, noUncheckedIndexedAccess, unused
+ * locals and parameters, ...). Writes `tsconfig.json` and `tsconfig.pedantic.json` into `dir`.
+ * @returns both tsc results.
+ */
+export async function typecheckStrictAndPedantic(dir: string, include: string[]): Promise<[Awaited<ReturnType<typeof tsc>>, Awaited<ReturnType<typeof tsc>>]> {
+  const base = strictCompilerOptions(dir);
+  const pedantic = {
+    ...base,
+    verbatimModuleSyntax: true,
+    noUncheckedIndexedAccess: true,
+    exactOptionalPropertyTypes: true,
+    noPropertyAccessFromIndexSignature: true,
+    noImplicitReturns: true,
+    noUnusedLocals: true,
+    noUnusedParameters: true,
+  };
+  writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: base, include }, null, 2));
+  writeFileSync(path.join(dir, 'tsconfig.pedantic.json'), JSON.stringify({ compilerOptions: pedantic, include }, null, 2));
+  return Promise.all([tsc(path.join(dir, 'tsconfig.json')), tsc(path.join(dir, 'tsconfig.pedantic.json'))]);
+}
+
+/**
+ * The compiler options the codegen tests type-check generated code with: strict NodeNext, with
+ * `svrkit` mapped to this repository's framework (paths relative to `dir`, the tsconfig's folder).
+ * @returns a `compilerOptions` object.
+ */
+export function strictCompilerOptions(dir: string): Record<string, unknown> {
+  return {
+    target: 'ES2022',
+    lib: ['ES2022'],
+    module: 'NodeNext',
+    moduleResolution: 'NodeNext',
+    strict: true,
+    noImplicitOverride: true,
+    isolatedModules: true,
+    esModuleInterop: true,
+    skipLibCheck: true,
+    types: ['node'],
+    noEmit: true,
+    paths: { svrkit: [path.relative(dir, frameworkIndex).split(path.sep).join('/')] },
+  };
 }

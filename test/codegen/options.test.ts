@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinProtoDir, planWorkspace } from '../../codegen/compile.js';
 import { generate, type GenerateResult } from '../../codegen/index.js';
-import { frameworkIndex, protos, repoRoot, runNode, tempDir, tsc, type TscDiagnostic } from './helpers.js';
+import { frameworkIndex, typecheckStrictAndPedantic, protos, repoRoot, runNode, tempDir, tsc, type TscDiagnostic } from './helpers.js';
 
 const tmp = tempDir('options');
 afterAll(() => tmp.cleanup());
@@ -230,34 +230,7 @@ describe('tsc', () => {
         '',
       ].join('\n'),
     );
-    const base = {
-      target: 'ES2022',
-      lib: ['ES2022'],
-      module: 'NodeNext',
-      moduleResolution: 'NodeNext',
-      strict: true,
-      noImplicitOverride: true,
-      isolatedModules: true,
-      esModuleInterop: true,
-      skipLibCheck: true,
-      types: ['node'],
-      noEmit: true,
-      paths: { svrkit: [path.relative(root, frameworkIndex).split(path.sep).join('/')] },
-    };
-    const stricter = {
-      ...base,
-      verbatimModuleSyntax: true,
-      noUncheckedIndexedAccess: true,
-      exactOptionalPropertyTypes: true,
-      noPropertyAccessFromIndexSignature: true,
-      noImplicitReturns: true,
-      noUnusedLocals: true,
-      noUnusedParameters: true,
-    };
-    const include = ['gen/**/*.ts', 'app/**/*.ts'];
-    writeFileSync(path.join(root, 'tsconfig.json'), JSON.stringify({ compilerOptions: base, include }));
-    writeFileSync(path.join(root, 'tsconfig.pedantic.json'), JSON.stringify({ compilerOptions: stricter, include }));
-    [strict, pedantic] = await Promise.all([tsc(path.join(root, 'tsconfig.json')), tsc(path.join(root, 'tsconfig.pedantic.json'))]);
+    [strict, pedantic] = await typecheckStrictAndPedantic(root, ['gen/**/*.ts', 'app/**/*.ts']);
   }, 60_000);
 
   // Only the generated files and the user's file are judged: the framework's own sources are

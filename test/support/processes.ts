@@ -216,3 +216,20 @@ export async function stopAllSvrkit(): Promise<void> {
   );
   await Promise.all(waits);
 }
+
+/**
+ * SIGKILLs every child in `children` that is still running and waits until each has exited.
+ * @param children - child processes (exited ones are skipped).
+ */
+export async function killAll(children: Iterable<ChildProcess>): Promise<void> {
+  await Promise.all(
+    [...children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('close', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+}

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killAll } from './processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHILD = path.join(ROOT, 'test', 'support', 'registry-child.ts');
@@ -68,14 +69,5 @@ export async function startRegistryChild(uri: string, ttlMs: number, instances: 
 
 /** Kills (SIGKILL) every registry child still running and waits for them to exit. */
 export async function stopRegistryChildren(): Promise<void> {
-  await Promise.all(
-    [...live].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('close', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
+  await killAll(live);
 }
