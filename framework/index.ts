@@ -12,11 +12,25 @@ export {
   type UnaryHandler,
 } from './wire/definition.js';
 export { currentCall, coroutineLocal, withoutCall, type CallContext, type CoroutineLocal } from './context/call-context.js';
-export { Channel, createChannel, type CallOptions, type ChannelOptions } from './client/channel.js';
+export { Channel, createChannel, setDefaultClientObserver, type CallOptions, type ChannelOptions } from './client/channel.js';
+export { type ClientObserver, type ThrottleReason } from './client/observer.js';
+export { type ServerObserver, type RejectReason } from './server/observer.js';
+export {
+  AdmissionController,
+  priorityLevel,
+  userPriority,
+  ADMIT_ALL,
+  DEFAULT_BUSINESS_PRIORITY,
+  type AdmissionOptions,
+  type WindowReport,
+} from './overload/admission.js';
+export { AdaptiveThrottle, type AdaptiveThrottleOptions } from './overload/throttle.js';
+export { SvrkitMetrics, type SvrkitMetricsOptions, type MetricsEndpoint, type WatchedServer } from './metrics/metrics.js';
 export { resolveMethod, parseMethodName, type DynamicMethod, type JsonValue } from './client/dynamic.js';
 export {
   Server,
   type ServerOptions,
+  type OverloadOptions,
   type ServerInterceptor,
   type ServerHandler,
   type ServerLogger,

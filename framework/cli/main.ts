@@ -1,5 +1,5 @@
 /**
- * The `svrkit` command line (commander): gen, run, call, bench, kv, registry.
+ * The `svrkit` command line (commander): gen, run, call, bench, top, kv, registry.
  *
  * Exit codes: 0 on success; 1 for a failed call, bad flags, a bad .proto or any other error.
  */
@@ -13,6 +13,7 @@ import { collect, intOption, positiveMs, reportError } from './flags.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
+import { addTopCommand } from './top.js';
 
 function durationOption(value: string): number {
   try {
@@ -75,16 +76,30 @@ function buildProgram(): Command {
     .option('--weight <n>', 'weight of the registered instances, > 0 (with --register; default 1)', positiveNumber)
     .option('--advertise <host:port>', 'address to register (default: the bound address; required when binding 0.0.0.0 or ::)', addressOption)
     .option('--ttl-ms <ms>', 'lease TTL of the registrations (ms; with --register; default 10000)', positiveMs)
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .addOption(new Option('--fast-reject <mode>', 'FastReject overload control: on, off, or dry-run (decide and log, reject nothing)').choices(['on', 'off', 'dry-run']).default('on'))
+    .option('--queue-threshold-ms <ms>', 'FastReject: mean queueing time that counts as overload (ms; default 20)', positiveMs)
+    .option('--max-inflight <n>', 'FastReject backstop: calls in flight beyond this are refused (default 10000)', intOption('max-inflight', 1, 10_000_000))
     .action(async (entry: string, opts: RunFlags) => {
       try {
         const registerOnly = (['zone', 'weight', 'advertise', 'ttlMs'] as const).filter((k) => opts[k] !== undefined);
         if (opts.register === undefined && (registerOnly.length > 0 || Object.keys(opts.label).length > 0)) {
           throw new InvalidArgumentError('--zone, --label, --weight, --advertise and --ttl-ms need --register <registry>');
         }
+        if (opts.fastReject === 'off' && (opts.queueThresholdMs !== undefined || opts.maxInflight !== undefined)) {
+          throw new InvalidArgumentError('--queue-threshold-ms and --max-inflight need FastReject on (or dry-run)');
+        }
         const { closed } = await serve(entry, {
           port: opts.port,
           host: opts.host,
           graceMs: opts.graceMs,
+          server: {
+            overload:
+              opts.fastReject === 'off'
+                ? false
+                : { dryRun: opts.fastReject === 'dry-run', queueThresholdMs: opts.queueThresholdMs, maxInflight: opts.maxInflight },
+          },
+          metricsPort: opts.metricsPort,
           register:
             opts.register === undefined
               ? undefined
@@ -170,6 +185,7 @@ function buildProgram(): Command {
       }
     });
 
+  addTopCommand(program);
   addKvCommands(program);
   addRegistryCommands(program);
   return program;
@@ -185,6 +201,10 @@ interface RunFlags {
   weight?: number;
   advertise?: string;
   ttlMs?: number;
+  metricsPort?: number;
+  fastReject: 'on' | 'off' | 'dry-run';
+  queueThresholdMs?: number;
+  maxInflight?: number;
 }
 
 interface BenchFlags {

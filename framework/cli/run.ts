@@ -6,6 +6,8 @@ import { pathToFileURL } from 'node:url';
 import { parseAddress } from '../client/resolver.js';
 import { DEFAULT_LEASE_TTL_MS } from '../discovery/instance.js';
 import { openRegistry, parseRegistryUri, type Registration, type Registry } from '../discovery/registry.js';
+import { setDefaultClientObserver } from '../client/channel.js';
+import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { Server, type ServerOptions } from '../server/server.js';
 import { serviceDefinition, type ServiceImplementation } from '../wire/definition.js';
 import { isUnspecifiedHost } from './registry.js';
@@ -47,6 +49,11 @@ export interface ServeOptions {
   logError?: (line: string) => void;
   /** Register the served services in a registry once listening (and deregister them first on shutdown). */
   register?: RegisterSettings;
+  /**
+   * Serve Prometheus metrics (`SvrkitMetrics`) on this port of `host` (0 picks a free one): the
+   * server reports to it, and it becomes the process-wide default client observer.
+   */
+  metricsPort?: number;
 }
 
 /**
@@ -85,19 +92,50 @@ export async function loadImplementations(entry: string): Promise<ServiceImpleme
  * `svrkit.Reflection`) is registered once the server listens, before the serving line is
  * logged; on SIGTERM/SIGINT the services are deregistered first (waiting at most 5000 ms), then
  * the server closes.
- * @returns the running server and a promise that settles once it has shut down.
- * @throws Error when loading fails, the port cannot be bound, or registering fails: a malformed
+ *
+ * With `options.metricsPort`, a `SvrkitMetrics` observes the server (and, as the process-wide
+ * default client observer, every channel the process makes) and serves `GET /metrics` on
+ * `host:metricsPort` once the server listens; it logs `svrkit: metrics on http://host:port/metrics`
+ * before the serving line, and closes after the server on shutdown.
+ * @returns the running server, a promise that settles once it has shut down, and the metrics and
+ *   their endpoint when `metricsPort` was given.
+ * @throws Error when loading fails, the port or the metrics port cannot be bound, or registering fails: a malformed
  *   registry URI or `advertise` address, a server bound to 0.0.0.0/:: without `advertise`, or an
  *   unreachable or unwritable registry (the server is closed again then).
  */
-export async function serve(entry: string, options: ServeOptions): Promise<{ server: Server; closed: Promise<void> }> {
+export async function serve(
+  entry: string,
+  options: ServeOptions,
+): Promise<{ server: Server; closed: Promise<void>; metrics?: { metrics: SvrkitMetrics; endpoint: MetricsEndpoint } }> {
   const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
   const logError = options.logError ?? ((line: string) => process.stderr.write(line + '\n'));
   if (options.register !== undefined) checkRegisterSettings(options.register, options.host);
-  const impls = await loadImplementations(entry);
-  const server = new Server(options.server);
-  for (const impl of impls) server.addService(impl);
-  await server.listen(options.port, options.host);
+  const metrics = options.metricsPort === undefined ? undefined : new SvrkitMetrics();
+  // Before loading the entry: channels it creates at import time get the default observer too.
+  if (metrics !== undefined) setDefaultClientObserver(metrics.client);
+  let impls: ServiceImplementation[];
+  let server: Server;
+  try {
+    impls = await loadImplementations(entry);
+    server = new Server(metrics === undefined ? options.server : { ...options.server, observer: metrics.server });
+    for (const impl of impls) server.addService(impl);
+    await server.listen(options.port, options.host);
+  } catch (err) {
+    if (metrics !== undefined) setDefaultClientObserver(undefined);
+    throw err;
+  }
+  let endpoint: MetricsEndpoint | undefined;
+  if (metrics !== undefined) {
+    metrics.watchServer(server);
+    try {
+      endpoint = await metrics.serve(options.metricsPort!, options.host);
+    } catch (err) {
+      setDefaultClientObserver(undefined);
+      await server.close({ graceMs: 0 }).catch(() => {});
+      throw err;
+    }
+    log(`svrkit: metrics on ${endpoint.url}`);
+  }
   const names = impls.map((i) => i[serviceDefinition].fullName).join(', ');
   let registry: Registry | undefined;
   let registrations: Registration[] = [];
@@ -106,7 +144,9 @@ export async function serve(entry: string, options: ServeOptions): Promise<{ ser
     try {
       ({ registry, registrations } = await registerServices(server, services, options.register, log, logError));
     } catch (err) {
+      if (metrics !== undefined) setDefaultClientObserver(undefined);
       await server.close({ graceMs: 0 }).catch(() => {});
+      await endpoint?.close();
       throw err;
     }
   }
@@ -139,6 +179,7 @@ export async function serve(entry: string, options: ServeOptions): Promise<{ ser
       }
       log(`svrkit: ${signal}: closing, ${server.inflightCalls} calls in flight, grace ${options.graceMs} ms`);
       await server.close({ graceMs: options.graceMs });
+      await endpoint?.close();
       log('svrkit: closed');
       resolveClosed();
     };
@@ -153,7 +194,7 @@ export async function serve(entry: string, options: ServeOptions): Promise<{ ser
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
-  return { server, closed };
+  return { server, closed, metrics: metrics === undefined ? undefined : { metrics, endpoint: endpoint! } };
 }
 
 /** Checks the register settings before anything is started. */

@@ -66,6 +66,13 @@ export class PendingCall implements DeadlineEntry {
   tried: string[] | undefined;
   /** The call's sticky key for `consistent_hash` balancing. */
   hashKey: string | undefined;
+  /** Business and user priority, when the caller knows them (for collaborative shedding). */
+  business: number | undefined;
+  user: number | undefined;
+  /** Epoch ms the call started (set only when observed). */
+  startedAt = 0;
+  /** Called once when the call settles, with its status (metrics); set only when observed. */
+  onEnd: ((call: PendingCall, code: number) => void) | undefined;
   /** A retry waiting for its backoff to pass. */
   retryTimer: NodeJS.Timeout | undefined;
 
@@ -118,6 +125,7 @@ export class PendingCall implements DeadlineEntry {
     if (this.done) return;
     this.observer?.onSuccess(this);
     this.cleanup();
+    this.onEnd?.(this, Status.OK);
     this.resolveFn(value);
   }
 
@@ -131,6 +139,7 @@ export class PendingCall implements DeadlineEntry {
     if (this.observer !== undefined && this.observer.onFailure(this, error)) return;
     this.carrier = undefined;
     this.cleanup();
+    this.onEnd?.(this, error.code);
     this.rejectFn(error);
   }
 
@@ -140,6 +149,7 @@ export class PendingCall implements DeadlineEntry {
     const carrier = this.carrier;
     this.cleanup();
     carrier?.cancel(this, error);
+    this.onEnd?.(this, error.code);
     this.rejectFn(error);
   }
 

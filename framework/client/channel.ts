@@ -24,6 +24,22 @@ import { ServicePool } from './pool.js';
 import { resolverFor, type ParsedTarget, type ResolverFactory } from './resolver.js';
 import { decideRetry, normalizeRetryPolicy, RetryThrottle, type RetryPolicy, type RetryThrottleOptions } from './retry.js';
 import { isInstanceFailure, Subchannel, type BackoffOptions, type ConnectionSettings, type KeepaliveOptions } from './subchannel.js';
+import { AdaptiveThrottle, type AdaptiveThrottleOptions } from '../overload/throttle.js';
+import { ADMIT_ALL, userPriority } from '../overload/admission.js';
+import type { ClientObserver } from './observer.js';
+import { PUSHBACK_KEY } from './retry.js';
+
+/** The process-wide observer of channels made without one (`svrkit run --metrics-port` sets it). */
+let defaultObserver: ClientObserver | undefined;
+
+/**
+ * Sets the observer every channel created afterwards reports to when its options name none
+ * (e.g. Prometheus metrics for every client in a process).
+ * @param observer - the observer, or undefined to stop.
+ */
+export function setDefaultClientObserver(observer: ClientObserver | undefined): void {
+  defaultObserver = observer;
+}
 
 /** Per-call options of a client call. */
 export interface CallOptions {
@@ -42,6 +58,12 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Sticky key for the `consistent_hash` balancer (e.g. a user id): equal keys go to the same instance. */
   hashKey?: string;
+  /**
+   * Business priority of the call, 0 (most important) .. 127, for overload control. Default: the
+   * priority of the call this one is made in (inherited down the chain), else the server decides
+   * (the method's `(svrkit.method).priority`, else 64).
+   */
+  priority?: number;
   /**
    * Resolve the instances of this service instead of the method's own. For the built-in services
    * every svrkit server serves (`svrkit.Health`, `svrkit.Reflection`) over a registry target,
@@ -100,6 +122,15 @@ export interface ChannelOptions {
   outlierDetection?: OutlierDetectionOptions | false;
   /** Source of randomness in [0, 1) for balancing and jitter (tests inject a seeded one). Default `Math.random`. */
   random?: () => number;
+  /**
+   * Client-side adaptive throttling (Google SRE book): rejects calls locally with probability
+   * `max(0, (requests - K * accepts) / (requests + 1))`. Default `{ k: 2, windowMs: 60000 }`. `false` turns it off.
+   */
+  adaptiveThrottle?: AdaptiveThrottleOptions | false;
+  /** Metadata key holding the user id that user priority is hashed from. Default `'x-user-id'`. */
+  userIdKey?: string;
+  /** Receives call events (metrics). Default: the process-wide one (`setDefaultClientObserver`), if any. */
+  observer?: ClientObserver;
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
@@ -138,6 +169,10 @@ export class Channel {
   private readonly defaultRetry: Readonly<Required<RetryPolicy>> | undefined;
   private readonly methodConfig: readonly MethodConfig[];
   private readonly throttle: RetryThrottle | undefined;
+  private readonly adaptive: AdaptiveThrottle | undefined;
+  private readonly userIdKey: string;
+  private readonly callObserver: ClientObserver | undefined;
+  private readonly onCallEnd: ((call: PendingCall, code: number) => void) | undefined;
   private closed = false;
   private readonly invoke: ClientInvoker | undefined;
   private readyWaiters: Array<() => void> = [];
@@ -173,6 +208,11 @@ export class Channel {
     this.methodConfig = options.methodConfig ?? [];
     validateMethodConfig(this.methodConfig);
     this.throttle = options.retryThrottle === false ? undefined : new RetryThrottle(options.retryThrottle ?? {});
+    this.adaptive = options.adaptiveThrottle === false ? undefined : new AdaptiveThrottle(Date.now(), options.adaptiveThrottle ?? {});
+    this.userIdKey = options.userIdKey ?? 'x-user-id';
+    const obs = options.observer ?? defaultObserver;
+    this.callObserver = obs;
+    this.onCallEnd = obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (Date.now() - call.startedAt) / 1000);
     const interceptors = options.interceptors ?? [];
     if (interceptors.length > 0) {
       let inv: ClientInvoker = (request, call) => this.start(call.method, request, call.options);
@@ -310,7 +350,7 @@ export class Channel {
   private acquire(address: string): Subchannel {
     let e = this.subchannels.get(address);
     if (e === undefined) {
-      const sub = new Subchannel(address, this.connectionsPerAddress, this.settings, () => this.scheduleProcess(), (s, status) => this.onResult(s, status), this.random);
+      const sub = new Subchannel(address, this.connectionsPerAddress, this.settings, () => this.scheduleProcess(), (s, status, np, al) => this.onResult(s, status, np, al), this.random);
       e = { sub, refs: 0 };
       this.subchannels.set(address, e);
     }
@@ -362,24 +402,50 @@ export class Channel {
     }
     const withMetadata = metadata !== undefined && hasKeys(metadata);
     const withPropagate = propagate !== undefined && propagate.length > 0;
+    // Priorities: explicit, else inherited from the call this one is made in, else the user id's.
+    let business = options.priority;
+    if (business !== undefined && !(Number.isInteger(business) && business >= 0 && business <= 127)) {
+      return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `priority must be an integer 0..127, got ${business}`));
+    }
+    business ??= parent?.businessPriority;
+    let user = parent?.userPriority;
+    if (user === undefined && withMetadata) {
+      const id = metadata![this.userIdKey];
+      if (id !== undefined) user = userPriority(id, now);
+    }
+    if (this.adaptive !== undefined && !this.adaptive.allow(now, this.random())) {
+      this.callObserver?.throttled(method.path, 'adaptive');
+      return Promise.reject(new RpcError(Status.RESOURCE_EXHAUSTED, `throttled locally: ${method.path} on ${this.target} is rejecting most calls (adaptive throttle)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
+    }
     let headerBytes: Uint8Array;
-    if (parent === undefined && !withMetadata && !withPropagate) {
+    if (parent === undefined && !withMetadata && !withPropagate && business === undefined) {
       // A root call without metadata: the header depends on the method and deadline only.
-      headerBytes = rootHeader(method, d);
+      headerBytes = rootHeader(method, d, now);
     } else {
       // A root call carries no trace id: the first server assigns one (lazily, when it is read).
       const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
       if (d !== undefined) header.d = d;
       if (withMetadata) header.md = metadata!;
       if (withPropagate) header.pm = propagate as string[];
+      if (business !== undefined) header.b = business;
+      if (user !== undefined) header.u = user;
+      header.st = now;
       headerBytes = encodeRequestHeader(header);
     }
     const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);
     if (config.hedging !== undefined) {
-      return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config);
+      return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config, business, user);
     }
     const call = new PendingCall(method, headerBytes, body, deadline, this.target);
     call.hashKey = options.hashKey;
+    // For collaborative shedding, judge the call as the server will: its method's priority when
+    // neither the caller nor the parent call gave one.
+    call.business = business ?? method.options?.priority;
+    call.user = user;
+    if (this.onCallEnd !== undefined) {
+      call.onEnd = this.onCallEnd;
+      call.startedAt = now;
+    }
     if (state.observer !== undefined) {
       call.observer = pool === state.pool ? state.observer : this.makeObserver(pool, state.observer.retry, config.idempotent);
     }
@@ -394,13 +460,19 @@ export class Channel {
       call.fail(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
       return;
     }
-    let conn = pool.pick(now, call.hashKey, call.tried);
-    if (conn === undefined) {
+    let conn = pool.pick(now, call);
+    if (conn === undefined && !pool.shedLocally) {
       pool.connectAll(now);
-      conn = pool.pick(now, call.hashKey, call.tried);
+      conn = pool.pick(now, call);
     }
     if (conn !== undefined) {
       conn.start(call);
+      return;
+    }
+    if (pool.shedLocally) {
+      // Collaborative shedding: every ready instance advertised a level that refuses this call.
+      this.callObserver?.throttled(call.method.path, 'shed');
+      call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `shed locally: every instance of ${call.method.path.split('/')[0]} is refusing calls of this priority (overloaded)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
       return;
     }
     if (pool.canConnectSoon(now)) {
@@ -422,7 +494,11 @@ export class Channel {
       this.throttle,
       this.random(),
     );
-    if (!decision.retry) return false;
+    if (!decision.retry) {
+      if (decision.throttled) this.callObserver?.throttled(call.method.path, 'retry_budget');
+      return false;
+    }
+    this.callObserver?.retried(call.method.path);
     const failedOn = (call.carrier as { address?: string } | undefined)?.address;
     call.carrier = undefined;
     if (failedOn !== undefined) (call.tried ??= []).push(failedOn);
@@ -450,6 +526,8 @@ export class Channel {
     parent: ServerCallContext | undefined,
     pool: ServicePool,
     config: ResolvedMethodConfig,
+    business: number | undefined,
+    user: number | undefined,
   ): Promise<unknown> {
     const policy = config.hedging!;
     const throttle = this.throttle;
@@ -476,7 +554,10 @@ export class Channel {
         const header = attempts.length === 0 || deadline === Infinity ? headerBytes : withDeadline(headerBytes, deadline - t);
         const a = new PendingCall(method, header, body, deadline, this.target);
         a.hashKey = options.hashKey;
+        a.business = business ?? method.options?.priority;
+        a.user = user;
         a.tried = tried;
+        if (attempts.length > 0) this.callObserver?.retried(method.path);
         attempts.push(a);
         a.arm(t, options.signal, parent);
         if (!a.done) this.dispatch(a, pool, t);
@@ -511,18 +592,37 @@ export class Channel {
         if (attempts.length < policy.maxAttempts) {
           timer = setTimeout(() => {
             if (settled) return;
-            if (throttle !== undefined && !throttle.allowsRetry) return;
+            if (throttle !== undefined && !throttle.allowsRetry) {
+              this.callObserver?.throttled(method.path, 'hedge_budget');
+              return;
+            }
             launch();
           }, policy.hedgingDelayMs);
         }
       };
       void now;
       launch();
-    });
+    }).then(
+      (value) => {
+        this.callObserver?.callEnded(method.path, Status.OK, (Date.now() - now) / 1000);
+        return value;
+      },
+      (err: RpcError) => {
+        this.callObserver?.callEnded(method.path, err.code, (Date.now() - now) / 1000);
+        throw err;
+      },
+    );
   }
 
   /** Outlier ejection: a response's status counts for or against its instance. */
-  private onResult(sub: Subchannel, status: number): void {
+  private onResult(sub: Subchannel, status: number, notProcessed: boolean, admissionLevel: number | undefined): void {
+    if (admissionLevel === undefined) sub.admissionLevel = ADMIT_ALL;
+    else {
+      sub.admissionLevel = admissionLevel;
+      sub.admissionAt = Date.now();
+    }
+    // Adaptive throttle: everything but an overload rejection counts as accepted.
+    this.adaptive?.completed(!(notProcessed && status === Status.RESOURCE_EXHAUSTED));
     const tracker = sub.outlier;
     if (tracker === undefined) return;
     const now = Date.now();
@@ -586,7 +686,7 @@ export class Channel {
       pool.queue = [];
       for (const call of queued) {
         if (call.done) continue;
-        const conn = pool.pick(now, call.hashKey, call.tried);
+        const conn = pool.pick(now, call);
         if (conn !== undefined) conn.start(call);
         else pool.queue.push(call);
       }
@@ -600,10 +700,11 @@ export class Channel {
   }
 }
 
-/** Re-encodes a request header with a new time left (ms), for a retry or hedge. */
+/** Re-encodes a request header with a new time left (ms) and send time, for a retry or hedge. */
 function withDeadline(header: Uint8Array, remainingMs: number): Uint8Array {
   const h = decodeRequestHeader(header);
   h.d = Math.max(1, remainingMs);
+  h.st = Date.now();
   return encodeRequestHeader(h);
 }
 
@@ -630,18 +731,26 @@ async function probeHealth(address: string, settings: ConnectionSettings): Promi
   }
 }
 
-/** Encoded headers of root calls without metadata, per method, by deadline ms (few distinct values). */
-const rootHeaders = new WeakMap<MethodDefinition, Map<number | undefined, Uint8Array>>();
+/**
+ * Encoded headers of root calls without metadata, per method, by deadline ms, for the current
+ * millisecond (the header carries the send time `st`, so the cache turns over every ms; at high
+ * call rates most calls still share one encoding).
+ */
+const rootHeaders = new WeakMap<MethodDefinition, { st: number; byDeadline: Map<number | undefined, Uint8Array> }>();
 
-function rootHeader(method: MethodDefinition, d: number | undefined): Uint8Array {
-  let byDeadline = rootHeaders.get(method);
-  if (byDeadline === undefined) rootHeaders.set(method, (byDeadline = new Map()));
-  let bytes = byDeadline.get(d);
+function rootHeader(method: MethodDefinition, d: number | undefined, now: number): Uint8Array {
+  let entry = rootHeaders.get(method);
+  if (entry === undefined) rootHeaders.set(method, (entry = { st: now, byDeadline: new Map() }));
+  else if (entry.st !== now) {
+    entry.st = now;
+    entry.byDeadline.clear();
+  }
+  let bytes = entry.byDeadline.get(d);
   if (bytes === undefined) {
     // Inherited or computed deadlines vary per call; keep the cache small.
-    if (byDeadline.size >= 64) byDeadline.clear();
-    bytes = encodeRequestHeader(d === undefined ? { m: method.path } : { m: method.path, d });
-    byDeadline.set(d, bytes);
+    if (entry.byDeadline.size >= 64) entry.byDeadline.clear();
+    bytes = encodeRequestHeader(d === undefined ? { m: method.path, st: now } : { m: method.path, d, st: now });
+    entry.byDeadline.set(d, bytes);
   }
   return bytes;
 }

@@ -9,6 +9,7 @@
  * 4. ready, even if ejected ("panic mode", as Envoy does: better a suspect instance than none).
  */
 import type { Instance } from '../discovery/instance.js';
+import { ADMIT_ALL, DEFAULT_BUSINESS_PRIORITY, priorityLevel, USER_LEVELS } from '../overload/admission.js';
 import { RpcError, Status } from '../wire/status.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
 import type { PendingCall } from './call.js';
@@ -58,12 +59,30 @@ export class ServicePool {
   queue: PendingCall[] = [];
   // Filter state read by the closures below (set by pick; avoids a closure per call).
   private exclude: string[] | undefined;
+  private call: PendingCall | undefined;
+  private now = 0;
+  /** The call's priority level, computed only when some instance restricts admission (-1: not yet). */
+  private level = -1;
+  /** During a pick: some ready instance was skipped only because it would refuse the call. */
+  private refused = false;
   private readonly zone: string;
+  private readonly random: () => number;
   private readonly usableLocal = (it: PoolItem): boolean =>
-    it.sub.ready && it.sub.usable && it.instance.zone === this.zone && !this.excluded(it);
-  private readonly usableAny = (it: PoolItem): boolean => it.sub.ready && it.sub.usable && !this.excluded(it);
-  private readonly usableTried = (it: PoolItem): boolean => it.sub.ready && it.sub.usable;
-  private readonly usablePanic = (it: PoolItem): boolean => it.sub.ready;
+    it.sub.ready && it.sub.usable && it.instance.zone === this.zone && !this.excluded(it) && this.admitted(it);
+  private readonly usableAny = (it: PoolItem): boolean => it.sub.ready && it.sub.usable && !this.excluded(it) && this.admitted(it);
+  private readonly usableTried = (it: PoolItem): boolean => it.sub.ready && it.sub.usable && this.admitted(it);
+  private readonly usablePanic = (it: PoolItem): boolean => it.sub.ready && this.admitted(it);
+
+  /** Collaborative shedding: would the instance admit the call being picked for? */
+  private admitted(it: PoolItem): boolean {
+    const sub = it.sub;
+    if (sub.admissionLevel === ADMIT_ALL) return true;
+    const call = this.call!;
+    if (this.level < 0) this.level = priorityLevel(call.business ?? DEFAULT_BUSINESS_PRIORITY, call.user ?? Math.floor(this.random() * USER_LEVELS));
+    if (sub.admits(this.level, this.now)) return true;
+    this.refused = true;
+    return false;
+  }
 
   /**
    * @param service - the fully-qualified service name this pool resolves.
@@ -78,6 +97,7 @@ export class ServicePool {
     private readonly host: PoolHost,
   ) {
     this.zone = options.zone;
+    this.random = options.random;
     this.balancer = createBalancer<PoolItem>(options.balancer, options.random);
     try {
       this.resolver = target.factory(target.parsed, service);
@@ -104,20 +124,33 @@ export class ServicePool {
   }
 
   /**
-   * Picks a ready connection for a call.
-   * @param hashKey - the call's sticky key (consistent_hash).
-   * @param tried - addresses this call already tried; another instance is preferred.
-   * @returns a connection, or undefined when no instance is ready right now.
+   * Picks a ready connection for a call: by its sticky key (`hashKey`, consistent_hash), avoiding
+   * the addresses it already tried (`tried`) when it can, and skipping instances whose advertised
+   * admission level is below the call's priority level (collaborative shedding, DAGOR).
+   * @returns a connection, or undefined when no instance is ready right now (see `shedLocally`).
    */
-  pick(now: number, hashKey: string | undefined, tried: string[] | undefined): ClientConnection | undefined {
+  pick(now: number, call: PendingCall): ClientConnection | undefined {
+    const hashKey = call.hashKey;
+    const tried = call.tried;
     this.exclude = tried;
+    this.call = call;
+    this.now = now;
+    this.level = -1;
+    this.refused = false;
     const b = this.balancer;
     let item = this.zone !== '' ? b.pick(this.usableLocal, hashKey) : undefined;
     item ??= b.pick(this.usableAny, hashKey);
     if (item === undefined && tried !== undefined) item = b.pick(this.usableTried, hashKey);
     item ??= b.pick(this.usablePanic, hashKey);
     this.exclude = undefined;
+    this.call = undefined;
+    if (item !== undefined) this.refused = false;
     return item?.sub.pick(now);
+  }
+
+  /** After a pick that found nothing: true when a ready instance existed but would refuse the call (shed it locally). */
+  get shedLocally(): boolean {
+    return this.refused;
   }
 
   /** True when a connection may become ready soon (some instance is connecting, or none is known yet). */

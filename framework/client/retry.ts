@@ -171,7 +171,7 @@ export interface AttemptFailure {
 }
 
 /** The verdict: retry after `delayMs`, or give up and say why (for logs and tests). */
-export type RetryDecision = { retry: true; delayMs: number } | { retry: false; why: string };
+export type RetryDecision = { retry: true; delayMs: number } | { retry: false; why: string; throttled?: boolean };
 
 /**
  * Decides whether to retry a failed attempt (gRFC A6, plus svrkit's safety rule). Also charges
@@ -189,7 +189,7 @@ export function decideRetry(f: AttemptFailure, policy: Readonly<Required<RetryPo
   if (!retryableCode && !error.notProcessed) return { retry: false, why: `${error.codeName} is not retryable` };
   if (!f.idempotent && !error.notProcessed) return { retry: false, why: 'the method is not idempotent and the call may have been processed' };
   if (f.attempts >= policy.maxAttempts) return { retry: false, why: `${f.attempts} of ${policy.maxAttempts} attempts made` };
-  if (throttle !== undefined && !throttle.allowsRetry) return { retry: false, why: 'retries are throttled (token bucket at or below half)' };
+  if (throttle !== undefined && !throttle.allowsRetry) return { retry: false, why: 'retries are throttled (token bucket at or below half)', throttled: true };
   const delayMs = pushback ?? retryBackoffMs(f.attempts, policy, random);
   if (f.now + delayMs >= f.deadline) return { retry: false, why: 'the deadline would pass before the retry' };
   return { retry: true, delayMs };

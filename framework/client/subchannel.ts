@@ -16,7 +16,11 @@ import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallCarrier, PendingCall } from './call.js';
+import { ADMIT_ALL } from '../overload/admission.js';
 import { OutlierTracker, type OutlierDetectionOptions } from './outlier.js';
+
+/** How long an advertised admission level is trusted without news from the server (ms): one window. */
+export const ADMISSION_STALE_MS = 1000;
 import { parseAddress } from './resolver.js';
 
 /** Keepalive settings (gRPC's keepalive_time / keepalive_timeout). */
@@ -98,13 +102,14 @@ export class ClientConnection implements CallCarrier {
    * @param address - `host:port` to connect to.
    * @param settings - frame limit, connect timeout, keepalive.
    * @param onChange - called when the connection becomes ready or closes.
-   * @param onResult - called with the status of every response (for outlier ejection).
+   * @param onResult - called with the status of every response, whether the server refused it
+   *   unprocessed (`np`), and the admission level it advertised (`al`; undefined: admits all).
    */
   constructor(
     readonly address: string,
     private readonly settings: ConnectionSettings,
     private readonly onChange: (c: ClientConnection) => void,
-    private readonly onResult: (status: number) => void = () => {},
+    private readonly onResult: (status: number, notProcessed: boolean, admissionLevel: number | undefined) => void = () => {},
   ) {
     const { host, port } = parseAddress(address);
     const socket = connect({ host, port, noDelay: true });
@@ -239,7 +244,7 @@ export class ClientConnection implements CallCarrier {
         this.maybeCloseDrained();
         return;
       }
-      this.onResult(h.s);
+      this.onResult(h.s, h.np === true, h.al);
       if (h.s === Status.OK) {
         let message: unknown;
         try {
@@ -301,7 +306,7 @@ export class ClientConnection implements CallCarrier {
       const calls = [...this.calls.values()];
       this.calls.clear();
       // A lost connection with calls on it is one failure of the instance (not one per call).
-      if (this.goawayReason === undefined) this.onResult(Status.UNAVAILABLE);
+      if (this.goawayReason === undefined) this.onResult(Status.UNAVAILABLE, false, undefined);
       for (const c of calls) c.fail(new RpcError(code, `${why} (${this.address}, calling ${c.method.path})`));
     }
     this.onChange(this);
@@ -329,7 +334,7 @@ export class Subchannel {
    * @param count - connections to keep to this address (>= 1).
    * @param settings - connection settings, backoff, keepalive, outlier ejection.
    * @param onChange - called whenever a connection becomes ready or closes.
-   * @param onResult - called with each response's status and whether it ejected the address.
+   * @param onResult - called with each response's status, `np` flag and advertised admission level.
    * @param random - source of jitter in [0, 1).
    */
   constructor(
@@ -337,7 +342,7 @@ export class Subchannel {
     count: number,
     private readonly settings: ConnectionSettings,
     private readonly onChange: () => void,
-    private readonly onResult: (sub: Subchannel, status: number) => void = () => {},
+    private readonly onResult: (sub: Subchannel, status: number, notProcessed: boolean, admissionLevel: number | undefined) => void = () => {},
     private readonly random: () => number = Math.random,
   ) {
     this.slots = new Array<ClientConnection | undefined>(Math.max(1, count)).fill(undefined);
@@ -370,6 +375,23 @@ export class Subchannel {
     let n = 0;
     for (const c of this.slots) if (c !== undefined) n += c.activeCalls;
     return n;
+  }
+
+  /**
+   * The admission level the instance last advertised (FastReject): it refuses calls whose
+   * priority level is higher. `ADMIT_ALL` (16383) while it admits everything.
+   */
+  admissionLevel = ADMIT_ALL;
+  /** When `admissionLevel` was last advertised (epoch ms). */
+  admissionAt = 0;
+
+  /**
+   * Whether the instance would admit a call of `level`, as far as the client knows. A level
+   * older than `ADMISSION_STALE_MS` no longer counts (the server may have recovered, and a
+   * client that sheds everything locally would never hear).
+   */
+  admits(level: number, now: number): boolean {
+    return level <= this.admissionLevel || now - this.admissionAt > ADMISSION_STALE_MS;
   }
 
   /** True unless outlier ejection has taken the address out of the pool. */
@@ -418,7 +440,7 @@ export class Subchannel {
       this.address,
       this.settings,
       (c) => this.onConnectionChange(idx, c),
-      (status) => this.onResult(this, status),
+      (status, np, al) => this.onResult(this, status, np, al),
     );
     this.slots[idx] = conn;
   }

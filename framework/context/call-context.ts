@@ -31,6 +31,14 @@ export interface CallContext {
   readonly cancelled: boolean;
   /** Metadata to send back with the response (success or error). Handlers may add keys. */
   readonly responseMetadata: Metadata;
+  /**
+   * Business priority of the call, 0 (most important) .. 127: the caller's (inherited down the call
+   * chain), else the method's `(svrkit.method).priority`, else 64. Outbound calls made inside this
+   * call carry it on, so a whole chain is shed alike under overload (DAGOR).
+   */
+  readonly businessPriority: number;
+  /** User priority, 0..127: a hash of the caller's user id (`x-user-id` metadata) that changes hourly; inherited like `businessPriority`. */
+  readonly userPriority: number;
   /** Milliseconds left until the deadline (`Infinity` without one, 0 once past). */
   timeRemaining(): number;
 }
@@ -45,6 +53,10 @@ export interface CallContext {
 export class ServerCallContext implements CallContext {
   /** Epoch ms at which the request frame was read off the socket. */
   readonly arrivalTime: number;
+  /** @see CallContext.businessPriority (set by the server before the handler starts). */
+  businessPriority = 64;
+  /** @see CallContext.userPriority (set by the server before the handler starts). */
+  userPriority = 127;
   private controller: AbortController | undefined;
   private abortReason: RpcError | undefined;
   private abortListeners: Array<(reason: RpcError) => void> | undefined;

@@ -19,7 +19,19 @@ import {
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { decodeRequestHeader, decodeStatusHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import {
+  ADMIT_ALL,
+  AdmissionController,
+  DEFAULT_BUSINESS_PRIORITY,
+  LEVELS,
+  priorityLevel,
+  userPriority,
+  type AdmissionOptions,
+  type WindowReport,
+} from '../overload/admission.js';
 import { Health } from './health.js';
+import type { RejectReason, ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
 
 /** A server-side unary handler: the request and the call's context in, the response out. */
@@ -47,6 +59,24 @@ export interface ServerOptions {
   logger?: ServerLogger;
   /** Serve the built-in `svrkit.Health` and `svrkit.Reflection` services. Default true. */
   builtinServices?: boolean;
+  /** FastReject overload control (on by default); `false` turns it off. */
+  overload?: OverloadOptions | false;
+  /** Receives call events (metrics). */
+  observer?: ServerObserver;
+}
+
+/** FastReject settings: the admission controller's (see `AdmissionOptions`) and the server's own. */
+export interface OverloadOptions extends AdmissionOptions {
+  /** Decide and report, but reject nothing (rejections are only logged and counted). Default false. */
+  dryRun?: boolean;
+  /** Backstop: calls in flight beyond this are refused whatever their priority. Default 10000. */
+  maxInflight?: number;
+  /** Metadata key holding the user id that user priority is hashed from. Default `'x-user-id'`. */
+  userIdKey?: string;
+  /** Business priority of calls whose caller and method give none, 0..127. Default 64. */
+  defaultPriority?: number;
+  /** Called with each closed window (e.g. to log level changes). Default: logs level changes in dry-run mode. */
+  onWindow?: (report: WindowReport) => void;
 }
 
 /** Options of `Server.close`. */
@@ -66,6 +96,10 @@ class InboundCall extends ServerCallContext implements DeadlineEntry {
   deadlinePrev: DeadlineEntry | undefined = undefined;
   deadlineNext: DeadlineEntry | undefined = undefined;
   done = false;
+  /** Epoch ms the handler started (set only when an observer wants durations). */
+  startedAt = 0;
+  /** How long the call queued before its handler started (ms; set only when observed). */
+  queuedMs = 0;
   constructor(
     method: string,
     peer: string,
@@ -95,6 +129,31 @@ class ServerConnection {
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
   goawayAcked = false;
+  /**
+   * Base one-way offset (server receive time minus client send time, ms) over the last 30-60 s:
+   * the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs clock skew.
+   */
+  private minCur = Infinity;
+  private minPrev = Infinity;
+  private epochStart = 0;
+
+  /**
+   * How long a call sent at `sentAt` (client clock) has waited before `now` (server clock),
+   * beyond the fastest call seen on this connection lately: time in the client's send buffer,
+   * the kernel's queues, and this server's read queue.
+   * @returns ms, >= 0.
+   */
+  queuedFor(sentAt: number, now: number): number {
+    const offset = now - sentAt;
+    if (now - this.epochStart >= 30_000) {
+      this.minPrev = this.minCur;
+      this.minCur = Infinity;
+      this.epochStart = now;
+    }
+    if (offset < this.minCur) this.minCur = offset;
+    const base = this.minCur < this.minPrev ? this.minCur : this.minPrev;
+    return offset - base;
+  }
   constructor(socket: Socket, readonly server: Server, maxFrameBytes: number) {
     this.conn = new Connection(
       socket,
@@ -137,6 +196,14 @@ export class Server {
   private readonly maxFrameBytes: number;
   private readonly interceptors: ServerInterceptor[];
   private readonly logger: ServerLogger;
+  private readonly observer: ServerObserver | undefined;
+  private readonly admission: AdmissionController | undefined;
+  private readonly overload: Readonly<Required<Omit<OverloadOptions, keyof AdmissionOptions | 'onWindow'>>> & { onWindow: ((r: WindowReport) => void) | undefined };
+  private eventLoopDelay: IntervalHistogram | undefined;
+  private windowTimer: NodeJS.Timeout | undefined;
+  /** The admission level sent to clients: undefined while admitting everything (and always in dry-run). */
+  private advertisedLevel: number | undefined;
+  private userSeed = 0x9e3779b9;
   private netServer: NetServer | undefined;
   private boundAddress: string | undefined;
   private inflight = 0;
@@ -149,6 +216,20 @@ export class Server {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.interceptors = options.interceptors ?? [];
     this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
+    this.observer = options.observer;
+    const ov = options.overload === false ? undefined : (options.overload ?? {});
+    this.overload = {
+      dryRun: ov?.dryRun ?? false,
+      maxInflight: ov?.maxInflight ?? 10_000,
+      userIdKey: ov?.userIdKey ?? 'x-user-id',
+      defaultPriority: ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY,
+      onWindow: ov?.onWindow,
+    };
+    if (!(this.overload.maxInflight >= 1)) throw new Error(`overload.maxInflight must be >= 1, got ${this.overload.maxInflight}`);
+    if (!Number.isInteger(this.overload.defaultPriority) || this.overload.defaultPriority < 0 || this.overload.defaultPriority > 127) {
+      throw new Error(`overload.defaultPriority must be an integer 0..127, got ${this.overload.defaultPriority}`);
+    }
+    if (ov !== undefined) this.admission = new AdmissionController(Date.now(), ov);
     if (options.builtinServices !== false) {
       this.addService(new Health(this));
       this.addService(new Reflection(this));
@@ -223,6 +304,28 @@ export class Server {
     const a = srv.address();
     this.boundAddress = a !== null && typeof a === 'object' ? formatAddress(a.address, a.port) : String(a);
     this.netServer = srv;
+    if (this.admission !== undefined) {
+      this.eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
+      this.eventLoopDelay.enable();
+      // Windows also close when no call arrives, so that an idle server's level recovers.
+      this.windowTimer = setInterval(() => this.maybeCloseWindow(Date.now()), 250);
+      this.windowTimer.unref();
+    }
+  }
+
+  /** Closes the admission window when it is due, and publishes the new level. */
+  private maybeCloseWindow(now: number): void {
+    const adm = this.admission!;
+    if (!adm.windowDue(now)) return;
+    const eld = this.eventLoopDelay;
+    const delayMs = eld !== undefined && eld.count > 0 ? eld.mean / 1e6 : 0;
+    eld?.reset();
+    const report = adm.closeWindow(now, delayMs);
+    if (!this.overload.dryRun) this.advertisedLevel = adm.level === ADMIT_ALL ? undefined : adm.level;
+    if (this.overload.onWindow !== undefined) this.overload.onWindow(report);
+    else if (this.overload.dryRun && report.levelAfter !== report.levelBefore) {
+      this.logger.error(`svrkit server: FastReject dry run: admission level ${report.levelBefore} -> ${report.levelAfter} (mean queueing ${report.meanQueueMs.toFixed(1)} ms, event-loop delay ${report.eventLoopDelayMs.toFixed(1)} ms, ${report.arrived} calls)`);
+    }
   }
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
@@ -244,6 +347,20 @@ export class Server {
   }
 
   /**
+   * FastReject's admission level: calls whose priority level (`business * 128 + user`, lower is
+   * more important) is above it are refused. `admissionLevels - 1` (16383) admits everything, as
+   * does a server with overload control off.
+   */
+  get admissionLevel(): number {
+    return this.admission?.level ?? ADMIT_ALL;
+  }
+
+  /** The number of priority levels (16384). */
+  get admissionLevels(): number {
+    return LEVELS;
+  }
+
+  /**
    * Shuts down gracefully, the way gRPC servers do:
    * 1. stops accepting connections and sends every connection GOAWAY followed by a PING: clients
    *    send no new calls on it;
@@ -259,6 +376,8 @@ export class Server {
     const graceMs = options.graceMs ?? 5000;
     if (!this.closing) {
       this.closing = true;
+      clearInterval(this.windowTimer);
+      this.eventLoopDelay?.disable();
       this.netServer?.close();
       for (const c of this.connections) {
         c.draining = true;
@@ -343,11 +462,14 @@ export class Server {
   }
 
   private onRequest(sc: ServerConnection, callId: number, headerBytes: Buffer, body: Buffer): void {
-    const arrival = Date.now();
     const conn = sc.conn;
+    // Arrival: when the chunk holding this frame was read; start: now, as the handler is about to run.
+    const arrival = conn.chunkAt;
+    const now = Date.now();
     if (sc.goawayAcked) {
       // The client saw GOAWAY and still sent a call: refuse it unprocessed, so it may go elsewhere.
       this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down: call refused after GOAWAY', true);
+      this.observer?.rejected('', 'goaway', false);
       return;
     }
     let h;
@@ -356,6 +478,13 @@ export class Server {
     } catch (err) {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, (err as HeaderError).message);
       return;
+    }
+    // Queueing time: since the frame's chunk was read, or, when the client stamped its send time,
+    // since the call joined the queue at all (client buffer, kernel, our read queue).
+    let queued = now - arrival;
+    if (h.st !== undefined) {
+      const q = sc.queuedFor(h.st, now);
+      if (q > queued) queued = q;
     }
     const registered = this.methods.get(h.m);
     if (registered === undefined) {
@@ -366,7 +495,33 @@ export class Server {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, `call id ${callId} is already in use on this connection`);
       return;
     }
+    if (h.d !== undefined && h.d > 0 && queued >= h.d) {
+      // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
+      // and running it would only make the queue longer. Cheap: the body is not even decoded.
+      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, `deadline exceeded while queued (${queued} ms)`, true);
+      this.observer?.rejected(h.m, 'expired', false);
+      return;
+    }
     const def = registered.def;
+    let business = this.overload.defaultPriority;
+    let user = 127;
+    const adm = this.admission;
+    if (adm !== undefined) {
+      // FastReject, before the body is decoded: refusing costs a header decode and one frame.
+      if (this.inflight >= this.overload.maxInflight) {
+        if (this.shed(conn, callId, h.m, 'inflight', `${this.inflight} calls in flight (limit ${this.overload.maxInflight})`)) return;
+      }
+      business = h.b ?? def.options?.priority ?? business;
+      if (h.u !== undefined) user = h.u;
+      else {
+        const id = h.md?.[this.overload.userIdKey];
+        user = id !== undefined ? userPriority(id, now) : this.anonymousUser(callId);
+      }
+      if (adm.windowDue(now)) this.maybeCloseWindow(now);
+      if (!adm.arrive(priorityLevel(business, user))) {
+        if (this.shed(conn, callId, h.m, 'priority', `priority level ${priorityLevel(business, user)} is above the admission level ${adm.level}`)) return;
+      }
+    }
     let request: unknown;
     try {
       request = def.requestType.decode(body);
@@ -384,16 +539,23 @@ export class Server {
       conn.peer,
       h.md ?? EMPTY_METADATA,
       h.pm ?? EMPTY_KEYS,
-      d === undefined ? Infinity : arrival + d,
+      d === undefined ? Infinity : now - queued + d,
       h.t,
       arrival,
       sc,
       callId,
       registered,
     );
-    if (d !== undefined) this.timers.add(call, arrival);
+    call.businessPriority = business;
+    call.userPriority = user;
+    if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);
     this.inflight++;
+    if (adm !== undefined) adm.queued(queued);
+    if (this.observer !== undefined) {
+      call.startedAt = now;
+      call.queuedMs = queued;
+    }
     let result: Promise<unknown>;
     try {
       result = callStorage.run(call, registered.handler, request, call);
@@ -412,6 +574,7 @@ export class Server {
   private respond(call: InboundCall, response: unknown): void {
     if (call.done) return;
     this.finish(call);
+    if (this.observer !== undefined) this.observe(call, Status.OK);
     const def = call.registered.def;
     let body: Uint8Array;
     try {
@@ -447,6 +610,7 @@ export class Server {
   endCall(call: InboundCall, error: RpcError, sendResponse: boolean): void {
     if (call.done) return;
     this.finish(call);
+    if (this.observer !== undefined) this.observe(call, error.code);
     if (error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED) call.abort(error);
     if (!sendResponse) {
       this.released(call);
@@ -472,13 +636,17 @@ export class Server {
   private statusHeader(call: InboundCall, status: Status, message: string | undefined, metadata: Metadata | undefined): Uint8Array | undefined {
     try {
       if (metadata !== undefined && !isStringMap(metadata)) throw new Error('metadata values must be strings');
-      return encodeStatusHeader(status, message, metadata);
+      return encodeStatusHeader(status, message, metadata, false, this.advertisedLevel);
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: response metadata cannot be sent (trace ${call.traceId})`, err);
       call.conn.conn.send(FrameKind.RESPONSE, call.callId, encodeStatusHeader(Status.INTERNAL, `response metadata cannot be sent: ${(err as Error).message}`));
       this.released(call);
       return undefined;
     }
+  }
+
+  private observe(call: InboundCall, code: number): void {
+    this.observer!.callEnded(call.method, code, (Date.now() - call.startedAt) / 1000, call.queuedMs / 1000);
   }
 
   private finish(call: InboundCall): void {
@@ -493,9 +661,30 @@ export class Server {
     if (call.conn.draining) this.endIfDrained(call.conn);
   }
 
+  /**
+   * Refuses a call for overload (RESOURCE_EXHAUSTED, not processed, with the admission level), or
+   * in dry-run mode only reports it.
+   * @returns true when the call was refused.
+   */
+  private shed(conn: Connection, callId: number, method: string, reason: RejectReason, why: string): boolean {
+    const dry = this.overload.dryRun;
+    this.observer?.rejected(method, reason, dry);
+    if (dry) return false;
+    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED, `overloaded: ${why}`, undefined, true, this.advertisedLevel));
+    return true;
+  }
+
+  /** A user priority for a call without a user id: a well-mixed function of a counter (no RNG per call). */
+  private anonymousUser(callId: number): number {
+    let x = (this.userSeed = (this.userSeed + 0x9e3779b9) | 0) ^ callId;
+    x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+    x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+    return ((x ^ (x >>> 16)) >>> 0) % 128;
+  }
+
   /** Answers a call no handler saw; `notProcessed` tells the client it may retry it elsewhere. */
   private reject(conn: Connection, callId: number, status: Status, message: string, notProcessed = false): void {
-    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message, undefined, notProcessed));
+    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message, undefined, notProcessed, this.advertisedLevel));
   }
 }
 

@@ -44,6 +44,11 @@ const PROTOCOL_ERROR_LINGER_MS = 1000;
 export class Connection {
   /** Remote address `host:port`. */
   readonly peer: string;
+  /**
+   * Epoch ms at which the chunk being parsed was read off the socket: the arrival time of every
+   * frame in it (a frame handled late in a big chunk has queued since then).
+   */
+  chunkAt = 0;
   private readonly decoder: FrameDecoder;
   private readonly encoder = new FrameEncoder();
   private flushScheduled = false;
@@ -150,6 +155,7 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.failed) return;
+    this.chunkAt = Date.now();
     try {
       this.decoder.push(chunk);
     } catch (err) {

@@ -2,10 +2,16 @@
  * Frame headers: msgpack maps (msgpackr) with short keys, decoded before the body.
  *
  * Request header   `{ m: method, d?: deadline ms remaining, t?: trace id, md?: metadata,
- *                     pm?: propagated metadata keys }`
+ *                     pm?: propagated metadata keys, b?: business priority 0..127,
+ *                     u?: user priority 0..127, st?: the client's clock when it sent the call,
+ *                     epoch ms }`; the server uses `st` only relative to the other calls on the
+ *                     same connection (one-way delay above the minimum, as LEDBAT, RFC 6817),
+ *                     so the two clocks need not agree
  * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
  *                   md?: metadata, np?: true }`; `np` marks a call the server refused before
- *                   processing it (overload, shutdown), so the client may retry it elsewhere
+ *                   processing it (overload, shutdown), so the client may retry it elsewhere;
+ *                   `al` is the server's admission level 0..16383 while it sheds load (absent:
+ *                   it admits everything)
  * GOAWAY header    empty, or `{ s: status, e?: reason }`
  * CANCEL header    empty, or `{ s: status }`: why the client gave up (CANCELLED or DEADLINE_EXCEEDED)
  *
@@ -30,6 +36,12 @@ export interface RequestHeader {
   md?: Metadata;
   /** Metadata keys marked for propagation to downstream calls. */
   pm?: string[];
+  /** Business priority, 0 (most important) .. 127. */
+  b?: number;
+  /** User priority, 0..127. */
+  u?: number;
+  /** Client send time (epoch ms, the client's clock). */
+  st?: number;
 }
 
 /** A decoded response or GOAWAY header. */
@@ -42,6 +54,8 @@ export interface StatusHeader {
   md?: Metadata;
   /** The server refused the call before any handler saw it (safe to retry elsewhere). */
   np?: boolean;
+  /** The server's admission level while it sheds load: it refuses calls whose priority level is higher. */
+  al?: number;
 }
 
 /** Error thrown when a header is not the msgpack map this module expects. */
@@ -80,19 +94,26 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['pm'] !== undefined && !isStringArray(r['pm'])) {
     throw new HeaderError('request header propagation list (pm) is not an array of strings');
   }
+  if (r['b'] !== undefined && !isLevel(r['b'], 127)) throw new HeaderError('request header business priority (b) is not an integer 0..127');
+  if (r['u'] !== undefined && !isLevel(r['u'], 127)) throw new HeaderError('request header user priority (u) is not an integer 0..127');
+  if (r['st'] !== undefined && (typeof r['st'] !== 'number' || !Number.isFinite(r['st']))) throw new HeaderError('request header send time (st) is not a number');
   return r as unknown as RequestHeader;
 }
 
 /**
- * Encodes a response or GOAWAY header. `notProcessed` sets `np` (the call never reached a handler).
+ * Encodes a response or GOAWAY header. `notProcessed` sets `np` (the call never reached a handler);
+ * `admissionLevel` sets `al` (the server is shedding load).
  * @returns msgpack bytes, or an empty array for plain OK (the common case costs nothing).
  */
-export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata, notProcessed?: boolean): Uint8Array {
-  if (status === Status.OK && message === undefined && (metadata === undefined || isEmpty(metadata))) return EMPTY;
+export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata, notProcessed?: boolean, admissionLevel?: number): Uint8Array {
+  if (status === Status.OK && message === undefined && (metadata === undefined || isEmpty(metadata))) {
+    return admissionLevel === undefined ? EMPTY : okWithLevel(admissionLevel);
+  }
   const h: StatusHeader = { s: status };
   if (message !== undefined) h.e = message;
   if (metadata !== undefined && !isEmpty(metadata)) h.md = metadata;
   if (notProcessed === true) h.np = true;
+  if (admissionLevel !== undefined) h.al = admissionLevel;
   return packr.pack(h);
 }
 
@@ -114,10 +135,23 @@ export function decodeStatusHeader(bytes: Uint8Array): StatusHeader {
   if (r['e'] !== undefined && typeof r['e'] !== 'string') throw new HeaderError('status header message (e) is not a string');
   if (r['md'] !== undefined && !isStringMap(r['md'])) throw new HeaderError('status header metadata (md) is not a map of strings');
   if (r['np'] !== undefined && typeof r['np'] !== 'boolean') throw new HeaderError('status header flag (np) is not a boolean');
+  if (r['al'] !== undefined && !isLevel(r['al'], 16383)) throw new HeaderError('status header admission level (al) is not an integer 0..16383');
   return r as unknown as StatusHeader;
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Encoded `{ s: OK, al }` headers by level: the level changes about once a second, replies far more often. */
+let okLevelCache: { level: number; bytes: Uint8Array } | undefined;
+
+function okWithLevel(level: number): Uint8Array {
+  if (okLevelCache?.level !== level) okLevelCache = { level, bytes: packr.pack({ s: Status.OK, al: level }) };
+  return okLevelCache.bytes;
+}
+
+function isLevel(v: unknown, max: number): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+}
 const OK_HEADER: StatusHeader = Object.freeze({ s: Status.OK }) as StatusHeader;
 
 function isEmpty(o: object): boolean {

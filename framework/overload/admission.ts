@@ -1,0 +1,234 @@
+/**
+ * FastReject admission control, after WeChat's DAGOR (Zhou et al., "Overload Control for Scaling
+ * WeChat Microservices", SoCC 2018) and phxrpc's FastReject (hsha_server.cpp). Pure code: time
+ * comes in as arguments, so it is unit-tested with synthetic load.
+ *
+ * - **Priority levels.** A call's level is `business * 128 + user`: business priority 0..127 (from
+ *   the method's `(svrkit.method).priority`, or the caller's, inherited down the call chain) and
+ *   user priority 0..127 (a hash of the user id with an hourly salt). Lower is more important;
+ *   level 0 is the most important of all, 16383 the least.
+ * - **The signal** is queueing time: handler start minus frame arrival, averaged over a window
+ *   that closes after `windowMs` (1 s) or `windowRequests` (2000) admitted calls, whichever comes
+ *   first. The window is overloaded when the average exceeds `queueThresholdMs` (20 ms), or the
+ *   event-loop delay (a backstop the caller measures) exceeds `eventLoopDelayThresholdMs`.
+ * - **The cut-off.** Every arriving call is counted in a histogram by level. At the end of each
+ *   window the admission level moves so that the calls the histogram says would be admitted are
+ *   `(1 - alpha) * N` when overloaded and `(1 + beta) * N` otherwise, N being the calls admitted in
+ *   that window (DAGOR's rule; alpha 0.05, beta 0.01: it backs off fast and recovers slowly).
+ * - **Business priority 0** is never shed by the level: the level never drops below the last
+ *   level of business priority 0 (only the in-flight backstop can refuse it).
+ * - **An idle window** (no call arrived) resets the level to admit everything.
+ */
+
+/** Business priorities and user priorities per business priority. */
+export const BUSINESS_LEVELS = 128;
+export const USER_LEVELS = 128;
+/** Number of priority levels; the admission level `LEVELS - 1` admits everything. */
+export const LEVELS = BUSINESS_LEVELS * USER_LEVELS;
+/** The admission level that admits every call. */
+export const ADMIT_ALL = LEVELS - 1;
+/** Business priority of calls whose method and caller give none. */
+export const DEFAULT_BUSINESS_PRIORITY = 64;
+
+/** Settings of the admission controller. Every value has the default shown. */
+export interface AdmissionOptions {
+  /** Average queueing time above which a window is overloaded (ms). Default 20. */
+  queueThresholdMs?: number;
+  /** A window closes after this long (ms). Default 1000. */
+  windowMs?: number;
+  /** ... or after this many admitted calls. Default 2000. */
+  windowRequests?: number;
+  /** Share of admitted calls to shed per overloaded window. Default 0.05. */
+  alpha?: number;
+  /** Share of admitted calls to add back per healthy window. Default 0.01. */
+  beta?: number;
+  /** Event-loop delay (mean over the window, ms) that also counts as overload (backstop). Default 100. */
+  eventLoopDelayThresholdMs?: number;
+}
+
+/** The defaults, filled in. */
+export const DEFAULT_ADMISSION: Readonly<Required<AdmissionOptions>> = Object.freeze({
+  queueThresholdMs: 20,
+  windowMs: 1000,
+  windowRequests: 2000,
+  alpha: 0.05,
+  beta: 0.01,
+  eventLoopDelayThresholdMs: 100,
+});
+
+/**
+ * A call's priority level.
+ * @param business - business priority 0..127 (clamped).
+ * @param user - user priority 0..127 (clamped).
+ * @returns `business * 128 + user`, 0..16383; lower is more important.
+ */
+export function priorityLevel(business: number, user: number): number {
+  const b = business < 0 ? 0 : business > BUSINESS_LEVELS - 1 ? BUSINESS_LEVELS - 1 : business | 0;
+  const u = user < 0 ? 0 : user > USER_LEVELS - 1 ? USER_LEVELS - 1 : user | 0;
+  return b * USER_LEVELS + u;
+}
+
+/**
+ * The user priority of a user id: FNV-1a (32-bit) of the id and a salt that changes every hour,
+ * modulo 128. The same user keeps one priority for an hour, and a different one the next, so no
+ * user is always the first shed (DAGOR section 4.2). Every svrkit process computes the same value
+ * for the same id in the same hour, so shedding is consistent along a call chain.
+ * @param userId - any string (e.g. the `x-user-id` metadata value).
+ * @param nowMs - epoch ms (picks the hour).
+ * @returns 0..127.
+ */
+export function userPriority(userId: string, nowMs: number): number {
+  let h = 0x811c9dc5 ^ Math.floor(nowMs / 3_600_000);
+  h = Math.imul(h, 0x01000193) >>> 0;
+  for (let i = 0; i < userId.length; i++) {
+    h ^= userId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  // Final avalanche (murmur3's fmix32), so that the low bits depend on every input bit.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) % USER_LEVELS;
+}
+
+/** What one closed window looked like (for logs, dry-run reports and tests). */
+export interface WindowReport {
+  /** When the window closed (epoch ms). */
+  readonly at: number;
+  /** Calls that arrived, admitted or not. */
+  readonly arrived: number;
+  /** Calls admitted. */
+  readonly admitted: number;
+  /** Mean queueing time of the admitted calls (ms). */
+  readonly meanQueueMs: number;
+  /** The event-loop delay the caller reported (ms). */
+  readonly eventLoopDelayMs: number;
+  /** Whether the window counted as overloaded. */
+  readonly overloaded: boolean;
+  /** The admission level before and after the window. */
+  readonly levelBefore: number;
+  readonly levelAfter: number;
+}
+
+/** The admission controller; see the module comment. */
+export class AdmissionController {
+  /** The highest level admitted now (`ADMIT_ALL` admits everything). */
+  level = ADMIT_ALL;
+  private readonly options: Readonly<Required<AdmissionOptions>>;
+  private readonly histogram = new Uint32Array(LEVELS);
+  private windowStart: number;
+  private arrived = 0;
+  private admitted = 0;
+  private queueSum = 0;
+  private queueCount = 0;
+  /** The last level of business priority 0: the level never goes below it. */
+  private static readonly FLOOR = USER_LEVELS - 1;
+
+  /**
+   * @param nowMs - epoch ms when the first window starts.
+   * @param options - thresholds; see `AdmissionOptions`.
+   * @throws Error when a value is out of range (thresholds and windows must be > 0, alpha in (0, 1), beta > 0).
+   */
+  constructor(nowMs: number, options: AdmissionOptions = {}) {
+    const o = { ...DEFAULT_ADMISSION };
+    for (const [k, v] of Object.entries(options)) if (v !== undefined) (o as Record<string, number>)[k] = v as number;
+    if (!(o.queueThresholdMs > 0)) throw new Error(`queueThresholdMs must be > 0 ms, got ${o.queueThresholdMs}`);
+    if (!(o.windowMs > 0)) throw new Error(`windowMs must be > 0 ms, got ${o.windowMs}`);
+    if (!(o.windowRequests >= 1)) throw new Error(`windowRequests must be >= 1, got ${o.windowRequests}`);
+    if (!(o.alpha > 0 && o.alpha < 1)) throw new Error(`alpha must be in (0, 1), got ${o.alpha}`);
+    if (!(o.beta > 0)) throw new Error(`beta must be > 0, got ${o.beta}`);
+    if (!(o.eventLoopDelayThresholdMs > 0)) throw new Error(`eventLoopDelayThresholdMs must be > 0 ms, got ${o.eventLoopDelayThresholdMs}`);
+    this.options = Object.freeze(o);
+    this.windowStart = nowMs;
+  }
+
+  /**
+   * Counts an arriving call and says whether to admit it. A call is admitted when its level is at
+   * or below the admission level.
+   * @param level - the call's priority level (`priorityLevel`).
+   * @returns true to admit.
+   */
+  arrive(level: number): boolean {
+    this.histogram[level]!++;
+    this.arrived++;
+    if (level > this.level) return false;
+    this.admitted++;
+    return true;
+  }
+
+  /**
+   * Records the queueing time of an admitted call as its handler starts.
+   * @param queueMs - handler start minus frame arrival (ms).
+   */
+  queued(queueMs: number): void {
+    this.queueSum += queueMs;
+    this.queueCount++;
+  }
+
+  /**
+   * True when the window is due to close: `windowMs` passed, or `windowRequests` calls were admitted.
+   * @param nowMs - epoch ms.
+   */
+  windowDue(nowMs: number): boolean {
+    return nowMs - this.windowStart >= this.options.windowMs || this.admitted >= this.options.windowRequests;
+  }
+
+  /**
+   * Closes the current window: decides overload, moves the admission level, starts a new window.
+   * @param nowMs - epoch ms.
+   * @param eventLoopDelayMs - mean event-loop delay over the window (ms), measured by the caller; 0 if unknown.
+   * @returns what the window looked like.
+   */
+  closeWindow(nowMs: number, eventLoopDelayMs = 0): WindowReport {
+    const o = this.options;
+    const meanQueueMs = this.queueCount > 0 ? this.queueSum / this.queueCount : 0;
+    const overloaded = meanQueueMs > o.queueThresholdMs || eventLoopDelayMs > o.eventLoopDelayThresholdMs;
+    const before = this.level;
+    if (this.arrived > 0) {
+      if (overloaded) {
+        this.level = this.levelFor((1 - o.alpha) * this.admitted);
+      } else if (this.level !== ADMIT_ALL) {
+        // Never lower the level in a healthy window; admit (1 + beta) N, and at least one more level.
+        const next = this.levelFor((1 + o.beta) * this.admitted);
+        this.level = Math.min(ADMIT_ALL, Math.max(next, before + 1));
+      }
+    } else if (!overloaded) {
+      // No call at all in a whole window: nothing queues, so nothing needs shedding.
+      this.level = ADMIT_ALL;
+    }
+    if (this.level < AdmissionController.FLOOR) this.level = AdmissionController.FLOOR;
+    const report: WindowReport = {
+      at: nowMs,
+      arrived: this.arrived,
+      admitted: this.admitted,
+      meanQueueMs,
+      eventLoopDelayMs,
+      overloaded,
+      levelBefore: before,
+      levelAfter: this.level,
+    };
+    this.histogram.fill(0);
+    this.arrived = 0;
+    this.admitted = 0;
+    this.queueSum = 0;
+    this.queueCount = 0;
+    this.windowStart = nowMs;
+    return report;
+  }
+
+  /**
+   * The highest level L such that the calls at levels <= L in this window number at most
+   * `target`; every level when all of them fit.
+   */
+  private levelFor(target: number): number {
+    let cum = 0;
+    const h = this.histogram;
+    for (let l = 0; l < LEVELS; l++) {
+      cum += h[l]!;
+      if (cum > target) return l - 1 < 0 ? 0 : l - 1;
+    }
+    return ADMIT_ALL;
+  }
+}
