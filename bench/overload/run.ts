@@ -34,6 +34,9 @@
  * The server also serves its Prometheus metrics (`--metrics-port 0`), scraped once a second: the
  * per-second timeline (`--timeline`, and in the JSON) shows its admission level, mean queueing
  * time, calls handled and refused, next to what the client saw. `--no-server-metrics` turns that off.
+ * `--windows` serves the FastReject runs with window-server.ts (the same `serve()`, plus the
+ * server's `onWindow` log), which adds every admission window to the timeline; `--admission <json>`
+ * then sets admission options on those servers, to explore them (not the defaults).
  *
  * Every server it starts is stopped when a run ends, and on errors, Ctrl-C and exit.
  */
@@ -80,6 +83,7 @@ interface Flags {
   capacityDuration: number;
   serverMetrics: boolean;
   windows: boolean;
+  admission?: Record<string, number>;
   timeline: boolean;
   json?: string | boolean;
 }
@@ -114,7 +118,7 @@ interface ServerProc {
 
 async function startServer(mode: Mode, flags: Flags): Promise<ServerProc> {
   const args = flags.windows && mode !== 'off'
-    ? ['--import', 'tsx', 'bench/overload/window-server.ts', mode]
+    ? ['--import', 'tsx', 'bench/overload/window-server.ts', mode, ...(flags.admission === undefined ? [] : [JSON.stringify(flags.admission)])]
     : [svrkitBin, 'run', ENTRY, '--port', '0', '--fast-reject', mode, ...(flags.serverMetrics ? ['--metrics-port', '0'] : [])];
   const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
@@ -286,6 +290,31 @@ async function scrape(url: string, atMs: number): Promise<ServerSample | undefin
   }
 }
 
+/** The server's own counts over the whole run (it is fresh per run): calls handled by status, refused by reason. */
+interface ServerTotals {
+  handled: Record<string, number>;
+  refused: Record<string, number>;
+}
+
+async function scrapeTotals(url: string): Promise<ServerTotals | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const exp = parseExposition(await res.text());
+    const by = (name: string, label: string): Record<string, number> => {
+      const r: Record<string, number> = {};
+      for (const s of exp.samples.get(name) ?? []) {
+        if (s.labels['service'] !== 'overload.Work' || s.labels['dry_run'] === 'true') continue;
+        const k = s.labels[label] ?? '?';
+        r[k] = (r[k] ?? 0) + s.value;
+      }
+      return r;
+    };
+    return { handled: by('svrkit_server_handled_total', 'code'), refused: by('svrkit_server_rejected_total', 'reason') };
+  } catch {
+    return undefined;
+  }
+}
+
 // -----------------------------------------------------------------------------------------------
 // Load
 
@@ -345,6 +374,10 @@ interface Second {
 }
 
 interface LoadResult {
+  /** The server's counts over the whole run (warm-up included), scraped after the last call ended. */
+  serverTotals: ServerTotals | undefined;
+  /** Calls that succeeded at the client over the whole run (warm-up included). */
+  clientOkWholeRun: number;
   /** FastReject windows the server closed during the run (--windows); tMs = ms since the run started. */
   windows: Array<WindowLine & { tMs: number }>;
   outcomes: Outcomes;
@@ -517,7 +550,7 @@ async function drive(server: ServerProc, spec: LoadSpec, flags: Flags): Promise<
     if (s === undefined) return;
     const sv = samples.at(-1);
     process.stderr.write(
-      `    t=${String(t).padStart(2)}s${s.measured ? ' ' : 'w'} started ${s.started}, ok ${s.ok}, exhausted ${s.exhausted}, deadline ${s.deadlineExceeded}` +
+      `    t=${String(t).padStart(2)}s${s.measured ? ' ' : 'w'} started ${s.started}, ok ${s.ok}, rejected ${s.exhausted}, deadline ${s.deadlineExceeded}` +
         (sv === undefined ? '' : `; server level ${sv.level ?? '-'}`) + '\n',
     );
   }, 1000);
@@ -576,6 +609,7 @@ async function drive(server: ServerProc, spec: LoadSpec, flags: Flags): Promise<
   clearInterval(progress);
   if (scraper !== undefined) clearInterval(scraper);
   channel.close();
+  const serverTotals = server.metricsUrl === undefined ? undefined : await scrapeTotals(server.metricsUrl);
 
   // Server samples into the timeline: the deltas up to each second's end.
   for (let i = 0; i < samples.length; i++) {
@@ -608,6 +642,8 @@ async function drive(server: ServerProc, spec: LoadSpec, flags: Flags): Promise<
     a.levelAfter = w.levelAfter;
   }
   return {
+    serverTotals,
+    clientOkWholeRun: timeline.reduce((a, x) => a + x.ok, 0),
     windows,
     outcomes,
     perClass,
@@ -659,6 +695,8 @@ interface Row {
   otherCpuS: number;
   timeline: Second[];
   windows: Array<WindowLine & { tMs: number }>;
+  serverTotals: ServerTotals | undefined;
+  clientOkWholeRun: number;
   targets?: Array<{ name: string; value: string; pass: boolean }>;
 }
 
@@ -694,6 +732,8 @@ function toRow(kind: Row['kind'], mode: Mode, spec: LoadSpec, r: LoadResult, cap
     ...r.cpu,
     timeline: r.timeline,
     windows: r.windows,
+    serverTotals: r.serverTotals,
+    clientOkWholeRun: r.clientOkWholeRun,
   };
   if (load !== undefined) row.load = load;
   if (spec.concurrency !== undefined) row.concurrency = spec.concurrency;
@@ -707,7 +747,11 @@ function toRow(kind: Row['kind'], mode: Mode, spec: LoadSpec, r: LoadResult, cap
     row.targets = [
       { name: 'goodput >= 90% of capacity', value: `${row.goodputPctOfCapacity!.toFixed(1)}%`, pass: row.goodputPctOfCapacity! >= 90 },
       { name: 'top-priority success >= 99%', value: `${top.successPct.toFixed(2)}%`, pass: top.successPct >= 99 },
-      { name: 'p99 of successful calls < 100 ms', value: `${row.latencyMs.p99.toFixed(1)} ms`, pass: row.latencyMs.p99 < 100 },
+      {
+        name: 'p99 of successful calls < 100 ms',
+        value: Number.isNaN(row.latencyMs.p99) ? 'no successful calls' : `${row.latencyMs.p99.toFixed(1)} ms`,
+        pass: row.latencyMs.p99 < 100,
+      },
     ];
   }
   return row;
@@ -737,7 +781,7 @@ function printTable(rows: Row[], capacity: number): void {
 function printTimeline(r: Row): void {
   out(`\n${r.load}x, FastReject ${r.fastReject}: per second (by scheduled start; w = warm-up), with the server's metrics at the second's end`);
   const w = r.windows.length > 0;
-  out('| t s | started | ok | exhausted | deadline | top ok/started | server level | server handled | server rejected | server mean queue ms | server loop lag p99 ms |' +
+  out('| t s | started | ok | rejected | deadline | top ok/started | server level | server handled | server rejected | server mean queue ms | server loop lag p99 ms |' +
     (w ? ' windows (overloaded) | window arrived | window admitted | window mean queue ms | level after |' : ''));
   out('|---|---|---|---|---|---|---|---|---|---|---|' + (w ? '---|---|---|---|---|' : ''));
   for (const s of r.timeline) {
@@ -761,6 +805,13 @@ function printNotes(rows: Row[]): void {
     if (r.stuck > 0) notes.push(`${r.stuck} calls still outstanding 5 s after the schedule ended`);
     const thr = Object.entries(r.throttledBy);
     if (thr.length > 0) notes.push(`channel refusals: ${thr.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    const st = r.serverTotals;
+    if (st !== undefined && (r.pct.exhausted > 0 || r.pct.deadlineExceeded > 0 || Object.keys(st.refused).length > 0)) {
+      const fmt = (x: Record<string, number>) => Object.entries(x).map(([k, v]) => `${k} ${int(v)}`).join(', ') || 'none';
+      const wasted = (st.handled['OK'] ?? 0) - r.clientOkWholeRun;
+      notes.push(`server, whole run incl. warm-up: handled ${fmt(st.handled)}; refused ${fmt(st.refused)}; ` +
+        `${int(wasted)} calls the server completed OK did not succeed at the client (answered after the client gave up)`);
+    }
     if (r.scheduleLagMs !== undefined && r.scheduleLagMs.max > 50) notes.push(`client schedule lag mean ${f1(r.scheduleLagMs.mean)} ms, max ${f1(r.scheduleLagMs.max)} ms`);
     if (notes.length > 0) out(`- ${r.load}x FR ${r.fastReject}: ${notes.join('; ')}`);
   }
@@ -779,9 +830,9 @@ async function withServer<T>(mode: Mode, flags: Flags, fn: (s: ServerProc) => Pr
 }
 
 async function main(): Promise<void> {
-  const flags = new Command()
+  const program = new Command()
     .description('FastReject benchmark: goodput and latency of the Work service under 0.5x..4x its capacity, FastReject on and off')
-    .option('--warmup <time>', 'load before each measured period (same rate, same server)', durationFlag(true), 5000)
+    .option('--warmup <time>', 'load before each measured period (same rate, same server); DAGOR needs ~25 windows to shed a sudden 4x', durationFlag(true), 30_000)
     .option('-d, --duration <time>', 'measured period of each run', durationFlag(false), 10_000)
     .option('--loads <list>', 'offered load as multiples of capacity, comma-separated', loadList, [0.5, 1, 2, 4])
     .option('--cpu-us <n>', 'CPU each call burns on the server (µs)', positiveInt, 1000)
@@ -794,11 +845,13 @@ async function main(): Promise<void> {
     .option('--capacity-duration <time>', 'measured period of the capacity run (after a 2 s warm-up)', durationFlag(false), 5000)
     .option('--no-server-metrics', "don't serve and scrape the server's Prometheus metrics (admission level timeline)")
     .option('--windows', "serve with bench/overload/window-server.ts (same serve(), plus the server's onWindow log): every FastReject window in the timeline and JSON")
+    .option('--admission <json>', 'with --windows: admission settings for the server (OverloadOptions, e.g. \'{"windowMs":100}\'), to explore them; the default is svrkit\'s', admissionJson)
     .option('--timeline', 'print each run\'s per-second timeline')
     .option('--json [file]', 'write all rows as JSON to <file>; without a file: JSON on stdout, the tables on stderr')
-    .parse(process.argv)
-    .opts<Flags>();
+    .parse(process.argv);
+  const flags = program.opts<Flags>();
   if (flags.json === true) out = (s = '') => process.stderr.write(s + '\n');
+  if (flags.admission !== undefined && !flags.windows) program.error('error: --admission needs --windows (svrkit run has no flags for these settings)');
 
   installCleanup();
   const idle0 = machineBusySeconds();
@@ -808,6 +861,7 @@ async function main(): Promise<void> {
   out(`server: node bin/svrkit.js run ${ENTRY} --port 0 --fast-reject <mode>${flags.serverMetrics ? ' --metrics-port 0' : ''} (fresh per run); ` +
     `client: this process, one Channel per run (default options)`);
   out(`framework: ${distFingerprint()}`);
+  if (flags.admission !== undefined) out(`FastReject servers with admission settings ${JSON.stringify(flags.admission)} (NOT the defaults)`);
   out(`calls: ${flags.cpuUs} µs of server CPU each, deadline ${flags.timeoutMs} ms, ` +
     `business priority ${CLASSES.map((c) => `${c.priority} (${c.share * 100}%)`).join(', ')}, ${flags.users} users, seed ${flags.seed}`);
   out(`machine load before start: ${f2(busyBefore)} CPUs busy over 1 s` +
@@ -848,7 +902,7 @@ async function main(): Promise<void> {
       rows.push(row);
       process.stderr.write(
         `  -> goodput ${int(row.goodputPerSecond)}/s (${f1(row.goodputPctOfCapacity!)}% of capacity), p99 ${f1(row.latencyMs.p99)} ms, ` +
-          `exhausted ${f1(row.pct.exhausted)}%, deadline ${f1(row.pct.deadlineExceeded)}%, top ok ${f1(row.perClass[0]!.successPct)}%\n`,
+          `rejected ${f1(row.pct.exhausted)}%, deadline ${f1(row.pct.deadlineExceeded)}%, top ok ${f1(row.perClass[0]!.successPct)}%\n`,
       );
     }
   }
@@ -911,6 +965,17 @@ function modeList(v: string): Mode[] {
   const xs = v.split(',').map((s) => s.trim());
   if (xs.length === 0 || xs.some((x) => x !== 'on' && x !== 'off' && x !== 'dry-run')) throw new InvalidArgumentError('expected on, off and/or dry-run, comma-separated');
   return xs as Mode[];
+}
+
+function admissionJson(v: string): Record<string, number> {
+  let o: unknown;
+  try {
+    o = JSON.parse(v);
+  } catch (err) {
+    throw new InvalidArgumentError(`not JSON: ${(err as Error).message}`);
+  }
+  if (o === null || typeof o !== 'object' || Object.values(o).some((x) => typeof x !== 'number')) throw new InvalidArgumentError('expected a JSON object of numbers');
+  return o as Record<string, number>;
 }
 
 function positiveInt(v: string): number {

@@ -413,7 +413,7 @@ export class Channel {
       const id = metadata![this.userIdKey];
       if (id !== undefined) user = userPriority(id, now);
     }
-    if (this.adaptive !== undefined && !this.adaptive.allow(now, this.random())) {
+    if (this.adaptive !== undefined && !this.adaptive.allow(now, this.random)) {
       this.callObserver?.throttled(method.path, 'adaptive');
       return Promise.reject(new RpcError(Status.RESOURCE_EXHAUSTED, `throttled locally: ${method.path} on ${this.target} is rejecting most calls (adaptive throttle)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
     }
@@ -622,7 +622,11 @@ export class Channel {
       sub.admissionAt = Date.now();
     }
     // Adaptive throttle: everything but an overload rejection counts as accepted.
-    this.adaptive?.completed(!(notProcessed && status === Status.RESOURCE_EXHAUSTED));
+    // Adaptive throttle (SRE): an overload rejection counts against the backend, except one that
+    // came with an admission level: collaborative shedding already acts on it, by priority, and
+    // the priority-blind throttle would refuse the most important calls too.
+    const rejected = notProcessed && status === Status.RESOURCE_EXHAUSTED;
+    if (!(rejected && admissionLevel !== undefined)) this.adaptive?.completed(!rejected);
     const tracker = sub.outlier;
     if (tracker === undefined) return;
     const now = Date.now();

@@ -15,9 +15,14 @@
  *   window the admission level moves so that the calls the histogram says would be admitted are
  *   `(1 - alpha) * N` when overloaded and `(1 + beta) * N` otherwise, N being the calls admitted in
  *   that window (DAGOR's rule; alpha 0.05, beta 0.01: it backs off fast and recovers slowly).
+ *   One refinement of svrkit's: callers shed what is above an advertised level themselves, so the
+ *   histogram sees only part of the demand above it. A healthy window therefore raises the level
+ *   at most by as many levels as held `beta * N` calls at the current edge (at most 128 levels,
+ *   at least 1), instead of reading "no visible demand" as "admit everything", which would let
+ *   the whole load back in at once.
  * - **Business priority 0** is never shed by the level: the level never drops below the last
  *   level of business priority 0 (only the in-flight backstop can refuse it).
- * - **An idle window** (no call arrived) resets the level to admit everything.
+ * - **An idle window** (no call arrived) raises the level by one business priority (128 levels).
  */
 
 /** Business priorities and user priorities per business priority. */
@@ -127,6 +132,18 @@ export class AdmissionController {
   private static readonly FLOOR = USER_LEVELS - 1;
 
   /**
+   * Levels to add so that about `calls` more calls are admitted, judging by how many calls each
+   * of the last `USER_LEVELS` levels up to `level` held in this window: 1 .. USER_LEVELS.
+   */
+  private edgeStep(level: number, calls: number): number {
+    let n = 0;
+    for (let l = Math.max(0, level - USER_LEVELS + 1); l <= level; l++) n += this.histogram[l]!;
+    const perLevel = n / USER_LEVELS;
+    if (perLevel <= 0) return USER_LEVELS;
+    return Math.min(USER_LEVELS, Math.max(1, Math.ceil(calls / perLevel)));
+  }
+
+  /**
    * @param nowMs - epoch ms when the first window starts.
    * @param options - thresholds; see `AdmissionOptions`.
    * @throws Error when a value is out of range (thresholds and windows must be > 0, alpha in (0, 1), beta > 0).
@@ -189,14 +206,20 @@ export class AdmissionController {
     if (this.arrived > 0) {
       if (overloaded) {
         this.level = this.levelFor((1 - o.alpha) * this.admitted);
-      } else if (this.level !== ADMIT_ALL) {
-        // Never lower the level in a healthy window; admit (1 + beta) N, and at least one more level.
-        const next = this.levelFor((1 + o.beta) * this.admitted);
-        this.level = Math.min(ADMIT_ALL, Math.max(next, before + 1));
+      } else if (!overloaded && this.level !== ADMIT_ALL) {
+        // Admit (1 + beta) N. While a level is advertised, callers shed what is above it
+        // themselves, so the histogram sees only part of the demand above the level: it cannot be
+        // trusted to say that everything fits. Raise at most by as many levels as held beta * N
+        // calls at the current edge (at most one business priority's worth), at least by one.
+        const byHistogram = this.levelFor((1 + o.beta) * this.admitted);
+        const byEdge = before + this.edgeStep(before, o.beta * this.admitted);
+        this.level = Math.min(ADMIT_ALL, Math.max(before + 1, Math.min(byHistogram, byEdge)));
       }
-    } else if (!overloaded) {
-      // No call at all in a whole window: nothing queues, so nothing needs shedding.
-      this.level = ADMIT_ALL;
+    } else if (!overloaded && this.level !== ADMIT_ALL) {
+      // No call at all in a whole window (an idle server, or callers shedding everything): admit
+      // one more business priority per idle window, so that an idle server recovers in bounded
+      // time without letting a whole overload back in at once after a pause.
+      this.level = Math.min(ADMIT_ALL, before + USER_LEVELS);
     }
     if (this.level < AdmissionController.FLOOR) this.level = AdmissionController.FLOOR;
     const report: WindowReport = {

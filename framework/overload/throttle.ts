@@ -59,12 +59,12 @@ export class AdaptiveThrottle {
   /**
    * Decides whether to send a request; a request rejected here is counted as a request (the SRE
    * book counts every request the application attempted), one allowed is counted by `sent`.
-   * @param random - uniform in [0, 1).
+   * @param random - source of uniform numbers in [0, 1); called only when the probability is above 0.
    * @returns true to send, false to reject it locally.
    */
-  allow(nowMs: number, random: number): boolean {
+  allow(nowMs: number, random: () => number): boolean {
     const p = this.rejectProbability(nowMs);
-    if (p > 0 && random < p) {
+    if (p > 0 && random() < p) {
       this.requests[this.current]!++;
       this.totalRequests++;
       return false;
