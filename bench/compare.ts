@@ -14,10 +14,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parseDuration } from '../framework/cli/bench.js';
+import { cpuSeconds } from './support.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
@@ -35,15 +35,6 @@ interface Row {
   clientCpuS: number;
 }
 
-/** CPU seconds (user+sys) a live process has used, from /proc (Linux); NaN elsewhere. */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
-}
 
 async function startServer(args: string[], pattern: RegExp): Promise<{ child: ChildProcess; address: string }> {
   const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -48,12 +48,13 @@ import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { build, type Histogram } from 'hdr-histogram-js';
+import type { Histogram } from 'hdr-histogram-js';
 import { Channel, type ChannelOptions } from 'svrkit';
 import { parseDuration } from '../../framework/cli/bench.js';
 import { parseExposition } from '../../framework/metrics/parse.js';
 import { mulberry32 } from '../../test/support/prng.js';
 import { WorkDefinition } from './gen/work.js';
+import { newHistogram, cpuSeconds } from '../support.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../../bin/svrkit.js', import.meta.url));
@@ -186,15 +187,6 @@ function installCleanup(): void {
   }
 }
 
-/** CPU seconds (user+sys) a live process has used, from /proc (Linux); NaN elsewhere. */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
-}
 
 /** CPU seconds the whole machine has been busy (all CPUs; not idle, not iowait), from /proc/stat; NaN elsewhere. */
 function machineBusySeconds(): number {
@@ -318,16 +310,6 @@ async function scrapeTotals(url: string): Promise<ServerTotals | undefined> {
 // -----------------------------------------------------------------------------------------------
 // Load
 
-function newHistogram(): Histogram {
-  return build({
-    bitBucketSize: 64,
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 60_000_000,
-    numberOfSignificantValueDigits: 3,
-    autoResize: true,
-    useWebAssembly: false,
-  });
-}
 
 /** How calls ended. */
 interface Outcomes {

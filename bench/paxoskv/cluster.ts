@@ -9,6 +9,7 @@ import { accessSync, constants, mkdirSync, openSync, closeSync, readFileSync } f
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuSeconds } from '../support.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 export const svrkitBin = path.join(root, 'bin', 'svrkit.js');
@@ -93,15 +94,7 @@ function installHooks(): void {
   }
 }
 
-/** CPU seconds (user+sys) a live process has used, from /proc (Linux); NaN elsewhere. */
-export function cpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
-}
+export { cpuSeconds };
 
 /**
  * CPU seconds the whole machine has spent busy (all CPUs, everything but idle and iowait), from

@@ -12,8 +12,8 @@
  * write (and read) is tracked, for the failover runs.
  */
 import { randomBytes } from 'node:crypto';
-import { build, type Histogram } from 'hdr-histogram-js';
 import { RpcError, statusName } from '../../framework/wire/status.js';
+import { newHistogram } from '../support.js';
 
 /** What the workload drives: one client of a key-value store. */
 export interface KvTarget {
@@ -108,16 +108,6 @@ export interface WorkloadResult {
   errorSamples: Record<string, string>;
 }
 
-function newHistogram(): Histogram {
-  return build({
-    bitBucketSize: 64,
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 60_000_000,
-    numberOfSignificantValueDigits: 3,
-    autoResize: true,
-    useWebAssembly: false,
-  });
-}
 
 /** The name a failure is counted under. */
 export function errorName(err: unknown): string {

@@ -130,8 +130,10 @@ class ServerConnection {
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
   goawayAcked = false;
   /**
-   * Base one-way offset (server receive time minus client send time, ms) over the last 30-60 s:
-   * the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs clock skew.
+   * Base one-way offset (server receive time minus client send time, ms) over the last 5-10
+   * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817, which keeps 10
+   * minutes of history so that a long overload does not become the new base). It absorbs clock
+   * skew; drift between two hosts' clocks is a few ms in 10 minutes.
    */
   private minCur = Infinity;
   private minPrev = Infinity;
@@ -145,7 +147,7 @@ class ServerConnection {
    */
   queuedFor(sentAt: number, now: number): number {
     const offset = now - sentAt;
-    if (now - this.epochStart >= 30_000) {
+    if (now - this.epochStart >= 300_000) {
       this.minPrev = this.minCur;
       this.minCur = Infinity;
       this.epochStart = now;
