@@ -440,7 +440,7 @@ export class Channel {
     call.hashKey = options.hashKey;
     // For collaborative shedding, judge the call as the server will: its method's priority when
     // neither the caller nor the parent call gave one.
-    call.business = business ?? method.options?.priority;
+    call.business = judgedPriority(business, method);
     call.user = user;
     if (this.onCallEnd !== undefined) {
       call.onEnd = this.onCallEnd;
@@ -507,7 +507,7 @@ export class Channel {
       call.retryTimer = undefined;
       if (call.done) return;
       const t = Date.now();
-      if (call.deadline !== Infinity) call.header = withDeadline(call.header, call.deadline - t);
+      call.header = withDeadline(call.header, call.deadline === Infinity ? undefined : call.deadline - t);
       this.dispatch(call, pool, t);
     };
     if (decision.delayMs <= 0) queueMicrotask(send);
@@ -551,10 +551,10 @@ export class Channel {
           return;
         }
         const t = Date.now();
-        const header = attempts.length === 0 || deadline === Infinity ? headerBytes : withDeadline(headerBytes, deadline - t);
+        const header = attempts.length === 0 ? headerBytes : withDeadline(headerBytes, deadline === Infinity ? undefined : deadline - t);
         const a = new PendingCall(method, header, body, deadline, this.target);
         a.hashKey = options.hashKey;
-        a.business = business ?? method.options?.priority;
+        a.business = judgedPriority(business, method);
         a.user = user;
         a.tried = tried;
         if (attempts.length > 0) this.callObserver?.retried(method.path);
@@ -704,12 +704,23 @@ export class Channel {
   }
 }
 
-/** Re-encodes a request header with a new time left (ms) and send time, for a retry or hedge. */
-function withDeadline(header: Uint8Array, remainingMs: number): Uint8Array {
+/** Re-encodes a request header with a new time left (ms; none when undefined) and send time, for a retry or hedge. */
+function withDeadline(header: Uint8Array, remainingMs: number | undefined): Uint8Array {
   const h = decodeRequestHeader(header);
-  h.d = Math.max(1, remainingMs);
+  if (remainingMs !== undefined) h.d = Math.max(1, remainingMs);
   h.st = Date.now();
   return encodeRequestHeader(h);
+}
+
+/**
+ * The business priority the server will give a call, as far as the client can tell: the given
+ * (or inherited) one, but never less important than the method's own option (the server takes
+ * the smaller); undefined when neither is known (the server uses its own default).
+ */
+function judgedPriority(business: number | undefined, method: MethodDefinition): number | undefined {
+  const own = method.options?.priority;
+  if (business === undefined) return own;
+  return own !== undefined && own < business ? own : business;
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

@@ -9,7 +9,7 @@
  * 4. ready, even if ejected ("panic mode", as Envoy does: better a suspect instance than none).
  */
 import type { Instance } from '../discovery/instance.js';
-import { ADMIT_ALL, DEFAULT_BUSINESS_PRIORITY, priorityLevel, USER_LEVELS } from '../overload/admission.js';
+import { ADMIT_ALL, priorityLevel, USER_LEVELS } from '../overload/admission.js';
 import { RpcError, Status } from '../wire/status.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
 import type { PendingCall } from './call.js';
@@ -78,7 +78,9 @@ export class ServicePool {
     const sub = it.sub;
     if (sub.admissionLevel === ADMIT_ALL) return true;
     const call = this.call!;
-    if (this.level < 0) this.level = priorityLevel(call.business ?? DEFAULT_BUSINESS_PRIORITY, call.user ?? Math.floor(this.random() * USER_LEVELS));
+    // A call whose priority the server will choose itself (its default) cannot be judged here.
+    if (call.business === undefined) return true;
+    if (this.level < 0) this.level = priorityLevel(call.business, call.user ?? Math.floor(this.random() * USER_LEVELS));
     if (sub.admits(this.level, this.now)) return true;
     this.refused = true;
     return false;

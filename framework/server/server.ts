@@ -130,10 +130,9 @@ class ServerConnection {
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
   goawayAcked = false;
   /**
-   * Base one-way offset (server receive time minus client send time, ms) over the last 5-10
-   * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817, which keeps 10
-   * minutes of history so that a long overload does not become the new base). It absorbs clock
-   * skew; drift between two hosts' clocks is a few ms in 10 minutes.
+   * Base one-way offset (server receive time minus client send time, ms) over the last 1-2
+   * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs
+   * clock skew between the hosts; a clock step is forgotten within two minutes.
    */
   private minCur = Infinity;
   private minPrev = Infinity;
@@ -147,7 +146,9 @@ class ServerConnection {
    */
   queuedFor(sentAt: number, now: number): number {
     const offset = now - sentAt;
-    if (now - this.epochStart >= 300_000) {
+    if (now - this.epochStart >= 60_000) {
+      // Keep two one-minute minima: a clock step (NTP) is forgotten within two minutes, while a
+      // real queue shows in every minute (FastReject keeps it short, so minima stay at the base).
       this.minPrev = this.minCur;
       this.minCur = Infinity;
       this.epochStart = now;
@@ -306,6 +307,11 @@ export class Server {
     const a = srv.address();
     this.boundAddress = a !== null && typeof a === 'object' ? formatAddress(a.address, a.port) : String(a);
     this.netServer = srv;
+    if (this.closing) {
+      // close() ran while we were binding: stop listening, start nothing.
+      srv.close();
+      return;
+    }
     if (this.admission !== undefined) {
       this.eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
       this.eventLoopDelay.enable();
@@ -481,12 +487,16 @@ export class Server {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, (err as HeaderError).message);
       return;
     }
-    // Queueing time: since the frame's chunk was read, or, when the client stamped its send time,
-    // since the call joined the queue at all (client buffer, kernel, our read queue).
-    let queued = now - arrival;
+    // Queueing time, the FastReject signal: since the frame's chunk was read (server-measured, so
+    // no client can sway the admission level every client shares).
+    const queued = now - arrival;
+    // Time the call has waited since its client sent it (client buffer, kernel, our read queue),
+    // from the client's send-time stamp relative to the fastest call on this connection. Used
+    // only for this call's own deadline, so a skewed or lying clock hurts only its own calls.
+    let waited = queued;
     if (h.st !== undefined) {
-      const q = sc.queuedFor(h.st, now);
-      if (q > queued) queued = q;
+      const w = sc.queuedFor(h.st, now);
+      if (w > waited) waited = w;
     }
     const registered = this.methods.get(h.m);
     if (registered === undefined) {
@@ -497,27 +507,30 @@ export class Server {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, `call id ${callId} is already in use on this connection`);
       return;
     }
-    if (h.d !== undefined && h.d > 0 && queued >= h.d) {
+    if (h.d !== undefined && h.d > 0 && waited >= h.d) {
       // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
       // and running it would only make the queue longer. Cheap: the body is not even decoded.
-      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, `deadline exceeded while queued (${queued} ms)`, true);
+      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, `deadline exceeded while queued (${waited} ms)`, true);
       this.observer?.rejected(h.m, 'expired', false);
       return;
     }
     const def = registered.def;
-    let business = this.overload.defaultPriority;
-    let user = 127;
+    // Priorities, also without overload control here: outbound calls of the handler carry them on.
+    // The caller's (inherited) priority, but never less important than the method's own: a
+    // priority-0 method (health checks, replica traffic) stays priority 0 whoever calls it.
+    const own = def.options?.priority;
+    const business = h.b === undefined ? (own ?? this.overload.defaultPriority) : own !== undefined && own < h.b ? own : h.b;
+    let user: number;
+    if (h.u !== undefined) user = h.u;
+    else {
+      const id = h.md?.[this.overload.userIdKey];
+      user = id !== undefined ? userPriority(id, now) : this.anonymousUser(callId);
+    }
     const adm = this.admission;
     if (adm !== undefined) {
       // FastReject, before the body is decoded: refusing costs a header decode and one frame.
       if (this.inflight >= this.overload.maxInflight) {
         if (this.shed(conn, callId, h.m, 'inflight', `${this.inflight} calls in flight (limit ${this.overload.maxInflight})`)) return;
-      }
-      business = h.b ?? def.options?.priority ?? business;
-      if (h.u !== undefined) user = h.u;
-      else {
-        const id = h.md?.[this.overload.userIdKey];
-        user = id !== undefined ? userPriority(id, now) : this.anonymousUser(callId);
       }
       if (adm.windowDue(now)) this.maybeCloseWindow(now);
       if (!adm.arrive(priorityLevel(business, user))) {
@@ -541,7 +554,7 @@ export class Server {
       conn.peer,
       h.md ?? EMPTY_METADATA,
       h.pm ?? EMPTY_KEYS,
-      d === undefined ? Infinity : now - queued + d,
+      d === undefined ? Infinity : now - waited + d,
       h.t,
       arrival,
       sc,
@@ -576,26 +589,32 @@ export class Server {
   private respond(call: InboundCall, response: unknown): void {
     if (call.done) return;
     this.finish(call);
-    if (this.observer !== undefined) this.observe(call, Status.OK);
     const def = call.registered.def;
     let body: Uint8Array;
     try {
       body = def.responseType.encode(response).finish();
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: cannot encode the ${def.responseTypeName} the handler returned (trace ${call.traceId})`, err);
+      if (this.observer !== undefined) this.observe(call, Status.INTERNAL);
       this.sendStatus(call, Status.INTERNAL, `cannot encode response ${def.responseTypeName}: ${(err as Error).message}`, undefined);
       return;
     }
     const header = this.statusHeader(call, Status.OK, undefined, call.peekResponseMetadata());
-    if (header === undefined) return;
+    if (header === undefined) {
+      if (this.observer !== undefined) this.observe(call, Status.INTERNAL);
+      return;
+    }
     const conn = call.conn.conn;
     if (!conn.fits(header, body)) {
+      if (this.observer !== undefined) this.observe(call, Status.RESOURCE_EXHAUSTED);
       this.sendStatus(call, Status.RESOURCE_EXHAUSTED, `response of ${body.length} bytes exceeds the maximum frame size ${this.maxFrameBytes}`, undefined);
       return;
     }
+    if (this.observer !== undefined) this.observe(call, Status.OK);
     conn.send(FrameKind.RESPONSE, call.callId, header, body);
     this.released(call);
   }
+
 
   private fail(call: InboundCall, err: unknown): void {
     if (call.done) return;

