@@ -23,12 +23,15 @@ export class PoolItem {
     readonly instance: Instance,
     readonly sub: Subchannel,
   ) {}
+  /** The instance's `host:port`. */
   get address(): string {
     return this.instance.address;
   }
+  /** The instance's relative share of traffic (> 0). */
   get weight(): number {
     return this.instance.weight;
   }
+  /** Calls in flight to the instance's address now (over all its connections). */
   get activeCalls(): number {
     return this.sub.activeCalls;
   }

@@ -22,6 +22,7 @@ export interface Bucket {
 }
 
 /** Calls per second with one status code. */
+/** Calls per second that ended with one status code. */
 export interface CodeRate {
   /** Status name, e.g. `OK`. */
   readonly code: string;
@@ -29,8 +30,8 @@ export interface CodeRate {
   readonly perSecond: number;
 }
 
-/** A server method's row. */
-export interface ServerMethodRow {
+/** What the server and client rows of one method have in common. */
+export interface MethodRow {
   /** `pkg.Service`. */
   readonly service: string;
   /** `Method`. */
@@ -39,10 +40,14 @@ export interface ServerMethodRow {
   readonly callsPerSecond: number;
   /** Calls per second by status code (codes with calls in the interval only), busiest first. */
   readonly codes: readonly CodeRate[];
-  /** Median handling time (s) in the interval; undefined without observations. */
+  /** Median handling (server) or call (client) time in the interval (s); undefined without observations. */
   readonly p50Seconds?: number;
-  /** 99th percentile handling time (s) in the interval; undefined without observations. */
+  /** 99th percentile of the same (s); undefined without observations. */
   readonly p99Seconds?: number;
+}
+
+/** A server method's row. */
+export interface ServerMethodRow extends MethodRow {
   /** 99th percentile queueing time (s) in the interval; undefined without observations. */
   readonly queueP99Seconds?: number;
 }
@@ -58,19 +63,7 @@ export interface RejectionRow {
 }
 
 /** A client method's row. */
-export interface ClientMethodRow {
-  /** `pkg.Service`. */
-  readonly service: string;
-  /** `Method`. */
-  readonly method: string;
-  /** Calls ended per second, all codes. */
-  readonly callsPerSecond: number;
-  /** Calls per second by status code (codes with calls in the interval only), busiest first. */
-  readonly codes: readonly CodeRate[];
-  /** Median call time (s); undefined without observations. */
-  readonly p50Seconds?: number;
-  /** 99th percentile call time (s); undefined without observations. */
-  readonly p99Seconds?: number;
+export interface ClientMethodRow extends MethodRow {
   /** Retries and hedged attempts per second. */
   readonly retriesPerSecond: number;
   /** Throttled calls or attempts per second, by reason (reasons with any in the interval only). */

@@ -25,8 +25,9 @@
  * - **An idle window** (no call arrived) raises the level by one business priority (128 levels).
  */
 
-/** Business priorities and user priorities per business priority. */
+/** Business priorities: 0 (most important) .. 127. */
 export const BUSINESS_LEVELS = 128;
+/** User priorities per business priority: 0 .. 127. */
 export const USER_LEVELS = 128;
 /** Number of priority levels; the admission level `LEVELS - 1` admits everything. */
 export const LEVELS = BUSINESS_LEVELS * USER_LEVELS;
