@@ -1,7 +1,7 @@
 /**
  * `svrkit kv`: run and use PaxosKV clusters.
  *
- *   svrkit kv serve --id N --peers 1=h:p,2=h:p,3=h:p --data-dir DIR [--learner-only]
+ *   svrkit kv serve --id N --peers 1=h:p,2=h:p,3=h:p --data-dir DIR [--learners IDS] [--rejoin]
  *   svrkit kv up [--replicas 3] [--data-dir ./data/paxoskv] [--base-port 7101]
  *   svrkit kv get|put|delete|cas|status --peers <list> ...
  *
@@ -23,7 +23,7 @@ import { intOption, positiveMs, reportError } from './flags.js';
  * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
  * `127.0.0.1:7101,127.0.0.1:7102` (ids 1, 2, ... in order).
  * @returns member id -> address.
- * @throws InvalidArgumentError for malformed entries, duplicate ids or an even number of members.
+ * @throws InvalidArgumentError for malformed entries or duplicate ids.
  */
 export function parsePeers(text: string): Map<number, string> {
   const peers = new Map<number, string>();
@@ -42,8 +42,25 @@ export function parsePeers(text: string): Map<number, string> {
     peers.set(id, address);
   });
   if (peers.size === 0) throw new InvalidArgumentError('the peer list is empty');
-  if (peers.size % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of replicas, got ${peers.size}`);
   return peers;
+}
+
+/**
+ * Parses `--learners 3` or `--learners 4,5`.
+ * @returns the member ids.
+ * @throws InvalidArgumentError for an id that is not 1-65535, or a repeated id.
+ */
+export function parseLearners(text: string): number[] {
+  const ids = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const out: number[] = [];
+  for (const t of ids) {
+    const id = Number(t);
+    if (!/^\d+$/.test(t) || id < 1 || id > 0xffff) throw new InvalidArgumentError(`learner '${t}' is not a member id (1-65535)`);
+    if (out.includes(id)) throw new InvalidArgumentError(`learner ${id} appears twice`);
+    out.push(id);
+  }
+  if (out.length === 0) throw new InvalidArgumentError('--learners is empty');
+  return out;
 }
 
 function version(v: string): bigint {
@@ -91,20 +108,39 @@ export function addKvCommands(program: Command): void {
     .requiredOption('--id <n>', 'this replica\'s member id', intOption('id', 1, 0xffff))
     .requiredOption(...peersOption)
     .requiredOption('--data-dir <dir>', 'where this replica keeps its records (created when absent)')
-    .option('--learner-only', 'only learn chosen values: no votes, no client requests')
-    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learnerOnly?: boolean }) => {
+    .option('--learners <ids>', 'members that only learn (no votes, no clients; outside the majority); give every replica the same list', parseLearners)
+    .option('--rejoin', 'this replica lost its data: start it on an empty --data-dir; it catches up and votes only once that is safe')
+    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean }) => {
       let replica: PaxosKVReplica;
+      const learners = opts.learners ?? [];
+      const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id} ${line}\n`);
       try {
         if (!opts.peers.has(opts.id)) throw new InvalidArgumentError(`--id ${opts.id} is not in --peers`);
-        replica = await PaxosKVReplica.start({ id: opts.id, members: opts.peers, dataDir: opts.dataDir, learnerOnly: opts.learnerOnly === true });
+        for (const l of learners) if (!opts.peers.has(l)) throw new InvalidArgumentError(`--learners: ${l} is not in --peers`);
+        const voters = opts.peers.size - learners.length;
+        if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
+        if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
+        replica = await PaxosKVReplica.start({
+          id: opts.id,
+          members: opts.peers,
+          learners,
+          dataDir: opts.dataDir,
+          rejoin: opts.rejoin === true,
+          onModeChange: (mode, r) => {
+            if (mode === 'rejoining') say(`rejoining: it lost its data; fencing every key the other voters hold before it votes (see kv status)`);
+            else if (mode === 'voter') say(`voting (incarnation ${r.status().incarnation})`);
+          },
+        });
       } catch (err) {
         reportError(err);
         process.exit(1);
       }
+      const role = learners.includes(opts.id) ? ' (learner)' : '';
       process.stdout.write(
-        `svrkit: paxoskv replica ${opts.id}${opts.learnerOnly ? ' (learner-only)' : ''} of [${[...opts.peers.keys()].join(',')}] ` +
+        `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
           `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}\n`,
       );
+      if (replica.mode === 'checking') say(opts.rejoin ? 'starting after a data loss (--rejoin): confirming a new incarnation with the other voters' : 'confirming its incarnation with a majority of the other voters before it votes');
       const stop = (signal: string): void => {
         process.stdout.write(`svrkit: ${signal}: closing replica ${opts.id}\n`);
         void replica.close().then(() => process.exit(0));
@@ -183,7 +219,7 @@ export function addKvCommands(program: Command): void {
       await withClient(flags, async (c) => ({ key, version: await c.compareAndSet(key, expected, bytes) }));
     });
 
-  clientCommand('status', 'show each replica: membership, mode, keys, lagging keys')
+  clientCommand('status', 'show each replica: mode (voter, learner, checking, rejoining), who votes, keys, lagging keys')
     .action(async (flags: ClientFlags) => {
       const c = new PaxosKVClient({ peers: [...flags.peers.values()] });
       const rows: unknown[] = [];
@@ -191,7 +227,20 @@ export function addKvCommands(program: Command): void {
       for (const [i, [id, address]] of [...flags.peers].entries()) {
         try {
           const s = await c.status(i, { timeoutMs: Math.min(flags.timeout, 2000) });
-          rows.push({ id, address, up: true, learnerOnly: s.learnerOnly, keys: s.keys.toString(), laggingKeys: s.laggingKeys.toString(), pendingOperations: s.pendingOperations.toString() });
+          rows.push({
+            id,
+            address,
+            up: true,
+            mode: s.mode,
+            votes: s.voters.includes(id) && s.mode === 'voter',
+            voters: s.voters,
+            incarnation: s.incarnation.toString(),
+            learnerOnly: s.learnerOnly,
+            keys: s.keys.toString(),
+            laggingKeys: s.laggingKeys.toString(),
+            pendingOperations: s.pendingOperations.toString(),
+            ...(s.mode === 'rejoining' ? { rejoin: { peersDone: s.rejoinPeersDone, peers: s.rejoinPeers, keysFenced: s.rejoinKeysFenced.toString() } } : {}),
+          });
         } catch (err) {
           down++;
           rows.push({ id, address, up: false, error: err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err) });

@@ -651,6 +651,9 @@ export class Channel {
     const timer = setTimeout(() => {
       if (!inUse()) return;
       // Timers may fire a millisecond early by Date.now(): wait out the rest instead of giving up.
+      // A wait longer than the longest ejection means the wall clock stepped back: end it now.
+      const longest = this.settings.outlier!.maxEjectionMs;
+      if (tracker.ejectedUntil - Date.now() > longest) tracker.ejectedUntil = Date.now();
       if (Date.now() < tracker.ejectedUntil) {
         this.scheduleProbe(sub);
         return;

@@ -358,7 +358,18 @@ export class Subchannel {
       if (c.state === 'connecting') connecting = true;
     }
     if (connecting) return 'connecting';
-    return now < this.retryAt ? 'transient_failure' : 'idle';
+    return now < this.retryAfter(now) ? 'transient_failure' : 'idle';
+  }
+
+  /**
+   * When the backoff ends (epoch ms). A wait longer than the longest backoff means the wall
+   * clock stepped back since it was set: it is cut to the longest backoff from `now`, so a clock
+   * step never parks the address for the size of the step.
+   */
+  private retryAfter(now: number): number {
+    const longest = this.settings.backoff.maxMs ?? 10_000;
+    if (this.retryAt - now > longest) this.retryAt = now + longest;
+    return this.retryAt;
   }
 
   /** True when some connection is ready (kept up to date on every connection change; read per pick). */
@@ -415,7 +426,7 @@ export class Subchannel {
           found = c;
           this.rr = idx + 1;
         }
-      } else if ((c === undefined || c.state === 'closed' || c.state === 'draining') && !this.closed && now >= this.retryAt) {
+      } else if ((c === undefined || c.state === 'closed' || c.state === 'draining') && !this.closed && now >= this.retryAfter(now)) {
         this.connectSlot(idx);
       }
     }
@@ -475,11 +486,11 @@ export class Subchannel {
   /** Reconnects empty slots once the backoff allows (gRPC subchannels leave TRANSIENT_FAILURE by themselves). */
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer !== undefined) return;
-    const delay = Math.max(0, this.retryAt - Date.now());
+    const delay = Math.max(0, this.retryAfter(Date.now()) - Date.now());
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.closed) return;
-      if (Date.now() < this.retryAt) this.scheduleReconnect(); // fired a millisecond early
+      if (Date.now() < this.retryAfter(Date.now())) this.scheduleReconnect(); // fired a millisecond early
       else this.connect(Date.now());
     }, delay + 1);
     this.reconnectTimer.unref();

@@ -2,12 +2,23 @@
  * The PaxosKV client: linearizable get, put, delete and compare-and-set against any replica of a
  * cluster, with failover. A call sticks to one replica; when that replica answers UNAVAILABLE or
  * does not answer within the attempt timeout, the call moves to the next replica, until the
- * call's own deadline. Writes carry one request id across attempts, so a retried write that was
- * already chosen returns its original version instead of being applied again.
+ * call's own deadline.
+ *
+ * Writes are exactly-once through a client session (after Raft's client sessions, Ongaro 2014,
+ * section 6.3): each client has a random session id and numbers its writes; every attempt of a
+ * write carries the same (session, seq) and the same expiry, so a retried write that was already
+ * chosen returns its original version instead of being applied again. Each write also tells the
+ * replicas which earlier writes the client finished (`ackedBelow`), so a key forgets them at once.
+ * Times come from a monotonic clock (`performance.timeOrigin + performance.now()`), so a wall-clock
+ * step on the client cannot move them back.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
-import { PaxosKVClient as PaxosKVStub, type StatusReply } from './gen/svrkit/paxoskv/paxoskv.js';
+import { PaxosKVClient as PaxosKVStub, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
+
+/** Longest time one write stays retryable (ms): a write's attempts stop this long after it began. */
+export const MAX_WRITE_RETRY_MS = 60_000;
 
 /** How to reach a cluster. */
 export interface PaxosKVClientOptions {
@@ -45,6 +56,12 @@ export class PaxosKVClient {
   private readonly attemptTimeoutMs: number;
   private readonly defaultTimeoutMs: number;
   private current = 0;
+  /** This client's write session. */
+  private readonly session = randomBytes(16).toString('base64url');
+  private nextSeq = 1;
+  /** Writes started and not finished; the lowest bounds `ackedBelow`. */
+  private readonly unfinished = new Set<number>();
+  private lowestUnfinished = 1;
 
   /**
    * @param options - the replicas and timeouts.
@@ -77,8 +94,7 @@ export class PaxosKVClient {
    *   DEADLINE_EXCEEDED when no replica answered in time (the write may or may not have happened).
    */
   async put(key: string, value: Uint8Array, options?: CallOptions): Promise<bigint> {
-    const requestId = randomUUID();
-    return (await this.call(options, (stub, o) => stub.put({ key, value, requestId }, o))).version;
+    return this.write(options, (stub, o, writeId) => stub.put({ key, value, writeId }, o));
   }
 
   /**
@@ -87,8 +103,7 @@ export class PaxosKVClient {
    * @throws RpcError as `put`.
    */
   async delete(key: string, options?: CallOptions): Promise<bigint> {
-    const requestId = randomUUID();
-    return (await this.call(options, (stub, o) => stub.delete({ key, requestId }, o))).version;
+    return this.write(options, (stub, o, writeId) => stub.delete({ key, writeId }, o));
   }
 
   /**
@@ -100,12 +115,9 @@ export class PaxosKVClient {
    *   cannot be promised: read the key to find out); otherwise as `put`.
    */
   async compareAndSet(key: string, expectedVersion: bigint, value: Uint8Array, options?: CallOptions): Promise<bigint> {
-    const requestId = randomUUID();
     let ambiguous = false;
     try {
-      return (
-        await this.call(options, (stub, o) => stub.compareAndSet({ key, expectedVersion, value, requestId }, o), () => (ambiguous = true))
-      ).version;
+      return await this.write(options, (stub, o, writeId) => stub.compareAndSet({ key, expectedVersion, value, writeId }, o), () => (ambiguous = true));
     } catch (err) {
       if (ambiguous && err instanceof RpcError && err.code === Status.FAILED_PRECONDITION) {
         throw new RpcError(
@@ -135,6 +147,49 @@ export class PaxosKVClient {
   }
 
   /**
+   * Runs a write with a new (session, seq): every attempt carries it with the same expiry (the
+   * call's deadline, at most MAX_WRITE_RETRY_MS away) and a fresh `sentAt`.
+   */
+  private async write(
+    options: CallOptions | undefined,
+    attempt: (stub: PaxosKVStub, o: CallOptions, writeId: WriteId) => Promise<{ version: bigint }>,
+    onRetry?: () => void,
+  ): Promise<bigint> {
+    const seq = this.nextSeq++;
+    this.unfinished.add(seq);
+    const began = clientNow();
+    const expiresAt = Math.floor(Math.min(began + this.deadlineFor(options, Date.now()) - Date.now(), began + MAX_WRITE_RETRY_MS));
+    try {
+      const reply = await this.call(
+        { ...options, deadline: Date.now() + Math.max(0, expiresAt - began), timeoutMs: undefined },
+        (stub, o) =>
+          attempt(stub, o, {
+            client: this.session,
+            seq: BigInt(seq),
+            ackedBelow: BigInt(this.lowestUnfinished),
+            sentAtMs: BigInt(Math.min(Math.floor(clientNow()), expiresAt)),
+            expiresAtMs: BigInt(expiresAt),
+          }),
+        onRetry,
+      );
+      return reply.version;
+    } finally {
+      // Finished either way: later writes tell the replicas to forget it and refuse late attempts.
+      this.unfinished.delete(seq);
+      while (this.lowestUnfinished < this.nextSeq && !this.unfinished.has(this.lowestUnfinished)) this.lowestUnfinished++;
+    }
+  }
+
+  /** A call's deadline (epoch ms): its own, the enclosing call's, or the default. */
+  private deadlineFor(options: CallOptions | undefined, now: number): number {
+    let deadline = options?.deadline ?? (options?.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
+    const parent = currentCall();
+    if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
+    if (deadline === Infinity) deadline = now + this.defaultTimeoutMs;
+    return deadline;
+  }
+
+  /**
    * Runs `attempt` on one replica after another until one answers, within the deadline.
    * `onRetry` is told when an attempt failed in a way that leaves its outcome unknown.
    */
@@ -143,11 +198,7 @@ export class PaxosKVClient {
     attempt: (stub: PaxosKVStub, o: CallOptions) => Promise<T>,
     onRetry?: () => void,
   ): Promise<T> {
-    const now = Date.now();
-    let deadline = options?.deadline ?? (options?.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
-    const parent = currentCall();
-    if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
-    if (deadline === Infinity) deadline = now + this.defaultTimeoutMs;
+    const deadline = this.deadlineFor(options, Date.now());
     let lastError: RpcError | undefined;
     for (let tries = 0; ; tries++) {
       const left = deadline - Date.now();
@@ -173,4 +224,9 @@ export class PaxosKVClient {
 
 function retryable(err: RpcError): boolean {
   return err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED;
+}
+
+/** The client's clock for write stamps: wall-clock ms at process start plus monotonic time since. */
+function clientNow(): number {
+  return performance.timeOrigin + performance.now();
 }

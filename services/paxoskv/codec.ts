@@ -3,7 +3,7 @@
  * generated `svrkit.paxoskv.PeerMessage`, with 64-bit fields as bigint). Decoding validates:
  * a malformed message from a peer is refused with a clear error, never handed to the core.
  */
-import type { Entry, PeerMessage } from './core/types.js';
+import type { Entry, PeerMessage, Session } from './core/types.js';
 import type { Entry as EntryPb, PeerMessage as PeerMessagePb } from './gen/svrkit/paxoskv/paxoskv.js';
 
 /** A peer message that does not decode to a valid core message. */
@@ -29,10 +29,16 @@ export function entryToPb(e: Entry): EntryPb {
     index: BigInt(e.index),
     value: e.value ?? new Uint8Array(0),
     deleted: e.value === null,
-    requestId: e.requestId,
+    writerClient: e.writer?.client ?? '',
+    writerSeq: BigInt(e.writer?.seq ?? 0),
     proposer: e.proposer,
     time: BigInt(e.time),
-    recent: e.recent.map((r) => ({ requestId: r.requestId, version: BigInt(r.version), time: BigInt(r.time) })),
+    sessions: e.sessions.map((s) => ({
+      client: s.client,
+      floor: BigInt(s.floor),
+      expiresAtMs: BigInt(s.expiresAt),
+      writes: s.writes.map((w) => ({ seq: BigInt(w.seq), version: BigInt(w.version) })),
+    })),
   };
 }
 
@@ -45,17 +51,22 @@ export function entryFromPb(e: EntryPb | undefined, what = 'entry'): Entry {
   const index = num(e.index, `${what} index`);
   if (index < 1) throw new PeerMessageError(`${what} index must be >= 1`);
   if (e.proposer < 1 || e.proposer > 0xffff) throw new PeerMessageError(`${what} proposer ${e.proposer} is not a member id`);
+  const sessions: Session[] = e.sessions.map((s, i) => {
+    if (s.client.length === 0) throw new PeerMessageError(`${what} session ${i} has an empty client id`);
+    return {
+      client: s.client,
+      floor: num(s.floor, `${what} session floor`),
+      expiresAt: num(s.expiresAtMs, `${what} session expiry`),
+      writes: s.writes.map((w) => ({ seq: num(w.seq, `${what} session seq`), version: num(w.version, `${what} session version`) })),
+    };
+  });
   return {
     index,
     value: e.deleted ? null : e.value,
-    requestId: e.requestId,
+    writer: e.writerClient === '' ? null : { client: e.writerClient, seq: num(e.writerSeq, `${what} writer seq`) },
     proposer: e.proposer,
     time: num(e.time, `${what} time`),
-    recent: e.recent.map((r) => ({
-      requestId: r.requestId,
-      version: num(r.version, `${what} recent version`),
-      time: num(r.time, `${what} recent time`),
-    })),
+    sessions,
   };
 }
 
@@ -98,6 +109,17 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
       };
     case 'catchUp':
       return { ...base, catchUp: { knownIndex: BigInt(m.knownIndex) } };
+    case 'hello':
+      return { ...base, hello: { incarnation: BigInt(m.incarnation) } };
+    case 'helloAck':
+      return { ...base, helloAck: { incarnation: BigInt(m.incarnation), recorded: BigInt(m.recorded) } };
+    case 'listKeys':
+      return { ...base, listKeys: { listId: BigInt(m.listId), after: m.after, limit: m.limit } };
+    case 'keyList':
+      return {
+        ...base,
+        keyList: { listId: BigInt(m.listId), keys: m.keys.map((k) => ({ key: k.key, chosenIndex: BigInt(k.chosenIndex) })), done: m.done },
+      };
   }
 }
 
@@ -107,6 +129,18 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
  */
 export function messageFromPb(m: PeerMessagePb): PeerMessage {
   const key = m.key;
+  if (m.hello !== undefined) return { type: 'hello', key: '', incarnation: num(m.hello.incarnation, 'incarnation') };
+  if (m.helloAck !== undefined) {
+    return { type: 'helloAck', key: '', incarnation: num(m.helloAck.incarnation, 'incarnation'), recorded: num(m.helloAck.recorded, 'recorded incarnation') };
+  }
+  if (m.listKeys !== undefined) return { type: 'listKeys', key: '', listId: num(m.listKeys.listId, 'list id'), after: m.listKeys.after, limit: m.listKeys.limit };
+  if (m.keyList !== undefined) {
+    const keys = m.keyList.keys.map((k) => {
+      if (k.key.length === 0) throw new PeerMessageError('key list has an empty key');
+      return { key: k.key, chosenIndex: num(k.chosenIndex, 'chosen index') };
+    });
+    return { type: 'keyList', key: '', listId: num(m.keyList.listId, 'list id'), keys, done: m.keyList.done };
+  }
   if (key.length === 0) throw new PeerMessageError('peer message has an empty key');
   const index = num(m.index, 'index');
   const ballot = num(m.ballot, 'ballot');
@@ -145,8 +179,10 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
 
 /**
  * The fingerprint of a membership, carried in every peer batch so replicas of different clusters
- * (or differently configured ones) refuse each other: the sorted member ids joined by commas.
+ * (or differently configured ones) refuse each other: the sorted member ids joined by commas, then
+ * `/learners=` and the sorted learner ids when there are learners (e.g. `1,2,3/learners=3`).
  */
-export function clusterFingerprint(members: readonly number[]): string {
-  return [...members].sort((a, b) => a - b).join(',');
+export function clusterFingerprint(members: readonly number[], learners: readonly number[] = []): string {
+  const ids = [...members].sort((a, b) => a - b).join(',');
+  return learners.length === 0 ? ids : `${ids}/learners=${[...learners].sort((a, b) => a - b).join(',')}`;
 }

@@ -7,11 +7,20 @@
  * The driver's one rule: nothing a core step produced (a message, a client reply) leaves before
  * the records that step persisted, and every earlier step's, are durable.
  */
-import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { Channel, RpcError, Server, Status, withoutCall, type CallContext } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
-import { Replica } from './core/replica.js';
-import type { ClientOp, ClientResult, MemberId, Output, PeerMessage } from './core/types.js';
+import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
+import {
+  MAX_CLIENT_ID_BYTES,
+  MAX_WRITE_LIFETIME_MS,
+  type ClientOp,
+  type ClientResult,
+  type MemberId,
+  type Output,
+  type PeerMessage,
+  type WriteId,
+} from './core/types.js';
 import {
   PaxosKVService,
   PaxosPeerClient,
@@ -24,6 +33,7 @@ import {
   type PutRequest,
   type StatusReply,
   type StatusRequest,
+  type WriteId as WriteIdPb,
   type WriteReply,
 } from './gen/svrkit/paxoskv/paxoskv.js';
 import { KeyStore } from './storage.js';
@@ -32,6 +42,15 @@ import { KeyStore } from './storage.js';
 export const MAX_VALUE_BYTES = 1024 * 1024;
 /** Longest key (bytes of UTF-8). */
 export const MAX_KEY_BYTES = 1024;
+/**
+ * Largest peer batch the outbox sends in one call (bytes, estimated from the values it carries):
+ * well under the transport's 16 MiB frame limit, so many 1 MiB values to one peer go out as several
+ * batches instead of one that fails whole.
+ */
+export const MAX_PEER_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** The driver's clock for the core: monotonic ms, so a wall-clock step never stalls or fires timers. */
+const monotonicNow = (): number => performance.now();
 
 /** How to run a replica. */
 export interface ReplicaOptions {
@@ -39,16 +58,27 @@ export interface ReplicaOptions {
   id: MemberId;
   /** Every member's address `host:port`, this one's included (it listens there). */
   members: ReadonlyMap<MemberId, string>;
+  /**
+   * Members that only learn (they never vote and are outside the majority); every replica of the
+   * cluster must be given the same list. This replica is a learner when its id is in it.
+   */
+  learners?: readonly MemberId[];
   /** Where this replica keeps its records. */
   dataDir: string;
-  /** Learn chosen values only: no votes, no client requests. */
-  learnerOnly?: boolean;
+  /**
+   * The replica lost its data and starts from an empty data dir: it catches up from the other
+   * voters and does not vote until every key they hold is fenced (see core/replica.ts). Refused
+   * for a data dir that holds data.
+   */
+  rejoin?: boolean;
   /** Interface to bind; default: the host of this member's address. */
   bindHost?: string;
   /** Phase timeout of the core (ms). Default 200. */
   phaseTimeoutMs?: number;
-  /** Called when storage fails; the replica cannot go on safely. Default: log and exit(1). */
+  /** Called when storage fails or the data dir proves unsafe; the replica cannot go on. Default: log and exit(1). */
   onFatal?: (error: Error) => void;
+  /** Called when the replica's mode changes (for the CLI's progress lines). */
+  onModeChange?: (mode: ReplicaMode, replica: PaxosKVReplica) => void;
 }
 
 /** A running replica. */
@@ -66,17 +96,19 @@ export class PaxosKVReplica {
   private nextRef = 1;
   private closed = false;
 
+  private lastMode: ReplicaMode;
+  private readonly readyWaiters = new Set<() => void>();
+
   private constructor(
     readonly options: ReplicaOptions,
     private readonly store: KeyStore,
+    start: StartState,
   ) {
     const members = [...options.members.keys()].sort((a, b) => a - b);
-    this.fingerprint = clusterFingerprint(members);
-    this.core = new Replica(
-      { id: options.id, members, learnerOnly: options.learnerOnly, phaseTimeoutMs: options.phaseTimeoutMs },
-      store,
-      Math.random,
-    );
+    const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
+    this.fingerprint = clusterFingerprint(members, learners);
+    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, Math.random);
+    this.lastMode = this.core.mode;
     this.server = new Server();
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
@@ -87,18 +119,28 @@ export class PaxosKVReplica {
   }
 
   /**
-   * Opens the data dir and starts serving.
-   * @throws DataDirError when the data dir is corrupt or belongs to another member or cluster;
-   *   Error when the membership is invalid or the address cannot be bound.
+   * Opens the data dir and starts serving. The replica votes once a majority of the other voters
+   * confirmed its incarnation (and, with `rejoin`, once it fenced every key they hold); until
+   * then it refuses client calls with UNAVAILABLE.
+   * @throws DataDirError when the data dir is corrupt, belongs to another member or cluster, or
+   *   holds data while `rejoin` is set; Error when the membership is invalid or the address
+   *   cannot be bound.
    */
   static async start(options: ReplicaOptions): Promise<PaxosKVReplica> {
     const address = options.members.get(options.id);
     if (address === undefined) throw new Error(`member ${options.id} is not in the peer list`);
+    for (const l of options.learners ?? []) if (!options.members.has(l)) throw new Error(`learner ${l} is not in the peer list`);
     const members = [...options.members.keys()].sort((a, b) => a - b);
-    const store = await KeyStore.open(options.dataDir, { memberId: options.id, members });
+    const store = await KeyStore.open(options.dataDir, { memberId: options.id, members }, { rejoin: options.rejoin === true });
     let replica: PaxosKVReplica;
     try {
-      replica = new PaxosKVReplica(options, store);
+      const meta = store.meta();
+      const start: StartState = {
+        kind: meta.rejoining ? 'rejoin' : store.created ? 'fresh' : 'existing',
+        incarnation: meta.incarnation,
+        peerIncarnations: meta.peerIncarnations,
+      };
+      replica = new PaxosKVReplica(options, store, start);
       const port = Number(address.slice(address.lastIndexOf(':') + 1));
       const host = options.bindHost ?? address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
       await replica.server.listen(port, host);
@@ -106,6 +148,7 @@ export class PaxosKVReplica {
       await store.close();
       throw err;
     }
+    replica.apply(replica.core.begin(monotonicNow()));
     return replica;
   }
 
@@ -114,15 +157,54 @@ export class PaxosKVReplica {
     return this.server.address;
   }
 
+  /** What the replica is doing: `checking`, `rejoining`, `voter`, `learner` or `failed`. */
+  get mode(): ReplicaMode {
+    return this.core.mode;
+  }
+
+  /**
+   * Resolves once the replica votes (or, for a learner, learns); a restart usually takes one round
+   * trip to the other voters, a rejoin a sweep of their keys.
+   * @param timeoutMs - how long to wait (ms); default: no limit.
+   * @throws Error (rejects) when the replica found its data dir unsafe (`failed`), closed, or the
+   *   time ran out.
+   */
+  ready(timeoutMs = Infinity): Promise<void> {
+    const settled = (): boolean => this.core.mode === 'voter' || this.core.mode === 'learner';
+    if (settled()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = timeoutMs === Infinity ? undefined : setTimeout(() => done(new Error(`replica ${this.options.id} is still ${this.core.mode} after ${timeoutMs} ms`)), timeoutMs);
+      const done = (err?: Error): void => {
+        clearTimeout(timer);
+        this.readyWaiters.delete(check);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const check = (): void => {
+        if (settled()) done();
+        else if (this.core.mode === 'failed') done(new Error(`replica ${this.options.id} refuses to vote: ${this.core.failure ?? 'unsafe data dir'}`));
+        else if (this.closed) done(new Error(`replica ${this.options.id} closed before it could vote`));
+      };
+      this.readyWaiters.add(check);
+    });
+  }
+
   /** This replica's view of itself. */
   status(): StatusReply {
+    const progress = this.core.rejoinProgress;
     return {
       memberId: this.options.id,
       members: [...this.options.members.keys()].sort((a, b) => a - b),
-      learnerOnly: this.options.learnerOnly === true,
+      learnerOnly: this.core.mode === 'learner',
       keys: BigInt(this.store.keyCount),
       laggingKeys: BigInt(this.core.laggingCount),
       pendingOperations: BigInt(this.core.pendingOperations),
+      mode: this.core.mode,
+      voters: this.core.voters,
+      incarnation: BigInt(this.core.incarnation),
+      rejoinPeersDone: progress?.peersDone ?? 0,
+      rejoinPeers: progress?.peers ?? 0,
+      rejoinKeysFenced: BigInt(progress?.keysFenced ?? 0),
     };
   }
 
@@ -130,6 +212,7 @@ export class PaxosKVReplica {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const check of [...this.readyWaiters]) check();
     clearTimeout(this.tickTimer);
     await this.server.close({ graceMs: 1000 });
     for (const p of this.peers.values()) p.close();
@@ -146,9 +229,12 @@ export class PaxosKVReplica {
    */
   request(key: string, op: ClientOp, deadline: number): Promise<ClientResult> {
     const ref = this.nextRef++;
+    const now = monotonicNow();
+    // The call's deadline is wall-clock ms; the core runs on the monotonic clock.
+    const monotonicDeadline = deadline === Infinity ? Infinity : now + (deadline - Date.now());
     return new Promise<ClientResult>((resolve) => {
       this.pending.set(ref, resolve);
-      this.apply(this.core.request(ref, key, op, Date.now(), deadline));
+      this.apply(this.core.request(ref, key, op, now, monotonicDeadline));
     });
   }
 
@@ -174,7 +260,7 @@ export class PaxosKVReplica {
       throw err;
     }
     const back: PeerMessage[] = [];
-    for (const m of messages) this.apply(this.core.receive(from, m, Date.now()), from, back);
+    for (const m of messages) this.apply(this.core.receive(from, m, monotonicNow()), from, back);
     await this.lastWrite;
     return { from: this.options.id, cluster: this.fingerprint, messages: back.map(messageToPb) };
   }
@@ -188,7 +274,8 @@ export class PaxosKVReplica {
    * `replyTo` go into `replySink` (the Deliver response) instead of the outbox.
    */
   private apply(out: Output, replyTo?: MemberId, replySink?: PeerMessage[]): void {
-    if (out.persist.size > 0) this.lastWrite = this.store.write(out.persist);
+    if (out.persist.size > 0 || out.meta !== undefined) this.lastWrite = this.store.write(out.persist, out.meta);
+    this.noticeMode();
     if (replySink !== undefined) {
       for (const s of out.send) if (s.to === replyTo) replySink.push(s.message);
     }
@@ -200,12 +287,25 @@ export class PaxosKVReplica {
         resolve?.(r.result);
       }
     };
-    if (out.persist.size === 0 && out.send.length === 0 && out.replies.length === 0) {
+    if (out.persist.size === 0 && out.meta === undefined && out.send.length === 0 && out.replies.length === 0) {
       this.scheduleTick();
       return;
     }
     this.lastWrite.then(release, (err: unknown) => this.fatal(err as Error));
     this.scheduleTick();
+  }
+
+  /** Reports mode changes; a replica whose data dir proved unsafe stops (after its last write). */
+  private noticeMode(): void {
+    const mode = this.core.mode;
+    if (mode === this.lastMode) return;
+    this.lastMode = mode;
+    this.options.onModeChange?.(mode, this);
+    for (const check of [...this.readyWaiters]) check();
+    if (mode === 'failed') {
+      const error = new Error(`paxoskv replica ${this.options.id} refuses to vote: ${this.core.failure ?? 'unsafe data dir'}`);
+      void this.lastWrite.then(() => this.fatal(error), () => this.fatal(error));
+    }
   }
 
   private enqueue(to: MemberId, message: PeerMessage): void {
@@ -227,23 +327,27 @@ export class PaxosKVReplica {
       this.outbox.delete(to);
       const client = this.peers.get(to);
       if (client === undefined) continue;
-      const batch: PeerBatch = { from: this.options.id, cluster: this.fingerprint, messages: messages.map(messageToPb) };
-      client.deliver(batch, { timeoutMs: 2000 }).then(
-        (reply) => {
-          if (this.closed) return;
-          let replies: PeerMessage[];
-          try {
-            replies = reply.messages.map(messageFromPb);
-          } catch {
-            return; // a malformed reply is dropped, like a lost message
-          }
-          for (const m of replies) this.apply(this.core.receive(to, m, Date.now()));
-        },
-        () => {
-          // Lost: Paxos retries by its own timeouts.
-        },
-      );
+      for (const part of splitBatch(messages, MAX_PEER_BATCH_BYTES)) this.sendBatch(client, to, part);
     }
+  }
+
+  private sendBatch(client: PaxosPeerClient, to: MemberId, messages: PeerMessage[]): void {
+    const batch: PeerBatch = { from: this.options.id, cluster: this.fingerprint, messages: messages.map(messageToPb) };
+    client.deliver(batch, { timeoutMs: 2000 }).then(
+      (reply) => {
+        if (this.closed) return;
+        let replies: PeerMessage[];
+        try {
+          replies = reply.messages.map(messageFromPb);
+        } catch {
+          return; // a malformed reply is dropped, like a lost message
+        }
+        for (const m of replies) this.apply(this.core.receive(to, m, monotonicNow()));
+      },
+      () => {
+        // Lost: Paxos retries by its own timeouts.
+      },
+    );
   }
 
   private scheduleTick(): void {
@@ -256,8 +360,8 @@ export class PaxosKVReplica {
       setTimeout(() => {
         this.tickTimer = undefined;
         this.tickAt = Infinity;
-        this.apply(this.core.tick(Date.now()));
-      }, Math.max(0, wake - Date.now())),
+        this.apply(this.core.tick(monotonicNow()));
+      }, Math.max(0, wake - monotonicNow())),
     );
   }
 
@@ -269,6 +373,75 @@ export class PaxosKVReplica {
     process.stderr.write(`paxoskv replica ${this.options.id}: storage failed, stopping: ${err.stack ?? err.message}\n`);
     process.exit(1);
   }
+}
+
+/** A rough size of a message on the wire (bytes): its values, keys and sessions dominate. */
+function messageBytes(m: PeerMessage): number {
+  const entryBytes = (e: { value: Uint8Array | null; sessions: readonly { client: string; writes: readonly unknown[] }[] } | null): number => {
+    if (e === null) return 0;
+    let n = 64 + (e.value?.length ?? 0);
+    for (const s of e.sessions) n += 32 + s.client.length + 24 * s.writes.length;
+    return n;
+  };
+  let n = 64 + m.key.length * 3;
+  if (m.type === 'accept' || m.type === 'chosen' || m.type === 'learn') n += entryBytes(m.entry);
+  else if (m.type === 'promise') n += entryBytes(m.acceptedEntry);
+  else if (m.type === 'readState') n += entryBytes(m.entry);
+  else if (m.type === 'keyList') for (const k of m.keys) n += 16 + k.key.length * 3;
+  return n;
+}
+
+/**
+ * Splits one peer's messages into batches of at most `limit` estimated bytes each, in order (a
+ * single message larger than `limit` goes alone).
+ * @param messages - the messages for one peer.
+ * @param limit - the most bytes per batch.
+ * @returns the batches, none empty.
+ */
+export function splitBatch(messages: readonly PeerMessage[], limit: number): PeerMessage[][] {
+  const out: PeerMessage[][] = [];
+  let current: PeerMessage[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const size = messageBytes(m);
+    if (current.length > 0 && bytes + size > limit) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(m);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+/**
+ * Validates a write's identity from a client.
+ * @returns the core's WriteId, or null when the request carries none.
+ * @throws RpcError INVALID_ARGUMENT naming the bad field.
+ */
+function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
+  if (pb === undefined) return null;
+  const bad = (why: string) => new RpcError(Status.INVALID_ARGUMENT, `write_id: ${why}`);
+  if (pb.client.length === 0) throw bad('client must not be empty');
+  if (Buffer.byteLength(pb.client) > MAX_CLIENT_ID_BYTES) throw bad(`client is longer than ${MAX_CLIENT_ID_BYTES} bytes`);
+  const max = BigInt(Number.MAX_SAFE_INTEGER);
+  for (const [name, v] of [['seq', pb.seq], ['acked_below', pb.ackedBelow], ['sent_at_ms', pb.sentAtMs], ['expires_at_ms', pb.expiresAtMs]] as const) {
+    if (v > max) throw bad(`${name} ${v} is out of range`);
+  }
+  const id: WriteId = {
+    client: pb.client,
+    seq: Number(pb.seq),
+    ackedBelow: Number(pb.ackedBelow),
+    sentAt: Number(pb.sentAtMs),
+    expiresAt: Number(pb.expiresAtMs),
+  };
+  if (id.seq < 1) throw bad('seq must be at least 1');
+  if (id.ackedBelow > id.seq) throw bad(`acked_below ${id.ackedBelow} is above the write's own seq ${id.seq}`);
+  if (id.expiresAt < id.sentAt) throw bad(`expires_at_ms ${id.expiresAt} is before sent_at_ms ${id.sentAt}`);
+  if (id.expiresAt - id.sentAt > MAX_WRITE_LIFETIME_MS) throw bad(`expires_at_ms is more than ${MAX_WRITE_LIFETIME_MS} ms after sent_at_ms`);
+  return id;
 }
 
 function checkKey(key: string): void {
@@ -309,12 +482,12 @@ class ClientApi extends PaxosKVService {
   override async put(request: PutRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
     checkValue(request.value);
-    return writeReply(await this.replica.request(request.key, { kind: 'put', value: request.value, requestId: request.requestId || randomUUID() }, call.deadline));
+    return writeReply(await this.replica.request(request.key, { kind: 'put', value: request.value, id: writeIdFrom(request.writeId) }, call.deadline));
   }
 
   override async delete(request: DeleteRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
-    return writeReply(await this.replica.request(request.key, { kind: 'delete', requestId: request.requestId || randomUUID() }, call.deadline));
+    return writeReply(await this.replica.request(request.key, { kind: 'delete', id: writeIdFrom(request.writeId) }, call.deadline));
   }
 
   override async compareAndSet(request: CompareAndSetRequest, call: CallContext): Promise<WriteReply> {
@@ -326,7 +499,7 @@ class ClientApi extends PaxosKVService {
         kind: 'cas',
         expectedVersion: Number(request.expectedVersion),
         value: request.value,
-        requestId: request.requestId || randomUUID(),
+        id: writeIdFrom(request.writeId),
       }, call.deadline),
     );
   }

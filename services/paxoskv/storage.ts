@@ -1,29 +1,37 @@
 /**
  * PaxosKV's persistence: one LMDB environment per replica holding every key's `KeyRecord`
  * ("PLog as DB": the record is the key's whole log), plus a meta record naming the cluster member
- * the data belongs to.
+ * the data belongs to and the replica-wide state ({@link StoreMeta}: incarnation, the highest
+ * incarnation seen from each peer, whether the replica is still rejoining after a data loss).
  *
  * Layout of a data dir:
  * - `data.mdb`, `lock.mdb`: the LMDB environment (lmdb-js). `lock.mdb` holds no data; LMDB
  *   recreates it when it is missing.
  * - LMDB keys are bytes: `0x00 "meta"` is the meta record (msgpack map
- *   `{ format: 'svrkit-paxoskv/1', memberId, members, createdAt }`); `0x01 + UTF-8(key)` is the
- *   record of `key` (msgpack array, see {@link encodeRecord}).
+ *   `{ format: 'svrkit-paxoskv/2', memberId, members, createdAt, incarnation, peerIncarnations,
+ *   rejoining }`, `createdAt` an ISO 8601 string, `peerIncarnations` an array of
+ *   `[memberId, incarnation]` pairs ascending by member); `0x01 + UTF-8(key)` is the record of
+ *   `key` (msgpack array, see {@link encodeRecord}). Records are therefore ordered by the UTF-8
+ *   bytes of their keys (= Unicode code point order), which is the order of {@link KeyStore.keysAfter}.
  *
- * Durability: {@link KeyStore.write} resolves only once its records are fsync'd. The environment is
- * opened with `overlappingSync: false` (see {@link LMDB_OPTIONS} for why and the lmdb-js lines
- * that show it), so every LMDB commit syncs the data pages and then writes the meta page through
+ * Durability: {@link KeyStore.write} resolves only once its records (and meta patch) are
+ * fsync'd. The environment is opened with `overlappingSync: false` (see {@link LMDB_OPTIONS} for
+ * why and the lmdb-js lines that show it), so every LMDB commit syncs the data pages and then writes the meta page through
  * an O_DSYNC descriptor before the commit's promise resolves. Writes are group-committed: every
- * record handed to `write()` during one event-loop turn, or while a commit is in flight, goes into
- * the next single LMDB transaction, and at most one transaction is in flight at a time, so a
- * later write is never durable before an earlier one.
+ * record and meta patch handed to `write()` during one event-loop turn, or while a commit is in
+ * flight, goes into the next single LMDB transaction, and at most one transaction is in flight at
+ * a time, so a later write is never durable before an earlier one.
  *
  * Corruption: LMDB does not checksum pages and reads the file through mmap, so a truncated
  * `data.mdb` raises SIGBUS when a page past EOF is touched and a garbage one can SIGSEGV inside
  * LMDB. {@link KeyStore.open} therefore first validates an existing `data.mdb` in a child process
  * (compares the file size with the last page LMDB's meta page reports, then reads every entry and
  * every page of every value) and opens it in-process only after that child came back healthy.
- * Every refusal is a {@link DataDirError}; a damaged dir is never opened as an empty store.
+ * Every refusal is a {@link DataDirError}; a damaged dir is never opened as an empty store. The
+ * only safe way to replace a damaged or lost dir is `svrkit kv serve --rejoin` on an EMPTY dir: the
+ * replica then catches up from its peers as a non-voting learner until voting is safe again (a
+ * replica started empty, or from an older copy, without it could vote against promises it made
+ * before the loss). The messages say so and never suggest anything else.
  * What this cannot see: garbage inside a page that still parses (LMDB has no checksums; records
  * are shape-checked when decoded, which catches most of it) and damage confined to LMDB's
  * free-page list, which lmdb-js offers no way to read.
@@ -35,16 +43,19 @@ import path from 'node:path';
 import { open as openLmdb, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { Packr, Unpackr } from 'msgpackr';
 import type { RecordSource } from './core/replica.js';
-import { MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type RecentWrite } from './core/types.js';
+import { MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
 
-/** Name and version of the on-disk format, stored in the meta record. */
-export const DATA_FORMAT = 'svrkit-paxoskv/1';
+/**
+ * Name and version of the on-disk format, stored in the meta record. A dir in any other format
+ * (e.g. `svrkit-paxoskv/1`) is refused; there is no migration.
+ */
+export const DATA_FORMAT = 'svrkit-paxoskv/2';
 
 /** Longest key `write()` accepts, in UTF-8 bytes (LMDB's own limit is about 1978 bytes). */
 export const MAX_KEY_BYTES = 1024;
 
 /** The version tag of an encoded record (first element of its msgpack array). */
-const RECORD_VERSION = 1;
+const RECORD_VERSION = 2;
 
 /** LMDB key of the meta record (namespace byte 0x00). */
 const META_KEY = Buffer.from([0x00, ...Buffer.from('meta', 'latin1')]);
@@ -60,7 +71,13 @@ const DATA_FILE = 'data.mdb';
 const LOCK_FILE = 'lock.mdb';
 const STAGING_DIR = '.paxoskv-init';
 /** Entries a data dir may hold besides ours and still count as empty (a fresh ext4 volume's root). */
-const IGNORED_ENTRIES = new Set(['lost+found']);
+const IGNORED_ENTRIES = new Set(['lost+found', 'owner.pid']);
+/**
+ * The file naming the process that has the data dir open (its pid, created with O_EXCL and removed
+ * on close): a second replica started on the same dir is refused even before LMDB's reader table
+ * shows the first one. A file naming a dead process (a SIGKILLed replica) is taken over.
+ */
+const OWNER_FILE = 'owner.pid';
 
 /**
  * The lmdb-js options every environment is opened with (the probe child uses the same ones, read
@@ -102,6 +119,15 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsTyp
 /** Data dirs open in this process (absolute paths): LMDB must not open one environment twice. */
 const openDirs = new Set<string>();
 
+/**
+ * The advice every corruption or data-loss message ends with. Starting a replica empty, or from
+ * an older copy of its data, is only safe through `--rejoin`: without it the replica could vote
+ * against promises and accepts it made before the loss.
+ */
+const REJOIN_HINT =
+  'move the damaged dir aside and restart this replica with --rejoin on an empty data dir ' +
+  '(it catches up from its peers and does not vote until that is safe)';
+
 /** The member a replica is and the cluster it belongs to, as stored in the data dir's meta record. */
 export interface ClusterIdentity {
   /** This replica's member id, 1..65535. */
@@ -131,9 +157,42 @@ export class DataDirError extends Error {
   }
 }
 
+/** Options of {@link KeyStore.open}. */
+export interface OpenOptions {
+  /**
+   * This replica lost its data and rejoins (`svrkit kv serve --rejoin`): the dir must be missing
+   * or empty, and the fresh store's meta says `rejoining: true`. Default false.
+   */
+  rejoin?: boolean;
+}
+
+/**
+ * The replica-wide state kept in the meta record (see {@link KeyStore.meta}).
+ */
+export interface StoreMeta {
+  /** This replica's incarnation: 0 for a new store; raised by the replica on each start. */
+  readonly incarnation: number;
+  /** The highest incarnation seen from each peer (member id -> incarnation); peers never seen are absent. */
+  readonly peerIncarnations: ReadonlyMap<MemberId, number>;
+  /** The replica is still rejoining after a data loss: it must not vote yet. */
+  readonly rejoining: boolean;
+}
+
+/** The meta record's contents, as kept in memory (including patches not yet durable). */
+interface MetaState {
+  readonly memberId: MemberId;
+  readonly members: readonly MemberId[];
+  readonly createdAt: string;
+  incarnation: number;
+  readonly peerIncarnations: Map<MemberId, number>;
+  rejoining: boolean;
+}
+
 /** A batch of records waiting for (or in) one LMDB transaction, and the promise its writers hold. */
 interface Batch {
   readonly records: Map<string, { record: KeyRecord; bytes: Uint8Array }>;
+  /** The encoded meta record to write with the records (the state after the batch's last patch), or null. */
+  meta: Buffer | null;
   readonly done: Promise<void>;
   resolve(): void;
   reject(err: Error): void;
@@ -146,7 +205,7 @@ function newBatch(): Batch {
     resolve = res;
     reject = rej;
   });
-  return { records: new Map(), done, resolve, reject };
+  return { records: new Map(), meta: null, done, resolve, reject };
 }
 
 /**
@@ -159,10 +218,15 @@ export class KeyStore implements RecordSource {
   /** The data dir, as passed to {@link KeyStore.open}. */
   readonly dir: string;
 
+  /** True when this open created the store (the dir was missing or empty). */
+  readonly created: boolean;
+
   readonly #db: RootDatabase<Buffer, Buffer>;
   readonly #absDir: string;
   /** Meta-namespace entries, subtracted from LMDB's entry count. */
   readonly #metaEntries: number;
+  /** The meta record's contents, with every patch handed to write() applied. */
+  readonly #meta: MetaState;
   /** Records handed to write() since the last commit started. */
   #pending: Batch | null = null;
   /** Records of the commit in flight. */
@@ -173,20 +237,30 @@ export class KeyStore implements RecordSource {
   #closing: Promise<void> | null = null;
   #closed = false;
 
-  private constructor(db: RootDatabase<Buffer, Buffer>, dir: string, absDir: string, identity: ClusterIdentity, metaEntries: number) {
+  private constructor(
+    db: RootDatabase<Buffer, Buffer>,
+    dir: string,
+    absDir: string,
+    identity: ClusterIdentity,
+    opened: { metaEntries: number; meta: MetaState },
+    created: boolean,
+  ) {
     this.#db = db;
     this.dir = dir;
     this.#absDir = absDir;
     this.identity = Object.freeze({ memberId: identity.memberId, members: Object.freeze([...identity.members]) as MemberId[] });
-    this.#metaEntries = metaEntries;
+    this.#metaEntries = opened.metaEntries;
+    this.#meta = opened.meta;
+    this.created = created;
   }
 
   /**
    * Opens (creating when absent) the data dir for this member of this cluster.
    *
    * - A missing or empty dir (a `lost+found` entry is ignored) is created fresh: the LMDB file is
-   *   built with its meta record in `<dir>/.paxoskv-init/`, synced, and renamed into place, so a
-   *   crash during creation leaves an empty dir, never a `data.mdb` without a meta record.
+   *   built with its meta record (incarnation 0, no peer incarnations, `rejoining` =
+   *   `options.rejoin`) in `<dir>/.paxoskv-init/`, synced, and renamed into place, so a crash
+   *   during creation leaves an empty dir, never a `data.mdb` without a meta record.
    * - An existing `data.mdb` is validated in a child process first (`process.execPath` running a
    *   small script with lmdb-js: file size against LMDB's last page number, then a read of every
    *   entry and every page of every value), then opened here; its meta record must name
@@ -196,22 +270,32 @@ export class KeyStore implements RecordSource {
    *
    * @param dir - the data dir (relative to the cwd or absolute); used as given in messages.
    * @param identity - this replica's member id and the sorted member list.
-   * @returns the open store.
+   * @param options - `rejoin`: the replica lost its data and rejoins; the dir must be missing or
+   *   empty (see {@link OpenOptions}).
+   * @returns the open store; {@link KeyStore.created} says whether it was created by this call.
    * @throws RangeError when `identity` is malformed (not sorted, not containing `memberId`, ids
    *   outside 1..65535).
    * @throws DataDirError when the dir belongs to another member or member list, holds foreign
    *   files, holds a `lock.mdb` without `data.mdb`, is corrupt (zero-length, truncated or garbage
-   *   `data.mdb`, missing or foreign meta record, a record that does not decode), cannot be read
-   *   or created, or is open in this or another live process.
+   *   `data.mdb`, missing, foreign or malformed meta record, a record that does not decode),
+   *   cannot be read or created, or is open in this or another live process; and when
+   *   `options.rejoin` is set but the dir already holds a store (its identity and format are
+   *   checked first, the records are not read).
    */
-  static async open(dir: string, identity: ClusterIdentity): Promise<KeyStore> {
+  static async open(dir: string, identity: ClusterIdentity, options: OpenOptions = {}): Promise<KeyStore> {
     checkIdentity(identity);
+    const rejoin = options.rejoin === true;
     const absDir = path.resolve(dir);
     if (openDirs.has(absDir)) throw new DataDirError(`data dir ${dir} is already open in this process`, dir);
     openDirs.add(absDir);
+    let owner = false;
     try {
-      const state = await inspectDir(dir, absDir);
-      if (state === 'fresh') await createFresh(dir, absDir, identity);
+      let state = await inspectDir(dir, absDir);
+      await claimOwner(dir, absDir);
+      owner = true;
+      // Another process may have created the store between the look and the claim.
+      if (state === 'fresh') state = await inspectDir(dir, absDir);
+      if (state === 'fresh') await createFresh(dir, absDir, identity, rejoin);
       else await probeDataFile(dir, absDir);
       let db: RootDatabase<Buffer, Buffer>;
       try {
@@ -220,13 +304,14 @@ export class KeyStore implements RecordSource {
         throw new DataDirError(`data dir ${dir}: LMDB cannot open ${DATA_FILE}: ${(err as Error).message}`, dir, { cause: err });
       }
       try {
-        const metaEntries = await verifyOpened(db, dir, absDir, identity);
-        return new KeyStore(db, dir, absDir, identity, metaEntries);
+        const opened = await verifyOpened(db, dir, absDir, identity, rejoin && state === 'existing');
+        return new KeyStore(db, dir, absDir, identity, opened, state === 'fresh');
       } catch (err) {
         await db.close().catch(() => undefined);
         throw err;
       }
     } catch (err) {
+      if (owner) await releaseOwner(absDir);
       openDirs.delete(absDir);
       throw err;
     }
@@ -252,31 +337,46 @@ export class KeyStore implements RecordSource {
     try {
       return decodeRecord(bytes);
     } catch (err) {
-      throw new DataDirError(
-        `data dir ${this.dir}: the record of key ${JSON.stringify(key)} does not decode (${(err as Error).message}); the data file is corrupt`,
-        this.dir,
-        { cause: err },
-      );
+      throw undecodableRecord(this.dir, key, err);
     }
   }
 
   /**
-   * Makes records durable. Group commit: every record handed over during this event-loop turn, or
-   * while a commit is in flight, goes into the next single LMDB transaction (started from
-   * `setImmediate`, after the current commit finished). The records are visible to `get()` at once.
+   * The replica-wide state of the meta record, including patches handed to `write()` and not yet
+   * durable. A snapshot: later writes do not change the returned object.
+   * @returns the incarnation, a copy of the peer incarnations and the rejoining flag.
+   * @throws Error when the store is closed.
+   */
+  meta(): StoreMeta {
+    if (this.#closed) throw new Error(`KeyStore ${this.dir} is closed`);
+    const m = this.#meta;
+    return { incarnation: m.incarnation, peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining };
+  }
+
+  /**
+   * Makes records, and a patch of the meta record, durable. Group commit: every record and patch
+   * handed over during this event-loop turn, or while a commit is in flight, goes into the next
+   * single LMDB transaction (started from `setImmediate`, after the current commit finished), so
+   * a patch is durable together with the records of its call, never before an earlier call's.
+   * The records are visible to `get()`/`keysAfter()` and the patch to `meta()` at once.
    *
    * @param records - key -> record; the map and the records are not modified, and must not be
    *   modified afterwards (the records are kept by reference until durable).
-   * @returns a promise that resolves once these records, and every record of every earlier
-   *   `write()`, are committed and fsync'd (an empty map resolves with the earlier writes).
-   *   Writes resolve in call order.
-   * @throws (rejects) RangeError, adding none of the records, when a key is longer than
-   *   MAX_KEY_BYTES UTF-8 bytes or is not well-formed UTF-16 (a lone surrogate), or a record
-   *   cannot be encoded; Error when the store is closing or closed, or when an earlier commit
-   *   failed (the store then refuses every later write, since they could no longer be ordered
-   *   after the lost one; the replica must restart).
+   * @param meta - fields to change in the meta record (absent fields are unchanged):
+   *   `incarnation` replaces the stored one; `peerIncarnations` is merged per member, keeping the
+   *   larger incarnation; `rejoining` replaces the flag. Incarnations are non-negative safe
+   *   integers, member ids 1..65535. When given, the write commits even with no records.
+   * @returns a promise that resolves once these records and this patch, and those of every
+   *   earlier `write()`, are committed and fsync'd (an empty map without a patch resolves with
+   *   the earlier writes). Writes resolve in call order.
+   * @throws (rejects) RangeError, adding none of the records and not applying the patch, when a
+   *   key is longer than MAX_KEY_BYTES UTF-8 bytes or is not well-formed UTF-16 (a lone
+   *   surrogate), a record cannot be encoded (a field of the wrong type or out of range: the
+   *   checks {@link decodeRecord} makes), or the patch is malformed; Error when the store is
+   *   closing or closed, or when an earlier commit failed (the store then refuses every later
+   *   write, since they could no longer be ordered after the lost one; the replica must restart).
    */
-  write(records: ReadonlyMap<string, KeyRecord>): Promise<void> {
+  write(records: ReadonlyMap<string, KeyRecord>, meta?: MetaPatch): Promise<void> {
     if (this.#closing !== null) return Promise.reject(new Error(`KeyStore ${this.dir} is closed`));
     if (this.#failure !== null) return Promise.reject(this.#failure);
     const encoded: Array<[string, { record: KeyRecord; bytes: Uint8Array }]> = [];
@@ -291,11 +391,84 @@ export class KeyStore implements RecordSource {
       }
       encoded.push([key, { record, bytes }]);
     }
-    if (encoded.length === 0) return this.#pending?.done ?? this.#inflight?.done ?? Promise.resolve();
+    if (meta !== undefined) {
+      const problem = metaPatchProblem(meta);
+      if (problem !== undefined) return Promise.reject(new RangeError(`cannot apply the meta patch: ${problem}`));
+    }
+    if (encoded.length === 0 && meta === undefined) return this.#pending?.done ?? this.#inflight?.done ?? Promise.resolve();
     const batch = (this.#pending ??= newBatch());
     for (const [key, value] of encoded) batch.records.set(key, value);
+    if (meta !== undefined) {
+      const m = this.#meta;
+      if (meta.incarnation !== undefined) m.incarnation = meta.incarnation;
+      if (meta.rejoining !== undefined) m.rejoining = meta.rejoining;
+      for (const [member, incarnation] of meta.peerIncarnations ?? []) {
+        if (incarnation > (m.peerIncarnations.get(member) ?? -1)) m.peerIncarnations.set(member, incarnation);
+      }
+      // The state after this patch includes every earlier one: writing it with this batch keeps
+      // the meta record in step with the records.
+      batch.meta = encodeMeta(m);
+    }
     this.#schedule();
     return batch.done;
+  }
+
+  /**
+   * Lists keys for a rejoining peer, in the store's key order: ascending by the UTF-8 bytes of
+   * the key (= Unicode code point order; it differs from JavaScript's `<` (UTF-16 code units)
+   * only for keys with characters U+E000..U+FFFF vs. ones above U+FFFF). Includes keys handed to
+   * `write()` and not yet durable. To page, pass the last key returned as `after`; an empty
+   * result means no key follows.
+   * @param after - list keys strictly after this one; `null` lists from the first key (the empty
+   *   key `''` is the first possible key, so `after = ''` skips only it). A string longer than
+   *   MAX_KEY_BYTES UTF-8 bytes is allowed (no stored key equals it).
+   * @param limit - the most keys to return: a non-negative safe integer.
+   * @returns at most `limit` keys, ascending, each once. O(limit) LMDB reads plus a sort of the
+   *   keys not yet durable.
+   * @throws RangeError when `after` is not well-formed UTF-16 (a lone surrogate: it has no UTF-8
+   *   position) or `limit` is not a non-negative safe integer; Error when the store is closed.
+   */
+  keysAfter(after: string | null, limit: number): string[] {
+    if (this.#closed) throw new Error(`KeyStore ${this.dir} is closed`);
+    if (!isCount(limit)) throw new RangeError(`limit must be a non-negative safe integer, got ${String(limit)}`);
+    if (after !== null && (typeof after !== 'string' || !isWellFormed(after))) {
+      throw new RangeError(`after must be a well-formed string (no lone surrogate), got ${JSON.stringify(String(after).slice(0, 64))}`);
+    }
+    if (limit === 0) return [];
+    // No stored key is longer than 1 + MAX_KEY_BYTES bytes, so a longer `after` may be cut there:
+    // a stored key is after the whole string exactly when it is after the cut.
+    const start = after === null ? RECORDS_START : recordKey(after).subarray(0, 1 + MAX_KEY_BYTES);
+    const isAfter = (lmdbKey: Buffer) => (after === null ? true : Buffer.compare(lmdbKey, start) > 0);
+    const durable: Buffer[] = [];
+    for (const raw of this.#db.getKeys({ start, end: RECORDS_END, limit: limit + 1 })) {
+      const k = Buffer.from(raw as Uint8Array);
+      if (isAfter(k)) durable.push(k);
+    }
+    const unsaved: Buffer[] = [];
+    const seen = new Set<string>();
+    for (const batch of [this.#inflight, this.#pending]) {
+      if (batch === null) continue;
+      for (const key of batch.records.keys()) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const k = recordKey(key);
+        if (isAfter(k)) unsaved.push(k);
+      }
+    }
+    unsaved.sort(Buffer.compare);
+    const out: string[] = [];
+    let i = 0;
+    let j = 0;
+    while (out.length < limit && (i < durable.length || j < unsaved.length)) {
+      const a = durable[i];
+      const b = unsaved[j];
+      const c = a === undefined ? 1 : b === undefined ? -1 : Buffer.compare(a, b);
+      const next = c <= 0 ? a! : b!;
+      if (c <= 0) i++;
+      if (c >= 0) j++;
+      out.push(next.toString('utf8', 1));
+    }
+    return out;
   }
 
   /**
@@ -344,9 +517,9 @@ export class KeyStore implements RecordSource {
   }
 
   /**
-   * Closes the store: waits until every record handed to `write()` is durable (or its commit
-   * failed), then closes LMDB. Later `write()` calls reject; `get()`, `keys()` and `keyCount`
-   * throw. Idempotent.
+   * Closes the store: waits until every record and patch handed to `write()` is durable (or its
+   * commit failed), then closes LMDB. Later `write()` calls reject; `get()`, `keys()`,
+   * `keysAfter()`, `meta()` and `keyCount` throw. Idempotent.
    * @returns a promise that resolves once the environment is closed.
    */
   close(): Promise<void> {
@@ -362,6 +535,7 @@ export class KeyStore implements RecordSource {
       try {
         await this.#db.close();
       } finally {
+        await releaseOwner(this.#absDir);
         openDirs.delete(this.#absDir);
       }
     })();
@@ -388,6 +562,7 @@ export class KeyStore implements RecordSource {
       // the write thread does not split across transactions.
       committed = this.#db.batch(() => {
         for (const [key, { bytes }] of batch.records) void this.#db.put(recordKey(key), bytes as Buffer);
+        if (batch.meta !== null) void this.#db.put(META_KEY, batch.meta);
       });
     } catch (err) {
       this.#fail(batch, err);
@@ -408,7 +583,8 @@ export class KeyStore implements RecordSource {
   }
 
   #fail(batch: Batch, err: unknown): void {
-    const failure = new Error(`KeyStore ${this.dir}: commit of ${batch.records.size} record(s) failed: ${(err as Error)?.message ?? String(err)}`, {
+    const what = `${batch.records.size} record(s)${batch.meta !== null ? ' and the meta record' : ''}`;
+    const failure = new Error(`KeyStore ${this.dir}: commit of ${what} failed: ${(err as Error)?.message ?? String(err)}`, {
       cause: err,
     });
     this.#failure = failure;
@@ -423,22 +599,67 @@ export class KeyStore implements RecordSource {
 
 /**
  * Encodes a record as msgpack (msgpackr, standard mode):
- * `[1, chosen, promised, accepted, acceptedEntry]`, each entry `null` or
- * `[index, value, requestId, proposer, recent, time]`, `value` a msgpack bin (or nil for a delete)
- * and `recent` flattened to `[requestId, version, time, requestId, version, time, ...]`. Ballots are integers up
- * to 2^53 (msgpackr writes those above 2^32 as float64, exactly).
+ * `[2, chosen, promised, accepted, acceptedEntry, fence]`, each entry `nil` or
+ * `[index, value, writerClient, writerSeq, proposer, time, sessions]`:
+ * - `value`: a msgpack bin, or nil for a delete;
+ * - `writerClient`, `writerSeq`: the entry's `writer` (session id string, seq), both nil when it
+ *   has none;
+ * - `time`: the key's log time (ms, client clocks);
+ * - `sessions`: one flat array, each session as `client, floor, expiresAt, nWrites` followed by
+ *   `nWrites` pairs `seq, version`, sessions one after another
+ *   (`[client, floor, expiresAt, 2, seq1, ver1, seq2, ver2, client, ...]`).
+ *
+ * Ballots are integers up to 2^53 (msgpackr writes those above 2^32 as float64, exactly). The
+ * record is checked as {@link decodeRecord} checks it, so a record that encodes always decodes.
  * @param record - the record.
  * @returns the encoded bytes.
+ * @throws Error naming the field when the record would not decode: a ballot, `fence`, index,
+ *   `time`, `floor`, `expiresAt`, `seq` or `version` that is not a non-negative safe integer (an
+ *   index below 1), a proposer outside 0..65535, a value that is neither a Uint8Array nor null,
+ *   a writer or session client that is not a string.
  */
 export function encodeRecord(record: KeyRecord): Uint8Array {
-  return packr.pack([RECORD_VERSION, encodeEntry(record.chosen), record.promised, record.accepted, encodeEntry(record.acceptedEntry)]);
+  if (!isCount(record.promised)) throw new Error('promised is not a ballot');
+  if (!isCount(record.accepted)) throw new Error('accepted is not a ballot');
+  if (!isCount(record.fence)) throw new Error('fence is not a non-negative integer');
+  return packr.pack([
+    RECORD_VERSION,
+    encodeEntry(record.chosen, 'chosen'),
+    record.promised,
+    record.accepted,
+    encodeEntry(record.acceptedEntry, 'acceptedEntry'),
+    record.fence,
+  ]);
 }
 
-function encodeEntry(entry: Entry | null): unknown[] | null {
+function encodeEntry(entry: Entry | null, field: string): unknown[] | null {
   if (entry === null) return null;
-  const recent: Array<string | number> = [];
-  for (const r of entry.recent) recent.push(r.requestId, r.version, r.time);
-  return [entry.index, entry.value, entry.requestId, entry.proposer, recent, entry.time];
+  if (typeof entry !== 'object') throw new Error(`${field} is not an entry`);
+  if (!isCount(entry.index) || entry.index < 1) throw new Error(`${field}.index is not a positive integer`);
+  if (entry.value !== null && !(entry.value instanceof Uint8Array)) throw new Error(`${field}.value is neither bytes nor null`);
+  const writer = entry.writer;
+  if (writer !== null && (typeof writer !== 'object' || typeof writer.client !== 'string' || !isCount(writer.seq))) {
+    throw new Error(`${field}.writer is neither null nor a (client string, seq) pair`);
+  }
+  if (!isCount(entry.proposer) || entry.proposer > MAX_MEMBER_ID) throw new Error(`${field}.proposer is not a member id`);
+  if (!isCount(entry.time)) throw new Error(`${field}.time is not a non-negative integer (ms)`);
+  if (!Array.isArray(entry.sessions)) throw new Error(`${field}.sessions is not a list`);
+  const sessions: Array<string | number> = [];
+  entry.sessions.forEach((s: Session, i: number) => {
+    const at = `${field}.sessions[${i}]`;
+    if (s === null || typeof s !== 'object' || typeof s.client !== 'string') throw new Error(`${at}.client is not a string`);
+    if (!isCount(s.floor)) throw new Error(`${at}.floor is not a non-negative integer`);
+    if (!isCount(s.expiresAt)) throw new Error(`${at}.expiresAt is not a non-negative integer (ms)`);
+    if (!Array.isArray(s.writes)) throw new Error(`${at}.writes is not a list`);
+    sessions.push(s.client, s.floor, s.expiresAt, s.writes.length);
+    s.writes.forEach((w: SessionWrite, j: number) => {
+      if (w === null || typeof w !== 'object' || !isCount(w.seq) || !isCount(w.version)) {
+        throw new Error(`${at}.writes[${j}] is not a (seq, version) pair of non-negative integers`);
+      }
+      sessions.push(w.seq, w.version);
+    });
+  });
+  return [entry.index, entry.value, writer?.client ?? null, writer?.seq ?? null, entry.proposer, entry.time, sessions];
 }
 
 /**
@@ -446,8 +667,11 @@ function encodeEntry(entry: Entry | null): unknown[] | null {
  * `Uint8Array`s (views of `bytes`' memory).
  * @param bytes - the encoded record.
  * @returns the record.
- * @throws Error describing the first problem when the bytes are not valid msgpack or not a record
- *   of this version (wrong shape, wrong field type, integers out of range).
+ * @throws Error naming the field when the bytes are not valid msgpack or not a record of this
+ *   version: wrong shape or field count, wrong field type, integers out of range (ballots,
+ *   `fence`, `time`, `floor`, `expiresAt`, `seq`, `version` must be non-negative safe integers,
+ *   an index at least 1, a proposer 0..65535), a writer with only one of client and seq, a
+ *   sessions array that does not split into sessions exactly.
  */
 export function decodeRecord(bytes: Uint8Array): KeyRecord {
   let raw: unknown;
@@ -458,44 +682,78 @@ export function decodeRecord(bytes: Uint8Array): KeyRecord {
   }
   if (!Array.isArray(raw)) throw new Error('not a msgpack array');
   if (raw[0] !== RECORD_VERSION) throw new Error(`unknown record version ${JSON.stringify(raw[0])}`);
-  if (raw.length !== 5) throw new Error(`expected 5 fields, got ${raw.length}`);
-  const promised = raw[2];
-  const accepted = raw[3];
+  if (raw.length !== 6) throw new Error(`expected 6 fields, got ${raw.length}`);
+  const promised = raw[2] as unknown;
+  const accepted = raw[3] as unknown;
+  const fence = raw[5] as unknown;
   if (!isCount(promised)) throw new Error('promised is not a ballot');
   if (!isCount(accepted)) throw new Error('accepted is not a ballot');
-  return { chosen: decodeEntry(raw[1], 'chosen'), promised, accepted, acceptedEntry: decodeEntry(raw[4], 'acceptedEntry') };
+  if (!isCount(fence)) throw new Error('fence is not a non-negative integer');
+  return { chosen: decodeEntry(raw[1], 'chosen'), promised, accepted, acceptedEntry: decodeEntry(raw[4], 'acceptedEntry'), fence };
 }
 
 function decodeEntry(raw: unknown, field: string): Entry | null {
   if (raw === null) return null;
-  if (!Array.isArray(raw) || raw.length !== 6) throw new Error(`${field} is not an entry`);
-  const [index, value, requestId, proposer, recentRaw, time] = raw as unknown[];
+  if (!Array.isArray(raw) || raw.length !== 7) throw new Error(`${field} is not an entry (an array of 7 fields)`);
+  const [index, value, writerClient, writerSeq, proposer, time, sessionsRaw] = raw as unknown[];
   if (!isCount(index) || index < 1) throw new Error(`${field}.index is not a positive integer`);
   if (value !== null && !(value instanceof Uint8Array)) throw new Error(`${field}.value is neither bytes nor nil`);
-  if (typeof requestId !== 'string') throw new Error(`${field}.requestId is not a string`);
+  let writer: Entry['writer'] = null;
+  if (writerClient !== null || writerSeq !== null) {
+    if (typeof writerClient !== 'string') throw new Error(`${field}.writer.client is not a string`);
+    if (!isCount(writerSeq)) throw new Error(`${field}.writer.seq is not a non-negative integer`);
+    writer = { client: writerClient, seq: writerSeq };
+  }
   if (!isCount(proposer) || proposer > MAX_MEMBER_ID) throw new Error(`${field}.proposer is not a member id`);
-  if (!isCount(time)) throw new Error(`${field}.time is not a timestamp`);
-  if (!Array.isArray(recentRaw) || recentRaw.length % 3 !== 0) throw new Error(`${field}.recent is not a list of (requestId, version, time) triples`);
-  const recent: RecentWrite[] = [];
-  for (let i = 0; i < recentRaw.length; i += 3) {
-    const rid = recentRaw[i] as unknown;
-    const version = recentRaw[i + 1] as unknown;
-    const t = recentRaw[i + 2] as unknown;
-    if (typeof rid !== 'string' || !isCount(version) || !isCount(t)) throw new Error(`${field}.recent[${i / 3}] is not a (requestId, version, time) triple`);
-    recent.push({ requestId: rid, version, time: t });
+  if (!isCount(time)) throw new Error(`${field}.time is not a non-negative integer (ms)`);
+  if (!Array.isArray(sessionsRaw)) throw new Error(`${field}.sessions is not an array`);
+  const sessions: Session[] = [];
+  const flat = sessionsRaw as unknown[];
+  let i = 0;
+  while (i < flat.length) {
+    const at = `${field}.sessions[${sessions.length}]`;
+    if (i + 4 > flat.length) throw new Error(`${at} is cut short (${flat.length - i} of the 4 header fields client, floor, expiresAt, nWrites)`);
+    const client = flat[i];
+    const floor = flat[i + 1];
+    const expiresAt = flat[i + 2];
+    const nWrites = flat[i + 3];
+    if (typeof client !== 'string') throw new Error(`${at}.client is not a string`);
+    if (!isCount(floor)) throw new Error(`${at}.floor is not a non-negative integer`);
+    if (!isCount(expiresAt)) throw new Error(`${at}.expiresAt is not a non-negative integer (ms)`);
+    if (!isCount(nWrites)) throw new Error(`${at}: the write count is not a non-negative integer`);
+    i += 4;
+    if (i + 2 * nWrites > flat.length) throw new Error(`${at} announces ${nWrites} writes but only ${Math.floor((flat.length - i) / 2)} follow`);
+    const writes: SessionWrite[] = [];
+    for (let j = 0; j < nWrites; j++, i += 2) {
+      const seq = flat[i];
+      const version = flat[i + 1];
+      if (!isCount(seq) || !isCount(version)) throw new Error(`${at}.writes[${j}] is not a (seq, version) pair of non-negative integers`);
+      writes.push({ seq, version });
+    }
+    sessions.push({ client, floor, expiresAt, writes });
   }
   return {
     index,
     value: value === null ? null : new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
-    requestId,
+    writer,
     proposer,
     time,
-    recent,
+    sessions,
   };
 }
 
+/** A non-negative safe integer. */
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** The DataDirError for a stored record that does not decode. */
+function undecodableRecord(dir: string, key: string, err: unknown): DataDirError {
+  return new DataDirError(
+    `data dir ${dir}: the record of key ${JSON.stringify(key)} does not decode (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`,
+    dir,
+    { cause: err },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,7 +791,7 @@ function recordKey(key: string): Buffer {
 
 function checkIdentity(identity: ClusterIdentity): void {
   const { memberId, members } = identity;
-  const isId = (m: unknown) => Number.isInteger(m) && (m as number) >= 1 && (m as number) <= MAX_MEMBER_ID;
+  const isId = isMemberId;
   if (!isId(memberId)) throw new RangeError(`member id must be an integer in 1..${MAX_MEMBER_ID}, got ${String(memberId)}`);
   if (!Array.isArray(members) || members.length === 0 || !members.every(isId)) {
     throw new RangeError(`members must be a non-empty list of member ids in 1..${MAX_MEMBER_ID}, got ${JSON.stringify(members)}`);
@@ -544,14 +802,57 @@ function checkIdentity(identity: ClusterIdentity): void {
   if (!members.includes(memberId)) throw new RangeError(`member ${memberId} is not in the members [${members.join(',')}]`);
 }
 
-function encodeMeta(identity: ClusterIdentity): Buffer {
-  return packr.pack({ format: DATA_FORMAT, memberId: identity.memberId, members: [...identity.members], createdAt: new Date().toISOString() });
+/** The meta record of a store created now. */
+function freshMeta(identity: ClusterIdentity, rejoining: boolean): MetaState {
+  return {
+    memberId: identity.memberId,
+    members: [...identity.members],
+    createdAt: new Date().toISOString(),
+    incarnation: 0,
+    peerIncarnations: new Map(),
+    rejoining,
+  };
+}
+
+/** Encodes the meta record (see the module comment for its shape). */
+function encodeMeta(meta: MetaState): Buffer {
+  return packr.pack({
+    format: DATA_FORMAT,
+    memberId: meta.memberId,
+    members: [...meta.members],
+    createdAt: meta.createdAt,
+    incarnation: meta.incarnation,
+    peerIncarnations: [...meta.peerIncarnations].sort((a, b) => a[0] - b[0]),
+    rejoining: meta.rejoining,
+  });
+}
+
+const isMemberId = (m: unknown): m is number => Number.isInteger(m) && (m as number) >= 1 && (m as number) <= MAX_MEMBER_ID;
+
+/** Why a meta patch cannot be applied, or undefined when it can. */
+function metaPatchProblem(patch: MetaPatch): string | undefined {
+  if (patch === null || typeof patch !== 'object') return 'not an object';
+  if (patch.incarnation !== undefined && !isCount(patch.incarnation)) {
+    return `incarnation must be a non-negative safe integer, got ${String(patch.incarnation)}`;
+  }
+  if (patch.rejoining !== undefined && typeof patch.rejoining !== 'boolean') return `rejoining must be a boolean, got ${String(patch.rejoining)}`;
+  if (patch.peerIncarnations !== undefined) {
+    if (!(patch.peerIncarnations instanceof Map)) return 'peerIncarnations must be a Map';
+    for (const [member, incarnation] of patch.peerIncarnations) {
+      if (!isMemberId(member)) return `peerIncarnations: member id must be an integer in 1..${MAX_MEMBER_ID}, got ${String(member)}`;
+      if (!isCount(incarnation)) return `peerIncarnations: incarnation of member ${member} must be a non-negative safe integer, got ${String(incarnation)}`;
+    }
+  }
+  return undefined;
 }
 
 const clusterText = (members: readonly number[]) => `[${members.join(',')}]`;
 
-/** Checks the meta record against `identity`; throws DataDirError when it is missing, foreign or different. */
-function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIdentity): void {
+/**
+ * Checks the meta record against `identity` and decodes it.
+ * @throws DataDirError when it is missing, foreign, in another format, malformed or different.
+ */
+function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIdentity): MetaState {
   if (bytes === undefined) {
     throw new DataDirError(
       `data dir ${dir} holds an LMDB database that is not a PaxosKV store (no ${DATA_FORMAT} meta record): wrong --data-dir?`,
@@ -562,11 +863,16 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
   try {
     meta = unpackr.unpack(bytes);
   } catch (err) {
-    throw new DataDirError(`data dir ${dir}: the meta record does not decode (${(err as Error).message}); the data file is corrupt`, dir, { cause: err });
+    throw new DataDirError(`data dir ${dir}: the meta record does not decode (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`, dir, {
+      cause: err,
+    });
   }
   const m = (meta !== null && typeof meta === 'object' && !Array.isArray(meta) ? meta : {}) as Record<string, unknown>;
   if (typeof m.format !== 'string' || !m.format.startsWith('svrkit-paxoskv/')) {
-    throw new DataDirError(`data dir ${dir}: the meta record is not a ${DATA_FORMAT} meta record; the data file is foreign or corrupt`, dir);
+    throw new DataDirError(
+      `data dir ${dir}: the meta record is not a ${DATA_FORMAT} meta record; the data file is foreign or corrupt: wrong --data-dir? If it is this replica's, ${REJOIN_HINT}`,
+      dir,
+    );
   }
   if (m.format !== DATA_FORMAT) {
     throw new DataDirError(`data dir ${dir} is in format ${m.format}; this build reads only ${DATA_FORMAT}`, dir);
@@ -579,7 +885,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     !Array.isArray(members) ||
     !members.every((x): x is number => typeof x === 'number' && Number.isInteger(x))
   ) {
-    throw new DataDirError(`data dir ${dir}: the meta record has no valid memberId/members; the data file is corrupt`, dir);
+    throw new DataDirError(`data dir ${dir}: the meta record has no valid memberId/members; the data file is corrupt: ${REJOIN_HINT}`, dir);
   }
   const sameMembers = members.length === identity.members.length && members.every((x, i) => x === identity.members[i]);
   if (memberId !== identity.memberId || !sameMembers) {
@@ -590,6 +896,33 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
       dir,
     );
   }
+  const { incarnation, peerIncarnations, rejoining, createdAt } = m;
+  const peers = new Map<MemberId, number>();
+  const pairsOk =
+    Array.isArray(peerIncarnations) &&
+    peerIncarnations.every((p: unknown) => {
+      if (!Array.isArray(p) || p.length !== 2 || !isMemberId(p[0]) || !isCount(p[1]) || peers.has(p[0])) return false;
+      peers.set(p[0], p[1]);
+      return true;
+    });
+  const bad = !isCount(incarnation)
+    ? 'incarnation is not a non-negative integer'
+    : !pairsOk
+      ? 'peerIncarnations is not a list of distinct (member id, incarnation) pairs'
+      : typeof rejoining !== 'boolean'
+        ? 'rejoining is not a boolean'
+        : typeof createdAt !== 'string'
+          ? 'createdAt is not a string'
+          : undefined;
+  if (bad !== undefined) throw new DataDirError(`data dir ${dir}: the meta record is malformed (${bad}); the data file is corrupt: ${REJOIN_HINT}`, dir);
+  return {
+    memberId,
+    members,
+    createdAt: createdAt as string,
+    incarnation: incarnation as number,
+    peerIncarnations: peers,
+    rejoining: rejoining as boolean,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,7 +949,7 @@ async function inspectDir(dir: string, absDir: string): Promise<'fresh' | 'exist
   if (others.length === 0) return 'fresh';
   if (others.includes(LOCK_FILE)) {
     throw new DataDirError(
-      `data dir ${dir} has ${LOCK_FILE} but no ${DATA_FILE}: the data file is missing; restore it, or remove the dir to start this replica empty`,
+      `data dir ${dir} has ${LOCK_FILE} but no ${DATA_FILE}: the data file is missing: wrong --data-dir? If the data is lost, ${REJOIN_HINT}`,
       dir,
     );
   }
@@ -624,8 +957,54 @@ async function inspectDir(dir: string, absDir: string): Promise<'fresh' | 'exist
   throw new DataDirError(`data dir ${dir} is not empty and holds no PaxosKV data (found: ${shown}): wrong --data-dir?`, dir);
 }
 
+/**
+ * Makes this process the data dir's owner: creates `owner.pid` exclusively (creating the dir when
+ * missing); a file left by a process that no longer runs is replaced.
+ * @throws DataDirError when a live process owns the dir, or the file cannot be written.
+ */
+async function claimOwner(dir: string, absDir: string): Promise<void> {
+  const file = path.join(absDir, OWNER_FILE);
+  try {
+    await fsp.mkdir(absDir, { recursive: true });
+  } catch (err) {
+    throw new DataDirError(`data dir ${dir} cannot be created: ${(err as Error).message}`, dir, { cause: err });
+  }
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await fsp.writeFile(file, `${process.pid}\n`, { flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new DataDirError(`data dir ${dir}: cannot write ${OWNER_FILE}: ${(err as Error).message}`, dir, { cause: err });
+      }
+    }
+    const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new DataDirError(`data dir ${dir} is in use by process ${pid}: is another replica running with this --data-dir?`, dir);
+    }
+    await fsp.rm(file, { force: true }); // left by a process that is gone
+  }
+  throw new DataDirError(`data dir ${dir}: could not take ${OWNER_FILE} (another process keeps creating it)`, dir);
+}
+
+/** Removes `owner.pid` when it names this process. */
+async function releaseOwner(absDir: string): Promise<void> {
+  const file = path.join(absDir, OWNER_FILE);
+  const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
+  if (pid === process.pid) await fsp.rm(file, { force: true }).catch(() => undefined);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Creates a store with its meta record in a staging dir and moves its data file into `absDir`. */
-async function createFresh(dir: string, absDir: string, identity: ClusterIdentity): Promise<void> {
+async function createFresh(dir: string, absDir: string, identity: ClusterIdentity, rejoining: boolean): Promise<void> {
   const staging = path.join(absDir, STAGING_DIR);
   try {
     await fsp.mkdir(absDir, { recursive: true });
@@ -633,7 +1012,7 @@ async function createFresh(dir: string, absDir: string, identity: ClusterIdentit
     await fsp.mkdir(staging);
     const db = openLmdb<Buffer, Buffer>({ path: staging, ...LMDB_OPTIONS });
     try {
-      await db.put(META_KEY, encodeMeta(identity)); // durable: overlappingSync is off
+      await db.put(META_KEY, encodeMeta(freshMeta(identity, rejoining))); // durable: overlappingSync is off
     } finally {
       await db.close();
     }
@@ -714,7 +1093,7 @@ async function probeDataFile(dir: string, absDir: string): Promise<void> {
   }
   // LMDB would initialize a zero-length file as a new, empty environment.
   if (size === 0) {
-    throw new DataDirError(`data dir ${dir}: ${DATA_FILE} is empty (0 bytes); the data file was truncated: restore it, or remove the dir to start this replica empty`, dir);
+    throw new DataDirError(`data dir ${dir}: ${DATA_FILE} is empty (0 bytes); the data file was truncated: ${REJOIN_HINT}`, dir);
   }
   const lmdbEntry = createRequire(import.meta.url).resolve('lmdb');
   const { code, signal, stdout, stderr } = await runProbe(lmdbEntry, absDir);
@@ -729,7 +1108,7 @@ async function probeDataFile(dir: string, absDir: string): Promise<void> {
   if (report === undefined || code !== 0) {
     const how = signal !== null ? `was killed by ${signal}` : `exited with code ${String(code)}`;
     throw new DataDirError(
-      `data dir ${dir}: ${DATA_FILE} (${size} bytes) is corrupt: a child process reading it ${how}${detail ? ` (${detail})` : ''}; restore the replica from its peers or a backup`,
+      `data dir ${dir}: ${DATA_FILE} (${size} bytes) is corrupt: a child process reading it ${how}${detail ? ` (${detail})` : ''}; ${REJOIN_HINT}`,
       dir,
     );
   }
@@ -738,16 +1117,16 @@ async function probeDataFile(dir: string, absDir: string): Promise<void> {
     case 'truncated':
       throw new DataDirError(
         `data dir ${dir}: ${DATA_FILE} is truncated: ${report.size} bytes, but LMDB's meta page uses pages 0..${report.lastPageNumber} of ${report.pageSize} bytes ` +
-          `(${(report.lastPageNumber + 1) * report.pageSize} bytes); restore the replica from its peers or a backup`,
+          `(${(report.lastPageNumber + 1) * report.pageSize} bytes); ${REJOIN_HINT}`,
         dir,
       );
     case 'count':
       throw new DataDirError(
-        `data dir ${dir}: ${DATA_FILE} is corrupt: LMDB counts ${report.entryCount} entries but ${report.entries} could be read`,
+        `data dir ${dir}: ${DATA_FILE} is corrupt: LMDB counts ${report.entryCount} entries but ${report.entries} could be read; ${REJOIN_HINT}`,
         dir,
       );
     case 'error':
-      throw new DataDirError(`data dir ${dir}: ${DATA_FILE} is not a readable LMDB file: ${report.message}`, dir);
+      throw new DataDirError(`data dir ${dir}: ${DATA_FILE} is not a readable LMDB file: ${report.message}; ${REJOIN_HINT}`, dir);
   }
 }
 
@@ -765,14 +1144,27 @@ function runProbe(lmdbEntry: string, absDir: string): Promise<{ code: number | n
   });
 }
 
-/** After the probe: re-checks the size, the meta record, and that every record decodes. @returns meta entry count. */
-async function verifyOpened(db: RootDatabase<Buffer, Buffer>, dir: string, absDir: string, identity: ClusterIdentity): Promise<number> {
+/**
+ * After the probe: re-checks the size, the meta record, that no other process has the dir open,
+ * that a rejoin is not asked on an existing store (`refuseRejoin`), and that every record decodes.
+ * @returns the meta namespace's entry count and the decoded meta record.
+ */
+async function verifyOpened(
+  db: RootDatabase<Buffer, Buffer>,
+  dir: string,
+  absDir: string,
+  identity: ClusterIdentity,
+  refuseRejoin: boolean,
+): Promise<{ metaEntries: number; meta: MetaState }> {
   const stats = db.getStats() as { pageSize: number; lastPageNumber: number };
   const size = (await fsp.stat(path.join(absDir, DATA_FILE))).size;
   if (size < (stats.lastPageNumber + 1) * stats.pageSize) {
-    throw new DataDirError(`data dir ${dir}: ${DATA_FILE} is truncated (${size} bytes, LMDB uses ${(stats.lastPageNumber + 1) * stats.pageSize})`, dir);
+    throw new DataDirError(
+      `data dir ${dir}: ${DATA_FILE} is truncated (${size} bytes, LMDB uses ${(stats.lastPageNumber + 1) * stats.pageSize}); ${REJOIN_HINT}`,
+      dir,
+    );
   }
-  checkMeta(db.getBinary(META_KEY), dir, identity);
+  const meta = checkMeta(db.getBinary(META_KEY), dir, identity);
   // Another live process with the environment open (a second replica started on this dir) has a
   // slot in LMDB's reader table; slots of dead processes (the probe child, a killed replica) are
   // cleared by readerCheck().
@@ -781,17 +1173,22 @@ async function verifyOpened(db: RootDatabase<Buffer, Buffer>, dir: string, absDi
   if (others.length > 0) {
     throw new DataDirError(`data dir ${dir} is in use by process ${[...new Set(others)].join(', ')}: is another replica running with this --data-dir?`, dir);
   }
+  if (refuseRejoin) {
+    throw new DataDirError(
+      meta.rejoining
+        ? `data dir ${dir} already holds PaxosKV data (incarnation ${meta.incarnation}) of a rejoin that has not finished: ` +
+            `restart this replica without --rejoin to continue it (--rejoin only starts a rejoin from an EMPTY dir)`
+        : `data dir ${dir} already holds PaxosKV data (incarnation ${meta.incarnation}); --rejoin starts a replica that lost its data ` +
+            `from an EMPTY data dir: to rejoin, move this dir aside first; to keep its data, restart without --rejoin`,
+      dir,
+    );
+  }
   for (const { key, value } of db.getRange({ start: RECORDS_START, end: RECORDS_END })) {
     try {
       decodeRecord(value);
     } catch (err) {
-      const name = Buffer.from(key).toString('utf8', 1);
-      throw new DataDirError(
-        `data dir ${dir}: the record of key ${JSON.stringify(name)} does not decode (${(err as Error).message}); the data file is corrupt`,
-        dir,
-        { cause: err },
-      );
+      throw undecodableRecord(dir, Buffer.from(key).toString('utf8', 1), err);
     }
   }
-  return db.getCount({ start: META_START, end: RECORDS_START });
+  return { metaEntries: db.getCount({ start: META_START, end: RECORDS_START }), meta };
 }

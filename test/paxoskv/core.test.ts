@@ -1,32 +1,35 @@
 import { describe, expect, it } from 'vitest';
-import { learn, onAccept, onPrepare, readState } from '../../services/paxoskv/core/acceptor.js';
-import { Replica } from '../../services/paxoskv/core/replica.js';
+import { learn, onAccept, onPrepare, readState, sameEntry } from '../../services/paxoskv/core/acceptor.js';
+import { Replica, type StartState } from '../../services/paxoskv/core/replica.js';
 import {
   ballotOf,
   EMPTY_RECORD,
+  MAX_SESSIONS_PER_KEY,
+  MAX_WRITES_PER_SESSION,
   nextEntry,
-  RECENT_MAX,
-  RECENT_WINDOW_MS,
-  versionOfRequest,
+  writeOutcome,
   type ClientResult,
   type Entry,
   type KeyRecord,
   type MemberId,
   type Output,
   type PeerMessage,
+  type WriteId,
 } from '../../services/paxoskv/core/types.js';
 
 const K = 'k';
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
-const entry = (index: number, v: string, proposer: MemberId, requestId = `r${index}`): Entry => ({
+const entry = (index: number, v: string, proposer: MemberId, client = `r${index}`): Entry => ({
   index,
   value: bytes(v),
-  requestId,
+  writer: { client, seq: 1 },
   proposer,
   time: 0,
-  recent: [],
+  sessions: [],
 });
+/** A write id of session `client`, number `seq`, sent at `sentAt` and expiring 5 s later. */
+const wid = (client: string, seq = 1, sentAt = 1000, ackedBelow = 1, lifetime = 5000): WriteId => ({ client, seq, ackedBelow, sentAt, expiresAt: sentAt + lifetime });
 
 describe('acceptor rules', () => {
   it('promises a ballot at least as high as any promised, reporting what it accepted', () => {
@@ -75,7 +78,7 @@ describe('acceptor rules', () => {
   });
 
   it('answers instances already decided with its latest chosen entry, and later ones with behind', () => {
-    const rec: KeyRecord = { chosen: entry(5, 'five', 1), promised: 0, accepted: 0, acceptedEntry: null };
+    const rec: KeyRecord = { chosen: entry(5, 'five', 1), promised: 0, accepted: 0, acceptedEntry: null, fence: 0 };
     expect(onPrepare(rec, { key: K, index: 3, ballot: ballotOf(9, 2) }).reply).toEqual({ type: 'chosen', key: K, entry: entry(5, 'five', 1) });
     expect(onAccept(rec, { key: K, index: 5, ballot: ballotOf(9, 2), entry: entry(5, 'x', 2) }).reply.type).toBe('chosen');
     expect(onPrepare(rec, { key: K, index: 8, ballot: ballotOf(9, 2) }).reply).toEqual({ type: 'behind', key: K, index: 8, chosenIndex: 5 });
@@ -83,34 +86,98 @@ describe('acceptor rules', () => {
   });
 
   it('learns only newer entries, and a new entry opens a fresh instance', () => {
-    const rec: KeyRecord = { chosen: entry(2, 'two', 1), promised: ballotOf(7, 3), accepted: ballotOf(7, 3), acceptedEntry: entry(3, 'p', 3) };
+    const rec: KeyRecord = { chosen: entry(2, 'two', 1), promised: ballotOf(7, 3), accepted: ballotOf(7, 3), acceptedEntry: entry(3, 'p', 3), fence: 0 };
     expect(learn(rec, entry(2, 'two', 1))).toBeUndefined();
     expect(learn(rec, entry(1, 'old', 1))).toBeUndefined();
-    expect(learn(rec, entry(4, 'four', 2))).toEqual({ chosen: entry(4, 'four', 2), promised: 0, accepted: 0, acceptedEntry: null });
+    expect(learn(rec, entry(4, 'four', 2))).toEqual({ chosen: entry(4, 'four', 2), promised: 0, accepted: 0, acceptedEntry: null, fence: 0 });
   });
 
   it('reports read state: the entry only when the asker lacks it, and any pending accepted ballot', () => {
-    const rec: KeyRecord = { chosen: entry(2, 'two', 1), promised: ballotOf(1, 3), accepted: ballotOf(1, 3), acceptedEntry: entry(3, 'p', 3) };
+    const rec: KeyRecord = { chosen: entry(2, 'two', 1), promised: ballotOf(1, 3), accepted: ballotOf(1, 3), acceptedEntry: entry(3, 'p', 3), fence: 0 };
     expect(readState(rec, { key: K, readId: 7, knownIndex: 2 })).toEqual({ type: 'readState', key: K, readId: 7, chosenIndex: 2, entry: null, pendingAccepted: ballotOf(1, 3) });
     expect(readState(rec, { key: K, readId: 7, knownIndex: 1 })).toMatchObject({ entry: entry(2, 'two', 1) });
   });
 
-  it('carries the request ids of recent writes in entries, so a retry is recognised on any replica', () => {
-    // Many writes within the time window: the newest RECENT_MAX are remembered.
+  it('a fence stops votes below it: such instances answer behind', () => {
+    const fenced: KeyRecord = { ...EMPTY_RECORD, chosen: entry(2, 'two', 1), fence: 4 };
+    expect(onPrepare(fenced, { key: K, index: 3, ballot: ballotOf(5, 2) }).reply).toEqual({ type: 'behind', key: K, index: 3, chosenIndex: 2 });
+    expect(onAccept(fenced, { key: K, index: 3, ballot: ballotOf(5, 2), entry: entry(3, 'x', 2) }).reply.type).toBe('behind');
+    const learned = learn(fenced, entry(3, 'three', 2))!;
+    expect(learned.fence).toBe(4);
+    expect(onPrepare(learned, { key: K, index: 4, ballot: ballotOf(5, 2) }).reply.type).toBe('promise');
+  });
+
+  it('sameEntry sees every field: log time, writer and sessions too', () => {
+    const a = nextEntry(null, bytes('v'), wid('s'), 1);
+    expect(sameEntry(a, { ...a })).toBe(true);
+    expect(sameEntry(a, { ...a, time: a.time + 1 })).toBe(false);
+    expect(sameEntry(a, { ...a, writer: { client: 's', seq: 2 } })).toBe(false);
+    expect(sameEntry(a, { ...a, writer: null })).toBe(false);
+    expect(sameEntry(a, { ...a, sessions: [] })).toBe(false);
+    expect(sameEntry(a, { ...a, sessions: [{ ...a.sessions[0]!, floor: 9 }] })).toBe(false);
+    expect(sameEntry(a, { ...a, sessions: [{ ...a.sessions[0]!, writes: [{ seq: 1, version: 2 }] }] })).toBe(false);
+  });
+});
+
+describe('write sessions (exactly-once)', () => {
+  it('recognises a retry however many writes of other sessions came between (a hot key)', () => {
+    let e = nextEntry(null, bytes('mine'), wid('me', 1, 1000), 1);
+    // 500 writes by 16 other sessions, each acknowledging its previous writes.
+    for (let i = 0; i < 500; i++) {
+      const client = `c${i % 16}`;
+      const seq = Math.floor(i / 16) + 1;
+      e = nextEntry(e, bytes(`v${i}`), wid(client, seq, 1000 + i, seq), 2);
+    }
+    expect(writeOutcome(e, wid('me', 1, 1100))).toEqual({ kind: 'applied', version: 1 });
+    // Each session keeps only its writes at or above what it acknowledged.
+    expect(e.sessions.length).toBe(17);
+    expect(Math.max(...e.sessions.map((s) => s.writes.length))).toBe(1);
+  });
+
+  it('classifies attempts: applied, fresh, stale below the floor, expired past the log time', () => {
+    let e = nextEntry(null, bytes('a'), wid('s', 1, 1000), 1);
+    e = nextEntry(e, bytes('b'), wid('s', 2, 1500, 1), 1);
+    expect(writeOutcome(e, wid('s', 2, 1600))).toEqual({ kind: 'applied', version: 2 });
+    expect(writeOutcome(e, wid('s', 3, 1600))).toEqual({ kind: 'fresh' });
+    // Session s says writes below 3 are finished: they are forgotten, and a late attempt is refused.
+    e = nextEntry(e, bytes('c'), wid('s', 3, 1700, 3), 1);
+    expect(e.sessions[0]!.writes).toEqual([{ seq: 3, version: 3 }]);
+    expect(writeOutcome(e, wid('s', 2, 1600))).toEqual({ kind: 'stale' });
+    // Another session's stamp moves the log time past s's writes: s is dropped, and an attempt
+    // of a write that expired before that time is refused, whichever session it names.
+    e = nextEntry(e, bytes('d'), wid('t', 1, 9000), 2);
+    expect(e.time).toBe(9000);
+    expect(e.sessions.map((x) => x.client)).toEqual(['t']);
+    expect(writeOutcome(e, wid('s', 3, 1700))).toEqual({ kind: 'expired' });
+    expect(writeOutcome(e, wid('u', 1, 1000))).toEqual({ kind: 'expired' });
+    expect(writeOutcome(e, wid('u', 1, 8999))).toEqual({ kind: 'fresh' });
+  });
+
+  it('log time never goes back, and no replica clock enters an entry', () => {
+    const e1 = nextEntry(null, bytes('a'), wid('s', 1, 5000), 1);
+    const e2 = nextEntry(e1, bytes('b'), wid('t', 1, 100), 2); // a client whose clock is behind
+    expect(e2.time).toBe(5000);
+    const e3 = nextEntry(e2, bytes('c'), null, 3); // a write without a session keeps the time
+    expect(e3.time).toBe(5000);
+    expect(e3.writer).toBeNull();
+    expect(writeOutcome(e3, null)).toEqual({ kind: 'fresh' });
+  });
+
+  it('caps what a key remembers without losing exactly-once: floors and log time rise instead', () => {
+    // One session with more unacknowledged writes than the cap: its floor rises over the oldest.
     let e: Entry | null = null;
-    const n = RECENT_MAX + 3;
-    for (let i = 1; i <= n; i++) e = nextEntry(e, bytes(`v${i}`), `req${i}`, 1, 1000 + i);
-    expect(e!.index).toBe(n);
-    expect(versionOfRequest(e, `req${n}`)).toBe(n);
-    expect(versionOfRequest(e, `req${n - 1}`)).toBe(n - 1);
-    expect(versionOfRequest(e, `req${n - RECENT_MAX}`)).toBe(n - RECENT_MAX);
-    expect(versionOfRequest(e, `req${n - RECENT_MAX - 1}`)).toBeUndefined(); // over the cap
-    expect(versionOfRequest(e, '')).toBeUndefined();
-    // Writes older than the window are forgotten, however few.
-    const old = nextEntry(nextEntry(null, bytes('a'), 'early', 1, 0), bytes('b'), 'middle', 1, 5);
-    const later = nextEntry(old, bytes('c'), 'late', 2, 5 + RECENT_WINDOW_MS);
-    expect(versionOfRequest(later, 'middle')).toBe(2);
-    expect(versionOfRequest(later, 'early')).toBeUndefined();
+    for (let seq = 1; seq <= MAX_WRITES_PER_SESSION + 5; seq++) e = nextEntry(e, bytes(`${seq}`), wid('s', seq, 1000), 1);
+    expect(e!.sessions[0]!.writes.length).toBe(MAX_WRITES_PER_SESSION);
+    expect(e!.sessions[0]!.floor).toBe(6);
+    expect(writeOutcome(e, wid('s', 5, 1000))).toEqual({ kind: 'stale' });
+    expect(writeOutcome(e, wid('s', 6, 1000))).toEqual({ kind: 'applied', version: 6 });
+    // More sessions than the cap: the ones expiring first go, and the log time passes their expiry.
+    e = null;
+    for (let i = 0; i <= MAX_SESSIONS_PER_KEY; i++) e = nextEntry(e, bytes(`${i}`), wid(`c${i}`, 1, 1000 + i), 1);
+    expect(e!.sessions.length).toBe(MAX_SESSIONS_PER_KEY);
+    expect(e!.sessions.some((s) => s.client === 'c0')).toBe(false);
+    expect(writeOutcome(e, wid('c0', 1, 1000))).toEqual({ kind: 'expired' });
+    expect(writeOutcome(e, wid(`c${MAX_SESSIONS_PER_KEY}`, 1, 1000 + MAX_SESSIONS_PER_KEY))).toEqual({ kind: 'applied', version: MAX_SESSIONS_PER_KEY + 1 });
   });
 });
 
@@ -123,19 +190,40 @@ class Cluster {
   now = 0;
   private ref = 1;
 
-  constructor(readonly ids: MemberId[] = [1, 2, 3], learnerOnly: MemberId[] = []) {
-    for (const id of ids) this.boot(id, learnerOnly.includes(id));
+  constructor(
+    readonly ids: MemberId[] = [1, 2, 3],
+    readonly learners: MemberId[] = [],
+  ) {
+    for (const id of ids) this.boot(id);
   }
 
-  boot(id: MemberId, learnerOnly = false): void {
+  /** (Re)starts a replica on its store; with `start`, it runs the start check (see ReplicaConfig.start). */
+  boot(id: MemberId, start?: StartState): void {
     const store = this.stores.get(id) ?? new Map<string, KeyRecord>();
     this.stores.set(id, store);
-    this.replicas.set(id, new Replica({ id, members: this.ids, learnerOnly }, { get: (k) => store.get(k) }, () => 0.5));
+    const source = { get: (k: string) => store.get(k), keysAfter: (after: string, limit: number) => [...store.keys()].filter((k) => k > after).sort().slice(0, limit) };
+    const r = new Replica({ id, members: this.ids, learners: this.learners, start }, source, () => 0.5);
+    this.replicas.set(id, r);
+    this.apply(id, r.begin(this.now));
+  }
+
+  readonly metas = new Map<MemberId, { incarnation: number; peerIncarnations: Map<MemberId, number>; rejoining: boolean }>();
+
+  meta(id: MemberId): { incarnation: number; peerIncarnations: Map<MemberId, number>; rejoining: boolean } {
+    let m = this.metas.get(id);
+    if (m === undefined) this.metas.set(id, (m = { incarnation: 0, peerIncarnations: new Map(), rejoining: false }));
+    return m;
   }
 
   apply(id: MemberId, out: Output): void {
     const store = this.stores.get(id)!;
     for (const [k, r] of out.persist) store.set(k, r);
+    if (out.meta !== undefined) {
+      const m = this.meta(id);
+      if (out.meta.incarnation !== undefined) m.incarnation = out.meta.incarnation;
+      if (out.meta.rejoining !== undefined) m.rejoining = out.meta.rejoining;
+      for (const [p, n] of out.meta.peerIncarnations ?? []) m.peerIncarnations.set(p, Math.max(n, m.peerIncarnations.get(p) ?? 0));
+    }
     for (const s of out.send) this.inbox.push({ from: id, to: s.to, msg: s.message });
     for (const r of out.replies) this.results.set(r.requestRef, r.result);
   }
@@ -173,26 +261,26 @@ class Cluster {
 describe('replica protocol', () => {
   it('writes through two-phase Paxos first, then through the fast path for the same proposer', () => {
     const c = new Cluster();
-    const w1 = c.request(1, { kind: 'put', value: bytes('a'), requestId: 'w1' });
+    const w1 = c.request(1, { kind: 'put', value: bytes('a'), id: wid('w1') });
     expect(c.inbox.map((m) => m.msg.type)).toEqual(['prepare', 'prepare']);
     c.deliver();
     expect(c.results.get(w1)).toEqual({ ok: true, kind: 'write', version: 1 });
     for (const id of [1, 2, 3]) expect(text(c.chosen(id)!.value)).toBe('a');
     // Replica 1 proposed entry 1, so entry 2 skips prepare.
-    const w2 = c.request(1, { kind: 'put', value: bytes('b'), requestId: 'w2' });
+    const w2 = c.request(1, { kind: 'put', value: bytes('b'), id: wid('w2') });
     expect(c.inbox.map((m) => m.msg.type)).toEqual(['accept', 'accept']);
     expect(c.inbox.every((m) => m.msg.type === 'accept' && m.msg.ballot === ballotOf(0, 1))).toBe(true);
     c.deliver();
     expect(c.results.get(w2)).toEqual({ ok: true, kind: 'write', version: 2 });
     // Another replica has no fast path for entry 3.
-    c.request(2, { kind: 'put', value: bytes('c'), requestId: 'w3' });
+    c.request(2, { kind: 'put', value: bytes('c'), id: wid('w3') });
     expect(c.inbox.map((m) => m.msg.type)).toEqual(['prepare', 'prepare']);
   });
 
   it('a competing proposer preempts a slower one, and the slower one retries and lands on the next index', () => {
     const c = new Cluster();
-    const a = c.request(1, { kind: 'put', value: bytes('from1'), requestId: 'a' });
-    const b = c.request(2, { kind: 'put', value: bytes('from2'), requestId: 'b' });
+    const a = c.request(1, { kind: 'put', value: bytes('from1'), id: wid('a') });
+    const b = c.request(2, { kind: 'put', value: bytes('from2'), id: wid('b') });
     // Both prepares reach replica 3; 2's ballot (round 1, member 2) beats 1's.
     c.deliver((m) => m.msg.type === 'prepare' && m.to === 3 && m.from === 1);
     c.deliver((m) => m.msg.type === 'prepare' && m.to === 3 && m.from === 2);
@@ -209,10 +297,10 @@ describe('replica protocol', () => {
 
   it('a read finishes a value accepted by a majority but never announced', () => {
     const c = new Cluster();
-    c.request(1, { kind: 'put', value: bytes('first'), requestId: 'p1' });
+    c.request(1, { kind: 'put', value: bytes('first'), id: wid('p1') });
     c.deliver();
     // Replica 1 writes entry 2 by the fast path; accepts reach 2, but the replies and learns are lost.
-    c.request(1, { kind: 'put', value: bytes('second'), requestId: 'p2' });
+    c.request(1, { kind: 'put', value: bytes('second'), id: wid('p2') });
     c.deliver((m) => m.msg.type === 'accept' && m.to === 2);
     c.drop(() => true);
     expect(c.chosen(3)!.index).toBe(1);
@@ -225,13 +313,13 @@ describe('replica protocol', () => {
 
   it('a lagging replica catches up from the peer that shows it missed entries', () => {
     const c = new Cluster();
-    c.request(1, { kind: 'put', value: bytes('v1'), requestId: 'x1' });
+    c.request(1, { kind: 'put', value: bytes('v1'), id: wid('x1') });
     c.deliver((m) => m.to !== 3 || m.msg.type === 'prepare'); // 3 misses accept and learn of entry 1
     c.drop((m) => m.to === 3);
     c.drop(() => true);
     expect(c.chosen(3)).toBeNull();
     // Entry 2 by fast path: 3 is asked to accept index 2 while it knows nothing of entry 1.
-    c.request(1, { kind: 'put', value: bytes('v2'), requestId: 'x2' });
+    c.request(1, { kind: 'put', value: bytes('v2'), id: wid('x2') });
     c.deliver();
     expect(c.chosen(3)!.index).toBe(2);
     expect(c.replicas.get(3)!.laggingCount).toBe(0);
@@ -239,11 +327,11 @@ describe('replica protocol', () => {
 
   it('a retried write whose request id is already chosen returns the original version instead of applying twice', () => {
     const c = new Cluster();
-    const first = c.request(1, { kind: 'put', value: bytes('once'), requestId: 'same' });
+    const first = c.request(1, { kind: 'put', value: bytes('once'), id: wid('same') });
     c.deliver();
-    c.request(2, { kind: 'put', value: bytes('other'), requestId: 'o' });
+    c.request(2, { kind: 'put', value: bytes('other'), id: wid('o') });
     c.deliver();
-    const retry = c.request(3, { kind: 'put', value: bytes('once'), requestId: 'same' });
+    const retry = c.request(3, { kind: 'put', value: bytes('once'), id: wid('same') });
     c.deliver();
     expect(c.results.get(first)).toEqual({ ok: true, kind: 'write', version: 1 });
     expect(c.results.get(retry)).toEqual({ ok: true, kind: 'write', version: 1 });
@@ -252,35 +340,35 @@ describe('replica protocol', () => {
 
   it('compare-and-set: succeeds at the expected version, fails with the current one otherwise, cas(0) on absent keys', () => {
     const c = new Cluster();
-    const create = c.request(1, { kind: 'cas', expectedVersion: 0, value: bytes('new'), requestId: 'c1' });
+    const create = c.request(1, { kind: 'cas', expectedVersion: 0, value: bytes('new'), id: wid('c1') });
     c.deliver();
     expect(c.results.get(create)).toEqual({ ok: true, kind: 'write', version: 1 });
-    const again = c.request(2, { kind: 'cas', expectedVersion: 0, value: bytes('dup'), requestId: 'c2' });
+    const again = c.request(2, { kind: 'cas', expectedVersion: 0, value: bytes('dup'), id: wid('c2') });
     c.deliver();
     expect(c.results.get(again)).toMatchObject({ ok: false, status: 'FAILED_PRECONDITION', version: 1 });
-    const ok = c.request(3, { kind: 'cas', expectedVersion: 1, value: bytes('next'), requestId: 'c3' });
+    const ok = c.request(3, { kind: 'cas', expectedVersion: 1, value: bytes('next'), id: wid('c3') });
     c.deliver();
     expect(c.results.get(ok)).toEqual({ ok: true, kind: 'write', version: 2 });
-    const del = c.request(1, { kind: 'delete', requestId: 'd' });
+    const del = c.request(1, { kind: 'delete', id: wid('d') });
     c.deliver();
     expect(c.results.get(del)).toEqual({ ok: true, kind: 'write', version: 3 });
     const get = c.request(2, { kind: 'get' });
     c.deliver();
     expect(c.results.get(get)).toEqual({ ok: true, kind: 'get', value: null, version: 3 });
-    const recreate = c.request(2, { kind: 'cas', expectedVersion: 0, value: bytes('back'), requestId: 'c4' });
+    const recreate = c.request(2, { kind: 'cas', expectedVersion: 0, value: bytes('back'), id: wid('c4') });
     c.deliver();
     expect(c.results.get(recreate)).toEqual({ ok: true, kind: 'write', version: 4 });
   });
 
   it('a restarted proposer does not reuse its fast-path ballot with another value', () => {
     const c = new Cluster();
-    c.request(1, { kind: 'put', value: bytes('v1'), requestId: 'a' });
+    c.request(1, { kind: 'put', value: bytes('v1'), id: wid('a') });
     c.deliver();
     // Fast path for entry 2: replica 1 accepts locally (persisted) and its accepts are lost.
-    c.request(1, { kind: 'put', value: bytes('v2'), requestId: 'b' });
+    c.request(1, { kind: 'put', value: bytes('v2'), id: wid('b') });
     c.drop(() => true);
     c.boot(1); // crash and restart with only the persisted record
-    c.request(1, { kind: 'put', value: bytes('v3'), requestId: 'c' });
+    c.request(1, { kind: 'put', value: bytes('v3'), id: wid('c') });
     // Its own acceptor holds a round-0 accept, so it must prepare, not reuse the fast ballot.
     expect(c.inbox.map((m) => m.msg.type)).toEqual(['prepare', 'prepare']);
     c.deliver();
@@ -293,7 +381,7 @@ describe('replica protocol', () => {
     const c = new Cluster([1, 2, 3], [3]);
     const refused = c.request(3, { kind: 'get' });
     expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
-    const w = c.request(1, { kind: 'put', value: bytes('v'), requestId: 'l' });
+    const w = c.request(1, { kind: 'put', value: bytes('v'), id: wid('l') });
     c.deliver();
     expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 1 });
     expect(text(c.chosen(3)!.value)).toBe('v');
@@ -302,7 +390,7 @@ describe('replica protocol', () => {
 
   it('fails with UNAVAILABLE after its attempts when no majority answers', () => {
     const c = new Cluster();
-    const w = c.request(1, { kind: 'put', value: bytes('alone'), requestId: 'z' });
+    const w = c.request(1, { kind: 'put', value: bytes('alone'), id: wid('z') });
     for (let i = 0; i < 200 && !c.results.has(w); i++) {
       c.drop(() => true);
       c.tick(1000);
@@ -310,8 +398,151 @@ describe('replica protocol', () => {
     expect(c.results.get(w)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
   });
 
+  it('recognises a retry on another replica whose clock is minutes apart, after many writes of other clients', () => {
+    const c = new Cluster();
+    const first = c.request(1, { kind: 'put', value: bytes('once'), id: wid('me', 1, 1000) });
+    c.deliver();
+    for (let i = 0; i < 100; i++) {
+      c.request(2, { kind: 'put', value: bytes(`o${i}`), id: wid(`other${i % 16}`, Math.floor(i / 16) + 1, 1001 + i, Math.floor(i / 16) + 1) });
+      c.deliver();
+    }
+    // Replica 3's clock is 60 s ahead of the others: it does not matter, no replica clock is consulted.
+    c.now += 60_000;
+    const retry = c.request(3, { kind: 'put', value: bytes('once'), id: wid('me', 1, 1200) });
+    c.deliver();
+    expect(c.results.get(first)).toEqual({ ok: true, kind: 'write', version: 1 });
+    expect(c.results.get(retry)).toEqual({ ok: true, kind: 'write', version: 1 });
+    expect(c.chosen(1)!.index).toBe(101);
+  });
+
+  it('refuses a late attempt of a finished write and an attempt past its expiry, applying neither', () => {
+    const c = new Cluster();
+    c.request(1, { kind: 'put', value: bytes('a'), id: wid('s', 1, 1000) });
+    c.deliver();
+    c.request(1, { kind: 'put', value: bytes('b'), id: wid('s', 3, 1100, 3) });
+    c.deliver();
+    const late = c.request(2, { kind: 'put', value: bytes('x'), id: wid('s', 2, 1050) });
+    c.deliver();
+    expect(c.results.get(late)).toMatchObject({ ok: false, status: 'ABORTED' });
+    const expired = c.request(2, { kind: 'put', value: bytes('y'), id: wid('t', 1, 10, 1, 50) });
+    c.deliver();
+    expect(c.results.get(expired)).toMatchObject({ ok: false, status: 'DEADLINE_EXCEEDED' });
+    expect(c.chosen(1)!.index).toBe(2);
+  });
+
+  it('learners are outside the majority: with one learner of four, one voter down still leaves a majority', () => {
+    const c = new Cluster([1, 2, 3, 4], [4]);
+    expect(c.replicas.get(1)!.voters).toEqual([1, 2, 3]);
+    expect(c.replicas.get(4)!.mode).toBe('learner');
+    const w = c.request(1, { kind: 'put', value: bytes('v'), id: wid('w') });
+    // Voter 3 is down: only 1 and 2 answer (2 of 3 voters).
+    for (let i = 0; i < 20 && !c.results.has(w); i++) {
+      c.drop((m) => m.to === 3 || m.from === 3);
+      c.deliver((m) => m.to !== 3 && m.from !== 3);
+    }
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 1 });
+    expect(text(c.chosen(4)!.value)).toBe('v');
+    const get = c.request(2, { kind: 'get' });
+    c.drop((m) => m.to === 3);
+    c.deliver((m) => m.to !== 3);
+    expect(c.results.get(get)).toMatchObject({ ok: true, version: 1 });
+  });
+
+  it('a starting replica votes only after a majority of the other voters recorded its incarnation', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    expect(c.replicas.get(1)!.mode).toBe('checking');
+    const refused = c.request(1, { kind: 'get' });
+    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/confirm its incarnation/) });
+    c.deliver();
+    for (const id of [1, 2, 3]) {
+      expect(c.replicas.get(id)!.mode).toBe('voter');
+      expect(c.meta(id).incarnation).toBe(1);
+    }
+    expect(c.meta(2).peerIncarnations.get(1)).toBe(1);
+  });
+
+  it('a data dir older than its peers have seen, or emptied, is caught and does not vote', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    // Replica 2 restarts normally twice (incarnations 2, 3), then comes back on a copy from incarnation 1.
+    c.boot(2, { kind: 'existing', incarnation: 1, peerIncarnations: c.meta(2).peerIncarnations });
+    c.deliver();
+    c.boot(2, { kind: 'existing', incarnation: 2, peerIncarnations: c.meta(2).peerIncarnations });
+    c.deliver();
+    expect(c.replicas.get(2)!.mode).toBe('voter');
+    c.boot(2, { kind: 'existing', incarnation: 1, peerIncarnations: c.meta(2).peerIncarnations });
+    c.deliver();
+    expect(c.replicas.get(2)!.mode).toBe('failed');
+    expect(c.replicas.get(2)!.failure).toMatch(/older than it should be: member [13] has seen incarnation 3 of it, the data dir holds incarnation 1/);
+    // An empty data dir for a member its peers know: lost data, use --rejoin.
+    c.boot(2, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    expect(c.replicas.get(2)!.mode).toBe('failed');
+    expect(c.replicas.get(2)!.failure).toMatch(/lost its data.*--rejoin/);
+  });
+
+  it('a replica that lost its data rejoins without voting where it may have voted before (the issue 9 scenario)', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    for (let i = 1; i <= 3; i++) {
+      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
+      c.deliver();
+    }
+    // Index 4: replicas 1 and 2 accept V and V is acknowledged; 3 hears nothing.
+    const v = c.request(1, { kind: 'put', value: bytes('V'), id: wid('a', 4, 1005, 4) });
+    c.deliver((m) => m.to !== 3 && m.from !== 3);
+    c.drop((m) => m.to === 3);
+    expect(c.results.get(v)).toEqual({ ok: true, kind: 'write', version: 4 });
+    expect(c.chosen(3)!.index).toBe(3);
+    // Replica 2 loses its disk and rejoins; replica 1 goes down for good.
+    c.stores.set(2, new Map());
+    c.metas.delete(2);
+    c.boot(2, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
+    c.deliver((m) => m.msg.type === 'hello' || m.msg.type === 'helloAck');
+    expect(c.replicas.get(2)!.mode).toBe('rejoining');
+    c.replicas.delete(1);
+    c.deliver((m) => m.to !== 1);
+    c.drop((m) => m.to === 1);
+    // Without replica 1 it cannot finish its sweep: it stays out of every majority.
+    expect(c.replicas.get(2)!.mode).toBe('rejoining');
+    const w = c.request(3, { kind: 'put', value: bytes('W'), id: wid('c', 1, 2000) });
+    for (let i = 0; i < 200 && !c.results.has(w); i++) {
+      c.deliver((m) => m.to !== 1);
+      c.drop((m) => m.to === 1);
+      c.tick(100);
+    }
+    expect(c.results.get(w)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
+    expect(c.stores.get(3)!.get(K)!.chosen!.index).toBe(3); // W was not chosen at 4
+    // Replica 1 comes back: the sweep completes, with replica 2 fenced two past the highest chosen index.
+    c.boot(1, { kind: 'existing', incarnation: c.meta(1).incarnation, peerIncarnations: c.meta(1).peerIncarnations });
+    for (let i = 0; i < 20 && c.replicas.get(2)!.mode !== 'voter'; i++) {
+      c.deliver();
+      c.tick(200);
+    }
+    expect(c.replicas.get(2)!.mode).toBe('voter');
+    expect(c.stores.get(2)!.get(K)!.fence).toBe(6);
+    expect(c.meta(2).rejoining).toBe(false);
+    expect(c.meta(2).incarnation).toBeGreaterThan(1);
+    const after = c.request(3, { kind: 'put', value: bytes('W'), id: wid('c', 1, 2000) });
+    for (let i = 0; i < 30 && !c.results.has(after); i++) {
+      c.deliver();
+      c.tick(100);
+    }
+    expect(c.results.get(after)).toEqual({ ok: true, kind: 'write', version: 5 });
+    expect(text(c.chosen(1)!.value)).toBe('W');
+  });
+
   it('rejects inconsistent membership', () => {
-    expect(() => new Replica({ id: 4, members: [1, 2, 3] }, { get: () => undefined }, Math.random)).toThrow(/not in the membership/);
-    expect(() => new Replica({ id: 1, members: [1, 2] }, { get: () => undefined }, Math.random)).toThrow(/odd number/);
+    const none = { get: () => undefined, keysAfter: () => [] };
+    expect(() => new Replica({ id: 4, members: [1, 2, 3] }, none, Math.random)).toThrow(/not in the membership/);
+    expect(() => new Replica({ id: 1, members: [1, 2, 2] }, none, Math.random)).toThrow(/duplicate/);
+    expect(() => new Replica({ id: 1, members: [1, 2, 3], learners: [4] }, none, Math.random)).toThrow(/learner 4 is not in the membership/);
+    expect(() => new Replica({ id: 1, members: [1, 2], learners: [1, 2] }, none, Math.random)).toThrow(/no voter/);
   });
 });

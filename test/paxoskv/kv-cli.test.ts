@@ -130,7 +130,7 @@ describe('svrkit kv serve refuses bad data dirs and bad flags, without destroyin
 
     const even = await run(serve(1, fresh, '1=127.0.0.1:1,2=127.0.0.1:2'));
     expect(even.code, even.stderr).toBe(1);
-    expect(even.stderr).toMatch(/a cluster needs an odd number of replicas, got 2/);
+    expect(even.stderr).toMatch(/a cluster needs an odd number of voters, got 2/);
 
     const malformed = await run(serve(1, fresh, '1=nohostport,2=127.0.0.1:2,3=127.0.0.1:3'));
     expect(malformed.code, malformed.stderr).toBe(1);
@@ -199,7 +199,7 @@ describe('svrkit kv up and the client commands', () => {
     const rows = status.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(rows).toHaveLength(3);
     for (const [i, row] of rows.entries()) {
-      expect(row).toMatchObject({ id: i + 1, address: `127.0.0.1:${base + i}`, up: true, learnerOnly: false });
+      expect(row).toMatchObject({ id: i + 1, address: `127.0.0.1:${base + i}`, up: true, mode: 'voter', votes: true, voters: [1, 2, 3], learnerOnly: false });
     }
 
     // SIGINT: `kv up` stops its replicas and exits 0.

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PaxosKVClient, RpcError, Status } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
-import { freePorts, killStarted, spawnSvrkit, stopProc, waitServing, type Proc } from '../support/kv-processes.js';
+import { freePorts, killStarted, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
 import { mulberry32 } from '../support/prng.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -298,6 +298,8 @@ describe("a replica's own peer traffic does not depend on the client call that h
     for (const id of IDS) addresses.set(id, `127.0.0.1:${ports[id - 1]}`);
     peersFlag = IDS.map((id) => `${id}=${addresses.get(id)}`).join(',');
     await Promise.all(IDS.map(startReplica));
+    // Each votes once the other voters confirmed its incarnation.
+    await Promise.all(IDS.map((id) => waitVoting(replicas.get(id)!, `replica ${id}`)));
   });
 
   afterAll(async () => {

@@ -2,10 +2,11 @@ import { promises as fsp } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PaxosKVClient, RpcError, Status } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub, PaxosPeerClient } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
-import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
+import type { PeerMessage } from '../../services/paxoskv/core/types.js';
+import { MAX_PEER_BATCH_BYTES, PaxosKVReplica, splitBatch } from '../../services/paxoskv/replica-server.js';
 import { DataDirError, KeyStore } from '../../services/paxoskv/storage.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -37,12 +38,14 @@ describe('a three-replica PaxosKV cluster in one process', () => {
   let kv: PaxosKVClient;
 
   const start = async (id: number) => {
-    replicas.set(id, await PaxosKVReplica.start({ id, members, dataDir: path.join(BASE, `r${id}`) }));
+    const r = await PaxosKVReplica.start({ id, members, dataDir: path.join(BASE, `r${id}`) });
+    replicas.set(id, r);
+    return r;
   };
 
   beforeAll(async () => {
     for (const id of [1, 2, 3]) members.set(id, `127.0.0.1:${await freePort()}`);
-    for (const id of [1, 2, 3]) await start(id);
+    await Promise.all([1, 2, 3].map((id) => start(id).then((r) => r.ready(10_000))));
     kv = new PaxosKVClient({ peers: [...members.values()], attemptTimeoutMs: 500 });
   });
   afterAll(async () => {
@@ -90,7 +93,11 @@ describe('a three-replica PaxosKV cluster in one process', () => {
     await replicas.get(2)!.close();
     const v = await kv.put('c', text('while 2 is down'));
     expect(str((await kv.get('c'))!.value)).toBe('while 2 is down');
-    await start(2);
+    const restarted = await start(2);
+    // It votes once a majority of the other voters confirmed its new incarnation.
+    expect(restarted.mode).toBe('checking');
+    await restarted.ready(10_000);
+    expect(restarted.status().incarnation).toBe(2n);
     const two = new PaxosKVStub(members.get(2)!);
     try {
       const r = await two.get({ key: 'c' }, { timeoutMs: 2000 });
@@ -130,6 +137,8 @@ describe('a three-replica PaxosKV cluster in one process', () => {
     expect(s.memberId).toBe(1);
     expect(s.members).toEqual([1, 2, 3]);
     expect(s.learnerOnly).toBe(false);
+    expect(s.mode).toBe('voter');
+    expect(s.voters).toEqual([1, 2, 3]);
     expect(s.keys).toBeGreaterThan(0n);
   });
 
@@ -138,5 +147,98 @@ describe('a three-replica PaxosKV cluster in one process', () => {
     await (await KeyStore.open(spare, { memberId: 3, members: [1, 2, 3] })).close();
     await expect(PaxosKVReplica.start({ id: 1, members, dataDir: spare })).rejects.toThrow(/belongs to member 3 of cluster \[1,2,3\]; this replica is member 1/);
     await expect(PaxosKVReplica.start({ id: 3, members, dataDir: path.join(BASE, 'r3') })).rejects.toThrow(DataDirError);
+  });
+});
+
+describe('the replica driver', () => {
+  it('splits one peer\'s messages into batches well under the frame limit, in order', () => {
+    const mib = new Uint8Array(1024 * 1024);
+    const messages: PeerMessage[] = Array.from({ length: 20 }, (_, i) => ({
+      type: 'accept',
+      key: `k${i}`,
+      index: 1,
+      ballot: 1,
+      entry: { index: 1, value: mib, writer: null, proposer: 1, time: 0, sessions: [] },
+    }));
+    const batches = splitBatch(messages, MAX_PEER_BATCH_BYTES);
+    expect(batches.length).toBeGreaterThanOrEqual(5);
+    expect(batches.flat()).toEqual(messages);
+    for (const b of batches) expect(b.length * mib.length).toBeLessThanOrEqual(MAX_PEER_BATCH_BYTES);
+    // Small messages stay in one batch; a single oversized one goes alone.
+    expect(splitBatch(messages.slice(0, 1), 100)).toHaveLength(1);
+    expect(splitBatch([{ type: 'catchUp', key: 'a', knownIndex: 0 }, { type: 'catchUp', key: 'b', knownIndex: 0 }], MAX_PEER_BATCH_BYTES)).toHaveLength(1);
+  });
+
+  describe('with a cluster', () => {
+    const base = path.join(BASE, 'driver');
+    const members = new Map<number, string>();
+    const replicas = new Map<number, PaxosKVReplica>();
+    let kv: PaxosKVClient;
+    const start = async (id: number) => {
+      const r = await PaxosKVReplica.start({ id, members, dataDir: path.join(base, `r${id}`) });
+      replicas.set(id, r);
+      return r;
+    };
+
+    beforeAll(async () => {
+      for (const id of [1, 2, 3]) members.set(id, `127.0.0.1:${await freePort()}`);
+      await Promise.all([1, 2, 3].map((id) => start(id).then((r) => r.ready(10_000))));
+      kv = new PaxosKVClient({ peers: [...members.values()], attemptTimeoutMs: 2000, defaultTimeoutMs: 20_000 });
+    });
+    afterAll(async () => {
+      vi.restoreAllMocks();
+      kv.close();
+      for (const r of replicas.values()) await r.close();
+    });
+
+    it('writes twenty 1 MiB values at once (more than one frame\'s worth for each peer)', async () => {
+      const value = new Uint8Array(1024 * 1024).fill(7);
+      const versions = await Promise.all(Array.from({ length: 20 }, (_, i) => kv.put(`big${i}`, value)));
+      expect(versions).toEqual(Array.from({ length: 20 }, () => 1n));
+      const got = await kv.get('big19');
+      expect(got?.value.length).toBe(value.length);
+    });
+
+    it('rejects malformed write ids with INVALID_ARGUMENT naming the field', async () => {
+      const stub = new PaxosKVStub(members.get(1)!);
+      try {
+        const writeId = { client: 'c', seq: 1n, ackedBelow: 1n, sentAtMs: 1000n, expiresAtMs: 2000n };
+        const cases: Array<[Partial<typeof writeId>, RegExp]> = [
+          [{ client: '' }, /client must not be empty/],
+          [{ client: 'x'.repeat(65) }, /client is longer than 64 bytes/],
+          [{ seq: 0n }, /seq must be at least 1/],
+          [{ ackedBelow: 2n }, /acked_below 2 is above the write's own seq 1/],
+          [{ expiresAtMs: 999n }, /expires_at_ms 999 is before sent_at_ms 1000/],
+          [{ expiresAtMs: 1000n + 60_001n }, /more than 60000 ms after sent_at_ms/],
+        ];
+        for (const [patch, message] of cases) {
+          const err = await expectStatus(stub.put({ key: 'w', value: text('v'), writeId: { ...writeId, ...patch } }, { timeoutMs: 2000 }), Status.INVALID_ARGUMENT);
+          expect(err.message).toMatch(message);
+        }
+      } finally {
+        stub.close();
+      }
+    });
+
+    it('a wall-clock step back by an hour does not stall a read that waits on the replica\'s timers', { timeout: 30_000 }, async () => {
+      await kv.put('clock', text('before'));
+      await replicas.get(2)!.close();
+      await replicas.get(3)!.close();
+      const one = new PaxosKVStub(members.get(1)!);
+      try {
+        const read = one.get({ key: 'clock' }, { timeoutMs: 10_000 });
+        // The read waits for a majority on replica 1's phase timers; now the wall clock jumps back.
+        const realNow = Date.now.bind(Date);
+        await new Promise((r) => setTimeout(r, 100));
+        vi.spyOn(Date, 'now').mockImplementation(() => realNow() - 3_600_000);
+        await new Promise((r) => setTimeout(r, 300));
+        await Promise.all([2, 3].map((id) => start(id)));
+        const r = await read;
+        expect(str(r.value)).toBe('before');
+      } finally {
+        vi.restoreAllMocks();
+        one.close();
+      }
+    });
   });
 });

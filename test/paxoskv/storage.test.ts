@@ -6,9 +6,17 @@ import { fileURLToPath } from 'node:url';
 import { open as openLmdb } from 'lmdb';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ballotOf, nextEntry, RECENT_MAX, type Entry, type KeyRecord } from '../../services/paxoskv/core/types.js';
-import { DataDirError, decodeRecord, encodeRecord, KeyStore, MAX_KEY_BYTES, type ClusterIdentity } from '../../services/paxoskv/storage.js';
-import { ackRecord, hotRecord } from './storage-child.js';
+import {
+  ballotOf,
+  MAX_WRITES_PER_SESSION,
+  nextEntry,
+  type Entry,
+  type KeyRecord,
+  type Session,
+  type WriteId,
+} from '../../services/paxoskv/core/types.js';
+import { DATA_FORMAT, DataDirError, decodeRecord, encodeRecord, KeyStore, MAX_KEY_BYTES, type ClusterIdentity } from '../../services/paxoskv/storage.js';
+import { ackRecord, hotRecord, metaPatch } from './storage-child.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHILD = fileURLToPath(new URL('./storage-child.ts', import.meta.url));
@@ -27,8 +35,30 @@ afterAll(async () => {
   await fsp.rm(BASE, { recursive: true, force: true });
 });
 
+const T0 = 1_700_000_000_000;
+
 function entry(index: number, value: Uint8Array | null, extra: Partial<Entry> = {}): Entry {
-  return { index, value, requestId: `r${index}`, proposer: 2, time: 1_700_000_000_000 + index, recent: [], ...extra };
+  return { index, value, writer: { client: 'client-a', seq: index }, proposer: 2, time: T0 + index, sessions: [], ...extra };
+}
+
+/** A record holding `chosen` (fields of `extra` override the empty acceptor state). */
+function rec(chosen: Entry | null, extra: Partial<KeyRecord> = {}): KeyRecord {
+  return { chosen, promised: 0, accepted: 0, acceptedEntry: null, fence: 0, ...extra };
+}
+
+/** A write id of `client`, sent at `sentAt`, retryable for 30 s. */
+function wid(client: string, seq: number, sentAt: number, ackedBelow = 0): WriteId {
+  return { client, seq, ackedBelow, sentAt, expiresAt: sentAt + 30_000 };
+}
+
+/** Error texts must not suggest starting empty or from a copy other than through --rejoin. */
+function expectRejoinAdvice(message: string): void {
+  expect(message).toContain('move the damaged dir aside and restart this replica with --rejoin on an empty data dir');
+  expect(message).toContain('does not vote until that is safe');
+  expectNoUnsafeAdvice(message);
+}
+function expectNoUnsafeAdvice(message: string): void {
+  expect(message).not.toMatch(/remove the dir|backup|restore/i);
 }
 
 /** A record with its values as base64 (vitest compares big typed arrays element by element, slowly). */
@@ -42,26 +72,45 @@ function expectRecord(got: KeyRecord | undefined, want: KeyRecord, label?: strin
 }
 
 /** Every shape a record takes. */
-function shapes(): Map<string, KeyRecord> {
+/** An entry after a long history: several sessions, one past MAX_WRITES_PER_SESSION writes (floor raised), writes without a session. */
+function busyEntry(): Entry {
   let e: Entry | null = null;
-  for (let i = 0; i < RECENT_MAX + 3; i++) e = nextEntry(e, bytes(`value ${i}`), `req-${i}`, 3, 1_700_000_000_000 + i);
+  for (let i = 0; i < 2 * MAX_WRITES_PER_SESSION; i++) {
+    const id = i % 7 === 6 ? null : i % 3 === 0 ? wid(`client-${i % 2}`, 1 + i, T0 + i, i > 20 ? i - 20 : 0) : wid('client-🔑', 1 + i, T0 + i);
+    e = nextEntry(e, i % 11 === 10 ? null : bytes(`value ${i}`), id, 1 + (i % 3));
+  }
+  return e!;
+}
+
+/** Every shape a record takes. */
+function shapes(): Map<string, KeyRecord> {
+  const busy = busyEntry();
   const big = new Uint8Array(1024 * 1024).map((_, i) => (i * 31) & 255);
+  const noWrites: Session = { client: 'idle', floor: 7, expiresAt: T0 + 9, writes: [] };
   return new Map<string, KeyRecord>([
-    ['empty', { chosen: null, promised: 0, accepted: 0, acceptedEntry: null }],
-    ['promised-only', { chosen: null, promised: ballotOf(7, 3), accepted: 0, acceptedEntry: null }],
-    ['chosen', { chosen: entry(1, bytes('hello')), promised: ballotOf(0, 2), accepted: 0, acceptedEntry: null }],
-    ['deleted', { chosen: entry(5, null), promised: 0, accepted: 0, acceptedEntry: null }],
-    ['empty-value', { chosen: entry(2, new Uint8Array(0), { requestId: '' }), promised: 0, accepted: 0, acceptedEntry: null }],
-    ['recent', { chosen: e, promised: ballotOf(123_456_789, 65_535), accepted: ballotOf(123_456_789, 65_535), acceptedEntry: null }],
+    ['empty', rec(null)],
+    ['promised-only', rec(null, { promised: ballotOf(7, 3) })],
+    ['chosen', rec(entry(1, bytes('hello')), { promised: ballotOf(0, 2) })],
+    ['deleted', rec(entry(5, null))],
+    ['empty-value', rec(entry(2, new Uint8Array(0), { writer: { client: '', seq: 0 } }))],
+    ['no-writer', rec(entry(3, bytes('v'), { writer: null, time: 0 }))],
+    ['sessions', rec(busy, { promised: ballotOf(123_456_789, 65_535), accepted: ballotOf(123_456_789, 65_535) })],
+    ['session-without-writes', rec(entry(4, bytes('x'), { sessions: [noWrites, ...busy.sessions] }))],
     [
       'accepted',
-      { chosen: entry(3, bytes('a')), promised: ballotOf(4, 1), accepted: ballotOf(4, 1), acceptedEntry: entry(4, bytes('b'), { recent: [{ requestId: 'r3', version: 3, time: 1_700_000_000_003 }] }) },
+      rec(entry(3, bytes('a')), {
+        promised: ballotOf(4, 1),
+        accepted: ballotOf(4, 1),
+        acceptedEntry: nextEntry(entry(3, bytes('a')), bytes('b'), wid('c', 3, T0 + 5, 2), 1),
+      }),
     ],
-    ['accepted-delete', { chosen: null, promised: ballotOf(1, 3), accepted: ballotOf(1, 3), acceptedEntry: entry(1, null) }],
-    ['1MiB', { chosen: entry(9, big), promised: 0, accepted: ballotOf(2, 2), acceptedEntry: entry(10, big.slice().reverse()) }],
-    ['', { chosen: entry(1, bytes('empty key')), promised: 0, accepted: 0, acceptedEntry: null }],
-    ['ключ/键/🔑', { chosen: entry(1, bytes('unicode key'), { requestId: 'запрос-🔑' }), promised: 0, accepted: 0, acceptedEntry: null }],
-    ['k'.repeat(MAX_KEY_BYTES), { chosen: entry(1, bytes('longest key')), promised: 0, accepted: 0, acceptedEntry: null }],
+    ['accepted-delete', rec(null, { promised: ballotOf(1, 3), accepted: ballotOf(1, 3), acceptedEntry: entry(1, null) })],
+    ['fenced', rec(entry(41, bytes('f')), { fence: 42, promised: ballotOf(9, 1) })],
+    ['fence-max', rec(null, { fence: Number.MAX_SAFE_INTEGER })],
+    ['1MiB', rec(entry(9, big), { accepted: ballotOf(2, 2), acceptedEntry: entry(10, big.slice().reverse()) })],
+    ['', rec(entry(1, bytes('empty key')))],
+    ['ключ/键/🔑', rec(entry(1, bytes('unicode key'), { writer: { client: 'сессия-🔑', seq: 1 } }))],
+    ['k'.repeat(MAX_KEY_BYTES), rec(entry(1, bytes('longest key')))],
   ]);
 }
 
@@ -72,7 +121,7 @@ async function populated(name: string): Promise<{ dir: string; expected: Map<str
   const expected = new Map<string, KeyRecord>();
   for (let i = 0; i < 3000; i++) {
     const value = i % 500 === 0 ? new Uint8Array(200 * 1024).fill(i & 255) : bytes(`value-${i}-`.repeat(20));
-    expected.set(`key-${i}`, { chosen: entry(1 + (i % 9), value), promised: ballotOf(i, 1), accepted: 0, acceptedEntry: null });
+    expected.set(`key-${i}`, rec(entry(1 + (i % 9), value), { promised: ballotOf(i, 1) }));
   }
   await store.write(expected);
   await store.close();
@@ -81,8 +130,8 @@ async function populated(name: string): Promise<{ dir: string; expected: Map<str
 
 const dataFile = (dir: string) => path.join(dir, 'data.mdb');
 
-async function openError(dir: string, identity: ClusterIdentity = ME): Promise<DataDirError> {
-  const err = await KeyStore.open(dir, identity).then(
+async function openError(dir: string, identity: ClusterIdentity = ME, options?: { rejoin?: boolean }): Promise<DataDirError> {
+  const err = await KeyStore.open(dir, identity, options).then(
     async (s) => {
       await s.close();
       return undefined;
@@ -118,29 +167,93 @@ describe('KeyStore records', () => {
   });
 
   it('encodes compactly and decodes exactly, rejecting malformed bytes', () => {
+    const busy = busyEntry().sessions;
+    expect(busy.map((x) => x.client).sort()).toEqual(['client-0', 'client-1', 'client-🔑']);
+    expect(busy.find((x) => x.client === 'client-🔑')).toMatchObject({ writes: { length: MAX_WRITES_PER_SESSION } });
+    expect(busy.every((x) => x.floor > 0)).toBe(true);
     for (const record of shapes().values()) expectRecord(decodeRecord(encodeRecord(record)), record);
-    const small: KeyRecord = { chosen: entry(1, bytes('v')), promised: ballotOf(1, 1), accepted: 0, acceptedEntry: null };
+    const small = rec(entry(1, bytes('v'), { writer: null }), { promised: ballotOf(1, 1) });
     expect(encodeRecord(small).length).toBeLessThan(30);
-    const bad: unknown[] = [
-      new Uint8Array([0xc1]),
-      new Uint8Array([0x93, 0x01]),
-      pack({ chosen: null }),
-      pack([2, null, 0, 0, null]),
-      pack([1, null, -1, 0, null]),
-      pack([1, null, 0, 0.5, null]),
-      pack([1, [0, null, '', 1, []], 0, 0, null]),
-      pack([1, [1, 'not bytes', '', 1, []], 0, 0, null]),
-      pack([1, [1, null, '', 70_000, []], 0, 0, null]),
-      pack([1, [1, null, '', 1, ['r1']], 0, 0, null]),
-      pack([1, null, 0, 0, null, 'extra']),
+    // A session costs its id plus a few bytes, and a write two small integers.
+    const one = rec(nextEntry(null, bytes('v'), wid('0123456789abcdef', 1, T0), 1));
+    expect(encodeRecord(one).length).toBeLessThan(80);
+
+    const e = (over: Partial<Record<number, unknown>> = {}) => {
+      const base: unknown[] = [1, null, null, null, 1, 5, []];
+      for (const [i, v] of Object.entries(over)) base[Number(i)] = v;
+      return base;
+    };
+    const r = (entryRaw: unknown, over: Partial<Record<number, unknown>> = {}) => {
+      const base: unknown[] = [2, entryRaw, 0, 0, null, 0];
+      for (const [i, v] of Object.entries(over)) base[Number(i)] = v;
+      return pack(base);
+    };
+    expect(decodeRecord(r(e()))).toEqual(rec({ index: 1, value: null, writer: null, proposer: 1, time: 5, sessions: [] }));
+    expect(decodeRecord(r(e({ 6: ['c', 1, 9, 2, 1, 3, 2, 4, 'd', 0, 8, 0] }))).chosen?.sessions).toEqual([
+      { client: 'c', floor: 1, expiresAt: 9, writes: [{ seq: 1, version: 3 }, { seq: 2, version: 4 }] },
+      { client: 'd', floor: 0, expiresAt: 8, writes: [] },
+    ]);
+    const bad: Array<[Uint8Array, RegExp]> = [
+      [new Uint8Array([0xc1]), /not a msgpack array/], // msgpackr decodes the reserved byte 0xc1 to an object
+      [new Uint8Array([0x93, 0x02]), /not valid msgpack/],
+      [pack({ chosen: null }), /not a msgpack array/],
+      [pack([1, null, 0, 0, null]), /unknown record version 1/], // svrkit-paxoskv/1
+      [pack([2, null, 0, 0, null]), /expected 6 fields, got 5/],
+      [r(null, { 6: 'extra' }), /expected 6 fields, got 7/],
+      [r(null, { 2: -1 }), /promised is not a ballot/],
+      [r(null, { 3: 0.5 }), /accepted is not a ballot/],
+      [r(null, { 5: -1 }), /fence is not a non-negative integer/],
+      [r(null, { 5: null }), /fence/],
+      [r(null, { 5: 2 ** 53 }), /fence/],
+      [r([1, null, null, null, 1, 5]), /chosen is not an entry/],
+      [r(e({ 0: 0 })), /chosen\.index is not a positive integer/],
+      [r(null, { 4: e({ 1: 'not bytes' }) }), /acceptedEntry\.value is neither bytes nor nil/],
+      [r(e({ 2: 'c' })), /chosen\.writer\.seq/],
+      [r(e({ 3: 4 })), /chosen\.writer\.client/],
+      [r(e({ 2: 'c', 3: -4 })), /chosen\.writer\.seq/],
+      [r(e({ 4: 70_000 })), /chosen\.proposer is not a member id/],
+      [r(e({ 5: -1 })), /chosen\.time/],
+      [r(e({ 5: 1.5 })), /chosen\.time/],
+      [r(e({ 6: { c: 1 } })), /chosen\.sessions is not an array/],
+      [r(e({ 6: ['c', 1, 9] })), /chosen\.sessions\[0\] is cut short/],
+      [r(e({ 6: [7, 1, 9, 0] })), /chosen\.sessions\[0\]\.client is not a string/],
+      [r(e({ 6: ['c', -1, 9, 0] })), /chosen\.sessions\[0\]\.floor/],
+      [r(e({ 6: ['c', 1, 9.5, 0] })), /chosen\.sessions\[0\]\.expiresAt/],
+      [r(e({ 6: ['c', 1, 9, -1] })), /chosen\.sessions\[0\]: the write count/],
+      [r(e({ 6: ['c', 1, 9, 2, 1, 3] })), /chosen\.sessions\[0\] announces 2 writes but only 1 follow/],
+      [r(e({ 6: ['c', 1, 9, 1, 1, 3, 'd', 0, 8, 1, 'x', 1] })), /chosen\.sessions\[1\]\.writes\[0\] is not a \(seq, version\) pair/],
+      [r(e({ 6: ['c', 1, 9, 1, 1, -3] })), /chosen\.sessions\[0\]\.writes\[0\]/],
+      [r(e({ 6: ['c', 1, 9, 0, 'd'] })), /chosen\.sessions\[1\] is cut short/],
     ];
-    for (const b of bad) expect(() => decodeRecord(b as Uint8Array)).toThrow();
+    for (const [b, message] of bad) expect(() => decodeRecord(b), message.source).toThrow(message);
+  });
+
+  it('refuses to encode what it could not decode', async () => {
+    const good = shapes().get('sessions')!;
+    const s0 = good.chosen!.sessions[0]!;
+    const bad: Array<[unknown, RegExp]> = [
+      [{ ...good, fence: -1 }, /fence/],
+      [{ ...good, fence: undefined }, /fence/],
+      [{ ...good, promised: 1.5 }, /promised/],
+      [{ ...good, chosen: { ...good.chosen, time: -1 } }, /chosen\.time/],
+      [{ ...good, chosen: { ...good.chosen, writer: { client: 'c' } } }, /chosen\.writer/],
+      [{ ...good, chosen: { ...good.chosen, writer: undefined } }, /chosen\.writer/],
+      [{ ...good, chosen: { ...good.chosen, sessions: [{ ...s0, floor: 0.5 }] } }, /chosen\.sessions\[0\]\.floor/],
+      [{ ...good, chosen: { ...good.chosen, sessions: [{ ...s0, client: 1 }] } }, /chosen\.sessions\[0\]\.client/],
+      [{ ...good, acceptedEntry: { ...good.chosen, sessions: [{ ...s0, writes: [{ seq: 1, version: -1 }] }] } }, /acceptedEntry\.sessions\[0\]\.writes\[0\]/],
+    ];
+    for (const [record, message] of bad) expect(() => encodeRecord(record as KeyRecord), message.source).toThrow(message);
+
+    const store = await KeyStore.open(tmpDir('bad-encode'), ME);
+    await expect(store.write(new Map([['ok', good], ['bad', { ...good, fence: -1 }]]))).rejects.toThrow(RangeError);
+    expect(store.get('ok')).toBeUndefined();
+    await store.close();
   });
 
   it('serves records from get() before they are durable, and after', async () => {
     const store = await KeyStore.open(tmpDir('unsaved'), ME);
-    const first: KeyRecord = { chosen: entry(1, bytes('one')), promised: 0, accepted: 0, acceptedEntry: null };
-    const second: KeyRecord = { chosen: entry(2, bytes('two')), promised: 0, accepted: 0, acceptedEntry: null };
+    const first = rec(entry(1, bytes('one')));
+    const second = rec(entry(2, bytes('two')));
     const w1 = store.write(new Map([['k', first]]));
     expect(store.get('k')).toBe(first);
     expect(store.keyCount).toBe(1);
@@ -160,29 +273,33 @@ describe('KeyStore records', () => {
 
   it('rejects keys it cannot store, adding none of the batch', async () => {
     const store = await KeyStore.open(tmpDir('keys'), ME);
-    const rec: KeyRecord = { chosen: entry(1, bytes('v')), promised: 0, accepted: 0, acceptedEntry: null };
-    await expect(store.write(new Map([['ok', rec], ['x'.repeat(MAX_KEY_BYTES + 1), rec]]))).rejects.toThrow(/longer than 1024 UTF-8 bytes/);
-    await expect(store.write(new Map([['é'.repeat(513), rec]]))).rejects.toThrow(RangeError); // 1026 bytes
-    await expect(store.write(new Map([['lone \ud800 surrogate', rec]]))).rejects.toThrow(/lone surrogate/);
+    const r = rec(entry(1, bytes('v')));
+    await expect(store.write(new Map([['ok', r], ['x'.repeat(MAX_KEY_BYTES + 1), r]]))).rejects.toThrow(/longer than 1024 UTF-8 bytes/);
+    await expect(store.write(new Map([['é'.repeat(513), r]]))).rejects.toThrow(RangeError); // 1026 bytes
+    await expect(store.write(new Map([['lone \ud800 surrogate', r]]))).rejects.toThrow(/lone surrogate/);
     expect(store.get('ok')).toBeUndefined();
     expect(store.get('x'.repeat(5000))).toBeUndefined();
     expect(store.get('lone \ud800 surrogate')).toBeUndefined();
-    await store.write(new Map([['\ud83d\udd11', rec]]));
-    expect(store.get('\ud83d\udd11')).toEqual(rec);
+    await store.write(new Map([['\ud83d\udd11', r]]));
+    expect(store.get('\ud83d\udd11')).toEqual(r);
     await store.close();
   });
 
   it('close() waits for pending writes; later writes are refused', async () => {
     const dir = tmpDir('close');
     const store = await KeyStore.open(dir, ME);
-    const rec: KeyRecord = { chosen: entry(1, bytes('v')), promised: 0, accepted: 0, acceptedEntry: null };
-    const written = store.write(new Map([['late', rec]]));
+    const r = rec(entry(1, bytes('v')));
+    const written = store.write(new Map([['late', r]]), { incarnation: 9 });
     await store.close();
     await written;
-    await expect(store.write(new Map([['after', rec]]))).rejects.toThrow(/closed/);
+    await expect(store.write(new Map([['after', r]]))).rejects.toThrow(/closed/);
+    await expect(store.write(new Map(), { incarnation: 10 })).rejects.toThrow(/closed/);
     expect(() => store.get('late')).toThrow(/closed/);
+    expect(() => store.meta()).toThrow(/closed/);
+    expect(() => store.keysAfter(null, 10)).toThrow(/closed/);
     const again = await KeyStore.open(dir, ME);
-    expect(again.get('late')).toEqual(rec);
+    expect(again.get('late')).toEqual(r);
+    expect(again.meta().incarnation).toBe(9);
     await again.close();
   });
 });
@@ -193,8 +310,7 @@ describe('KeyStore group commit', () => {
     const order: number[] = [];
     const writes: Promise<void>[] = [];
     for (let i = 0; i < 100; i++) {
-      const rec: KeyRecord = { chosen: entry(1, bytes(`v${i}`)), promised: 0, accepted: 0, acceptedEntry: null };
-      writes.push(store.write(new Map([[`key-${i}`, rec]])).then(() => void order.push(i)));
+      writes.push(store.write(new Map([[`key-${i}`, rec(entry(1, bytes(`v${i}`)))]])).then(() => void order.push(i)));
     }
     await Promise.all(writes);
     expect(store.commits).toBeLessThan(100);
@@ -203,12 +319,12 @@ describe('KeyStore group commit', () => {
 
     // Writes handed over while a commit is in flight go into the next one, together.
     const before = store.commits;
-    const rec = (i: number): KeyRecord => ({ chosen: entry(2, bytes(`w${i}`)), promised: 0, accepted: 0, acceptedEntry: null });
-    const first = store.write(new Map([['first', rec(0)]]));
+    const w = (i: number): KeyRecord => rec(entry(2, bytes(`w${i}`)));
+    const first = store.write(new Map([['first', w(0)]]));
     await new Promise((r) => setImmediate(r)); // the first commit has started
     const during: Promise<void>[] = [];
     for (let i = 0; i < 50; i++) {
-      during.push(store.write(new Map([[`during-${i}`, rec(i)]])));
+      during.push(store.write(new Map([[`during-${i}`, w(i)]])));
       await Promise.resolve();
     }
     const resolved: string[] = [];
@@ -222,7 +338,7 @@ describe('KeyStore group commit', () => {
   it('an empty write resolves after the earlier writes', async () => {
     const store = await KeyStore.open(tmpDir('empty-write'), ME);
     let done = false;
-    const w = store.write(new Map([['k', { chosen: entry(1, bytes('v')), promised: 0, accepted: 0, acceptedEntry: null }]])).then(() => (done = true));
+    const w = store.write(new Map([['k', rec(entry(1, bytes('v')))]])).then(() => (done = true));
     await store.write(new Map());
     expect(done).toBe(true);
     await w;
@@ -286,6 +402,10 @@ describe('KeyStore crash durability (SIGKILL)', () => {
         if (newest >= 0) expectRecord(store.get(`hot-${h}`), hotRecord(newest), `hot-${h}`);
       }
       expect(store.keyCount).toBe(top + 1 + Math.min(5, top + 1));
+      // The meta patch shares its write's transaction: the durable meta is the newest durable write's.
+      const lastPatched = top - (((top % 3) + 3) % 3);
+      const want = lastPatched >= 0 ? metaPatch(lastPatched)! : { incarnation: 0, peerIncarnations: new Map(), rejoining: false };
+      expect(store.meta(), `meta after write ${top}`).toEqual(want);
       next = top + 1;
       await store.close();
     }
@@ -319,7 +439,7 @@ describe('KeyStore data dir identity', () => {
   it('refuses another member id or member list, naming both', async () => {
     const dir = tmpDir('identity');
     const store = await KeyStore.open(dir, ME);
-    await store.write(new Map([['k', { chosen: entry(1, bytes('v')), promised: 0, accepted: 0, acceptedEntry: null }]]));
+    await store.write(new Map([['k', rec(entry(1, bytes('v')))]]));
     await store.close();
 
     const wrongId = await openError(dir, { memberId: 2, members: [1, 2, 3] });
@@ -377,13 +497,253 @@ describe('KeyStore data dir identity', () => {
     const db = openLmdb({ path: otherLmdb, noSubdir: false });
     await db.put('some', 'data');
     await db.close();
-    expect((await openError(otherLmdb)).message).toMatch(/not a PaxosKV store \(no svrkit-paxoskv\/1 meta record\)/);
+    expect((await openError(otherLmdb)).message).toMatch(/not a PaxosKV store \(no svrkit-paxoskv\/2 meta record\)/);
 
-    const future = tmpDir('future');
-    const fdb = openLmdb({ path: future, noSubdir: false, encoding: 'binary', keyEncoding: 'binary' });
-    await fdb.put(Buffer.from('\0meta', 'latin1'), pack({ format: 'svrkit-paxoskv/2', memberId: 1, members: [1, 2, 3] }));
-    await fdb.close();
-    expect((await openError(future)).message).toMatch(/format svrkit-paxoskv\/2; this build reads only svrkit-paxoskv\/1/);
+    expect(DATA_FORMAT).toBe('svrkit-paxoskv/2');
+    for (const format of ['svrkit-paxoskv/1', 'svrkit-paxoskv/3']) {
+      const other = tmpDir('other-format');
+      const fdb = openLmdb({ path: other, noSubdir: false, encoding: 'binary', keyEncoding: 'binary' });
+      await fdb.put(Buffer.from('\0meta', 'latin1'), pack({ format, memberId: 1, members: [1, 2, 3], createdAt: '2024-01-01T00:00:00.000Z' }));
+      await fdb.close();
+      const err = await openError(other);
+      expect(err.message).toBe(`data dir ${other} is in format ${format}; this build reads only svrkit-paxoskv/2`);
+      // A /1 dir is refused with --rejoin too (it is not empty).
+      expect((await openError(other, ME, { rejoin: true })).message).toMatch(/this build reads only svrkit-paxoskv\/2/);
+    }
+  });
+
+  it('refuses a malformed meta record', async () => {
+    const base = { format: 'svrkit-paxoskv/2', memberId: 1, members: [1, 2, 3], createdAt: '2024-01-01T00:00:00.000Z', incarnation: 0, peerIncarnations: [], rejoining: false };
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ ...base, incarnation: undefined }, /incarnation is not a non-negative integer/],
+      [{ ...base, incarnation: -1 }, /incarnation/],
+      [{ ...base, peerIncarnations: { 2: 1 } }, /peerIncarnations/],
+      [{ ...base, peerIncarnations: [[0, 1]] }, /peerIncarnations/],
+      [{ ...base, peerIncarnations: [[2, 1], [2, 3]] }, /peerIncarnations/],
+      [{ ...base, peerIncarnations: [[2, -1]] }, /peerIncarnations/],
+      [{ ...base, rejoining: 1 }, /rejoining is not a boolean/],
+      [{ ...base, createdAt: 5 }, /createdAt/],
+    ];
+    for (const [meta, message] of cases) {
+      const dir = tmpDir('bad-meta');
+      const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
+      await db.put(Buffer.from('\0meta', 'latin1'), pack(meta));
+      await db.close();
+      const err = await openError(dir);
+      expect(err.message).toMatch(/the meta record is malformed/);
+      expect(err.message).toMatch(message);
+      expectRejoinAdvice(err.message);
+    }
+  });
+});
+
+describe('KeyStore meta record', () => {
+  it('a new store: created, incarnation 0, no peers, not rejoining; reopened: not created', async () => {
+    const dir = tmpDir('meta-new');
+    const store = await KeyStore.open(dir, ME);
+    expect(store.created).toBe(true);
+    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    await store.close();
+    const again = await KeyStore.open(dir, ME);
+    expect(again.created).toBe(false);
+    expect(again.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    await again.close();
+  });
+
+  it('round-trips incarnation, peer incarnations (merged by max) and rejoining across close and reopen', async () => {
+    const dir = tmpDir('meta-roundtrip');
+    const store = await KeyStore.open(dir, ME);
+    const w1 = store.write(new Map(), { incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 1]]) });
+    // Visible at once, before it is durable.
+    expect(store.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 1]]), rejoining: false });
+    const w2 = store.write(new Map([['k', rec(entry(1, bytes('v')))]]), { peerIncarnations: new Map([[2, 3], [3, 4]]), rejoining: true });
+    expect(store.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true });
+    await Promise.all([w1, w2]);
+    const snapshot = store.meta();
+    await store.write(new Map(), { incarnation: 2, rejoining: false, peerIncarnations: new Map([[3, 4]]) });
+    expect(snapshot).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true }); // a snapshot
+    expect(store.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
+    await store.close();
+
+    const again = await KeyStore.open(dir, ME);
+    expect(again.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
+    expectRecord(again.get('k'), rec(entry(1, bytes('v'))));
+    expect(again.keyCount).toBe(1); // the meta record is not a key
+    await again.write(new Map(), { peerIncarnations: new Map([[2, 4], [1, 7]]), rejoining: true });
+    await again.close();
+    const third = await KeyStore.open(dir, ME);
+    expect(third.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[1, 7], [2, 5], [3, 4]]), rejoining: true });
+    await third.close();
+  });
+
+  it('a write with only a meta patch commits; one with neither does not', async () => {
+    const store = await KeyStore.open(tmpDir('meta-only'), ME);
+    await store.write(new Map(), { incarnation: 3 });
+    expect(store.commits).toBe(1);
+    await store.write(new Map(), {}); // an empty patch still commits (the contract is "durable")
+    expect(store.commits).toBe(2);
+    await store.write(new Map());
+    expect(store.commits).toBe(2);
+    // A meta-only write joins the batch of the writes of its turn, and resolves in order with them.
+    const order: string[] = [];
+    const a = store.write(new Map([['a', rec(entry(1, bytes('a')))]])).then(() => order.push('a'));
+    const m = store.write(new Map(), { incarnation: 4 }).then(() => order.push('meta'));
+    await Promise.all([a, m]);
+    expect(order).toEqual(['a', 'meta']);
+    expect(store.commits).toBe(3);
+    await store.close();
+  });
+
+  it('a patch written while a commit is in flight waits for the next commit, with its records', async () => {
+    const dir = tmpDir('meta-inflight');
+    const store = await KeyStore.open(dir, ME);
+    const first = store.write(new Map([['a', rec(entry(1, bytes('a')))]]), { incarnation: 1 });
+    await new Promise((r) => setImmediate(r)); // the first commit is in flight
+    const second = store.write(new Map([['b', rec(entry(1, bytes('b')))]]), { incarnation: 2, peerIncarnations: new Map([[2, 9]]) });
+    expect(store.meta().incarnation).toBe(2);
+    await first;
+    expect(store.commits).toBe(1);
+    await second;
+    expect(store.commits).toBe(2);
+    await store.close();
+    const again = await KeyStore.open(dir, ME);
+    expect(again.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 9]]), rejoining: false });
+    await again.close();
+  });
+
+  it('rejects a malformed patch, applying nothing of the write', async () => {
+    const store = await KeyStore.open(tmpDir('meta-bad'), ME);
+    const r = rec(entry(1, bytes('v')));
+    const bad: unknown[] = [
+      { incarnation: -1 },
+      { incarnation: 1.5 },
+      { rejoining: 'yes' },
+      { peerIncarnations: { 2: 1 } },
+      { peerIncarnations: new Map([[0, 1]]) },
+      { peerIncarnations: new Map([[70_000, 1]]) },
+      { peerIncarnations: new Map([[2, -1]]) },
+    ];
+    for (const patch of bad) {
+      await expect(store.write(new Map([['k', r]]), patch as never), JSON.stringify(patch)).rejects.toThrow(/cannot apply the meta patch/);
+    }
+    expect(store.get('k')).toBeUndefined();
+    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    expect(store.commits).toBe(0);
+    await store.close();
+  });
+});
+
+describe('KeyStore rejoin', () => {
+  it('creates a fresh store marked rejoining, in a missing or an empty dir', async () => {
+    const dir = tmpDir('rejoin-fresh');
+    const store = await KeyStore.open(dir, ME, { rejoin: true });
+    expect(store.created).toBe(true);
+    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: true });
+    await store.write(new Map([['k', rec(entry(1, bytes('v')))]]), { incarnation: 1 });
+    await store.close();
+    // Restarted (without --rejoin) before the rejoin finished: still rejoining.
+    const again = await KeyStore.open(dir, ME);
+    expect(again.created).toBe(false);
+    expect(again.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map(), rejoining: true });
+    await again.close();
+
+    const empty = tmpDir('rejoin-empty');
+    await fsp.mkdir(path.join(empty, 'lost+found'), { recursive: true });
+    const b = await KeyStore.open(empty, ME, { rejoin: true });
+    expect(b.created).toBe(true);
+    expect(b.meta().rejoining).toBe(true);
+    await b.close();
+
+    const plain = await KeyStore.open(tmpDir('rejoin-false'), ME, { rejoin: false });
+    expect(plain.meta().rejoining).toBe(false);
+    await plain.close();
+  });
+
+  it('refuses --rejoin on a dir that holds a store, changing nothing', async () => {
+    const dir = tmpDir('rejoin-existing');
+    const store = await KeyStore.open(dir, ME);
+    await store.write(new Map([['k', rec(entry(1, bytes('v')))]]), { incarnation: 3 });
+    await store.close();
+    const err = await openError(dir, ME, { rejoin: true });
+    expect(err.message).toBe(
+      `data dir ${dir} already holds PaxosKV data (incarnation 3); --rejoin starts a replica that lost its data from an EMPTY data dir: ` +
+        'to rejoin, move this dir aside first; to keep its data, restart without --rejoin',
+    );
+    expectNoUnsafeAdvice(err.message);
+    const again = await KeyStore.open(dir, ME); // the refusal changed nothing, and released the dir
+    expect(again.meta()).toEqual({ incarnation: 3, peerIncarnations: new Map(), rejoining: false });
+    expect(again.keyCount).toBe(1);
+    await again.write(new Map(), { rejoining: true });
+    await again.close();
+
+    // A store still rejoining: the hint is to continue without --rejoin.
+    const unfinished = await openError(dir, ME, { rejoin: true });
+    expect(unfinished.message).toMatch(/already holds PaxosKV data \(incarnation 3\) of a rejoin that has not finished: restart this replica without --rejoin/);
+    expectNoUnsafeAdvice(unfinished.message);
+
+    // The identity is checked first.
+    expect((await openError(dir, { memberId: 2, members: [1, 2, 3] }, { rejoin: true })).message).toMatch(/belongs to member 1/);
+  });
+
+  it('refuses --rejoin on a non-empty dir without PaxosKV data', async () => {
+    const foreign = tmpDir('rejoin-foreign');
+    await fsp.mkdir(foreign, { recursive: true });
+    await fsp.writeFile(path.join(foreign, 'notes.txt'), 'x');
+    expect((await openError(foreign, ME, { rejoin: true })).message).toMatch(/is not empty and holds no PaxosKV data/);
+  });
+});
+
+describe('KeyStore keysAfter', () => {
+  it('pages through keys in UTF-8 byte order, merging keys not yet durable', async () => {
+    const store = await KeyStore.open(tmpDir('keys-after'), ME);
+    const r = rec(entry(1, bytes('v')));
+    await store.write(new Map(['', 'a', 'b', 'd', '\uE000', 'k'.repeat(MAX_KEY_BYTES)].map((k) => [k, r])));
+    // Not durable yet: a new key between durable ones, one after all, and a durable key rewritten.
+    const pending = store.write(new Map(['c', 'b', '\u{1F511}', 'z'].map((k) => [k, r])));
+    const all = ['', 'a', 'b', 'c', 'd', 'k'.repeat(MAX_KEY_BYTES), 'z', '\uE000', '\u{1F511}']; // U+E000 before U+1F511 in UTF-8
+    expect(store.keysAfter(null, 100)).toEqual(all);
+    expect(store.keysAfter('', 100)).toEqual(all.slice(1));
+    const paged: string[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const page = store.keysAfter(after, 2);
+      expect(page.length).toBeLessThanOrEqual(2);
+      if (page.length === 0) break;
+      paged.push(...page);
+      after = page[page.length - 1]!;
+    }
+    expect(paged).toEqual(all);
+    expect(store.keysAfter('b', 2)).toEqual(['c', 'd']);
+    expect(store.keysAfter('bb', 1)).toEqual(['c']); // `after` need not be a key
+    expect(store.keysAfter('c', 1)).toEqual(['d']);
+    expect(store.keysAfter('\u{1F511}', 5)).toEqual([]);
+    expect(store.keysAfter('a', 0)).toEqual([]);
+    // Longer than any storable key (allowed): the longest key is a prefix of it, so sorts before it.
+    expect(store.keysAfter('k'.repeat(MAX_KEY_BYTES * 3), 2)).toEqual(['z', '\uE000']);
+    expect(store.keysAfter('k'.repeat(MAX_KEY_BYTES - 1), 1)).toEqual(['k'.repeat(MAX_KEY_BYTES)]);
+    expect(() => store.keysAfter('a', -1)).toThrow(RangeError);
+    expect(() => store.keysAfter('a', 1.5)).toThrow(RangeError);
+    expect(() => store.keysAfter('lone \ud800', 1)).toThrow(RangeError);
+    await pending;
+    expect(store.keysAfter(null, 100)).toEqual(all);
+    await store.close();
+  });
+
+  it('lists every key of a large store exactly once, with writes in flight', async () => {
+    const { dir, expected } = await populated('keys-after-large');
+    const store = await KeyStore.open(dir, ME);
+    const extra = new Map([...Array(300).keys()].map((i) => [`key-${i * 7}-new`, rec(entry(1, bytes('n')))]));
+    const pending = store.write(extra);
+    const listed: string[] = [];
+    let after: string | null = null;
+    for (let page = store.keysAfter(after, 128); page.length > 0; page = store.keysAfter(after, 128)) {
+      listed.push(...page);
+      after = page[page.length - 1]!;
+    }
+    const want = [...expected.keys(), ...extra.keys()].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect(listed).toEqual(want);
+    await pending;
+    await store.close();
   });
 });
 
@@ -392,15 +752,21 @@ describe('KeyStore corrupt data files', () => {
     const { dir } = await populated('half');
     const { size } = await fsp.stat(dataFile(dir));
     await fsp.truncate(dataFile(dir), Math.floor(size / 2));
-    expect((await openError(dir)).message).toMatch(/data\.mdb is truncated: \d+ bytes, but LMDB's meta page uses pages 0\.\.\d+ of \d+ bytes/);
+    const err = await openError(dir);
+    expect(err.message).toMatch(/data\.mdb is truncated: \d+ bytes, but LMDB's meta page uses pages 0\.\.\d+ of \d+ bytes/);
+    expectRejoinAdvice(err.message);
   });
 
   it('(b) data.mdb truncated to a few bytes, or to zero: DataDirError, never a fresh store', async () => {
     const { dir } = await populated('tiny');
     await fsp.truncate(dataFile(dir), 10);
-    expect((await openError(dir)).message).toMatch(/data\.mdb \(10 bytes\) is corrupt: a child process reading it was killed by SIG/);
+    const tiny = await openError(dir);
+    expect(tiny.message).toMatch(/data\.mdb \(10 bytes\) is corrupt: a child process reading it was killed by SIG/);
+    expectRejoinAdvice(tiny.message);
     await fsp.truncate(dataFile(dir), 0);
-    expect((await openError(dir)).message).toMatch(/data\.mdb is empty \(0 bytes\)/);
+    const zero = await openError(dir);
+    expect(zero.message).toMatch(/data\.mdb is empty \(0 bytes\)/);
+    expectRejoinAdvice(zero.message);
     expect((await fsp.stat(dataFile(dir))).size).toBe(0); // not re-initialized
   });
 
@@ -408,13 +774,17 @@ describe('KeyStore corrupt data files', () => {
     const whole = await populated('random');
     const { size } = await fsp.stat(dataFile(whole.dir));
     await fsp.writeFile(dataFile(whole.dir), randomBytes(size));
-    expect((await openError(whole.dir)).message).toMatch(/data\.mdb .*(corrupt|not a readable LMDB file)/);
+    const wholeErr = await openError(whole.dir);
+    expect(wholeErr.message).toMatch(/data\.mdb .*(corrupt|not a readable LMDB file)/);
+    expectRejoinAdvice(wholeErr.message);
 
     const body = await populated('random-body');
     const handle = await fsp.open(dataFile(body.dir), 'r+');
     await handle.write(randomBytes(1024 * 1024), 0, 1024 * 1024, 3 * 4096);
     await handle.close();
-    expect((await openError(body.dir)).message).toMatch(/data\.mdb .*(corrupt|not a readable LMDB file)/);
+    const bodyErr = await openError(body.dir);
+    expect(bodyErr.message).toMatch(/data\.mdb .*(corrupt|not a readable LMDB file)/);
+    expectRejoinAdvice(bodyErr.message);
   });
 
   it('(d) lock.mdb missing: opens normally with all data (the lock file holds none)', async () => {
@@ -429,7 +799,10 @@ describe('KeyStore corrupt data files', () => {
   it('data.mdb missing next to lock.mdb: DataDirError, not a fresh store', async () => {
     const { dir } = await populated('nodata');
     await fsp.rm(dataFile(dir));
-    expect((await openError(dir)).message).toMatch(/has lock\.mdb but no data\.mdb/);
+    const err = await openError(dir);
+    expect(err.message).toMatch(/has lock\.mdb but no data\.mdb/);
+    expectRejoinAdvice(err.message);
+    expect((await openError(dir, ME, { rejoin: true })).message).toMatch(/has lock\.mdb but no data\.mdb/);
     expect(await fsp.readdir(dir)).toEqual(['lock.mdb']);
   });
 
@@ -438,7 +811,29 @@ describe('KeyStore corrupt data files', () => {
     const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
     await db.put(Buffer.from('\x01key-17', 'latin1'), Buffer.from([0x93, 0x01, 0xc0]));
     await db.close();
-    expect((await openError(dir)).message).toMatch(/the record of key "key-17" does not decode \(not valid msgpack/);
+    const err = await openError(dir);
+    expect(err.message).toMatch(/the record of key "key-17" does not decode \(not valid msgpack/);
+    expectRejoinAdvice(err.message);
+  });
+
+  it('a record that stops decoding after open: get() throws DataDirError with the same advice', async () => {
+    const dir = tmpDir('bad-later');
+    const store = await KeyStore.open(dir, ME);
+    await store.write(new Map([['k', rec(entry(1, bytes('v')))]]));
+    // Another handle on the same environment (same process) overwrites the record with garbage.
+    const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
+    await db.put(Buffer.from('\x01k', 'latin1'), pack([2, 'junk']));
+    await db.close();
+    let err: unknown;
+    try {
+      store.get('k');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DataDirError);
+    expect((err as Error).message).toMatch(/the record of key "k" does not decode \(expected 6 fields, got 2\)/);
+    expectRejoinAdvice((err as Error).message);
+    await store.close();
   });
 
   it('the test process survived every case above', async () => {

@@ -111,9 +111,20 @@ export async function runSvrkit(args: string[], options: { stdin?: string | Uint
 /** A PaxosKV replica's serving line: member id, address, pid. */
 export const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/gm;
 
-/** Waits until `p` has printed `count` serving lines; rejects (after SIGKILLing it) if it exits first or takes too long. */
-export async function waitServing(p: Proc, what: string, count = 1, timeoutMs = 20_000): Promise<RegExpExecArray[]> {
-  const lines = (): RegExpExecArray[] => [...p.stdout().matchAll(SERVING)];
+/** A PaxosKV replica's line once it votes (after its start check, or its rejoin): member id, incarnation. */
+export const VOTING = /^svrkit: paxoskv replica (\d+) voting \(incarnation (\d+)\)/gm;
+
+/** Waits until `p` has printed `count` voting lines (see VOTING); as waitServing otherwise. */
+export function waitVoting(p: Proc, what: string, count = 1, timeoutMs = 20_000): Promise<RegExpExecArray[]> {
+  return waitServing(p, what, count, timeoutMs, VOTING);
+}
+
+/**
+ * Waits until `p` has printed `count` serving lines (or lines matching `pattern`); rejects (after
+ * SIGKILLing it) if it exits first or takes too long.
+ */
+export async function waitServing(p: Proc, what: string, count = 1, timeoutMs = 20_000, pattern: RegExp = SERVING): Promise<RegExpExecArray[]> {
+  const lines = (): RegExpExecArray[] => [...p.stdout().matchAll(pattern)];
   return new Promise<RegExpExecArray[]>((resolve, reject) => {
     const check = (): void => {
       const found = lines();
@@ -121,7 +132,7 @@ export async function waitServing(p: Proc, what: string, count = 1, timeoutMs = 
     };
     const timer = setTimeout(() => {
       p.child.kill('SIGKILL');
-      done(() => reject(new Error(`${what} did not print ${count} serving lines within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
+      done(() => reject(new Error(`${what} did not print ${count} lines matching ${pattern.source} within ${timeoutMs} ms\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`)));
     }, timeoutMs);
     const done = (f: () => void): void => {
       clearTimeout(timer);

@@ -6,11 +6,13 @@
  * Rules (Lamport, "Paxos Made Simple", per instance; the fast path after PaxosStore):
  * - An instance at or below the chosen index is decided: the reply is the latest chosen entry.
  * - An instance beyond the next one means this replica missed chosen entries: it answers
- *   `behind` (and its driver catches up) instead of voting blind.
+ *   `behind` (and its driver catches up) instead of voting blind. So does an instance below the
+ *   record's fence (a replica that lost its data may have voted there before).
  * - prepare(b): promise if b >= promised, reporting the accepted ballot and value; else reject.
  * - accept(b, v): accept if b >= promised; a round-0 (fast path) ballot additionally needs that
  *   nothing else was accepted in this instance; else reject.
- * - learn(e): a chosen entry newer than the chosen one replaces it and opens a fresh instance.
+ * - learn(e): a chosen entry newer than the chosen one replaces it and opens a fresh instance
+ *   (the fence stays).
  */
 import {
   chosenIndex,
@@ -26,18 +28,37 @@ export interface AcceptorStep {
   reply: PeerMessage;
 }
 
-/** Whether two entries are the same value (same index, request, proposer and bytes). */
+/**
+ * Whether two entries are the same value: every field, the log time and sessions included (the
+ * simulator's agreement check relies on this seeing any difference).
+ */
 export function sameEntry(a: Entry | null, b: Entry | null): boolean {
   if (a === null || b === null) return a === b;
-  if (a.index !== b.index || a.requestId !== b.requestId || a.proposer !== b.proposer) return false;
-  if (a.value === null || b.value === null) return a.value === b.value;
-  return Buffer.compare(a.value, b.value) === 0;
+  if (a === b) return true;
+  if (a.index !== b.index || a.proposer !== b.proposer || a.time !== b.time) return false;
+  if ((a.writer === null) !== (b.writer === null)) return false;
+  if (a.writer !== null && (a.writer.client !== b.writer!.client || a.writer.seq !== b.writer!.seq)) return false;
+  if (a.value === null || b.value === null) {
+    if (a.value !== b.value) return false;
+  } else if (Buffer.compare(a.value, b.value) !== 0) return false;
+  if (a.sessions.length !== b.sessions.length) return false;
+  for (let i = 0; i < a.sessions.length; i++) {
+    const x = a.sessions[i]!;
+    const y = b.sessions[i]!;
+    if (x.client !== y.client || x.floor !== y.floor || x.expiresAt !== y.expiresAt || x.writes.length !== y.writes.length) return false;
+    for (let j = 0; j < x.writes.length; j++) {
+      if (x.writes[j]!.seq !== y.writes[j]!.seq || x.writes[j]!.version !== y.writes[j]!.version) return false;
+    }
+  }
+  return true;
 }
 
 function outOfInstance(record: KeyRecord, key: string, index: number): PeerMessage | undefined {
   const c = chosenIndex(record);
   if (index <= c) return { type: 'chosen', key, entry: record.chosen! };
-  if (index > c + 1) return { type: 'behind', key, index, chosenIndex: c };
+  // Beyond the next instance, or below the fence of a replica that rejoined after losing its data
+  // (it may have voted there before): no vote.
+  if (index > c + 1 || index < record.fence) return { type: 'behind', key, index, chosenIndex: c };
   return undefined;
 }
 
@@ -87,7 +108,7 @@ export function onAccept(record: KeyRecord, msg: { key: string; index: number; b
  */
 export function learn(record: KeyRecord, entry: Entry): KeyRecord | undefined {
   if (entry.index <= chosenIndex(record)) return undefined;
-  return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null };
+  return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null, fence: record.fence };
 }
 
 /** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot. */

@@ -18,6 +18,17 @@
  *   right after the expected version, and fails only after a read confirmed the current version.
  * - Replicas that see they missed entries catch up from the peer that showed them.
  * - A learner-only replica votes in nothing and serves no clients; it only learns chosen entries.
+ *   Majorities are majorities of the voters (the members that are not learners).
+ * - Writes are exactly-once through client sessions kept in the key's log (see `writeOutcome`
+ *   in types.ts): a retried write is answered with its original version, a late or expired
+ *   attempt is refused, and no replica clock decides which.
+ * - A replica that starts votes only once a majority of the other voters recorded its new
+ *   incarnation and none had seen a newer one than its data dir holds: a data dir restored from
+ *   an older copy, or emptied, is caught before it can vote with forgotten promises. A replica that
+ *   lost its data rejoins (`start.kind === 'rejoin'`): it lists every other voter's keys and sets
+ *   each key's fence two instances past the highest chosen index any of them reports, so it never
+ *   votes again in an instance it may have voted in before the loss (Chandra et al., "Paxos Made
+ *   Live", 2007, section 5.1: a replica that lost its disk rebuilds as a non-voting member first).
  */
 import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
 import {
@@ -27,7 +38,7 @@ import {
   emptyOutput,
   nextEntry,
   roundOf,
-  versionOfRequest,
+  writeOutcome,
   type Ballot,
   type ClientOp,
   type ClientResult,
@@ -42,22 +53,80 @@ import {
 export interface RecordSource {
   /** The latest record of `key` (including persists handed out and not yet durable), or undefined. */
   get(key: string): KeyRecord | undefined;
+  /**
+   * Keys with a record, strictly after `after` in the source's order, at most `limit` (for a
+   * rejoining peer's sweep; the order only has to be the same on every call).
+   */
+  keysAfter(after: string, limit: number): string[];
 }
 
-/** Replica settings. Times are in ms of the `now` the driver passes. */
+/**
+ * How the replica's data dir looked when the driver opened it, and what it recorded:
+ * - `existing`: a data dir with records (a restart);
+ * - `fresh`: the dir was missing or empty and was just created (a new member of a new cluster);
+ * - `rejoin`: the dir was empty and the operator said the replica lost its data (`--rejoin`), or
+ *   a rejoin was under way when the replica stopped.
+ */
+export interface StartState {
+  kind: 'existing' | 'fresh' | 'rejoin';
+  /** The incarnation stored in the data dir (0 for a new one). */
+  incarnation: number;
+  /** The highest incarnation this replica has recorded for each peer. */
+  peerIncarnations: ReadonlyMap<MemberId, number>;
+}
+
+/**
+ * @internal Bugs the simulator's mutation tests plant in the core, to show that it catches them.
+ * Never set outside tests.
+ */
+export type CorePlantedBug = 'round0-reuse' | 'dedupe-window-8' | 'learn-keeps-accepted';
+
+/** Replica settings. Times are in ms of the `now` the driver passes (a monotonic clock). */
 export interface ReplicaConfig {
   /** This replica's member id. */
   id: MemberId;
-  /** Every member of the cluster, this one included (odd count: 3, 5, ...). */
+  /** Every member of the cluster, this one included. */
   members: readonly MemberId[];
-  /** Learn chosen entries only: no votes, no client requests. */
-  learnerOnly?: boolean;
+  /**
+   * Members that only learn chosen entries: they never vote, serve no clients, and are outside
+   * the majority, which is a majority of the other members (the voters; there must be one).
+   */
+  learners?: readonly MemberId[];
+  /**
+   * The data dir at start. The replica then votes only after a majority of the other voters
+   * recorded its new incarnation and none had seen a newer one than its data dir holds (so a data
+   * dir restored from an older copy, or an empty one for a member that existed, is caught), and,
+   * for `rejoin`, after fencing every key its peers hold. Absent: the replica votes at once (unit
+   * tests of the protocol rules; the driver always passes it).
+   */
+  start?: StartState;
   /** How long a phase waits for a majority before it retries (ms). Default 200. */
   phaseTimeoutMs?: number;
   /** Phases tried per operation before it fails with UNAVAILABLE. Default 10. */
   maxAttempts?: number;
   /** Base of the randomized backoff after a lost round (ms). Default 10. */
   backoffMs?: number;
+  /** Keys per page of a rejoin sweep. Default 1000. */
+  sweepPageSize?: number;
+  /** @internal Test-only: a planted bug (see {@link CorePlantedBug}). */
+  plantedBug?: CorePlantedBug;
+}
+
+/**
+ * What a replica is doing:
+ * - `checking`: confirming its incarnation with the other voters; no votes, no clients;
+ * - `rejoining`: it lost its data; it fences every key its peers hold, then votes; no clients;
+ * - `voter`: it votes and serves clients;
+ * - `learner`: it only learns chosen entries (a configured learner);
+ * - `failed`: it found its data dir unsafe to use and stopped (see {@link Replica.failure}).
+ */
+export type ReplicaMode = 'checking' | 'rejoining' | 'voter' | 'learner' | 'failed';
+
+/** Progress of a rejoin: voters whose keys were all fenced, of how many, and keys fenced so far. */
+export interface RejoinProgress {
+  readonly peersDone: number;
+  readonly peers: number;
+  readonly keysFenced: number;
 }
 
 type Phase = 'read' | 'prepare' | 'accept' | 'backoff';
@@ -91,13 +160,27 @@ interface Task {
   rejects: Set<MemberId>;
 }
 
+interface SweepState {
+  /** The last key listed so far ('' before the first page). */
+  after: string;
+  done: boolean;
+  /** The id of the page request in flight; answers to others are stale. */
+  listId: number;
+  sentAt: number;
+}
+
 /** One replica's core; see the module comment. */
 export class Replica {
   private readonly majority: number;
+  /** Other members that vote: prepares, accepts and reads go to them. */
+  private readonly otherVoters: readonly MemberId[];
+  /** Every other member (voters and learners): chosen entries are announced to them. */
   private readonly peers: readonly MemberId[];
+  private readonly voterSet: ReadonlySet<MemberId>;
   private readonly phaseTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly backoffMs: number;
+  private readonly sweepPageSize: number;
   /** The running task of each key, and the queue behind it. */
   private readonly tasks = new Map<string, Task>();
   private readonly queues = new Map<string, Array<{ ref: number; op: ClientOp; deadline: number }>>();
@@ -105,12 +188,25 @@ export class Replica {
   private readonly laggingKeys = new Map<string, number>();
   private nextReadId = 1;
   private out: Output = emptyOutput();
+  private phase: ReplicaMode;
+  private failureText: string | undefined;
+  /** This replica's incarnation (while checking: the one it is announcing). */
+  private incarnationNow: number;
+  private readonly peerIncarnations: Map<MemberId, number>;
+  /** While checking: what each other voter had recorded for us before it took the announced incarnation. */
+  private helloAcks = new Map<MemberId, number>();
+  private helloSentAt = -Infinity;
+  private readonly sweeps = new Map<MemberId, SweepState>();
+  private nextListId = 1;
+  private keysFenced = 0;
+  private begun = false;
 
   /**
-   * @param config - membership and timing.
+   * @param config - membership, start state and timing.
    * @param store - where records are read.
    * @param random - uniform [0, 1) source for backoff (seeded in simulations).
-   * @throws Error when the configuration is inconsistent (id not a member, even or empty membership).
+   * @throws Error when the configuration is inconsistent (id not a member, duplicate ids, a
+   *   learner that is not a member, no voter).
    */
   constructor(
     private readonly config: ReplicaConfig,
@@ -119,13 +215,71 @@ export class Replica {
   ) {
     const members = config.members;
     if (!members.includes(config.id)) throw new Error(`member ${config.id} is not in the membership [${members.join(', ')}]`);
-    if (members.length % 2 === 0) throw new Error(`membership must have an odd number of members, got ${members.length}`);
     if (new Set(members).size !== members.length) throw new Error(`duplicate member ids in [${members.join(', ')}]`);
-    this.majority = Math.floor(members.length / 2) + 1;
+    const learners = new Set(config.learners ?? []);
+    for (const l of learners) if (!members.includes(l)) throw new Error(`learner ${l} is not in the membership [${members.join(', ')}]`);
+    const voters = members.filter((m) => !learners.has(m));
+    if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
+    this.voterSet = new Set(voters);
+    this.majority = Math.floor(voters.length / 2) + 1;
+    this.otherVoters = voters.filter((m) => m !== config.id);
     this.peers = members.filter((m) => m !== config.id);
     this.phaseTimeoutMs = config.phaseTimeoutMs ?? 200;
     this.maxAttempts = config.maxAttempts ?? 10;
     this.backoffMs = config.backoffMs ?? 10;
+    this.sweepPageSize = config.sweepPageSize ?? 1000;
+    const start = config.start;
+    this.peerIncarnations = new Map(start?.peerIncarnations ?? []);
+    this.incarnationNow = start?.incarnation ?? 0;
+    if (learners.has(config.id)) this.phase = 'learner';
+    else if (start === undefined) this.phase = 'voter';
+    else this.phase = 'checking';
+  }
+
+  /**
+   * The first step, before any other: with a start state, the replica takes its next incarnation
+   * (persisted before anything is sent) and, unless it is a learner, announces it to the other
+   * voters (see {@link ReplicaConfig.start}). Later calls return an empty output.
+   */
+  begin(now: number): Output {
+    if (this.begun || this.config.start === undefined) return this.flush();
+    this.begun = true;
+    this.takeIncarnation(this.config.start.incarnation + 1);
+    if (this.phase === 'checking') this.sendHello(now);
+    return this.flush();
+  }
+
+  /** What the replica is doing (see {@link ReplicaMode}). */
+  get mode(): ReplicaMode {
+    return this.phase;
+  }
+
+  /** Why the replica stopped, when `mode` is `failed`. */
+  get failure(): string | undefined {
+    return this.failureText;
+  }
+
+  /** This replica's incarnation: how many times it started on its data dir (rejoins count on). */
+  get incarnation(): number {
+    return this.incarnationNow;
+  }
+
+  /** The members that vote, ascending. */
+  get voters(): MemberId[] {
+    return [...this.voterSet].sort((a, b) => a - b);
+  }
+
+  /** The highest incarnation recorded for a peer (0 when none). */
+  peerIncarnation(member: MemberId): number {
+    return this.peerIncarnations.get(member) ?? 0;
+  }
+
+  /** While rejoining: how far the sweep got; otherwise undefined. */
+  get rejoinProgress(): RejoinProgress | undefined {
+    if (this.phase !== 'rejoining') return undefined;
+    let done = 0;
+    for (const s of this.sweeps.values()) if (s.done) done++;
+    return { peersDone: done, peers: this.otherVoters.length, keysFenced: this.keysFenced };
   }
 
   /** This replica's member id. */
@@ -149,19 +303,23 @@ export class Replica {
   nextWake(): number | undefined {
     let min: number | undefined;
     for (const t of this.tasks.values()) if (min === undefined || t.wakeAt < min) min = t.wakeAt;
+    if (this.phase === 'checking') min = Math.min(min ?? Infinity, this.helloSentAt + this.phaseTimeoutMs);
+    if (this.phase === 'rejoining') {
+      for (const s of this.sweeps.values()) if (!s.done) min = Math.min(min ?? Infinity, s.sentAt + this.phaseTimeoutMs);
+    }
     return min;
   }
 
   /**
    * A client operation on `key`. The reply comes in this or a later Output, tagged with `ref`.
    * @param ref - the driver's handle for the reply.
-   * @param deadline - the caller's deadline (epoch ms, Infinity for none): past it, the operation
-   *   starts no new decision (it ends with DEADLINE_EXCEEDED), so a client's abandoned attempt does
-   *   not linger and apply after the client was told otherwise by another replica.
+   * @param now - the driver's monotonic clock (ms).
+   * @param deadline - the caller's deadline on the same clock (Infinity for none): past it, the
+   *   operation starts no new decision (it ends with DEADLINE_EXCEEDED).
    */
   request(ref: number, key: string, op: ClientOp, now: number, deadline = Infinity): Output {
-    if (this.config.learnerOnly) {
-      this.reply(ref, { ok: false, status: 'UNAVAILABLE', message: `replica ${this.config.id} is learner-only; ask another replica` });
+    if (this.phase !== 'voter') {
+      this.reply(ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
       return this.flush();
     }
     if (this.tasks.has(key)) {
@@ -176,12 +334,14 @@ export class Replica {
 
   /** A message from a peer. */
   receive(from: MemberId, msg: PeerMessage, now: number): Output {
+    if (this.phase === 'failed') return this.flush();
     switch (msg.type) {
       case 'prepare':
       case 'accept':
         this.onAcceptorMessage(from, msg);
         break;
       case 'learn':
+      case 'chosen':
         this.learnEntry(msg.key, msg.entry, now);
         break;
       case 'catchUp': {
@@ -190,30 +350,189 @@ export class Replica {
         break;
       }
       case 'read':
-        if (!this.config.learnerOnly) this.send(from, readState(this.record(msg.key), msg));
-        break;
-      case 'chosen':
-        this.learnEntry(msg.key, msg.entry, now);
+        // Only a voter's state may stand in a read's majority.
+        if (this.phase === 'voter') this.send(from, readState(this.record(msg.key), msg));
         break;
       case 'behind':
       case 'promise':
       case 'accepted':
       case 'reject':
       case 'readState':
-        this.onProposerReply(from, msg, now);
+        if (this.voterSet.has(from)) this.onProposerReply(from, msg, now);
+        break;
+      case 'hello':
+        this.onHello(from, msg.incarnation);
+        break;
+      case 'helloAck':
+        this.onHelloAck(from, msg.incarnation, msg.recorded, now);
+        break;
+      case 'listKeys':
+        this.onListKeys(from, msg);
+        break;
+      case 'keyList':
+        this.onKeyList(from, msg, now);
         break;
     }
     return this.flush();
   }
 
-  /** Advances timers: retries phases whose time ran out, ends backoffs. */
+  /** Advances timers: retries phases whose time ran out, ends backoffs, resends start messages. */
   tick(now: number): Output {
+    if (this.phase === 'failed') return this.flush();
     for (const task of [...this.tasks.values()]) {
       if (task.wakeAt > now || this.tasks.get(task.key) !== task) continue;
       if (task.phase === 'backoff') this.plan(task, now);
       else this.retry(task, now, 'no majority answered in time');
     }
+    if (this.phase === 'checking' && now >= this.helloSentAt + this.phaseTimeoutMs) this.sendHello(now);
+    if (this.phase === 'rejoining') {
+      for (const [peer, s] of this.sweeps) if (!s.done && now >= s.sentAt + this.phaseTimeoutMs) this.requestPage(peer, s, now);
+    }
     return this.flush();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Start: incarnation check and rejoin
+
+  private notServing(): string {
+    const id = this.config.id;
+    switch (this.phase) {
+      case 'learner':
+        return `replica ${id} is a learner; ask another replica`;
+      case 'checking':
+        return `replica ${id} is starting: it waits for a majority of the other voters to confirm its incarnation; ask another replica`;
+      case 'rejoining':
+        return `replica ${id} is rejoining after losing its data and does not vote yet; ask another replica`;
+      default:
+        return `replica ${id} stopped: ${this.failureText ?? 'unsafe data dir'}`;
+    }
+  }
+
+  private takeIncarnation(incarnation: number): void {
+    this.incarnationNow = incarnation;
+    this.out.meta = { ...this.out.meta, incarnation };
+  }
+
+  private sendHello(now: number): void {
+    this.helloSentAt = now;
+    if (this.otherVoters.length === 0) {
+      this.checked(now);
+      return;
+    }
+    for (const p of this.otherVoters) if (!this.helloAcks.has(p)) this.send(p, { type: 'hello', key: '', incarnation: this.incarnationNow });
+  }
+
+  private onHello(from: MemberId, incarnation: number): void {
+    const recorded = this.peerIncarnations.get(from) ?? 0;
+    if (incarnation > recorded) {
+      this.peerIncarnations.set(from, incarnation);
+      const merged = new Map(this.out.meta?.peerIncarnations ?? []);
+      merged.set(from, incarnation);
+      this.out.meta = { ...this.out.meta, peerIncarnations: merged };
+    }
+    // Sent only after the record above is durable: a peer that counts this answer can rely on it.
+    this.send(from, { type: 'helloAck', key: '', incarnation, recorded });
+  }
+
+  private onHelloAck(from: MemberId, incarnation: number, recorded: number, now: number): void {
+    if (this.phase !== 'checking' || incarnation !== this.incarnationNow || !this.voterSet.has(from)) return;
+    const start = this.config.start!;
+    if (start.kind === 'rejoin') {
+      if (recorded >= this.incarnationNow) {
+        // A peer saw an incarnation this one does not exceed (an earlier life of this member):
+        // take a higher one and announce it again.
+        this.takeIncarnation(recorded + 1);
+        this.helloAcks = new Map();
+        this.sendHello(now);
+        return;
+      }
+    } else if (recorded > start.incarnation) {
+      this.fail(
+        start.kind === 'fresh'
+          ? `its data dir is new, but member ${from} has seen incarnation ${recorded} of it: this replica lost its data. ` +
+              `Restart it with --rejoin on an empty data dir: it catches up and does not vote until that is safe`
+          : `its data dir is older than it should be: member ${from} has seen incarnation ${recorded} of it, the data dir holds ` +
+              `incarnation ${start.incarnation} (restored from an older copy?). Move the data dir aside and restart with --rejoin on an empty data dir`,
+      );
+      return;
+    }
+    this.helloAcks.set(from, recorded);
+    // A majority of the other voters: any later start's check meets at least one of them.
+    if (this.helloAcks.size >= Math.floor(this.otherVoters.length / 2) + 1) this.checked(now);
+  }
+
+  private checked(now: number): void {
+    if (this.config.start?.kind !== 'rejoin') {
+      this.phase = 'voter';
+      return;
+    }
+    this.phase = 'rejoining';
+    this.out.meta = { ...this.out.meta, rejoining: true };
+    for (const p of this.otherVoters) {
+      const s: SweepState = { after: '', done: false, listId: 0, sentAt: now };
+      this.sweeps.set(p, s);
+      this.requestPage(p, s, now);
+    }
+    this.checkRejoined();
+  }
+
+  private requestPage(peer: MemberId, s: SweepState, now: number): void {
+    s.listId = this.nextListId++;
+    s.sentAt = now;
+    this.send(peer, { type: 'listKeys', key: '', listId: s.listId, after: s.after, limit: this.sweepPageSize });
+  }
+
+  private onListKeys(from: MemberId, msg: Extract<PeerMessage, { type: 'listKeys' }>): void {
+    // Only a voter's listing is complete enough to fence by (a rejoining one is still learning).
+    if (this.phase !== 'voter') return;
+    const limit = Math.max(1, Math.min(msg.limit, 10_000));
+    const keys = this.store.keysAfter(msg.after, limit);
+    this.send(from, {
+      type: 'keyList',
+      key: '',
+      listId: msg.listId,
+      keys: keys.map((key) => ({ key, chosenIndex: chosenIndex(this.record(key)) })),
+      done: keys.length < limit,
+    });
+  }
+
+  private onKeyList(from: MemberId, msg: Extract<PeerMessage, { type: 'keyList' }>, now: number): void {
+    const s = this.sweeps.get(from);
+    if (this.phase !== 'rejoining' || s === undefined || s.done || msg.listId !== s.listId) return;
+    for (const k of msg.keys) {
+      const rec = this.record(k.key);
+      // Before its data was lost this replica voted at most one instance past what was chosen
+      // then, and what was chosen then is at most what this voter reports now.
+      const fence = k.chosenIndex + 2;
+      if (fence > rec.fence) {
+        this.persist(k.key, { ...rec, fence });
+        this.keysFenced++;
+      }
+      if (k.chosenIndex > chosenIndex(rec)) this.catchUpFrom(from, k.key, k.chosenIndex);
+    }
+    if (msg.done || msg.keys.length === 0) s.done = true;
+    else {
+      s.after = msg.keys[msg.keys.length - 1]!.key;
+      this.requestPage(from, s, now);
+    }
+    this.checkRejoined();
+  }
+
+  private checkRejoined(): void {
+    for (const s of this.sweeps.values()) if (!s.done) return;
+    // Every key any other voter holds is fenced, and keys none of them holds were never voted on
+    // by a majority this replica belonged to: it may vote again. Persisted with the fences.
+    this.phase = 'voter';
+    this.out.meta = { ...this.out.meta, rejoining: false };
+  }
+
+  private fail(why: string): void {
+    this.phase = 'failed';
+    this.failureText = why;
+    for (const task of this.tasks.values()) this.reply(task.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
+    for (const q of this.queues.values()) for (const t of q) this.reply(t.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
+    this.tasks.clear();
+    this.queues.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -221,11 +540,22 @@ export class Replica {
 
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
     const rec = this.record(msg.key);
-    if (this.config.learnerOnly) {
+    if (this.phase !== 'voter') {
+      // Learners, and voters not yet allowed to vote, only learn.
       if (msg.index > chosenIndex(rec) + 1) this.catchUpFrom(from, msg.key, msg.index - 1);
       return;
     }
-    const step = msg.type === 'prepare' ? onPrepare(rec, msg) : onAccept(rec, msg);
+    let step = msg.type === 'prepare' ? onPrepare(rec, msg) : onAccept(rec, msg);
+    if (
+      this.config.plantedBug === 'round0-reuse' &&
+      msg.type === 'accept' &&
+      roundOf(msg.ballot) === 0 &&
+      msg.ballot >= rec.promised &&
+      msg.index === chosenIndex(rec) + 1 &&
+      step.reply.type === 'reject'
+    ) {
+      step = { record: { ...rec, promised: msg.ballot, accepted: msg.ballot, acceptedEntry: msg.entry }, reply: { type: 'accepted', key: msg.key, index: msg.index, ballot: msg.ballot } };
+    }
     if (step.record !== undefined) this.persist(msg.key, step.record);
     if (step.reply.type === 'behind') this.catchUpFrom(from, msg.key, msg.index - 1);
     this.send(from, step.reply);
@@ -239,8 +569,17 @@ export class Replica {
     this.send(peer, { type: 'catchUp', key, knownIndex: known });
   }
 
+  /** The record after learning `entry` (undefined when not newer): the acceptor rule `learn`. */
+  private learned(rec: KeyRecord, entry: Entry): KeyRecord | undefined {
+    const next = learn(rec, entry);
+    if (next !== undefined && this.config.plantedBug === 'learn-keeps-accepted') {
+      return { ...next, promised: rec.promised, accepted: rec.accepted, acceptedEntry: rec.acceptedEntry };
+    }
+    return next;
+  }
+
   private learnEntry(key: string, entry: Entry, now: number): void {
-    const next = learn(this.record(key), entry);
+    const next = this.learned(this.record(key), entry);
     if (next !== undefined) this.persist(key, next);
     const wanted = this.laggingKeys.get(key);
     if (wanted !== undefined && chosenIndex(this.record(key)) >= wanted) this.laggingKeys.delete(key);
@@ -263,19 +602,36 @@ export class Replica {
 
   /** Decides the task's next step from the local record. */
   private plan(task: Task, now: number): void {
+    const rec = this.record(task.key);
+    const latest = rec.chosen;
+    const op = task.op;
+    if (op.kind !== 'get') {
+      // Answered from the log alone, even past the deadline: these need no new decision.
+      const outcome = writeOutcome(latest, op.id);
+      if (outcome.kind === 'applied') return this.finish(task, { ok: true, kind: 'write', version: outcome.version }, now);
+      if (outcome.kind === 'stale') {
+        return this.finish(task, {
+          ok: false,
+          status: 'ABORTED',
+          message: `write ${op.id!.seq} of session ${op.id!.client} was already finished by its client; this late attempt was not applied`,
+        }, now);
+      }
+      if (outcome.kind === 'expired') {
+        return this.finish(task, {
+          ok: false,
+          status: 'DEADLINE_EXCEEDED',
+          message: `the write expired in the key's log time; this attempt was not applied (an earlier attempt may have been)`,
+        }, now);
+      }
+    }
     if (now >= task.deadline) {
       this.finish(task, { ok: false, status: 'DEADLINE_EXCEEDED', message: `replica ${this.config.id}: the caller's deadline passed` }, now);
       return;
     }
-    const rec = this.record(task.key);
-    const latest = rec.chosen;
-    const op = task.op;
     if (op.kind === 'get') {
       if (!task.confirmed) return this.startRead(task, now);
       return this.finish(task, { ok: true, kind: 'get', value: latest?.value ?? null, version: chosenIndex(rec) }, now);
     }
-    const done = versionOfRequest(latest, op.requestId);
-    if (done !== undefined) return this.finish(task, { ok: true, kind: 'write', version: done }, now);
     let value: Uint8Array | null;
     if (op.kind === 'cas') {
       const present = latest !== null && latest.value !== null;
@@ -293,7 +649,9 @@ export class Replica {
     } else {
       value = op.kind === 'put' ? op.value : null;
     }
-    this.propose(task, nextEntry(latest, value, op.requestId, this.config.id, now), now);
+    let entry = nextEntry(latest, value, op.id, this.config.id);
+    if (this.config.plantedBug === 'dedupe-window-8' && entry.sessions.length > 8) entry = { ...entry, sessions: entry.sessions.slice(-8) };
+    this.propose(task, entry, now);
   }
 
   private startRead(task: Task, now: number): void {
@@ -304,7 +662,7 @@ export class Replica {
     task.wakeAt = now + this.phaseTimeoutMs;
     const rec = this.record(task.key);
     task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: rec.accepted });
-    for (const p of this.peers) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec) });
+    for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec) });
     this.checkRead(task, now);
   }
 
@@ -340,7 +698,8 @@ export class Replica {
     task.accepts = new Set();
     task.rejects = new Set();
     task.wakeAt = now + this.phaseTimeoutMs;
-    const fast = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id && rec.promised === 0 && rec.accepted === 0;
+    const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id && task.index >= rec.fence;
+    const fast = ownedLatest && ((rec.promised === 0 && rec.accepted === 0) || this.config.plantedBug === 'round0-reuse');
     if (fast) {
       task.ballot = ballotOf(0, this.config.id);
       this.startAccept(task, entry);
@@ -353,7 +712,7 @@ export class Replica {
     if (local.reply.type === 'promise') {
       task.promises.set(this.config.id, { accepted: local.reply.accepted, acceptedEntry: local.reply.acceptedEntry });
     }
-    for (const p of this.peers) this.send(p, { type: 'prepare', key: task.key, index: task.index, ballot: task.ballot });
+    for (const p of this.otherVoters) this.send(p, { type: 'prepare', key: task.key, index: task.index, ballot: task.ballot });
     this.checkPromises(task, now);
   }
 
@@ -378,10 +737,14 @@ export class Replica {
     task.accepts = new Set();
     task.rejects = new Set();
     const msg = { key: task.key, index: task.index, ballot: task.ballot, entry };
-    const local = onAccept(this.record(task.key), msg);
+    const rec = this.record(task.key);
+    let local = onAccept(rec, msg);
+    if (this.config.plantedBug === 'round0-reuse' && roundOf(task.ballot) === 0 && local.reply.type === 'reject' && task.index >= rec.fence) {
+      local = { record: { ...rec, promised: task.ballot, accepted: task.ballot, acceptedEntry: entry }, reply: { type: 'accepted', key: task.key, index: task.index, ballot: task.ballot } };
+    }
     if (local.record !== undefined) this.persist(task.key, local.record);
     if (local.reply.type === 'accepted') task.accepts.add(this.config.id);
-    for (const p of this.peers) this.send(p, { type: 'accept', ...msg });
+    for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg });
   }
 
   private onProposerReply(from: MemberId, msg: Extract<PeerMessage, { type: 'behind' | 'promise' | 'accepted' | 'reject' | 'readState' }>, now: number): void {
@@ -395,14 +758,14 @@ export class Replica {
       return;
     }
     if (task === undefined || msg.index !== task.index) return;
-    if (msg.type === 'behind') return; // that acceptor is catching up; it cannot vote this round
+    if (msg.type === 'behind') return; // that acceptor is catching up (or fenced); it cannot vote this round
     if (msg.ballot !== task.ballot) return;
     if (msg.type === 'reject') {
       task.maxRound = Math.max(task.maxRound, roundOf(msg.promised));
       if (task.phase !== 'prepare' && task.phase !== 'accept') return;
       task.rejects.add(from);
       // Give up on this ballot only once a majority can no longer say yes.
-      if (this.config.members.length - task.rejects.size < this.majority) this.backoff(task, now);
+      if (this.voterSet.size - task.rejects.size < this.majority) this.backoff(task, now);
       return;
     }
     if (msg.type === 'promise' && task.phase === 'prepare') {
@@ -416,7 +779,7 @@ export class Replica {
 
   private onChosen(task: Task, now: number): void {
     const entry = task.entry!;
-    const next = learn(this.record(task.key), entry);
+    const next = this.learned(this.record(task.key), entry);
     if (next !== undefined) this.persist(task.key, next);
     for (const p of this.peers) this.send(p, { type: 'learn', key: task.key, entry });
     const own = task.own !== null && sameEntry(task.own, entry);

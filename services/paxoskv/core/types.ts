@@ -1,10 +1,14 @@
 /**
- * PaxosKV's core data: log entries, per-key records, proposal numbers and the messages replicas
- * exchange. Pure data, no I/O.
+ * PaxosKV's core data: log entries, per-key records, proposal numbers, write sessions and the
+ * messages replicas exchange. Pure data, no I/O.
  *
  * After PaxosStore (Zheng et al., VLDB 2017) and Tencent/paxosstore: every key is its own Paxos
  * log, and the log is the record ("PLog as DB"): a key keeps only its latest chosen entry and the
  * acceptor state of the one instance after it.
+ *
+ * Exactly-once writes follow Raft's client sessions (Ongaro, "Consensus: Bridging Theory and
+ * Practice", 2014, section 6.3), per key: see {@link WriteId}, {@link Session} and
+ * {@link writeOutcome}.
  */
 
 /** A replica's id within its cluster: 1..65535. */
@@ -35,74 +39,153 @@ export function memberOf(ballot: Ballot): MemberId {
   return ballot % 0x10000;
 }
 
+/**
+ * The identity of one client write, the same on every attempt of it, with the client's session
+ * bookkeeping. Times are the *client's* clock (ms since the epoch, read from a monotonic source):
+ * replicas never compare them with their own clocks, only with other client stamps in the key's
+ * log, so replica clock offsets and steps cannot break exactly-once.
+ */
+export interface WriteId {
+  /** The client session: a random id the client made (at most MAX_CLIENT_ID_BYTES). */
+  readonly client: string;
+  /** The write's number within the session: 1, 2, 3, ... (never reused by the session). */
+  readonly seq: number;
+  /**
+   * Every write of the session numbered below this is finished on the client: it will never
+   * send another attempt of it. Replicas forget those writes and refuse late attempts of them.
+   */
+  readonly ackedBelow: number;
+  /** When the client sent this attempt (client clock, ms). */
+  readonly sentAt: number;
+  /**
+   * The last moment an attempt of this write may be applied (client clock, ms), the same on
+   * every attempt; at most MAX_WRITE_LIFETIME_MS after `sentAt`. Past it in the key's log time,
+   * the write is refused and its id may be forgotten.
+   */
+  readonly expiresAt: number;
+}
+
+/** Longest client session id (bytes of UTF-8). */
+export const MAX_CLIENT_ID_BYTES = 64;
+/** Longest time a write may stay retryable, from any attempt's `sentAt` to its `expiresAt` (ms). */
+export const MAX_WRITE_LIFETIME_MS = 60_000;
+/** Most client sessions one key remembers; past it the oldest-expiring ones are dropped (safely). */
+export const MAX_SESSIONS_PER_KEY = 1024;
+/** Most writes one session remembers on one key; past it its floor rises (safely). */
+export const MAX_WRITES_PER_SESSION = 64;
+
+/** A write remembered by a session: its number and the version it got. */
+export interface SessionWrite {
+  readonly seq: number;
+  readonly version: number;
+}
+
+/**
+ * What a key remembers of one client session: part of every chosen entry, so every replica holds
+ * the same sessions for the same version.
+ */
+export interface Session {
+  /** The session id ({@link WriteId.client}). */
+  readonly client: string;
+  /** Writes of the session numbered below this are finished; late attempts of them are refused. */
+  readonly floor: number;
+  /** The largest `expiresAt` of the session's writes applied to this key (client clock, ms). */
+  readonly expiresAt: number;
+  /** The session's writes applied to this key at or above `floor`, ascending by seq. */
+  readonly writes: readonly SessionWrite[];
+}
+
 /** A log entry: one write of a key. Chosen entries are immutable. */
 export interface Entry {
   /** The entry's index in the key's log, which is the key's version once chosen (>= 1). */
   readonly index: number;
   /** The key's value after this entry; `null` for a delete. */
   readonly value: Uint8Array | null;
-  /** The id of the client request that wrote it ('' for none): retries with it are not applied twice. */
-  readonly requestId: string;
+  /** The write this entry applied (session and seq), or null for a write made without one. */
+  readonly writer: { readonly client: string; readonly seq: number } | null;
   /** The member that proposed it: it may take the fast path at the next index. */
   readonly proposer: MemberId;
-  /** The proposer's clock when it built the entry (epoch ms); bounds how long `recent` keeps ids. */
-  readonly time: number;
   /**
-   * Request ids of the writes before this one that were made within RECENT_WINDOW_MS of it (at
-   * most RECENT_MAX, oldest first). Part of the chosen value, so every replica holds the same list:
-   * a client's retry of a write chosen earlier in that window is recognised on any replica and
-   * returns the original version instead of writing again.
+   * The key's log time (ms, client clocks): the largest `sentAt` of any write applied to the key
+   * so far, raised further when sessions are dropped for space. Never goes back along the log.
    */
-  readonly recent: readonly RecentWrite[];
-}
-
-/** A request id and the version its write got. */
-export interface RecentWrite {
-  readonly requestId: string;
-  readonly version: number;
-  /** When that write was proposed (epoch ms, the proposer's clock). */
   readonly time: number;
+  /** The client sessions the key remembers after this entry (see {@link writeOutcome}). */
+  readonly sessions: readonly Session[];
 }
 
 /**
- * How long an entry remembers earlier request ids (ms): longer than a client's retry horizon
- * (PaxosKVClient's default deadline is 5 s), so its retries are recognised.
+ * What the latest entry says about a write attempt:
+ * - `applied`: the write was chosen at `version`: answer with it, do not apply again;
+ * - `stale`: the session already finished with this write (seq below its floor): a late attempt;
+ * - `expired`: the key's log time passed the write's `expiresAt`: it may have been applied and
+ *   forgotten, so it must not be applied now;
+ * - `fresh`: it was never applied; it may be.
+ *
+ * Why this is exactly-once: a session is dropped from an entry only when the entry's log time is
+ * past the session's `expiresAt` (the largest `expiresAt` of its applied writes), a write is
+ * dropped from its session only below the session's floor, and log time never goes back. So if a
+ * write was chosen at version v and an attempt of it is planned on entry w >= v, the entry still
+ * remembers it, or its seq is below the floor, or the log time is past its `expiresAt`: it is
+ * never `fresh` again. No replica clock takes part.
  */
-export const RECENT_WINDOW_MS = 10_000;
-/** The most request ids an entry carries (ids and versions only, not values). */
-export const RECENT_MAX = 64;
+export type WriteOutcome = { kind: 'applied'; version: number } | { kind: 'stale' } | { kind: 'expired' } | { kind: 'fresh' };
 
 /**
- * The version a request id's write got, if `entry` or the writes it remembers are that request.
- * @returns the version, or undefined when the request is not among them (or `requestId` is '').
+ * Classifies a write attempt against the key's latest entry; see {@link WriteOutcome}.
+ * @param latest - the latest chosen entry the planner knows (null for a key never written).
+ * @param id - the write's identity, or null for a write without a session (always fresh).
  */
-export function versionOfRequest(entry: Entry | null, requestId: string): number | undefined {
-  if (entry === null || requestId === '') return undefined;
-  if (entry.requestId === requestId) return entry.index;
-  for (const r of entry.recent) if (r.requestId === requestId) return r.version;
-  return undefined;
+export function writeOutcome(latest: Entry | null, id: WriteId | null): WriteOutcome {
+  if (id === null || latest === null) return { kind: 'fresh' };
+  const session = latest.sessions.find((s) => s.client === id.client);
+  if (session !== undefined) {
+    for (const w of session.writes) if (w.seq === id.seq) return { kind: 'applied', version: w.version };
+    if (id.seq < session.floor) return { kind: 'stale' };
+  }
+  if (latest.time > id.expiresAt) return { kind: 'expired' };
+  return { kind: 'fresh' };
 }
 
 /**
- * The entry that follows `previous` (null for a key never written) with `value`.
- * @param now - the proposer's clock (epoch ms).
- * @returns an entry at `previous.index + 1` remembering the request ids of the writes made in the
- *   last RECENT_WINDOW_MS (at most RECENT_MAX), `previous`'s included.
+ * The entry that follows `previous` (null for a key never written) with `value`, written by `id`.
+ * The caller must have found the write `fresh` ({@link writeOutcome}) against `previous`.
+ * @returns an entry at `previous.index + 1` whose log time is the larger of the previous one and
+ *   `id.sentAt`, with sessions whose `expiresAt` is below that time dropped, the writer's session
+ *   updated (floor raised to `ackedBelow`, this write added), and the caps applied: more than
+ *   MAX_WRITES_PER_SESSION writes raise the session's floor, more than MAX_SESSIONS_PER_KEY
+ *   sessions drop the ones expiring first and raise the log time past their `expiresAt`.
  */
-export function nextEntry(previous: Entry | null, value: Uint8Array | null, requestId: string, proposer: MemberId, now: number): Entry {
-  if (previous === null) return { index: 1, value, requestId, proposer, time: now, recent: [] };
-  const horizon = now - RECENT_WINDOW_MS;
-  const recent: RecentWrite[] = [];
-  for (const r of previous.recent) if (r.time >= horizon) recent.push(r);
-  if (previous.requestId !== '' && previous.time >= horizon) recent.push({ requestId: previous.requestId, version: previous.index, time: previous.time });
-  return {
-    index: previous.index + 1,
-    value,
-    requestId,
-    proposer,
-    time: now,
-    recent: recent.length > RECENT_MAX ? recent.slice(-RECENT_MAX) : recent,
-  };
+export function nextEntry(previous: Entry | null, value: Uint8Array | null, id: WriteId | null, proposer: MemberId): Entry {
+  const index = (previous?.index ?? 0) + 1;
+  let time = previous?.time ?? 0;
+  if (id !== null && id.sentAt > time) time = id.sentAt;
+  const sessions: Session[] = [];
+  let own: Session | undefined;
+  for (const s of previous?.sessions ?? []) {
+    if (id !== null && s.client === id.client) own = s;
+    else if (s.expiresAt >= time) sessions.push(s);
+  }
+  if (id !== null) {
+    let floor = Math.max(own?.floor ?? 0, id.ackedBelow);
+    let writes = (own?.writes ?? []).filter((w) => w.seq >= floor);
+    writes.push({ seq: id.seq, version: index });
+    writes.sort((a, b) => a.seq - b.seq);
+    if (writes.length > MAX_WRITES_PER_SESSION) {
+      writes = writes.slice(writes.length - MAX_WRITES_PER_SESSION);
+      floor = Math.max(floor, writes[0]!.seq);
+    }
+    sessions.push({ client: id.client, floor, expiresAt: Math.max(own?.expiresAt ?? 0, id.expiresAt), writes });
+  }
+  if (sessions.length > MAX_SESSIONS_PER_KEY) {
+    // Drop the other sessions that expire first; raising the log time past them keeps writeOutcome exact.
+    const byExpiry = sessions.filter((s) => id === null || s.client !== id.client).sort((a, b) => a.expiresAt - b.expiresAt);
+    const drop = byExpiry.slice(0, sessions.length - MAX_SESSIONS_PER_KEY);
+    time = Math.max(time, drop[drop.length - 1]!.expiresAt + 1);
+    const dropped = new Set(drop);
+    for (let i = sessions.length - 1; i >= 0; i--) if (dropped.has(sessions[i]!)) sessions.splice(i, 1);
+  }
+  return { index, value, writer: id === null ? null : { client: id.client, seq: id.seq }, proposer, time, sessions };
 }
 
 /**
@@ -118,17 +201,28 @@ export interface KeyRecord {
   readonly accepted: Ballot;
   /** The accepted value for the pending instance. */
   readonly acceptedEntry: Entry | null;
+  /**
+   * The first instance this replica may vote in (0 = any). Set by a replica that rejoined after
+   * losing its data: it may have voted, before the loss, in instances below this.
+   */
+  readonly fence: number;
 }
 
 /** The record of a key never seen. */
-export const EMPTY_RECORD: KeyRecord = Object.freeze({ chosen: null, promised: 0, accepted: 0, acceptedEntry: null });
+export const EMPTY_RECORD: KeyRecord = Object.freeze({ chosen: null, promised: 0, accepted: 0, acceptedEntry: null, fence: 0 });
 
 /** The version (chosen index) of a record. */
 export function chosenIndex(record: KeyRecord): number {
   return record.chosen?.index ?? 0;
 }
 
-/** Messages between replicas. Every message names its key; replies echo what they answer. */
+/** One key's state as a peer lists it for a rejoining replica. */
+export interface KeyState {
+  readonly key: string;
+  readonly chosenIndex: number;
+}
+
+/** Messages between replicas. Every message names its key (`''` for the replica-wide ones). */
 export type PeerMessage =
   | { type: 'prepare'; key: string; index: number; ballot: Ballot }
   | { type: 'accept'; key: string; index: number; ballot: Ballot; entry: Entry }
@@ -138,7 +232,7 @@ export type PeerMessage =
   | { type: 'reject'; key: string; index: number; ballot: Ballot; promised: Ballot }
   /** The instance is already decided; `entry` is the sender's latest chosen entry (index >= the asked one). */
   | { type: 'chosen'; key: string; entry: Entry }
-  /** The sender has not learned the instance before the asked one; it is catching up. */
+  /** The sender does not vote in the asked instance: it has not learned the one before it (or is fenced). */
   | { type: 'behind'; key: string; index: number; chosenIndex: number }
   /** A chosen entry, announced by its proposer (or served to a lagging peer). */
   | { type: 'learn'; key: string; entry: Entry }
@@ -150,20 +244,34 @@ export type PeerMessage =
    */
   | { type: 'readState'; key: string; readId: number; chosenIndex: number; entry: Entry | null; pendingAccepted: Ballot }
   /** A lagging replica asks for the latest chosen entry of a key. */
-  | { type: 'catchUp'; key: string; knownIndex: number };
+  | { type: 'catchUp'; key: string; knownIndex: number }
+  /**
+   * A starting replica announces its new incarnation. The receiver records it durably (as the
+   * highest seen from the sender) and answers `helloAck` with what it had recorded before.
+   */
+  | { type: 'hello'; key: ''; incarnation: number }
+  | { type: 'helloAck'; key: ''; incarnation: number; recorded: number }
+  /**
+   * A rejoining replica lists the receiver's keys strictly after `after` (the receiver's own
+   * order; `after` is always a key that receiver listed, or '' to start, and keys are never empty),
+   * at most `limit`.
+   */
+  | { type: 'listKeys'; key: ''; listId: number; after: string; limit: number }
+  /** Answer to `listKeys`: keys with their chosen index; `done` when no key follows. */
+  | { type: 'keyList'; key: ''; listId: number; keys: readonly KeyState[]; done: boolean };
 
 /** A client operation on one key. */
 export type ClientOp =
   | { kind: 'get' }
-  | { kind: 'put'; value: Uint8Array; requestId: string }
-  | { kind: 'delete'; requestId: string }
-  | { kind: 'cas'; expectedVersion: number; value: Uint8Array; requestId: string };
+  | { kind: 'put'; value: Uint8Array; id: WriteId | null }
+  | { kind: 'delete'; id: WriteId | null }
+  | { kind: 'cas'; expectedVersion: number; value: Uint8Array; id: WriteId | null };
 
 /** The result of a client operation. Errors carry a gRPC status name. */
 export type ClientResult =
   | { ok: true; kind: 'get'; value: Uint8Array | null; version: number }
   | { ok: true; kind: 'write'; version: number }
-  | { ok: false; status: 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'DEADLINE_EXCEEDED'; message: string; version?: number };
+  | { ok: false; status: 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'DEADLINE_EXCEEDED' | 'ABORTED'; message: string; version?: number };
 
 /** A message to send. */
 export interface Outgoing {
@@ -178,16 +286,30 @@ export interface Reply {
 }
 
 /**
- * What a step of the core asks its driver to do, in this order: persist `persist` (durably), then
- * send `send` and deliver `replies`. Nothing may leave before the records it follows are durable.
+ * Replica-wide state a step asks to persist with its records (fields absent are unchanged):
+ * this replica's incarnation, the highest incarnation seen from each peer, and whether it is
+ * still rejoining after a data loss.
+ */
+export interface MetaPatch {
+  incarnation?: number;
+  peerIncarnations?: ReadonlyMap<MemberId, number>;
+  rejoining?: boolean;
+}
+
+/**
+ * What a step of the core asks its driver to do, in this order: persist `persist` and `meta`
+ * (durably, in one commit ordered after every earlier step's), then send `send` and deliver
+ * `replies`. Nothing may leave before the records it follows are durable (etcd-io/raft's `Ready`
+ * contract).
  */
 export interface Output {
   persist: Map<string, KeyRecord>;
+  meta: MetaPatch | undefined;
   send: Outgoing[];
   replies: Reply[];
 }
 
 /** A fresh, empty output. */
 export function emptyOutput(): Output {
-  return { persist: new Map(), send: [], replies: [] };
+  return { persist: new Map(), meta: undefined, send: [], replies: [] };
 }
