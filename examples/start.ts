@@ -13,7 +13,8 @@
  *    cut off with it are retried on the other);
  * 7. every server is stopped with SIGTERM and shuts down gracefully (deregistering first);
  * 8. `svrkit kv up` brings up a local 3-replica PaxosKV cluster; writes and reads go through it
- *    (CLI and PaxosKVClient), one replica is SIGKILLed and writes carry on, then it stops.
+ *    (CLI and PaxosKVClient), one replica is SIGKILLed and writes carry on, its disk is replaced
+ *    and it rejoins with `kv serve --rejoin` (fencing every key before it votes), then it stops.
  *
  * Exits 0 when every step worked, 1 otherwise.
  */
@@ -261,6 +262,37 @@ async function paxoskv(): Promise<void> {
       kv.close();
     }
     await svrkit(['kv', 'status', '--peers', peers]).catch((err: Error) => show(`(status: ${err.message})`));
+    // Replica 1's disk is replaced: an empty data dir, started with --rejoin. It fences every key
+    // the other voters hold before it votes again (it may have voted before the loss).
+    const dir1 = path.join(dataDir, 'replica-1');
+    rmSync(dir1, { recursive: true, force: true });
+    show(`replica 1 lost its disk: $ svrkit kv serve --id 1 --peers ${peers} --data-dir ${dir1} --rejoin`);
+    const rejoined = spawn(process.execPath, [cli, 'kv', 'serve', '--id', '1', '--peers', peers, '--data-dir', dir1, '--rejoin'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    started.push(rejoined);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the rejoining replica did not vote within 30 s')), 30_000);
+        for (const stream of [rejoined.stdout!, rejoined.stderr!]) {
+          createInterface({ input: stream }).on('line', (line) => {
+            process.stdout.write(`   | ${line}\n`);
+            if (/paxoskv replica 1 voting/.test(line)) {
+              clearTimeout(timer);
+              resolve();
+            }
+          });
+        }
+        rejoined.once('exit', (code) => reject(new Error(`the rejoining replica exited with ${code}`)));
+      });
+      await svrkit(['kv', 'get', 'counter', '--peers', peers]);
+      await svrkit(['kv', 'status', '--peers', peers]);
+    } finally {
+      const gone = once(rejoined, 'exit');
+      rejoined.kill('SIGTERM');
+      await gone;
+    }
   } finally {
     const exited = once(up, 'exit');
     up.kill('SIGINT');

@@ -8,7 +8,7 @@
  * the records that step persisted, and every earlier step's, are durable.
  */
 import { performance } from 'node:perf_hooks';
-import { Channel, RpcError, Server, Status, withoutCall, type CallContext } from '../../framework/index.js';
+import { Channel, RpcError, Server, Status, withoutCall, type CallContext, type ServerOptions } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
 import {
@@ -77,6 +77,8 @@ export interface ReplicaOptions {
   phaseTimeoutMs?: number;
   /** Called when storage fails or the data dir proves unsafe; the replica cannot go on. Default: log and exit(1). */
   onFatal?: (error: Error) => void;
+  /** Options of the replica's svrkit server (default: the defaults, FastReject on). */
+  server?: ServerOptions;
   /** Called when the replica's mode changes (for the CLI's progress lines). */
   onModeChange?: (mode: ReplicaMode, replica: PaxosKVReplica) => void;
 }
@@ -109,7 +111,7 @@ export class PaxosKVReplica {
     this.fingerprint = clusterFingerprint(members, learners);
     this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, Math.random);
     this.lastMode = this.core.mode;
-    this.server = new Server();
+    this.server = new Server(options.server);
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
     for (const [id, address] of options.members) {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataDirError, KeyStore } from '../../services/paxoskv/storage.js';
-import { alive, freePort, freePortRange, freePorts, killStarted, runSvrkit as run, spawnSvrkit, stopProc, waitServing, type Proc, type Run } from '../support/kv-processes.js';
+import { alive, freePort, freePortRange, freePorts, killStarted, runSvrkit as run, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc, type Run } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'svrkit.js');
@@ -159,6 +159,8 @@ describe('svrkit kv up and the client commands', () => {
     for (const m of serving) expect(m[2]).toBe(`127.0.0.1:${base + Number(m[1]) - 1}`);
     const peers = `1=127.0.0.1:${base},2=127.0.0.1:${base + 1},3=127.0.0.1:${base + 2}`;
     expect(up.stdout()).toContain(`clients use --peers ${peers}`);
+    // Each replica votes once the other two confirmed its incarnation.
+    await waitVoting(up, 'kv up', 3);
 
     const kv = async (args: string[], stdin?: string | Uint8Array): Promise<Run> => run(['kv', ...args, '--peers', peers], { stdin });
     const ok = (r: Run): unknown => {

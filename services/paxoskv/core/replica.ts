@@ -505,8 +505,8 @@ export class Replica {
       // then, and what was chosen then is at most what this voter reports now.
       const fence = k.chosenIndex + 2;
       if (fence > rec.fence) {
+        if (rec.fence === 0) this.keysFenced++;
         this.persist(k.key, { ...rec, fence });
-        this.keysFenced++;
       }
       if (k.chosenIndex > chosenIndex(rec)) this.catchUpFrom(from, k.key, k.chosenIndex);
     }

@@ -71,8 +71,12 @@ export const MAX_CLIENT_ID_BYTES = 64;
 export const MAX_WRITE_LIFETIME_MS = 60_000;
 /** Most client sessions one key remembers; past it the oldest-expiring ones are dropped (safely). */
 export const MAX_SESSIONS_PER_KEY = 1024;
-/** Most writes one session remembers on one key; past it its floor rises (safely). */
-export const MAX_WRITES_PER_SESSION = 64;
+/**
+ * Most writes one session remembers on one key, i.e. how many of one client's writes to one key
+ * may be unfinished at once; past it the session's floor rises over the oldest (safely: their
+ * later attempts are refused, never applied twice).
+ */
+export const MAX_WRITES_PER_SESSION = 256;
 
 /** A write remembered by a session: its number and the version it got. */
 export interface SessionWrite {
