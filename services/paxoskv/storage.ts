@@ -445,15 +445,9 @@ export class KeyStore implements RecordSource {
       if (isAfter(k)) durable.push(k);
     }
     const unsaved: Buffer[] = [];
-    const seen = new Set<string>();
-    for (const batch of [this.#inflight, this.#pending]) {
-      if (batch === null) continue;
-      for (const key of batch.records.keys()) {
-        if (seen.has(key)) continue;
-        seen.add(key);
-        const k = recordKey(key);
-        if (isAfter(k)) unsaved.push(k);
-      }
+    for (const key of this.#unsavedKeys()) {
+      const k = recordKey(key);
+      if (isAfter(k)) unsaved.push(k);
     }
     unsaved.sort(Buffer.compare);
     const out: string[] = [];
@@ -480,16 +474,21 @@ export class KeyStore implements RecordSource {
     if (this.#closed) throw new Error(`KeyStore ${this.dir} is closed`);
     const stats = this.#db.getStats() as { entryCount: number };
     let count = stats.entryCount - this.#metaEntries;
+    for (const key of this.#unsavedKeys()) if (!this.#db.doesExist(recordKey(key))) count++;
+    return count;
+  }
+
+  /** Keys handed to write() whose commit has not finished (in flight or pending), each once. */
+  *#unsavedKeys(): Generator<string> {
     const seen = new Set<string>();
     for (const batch of [this.#inflight, this.#pending]) {
       if (batch === null) continue;
       for (const key of batch.records.keys()) {
         if (seen.has(key)) continue;
         seen.add(key);
-        if (!this.#db.doesExist(recordKey(key))) count++;
+        yield key;
       }
     }
-    return count;
   }
 
   /**

@@ -25,9 +25,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, RpcError, Status } from '../../index.js';
+import { PaxosKVClient } from '../../index.js';
 import { startDelayProxy, type DelayProxy, type DelayProxyStats } from '../support/delay-proxy.js';
-import { freePorts, killStarted, runSvrkit, spawnSvrkit, stopProc, waitServing, type Proc } from '../support/kv-processes.js';
+import { freePorts, killStarted, recordFailure, runSvrkit, spawnSvrkit, stopProc, waitServing, type Proc } from '../support/kv-processes.js';
 import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
 import { mulberry32 } from '../support/prng.js';
 
@@ -143,22 +143,13 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
           }
           return output;
         } catch (err) {
-          const code = err instanceof RpcError ? err.code : undefined;
-          if (input.kind === 'cas' && code === Status.FAILED_PRECONDITION) {
-            history.complete(op, { failed: 'FAILED_PRECONDITION' }, now());
+          const r = recordFailure(history, op, input, err, now());
+          if (r.recorded === 'failed') {
             counts.casFailed++;
-            const v = err instanceof RpcError ? err.metadata['x-version'] : undefined;
-            if (v !== undefined && /^\d+$/.test(v)) lastSeen.set(key, BigInt(v));
-          } else if (input.kind === 'get' && (code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED)) {
-            history.discard(op); // a get that did not answer tells nothing
-            counts.failedGets++;
-          } else {
-            if (code !== Status.UNKNOWN && code !== Status.UNAVAILABLE && code !== Status.DEADLINE_EXCEEDED && code !== Status.CANCELLED) {
-              unexpected.push(`client ${client} ${input.kind} ${key}: ${err instanceof RpcError ? `${err.codeName}: ${err.message}` : String(err)}`);
-            }
-            history.unknown(op);
-            counts.unknown++;
-          }
+            if (r.version !== undefined) lastSeen.set(key, r.version);
+          } else if (r.recorded === 'discarded') counts.failedGets++;
+          else counts.unknown++;
+          if (r.unexpected !== undefined) unexpected.push(`client ${client} ${key}: ${r.unexpected}`);
           return undefined;
         }
       };

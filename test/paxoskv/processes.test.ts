@@ -16,10 +16,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, RpcError, Status } from '../../index.js';
+import { PaxosKVClient } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
-import { freePorts, killStarted, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
+import { freePorts, killStarted, recordFailure, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
 import { mulberry32 } from '../support/prng.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -127,22 +127,13 @@ describe('PaxosKV as three real processes, with SIGKILLs under concurrent load',
               lastSeen.set(key, input.kind === 'delete' ? 0n : output.version);
             }
           } catch (err) {
-            const code = err instanceof RpcError ? err.code : undefined;
-            if (input.kind === 'cas' && code === Status.FAILED_PRECONDITION) {
-              history.complete(id, { failed: 'FAILED_PRECONDITION' }, now());
+            const r = recordFailure(history, id, input, err, now());
+            if (r.recorded === 'failed') {
               counts.casFailed++;
-              const v = err instanceof RpcError ? err.metadata['x-version'] : undefined;
-              if (v !== undefined && /^\d+$/.test(v)) lastSeen.set(key, BigInt(v));
-            } else if (input.kind === 'get' && (code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED)) {
-              history.discard(id); // a get that did not answer tells nothing
-              counts.failedGets++;
-            } else {
-              if (code !== Status.UNKNOWN && code !== Status.UNAVAILABLE && code !== Status.DEADLINE_EXCEEDED && code !== Status.CANCELLED) {
-                unexpected.push(`client ${c} ${input.kind} ${key}: ${err instanceof RpcError ? `${err.codeName}: ${err.message}` : String(err)}`);
-              }
-              history.unknown(id);
-              counts.unknown++;
-            }
+              if (r.version !== undefined) lastSeen.set(key, r.version);
+            } else if (r.recorded === 'discarded') counts.failedGets++;
+            else counts.unknown++;
+            if (r.unexpected !== undefined) unexpected.push(`client ${c} ${key}: ${r.unexpected}`);
           }
         }
       } finally {

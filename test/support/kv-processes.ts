@@ -7,6 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RpcError, Status } from '../../framework/wire/status.js';
+import type { HistoryRecorder, KvInput } from './linearizability.js';
 import { killAll } from './processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -176,4 +178,43 @@ export function alive(pid: number): boolean {
 /** Kills every child still running (for afterAll) and waits until each has exited. */
 export async function killStarted(): Promise<void> {
   await killAll(live);
+}
+
+/** What {@link recordFailure} recorded for a PaxosKV client call that threw. */
+export interface RecordedFailure {
+  /** `failed`: a compare-and-set's FAILED_PRECONDITION; `discarded`: a get that did not answer; `unknown`: anything else. */
+  recorded: 'failed' | 'discarded' | 'unknown';
+  /** The key's version a FAILED_PRECONDITION reported (metadata `x-version`), when it did. */
+  version?: bigint;
+  /** Set for an error no PaxosKV call should raise under these faults (the test should fail). */
+  unexpected?: string;
+}
+
+/**
+ * Records a PaxosKV client call that threw in a linearizability history: a compare-and-set's
+ * FAILED_PRECONDITION as that outcome, a get that did not answer (UNAVAILABLE, DEADLINE_EXCEEDED,
+ * CANCELLED) as nothing, and anything else as unknown (it may or may not have happened).
+ * @param history - the recorder.
+ * @param id - the operation's id from `history.invoke`.
+ * @param input - the operation.
+ * @param err - what the call threw.
+ * @param now - the current time, on the history's clock.
+ * @returns what was recorded (see RecordedFailure).
+ */
+export function recordFailure(history: HistoryRecorder, id: number, input: KvInput, err: unknown, now: number): RecordedFailure {
+  const code = err instanceof RpcError ? err.code : undefined;
+  if (input.kind === 'cas' && code === Status.FAILED_PRECONDITION) {
+    history.complete(id, { failed: 'FAILED_PRECONDITION' }, now);
+    const v = err instanceof RpcError ? err.metadata['x-version'] : undefined;
+    return { recorded: 'failed', ...(v !== undefined && /^\d+$/.test(v) ? { version: BigInt(v) } : {}) };
+  }
+  if (input.kind === 'get' && (code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED)) {
+    history.discard(id);
+    return { recorded: 'discarded' };
+  }
+  history.unknown(id);
+  if (code !== Status.UNKNOWN && code !== Status.UNAVAILABLE && code !== Status.DEADLINE_EXCEEDED && code !== Status.CANCELLED) {
+    return { recorded: 'unknown', unexpected: `${input.kind}: ${err instanceof RpcError ? `${err.codeName}: ${err.message}` : String(err)}` };
+  }
+  return { recorded: 'unknown' };
 }
