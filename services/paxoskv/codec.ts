@@ -110,9 +110,20 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
     case 'catchUp':
       return { ...base, catchUp: { knownIndex: BigInt(m.knownIndex) } };
     case 'hello':
-      return { ...base, hello: { incarnation: BigInt(m.incarnation) } };
+      return {
+        ...base,
+        hello: { incarnation: BigInt(m.incarnation), confirmed: BigInt(m.confirmed), announced: m.announced.map((a) => BigInt(a)), rejoin: m.rejoin },
+      };
     case 'helloAck':
-      return { ...base, helloAck: { incarnation: BigInt(m.incarnation), recorded: BigInt(m.recorded) } };
+      return {
+        ...base,
+        helloAck: {
+          incarnation: BigInt(m.incarnation),
+          recorded: BigInt(m.recorded),
+          ok: m.ok,
+          table: m.table.map(([member, incarnation]) => ({ member, incarnation: BigInt(incarnation) })),
+        },
+      };
     case 'listKeys':
       return { ...base, listKeys: { listId: BigInt(m.listId), after: m.after, limit: m.limit } };
     case 'keyList':
@@ -129,9 +140,25 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
  */
 export function messageFromPb(m: PeerMessagePb): PeerMessage {
   const key = m.key;
-  if (m.hello !== undefined) return { type: 'hello', key: '', incarnation: num(m.hello.incarnation, 'incarnation') };
+  if (m.hello !== undefined) {
+    const h = m.hello;
+    if (h.announced.length > 1000) throw new PeerMessageError(`hello announces ${h.announced.length} incarnations (at most 1000)`);
+    return {
+      type: 'hello',
+      key: '',
+      incarnation: num(h.incarnation, 'incarnation'),
+      confirmed: num(h.confirmed, 'confirmed incarnation'),
+      announced: h.announced.map((a) => num(a, 'announced incarnation')),
+      rejoin: h.rejoin,
+    };
+  }
   if (m.helloAck !== undefined) {
-    return { type: 'helloAck', key: '', incarnation: num(m.helloAck.incarnation, 'incarnation'), recorded: num(m.helloAck.recorded, 'recorded incarnation') };
+    const a = m.helloAck;
+    const table = a.table.map((t): readonly [number, number] => {
+      if (t.member < 1 || t.member > 0xffff) throw new PeerMessageError(`incarnation table names member ${t.member}, not a member id`);
+      return [t.member, num(t.incarnation, 'incarnation')];
+    });
+    return { type: 'helloAck', key: '', incarnation: num(a.incarnation, 'incarnation'), recorded: num(a.recorded, 'recorded incarnation'), ok: a.ok, table };
   }
   if (m.listKeys !== undefined) return { type: 'listKeys', key: '', listId: num(m.listKeys.listId, 'list id'), after: m.listKeys.after, limit: m.listKeys.limit };
   if (m.keyList !== undefined) {

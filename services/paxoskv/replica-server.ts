@@ -140,6 +140,7 @@ export class PaxosKVReplica {
       const start: StartState = {
         kind: meta.rejoining ? 'rejoin' : store.created ? 'fresh' : 'existing',
         incarnation: meta.incarnation,
+        announced: meta.announced,
         peerIncarnations: meta.peerIncarnations,
       };
       replica = new PaxosKVReplica(options, store, start);

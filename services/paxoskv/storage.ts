@@ -1,14 +1,15 @@
 /**
  * PaxosKV's persistence: one LMDB environment per replica holding every key's `KeyRecord`
  * ("PLog as DB": the record is the key's whole log), plus a meta record naming the cluster member
- * the data belongs to and the replica-wide state ({@link StoreMeta}: incarnation, the highest
- * incarnation seen from each peer, whether the replica is still rejoining after a data loss).
+ * the data belongs to and the replica-wide state ({@link StoreMeta}: its confirmed incarnation, the
+ * ones it announced since, the highest incarnation seen from each peer, whether the replica is
+ * still rejoining after a data loss).
  *
  * Layout of a data dir:
  * - `data.mdb`, `lock.mdb`: the LMDB environment (lmdb-js). `lock.mdb` holds no data; LMDB
  *   recreates it when it is missing.
  * - LMDB keys are bytes: `0x00 "meta"` is the meta record (msgpack map
- *   `{ format: 'svrkit-paxoskv/2', memberId, members, createdAt, incarnation, peerIncarnations,
+ *   `{ format: 'svrkit-paxoskv/2', memberId, members, createdAt, incarnation, announced, peerIncarnations,
  *   rejoining }`, `createdAt` an ISO 8601 string, `peerIncarnations` an array of
  *   `[memberId, incarnation]` pairs ascending by member); `0x01 + UTF-8(key)` is the record of
  *   `key` (msgpack array, see {@link encodeRecord}). Records are therefore ordered by the UTF-8
@@ -170,8 +171,10 @@ export interface OpenOptions {
  * The replica-wide state kept in the meta record (see {@link KeyStore.meta}).
  */
 export interface StoreMeta {
-  /** This replica's incarnation: 0 for a new store; raised by the replica on each start. */
+  /** This replica's confirmed incarnation (its last start that peers confirmed): 0 for a new store. */
   readonly incarnation: number;
+  /** Incarnations this replica announced since its confirmed one (starts whose check did not finish), ascending. */
+  readonly announced: readonly number[];
   /** The highest incarnation seen from each peer (member id -> incarnation); peers never seen are absent. */
   readonly peerIncarnations: ReadonlyMap<MemberId, number>;
   /** The replica is still rejoining after a data loss: it must not vote yet. */
@@ -184,6 +187,7 @@ interface MetaState {
   readonly members: readonly MemberId[];
   readonly createdAt: string;
   incarnation: number;
+  announced: number[];
   readonly peerIncarnations: Map<MemberId, number>;
   rejoining: boolean;
 }
@@ -350,7 +354,7 @@ export class KeyStore implements RecordSource {
   meta(): StoreMeta {
     if (this.#closed) throw new Error(`KeyStore ${this.dir} is closed`);
     const m = this.#meta;
-    return { incarnation: m.incarnation, peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining };
+    return { incarnation: m.incarnation, announced: [...m.announced], peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining };
   }
 
   /**
@@ -363,7 +367,7 @@ export class KeyStore implements RecordSource {
    * @param records - key -> record; the map and the records are not modified, and must not be
    *   modified afterwards (the records are kept by reference until durable).
    * @param meta - fields to change in the meta record (absent fields are unchanged):
-   *   `incarnation` replaces the stored one; `peerIncarnations` is merged per member, keeping the
+   *   `incarnation` replaces the stored one, `announced` the stored list; `peerIncarnations` is merged per member, keeping the
    *   larger incarnation; `rejoining` replaces the flag. Incarnations are non-negative safe
    *   integers, member ids 1..65535. When given, the write commits even with no records.
    * @returns a promise that resolves once these records and this patch, and those of every
@@ -401,6 +405,7 @@ export class KeyStore implements RecordSource {
     if (meta !== undefined) {
       const m = this.#meta;
       if (meta.incarnation !== undefined) m.incarnation = meta.incarnation;
+      if (meta.announced !== undefined) m.announced = [...meta.announced];
       if (meta.rejoining !== undefined) m.rejoining = meta.rejoining;
       for (const [member, incarnation] of meta.peerIncarnations ?? []) {
         if (incarnation > (m.peerIncarnations.get(member) ?? -1)) m.peerIncarnations.set(member, incarnation);
@@ -808,6 +813,7 @@ function freshMeta(identity: ClusterIdentity, rejoining: boolean): MetaState {
     members: [...identity.members],
     createdAt: new Date().toISOString(),
     incarnation: 0,
+    announced: [],
     peerIncarnations: new Map(),
     rejoining,
   };
@@ -821,6 +827,7 @@ function encodeMeta(meta: MetaState): Buffer {
     members: [...meta.members],
     createdAt: meta.createdAt,
     incarnation: meta.incarnation,
+    announced: [...meta.announced],
     peerIncarnations: [...meta.peerIncarnations].sort((a, b) => a[0] - b[0]),
     rejoining: meta.rejoining,
   });
@@ -833,6 +840,9 @@ function metaPatchProblem(patch: MetaPatch): string | undefined {
   if (patch === null || typeof patch !== 'object') return 'not an object';
   if (patch.incarnation !== undefined && !isCount(patch.incarnation)) {
     return `incarnation must be a non-negative safe integer, got ${String(patch.incarnation)}`;
+  }
+  if (patch.announced !== undefined && (!Array.isArray(patch.announced) || !patch.announced.every(isCount))) {
+    return `announced must be a list of non-negative safe integers, got ${String(patch.announced)}`;
   }
   if (patch.rejoining !== undefined && typeof patch.rejoining !== 'boolean') return `rejoining must be a boolean, got ${String(patch.rejoining)}`;
   if (patch.peerIncarnations !== undefined) {
@@ -895,7 +905,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
       dir,
     );
   }
-  const { incarnation, peerIncarnations, rejoining, createdAt } = m;
+  const { incarnation, announced, peerIncarnations, rejoining, createdAt } = m;
   const peers = new Map<MemberId, number>();
   const pairsOk =
     Array.isArray(peerIncarnations) &&
@@ -906,6 +916,8 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     });
   const bad = !isCount(incarnation)
     ? 'incarnation is not a non-negative integer'
+    : !Array.isArray(announced) || !announced.every(isCount)
+      ? 'announced is not a list of non-negative integers'
     : !pairsOk
       ? 'peerIncarnations is not a list of distinct (member id, incarnation) pairs'
       : typeof rejoining !== 'boolean'
@@ -919,6 +931,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     members,
     createdAt: createdAt as string,
     incarnation: incarnation as number,
+    announced: [...(announced as number[])],
     peerIncarnations: peers,
     rejoining: rejoining as boolean,
   };

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { learn, onAccept, onPrepare, readState, sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type StartState } from '../../services/paxoskv/core/replica.js';
+import { mulberry32 } from '../support/prng.js';
 import {
   ballotOf,
   EMPTY_RECORD,
+  incarnationCounter,
   MAX_SESSIONS_PER_KEY,
   MAX_WRITES_PER_SESSION,
   nextEntry,
@@ -190,6 +192,9 @@ class Cluster {
   now = 0;
   private ref = 1;
 
+  /** Backoff jitter and incarnation nonces (seeded: a start on a copy draws another nonce than the life it lost). */
+  private readonly random = mulberry32(7);
+
   constructor(
     readonly ids: MemberId[] = [1, 2, 3],
     readonly learners: MemberId[] = [],
@@ -202,17 +207,23 @@ class Cluster {
     const store = this.stores.get(id) ?? new Map<string, KeyRecord>();
     this.stores.set(id, store);
     const source = { get: (k: string) => store.get(k), keysAfter: (after: string, limit: number) => [...store.keys()].filter((k) => k > after).sort().slice(0, limit) };
-    const r = new Replica({ id, members: this.ids, learners: this.learners, start }, source, () => 0.5);
+    const r = new Replica({ id, members: this.ids, learners: this.learners, start }, source, this.random);
     this.replicas.set(id, r);
     this.apply(id, r.begin(this.now));
   }
 
-  readonly metas = new Map<MemberId, { incarnation: number; peerIncarnations: Map<MemberId, number>; rejoining: boolean }>();
+  readonly metas = new Map<MemberId, { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean }>();
 
-  meta(id: MemberId): { incarnation: number; peerIncarnations: Map<MemberId, number>; rejoining: boolean } {
+  meta(id: MemberId): { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean } {
     let m = this.metas.get(id);
-    if (m === undefined) this.metas.set(id, (m = { incarnation: 0, peerIncarnations: new Map(), rejoining: false }));
+    if (m === undefined) this.metas.set(id, (m = { incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false }));
     return m;
+  }
+
+  /** The start state a restart on this replica's current data would have. */
+  restartState(id: MemberId): StartState {
+    const m = this.meta(id);
+    return { kind: m.rejoining ? 'rejoin' : 'existing', incarnation: m.incarnation, announced: [...m.announced], peerIncarnations: new Map(m.peerIncarnations) };
   }
 
   apply(id: MemberId, out: Output): void {
@@ -221,6 +232,7 @@ class Cluster {
     if (out.meta !== undefined) {
       const m = this.meta(id);
       if (out.meta.incarnation !== undefined) m.incarnation = out.meta.incarnation;
+      if (out.meta.announced !== undefined) m.announced = [...out.meta.announced];
       if (out.meta.rejoining !== undefined) m.rejoining = out.meta.rejoining;
       for (const [p, n] of out.meta.peerIncarnations ?? []) m.peerIncarnations.set(p, Math.max(n, m.peerIncarnations.get(p) ?? 0));
     }
@@ -455,34 +467,88 @@ describe('replica protocol', () => {
     expect(c.replicas.get(1)!.mode).toBe('checking');
     const refused = c.request(1, { kind: 'get' });
     expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/confirm its incarnation/) });
+    // Hellos are duplicated: a copy of this start's own hello is no sign of a lost life.
+    for (const m of [...c.inbox]) if (m.msg.type === 'hello') c.inbox.push({ ...m });
     c.deliver();
     for (const id of [1, 2, 3]) {
       expect(c.replicas.get(id)!.mode).toBe('voter');
-      expect(c.meta(id).incarnation).toBe(1);
+      expect(incarnationCounter(c.meta(id).incarnation)).toBe(1);
+      expect(c.meta(id).announced).toEqual([]);
     }
-    expect(c.meta(2).peerIncarnations.get(1)).toBe(1);
+    expect(c.meta(2).peerIncarnations.get(1)).toBe(c.meta(1).incarnation);
   });
 
-  it('a data dir older than its peers have seen, or emptied, is caught and does not vote', () => {
+  it('a data dir older than its peers have seen, or emptied, is caught and does not vote, even across a crashed check', () => {
     const c = new Cluster();
     const none = new Map<MemberId, number>();
     for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
     c.deliver();
-    // Replica 2 restarts normally twice (incarnations 2, 3), then comes back on a copy from incarnation 1.
-    c.boot(2, { kind: 'existing', incarnation: 1, peerIncarnations: c.meta(2).peerIncarnations });
-    c.deliver();
-    c.boot(2, { kind: 'existing', incarnation: 2, peerIncarnations: c.meta(2).peerIncarnations });
+    const copy = c.restartState(2); // a copy of replica 2's data dir, taken now
+    c.boot(2, c.restartState(2));
     c.deliver();
     expect(c.replicas.get(2)!.mode).toBe('voter');
-    c.boot(2, { kind: 'existing', incarnation: 1, peerIncarnations: c.meta(2).peerIncarnations });
+    expect(c.replicas.get(2)!.incarnation).toBe(2);
+    // Back on the copy: its start 2 reuses the counter of the lost life's start 2, with another nonce.
+    c.boot(2, copy);
+    // It crashes before any answer arrives; the start it announced is on its disk now.
+    const announced = c.meta(2).announced;
+    expect(announced).toHaveLength(1);
+    c.drop((m) => m.from === 2);
+    c.boot(2, { ...copy, announced });
     c.deliver();
     expect(c.replicas.get(2)!.mode).toBe('failed');
-    expect(c.replicas.get(2)!.failure).toMatch(/older than it should be: member [13] has seen incarnation 3 of it, the data dir holds incarnation 1/);
+    expect(c.replicas.get(2)!.failure).toMatch(/older than it should be: member [13] has seen start 2 of it, which its data dir does not know/);
+    // The peers kept the evidence: they did not record the refused starts.
+    expect(c.meta(1).peerIncarnations.get(2)).toBe(c.meta(2).incarnation);
     // An empty data dir for a member its peers know: lost data, use --rejoin.
     c.boot(2, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
     c.deliver();
     expect(c.replicas.get(2)!.mode).toBe('failed');
     expect(c.replicas.get(2)!.failure).toMatch(/lost its data.*--rejoin/);
+  });
+
+  it('a single voter chooses alone', () => {
+    const c = new Cluster([1, 2], [2]);
+    const w = c.request(1, { kind: 'put', value: bytes('solo'), id: wid('s') });
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 1 });
+    c.deliver();
+    expect(text(c.chosen(2)!.value)).toBe('solo');
+  });
+
+  it('a rejoined replica neither votes nor proposes below its fence, and finishes its rejoin only holding what the voters chose', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    for (let i = 1; i <= 3; i++) {
+      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
+      c.deliver();
+    }
+    c.stores.set(3, new Map());
+    c.metas.delete(3);
+    c.boot(3, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
+    // Its catch-up answers are lost: it stays rejoining, and asks again on its timer.
+    c.deliver((m) => m.msg.type !== 'learn');
+    c.drop((m) => m.msg.type === 'learn');
+    expect(c.replicas.get(3)!.mode).toBe('rejoining');
+    expect(c.stores.get(3)!.get(K)!.fence).toBe(5);
+    expect(incarnationCounter(c.meta(3).incarnation)).toBe(2);
+    expect(c.meta(3).peerIncarnations.get(1)).toBe(c.meta(1).incarnation); // rebuilt from its peers
+    c.tick(300);
+    c.deliver();
+    expect(c.replicas.get(3)!.mode).toBe('voter');
+    expect(c.chosen(3)!.index).toBe(3);
+    // Below its fence (index 4) it proposes nothing: it learns entry 4 first.
+    c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
+    c.deliver((m) => m.to !== 3);
+    c.drop((m) => m.to === 3);
+    const w = c.request(3, { kind: 'put', value: bytes('from3'), id: wid('b', 1, 2000) });
+    expect(c.inbox.filter((m) => m.from === 3).map((m) => m.msg.type)).toEqual(['catchUp', 'catchUp']);
+    for (let i = 0; i < 50 && !c.results.has(w); i++) {
+      c.deliver();
+      c.tick(100);
+    }
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 5 });
   });
 
   it('a replica that lost its data rejoins without voting where it may have voted before (the issue 9 scenario)', () => {
@@ -520,7 +586,7 @@ describe('replica protocol', () => {
     expect(c.results.get(w)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
     expect(c.stores.get(3)!.get(K)!.chosen!.index).toBe(3); // W was not chosen at 4
     // Replica 1 comes back: the sweep completes, with replica 2 fenced two past the highest chosen index.
-    c.boot(1, { kind: 'existing', incarnation: c.meta(1).incarnation, peerIncarnations: c.meta(1).peerIncarnations });
+    c.boot(1, c.restartState(1));
     for (let i = 0; i < 20 && c.replicas.get(2)!.mode !== 'voter'; i++) {
       c.deliver();
       c.tick(200);
@@ -528,7 +594,7 @@ describe('replica protocol', () => {
     expect(c.replicas.get(2)!.mode).toBe('voter');
     expect(c.stores.get(2)!.get(K)!.fence).toBe(6);
     expect(c.meta(2).rejoining).toBe(false);
-    expect(c.meta(2).incarnation).toBeGreaterThan(1);
+    expect(incarnationCounter(c.meta(2).incarnation)).toBe(2);
     const after = c.request(3, { kind: 'put', value: bytes('W'), id: wid('c', 1, 2000) });
     for (let i = 0; i < 30 && !c.results.has(after); i++) {
       c.deliver();

@@ -36,6 +36,8 @@ import {
   chosenIndex,
   EMPTY_RECORD,
   emptyOutput,
+  incarnationCounter,
+  INCARNATION_NONCES,
   nextEntry,
   roundOf,
   writeOutcome,
@@ -69,8 +71,10 @@ export interface RecordSource {
  */
 export interface StartState {
   kind: 'existing' | 'fresh' | 'rejoin';
-  /** The incarnation stored in the data dir (0 for a new one). */
+  /** The confirmed incarnation stored in the data dir (0 for a new one). */
   incarnation: number;
+  /** Incarnations announced since the confirmed one, by starts whose check did not finish. */
+  announced?: readonly number[];
   /** The highest incarnation this replica has recorded for each peer. */
   peerIncarnations: ReadonlyMap<MemberId, number>;
 }
@@ -192,7 +196,12 @@ export class Replica {
   private failureText: string | undefined;
   /** This replica's incarnation (while checking: the one it is announcing). */
   private incarnationNow: number;
+  /** Incarnations announced since the confirmed one (this start's included). */
+  private announced: number[];
   private readonly peerIncarnations: Map<MemberId, number>;
+  /** While rejoining: keys whose latest chosen entry a peer listed and this replica has not learned yet. */
+  private readonly rejoinTargets = new Map<string, { index: number; from: MemberId }>();
+  private catchUpSentAt = -Infinity;
   /** While checking: what each other voter had recorded for us before it took the announced incarnation. */
   private helloAcks = new Map<MemberId, number>();
   private helloSentAt = -Infinity;
@@ -231,6 +240,7 @@ export class Replica {
     const start = config.start;
     this.peerIncarnations = new Map(start?.peerIncarnations ?? []);
     this.incarnationNow = start?.incarnation ?? 0;
+    this.announced = [...(start?.announced ?? [])];
     if (learners.has(config.id)) this.phase = 'learner';
     else if (start === undefined) this.phase = 'voter';
     else this.phase = 'checking';
@@ -244,8 +254,13 @@ export class Replica {
   begin(now: number): Output {
     if (this.begun || this.config.start === undefined) return this.flush();
     this.begun = true;
-    this.takeIncarnation(this.config.start.incarnation + 1);
-    if (this.phase === 'checking') this.sendHello(now);
+    const highest = Math.max(this.config.start.incarnation, ...this.announced);
+    this.takeIncarnation(incarnationCounter(highest) + 1);
+    if (this.phase === 'learner') {
+      // A learner never votes: nothing to confirm.
+      this.announced = [];
+      this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [] };
+    } else this.sendHello(now);
     return this.flush();
   }
 
@@ -261,7 +276,7 @@ export class Replica {
 
   /** This replica's incarnation: how many times it started on its data dir (rejoins count on). */
   get incarnation(): number {
-    return this.incarnationNow;
+    return incarnationCounter(this.incarnationNow);
   }
 
   /** The members that vote, ascending. */
@@ -269,9 +284,9 @@ export class Replica {
     return [...this.voterSet].sort((a, b) => a - b);
   }
 
-  /** The highest incarnation recorded for a peer (0 when none). */
+  /** How many times a peer started, as far as this replica recorded (0 when never). */
   peerIncarnation(member: MemberId): number {
-    return this.peerIncarnations.get(member) ?? 0;
+    return incarnationCounter(this.peerIncarnations.get(member) ?? 0);
   }
 
   /** While rejoining: how far the sweep got; otherwise undefined. */
@@ -306,6 +321,7 @@ export class Replica {
     if (this.phase === 'checking') min = Math.min(min ?? Infinity, this.helloSentAt + this.phaseTimeoutMs);
     if (this.phase === 'rejoining') {
       for (const s of this.sweeps.values()) if (!s.done) min = Math.min(min ?? Infinity, s.sentAt + this.phaseTimeoutMs);
+      if (this.rejoinTargets.size > 0) min = Math.min(min ?? Infinity, this.catchUpSentAt + this.phaseTimeoutMs);
     }
     return min;
   }
@@ -361,10 +377,10 @@ export class Replica {
         if (this.voterSet.has(from)) this.onProposerReply(from, msg, now);
         break;
       case 'hello':
-        this.onHello(from, msg.incarnation);
+        this.onHello(from, msg);
         break;
       case 'helloAck':
-        this.onHelloAck(from, msg.incarnation, msg.recorded, now);
+        this.onHelloAck(from, msg, now);
         break;
       case 'listKeys':
         this.onListKeys(from, msg);
@@ -387,6 +403,7 @@ export class Replica {
     if (this.phase === 'checking' && now >= this.helloSentAt + this.phaseTimeoutMs) this.sendHello(now);
     if (this.phase === 'rejoining') {
       for (const [peer, s] of this.sweeps) if (!s.done && now >= s.sentAt + this.phaseTimeoutMs) this.requestPage(peer, s, now);
+      if (this.rejoinTargets.size > 0 && now >= this.catchUpSentAt + this.phaseTimeoutMs) this.resendCatchUps(now);
     }
     return this.flush();
   }
@@ -408,9 +425,11 @@ export class Replica {
     }
   }
 
-  private takeIncarnation(incarnation: number): void {
-    this.incarnationNow = incarnation;
-    this.out.meta = { ...this.out.meta, incarnation };
+  /** Takes a new incarnation with start counter `counter` and a random nonce; persisted before any hello. */
+  private takeIncarnation(counter: number): void {
+    this.incarnationNow = counter * INCARNATION_NONCES + Math.floor(this.random() * INCARNATION_NONCES);
+    this.announced.push(this.incarnationNow);
+    this.out.meta = { ...this.out.meta, announced: [...this.announced] };
   }
 
   private sendHello(now: number): void {
@@ -419,49 +438,77 @@ export class Replica {
       this.checked(now);
       return;
     }
-    for (const p of this.otherVoters) if (!this.helloAcks.has(p)) this.send(p, { type: 'hello', key: '', incarnation: this.incarnationNow });
-  }
-
-  private onHello(from: MemberId, incarnation: number): void {
-    const recorded = this.peerIncarnations.get(from) ?? 0;
-    if (incarnation > recorded) {
-      this.peerIncarnations.set(from, incarnation);
-      const merged = new Map(this.out.meta?.peerIncarnations ?? []);
-      merged.set(from, incarnation);
-      this.out.meta = { ...this.out.meta, peerIncarnations: merged };
-    }
-    // Sent only after the record above is durable: a peer that counts this answer can rely on it.
-    this.send(from, { type: 'helloAck', key: '', incarnation, recorded });
-  }
-
-  private onHelloAck(from: MemberId, incarnation: number, recorded: number, now: number): void {
-    if (this.phase !== 'checking' || incarnation !== this.incarnationNow || !this.voterSet.has(from)) return;
     const start = this.config.start!;
+    for (const p of this.otherVoters) {
+      if (this.helloAcks.has(p)) continue;
+      this.send(p, {
+        type: 'hello',
+        key: '',
+        incarnation: this.incarnationNow,
+        confirmed: start.incarnation,
+        announced: [...this.announced],
+        rejoin: start.kind === 'rejoin',
+      });
+    }
+  }
+
+  private onHello(from: MemberId, msg: Extract<PeerMessage, { type: 'hello' }>): void {
+    // A replica that lost its data does not know what others announced until its own check has
+    // rebuilt its records from theirs: it cannot vouch for anyone before that.
+    if (this.phase === 'checking' && this.config.start?.kind === 'rejoin') return;
+    const recorded = this.peerIncarnations.get(from) ?? 0;
+    // The sender's data dir knows every incarnation up to its confirmed one and those it announced
+    // since; anything else this replica recorded came from a life of the sender its dir lost.
+    const ok = msg.rejoin || recorded <= msg.confirmed || msg.announced.includes(recorded);
+    if (ok && msg.incarnation > recorded) this.recordIncarnation(from, msg.incarnation);
+    // Sent only after the record above is durable: a peer that counts this answer can rely on it.
+    this.send(from, { type: 'helloAck', key: '', incarnation: msg.incarnation, recorded, ok, table: [...this.peerIncarnations] });
+  }
+
+  private recordIncarnation(member: MemberId, incarnation: number): void {
+    if (member === this.config.id || !this.config.members.includes(member) || incarnation <= (this.peerIncarnations.get(member) ?? 0)) return;
+    this.peerIncarnations.set(member, incarnation);
+    const merged = new Map(this.out.meta?.peerIncarnations ?? []);
+    merged.set(member, incarnation);
+    this.out.meta = { ...this.out.meta, peerIncarnations: merged };
+  }
+
+  private onHelloAck(from: MemberId, msg: Extract<PeerMessage, { type: 'helloAck' }>, now: number): void {
+    if (this.phase !== 'checking' || msg.incarnation !== this.incarnationNow || !this.voterSet.has(from)) return;
+    const start = this.config.start!;
+    // What the other voters recorded of every member: a replica that lost its data rebuilds its
+    // own records from these (the others only ever recorded incarnations that were announced).
+    for (const [member, incarnation] of msg.table) this.recordIncarnation(member, incarnation);
     if (start.kind === 'rejoin') {
-      if (recorded >= this.incarnationNow) {
+      if (incarnationCounter(msg.recorded) >= incarnationCounter(this.incarnationNow)) {
         // A peer saw an incarnation this one does not exceed (an earlier life of this member):
         // take a higher one and announce it again.
-        this.takeIncarnation(recorded + 1);
+        this.takeIncarnation(incarnationCounter(msg.recorded) + 1);
         this.helloAcks = new Map();
         this.sendHello(now);
         return;
       }
-    } else if (recorded > start.incarnation) {
+    } else if (!msg.ok) {
+      const seen = incarnationCounter(msg.recorded);
       this.fail(
         start.kind === 'fresh'
-          ? `its data dir is new, but member ${from} has seen incarnation ${recorded} of it: this replica lost its data. ` +
+          ? `its data dir is new, but member ${from} has seen start ${seen} of it: this replica lost its data. ` +
               `Restart it with --rejoin on an empty data dir: it catches up and does not vote until that is safe`
-          : `its data dir is older than it should be: member ${from} has seen incarnation ${recorded} of it, the data dir holds ` +
-              `incarnation ${start.incarnation} (restored from an older copy?). Move the data dir aside and restart with --rejoin on an empty data dir`,
+          : `its data dir is older than it should be: member ${from} has seen start ${seen} of it, which its data dir does not know ` +
+              `(it holds start ${incarnationCounter(start.incarnation)}; restored from an older copy?). ` +
+              `Move the data dir aside and restart with --rejoin on an empty data dir`,
       );
       return;
     }
-    this.helloAcks.set(from, recorded);
+    this.helloAcks.set(from, msg.recorded);
     // A majority of the other voters: any later start's check meets at least one of them.
     if (this.helloAcks.size >= Math.floor(this.otherVoters.length / 2) + 1) this.checked(now);
   }
 
   private checked(now: number): void {
+    // Confirmed: a majority of the other voters recorded this incarnation.
+    this.announced = [];
+    this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [] };
     if (this.config.start?.kind !== 'rejoin') {
       this.phase = 'voter';
       return;
@@ -508,7 +555,14 @@ export class Replica {
         if (rec.fence === 0) this.keysFenced++;
         this.persist(k.key, { ...rec, fence });
       }
-      if (k.chosenIndex > chosenIndex(rec)) this.catchUpFrom(from, k.key, k.chosenIndex);
+      if (k.chosenIndex > chosenIndex(rec)) {
+        // A rejoin ends only once this replica holds what the voters had chosen: until then, a
+        // second data loss could take the last copy of a value.
+        const target = this.rejoinTargets.get(k.key);
+        if (target === undefined || target.index < k.chosenIndex) this.rejoinTargets.set(k.key, { index: k.chosenIndex, from });
+        this.catchUpFrom(from, k.key, k.chosenIndex);
+        this.catchUpSentAt = now;
+      }
     }
     if (msg.done || msg.keys.length === 0) s.done = true;
     else {
@@ -518,7 +572,18 @@ export class Replica {
     this.checkRejoined();
   }
 
+  /** Asks again for entries a rejoin still waits for (a catch-up request or its answer was lost). */
+  private resendCatchUps(now: number): void {
+    this.catchUpSentAt = now;
+    let n = 0;
+    for (const [key, t] of this.rejoinTargets) {
+      if (n++ >= this.sweepPageSize) break;
+      this.send(t.from, { type: 'catchUp', key, knownIndex: chosenIndex(this.record(key)) });
+    }
+  }
+
   private checkRejoined(): void {
+    if (this.phase !== 'rejoining' || this.rejoinTargets.size > 0) return;
     for (const s of this.sweeps.values()) if (!s.done) return;
     // Every key any other voter holds is fenced, and keys none of them holds were never voted on
     // by a majority this replica belonged to: it may vote again. Persisted with the fences.
@@ -583,6 +648,11 @@ export class Replica {
     if (next !== undefined) this.persist(key, next);
     const wanted = this.laggingKeys.get(key);
     if (wanted !== undefined && chosenIndex(this.record(key)) >= wanted) this.laggingKeys.delete(key);
+    const target = this.rejoinTargets.get(key);
+    if (target !== undefined && chosenIndex(this.record(key)) >= target.index) {
+      this.rejoinTargets.delete(key);
+      if (this.rejoinTargets.size === 0) this.checkRejoined();
+    }
     const task = this.tasks.get(key);
     if (task !== undefined && next !== undefined) this.onNewerChosen(task, now);
   }
@@ -692,6 +762,13 @@ export class Replica {
     if (!this.countAttempt(task, now)) return;
     const rec = this.record(task.key);
     task.index = chosenIndex(rec) + 1;
+    if (task.index < rec.fence) {
+      // This replica rejoined after a data loss and may have used its ballots in instances below
+      // its fence: it learns those instead of proposing in them.
+      for (const p of this.otherVoters) this.send(p, { type: 'catchUp', key: task.key, knownIndex: chosenIndex(rec) });
+      this.backoff(task, now);
+      return;
+    }
     task.own = entry;
     task.entry = null;
     task.promises = new Map();
@@ -702,7 +779,7 @@ export class Replica {
     const fast = ownedLatest && ((rec.promised === 0 && rec.accepted === 0) || this.config.plantedBug === 'round0-reuse');
     if (fast) {
       task.ballot = ballotOf(0, this.config.id);
-      this.startAccept(task, entry);
+      this.startAccept(task, entry, now);
       return;
     }
     task.phase = 'prepare';
@@ -728,10 +805,10 @@ export class Replica {
       this.plan(task, now);
       return;
     }
-    this.startAccept(task, value);
+    this.startAccept(task, value, now);
   }
 
-  private startAccept(task: Task, entry: Entry): void {
+  private startAccept(task: Task, entry: Entry, now: number): void {
     task.phase = 'accept';
     task.entry = entry;
     task.accepts = new Set();
@@ -745,6 +822,8 @@ export class Replica {
     if (local.record !== undefined) this.persist(task.key, local.record);
     if (local.reply.type === 'accepted') task.accepts.add(this.config.id);
     for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg });
+    // A single voter's own accept is a majority.
+    if (task.accepts.size >= this.majority) this.onChosen(task, now);
   }
 
   private onProposerReply(from: MemberId, msg: Extract<PeerMessage, { type: 'behind' | 'promise' | 'accepted' | 'reject' | 'readState' }>, now: number): void {

@@ -11,6 +11,18 @@
  * {@link writeOutcome}.
  */
 
+/**
+ * Incarnations are `counter * INCARNATION_NONCES + nonce`: the counter counts starts, the random
+ * nonce tells two starts with the same counter apart (a start on a data dir restored from an older
+ * copy reuses a counter its lost life already announced).
+ */
+export const INCARNATION_NONCES = 2 ** 20;
+
+/** The start counter of an incarnation (0 for none). */
+export function incarnationCounter(incarnation: number): number {
+  return Math.floor(incarnation / INCARNATION_NONCES);
+}
+
 /** A replica's id within its cluster: 1..65535. */
 export type MemberId = number;
 
@@ -253,8 +265,24 @@ export type PeerMessage =
    * A starting replica announces its new incarnation. The receiver records it durably (as the
    * highest seen from the sender) and answers `helloAck` with what it had recorded before.
    */
-  | { type: 'hello'; key: ''; incarnation: number }
-  | { type: 'helloAck'; key: ''; incarnation: number; recorded: number }
+  | {
+      type: 'hello';
+      key: '';
+      /** The incarnation this start announces: `counter * 2^20 + nonce` (see INCARNATION_NONCES). */
+      incarnation: number;
+      /** The sender's confirmed incarnation (its data dir's last start the voters confirmed). */
+      confirmed: number;
+      /** Every incarnation the sender announced since `confirmed`, this one included. */
+      announced: readonly number[];
+      /** The sender lost its data and rejoins: record without judging its data dir. */
+      rejoin: boolean;
+    }
+  /**
+   * `recorded`: the highest incarnation the receiver had recorded for the sender before; `ok`:
+   * whether that is one the sender's data dir knows (at most `confirmed`, or announced since);
+   * `table`: the receiver's records of every member (a rejoining replica rebuilds its own from them).
+   */
+  | { type: 'helloAck'; key: ''; incarnation: number; recorded: number; ok: boolean; table: ReadonlyArray<readonly [MemberId, number]> }
   /**
    * A rejoining replica lists the receiver's keys strictly after `after` (the receiver's own
    * order; `after` is always a key that receiver listed, or '' to start, and keys are never empty),
@@ -291,11 +319,15 @@ export interface Reply {
 
 /**
  * Replica-wide state a step asks to persist with its records (fields absent are unchanged):
- * this replica's incarnation, the highest incarnation seen from each peer, and whether it is
+ * this replica's incarnations, the highest incarnation seen from each peer, and whether it is
  * still rejoining after a data loss.
  */
 export interface MetaPatch {
+  /** The confirmed incarnation (a start the other voters confirmed). */
   incarnation?: number;
+  /** Incarnations announced since the confirmed one (replaces the stored list). */
+  announced?: readonly number[];
+  /** Highest incarnations seen from peers (merged, keeping the larger). */
   peerIncarnations?: ReadonlyMap<MemberId, number>;
   rejoining?: boolean;
 }
