@@ -129,8 +129,12 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
     case 'keyList':
       return {
         ...base,
-        keyList: { listId: BigInt(m.listId), keys: m.keys.map((k) => ({ key: k.key, chosenIndex: BigInt(k.chosenIndex) })), done: m.done },
+        keyList: { listId: BigInt(m.listId), keys: m.keys.map((k) => ({ key: k.key, chosenIndex: BigInt(k.chosenIndex), pending: k.pending })), done: m.done },
       };
+    case 'finish':
+      return { ...base, finish: {} };
+    case 'finished':
+      return { ...base, finished: { chosenIndex: BigInt(m.chosenIndex) } };
   }
 }
 
@@ -164,7 +168,7 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
   if (m.keyList !== undefined) {
     const keys = m.keyList.keys.map((k) => {
       if (k.key.length === 0) throw new PeerMessageError('key list has an empty key');
-      return { key: k.key, chosenIndex: num(k.chosenIndex, 'chosen index') };
+      return { key: k.key, chosenIndex: num(k.chosenIndex, 'chosen index'), pending: k.pending };
     });
     return { type: 'keyList', key: '', listId: num(m.keyList.listId, 'list id'), keys, done: m.keyList.done };
   }
@@ -201,6 +205,8 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
     };
   }
   if (m.catchUp !== undefined) return { type: 'catchUp', key, knownIndex: num(m.catchUp.knownIndex, 'known index') };
+  if (m.finish !== undefined) return { type: 'finish', key };
+  if (m.finished !== undefined) return { type: 'finished', key, chosenIndex: num(m.finished.chosenIndex, 'chosen index') };
   throw new PeerMessageError('peer message has no kind');
 }
 

@@ -1085,6 +1085,10 @@ function describeMessage(m: PeerMessage): string {
     case 'listKeys':
       return `listKeys #${m.listId} after '${m.after}'`;
     case 'keyList':
-      return `keyList #${m.listId}: ${m.keys.map((k) => `${k.key}@${k.chosenIndex}`).join(' ')}${m.done ? ' (done)' : ''}`;
+      return `keyList #${m.listId}: ${m.keys.map((k) => `${k.key}@${k.chosenIndex}${k.pending ? '+' : ''}`).join(' ')}${m.done ? ' (done)' : ''}`;
+    case 'finish':
+      return `finish ${m.key}`;
+    case 'finished':
+      return `finished ${m.key}, chosen ${m.chosenIndex}`;
   }
 }

@@ -16,6 +16,7 @@
  */
 import {
   chosenIndex,
+  FENCED_BALLOT,
   roundOf,
   type Entry,
   type KeyRecord,
@@ -111,7 +112,16 @@ export function learn(record: KeyRecord, entry: Entry): KeyRecord | undefined {
   return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null, fence: record.fence };
 }
 
-/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot. */
+/**
+ * The ballot a read counts as accepted in the instance after the chosen one: the accepted ballot,
+ * or FENCED_BALLOT when the record's fence is past that instance (a replica that lost its data
+ * cannot say what it accepted there, so the read must finish the instance with a round).
+ */
+export function pendingBallot(record: KeyRecord): number {
+  return record.fence > chosenIndex(record) + 1 ? FENCED_BALLOT : record.accepted;
+}
+
+/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot (see pendingBallot). */
 export function readState(record: KeyRecord, msg: { key: string; readId: number; knownIndex: number }): PeerMessage {
   const c = chosenIndex(record);
   return {
@@ -120,6 +130,6 @@ export function readState(record: KeyRecord, msg: { key: string; readId: number;
     readId: msg.readId,
     chosenIndex: c,
     entry: c > msg.knownIndex ? record.chosen : null,
-    pendingAccepted: record.accepted,
+    pendingAccepted: pendingBallot(record),
   };
 }

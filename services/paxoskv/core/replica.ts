@@ -30,7 +30,7 @@
  *   votes again in an instance it may have voted in before the loss (Chandra et al., "Paxos Made
  *   Live", 2007, section 5.1: a replica that lost its disk rebuilds as a non-voting member first).
  */
-import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
+import { learn, onAccept, onPrepare, pendingBallot, readState, sameEntry } from './acceptor.js';
 import {
   ballotOf,
   chosenIndex,
@@ -199,8 +199,13 @@ export class Replica {
   /** Incarnations announced since the confirmed one (this start's included). */
   private announced: number[];
   private readonly peerIncarnations: Map<MemberId, number>;
-  /** While rejoining: keys whose latest chosen entry a peer listed and this replica has not learned yet. */
-  private readonly rejoinTargets = new Map<string, { index: number; from: MemberId }>();
+  /**
+   * While rejoining: keys this replica must learn up to `index` before it votes (a peer listed that
+   * index chosen, or a value accepted after it, which `from` is asked to decide when `finish`).
+   */
+  private readonly rejoinTargets = new Map<string, { index: number; from: MemberId; finish: boolean }>();
+  /** Replicas that asked this one to decide a key's pending instance, by key. */
+  private readonly finishRequests = new Map<string, Set<MemberId>>();
   private catchUpSentAt = -Infinity;
   /** While checking: what each other voter had recorded for us before it took the announced incarnation. */
   private helloAcks = new Map<MemberId, number>();
@@ -388,6 +393,12 @@ export class Replica {
       case 'keyList':
         this.onKeyList(from, msg, now);
         break;
+      case 'finish':
+        this.onFinish(from, msg.key, now);
+        break;
+      case 'finished':
+        this.onFinished(from, msg.key, msg.chosenIndex);
+        break;
     }
     return this.flush();
   }
@@ -538,7 +549,10 @@ export class Replica {
       type: 'keyList',
       key: '',
       listId: msg.listId,
-      keys: keys.map((key) => ({ key, chosenIndex: chosenIndex(this.record(key)) })),
+      keys: keys.map((key) => {
+        const rec = this.record(key);
+        return { key, chosenIndex: chosenIndex(rec), pending: rec.accepted !== 0 };
+      }),
       done: keys.length < limit,
     });
   }
@@ -555,12 +569,15 @@ export class Replica {
         if (rec.fence === 0) this.keysFenced++;
         this.persist(k.key, { ...rec, fence });
       }
-      if (k.chosenIndex > chosenIndex(rec)) {
-        // A rejoin ends only once this replica holds what the voters had chosen: until then, a
-        // second data loss could take the last copy of a value.
-        const target = this.rejoinTargets.get(k.key);
-        if (target === undefined || target.index < k.chosenIndex) this.rejoinTargets.set(k.key, { index: k.chosenIndex, from });
-        this.catchUpFrom(from, k.key, k.chosenIndex);
+      // A rejoin ends only once this replica holds what the voters had chosen, and the instance
+      // after it is decided when a voter accepted a value there (it may be chosen, and this replica,
+      // fenced past it, cannot help decide it later): until then, a second data loss could take
+      // the last copy of a value, or leave the instance without a majority that can decide it.
+      const wanted = k.pending ? k.chosenIndex + 1 : k.chosenIndex;
+      const target = this.rejoinTargets.get(k.key);
+      if (wanted > chosenIndex(this.record(k.key)) && (target === undefined || target.index < wanted)) {
+        this.rejoinTargets.set(k.key, { index: wanted, from, finish: k.pending });
+        this.requestTarget(k.key, this.rejoinTargets.get(k.key)!);
         this.catchUpSentAt = now;
       }
     }
@@ -578,8 +595,35 @@ export class Replica {
     let n = 0;
     for (const [key, t] of this.rejoinTargets) {
       if (n++ >= this.sweepPageSize) break;
-      this.send(t.from, { type: 'catchUp', key, knownIndex: chosenIndex(this.record(key)) });
+      this.requestTarget(key, t);
     }
+  }
+
+  private requestTarget(key: string, t: { index: number; from: MemberId; finish: boolean }): void {
+    this.send(t.from, t.finish ? { type: 'finish', key } : { type: 'catchUp', key, knownIndex: chosenIndex(this.record(key)) });
+  }
+
+  /** A rejoining peer asks this voter to decide `key`'s pending instance: a read does it. */
+  private onFinish(from: MemberId, key: string, now: number): void {
+    if (this.phase !== 'voter') return;
+    let who = this.finishRequests.get(key);
+    if (who === undefined) this.finishRequests.set(key, (who = new Set()));
+    who.add(from);
+    // Reference 0 is no client's: its result is only the `finished` notices sent by finish().
+    if (!this.tasks.has(key)) this.startTask(0, key, { kind: 'get' }, now, now + this.phaseTimeoutMs * this.maxAttempts);
+  }
+
+  /** A voter decided the key as far as it could: this replica learns up to that index. */
+  private onFinished(from: MemberId, key: string, index: number): void {
+    const t = this.rejoinTargets.get(key);
+    if (t === undefined || t.from !== from) return;
+    // Nothing more was chosen than the voter now reports: that index is what there is to hold.
+    if (index < t.index) t.index = index;
+    t.finish = false;
+    if (chosenIndex(this.record(key)) >= t.index) {
+      this.rejoinTargets.delete(key);
+      this.checkRejoined();
+    } else this.requestTarget(key, t);
   }
 
   private checkRejoined(): void {
@@ -731,7 +775,7 @@ export class Replica {
     task.readReplies = new Map();
     task.wakeAt = now + this.phaseTimeoutMs;
     const rec = this.record(task.key);
-    task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: rec.accepted });
+    task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: pendingBallot(rec) });
     for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec) });
     this.checkRead(task, now);
   }
@@ -741,7 +785,7 @@ export class Replica {
     const rec = this.record(task.key);
     const c = chosenIndex(rec);
     // Our own acceptor's state is read now, not when the read began.
-    task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: rec.accepted });
+    task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: pendingBallot(rec) });
     let pending = false;
     for (const [member, r] of task.readReplies) {
       if (r.chosenIndex === c && r.pendingAccepted !== 0) pending = true;
@@ -910,6 +954,15 @@ export class Replica {
   private finish(task: Task, result: ClientResult, now: number): void {
     this.tasks.delete(task.key);
     this.reply(task.ref, result);
+    const who = this.finishRequests.get(task.key);
+    if (who !== undefined && result.ok) {
+      this.finishRequests.delete(task.key);
+      const rec = this.record(task.key);
+      for (const m of who) {
+        if (rec.chosen !== null) this.send(m, { type: 'learn', key: task.key, entry: rec.chosen });
+        this.send(m, { type: 'finished', key: task.key, chosenIndex: chosenIndex(rec) });
+      }
+    }
     const q = this.queues.get(task.key);
     const next = q?.shift();
     if (q !== undefined && q.length === 0) this.queues.delete(task.key);

@@ -236,7 +236,15 @@ export function chosenIndex(record: KeyRecord): number {
 export interface KeyState {
   readonly key: string;
   readonly chosenIndex: number;
+  /** The peer accepted a value in the instance after `chosenIndex` (it may be chosen). */
+  readonly pending: boolean;
 }
+
+/**
+ * The `pendingAccepted` a replica reports for an instance below its fence: it rejoined after a
+ * data loss and cannot say what it accepted there, so a read must treat the instance as pending.
+ */
+export const FENCED_BALLOT = Number.MAX_SAFE_INTEGER;
 
 /** Messages between replicas. Every message names its key (`''` for the replica-wide ones). */
 export type PeerMessage =
@@ -256,7 +264,8 @@ export type PeerMessage =
   | { type: 'read'; key: string; readId: number; knownIndex: number }
   /**
    * Answer to `read`: the chosen index, the entry when it is newer than `knownIndex`, and the
-   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none).
+   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none; FENCED_BALLOT
+   * when the sender's fence is past that instance).
    */
   | { type: 'readState'; key: string; readId: number; chosenIndex: number; entry: Entry | null; pendingAccepted: Ballot }
   /** A lagging replica asks for the latest chosen entry of a key. */
@@ -290,7 +299,13 @@ export type PeerMessage =
    */
   | { type: 'listKeys'; key: ''; listId: number; after: string; limit: number }
   /** Answer to `listKeys`: keys with their chosen index; `done` when no key follows. */
-  | { type: 'keyList'; key: ''; listId: number; keys: readonly KeyState[]; done: boolean };
+  | { type: 'keyList'; key: ''; listId: number; keys: readonly KeyState[]; done: boolean }
+  /**
+   * A rejoining replica asks a voter to decide the key's pending instance (the voter runs a read,
+   * which finishes it) and to answer `finished` with its chosen index afterwards.
+   */
+  | { type: 'finish'; key: string }
+  | { type: 'finished'; key: string; chosenIndex: number };
 
 /** A client operation on one key. */
 export type ClientOp =
