@@ -18,6 +18,14 @@ export class PeerMessageError extends Error {
 /** Largest number the core handles exactly (indexes, ballots): 2^53 - 1. */
 const MAX = BigInt(Number.MAX_SAFE_INTEGER);
 
+/** Largest incarnation a peer may report: the start counter must leave room to count on safely. */
+const MAX_INCARNATION = 2n ** 50n;
+
+function incarnation(v: bigint): number {
+  if (v < 0n || v > MAX_INCARNATION) throw new PeerMessageError(`incarnation ${v} is out of range (at most 2^50)`);
+  return Number(v);
+}
+
 function num(v: bigint, what: string): number {
   if (v < 0n || v > MAX) throw new PeerMessageError(`${what} ${v} is out of range`);
   return Number(v);
@@ -147,6 +155,7 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
   if (m.hello !== undefined) {
     const h = m.hello;
     if (h.announced.length > 1000) throw new PeerMessageError(`hello announces ${h.announced.length} incarnations (at most 1000)`);
+    for (const v of [h.incarnation, h.confirmed, ...h.announced]) incarnation(v);
     return {
       type: 'hello',
       key: '',
@@ -160,9 +169,9 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
     const a = m.helloAck;
     const table = a.table.map((t): readonly [number, number] => {
       if (t.member < 1 || t.member > 0xffff) throw new PeerMessageError(`incarnation table names member ${t.member}, not a member id`);
-      return [t.member, num(t.incarnation, 'incarnation')];
+      return [t.member, incarnation(t.incarnation)];
     });
-    return { type: 'helloAck', key: '', incarnation: num(a.incarnation, 'incarnation'), recorded: num(a.recorded, 'recorded incarnation'), ok: a.ok, table };
+    return { type: 'helloAck', key: '', incarnation: incarnation(a.incarnation), recorded: incarnation(a.recorded), ok: a.ok, table };
   }
   if (m.listKeys !== undefined) return { type: 'listKeys', key: '', listId: num(m.listKeys.listId, 'list id'), after: m.listKeys.after, limit: m.listKeys.limit };
   if (m.keyList !== undefined) {

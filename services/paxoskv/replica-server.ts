@@ -49,6 +49,12 @@ export const MAX_KEY_BYTES = 1024;
  */
 export const MAX_PEER_BATCH_BYTES = 4 * 1024 * 1024;
 
+/**
+ * How far a write's `sent_at_ms` may be ahead of this replica's wall clock (ms). Generous: replica
+ * clocks may be off too; it only stops a client clock that is far off from poisoning a key's log time.
+ */
+export const MAX_CLIENT_CLOCK_AHEAD_MS = 5 * 60_000;
+
 /** The driver's clock for the core: monotonic ms, so a wall-clock step never stalls or fires timers. */
 const monotonicNow = (): number => performance.now();
 
@@ -133,7 +139,8 @@ export class PaxosKVReplica {
     if (address === undefined) throw new Error(`member ${options.id} is not in the peer list`);
     for (const l of options.learners ?? []) if (!options.members.has(l)) throw new Error(`learner ${l} is not in the peer list`);
     const members = [...options.members.keys()].sort((a, b) => a - b);
-    const store = await KeyStore.open(options.dataDir, { memberId: options.id, members }, { rejoin: options.rejoin === true });
+    const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
+    const store = await KeyStore.open(options.dataDir, { memberId: options.id, members, learners }, { rejoin: options.rejoin === true });
     let replica: PaxosKVReplica;
     try {
       const meta = store.meta();
@@ -265,7 +272,11 @@ export class PaxosKVReplica {
     const back: PeerMessage[] = [];
     for (const m of messages) this.apply(this.core.receive(from, m, monotonicNow()), from, back);
     await this.lastWrite;
-    return { from: this.options.id, cluster: this.fingerprint, messages: back.map(messageToPb) };
+    // The reply carries one batch's worth; the rest (many large entries for a catching-up peer)
+    // goes out through the outbox, so no reply exceeds the frame limit.
+    const [first = [], ...rest] = splitBatch(back, MAX_PEER_BATCH_BYTES);
+    for (const part of rest) for (const m of part) this.enqueue(from, m);
+    return { from: this.options.id, cluster: this.fingerprint, messages: first.map(messageToPb) };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -373,7 +384,9 @@ export class PaxosKVReplica {
       this.options.onFatal(err);
       return;
     }
-    process.stderr.write(`paxoskv replica ${this.options.id}: storage failed, stopping: ${err.stack ?? err.message}\n`);
+    // A refusal to vote is a plain message; a storage failure shows where it came from.
+    const text = this.core.mode === 'failed' ? err.message : `paxoskv replica ${this.options.id}: storage failed, stopping: ${err.stack ?? err.message}`;
+    process.stderr.write(`error: ${text}\n`);
     process.exit(1);
   }
 }
@@ -444,6 +457,12 @@ function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
   if (id.ackedBelow > id.seq) throw bad(`acked_below ${id.ackedBelow} is above the write's own seq ${id.seq}`);
   if (id.expiresAt < id.sentAt) throw bad(`expires_at_ms ${id.expiresAt} is before sent_at_ms ${id.sentAt}`);
   if (id.expiresAt - id.sentAt > MAX_WRITE_LIFETIME_MS) throw bad(`expires_at_ms is more than ${MAX_WRITE_LIFETIME_MS} ms after sent_at_ms`);
+  // A key's log time is the largest sent_at_ms written to it: a client clock far ahead would make
+  // every other client's writes to that key expire until real time catches up.
+  const ahead = id.sentAt - Date.now();
+  if (ahead > MAX_CLIENT_CLOCK_AHEAD_MS) {
+    throw bad(`sent_at_ms is ${Math.round(ahead / 1000)} s ahead of this replica's clock (at most ${MAX_CLIENT_CLOCK_AHEAD_MS / 1000} s): check the client's clock`);
+  }
   return id;
 }
 

@@ -135,6 +135,11 @@ export interface ClusterIdentity {
   memberId: MemberId;
   /** Every member id of the cluster, sorted ascending, without duplicates, including `memberId`. */
   members: MemberId[];
+  /**
+   * The members that only learn, sorted ascending, a subset of `members` (default none): which
+   * members vote decides every majority, so a data dir refuses to open under another list.
+   */
+  learners?: MemberId[];
 }
 
 /**
@@ -185,6 +190,7 @@ export interface StoreMeta {
 interface MetaState {
   readonly memberId: MemberId;
   readonly members: readonly MemberId[];
+  readonly learners: readonly MemberId[];
   readonly createdAt: string;
   incarnation: number;
   announced: number[];
@@ -804,6 +810,11 @@ function checkIdentity(identity: ClusterIdentity): void {
     if (members[i]! <= members[i - 1]!) throw new RangeError(`members must be sorted ascending without duplicates, got [${members.join(',')}]`);
   }
   if (!members.includes(memberId)) throw new RangeError(`member ${memberId} is not in the members [${members.join(',')}]`);
+  const learners = identity.learners ?? [];
+  for (let i = 0; i < learners.length; i++) {
+    if (!members.includes(learners[i]!)) throw new RangeError(`learner ${String(learners[i])} is not in the members [${members.join(',')}]`);
+    if (i > 0 && learners[i]! <= learners[i - 1]!) throw new RangeError(`learners must be sorted ascending without duplicates, got [${learners.join(',')}]`);
+  }
 }
 
 /** The meta record of a store created now. */
@@ -811,6 +822,7 @@ function freshMeta(identity: ClusterIdentity, rejoining: boolean): MetaState {
   return {
     memberId: identity.memberId,
     members: [...identity.members],
+    learners: [...(identity.learners ?? [])],
     createdAt: new Date().toISOString(),
     incarnation: 0,
     announced: [],
@@ -825,6 +837,7 @@ function encodeMeta(meta: MetaState): Buffer {
     format: DATA_FORMAT,
     memberId: meta.memberId,
     members: [...meta.members],
+    learners: [...meta.learners],
     createdAt: meta.createdAt,
     incarnation: meta.incarnation,
     announced: [...meta.announced],
@@ -905,6 +918,19 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
       dir,
     );
   }
+  const storedLearners = m.learners;
+  if (!Array.isArray(storedLearners) || !storedLearners.every(isMemberId)) {
+    throw new DataDirError(`data dir ${dir}: the meta record has no valid learners list; the data file is corrupt: ${REJOIN_HINT}`, dir);
+  }
+  const wanted = identity.learners ?? [];
+  if (storedLearners.length !== wanted.length || !storedLearners.every((x, i) => x === wanted[i])) {
+    throw new DataDirError(
+      `data dir ${dir} belongs to a cluster whose learners are [${storedLearners.join(',')}]; this replica was started with ` +
+        `--learners [${wanted.join(',')}]: which members vote decides every majority, so it cannot change on a restart ` +
+        `(membership changes are not supported)`,
+      dir,
+    );
+  }
   const { incarnation, announced, peerIncarnations, rejoining, createdAt } = m;
   const peers = new Map<MemberId, number>();
   const pairsOk =
@@ -929,6 +955,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
   return {
     memberId,
     members,
+    learners: [...(storedLearners as number[])],
     createdAt: createdAt as string,
     incarnation: incarnation as number,
     announced: [...(announced as number[])],
@@ -1185,15 +1212,19 @@ async function verifyOpened(
   if (others.length > 0) {
     throw new DataDirError(`data dir ${dir} is in use by process ${[...new Set(others)].join(', ')}: is another replica running with this --data-dir?`, dir);
   }
-  if (refuseRejoin) {
-    throw new DataDirError(
-      meta.rejoining
-        ? `data dir ${dir} already holds PaxosKV data (incarnation ${meta.incarnation}) of a rejoin that has not finished: ` +
-            `restart this replica without --rejoin to continue it (--rejoin only starts a rejoin from an EMPTY dir)`
-        : `data dir ${dir} already holds PaxosKV data (incarnation ${meta.incarnation}); --rejoin starts a replica that lost its data ` +
-            `from an EMPTY data dir: to rejoin, move this dir aside first; to keep its data, restart without --rejoin`,
-      dir,
-    );
+  if (refuseRejoin && !meta.rejoining) {
+    // A dir whose replica never got a start confirmed holds nothing it voted with (e.g. the one a
+    // start without --rejoin created before it found out that the replica had lost its data).
+    const neverVoted = meta.incarnation === 0 && db.getCount({ start: RECORDS_START, end: RECORDS_END }) === 0;
+    if (!neverVoted) {
+      throw new DataDirError(
+        `data dir ${dir} already holds PaxosKV data (incarnation ${meta.incarnation}); --rejoin starts a replica that lost its data ` +
+          `from an EMPTY data dir: to rejoin, move this dir aside first; to keep its data, restart without --rejoin`,
+        dir,
+      );
+    }
+    meta.rejoining = true;
+    await db.put(META_KEY, encodeMeta(meta)); // durable: overlappingSync is off
   }
   for (const { key, value } of db.getRange({ start: RECORDS_START, end: RECORDS_END })) {
     try {

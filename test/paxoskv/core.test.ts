@@ -5,6 +5,7 @@ import { mulberry32 } from '../support/prng.js';
 import {
   ballotOf,
   EMPTY_RECORD,
+  FENCED_BALLOT,
   incarnationCounter,
   MAX_SESSIONS_PER_KEY,
   MAX_WRITES_PER_SESSION,
@@ -390,7 +391,7 @@ describe('replica protocol', () => {
   });
 
   it('a learner-only replica votes in nothing, refuses clients, and still learns', () => {
-    const c = new Cluster([1, 2, 3], [3]);
+    const c = new Cluster([1, 2, 3, 4], [3]);
     const refused = c.request(3, { kind: 'get' });
     expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
     const w = c.request(1, { kind: 'put', value: bytes('v'), id: wid('l') });
@@ -507,6 +508,25 @@ describe('replica protocol', () => {
     expect(c.replicas.get(2)!.failure).toMatch(/lost its data.*--rejoin/);
   });
 
+  it('a lone voter detects a lost disk through its learners, and cannot rejoin', () => {
+    const c = new Cluster([1, 2], [2]);
+    const none = new Map<MemberId, number>();
+    c.boot(2, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.boot(1, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    expect(c.replicas.get(1)!.mode).toBe('voter');
+    c.boot(1, c.restartState(1)); // a restart registers with the learner without waiting
+    expect(c.replicas.get(1)!.mode).toBe('voter');
+    c.deliver();
+    c.stores.set(1, new Map());
+    c.metas.delete(1);
+    c.boot(1, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    expect(c.replicas.get(1)!.failure).toMatch(/member 2 has seen start 2 of it: this replica lost its data/);
+    c.boot(1, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
+    expect(c.replicas.get(1)!.failure).toMatch(/only voter/);
+  });
+
   it('a single voter chooses alone', () => {
     const c = new Cluster([1, 2], [2]);
     const w = c.request(1, { kind: 'put', value: bytes('solo'), id: wid('s') });
@@ -542,8 +562,12 @@ describe('replica protocol', () => {
     c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
     c.deliver((m) => m.to !== 3);
     c.drop((m) => m.to === 3);
-    const w = c.request(3, { kind: 'put', value: bytes('from3'), id: wid('b', 1, 2000) });
+    const refused = c.request(3, { kind: 'put', value: bytes('from3'), id: wid('b', 1, 2000) });
+    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/rejoined after a data loss/) });
     expect(c.inbox.filter((m) => m.from === 3).map((m) => m.msg.type)).toEqual(['catchUp', 'catchUp']);
+    c.deliver();
+    expect(c.chosen(3)!.index).toBe(4);
+    const w = c.request(3, { kind: 'put', value: bytes('from3'), id: wid('b', 1, 2000) });
     for (let i = 0; i < 50 && !c.results.has(w); i++) {
       c.deliver();
       c.tick(100);
@@ -602,6 +626,63 @@ describe('replica protocol', () => {
     }
     expect(c.results.get(after)).toEqual({ ok: true, kind: 'write', version: 5 });
     expect(text(c.chosen(1)!.value)).toBe('W');
+  });
+
+  it('a rejoin waits until a value accepted after the chosen index is decided, and fences past it, so a second data loss cannot take it', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    c.request(3, { kind: 'put', value: bytes('v1'), id: wid('a', 1, 1001) });
+    c.deliver();
+    // Index 2: replicas 3 and 2 accept V (chosen), but nobody learns it: the accepted replies are lost.
+    c.request(3, { kind: 'put', value: bytes('V'), id: wid('a', 2, 1002, 2) });
+    c.deliver((m) => m.msg.type === 'accept' && m.to === 2);
+    c.drop(() => true);
+    c.boot(3, c.restartState(3)); // 3 restarts: its task is gone, its accept stays
+    c.deliver((m) => m.msg.type === 'hello' || m.msg.type === 'helloAck');
+    expect(c.stores.get(2)!.get(K)!.acceptedEntry?.value).toEqual(bytes('V'));
+    // Replica 1 loses its data and rejoins: the voters list key k at version 1 with a value pending.
+    c.stores.set(1, new Map());
+    c.metas.delete(1);
+    c.boot(1, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
+    for (let i = 0; i < 20 && c.replicas.get(1)!.mode !== 'voter'; i++) {
+      c.deliver();
+      c.tick(200);
+    }
+    // It asked a voter to finish index 2 and voted only once it held V.
+    expect(c.replicas.get(1)!.mode).toBe('voter');
+    expect(text(c.chosen(1)!.value)).toBe('V');
+    // Replica 1 is fenced past index 3 (before the loss it may have voted there): the others decide it.
+    expect(c.stores.get(1)!.get(K)!.fence).toBe(4);
+    const w = c.request(3, { kind: 'put', value: bytes('W'), id: wid('b', 1, 2000) });
+    for (let i = 0; i < 20 && !c.results.has(w); i++) {
+      c.deliver();
+      c.tick(200);
+    }
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 3 });
+    // Now replica 2 loses its data too (one loss at a time): V and W survive, on 1 and 3.
+    c.stores.set(2, new Map());
+    c.metas.delete(2);
+    c.boot(2, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
+    for (let i = 0; i < 20 && c.replicas.get(2)!.mode !== 'voter'; i++) {
+      c.deliver();
+      c.tick(200);
+    }
+    const got = c.request(2, { kind: 'get' });
+    for (let i = 0; i < 20 && !c.results.has(got); i++) {
+      c.deliver();
+      c.tick(200);
+    }
+    expect(c.results.get(got)).toMatchObject({ ok: true, kind: 'get', version: 3 });
+    expect(text((c.results.get(got) as { value: Uint8Array }).value)).toBe('W');
+    expect(text(c.chosen(2)!.value)).toBe('W');
+  });
+
+  it('a fenced replica reports its pending instance as unknown, so a read it answers finishes the instance first', () => {
+    const fenced: KeyRecord = { ...EMPTY_RECORD, chosen: entry(1, 'one', 1), fence: 3 };
+    expect(readState(fenced, { key: K, readId: 1, knownIndex: 1 })).toMatchObject({ chosenIndex: 1, pendingAccepted: FENCED_BALLOT });
+    expect(readState({ ...fenced, fence: 2 }, { key: K, readId: 1, knownIndex: 1 })).toMatchObject({ pendingAccepted: 0 });
   });
 
   it('rejects inconsistent membership', () => {

@@ -24,6 +24,7 @@ function quiet(seed: number): SimOptions {
     ...defaultSimOptions(seed),
     dropRate: 0,
     duplicateRate: 0,
+    longDelayRate: 0,
     partitionEveryMs: 0,
     clockStepEveryMs: 0,
     wipeRate: 0,

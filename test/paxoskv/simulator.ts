@@ -76,6 +76,11 @@ export interface SimOptions {
   dropRate: number;
   /** Probability that a message between replicas is delivered twice. */
   duplicateRate: number;
+  /**
+   * Probability that a message between replicas is held 0.5-3 s (a long tail: messages of a
+   * replica's earlier life can then arrive after it lost its data and rejoined).
+   */
+  longDelayRate: number;
   /** Network delay range (ms), for replicas and clients alike. */
   minDelayMs: number;
   maxDelayMs: number;
@@ -137,6 +142,7 @@ export function classicSimOptions(seed: number): SimOptions {
     opsPerClient: 25,
     dropRate: r() * 0.15,
     duplicateRate: r() * 0.1,
+    longDelayRate: mulberry32(seed ^ 0x5bd1e995)() < 0.3 ? 0.01 : 0,
     minDelayMs: 1,
     maxDelayMs: 5 + Math.floor(r() * 40),
     minFsyncMs: 0,
@@ -786,7 +792,8 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         stats.dropped++;
         continue;
       }
-      q.push(now + between(options.minDelayMs, options.maxDelayMs), () => {
+      const held = options.longDelayRate > 0 && rand() < options.longDelayRate;
+      q.push(now + (held ? between(500, 3000) : between(options.minDelayMs, options.maxDelayMs)), () => {
         if (cut(from, to)) {
           stats.dropped++;
           return;

@@ -404,7 +404,7 @@ describe('KeyStore crash durability (SIGKILL)', () => {
       expect(store.keyCount).toBe(top + 1 + Math.min(5, top + 1));
       // The meta patch shares its write's transaction: the durable meta is the newest durable write's.
       const lastPatched = top - (((top % 3) + 3) % 3);
-      const want = lastPatched >= 0 ? metaPatch(lastPatched)! : { incarnation: 0, peerIncarnations: new Map(), rejoining: false };
+      const want = lastPatched >= 0 ? { announced: [], ...metaPatch(lastPatched)! } : { incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false };
       expect(store.meta(), `meta after write ${top}`).toEqual(want);
       next = top + 1;
       await store.close();
@@ -513,7 +513,7 @@ describe('KeyStore data dir identity', () => {
   });
 
   it('refuses a malformed meta record', async () => {
-    const base = { format: 'svrkit-paxoskv/2', memberId: 1, members: [1, 2, 3], createdAt: '2024-01-01T00:00:00.000Z', incarnation: 0, peerIncarnations: [], rejoining: false };
+    const base = { format: 'svrkit-paxoskv/2', memberId: 1, members: [1, 2, 3], learners: [], createdAt: '2024-01-01T00:00:00.000Z', incarnation: 0, announced: [], peerIncarnations: [], rejoining: false };
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ ...base, incarnation: undefined }, /incarnation is not a non-negative integer/],
       [{ ...base, incarnation: -1 }, /incarnation/],
@@ -542,11 +542,11 @@ describe('KeyStore meta record', () => {
     const dir = tmpDir('meta-new');
     const store = await KeyStore.open(dir, ME);
     expect(store.created).toBe(true);
-    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    expect(store.meta()).toEqual({ incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false });
     await store.close();
     const again = await KeyStore.open(dir, ME);
     expect(again.created).toBe(false);
-    expect(again.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    expect(again.meta()).toEqual({ incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false });
     await again.close();
   });
 
@@ -555,24 +555,24 @@ describe('KeyStore meta record', () => {
     const store = await KeyStore.open(dir, ME);
     const w1 = store.write(new Map(), { incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 1]]) });
     // Visible at once, before it is durable.
-    expect(store.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 1]]), rejoining: false });
+    expect(store.meta()).toEqual({ incarnation: 1, announced: [], peerIncarnations: new Map([[2, 5], [3, 1]]), rejoining: false });
     const w2 = store.write(new Map([['k', rec(entry(1, bytes('v')))]]), { peerIncarnations: new Map([[2, 3], [3, 4]]), rejoining: true });
-    expect(store.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true });
+    expect(store.meta()).toEqual({ incarnation: 1, announced: [], peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true });
     await Promise.all([w1, w2]);
     const snapshot = store.meta();
     await store.write(new Map(), { incarnation: 2, rejoining: false, peerIncarnations: new Map([[3, 4]]) });
-    expect(snapshot).toEqual({ incarnation: 1, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true }); // a snapshot
-    expect(store.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
+    expect(snapshot).toEqual({ incarnation: 1, announced: [], peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: true }); // a snapshot
+    expect(store.meta()).toEqual({ incarnation: 2, announced: [], peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
     await store.close();
 
     const again = await KeyStore.open(dir, ME);
-    expect(again.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
+    expect(again.meta()).toEqual({ incarnation: 2, announced: [], peerIncarnations: new Map([[2, 5], [3, 4]]), rejoining: false });
     expectRecord(again.get('k'), rec(entry(1, bytes('v'))));
     expect(again.keyCount).toBe(1); // the meta record is not a key
     await again.write(new Map(), { peerIncarnations: new Map([[2, 4], [1, 7]]), rejoining: true });
     await again.close();
     const third = await KeyStore.open(dir, ME);
-    expect(third.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[1, 7], [2, 5], [3, 4]]), rejoining: true });
+    expect(third.meta()).toEqual({ incarnation: 2, announced: [], peerIncarnations: new Map([[1, 7], [2, 5], [3, 4]]), rejoining: true });
     await third.close();
   });
 
@@ -607,7 +607,7 @@ describe('KeyStore meta record', () => {
     expect(store.commits).toBe(2);
     await store.close();
     const again = await KeyStore.open(dir, ME);
-    expect(again.meta()).toEqual({ incarnation: 2, peerIncarnations: new Map([[2, 9]]), rejoining: false });
+    expect(again.meta()).toEqual({ incarnation: 2, announced: [], peerIncarnations: new Map([[2, 9]]), rejoining: false });
     await again.close();
   });
 
@@ -627,7 +627,7 @@ describe('KeyStore meta record', () => {
       await expect(store.write(new Map([['k', r]]), patch as never), JSON.stringify(patch)).rejects.toThrow(/cannot apply the meta patch/);
     }
     expect(store.get('k')).toBeUndefined();
-    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: false });
+    expect(store.meta()).toEqual({ incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false });
     expect(store.commits).toBe(0);
     await store.close();
   });
@@ -638,13 +638,13 @@ describe('KeyStore rejoin', () => {
     const dir = tmpDir('rejoin-fresh');
     const store = await KeyStore.open(dir, ME, { rejoin: true });
     expect(store.created).toBe(true);
-    expect(store.meta()).toEqual({ incarnation: 0, peerIncarnations: new Map(), rejoining: true });
+    expect(store.meta()).toEqual({ incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: true });
     await store.write(new Map([['k', rec(entry(1, bytes('v')))]]), { incarnation: 1 });
     await store.close();
     // Restarted (without --rejoin) before the rejoin finished: still rejoining.
     const again = await KeyStore.open(dir, ME);
     expect(again.created).toBe(false);
-    expect(again.meta()).toEqual({ incarnation: 1, peerIncarnations: new Map(), rejoining: true });
+    expect(again.meta()).toEqual({ incarnation: 1, announced: [], peerIncarnations: new Map(), rejoining: true });
     await again.close();
 
     const empty = tmpDir('rejoin-empty');
@@ -671,18 +671,38 @@ describe('KeyStore rejoin', () => {
     );
     expectNoUnsafeAdvice(err.message);
     const again = await KeyStore.open(dir, ME); // the refusal changed nothing, and released the dir
-    expect(again.meta()).toEqual({ incarnation: 3, peerIncarnations: new Map(), rejoining: false });
+    expect(again.meta()).toEqual({ incarnation: 3, announced: [], peerIncarnations: new Map(), rejoining: false });
     expect(again.keyCount).toBe(1);
     await again.write(new Map(), { rejoining: true });
     await again.close();
 
-    // A store still rejoining: the hint is to continue without --rejoin.
-    const unfinished = await openError(dir, ME, { rejoin: true });
-    expect(unfinished.message).toMatch(/already holds PaxosKV data \(incarnation 3\) of a rejoin that has not finished: restart this replica without --rejoin/);
-    expectNoUnsafeAdvice(unfinished.message);
+    // A store still rejoining: --rejoin continues it.
+    const unfinished = await KeyStore.open(dir, ME, { rejoin: true });
+    expect(unfinished.meta().rejoining).toBe(true);
+    await unfinished.close();
 
     // The identity is checked first.
     expect((await openError(dir, { memberId: 2, members: [1, 2, 3] }, { rejoin: true })).message).toMatch(/belongs to member 1/);
+  });
+
+  it('takes --rejoin on a dir whose replica never got a start confirmed and holds no records (a start that found it lost its data)', async () => {
+    const dir = tmpDir('rejoin-never-voted');
+    const store = await KeyStore.open(dir, ME);
+    await store.write(new Map(), { announced: [5] }); // it announced a start, then was refused
+    await store.close();
+    const rejoined = await KeyStore.open(dir, ME, { rejoin: true });
+    expect(rejoined.meta()).toMatchObject({ incarnation: 0, rejoining: true });
+    await rejoined.close();
+    expect((await KeyStore.open(dir, ME).then(async (s2) => [s2.meta().rejoining, await s2.close()]))[0]).toBe(true);
+  });
+
+  it('refuses a data dir created with other learners (which members vote decides every majority)', async () => {
+    const dir = tmpDir('learners');
+    await (await KeyStore.open(dir, { ...ME, learners: [3] })).close();
+    const err = await openError(dir, ME);
+    expect(err.message).toMatch(/belongs to a cluster whose learners are \[3\]; this replica was started with --learners \[\]/);
+    await (await KeyStore.open(dir, { ...ME, learners: [3] })).close();
+    await expect(KeyStore.open(tmpDir('learners-bad'), { ...ME, learners: [4] })).rejects.toThrow(/learner 4 is not in the members/);
   });
 
   it('refuses --rejoin on a non-empty dir without PaxosKV data', async () => {

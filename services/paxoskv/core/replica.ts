@@ -36,8 +36,10 @@ import {
   chosenIndex,
   EMPTY_RECORD,
   emptyOutput,
+  FENCED_BALLOT,
   incarnationCounter,
   INCARNATION_NONCES,
+  MAX_WRITES_PER_SESSION,
   nextEntry,
   roundOf,
   writeOutcome,
@@ -164,6 +166,9 @@ interface Task {
   rejects: Set<MemberId>;
 }
 
+/** Most unconfirmed starts a replica remembers (and a hello carries). */
+export const MAX_ANNOUNCED = 100;
+
 interface SweepState {
   /** The last key listed so far ('' before the first page). */
   after: string;
@@ -234,6 +239,7 @@ export class Replica {
     for (const l of learners) if (!members.includes(l)) throw new Error(`learner ${l} is not in the membership [${members.join(', ')}]`);
     const voters = members.filter((m) => !learners.has(m));
     if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
+    if (voters.length % 2 === 0) throw new Error(`a cluster needs an odd number of voters, got ${voters.length} ([${voters.join(', ')}])`);
     this.voterSet = new Set(voters);
     this.majority = Math.floor(voters.length / 2) + 1;
     this.otherVoters = voters.filter((m) => m !== config.id);
@@ -440,17 +446,41 @@ export class Replica {
   private takeIncarnation(counter: number): void {
     this.incarnationNow = counter * INCARNATION_NONCES + Math.floor(this.random() * INCARNATION_NONCES);
     this.announced.push(this.incarnationNow);
+    // A replica that keeps crashing before its check finishes keeps its last MAX_ANNOUNCED starts.
+    if (this.announced.length > MAX_ANNOUNCED) this.announced.splice(0, this.announced.length - MAX_ANNOUNCED);
     this.out.meta = { ...this.out.meta, announced: [...this.announced] };
+  }
+
+  /**
+   * Who must answer this start's hello, and how many: a majority of the other voters (any later
+   * start's check then meets one of them); all of them for a rejoin (its sweep needs them all
+   * anyway, and its incarnation must end above every record of its lost life). A lone voter asks
+   * its learners (all) when its data dir is new, and needs nobody on a restart.
+   */
+  private checkers(): { members: readonly MemberId[]; needed: number } {
+    const kind = this.config.start!.kind;
+    if (this.otherVoters.length > 0) {
+      return { members: this.otherVoters, needed: kind === 'rejoin' ? this.otherVoters.length : Math.floor(this.otherVoters.length / 2) + 1 };
+    }
+    const learners = this.peers.filter((p) => !this.voterSet.has(p));
+    return kind === 'existing' ? { members: [], needed: 0 } : { members: learners, needed: learners.length };
   }
 
   private sendHello(now: number): void {
     this.helloSentAt = now;
-    if (this.otherVoters.length === 0) {
+    const start = this.config.start!;
+    if (this.otherVoters.length === 0 && start.kind === 'rejoin') {
+      this.fail('it is the only voter, so no other voter holds what it lost: a single-voter cluster cannot rejoin a replica; restore its data dir instead');
+      return;
+    }
+    const { members, needed } = this.checkers();
+    if (needed === 0) {
+      // A lone voter's restart registers with its learners without waiting for them.
+      for (const p of this.peers) this.send(p, { type: 'hello', key: '', incarnation: this.incarnationNow, confirmed: start.incarnation, announced: [...this.announced], rejoin: false });
       this.checked(now);
       return;
     }
-    const start = this.config.start!;
-    for (const p of this.otherVoters) {
+    for (const p of members) {
       if (this.helloAcks.has(p)) continue;
       this.send(p, {
         type: 'hello',
@@ -485,7 +515,7 @@ export class Replica {
   }
 
   private onHelloAck(from: MemberId, msg: Extract<PeerMessage, { type: 'helloAck' }>, now: number): void {
-    if (this.phase !== 'checking' || msg.incarnation !== this.incarnationNow || !this.voterSet.has(from)) return;
+    if (this.phase !== 'checking' || msg.incarnation !== this.incarnationNow || !this.checkers().members.includes(from)) return;
     const start = this.config.start!;
     // What the other voters recorded of every member: a replica that lost its data rebuilds its
     // own records from these (the others only ever recorded incarnations that were announced).
@@ -512,8 +542,7 @@ export class Replica {
       return;
     }
     this.helloAcks.set(from, msg.recorded);
-    // A majority of the other voters: any later start's check meets at least one of them.
-    if (this.helloAcks.size >= Math.floor(this.otherVoters.length / 2) + 1) this.checked(now);
+    if (this.helloAcks.size >= this.checkers().needed) this.checked(now);
   }
 
   private checked(now: number): void {
@@ -562,9 +591,10 @@ export class Replica {
     if (this.phase !== 'rejoining' || s === undefined || s.done || msg.listId !== s.listId) return;
     for (const k of msg.keys) {
       const rec = this.record(k.key);
-      // Before its data was lost this replica voted at most one instance past what was chosen
-      // then, and what was chosen then is at most what this voter reports now.
-      const fence = k.chosenIndex + 2;
+      // Before its data was lost this replica voted at most one instance past what it had learned
+      // then. What it learned was chosen, so accepted by a majority, which meets every majority of
+      // the others: some voter reports it chosen, or accepted after its chosen index ('pending').
+      const fence = k.chosenIndex + (k.pending ? 3 : 2);
       if (fence > rec.fence) {
         if (rec.fence === 0) this.keysFenced++;
         this.persist(k.key, { ...rec, fence });
@@ -727,7 +757,7 @@ export class Replica {
         return this.finish(task, {
           ok: false,
           status: 'ABORTED',
-          message: `write ${op.id!.seq} of session ${op.id!.client} was already finished by its client; this late attempt was not applied`,
+          message: `write ${op.id!.seq} of session ${op.id!.client} is below its session's floor (finished by its client, or past the ${MAX_WRITES_PER_SESSION} writes a session may leave unfinished on one key); this attempt was not applied`,
         }, now);
       }
       if (outcome.kind === 'expired') {
@@ -786,9 +816,14 @@ export class Replica {
     const c = chosenIndex(rec);
     // Our own acceptor's state is read now, not when the read began.
     task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: pendingBallot(rec) });
+    // A fenced replica cannot say what it accepted after its chosen index: it does not count
+    // toward the read's majority (any majority of the others meets every majority that chose).
+    let counted = 0;
+    for (const r of task.readReplies.values()) if (r.pendingAccepted !== FENCED_BALLOT || r.chosenIndex > c) counted++;
+    if (counted < this.majority) return;
     let pending = false;
     for (const [member, r] of task.readReplies) {
-      if (r.chosenIndex === c && r.pendingAccepted !== 0) pending = true;
+      if (r.chosenIndex === c && r.pendingAccepted !== 0 && r.pendingAccepted !== FENCED_BALLOT) pending = true;
       // Asynchronous catch-up: a peer that showed it lags gets the latest entry.
       if (r.chosenIndex < c && member !== this.config.id) this.send(member, { type: 'learn', key: task.key, entry: rec.chosen! });
     }
@@ -808,9 +843,13 @@ export class Replica {
     task.index = chosenIndex(rec) + 1;
     if (task.index < rec.fence) {
       // This replica rejoined after a data loss and may have used its ballots in instances below
-      // its fence: it learns those instead of proposing in them.
+      // its fence: it learns those instead of proposing in them, and the client goes elsewhere.
       for (const p of this.otherVoters) this.send(p, { type: 'catchUp', key: task.key, knownIndex: chosenIndex(rec) });
-      this.backoff(task, now);
+      this.finish(task, {
+        ok: false,
+        status: 'UNAVAILABLE',
+        message: `replica ${this.config.id} rejoined after a data loss and does not propose in ${task.key}'s next instance yet; ask another replica`,
+      }, now);
       return;
     }
     task.own = entry;
