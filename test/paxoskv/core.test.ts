@@ -5,7 +5,6 @@ import { mulberry32 } from '../support/prng.js';
 import {
   ballotOf,
   EMPTY_RECORD,
-  FENCED_BALLOT,
   incarnationCounter,
   MAX_SESSIONS_PER_KEY,
   MAX_WRITES_PER_SESSION,
@@ -677,12 +676,6 @@ describe('replica protocol', () => {
     expect(c.results.get(got)).toMatchObject({ ok: true, kind: 'get', version: 3 });
     expect(text((c.results.get(got) as { value: Uint8Array }).value)).toBe('W');
     expect(text(c.chosen(2)!.value)).toBe('W');
-  });
-
-  it('a fenced replica reports its pending instance as unknown, so a read it answers finishes the instance first', () => {
-    const fenced: KeyRecord = { ...EMPTY_RECORD, chosen: entry(1, 'one', 1), fence: 3 };
-    expect(readState(fenced, { key: K, readId: 1, knownIndex: 1 })).toMatchObject({ chosenIndex: 1, pendingAccepted: FENCED_BALLOT });
-    expect(readState({ ...fenced, fence: 2 }, { key: K, readId: 1, knownIndex: 1 })).toMatchObject({ pendingAccepted: 0 });
   });
 
   it('rejects inconsistent membership', () => {

@@ -16,7 +16,6 @@
  */
 import {
   chosenIndex,
-  FENCED_BALLOT,
   roundOf,
   type Entry,
   type KeyRecord,
@@ -112,16 +111,7 @@ export function learn(record: KeyRecord, entry: Entry): KeyRecord | undefined {
   return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null, fence: record.fence };
 }
 
-/**
- * The ballot a read counts as accepted in the instance after the chosen one: the accepted ballot,
- * or FENCED_BALLOT when the record's fence is past that instance (a replica that lost its data
- * cannot say what it accepted there, so the read must finish the instance with a round).
- */
-export function pendingBallot(record: KeyRecord): number {
-  return record.fence > chosenIndex(record) + 1 ? FENCED_BALLOT : record.accepted;
-}
-
-/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot (see pendingBallot). */
+/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot. */
 export function readState(record: KeyRecord, msg: { key: string; readId: number; knownIndex: number }): PeerMessage {
   const c = chosenIndex(record);
   return {
@@ -130,6 +120,6 @@ export function readState(record: KeyRecord, msg: { key: string; readId: number;
     readId: msg.readId,
     chosenIndex: c,
     entry: c > msg.knownIndex ? record.chosen : null,
-    pendingAccepted: pendingBallot(record),
+    pendingAccepted: record.accepted,
   };
 }

@@ -30,13 +30,12 @@
  *   votes again in an instance it may have voted in before the loss (Chandra et al., "Paxos Made
  *   Live", 2007, section 5.1: a replica that lost its disk rebuilds as a non-voting member first).
  */
-import { learn, onAccept, onPrepare, pendingBallot, readState, sameEntry } from './acceptor.js';
+import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
 import {
   ballotOf,
   chosenIndex,
   EMPTY_RECORD,
   emptyOutput,
-  FENCED_BALLOT,
   incarnationCounter,
   INCARNATION_NONCES,
   MAX_WRITES_PER_SESSION,
@@ -805,7 +804,7 @@ export class Replica {
     task.readReplies = new Map();
     task.wakeAt = now + this.phaseTimeoutMs;
     const rec = this.record(task.key);
-    task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: pendingBallot(rec) });
+    task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: rec.accepted });
     for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec) });
     this.checkRead(task, now);
   }
@@ -815,15 +814,10 @@ export class Replica {
     const rec = this.record(task.key);
     const c = chosenIndex(rec);
     // Our own acceptor's state is read now, not when the read began.
-    task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: pendingBallot(rec) });
-    // A fenced replica cannot say what it accepted after its chosen index: it does not count
-    // toward the read's majority (any majority of the others meets every majority that chose).
-    let counted = 0;
-    for (const r of task.readReplies.values()) if (r.pendingAccepted !== FENCED_BALLOT || r.chosenIndex > c) counted++;
-    if (counted < this.majority) return;
+    task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: rec.accepted });
     let pending = false;
     for (const [member, r] of task.readReplies) {
-      if (r.chosenIndex === c && r.pendingAccepted !== 0 && r.pendingAccepted !== FENCED_BALLOT) pending = true;
+      if (r.chosenIndex === c && r.pendingAccepted !== 0) pending = true;
       // Asynchronous catch-up: a peer that showed it lags gets the latest entry.
       if (r.chosenIndex < c && member !== this.config.id) this.send(member, { type: 'learn', key: task.key, entry: rec.chosen! });
     }

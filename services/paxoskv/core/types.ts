@@ -240,12 +240,6 @@ export interface KeyState {
   readonly pending: boolean;
 }
 
-/**
- * The `pendingAccepted` a replica reports for an instance below its fence: it rejoined after a
- * data loss and cannot say what it accepted there, so a read must treat the instance as pending.
- */
-export const FENCED_BALLOT = Number.MAX_SAFE_INTEGER;
-
 /** Messages between replicas. Every message names its key (`''` for the replica-wide ones). */
 export type PeerMessage =
   | { type: 'prepare'; key: string; index: number; ballot: Ballot }
@@ -264,8 +258,7 @@ export type PeerMessage =
   | { type: 'read'; key: string; readId: number; knownIndex: number }
   /**
    * Answer to `read`: the chosen index, the entry when it is newer than `knownIndex`, and the
-   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none; FENCED_BALLOT
-   * when the sender's fence is past that instance).
+   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none).
    */
   | { type: 'readState'; key: string; readId: number; chosenIndex: number; entry: Entry | null; pendingAccepted: Ballot }
   /** A lagging replica asks for the latest chosen entry of a key. */
