@@ -255,8 +255,10 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
         await boundedLoadStop();
         if (loadError !== undefined) throw loadError;
 
-        // Replica 3 may need keys to move on before it votes: keep writing (recorded too) until it
-        // reports "voter", or the rejoin timeout passes.
+        // Replica 3 votes once its sweep has fenced and caught up every key (it asks the voters to
+        // finish pending instances), with no writes needed; if it is not voting yet (e.g. replica 1's
+        // restart held its sweep up), keep writing (recorded too) until it reports "voter", or the
+        // rejoin timeout passes. How long it took is printed.
         const trickle = newClient(100);
         const lastSeen = new Map<string, bigint>();
         try {

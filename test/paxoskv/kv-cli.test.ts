@@ -229,3 +229,69 @@ describe('svrkit kv up and the client commands', () => {
     expect(status.stderr).toMatch(/ERROR: UNAVAILABLE: 3 of 3 replicas are down: no majority/);
   });
 });
+
+describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
+  it('refuses an even number of voters and bad learner lists; a learner shows in status as not voting', async () => {
+    const dir = path.join(BASE, 'learners');
+    const ports = await freePorts(4);
+    const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
+    const twoVoters = await run(['kv', 'serve', '--id', '1', '--peers', peers.split(',').slice(0, 3).join(','), '--learners', '3', '--data-dir', path.join(dir, 'x')]);
+    expect(twoVoters.code).toBe(1);
+    expect(twoVoters.stderr).toMatch(/a cluster needs an odd number of voters, got 2/);
+    const notMember = await run(['kv', 'serve', '--id', '1', '--peers', peers, '--learners', '7', '--data-dir', path.join(dir, 'x')]);
+    expect(notMember.stderr).toMatch(/--learners: 7 is not in --peers/);
+    const bad = await run(['kv', 'serve', '--id', '1', '--peers', peers, '--learners', 'four', '--data-dir', path.join(dir, 'x')]);
+    expect(bad.stderr).toMatch(/learner 'four' is not a member id/);
+
+    const ps = [1, 2, 3, 4].map((id) => spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--learners', '4', '--data-dir', path.join(dir, `r${id}`)]));
+    await Promise.all(ps.slice(0, 3).map((p, i) => waitVoting(p, `replica ${i + 1}`)));
+    await waitServing(ps[3]!, 'learner 4');
+    expect(ps[3]!.stdout()).toMatch(/paxoskv replica 4 \(learner\) of \[1,2,3,4\]/);
+    const put = await run(['kv', 'put', 'k', 'v', '--peers', peers]);
+    expect(put.code, put.stderr).toBe(0);
+    const status = await run(['kv', 'status', '--peers', peers]);
+    const rows = status.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows.map((r) => [r.id, r.mode, r.votes])).toEqual([[1, 'voter', true], [2, 'voter', true], [3, 'voter', true], [4, 'learner', false]]);
+    for (const r of rows) expect(r.voters).toEqual([1, 2, 3]);
+    // The learner list is part of the data dir: a restart under another list is refused.
+    expect(await stopProc(ps[0]!, 'SIGTERM')).toEqual({ code: 0, signal: null });
+    const changed = await run(['kv', 'serve', '--id', '1', '--peers', peers, '--learners', '3', '--data-dir', path.join(dir, 'r1')]);
+    expect(changed.code).toBe(1);
+    expect(changed.stderr).toMatch(/whose learners are \[4\]; this replica was started with --learners \[3\]/);
+    for (const p of ps.slice(1)) await stopProc(p, 'SIGTERM');
+  });
+
+  it('a replica whose data dir was emptied refuses to vote and says to rejoin; with --rejoin it fences, catches up and votes', async () => {
+    const dir = path.join(BASE, 'lost-disk');
+    const ports = await freePorts(3);
+    const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
+    const serve = (id: number, ...extra: string[]) => spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(dir, `r${id}`), ...extra]);
+    const ps = [1, 2, 3].map((id) => serve(id));
+    await Promise.all(ps.map((p, i) => waitVoting(p, `replica ${i + 1}`)));
+    for (let i = 0; i < 8; i++) expect((await run(['kv', 'put', `k${i}`, `v${i}`, '--peers', peers])).code).toBe(0);
+    // Replica 3 loses its disk.
+    await stopProc(ps[2]!, 'SIGKILL');
+    await fsp.rm(path.join(dir, 'r3'), { recursive: true, force: true });
+    const forgot = serve(3);
+    const exit = await forgot.exited;
+    expect(exit.code).toBe(1);
+    expect(forgot.stderr()).toMatch(/error: paxoskv replica 3 refuses to vote: its data dir is new, but member [12] has seen start 1 of it: this replica lost its data\. Restart it with --rejoin/);
+    expect(forgot.stderr()).not.toMatch(/storage failed|\n\s+at /);
+    // As told: --rejoin (the dir the refused start left behind never voted, so it is taken).
+    const rejoined = serve(3, '--rejoin');
+    await waitVoting(rejoined, 'replica 3 (rejoin)');
+    expect(rejoined.stdout()).toMatch(/replica 3 starting after a data loss \(--rejoin\)/);
+    expect(rejoined.stdout()).toMatch(/replica 3 rejoining: it lost its data; fencing every key/);
+    const status = await run(['kv', 'status', '--peers', peers]);
+    const row3 = JSON.parse(status.stdout.trim().split('\n')[2]!) as Record<string, unknown>;
+    expect(row3).toMatchObject({ id: 3, mode: 'voter', votes: true, keys: '8', incarnation: '2' });
+    // It holds every key again: with replica 1 down, 2 and 3 serve them all.
+    await stopProc(ps[0]!, 'SIGKILL');
+    for (let i = 0; i < 8; i++) {
+      const got = await run(['kv', 'get', `k${i}`, '--peers', peers.split(',').slice(1).join(',')]);
+      expect(JSON.parse(got.stdout)).toMatchObject({ key: `k${i}`, found: true, value: `v${i}` });
+    }
+    await stopProc(rejoined, 'SIGTERM');
+    await stopProc(ps[1]!, 'SIGTERM');
+  });
+});

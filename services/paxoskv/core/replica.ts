@@ -499,8 +499,12 @@ export class Replica {
     const recorded = this.peerIncarnations.get(from) ?? 0;
     // The sender's data dir knows every incarnation up to its confirmed one and those it announced
     // since; anything else this replica recorded came from a life of the sender its dir lost.
-    const ok = msg.rejoin || recorded <= msg.confirmed || msg.announced.includes(recorded);
-    if (ok && msg.incarnation > recorded) this.recordIncarnation(from, msg.incarnation);
+    const known = recorded <= msg.confirmed || msg.announced.includes(recorded);
+    const ok = msg.rejoin || known;
+    // A rejoin's start replaces a record only with a higher counter, or one it announced itself: a
+    // late hello of a lost life (same counter, another nonce) must not replace the confirmed start.
+    const replaces = msg.rejoin ? incarnationCounter(msg.incarnation) > incarnationCounter(recorded) || known : ok;
+    if (replaces && msg.incarnation > recorded) this.recordIncarnation(from, msg.incarnation);
     // Sent only after the record above is durable: a peer that counts this answer can rely on it.
     this.send(from, { type: 'helloAck', key: '', incarnation: msg.incarnation, recorded, ok, table: [...this.peerIncarnations] });
   }
@@ -523,7 +527,7 @@ export class Replica {
       if (incarnationCounter(msg.recorded) >= incarnationCounter(this.incarnationNow)) {
         // A peer saw an incarnation this one does not exceed (an earlier life of this member):
         // take a higher one and announce it again.
-        this.takeIncarnation(incarnationCounter(msg.recorded) + 1);
+        this.takeIncarnation(Math.max(incarnationCounter(msg.recorded), incarnationCounter(this.incarnationNow)) + 1);
         this.helloAcks = new Map();
         this.sendHello(now);
         return;
@@ -545,9 +549,10 @@ export class Replica {
   }
 
   private checked(now: number): void {
-    // Confirmed: a majority of the other voters recorded this incarnation.
-    this.announced = [];
-    this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [] };
+    // Confirmed: a majority of the other voters recorded this incarnation. Starts announced after it
+    // (a rejoin that took a higher one, whose hello may still arrive late somewhere) stay known.
+    this.announced = this.announced.filter((a) => a > this.incarnationNow);
+    this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [...this.announced] };
     if (this.config.start?.kind !== 'rejoin') {
       this.phase = 'voter';
       return;
