@@ -202,6 +202,8 @@ export class Replica {
   private incarnationNow: number;
   /** Incarnations announced since the confirmed one (this start's included). */
   private announced: number[];
+  /** Every incarnation of this member up to this one came from this data dir: the confirmed one, or higher. */
+  private knownUpTo: number;
   private readonly peerIncarnations: Map<MemberId, number>;
   /**
    * While rejoining: keys this replica must learn up to `index` before it votes (a peer listed that
@@ -251,6 +253,7 @@ export class Replica {
     this.peerIncarnations = new Map(start?.peerIncarnations ?? []);
     this.incarnationNow = start?.incarnation ?? 0;
     this.announced = [...(start?.announced ?? [])];
+    this.knownUpTo = start?.incarnation ?? 0;
     if (learners.has(config.id)) this.phase = 'learner';
     else if (start === undefined) this.phase = 'voter';
     else this.phase = 'checking';
@@ -445,8 +448,14 @@ export class Replica {
   private takeIncarnation(counter: number): void {
     this.incarnationNow = counter * INCARNATION_NONCES + Math.floor(this.random() * INCARNATION_NONCES);
     this.announced.push(this.incarnationNow);
-    // A replica that keeps crashing before its check finishes keeps its last MAX_ANNOUNCED starts.
-    if (this.announced.length > MAX_ANNOUNCED) this.announced.splice(0, this.announced.length - MAX_ANNOUNCED);
+    // A replica that keeps crashing before its check finishes keeps its last MAX_ANNOUNCED starts;
+    // the older ones raise what it counts as known instead (every start of this data dir's lineage
+    // up to them came from it: a lost life's starts all count above them).
+    if (this.announced.length > MAX_ANNOUNCED) {
+      const dropped = this.announced.splice(0, this.announced.length - MAX_ANNOUNCED);
+      this.knownUpTo = Math.max(this.knownUpTo, ...dropped);
+      this.out.meta = { ...this.out.meta, incarnation: this.knownUpTo };
+    }
     this.out.meta = { ...this.out.meta, announced: [...this.announced] };
   }
 
@@ -475,7 +484,7 @@ export class Replica {
     const { members, needed } = this.checkers();
     if (needed === 0) {
       // A lone voter's restart registers with its learners without waiting for them.
-      for (const p of this.peers) this.send(p, { type: 'hello', key: '', incarnation: this.incarnationNow, confirmed: start.incarnation, announced: [...this.announced], rejoin: false });
+      for (const p of this.peers) this.send(p, { type: 'hello', key: '', incarnation: this.incarnationNow, confirmed: this.knownUpTo, announced: [...this.announced], rejoin: false });
       this.checked(now);
       return;
     }
@@ -485,7 +494,7 @@ export class Replica {
         type: 'hello',
         key: '',
         incarnation: this.incarnationNow,
-        confirmed: start.incarnation,
+        confirmed: this.knownUpTo,
         announced: [...this.announced],
         rejoin: start.kind === 'rejoin',
       });
@@ -552,7 +561,8 @@ export class Replica {
     // Confirmed: a majority of the other voters recorded this incarnation. Starts announced after it
     // (a rejoin that took a higher one, whose hello may still arrive late somewhere) stay known.
     this.announced = this.announced.filter((a) => a > this.incarnationNow);
-    this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [...this.announced] };
+    this.knownUpTo = Math.max(this.knownUpTo, this.incarnationNow);
+    this.out.meta = { ...this.out.meta, incarnation: this.knownUpTo, announced: [...this.announced] };
     if (this.config.start?.kind !== 'rejoin') {
       this.phase = 'voter';
       return;
@@ -857,7 +867,7 @@ export class Replica {
     task.accepts = new Set();
     task.rejects = new Set();
     task.wakeAt = now + this.phaseTimeoutMs;
-    const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id && task.index >= rec.fence;
+    const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id;
     const fast = ownedLatest && ((rec.promised === 0 && rec.accepted === 0) || this.config.plantedBug === 'round0-reuse');
     if (fast) {
       task.ballot = ballotOf(0, this.config.id);
