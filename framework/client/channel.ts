@@ -10,6 +10,7 @@
  * is made in (tRPC's "full-link timeout" rule; gRPC's deadline propagation). One deadline covers
  * every attempt of a retried or hedged call.
  */
+import { performance } from 'node:perf_hooks';
 import { callStorage, type ServerCallContext } from '../context/call-context.js';
 import '../discovery/resolvers.js';
 import type { MethodDefinition } from '../wire/definition.js';
@@ -260,7 +261,7 @@ export class Channel {
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`);
       const pool = this.poolFor(service);
       const now = Date.now();
-      pool.connectAll(now);
+      pool.connectAll();
       if (pool.instances.some((it) => it.sub.ready)) return;
       if (now >= deadline) throw pool.unavailable(this.target);
       await new Promise<void>((resolve) => {
@@ -462,7 +463,7 @@ export class Channel {
     }
     let conn = pool.pick(now, call);
     if (conn === undefined && !pool.shedLocally) {
-      pool.connectAll(now);
+      pool.connectAll();
       conn = pool.pick(now, call);
     }
     if (conn !== undefined) {
@@ -475,7 +476,7 @@ export class Channel {
       call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `shed locally: every instance of ${call.method.path.split('/')[0]} is refusing calls of this priority (overloaded)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
       return;
     }
-    if (pool.canConnectSoon(now)) {
+    if (pool.canConnectSoon()) {
       pool.queue.push(call);
       return;
     }
@@ -629,7 +630,8 @@ export class Channel {
     if (!(rejected && admissionLevel !== undefined)) this.adaptive?.completed(!rejected);
     const tracker = sub.outlier;
     if (tracker === undefined) return;
-    const now = Date.now();
+    // Ejection periods are durations: a monotonic clock, so a wall-clock step never stretches one.
+    const now = performance.now();
     if (!isInstanceFailure(status)) {
       tracker.onSuccess(now);
       return;
@@ -650,22 +652,19 @@ export class Channel {
     const inUse = (): boolean => !this.closed && this.subchannels.get(sub.address)?.sub === sub;
     const timer = setTimeout(() => {
       if (!inUse()) return;
-      // Timers may fire a millisecond early by Date.now(): wait out the rest instead of giving up.
-      // A wait longer than the longest ejection means the wall clock stepped back: end it now.
-      const longest = this.settings.outlier!.maxEjectionMs;
-      if (tracker.ejectedUntil - Date.now() > longest) tracker.ejectedUntil = Date.now();
-      if (Date.now() < tracker.ejectedUntil) {
+      // Timers may fire a millisecond early: wait out the rest instead of giving up.
+      if (performance.now() < tracker.ejectedUntil) {
         this.scheduleProbe(sub);
         return;
       }
-      if (!tracker.probeDue(Date.now())) return;
+      if (!tracker.probeDue(performance.now())) return;
       void probeHealth(sub.address, this.settings).then((ok) => {
         if (!inUse()) return;
-        tracker.onProbeResult(ok, Date.now());
+        tracker.onProbeResult(ok, performance.now());
         if (!ok) this.scheduleProbe(sub);
         this.scheduleProcess();
       });
-    }, Math.max(0, tracker.ejectedUntil - Date.now()) + 1);
+    }, Math.max(0, tracker.ejectedUntil - performance.now()) + 1);
     timer.unref();
   }
 
@@ -697,7 +696,7 @@ export class Channel {
         if (conn !== undefined) conn.start(call);
         else pool.queue.push(call);
       }
-      if (pool.queue.length > 0 && !pool.canConnectSoon(now)) {
+      if (pool.queue.length > 0 && !pool.canConnectSoon()) {
         const error = pool.unavailable(this.target);
         const failed = pool.queue;
         pool.queue = [];

@@ -4,7 +4,7 @@
  * is ejected (the balancer skips it) for a backoff period that doubles with each ejection in a row,
  * up to `maxEjectionMs`. When the period ends the instance is probed (the channel sends it a
  * `svrkit.Health/Check`); it returns to the pool only if the probe succeeds, else it is ejected
- * again for longer. Pure: time comes in as `now` (epoch ms).
+ * again for longer. Pure: time comes in as `now` (ms of a monotonic clock; the channel passes `performance.now()`).
  */
 
 /** Outlier-ejection settings. */
@@ -41,7 +41,7 @@ export class OutlierTracker {
   failures = 0;
   /** Ejections in a row (reset once the instance has stayed healthy for `maxEjectionMs`). */
   ejections = 0;
-  /** While ejected: when the period ends (epoch ms). */
+  /** While ejected: when the period ends (ms of the caller's clock; the channel uses `performance.now()`). */
   ejectedUntil = 0;
   private okSince = 0;
 
@@ -61,7 +61,7 @@ export class OutlierTracker {
 
   /**
    * Records a failed call.
-   * @param now - epoch ms.
+   * @param now - ms of a monotonic clock (the channel uses `performance.now()`).
    * @param mayEject - false when ejecting would exceed `maxEjectionPercent` (the caller knows the pool).
    * @returns true when this failure ejected the instance.
    */

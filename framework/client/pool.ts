@@ -150,7 +150,7 @@ export class ServicePool {
     this.exclude = undefined;
     this.call = undefined;
     if (item !== undefined) this.refused = false;
-    return item?.sub.pick(now);
+    return item?.sub.pick();
   }
 
   /** After a pick that found nothing: true when a ready instance existed but would refuse the call (shed it locally). */
@@ -159,19 +159,19 @@ export class ServicePool {
   }
 
   /** True when a connection may become ready soon (some instance is connecting, or none is known yet). */
-  canConnectSoon(now: number): boolean {
+  canConnectSoon(): boolean {
     if (this.closed) return false;
     if (this.items.length === 0) return !this.resolved && this.resolveError === undefined;
     for (const it of this.items) {
-      const st = it.sub.state(now);
+      const st = it.sub.state();
       if (st === 'connecting' || st === 'ready') return true;
     }
     return false;
   }
 
   /** Starts connecting every instance that is not backing off. */
-  connectAll(now: number): void {
-    for (const it of this.items) it.sub.connect(now);
+  connectAll(): void {
+    for (const it of this.items) it.sub.connect();
   }
 
   /** The error for a call that found no instance: UNAVAILABLE, marked not processed. */
@@ -202,7 +202,6 @@ export class ServicePool {
     const old = new Map(this.items.map((it) => [it.instance.address, it]));
     const next: PoolItem[] = [];
     const seen = new Set<string>();
-    const now = Date.now();
     let bad: Error | undefined;
     for (const inst of instances) {
       if (seen.has(inst.address)) continue; // the same address twice: keep the first
@@ -219,7 +218,7 @@ export class ServicePool {
         next.push(prev.instance === inst ? prev : new PoolItem(inst, prev.sub));
       } else {
         const item = new PoolItem(inst, this.host.acquire(inst.address));
-        item.sub.connect(now);
+        item.sub.connect();
         next.push(item);
       }
     }

@@ -11,6 +11,7 @@
  * doc/connection-backoff.md). It also keeps the address's outlier-ejection state (outlier.ts).
  */
 import { connect } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { Connection } from '../transport/connection.js';
 import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
@@ -321,6 +322,7 @@ export class Subchannel {
   private readonly slots: Array<ClientConnection | undefined>;
   private rr = 0;
   private failures = 0;
+  /** When the connect backoff ends (ms of `performance.now()`: a wall-clock step cannot stretch it). */
   private retryAt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   /** The last connect error, reported to calls that fail fast. */
@@ -350,7 +352,7 @@ export class Subchannel {
   }
 
   /** The aggregate state: ready if any connection is, else connecting, else backoff or idle. */
-  state(now: number): SubchannelState {
+  state(): SubchannelState {
     let connecting = false;
     for (const c of this.slots) {
       if (c === undefined) continue;
@@ -358,18 +360,7 @@ export class Subchannel {
       if (c.state === 'connecting') connecting = true;
     }
     if (connecting) return 'connecting';
-    return now < this.retryAfter(now) ? 'transient_failure' : 'idle';
-  }
-
-  /**
-   * When the backoff ends (epoch ms). A wait longer than the longest backoff means the wall
-   * clock stepped back since it was set: it is cut to the longest backoff from `now`, so a clock
-   * step never parks the address for the size of the step.
-   */
-  private retryAfter(now: number): number {
-    const longest = this.settings.backoff.maxMs ?? 10_000;
-    if (this.retryAt - now > longest) this.retryAt = now + longest;
-    return this.retryAt;
+    return performance.now() < this.retryAt ? 'transient_failure' : 'idle';
   }
 
   /** True when some connection is ready (kept up to date on every connection change; read per pick). */
@@ -414,7 +405,7 @@ export class Subchannel {
    * A ready connection, round robin, or undefined. Starts connecting any empty slot unless the
    * subchannel is backing off after a failed connect.
    */
-  pick(now: number): ClientConnection | undefined {
+  pick(): ClientConnection | undefined {
     const slots = this.slots;
     const n = slots.length;
     let found: ClientConnection | undefined;
@@ -426,7 +417,7 @@ export class Subchannel {
           found = c;
           this.rr = idx + 1;
         }
-      } else if ((c === undefined || c.state === 'closed' || c.state === 'draining') && !this.closed && now >= this.retryAfter(now)) {
+      } else if ((c === undefined || c.state === 'closed' || c.state === 'draining') && !this.closed && performance.now() >= this.retryAt) {
         this.connectSlot(idx);
       }
     }
@@ -434,8 +425,8 @@ export class Subchannel {
   }
 
   /** Starts connecting every empty slot (unless backing off). */
-  connect(now: number): void {
-    this.pick(now);
+  connect(): void {
+    this.pick();
   }
 
   /** Drains every connection: in-flight calls finish, no new ones start. */
@@ -472,7 +463,7 @@ export class Subchannel {
         // backend, a full server): back off, or we would redial it in a tight loop.
         this.failures++;
         this.lastError = c.error ?? new Error(`connection to ${this.address} closed before the server sent anything`);
-        this.retryAt = Date.now() + backoffDelay(this.failures, this.settings.backoff, this.random());
+        this.retryAt = performance.now() + backoffDelay(this.failures, this.settings.backoff, this.random());
       } else {
         this.failures = 0;
       }
@@ -486,12 +477,12 @@ export class Subchannel {
   /** Reconnects empty slots once the backoff allows (gRPC subchannels leave TRANSIENT_FAILURE by themselves). */
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer !== undefined) return;
-    const delay = Math.max(0, this.retryAfter(Date.now()) - Date.now());
+    const delay = Math.max(0, this.retryAt - performance.now());
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.closed) return;
-      if (Date.now() < this.retryAfter(Date.now())) this.scheduleReconnect(); // fired a millisecond early
-      else this.connect(Date.now());
+      if (performance.now() < this.retryAt) this.scheduleReconnect(); // fired a millisecond early
+      else this.connect();
     }, delay + 1);
     this.reconnectTimer.unref();
   }
