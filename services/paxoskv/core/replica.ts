@@ -129,8 +129,11 @@ export type ReplicaMode = 'checking' | 'rejoining' | 'voter' | 'learner' | 'fail
 
 /** Progress of a rejoin: voters whose keys were all fenced, of how many, and keys fenced so far. */
 export interface RejoinProgress {
+  /** Other voters whose whole key list this replica has fenced. */
   readonly peersDone: number;
+  /** Other voters it must list (all of them). */
   readonly peers: number;
+  /** Keys that got a fence so far. */
   readonly keysFenced: number;
 }
 
@@ -213,8 +216,8 @@ export class Replica {
   /** Replicas that asked this one to decide a key's pending instance, by key. */
   private readonly finishRequests = new Map<string, Set<MemberId>>();
   private catchUpSentAt = -Infinity;
-  /** While checking: what each other voter had recorded for us before it took the announced incarnation. */
-  private helloAcks = new Map<MemberId, number>();
+  /** While checking: the members that recorded the announced incarnation. */
+  private helloAcks = new Set<MemberId>();
   private helloSentAt = -Infinity;
   private readonly sweeps = new Map<MemberId, SweepState>();
   private nextListId = 1;
@@ -537,7 +540,7 @@ export class Replica {
         // A peer saw an incarnation this one does not exceed (an earlier life of this member):
         // take a higher one and announce it again.
         this.takeIncarnation(Math.max(incarnationCounter(msg.recorded), incarnationCounter(this.incarnationNow)) + 1);
-        this.helloAcks = new Map();
+        this.helloAcks = new Set();
         this.sendHello(now);
         return;
       }
@@ -553,7 +556,7 @@ export class Replica {
       );
       return;
     }
-    this.helloAcks.set(from, msg.recorded);
+    this.helloAcks.add(from);
     if (this.helloAcks.size >= this.checkers().needed) this.checked(now);
   }
 

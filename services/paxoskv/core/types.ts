@@ -92,7 +92,9 @@ export const MAX_WRITES_PER_SESSION = 256;
 
 /** A write remembered by a session: its number and the version it got. */
 export interface SessionWrite {
+  /** The write's number in its session. */
   readonly seq: number;
+  /** The key's version the write got (the index of its entry). */
   readonly version: number;
 }
 
