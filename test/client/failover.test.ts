@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, RpcError, Status } from '../../framework/index.js';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
+import { exclusively } from '../support/exclusive.js';
 import { startSvrkit, stopAllSvrkit, type SvrkitProcess } from '../support/processes.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'svrkit-failover-'));
@@ -61,7 +62,8 @@ function load(client: GreeterClient, concurrency: number): { outcomes: Outcome[]
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('three registered instances under load', () => {
-  it('SIGKILL of one: zero failures; a fourth gets traffic within 1 s; SIGKILL of all: fast UNAVAILABLE', async () => {
+  // It asserts on timings (the fourth instance within 1 s): never beside the heaviest load test.
+  it('SIGKILL of one: zero failures; a fourth gets traffic within 1 s; SIGKILL of all: fast UNAVAILABLE', { timeout: 200_000 }, () => exclusively('timing', async () => {
     const instances = [await instance(), await instance(), await instance()];
     const channel = new Channel(registry);
     const client = new GreeterClient(channel);
@@ -106,5 +108,5 @@ describe('three registered instances under load', () => {
     } finally {
       channel.close();
     }
-  }, 60_000);
+  }));
 });
