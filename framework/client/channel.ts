@@ -249,6 +249,58 @@ export class Channel {
   }
 
   /**
+   * Calls a server-streaming method.
+   * @param method - a method definition whose `kind` is `'server_streaming'`.
+   * @param request - the request message or a deep-partial of it.
+   * @param options - deadline (covering the whole stream), metadata, signal, ...
+   * @returns the responses, in order, as they arrive; iteration throws the call's RpcError when it
+   *   fails; breaking out of the loop cancels the call.
+   */
+  serverStream<Req, Res>(method: MethodDefinition<Req, Res>, request: unknown, options?: CallOptions): AsyncIterable<Res> {
+    return this.openStream(method, [request], false, options ?? NO_OPTIONS) as AsyncIterable<Res>;
+  }
+
+  /**
+   * Calls a client-streaming method.
+   * @param method - a method definition whose `kind` is `'client_streaming'`.
+   * @param requests - the requests (deep-partials allowed), as an async iterable or an array; the
+   *   stream half-closes when it ends.
+   * @param options - deadline (covering the whole stream), metadata, signal, ...
+   * @returns the response.
+   * @throws RpcError (as a rejection) for every failure, as `unary` does.
+   */
+  async clientStream<Req, Res>(method: MethodDefinition<Req, Res>, requests: AsyncIterable<unknown> | Iterable<unknown>, options?: CallOptions): Promise<Res> {
+    let last: unknown;
+    let count = 0;
+    for await (const m of this.openStream(method, requests, true, options ?? NO_OPTIONS)) {
+      last = m;
+      count++;
+    }
+    if (count !== 1) throw new RpcError(Status.INTERNAL, `${method.path}: a client-streaming call must answer exactly one message, got ${count}`);
+    return last as Res;
+  }
+
+  /**
+   * Calls a bidi-streaming method.
+   * @param method - a method definition whose `kind` is `'bidi_streaming'`.
+   * @param requests - the requests (deep-partials allowed), as an async iterable or an array; the
+   *   stream half-closes when it ends. Requests and responses flow independently.
+   * @param options - deadline (covering the whole stream), metadata, signal, ...
+   * @returns the responses, as they arrive; breaking out of the loop cancels the call.
+   */
+  bidiStream<Req, Res>(method: MethodDefinition<Req, Res>, requests: AsyncIterable<unknown> | Iterable<unknown>, options?: CallOptions): AsyncIterable<Res> {
+    return this.openStream(method, requests, true, options ?? NO_OPTIONS) as AsyncIterable<Res>;
+  }
+
+  /** Opens a stream call (implemented in the stream stages). */
+  private openStream(method: MethodDefinition, requests: AsyncIterable<unknown> | Iterable<unknown>, streamed: boolean, options: CallOptions): AsyncIterable<unknown> {
+    void requests;
+    void streamed;
+    void options;
+    throw new RpcError(Status.UNIMPLEMENTED, `${method.path}: streaming calls are not implemented yet`);
+  }
+
+  /**
    * Waits until at least one connection to an instance of `service` is ready.
    * @param timeoutMs - how long to wait (ms).
    * @param service - fully-qualified service name; needed for registry targets (`file:`, `etcd:`),

@@ -16,6 +16,7 @@ import {
   type ServiceImplementation,
   type UnaryHandler,
 } from '../wire/definition.js';
+import { encodeMessage } from '../wire/encode.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { decodeRequestHeader, decodeStatusHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
@@ -592,11 +593,11 @@ export class Server {
     const def = call.registered.def;
     let body: Uint8Array;
     try {
-      body = def.responseType.encode(response).finish();
+      body = encodeMessage(def.responseType, def.responseTypeName, response);
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: cannot encode the ${def.responseTypeName} the handler returned (trace ${call.traceId})`, err);
       if (this.observer !== undefined) this.observe(call, Status.INTERNAL);
-      this.sendStatus(call, Status.INTERNAL, `cannot encode response ${def.responseTypeName}: ${(err as Error).message}`, undefined);
+      this.sendStatus(call, Status.INTERNAL, `cannot encode response: ${(err as Error).message}`, undefined);
       return;
     }
     const header = this.statusHeader(call, Status.OK, undefined, call.peekResponseMetadata());

@@ -36,7 +36,16 @@ export interface MethodOptions {
   readonly priority?: number;
 }
 
-/** One unary rpc of a service. */
+/**
+ * The four kinds of rpc, named as connect-es names them (`MethodKind`):
+ * - `unary`: one request, one response;
+ * - `server_streaming`: one request, a stream of responses (`rpc Watch(Req) returns (stream Res)`);
+ * - `client_streaming`: a stream of requests, one response;
+ * - `bidi_streaming`: a stream each way, independent of each other.
+ */
+export type MethodKind = 'unary' | 'server_streaming' | 'client_streaming' | 'bidi_streaming';
+
+/** One rpc of a service. */
 export interface MethodDefinition<Req = any, Res = any> {
   /** The rpc name as written in the .proto file, e.g. `'SayHello'`. */
   readonly name: string;
@@ -44,6 +53,8 @@ export interface MethodDefinition<Req = any, Res = any> {
   readonly localName: string;
   /** The full method name on the wire: `package.Service/Method`, e.g. `'helloworld.Greeter/SayHello'`. */
   readonly path: string;
+  /** The kind of rpc; absent means `'unary'` (definitions written before streaming existed). */
+  readonly kind?: MethodKind;
   /** Codec of the request message. */
   readonly requestType: MessageType<Req>;
   /** Codec of the response message. */
@@ -82,8 +93,36 @@ export interface ServiceDefinition {
  */
 export const serviceDefinition: unique symbol = Symbol.for('svrkit.serviceDefinition') as any;
 
-/** A unary handler as the server invokes it. */
+/**
+ * A unary handler as the server invokes it. It may return a deep-partial response: fields left
+ * out encode as their proto3 defaults.
+ */
 export type UnaryHandler<Req = any, Res = any, Call = unknown> = (request: Req, call: Call) => Promise<Res>;
+
+/**
+ * A server-streaming handler: one request in, an async iterable of (deep-partial) responses out,
+ * usually an `async *` generator. The server pulls the next response only while the client has
+ * granted credit (flow control), so a generator is paused, not buffered, behind a slow reader.
+ */
+export type ServerStreamingHandler<Req = any, Res = any, Call = unknown> = (request: Req, call: Call) => AsyncIterable<Res>;
+
+/**
+ * A client-streaming handler: an async iterable of requests in (it ends when the client
+ * half-closes), one (deep-partial) response out.
+ */
+export type ClientStreamingHandler<Req = any, Res = any, Call = unknown> = (requests: AsyncIterable<Req>, call: Call) => Promise<Res>;
+
+/** A bidi-streaming handler: an async iterable of requests in, an async iterable of (deep-partial) responses out. */
+export type BidiStreamingHandler<Req = any, Res = any, Call = unknown> = (requests: AsyncIterable<Req>, call: Call) => AsyncIterable<Res>;
+
+/**
+ * The kind of a method definition, `'unary'` when the definition does not say.
+ * @param method - a method definition.
+ * @returns its `kind`, or `'unary'`.
+ */
+export function methodKind(method: MethodDefinition): MethodKind {
+  return method.kind ?? 'unary';
+}
 
 /** An object that implements a service and says which one (generated base classes do this). */
 export interface ServiceImplementation {
