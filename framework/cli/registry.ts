@@ -7,6 +7,7 @@
  * Registry URIs: `file:///abs/path/registry.json` or `etcd://host:port[,host:port]/key/prefix`.
  * Errors print `error: <message>` on stderr and exit 1.
  */
+import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
 import { Command, InvalidArgumentError } from 'commander';
 import { parseAddress } from '../client/resolver.js';
 import type { Instance } from '../discovery/instance.js';

@@ -7,8 +7,12 @@
  * so a resolver is made per (target, service). Resolvers that know no services, like `static`,
  * report the same instances for every service.
  *
- * Built in: `static:///h1:p1,h2:p2` (a fixed list) and a plain `host:port`. The registries in
- * `framework/discovery/` add `file:` and `etcd:`; other schemes are added with `registerResolver`.
+ * Built in: `static:///h1:p1,h2:p2` (a fixed list) and a plain `host:port`. This module is the
+ * table of schemes and never imports what fills it: `framework/discovery/resolvers.ts` exports a
+ * `setup()` that adds `file:` and `etcd:`, called by the composition root `framework/setup.ts`
+ * (imported by `'svrkit'`, `framework/runtime.ts` and the CLI); other schemes are added with
+ * `registerResolver`. The only thing it takes from `discovery/` is the `Instance` type, from
+ * `discovery/instance.ts`, a leaf that imports nothing.
  */
 import type { Instance } from '../discovery/instance.js';
 
@@ -49,7 +53,10 @@ const factories = new Map<string, ResolverFactory>();
 const validators = new Map<string, (target: ParsedTarget) => void>();
 
 /**
- * Registers the resolver for a URI scheme (e.g. a registry-backed one).
+ * Registers the resolver for a URI scheme (e.g. a registry-backed one), replacing any earlier
+ * resolver of that scheme.
+ * @param scheme - a lower-case URI scheme, e.g. `'file'`.
+ * @param factory - makes a resolver per (target, service).
  * @param validate - optional check of a target's syntax, run when a channel is created (so a
  *   malformed target fails at once instead of at the first call); throws an Error to reject it.
  * @throws Error when the scheme is not a valid URI scheme.
@@ -97,7 +104,8 @@ export function resolverFor(target: string): { parsed: ParsedTarget; factory: Re
   const parsed = parseTarget(target);
   const factory = factories.get(parsed.scheme);
   if (factory === undefined) {
-    throw new Error(`no resolver for scheme '${parsed.scheme}' in target '${target}' (known: ${[...factories.keys()].join(', ')})`);
+    const hint = parsed.scheme === 'file' || parsed.scheme === 'etcd' ? "; registry schemes are registered by importing 'svrkit' (or framework/setup.js)" : '';
+    throw new Error(`no resolver for scheme '${parsed.scheme}' in target '${target}' (known: ${[...factories.keys()].join(', ')})${hint}`);
   }
   validators.get(parsed.scheme)?.(parsed);
   return { parsed, factory };

@@ -16,11 +16,12 @@
  * watcher reconnects by itself, and every (re)connection re-lists, so nothing is missed.
  * An unreachable etcd is reported to `onError` (and as rejections), never thrown at the process.
  *
- * The `etcd3` package is imported lazily, on the first use of an etcd registry.
+ * The `etcd3` package is imported lazily, on the first use of an etcd registry. `setup()` makes
+ * `openRegistry` use this registry for `etcd:` URIs (`framework/setup.ts` calls it).
  */
 import type { Etcd3, IKeyValue, IRangeResponse, Lease, Watcher } from 'etcd3';
 import { compareInstances, leaseTtlMs, normalizeInstance, sameInstances, type Instance, type InstanceInput } from './instance.js';
-import type { RegisterOptions, Registration, Registry, RegistryLocation } from './registry.js';
+import { registerRegistry, type RegisterOptions, type Registration, type Registry, type RegistryLocation } from './registry.js';
 
 // ---------------------------------------------------------------------------------------------
 // Pure: keys and values.
@@ -115,6 +116,15 @@ function safeCall(fn: ((error: Error) => void) | undefined, error: Error): void 
   } catch {
     // A throwing callback must not break the registry.
   }
+}
+
+/**
+ * Registers the etcd registry with `registerRegistry`, so that `openRegistry` opens `etcd:` URIs
+ * with `EtcdRegistry` (nothing is loaded or connected until first use). Called once by the
+ * composition root, `framework/setup.ts`; idempotent. Takes nothing, returns nothing, throws nothing.
+ */
+export function setup(): void {
+  registerRegistry('etcd', (location) => new EtcdRegistry(location));
 }
 
 /**

@@ -22,7 +22,8 @@
  * shared file system), since `expiresAt` is compared with the reader's `Date.now()`.
  *
  * The pure part (parse, validate, compute the live set at a time, apply a change, format) is
- * exported for tests and tools; `FileRegistry` is the I/O around it.
+ * exported for tests and tools; `FileRegistry` is the I/O around it. `setup()` makes
+ * `openRegistry` use it for `file:` URIs (`framework/setup.ts` calls it).
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -30,7 +31,7 @@ import { watch as watchFiles, type FSWatcher } from 'chokidar';
 import lockfile from 'proper-lockfile';
 import writeFileAtomic from 'write-file-atomic';
 import { compareInstances, leaseTtlMs, normalizeInstance, sameInstances, type Instance, type InstanceInput } from './instance.js';
-import type { RegisterOptions, Registration, Registry, RegistryLocation } from './registry.js';
+import { registerRegistry, type RegisterOptions, type Registration, type Registry, type RegistryLocation } from './registry.js';
 
 // ---------------------------------------------------------------------------------------------
 // Pure: the file format and the live set.
@@ -189,6 +190,15 @@ interface Subscriber {
   last: Instance[] | undefined;
   /** The message of the error last reported since the last good read. */
   lastError: string | undefined;
+}
+
+/**
+ * Registers the file registry with `registerRegistry`, so that `openRegistry` opens `file:` URIs
+ * with `FileRegistry`. Called once by the composition root, `framework/setup.ts`; idempotent.
+ * Takes nothing, returns nothing, throws nothing.
+ */
+export function setup(): void {
+  registerRegistry('file', (location) => new FileRegistry(location));
 }
 
 /**

@@ -7,12 +7,15 @@
  * - `etcd://host:port[,host:port...]/key/prefix` — lease-bound keys in etcd plus a prefix watch
  *   (`etcd-registry.ts`); the `etcd3` package is loaded only when such a registry is used.
  *
+ * This module holds the interface, the URI syntax and a table of implementations; it never
+ * imports them. Each implementation exports `setup()`, which calls `registerRegistry`, and the
+ * composition root (`framework/setup.ts`, imported by `framework/index.ts` and
+ * `framework/runtime.ts`) calls them all, as grpc-js's `index.ts` calls its resolvers' `setup()`.
+ *
  * A PaxosKV-backed registry can plug in later behind the same `Registry` interface.
  */
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseAddress } from '../client/resolver.js';
-import { EtcdRegistry } from './etcd-registry.js';
-import { FileRegistry } from './file-registry.js';
 import type { Instance, InstanceInput } from './instance.js';
 
 /** A live registration made by `Registry.register`. */
@@ -159,15 +162,50 @@ export function parseRegistryUri(uri: string): RegistryLocation {
   throw new Error(`unsupported registry URI '${uri}': ${USAGE}`);
 }
 
+/** The kinds of registry URI that `parseRegistryUri` knows: `'file'` and `'etcd'`. */
+export type RegistryKind = RegistryLocation['kind'];
+
+/**
+ * Makes the registry for one parsed location; what an implementation hands `registerRegistry`.
+ * Must not read, connect or load anything (see `openRegistry`).
+ */
+export type RegistryFactory<K extends RegistryKind = RegistryKind> = (location: Extract<RegistryLocation, { kind: K }>) => Registry;
+
+/** Registry implementations by URI kind, filled by the implementations' `setup()` functions. */
+const factories = new Map<RegistryKind, RegistryFactory>();
+
+/**
+ * Registers the implementation that `openRegistry` uses for one kind of URI. Implementations call
+ * it from their `setup()` (e.g. `file-registry.ts`), and `framework/setup.ts` calls those; a later
+ * registration for the same kind replaces the earlier one.
+ * @param kind - `'file'` or `'etcd'`.
+ * @param factory - makes the registry for a parsed location of that kind.
+ * @throws Error when `kind` is not a kind `parseRegistryUri` knows, or `factory` is not a function.
+ */
+export function registerRegistry<K extends RegistryKind>(kind: K, factory: RegistryFactory<K>): void {
+  if (kind !== 'file' && kind !== 'etcd') throw new Error(`registerRegistry: unknown registry kind '${String(kind)}' (expected 'file' or 'etcd')`);
+  if (typeof factory !== 'function') throw new Error(`registerRegistry('${kind}'): factory must be a function`);
+  // openRegistry looks factories up by the location's own kind, so the narrowing holds.
+  factories.set(kind, (location) => factory(location as Extract<RegistryLocation, { kind: K }>));
+}
+
 /**
  * Opens a registry. Nothing is read, connected or loaded until the registry is first used, so
  * opening never fails for an unreachable or missing registry; the first `register`, `list` or
  * `watch` reports that.
  * @param uri - `file:///abs/path/registry.json` or `etcd://host:port[,host:port]/key/prefix`.
  * @returns the registry; `close()` it when done.
- * @throws Error for a malformed or unsupported URI (see `parseRegistryUri`).
+ * @throws Error for a malformed or unsupported URI (see `parseRegistryUri`), or when no
+ *   implementation is registered for its kind (nothing imported `framework/setup.ts`, which
+ *   `'svrkit'`, `framework/index.ts` and `framework/runtime.ts` do).
  */
 export function openRegistry(uri: string): Registry {
   const location = parseRegistryUri(uri);
-  return location.kind === 'file' ? new FileRegistry(location) : new EtcdRegistry(location);
+  const factory = factories.get(location.kind);
+  if (factory === undefined) {
+    throw new Error(
+      `registry URI '${uri}': no '${location.kind}' registry implementation is registered; import 'svrkit' (or framework/setup.js), which registers the built-in ones`,
+    );
+  }
+  return factory(location);
 }

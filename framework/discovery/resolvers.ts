@@ -1,7 +1,8 @@
 /**
- * Resolvers for registry targets: importing this module (the channel does, for its side effect)
- * registers the `file` and `etcd` schemes with `registerResolver`, so a channel can be made for
- * `file:///srv/registry.json` or `etcd://127.0.0.1:2379/svrkit/services`.
+ * Resolvers for registry targets: `setup()` registers the `file` and `etcd` schemes with
+ * `registerResolver`, so a channel can be made for `file:///srv/registry.json` or
+ * `etcd://127.0.0.1:2379/svrkit/services`. Importing this module registers nothing; the
+ * composition root, `framework/setup.ts`, calls `setup()`.
  *
  * A resolver for (target, service) watches that service in the target's registry. All resolvers
  * of one process that name the same registry share one `Registry` object (one file watcher, one
@@ -109,5 +110,14 @@ function validateTarget(t: ParsedTarget): void {
   parseRegistryUri(targetUri(t));
 }
 
-registerResolver('file', registryResolver, validateTarget);
-registerResolver('etcd', registryResolver, validateTarget);
+/**
+ * Registers the resolvers of registry targets, for the `file` and `etcd` schemes, with
+ * `registerResolver` (replacing any earlier resolver of those schemes). Called once by the
+ * composition root, `framework/setup.ts`; idempotent. The registries themselves come from
+ * `openRegistry`, so their implementations must be registered too (`setup.ts` does both).
+ * Takes nothing, returns nothing, throws nothing.
+ */
+export function setup(): void {
+  registerResolver('file', registryResolver, validateTarget);
+  registerResolver('etcd', registryResolver, validateTarget);
+}

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import '../../framework/index.js'; // registers the file: and etcd: resolvers
+import '../../framework/index.js'; // runs framework/setup.ts: registers the file: and etcd: resolvers
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { freeLoopbackPort } from '../support/etcd.js';
 import { eventually } from '../support/poll.js';

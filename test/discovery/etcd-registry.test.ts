@@ -16,7 +16,7 @@ import { resolverFor } from '../../framework/client/resolver.js';
 import { etcdInstances, etcdKey, etcdServicePrefix, etcdValue, parseEtcdEntry } from '../../framework/discovery/etcd-registry.js';
 import { normalizeInstance, type Instance } from '../../framework/discovery/instance.js';
 import { openRegistry, type Registry } from '../../framework/discovery/registry.js';
-import '../../framework/discovery/resolvers.js';
+import '../../framework/setup.js'; // the composition root: registers the etcd registry and the etcd: resolver
 import { Channel, Server } from '../../framework/index.js';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { TaggedGreeter } from '../support/tagged-greeter.js';

@@ -23,6 +23,7 @@ import {
 import { normalizeInstance, type Instance } from '../../framework/discovery/instance.js';
 import { openRegistry, parseRegistryUri, type Registry } from '../../framework/discovery/registry.js';
 import { openSharedRegistries } from '../../framework/discovery/resolvers.js';
+import '../../framework/setup.js'; // the composition root: registers the file registry and the file: resolver
 import { eventually, WatchLog } from '../support/poll.js';
 import { startRegistryChild, stopRegistryChildren } from '../support/registry-processes.js';
 

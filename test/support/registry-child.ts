@@ -6,6 +6,7 @@
  * alive until SIGTERM/SIGINT, when it deregisters them all, prints `deregistered <n>` and exits 0.
  * Any failure prints `error: <message>` on stderr and exits 1.
  */
+import '../../framework/setup.js';
 import { openRegistry, type Registration } from '../../framework/discovery/registry.js';
 
 const [uri, ttlText, ...specs] = process.argv.slice(2);

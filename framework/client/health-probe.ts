@@ -1,0 +1,32 @@
+/**
+ * The health probe an ejected address must pass before it returns to balancing (outlier
+ * ejection, outlier.ts): `svrkit.Health/Check` for the whole server over a short-lived channel.
+ * It imports the generated Health client, which imports the runtime (and so the channel), so the
+ * channel does not import it: the composition root (framework/setup.ts) registers it.
+ */
+import { HealthDefinition } from '../builtin/gen/svrkit/health.js';
+import type { BackoffOptions } from './subchannel.js';
+import { Channel, registerHealthProbe } from './channel.js';
+
+/**
+ * Sends `svrkit.Health/Check` (service `''`) to `address`.
+ * @param address - `host:port`.
+ * @param settings - the reconnect backoff of the channel that ejected the address.
+ * @returns true when it answers SERVING within 1 s; false on any failure (never throws).
+ */
+export async function probeHealth(address: string, settings: { readonly backoff: BackoffOptions }): Promise<boolean> {
+  const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false });
+  try {
+    const res = await ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 });
+    return res.status === 1; // SERVING
+  } catch {
+    return false;
+  } finally {
+    ch.close();
+  }
+}
+
+/** Registers `probeHealth` as every channel's health probe. Takes nothing, returns nothing. */
+export function setup(): void {
+  registerHealthProbe(probeHealth);
+}
