@@ -7,6 +7,7 @@
  * unknown field. @bufbuild/protobuf reads it back with `getExtension`, given the extension's
  * descriptor, which we build (createFileRegistry) from the file of the set that declares it.
  */
+import { LOWEST_PRIORITY } from '../framework/overload/priority.js';
 import {
   createFileRegistry,
   getExtension,
@@ -24,8 +25,8 @@ import type { FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto } fr
 export const METHOD_OPTION = 'svrkit.method';
 /** The extension's field number in `google.protobuf.MethodOptions` (svrkit's options.proto). */
 export const METHOD_OPTION_NUMBER = 50651;
-/** The lowest and highest valid `priority` (DAGOR convention: lower is more important). */
-export const PRIORITY_RANGE = { min: 0, max: 127 } as const;
+/** The lowest and highest valid `priority` (DAGOR convention: lower is more important; the rules are framework/overload/priority.ts's). */
+export const PRIORITY_RANGE = { min: 0, max: LOWEST_PRIORITY } as const;
 
 /** The keys of `(svrkit.method)` that are set on one method. */
 export interface MethodOptionValues {

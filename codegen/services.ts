@@ -2,12 +2,22 @@
  * Step 3 of `svrkit gen`: svrkit's service code, appended to ts-proto's module for the same .proto.
  *
  * For each service `Greeter` of package `helloworld` it emits
- * - `GreeterDefinition`: names, paths and codecs of the methods (and each method's `(svrkit.method)`
- *   option as `options`, when it has one), and the serialized descriptors (`files`) the reflection
- *   service serves; it `satisfies ServiceDefinition`;
+ * - `GreeterDefinition`: names, paths, kinds and codecs of the methods (and each method's
+ *   `(svrkit.method)` option as `options`, when it has one), and the serialized descriptors (`files`)
+ *   the reflection service serves; it `satisfies ServiceDefinition`;
  * - `GreeterService`: an abstract class servers extend, one abstract method per rpc;
  * - `GreeterClient`: a client with one method per rpc, calling through a `Channel`.
- * Only unary rpcs are emitted; streaming rpcs are skipped with a warning.
+ *
+ * All four kinds of rpc are emitted, with the shapes connect-es uses (async iterables both ways).
+ * Handlers may return deep-partial messages (the server fills proto3 defaults); clients accept
+ * deep-partial requests and get complete messages back:
+ *
+ * | rpc | handler (`GreeterService`) | client (`GreeterClient`) |
+ * |---|---|---|
+ * | unary | `(request, call) => Promise<DeepPartial<Res>>` | `(request: DeepPartial<Req>, options?) => Promise<Res>` |
+ * | server streaming | `(request, call) => AsyncIterable<DeepPartial<Res>>` (an `async *` method) | `(request: DeepPartial<Req>, options?) => AsyncIterable<Res>` |
+ * | client streaming | `(requests: AsyncIterable<Req>, call) => Promise<DeepPartial<Res>>` | `(requests: AsyncIterable<DeepPartial<Req>> \| DeepPartial<Req>[], options?) => Promise<Res>` |
+ * | bidi streaming | `(requests: AsyncIterable<Req>, call) => AsyncIterable<DeepPartial<Res>>` | `(requests: AsyncIterable<DeepPartial<Req>> \| DeepPartial<Req>[], options?) => AsyncIterable<Res>` |
  */
 import { clone, toBinary } from '@bufbuild/protobuf';
 import {
@@ -67,13 +77,28 @@ export interface EmitContext {
 export interface EmitResult {
   /** ts-proto's module with svrkit's imports and service code added (unchanged when the file has no services). */
   readonly content: string;
-  /** One line per skipped streaming method, `svrkit gen: skipping streaming method ...`. */
+  /**
+   * Problems that did not stop emitting, one line each, ready for stderr (`svrkit gen: ...`). Every
+   * kind of rpc is emitted, so this is empty today; it is kept for problems that are not errors.
+   */
   readonly warnings: string[];
 }
 
 const runtimeNames = ['serviceDefinition', 'Channel', 'CallContext', 'CallOptions', 'ChannelOptions', 'ServiceDefinition'] as const;
 type RuntimeName = (typeof runtimeNames)[number];
 const runtimeTypeOnly: ReadonlySet<RuntimeName> = new Set(['CallContext', 'CallOptions', 'ChannelOptions', 'ServiceDefinition']);
+/**
+ * The four kinds of rpc, as the definitions' `kind` names them (the runtime's `MethodKind`, in
+ * framework/wire/definition.ts; spelled out here so the code generator does not import the runtime).
+ */
+export type MethodKind = 'unary' | 'server_streaming' | 'client_streaming' | 'bidi_streaming';
+
+/** The kind of an rpc from its descriptor's `client_streaming` and `server_streaming` flags. */
+export function methodKind(method: Pick<MethodDescriptorProto, 'clientStreaming' | 'serverStreaming'>): MethodKind {
+  if (method.clientStreaming) return method.serverStreaming ? 'bidi_streaming' : 'client_streaming';
+  return method.serverStreaming ? 'server_streaming' : 'unary';
+}
+
 /** Member names the generated client class uses itself. */
 const clientMembers = new Set(['channel', 'ownsChannel', 'close', 'constructor']);
 
@@ -88,13 +113,13 @@ const clientMembers = new Set(['channel', 'ownsChannel', 'close', 'constructor']
  */
 export function emitServices(file: FileDescriptorProto, tsProtoContent: string, ctx: EmitContext): EmitResult {
   if (file.service.length === 0) return { content: tsProtoContent, warnings: [] };
-  const warnings: string[] = [];
   const scan = scanModule(tsProtoContent);
   const thisOutput = outputPath(file.name, ctx.naming);
   const label = ctx.label?.(file.name) ?? file.name;
   const names = new Namer(label, scan);
-  // A message named Promise (or any local binding of that name) shadows the global one.
+  // A message named Promise or AsyncIterable (or any local binding of that name) shadows the global one.
   const promise = scan.bound.has('Promise') ? 'globalThis.Promise' : 'Promise';
+  const asyncIterable = scan.bound.has('AsyncIterable') ? 'globalThis.AsyncIterable' : 'AsyncIterable';
 
   // Public names first: they must be exactly these.
   for (const s of file.service) {
@@ -158,15 +183,9 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
 
   file.service.forEach((service, serviceIndex) => {
     const full = qualified(file, service.name);
-    const unary: { method: MethodDescriptorProto; index: number; localName: string }[] = [];
-    const skipped: string[] = [];
+    const methods: { method: MethodDescriptorProto; index: number; localName: string; kind: MethodKind }[] = [];
     const localNames = new Map<string, string>();
     service.method.forEach((method, index) => {
-      if (method.clientStreaming || method.serverStreaming) {
-        skipped.push(method.name);
-        warnings.push(`svrkit gen: skipping streaming method ${full}/${method.name}: svrkit serves unary calls only`);
-        return;
-      }
       const localName = methodLocalName(method.name);
       const other = localNames.get(localName);
       if (other !== undefined) {
@@ -178,17 +197,15 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
         );
       }
       localNames.set(localName, method.name);
-      unary.push({ method, index, localName });
+      methods.push({ method, index, localName, kind: methodKind(method) });
     });
 
     const serviceDoc = leadingComment(file, [6, serviceIndex]);
     const deprecated = service.options?.deprecated === true;
-    const streamingNote =
-      skipped.length > 0 ? [`Streaming methods are not generated (svrkit serves unary calls only): ${skipped.join(', ')}.`] : [];
     const defName = `${service.name}Definition`;
 
     // Definition.
-    const methodEntries = unary.map(({ method, index, localName }) => {
+    const methodEntries = methods.map(({ method, index, localName, kind }) => {
       const where = `rpc ${full}/${method.name}`;
       // Problems with the option point at it: `file:line:column: rpc ...`.
       const at = sourcePosition(file, [6, serviceIndex, 2, index, 4, METHOD_OPTION_NUMBER], true) ?? sourcePosition(file, [6, serviceIndex, 2, index]);
@@ -198,6 +215,7 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
         `      name: ${str(method.name)},\n` +
         `      localName: ${str(localName)},\n` +
         `      path: ${str(`${full}/${method.name}`)},\n` +
+        `      kind: ${str(kind)},\n` +
         `      requestType: ${messageRef(method.inputType, where)},\n` +
         `      responseType: ${messageRef(method.outputType, where)},\n` +
         `      requestTypeName: ${str(method.inputType.replace(/^\./, ''))},\n` +
@@ -207,7 +225,7 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
       );
     });
     sections.push(
-      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', `Definition of ${full}: its methods, their codecs, and its descriptors.`, ...streamingNote], '', deprecated) +
+      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', `Definition of ${full}: its methods, their kinds and codecs, and its descriptors.`], '', deprecated) +
         `export const ${defName} = {\n` +
         `  name: ${str(service.name)},\n` +
         `  fullName: ${str(full)},\n` +
@@ -217,17 +235,19 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
     );
 
     // Abstract service class.
-    const abstractMethods = unary.map(({ method, index, localName }) => {
+    const abstractMethods = methods.map(({ method, index, localName, kind }) => {
       const doc = withFallback(leadingComment(file, [6, serviceIndex, 2, index]), `Handles ${full}/${method.name}.`);
       const req = messageRef(method.inputType, `rpc ${full}/${method.name}`);
-      const res = messageRef(method.outputType, `rpc ${full}/${method.name}`);
+      const res = `${deepPartial()}<${messageRef(method.outputType, `rpc ${full}/${method.name}`)}>`;
+      const params = kind === 'unary' || kind === 'server_streaming' ? `request: ${req}` : `requests: ${asyncIterable}<${req}>`;
+      const returns = kind === 'unary' || kind === 'client_streaming' ? `${promise}<${res}>` : `${asyncIterable}<${res}>`;
       return (
-        jsdoc(doc, '  ', method.options?.deprecated === true) +
-        `  abstract ${localName}(request: ${req}, call: ${useRuntime('CallContext')}): ${promise}<${res}>;\n`
+        jsdoc([...doc, ...handlerNote[kind]], '  ', method.options?.deprecated === true) +
+        `  abstract ${localName}(${params}, call: ${useRuntime('CallContext')}): ${returns};\n`
       );
     });
     sections.push(
-      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', 'Extend this class and implement every method.', ...streamingNote], '', deprecated) +
+      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', ...serviceClassNote], '', deprecated) +
         `export abstract class ${service.name}Service {\n` +
         `  readonly [${useRuntime('serviceDefinition')}] = ${defName};\n` +
         abstractMethods.join('') +
@@ -236,19 +256,22 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
 
     // Client class.
     const channel = useRuntime('Channel');
-    const clientMethods = unary.map(({ method, index, localName }) => {
+    const clientMethods = methods.map(({ method, index, localName, kind }) => {
       const doc = withFallback(leadingComment(file, [6, serviceIndex, 2, index]), `Calls ${full}/${method.name}.`);
-      const req = messageRef(method.inputType, `rpc ${full}/${method.name}`);
+      const req = `${deepPartial()}<${messageRef(method.inputType, `rpc ${full}/${method.name}`)}>`;
       const res = messageRef(method.outputType, `rpc ${full}/${method.name}`);
+      const streamsRequests = kind === 'client_streaming' || kind === 'bidi_streaming';
+      const param = streamsRequests ? `requests: ${asyncIterable}<${req}> | ${req}[]` : `request: ${req}`;
+      const returns = kind === 'unary' || kind === 'client_streaming' ? `${promise}<${res}>` : `${asyncIterable}<${res}>`;
       return (
-        jsdoc(doc, '  ', method.options?.deprecated === true) +
-        `  ${localName}(request: ${deepPartial()}<${req}>, options?: ${useRuntime('CallOptions')}): ${promise}<${res}> {\n` +
-        `    return this.channel.unary(${defName}.methods.${localName}, request, options);\n` +
+        jsdoc([...doc, ...clientNote[kind]], '  ', method.options?.deprecated === true) +
+        `  ${localName}(${param}, options?: ${useRuntime('CallOptions')}): ${returns} {\n` +
+        `    return this.channel.${channelMethod[kind]}(${defName}.methods.${localName}, ${streamsRequests ? 'requests' : 'request'}, options);\n` +
         `  }\n`
       );
     });
     sections.push(
-      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', `Client of ${full}.`, ...streamingNote], '', deprecated) +
+      jsdoc([...withFallback(serviceDoc, `The ${full} service.`), '', `Client of ${full}.`], '', deprecated) +
         `export class ${service.name}Client {\n` +
         `  /** The channel calls go through. */\n` +
         `  readonly channel: ${channel};\n` +
@@ -293,8 +316,42 @@ export function emitServices(file: FileDescriptorProto, tsProtoContent: string, 
     '// svrkit services\n\n' +
     sections.join('\n\n') +
     '\n';
-  return { content, warnings };
+  return { content, warnings: [] };
 }
+
+/** The JSDoc lines of every generated `XService` class, after the service's own comment. */
+const serviceClassNote: readonly string[] = [
+  'Extend this class and implement every method.',
+  'Handlers may return deep-partial messages: fields left out are sent as their proto3 defaults.',
+];
+
+/** The `Channel` method a client method of each kind calls. */
+const channelMethod: Readonly<Record<MethodKind, string>> = {
+  unary: 'unary',
+  server_streaming: 'serverStream',
+  client_streaming: 'clientStream',
+  bidi_streaming: 'bidiStream',
+};
+
+/** Lines added to a streaming handler's JSDoc (after the .proto comment). */
+const handlerNote: Readonly<Record<MethodKind, readonly string[]>> = {
+  unary: [],
+  server_streaming: ['', 'Server streaming: yield the responses (write it as an `async *` method); the stream ends when it returns.'],
+  client_streaming: ['', 'Client streaming: `requests` ends when the client half-closes; return the one response.'],
+  bidi_streaming: ['', 'Bidi streaming: read `requests` and yield the responses; the two flow independently.'],
+};
+
+/** Lines added to a streaming client method's JSDoc (after the .proto comment). */
+const clientNote: Readonly<Record<MethodKind, readonly string[]>> = {
+  unary: [],
+  server_streaming: ['', 'Server streaming: iterate the responses with `for await`; breaking out of the loop cancels the call.'],
+  client_streaming: ['', 'Client streaming: `requests` (an array or an async iterable) is sent in order, and the stream half-closes when it ends.'],
+  bidi_streaming: [
+    '',
+    'Bidi streaming: `requests` (an array or an async iterable) is sent in order while the responses arrive; iterate them with `for await`',
+    '(breaking out of the loop cancels the call).',
+  ],
+};
 
 /** Allocates top-level names in one generated module without colliding with ts-proto's. */
 class Namer {
@@ -337,7 +394,7 @@ function deepPartialSource(names: Namer): string {
   const builtin = names.reserved('Builtin');
   return (
     `type ${builtin} = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;\n\n` +
-    `/** A message in which every field, at every depth, may be left out; what clients accept as a request. */\n` +
+    `/** A message in which every field, at every depth, may be left out; what clients accept as a request and handlers may return. */\n` +
     `export type ${deep}<T> = T extends bigint ? string | number | bigint\n` +
     `  : T extends ${builtin} ? T : T extends globalThis.Array<infer U> ? globalThis.Array<${deep}<U>>\n` +
     `  : T extends ReadonlyArray<infer U> ? ReadonlyArray<${deep}<U>>\n` +

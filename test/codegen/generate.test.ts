@@ -82,14 +82,18 @@ describe('generated files', () => {
     }
   });
 
-  it('skips the streaming rpc with one warning and a note in the JSDoc', () => {
-    expect(result.warnings).toEqual(['svrkit gen: skipping streaming method helloworld.Greeter/Chat: svrkit serves unary calls only']);
+  it('generates the streaming rpc (bidi) like the others, without a warning', () => {
+    expect(result.warnings).toEqual([]);
     const src = read('helloworld/greeter.ts');
-    expect(src).not.toMatch(/\bchat\(/);
+    expect(src).toContain("      kind: 'bidi_streaming',\n");
+    expect(src).toContain('  abstract chat(requests: AsyncIterable<ChatMessage>, call: CallContext): AsyncIterable<DeepPartial<ChatMessage>>;');
+    expect(src).toContain(
+      '  chat(requests: AsyncIterable<DeepPartial<ChatMessage>> | DeepPartial<ChatMessage>[], options?: CallOptions): AsyncIterable<ChatMessage> {\n' +
+        '    return this.channel.bidiStream(GreeterDefinition.methods.chat, requests, options);\n',
+    );
     for (const decl of ['export const GreeterDefinition', 'export abstract class GreeterService', 'export class GreeterClient']) {
-      expect(docBefore(src, decl)).toContain('Streaming methods are not generated (svrkit serves unary calls only): Chat.');
+      expect(docBefore(src, decl)).not.toMatch(/streaming/i);
     }
-    expect(docBefore(src, 'export class AdminClient')).not.toContain('Streaming');
   });
 
   it('emits Definition, Service and Client for each of several services in one file', () => {
@@ -102,12 +106,13 @@ describe('generated files', () => {
     }
     expect(src).toContain("import { serviceDefinition, Channel, type CallContext, type CallOptions, type ChannelOptions, type ServiceDefinition } from 'svrkit';");
     expect(src).toContain('} as const satisfies ServiceDefinition;');
-    expect(src).toContain('  abstract sayHello(request: HelloRequest, call: CallContext): Promise<HelloReply>;');
-    expect(src).toContain('  abstract sayHelloAgain(request: HelloRequest, call: CallContext): Promise<Empty>;');
-    expect(src).toContain('  abstract getBalance(request: PageRequest, call: CallContext): Promise<Balance>;');
+    // Handlers may return deep-partial responses; clients send deep-partial requests and get complete responses.
+    expect(src).toContain('  abstract sayHello(request: HelloRequest, call: CallContext): Promise<DeepPartial<HelloReply>>;');
+    expect(src).toContain('  abstract sayHelloAgain(request: HelloRequest, call: CallContext): Promise<DeepPartial<Empty>>;');
+    expect(src).toContain('  abstract getBalance(request: PageRequest, call: CallContext): Promise<DeepPartial<Balance>>;');
     expect(src).toContain('  sayHello(request: DeepPartial<HelloRequest>, options?: CallOptions): Promise<HelloReply> {');
     expect(src).toContain('    return this.channel.unary(GreeterDefinition.methods.sayHello, request, options);');
-    expect(src).toContain('  abstract now(request: Empty, call: CallContext): Promise<Timestamp>;');
+    expect(src).toContain('  abstract now(request: Empty, call: CallContext): Promise<DeepPartial<Timestamp>>;');
     expect(src).toContain('  constructor(target: string | Channel, options?: ChannelOptions) {');
     expect(src).toContain('  close(): void {');
     // Types from other files and packages are imported from ts-proto's module for them.
@@ -139,15 +144,15 @@ describe('generated files', () => {
     // ts-proto imported common.v1.Money as Money1 (shop.Money exists); the service code reuses that binding.
     expect(src).toMatch(/^import \{ Money as Money1 \} from "\.\.\/common\/v1\/money\.js";$/m);
     // shop.proto declares a message named Promise, so the signatures name the global one explicitly.
-    expect(src).toContain('  abstract convert(request: Money1, call: CallContext): globalThis.Promise<Money>;');
-    expect(src).toContain('  abstract reserve(request: Promise, call: CallContext): globalThis.Promise<Promise>;');
+    expect(src).toContain('  abstract convert(request: Money1, call: CallContext): globalThis.Promise<DeepPartial<Money>>;');
+    expect(src).toContain('  abstract reserve(request: Promise, call: CallContext): globalThis.Promise<DeepPartial<Promise>>;');
     // The message `Channel` wins the name; svrkit's Channel is imported under an alias.
     expect(src).toContain('Channel as svrkit_Channel');
     expect(src).toContain('  readonly channel: svrkit_Channel;');
-    expect(src).toContain('  abstract listChannels(request: PageRequest, call: CallContext): globalThis.Promise<Channel>;');
-    expect(src).toContain('  abstract getVariant(request: Item_Variant, call: CallContext): globalThis.Promise<Item_Variant>;');
+    expect(src).toContain('  abstract listChannels(request: PageRequest, call: CallContext): globalThis.Promise<DeepPartial<Channel>>;');
+    expect(src).toContain('  abstract getVariant(request: Item_Variant, call: CallContext): globalThis.Promise<DeepPartial<Item_Variant>>;');
     expect(src).toContain("      path: 'shop.Shop/get_item_by_id',");
-    expect(src).toContain('  abstract getItemById(request: Item, call: CallContext): globalThis.Promise<Item>;');
+    expect(src).toContain('  abstract getItemById(request: Item, call: CallContext): globalThis.Promise<DeepPartial<Item>>;');
   });
 
   it('defines DeepPartial in a service file without messages of its own', () => {
@@ -196,11 +201,12 @@ describe('runtime', () => {
     const empty = await load('google/protobuf/empty.ts');
     expect(g.GreeterDefinition.name).toBe('Greeter');
     expect(g.GreeterDefinition.fullName).toBe('helloworld.Greeter');
-    expect(Object.keys(g.GreeterDefinition.methods)).toEqual(['sayHello', 'sayHelloAgain', 'getBalance']);
+    expect(Object.keys(g.GreeterDefinition.methods)).toEqual(['sayHello', 'sayHelloAgain', 'getBalance', 'chat']);
     expect(g.GreeterDefinition.methods.sayHello).toEqual({
       name: 'SayHello',
       localName: 'sayHello',
       path: 'helloworld.Greeter/SayHello',
+      kind: 'unary',
       requestType: g.HelloRequest,
       responseType: g.HelloReply,
       requestTypeName: 'helloworld.HelloRequest',
@@ -209,6 +215,16 @@ describe('runtime', () => {
     expect(g.GreeterDefinition.methods.sayHelloAgain.responseType).toBe(empty.Empty);
     expect(g.GreeterDefinition.methods.getBalance.requestType).toBe(money.PageRequest);
     expect(g.GreeterDefinition.methods.getBalance.requestTypeName).toBe('common.v1.PageRequest');
+    expect(g.GreeterDefinition.methods.chat).toEqual({
+      name: 'Chat',
+      localName: 'chat',
+      path: 'helloworld.Greeter/Chat',
+      kind: 'bidi_streaming',
+      requestType: g.ChatMessage,
+      responseType: g.ChatMessage,
+      requestTypeName: 'helloworld.ChatMessage',
+      responseTypeName: 'helloworld.ChatMessage',
+    });
     expect(Object.keys(g.AdminDefinition.methods)).toEqual(['now', 'echoMoney']);
     expect(g.AdminDefinition.methods.echoMoney.requestType).toBe(money.Money);
     const shop = await load('shop/shop.ts');
@@ -293,6 +309,7 @@ describe('runtime', () => {
       async getBalance(req: { pageSize: number }) {
         return { amount: { currency: 2, units: BigInt(req.pageSize) * 10n ** 15n, nanos: -1 }, history: [] };
       }
+      async *chat() {}
     }
     const server = new svrkit.Server();
     server.addService(new Greeter());

@@ -40,7 +40,7 @@ describe('two include dirs, one nested in the other', () => {
       expect(rel(out, result.written)).toEqual(['acme/dep.ts', 'app/app.ts']);
       const src = readFileSync(path.join(out, 'app', 'app.ts'), 'utf8');
       expect(src).toMatch(/^import \{ Widget \} from '\.\.\/acme\/dep\.js';$/m);
-      expect(src).toContain('  abstract getWidget(request: GetWidgetRequest, call: CallContext): Promise<Widget>;');
+      expect(src).toContain('  abstract getWidget(request: GetWidgetRequest, call: CallContext): Promise<DeepPartial<Widget>>;');
       expect(src).toContain("      responseTypeName: 'acme.Widget',");
       expect(readFileSync(path.join(out, 'acme', 'dep.ts'), 'utf8')).toContain('weightGrams: bigint;');
     });

@@ -76,6 +76,7 @@ describe('generation without -I', () => {
       name: 'Both',
       localName: 'both',
       path: 'ops.Ops/Both',
+      kind: 'unary',
       requestType: g.Req,
       responseType: g.Res,
       requestTypeName: 'ops.Req',
