@@ -59,9 +59,13 @@ export interface ServeOptions {
 /**
  * Loads `entry` (TypeScript is compiled on the fly by tsx; JavaScript is imported as is). Its
  * default export must be a service implementation (an instance of a class extending a generated
- * `XService`), such a class (instantiated with no arguments), or an array of these.
+ * `XService`), such a class, or an array of these. A class is instantiated with no arguments
+ * (`new Greeter()`): generated `XService` classes carry their definition as an instance field, so
+ * only an instance shows which service it implements.
  * @returns the implementations.
- * @throws Error when the module cannot be loaded or exports nothing servable.
+ * @throws Error when the module cannot be loaded or exports nothing servable: no default export; a
+ *   value that is neither a service implementation nor a class; a class whose constructor declares
+ *   parameters, throws, or makes something that does not extend a generated XService.
  */
 export async function loadImplementations(entry: string): Promise<ServiceImplementation[]> {
   const { register } = await import('tsx/esm/api');
@@ -73,15 +77,44 @@ export async function loadImplementations(entry: string): Promise<ServiceImpleme
   }
   const items = Array.isArray(mod.default) ? mod.default : [mod.default];
   return items.map((item, i) => {
+    const what = `${entry}: default export${items.length > 1 ? `[${i}]` : ''}`;
     let impl = item as unknown;
-    if (typeof impl === 'function' && (impl as { prototype?: object }).prototype !== undefined && serviceDefinition in (impl as { prototype: object }).prototype) {
-      impl = new (impl as new () => unknown)();
-    }
+    if (isConstructor(impl)) impl = instantiate(impl, what);
     if (impl === null || typeof impl !== 'object' || !(serviceDefinition in impl)) {
-      throw new Error(`${entry}: default export${items.length > 1 ? `[${i}]` : ''} is not a service implementation: expected an instance of a class extending a generated XService`);
+      throw new Error(`${what} is not a service implementation: expected an instance of a class extending a generated XService`);
     }
     return impl as ServiceImplementation;
   });
+}
+
+/** Whether `value` can be called with `new`: a class or an ordinary function (not an arrow or a method). */
+function isConstructor(value: unknown): value is new () => unknown {
+  return typeof value === 'function' && typeof (value as { prototype?: unknown }).prototype === 'object';
+}
+
+/**
+ * `new Class()` for a default export that is a class.
+ * @throws Error naming the export when the constructor declares parameters or throws, or when the
+ *   instance does not extend a generated XService.
+ */
+function instantiate(cls: new () => unknown, what: string): unknown {
+  const name = cls.name || 'the class';
+  if (cls.length > 0) {
+    throw new Error(
+      `${what} is ${name}, whose constructor takes ${cls.length} argument${cls.length > 1 ? 's' : ''}; ` +
+        `svrkit run can only call new ${name}() with none: export default an instance (export default new ${name}(...))`,
+    );
+  }
+  let impl: unknown;
+  try {
+    impl = new cls();
+  } catch (err) {
+    throw new Error(`${what}: new ${name}() threw: ${(err as Error)?.message ?? String(err)}`);
+  }
+  if (impl === null || typeof impl !== 'object' || !(serviceDefinition in impl)) {
+    throw new Error(`${what} is ${name}, which is not a service implementation: expected a class extending a generated XService`);
+  }
+  return impl;
 }
 
 /**
