@@ -1,6 +1,9 @@
 /**
  * svrkit's public API. Generated code and user code import only from here (`from 'svrkit'`).
+ * Importing it runs the composition root (`setup.ts`), which registers the `file` and `etcd`
+ * registries and their resolvers.
  */
+import './setup.js';
 export { Status, statusName, parseStatus, RpcError, toRpcError, type Metadata } from './wire/status.js';
 export {
   serviceDefinition,
@@ -10,6 +13,11 @@ export {
   type ServiceDefinition,
   type ServiceImplementation,
   type UnaryHandler,
+  type ServerStreamingHandler,
+  type ClientStreamingHandler,
+  type BidiStreamingHandler,
+  type MethodKind,
+  methodKind,
 } from './wire/definition.js';
 export { currentCall, coroutineLocal, withoutCall, type CallContext, type CoroutineLocal } from './context/call-context.js';
 export { Channel, createChannel, setDefaultClientObserver, type CallOptions, type ChannelOptions } from './client/channel.js';
@@ -36,7 +44,9 @@ export {
   type ServerLogger,
   type CloseOptions,
 } from './server/server.js';
-export { type ClientCall, type ClientInvoker, type ClientInterceptor } from './client/channel.js';
+export { type ClientCall, type ClientInvoker, type ClientInterceptor, type ClientStreamInvoker, type ClientStreamInterceptor } from './client/channel.js';
+export { type ServerStreamHandler, type ServerStreamInterceptor } from './server/stream-call.js';
+export { INITIAL_STREAM_WINDOW } from './wire/frame.js';
 export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
 export { type BackoffOptions, type KeepaliveOptions } from './client/subchannel.js';
 export { type BalancerName } from './client/balancer.js';
@@ -46,4 +56,3 @@ export { PUSHBACK_KEY, type RetryPolicy, type HedgingPolicy, type RetryThrottleO
 export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';
 export { normalizeInstance, type Instance, type InstanceInput } from './discovery/instance.js';
 export { openRegistry, type Registry, type Registration, type RegisterOptions } from './discovery/registry.js';
-import './discovery/resolvers.js';

@@ -7,14 +7,10 @@ import type { ServerCallContext } from '../context/call-context.js';
 import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
+import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { ServicePool } from './pool.js';
+import type { ClientConnection } from './subchannel.js';
 import type { RetryPolicy } from './retry.js';
-
-/** Where a started call lives: the connection that sent it, so it can be cancelled there. */
-export interface CallCarrier {
-  /** Sends CANCEL for the call, with the status it ends with, and forgets it. */
-  cancel(call: PendingCall, reason: RpcError): void;
-}
 
 /**
  * Gets a say before an attempt's outcome settles the call: the channel uses it to count
@@ -41,7 +37,7 @@ export interface AttemptObserver {
 const timers = new DeadlineTimers();
 
 /** An outbound call; see the module comment. */
-export class PendingCall implements DeadlineEntry {
+export class PendingCall implements DeadlineEntry, UnaryAttempt {
   /** Settled once; later outcomes are ignored. */
   done = false;
   /** The connection that carries the call, once sent. */
@@ -71,6 +67,11 @@ export class PendingCall implements DeadlineEntry {
   user: number | undefined;
   /** Epoch ms the call started (set only when observed). */
   startedAt = 0;
+  /** QueuedAttempt.startOn: sends the call on `conn`. */
+  startOn(conn: ClientConnection): void {
+    conn.start(this);
+  }
+
   /** Called once when the call settles, with its status (metrics); set only when observed. */
   onEnd: ((call: PendingCall, code: number) => void) | undefined;
   /** A retry waiting for its backoff to pass. */
@@ -141,6 +142,12 @@ export class PendingCall implements DeadlineEntry {
     this.cleanup();
     this.onEnd?.(this, error.code);
     this.rejectFn(error);
+  }
+
+  /** QueuedAttempt.abandon: fails the call without retrying it. */
+  abandon(error: RpcError): void {
+    this.observer = undefined;
+    this.fail(error);
   }
 
   /** Gives up on the call: tells the server (CANCEL frame) if it was sent, and fails it. */

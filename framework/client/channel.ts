@@ -12,23 +12,42 @@
  */
 import { performance } from 'node:perf_hooks';
 import { callStorage, type ServerCallContext } from '../context/call-context.js';
-import '../discovery/resolvers.js';
-import type { MethodDefinition } from '../wire/definition.js';
+import { METHOD_KIND_CODE, type MethodDefinition } from '../wire/definition.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
 import { decodeRequestHeader, encodeRequestHeader, type RequestHeader } from '../wire/header.js';
+import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
 import type { BalancerName } from './balancer.js';
 import { PendingCall, type AttemptObserver } from './call.js';
+import { ClientStream, type StreamDriver } from './stream-call.js';
 import { resolveMethodConfig, validateMethodConfig, type MethodConfig, type ResolvedMethodConfig } from './method-config.js';
 import { DEFAULT_OUTLIER_DETECTION, mayEjectAnother, type OutlierDetectionOptions } from './outlier.js';
-import { ServicePool } from './pool.js';
+import { ServicePool, type QueuedAttempt } from './pool.js';
 import { resolverFor, type ParsedTarget, type ResolverFactory } from './resolver.js';
 import { decideRetry, normalizeRetryPolicy, RetryThrottle, type RetryPolicy, type RetryThrottleOptions } from './retry.js';
 import { isInstanceFailure, Subchannel, type BackoffOptions, type ConnectionSettings, type KeepaliveOptions } from './subchannel.js';
 import { AdaptiveThrottle, type AdaptiveThrottleOptions } from '../overload/throttle.js';
-import { ADMIT_ALL, userPriority } from '../overload/admission.js';
+import { ADMIT_ALL } from '../overload/admission.js';
+import { DEFAULT_USER_ID_KEY, effectiveBusinessPriority, isPriority, metadataUserPriority } from '../overload/priority.js';
 import type { ClientObserver } from './observer.js';
 import { PUSHBACK_KEY } from './retry.js';
+
+/**
+ * Probes an ejected address before it returns to balancing: true when it is healthy. Set by the
+ * composition root (framework/setup.ts registers `svrkit.Health/Check`, client/health-probe.ts);
+ * without one, an ejected address returns when its ejection period ends.
+ */
+export type HealthProbe = (address: string, settings: { readonly backoff: BackoffOptions }) => Promise<boolean>;
+
+let healthProbe: HealthProbe | undefined;
+
+/**
+ * Sets the probe every channel runs on an ejected address when its ejection period ends.
+ * @param probe - the probe, or undefined for none.
+ */
+export function registerHealthProbe(probe: HealthProbe | undefined): void {
+  healthProbe = probe;
+}
 
 /** The process-wide observer of channels made without one (`svrkit run --metrics-port` sets it). */
 let defaultObserver: ClientObserver | undefined;
@@ -71,6 +90,10 @@ export interface CallOptions {
    * which lists only application services: e.g. reflection of `helloworld.Greeter`'s instances.
    */
   instancesOf?: string;
+  /** Streaming calls: called once with the response metadata the server sent before its first message. */
+  onHeader?: (metadata: Readonly<Metadata>) => void;
+  /** Streaming calls: called once with the trailers the server sent with an OK status. */
+  onTrailer?: (metadata: Readonly<Metadata>) => void;
 }
 
 /** Describes the call passed to client interceptors. */
@@ -90,6 +113,20 @@ export type ClientInvoker = (request: any, call: ClientCall) => Promise<any>;
  */
 export type ClientInterceptor = (next: ClientInvoker) => ClientInvoker;
 
+/**
+ * Invokes a streaming call of any kind in one form: request messages in (one for
+ * server-streaming), response messages out (one for client-streaming).
+ */
+export type ClientStreamInvoker = (requests: AsyncIterable<any> | Iterable<any>, call: ClientCall) => AsyncIterable<any>;
+
+/**
+ * A client stream interceptor, connect-es style:
+ * `(next) => (requests, call) => next(requests, { ...call, options: { ...call.options, metadata } })`,
+ * or an `async function*` that wraps `yield* next(requests, call)`. Interceptors run outermost
+ * first, in the order given, before the stream opens.
+ */
+export type ClientStreamInterceptor = (next: ClientStreamInvoker) => ClientStreamInvoker;
+
 /** Channel settings. */
 export interface ChannelOptions {
   /** Connections per address; calls are spread over them round robin. Default 1. */
@@ -102,8 +139,10 @@ export interface ChannelOptions {
   connectTimeoutMs?: number;
   /** Reconnect backoff after failed connects. */
   backoff?: BackoffOptions;
-  /** Interceptors around every call, outermost first. */
+  /** Interceptors around every unary call, outermost first. */
   interceptors?: ClientInterceptor[];
+  /** Interceptors around every streaming call (all three kinds, in one form), outermost first. */
+  streamInterceptors?: ClientStreamInterceptor[];
   /** Load-balancing policy. Default `'p2c'`. */
   balancer?: BalancerName;
   /** The caller's zone: instances in it are preferred while any is healthy. Default `''` (no preference). */
@@ -137,6 +176,18 @@ export interface ChannelOptions {
 const NO_OPTIONS: CallOptions = Object.freeze({});
 const NOT_PROCESSED = Object.freeze({ notProcessed: true });
 
+/** What `prepare` hands the next stage of a call. */
+interface PreparedCall {
+  readonly state: MethodState;
+  readonly pool: ServicePool;
+  readonly parent: ServerCallContext | undefined;
+  /** Absolute deadline, epoch ms (`Infinity` for none). */
+  readonly deadline: number;
+  readonly headerBytes: Uint8Array;
+  readonly business: number | undefined;
+  readonly user: number | undefined;
+}
+
 /** Per-method state a channel caches: the method's pool, resolved config and retry observer. */
 interface MethodState {
   readonly pool: ServicePool;
@@ -164,6 +215,8 @@ export class Channel {
   private readonly subchannels = new Map<string, { sub: Subchannel; refs: number }>();
   private readonly pools = new Map<string, ServicePool>();
   private readonly methods = new WeakMap<MethodDefinition, MethodState>();
+  /** The pool of each open stream (its retries go to the same pool). */
+  private readonly streamPools = new Map<ClientStream, ServicePool>();
   private readonly balancerName: BalancerName;
   private readonly zone: string;
   private readonly random: () => number;
@@ -176,6 +229,7 @@ export class Channel {
   private readonly onCallEnd: ((call: PendingCall, code: number) => void) | undefined;
   private closed = false;
   private readonly invoke: ClientInvoker | undefined;
+  private readonly streamInvoke: ClientStreamInvoker | undefined;
   private readyWaiters: Array<() => void> = [];
   private processScheduled = false;
 
@@ -210,7 +264,7 @@ export class Channel {
     validateMethodConfig(this.methodConfig);
     this.throttle = options.retryThrottle === false ? undefined : new RetryThrottle(options.retryThrottle ?? {});
     this.adaptive = options.adaptiveThrottle === false ? undefined : new AdaptiveThrottle(Date.now(), options.adaptiveThrottle ?? {});
-    this.userIdKey = options.userIdKey ?? 'x-user-id';
+    this.userIdKey = options.userIdKey ?? DEFAULT_USER_ID_KEY;
     const obs = options.observer ?? defaultObserver;
     this.callObserver = obs;
     this.onCallEnd = obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (Date.now() - call.startedAt) / 1000);
@@ -219,6 +273,15 @@ export class Channel {
       let inv: ClientInvoker = (request, call) => this.start(call.method, request, call.options);
       for (let i = interceptors.length - 1; i >= 0; i--) inv = interceptors[i]!(inv);
       this.invoke = inv;
+    }
+    const streamInterceptors = options.streamInterceptors ?? [];
+    if (streamInterceptors.length > 0) {
+      let inv: ClientStreamInvoker = (requests, call) => {
+        const kind = call.method.kind ?? 'unary';
+        return this.openStream(call.method, requests, kind !== 'server_streaming', call.options);
+      };
+      for (let i = streamInterceptors.length - 1; i >= 0; i--) inv = streamInterceptors[i]!(inv);
+      this.streamInvoke = inv;
     }
     const { parsed, factory } = resolverFor(target);
     this.resolverTarget = { parsed, factory, text: target };
@@ -257,6 +320,7 @@ export class Channel {
    *   fails; breaking out of the loop cancels the call.
    */
   serverStream<Req, Res>(method: MethodDefinition<Req, Res>, request: unknown, options?: CallOptions): AsyncIterable<Res> {
+    if (this.streamInvoke !== undefined) return this.streamInvoke([request], { method, options: options ?? NO_OPTIONS });
     return this.openStream(method, [request], false, options ?? NO_OPTIONS) as AsyncIterable<Res>;
   }
 
@@ -272,7 +336,9 @@ export class Channel {
   async clientStream<Req, Res>(method: MethodDefinition<Req, Res>, requests: AsyncIterable<unknown> | Iterable<unknown>, options?: CallOptions): Promise<Res> {
     let last: unknown;
     let count = 0;
-    for await (const m of this.openStream(method, requests, true, options ?? NO_OPTIONS)) {
+    const responses =
+      this.streamInvoke !== undefined ? this.streamInvoke(requests, { method, options: options ?? NO_OPTIONS }) : this.openStream(method, requests, true, options ?? NO_OPTIONS);
+    for await (const m of responses) {
       last = m;
       count++;
     }
@@ -289,16 +355,89 @@ export class Channel {
    * @returns the responses, as they arrive; breaking out of the loop cancels the call.
    */
   bidiStream<Req, Res>(method: MethodDefinition<Req, Res>, requests: AsyncIterable<unknown> | Iterable<unknown>, options?: CallOptions): AsyncIterable<Res> {
+    if (this.streamInvoke !== undefined) return this.streamInvoke(requests, { method, options: options ?? NO_OPTIONS });
     return this.openStream(method, requests, true, options ?? NO_OPTIONS) as AsyncIterable<Res>;
   }
 
-  /** Opens a stream call (implemented in the stream stages). */
+  /**
+   * Opens a stream call: prepares it like a unary call, then hands it to the stream stage
+   * (stream-call.ts), whose attempts the channel dispatches.
+   * @param requests - the request messages; for server-streaming, a one-element array.
+   * @param streamed - true for client-streaming and bidi (requests go as MESSAGE frames).
+   */
   private openStream(method: MethodDefinition, requests: AsyncIterable<unknown> | Iterable<unknown>, streamed: boolean, options: CallOptions): AsyncIterable<unknown> {
-    void requests;
-    void streamed;
-    void options;
-    throw new RpcError(Status.UNIMPLEMENTED, `${method.path}: streaming calls are not implemented yet`);
+    const kind = method.kind ?? 'unary';
+    if (!streamed && !(Symbol.iterator in Object(requests))) {
+      // A stream interceptor passed the one request of a server-streaming call as an async iterable.
+      const channel = this;
+      return (async function* () {
+        let first: unknown;
+        for await (const r of requests as AsyncIterable<unknown>) {
+          first = r;
+          break;
+        }
+        yield* channel.openStream(method, [first], false, options);
+      })();
+    }
+    const expected = streamed ? (kind === 'client_streaming' || kind === 'bidi_streaming') : kind === 'server_streaming';
+    if (!expected) return failedStream(new RpcError(Status.INVALID_ARGUMENT, `${method.path} is a ${kind} method; call it with the matching client method`));
+    const now = Date.now();
+    const p = this.prepare(method, options, now, METHOD_KIND_CODE[kind]);
+    if (p instanceof RpcError) return failedStream(p);
+    let body: Uint8Array | undefined;
+    if (!streamed) {
+      try {
+        const [request] = requests as Iterable<unknown>;
+        body = encodeComplete(method.requestType, method.requestType.fromPartial(request));
+      } catch (err) {
+        return failedStream(err instanceof RpcError ? err : new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
+      }
+    }
+    const stream = new ClientStream(method, p.headerBytes, body, streamed ? requests : undefined, p.deadline, this.target, this.streamDriver, options);
+    stream.hashKey = options.hashKey;
+    stream.business = effectiveBusinessPriority(p.business, method.options?.priority);
+    stream.user = p.user;
+    stream.startedAt = now;
+    this.streamPools.set(stream, p.pool);
+    stream.arm(now, options.signal, p.parent);
+    if (!stream.done) this.dispatch(stream, p.pool, now);
+    return stream;
   }
+
+  /** The stream stage's view of the channel. */
+  private readonly streamDriver: StreamDriver = {
+    dispatch: (stream) => {
+      const pool = this.streamPools.get(stream);
+      if (pool === undefined) return;
+      const t = Date.now();
+      stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t);
+      this.dispatch(stream, pool, t);
+    },
+    retryDelay: (stream, error) => {
+      if (this.closed) return undefined;
+      const state = this.methodState(stream.method);
+      const policy = state.config.retry;
+      if (policy === undefined) return undefined;
+      const decision = decideRetry(
+        { error, attempts: stream.attempts, idempotent: state.config.idempotent, deadline: stream.deadline, now: Date.now() },
+        policy,
+        this.throttle,
+        this.random(),
+      );
+      if (!decision.retry) {
+        if (decision.throttled) this.callObserver?.throttled(stream.method.path, 'retry_budget');
+        return undefined;
+      }
+      this.callObserver?.retried(stream.method.path);
+      return decision.delayMs;
+    },
+    ended: (stream, code) => {
+      this.streamPools.delete(stream);
+      if (code === Status.OK) this.throttle?.onSuccess();
+      this.callObserver?.callEnded(stream.method.path, code, (Date.now() - stream.startedAt) / 1000);
+    },
+    counted: (method, direction) => this.callObserver?.streamMessage?.(method, direction),
+  };
 
   /**
    * Waits until at least one connection to an instance of `service` is ready.
@@ -354,10 +493,7 @@ export class Channel {
       const queued = pool.queue;
       pool.queue = [];
       pool.close();
-      for (const call of queued) {
-        call.observer = undefined;
-        call.fail(error);
-      }
+      for (const call of queued) call.abandon(error);
     }
     for (const { sub } of this.subchannels.values()) sub.close();
     this.subchannels.clear();
@@ -420,9 +556,14 @@ export class Channel {
     }
   }
 
-  private start(method: MethodDefinition, request: unknown, options: CallOptions): Promise<unknown> {
-    if (this.closed) return Promise.reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
-    const now = Date.now();
+  /**
+   * The stage every call starts with: the effective deadline, inherited metadata and priorities,
+   * the local throttle, and the encoded request header.
+   * @param kind - the call kind's wire code (`METHOD_KIND_CODE`), 0 for unary.
+   * @returns what the call needs next, or the RpcError it fails with before anything is sent.
+   */
+  private prepare(method: MethodDefinition, options: CallOptions, now: number, kind: number): PreparedCall | RpcError {
+    if (this.closed) return new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED);
     const state = this.methodState(method);
     const config = state.config;
     const parent: ServerCallContext | undefined = callStorage.getStore();
@@ -431,16 +572,7 @@ export class Channel {
     if (timeout !== undefined) deadline = now + timeout;
     if (options.deadline !== undefined && options.deadline < deadline) deadline = options.deadline;
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
-    if (deadline <= now) {
-      return Promise.reject(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded before calling ${method.path}`));
-    }
-    let body: Uint8Array;
-    try {
-      body = method.requestType.encode(method.requestType.fromPartial(request)).finish();
-    } catch (err) {
-      if (err instanceof RpcError) return Promise.reject(err);
-      return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
-    }
+    if (deadline <= now) return new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded before calling ${method.path}`);
     const d = deadline === Infinity ? undefined : deadline - now;
     let metadata = options.metadata;
     let propagate = options.propagate;
@@ -457,21 +589,17 @@ export class Channel {
     const withPropagate = propagate !== undefined && propagate.length > 0;
     // Priorities: explicit, else inherited from the call this one is made in, else the user id's.
     let business = options.priority;
-    if (business !== undefined && !(Number.isInteger(business) && business >= 0 && business <= 127)) {
-      return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `priority must be an integer 0..127, got ${business}`));
+    if (business !== undefined && !isPriority(business)) {
+      return new RpcError(Status.INVALID_ARGUMENT, `priority must be an integer 0..127, got ${business}`);
     }
     business ??= parent?.businessPriority;
-    let user = parent?.userPriority;
-    if (user === undefined && withMetadata) {
-      const id = metadata![this.userIdKey];
-      if (id !== undefined) user = userPriority(id, now);
-    }
+    const user = parent?.userPriority ?? (withMetadata ? metadataUserPriority(metadata, this.userIdKey, now) : undefined);
     if (this.adaptive !== undefined && !this.adaptive.allow(now, this.random)) {
       this.callObserver?.throttled(method.path, 'adaptive');
-      return Promise.reject(new RpcError(Status.RESOURCE_EXHAUSTED, `throttled locally: ${method.path} on ${this.target} is rejecting most calls (adaptive throttle)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
+      return new RpcError(Status.RESOURCE_EXHAUSTED, `throttled locally: ${method.path} on ${this.target} is rejecting most calls (adaptive throttle)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED);
     }
     let headerBytes: Uint8Array;
-    if (parent === undefined && !withMetadata && !withPropagate && business === undefined) {
+    if (parent === undefined && !withMetadata && !withPropagate && business === undefined && kind === 0) {
       // A root call without metadata: the header depends on the method and deadline only.
       headerBytes = rootHeader(method, d, now);
     } else {
@@ -483,9 +611,26 @@ export class Channel {
       if (business !== undefined) header.b = business;
       if (user !== undefined) header.u = user;
       header.st = now;
+      if (kind !== 0) header.k = kind;
       headerBytes = encodeRequestHeader(header);
     }
     const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);
+    return { state, pool, parent, deadline, headerBytes, business, user };
+  }
+
+  private start(method: MethodDefinition, request: unknown, options: CallOptions): Promise<unknown> {
+    const now = Date.now();
+    const p = this.prepare(method, options, now, 0);
+    if (p instanceof RpcError) return Promise.reject(p);
+    const { state, pool, parent, deadline, headerBytes, business, user } = p;
+    const config = state.config;
+    let body: Uint8Array;
+    try {
+      body = encodeComplete(method.requestType, method.requestType.fromPartial(request));
+    } catch (err) {
+      if (err instanceof RpcError) return Promise.reject(err);
+      return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
+    }
     if (config.hedging !== undefined) {
       return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config, business, user);
     }
@@ -493,7 +638,7 @@ export class Channel {
     call.hashKey = options.hashKey;
     // For collaborative shedding, judge the call as the server will: its method's priority when
     // neither the caller nor the parent call gave one.
-    call.business = judgedPriority(business, method);
+    call.business = effectiveBusinessPriority(business, method.options?.priority);
     call.user = user;
     if (this.onCallEnd !== undefined) {
       call.onEnd = this.onCallEnd;
@@ -508,7 +653,7 @@ export class Channel {
   }
 
   /** Sends a call on a ready connection, queues it while connecting, or fails it fast. */
-  private dispatch(call: PendingCall, pool: ServicePool, now: number): void {
+  private dispatch(call: QueuedAttempt, pool: ServicePool, now: number): void {
     if (this.closed) {
       call.fail(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
       return;
@@ -519,7 +664,7 @@ export class Channel {
       conn = pool.pick(now, call);
     }
     if (conn !== undefined) {
-      conn.start(call);
+      call.startOn(conn);
       return;
     }
     if (pool.shedLocally) {
@@ -590,12 +735,14 @@ export class Channel {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
       let lastError: RpcError | undefined;
+      /** Set once the decision was to send no further attempt. */
+      let stopped = false;
       const finish = (): void => {
         settled = true;
         clearTimeout(timer);
       };
       const launch = (): void => {
-        if (settled) return;
+        if (settled || stopped) return;
         clearTimeout(timer);
         if (this.closed) {
           finish();
@@ -607,7 +754,7 @@ export class Channel {
         const header = attempts.length === 0 ? headerBytes : withDeadline(headerBytes, deadline === Infinity ? undefined : deadline - t);
         const a = new PendingCall(method, header, body, deadline, this.target);
         a.hashKey = options.hashKey;
-        a.business = judgedPriority(business, method);
+        a.business = effectiveBusinessPriority(business, method.options?.priority);
         a.user = user;
         a.tried = tried;
         if (attempts.length > 0) this.callObserver?.retried(method.path);
@@ -627,16 +774,32 @@ export class Channel {
           (err: RpcError) => {
             if (settled) return;
             lastError = err;
-            const nonFatal = policy.nonFatalStatusCodes.includes(err.code) || err.notProcessed;
-            if (nonFatal) throttle?.onFailure();
+            // One decision function for both modes: pushback "stop" (local shedding sets it too)
+            // ends hedging, a pushback delay postpones the next hedge, a fatal status ends the call.
+            const decision = decideRetry(
+              { error: err, attempts: attempts.length, idempotent: true, deadline, now: Date.now() },
+              policy,
+              throttle,
+              this.random(),
+            );
             const pending = attempts.some((x) => !x.done);
-            if (!nonFatal) {
+            if (decision.retry) {
+              clearTimeout(timer);
+              if (decision.delayMs <= 0) launch();
+              else timer = setTimeout(launch, decision.delayMs);
+              return;
+            }
+            if (decision.throttled) this.callObserver?.throttled(method.path, 'hedge_budget');
+            if (decision.fatal === true) {
               finish();
               for (const other of attempts) other.cancel(new RpcError(Status.CANCELLED, `a hedged attempt failed with ${err.codeName}`));
               reject(err);
-            } else if (attempts.length < policy.maxAttempts && (throttle === undefined || throttle.allowsRetry) && Date.now() < deadline) {
-              launch(); // a non-fatal failure sends the next hedge at once
-            } else if (!pending) {
+              return;
+            }
+            // No more attempts: wait for those already sent, or fail now if none is left.
+            stopped = true;
+            clearTimeout(timer);
+            if (!pending) {
               finish();
               reject(lastError);
             }
@@ -710,7 +873,8 @@ export class Channel {
         return;
       }
       if (!tracker.probeDue(performance.now())) return;
-      void probeHealth(sub.address, this.settings).then((ok) => {
+      const probe = healthProbe ?? (() => Promise.resolve(true));
+      void probe(sub.address, this.settings).then((ok) => {
         if (!inUse()) return;
         tracker.onProbeResult(ok, performance.now());
         if (!ok) this.scheduleProbe(sub);
@@ -745,7 +909,7 @@ export class Channel {
       for (const call of queued) {
         if (call.done) continue;
         const conn = pool.pick(now, call);
-        if (conn !== undefined) conn.start(call);
+        if (conn !== undefined) call.startOn(conn);
         else pool.queue.push(call);
       }
       if (pool.queue.length > 0 && !pool.canConnectSoon()) {
@@ -766,38 +930,17 @@ function withDeadline(header: Uint8Array, remainingMs: number | undefined): Uint
   return encodeRequestHeader(h);
 }
 
-/**
- * The business priority the server will give a call, as far as the client can tell: the given
- * (or inherited) one, but never less important than the method's own option (the server takes
- * the smaller); undefined when neither is known (the server uses its own default).
- */
-function judgedPriority(business: number | undefined, method: MethodDefinition): number | undefined {
-  const own = method.options?.priority;
-  if (business === undefined) return own;
-  return own !== undefined && own < business ? own : business;
+/** A stream that fails with `error` when read (errors of stream calls surface where the caller iterates). */
+function failedStream(error: RpcError): AsyncIterable<never> {
+  return {
+    [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(error) }),
+  };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};
   for (const k of Object.keys(o) as Array<keyof T>) if (o[k] !== undefined) out[k] = o[k];
   return out;
-}
-
-/**
- * Sends `svrkit.Health/Check` for the whole server to `address` over a short-lived channel.
- * @returns true when it answers SERVING within 1 s.
- */
-async function probeHealth(address: string, settings: ConnectionSettings): Promise<boolean> {
-  const { HealthDefinition } = await import('../builtin/gen/svrkit/health.js');
-  const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false });
-  try {
-    const res = await ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 });
-    return res.status === 1; // SERVING
-  } catch {
-    return false;
-  } finally {
-    ch.close();
-  }
 }
 
 /**

@@ -27,4 +27,10 @@ export interface ClientObserver {
   retried(method: string): void;
   /** A call or an attempt was not sent, for `reason`. */
   throttled(method: string, reason: ThrottleReason): void;
+  /**
+   * A message of a streaming call was sent or received (optional; streams are not counted without it).
+   * @param method - full method name `pkg.Service/Method`.
+   * @param direction - `'sent'` or `'received'`, from this side's point of view.
+   */
+  streamMessage?(method: string, direction: 'sent' | 'received'): void;
 }

@@ -9,10 +9,35 @@
  * 4. ready, even if ejected ("panic mode", as Envoy does: better a suspect instance than none).
  */
 import type { Instance } from '../discovery/instance.js';
-import { ADMIT_ALL, priorityLevel, USER_LEVELS } from '../overload/admission.js';
+import { ADMIT_ALL } from '../overload/admission.js';
+import { PRIORITY_LEVELS, priorityLevel } from '../overload/priority.js';
 import { RpcError, Status } from '../wire/status.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
-import type { PendingCall } from './call.js';
+
+/** What the balancer reads from a call to pick for it. */
+export interface PickTarget {
+  /** Sticky key for `consistent_hash`. */
+  readonly hashKey: string | undefined;
+  /** Addresses this call already failed on (a retry prefers others). */
+  readonly tried: readonly string[] | undefined;
+  /** Business and user priority, when known (collaborative shedding). */
+  readonly business: number | undefined;
+  readonly user: number | undefined;
+}
+
+/** A call attempt that waits in a pool's queue for a connection: a unary call or a stream. */
+export interface QueuedAttempt extends PickTarget {
+  /** The method called (its `path`, `pkg.Service/Method`, names it in errors and metrics). */
+  readonly method: { readonly path: string };
+  /** True once the call ended (a queued call that ended is skipped). */
+  readonly done: boolean;
+  /** Sends the attempt on a ready connection. */
+  startOn(conn: ClientConnection): void;
+  /** Fails the attempt without sending it (the call may retry). */
+  fail(error: RpcError): void;
+  /** Fails the whole call without sending it and without retrying (the channel closed). */
+  abandon(error: RpcError): void;
+}
 import { parseAddress, type Resolver, type ResolverFactory, type ParsedTarget } from './resolver.js';
 import type { ClientConnection, Subchannel } from './subchannel.js';
 
@@ -59,10 +84,10 @@ export class ServicePool {
   private resolved = false;
   private closed = false;
   /** Calls waiting for a connection of this pool. */
-  queue: PendingCall[] = [];
+  queue: QueuedAttempt[] = [];
   // Filter state read by the closures below (set by pick; avoids a closure per call).
-  private exclude: string[] | undefined;
-  private call: PendingCall | undefined;
+  private exclude: readonly string[] | undefined;
+  private call: PickTarget | undefined;
   private now = 0;
   /** The call's priority level, computed only when some instance restricts admission (-1: not yet). */
   private level = -1;
@@ -83,7 +108,7 @@ export class ServicePool {
     const call = this.call!;
     // A call whose priority the server will choose itself (its default) cannot be judged here.
     if (call.business === undefined) return true;
-    if (this.level < 0) this.level = priorityLevel(call.business, call.user ?? Math.floor(this.random() * USER_LEVELS));
+    if (this.level < 0) this.level = priorityLevel(call.business, call.user ?? Math.floor(this.random() * PRIORITY_LEVELS));
     if (sub.admits(this.level, this.now)) return true;
     this.refused = true;
     return false;
@@ -134,7 +159,7 @@ export class ServicePool {
    * admission level is below the call's priority level (collaborative shedding, DAGOR).
    * @returns a connection, or undefined when no instance is ready right now (see `shedLocally`).
    */
-  pick(now: number, call: PendingCall): ClientConnection | undefined {
+  pick(now: number, call: PickTarget): ClientConnection | undefined {
     const hashKey = call.hashKey;
     const tried = call.tried;
     this.exclude = tried;

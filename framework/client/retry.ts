@@ -171,26 +171,45 @@ export interface AttemptFailure {
 }
 
 /** The verdict: retry after `delayMs`, or give up and say why (for logs and tests). */
-export type RetryDecision = { retry: true; delayMs: number } | { retry: false; why: string; throttled?: boolean };
+export type RetryDecision =
+  | { retry: true; delayMs: number }
+  | { retry: false; why: string; throttled?: boolean; fatal?: boolean };
 
 /**
- * Decides whether to retry a failed attempt (gRFC A6, plus svrkit's safety rule). Also charges
- * the throttle for a failure that counts against it.
+ * Decides what follows a failed attempt, in both of gRFC A6's modes, so that both read server
+ * pushback, local shedding and the throttle the same way. Also charges the throttle for a
+ * failure that counts against it.
+ *
+ * - Retry mode (`policy` is a retry policy): retry a retryable status (or a call that never
+ *   reached a handler) after the pushback delay or a jittered backoff, within maxAttempts, the
+ *   throttle and the deadline; only idempotent methods after they may have run.
+ * - Hedging mode (`policy` is a hedging policy; hedged methods are idempotent): a failure that is
+ *   not non-fatal ends the call (`fatal: true`); after a non-fatal one the next hedge goes at
+ *   once, or after the pushback delay. Pushback "stop" (which local shedding also sets) sends
+ *   no further attempt in either mode: the call waits for the attempts already sent.
  * @param random - uniform in [0, 1), for the jitter.
  * @returns the decision.
  */
-export function decideRetry(f: AttemptFailure, policy: Readonly<Required<RetryPolicy>>, throttle: RetryThrottle | undefined, random: number): RetryDecision {
+export function decideRetry(
+  f: AttemptFailure,
+  policy: Readonly<Required<RetryPolicy>> | Readonly<Required<HedgingPolicy>>,
+  throttle: RetryThrottle | undefined,
+  random: number,
+): RetryDecision {
   const { error } = f;
   const pushback = parsePushback(error.metadata);
-  const retryableCode = policy.retryableStatusCodes.includes(error.code);
+  const hedging = 'hedgingDelayMs' in policy;
+  const retryableCode = hedging ? policy.nonFatalStatusCodes.includes(error.code) : policy.retryableStatusCodes.includes(error.code);
   // gRFC A6: a retryable status or any pushback counts as a failure for the throttle.
   if (throttle !== undefined && (retryableCode || pushback !== undefined || error.notProcessed)) throttle.onFailure();
+  if (!retryableCode && !error.notProcessed) {
+    return hedging ? { retry: false, why: `${error.codeName} is fatal for hedging`, fatal: true } : { retry: false, why: `${error.codeName} is not retryable` };
+  }
   if (pushback === 'stop') return { retry: false, why: 'the server pushed back: do not retry' };
-  if (!retryableCode && !error.notProcessed) return { retry: false, why: `${error.codeName} is not retryable` };
-  if (!f.idempotent && !error.notProcessed) return { retry: false, why: 'the method is not idempotent and the call may have been processed' };
+  if (!hedging && !f.idempotent && !error.notProcessed) return { retry: false, why: 'the method is not idempotent and the call may have been processed' };
   if (f.attempts >= policy.maxAttempts) return { retry: false, why: `${f.attempts} of ${policy.maxAttempts} attempts made` };
   if (throttle !== undefined && !throttle.allowsRetry) return { retry: false, why: 'retries are throttled (token bucket at or below half)', throttled: true };
-  const delayMs = pushback ?? retryBackoffMs(f.attempts, policy, random);
+  const delayMs = pushback ?? (hedging ? 0 : retryBackoffMs(f.attempts, policy, random));
   if (f.now + delayMs >= f.deadline) return { retry: false, why: 'the deadline would pass before the retry' };
   return { retry: true, delayMs };
 }

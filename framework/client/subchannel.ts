@@ -16,7 +16,7 @@ import { Connection } from '../transport/connection.js';
 import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
-import type { CallCarrier, PendingCall } from './call.js';
+import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import { ADMIT_ALL } from '../overload/admission.js';
 import { OutlierTracker, type OutlierDetectionOptions } from './outlier.js';
 
@@ -73,6 +73,21 @@ export interface ConnectionSettings {
 /** Status codes that count as a failure of the instance for outlier ejection. */
 const INSTANCE_FAILURE_CODES: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.INTERNAL, Status.UNKNOWN, Status.DATA_LOSS]);
 
+/**
+ * A stream attempt as its connection sees it: where the frames for its call id go. The
+ * connection forgets the stream before it calls `onStatus` or `onLost`.
+ */
+export interface StreamReceiver {
+  /** A MESSAGE frame (views valid only during the call). */
+  onMessage(header: Buffer, body: Buffer): void;
+  /** A WINDOW frame. */
+  onWindow(body: Buffer): void;
+  /** The RESPONSE frame that ends the call: its decoded status header. */
+  onStatus(status: number, message: string | undefined, metadata: Readonly<Record<string, string>> | undefined, notProcessed: boolean): void;
+  /** The connection closed (or the response was unreadable) before the call ended. */
+  onLost(error: RpcError): void;
+}
+
 /** Call id of keepalive PINGs (the GOAWAY PING uses 0xffffffff). */
 const KEEPALIVE_PING_ID = 0xfffffffe;
 
@@ -85,7 +100,8 @@ export class ClientConnection implements CallCarrier {
   established = false;
   /** Why the connection closed or failed to open, if it did. */
   error: Error | undefined;
-  private readonly calls = new Map<number, PendingCall>();
+  private readonly calls = new Map<number, UnaryAttempt>();
+  private readonly streams = new Map<number, StreamReceiver>();
   /** The status and reason the server gave in GOAWAY, if it gave one. */
   private goawayReason: RpcError | undefined;
   private nextCallId = 1;
@@ -120,6 +136,14 @@ export class ClientConnection implements CallCarrier {
       {
         onFrame: (kind, callId, header, body) => this.onFrame(kind, callId, header, body),
         onOversized: (kind, callId, size) => {
+          const stream = this.streams.get(callId);
+          if (stream !== undefined) {
+            this.streams.delete(callId);
+            this.conn.send(FrameKind.CANCEL, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED));
+            stream.onLost(new RpcError(Status.RESOURCE_EXHAUSTED, `response message of ${size} bytes from ${address} exceeds the maximum frame size ${settings.maxFrameBytes}`));
+            this.maybeCloseDrained();
+            return;
+          }
           const call = kind === FrameKind.RESPONSE ? this.calls.get(callId) : undefined;
           if (call === undefined) return;
           this.calls.delete(callId);
@@ -187,20 +211,64 @@ export class ClientConnection implements CallCarrier {
     this.keepaliveTimer.unref();
   }
 
-  /** Calls in flight on this connection. */
+  /** Calls in flight on this connection (unary and streams). */
   get activeCalls(): number {
-    return this.calls.size;
+    return this.calls.size + this.streams.size;
+  }
+
+  /** A free call id. */
+  private allocateId(): number {
+    let id = this.nextCallId;
+    while (this.calls.has(id) || this.streams.has(id)) id = id === 0xffffffff ? 1 : id + 1;
+    this.nextCallId = id === 0xffffffff ? 1 : id + 1;
+    return id;
+  }
+
+  /**
+   * Opens a stream: sends its REQUEST frame and routes the call's frames to `receiver` from now on.
+   * @param receiver - the stream attempt.
+   * @param header - encoded request header.
+   * @param body - the request message (server-streaming), or undefined (client-streaming, bidi).
+   * @returns the call id, or undefined when the frame is too large (nothing was sent).
+   */
+  openStream(receiver: StreamReceiver, header: Uint8Array, body: Uint8Array | undefined): number | undefined {
+    if (!this.conn.fits(header, body)) return undefined;
+    const id = this.allocateId();
+    this.streams.set(id, receiver);
+    this.conn.send(FrameKind.REQUEST, id, header, body);
+    return id;
+  }
+
+  /** Whether a frame with this header and body fits the maximum frame size. */
+  fits(header: Uint8Array | undefined, body: Uint8Array | undefined): boolean {
+    return this.conn.fits(header, body);
+  }
+
+  /** Sends a frame of an open stream (MESSAGE, HALF_CLOSE, WINDOW). */
+  sendFrame(kind: number, callId: number, header: Uint8Array | undefined, body: Uint8Array | undefined): void {
+    this.conn.send(kind, callId, header, body);
+  }
+
+  /**
+   * Forgets a stream; with `reason`, first tells the server (CANCEL).
+   * @param callId - the stream's call id.
+   * @param receiver - the stream (nothing happens when the id now belongs to another).
+   * @param reason - why the client gives up, or undefined when the call already ended.
+   */
+  closeStream(callId: number, receiver: StreamReceiver, reason: RpcError | undefined): void {
+    if (this.streams.get(callId) !== receiver) return;
+    this.streams.delete(callId);
+    if (reason !== undefined) this.conn.send(FrameKind.CANCEL, callId, encodeStatusHeader(reason.code));
+    this.maybeCloseDrained();
   }
 
   /** Sends a call; the connection must be ready. */
-  start(call: PendingCall): void {
+  start(call: UnaryAttempt): void {
     if (!this.conn.fits(call.header, call.body)) {
       call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `request of ${call.body.length} bytes exceeds the maximum frame size`));
       return;
     }
-    let id = this.nextCallId;
-    while (this.calls.has(id)) id = id === 0xffffffff ? 1 : id + 1;
-    this.nextCallId = id === 0xffffffff ? 1 : id + 1;
+    const id = this.allocateId();
     call.callId = id;
     call.carrier = this;
     this.calls.set(id, call);
@@ -208,7 +276,7 @@ export class ClientConnection implements CallCarrier {
   }
 
   /** @see CallCarrier.cancel */
-  cancel(call: PendingCall, reason: RpcError): void {
+  cancel(call: UnaryAttempt, reason: RpcError): void {
     if (this.calls.get(call.callId) !== call) return;
     this.calls.delete(call.callId);
     this.conn.send(FrameKind.CANCEL, call.callId, encodeStatusHeader(reason.code));
@@ -233,9 +301,17 @@ export class ClientConnection implements CallCarrier {
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
     this.healthy = true;
-    if (kind === FrameKind.RESPONSE) {
+    if (kind === FrameKind.MESSAGE) {
+      this.streams.get(callId)?.onMessage(header, body);
+    } else if (kind === FrameKind.WINDOW) {
+      this.streams.get(callId)?.onWindow(body);
+    } else if (kind === FrameKind.RESPONSE) {
       const call = this.calls.get(callId);
-      if (call === undefined) return; // cancelled or timed out already
+      if (call === undefined) {
+        const stream = this.streams.get(callId);
+        if (stream !== undefined) this.streamEnded(callId, stream, header);
+        return; // else cancelled or timed out already
+      }
       this.calls.delete(callId);
       let h;
       try {
@@ -281,6 +357,21 @@ export class ClientConnection implements CallCarrier {
     }
   }
 
+  private streamEnded(callId: number, stream: StreamReceiver, header: Buffer): void {
+    this.streams.delete(callId);
+    let h;
+    try {
+      h = decodeStatusHeader(header);
+    } catch (err) {
+      stream.onLost(new RpcError(Status.INTERNAL, `malformed response header from ${this.address}: ${(err as Error).message}`));
+      this.maybeCloseDrained();
+      return;
+    }
+    this.onResult(h.s, h.np === true, h.al);
+    stream.onStatus(h.s, h.e, h.md, h.np === true);
+    this.maybeCloseDrained();
+  }
+
   private progressBaseline(): void {
     const socket = this.conn.socket;
     this.seenRead = socket.bytesRead;
@@ -288,7 +379,7 @@ export class ClientConnection implements CallCarrier {
   }
 
   private maybeCloseDrained(): void {
-    if (this.state === 'draining' && this.calls.size === 0) this.conn.end();
+    if (this.state === 'draining' && this.calls.size === 0 && this.streams.size === 0) this.conn.end();
   }
 
   private onClose(err: Error | undefined): void {
@@ -298,17 +389,20 @@ export class ClientConnection implements CallCarrier {
     const wasConnecting = this.state === 'connecting';
     this.state = 'closed';
     this.error = err ?? (wasConnecting ? new Error(`connection to ${this.address} closed before it was established`) : undefined);
-    if (this.calls.size > 0) {
+    if (this.calls.size > 0 || this.streams.size > 0) {
       // The server's GOAWAY reason, when it gave one, says more than the bare close.
       const code = this.goawayReason?.code ?? Status.UNAVAILABLE;
       const why = this.goawayReason !== undefined
         ? `connection closed by the server: ${this.goawayReason.message}`
         : err === undefined ? 'connection closed' : `connection lost: ${err.message}`;
       const calls = [...this.calls.values()];
+      const streams = [...this.streams.values()];
       this.calls.clear();
+      this.streams.clear();
       // A lost connection with calls on it is one failure of the instance (not one per call).
       if (this.goawayReason === undefined) this.onResult(Status.UNAVAILABLE, false, undefined);
       for (const c of calls) c.fail(new RpcError(code, `${why} (${this.address}, calling ${c.method.path})`));
+      for (const st of streams) st.onLost(new RpcError(code, `${why} (${this.address})`));
     }
     this.onChange(this);
   }

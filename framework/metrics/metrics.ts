@@ -68,6 +68,9 @@ interface ServerMethod {
   readonly queueing: Observe;
   /** Counter children by `${reason}/${dryRun}`. */
   readonly rejected: Map<string, Inc>;
+  /** Stream messages sent and received (children made on first use). */
+  sent?: Inc;
+  received?: Inc;
 }
 
 /** Per-method client state. */
@@ -78,6 +81,9 @@ interface ClientMethod {
   readonly handling: Observe;
   readonly retries: Inc;
   readonly throttled: Map<ThrottleReason, Inc>;
+  /** Stream messages sent and received (children made on first use). */
+  sent?: Inc;
+  received?: Inc;
 }
 
 const OTHER = '\u0000other';
@@ -116,6 +122,9 @@ function codeIndex(code: number): number {
  * - `svrkit_client_retries_total{service,method}` counter: retries and hedged attempts sent;
  * - `svrkit_client_throttled_total{service,method,reason}` counter: calls or attempts not sent
  *   (`retry_budget`, `hedge_budget`, `adaptive`, `shed`);
+ * - `svrkit_server_stream_messages_total{service,method,direction}` and
+ *   `svrkit_client_stream_messages_total{service,method,direction}` counters: messages of
+ *   streaming calls, `direction` `sent` or `received` from that side's point of view;
  * - prom-client's default process metrics (`process_*`, `nodejs_*`, including event-loop lag
  *   `nodejs_eventloop_lag_p50_seconds`/`_p90_`/`_p99_` over the time since the previous scrape),
  *   unless `defaultMetrics: false`.
@@ -144,6 +153,8 @@ export class SvrkitMetrics {
   private readonly clientHandling: Histogram<'service' | 'method'>;
   private readonly clientRetries: Counter<'service' | 'method'>;
   private readonly clientThrottled: Counter<'service' | 'method' | 'reason'>;
+  private readonly serverStreamMessages: Counter<'service' | 'method' | 'direction'>;
+  private readonly clientStreamMessages: Counter<'service' | 'method' | 'direction'>;
 
   /**
    * @param registry - where to register the metrics; default a new `Registry` (not prom-client's
@@ -248,6 +259,19 @@ export class SvrkitMetrics {
       registers,
     });
 
+    this.serverStreamMessages = new Counter({
+      name: 'svrkit_server_stream_messages_total',
+      help: 'Messages of streaming calls, by direction (sent: responses, received: requests).',
+      labelNames: ['service', 'method', 'direction'],
+      registers,
+    });
+    this.clientStreamMessages = new Counter({
+      name: 'svrkit_client_stream_messages_total',
+      help: 'Messages of streaming calls, by direction (sent: requests, received: responses).',
+      labelNames: ['service', 'method', 'direction'],
+      registers,
+    });
+
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
 
     this.server = {
@@ -265,6 +289,10 @@ export class SvrkitMetrics {
         if (c === undefined) m.rejected.set(key, (c = this.serverRejected.labels(m.service, m.method, reason, dryRun ? 'true' : 'false')));
         c.inc();
       },
+      streamMessage: (method: string, direction: 'sent' | 'received'): void => {
+        const m = this.serverMethod(method);
+        (m[direction] ??= this.serverStreamMessages.labels(m.service, m.method, direction)).inc();
+      },
     };
     this.client = {
       callEnded: (method: string, code: number, seconds: number): void => {
@@ -281,6 +309,10 @@ export class SvrkitMetrics {
         let c = m.throttled.get(reason);
         if (c === undefined) m.throttled.set(reason, (c = this.clientThrottled.labels(m.service, m.method, reason)));
         c.inc();
+      },
+      streamMessage: (method: string, direction: 'sent' | 'received'): void => {
+        const m = this.clientMethod(method);
+        (m[direction] ??= this.clientStreamMessages.labels(m.service, m.method, direction)).inc();
       },
     };
   }

@@ -3,7 +3,7 @@
  * WeChat Microservices", SoCC 2018) and phxrpc's FastReject (hsha_server.cpp). Pure code: time
  * comes in as arguments, so it is unit-tested with synthetic load.
  *
- * - **Priority levels.** A call's level is `business * 128 + user`: business priority 0..127 (from
+ * - **Priority levels** (the rules live in priority.ts). A call's level is `business * 128 + user`: business priority 0..127 (from
  *   the method's `(svrkit.method).priority`, or the caller's, inherited down the call chain) and
  *   user priority 0..127 (a hash of the user id with an hourly salt). Lower is more important;
  *   level 0 is the most important of all, 16383 the least.
@@ -24,17 +24,17 @@
  *   level of business priority 0 (only the in-flight backstop can refuse it).
  * - **An idle window** (no call arrived) raises the level by one business priority (128 levels).
  */
+import { DEFAULT_BUSINESS_PRIORITY, PRIORITY_LEVELS, priorityLevel, userPriority } from './priority.js';
 
 /** Business priorities: 0 (most important) .. 127. */
-export const BUSINESS_LEVELS = 128;
+export const BUSINESS_LEVELS = PRIORITY_LEVELS;
 /** User priorities per business priority: 0 .. 127. */
-export const USER_LEVELS = 128;
+export const USER_LEVELS = PRIORITY_LEVELS;
 /** Number of priority levels; the admission level `LEVELS - 1` admits everything. */
 export const LEVELS = BUSINESS_LEVELS * USER_LEVELS;
 /** The admission level that admits every call. */
 export const ADMIT_ALL = LEVELS - 1;
-/** Business priority of calls whose method and caller give none. */
-export const DEFAULT_BUSINESS_PRIORITY = 64;
+export { DEFAULT_BUSINESS_PRIORITY, priorityLevel, userPriority };
 
 /** Settings of the admission controller. Every value has the default shown. */
 export interface AdmissionOptions {
@@ -61,43 +61,6 @@ export const DEFAULT_ADMISSION: Readonly<Required<AdmissionOptions>> = Object.fr
   beta: 0.01,
   eventLoopDelayThresholdMs: 100,
 });
-
-/**
- * A call's priority level.
- * @param business - business priority 0..127 (clamped).
- * @param user - user priority 0..127 (clamped).
- * @returns `business * 128 + user`, 0..16383; lower is more important.
- */
-export function priorityLevel(business: number, user: number): number {
-  const b = business < 0 ? 0 : business > BUSINESS_LEVELS - 1 ? BUSINESS_LEVELS - 1 : business | 0;
-  const u = user < 0 ? 0 : user > USER_LEVELS - 1 ? USER_LEVELS - 1 : user | 0;
-  return b * USER_LEVELS + u;
-}
-
-/**
- * The user priority of a user id: FNV-1a (32-bit) of the id and a salt that changes every hour,
- * modulo 128. The same user keeps one priority for an hour, and a different one the next, so no
- * user is always the first shed (DAGOR section 4.2). Every svrkit process computes the same value
- * for the same id in the same hour, so shedding is consistent along a call chain.
- * @param userId - any string (e.g. the `x-user-id` metadata value).
- * @param nowMs - epoch ms (picks the hour).
- * @returns 0..127.
- */
-export function userPriority(userId: string, nowMs: number): number {
-  let h = 0x811c9dc5 ^ Math.floor(nowMs / 3_600_000);
-  h = Math.imul(h, 0x01000193) >>> 0;
-  for (let i = 0; i < userId.length; i++) {
-    h ^= userId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  // Final avalanche (murmur3's fmix32), so that the low bits depend on every input bit.
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return (h >>> 0) % USER_LEVELS;
-}
 
 /** What one closed window looked like (for logs, dry-run reports and tests). */
 export interface WindowReport {

@@ -30,4 +30,10 @@ export interface ServerObserver {
    * have been in dry-run mode (`dryRun` true: it was served anyway).
    */
   rejected(method: string, reason: RejectReason, dryRun: boolean): void;
+  /**
+   * A message of a streaming call was sent or received (optional; streams are not counted without it).
+   * @param method - full method name `pkg.Service/Method`.
+   * @param direction - `'sent'` or `'received'`, from this side's point of view.
+   */
+  streamMessage?(method: string, direction: 'sent' | 'received'): void;
 }

@@ -15,8 +15,12 @@ import {
   type ServiceDefinition,
   type ServiceImplementation,
   type UnaryHandler,
+  METHOD_KIND_CODE,
+  methodKind,
+  type MethodKind,
 } from '../wire/definition.js';
-import { encodeMessage } from '../wire/encode.js';
+import { encodeMessage, registerDescriptors } from '../wire/encode.js';
+import { ServerStream, type ServerStreamHandler, type ServerStreamInterceptor, type StreamHost } from './stream-call.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { decodeRequestHeader, decodeStatusHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
@@ -24,13 +28,19 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import {
   ADMIT_ALL,
   AdmissionController,
-  DEFAULT_BUSINESS_PRIORITY,
   LEVELS,
-  priorityLevel,
-  userPriority,
   type AdmissionOptions,
   type WindowReport,
 } from '../overload/admission.js';
+import {
+  checkPriority,
+  DEFAULT_BUSINESS_PRIORITY,
+  DEFAULT_USER_ID_KEY,
+  effectiveBusinessPriority,
+  isPriority,
+  metadataUserPriority,
+  priorityLevel,
+} from '../overload/priority.js';
 import { Health } from './health.js';
 import type { RejectReason, ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
@@ -54,8 +64,13 @@ export interface ServerLogger {
 export interface ServerOptions {
   /** Largest frame accepted or sent, prefix included (bytes). Default 16 MiB. */
   maxFrameBytes?: number;
-  /** Interceptors applied to every method, outermost first. */
+  /** Interceptors applied to every unary method, outermost first. */
   interceptors?: ServerInterceptor[];
+  /**
+   * Interceptors applied to every streaming method (all three kinds, in one form: request
+   * messages in, response messages out), outermost first.
+   */
+  streamInterceptors?: ServerStreamInterceptor[];
   /** Receives unexpected handler errors (those that become INTERNAL). Default: `console.error`. */
   logger?: ServerLogger;
   /** Serve the built-in `svrkit.Health` and `svrkit.Reflection` services. Default true. */
@@ -88,7 +103,12 @@ export interface CloseOptions {
 
 interface RegisteredMethod {
   readonly def: MethodDefinition;
+  /** The method's kind as a wire code (`METHOD_KIND_CODE`). */
+  readonly kind: number;
+  /** Unary calls, and streaming calls when no stream interceptor is set: the implementation's own method. */
   readonly handler: ServerHandler;
+  /** Streaming calls when stream interceptors are set: the implementation in stream form, wrapped. */
+  readonly streamHandler: ServerStreamHandler | undefined;
 }
 
 /** An inbound call: its public context plus the server's bookkeeping. */
@@ -101,6 +121,8 @@ class InboundCall extends ServerCallContext implements DeadlineEntry {
   startedAt = 0;
   /** How long the call queued before its handler started (ms; set only when observed). */
   queuedMs = 0;
+  /** The stream stage of a streaming call. */
+  stream: ServerStream | undefined = undefined;
   constructor(
     method: string,
     peer: string,
@@ -168,6 +190,11 @@ class ServerConnection {
           if (kind === FrameKind.REQUEST) {
             this.conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED,
               `request of ${size} bytes exceeds the maximum frame size ${maxFrameBytes}`));
+          } else if (kind === FrameKind.MESSAGE) {
+            const call = this.calls.get(callId);
+            if (call !== undefined) {
+              server.endCall(call, new RpcError(Status.RESOURCE_EXHAUSTED, `request message of ${size} bytes exceeds the maximum frame size ${maxFrameBytes}`), true);
+            }
           }
         },
         onClose: () => server.onConnectionClose(this),
@@ -199,6 +226,8 @@ export class Server {
   private readonly timers = new DeadlineTimers();
   private readonly maxFrameBytes: number;
   private readonly interceptors: ServerInterceptor[];
+  private readonly streamInterceptors: ServerStreamInterceptor[];
+  private readonly streamHost: StreamHost;
   private readonly logger: ServerLogger;
   private readonly observer: ServerObserver | undefined;
   private readonly admission: AdmissionController | undefined;
@@ -219,20 +248,24 @@ export class Server {
   constructor(options: ServerOptions = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.interceptors = options.interceptors ?? [];
+    this.streamInterceptors = options.streamInterceptors ?? [];
+    this.streamHost = {
+      endStream: (call, error) => this.endStream(call as InboundCall, error),
+      logError: (m, e) => this.logger.error(m, e),
+      counted: options.observer?.streamMessage === undefined ? undefined : (method, direction) => options.observer!.streamMessage!(method, direction),
+    };
     this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
     this.observer = options.observer;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     this.overload = {
       dryRun: ov?.dryRun ?? false,
       maxInflight: ov?.maxInflight ?? 10_000,
-      userIdKey: ov?.userIdKey ?? 'x-user-id',
+      userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY,
       defaultPriority: ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY,
       onWindow: ov?.onWindow,
     };
     if (!(this.overload.maxInflight >= 1)) throw new Error(`overload.maxInflight must be >= 1, got ${this.overload.maxInflight}`);
-    if (!Number.isInteger(this.overload.defaultPriority) || this.overload.defaultPriority < 0 || this.overload.defaultPriority > 127) {
-      throw new Error(`overload.defaultPriority must be an integer 0..127, got ${this.overload.defaultPriority}`);
-    }
+    checkPriority(this.overload.defaultPriority, 'overload.defaultPriority');
     if (ov !== undefined) this.admission = new AdmissionController(Date.now(), ov);
     if (options.builtinServices !== false) {
       this.addService(new Health(this));
@@ -268,11 +301,19 @@ export class Server {
     for (const m of Object.values(def.methods)) {
       const fn = impl[m.localName];
       if (typeof fn !== 'function') throw new Error(`${def.fullName} implementation has no method ${m.localName}() for rpc ${m.name}`);
+      const kind = methodKind(m);
       let handler: ServerHandler = (fn as ServerHandler).bind(impl);
-      for (let i = this.interceptors.length - 1; i >= 0; i--) handler = this.interceptors[i]!(handler);
-      entries.push([m.path, { def: m, handler }]);
+      let streamHandler: ServerStreamHandler | undefined;
+      if (kind === 'unary') {
+        for (let i = this.interceptors.length - 1; i >= 0; i--) handler = this.interceptors[i]!(handler);
+      } else if (this.streamInterceptors.length > 0) {
+        streamHandler = streamForm(kind, handler);
+        for (let i = this.streamInterceptors.length - 1; i >= 0; i--) streamHandler = this.streamInterceptors[i]!(streamHandler);
+      }
+      entries.push([m.path, { def: m, kind: METHOD_KIND_CODE[kind], handler, streamHandler }]);
     }
     this.serviceDefs.set(def.fullName, def);
+    registerDescriptors(def.files);
     for (const [path, r] of entries) this.methods.set(path, r);
     return this;
   }
@@ -424,6 +465,15 @@ export class Server {
       case FrameKind.REQUEST:
         this.onRequest(sc, callId, header, body);
         return;
+      case FrameKind.MESSAGE:
+        sc.calls.get(callId)?.stream?.onMessage(body);
+        return;
+      case FrameKind.WINDOW:
+        sc.calls.get(callId)?.stream?.onWindow(body);
+        return;
+      case FrameKind.HALF_CLOSE:
+        sc.calls.get(callId)?.stream?.onHalfClose();
+        return;
       case FrameKind.CANCEL: {
         const call = sc.calls.get(callId);
         if (call !== undefined) this.endCall(call, cancelReason(header), false);
@@ -508,6 +558,10 @@ export class Server {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, `call id ${callId} is already in use on this connection`);
       return;
     }
+    if ((h.k ?? 0) !== registered.kind) {
+      this.reject(conn, callId, Status.UNIMPLEMENTED, `method '${h.m}' is ${KIND_NAMES[registered.kind]}, but was called as ${KIND_NAMES[h.k ?? 0]}`);
+      return;
+    }
     if (h.d !== undefined && h.d > 0 && waited >= h.d) {
       // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
       // and running it would only make the queue longer. Cheap: the body is not even decoded.
@@ -519,14 +573,12 @@ export class Server {
     // Priorities, also without overload control here: outbound calls of the handler carry them on.
     // The caller's (inherited) priority, but never less important than the method's own: a
     // priority-0 method (health checks, replica traffic) stays priority 0 whoever calls it.
-    const own = def.options?.priority;
-    const business = h.b === undefined ? (own ?? this.overload.defaultPriority) : own !== undefined && own < h.b ? own : h.b;
-    let user: number;
-    if (h.u !== undefined) user = h.u;
-    else {
-      const id = h.md?.[this.overload.userIdKey];
-      user = id !== undefined ? userPriority(id, now) : this.anonymousUser(callId);
+    if ((h.b !== undefined && !isPriority(h.b)) || (h.u !== undefined && !isPriority(h.u))) {
+      this.reject(conn, callId, Status.INVALID_ARGUMENT, `request header priority is not an integer 0..127 (business ${h.b}, user ${h.u})`);
+      return;
     }
+    const business = effectiveBusinessPriority(h.b, def.options?.priority) ?? this.overload.defaultPriority;
+    const user = h.u ?? metadataUserPriority(h.md, this.overload.userIdKey, now) ?? this.anonymousUser(callId);
     const adm = this.admission;
     if (adm !== undefined) {
       // FastReject, before the body is decoded: refusing costs a header decode and one frame.
@@ -540,7 +592,8 @@ export class Server {
     }
     let request: unknown;
     try {
-      request = def.requestType.decode(body);
+      // Client-streaming and bidi requests come as MESSAGE frames; the REQUEST frame only opens the call.
+      request = registered.kind >= 2 ? undefined : def.requestType.decode(body);
     } catch (err) {
       this.reject(conn, callId, Status.INVALID_ARGUMENT, `request body is not a valid ${def.requestTypeName}: ${(err as Error).message}`);
       return;
@@ -572,6 +625,10 @@ export class Server {
       call.startedAt = now;
       call.queuedMs = queued;
     }
+    if (registered.kind !== 0) {
+      this.startStream(call, registered, request);
+      return;
+    }
     let result: Promise<unknown>;
     try {
       result = callStorage.run(call, registered.handler, request, call);
@@ -585,6 +642,39 @@ export class Server {
         (err) => this.fail(call, err),
       )
       .catch((err: unknown) => this.logger.error(`svrkit server: ${call.method}: failed to answer (trace ${call.traceId})`, err));
+  }
+
+  /** Starts a streaming call's handler and hands its output to the stream stage. */
+  private startStream(call: InboundCall, registered: RegisteredMethod, request: unknown): void {
+    const streamed = registered.kind >= 2;
+    const stream = new ServerStream(call, call.callId, call.conn.conn, registered.def, this.streamHost, streamed);
+    call.stream = stream;
+    let output: AsyncIterable<unknown> | Promise<unknown>;
+    try {
+      if (registered.streamHandler !== undefined) {
+        output = callStorage.run(call, registered.streamHandler, streamed ? stream.requests : oneMessage(request), call);
+      } else {
+        output = callStorage.run(call, registered.handler as (r: unknown, c: CallContext) => AsyncIterable<unknown> | Promise<unknown>, streamed ? stream.requests : request, call);
+      }
+    } catch (err) {
+      output = Promise.reject(err);
+    }
+    stream.run(output);
+  }
+
+  /** StreamHost.endStream: a streaming call ended (its handler finished or failed). */
+  private endStream(call: InboundCall, error: RpcError | undefined): void {
+    if (call.done) return;
+    if (error === undefined) {
+      this.finish(call);
+      if (this.observer !== undefined) this.observe(call, Status.OK);
+      const header = this.statusHeader(call, Status.OK, undefined, call.peekResponseMetadata());
+      if (header === undefined) return;
+      call.conn.conn.send(FrameKind.RESPONSE, call.callId, header);
+      this.released(call);
+      return;
+    }
+    this.endCall(call, error, true);
   }
 
   private respond(call: InboundCall, response: unknown): void {
@@ -632,6 +722,7 @@ export class Server {
   endCall(call: InboundCall, error: RpcError, sendResponse: boolean): void {
     if (call.done) return;
     this.finish(call);
+    call.stream?.terminate(error);
     if (this.observer !== undefined) this.observe(call, error.code);
     if (error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED) call.abort(error);
     if (!sendResponse) {
@@ -729,4 +820,36 @@ function cancelReason(header: Buffer): RpcError {
   return code === Status.DEADLINE_EXCEEDED
     ? new RpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded: the client gave up')
     : new RpcError(Status.CANCELLED, 'cancelled by the client');
+}
+
+const KIND_NAMES = ['unary', 'server-streaming', 'client-streaming', 'bidi-streaming'] as const;
+
+/** A one-message async iterable (the request of a server-streaming call, for stream interceptors). */
+async function* oneMessage(message: unknown): AsyncIterable<unknown> {
+  yield message;
+}
+
+/**
+ * Adapts a streaming implementation method to the stream form every stream interceptor sees:
+ * request messages in, response messages out.
+ */
+function streamForm(kind: MethodKind, fn: ServerHandler): ServerStreamHandler {
+  const impl = fn as unknown as (r: unknown, c: CallContext) => unknown;
+  switch (kind) {
+    case 'server_streaming':
+      return async function* (requests, call) {
+        let request: unknown;
+        for await (const r of requests) {
+          request = r;
+          break;
+        }
+        yield* impl(request, call) as AsyncIterable<unknown>;
+      };
+    case 'client_streaming':
+      return async function* (requests, call) {
+        yield await (impl(requests, call) as Promise<unknown>);
+      };
+    default:
+      return impl as ServerStreamHandler;
+  }
 }

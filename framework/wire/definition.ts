@@ -10,8 +10,12 @@
  * this shape, so a generated message constant (e.g. `HelloRequest`) is a `MessageType<HelloRequest>`.
  */
 export interface MessageType<T> {
-  /** Encodes `message` (a complete message, not a partial one). `finish()` returns the bytes. */
-  encode(message: T): { finish(): Uint8Array };
+  /**
+   * Encodes `message` (a complete message, not a partial one). `finish()` returns the bytes. svrkit
+   * passes a shared writer as the second argument (ts-proto's `encode(message, writer)`); a codec
+   * may ignore it and use its own.
+   */
+  encode(message: T, writer?: any): { finish(): Uint8Array };
   /** Decodes protobuf bytes. Throws on malformed input (truncated varint, bad wire type, ...). */
   decode(input: Uint8Array): T;
   /** Builds a complete message from a deep-partial object, filling proto3 defaults. */
@@ -128,3 +132,11 @@ export function methodKind(method: MethodDefinition): MethodKind {
 export interface ServiceImplementation {
   readonly [serviceDefinition]: ServiceDefinition;
 }
+
+/** The wire code of each method kind (the request header's `k`; see header.ts). */
+export const METHOD_KIND_CODE: Readonly<Record<MethodKind, number>> = Object.freeze({
+  unary: 0,
+  server_streaming: 1,
+  client_streaming: 2,
+  bidi_streaming: 3,
+});

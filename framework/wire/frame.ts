@@ -27,7 +27,50 @@ export const FrameKind = {
   PONG: 5,
   /** The sender stops taking new calls on this connection; header may carry a status and reason. */
   GOAWAY: 6,
+  /**
+   * One message of a stream, either way. Body = the message. The server's first MESSAGE of a
+   * call may carry a status header `{ s: OK, md }` with the response metadata (headers); every
+   * other MESSAGE has an empty header.
+   */
+  MESSAGE: 7,
+  /** The client has sent its last request message of a client-streaming or bidi call. No header, no body. */
+  HALF_CLOSE: 8,
+  /**
+   * Flow-control credit for `callId`: the receiver's consumer took messages, so the sender may send
+   * that many more. Body = u32 messages | u32 bytes (see `encodeWindow`); no header.
+   */
+  WINDOW: 9,
 } as const;
+
+/**
+ * The credit a stream's sender starts with, in each direction, before any WINDOW frame: like
+ * HTTP/2's initial window (RFC 9113 section 6.9.2), but counted in messages and in bytes. A
+ * sender may send while it has at least one message and one byte of credit (so one message may
+ * overshoot the byte credit).
+ */
+export const INITIAL_STREAM_WINDOW = Object.freeze({ messages: 16384, bytes: 1024 * 1024 });
+
+/**
+ * Encodes a WINDOW frame's body.
+ * @param messages - messages granted (u32).
+ * @param bytes - body bytes granted (u32).
+ * @returns 8 bytes.
+ */
+export function encodeWindow(messages: number, bytes: number): Uint8Array {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(messages >>> 0, 0);
+  b.writeUInt32BE(Math.min(bytes, 0xffffffff) >>> 0, 4);
+  return b;
+}
+
+/**
+ * Decodes a WINDOW frame's body.
+ * @returns the grant, or undefined when the body is not 8 bytes.
+ */
+export function decodeWindow(body: Buffer): { messages: number; bytes: number } | undefined {
+  if (body.length !== 8) return undefined;
+  return { messages: body.readUInt32BE(0), bytes: body.readUInt32BE(4) };
+}
 
 /** Bytes before the header: length(4) + kind(1) + callId(4) + headerLength(4). */
 export const FRAME_PREFIX_BYTES = 13;
@@ -49,7 +92,7 @@ export class FrameError extends Error {
 export type FrameListener = (kind: number, callId: number, header: Buffer, body: Buffer) => void;
 
 /**
- * Told about a REQUEST or RESPONSE frame that exceeds the maximum size and is being skipped, so
+ * Told about a REQUEST, RESPONSE or MESSAGE frame that exceeds the maximum size and is being skipped, so
  * the owner can fail that one call (gRPC fails an oversized message with RESOURCE_EXHAUSTED and
  * keeps the connection). `size` counts the whole frame in bytes.
  */
@@ -66,7 +109,7 @@ const SKIPPABLE_FACTOR = 4;
  * per complete frame, synchronously, with zero-copy views. A frame split over chunks is joined
  * with a single copy once all its bytes have arrived.
  *
- * A REQUEST or RESPONSE frame above the maximum size but within 4x of it is skipped without being
+ * A REQUEST, RESPONSE or MESSAGE frame above the maximum size but within 4x of it is skipped without being
  * buffered, and reported to `onOversized`; anything else above the maximum is a `FrameError`
  * (random bytes almost always read as a far larger length, and are caught that way).
  */
@@ -131,7 +174,7 @@ export class FrameDecoder {
           break;
         }
         const kind = buf[off + 4]!;
-        if (kind !== FrameKind.REQUEST && kind !== FrameKind.RESPONSE) {
+        if (kind !== FrameKind.REQUEST && kind !== FrameKind.RESPONSE && kind !== FrameKind.MESSAGE) {
           throw new FrameError(`frame of ${size} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
         }
         this.onOversized(kind, buf.readUInt32BE(off + 5), size);

@@ -2,9 +2,10 @@
  * Frame headers: msgpack maps (msgpackr) with short keys, decoded before the body.
  *
  * Request header   `{ m: method, d?: deadline ms remaining, t?: trace id, md?: metadata,
- *                     pm?: propagated metadata keys, b?: business priority 0..127,
- *                     u?: user priority 0..127, st?: the client's clock when it sent the call,
- *                     epoch ms }`; the server uses `st` only relative to the other calls on the
+ *                     pm?: propagated metadata keys, b?: business priority,
+ *                     u?: user priority (both checked by the server, see overload/priority.ts), st?: the client's clock when it sent the call,
+ *                     epoch ms, k?: call kind, 0 unary (default), 1 server-streaming,
+ *                     2 client-streaming, 3 bidi }`; the server uses `st` only relative to the other calls on the
  *                     same connection (one-way delay above the minimum, as LEDBAT, RFC 6817),
  *                     so the two clocks need not agree, and only to drop that call once it has
  *                     waited past its deadline
@@ -43,6 +44,11 @@ export interface RequestHeader {
   u?: number;
   /** Client send time (epoch ms, the client's clock). */
   st?: number;
+  /**
+   * How the client calls the method: absent or 0 unary, 1 server-streaming, 2 client-streaming,
+   * 3 bidi. The server refuses a call whose kind differs from the method's.
+   */
+  k?: number;
 }
 
 /** A decoded response or GOAWAY header. */
@@ -95,9 +101,11 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['pm'] !== undefined && !isStringArray(r['pm'])) {
     throw new HeaderError('request header propagation list (pm) is not an array of strings');
   }
-  if (r['b'] !== undefined && !isLevel(r['b'], 127)) throw new HeaderError('request header business priority (b) is not an integer 0..127');
-  if (r['u'] !== undefined && !isLevel(r['u'], 127)) throw new HeaderError('request header user priority (u) is not an integer 0..127');
+  // The range of b and u is overload control's rule (overload/priority.ts); the server checks it.
+  if (r['b'] !== undefined && typeof r['b'] !== 'number') throw new HeaderError('request header business priority (b) is not a number');
+  if (r['u'] !== undefined && typeof r['u'] !== 'number') throw new HeaderError('request header user priority (u) is not a number');
   if (r['st'] !== undefined && (typeof r['st'] !== 'number' || !Number.isFinite(r['st']))) throw new HeaderError('request header send time (st) is not a number');
+  if (r['k'] !== undefined && !isLevel(r['k'], 3)) throw new HeaderError('request header call kind (k) is not an integer 0..3');
   return r as unknown as RequestHeader;
 }
 

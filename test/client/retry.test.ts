@@ -109,6 +109,35 @@ describe('decideRetry', () => {
     const stop = new RpcError(Status.UNAVAILABLE, 'x', { [PUSHBACK_KEY]: 'no' });
     expect(decideRetry({ ...base, error: stop }, policy, undefined, 0.5).retry).toBe(false);
   });
+
+  describe('in hedging mode (the same function, so both modes read pushback and shedding alike)', () => {
+    const hedging = normalizeHedgingPolicy({ maxAttempts: 3, hedgingDelayMs: 50 });
+
+    it('sends the next hedge at once after a non-fatal failure, or after the pushback delay', () => {
+      expect(decideRetry({ ...base, error: unavailable }, hedging, undefined, 0.5)).toEqual({ retry: true, delayMs: 0 });
+      const pushed = new RpcError(Status.UNAVAILABLE, 'x', { [PUSHBACK_KEY]: '40' });
+      expect(decideRetry({ ...base, error: pushed }, hedging, undefined, 0.5)).toEqual({ retry: true, delayMs: 40 });
+    });
+
+    it('server pushback "stop" sends no further hedge (it used to be ignored)', () => {
+      const stop = new RpcError(Status.UNAVAILABLE, 'x', { [PUSHBACK_KEY]: 'stop' });
+      expect(decideRetry({ ...base, error: stop }, hedging, undefined, 0.5)).toMatchObject({ retry: false, why: expect.stringMatching(/pushed back/) });
+    });
+
+    it('an attempt shed locally sends no further hedge (it used to launch the next one at once)', () => {
+      // What the channel fails an attempt with when every instance advertises a level that refuses it.
+      const shed = new RpcError(Status.RESOURCE_EXHAUSTED, 'shed locally', { [PUSHBACK_KEY]: 'stop' }, { notProcessed: true });
+      expect(decideRetry({ ...base, error: shed }, hedging, undefined, 0.5).retry).toBe(false);
+      expect(decideRetry({ ...base, error: shed }, policy, undefined, 0.5).retry).toBe(false);
+    });
+
+    it('a fatal status ends the call; maxAttempts and the throttle bound the hedges', () => {
+      expect(decideRetry({ ...base, error: new RpcError(Status.NOT_FOUND, 'x') }, hedging, undefined, 0.5)).toMatchObject({ retry: false, fatal: true });
+      expect(decideRetry({ ...base, attempts: 3, error: unavailable }, hedging, undefined, 0.5).retry).toBe(false);
+      const throttle = new RetryThrottle({ maxTokens: 2, tokenRatio: 0.1 });
+      expect(decideRetry({ ...base, error: unavailable }, hedging, throttle, 0.5)).toMatchObject({ retry: false, throttled: true });
+    });
+  });
 });
 
 describe('outlier ejection', () => {

@@ -1,0 +1,280 @@
+/**
+ * The server's stage for streaming calls (server-streaming, client-streaming, bidi): it runs the
+ * handler inside the call's context, pumps the responses it yields out as MESSAGE frames under
+ * flow control, feeds request messages to it as an async iterable, and ends the call with a
+ * status (RESPONSE frame) carrying the trailers.
+ *
+ * - Flow control (flow-control.ts): the handler's generator is resumed only while the client has
+ *   granted credit, so a slow reader pauses the generator instead of growing a buffer.
+ * - Headers and trailers: response metadata the handler set before its first message goes with
+ *   that message; the whole response metadata goes with the status at the end.
+ * - Ending: a handler that returns ends the call OK; one that throws ends it with its status
+ *   after the messages already sent. Cancellation, deadline and disconnect fire `call.signal`,
+ *   wake the pump, and call the generator's `return()`, so its `finally` blocks run.
+ */
+import { callStorage, type CallContext, type ServerCallContext } from '../context/call-context.js';
+import { SendCredit } from '../transport/flow-control.js';
+import { InboundMessages } from '../transport/inbound-messages.js';
+import type { Connection } from '../transport/connection.js';
+import type { MethodDefinition } from '../wire/definition.js';
+import { encodeMessage } from '../wire/encode.js';
+import { decodeWindow, encodeWindow, FrameKind } from '../wire/frame.js';
+import { encodeStatusHeader } from '../wire/header.js';
+import { RpcError, Status, type Metadata } from '../wire/status.js';
+
+/**
+ * Every streaming handler in one form: request messages in, response messages out. The server
+ * adapts the three kinds to it (a server-streaming request is a one-message iterable; a
+ * client-streaming response is a one-message iterable), so one interceptor form covers them all.
+ */
+export type ServerStreamHandler = (requests: AsyncIterable<any>, call: CallContext) => AsyncIterable<any>;
+
+/**
+ * A server stream interceptor, connect-es style: `(next) => async function* (requests, call) { yield* next(requests, call); }`.
+ * Interceptors run outermost first, in the order given, inside the call's context.
+ */
+export type ServerStreamInterceptor = (next: ServerStreamHandler) => ServerStreamHandler;
+
+/** What a stream tells the server that owns its call. */
+export interface StreamHost {
+  /**
+   * The call ended: the server sends the status (with the response metadata as trailers unless
+   * it was not sent because the client is gone), releases the call and reports it.
+   */
+  endStream(call: ServerCallContext, error: RpcError | undefined): void;
+  /** A handler failure that is not an RpcError (it becomes INTERNAL): log it. */
+  logError(message: string, error: unknown): void;
+  /** A message was sent (`out`) or received (metrics). */
+  counted?(method: string, direction: 'sent' | 'received'): void;
+}
+
+/** One streaming call on the server; see the module comment. */
+export class ServerStream {
+  private readonly credit = new SendCredit();
+  private readonly inbound: InboundMessages<unknown> | undefined;
+  private iterator: AsyncIterator<unknown> | undefined;
+  private done = false;
+  private sentHeaders = false;
+  /** Bytes sent since the pump last let the event loop run. */
+  private sinceYield = 0;
+
+  /**
+   * @param call - the call's context (the server's InboundCall).
+   * @param callId - its id on the connection.
+   * @param conn - the connection it arrived on.
+   * @param def - the method.
+   * @param host - the server.
+   * @param streamedRequests - true for client-streaming and bidi (requests arrive as MESSAGE frames).
+   */
+  constructor(
+    readonly call: ServerCallContext,
+    readonly callId: number,
+    private readonly conn: Connection,
+    private readonly def: MethodDefinition,
+    private readonly host: StreamHost,
+    streamedRequests: boolean,
+  ) {
+    if (streamedRequests) {
+      this.inbound = new InboundMessages<unknown>({
+        grant: (messages, bytes) => this.conn.send(FrameKind.WINDOW, this.callId, undefined, encodeWindow(messages, bytes)),
+        abandoned: () => {
+          // The handler stopped reading requests; it may still answer. Later requests are dropped.
+        },
+      });
+    }
+  }
+
+  /** The request messages, for client-streaming and bidi handlers. */
+  get requests(): AsyncIterable<unknown> {
+    return this.inbound!;
+  }
+
+  /**
+   * Runs the handler's output (already started inside the call's context) to the end.
+   * @param output - what the handler returned: an async iterable of responses (server-streaming,
+   *   bidi) or a promise of the one response (client-streaming).
+   */
+  run(output: AsyncIterable<unknown> | Promise<unknown>): void {
+    if (isAsyncIterable(output)) {
+      callStorage.run(this.call, () => void this.pump(output));
+      return;
+    }
+    Promise.resolve(output).then(
+      (value) => {
+        if (this.done) return;
+        if (this.send(value)) this.end(undefined);
+      },
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  /** A request MESSAGE frame arrived. */
+  onMessage(body: Buffer): void {
+    const inbound = this.inbound;
+    if (inbound === undefined) {
+      this.fail(new RpcError(Status.INVALID_ARGUMENT, `${this.def.path} takes one request, but the client sent a request stream`));
+      return;
+    }
+    if (inbound.closed) {
+      // The handler stopped reading: drop the message, but give its credit back so the client is not stuck.
+      this.conn.send(FrameKind.WINDOW, this.callId, undefined, encodeWindow(1, body.length));
+      return;
+    }
+    let message: unknown;
+    try {
+      message = this.def.requestType.decode(body);
+    } catch (err) {
+      this.fail(new RpcError(Status.INVALID_ARGUMENT, `request message is not a valid ${this.def.requestTypeName}: ${(err as Error).message}`));
+      return;
+    }
+    this.host.counted?.(this.def.path, 'received');
+    inbound.push(message, body.length);
+  }
+
+  /** The client half-closed: the request iterable ends. */
+  onHalfClose(): void {
+    this.inbound?.end();
+  }
+
+  /** A WINDOW frame arrived: more credit for responses. */
+  onWindow(body: Buffer): void {
+    const w = decodeWindow(body);
+    if (w !== undefined) this.credit.grant(w.messages, w.bytes);
+  }
+
+  /**
+   * Ends the stream from outside (cancel, deadline, disconnect, shutdown): the request iterable
+   * fails with `reason`, the pump stops and the generator is returned. The server has already
+   * ended the call and fired its signal; nothing more is sent.
+   */
+  terminate(reason: RpcError): void {
+    if (this.done) return;
+    this.done = true;
+    this.inbound?.end(reason);
+    this.credit.close();
+    this.closeIterator();
+  }
+
+  private async pump(output: AsyncIterable<unknown>): Promise<void> {
+    let it: AsyncIterator<unknown>;
+    try {
+      it = output[Symbol.asyncIterator]();
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.iterator = it;
+    const credit = this.credit;
+    try {
+      for (;;) {
+        if (!credit.available) await credit.wait();
+        else if (this.sinceYield >= YIELD_EVERY_BYTES) {
+          // A generator that never awaits would hold the event loop: let the batch flush and
+          // WINDOW frames (and other streams) in.
+          this.sinceYield = 0;
+          await yieldToEventLoop();
+        }
+        if (this.done) return;
+        const r = await it.next();
+        if (this.done) return;
+        if (r.done === true) {
+          this.end(undefined);
+          return;
+        }
+        if (!this.send(r.value)) return;
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /**
+   * Encodes and sends one response message (with the headers, the first time).
+   * @returns false when the message could not be sent and the call was failed instead.
+   */
+  private send(value: unknown): boolean {
+    let body: Uint8Array;
+    try {
+      body = encodeMessage(this.def.responseType, this.def.responseTypeName, value);
+    } catch (err) {
+      this.host.logError(`svrkit server: ${this.def.path}: cannot encode the ${this.def.responseTypeName} the handler yielded (trace ${this.call.traceId})`, err);
+      this.end(new RpcError(Status.INTERNAL, `cannot encode response: ${(err as Error).message}`));
+      this.closeIterator();
+      return false;
+    }
+    let header: Uint8Array | undefined;
+    if (!this.sentHeaders) {
+      this.sentHeaders = true;
+      const md = this.call.peekResponseMetadata();
+      if (md !== undefined && hasKeys(md)) {
+        try {
+          header = encodeStatusHeader(Status.OK, undefined, checked(md));
+        } catch (err) {
+          this.host.logError(`svrkit server: ${this.def.path}: response metadata cannot be sent (trace ${this.call.traceId})`, err);
+          this.end(new RpcError(Status.INTERNAL, `response metadata cannot be sent: ${(err as Error).message}`));
+          this.closeIterator();
+          return false;
+        }
+      }
+    }
+    if (!this.conn.fits(header, body)) {
+      this.end(new RpcError(Status.RESOURCE_EXHAUSTED, `response message of ${body.length} bytes exceeds the maximum frame size`));
+      this.closeIterator();
+      return false;
+    }
+    this.credit.spend(body.length);
+    this.sinceYield += body.length + 16;
+    this.conn.send(FrameKind.MESSAGE, this.callId, header, body);
+    this.host.counted?.(this.def.path, 'sent');
+    return true;
+  }
+
+  private fail(err: unknown): void {
+    if (this.done) return;
+    if (!(err instanceof RpcError)) this.host.logError(`svrkit server: ${this.def.path} failed (trace ${this.call.traceId})`, err);
+    const e = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, err instanceof Error ? err.message : String(err));
+    this.end(e);
+    this.closeIterator();
+  }
+
+  private end(error: RpcError | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    this.credit.close();
+    this.inbound?.end(error ?? new RpcError(Status.CANCELLED, 'the call ended'));
+    this.host.endStream(this.call, error);
+  }
+
+  private closeIterator(): void {
+    const it = this.iterator;
+    this.iterator = undefined;
+    if (it?.return === undefined) return;
+    try {
+      void Promise.resolve(it.return()).catch(() => {});
+    } catch {
+      // A generator that is running cannot be returned synchronously; the pump stops at its next yield.
+    }
+  }
+}
+
+/** Bytes a stream sends before its pump lets the event loop run (writes flush, WINDOW frames arrive). */
+const YIELD_EVERY_BYTES = 64 * 1024;
+
+/** Resolves in the event loop's check phase, after pending I/O callbacks and the write flush. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+function isAsyncIterable(v: unknown): v is AsyncIterable<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as Record<symbol, unknown>)[Symbol.asyncIterator] === 'function';
+}
+
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
+}
+
+function checked(md: Metadata): Metadata {
+  for (const k in md) if (typeof md[k] !== 'string') throw new Error('metadata values must be strings');
+  return md;
+}
