@@ -48,7 +48,7 @@ export { type ClientCall, type ClientInvoker, type ClientInterceptor, type Clien
 export { type ServerStreamHandler, type ServerStreamInterceptor } from './server/stream-call.js';
 export { INITIAL_STREAM_WINDOW } from './wire/frame.js';
 export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
-export { type BackoffOptions, type KeepaliveOptions } from './client/subchannel.js';
+export { type BackoffOptions, type KeepaliveOptions } from './client/client-connection.js';
 export { type BalancerName } from './client/balancer.js';
 export { type MethodConfig } from './client/method-config.js';
 export { type OutlierDetectionOptions } from './client/outlier.js';

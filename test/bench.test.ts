@@ -133,6 +133,65 @@ describe('runBench: duration mode', () => {
   });
 });
 
+describe('runBench: messages (streaming calls)', () => {
+  it('reports messages and messages/s from messageCount, in the result and in each progress snapshot', async () => {
+    let messages = 0;
+    let reads = 0;
+    const progress: BenchProgress[] = [];
+    const r = await runBench({
+      // A "stream" of 10 messages, ending after a timer.
+      call: () =>
+        new Promise<void>((resolve) =>
+          setTimeout(() => {
+            messages += 10;
+            resolve();
+          }, 1),
+        ),
+      messageCount: () => {
+        reads++;
+        return messages;
+      },
+      concurrency: 4,
+      requests: 60,
+      progressIntervalMs: 5,
+      onProgress: (p) => progress.push(p),
+    });
+    expect(r.calls).toBe(60);
+    expect(r.messages).toBe(600);
+    expect(r.messagesPerSecond).toBeCloseTo(r.callsPerSecond * 10, 6);
+    // Read once per progress snapshot and once at the end, never per call.
+    expect(reads).toBe(progress.length + 1);
+    for (const p of progress) {
+      expect(p.messages).toBeGreaterThanOrEqual(0);
+      expect(p.messages).toBeLessThanOrEqual(600);
+      expect(p.messagesPerSecond).toBeGreaterThanOrEqual(0);
+    }
+  });
+
+  it('counts messages of failed calls too (the caller counts them), and has no message fields without messageCount', async () => {
+    let messages = 0;
+    const r = await runBench({
+      call: async () => {
+        messages += 3;
+        throw new RpcError(Status.UNAVAILABLE, 'broke mid-stream');
+      },
+      messageCount: () => messages,
+      concurrency: 2,
+      requests: 10,
+    });
+    expect(r).toMatchObject({ calls: 10, ok: 0, errors: { UNAVAILABLE: 10 }, messages: 30 });
+    const plain = await runBench({ call: async () => undefined, concurrency: 1, requests: 3 });
+    expect('messages' in plain).toBe(false);
+    expect('messagesPerSecond' in plain).toBe(false);
+  });
+
+  it('rejects a messageCount that is not a function', async () => {
+    await expect(runBench({ call: async () => undefined, concurrency: 1, requests: 1, messageCount: 5 as never })).rejects.toThrow(
+      'runBench: messageCount must be a function returning a number',
+    );
+  });
+});
+
 describe('runBench: latency', () => {
   it('reports ordered, positive latency figures in ms', async () => {
     const { call } = trackingCall(40);
@@ -221,6 +280,21 @@ describe('formatBenchResult / formatProgress', () => {
     expect(text.split('\n')[0]).toBe('svrkit bench');
     expect(text).toContain('0 errors');
     expect(text).not.toMatch(/^\s+errors/m);
+  });
+
+  it('with messages: a messages line and messages/s on the throughput line', () => {
+    const text = formatBenchResult({ ...result, calls: 1200, ok: 1200, errors: {}, messages: 120_000, callsPerSecond: 240, messagesPerSecond: 24_000.4 });
+    const lines = text.split('\n');
+    expect(lines[1]).toBe('  calls        1,200 (1,200 ok, 0 errors)');
+    expect(lines[2]).toBe('  messages     120,000 (100.0 per call)');
+    expect(lines).toContain('  throughput   240 calls/s  24,000 messages/s');
+    expect(formatBenchResult(result)).not.toContain('messages');
+  });
+
+  it('formats a progress line, with messages when the run counts them', () => {
+    expect(formatProgress({ elapsedMs: 3000, calls: 1523, callsPerSecond: 508.2, errors: 0, messages: 152_300, messagesPerSecond: 50_800 })).toBe(
+      '   3.0s  1,523 calls  508/s  152,300 messages  50,800/s  0 errors',
+    );
   });
 
   it('formats a progress line', () => {

@@ -110,6 +110,13 @@ describe('svrkit run examples/helloworld/greeter.ts', () => {
     expect(r.stderr).toMatch(/^ERROR: INVALID_ARGUMENT: request does not fit helloworld\.HelloRequest/);
   });
 
+  it('svrkit call with `-` reads the request from stdin: an empty stdin is not JSON, exit 1', async () => {
+    const r = await runSvrkit(['call', greeter.address, 'helloworld.Greeter/SayHello', '-']); // stdin: /dev/null
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^error: the request on stdin is not valid JSON: /);
+  });
+
   it('svrkit call of the built-in svrkit.Health/Check and svrkit.Reflection/ListServices', async () => {
     const [health, list] = await Promise.all([
       runSvrkit(['call', greeter.address, 'svrkit.Health/Check']),
@@ -151,6 +158,9 @@ describe('svrkit run examples/helloworld/greeter.ts', () => {
     });
     expect(result.durationMs).toBeGreaterThan(0);
     expect(result.callsPerSecond).toBeGreaterThan(0);
+    // Message counts are for streaming methods only (test/streaming/cli.test.ts).
+    expect(result).not.toHaveProperty('messages');
+    expect(result).not.toHaveProperty('messagesPerSecond');
     const l = result.latencyMs;
     for (const k of ['min', 'mean', 'p50', 'p90', 'p99', 'p999', 'max'] as const) {
       expect(Number.isFinite(l[k]), `latencyMs.${k} = ${l[k]}`).toBe(true);
@@ -312,6 +322,8 @@ describe('bad modules, bad flags, help', () => {
       expect(r.stdout).toContain('Options:');
     });
     expect(results[3]!.stdout).toContain('--concurrency <n>');
+    expect(results[2]!.stdout).toContain('NDJSON'); // streaming methods
+    expect(results[3]!.stdout).toContain('messages/s');
   });
 });
 

@@ -11,6 +11,10 @@
  * allocates (and the continuation of one `await`), reads the clock twice with `performance.now()`
  * (a plain number, no Date objects, no BigInts), and records the latency into a preallocated
  * HdrHistogram in whole microseconds.
+ *
+ * For a streaming method, a "call" is one whole stream (latency: from opening it to its end), and
+ * the messages it carries are counted apart (`BenchOptions.messageCount`): the report then gives
+ * messages/s as well as calls/s.
  */
 import { build, type Histogram } from 'hdr-histogram-js';
 import { RpcError, statusName } from '../wire/status.js';
@@ -25,6 +29,10 @@ export interface BenchProgress {
   callsPerSecond: number;
   /** Calls that failed so far. */
   errors: number;
+  /** Messages so far, when the run counts messages (`BenchOptions.messageCount`); else absent. */
+  messages?: number;
+  /** Messages per second over the last progress interval, when the run counts messages. */
+  messagesPerSecond?: number;
 }
 
 /** What to run and for how long. Exactly one of `durationMs` and `requests` must be given. */
@@ -41,6 +49,13 @@ export interface BenchOptions {
   durationMs?: number;
   /** Make exactly this many calls in total (an integer >= 1). */
   requests?: number;
+  /**
+   * For streaming calls: returns how many messages all calls have carried so far (the caller
+   * counts them, say one per response read from a stream, failed streams included). When given,
+   * progress snapshots and the result carry `messages` and `messagesPerSecond`. It is read once per
+   * progress interval and once at the end, never per call.
+   */
+  messageCount?: () => number;
   /** How often `onProgress` is called (ms, > 0). Default 1000. */
   progressIntervalMs?: number;
   /**
@@ -75,6 +90,10 @@ export interface BenchResult {
   durationMs: number;
   /** `calls / durationMs`, per second. */
   callsPerSecond: number;
+  /** Messages carried by all calls (`BenchOptions.messageCount()` at the end); absent when the run does not count messages. */
+  messages?: number;
+  /** `messages / durationMs`, per second; absent when the run does not count messages. */
+  messagesPerSecond?: number;
   /**
    * Latency of every completed call, ok or failed (ms). `min`, `max` and `mean` are exact; the
    * percentiles come from an HdrHistogram with 3 significant digits (error <= 0.1%). All zeros
@@ -131,6 +150,9 @@ function validate(o: BenchOptions): void {
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
     throw new Error('runBench: onProgress must be a function');
   }
+  if (o.messageCount !== undefined && typeof o.messageCount !== 'function') {
+    throw new Error('runBench: messageCount must be a function returning a number');
+  }
 }
 
 /** The key a failed call is counted under. */
@@ -160,7 +182,7 @@ function usToMs(us: number): number {
  */
 export async function runBench(options: BenchOptions): Promise<BenchResult> {
   validate(options);
-  const { call, concurrency, onProgress } = options;
+  const { call, concurrency, onProgress, messageCount } = options;
   const limit = options.requests ?? Infinity;
   const progressIntervalMs = options.progressIntervalMs ?? 1000;
   const histogram = newHistogram();
@@ -206,6 +228,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   if (onProgress !== undefined) {
     let lastTime = startTime;
     let lastCalls = 0;
+    let lastMessages = 0;
     timer = setInterval(() => {
       const now = performance.now();
       const calls = ok + failed;
@@ -216,6 +239,12 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
         callsPerSecond: dt > 0 ? ((calls - lastCalls) * 1000) / dt : 0,
         errors: failed,
       };
+      if (messageCount !== undefined) {
+        const messages = messageCount();
+        p.messages = messages;
+        p.messagesPerSecond = dt > 0 ? ((messages - lastMessages) * 1000) / dt : 0;
+        lastMessages = messages;
+      }
       lastTime = now;
       lastCalls = calls;
       try {
@@ -254,7 +283,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
           p999: usToMs(Math.min(histogram.getValueAtPercentile(99.9), maxUs)),
           max: usToMs(maxUs),
         };
-  return {
+  const result: BenchResult = {
     calls,
     ok,
     errors: errorCounts,
@@ -263,6 +292,12 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
     latencyMs,
     concurrency,
   };
+  if (messageCount !== undefined) {
+    const messages = messageCount();
+    result.messages = messages;
+    result.messagesPerSecond = durationMs > 0 ? (messages * 1000) / durationMs : 0;
+  }
+  return result;
 }
 
 /** An integer with thousands separators, independent of the locale: 1234567 -> '1,234,567'. */
@@ -281,7 +316,15 @@ function int(n: number): string {
  *   concurrency  64
  *   latency ms   min 0.081  mean 0.424  p50 0.398  p90 0.571  p99 1.031  p99.9 2.411  max 14.205
  * ```
- * followed by one `errors` line per error name when there were errors.
+ * followed by one `errors` line per error name when there were errors. When the run counted
+ * messages (a streaming method), the throughput line also gives messages/s and a `messages` line
+ * follows the `calls` line:
+ * ```
+ *   calls        1,200 (1,200 ok, 0 errors)
+ *   messages     120,000 (100.0 per call)
+ *   duration     5.00 s
+ *   throughput   240 calls/s  24,000 messages/s
+ * ```
  * @param r - a result of `runBench`.
  * @param title - first line; default `'svrkit bench'`.
  */
@@ -292,8 +335,9 @@ export function formatBenchResult(r: BenchResult, title = 'svrkit bench'): strin
   const lines = [
     title,
     `  calls        ${int(r.calls)} (${int(r.ok)} ok, ${int(errorTotal)} error${errorTotal === 1 ? '' : 's'})`,
+    ...(r.messages !== undefined ? [`  messages     ${int(r.messages)} (${(r.calls > 0 ? r.messages / r.calls : 0).toFixed(1)} per call)`] : []),
     `  duration     ${(r.durationMs / 1000).toFixed(2)} s`,
-    `  throughput   ${int(r.callsPerSecond)} calls/s`,
+    `  throughput   ${int(r.callsPerSecond)} calls/s${r.messagesPerSecond !== undefined ? `  ${int(r.messagesPerSecond)} messages/s` : ''}`,
     `  concurrency  ${int(r.concurrency)}`,
     `  latency ms   min ${f(l.min)}  mean ${f(l.mean)}  p50 ${f(l.p50)}  p90 ${f(l.p90)}  p99 ${f(l.p99)}  p99.9 ${f(l.p999)}  max ${f(l.max)}`,
   ];
@@ -308,11 +352,13 @@ export function formatBenchResult(r: BenchResult, title = 'svrkit bench'): strin
 }
 
 /**
- * One progress line, e.g. `'  3.0s  152,311 calls  151,220/s  0 errors'`.
+ * One progress line, e.g. `'  3.0s  152,311 calls  151,220/s  0 errors'`; when the run counts
+ * messages, `'  3.0s  1,523 calls  508/s  152,300 messages  50,800/s  0 errors'`.
  * @param p - a progress snapshot from `BenchOptions.onProgress`.
  */
 export function formatProgress(p: BenchProgress): string {
-  return `${(p.elapsedMs / 1000).toFixed(1).padStart(6)}s  ${int(p.calls)} calls  ${int(p.callsPerSecond)}/s  ${int(p.errors)} error${p.errors === 1 ? '' : 's'}`;
+  const messages = p.messages !== undefined ? `  ${int(p.messages)} messages  ${int(p.messagesPerSecond ?? 0)}/s` : '';
+  return `${(p.elapsedMs / 1000).toFixed(1).padStart(6)}s  ${int(p.calls)} calls  ${int(p.callsPerSecond)}/s${messages}  ${int(p.errors)} error${p.errors === 1 ? '' : 's'}`;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -4,6 +4,7 @@
  * exit code 1) and the one way a command reports failure.
  */
 import { InvalidArgumentError } from 'commander';
+import type { JsonValue } from '../client/dynamic.js';
 import { RpcError, statusName } from '../wire/status.js';
 
 /**
@@ -29,6 +30,21 @@ export function positiveMs(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of milliseconds');
   return n;
+}
+
+/**
+ * Parses a request given on the command line as JSON.
+ * @param text - the argument.
+ * @param what - what it is, for the message (default `'request'`).
+ * @returns the parsed value.
+ * @throws InvalidArgumentError `<what> is not valid JSON: ...` when it is not JSON.
+ */
+export function parseJsonArgument(text: string, what = 'request'): JsonValue {
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch (err) {
+    throw new InvalidArgumentError(`${what} is not valid JSON: ${(err as Error).message}`);
+  }
 }
 
 /** Collects a repeatable flag's values into an array. */

@@ -2,14 +2,17 @@
  * The `svrkit` command line (commander): gen, run, call, bench, top, kv, registry.
  *
  * Exit codes: 0 on success; 1 for a failed call, bad flags, a bad .proto or any other error.
+ * `svrkit call` whose stdout reader goes away mid-stream (EPIPE, `| head -3`) exits 0, quietly.
  */
+import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
-import { parseMethodName, resolveMethod, type JsonValue } from '../client/dynamic.js';
+import { parseMethodName, resolveMethod } from '../client/dynamic.js';
 import type { Metadata } from '../wire/status.js';
 import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
-import { collect, intOption, positiveMs, reportError } from './flags.js';
+import { benchCallFor, benchSample, callCommand } from './call.js';
+import { collect, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
@@ -27,14 +30,6 @@ function metadataOption(value: string, previous: Metadata): Metadata {
   const i = value.indexOf('=');
   if (i <= 0) throw new InvalidArgumentError(`metadata '${value}' is not key=value`);
   return { ...previous, [value.slice(0, i).trim().toLowerCase()]: value.slice(i + 1) };
-}
-
-function parseJsonArgument(text: string): JsonValue {
-  try {
-    return JSON.parse(text) as JsonValue;
-  } catch (err) {
-    throw new InvalidArgumentError(`request is not valid JSON: ${(err as Error).message}`);
-  }
 }
 
 
@@ -115,22 +110,23 @@ function buildProgram(): Command {
 
   program
     .command('call')
-    .description('call a method with a JSON request and print the JSON reply (descriptors come from server reflection)')
+    .description(
+      'call a method with a JSON request and print the JSON reply (descriptors come from server reflection). ' +
+        'Server-streaming and bidi methods print one JSON object per line (NDJSON) as responses arrive; ' +
+        'client-streaming and bidi methods read their requests from stdin, one JSON object per line',
+    )
     .argument('<address>', 'host:port or a resolver URI such as static:///h1:p1,h2:p2')
     .argument('<method>', 'package.Service/Method, e.g. helloworld.Greeter/SayHello')
-    .argument('[json]', 'request as JSON (proto3 JSON mapping)', '{}')
-    .option('-t, --timeout <ms>', 'deadline for the call (ms)', positiveMs, 10_000)
+    .argument('[json]', 'request as JSON (proto3 JSON mapping); default {}; - reads it from stdin. Leave out for client-streaming and bidi methods (requests come from stdin as NDJSON)')
+    .option('-t, --timeout <ms>', 'deadline for the call, a whole stream included (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('-P, --propagate <key>', 'mark a metadata key to flow on to downstream calls (repeatable)', collect, [] as string[])
-    .action(async (address: string, method: string, json: string, opts: { timeout: number; metadata: Metadata; propagate: string[] }) => {
+    .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[] }) => {
       let channel: Channel | undefined;
       try {
-        const request = parseJsonArgument(json);
+        if (json !== undefined && json !== '-') parseJsonArgument(json); // fail before connecting
         channel = new Channel(address);
-        const deadline = Date.now() + opts.timeout;
-        const m = await resolveMethod(channel, method, { deadline });
-        const reply = await channel.unary(m.json, request, { deadline, metadata: opts.metadata, propagate: opts.propagate });
-        process.stdout.write(JSON.stringify(reply, null, 2) + '\n');
+        await callCommand(channel, method, json, { timeoutMs: opts.timeout, metadata: opts.metadata, propagate: opts.propagate });
       } catch (err) {
         reportError(err);
       } finally {
@@ -140,17 +136,21 @@ function buildProgram(): Command {
 
   program
     .command('bench')
-    .description('load a method with N calls kept in flight; print calls/s, latency percentiles and errors by status')
+    .description(
+      'load a method with N calls kept in flight; print calls/s, latency percentiles and errors by status. ' +
+        'On a server-streaming or bidi method each call is one stream read to its end, and messages/s is reported too; ' +
+        'client-streaming and bidi streams send the one request given, then half-close',
+    )
     .argument('<address>', 'host:port or a resolver URI')
     .argument('<method>', 'package.Service/Method')
-    .argument('[json]', 'request as JSON (encoded once, sent on every call)', '{}')
+    .argument('[json]', 'request as JSON (encoded once, sent on every call, or as the only message of every stream)', '{}')
     .requiredOption('-c, --concurrency <n>', 'calls kept in flight', intOption('concurrency', 1, 1_000_000))
     .addOption(new Option('-d, --duration <time>', 'run time, e.g. 10s, 500ms, 1m').argParser(durationOption).conflicts('requests'))
     .addOption(new Option('-n, --requests <n>', 'total calls to make').argParser(intOption('requests', 1, Number.MAX_SAFE_INTEGER)))
     .option('--connections <n>', 'TCP connections to open to each address', intOption('connections', 1, 1024), 1)
-    .option('-t, --timeout <ms>', 'deadline per call (ms)', positiveMs, 10_000)
+    .option('-t, --timeout <ms>', 'deadline per call, a whole stream for a streaming method (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
-    .option('--json', 'print the result as JSON')
+    .option('--json', 'print the result as JSON (with messages and messagesPerSecond for a server-streaming or bidi method)')
     .action(async (address: string, method: string, json: string, opts: BenchFlags) => {
       let channel: Channel | undefined;
       try {
@@ -162,16 +162,17 @@ function buildProgram(): Command {
         const m = await resolveMethod(channel, method, { timeoutMs: opts.timeout });
         const bytes = m.encodeRequest(request);
         await channel.waitForReady(opts.timeout, parseMethodName(method).service);
-        // One decoded reply up front: proves the request is accepted and shows what comes back.
-        const sample = m.decodeResponse(await channel.unary(m.raw, bytes, { timeoutMs: opts.timeout, metadata: opts.metadata }));
-        if (!opts.json) {
-          process.stderr.write(`bench ${m.path} on ${address}: concurrency ${opts.concurrency}, ${opts.connections} connection(s), ` +
-            `${opts.duration !== undefined ? `${opts.duration} ms` : `${opts.requests} calls`}\nsample reply: ${JSON.stringify(sample)}\n`);
-        }
-        const ch = channel;
         const callOptions = { timeoutMs: opts.timeout, metadata: opts.metadata };
+        // One decoded call up front: proves the request is accepted and shows what comes back.
+        const sample = await benchSample(channel, m, bytes, callOptions);
+        if (!opts.json) {
+          process.stderr.write(`bench ${m.path}${m.kind === 'unary' ? '' : ` (${m.kind.replace('_', '-')})`} on ${address}: concurrency ${opts.concurrency}, ${opts.connections} connection(s), ` +
+            `${opts.duration !== undefined ? `${opts.duration} ms` : `${opts.requests} calls`}\n${sample}\n`);
+        }
+        const { call, messageCount } = benchCallFor(channel, m, bytes, callOptions);
         const result = await runBench({
-          call: () => ch.unary(m.raw, bytes, callOptions),
+          call,
+          messageCount,
           concurrency: opts.concurrency,
           durationMs: opts.duration,
           requests: opts.requests,

@@ -9,7 +9,7 @@ import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { ServicePool } from './pool.js';
-import type { ClientConnection } from './subchannel.js';
+import type { ClientConnection } from './client-connection.js';
 import type { RetryPolicy } from './retry.js';
 
 /**

@@ -25,7 +25,8 @@ import { DEFAULT_OUTLIER_DETECTION, mayEjectAnother, type OutlierDetectionOption
 import { ServicePool, type QueuedAttempt } from './pool.js';
 import { resolverFor, type ParsedTarget, type ResolverFactory } from './resolver.js';
 import { decideRetry, normalizeRetryPolicy, RetryThrottle, type RetryPolicy, type RetryThrottleOptions } from './retry.js';
-import { isInstanceFailure, Subchannel, type BackoffOptions, type ConnectionSettings, type KeepaliveOptions } from './subchannel.js';
+import type { BackoffOptions, ConnectionSettings, KeepaliveOptions } from './client-connection.js';
+import { isInstanceFailure, Subchannel } from './subchannel.js';
 import { AdaptiveThrottle, type AdaptiveThrottleOptions } from '../overload/throttle.js';
 import { ADMIT_ALL } from '../overload/admission.js';
 import { DEFAULT_USER_ID_KEY, effectiveBusinessPriority, isPriority, metadataUserPriority } from '../overload/priority.js';
@@ -658,26 +659,23 @@ export class Channel {
       call.fail(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
       return;
     }
-    let conn = pool.pick(now, call);
-    if (conn === undefined && !pool.shedLocally) {
-      pool.connectAll();
-      conn = pool.pick(now, call);
+    const pick = pool.pick(now, call, this.target);
+    switch (pick.type) {
+      case 'connection':
+        call.startOn(pick.connection);
+        return;
+      case 'queue':
+        pool.queue.push(call);
+        return;
+      case 'shed':
+        // Collaborative shedding: every ready instance advertised a level that refuses this call.
+        this.callObserver?.throttled(call.method.path, 'shed');
+        call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `shed locally: every instance of ${call.method.path.split('/')[0]} is refusing calls of this priority (overloaded)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
+        return;
+      case 'unavailable':
+        call.fail(pick.error);
+        return;
     }
-    if (conn !== undefined) {
-      call.startOn(conn);
-      return;
-    }
-    if (pool.shedLocally) {
-      // Collaborative shedding: every ready instance advertised a level that refuses this call.
-      this.callObserver?.throttled(call.method.path, 'shed');
-      call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `shed locally: every instance of ${call.method.path.split('/')[0]} is refusing calls of this priority (overloaded)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
-      return;
-    }
-    if (pool.canConnectSoon()) {
-      pool.queue.push(call);
-      return;
-    }
-    call.fail(pool.unavailable(this.target));
   }
 
   /** AttemptObserver.onFailure: retries the call when the policy, the throttle and the deadline allow. */
@@ -908,7 +906,7 @@ export class Channel {
       pool.queue = [];
       for (const call of queued) {
         if (call.done) continue;
-        const conn = pool.pick(now, call);
+        const conn = pool.pickConnection(now, call);
         if (conn !== undefined) call.startOn(conn);
         else pool.queue.push(call);
       }

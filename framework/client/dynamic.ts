@@ -26,7 +26,7 @@ import {
 import { reflect } from '@bufbuild/protobuf/reflect';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import { ReflectionClient } from '../builtin/gen/svrkit/reflection.js';
-import type { MessageType, MethodDefinition, MethodOptions } from '../wire/definition.js';
+import type { MessageType, MethodDefinition, MethodKind, MethodOptions } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 import type { CallOptions, Channel } from './channel.js';
 
@@ -37,6 +37,12 @@ export interface DynamicMethod {
   /** Fully-qualified request and response type names. */
   readonly requestTypeName: string;
   readonly responseTypeName: string;
+  /**
+   * The kind of rpc, from the descriptor's `client_streaming`/`server_streaming` flags. `json` and
+   * `raw` carry it too, so the channel's matching method (`unary`, `serverStream`, `clientStream`,
+   * `bidiStream`) accepts them.
+   */
+  readonly kind: MethodKind;
   /**
    * A definition whose request is a JSON value (proto3 JSON mapping) and whose response is the
    * JSON of the reply (every field shown, defaults included; 64-bit integers as strings). Like
@@ -75,11 +81,14 @@ export function parseMethodName(name: string): { service: string; method: string
 }
 
 /**
- * Looks a method up through the server's reflection service and builds codecs for it.
+ * Looks a method up through the server's reflection service and builds codecs for it. Methods
+ * of every kind resolve; the result's `kind` (also set on `json` and `raw`) says which channel
+ * method calls it: `unary`, `serverStream`, `clientStream` or `bidiStream`.
  * @param channel - a channel to the server.
  * @param name - `package.Service/Method`.
  * @param options - call options for the reflection call (deadline, metadata). The call goes to an
  *   instance of the named service (`instancesOf`), so registry targets work too.
+ * @returns the method's path, type names, kind, codecs and definitions (see `DynamicMethod`).
  * @throws RpcError NOT_FOUND when the server has no such service or method (or whatever status
  *   the reflection call failed with, e.g. UNAVAILABLE); Error for a malformed name.
  */
@@ -107,9 +116,6 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
   if (m === undefined) {
     throw new RpcError(Status.NOT_FOUND, `service '${service}' has no method '${method}'; it has: ${svc.methods.map((x) => x.name).join(', ')}`);
   }
-  if (m.methodKind !== 'unary') {
-    throw new RpcError(Status.UNIMPLEMENTED, `${service}/${method} is a streaming method; svrkit calls unary methods only`);
-  }
   const input = m.input;
   const output = m.output;
   const path = `${service}/${method}`;
@@ -123,10 +129,12 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
   const decodeResponse = (bytes: Uint8Array): JsonValue =>
     toJson(output, fromBinary(output, bytes), { alwaysEmitImplicit: true, registry });
   const methodOptions = readMethodOptions(m, registry);
+  const kind = methodKindOf(m.proto.clientStreaming, m.proto.serverStreaming);
   const base = {
     name: method,
     localName: method,
     path,
+    kind,
     requestTypeName: input.typeName,
     responseTypeName: output.typeName,
     ...(methodOptions ? { options: methodOptions } : {}),
@@ -135,11 +143,23 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
     path,
     requestTypeName: input.typeName,
     responseTypeName: output.typeName,
+    kind,
     encodeRequest,
     decodeResponse,
     json: { ...base, requestType: jsonCodec(encodeRequest), responseType: { ...jsonCodec(encodeRequest), decode: decodeResponse } },
     raw: { ...base, requestType: rawCodec, responseType: rawCodec },
   };
+}
+
+/**
+ * The kind of a method from its descriptor's flags (`rpc M(stream A) returns (stream B)`).
+ * @param clientStreaming - `MethodDescriptorProto.client_streaming`: the requests stream.
+ * @param serverStreaming - `MethodDescriptorProto.server_streaming`: the responses stream.
+ * @returns `'unary'`, `'server_streaming'`, `'client_streaming'` or `'bidi_streaming'`.
+ */
+export function methodKindOf(clientStreaming: boolean, serverStreaming: boolean): MethodKind {
+  if (clientStreaming) return serverStreaming ? 'bidi_streaming' : 'client_streaming';
+  return serverStreaming ? 'server_streaming' : 'unary';
 }
 
 /**

@@ -5,7 +5,7 @@
  * channel does not import it: the composition root (framework/setup.ts) registers it.
  */
 import { HealthDefinition } from '../builtin/gen/svrkit/health.js';
-import type { BackoffOptions } from './subchannel.js';
+import type { BackoffOptions } from './client-connection.js';
 import { Channel, registerHealthProbe } from './channel.js';
 
 /**

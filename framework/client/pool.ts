@@ -14,6 +14,24 @@ import { PRIORITY_LEVELS, priorityLevel } from '../overload/priority.js';
 import { RpcError, Status } from '../wire/status.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
 
+/**
+ * Where a call goes, decided by `ServicePool.pick` (grpc-js's `PickResult`: COMPLETE, QUEUE,
+ * DROP, TRANSIENT_FAILURE):
+ * - `connection`: send it on `connection` now;
+ * - `queue`: no instance is ready, but one is connecting (or resolution is pending): wait;
+ * - `shed`: every ready instance advertises an admission level that refuses the call's priority
+ *   (collaborative shedding): fail it locally with RESOURCE_EXHAUSTED, not processed;
+ * - `unavailable`: no instance can be reached: fail it with `error` (UNAVAILABLE, not processed).
+ */
+export type Pick =
+  | { readonly type: 'connection'; readonly connection: ClientConnection }
+  | { readonly type: 'queue' }
+  | { readonly type: 'shed' }
+  | { readonly type: 'unavailable'; readonly error: RpcError };
+
+const QUEUE_PICK: Pick = Object.freeze({ type: 'queue' });
+const SHED_PICK: Pick = Object.freeze({ type: 'shed' });
+
 /** What the balancer reads from a call to pick for it. */
 export interface PickTarget {
   /** Sticky key for `consistent_hash`. */
@@ -39,7 +57,8 @@ export interface QueuedAttempt extends PickTarget {
   abandon(error: RpcError): void;
 }
 import { parseAddress, type Resolver, type ResolverFactory, type ParsedTarget } from './resolver.js';
-import type { ClientConnection, Subchannel } from './subchannel.js';
+import type { ClientConnection } from './client-connection.js';
+import type { Subchannel } from './subchannel.js';
 
 /** One instance in a pool: what the balancer sees. */
 export class PoolItem {
@@ -154,12 +173,34 @@ export class ServicePool {
   }
 
   /**
-   * Picks a ready connection for a call: by its sticky key (`hashKey`, consistent_hash), avoiding
-   * the addresses it already tried (`tried`) when it can, and skipping instances whose advertised
-   * admission level is below the call's priority level (collaborative shedding, DAGOR).
-   * @returns a connection, or undefined when no instance is ready right now (see `shedLocally`).
+   * Decides where a call goes, as grpc-js's picker does: a ready connection, a wait in the queue
+   * while one is being made, local shedding, or failure. Picks by the call's sticky key
+   * (`hashKey`, consistent_hash), avoiding the addresses it already tried (`tried`) when it can,
+   * and skipping instances whose advertised admission level is below the call's priority level
+   * (collaborative shedding, DAGOR). When no instance is ready it starts connecting them.
+   * @param now - epoch ms (the age of advertised admission levels).
+   * @param call - what the balancer reads from the call.
+   * @param target - the channel target, for the error of an `unavailable` pick.
+   * @returns the tagged pick.
    */
-  pick(now: number, call: PickTarget): ClientConnection | undefined {
+  pick(now: number, call: PickTarget, target: string): Pick {
+    let conn = this.pickConnection(now, call);
+    if (conn === undefined && !this.refused) {
+      this.connectAll();
+      conn = this.pickConnection(now, call);
+    }
+    if (conn !== undefined) return conn.picked;
+    if (this.refused) return SHED_PICK;
+    if (this.canConnectSoon()) return QUEUE_PICK;
+    return { type: 'unavailable', error: this.unavailable(target) };
+  }
+
+  /**
+   * A ready connection for a call (see `pick`), without connecting anything.
+   * @returns a connection, or undefined when no instance is ready right now (`refused` tells
+   *   whether one was ready but would refuse the call).
+   */
+  pickConnection(now: number, call: PickTarget): ClientConnection | undefined {
     const hashKey = call.hashKey;
     const tried = call.tried;
     this.exclude = tried;
@@ -176,11 +217,6 @@ export class ServicePool {
     this.call = undefined;
     if (item !== undefined) this.refused = false;
     return item?.sub.pick();
-  }
-
-  /** After a pick that found nothing: true when a ready instance existed but would refuse the call (shed it locally). */
-  get shedLocally(): boolean {
-    return this.refused;
   }
 
   /** True when a connection may become ready soon (some instance is connecting, or none is known yet). */

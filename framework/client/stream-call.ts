@@ -24,7 +24,7 @@ import { decodeWindow, encodeWindow, FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader } from '../wire/header.js';
 import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
-import type { ClientConnection, StreamReceiver } from './subchannel.js';
+import type { ClientConnection, StreamReceiver } from './client-connection.js';
 
 /** Request bytes kept for replay before the call commits (gRPC's per-RPC retry buffer is 256 KiB; ours is smaller). */
 export const REPLAY_BUFFER_BYTES = 64 * 1024;

@@ -1,0 +1,246 @@
+/**
+ * Calls of every kind as the CLI makes them, on methods resolved through reflection
+ * (client/dynamic.ts): `svrkit call` (`callCommand`) and the call `svrkit bench` repeats
+ * (`benchCallFor`, `benchSample`).
+ *
+ * `svrkit call` by the method's kind:
+ * - unary: the request is the JSON argument (default `{}`; `-` reads it from stdin); the reply is
+ *   printed as indented JSON.
+ * - server-streaming: the request as for unary; each response is printed as one line of JSON
+ *   (NDJSON) as soon as it arrives.
+ * - client-streaming: the requests are read from stdin, one JSON value per line (NDJSON); stdin's
+ *   end half-closes the stream; the reply is printed as for unary.
+ * - bidi-streaming: requests from stdin as for client-streaming; responses printed as NDJSON as
+ *   they arrive, while stdin is still being read.
+ *
+ * A failure mid-stream (the server's status, the deadline, a malformed input line) is thrown after
+ * the responses already printed; the caller reports it. When stdout's reader goes away (EPIPE, as
+ * with `| head -3`), the stream is cancelled and the call ends quietly, without an error.
+ */
+import { InvalidArgumentError } from 'commander';
+import type { CallOptions, Channel } from '../client/channel.js';
+import { resolveMethod, type DynamicMethod, type JsonValue } from '../client/dynamic.js';
+import type { MethodDefinition, MethodKind } from '../wire/definition.js';
+import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { parseJsonArgument } from './flags.js';
+import { LineWriter, readAllText, readNdjson } from './ndjson.js';
+
+/** Options of `callCommand` (the `svrkit call` flags). */
+export interface CallCommandOptions {
+  /** Deadline of the whole call, reflection lookup and stream included (ms). */
+  timeoutMs: number;
+  /** Request metadata. */
+  metadata: Metadata;
+  /** Metadata keys marked to flow on to downstream calls. */
+  propagate: string[];
+}
+
+/** Where `callCommand` reads requests and writes responses and notices. */
+export interface CallStdio {
+  /** Requests for `-` and for client-streaming and bidi methods; destroyed once a streamed call ends. */
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; destroy?(): void };
+  /** Replies. */
+  stdout: NodeJS.WritableStream;
+  /** Notices (the hint shown when requests are read from a terminal). */
+  stderr: NodeJS.WritableStream;
+}
+
+/** The kind as written in messages: `client-streaming`, ... */
+function kindName(kind: MethodKind): string {
+  return kind.replace('_', '-');
+}
+
+/**
+ * Runs `svrkit call`: resolves the method through reflection and calls it the way its kind needs
+ * (see the module comment), printing to `io.stdout`.
+ * @param channel - a channel to the server (the caller closes it).
+ * @param methodName - `package.Service/Method`.
+ * @param json - the request argument: JSON, `'-'` (read the request from stdin), or undefined
+ *   (`{}` for unary and server-streaming; client-streaming and bidi always read stdin).
+ * @param options - deadline, metadata, propagated keys.
+ * @param io - stdin, stdout, stderr (default: the process's).
+ * @returns when the call is done and printed, or when stdout's reader went away (quietly).
+ * @throws InvalidArgumentError when the JSON argument is not JSON, or when a JSON argument is
+ *   given for a client-streaming or bidi method; RpcError for a failed call (reflection lookup
+ *   included), thrown after the responses that came before it were printed; `NdjsonError` for a
+ *   stdin line that is not JSON (the stream is cancelled), and RpcError INVALID_ARGUMENT naming
+ *   the line for one that does not fit the request type; Error when stdout fails otherwise than
+ *   by its reader leaving.
+ */
+export async function callCommand(
+  channel: Channel,
+  methodName: string,
+  json: string | undefined,
+  options: CallCommandOptions,
+  io: CallStdio = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+): Promise<void> {
+  const argument = json === undefined || json === '-' ? json : parseJsonArgument(json);
+  const deadline = Date.now() + options.timeoutMs;
+  const m = await resolveMethod(channel, methodName, { deadline });
+  const abort = new AbortController();
+  const callOptions: CallOptions = { deadline, metadata: options.metadata, propagate: options.propagate, signal: abort.signal };
+  const one = async (): Promise<JsonValue> =>
+    argument === undefined ? {} : argument === '-' ? parseJsonArgument(await readAllText(io.stdin as AsyncIterable<string | Uint8Array>), 'the request on stdin') : argument;
+
+  switch (m.kind) {
+    case 'unary': {
+      const reply = await channel.unary(m.json, await one(), callOptions);
+      io.stdout.write(JSON.stringify(reply, null, 2) + '\n');
+      return;
+    }
+    case 'server_streaming': {
+      const request = await one();
+      await printLines(io.stdout, abort, () => channel.serverStream(m.json, request, callOptions));
+      return;
+    }
+    case 'client_streaming':
+    case 'bidi_streaming': {
+      if (argument !== undefined && argument !== '-') {
+        throw new InvalidArgumentError(
+          `${m.path} is a ${kindName(m.kind)} method: its requests are read from stdin, one JSON object per line (NDJSON); ` +
+            'leave out the request argument (or give -)',
+        );
+      }
+      if (io.stdin.isTTY === true) {
+        io.stderr.write(`svrkit call: reading ${m.requestTypeName} requests from stdin, one JSON object per line; end with Ctrl-D\n`);
+      }
+      const input: { error?: unknown } = {};
+      const requests = encodedRequests(m, io.stdin as AsyncIterable<string | Uint8Array>, input);
+      // Requests go as encoded bytes (so a bad line is named by its number); responses come as JSON.
+      const def: MethodDefinition<Uint8Array, JsonValue> = { ...m.json, requestType: m.raw.requestType };
+      try {
+        if (m.kind === 'client_streaming') {
+          const reply = await channel.clientStream(def, requests, callOptions);
+          io.stdout.write(JSON.stringify(reply, null, 2) + '\n');
+        } else {
+          await printLines(io.stdout, abort, () => channel.bidiStream(def, requests, callOptions));
+        }
+      } catch (err) {
+        // The call was cancelled because stdin failed: report why, not the cancellation.
+        throw input.error ?? err;
+      } finally {
+        // The call is over (the server may have ended it before stdin did): stop reading, so a
+        // terminal or a pipe left open does not keep the process alive.
+        io.stdin.destroy?.();
+      }
+      return;
+    }
+  }
+}
+
+/**
+ * Prints each response of a stream as one line of JSON as it arrives. When stdout's reader goes
+ * away the stream is cancelled (through `abort`) and this returns quietly.
+ * @throws RpcError when the stream fails; Error when stdout fails for another reason.
+ */
+async function printLines(stdout: NodeJS.WritableStream, abort: AbortController, open: () => AsyncIterable<JsonValue>): Promise<void> {
+  const writer = new LineWriter(stdout, () => abort.abort(new RpcError(Status.CANCELLED, 'cancelled: stdout was closed')));
+  try {
+    for await (const response of open()) {
+      const drained = writer.writeLine(JSON.stringify(response));
+      if (drained !== undefined) await drained;
+      if (writer.closed) break; // leaving the loop cancels the stream
+    }
+  } catch (err) {
+    if (!writer.closed) throw err;
+  }
+  if (writer.closed && !writer.gone) throw new Error(`cannot write to stdout: ${writer.error?.message ?? 'unknown error'}`);
+}
+
+/**
+ * Requests for a client-streaming or bidi call: stdin's NDJSON lines, each encoded to the request
+ * type. The first error (a line that is not JSON or does not fit, or stdin failing) is kept in
+ * `input.error` and thrown, which cancels the call.
+ */
+async function* encodedRequests(m: DynamicMethod, stdin: AsyncIterable<string | Uint8Array>, input: { error?: unknown }): AsyncGenerator<Uint8Array, void, undefined> {
+  try {
+    for await (const { line, value } of readNdjson(stdin)) {
+      let bytes: Uint8Array;
+      try {
+        bytes = m.encodeRequest(value);
+      } catch (err) {
+        throw new RpcError(Status.INVALID_ARGUMENT, `stdin line ${line}: ${(err as Error).message}`);
+      }
+      yield bytes;
+    }
+  } catch (err) {
+    input.error ??= err;
+    throw err;
+  }
+}
+
+/** What `svrkit bench` repeats: one call of the method, whatever its kind. */
+export interface BenchCall {
+  /** Makes one call: a unary call, or one whole stream read to its end. */
+  call: () => Promise<unknown>;
+  /**
+   * For server-streaming and bidi methods: the number of response messages all calls have read so
+   * far (failed streams included). Absent for unary and client-streaming methods.
+   */
+  messageCount?: () => number;
+}
+
+/**
+ * Builds the call `svrkit bench` repeats, on raw bytes (nothing is encoded or decoded per call):
+ * - unary: one call with `request`;
+ * - server-streaming: one stream with `request`, read to its end, counting the messages;
+ * - client-streaming: one stream sending `request` as its only message, then half-closing;
+ * - bidi-streaming: the same, reading the responses to the end and counting them.
+ * @param channel - a channel to the server.
+ * @param m - the method, from `resolveMethod`.
+ * @param request - the encoded request (`m.encodeRequest(json)`).
+ * @param options - call options for every call (a deadline covers a whole stream).
+ * @returns the call and, for methods whose responses stream, a message counter.
+ */
+export function benchCallFor(channel: Channel, m: DynamicMethod, request: Uint8Array, options: CallOptions): BenchCall {
+  const raw = m.raw;
+  const requests = [request];
+  switch (m.kind) {
+    case 'unary':
+      return { call: () => channel.unary(raw, request, options) };
+    case 'client_streaming':
+      return { call: () => channel.clientStream(raw, requests, options) };
+    case 'server_streaming':
+    case 'bidi_streaming': {
+      let messages = 0;
+      const open = m.kind === 'server_streaming' ? () => channel.serverStream(raw, request, options) : () => channel.bidiStream(raw, requests, options);
+      return {
+        call: async () => {
+          for await (const _ of open()) messages++;
+        },
+        messageCount: () => messages,
+      };
+    }
+  }
+}
+
+/**
+ * Makes one call as `benchCallFor` does, decoding what comes back: proves the request is accepted
+ * and shows what the method answers.
+ * @param channel - a channel to the server.
+ * @param m - the method.
+ * @param request - the encoded request.
+ * @param options - call options.
+ * @returns a one-line description: `sample reply: {...}`, or for a stream whose responses stream
+ *   `sample stream: 3 messages, the first: {...}`.
+ * @throws RpcError when the call fails.
+ */
+export async function benchSample(channel: Channel, m: DynamicMethod, request: Uint8Array, options: CallOptions): Promise<string> {
+  const def: MethodDefinition<Uint8Array, JsonValue> = { ...m.json, requestType: m.raw.requestType };
+  switch (m.kind) {
+    case 'unary':
+      return `sample reply: ${JSON.stringify(m.decodeResponse(await channel.unary(m.raw, request, options)))}`;
+    case 'client_streaming':
+      return `sample reply: ${JSON.stringify(await channel.clientStream(def, [request], options))}`;
+    case 'server_streaming':
+    case 'bidi_streaming': {
+      let first: JsonValue | undefined;
+      let n = 0;
+      const responses = m.kind === 'server_streaming' ? channel.serverStream(def, request, options) : channel.bidiStream(def, [request], options);
+      for await (const r of responses) {
+        if (n++ === 0) first = r;
+      }
+      return `sample stream: ${n} message${n === 1 ? '' : 's'}${n > 0 ? `, the first: ${JSON.stringify(first)}` : ''}`;
+    }
+  }
+}
