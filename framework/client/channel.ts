@@ -164,6 +164,12 @@ export interface ChannelOptions {
   /** Source of randomness in [0, 1) for balancing and jitter (tests inject a seeded one). Default `Math.random`. */
   random?: () => number;
   /**
+   * The wall clock, epoch ms (tests inject one): deadlines, retry and hedging decisions, the
+   * adaptive throttle, header send times. Default `Date.now`. Backoff and ejection periods run on
+   * `performance.now()` (a monotonic clock).
+   */
+  now?: () => number;
+  /**
    * Client-side adaptive throttling (Google SRE book): rejects calls locally with probability
    * `max(0, (requests - K * accepts) / (requests + 1))`. Default `{ k: 2, windowMs: 60000 }`. `false` turns it off.
    */
@@ -221,6 +227,7 @@ export class Channel {
   private readonly balancerName: BalancerName;
   private readonly zone: string;
   private readonly random: () => number;
+  private readonly now: () => number;
   private readonly defaultRetry: Readonly<Required<RetryPolicy>> | undefined;
   private readonly methodConfig: readonly MethodConfig[];
   private readonly throttle: RetryThrottle | undefined;
@@ -260,15 +267,16 @@ export class Channel {
     }
     this.zone = options.zone ?? '';
     this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
     this.defaultRetry = options.retryPolicy === false ? undefined : normalizeRetryPolicy(options.retryPolicy);
     this.methodConfig = options.methodConfig ?? [];
     validateMethodConfig(this.methodConfig);
     this.throttle = options.retryThrottle === false ? undefined : new RetryThrottle(options.retryThrottle ?? {});
-    this.adaptive = options.adaptiveThrottle === false ? undefined : new AdaptiveThrottle(Date.now(), options.adaptiveThrottle ?? {});
+    this.adaptive = options.adaptiveThrottle === false ? undefined : new AdaptiveThrottle(this.now(), options.adaptiveThrottle ?? {});
     this.userIdKey = options.userIdKey ?? DEFAULT_USER_ID_KEY;
     const obs = options.observer ?? defaultObserver;
     this.callObserver = obs;
-    this.onCallEnd = obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (Date.now() - call.startedAt) / 1000);
+    this.onCallEnd = obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (this.now() - call.startedAt) / 1000);
     const interceptors = options.interceptors ?? [];
     if (interceptors.length > 0) {
       let inv: ClientInvoker = (request, call) => this.start(call.method, request, call.options);
@@ -382,7 +390,7 @@ export class Channel {
     }
     const expected = streamed ? (kind === 'client_streaming' || kind === 'bidi_streaming') : kind === 'server_streaming';
     if (!expected) return failedStream(new RpcError(Status.INVALID_ARGUMENT, `${method.path} is a ${kind} method; call it with the matching client method`));
-    const now = Date.now();
+    const now = this.now();
     const p = this.prepare(method, options, now, METHOD_KIND_CODE[kind]);
     if (p instanceof RpcError) return failedStream(p);
     let body: Uint8Array | undefined;
@@ -410,8 +418,8 @@ export class Channel {
     dispatch: (stream) => {
       const pool = this.streamPools.get(stream);
       if (pool === undefined) return;
-      const t = Date.now();
-      stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t);
+      const t = this.now();
+      stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t, t);
       this.dispatch(stream, pool, t);
     },
     retryDelay: (stream, error) => {
@@ -420,7 +428,7 @@ export class Channel {
       const policy = state.config.retry;
       if (policy === undefined) return undefined;
       const decision = decideRetry(
-        { error, attempts: stream.attempts, idempotent: state.config.idempotent, deadline: stream.deadline, now: Date.now() },
+        { error, attempts: stream.attempts, idempotent: state.config.idempotent, deadline: stream.deadline, now: this.now() },
         policy,
         this.throttle,
         this.random(),
@@ -435,7 +443,7 @@ export class Channel {
     ended: (stream, code) => {
       this.streamPools.delete(stream);
       if (code === Status.OK) this.throttle?.onSuccess();
-      this.callObserver?.callEnded(stream.method.path, code, (Date.now() - stream.startedAt) / 1000);
+      this.callObserver?.callEnded(stream.method.path, code, (this.now() - stream.startedAt) / 1000);
     },
     counted: (method, direction) => this.callObserver?.streamMessage?.(method, direction),
   };
@@ -448,11 +456,11 @@ export class Channel {
    * @throws RpcError UNAVAILABLE when no connection is ready in time or the channel is closed.
    */
   async waitForReady(timeoutMs: number, service = ''): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = this.now() + timeoutMs;
     for (;;) {
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`);
       const pool = this.poolFor(service);
-      const now = Date.now();
+      const now = this.now();
       pool.connectAll();
       if (pool.instances.some((it) => it.sub.ready)) return;
       if (now >= deadline) throw pool.unavailable(this.target);
@@ -620,7 +628,7 @@ export class Channel {
   }
 
   private start(method: MethodDefinition, request: unknown, options: CallOptions): Promise<unknown> {
-    const now = Date.now();
+    const now = this.now();
     const p = this.prepare(method, options, now, 0);
     if (p instanceof RpcError) return Promise.reject(p);
     const { state, pool, parent, deadline, headerBytes, business, user } = p;
@@ -683,7 +691,7 @@ export class Channel {
     const observer = call.observer;
     if (observer === undefined || this.closed) return false;
     const { retry: policy, pool } = observer;
-    const now = Date.now();
+    const now = this.now();
     const decision = decideRetry(
       { error, attempts: call.attempts, idempotent: observer.idempotent, deadline: call.deadline, now },
       policy,
@@ -702,8 +710,8 @@ export class Channel {
     const send = (): void => {
       call.retryTimer = undefined;
       if (call.done) return;
-      const t = Date.now();
-      call.header = withDeadline(call.header, call.deadline === Infinity ? undefined : call.deadline - t);
+      const t = this.now();
+      call.header = withDeadline(call.header, call.deadline === Infinity ? undefined : call.deadline - t, t);
       this.dispatch(call, pool, t);
     };
     if (decision.delayMs <= 0) queueMicrotask(send);
@@ -748,8 +756,8 @@ export class Channel {
           reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
           return;
         }
-        const t = Date.now();
-        const header = attempts.length === 0 ? headerBytes : withDeadline(headerBytes, deadline === Infinity ? undefined : deadline - t);
+        const t = this.now();
+        const header = attempts.length === 0 ? headerBytes : withDeadline(headerBytes, deadline === Infinity ? undefined : deadline - t, t);
         const a = new PendingCall(method, header, body, deadline, this.target);
         a.hashKey = options.hashKey;
         a.business = effectiveBusinessPriority(business, method.options?.priority);
@@ -775,7 +783,7 @@ export class Channel {
             // One decision function for both modes: pushback "stop" (local shedding sets it too)
             // ends hedging, a pushback delay postpones the next hedge, a fatal status ends the call.
             const decision = decideRetry(
-              { error: err, attempts: attempts.length, idempotent: true, deadline, now: Date.now() },
+              { error: err, attempts: attempts.length, idempotent: true, deadline, now: this.now() },
               policy,
               throttle,
               this.random(),
@@ -818,11 +826,11 @@ export class Channel {
       launch();
     }).then(
       (value) => {
-        this.callObserver?.callEnded(method.path, Status.OK, (Date.now() - now) / 1000);
+        this.callObserver?.callEnded(method.path, Status.OK, (this.now() - now) / 1000);
         return value;
       },
       (err: RpcError) => {
-        this.callObserver?.callEnded(method.path, err.code, (Date.now() - now) / 1000);
+        this.callObserver?.callEnded(method.path, err.code, (this.now() - now) / 1000);
         throw err;
       },
     );
@@ -833,7 +841,7 @@ export class Channel {
     if (admissionLevel === undefined) sub.admissionLevel = ADMIT_ALL;
     else {
       sub.admissionLevel = admissionLevel;
-      sub.admissionAt = Date.now();
+      sub.admissionAt = this.now();
     }
     // Adaptive throttle: everything but an overload rejection counts as accepted.
     // Adaptive throttle (SRE): an overload rejection counts against the backend, except one that
@@ -899,7 +907,7 @@ export class Channel {
       for (const w of ws) w();
     }
     if (this.closed) return;
-    const now = Date.now();
+    const now = this.now();
     for (const pool of this.pools.values()) {
       if (pool.queue.length === 0) continue;
       const queued = pool.queue;
@@ -920,11 +928,11 @@ export class Channel {
   }
 }
 
-/** Re-encodes a request header with a new time left (ms; none when undefined) and send time, for a retry or hedge. */
-function withDeadline(header: Uint8Array, remainingMs: number | undefined): Uint8Array {
+/** Re-encodes a request header with a new time left (ms; none when undefined) and send time `now` (epoch ms), for a retry or hedge. */
+function withDeadline(header: Uint8Array, remainingMs: number | undefined, now: number): Uint8Array {
   const h = decodeRequestHeader(header);
   if (remainingMs !== undefined) h.d = Math.max(1, remainingMs);
-  h.st = Date.now();
+  h.st = now;
   return encodeRequestHeader(h);
 }
 

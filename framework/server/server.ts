@@ -79,6 +79,11 @@ export interface ServerOptions {
   overload?: OverloadOptions | false;
   /** Receives call events (metrics). */
   observer?: ServerObserver;
+  /**
+   * The wall clock, epoch ms (tests inject one): deadlines, queueing time, admission windows,
+   * user-priority hours. Default `Date.now`.
+   */
+  now?: () => number;
 }
 
 /** FastReject settings: the admission controller's (see `AdmissionOptions`) and the server's own. */
@@ -180,10 +185,10 @@ class ServerConnection {
     const base = this.minCur < this.minPrev ? this.minCur : this.minPrev;
     return offset - base;
   }
-  constructor(socket: Socket, readonly server: Server, maxFrameBytes: number) {
+  constructor(socket: Socket, readonly server: Server, maxFrameBytes: number, now: () => number) {
     this.conn = new Connection(
       socket,
-      { maxFrameBytes, pauseReadsWhileBlocked: true },
+      { maxFrameBytes, pauseReadsWhileBlocked: true, now },
       {
         onFrame: (kind, callId, header, body) => server.onFrame(this, kind, callId, header, body),
         onOversized: (kind, callId, size) => {
@@ -230,6 +235,7 @@ export class Server {
   private readonly streamHost: StreamHost;
   private readonly logger: ServerLogger;
   private readonly observer: ServerObserver | undefined;
+  private readonly now: () => number;
   private readonly admission: AdmissionController | undefined;
   private readonly overload: Readonly<Required<Omit<OverloadOptions, keyof AdmissionOptions | 'onWindow'>>> & { onWindow: ((r: WindowReport) => void) | undefined };
   private eventLoopDelay: IntervalHistogram | undefined;
@@ -256,6 +262,7 @@ export class Server {
     };
     this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
     this.observer = options.observer;
+    this.now = options.now ?? Date.now;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     this.overload = {
       dryRun: ov?.dryRun ?? false,
@@ -266,7 +273,7 @@ export class Server {
     };
     if (!(this.overload.maxInflight >= 1)) throw new Error(`overload.maxInflight must be >= 1, got ${this.overload.maxInflight}`);
     checkPriority(this.overload.defaultPriority, 'overload.defaultPriority');
-    if (ov !== undefined) this.admission = new AdmissionController(Date.now(), ov);
+    if (ov !== undefined) this.admission = new AdmissionController(this.now(), ov);
     if (options.builtinServices !== false) {
       this.addService(new Health(this));
       this.addService(new Reflection(this));
@@ -358,7 +365,7 @@ export class Server {
       this.eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
       this.eventLoopDelay.enable();
       // Windows also close when no call arrives, so that an idle server's level recovers.
-      this.windowTimer = setInterval(() => this.maybeCloseWindow(Date.now()), 250);
+      this.windowTimer = setInterval(() => this.maybeCloseWindow(this.now()), 250);
       this.windowTimer.unref();
     }
   }
@@ -517,14 +524,14 @@ export class Server {
     socket.on('error', () => {
       // Reported through Connection.onClose; an unhandled 'error' would crash the process.
     });
-    this.connections.add(new ServerConnection(socket, this, this.maxFrameBytes));
+    this.connections.add(new ServerConnection(socket, this, this.maxFrameBytes, this.now));
   }
 
   private onRequest(sc: ServerConnection, callId: number, headerBytes: Buffer, body: Buffer): void {
     const conn = sc.conn;
     // Arrival: when the chunk holding this frame was read; start: now, as the handler is about to run.
     const arrival = conn.chunkAt;
-    const now = Date.now();
+    const now = this.now();
     if (sc.goawayAcked) {
       // The client saw GOAWAY and still sent a call: refuse it unprocessed, so it may go elsewhere.
       this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down: call refused after GOAWAY', true);
@@ -759,7 +766,7 @@ export class Server {
   }
 
   private observe(call: InboundCall, code: number): void {
-    this.observer!.callEnded(call.method, code, (Date.now() - call.startedAt) / 1000, call.queuedMs / 1000);
+    this.observer!.callEnded(call.method, code, (this.now() - call.startedAt) / 1000, call.queuedMs / 1000);
   }
 
   private finish(call: InboundCall): void {

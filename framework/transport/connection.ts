@@ -35,6 +35,8 @@ export interface ConnectionOptions {
   maxFrameBytes: number;
   /** Stop reading while writes are blocked (servers do, so a slow reader throttles itself). */
   pauseReadsWhileBlocked: boolean;
+  /** The clock that stamps each chunk's arrival (`chunkAt`), epoch ms. Default `Date.now`. */
+  now?: () => number;
 }
 
 /** How long a connection closed for a protocol error waits for its GOAWAY to flush (ms). */
@@ -59,6 +61,7 @@ export class Connection {
   private failed = false;
   private closeError: Error | undefined;
   private readonly flushBound = (): void => this.flush();
+  private readonly now: () => number;
 
   /**
    * @param socket - a connected socket; the connection takes it over (listeners, no-delay).
@@ -71,6 +74,7 @@ export class Connection {
     private readonly events: ConnectionEvents,
   ) {
     this.peer = formatAddress(socket.remoteAddress, socket.remotePort);
+    this.now = options.now ?? Date.now;
     this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame, events.onOversized);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -155,7 +159,7 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.failed) return;
-    this.chunkAt = Date.now();
+    this.chunkAt = this.now();
     try {
       this.decoder.push(chunk);
     } catch (err) {

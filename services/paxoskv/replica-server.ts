@@ -56,7 +56,6 @@ export const MAX_PEER_BATCH_BYTES = 4 * 1024 * 1024;
 export const MAX_CLIENT_CLOCK_AHEAD_MS = 5 * 60_000;
 
 /** The driver's clock for the core: monotonic ms, so a wall-clock step never stalls or fires timers. */
-const monotonicNow = (): number => performance.now();
 
 /** How to run a replica. */
 export interface ReplicaOptions {
@@ -87,6 +86,10 @@ export interface ReplicaOptions {
   server?: ServerOptions;
   /** Called when the replica's mode changes (for the CLI's progress lines). */
   onModeChange?: (mode: ReplicaMode, replica: PaxosKVReplica) => void;
+  /** The core's clock, monotonic ms (tests inject one). Default `performance.now`. */
+  now?: () => number;
+  /** Randomness in [0, 1) for the core (proposal backoff, incarnation nonces). Default `Math.random`. */
+  random?: () => number;
 }
 
 /** A running replica. */
@@ -106,6 +109,8 @@ export class PaxosKVReplica {
 
   private lastMode: ReplicaMode;
   private readonly readyWaiters = new Set<() => void>();
+  /** The core's clock (monotonic ms; `ReplicaOptions.now`). */
+  private readonly now: () => number;
 
   private constructor(
     readonly options: ReplicaOptions,
@@ -115,7 +120,8 @@ export class PaxosKVReplica {
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
     this.fingerprint = clusterFingerprint(members, learners);
-    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, Math.random);
+    this.now = options.now ?? (() => performance.now());
+    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, options.random ?? Math.random);
     this.lastMode = this.core.mode;
     this.server = new Server(options.server);
     this.server.addService(new ClientApi(this));
@@ -158,7 +164,7 @@ export class PaxosKVReplica {
       await store.close();
       throw err;
     }
-    replica.apply(replica.core.begin(monotonicNow()));
+    replica.apply(replica.core.begin(replica.now()));
     return replica;
   }
 
@@ -239,7 +245,7 @@ export class PaxosKVReplica {
    */
   request(key: string, op: ClientOp, deadline: number): Promise<ClientResult> {
     const ref = this.nextRef++;
-    const now = monotonicNow();
+    const now = this.now();
     // The call's deadline is wall-clock ms; the core runs on the monotonic clock.
     const monotonicDeadline = deadline === Infinity ? Infinity : now + (deadline - Date.now());
     return new Promise<ClientResult>((resolve) => {
@@ -270,7 +276,7 @@ export class PaxosKVReplica {
       throw err;
     }
     const back: PeerMessage[] = [];
-    for (const m of messages) this.apply(this.core.receive(from, m, monotonicNow()), from, back);
+    for (const m of messages) this.apply(this.core.receive(from, m, this.now()), from, back);
     await this.lastWrite;
     // The reply carries one batch's worth; the rest (many large entries for a catching-up peer)
     // goes out through the outbox, so no reply exceeds the frame limit.
@@ -356,7 +362,7 @@ export class PaxosKVReplica {
         } catch {
           return; // a malformed reply is dropped, like a lost message
         }
-        for (const m of replies) this.apply(this.core.receive(to, m, monotonicNow()));
+        for (const m of replies) this.apply(this.core.receive(to, m, this.now()));
       },
       () => {
         // Lost: Paxos retries by its own timeouts.
@@ -374,8 +380,8 @@ export class PaxosKVReplica {
       setTimeout(() => {
         this.tickTimer = undefined;
         this.tickAt = Infinity;
-        this.apply(this.core.tick(monotonicNow()));
-      }, Math.max(0, wake - monotonicNow())),
+        this.apply(this.core.tick(this.now()));
+      }, Math.max(0, wake - this.now())),
     );
   }
 
