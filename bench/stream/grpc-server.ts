@@ -1,0 +1,91 @@
+/**
+ * The grpc-js side of the server-streaming benchmark: streambench.Feed/Watch from
+ * bench/stream/feed.proto (loaded at run time with @grpc/proto-loader) streams `count` Events
+ * (seq 1..count, the same 57-byte payload: 64 bytes encoded) with `call.write()`, honouring its
+ * return value: when it returns false the handler waits for 'drain' before writing more, as a
+ * correct grpc-js server must (otherwise grpc-js buffers without bound).
+ *
+ *   npx tsx bench/stream/grpc-server.ts [port]      # port 0 (the default) picks a free one
+ *
+ * Binds 127.0.0.1 only, prints `listening 127.0.0.1:<port>` once bound, and shuts down on
+ * SIGTERM/SIGINT and exits 0.
+ */
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { PAYLOAD } from './payload.js';
+
+const PROTO = fileURLToPath(new URL('./feed.proto', import.meta.url));
+
+interface WatchRequest {
+  count: number;
+}
+interface Event {
+  seq: number;
+  payload: Buffer;
+}
+
+function parsePort(text: string | undefined): number {
+  if (text === undefined) return 0;
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) {
+    console.error(`invalid port '${text}': expected 0-65535 (0 picks a free port)`);
+    process.exit(2);
+  }
+  return port;
+}
+
+async function main(): Promise<void> {
+  const port = parsePort(process.argv[2]);
+  const definition = protoLoader.loadSync(PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const service: grpc.ServiceDefinition = (grpc.loadPackageDefinition(definition) as any).streambench.Feed.service;
+
+  const server = new grpc.Server();
+  server.addService(service, {
+    watch(call: grpc.ServerWritableStream<WatchRequest, Event>) {
+      const n = call.request.count;
+      let seq = 1;
+      let cancelled = false;
+      call.on('cancelled', () => (cancelled = true));
+      const pump = (): void => {
+        while (seq <= n) {
+          if (cancelled) return;
+          if (!call.write({ seq: seq++, payload: PAYLOAD })) {
+            call.once('drain', pump);
+            return;
+          }
+        }
+        call.end();
+      };
+      pump();
+    },
+  });
+
+  const bound = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  console.log(`listening 127.0.0.1:${bound}`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      process.exit(0);
+    }, 2000);
+    force.unref();
+    server.tryShutdown((err) => {
+      clearTimeout(force);
+      if (err) console.error(`shutdown after ${signal}: ${err.message}`);
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`grpc-js stream server: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
