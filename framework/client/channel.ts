@@ -20,6 +20,7 @@ import { RpcError, Status, type Metadata } from '../wire/status.js';
 import type { BalancerName } from './balancer.js';
 import { PendingCall, type AttemptObserver } from './call.js';
 import { ClientStream, type StreamDriver } from './stream-call.js';
+import { tcpTransport, type Transport } from '../transport/transport.js';
 import { resolveMethodConfig, validateMethodConfig, type MethodConfig, type ResolvedMethodConfig } from './method-config.js';
 import { DEFAULT_OUTLIER_DETECTION, mayEjectAnother, type OutlierDetectionOptions } from './outlier.js';
 import { ServicePool, type QueuedAttempt } from './pool.js';
@@ -38,7 +39,7 @@ import { PUSHBACK_KEY } from './retry.js';
  * composition root (framework/setup.ts registers `svrkit.Health/Check`, client/health-probe.ts);
  * without one, an ejected address returns when its ejection period ends.
  */
-export type HealthProbe = (address: string, settings: { readonly backoff: BackoffOptions }) => Promise<boolean>;
+export type HealthProbe = (address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport }) => Promise<boolean>;
 
 let healthProbe: HealthProbe | undefined;
 
@@ -130,6 +131,8 @@ export type ClientStreamInterceptor = (next: ClientStreamInvoker) => ClientStrea
 
 /** Channel settings. */
 export interface ChannelOptions {
+  /** How connections are made: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
+  transport?: Transport;
   /** Connections per address; calls are spread over them round robin. Default 1. */
   connections?: number;
   /** Timeout applied to calls that set none (ms). Default: none. */
@@ -253,6 +256,7 @@ export class Channel {
     const ka = options.keepalive;
     const od = options.outlierDetection;
     this.settings = {
+      transport: options.transport ?? tcpTransport,
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
       backoff: options.backoff ?? {},

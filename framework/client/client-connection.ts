@@ -5,8 +5,8 @@
  * the connection (gRPC keepalive, gRFC A8). A GOAWAY stops new calls on it while those in flight
  * finish; a lost connection fails its calls with UNAVAILABLE (or the GOAWAY's status).
  */
-import { connect } from 'node:net';
 import { Connection } from '../transport/connection.js';
+import type { Transport } from '../transport/transport.js';
 import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
@@ -36,6 +36,8 @@ export interface BackoffOptions {
 
 /** Settings shared by a channel's connections. */
 export interface ConnectionSettings {
+  /** How connections are made (TCP, or in-process for tests). */
+  transport: Transport;
   maxFrameBytes: number;
   connectTimeoutMs: number;
   backoff: BackoffOptions;
@@ -103,7 +105,7 @@ export class ClientConnection implements CallCarrier {
     private readonly onResult: (status: number, notProcessed: boolean, admissionLevel: number | undefined) => void = () => {},
   ) {
     const { host, port } = parseAddress(address);
-    const socket = connect({ host, port, noDelay: true });
+    const socket = settings.transport.connect(host, port);
     this.conn = new Connection(
       socket,
       { maxFrameBytes: settings.maxFrameBytes, pauseReadsWhileBlocked: false },

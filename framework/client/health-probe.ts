@@ -6,16 +6,17 @@
  */
 import { HealthDefinition } from '../builtin/gen/svrkit/health.js';
 import type { BackoffOptions } from './client-connection.js';
+import type { Transport } from '../transport/transport.js';
 import { Channel, registerHealthProbe } from './channel.js';
 
 /**
  * Sends `svrkit.Health/Check` (service `''`) to `address`.
  * @param address - `host:port`.
- * @param settings - the reconnect backoff of the channel that ejected the address.
+ * @param settings - the reconnect backoff and transport of the channel that ejected the address.
  * @returns true when it answers SERVING within 1 s; false on any failure (never throws).
  */
-export async function probeHealth(address: string, settings: { readonly backoff: BackoffOptions }): Promise<boolean> {
-  const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false });
+export async function probeHealth(address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport }): Promise<boolean> {
+  const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false, transport: settings.transport });
   try {
     const res = await ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 });
     return res.status === 1; // SERVING

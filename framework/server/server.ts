@@ -5,10 +5,10 @@
  * The hot path (frame parse, header decode, method lookup, body decode, handler start) runs
  * synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
-import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { callStorage, ServerCallContext, type CallContext } from '../context/call-context.js';
 import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import { Connection, formatAddress } from '../transport/connection.js';
+import { tcpTransport, type ByteStream, type Transport, type TransportListener } from '../transport/transport.js';
 import {
   serviceDefinition,
   type MethodDefinition,
@@ -79,6 +79,8 @@ export interface ServerOptions {
   overload?: OverloadOptions | false;
   /** Receives call events (metrics). */
   observer?: ServerObserver;
+  /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
+  transport?: Transport;
   /**
    * The wall clock, epoch ms (tests inject one): deadlines, queueing time, admission windows,
    * user-priority hours. Default `Date.now`.
@@ -185,7 +187,7 @@ class ServerConnection {
     const base = this.minCur < this.minPrev ? this.minCur : this.minPrev;
     return offset - base;
   }
-  constructor(socket: Socket, readonly server: Server, maxFrameBytes: number, now: () => number) {
+  constructor(socket: ByteStream, readonly server: Server, maxFrameBytes: number, now: () => number) {
     this.conn = new Connection(
       socket,
       { maxFrameBytes, pauseReadsWhileBlocked: true, now },
@@ -243,7 +245,9 @@ export class Server {
   /** The admission level sent to clients: undefined while admitting everything (and always in dry-run). */
   private advertisedLevel: number | undefined;
   private userSeed = 0x9e3779b9;
-  private netServer: NetServer | undefined;
+  private listener: TransportListener | undefined;
+  private listening = false;
+  private readonly transport: Transport;
   private boundAddress: string | undefined;
   private inflight = 0;
   private closing = false;
@@ -263,6 +267,7 @@ export class Server {
     this.logger = options.logger ?? { error: (m, e) => console.error(m, e) };
     this.observer = options.observer;
     this.now = options.now ?? Date.now;
+    this.transport = options.transport ?? tcpTransport;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     this.overload = {
       dryRun: ov?.dryRun ?? false,
@@ -342,23 +347,22 @@ export class Server {
    * @throws Error when the port cannot be bound (EADDRINUSE, EACCES, ...) or the server is listening already.
    */
   async listen(port: number, host = '127.0.0.1'): Promise<void> {
-    if (this.netServer !== undefined) throw new Error('server is already listening');
+    if (this.listening) throw new Error('server is already listening');
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${port}: expected 0-65535`);
-    const srv = createServer({ noDelay: true }, (socket) => this.onConnection(socket));
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(port, host, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
-    srv.on('error', (err) => this.logger.error('svrkit server: listener error', err));
-    const a = srv.address();
-    this.boundAddress = a !== null && typeof a === 'object' ? formatAddress(a.address, a.port) : String(a);
-    this.netServer = srv;
+    this.listening = true;
+    let listener: TransportListener;
+    try {
+      listener = await this.transport.listen(port, host, (socket) => this.onConnection(socket));
+    } catch (err) {
+      this.listening = false;
+      throw err;
+    }
+    listener.onError((err) => this.logger.error('svrkit server: listener error', err));
+    this.boundAddress = formatAddress(listener.address.address, listener.address.port);
+    this.listener = listener;
     if (this.closing) {
       // close() ran while we were binding: stop listening, start nothing.
-      srv.close();
+      listener.close();
       return;
     }
     if (this.admission !== undefined) {
@@ -393,9 +397,8 @@ export class Server {
 
   /** The bound port (after `listen`). */
   get port(): number {
-    const a = this.netServer?.address();
-    if (a === null || a === undefined || typeof a !== 'object') throw new Error('server is not listening');
-    return a.port;
+    if (this.listener === undefined) throw new Error('server is not listening');
+    return this.listener.address.port;
   }
 
   /** Calls being served right now. */
@@ -435,7 +438,7 @@ export class Server {
       this.closing = true;
       clearInterval(this.windowTimer);
       this.eventLoopDelay?.disable();
-      this.netServer?.close();
+      this.listener?.close();
       for (const c of this.connections) {
         c.draining = true;
         c.conn.goaway(Status.UNAVAILABLE, 'server is shutting down');
@@ -516,7 +519,7 @@ export class Server {
     for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
   }
 
-  private onConnection(socket: Socket): void {
+  private onConnection(socket: ByteStream): void {
     if (this.closing) {
       socket.destroy();
       return;

@@ -14,7 +14,7 @@
  * - A framing violation (oversized or malformed frame) sends GOAWAY with the reason and closes the
  *   connection; the process carries on.
  */
-import type { Socket } from 'node:net';
+import type { ByteStream } from './transport.js';
 import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
 import { Status } from '../wire/status.js';
@@ -69,7 +69,7 @@ export class Connection {
    * @param events - the owner's callbacks.
    */
   constructor(
-    readonly socket: Socket,
+    readonly socket: ByteStream,
     private readonly options: ConnectionOptions,
     private readonly events: ConnectionEvents,
   ) {

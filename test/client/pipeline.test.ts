@@ -1,0 +1,142 @@
+/**
+ * The whole call path (framing, multiplexing, flow control, balancing, retries, hedging) over the
+ * in-memory transport: servers and channels in this process, no socket. What the picker decides
+ * (connection, queue, shed, unavailable) and what retries and hedges do with it.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Channel, MemoryTransport, PUSHBACK_KEY, RpcError, Server, Status, type CallContext } from '../../framework/index.js';
+import { ProbeDefinition } from '../.tmp/gen/probe/probe.js';
+import { StreamsClient } from '../.tmp/gen/streams/streams.js';
+import { Streams } from '../support/streams-service.js';
+
+const opened: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const close of opened.splice(0)) await close();
+});
+
+/** A Probe whose Echo answers per `behave` and counts calls. */
+function probe(behave: (call: CallContext) => void = () => {}) {
+  const counter = { calls: 0 };
+  const impl = {
+    async echo(req: { text: string }, call: CallContext) {
+      counter.calls++;
+      behave(call);
+      return { text: req.text, metadata: {}, traceId: '', deadlineLeftMs: 0n, padding: new Uint8Array() };
+    },
+  };
+  return { counter, impl };
+}
+
+async function serve(transport: MemoryTransport, host: string, impl: object, options: ConstructorParameters<typeof Server>[0] = {}): Promise<Server> {
+  const server = new Server({ transport, overload: false, ...options });
+  server.addService(ProbeDefinition, impl);
+  await server.listen(1, host);
+  opened.push(() => server.close({ graceMs: 0 }));
+  return server;
+}
+
+function channel(transport: MemoryTransport, target: string, options: ConstructorParameters<typeof Channel>[1] = {}): Channel {
+  const ch = new Channel(target, { transport, ...options });
+  opened.unshift(() => ch.close());
+  return ch;
+}
+
+describe('the in-memory transport', () => {
+  it('carries unary calls and every kind of stream, with no socket', async () => {
+    const transport = new MemoryTransport();
+    const server = new Server({ transport, overload: false }).addService(new Streams());
+    await server.listen(0, 'streams');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const client = new StreamsClient(channel(transport, server.address));
+    let n = 0n;
+    for await (const item of client.count({ count: 50_000 })) expect(item.seq).toBe(n++);
+    expect(n).toBe(50_000n);
+    expect(await client.upload([{ data: Buffer.from('abc') }, { data: Buffer.from('d') }])).toMatchObject({ bytes: 4n, chunks: 2 });
+    const echoed: bigint[] = [];
+    for await (const item of client.echo([{ seq: 1n }, { seq: 2n }])) echoed.push(item.seq);
+    expect(echoed).toEqual([1n, 2n]);
+    expect(Number((await client.stats({})).open)).toBe(0);
+  });
+
+  it('a break cancels a stream: the server generator closes', async () => {
+    const transport = new MemoryTransport();
+    const streams = new Streams();
+    const server = new Server({ transport, overload: false }).addService(streams);
+    await server.listen(0, 'streams');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const client = new StreamsClient(channel(transport, server.address));
+    for await (const _ of client.count({ count: 5, hang: true })) break;
+    for (let i = 0; i < 100 && streams.closed === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(streams.closed).toBe(1);
+    expect(streams.lastAbort).toBe('CANCELLED');
+  });
+
+  it('an address nobody listens on is UNAVAILABLE, not processed (the pick is "unavailable")', async () => {
+    const transport = new MemoryTransport();
+    const ch = channel(transport, 'nobody:1', { retryPolicy: false });
+    const err = (await ch.unary(ProbeDefinition.methods.echo, {}, { timeoutMs: 2000 }).catch((e: unknown) => e)) as RpcError;
+    expect(err.code).toBe(Status.UNAVAILABLE);
+    expect(err.notProcessed).toBe(true);
+    expect(err.message).toMatch(/ECONNREFUSED nobody:1/);
+  });
+
+  it('a call made while the connection is being made waits for it (the pick is "queue")', async () => {
+    const transport = new MemoryTransport();
+    const { impl } = probe();
+    await serve(transport, 'a', impl);
+    const ch = channel(transport, 'a:1');
+    // The first call finds no ready connection: it queues, the connect completes, it is sent.
+    await expect(ch.unary(ProbeDefinition.methods.echo, { text: 'hi' })).resolves.toMatchObject({ text: 'hi' });
+  });
+});
+
+describe('retries and hedging, end to end', () => {
+  it('a retryable failure is retried on another instance', async () => {
+    const transport = new MemoryTransport();
+    const a = probe(() => {
+      throw new RpcError(Status.UNAVAILABLE, 'a is down');
+    });
+    const b = probe();
+    await serve(transport, 'a', a.impl);
+    await serve(transport, 'b', b.impl);
+    const ch = channel(transport, 'static:///a:1,b:1', { balancer: 'round_robin', methodConfig: [{ name: [{ service: 'probe.Probe' }], idempotent: true }] });
+    await ch.waitForReady(2000);
+    for (let i = 0; i < 4; i++) await expect(ch.unary(ProbeDefinition.methods.echo, { text: 'x' })).resolves.toMatchObject({ text: 'x' });
+    expect(b.counter.calls).toBe(4);
+  });
+
+  it('hedging: server pushback "stop" sends no further hedge', async () => {
+    const transport = new MemoryTransport();
+    const a = probe(() => {
+      throw new RpcError(Status.UNAVAILABLE, 'overloaded, go away', { [PUSHBACK_KEY]: 'stop' });
+    });
+    const b = probe();
+    await serve(transport, 'a', a.impl);
+    await serve(transport, 'b', b.impl);
+    const hedged = { name: [{ service: 'probe.Probe' }], idempotent: true, hedgingPolicy: { maxAttempts: 3, hedgingDelayMs: 200 } };
+    const ch = channel(transport, 'static:///a:1,b:1', { balancer: 'round_robin', methodConfig: [hedged] });
+    await ch.waitForReady(2000);
+    // Round robin sends the first attempt to a; its pushback forbids the hedge to b.
+    const err = (await ch.unary(ProbeDefinition.methods.echo, {}).catch((e: unknown) => e)) as RpcError;
+    expect(err.code).toBe(Status.UNAVAILABLE);
+    expect(a.counter.calls).toBe(1);
+    expect(b.counter.calls).toBe(0);
+  });
+
+  it('hedging: a pushback delay postpones the next hedge instead of sending it at once', async () => {
+    const transport = new MemoryTransport();
+    const a = probe(() => {
+      throw new RpcError(Status.UNAVAILABLE, 'later', { [PUSHBACK_KEY]: '150' });
+    });
+    const b = probe();
+    await serve(transport, 'a', a.impl);
+    await serve(transport, 'b', b.impl);
+    const hedged = { name: [{ service: 'probe.Probe' }], idempotent: true, hedgingPolicy: { maxAttempts: 2, hedgingDelayMs: 10_000 } };
+    const ch = channel(transport, 'static:///a:1,b:1', { balancer: 'round_robin', methodConfig: [hedged] });
+    await ch.waitForReady(2000);
+    const t0 = performance.now();
+    await expect(ch.unary(ProbeDefinition.methods.echo, { text: 'ok' })).resolves.toMatchObject({ text: 'ok' });
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
+    expect(b.counter.calls).toBe(1);
+  });
+});
