@@ -4,7 +4,8 @@
  * (packages from node_modules and Node built-ins are not layers: they are checked by the
  * package rules at the end); every import counts, `import type` and `import()` included.
  *
- * Bottom to top: wire; context, transport, overload (pure); server, client; builtin (generated
+ * Bottom to top: wire; errors (the error catalogue, framework/errors.ts: every layer may import it,
+ * and it imports only wire); context, transport, overload (pure); server, client; builtin (generated
  * code of the built-in services) and framework/runtime.ts; discovery and metrics (plug into the
  * client and server); framework/setup.ts (the composition root) and framework/index.ts; cli;
  * codegen stands alone; services use the framework's public API. examples/, test/ and bench/
@@ -13,6 +14,7 @@
 
 /** Path patterns of the layers (paths relative to the repository root). */
 const WIRE = '^framework/wire/';
+const ERRORS = '^framework/errors\\.ts$';
 const CONTEXT = '^framework/context/';
 const TRANSPORT = '^framework/transport/';
 const OVERLOAD = '^framework/overload/';
@@ -31,7 +33,7 @@ const PACKAGE_INDEX = '^index\\.ts$';
 
 /** Every module of the package's own code belongs to one of these. */
 const PRODUCTION = '^(framework/|codegen/|services/|index\\.ts$)';
-const LAYERS = [WIRE, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP, FRAMEWORK_INDEX, CLI, CODEGEN, SERVICES, PACKAGE_INDEX];
+const LAYERS = [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP, FRAMEWORK_INDEX, CLI, CODEGEN, SERVICES, PACKAGE_INDEX];
 
 /**
  * A rule "modules matching `from` may import, from this repository, only modules matching one
@@ -60,35 +62,46 @@ module.exports = {
       to: { circular: true },
     },
     layer('layer-wire', 'wire (frame codec, header schema, status codes, definitions) is the bottom: pure, imports no other layer.', WIRE, []),
-    layer('layer-context', 'context (the AsyncLocalStorage call context) may import only wire.', CONTEXT, [WIRE]),
-    layer('layer-transport', 'transport (framed, multiplexed connections) may import only wire.', TRANSPORT, [WIRE]),
-    layer('layer-overload', 'overload (admission controller, adaptive throttle) is pure decision logic: it imports no other layer.', OVERLOAD, []),
+    layer(
+      'layer-errors',
+      'framework/errors.ts, the error catalogue, may import only wire (RpcError, Status); every framework layer may import it.',
+      ERRORS,
+      [WIRE],
+    ),
+    layer('layer-context', 'context (the AsyncLocalStorage call context) may import only wire and the error catalogue.', CONTEXT, [WIRE, ERRORS]),
+    layer('layer-transport', 'transport (framed, multiplexed connections) may import only wire and the error catalogue.', TRANSPORT, [WIRE, ERRORS]),
+    layer(
+      'layer-overload',
+      'overload (admission controller, adaptive throttle) is pure decision logic: it imports no other layer but the error catalogue.',
+      OVERLOAD,
+      [ERRORS],
+    ),
     layer(
       'layer-server',
-      'server may import wire, context, transport, overload and the generated code of the built-in services.',
+      'server may import wire, the error catalogue, context, transport, overload and the generated code of the built-in services.',
       SERVER,
-      [WIRE, CONTEXT, TRANSPORT, OVERLOAD, BUILTIN],
+      [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, BUILTIN],
     ),
     layer(
       'layer-client',
-      'client may import wire, context, transport, overload, the generated code of the built-in services, and from ' +
+      'client may import wire, the error catalogue, context, transport, overload, the generated code of the built-in services, and from ' +
         'discovery only the Instance type (discovery/instance.ts, a leaf). Registries and resolvers plug into the ' +
         'client through client/resolver.ts; the client never imports them (framework/setup.ts wires them up).',
       CLIENT,
-      [WIRE, CONTEXT, TRANSPORT, OVERLOAD, BUILTIN, '^framework/discovery/instance\\.ts$'],
+      [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, BUILTIN, '^framework/discovery/instance\\.ts$'],
     ),
     layer('layer-builtin', "builtin (generated code of the built-in services) may import only framework/runtime.ts, like any generated code.", BUILTIN, [RUNTIME]),
     layer(
       'layer-runtime',
-      'framework/runtime.ts (the names generated code imports) may import wire, context and client.',
+      'framework/runtime.ts (the names generated code imports) may import wire, the error catalogue, context and client.',
       RUNTIME,
-      [WIRE, CONTEXT, CLIENT],
+      [WIRE, ERRORS, CONTEXT, CLIENT],
     ),
     layer(
       'layer-discovery',
-      'discovery (registries and the resolvers over them) may import wire and the resolver table it plugs into (client/resolver.ts).',
+      'discovery (registries and the resolvers over them) may import wire, the error catalogue and the resolver table it plugs into (client/resolver.ts).',
       DISCOVERY,
-      [WIRE, '^framework/client/resolver\\.ts$'],
+      [WIRE, ERRORS, '^framework/client/resolver\\.ts$'],
     ),
     {
       name: 'discovery-instance-is-a-leaf',
@@ -99,18 +112,18 @@ module.exports = {
     },
     layer(
       'layer-metrics',
-      'metrics may import wire and the client and server observer interfaces it implements.',
+      'metrics may import wire, the error catalogue and the client and server observer interfaces it implements.',
       METRICS,
-      [WIRE, '^framework/client/observer\\.ts$', '^framework/server/observer\\.ts$'],
+      [WIRE, ERRORS, '^framework/client/observer\\.ts$', '^framework/server/observer\\.ts$'],
     ),
     layer(
       'layer-setup',
-      'framework/setup.ts, the composition root, may import the implementations it registers (discovery, the health probe) and the client tables they fill.',
+      'framework/setup.ts, the composition root, may import the implementations it registers (discovery, the health probe), the client tables they fill and the error catalogue.',
       SETUP,
-      [DISCOVERY, '^framework/client/resolver\\.ts$', '^framework/client/health-probe\\.ts$'],
+      [ERRORS, DISCOVERY, '^framework/client/resolver\\.ts$', '^framework/client/health-probe\\.ts$'],
     ),
     layer('layer-framework-index', "framework/index.ts, the public API, may import every framework layer but the cli.", FRAMEWORK_INDEX, [
-      WIRE, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP,
+      WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP,
     ]),
     layer('layer-cli', 'cli (the svrkit command) may import all of the framework, codegen and services.', CLI, ['^framework/', CODEGEN, SERVICES]),
     layer(

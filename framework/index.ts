@@ -4,7 +4,19 @@
  * registries and their resolvers.
  */
 import './setup.js';
-export { Status, statusName, parseStatus, RpcError, toRpcError, type Metadata } from './wire/status.js';
+export { Status, statusName, parseStatus, RpcError, toRpcError, isErrorReason, type Metadata, type RpcErrorOptions } from './wire/status.js';
+export {
+  errors,
+  configErrors,
+  defineErrors,
+  ConfigError,
+  type RpcErrorEntry,
+  type RpcErrorSpec,
+  type RpcErrorCatalogue,
+  type CreateErrorOptions,
+  type ConfigErrorEntry,
+  type ConfigErrorCatalogue,
+} from './errors.js';
 export {
   serviceDefinition,
   type MessageType,

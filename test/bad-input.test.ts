@@ -78,18 +78,18 @@ function randomBytes(seed: number, n: number): Buffer {
  * What the server must say about a stream that starts with `bytes`: the problem with its first
  * frame, as the GOAWAY status and reason.
  */
-function firstFrameProblem(bytes: Buffer, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): { s: Status; e: string } {
+function firstFrameProblem(bytes: Buffer, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): { s: Status; e: string; r: string } {
   const length = bytes.readUInt32BE(0);
   if (length + 4 > maxFrameBytes) {
     const skippable = length + 4 <= 4 * maxFrameBytes && (bytes[4] === FrameKind.REQUEST || bytes[4] === FrameKind.RESPONSE);
     // Test-construction guard: an oversized REQUEST/RESPONSE within 4x the maximum is skipped, not fatal.
     if (skippable) throw new Error('these bytes start with a skippable oversized frame; pick another seed');
-    return { s: Status.RESOURCE_EXHAUSTED, e: `protocol error: frame of ${length + 4} bytes exceeds the maximum frame size ${maxFrameBytes}` };
+    return { s: Status.RESOURCE_EXHAUSTED, e: `protocol error: frame of ${length + 4} bytes exceeds the maximum frame size ${maxFrameBytes}`, r: 'FRAME_TOO_LARGE' };
   }
-  if (length < 9) return { s: Status.INTERNAL, e: `protocol error: frame length ${length} is below the minimum 9` };
+  if (length < 9) return { s: Status.INTERNAL, e: `protocol error: frame length ${length} is below the minimum 9`, r: 'MALFORMED_FRAME' };
   const headerLength = bytes.readUInt32BE(9);
   if (bytes.length >= length + 4 && headerLength > length - 9) {
-    return { s: Status.INTERNAL, e: `protocol error: header length ${headerLength} exceeds frame length ${length}` };
+    return { s: Status.INTERNAL, e: `protocol error: header length ${headerLength} exceeds frame length ${length}`, r: 'MALFORMED_FRAME' };
   }
   // Test-construction guard: such bytes would be a plausible frame, not garbage.
   throw new Error('these bytes start with a well-formed frame; pick another seed');
@@ -415,6 +415,7 @@ describe('broken framing', () => {
     expect(refused.status).toEqual({
       s: Status.RESOURCE_EXHAUSTED,
       e: `request of ${DEFAULT_MAX_FRAME_BYTES + 1} bytes exceeds the maximum frame size ${DEFAULT_MAX_FRAME_BYTES}`,
+      r: 'REQUEST_TOO_LARGE',
     });
     // The oversized frame was skipped, not served, and the stream is still in step.
     const exact = frame(FrameKind.REQUEST, 2, header, echoBody({ text: 'sixteen mebibytes' }, DEFAULT_MAX_FRAME_BYTES - 13 - header.length));
@@ -441,6 +442,7 @@ describe('broken framing', () => {
       expect(decodeStatusHeader(peer.received[0]!.header)).toEqual({
         s: Status.RESOURCE_EXHAUSTED,
         e: `protocol error: frame of ${size} bytes exceeds the maximum frame size ${DEFAULT_MAX_FRAME_BYTES}`,
+        r: 'FRAME_TOO_LARGE',
       });
     }
     await expectStillServing();
@@ -476,7 +478,7 @@ describe('broken framing', () => {
     expect(bigFrame.length).toBe(2048);
     await big.write(bigFrame);
     const { status: refused } = await big.response(1);
-    expect(refused).toEqual({ s: Status.RESOURCE_EXHAUSTED, e: 'request of 2048 bytes exceeds the maximum frame size 1024' });
+    expect(refused).toEqual({ s: Status.RESOURCE_EXHAUSTED, e: 'request of 2048 bytes exceeds the maximum frame size 1024', r: 'REQUEST_TOO_LARGE' });
     expect(small.probe.endings.has('too big')).toBe(false);
 
     const fits = await RawPeer.connect(small.server.port);
@@ -598,7 +600,7 @@ describe('bad calls on a good connection', () => {
     );
     for (const [id, m] of [[1, 'probe.Probe/Nope'], [2, 'no.Such/Service'], [3, 'probe.Probe.Echo']] as const) {
       const { status } = await peer.response(id);
-      expect(status).toEqual({ s: Status.UNIMPLEMENTED, e: `unknown method '${m}'` });
+      expect(status).toEqual({ s: Status.UNIMPLEMENTED, e: `unknown method '${m}'`, r: 'UNKNOWN_METHOD' });
     }
     await peer.write(echoRequest(4, { text: 'known method' }));
     expect((await peer.response(4)).status.s).toBe(Status.OK);
@@ -725,7 +727,7 @@ describe('protocol oddities', () => {
     await eventually('the first call to start', () => (probe.active > 0 ? true : undefined));
     await peer.write(echoRequest(5, { text: 'dup-second' }));
     const first = await peer.response(5);
-    expect(first.status).toEqual({ s: Status.INVALID_ARGUMENT, e: 'call id 5 is already in use on this connection' });
+    expect(first.status).toEqual({ s: Status.INVALID_ARGUMENT, e: 'call id 5 is already in use on this connection', r: 'DUPLICATE_CALL_ID' });
     const second = await peer.response(5);
     expect(second.status.s).toBe(Status.OK);
     expect(EchoReply.decode(second.frame.body).text).toBe('dup-first');

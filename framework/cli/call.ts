@@ -21,7 +21,8 @@ import { InvalidArgumentError } from 'commander';
 import type { CallOptions, Channel } from '../client/channel.js';
 import { resolveMethod, type DynamicMethod, type JsonValue } from '../client/dynamic.js';
 import type { MethodDefinition, MethodKind } from '../wire/definition.js';
-import { RpcError, Status, type Metadata } from '../wire/status.js';
+import type { Metadata } from '../wire/status.js';
+import { errors } from '../errors.js';
 import { parseJsonArgument } from './flags.js';
 import { LineWriter, readAllText, readNdjson } from './ndjson.js';
 
@@ -134,7 +135,7 @@ export async function callCommand(
  * @throws RpcError when the stream fails; Error when stdout fails for another reason.
  */
 async function printLines(stdout: NodeJS.WritableStream, abort: AbortController, open: () => AsyncIterable<JsonValue>): Promise<void> {
-  const writer = new LineWriter(stdout, () => abort.abort(new RpcError(Status.CANCELLED, 'cancelled: stdout was closed')));
+  const writer = new LineWriter(stdout, () => abort.abort(errors.STDOUT_CLOSED()));
   try {
     for await (const response of open()) {
       const drained = writer.writeLine(JSON.stringify(response));
@@ -159,7 +160,7 @@ async function* encodedRequests(m: DynamicMethod, stdin: AsyncIterable<string | 
       try {
         bytes = m.encodeRequest(value);
       } catch (err) {
-        throw new RpcError(Status.INVALID_ARGUMENT, `stdin line ${line}: ${(err as Error).message}`);
+        throw errors.INVALID_STDIN_LINE.with({ cause: err }, line, err);
       }
       yield bytes;
     }

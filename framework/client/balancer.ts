@@ -14,6 +14,7 @@
  *   item is not usable the walk goes on clockwise, so only the keys of a failed item move.
  */
 import { createHash } from 'node:crypto';
+import { configErrors } from '../errors.js';
 
 /** The names of the built-in balancers. */
 export type BalancerName = 'round_robin' | 'p2c' | 'consistent_hash';
@@ -57,7 +58,7 @@ export function createBalancer<T extends BalancerItem>(name: BalancerName, rando
     case 'consistent_hash':
       return new ConsistentHashBalancer<T>(random);
     default:
-      throw new Error(`unknown balancer '${String(name)}': expected round_robin, p2c or consistent_hash`);
+      throw configErrors.UNKNOWN_BALANCER(name, 'round_robin, p2c or consistent_hash');
   }
 }
 

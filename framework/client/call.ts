@@ -7,6 +7,7 @@ import type { ServerCallContext } from '../context/call-context.js';
 import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
+import { errors } from '../errors.js';
 import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { ServicePool } from './pool.js';
 import type { ClientConnection } from './client-connection.js';
@@ -110,15 +111,13 @@ export class PendingCall implements DeadlineEntry, UnaryAttempt {
       signal.addEventListener('abort', this.onSignalAbort, { once: true });
     }
     if (parent !== undefined) {
-      this.unlinkParent = parent.onAbort((reason) =>
-        this.cancel(new RpcError(reason.code, `parent call ended: ${reason.message}`)),
-      );
+      this.unlinkParent = parent.onAbort((reason) => this.cancel(parentEnded(reason)));
     }
   }
 
   /** @see DeadlineEntry.onDeadline */
   onDeadline(): void {
-    this.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${this.method.path} on ${this.target}`));
+    this.cancel(errors.DEADLINE_DURING_CALL(this.method.path, this.target));
   }
 
   /** Completes the call with a response message. */
@@ -170,8 +169,14 @@ export class PendingCall implements DeadlineEntry, UnaryAttempt {
 }
 
 
+/** The error a call ends with when the caller's signal fires: its reason when that is an RpcError, else CANCELLED_BY_CALLER. */
 function cancelledBy(signal: AbortSignal): RpcError {
   const r: unknown = signal.reason;
   if (r instanceof RpcError) return r;
-  return new RpcError(Status.CANCELLED, r instanceof Error ? `cancelled: ${r.message}` : 'cancelled by the caller');
+  return r instanceof Error ? errors.CANCELLED_BY_CALLER.with({ cause: r }, r.message) : errors.CANCELLED_BY_CALLER();
+}
+
+/** The error a call made inside an inbound call ends with when that call is aborted (cancelled or out of time). */
+function parentEnded(reason: RpcError): RpcError {
+  return reason.code === Status.DEADLINE_EXCEEDED ? errors.PARENT_DEADLINE_EXCEEDED(reason.message) : errors.PARENT_CANCELLED(reason.message);
 }

@@ -17,6 +17,7 @@ import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
 import { decodeRequestHeader, encodeRequestHeader, type RequestHeader } from '../wire/header.js';
 import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { configErrors, errors } from '../errors.js';
 import type { BalancerName } from './balancer.js';
 import { PendingCall, type AttemptObserver } from './call.js';
 import { ClientStream, type StreamDriver } from './stream-call.js';
@@ -184,7 +185,10 @@ export interface ChannelOptions {
 }
 
 const NO_OPTIONS: CallOptions = Object.freeze({});
-const NOT_PROCESSED = Object.freeze({ notProcessed: true });
+/** Options of local refusals: retry pushback "stop" (no retry, no further hedge); fresh metadata each time. */
+function pushbackStop(): { metadata: Metadata } {
+  return { metadata: { [PUSHBACK_KEY]: 'stop' } };
+}
 
 /** What `prepare` hands the next stage of a call. */
 interface PreparedCall {
@@ -267,7 +271,7 @@ export class Channel {
     this.defaultTimeoutMs = options.defaultTimeoutMs;
     this.balancerName = options.balancer ?? 'p2c';
     if (!['p2c', 'round_robin', 'consistent_hash'].includes(this.balancerName)) {
-      throw new Error(`unknown balancer '${this.balancerName}': expected p2c, round_robin or consistent_hash`);
+      throw configErrors.UNKNOWN_BALANCER(this.balancerName, 'p2c, round_robin or consistent_hash');
     }
     this.zone = options.zone ?? '';
     this.random = options.random ?? Math.random;
@@ -317,7 +321,7 @@ export class Channel {
       try {
         full = method.requestType.fromPartial(request);
       } catch (err) {
-        return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot build ${method.requestTypeName}: ${(err as Error).message}`));
+        return Promise.reject(errors.REQUEST_NOT_BUILDABLE.with({ cause: err }, method.requestTypeName, err));
       }
       return this.invoke(full, { method, options: options ?? NO_OPTIONS });
     }
@@ -355,7 +359,7 @@ export class Channel {
       last = m;
       count++;
     }
-    if (count !== 1) throw new RpcError(Status.INTERNAL, `${method.path}: a client-streaming call must answer exactly one message, got ${count}`);
+    if (count !== 1) throw errors.WRONG_RESPONSE_COUNT(method.path, count);
     return last as Res;
   }
 
@@ -393,7 +397,7 @@ export class Channel {
       })();
     }
     const expected = streamed ? (kind === 'client_streaming' || kind === 'bidi_streaming') : kind === 'server_streaming';
-    if (!expected) return failedStream(new RpcError(Status.INVALID_ARGUMENT, `${method.path} is a ${kind} method; call it with the matching client method`));
+    if (!expected) return failedStream(errors.STREAM_KIND_MISMATCH(method.path, kind));
     const now = this.now();
     const p = this.prepare(method, options, now, METHOD_KIND_CODE[kind]);
     if (p instanceof RpcError) return failedStream(p);
@@ -403,7 +407,7 @@ export class Channel {
         const [request] = requests as Iterable<unknown>;
         body = encodeComplete(method.requestType, method.requestType.fromPartial(request));
       } catch (err) {
-        return failedStream(err instanceof RpcError ? err : new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
+        return failedStream(err instanceof RpcError ? err : errors.REQUEST_NOT_ENCODABLE.with({ cause: err }, method.requestTypeName, err));
       }
     }
     const stream = new ClientStream(method, p.headerBytes, body, streamed ? requests : undefined, p.deadline, this.target, this.streamDriver, options);
@@ -462,7 +466,7 @@ export class Channel {
   async waitForReady(timeoutMs: number, service = ''): Promise<void> {
     const deadline = this.now() + timeoutMs;
     for (;;) {
-      if (this.closed) throw new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`);
+      if (this.closed) throw errors.CHANNEL_CLOSED(this.target);
       const pool = this.poolFor(service);
       const now = this.now();
       pool.connectAll();
@@ -501,7 +505,7 @@ export class Channel {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const error = new RpcError(Status.UNAVAILABLE, `channel to ${this.target} was closed`, {}, NOT_PROCESSED);
+    const error = errors.CHANNEL_CLOSED_WHILE_QUEUED(this.target);
     for (const pool of this.pools.values()) {
       const queued = pool.queue;
       pool.queue = [];
@@ -576,7 +580,7 @@ export class Channel {
    * @returns what the call needs next, or the RpcError it fails with before anything is sent.
    */
   private prepare(method: MethodDefinition, options: CallOptions, now: number, kind: number): PreparedCall | RpcError {
-    if (this.closed) return new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED);
+    if (this.closed) return errors.CHANNEL_CLOSED(this.target);
     const state = this.methodState(method);
     const config = state.config;
     const parent: ServerCallContext | undefined = callStorage.getStore();
@@ -585,7 +589,7 @@ export class Channel {
     if (timeout !== undefined) deadline = now + timeout;
     if (options.deadline !== undefined && options.deadline < deadline) deadline = options.deadline;
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;
-    if (deadline <= now) return new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded before calling ${method.path}`);
+    if (deadline <= now) return errors.DEADLINE_BEFORE_CALL(method.path);
     const d = deadline === Infinity ? undefined : deadline - now;
     let metadata = options.metadata;
     let propagate = options.propagate;
@@ -603,13 +607,13 @@ export class Channel {
     // Priorities: explicit, else inherited from the call this one is made in, else the user id's.
     let business = options.priority;
     if (business !== undefined && !isPriority(business)) {
-      return new RpcError(Status.INVALID_ARGUMENT, `priority must be an integer 0..127, got ${business}`);
+      return errors.INVALID_PRIORITY(business);
     }
     business ??= parent?.businessPriority;
     const user = parent?.userPriority ?? (withMetadata ? metadataUserPriority(metadata, this.userIdKey, now) : undefined);
     if (this.adaptive !== undefined && !this.adaptive.allow(now, this.random)) {
       this.callObserver?.throttled(method.path, 'adaptive');
-      return new RpcError(Status.RESOURCE_EXHAUSTED, `throttled locally: ${method.path} on ${this.target} is rejecting most calls (adaptive throttle)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED);
+      return errors.THROTTLED_LOCALLY.with(pushbackStop(), method.path, this.target);
     }
     let headerBytes: Uint8Array;
     if (parent === undefined && !withMetadata && !withPropagate && business === undefined && kind === 0) {
@@ -642,7 +646,7 @@ export class Channel {
       body = encodeComplete(method.requestType, method.requestType.fromPartial(request));
     } catch (err) {
       if (err instanceof RpcError) return Promise.reject(err);
-      return Promise.reject(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${method.requestTypeName}: ${(err as Error).message}`));
+      return Promise.reject(errors.REQUEST_NOT_ENCODABLE.with({ cause: err }, method.requestTypeName, err));
     }
     if (config.hedging !== undefined) {
       return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config, business, user);
@@ -668,7 +672,7 @@ export class Channel {
   /** Sends a call on a ready connection, queues it while connecting, or fails it fast. */
   private dispatch(call: QueuedAttempt, pool: ServicePool, now: number): void {
     if (this.closed) {
-      call.fail(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
+      call.fail(errors.CHANNEL_CLOSED(this.target));
       return;
     }
     const pick = pool.pick(now, call, this.target);
@@ -682,7 +686,7 @@ export class Channel {
       case 'shed':
         // Collaborative shedding: every ready instance advertised a level that refuses this call.
         this.callObserver?.throttled(call.method.path, 'shed');
-        call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `shed locally: every instance of ${call.method.path.split('/')[0]} is refusing calls of this priority (overloaded)`, { [PUSHBACK_KEY]: 'stop' }, NOT_PROCESSED));
+        call.fail(errors.SHED_LOCALLY.with(pushbackStop(), call.method.path.split('/')[0]!));
         return;
       case 'unavailable':
         call.fail(pick.error);
@@ -756,8 +760,8 @@ export class Channel {
         clearTimeout(timer);
         if (this.closed) {
           finish();
-          for (const other of attempts) other.cancel(new RpcError(Status.CANCELLED, 'the channel was closed'));
-          reject(new RpcError(Status.UNAVAILABLE, `channel to ${this.target} is closed`, {}, NOT_PROCESSED));
+          for (const other of attempts) other.cancel(errors.HEDGE_CHANNEL_CLOSED());
+          reject(errors.CHANNEL_CLOSED(this.target));
           return;
         }
         const t = this.now();
@@ -778,7 +782,7 @@ export class Channel {
             if (settled) return;
             throttle?.onSuccess();
             finish();
-            for (const other of attempts) if (other !== a) other.cancel(new RpcError(Status.CANCELLED, 'another hedged attempt answered first'));
+            for (const other of attempts) if (other !== a) other.cancel(errors.HEDGE_LOST());
             resolve(value);
           },
           (err: RpcError) => {
@@ -802,7 +806,7 @@ export class Channel {
             if (decision.throttled) this.callObserver?.throttled(method.path, 'hedge_budget');
             if (decision.fatal === true) {
               finish();
-              for (const other of attempts) other.cancel(new RpcError(Status.CANCELLED, `a hedged attempt failed with ${err.codeName}`));
+              for (const other of attempts) other.cancel(errors.HEDGE_FAILED(err.codeName));
               reject(err);
               return;
             }

@@ -10,6 +10,7 @@ import type { Transport } from '../transport/transport.js';
 import { FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
+import { errors } from '../errors.js';
 import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { OutlierDetectionOptions } from './outlier.js';
 import { parseAddress } from './resolver.js';
@@ -56,8 +57,8 @@ export interface StreamReceiver {
   onMessage(header: Buffer, body: Buffer): void;
   /** A WINDOW frame. */
   onWindow(body: Buffer): void;
-  /** The RESPONSE frame that ends the call: its decoded status header. */
-  onStatus(status: number, message: string | undefined, metadata: Readonly<Record<string, string>> | undefined, notProcessed: boolean): void;
+  /** The RESPONSE frame that ends the call: its decoded status header (`reason`: its `r`, when the server sent one). */
+  onStatus(status: number, message: string | undefined, metadata: Readonly<Record<string, string>> | undefined, notProcessed: boolean, reason: string | undefined): void;
   /** The connection closed (or the response was unreadable) before the call ended. */
   onLost(error: RpcError): void;
 }
@@ -116,14 +117,14 @@ export class ClientConnection implements CallCarrier {
           if (stream !== undefined) {
             this.streams.delete(callId);
             this.conn.send(FrameKind.CANCEL, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED));
-            stream.onLost(new RpcError(Status.RESOURCE_EXHAUSTED, `response message of ${size} bytes from ${address} exceeds the maximum frame size ${settings.maxFrameBytes}`));
+            stream.onLost(errors.RESPONSE_MESSAGE_TOO_LARGE(size, settings.maxFrameBytes, address));
             this.maybeCloseDrained();
             return;
           }
           const call = kind === FrameKind.RESPONSE ? this.calls.get(callId) : undefined;
           if (call === undefined) return;
           this.calls.delete(callId);
-          call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `response of ${size} bytes from ${address} exceeds the maximum frame size ${settings.maxFrameBytes}`));
+          call.fail(errors.RESPONSE_TOO_LARGE(size, settings.maxFrameBytes, address));
           this.maybeCloseDrained();
         },
         onClose: (err) => this.onClose(err),
@@ -241,7 +242,7 @@ export class ClientConnection implements CallCarrier {
   /** Sends a call; the connection must be ready. */
   start(call: UnaryAttempt): void {
     if (!this.conn.fits(call.header, call.body)) {
-      call.fail(new RpcError(Status.RESOURCE_EXHAUSTED, `request of ${call.body.length} bytes exceeds the maximum frame size`));
+      call.fail(errors.REQUEST_TOO_LARGE(call.body.length));
       return;
     }
     const id = this.allocateId();
@@ -293,7 +294,7 @@ export class ClientConnection implements CallCarrier {
       try {
         h = decodeStatusHeader(header);
       } catch (err) {
-        call.fail(new RpcError(Status.INTERNAL, `malformed response header from ${this.address}: ${(err as Error).message}`));
+        call.fail(errors.MALFORMED_RESPONSE_HEADER(this.address, err));
         this.maybeCloseDrained();
         return;
       }
@@ -303,19 +304,20 @@ export class ClientConnection implements CallCarrier {
         try {
           message = call.method.responseType.decode(body);
         } catch (err) {
-          call.fail(new RpcError(Status.INTERNAL, `response body is not a valid ${call.method.responseTypeName}: ${(err as Error).message}`));
+          call.fail(errors.INVALID_RESPONSE_BODY(call.method.responseTypeName, err));
           this.maybeCloseDrained();
           return;
         }
         call.succeed(message);
       } else {
-        call.fail(new RpcError(h.s, h.e ?? '', h.md ?? {}, h.np === true ? NOT_PROCESSED : undefined));
+        // The server's status, as it sent it (the reason too): not one of ours to catalogue.
+        call.fail(new RpcError(h.s, h.e ?? '', h.md ?? {}, { notProcessed: h.np === true, reason: h.r }));
       }
       this.maybeCloseDrained();
     } else if (kind === FrameKind.GOAWAY) {
       try {
         const h = decodeStatusHeader(header);
-        if (h.s !== Status.OK) this.goawayReason = new RpcError(h.s, h.e ?? 'the server sent GOAWAY');
+        if (h.s !== Status.OK) this.goawayReason = new RpcError(h.s, h.e ?? 'the server sent GOAWAY', {}, { reason: h.r });
       } catch {
         // A malformed reason still means GOAWAY.
       }
@@ -339,12 +341,12 @@ export class ClientConnection implements CallCarrier {
     try {
       h = decodeStatusHeader(header);
     } catch (err) {
-      stream.onLost(new RpcError(Status.INTERNAL, `malformed response header from ${this.address}: ${(err as Error).message}`));
+      stream.onLost(errors.MALFORMED_RESPONSE_HEADER(this.address, err));
       this.maybeCloseDrained();
       return;
     }
     this.onResult(h.s, h.np === true, h.al);
-    stream.onStatus(h.s, h.e, h.md, h.np === true);
+    stream.onStatus(h.s, h.e, h.md, h.np === true, h.r);
     this.maybeCloseDrained();
   }
 
@@ -366,24 +368,26 @@ export class ClientConnection implements CallCarrier {
     this.state = 'closed';
     this.error = err ?? (wasConnecting ? new Error(`connection to ${this.address} closed before it was established`) : undefined);
     if (this.calls.size > 0 || this.streams.size > 0) {
-      // The server's GOAWAY reason, when it gave one, says more than the bare close.
-      const code = this.goawayReason?.code ?? Status.UNAVAILABLE;
-      const why = this.goawayReason !== undefined
-        ? `connection closed by the server: ${this.goawayReason.message}`
-        : err === undefined ? 'connection closed' : `connection lost: ${err.message}`;
+      const goaway = this.goawayReason;
+      const address = this.address;
+      // The server's GOAWAY, when it gave a status, says more than the bare close: its calls end
+      // with that status and reason (the server's error, not one of ours to catalogue).
+      const lost = (method?: string): RpcError =>
+        goaway !== undefined
+          ? new RpcError(goaway.code, `connection closed by the server: ${goaway.message} (${address}${method === undefined ? '' : `, calling ${method}`})`, {}, { reason: goaway.reason })
+          : err === undefined
+            ? errors.CONNECTION_CLOSED(address, method)
+            : errors.CONNECTION_LOST.with({ cause: err }, err, address, method);
       const calls = [...this.calls.values()];
       const streams = [...this.streams.values()];
       this.calls.clear();
       this.streams.clear();
       // A lost connection with calls on it is one failure of the instance (not one per call).
-      if (this.goawayReason === undefined) this.onResult(Status.UNAVAILABLE, false, undefined);
-      for (const c of calls) c.fail(new RpcError(code, `${why} (${this.address}, calling ${c.method.path})`));
-      for (const st of streams) st.onLost(new RpcError(code, `${why} (${this.address})`));
+      if (goaway === undefined) this.onResult(Status.UNAVAILABLE, false, undefined);
+      for (const c of calls) c.fail(lost(c.method.path));
+      for (const st of streams) st.onLost(lost());
     }
     this.onChange(this);
   }
 }
 
-
-/** The options object of RpcErrors for calls the server refused before processing. */
-const NOT_PROCESSED = Object.freeze({ notProcessed: true });

@@ -28,6 +28,7 @@ import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/pr
 import { ReflectionClient } from '../builtin/gen/svrkit/reflection.js';
 import type { MessageType, MethodDefinition, MethodKind, MethodOptions } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
+import { configErrors, errors } from '../errors.js';
 import type { CallOptions, Channel } from './channel.js';
 
 /** A method resolved through reflection, with JSON and raw-bytes codecs. */
@@ -75,7 +76,7 @@ export interface DynamicMethod {
 export function parseMethodName(name: string): { service: string; method: string } {
   const m = /^\.?([A-Za-z_][\w.]*)[/.]([A-Za-z_]\w*)$/.exec(name.trim());
   if (m === null || !m[1]!.includes('.') && !name.includes('/')) {
-    throw new Error(`invalid method name '${name}': expected package.Service/Method, e.g. helloworld.Greeter/SayHello`);
+    throw configErrors.INVALID_METHOD_NAME(name);
   }
   return { service: m[1]!, method: m[2]! };
 }
@@ -103,7 +104,7 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
   } catch (err) {
     if (err instanceof RpcError && err.code === Status.NOT_FOUND) {
       const { services } = await reflection.listServices({}, options);
-      throw new RpcError(Status.NOT_FOUND, `service '${service}' not found on ${channel.target}; it serves: ${services.join(', ')}`);
+      throw errors.SERVICE_NOT_SERVED(service, channel.target, services);
     }
     throw err;
   }
@@ -111,10 +112,10 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
     create(FileDescriptorSetSchema, { file: files.map((b) => fromBinary(FileDescriptorProtoSchema, b)) }),
   );
   const svc = registry.getService(service);
-  if (svc === undefined) throw new RpcError(Status.NOT_FOUND, `service '${service}' not found in the descriptors served`);
+  if (svc === undefined) throw errors.SERVICE_NOT_DESCRIBED(service);
   const m = svc.methods.find((x) => x.name === method);
   if (m === undefined) {
-    throw new RpcError(Status.NOT_FOUND, `service '${service}' has no method '${method}'; it has: ${svc.methods.map((x) => x.name).join(', ')}`);
+    throw errors.METHOD_NOT_FOUND(service, method, svc.methods.map((x) => x.name));
   }
   const input = m.input;
   const output = m.output;
@@ -123,7 +124,7 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
     try {
       return toBinary(input, fromJson(input, json, { registry }));
     } catch (err) {
-      throw new RpcError(Status.INVALID_ARGUMENT, `request does not fit ${input.typeName}: ${(err as Error).message}`);
+      throw errors.REQUEST_DOES_NOT_FIT.with({ cause: err }, input.typeName, err);
     }
   };
   const decodeResponse = (bytes: Uint8Array): JsonValue =>

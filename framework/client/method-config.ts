@@ -10,6 +10,7 @@
  * option `(svrkit.method) = { idempotent: true }` applies unless an entry sets `idempotent`.
  */
 import type { MethodDefinition } from '../wire/definition.js';
+import { configErrors } from '../errors.js';
 import { normalizeHedgingPolicy, normalizeRetryPolicy, type HedgingPolicy, type RetryPolicy } from './retry.js';
 
 /** One method-config entry. */
@@ -38,17 +39,18 @@ export interface ResolvedMethodConfig {
 
 /**
  * Checks method-config entries.
- * @throws Error when an entry names nothing, a name has no service, a timeout is not > 0, a policy
- *   is out of range, or an entry sets both a retry and a hedging policy.
+ * @throws ConfigError when an entry names nothing (METHOD_CONFIG_WITHOUT_NAME), a name has no
+ *   service (METHOD_CONFIG_WITHOUT_SERVICE), a timeout is not > 0 (METHOD_CONFIG_TIMEOUT), a policy
+ *   is out of range (INVALID_OPTION), or an entry sets both a retry and a hedging policy (RETRY_AND_HEDGING).
  */
 export function validateMethodConfig(entries: readonly MethodConfig[]): void {
   entries.forEach((e, i) => {
-    if (!Array.isArray(e.name) || e.name.length === 0) throw new Error(`methodConfig[${i}].name must list at least one { service, method? }`);
+    if (!Array.isArray(e.name) || e.name.length === 0) throw configErrors.METHOD_CONFIG_WITHOUT_NAME(i);
     for (const n of e.name) {
-      if (typeof n.service !== 'string' || n.service.length === 0) throw new Error(`methodConfig[${i}].name: every entry needs a service, e.g. { service: 'helloworld.Greeter' }`);
+      if (typeof n.service !== 'string' || n.service.length === 0) throw configErrors.METHOD_CONFIG_WITHOUT_SERVICE(i);
     }
-    if (e.timeoutMs !== undefined && !(e.timeoutMs > 0)) throw new Error(`methodConfig[${i}].timeoutMs must be > 0 ms`);
-    if (e.retryPolicy && e.hedgingPolicy) throw new Error(`methodConfig[${i}] sets both retryPolicy and hedgingPolicy; a method is either retried or hedged (gRFC A6)`);
+    if (e.timeoutMs !== undefined && !(e.timeoutMs > 0)) throw configErrors.METHOD_CONFIG_TIMEOUT(i);
+    if (e.retryPolicy && e.hedgingPolicy) throw configErrors.RETRY_AND_HEDGING(i);
     if (e.retryPolicy) normalizeRetryPolicy(e.retryPolicy);
     if (e.hedgingPolicy) normalizeHedgingPolicy(e.hedgingPolicy);
   });

@@ -11,7 +11,8 @@
 import type { Instance } from '../discovery/instance.js';
 import { ADMIT_ALL } from '../overload/admission.js';
 import { PRIORITY_LEVELS, priorityLevel } from '../overload/priority.js';
-import { RpcError, Status } from '../wire/status.js';
+import type { RpcError } from '../wire/status.js';
+import { errors } from '../errors.js';
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js';
 
 /**
@@ -90,8 +91,6 @@ export interface PoolHost {
   /** The pool's instance list changed. */
   changed(): void;
 }
-
-const NOT_PROCESSED = Object.freeze({ notProcessed: true });
 
 /** The instances of one service; see the module comment. */
 export class ServicePool {
@@ -235,12 +234,17 @@ export class ServicePool {
     for (const it of this.items) it.sub.connect();
   }
 
-  /** The error for a call that found no instance: UNAVAILABLE, marked not processed. */
+  /**
+   * The error for a call that found no instance: UNAVAILABLE, marked not processed; its reason
+   * says why: `RESOLVE_FAILED`, `NO_INSTANCES` or `NO_CONNECTION` (with the last connection error).
+   */
   unavailable(target: string): RpcError {
-    let why: string;
-    if (this.items.length === 0) why = this.resolveError?.message ?? `no instances of ${this.service}`;
-    else why = this.items.find((it) => it.sub.lastError !== undefined)?.sub.lastError?.message ?? 'no connection available';
-    return new RpcError(Status.UNAVAILABLE, `${target}: ${why}`, {}, NOT_PROCESSED);
+    if (this.items.length === 0) {
+      const e = this.resolveError;
+      return e === undefined ? errors.NO_INSTANCES(target, this.service) : errors.RESOLVE_FAILED.with({ cause: e }, target, e.message);
+    }
+    const last = this.items.find((it) => it.sub.lastError !== undefined)?.sub.lastError;
+    return last === undefined ? errors.NO_CONNECTION(target) : errors.NO_CONNECTION.with({ cause: last }, target, last.message);
   }
 
   /** Counts instances currently ejected by outlier detection. */

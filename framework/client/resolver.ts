@@ -15,6 +15,7 @@
  * `discovery/instance.ts`, a leaf that imports nothing.
  */
 import type { Instance } from '../discovery/instance.js';
+import { configErrors } from '../errors.js';
 
 /** Receives instance lists from a resolver. */
 export interface ResolverListener {
@@ -62,7 +63,7 @@ const validators = new Map<string, (target: ParsedTarget) => void>();
  * @throws Error when the scheme is not a valid URI scheme.
  */
 export function registerResolver(scheme: string, factory: ResolverFactory, validate?: (target: ParsedTarget) => void): void {
-  if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) throw new Error(`invalid resolver scheme '${scheme}'`);
+  if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) throw configErrors.INVALID_RESOLVER_SCHEME(scheme);
   factories.set(scheme, factory);
   if (validate !== undefined) validators.set(scheme, validate);
   else validators.delete(scheme);
@@ -76,7 +77,7 @@ export function parseTarget(target: string): ParsedTarget {
   // The scheme is case-insensitive (RFC 3986 section 3.1); the endpoint may be empty ('etcd://h:2379').
   const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/]*)(?:\/(.*))?$/.exec(target);
   if (m !== null) return { scheme: m[1]!.toLowerCase(), authority: m[2]!, endpoint: m[3] ?? '' };
-  if (target.includes('://')) throw new Error(`malformed target '${target}': expected host:port or scheme:///endpoint`);
+  if (target.includes('://')) throw configErrors.MALFORMED_TARGET(target);
   parseAddress(target);
   return { scheme: 'static', authority: '', endpoint: target };
 }
@@ -90,7 +91,7 @@ export function parseAddress(address: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:/\s]+)):(\d{1,5})$/.exec(address.trim());
   const port = m === null ? NaN : Number(m[3]);
   if (m === null || port > 65535) {
-    throw new Error(`invalid address '${address}': expected host:port, e.g. 127.0.0.1:7000`);
+    throw configErrors.INVALID_ADDRESS(address);
   }
   return { host: m[1] ?? m[2]!, port };
 }
@@ -105,7 +106,7 @@ export function resolverFor(target: string): { parsed: ParsedTarget; factory: Re
   const factory = factories.get(parsed.scheme);
   if (factory === undefined) {
     const hint = parsed.scheme === 'file' || parsed.scheme === 'etcd' ? "; registry schemes are registered by importing 'svrkit' (or framework/setup.js)" : '';
-    throw new Error(`no resolver for scheme '${parsed.scheme}' in target '${target}' (known: ${[...factories.keys()].join(', ')})${hint}`);
+    throw configErrors.NO_RESOLVER(parsed.scheme, target, [...factories.keys()], hint);
   }
   validators.get(parsed.scheme)?.(parsed);
   return { parsed, factory };
@@ -120,7 +121,7 @@ export function parseStaticEndpoint(endpoint: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
-  if (addresses.length === 0) throw new Error(`static target lists no addresses: 'static:///${endpoint}'`);
+  if (addresses.length === 0) throw configErrors.EMPTY_STATIC_TARGET(endpoint);
   for (const a of addresses) parseAddress(a);
   return addresses;
 }

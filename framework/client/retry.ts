@@ -13,6 +13,7 @@
  *   reached a handler (`RpcError.notProcessed`).
  */
 import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { configErrors } from '../errors.js';
 
 /** How failed calls are retried (gRPC service-config names). */
 export interface RetryPolicy {
@@ -70,26 +71,26 @@ export const PUSHBACK_KEY = 'svrkit-retry-pushback-ms';
 
 /**
  * Fills a retry policy's defaults and checks it.
- * @throws Error when a value is out of range: maxAttempts must be an integer 1..10 (gRPC caps at
+ * @throws ConfigError INVALID_OPTION when a value is out of range: maxAttempts must be an integer 1..10 (gRPC caps at
  *   5; we allow 10), backoff values finite and >= 0, multiplier >= 1.
  */
 export function normalizeRetryPolicy(p: RetryPolicy | undefined): Readonly<Required<RetryPolicy>> {
   const r = { ...DEFAULT_RETRY_POLICY, ...definedOnly(p) };
-  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1 || r.maxAttempts > 10) throw new Error(`retryPolicy.maxAttempts must be an integer 1..10, got ${r.maxAttempts}`);
-  if (!(r.initialBackoffMs >= 0) || !Number.isFinite(r.initialBackoffMs)) throw new Error(`retryPolicy.initialBackoffMs must be >= 0 ms, got ${r.initialBackoffMs}`);
-  if (!(r.maxBackoffMs >= 0) || !Number.isFinite(r.maxBackoffMs)) throw new Error(`retryPolicy.maxBackoffMs must be >= 0 ms, got ${r.maxBackoffMs}`);
-  if (!(r.backoffMultiplier >= 1) || !Number.isFinite(r.backoffMultiplier)) throw new Error(`retryPolicy.backoffMultiplier must be >= 1, got ${r.backoffMultiplier}`);
+  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1 || r.maxAttempts > 10) throw configErrors.INVALID_OPTION('retryPolicy.maxAttempts', 'an integer 1..10', r.maxAttempts);
+  if (!(r.initialBackoffMs >= 0) || !Number.isFinite(r.initialBackoffMs)) throw configErrors.INVALID_OPTION('retryPolicy.initialBackoffMs', '>= 0 ms', r.initialBackoffMs);
+  if (!(r.maxBackoffMs >= 0) || !Number.isFinite(r.maxBackoffMs)) throw configErrors.INVALID_OPTION('retryPolicy.maxBackoffMs', '>= 0 ms', r.maxBackoffMs);
+  if (!(r.backoffMultiplier >= 1) || !Number.isFinite(r.backoffMultiplier)) throw configErrors.INVALID_OPTION('retryPolicy.backoffMultiplier', '>= 1', r.backoffMultiplier);
   return Object.freeze(r);
 }
 
 /**
  * Fills a hedging policy's defaults and checks it.
- * @throws Error when maxAttempts is not an integer 1..10 or hedgingDelayMs is negative.
+ * @throws ConfigError INVALID_OPTION when maxAttempts is not an integer 1..10 or hedgingDelayMs is negative.
  */
 export function normalizeHedgingPolicy(p: HedgingPolicy | undefined): Readonly<Required<HedgingPolicy>> {
   const r = { ...DEFAULT_HEDGING_POLICY, ...definedOnly(p) };
-  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1 || r.maxAttempts > 10) throw new Error(`hedgingPolicy.maxAttempts must be an integer 1..10, got ${r.maxAttempts}`);
-  if (!(r.hedgingDelayMs >= 0) || !Number.isFinite(r.hedgingDelayMs)) throw new Error(`hedgingPolicy.hedgingDelayMs must be >= 0 ms, got ${r.hedgingDelayMs}`);
+  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1 || r.maxAttempts > 10) throw configErrors.INVALID_OPTION('hedgingPolicy.maxAttempts', 'an integer 1..10', r.maxAttempts);
+  if (!(r.hedgingDelayMs >= 0) || !Number.isFinite(r.hedgingDelayMs)) throw configErrors.INVALID_OPTION('hedgingPolicy.hedgingDelayMs', '>= 0 ms', r.hedgingDelayMs);
   return Object.freeze(r);
 }
 
@@ -130,13 +131,13 @@ export class RetryThrottle {
 
   /**
    * @param options - bucket size and refill ratio.
-   * @throws Error when maxTokens is not in 1..1000 or tokenRatio is not in (0, 1].
+   * @throws ConfigError INVALID_OPTION when maxTokens is not in 1..1000 or tokenRatio is not in (0, 1].
    */
   constructor(options: RetryThrottleOptions = {}) {
     this.maxTokens = options.maxTokens ?? 100;
     this.tokenRatio = options.tokenRatio ?? 0.1;
-    if (!(this.maxTokens >= 1 && this.maxTokens <= 1000)) throw new Error(`retryThrottle.maxTokens must be 1..1000, got ${this.maxTokens}`);
-    if (!(this.tokenRatio > 0 && this.tokenRatio <= 1)) throw new Error(`retryThrottle.tokenRatio must be in (0, 1], got ${this.tokenRatio}`);
+    if (!(this.maxTokens >= 1 && this.maxTokens <= 1000)) throw configErrors.INVALID_OPTION('retryThrottle.maxTokens', '1..1000', this.maxTokens);
+    if (!(this.tokenRatio > 0 && this.tokenRatio <= 1)) throw configErrors.INVALID_OPTION('retryThrottle.tokenRatio', 'in (0, 1]', this.tokenRatio);
     this.tokens = this.maxTokens;
   }
 

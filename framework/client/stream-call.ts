@@ -24,6 +24,7 @@ import { decodeWindow, encodeWindow, FrameKind } from '../wire/frame.js';
 import { decodeStatusHeader } from '../wire/header.js';
 import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { errors } from '../errors.js';
 import type { ClientConnection, StreamReceiver } from './client-connection.js';
 
 /** Request bytes kept for replay before the call commits (gRPC's per-RPC retry buffer is 256 KiB; ours is smaller). */
@@ -109,7 +110,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
       grant: (messages, bytes) => {
         if (this.conn !== undefined) this.conn.sendFrame(FrameKind.WINDOW, this.callId, undefined, encodeWindow(messages, bytes));
       },
-      abandoned: () => this.cancel(new RpcError(Status.CANCELLED, 'cancelled: the caller stopped reading the stream')),
+      abandoned: () => this.cancel(errors.STREAM_ABANDONED()),
     });
     if (source !== undefined) this.replay = [];
   }
@@ -131,13 +132,13 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
       signal.addEventListener('abort', this.onSignalAbort, { once: true });
     }
     if (parent !== undefined) {
-      this.unlinkParent = parent.onAbort((reason) => this.cancel(new RpcError(reason.code, `parent call ended: ${reason.message}`)));
+      this.unlinkParent = parent.onAbort((reason) => this.cancel(parentEnded(reason)));
     }
   }
 
   /** @see DeadlineEntry.onDeadline */
   onDeadline(): void {
-    this.cancel(new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded calling ${this.method.path} on ${this.target}`));
+    this.cancel(errors.DEADLINE_DURING_CALL(this.method.path, this.target));
   }
 
   /** QueuedAttempt.startOn: starts this attempt on `conn`. */
@@ -145,7 +146,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
     if (this.done) return;
     const id = conn.openStream(this, this.header, this.body);
     if (id === undefined) {
-      this.finish(new RpcError(Status.RESOURCE_EXHAUSTED, `request of ${this.body?.length ?? 0} bytes exceeds the maximum frame size`));
+      this.finish(errors.REQUEST_TOO_LARGE(this.body?.length ?? 0));
       return;
     }
     this.conn = conn;
@@ -216,7 +217,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
     try {
       message = this.method.responseType.decode(body);
     } catch (err) {
-      this.cancel(new RpcError(Status.INTERNAL, `response message is not a valid ${this.method.responseTypeName}: ${(err as Error).message}`));
+      this.cancel(errors.INVALID_RESPONSE_MESSAGE(this.method.responseTypeName, err));
       return;
     }
     this.driver.counted?.(this.method.path, 'received');
@@ -232,7 +233,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   }
 
   /** @see StreamReceiver.onStatus */
-  onStatus(status: number, message: string | undefined, metadata: Readonly<Metadata> | undefined, notProcessed: boolean): void {
+  onStatus(status: number, message: string | undefined, metadata: Readonly<Metadata> | undefined, notProcessed: boolean, reason: string | undefined): void {
     if (this.done) return;
     this.conn = undefined;
     this.credit?.close();
@@ -246,7 +247,8 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
       this.finish(undefined);
       return;
     }
-    this.fail(new RpcError(status, message ?? '', metadata ?? {}, notProcessed ? { notProcessed: true } : undefined));
+    // The server's status, as it sent it (the reason too): not one of ours to catalogue.
+    this.fail(new RpcError(status, message ?? '', metadata ?? {}, { notProcessed, reason }));
   }
 
   /** @see StreamReceiver.onLost */
@@ -328,7 +330,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
         try {
           bytes = encodeComplete(type, type.fromPartial(r.value));
         } catch (err) {
-          this.cancel(new RpcError(Status.INVALID_ARGUMENT, `cannot encode ${this.method.requestTypeName}: ${(err as Error).message}`));
+          this.cancel(errors.REQUEST_NOT_ENCODABLE.with({ cause: err }, this.method.requestTypeName, err));
           break;
         }
         if (!this.committed) {
@@ -339,7 +341,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
         const conn = this.conn;
         if (conn !== undefined) {
           if (!conn.fits(undefined, bytes)) {
-            this.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, `request message of ${bytes.length} bytes exceeds the maximum frame size`));
+            this.cancel(errors.REQUEST_MESSAGE_TOO_LARGE(bytes.length));
             break;
           }
           this.credit!.spend(bytes.length);
@@ -348,7 +350,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
         }
       }
     } catch (err) {
-      this.cancel(err instanceof RpcError ? err : new RpcError(Status.CANCELLED, `cancelled: the request stream failed: ${(err as Error)?.message ?? String(err)}`));
+      this.cancel(err instanceof RpcError ? err : errors.REQUEST_STREAM_FAILED.with({ cause: err }, err));
     } finally {
       this.pumping = false;
     }
@@ -363,8 +365,14 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   }
 }
 
+/** The error a call ends with when the caller's signal fires: its reason when that is an RpcError, else CANCELLED_BY_CALLER. */
 function cancelledBy(signal: AbortSignal): RpcError {
   const r: unknown = signal.reason;
   if (r instanceof RpcError) return r;
-  return new RpcError(Status.CANCELLED, r instanceof Error ? `cancelled: ${r.message}` : 'cancelled by the caller');
+  return r instanceof Error ? errors.CANCELLED_BY_CALLER.with({ cause: r }, r.message) : errors.CANCELLED_BY_CALLER();
+}
+
+/** The error a call made inside an inbound call ends with when that call is aborted (cancelled or out of time). */
+function parentEnded(reason: RpcError): RpcError {
+  return reason.code === Status.DEADLINE_EXCEEDED ? errors.PARENT_DEADLINE_EXCEEDED(reason.message) : errors.PARENT_CANCELLED(reason.message);
 }

@@ -10,6 +10,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import type { RpcError } from '../wire/status.js';
 import type { Metadata } from '../wire/status.js';
+import { configErrors } from '../errors.js';
 
 /** What a handler can learn about the call it is serving. `currentCall()` returns it. */
 export interface CallContext {
@@ -215,7 +216,7 @@ export function coroutineLocal<T>(name: string): CoroutineLocal<T> {
     set(value: T): void {
       const ctx = callStorage.getStore();
       if (ctx === undefined) {
-        throw new Error(`coroutineLocal '${name}'.set() called outside a call: locals belong to an inbound call`);
+        throw configErrors.LOCAL_OUTSIDE_CALL(name);
       }
       (ctx.locals ??= new Map()).set(name, value);
     },

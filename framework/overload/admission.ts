@@ -25,6 +25,7 @@
  * - **An idle window** (no call arrived) raises the level by one business priority (128 levels).
  */
 import { DEFAULT_BUSINESS_PRIORITY, PRIORITY_LEVELS, priorityLevel, userPriority } from './priority.js';
+import { configErrors } from '../errors.js';
 
 /** Business priorities: 0 (most important) .. 127. */
 export const BUSINESS_LEVELS = PRIORITY_LEVELS;
@@ -110,17 +111,17 @@ export class AdmissionController {
   /**
    * @param nowMs - epoch ms when the first window starts.
    * @param options - thresholds; see `AdmissionOptions`.
-   * @throws Error when a value is out of range (thresholds and windows must be > 0, alpha in (0, 1), beta > 0).
+   * @throws ConfigError INVALID_OPTION when a value is out of range (thresholds and windows must be > 0, alpha in (0, 1), beta > 0).
    */
   constructor(nowMs: number, options: AdmissionOptions = {}) {
     const o = { ...DEFAULT_ADMISSION };
     for (const [k, v] of Object.entries(options)) if (v !== undefined) (o as Record<string, number>)[k] = v as number;
-    if (!(o.queueThresholdMs > 0)) throw new Error(`queueThresholdMs must be > 0 ms, got ${o.queueThresholdMs}`);
-    if (!(o.windowMs > 0)) throw new Error(`windowMs must be > 0 ms, got ${o.windowMs}`);
-    if (!(o.windowRequests >= 1)) throw new Error(`windowRequests must be >= 1, got ${o.windowRequests}`);
-    if (!(o.alpha > 0 && o.alpha < 1)) throw new Error(`alpha must be in (0, 1), got ${o.alpha}`);
-    if (!(o.beta > 0)) throw new Error(`beta must be > 0, got ${o.beta}`);
-    if (!(o.eventLoopDelayThresholdMs > 0)) throw new Error(`eventLoopDelayThresholdMs must be > 0 ms, got ${o.eventLoopDelayThresholdMs}`);
+    if (!(o.queueThresholdMs > 0)) throw configErrors.INVALID_OPTION('queueThresholdMs', '> 0 ms', o.queueThresholdMs);
+    if (!(o.windowMs > 0)) throw configErrors.INVALID_OPTION('windowMs', '> 0 ms', o.windowMs);
+    if (!(o.windowRequests >= 1)) throw configErrors.INVALID_OPTION('windowRequests', '>= 1', o.windowRequests);
+    if (!(o.alpha > 0 && o.alpha < 1)) throw configErrors.INVALID_OPTION('alpha', 'in (0, 1)', o.alpha);
+    if (!(o.beta > 0)) throw configErrors.INVALID_OPTION('beta', '> 0', o.beta);
+    if (!(o.eventLoopDelayThresholdMs > 0)) throw configErrors.INVALID_OPTION('eventLoopDelayThresholdMs', '> 0 ms', o.eventLoopDelayThresholdMs);
     this.options = Object.freeze(o);
     this.windowStart = nowMs;
   }

@@ -11,6 +11,7 @@
  *
  * Pure code: time comes in as an argument.
  */
+import { configErrors } from '../errors.js';
 
 /** Business priorities, and user priorities: 0 (most important) .. 127. */
 export const PRIORITY_LEVELS = 128;
@@ -34,10 +35,10 @@ export function isPriority(value: unknown): value is number {
  * @param value - the value to check.
  * @param what - names it in the error, e.g. `'priority'` or `'request header business priority (b)'`.
  * @returns the value.
- * @throws Error `<what> must be an integer 0..127, got <value>` when it is not.
+ * @throws ConfigError INVALID_OPTION `<what> must be an integer 0..127, got <value>` when it is not.
  */
 export function checkPriority(value: unknown, what: string): number {
-  if (!isPriority(value)) throw new Error(`${what} must be an integer 0..127, got ${String(value)}`);
+  if (!isPriority(value)) throw configErrors.INVALID_OPTION(what, 'an integer 0..127', value);
   return value;
 }
 

@@ -9,6 +9,7 @@
  * backend spends nothing on them. K = 2 lets through twice what the backend accepts. Pure: time
  * and randomness come in as arguments.
  */
+import { configErrors } from '../errors.js';
 
 /** Settings of the adaptive throttle. */
 export interface AdaptiveThrottleOptions {
@@ -34,15 +35,15 @@ export class AdaptiveThrottle {
   /**
    * @param nowMs - epoch ms when counting starts.
    * @param options - K, window and buckets.
-   * @throws Error when K < 1, the window is not > 0 or buckets is not an integer >= 1.
+   * @throws ConfigError INVALID_OPTION when K < 1, the window is not > 0 or buckets is not an integer >= 1.
    */
   constructor(nowMs: number, options: AdaptiveThrottleOptions = {}) {
     this.k = options.k ?? 2;
     const windowMs = options.windowMs ?? 60_000;
     const buckets = options.buckets ?? 12;
-    if (!(this.k >= 1)) throw new Error(`adaptiveThrottle.k must be >= 1, got ${this.k}`);
-    if (!(windowMs > 0)) throw new Error(`adaptiveThrottle.windowMs must be > 0 ms, got ${windowMs}`);
-    if (!Number.isInteger(buckets) || buckets < 1) throw new Error(`adaptiveThrottle.buckets must be an integer >= 1, got ${buckets}`);
+    if (!(this.k >= 1)) throw configErrors.INVALID_OPTION('adaptiveThrottle.k', '>= 1', this.k);
+    if (!(windowMs > 0)) throw configErrors.INVALID_OPTION('adaptiveThrottle.windowMs', '> 0 ms', windowMs);
+    if (!Number.isInteger(buckets) || buckets < 1) throw configErrors.INVALID_OPTION('adaptiveThrottle.buckets', 'an integer >= 1', buckets);
     this.bucketMs = windowMs / buckets;
     this.requests = new Float64Array(buckets);
     this.accepts = new Float64Array(buckets);

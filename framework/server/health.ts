@@ -1,7 +1,7 @@
 /**
  * The built-in health service (`svrkit.Health/Check`), after grpc.health.v1.Health.
  */
-import { RpcError, Status } from '../wire/status.js';
+import { errors } from '../errors.js';
 import {
   HealthService,
   HealthCheckResponse_ServingStatus as ServingStatus,
@@ -27,10 +27,10 @@ export class Health extends HealthService {
     super();
   }
 
-  /** @throws RpcError NOT_FOUND when `request.service` names no registered service. */
+  /** @throws RpcError NOT_FOUND (reason `UNKNOWN_SERVICE`) when `request.service` names no registered service. */
   override async check(request: HealthCheckRequest): Promise<HealthCheckResponse> {
     if (request.service !== '' && !this.server.services.has(request.service)) {
-      throw new RpcError(Status.NOT_FOUND, `unknown service '${request.service}'`);
+      throw errors.UNKNOWN_SERVICE(request.service);
     }
     return { status: this.server.isClosing ? ServingStatus.NOT_SERVING : ServingStatus.SERVING };
   }

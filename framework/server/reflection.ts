@@ -6,7 +6,7 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, type DescriptorProto, type FileDescriptorProto } from '@bufbuild/protobuf/wkt';
 import type { ServiceDefinition } from '../wire/definition.js';
-import { RpcError, Status } from '../wire/status.js';
+import { errors } from '../errors.js';
 import {
   ReflectionService,
   type FileContainingSymbolRequest,
@@ -45,13 +45,13 @@ export class Reflection extends ReflectionService {
   }
 
   /**
-   * @throws RpcError NOT_FOUND when no registered file defines `request.symbol`.
+   * @throws RpcError NOT_FOUND (reason `UNKNOWN_SYMBOL`) when no registered file defines `request.symbol`.
    */
   override async fileContainingSymbol(request: FileContainingSymbolRequest): Promise<FileDescriptorResponse> {
     const index = this.getIndex();
     const symbol = request.symbol.replace(/^\./, '').replace('/', '.');
     const file = index.symbols.get(symbol);
-    if (file === undefined) throw new RpcError(Status.NOT_FOUND, `no file defines symbol '${request.symbol}'`);
+    if (file === undefined) throw errors.UNKNOWN_SYMBOL(request.symbol);
     const ordered: Uint8Array[] = [];
     const seen = new Set<string>();
     const visit = (name: string): void => {

@@ -24,6 +24,7 @@ import { ServerStream, type ServerStreamHandler, type ServerStreamInterceptor, t
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { decodeRequestHeader, decodeStatusHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
+import { configErrors, errors, type RpcErrorEntry } from '../errors.js';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import {
   ADMIT_ALL,
@@ -147,7 +148,7 @@ class InboundCall extends ServerCallContext implements DeadlineEntry {
 
   /** @see DeadlineEntry.onDeadline */
   onDeadline(): void {
-    this.conn.server.endCall(this, new RpcError(Status.DEADLINE_EXCEEDED, `deadline exceeded while serving ${this.method}`), true);
+    this.conn.server.endCall(this, errors.DEADLINE_WHILE_SERVING(this.method), true);
   }
 }
 
@@ -195,12 +196,11 @@ class ServerConnection {
         onFrame: (kind, callId, header, body) => server.onFrame(this, kind, callId, header, body),
         onOversized: (kind, callId, size) => {
           if (kind === FrameKind.REQUEST) {
-            this.conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED,
-              `request of ${size} bytes exceeds the maximum frame size ${maxFrameBytes}`));
+            this.conn.send(FrameKind.RESPONSE, callId, errorHeader(undefined, errors.REQUEST_TOO_LARGE, size, maxFrameBytes));
           } else if (kind === FrameKind.MESSAGE) {
             const call = this.calls.get(callId);
             if (call !== undefined) {
-              server.endCall(call, new RpcError(Status.RESOURCE_EXHAUSTED, `request message of ${size} bytes exceeds the maximum frame size ${maxFrameBytes}`), true);
+              server.endCall(call, errors.REQUEST_MESSAGE_TOO_LARGE(size, maxFrameBytes), true);
             }
           }
         },
@@ -276,7 +276,7 @@ export class Server {
       defaultPriority: ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY,
       onWindow: ov?.onWindow,
     };
-    if (!(this.overload.maxInflight >= 1)) throw new Error(`overload.maxInflight must be >= 1, got ${this.overload.maxInflight}`);
+    if (!(this.overload.maxInflight >= 1)) throw configErrors.INVALID_OPTION('overload.maxInflight', '>= 1', this.overload.maxInflight);
     checkPriority(this.overload.defaultPriority, 'overload.defaultPriority');
     if (ov !== undefined) this.admission = new AdmissionController(this.now(), ov);
     if (options.builtinServices !== false) {
@@ -300,7 +300,7 @@ export class Server {
     if (b === undefined) {
       const d = (a as Partial<ServiceImplementation>)[serviceDefinition];
       if (d === undefined) {
-        throw new Error('addService(impl): impl carries no service definition; extend a generated XService class or call addService(definition, impl)');
+        throw configErrors.NOT_A_SERVICE();
       }
       def = d;
       impl = a as unknown as Record<string, unknown>;
@@ -308,11 +308,11 @@ export class Server {
       def = a as ServiceDefinition;
       impl = b as Record<string, unknown>;
     }
-    if (this.serviceDefs.has(def.fullName)) throw new Error(`service ${def.fullName} is already registered`);
+    if (this.serviceDefs.has(def.fullName)) throw configErrors.SERVICE_ALREADY_REGISTERED(def.fullName);
     const entries: Array<[string, RegisteredMethod]> = [];
     for (const m of Object.values(def.methods)) {
       const fn = impl[m.localName];
-      if (typeof fn !== 'function') throw new Error(`${def.fullName} implementation has no method ${m.localName}() for rpc ${m.name}`);
+      if (typeof fn !== 'function') throw configErrors.MISSING_HANDLER(def.fullName, m.localName, m.name);
       const kind = methodKind(m);
       let handler: ServerHandler = (fn as ServerHandler).bind(impl);
       let streamHandler: ServerStreamHandler | undefined;
@@ -347,8 +347,8 @@ export class Server {
    * @throws Error when the port cannot be bound (EADDRINUSE, EACCES, ...) or the server is listening already.
    */
   async listen(port: number, host = '127.0.0.1'): Promise<void> {
-    if (this.listening) throw new Error('server is already listening');
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${port}: expected 0-65535`);
+    if (this.listening) throw configErrors.ALREADY_LISTENING();
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw configErrors.INVALID_PORT(port);
     this.listening = true;
     let listener: TransportListener;
     try {
@@ -391,13 +391,13 @@ export class Server {
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
   get address(): string {
-    if (this.boundAddress === undefined) throw new Error('server is not listening');
+    if (this.boundAddress === undefined) throw configErrors.NOT_LISTENING();
     return this.boundAddress;
   }
 
   /** The bound port (after `listen`). */
   get port(): number {
-    if (this.listener === undefined) throw new Error('server is not listening');
+    if (this.listener === undefined) throw configErrors.NOT_LISTENING();
     return this.listener.address.port;
   }
 
@@ -441,7 +441,7 @@ export class Server {
       this.listener?.close();
       for (const c of this.connections) {
         c.draining = true;
-        c.conn.goaway(Status.UNAVAILABLE, 'server is shutting down');
+        c.conn.goaway(errors.SERVER_SHUTTING_DOWN());
         c.conn.send(FrameKind.PING, GOAWAY_PING_ID);
       }
     }
@@ -455,7 +455,7 @@ export class Server {
       });
     }
     const closed: Promise<void>[] = [];
-    const cut = new RpcError(Status.CANCELLED, `server shut down before the call finished (grace ${graceMs} ms)`);
+    const cut = errors.SHUTDOWN_GRACE_EXPIRED(graceMs);
     for (const c of this.connections) {
       closed.push(new Promise<void>((resolve) => c.conn.socket.once('close', () => resolve())));
       for (const call of [...c.calls.values()]) this.endCall(call, cut, false);
@@ -515,7 +515,7 @@ export class Server {
       for (const w of waiters) w();
     }
     if (sc.calls.size === 0) return;
-    const reason = new RpcError(Status.CANCELLED, 'client disconnected');
+    const reason = errors.CLIENT_DISCONNECTED();
     for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
   }
 
@@ -537,7 +537,7 @@ export class Server {
     const now = this.now();
     if (sc.goawayAcked) {
       // The client saw GOAWAY and still sent a call: refuse it unprocessed, so it may go elsewhere.
-      this.reject(conn, callId, Status.UNAVAILABLE, 'server is shutting down: call refused after GOAWAY', true);
+      this.reject(conn, callId, errors.REFUSED_AFTER_GOAWAY);
       this.observer?.rejected('', 'goaway', false);
       return;
     }
@@ -545,7 +545,7 @@ export class Server {
     try {
       h = decodeRequestHeader(headerBytes);
     } catch (err) {
-      this.reject(conn, callId, Status.INVALID_ARGUMENT, (err as HeaderError).message);
+      this.reject(conn, callId, errors.MALFORMED_REQUEST_HEADER, err as HeaderError);
       return;
     }
     // Queueing time, the FastReject signal: since the frame's chunk was read (server-measured, so
@@ -561,21 +561,21 @@ export class Server {
     }
     const registered = this.methods.get(h.m);
     if (registered === undefined) {
-      this.reject(conn, callId, Status.UNIMPLEMENTED, `unknown method '${h.m}'`);
+      this.reject(conn, callId, errors.UNKNOWN_METHOD, h.m);
       return;
     }
     if (sc.calls.has(callId)) {
-      this.reject(conn, callId, Status.INVALID_ARGUMENT, `call id ${callId} is already in use on this connection`);
+      this.reject(conn, callId, errors.DUPLICATE_CALL_ID, callId);
       return;
     }
     if ((h.k ?? 0) !== registered.kind) {
-      this.reject(conn, callId, Status.UNIMPLEMENTED, `method '${h.m}' is ${KIND_NAMES[registered.kind]}, but was called as ${KIND_NAMES[h.k ?? 0]}`);
+      this.reject(conn, callId, errors.METHOD_KIND_MISMATCH, h.m, registered.kind, h.k ?? 0);
       return;
     }
     if (h.d !== undefined && h.d > 0 && waited >= h.d) {
       // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
       // and running it would only make the queue longer. Cheap: the body is not even decoded.
-      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, `deadline exceeded while queued (${waited} ms)`, true);
+      this.reject(conn, callId, errors.DEADLINE_WHILE_QUEUED, waited);
       this.observer?.rejected(h.m, 'expired', false);
       return;
     }
@@ -584,7 +584,7 @@ export class Server {
     // The caller's (inherited) priority, but never less important than the method's own: a
     // priority-0 method (health checks, replica traffic) stays priority 0 whoever calls it.
     if ((h.b !== undefined && !isPriority(h.b)) || (h.u !== undefined && !isPriority(h.u))) {
-      this.reject(conn, callId, Status.INVALID_ARGUMENT, `request header priority is not an integer 0..127 (business ${h.b}, user ${h.u})`);
+      this.reject(conn, callId, errors.INVALID_PRIORITY_HEADER, h.b, h.u);
       return;
     }
     const business = effectiveBusinessPriority(h.b, def.options?.priority) ?? this.overload.defaultPriority;
@@ -593,11 +593,11 @@ export class Server {
     if (adm !== undefined) {
       // FastReject, before the body is decoded: refusing costs a header decode and one frame.
       if (this.inflight >= this.overload.maxInflight) {
-        if (this.shed(conn, callId, h.m, 'inflight', `${this.inflight} calls in flight (limit ${this.overload.maxInflight})`)) return;
+        if (this.shed(conn, callId, h.m, 'inflight', errors.OVERLOADED_INFLIGHT, this.inflight, this.overload.maxInflight)) return;
       }
       if (adm.windowDue(now)) this.maybeCloseWindow(now);
       if (!adm.arrive(priorityLevel(business, user))) {
-        if (this.shed(conn, callId, h.m, 'priority', `priority level ${priorityLevel(business, user)} is above the admission level ${adm.level}`)) return;
+        if (this.shed(conn, callId, h.m, 'priority', errors.OVERLOADED_PRIORITY, priorityLevel(business, user), adm.level)) return;
       }
     }
     let request: unknown;
@@ -605,12 +605,12 @@ export class Server {
       // Client-streaming and bidi requests come as MESSAGE frames; the REQUEST frame only opens the call.
       request = registered.kind >= 2 ? undefined : def.requestType.decode(body);
     } catch (err) {
-      this.reject(conn, callId, Status.INVALID_ARGUMENT, `request body is not a valid ${def.requestTypeName}: ${(err as Error).message}`);
+      this.reject(conn, callId, errors.INVALID_REQUEST_BODY, def.requestTypeName, err);
       return;
     }
     const d = h.d;
     if (d !== undefined && d <= 0) {
-      this.reject(conn, callId, Status.DEADLINE_EXCEEDED, 'deadline exceeded before the call started');
+      this.reject(conn, callId, errors.DEADLINE_BEFORE_START);
       return;
     }
     const call = new InboundCall(
@@ -697,7 +697,7 @@ export class Server {
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: cannot encode the ${def.responseTypeName} the handler returned (trace ${call.traceId})`, err);
       if (this.observer !== undefined) this.observe(call, Status.INTERNAL);
-      this.sendStatus(call, Status.INTERNAL, `cannot encode response: ${(err as Error).message}`, undefined);
+      this.sendError(call, errors.RESPONSE_NOT_ENCODABLE.with({ cause: err }, err), undefined);
       return;
     }
     const header = this.statusHeader(call, Status.OK, undefined, call.peekResponseMetadata());
@@ -708,7 +708,7 @@ export class Server {
     const conn = call.conn.conn;
     if (!conn.fits(header, body)) {
       if (this.observer !== undefined) this.observe(call, Status.RESOURCE_EXHAUSTED);
-      this.sendStatus(call, Status.RESOURCE_EXHAUSTED, `response of ${body.length} bytes exceeds the maximum frame size ${this.maxFrameBytes}`, undefined);
+      this.sendError(call, errors.RESPONSE_TOO_LARGE(body.length, this.maxFrameBytes), undefined);
       return;
     }
     if (this.observer !== undefined) this.observe(call, Status.OK);
@@ -740,12 +740,15 @@ export class Server {
       return;
     }
     const md = call.peekResponseMetadata();
-    this.sendStatus(call, error.code, error.message, md === undefined ? error.metadata : { ...md, ...error.metadata });
+    this.sendError(call, error, md === undefined ? error.metadata : { ...md, ...error.metadata });
   }
 
-  /** Sends a status-only response, then releases the call's connection. */
-  private sendStatus(call: InboundCall, status: Status, message: string, metadata: Metadata | undefined): void {
-    const header = this.statusHeader(call, status, message, metadata);
+  /**
+   * Sends a status-only response for a failed call (code, message, reason; never `notProcessed`,
+   * which only refusals before any handler set), then releases the call's connection.
+   */
+  private sendError(call: InboundCall, error: RpcError, metadata: Metadata | undefined): void {
+    const header = this.statusHeader(call, error.code, error.message, metadata, error.reason);
     if (header === undefined) return;
     call.conn.conn.send(FrameKind.RESPONSE, call.callId, header);
     this.released(call);
@@ -756,13 +759,13 @@ export class Server {
    * strings) is the handler's bug: the call gets INTERNAL without it, and the server logs it.
    * @returns the header, or undefined when the INTERNAL reply was sent instead.
    */
-  private statusHeader(call: InboundCall, status: Status, message: string | undefined, metadata: Metadata | undefined): Uint8Array | undefined {
+  private statusHeader(call: InboundCall, status: Status, message: string | undefined, metadata: Metadata | undefined, reason?: string): Uint8Array | undefined {
     try {
       if (metadata !== undefined && !isStringMap(metadata)) throw new Error('metadata values must be strings');
-      return encodeStatusHeader(status, message, metadata, false, this.advertisedLevel);
+      return encodeStatusHeader(status, message, metadata, false, this.advertisedLevel, reason);
     } catch (err) {
       this.logger.error(`svrkit server: ${call.method}: response metadata cannot be sent (trace ${call.traceId})`, err);
-      call.conn.conn.send(FrameKind.RESPONSE, call.callId, encodeStatusHeader(Status.INTERNAL, `response metadata cannot be sent: ${(err as Error).message}`));
+      call.conn.conn.send(FrameKind.RESPONSE, call.callId, errorHeader(undefined, errors.INVALID_RESPONSE_METADATA, err));
       this.released(call);
       return undefined;
     }
@@ -789,11 +792,11 @@ export class Server {
    * in dry-run mode only reports it.
    * @returns true when the call was refused.
    */
-  private shed(conn: Connection, callId: number, method: string, reason: RejectReason, why: string): boolean {
+  private shed<A extends unknown[]>(conn: Connection, callId: number, method: string, reason: RejectReason, error: RpcErrorEntry<A>, ...args: A): boolean {
     const dry = this.overload.dryRun;
     this.observer?.rejected(method, reason, dry);
     if (dry) return false;
-    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(Status.RESOURCE_EXHAUSTED, `overloaded: ${why}`, undefined, true, this.advertisedLevel));
+    conn.send(FrameKind.RESPONSE, callId, errorHeader(this.advertisedLevel, error, ...args));
     return true;
   }
 
@@ -805,10 +808,24 @@ export class Server {
     return ((x ^ (x >>> 16)) >>> 0) % 128;
   }
 
-  /** Answers a call no handler saw; `notProcessed` tells the client it may retry it elsewhere. */
-  private reject(conn: Connection, callId: number, status: Status, message: string, notProcessed = false): void {
-    conn.send(FrameKind.RESPONSE, callId, encodeStatusHeader(status, message, undefined, notProcessed, this.advertisedLevel));
+  /**
+   * Answers a call no handler saw with a catalogue error (status, message, reason, and the
+   * entry's not-processed flag, which tells the client it may retry the call elsewhere).
+   * @param error - the catalogue entry; `args` - its message template's arguments.
+   */
+  private reject<A extends unknown[]>(conn: Connection, callId: number, error: RpcErrorEntry<A>, ...args: A): void {
+    conn.send(FrameKind.RESPONSE, callId, errorHeader(this.advertisedLevel, error, ...args));
   }
+}
+
+/**
+ * The status header of a catalogue error, without making an RpcError (no stack trace to capture
+ * on the refusal paths, which overload makes hot).
+ * @param admissionLevel - the level to advertise (`al`), or undefined.
+ * @returns the encoded header: the entry's status, message, not-processed flag and reason.
+ */
+function errorHeader<A extends unknown[]>(admissionLevel: number | undefined, error: RpcErrorEntry<A>, ...args: A): Uint8Array {
+  return encodeStatusHeader(error.status, error.message(...args), undefined, error.notProcessed, admissionLevel, error.reason);
 }
 
 /**
@@ -827,12 +844,8 @@ function cancelReason(header: Buffer): RpcError {
   } catch {
     // A malformed reason still cancels.
   }
-  return code === Status.DEADLINE_EXCEEDED
-    ? new RpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded: the client gave up')
-    : new RpcError(Status.CANCELLED, 'cancelled by the client');
+  return code === Status.DEADLINE_EXCEEDED ? errors.DEADLINE_CLIENT_GAVE_UP() : errors.CANCELLED_BY_CLIENT();
 }
-
-const KIND_NAMES = ['unary', 'server-streaming', 'client-streaming', 'bidi-streaming'] as const;
 
 /** A one-message async iterable (the request of a server-streaming call, for stream interceptors). */
 async function* oneMessage(message: unknown): AsyncIterable<unknown> {

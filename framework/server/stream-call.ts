@@ -21,6 +21,7 @@ import { encodeMessage } from '../wire/encode.js';
 import { decodeWindow, encodeWindow, FrameKind } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { errors } from '../errors.js';
 
 /**
  * Every streaming handler in one form: request messages in, response messages out. The server
@@ -112,7 +113,7 @@ export class ServerStream {
   onMessage(body: Buffer): void {
     const inbound = this.inbound;
     if (inbound === undefined) {
-      this.fail(new RpcError(Status.INVALID_ARGUMENT, `${this.def.path} takes one request, but the client sent a request stream`));
+      this.fail(errors.UNEXPECTED_REQUEST_STREAM(this.def.path));
       return;
     }
     if (inbound.closed) {
@@ -124,7 +125,7 @@ export class ServerStream {
     try {
       message = this.def.requestType.decode(body);
     } catch (err) {
-      this.fail(new RpcError(Status.INVALID_ARGUMENT, `request message is not a valid ${this.def.requestTypeName}: ${(err as Error).message}`));
+      this.fail(errors.INVALID_REQUEST_MESSAGE(this.def.requestTypeName, err));
       return;
     }
     this.host.counted?.(this.def.path, 'received');
@@ -198,7 +199,7 @@ export class ServerStream {
       body = encodeMessage(this.def.responseType, this.def.responseTypeName, value);
     } catch (err) {
       this.host.logError(`svrkit server: ${this.def.path}: cannot encode the ${this.def.responseTypeName} the handler yielded (trace ${this.call.traceId})`, err);
-      this.end(new RpcError(Status.INTERNAL, `cannot encode response: ${(err as Error).message}`));
+      this.end(errors.RESPONSE_NOT_ENCODABLE.with({ cause: err }, err));
       this.closeIterator();
       return false;
     }
@@ -211,14 +212,14 @@ export class ServerStream {
           header = encodeStatusHeader(Status.OK, undefined, checked(md));
         } catch (err) {
           this.host.logError(`svrkit server: ${this.def.path}: response metadata cannot be sent (trace ${this.call.traceId})`, err);
-          this.end(new RpcError(Status.INTERNAL, `response metadata cannot be sent: ${(err as Error).message}`));
+          this.end(errors.INVALID_RESPONSE_METADATA.with({ cause: err }, err));
           this.closeIterator();
           return false;
         }
       }
     }
     if (!this.conn.fits(header, body)) {
-      this.end(new RpcError(Status.RESOURCE_EXHAUSTED, `response message of ${body.length} bytes exceeds the maximum frame size`));
+      this.end(errors.RESPONSE_MESSAGE_TOO_LARGE(body.length));
       this.closeIterator();
       return false;
     }
@@ -232,7 +233,8 @@ export class ServerStream {
   private fail(err: unknown): void {
     if (this.done) return;
     if (!(err instanceof RpcError)) this.host.logError(`svrkit server: ${this.def.path} failed (trace ${this.call.traceId})`, err);
-    const e = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, err instanceof Error ? err.message : String(err));
+    // A handler's own failure: INTERNAL with its message, no reason (as toRpcError), the value kept as `cause`.
+    const e = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, err instanceof Error ? err.message : String(err), {}, { cause: err });
     this.end(e);
     this.closeIterator();
   }
@@ -241,7 +243,7 @@ export class ServerStream {
     if (this.done) return;
     this.done = true;
     this.credit.close();
-    this.inbound?.end(error ?? new RpcError(Status.CANCELLED, 'the call ended'));
+    this.inbound?.end(error ?? errors.CALL_ENDED());
     this.host.endStream(this.call, error);
   }
 

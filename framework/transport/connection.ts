@@ -17,7 +17,8 @@
 import type { ByteStream } from './transport.js';
 import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
-import { Status } from '../wire/status.js';
+import type { RpcError } from '../wire/status.js';
+import { errors } from '../errors.js';
 
 /** Callbacks from a connection to its owner. */
 export interface ConnectionEvents {
@@ -128,9 +129,12 @@ export class Connection {
     }
   }
 
-  /** Sends GOAWAY (optionally with a status and reason) and flushes; the connection stays open. */
-  goaway(status: Status = Status.OK, reason?: string): void {
-    this.send(FrameKind.GOAWAY, 0, status === Status.OK && reason === undefined ? undefined : encodeStatusHeader(status, reason));
+  /**
+   * Sends GOAWAY and flushes; the connection stays open.
+   * @param error - why (its code, message and reason go in the header), or undefined for none.
+   */
+  goaway(error?: RpcError): void {
+    this.send(FrameKind.GOAWAY, 0, error === undefined ? undefined : encodeStatusHeader(error.code, error.message, undefined, false, undefined, error.reason));
     this.flush();
   }
 
@@ -170,9 +174,9 @@ export class Connection {
 
   /** Answers a framing violation: GOAWAY with the reason, then close. */
   private protocolError(err: FrameError): void {
-    const status = /exceeds the maximum/.test(err.message) ? Status.RESOURCE_EXHAUSTED : Status.INTERNAL;
+    const error = /exceeds the maximum/.test(err.message) ? errors.FRAME_TOO_LARGE : errors.MALFORMED_FRAME;
     this.closeError ??= err;
-    this.send(FrameKind.GOAWAY, 0, encodeStatusHeader(status, `protocol error: ${err.message}`));
+    this.send(FrameKind.GOAWAY, 0, encodeStatusHeader(error.status, error.message(err), undefined, false, undefined, error.reason));
     this.failed = true;
     this.socket.pause();
     this.end();

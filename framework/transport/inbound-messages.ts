@@ -4,6 +4,7 @@
  * the sender (see flow-control.ts), so the queue never holds more than a window.
  */
 import { ReceiveCredit, type StreamWindow } from './flow-control.js';
+import { configErrors } from '../errors.js';
 
 /** What the queue tells its stream. */
 export interface InboundEvents {
@@ -108,7 +109,7 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
       }
       return Promise.resolve(DONE);
     }
-    if (this.waiting !== undefined) return Promise.reject(new Error('InboundMessages: next() called again before the previous call settled'));
+    if (this.waiting !== undefined) return Promise.reject(configErrors.CONCURRENT_NEXT());
     return new Promise<IteratorResult<T>>((resolve, reject) => {
       this.waiting = { resolve, reject };
     });

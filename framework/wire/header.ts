@@ -10,18 +10,19 @@
  *                     so the two clocks need not agree, and only to drop that call once it has
  *                     waited past its deadline
  * Response header  empty (zero bytes) for OK without metadata, else `{ s: status, e?: message,
- *                   md?: metadata, np?: true }`; `np` marks a call the server refused before
+ *                   md?: metadata, np?: true, r?: reason }`; `np` marks a call the server refused before
  *                   processing it (overload, shutdown), so the client may retry it elsewhere;
+ *                   `r` names the error (its catalogue entry, UPPER_SNAKE_CASE, framework/errors.ts);
  *                   `al` is the server's admission level 0..16383 while it sheds load (absent:
  *                   it admits everything)
- * GOAWAY header    empty, or `{ s: status, e?: reason }`
+ * GOAWAY header    empty, or `{ s: status, e?: message, r?: reason }`
  * CANCEL header    empty, or `{ s: status }`: why the client gave up (CANCELLED or DEADLINE_EXCEEDED)
  *
  * The deadline travels as milliseconds remaining, not as a timestamp, so clock skew between hosts
  * does not matter (gRPC's `grpc-timeout` does the same).
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { Status, type Metadata } from './status.js';
+import { isErrorReason, Status, type Metadata } from './status.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -63,6 +64,8 @@ export interface StatusHeader {
   np?: boolean;
   /** The server's admission level while it sheds load: it refuses calls whose priority level is higher. */
   al?: number;
+  /** The error's reason (`RpcError.reason`): UPPER_SNAKE_CASE, 2-63 characters. */
+  r?: string;
 }
 
 /** Error thrown when a header is not the msgpack map this module expects. */
@@ -111,10 +114,18 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
 
 /**
  * Encodes a response or GOAWAY header. `notProcessed` sets `np` (the call never reached a handler);
- * `admissionLevel` sets `al` (the server is shedding load).
+ * `admissionLevel` sets `al` (the server is shedding load); `reason` sets `r` (the error's
+ * catalogue name, `RpcError.reason`; the caller makes sure it is valid, as RpcError does).
  * @returns msgpack bytes, or an empty array for plain OK (the common case costs nothing).
  */
-export function encodeStatusHeader(status: number, message?: string, metadata?: Metadata, notProcessed?: boolean, admissionLevel?: number): Uint8Array {
+export function encodeStatusHeader(
+  status: number,
+  message?: string,
+  metadata?: Metadata,
+  notProcessed?: boolean,
+  admissionLevel?: number,
+  reason?: string,
+): Uint8Array {
   if (status === Status.OK && message === undefined && (metadata === undefined || isEmpty(metadata))) {
     return admissionLevel === undefined ? EMPTY : okWithLevel(admissionLevel);
   }
@@ -123,6 +134,7 @@ export function encodeStatusHeader(status: number, message?: string, metadata?: 
   if (metadata !== undefined && !isEmpty(metadata)) h.md = metadata;
   if (notProcessed === true) h.np = true;
   if (admissionLevel !== undefined) h.al = admissionLevel;
+  if (reason !== undefined) h.r = reason;
   return packr.pack(h);
 }
 
@@ -145,6 +157,7 @@ export function decodeStatusHeader(bytes: Uint8Array): StatusHeader {
   if (r['md'] !== undefined && !isStringMap(r['md'])) throw new HeaderError('status header metadata (md) is not a map of strings');
   if (r['np'] !== undefined && typeof r['np'] !== 'boolean') throw new HeaderError('status header flag (np) is not a boolean');
   if (r['al'] !== undefined && !isLevel(r['al'], 16383)) throw new HeaderError('status header admission level (al) is not an integer 0..16383');
+  if (r['r'] !== undefined && !isErrorReason(r['r'])) throw new HeaderError('status header reason (r) is not an UPPER_SNAKE_CASE name of 2-63 characters');
   return r as unknown as StatusHeader;
 }
 

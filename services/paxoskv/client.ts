@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
 import { PaxosKVClient as PaxosKVStub, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
+import { kvErrors } from './errors.js';
 
 /** Longest time one write stays retryable (ms): a write's attempts stop this long after it began. */
 export const MAX_WRITE_RETRY_MS = 60_000;
@@ -120,11 +121,7 @@ export class PaxosKVClient {
       return await this.write(options, (stub, o, writeId) => stub.compareAndSet({ key, expectedVersion, value, writeId }, o), () => (ambiguous = true));
     } catch (err) {
       if (ambiguous && err instanceof RpcError && err.code === Status.FAILED_PRECONDITION) {
-        throw new RpcError(
-          Status.UNKNOWN,
-          `compareAndSet outcome unknown: a replica reported ${err.message}, but an earlier attempt's outcome is unknown and may still apply`,
-          err.metadata,
-        );
+        throw kvErrors.CAS_OUTCOME_UNKNOWN.with({ metadata: err.metadata, cause: err }, err.message);
       }
       throw err;
     }
@@ -203,7 +200,7 @@ export class PaxosKVClient {
     for (let tries = 0; ; tries++) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw lastError ?? new RpcError(Status.DEADLINE_EXCEEDED, 'deadline exceeded before any replica answered');
+        throw lastError ?? kvErrors.DEADLINE_BEFORE_ANY_REPLY();
       }
       const index = this.current;
       const stub = this.stubs[index]!;

@@ -8,8 +8,9 @@
  * the records that step persisted, and every earlier step's, are durable.
  */
 import { performance } from 'node:perf_hooks';
-import { Channel, RpcError, Server, Status, withoutCall, type CallContext, type ServerOptions } from '../../framework/index.js';
+import { Channel, RpcError, Server, withoutCall, type CallContext, type ServerOptions } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
+import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
 import {
   MAX_CLIENT_ID_BYTES,
@@ -262,17 +263,17 @@ export class PaxosKVReplica {
    */
   async deliver(batch: PeerBatch): Promise<PeerBatch> {
     if (batch.cluster !== this.fingerprint) {
-      throw new RpcError(Status.FAILED_PRECONDITION, `peer batch from cluster [${batch.cluster}], this replica is in [${this.fingerprint}]`);
+      throw kvErrors.FOREIGN_CLUSTER(batch.cluster, this.fingerprint);
     }
     const from = batch.from;
     if (from === this.options.id || !this.options.members.has(from)) {
-      throw new RpcError(Status.FAILED_PRECONDITION, `peer batch from ${from}, which is not another member of [${this.fingerprint}]`);
+      throw kvErrors.NOT_A_PEER(from, this.fingerprint);
     }
     let messages: PeerMessage[];
     try {
       messages = batch.messages.map(messageFromPb);
     } catch (err) {
-      if (err instanceof PeerMessageError) throw new RpcError(Status.INVALID_ARGUMENT, `malformed peer message: ${err.message}`);
+      if (err instanceof PeerMessageError) throw kvErrors.MALFORMED_PEER_MESSAGE.with({ cause: err }, err.message);
       throw err;
     }
     const back: PeerMessage[] = [];
@@ -445,7 +446,7 @@ export function splitBatch(messages: readonly PeerMessage[], limit: number): Pee
  */
 function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
   if (pb === undefined) return null;
-  const bad = (why: string) => new RpcError(Status.INVALID_ARGUMENT, `write_id: ${why}`);
+  const bad = (why: string) => kvErrors.INVALID_WRITE_ID(why);
   if (pb.client.length === 0) throw bad('client must not be empty');
   if (Buffer.byteLength(pb.client) > MAX_CLIENT_ID_BYTES) throw bad(`client is longer than ${MAX_CLIENT_ID_BYTES} bytes`);
   const max = BigInt(Number.MAX_SAFE_INTEGER);
@@ -473,13 +474,13 @@ function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
 }
 
 function checkKey(key: string): void {
-  if (key.length === 0) throw new RpcError(Status.INVALID_ARGUMENT, 'key must not be empty');
-  if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw new RpcError(Status.INVALID_ARGUMENT, `key is longer than ${MAX_KEY_BYTES} bytes`);
+  if (key.length === 0) throw kvErrors.EMPTY_KEY();
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
 }
 
 function checkValue(value: Uint8Array): void {
   if (value.length > MAX_VALUE_BYTES) {
-    throw new RpcError(Status.INVALID_ARGUMENT, `value of ${value.length} bytes exceeds the maximum ${MAX_VALUE_BYTES}`);
+    throw kvErrors.VALUE_TOO_LARGE(value.length, MAX_VALUE_BYTES);
   }
 }
 
@@ -489,9 +490,9 @@ function writeReply(r: ClientResult): WriteReply {
 }
 
 function toRpcError(r: ClientResult): RpcError {
-  if (r.ok) return new RpcError(Status.INTERNAL, 'unexpected result kind');
-  const md: Record<string, string> = r.version === undefined ? {} : { 'x-version': String(r.version) };
-  return new RpcError(Status[r.status], r.message, md);
+  if (r.ok) return kvErrors.UNEXPECTED_RESULT();
+  const entry = CORE_OUTCOMES[r.status];
+  return r.version === undefined ? entry(r.message) : entry.with({ metadata: { 'x-version': String(r.version) } }, r.message);
 }
 
 /** The client API, backed by the replica. */
@@ -521,7 +522,7 @@ class ClientApi extends PaxosKVService {
   override async compareAndSet(request: CompareAndSetRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
     checkValue(request.value);
-    if (request.expectedVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpcError(Status.INVALID_ARGUMENT, 'expected version out of range');
+    if (request.expectedVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw kvErrors.EXPECTED_VERSION_OUT_OF_RANGE();
     return writeReply(
       await this.replica.request(request.key, {
         kind: 'cas',

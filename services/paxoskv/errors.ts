@@ -1,0 +1,74 @@
+/**
+ * PaxosKV's error catalogue: the call outcomes the service raises, made with the framework's
+ * `defineErrors` as the framework's own (framework/errors.ts), so each error carries its name in
+ * `RpcError.reason` and the reason reaches the client over the wire.
+ *
+ * The consensus core (core/) is pure and framework-free: it reports a failed operation as a gRPC
+ * status name and a message it composes. `CORE_OUTCOMES` gives each of those statuses its entry
+ * here, whose template takes the core's message as is. Programmer errors at construction (a bad
+ * peer list, a member missing from it) stay plain `Error`s, and storage errors stay the storage's
+ * own (a data dir is the environment, not a call outcome).
+ */
+import { defineErrors, Status, type RpcErrorEntry } from '../../framework/index.js';
+import type { ClientResult } from './core/types.js';
+
+/** Every error PaxosKV raises: the replica's checks of requests and peer batches, the core's outcomes, the client's own. */
+export const kvErrors = defineErrors({
+  // --- Request checks (replica-server.ts) ---
+  /** An empty key. */
+  EMPTY_KEY: { status: Status.INVALID_ARGUMENT, message: () => 'key must not be empty' },
+  /** A key over `MAX_KEY_BYTES`. */
+  KEY_TOO_LONG: { status: Status.INVALID_ARGUMENT, message: (maxBytes: number) => `key is longer than ${maxBytes} bytes` },
+  /** A value over `MAX_VALUE_BYTES`. */
+  VALUE_TOO_LARGE: { status: Status.INVALID_ARGUMENT, message: (bytes: number, maxBytes: number) => `value of ${bytes} bytes exceeds the maximum ${maxBytes}` },
+  /** A compare-and-set's expected version above 2^53 - 1. */
+  EXPECTED_VERSION_OUT_OF_RANGE: { status: Status.INVALID_ARGUMENT, message: () => 'expected version out of range' },
+  /** A write id that breaks a rule (the message names the field). */
+  INVALID_WRITE_ID: { status: Status.INVALID_ARGUMENT, message: (why: string) => `write_id: ${why}` },
+
+  // --- Peer batches (replica-server.ts) ---
+  /** A batch from a replica of another cluster (another member list). */
+  FOREIGN_CLUSTER: {
+    status: Status.FAILED_PRECONDITION,
+    message: (cluster: string, ours: string) => `peer batch from cluster [${cluster}], this replica is in [${ours}]`,
+  },
+  /** A batch from this replica itself, or from an id that is no member. */
+  NOT_A_PEER: {
+    status: Status.FAILED_PRECONDITION,
+    message: (from: number, ours: string) => `peer batch from ${from}, which is not another member of [${ours}]`,
+  },
+  /** A peer message the codec cannot read. */
+  MALFORMED_PEER_MESSAGE: { status: Status.INVALID_ARGUMENT, message: (why: string) => `malformed peer message: ${why}` },
+
+  // --- The core's outcomes (the message is the core's) ---
+  /** Compare-and-set found the key at another version (metadata `x-version` has it). */
+  VERSION_MISMATCH: { status: Status.FAILED_PRECONDITION, message: (coreMessage: string) => coreMessage },
+  /** The write's session floor passed it: this attempt was not applied. */
+  WRITE_BELOW_FLOOR: { status: Status.ABORTED, message: (coreMessage: string) => coreMessage },
+  /** The write expired in the key's log time, or the caller's deadline passed. */
+  NOT_DECIDED_IN_TIME: { status: Status.DEADLINE_EXCEEDED, message: (coreMessage: string) => coreMessage },
+  /** The replica cannot serve the operation now (not serving, rejoined after a data loss, no decision after its attempts). */
+  REPLICA_UNAVAILABLE: { status: Status.UNAVAILABLE, message: (coreMessage: string) => coreMessage },
+  /** The core answered an operation with a result of another kind (a bug). */
+  UNEXPECTED_RESULT: { status: Status.INTERNAL, message: () => 'unexpected result kind' },
+
+  // --- The client (client.ts) ---
+  /** The client's deadline passed before any replica answered. */
+  DEADLINE_BEFORE_ANY_REPLY: { status: Status.DEADLINE_EXCEEDED, message: () => 'deadline exceeded before any replica answered' },
+  /** compareAndSet failed its precondition after an earlier attempt's outcome became unknown (it may still apply). */
+  CAS_OUTCOME_UNKNOWN: {
+    status: Status.UNKNOWN,
+    message: (reported: string) => `compareAndSet outcome unknown: a replica reported ${reported}, but an earlier attempt's outcome is unknown and may still apply`,
+  },
+});
+
+/** The status names the core fails an operation with. */
+export type CoreFailureStatus = Extract<ClientResult, { ok: false }>['status'];
+
+/** The entry of each core failure status (each entry's status is that status). */
+export const CORE_OUTCOMES: { readonly [S in CoreFailureStatus]: RpcErrorEntry<[coreMessage: string]> } = Object.freeze({
+  FAILED_PRECONDITION: kvErrors.VERSION_MISMATCH,
+  ABORTED: kvErrors.WRITE_BELOW_FLOOR,
+  DEADLINE_EXCEEDED: kvErrors.NOT_DECIDED_IN_TIME,
+  UNAVAILABLE: kvErrors.REPLICA_UNAVAILABLE,
+});
