@@ -351,6 +351,11 @@ export const errors = defineErrors({
   },
   /** A request stream's message does not decode as the method's request type. */
   INVALID_REQUEST_MESSAGE: { status: Status.INVALID_ARGUMENT, message: (typeName: string, err: unknown) => `request message is not a valid ${typeName}: ${messageOf(err)}` },
+  /** The peer sent more stream messages than the credit it was granted (flow control violated). */
+  STREAM_WINDOW_EXCEEDED: {
+    status: Status.RESOURCE_EXHAUSTED,
+    message: (messages: number, bytes: number) => `the peer sent past its stream credit: ${messages} messages and ${bytes} bytes queued unread (flow control violated)`,
+  },
   /** What a handler reading its request stream sees once the call ended. */
   CALL_ENDED: { status: Status.CANCELLED, message: () => 'the call ended' },
 

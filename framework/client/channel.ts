@@ -433,7 +433,9 @@ export class Channel {
     retryDelay: (stream, error) => {
       if (this.closed) return undefined;
       const state = this.methodState(stream.method);
-      const policy = state.config.retry;
+      // A stream is retried before it commits; a hedged method's streams are retried by its
+      // hedging policy (the next attempt at once after a non-fatal status, or after pushback).
+      const policy = state.config.retry ?? state.config.hedging;
       if (policy === undefined) return undefined;
       const decision = decideRetry(
         { error, attempts: stream.attempts, idempotent: state.config.idempotent, deadline: stream.deadline, now: this.now() },
@@ -797,14 +799,14 @@ export class Channel {
               this.random(),
             );
             const pending = attempts.some((x) => !x.done);
-            if (decision.retry) {
+            if (decision.retry && !stopped) {
               clearTimeout(timer);
               if (decision.delayMs <= 0) launch();
               else timer = setTimeout(launch, decision.delayMs);
               return;
             }
-            if (decision.throttled) this.callObserver?.throttled(method.path, 'hedge_budget');
-            if (decision.fatal === true) {
+            if (!decision.retry && decision.throttled === true) this.callObserver?.throttled(method.path, 'hedge_budget');
+            if (!decision.retry && decision.fatal === true) {
               finish();
               for (const other of attempts) other.cancel(errors.HEDGE_FAILED(err.codeName));
               reject(err);

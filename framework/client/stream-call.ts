@@ -30,6 +30,9 @@ import type { ClientConnection, StreamReceiver } from './client-connection.js';
 /** Request bytes kept for replay before the call commits (gRPC's per-RPC retry buffer is 256 KiB; ours is smaller). */
 export const REPLAY_BUFFER_BYTES = 64 * 1024;
 
+/** What each buffered message counts beyond its bytes (about a frame's prefix). */
+const REPLAY_OVERHEAD_BYTES = 16;
+
 /** What a stream asks of its channel. */
 export interface StreamDriver {
   /** Finds a connection for the stream's next attempt: calls `startOn`, queues it, or calls `fail`. */
@@ -157,6 +160,8 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
         credit.spend(m.length);
         conn.sendFrame(FrameKind.MESSAGE, id, undefined, m);
       }
+      // Messages taken from the caller between attempts may have filled the buffer: they are sent now.
+      if (this.replayBytes > REPLAY_BUFFER_BYTES) this.commit();
     }
     if (this.source !== undefined) {
       if (this.sourceDone) conn.sendFrame(FrameKind.HALF_CLOSE, id, undefined, undefined);
@@ -221,7 +226,10 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
       return;
     }
     this.driver.counted?.(this.method.path, 'received');
-    this.inbound.push(message, body.length);
+    if (!this.inbound.push(message, body.length)) {
+      const q = this.inbound.queued;
+      this.cancel(errors.STREAM_WINDOW_EXCEEDED(q.messages, q.bytes));
+    }
   }
 
   /** @see StreamReceiver.onWindow */
@@ -235,7 +243,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   /** @see StreamReceiver.onStatus */
   onStatus(status: number, message: string | undefined, metadata: Readonly<Metadata> | undefined, notProcessed: boolean, reason: string | undefined): void {
     if (this.done) return;
-    this.conn = undefined;
+    this.leftAttempt(status !== Status.OK);
     this.credit?.close();
     this.credit = undefined;
     if (status === Status.OK) {
@@ -254,8 +262,18 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   /** @see StreamReceiver.onLost */
   onLost(error: RpcError): void {
     if (this.done) return;
-    this.conn = undefined;
+    this.leftAttempt(true);
     this.fail(error);
+  }
+
+  /**
+   * The connection ended the current attempt (it already forgot the stream).
+   * @param failed - the attempt failed: a retry should prefer another instance.
+   */
+  private leftAttempt(failed: boolean): void {
+    const conn = this.conn;
+    this.conn = undefined;
+    if (failed && conn !== undefined) (this.tried ??= []).push(conn.address);
   }
 
   private commit(): void {
@@ -335,8 +353,10 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
         }
         if (!this.committed) {
           this.replay!.push(bytes);
-          this.replayBytes += bytes.length;
-          if (this.replayBytes > REPLAY_BUFFER_BYTES) this.commit();
+          // Counted with a frame's overhead, so that empty messages fill the buffer too.
+          this.replayBytes += bytes.length + REPLAY_OVERHEAD_BYTES;
+          // Between attempts the message waits in the buffer for the next one, which commits.
+          if (this.replayBytes > REPLAY_BUFFER_BYTES && this.conn !== undefined) this.commit();
         }
         const conn = this.conn;
         if (conn !== undefined) {

@@ -16,11 +16,11 @@ import { callStorage, type CallContext, type ServerCallContext } from '../contex
 import { SendCredit } from '../transport/flow-control.js';
 import { InboundMessages } from '../transport/inbound-messages.js';
 import type { Connection } from '../transport/connection.js';
-import type { MethodDefinition } from '../wire/definition.js';
+import type { MethodDefinition, MethodKind } from '../wire/definition.js';
 import { encodeMessage } from '../wire/encode.js';
 import { decodeWindow, encodeWindow, FrameKind } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
-import { RpcError, Status, type Metadata } from '../wire/status.js';
+import { RpcError, Status, toRpcError, type Metadata } from '../wire/status.js';
 import { errors } from '../errors.js';
 
 /**
@@ -100,6 +100,19 @@ export class ServerStream {
       callStorage.run(this.call, () => void this.pump(output));
       return;
     }
+    const kind = this.def.kind;
+    if (kind === 'server_streaming' || kind === 'bidi_streaming') {
+      // An `async` method that returns an iterable (instead of an `async *` generator): wait for it.
+      Promise.resolve(output).then(
+        (iterable) => {
+          if (this.done) return;
+          if (isAsyncIterable(iterable)) callStorage.run(this.call, () => void this.pump(iterable));
+          else this.fail(new TypeError(`${this.def.path} is a streaming method: its handler must return an async iterable (an async * generator), got ${typeof iterable}`));
+        },
+        (err: unknown) => this.fail(err),
+      );
+      return;
+    }
     Promise.resolve(output).then(
       (value) => {
         if (this.done) return;
@@ -129,7 +142,10 @@ export class ServerStream {
       return;
     }
     this.host.counted?.(this.def.path, 'received');
-    inbound.push(message, body.length);
+    if (!inbound.push(message, body.length)) {
+      const q = inbound.queued;
+      this.fail(errors.STREAM_WINDOW_EXCEEDED(q.messages, q.bytes));
+    }
   }
 
   /** The client half-closed: the request iterable ends. */
@@ -233,9 +249,8 @@ export class ServerStream {
   private fail(err: unknown): void {
     if (this.done) return;
     if (!(err instanceof RpcError)) this.host.logError(`svrkit server: ${this.def.path} failed (trace ${this.call.traceId})`, err);
-    // A handler's own failure: INTERNAL with its message, no reason (as toRpcError), the value kept as `cause`.
-    const e = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, err instanceof Error ? err.message : String(err), {}, { cause: err });
-    this.end(e);
+    // As for a unary handler: an RpcError as it is, anything else INTERNAL (an AbortError CANCELLED), the value kept as `cause`.
+    this.end(toRpcError(err));
     this.closeIterator();
   }
 
@@ -279,4 +294,37 @@ function hasKeys(o: object): boolean {
 function checked(md: Metadata): Metadata {
   for (const k in md) if (typeof md[k] !== 'string') throw new Error('metadata values must be strings');
   return md;
+}
+
+/** A one-message async iterable (the request of a server-streaming call, for stream interceptors). */
+export async function* oneMessage(message: unknown): AsyncIterable<unknown> {
+  yield message;
+}
+
+/**
+ * Adapts a streaming implementation method to the stream form every stream interceptor sees:
+ * request messages in, response messages out.
+ * @param kind - the method's kind (not unary).
+ * @param fn - the implementation's method, bound.
+ * @returns the same method in stream form.
+ */
+export function streamForm(kind: MethodKind, fn: (request: any, call: CallContext) => unknown): ServerStreamHandler {
+  const impl = fn as (r: unknown, c: CallContext) => unknown;
+  switch (kind) {
+    case 'server_streaming':
+      return async function* (requests, call) {
+        let request: unknown;
+        for await (const r of requests) {
+          request = r;
+          break;
+        }
+        yield* impl(request, call) as AsyncIterable<unknown>;
+      };
+    case 'client_streaming':
+      return async function* (requests, call) {
+        yield await (impl(requests, call) as Promise<unknown>);
+      };
+    default:
+      return impl as ServerStreamHandler;
+  }
 }

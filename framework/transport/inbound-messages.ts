@@ -3,6 +3,7 @@
  * consumer pulls them out with `for await`. Taking a message grants flow-control credit back to
  * the sender (see flow-control.ts), so the queue never holds more than a window.
  */
+import { INITIAL_STREAM_WINDOW } from '../wire/frame.js';
 import { ReceiveCredit, type StreamWindow } from './flow-control.js';
 import { configErrors } from '../errors.js';
 
@@ -26,6 +27,9 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
   private waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: Error) => void } | undefined;
   private readonly credit: ReceiveCredit;
   private finished = false;
+  /** Bytes queued and not yet taken. */
+  private queuedBytes = 0;
+  private readonly window: StreamWindow;
 
   /**
    * @param events - where grants and early exits go.
@@ -35,7 +39,8 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
     private readonly events: InboundEvents,
     window?: StreamWindow,
   ) {
-    this.credit = new ReceiveCredit(window);
+    this.window = window ?? INITIAL_STREAM_WINDOW;
+    this.credit = new ReceiveCredit(this.window);
   }
 
   /** Messages queued and not yet taken. */
@@ -52,18 +57,28 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
    * Queues a message, or hands it to a waiting consumer.
    * @param value - the decoded message.
    * @param bytes - its encoded size (for credit).
+   * @returns false when the sender went past its credit: more than a window's messages, or more
+   *   than a window's bytes plus one message, queued unread (the caller fails the stream).
    */
-  push(value: T, bytes: number): void {
-    if (this.ended || this.finished) return;
+  push(value: T, bytes: number): boolean {
+    if (this.ended || this.finished) return true;
     const w = this.waiting;
     if (w !== undefined) {
       this.waiting = undefined;
       this.took(bytes);
       w.resolve({ done: false, value });
-      return;
+      return true;
     }
+    if (this.length >= this.window.messages || this.queuedBytes >= this.window.bytes) return false;
     this.values.push(value);
     this.sizes.push(bytes);
+    this.queuedBytes += bytes;
+    return true;
+  }
+
+  /** Messages and bytes queued unread (for errors). */
+  get queued(): { messages: number; bytes: number } {
+    return { messages: this.length, bytes: this.queuedBytes };
   }
 
   /**
@@ -88,6 +103,7 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
       const value = this.values[this.head]!;
       const bytes = this.sizes[this.head]!;
       this.head++;
+      this.queuedBytes -= bytes;
       if (this.head === this.values.length) {
         this.values = [];
         this.sizes = [];
@@ -137,6 +153,7 @@ export class InboundMessages<T> implements AsyncIterableIterator<T> {
     this.values = [];
     this.sizes = [];
     this.head = 0;
+    this.queuedBytes = 0;
     const w = this.waiting;
     this.waiting = undefined;
     w?.resolve(DONE);

@@ -87,6 +87,7 @@ export class MemoryTransport implements Transport {
     const client = new MemorySocket(host, port);
     const accept = this.listeners.get(`${host}:${port}`);
     setImmediate(() => {
+      if (client.destroyed) return; // given up before the connection was made
       if (accept === undefined || this.listeners.get(`${host}:${port}`) !== accept) {
         const err = Object.assign(new Error(`connect ECONNREFUSED ${host}:${port} (in-memory transport)`), { code: 'ECONNREFUSED' });
         client.destroy(err);

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Channel, MemoryTransport, PUSHBACK_KEY, RpcError, Server, Status, type CallContext } from '../../framework/index.js';
 import { ProbeDefinition } from '../.tmp/gen/probe/probe.js';
-import { StreamsClient } from '../.tmp/gen/streams/streams.js';
+import { StreamsClient, type Chunk, type CountRequest, type Item, type UploadSummary } from '../.tmp/gen/streams/streams.js';
 import { Streams } from '../support/streams-service.js';
 
 const opened: Array<() => unknown> = [];
@@ -138,5 +138,108 @@ describe('retries and hedging, end to end', () => {
     await expect(ch.unary(ProbeDefinition.methods.echo, { text: 'ok' })).resolves.toMatchObject({ text: 'ok' });
     expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
     expect(b.counter.calls).toBe(1);
+  });
+
+  it('hedging: a stop followed by a non-fatal failure of the last attempt ends the call (it used to hang)', async () => {
+    const transport = new MemoryTransport();
+    const a = probe(() => {
+      throw new RpcError(Status.UNAVAILABLE, 'stop', { [PUSHBACK_KEY]: 'stop' });
+    });
+    const slowFail = {
+      async echo() {
+        await new Promise((r) => setTimeout(r, 100));
+        throw new RpcError(Status.UNAVAILABLE, 'b failed later');
+      },
+    };
+    await serve(transport, 'b', slowFail);
+    await serve(transport, 'a', a.impl);
+    const hedged = { name: [{ service: 'probe.Probe' }], idempotent: true, hedgingPolicy: { maxAttempts: 4, hedgingDelayMs: 30 } };
+    const ch = channel(transport, 'static:///b:1,a:1', { balancer: 'round_robin', methodConfig: [hedged] });
+    await ch.waitForReady(2000);
+    // b first (slow, then fails), a 30 ms later (stop at once); b's failure is the last word.
+    const err = (await ch.unary(ProbeDefinition.methods.echo, {}, { timeoutMs: 3000 }).catch((e: unknown) => e)) as RpcError;
+    expect(err.code).toBe(Status.UNAVAILABLE);
+    expect(err.message).toBe('b failed later');
+  });
+});
+
+describe('stream retries, end to end', () => {
+  it('a stream refused before its first message is retried on another instance', async () => {
+    const transport = new MemoryTransport();
+    const refusing = new (class extends Streams {
+      override async *count(): AsyncIterable<never> {
+        throw new RpcError(Status.UNAVAILABLE, 'not this one');
+      }
+    })();
+    const serverA = new Server({ transport, overload: false }).addService(refusing);
+    const serverB = new Server({ transport, overload: false }).addService(new Streams());
+    await serverA.listen(1, 'a');
+    await serverB.listen(1, 'b');
+    opened.push(() => serverA.close({ graceMs: 0 }), () => serverB.close({ graceMs: 0 }));
+    // consistent_hash sends every attempt of one key to one instance unless the retry avoids it.
+    const ch = channel(transport, 'static:///a:1,b:1', { balancer: 'consistent_hash', methodConfig: [{ name: [{ service: 'streams.v1.Streams' }], idempotent: true }] });
+    await ch.waitForReady(2000);
+    const client = new StreamsClient(ch);
+    for (const key of ['k1', 'k2', 'k3', 'k4']) {
+      let n = 0;
+      for await (const _ of client.count({ count: 3 }, { hashKey: key })) n++;
+      expect(n).toBe(3);
+    }
+  });
+
+  it('a hedged method\'s streams are retried by its hedging policy', async () => {
+    const transport = new MemoryTransport();
+    let calls = 0;
+    const flaky = new (class extends Streams {
+      override async *count(request: CountRequest, call: CallContext): AsyncIterable<Item> {
+        if (++calls === 1) throw new RpcError(Status.UNAVAILABLE, 'first one fails');
+        yield* super.count(request, call);
+      }
+    })();
+    const server = new Server({ transport, overload: false }).addService(flaky);
+    await server.listen(1, 's');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const hedged = { name: [{ service: 'streams.v1.Streams' }], idempotent: true, hedgingPolicy: { maxAttempts: 2, hedgingDelayMs: 50 } };
+    const client = new StreamsClient(channel(transport, 's:1', { methodConfig: [hedged] }));
+    let n = 0;
+    for await (const _ of client.count({ count: 2 })) n++;
+    expect(n).toBe(2);
+    expect(calls).toBe(2);
+  });
+
+  it('client-streaming: a retry while the caller is slow to produce the next message loses nothing', async () => {
+    const transport = new MemoryTransport();
+    let attempt = 0;
+    const got: number[][] = [];
+    const flaky = new (class extends Streams {
+      override async upload(requests: AsyncIterable<Chunk>): Promise<UploadSummary> {
+        const mine: number[] = [];
+        got.push(mine);
+        attempt++;
+        for await (const r of requests) {
+          mine.push(r.data.length);
+          // Pushback: the retry waits 150 ms, while the caller produces the next chunk.
+          if (attempt === 1 && mine.length === 2) throw new RpcError(Status.UNAVAILABLE, 'lost the first attempt', { [PUSHBACK_KEY]: '150' });
+        }
+        return { chunks: mine.length, bytes: BigInt(mine.reduce((a, b) => a + b, 0)), checksum: 0 };
+      }
+    })();
+    const server = new Server({ transport, overload: false }).addService(flaky);
+    await server.listen(1, 's');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const client = new StreamsClient(channel(transport, 's:1', { methodConfig: [{ name: [{ service: 'streams.v1.Streams' }], idempotent: true }] }));
+    async function* chunks() {
+      yield { data: Buffer.alloc(1) };
+      yield { data: Buffer.alloc(2) };
+      // The first attempt fails while this generator waits; the next chunk, taken between the
+      // attempts, overflows the replay buffer.
+      await new Promise((r) => setTimeout(r, 50));
+      yield { data: Buffer.alloc(70_000) };
+      yield { data: Buffer.alloc(4) };
+    }
+    const summary = await client.upload(chunks());
+    expect(attempt).toBe(2);
+    expect(got[1]).toEqual([1, 2, 70_000, 4]);
+    expect(summary).toMatchObject({ chunks: 4, bytes: 70_007n });
   });
 });

@@ -98,3 +98,17 @@ describe('InboundMessages', () => {
     expect(abandoned).toBe(0);
   });
 });
+
+describe('InboundMessages against a peer that ignores its credit', () => {
+  it('refuses a message beyond the window (messages or bytes) instead of queueing it', () => {
+    const q = new InboundMessages<number>({ grant: () => {}, abandoned: () => {} }, { messages: 3, bytes: 100 });
+    expect(q.push(1, 10)).toBe(true);
+    expect(q.push(2, 10)).toBe(true);
+    expect(q.push(3, 10)).toBe(true);
+    expect(q.push(4, 10)).toBe(false);
+    const b = new InboundMessages<number>({ grant: () => {}, abandoned: () => {} }, { messages: 100, bytes: 100 });
+    expect(b.push(1, 150)).toBe(true); // one message may overshoot the byte credit
+    expect(b.push(2, 1)).toBe(false);
+    expect(b.queued).toEqual({ messages: 1, bytes: 150 });
+  });
+});

@@ -1,0 +1,154 @@
+/**
+ * The server's connection stage: one client connection, and the connection-level protocol that
+ * involves no call. It answers PING, sends GOAWAY and the PING that follows it, notes the PONG
+ * that shows the client saw the GOAWAY (after which no call it sends is taken), closes the
+ * connection once it is draining and idle, refuses oversized request frames, and tracks the
+ * connection's base one-way delay (how long a call waited before it was read). Every frame that
+ * belongs to a call goes to the owner (the server).
+ */
+import type { RpcErrorEntry } from '../errors.js';
+import { Connection } from '../transport/connection.js';
+import type { ByteStream } from '../transport/transport.js';
+import { FrameKind } from '../wire/frame.js';
+import { encodeStatusHeader } from '../wire/header.js';
+import type { RpcError } from '../wire/status.js';
+import { errors } from '../errors.js';
+
+/** Call id of the PING sent after GOAWAY; its PONG means the client has seen the GOAWAY. */
+export const GOAWAY_PING_ID = 0xffffffff;
+
+/** What a connection hands its owner. */
+export interface ConnectionOwner<C> {
+  /**
+   * A frame of a call: REQUEST, MESSAGE, WINDOW, HALF_CLOSE or CANCEL. `header` and `body` are
+   * views valid only during the call.
+   */
+  onCallFrame(sc: ServerConnection<C>, kind: number, callId: number, header: Buffer, body: Buffer): void;
+  /** A request MESSAGE frame over the maximum size (`size` bytes) was skipped: fail its call. */
+  onOversizedMessage(sc: ServerConnection<C>, callId: number, size: number): void;
+  /** The socket closed. */
+  onClosed(sc: ServerConnection<C>): void;
+}
+
+/**
+ * The status header of a catalogue error, without making an RpcError (no stack trace to capture
+ * on the refusal paths, which overload makes hot).
+ * @param admissionLevel - the level to advertise (`al`), or undefined.
+ * @param error - the catalogue entry; `args` - its message template's arguments.
+ * @returns the encoded header: the entry's status, message, not-processed flag and reason.
+ */
+export function errorHeader<A extends unknown[]>(admissionLevel: number | undefined, error: RpcErrorEntry<A>, ...args: A): Uint8Array {
+  return encodeStatusHeader(error.status, error.message(...args), undefined, error.notProcessed, admissionLevel, error.reason);
+}
+
+/** One client connection, with the calls on it (`C`, the server's call type). */
+export class ServerConnection<C> {
+  /** The calls in flight on this connection, by call id. */
+  readonly calls = new Map<number, C>();
+  /** The framed connection. */
+  readonly conn: Connection;
+  /** GOAWAY was sent (the server is closing). */
+  draining = false;
+  /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
+  goawayAcked = false;
+  /**
+   * Base one-way offset (server receive time minus client send time, ms) over the last 1-2
+   * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs
+   * clock skew between the hosts; a clock step is forgotten within two minutes.
+   */
+  private minCur = Infinity;
+  private minPrev = Infinity;
+  private epochStart = 0;
+
+  /**
+   * @param socket - the accepted byte stream.
+   * @param owner - where call frames go.
+   * @param maxFrameBytes - the largest frame accepted or sent (bytes).
+   * @param now - the server's clock (epoch ms), stamping each chunk's arrival.
+   */
+  constructor(
+    socket: ByteStream,
+    private readonly owner: ConnectionOwner<C>,
+    maxFrameBytes: number,
+    now: () => number,
+  ) {
+    this.conn = new Connection(
+      socket,
+      { maxFrameBytes, pauseReadsWhileBlocked: true, now },
+      {
+        onFrame: (kind, callId, header, body) => this.onFrame(kind, callId, header, body),
+        onOversized: (kind, callId, size) => {
+          if (kind === FrameKind.REQUEST) this.conn.send(FrameKind.RESPONSE, callId, errorHeader(undefined, errors.REQUEST_TOO_LARGE, size, maxFrameBytes));
+          else if (kind === FrameKind.MESSAGE) owner.onOversizedMessage(this, callId, size);
+        },
+        onClose: () => owner.onClosed(this),
+      },
+    );
+  }
+
+  /**
+   * How long a call sent at `sentAt` (client clock) has waited before `now` (server clock),
+   * beyond the fastest call seen on this connection lately: time in the client's send buffer,
+   * the kernel's queues, and this server's read queue.
+   * @returns ms, >= 0.
+   */
+  queuedFor(sentAt: number, now: number): number {
+    const offset = now - sentAt;
+    if (now - this.epochStart >= 60_000) {
+      // Keep two one-minute minima: a clock step (NTP) is forgotten within two minutes, while a
+      // real queue shows in every minute (FastReject keeps it short, so minima stay at the base).
+      this.minPrev = this.minCur;
+      this.minCur = Infinity;
+      this.epochStart = now;
+    }
+    if (offset < this.minCur) this.minCur = offset;
+    const base = this.minCur < this.minPrev ? this.minCur : this.minPrev;
+    return offset - base;
+  }
+
+  /**
+   * Answers a call no handler saw with a catalogue error (status, message, reason, and the
+   * entry's not-processed flag, which tells the client it may retry the call elsewhere).
+   * @param admissionLevel - the level to advertise, or undefined.
+   */
+  refuse<A extends unknown[]>(callId: number, admissionLevel: number | undefined, error: RpcErrorEntry<A>, ...args: A): void {
+    this.conn.send(FrameKind.RESPONSE, callId, errorHeader(admissionLevel, error, ...args));
+  }
+
+  /** Starts draining: sends GOAWAY with `reason`, then the PING whose PONG marks the last call. */
+  goaway(reason: RpcError): void {
+    this.draining = true;
+    this.conn.goaway(reason);
+    this.conn.send(FrameKind.PING, GOAWAY_PING_ID);
+  }
+
+  /** Ends a draining connection once its client has seen GOAWAY and no call is left on it. */
+  endIfDrained(): void {
+    if (this.draining && this.goawayAcked && this.calls.size === 0) this.conn.end();
+  }
+
+  private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
+    switch (kind) {
+      case FrameKind.PING:
+        this.conn.send(FrameKind.PONG, callId);
+        return;
+      case FrameKind.PONG:
+        if (callId === GOAWAY_PING_ID && this.draining) {
+          this.goawayAcked = true;
+          this.endIfDrained();
+        }
+        return;
+      case FrameKind.REQUEST:
+      case FrameKind.MESSAGE:
+      case FrameKind.WINDOW:
+      case FrameKind.HALF_CLOSE:
+      case FrameKind.CANCEL:
+        this.owner.onCallFrame(this, kind, callId, header, body);
+        return;
+      default:
+        // GOAWAY from a client means nothing to a server; unknown kinds are ignored for forward
+        // compatibility, like unknown HTTP/2 frame types.
+        return;
+    }
+  }
+}
