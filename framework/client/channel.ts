@@ -19,7 +19,7 @@ import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
 import { configErrors, errors } from '../errors.js';
 import type { BalancerName } from './balancer.js';
-import { PendingCall, type AttemptObserver } from './call.js';
+import { RetryingCall, type CallDriver } from './retrying-call.js';
 import { ClientStream, type StreamDriver } from './stream-call.js';
 import { tcpTransport, type Transport } from '../transport/transport.js';
 import { resolveMethodConfig, validateMethodConfig, type MethodConfig, type ResolvedMethodConfig } from './method-config.js';
@@ -202,12 +202,12 @@ interface PreparedCall {
   readonly user: number | undefined;
 }
 
-/** Per-method state a channel caches: the method's pool, resolved config and retry observer. */
+/** Per-method state a channel caches: the method's pool and resolved config. */
 interface MethodState {
   readonly pool: ServicePool;
   readonly config: ResolvedMethodConfig;
-  /** Set when the method's calls may be retried. */
-  readonly observer: AttemptObserver | undefined;
+  /** The policy its calls follow: the retry policy, else the hedging policy, else none. */
+  readonly policy: ResolvedMethodConfig['retry'] | ResolvedMethodConfig['hedging'];
 }
 
 /**
@@ -241,7 +241,8 @@ export class Channel {
   private readonly adaptive: AdaptiveThrottle | undefined;
   private readonly userIdKey: string;
   private readonly callObserver: ClientObserver | undefined;
-  private readonly onCallEnd: ((call: PendingCall, code: number) => void) | undefined;
+  /** The unary calls' view of the channel (one for all calls). */
+  private readonly callDriver: CallDriver;
   private closed = false;
   private readonly invoke: ClientInvoker | undefined;
   private readonly streamInvoke: ClientStreamInvoker | undefined;
@@ -284,7 +285,23 @@ export class Channel {
     this.userIdKey = options.userIdKey ?? DEFAULT_USER_ID_KEY;
     const obs = options.observer ?? defaultObserver;
     this.callObserver = obs;
-    this.onCallEnd = obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (this.now() - call.startedAt) / 1000);
+    const throttle = this.throttle;
+    this.callDriver = {
+      dispatch: (attempt) => this.dispatch(attempt, attempt.call.pool, this.now()),
+      decide: (call, error) =>
+        this.closed
+          ? { retry: false, why: 'the channel is closed' }
+          : decideRetry({ error, attempts: call.attempts, idempotent: call.idempotent, deadline: call.deadline, now: this.now() }, call.policy!, throttle, this.random()),
+      reheader: (call) => {
+        const t = this.now();
+        return withDeadline(call.firstHeader, call.deadline === Infinity ? undefined : call.deadline - t, t);
+      },
+      retried: (call) => this.callObserver?.retried(call.method.path),
+      throttled: (call) => this.callObserver?.throttled(call.method.path, call.hedged ? 'hedge_budget' : 'retry_budget'),
+      mayHedge: () => throttle === undefined || throttle.allowsRetry,
+      succeeded: throttle === undefined ? () => {} : () => throttle.onSuccess(),
+      ended: obs === undefined ? undefined : (call, code) => obs.callEnded(call.method.path, code, (this.now() - call.startedAt) / 1000),
+    };
     const interceptors = options.interceptors ?? [];
     if (interceptors.length > 0) {
       let inv: ClientInvoker = (request, call) => this.start(call.method, request, call.options);
@@ -538,21 +555,10 @@ export class Channel {
       const service = slash < 0 ? method.path : method.path.slice(0, slash);
       const pool = this.poolFor(service);
       const config = resolveMethodConfig(method, this.methodConfig, this.defaultRetry);
-      st = { pool, config, observer: config.retry === undefined ? undefined : this.makeObserver(pool, config.retry, config.idempotent) };
+      st = { pool, config, policy: config.retry ?? config.hedging };
       this.methods.set(method, st);
     }
     return st;
-  }
-
-  private makeObserver(pool: ServicePool, retry: Readonly<Required<RetryPolicy>>, idempotent: boolean): AttemptObserver {
-    const throttle = this.throttle;
-    return {
-      pool,
-      retry,
-      idempotent,
-      onSuccess: throttle === undefined ? () => {} : () => throttle.onSuccess(),
-      onFailure: (call, error) => this.onAttemptFailed(call, error),
-    };
   }
 
   private acquire(address: string): Subchannel {
@@ -650,24 +656,16 @@ export class Channel {
       if (err instanceof RpcError) return Promise.reject(err);
       return Promise.reject(errors.REQUEST_NOT_ENCODABLE.with({ cause: err }, method.requestTypeName, err));
     }
-    if (config.hedging !== undefined) {
-      return this.startHedged(method, headerBytes, body, deadline, now, options, parent, pool, config, business, user);
-    }
-    const call = new PendingCall(method, headerBytes, body, deadline, this.target);
+    const call = new RetryingCall(method, headerBytes, body, deadline, this.target, state.policy, this.callDriver);
+    call.pool = pool;
+    call.idempotent = config.idempotent;
     call.hashKey = options.hashKey;
     // For collaborative shedding, judge the call as the server will: its method's priority when
     // neither the caller nor the parent call gave one.
     call.business = effectiveBusinessPriority(business, method.options?.priority);
     call.user = user;
-    if (this.onCallEnd !== undefined) {
-      call.onEnd = this.onCallEnd;
-      call.startedAt = now;
-    }
-    if (state.observer !== undefined) {
-      call.observer = pool === state.pool ? state.observer : this.makeObserver(pool, state.observer.retry, config.idempotent);
-    }
-    call.arm(now, options.signal, parent);
-    if (!call.done) this.dispatch(call, pool, now);
+    if (this.callDriver.ended !== undefined) call.startedAt = now;
+    call.start(now, options.signal, parent);
     return call.promise;
   }
 
@@ -694,156 +692,6 @@ export class Channel {
         call.fail(pick.error);
         return;
     }
-  }
-
-  /** AttemptObserver.onFailure: retries the call when the policy, the throttle and the deadline allow. */
-  private onAttemptFailed(call: PendingCall, error: RpcError): boolean {
-    const observer = call.observer;
-    if (observer === undefined || this.closed) return false;
-    const { retry: policy, pool } = observer;
-    const now = this.now();
-    const decision = decideRetry(
-      { error, attempts: call.attempts, idempotent: observer.idempotent, deadline: call.deadline, now },
-      policy,
-      this.throttle,
-      this.random(),
-    );
-    if (!decision.retry) {
-      if (decision.throttled) this.callObserver?.throttled(call.method.path, 'retry_budget');
-      return false;
-    }
-    this.callObserver?.retried(call.method.path);
-    const failedOn = (call.carrier as { address?: string } | undefined)?.address;
-    call.carrier = undefined;
-    if (failedOn !== undefined) (call.tried ??= []).push(failedOn);
-    call.attempts++;
-    const send = (): void => {
-      call.retryTimer = undefined;
-      if (call.done) return;
-      const t = this.now();
-      call.header = withDeadline(call.header, call.deadline === Infinity ? undefined : call.deadline - t, t);
-      this.dispatch(call, pool, t);
-    };
-    if (decision.delayMs <= 0) queueMicrotask(send);
-    else call.retryTimer = setTimeout(send, decision.delayMs);
-    return true;
-  }
-
-  /** Hedging (gRFC A6): attempts every `hedgingDelayMs` to different instances until one answers. */
-  private startHedged(
-    method: MethodDefinition,
-    headerBytes: Uint8Array,
-    body: Uint8Array,
-    deadline: number,
-    now: number,
-    options: CallOptions,
-    parent: ServerCallContext | undefined,
-    pool: ServicePool,
-    config: ResolvedMethodConfig,
-    business: number | undefined,
-    user: number | undefined,
-  ): Promise<unknown> {
-    const policy = config.hedging!;
-    const throttle = this.throttle;
-    return new Promise<unknown>((resolve, reject) => {
-      const attempts: PendingCall[] = [];
-      const tried: string[] = [];
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      let lastError: RpcError | undefined;
-      /** Set once the decision was to send no further attempt. */
-      let stopped = false;
-      const finish = (): void => {
-        settled = true;
-        clearTimeout(timer);
-      };
-      const launch = (): void => {
-        if (settled || stopped) return;
-        clearTimeout(timer);
-        if (this.closed) {
-          finish();
-          for (const other of attempts) other.cancel(errors.HEDGE_CHANNEL_CLOSED());
-          reject(errors.CHANNEL_CLOSED(this.target));
-          return;
-        }
-        const t = this.now();
-        const header = attempts.length === 0 ? headerBytes : withDeadline(headerBytes, deadline === Infinity ? undefined : deadline - t, t);
-        const a = new PendingCall(method, header, body, deadline, this.target);
-        a.hashKey = options.hashKey;
-        a.business = effectiveBusinessPriority(business, method.options?.priority);
-        a.user = user;
-        a.tried = tried;
-        if (attempts.length > 0) this.callObserver?.retried(method.path);
-        attempts.push(a);
-        a.arm(t, options.signal, parent);
-        if (!a.done) this.dispatch(a, pool, t);
-        const sentTo = (a.carrier as { address?: string } | undefined)?.address;
-        if (sentTo !== undefined) tried.push(sentTo);
-        a.promise.then(
-          (value) => {
-            if (settled) return;
-            throttle?.onSuccess();
-            finish();
-            for (const other of attempts) if (other !== a) other.cancel(errors.HEDGE_LOST());
-            resolve(value);
-          },
-          (err: RpcError) => {
-            if (settled) return;
-            lastError = err;
-            // One decision function for both modes: pushback "stop" (local shedding sets it too)
-            // ends hedging, a pushback delay postpones the next hedge, a fatal status ends the call.
-            const decision = decideRetry(
-              { error: err, attempts: attempts.length, idempotent: true, deadline, now: this.now() },
-              policy,
-              throttle,
-              this.random(),
-            );
-            const pending = attempts.some((x) => !x.done);
-            if (decision.retry && !stopped) {
-              clearTimeout(timer);
-              if (decision.delayMs <= 0) launch();
-              else timer = setTimeout(launch, decision.delayMs);
-              return;
-            }
-            if (!decision.retry && decision.throttled === true) this.callObserver?.throttled(method.path, 'hedge_budget');
-            if (!decision.retry && decision.fatal === true) {
-              finish();
-              for (const other of attempts) other.cancel(errors.HEDGE_FAILED(err.codeName));
-              reject(err);
-              return;
-            }
-            // No more attempts: wait for those already sent, or fail now if none is left.
-            stopped = true;
-            clearTimeout(timer);
-            if (!pending) {
-              finish();
-              reject(lastError);
-            }
-          },
-        );
-        if (attempts.length < policy.maxAttempts) {
-          timer = setTimeout(() => {
-            if (settled) return;
-            if (throttle !== undefined && !throttle.allowsRetry) {
-              this.callObserver?.throttled(method.path, 'hedge_budget');
-              return;
-            }
-            launch();
-          }, policy.hedgingDelayMs);
-        }
-      };
-      void now;
-      launch();
-    }).then(
-      (value) => {
-        this.callObserver?.callEnded(method.path, Status.OK, (this.now() - now) / 1000);
-        return value;
-      },
-      (err: RpcError) => {
-        this.callObserver?.callEnded(method.path, err.code, (this.now() - now) / 1000);
-        throw err;
-      },
-    );
   }
 
   /** Outlier ejection: a response's status counts for or against its instance. */
