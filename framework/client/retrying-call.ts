@@ -14,7 +14,8 @@
  * and the parent call's cancellation. Exactly one outcome settles it; the rest find it done.
  */
 import type { ServerCallContext } from '../context/call-context.js';
-import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
+import type { DeadlineEntry, DeadlineList } from '../context/deadline-timers.js';
+import { linkCall, unlinkCall } from './call-links.js';
 import { errors } from '../errors.js';
 import type { MethodDefinition } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
@@ -42,9 +43,6 @@ export interface CallDriver {
   /** The call ended with `code` (metrics); set only when observed. */
   ended: ((call: RetryingCall, code: number) => void) | undefined;
 }
-
-/** Deadline timers of every outbound call in this process. */
-const timers = new DeadlineTimers();
 
 /** One attempt of a call: what a connection carries and the pool queues. */
 export class Attempt implements UnaryAttempt, QueuedAttempt {
@@ -157,9 +155,8 @@ export class RetryingCall implements DeadlineEntry {
   private lastError: RpcError | undefined;
   private resolveFn!: (value: unknown) => void;
   private rejectFn!: (error: RpcError) => void;
-  private unlinkParent: (() => void) | undefined;
-  private signal: AbortSignal | undefined;
-  private onSignalAbort: (() => void) | undefined;
+  /** Undoes the signal and parent links (call-links.ts). */
+  private unlink: (() => void) | undefined;
 
   /**
    * @param method - the method called.
@@ -192,19 +189,7 @@ export class RetryingCall implements DeadlineEntry {
    * @param now - epoch ms.
    */
   start(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    if (this.deadline !== Infinity) timers.add(this, now);
-    if (signal !== undefined) {
-      if (signal.aborted) {
-        this.cancel(cancelledBy(signal));
-        return;
-      }
-      this.signal = signal;
-      this.onSignalAbort = () => this.cancel(cancelledBy(signal));
-      signal.addEventListener('abort', this.onSignalAbort, { once: true });
-    }
-    if (parent !== undefined) {
-      this.unlinkParent = parent.onAbort((reason) => this.cancel(parentEnded(reason)));
-    }
+    this.unlink = linkCall(this, now, signal, parent);
     if (!this.done) this.launch(this.firstHeader);
   }
 
@@ -343,21 +328,7 @@ export class RetryingCall implements DeadlineEntry {
     this.done = true;
     this.mode = 'committed';
     if (this.timer !== undefined) clearTimeout(this.timer);
-    if (this.deadlineList !== undefined) timers.remove(this);
-    if (this.onSignalAbort !== undefined) this.signal!.removeEventListener('abort', this.onSignalAbort);
-    this.unlinkParent?.();
+    unlinkCall(this, this.unlink);
     this.driver.ended?.(this, code);
   }
-}
-
-/** The error a call ends with when the caller's signal fires: its reason when that is an RpcError, else CANCELLED_BY_CALLER. */
-function cancelledBy(signal: AbortSignal): RpcError {
-  const r: unknown = signal.reason;
-  if (r instanceof RpcError) return r;
-  return r instanceof Error ? errors.CANCELLED_BY_CALLER.with({ cause: r }, r.message) : errors.CANCELLED_BY_CALLER();
-}
-
-/** The error a call made inside an inbound call ends with when that call is aborted (cancelled or out of time). */
-function parentEnded(reason: RpcError): RpcError {
-  return reason.code === Status.DEADLINE_EXCEEDED ? errors.PARENT_DEADLINE_EXCEEDED(reason.message) : errors.PARENT_CANCELLED(reason.message);
 }

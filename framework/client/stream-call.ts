@@ -16,7 +16,8 @@
  *   a failure ends the call.
  */
 import type { ServerCallContext } from '../context/call-context.js';
-import { DeadlineTimers, type DeadlineEntry, type DeadlineList } from '../context/deadline-timers.js';
+import type { DeadlineEntry, DeadlineList } from '../context/deadline-timers.js';
+import { linkCall, unlinkCall } from './call-links.js';
 import { SendCredit } from '../transport/flow-control.js';
 import { InboundMessages } from '../transport/inbound-messages.js';
 import type { MethodDefinition } from '../wire/definition.js';
@@ -56,8 +57,6 @@ export interface StreamCallOptions {
   onTrailer?: (metadata: Readonly<Metadata>) => void;
 }
 
-const timers = new DeadlineTimers();
-
 /** One streaming call; see the module comment. It is the async iterable of responses the caller reads. */
 export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterable<unknown> {
   done = false;
@@ -85,9 +84,8 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   private sendWaiter: (() => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private headerSeen = false;
-  private unlinkParent: (() => void) | undefined;
-  private signal: AbortSignal | undefined;
-  private onSignalAbort: (() => void) | undefined;
+  /** Undoes the signal and parent links (call-links.ts). */
+  private unlink: (() => void) | undefined;
 
   /**
    * @param method - the method called.
@@ -124,19 +122,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
 
   /** Arms the deadline timer, the caller's signal and the parent call's cancellation. */
   arm(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    if (this.deadline !== Infinity) timers.add(this, now);
-    if (signal !== undefined) {
-      if (signal.aborted) {
-        this.cancel(cancelledBy(signal));
-        return;
-      }
-      this.signal = signal;
-      this.onSignalAbort = () => this.cancel(cancelledBy(signal));
-      signal.addEventListener('abort', this.onSignalAbort, { once: true });
-    }
-    if (parent !== undefined) {
-      this.unlinkParent = parent.onAbort((reason) => this.cancel(parentEnded(reason)));
-    }
+    this.unlink = linkCall(this, now, signal, parent);
   }
 
   /** @see DeadlineEntry.onDeadline */
@@ -299,9 +285,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
     if (this.done) return;
     this.done = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    if (this.deadlineList !== undefined) timers.remove(this);
-    if (this.onSignalAbort !== undefined) this.signal!.removeEventListener('abort', this.onSignalAbort);
-    this.unlinkParent?.();
+    unlinkCall(this, this.unlink);
     this.replay = undefined;
     this.wakeSender();
     this.inbound.end(error);
@@ -383,16 +367,4 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
       }
     }
   }
-}
-
-/** The error a call ends with when the caller's signal fires: its reason when that is an RpcError, else CANCELLED_BY_CALLER. */
-function cancelledBy(signal: AbortSignal): RpcError {
-  const r: unknown = signal.reason;
-  if (r instanceof RpcError) return r;
-  return r instanceof Error ? errors.CANCELLED_BY_CALLER.with({ cause: r }, r.message) : errors.CANCELLED_BY_CALLER();
-}
-
-/** The error a call made inside an inbound call ends with when that call is aborted (cancelled or out of time). */
-function parentEnded(reason: RpcError): RpcError {
-  return reason.code === Status.DEADLINE_EXCEEDED ? errors.PARENT_DEADLINE_EXCEEDED(reason.message) : errors.PARENT_CANCELLED(reason.message);
 }

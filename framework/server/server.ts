@@ -13,7 +13,6 @@
  * The hot path (frame parse, header decode, method lookup, admission, body decode, handler start)
  * runs synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
-import type { CallContext } from '../context/call-context.js';
 import { configErrors, errors } from '../errors.js';
 import type { AdmissionOptions, WindowReport } from '../overload/admission.js';
 import { ADMIT_ALL, LEVELS } from '../overload/admission.js';
