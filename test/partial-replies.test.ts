@@ -21,6 +21,7 @@ import { RpcError, Server, Status } from '../framework/index.js';
 import { GreeterClient } from '../examples/helloworld/gen/greeter.js';
 import { repoRoot, tempDir } from './codegen/helpers.js';
 import { startSvrkit, stopAllSvrkit } from './support/processes.js';
+import { kindsDefaults } from './support/kinds-defaults.js';
 
 /** What the generated module exports that this test uses (it is generated at run time). */
 interface Generated {
@@ -54,48 +55,6 @@ const replies: Record<string, () => unknown> = {
   'bad-oneof': () => ({ cText: 'a', cNumber: 1n }),
 };
 
-/** Every proto3 default of partial.v1.Kinds, as the client decodes them. */
-const kindsDefaults = {
-  fString: '',
-  fBool: false,
-  fInt32: 0,
-  fInt64: 0n,
-  fUint64: 0n,
-  fSint32: 0,
-  fSint64: 0n,
-  fFixed32: 0,
-  fFixed64: 0n,
-  fSfixed64: 0n,
-  fDouble: 0,
-  fFloat: 0,
-  fBytes: new Uint8Array(0),
-  fEnum: 0,
-  fChild: undefined,
-  rInt64: [],
-  rString: [],
-  rChild: [],
-  mCounts: {},
-  mChildren: new Map(),
-  cText: undefined,
-  cNumber: undefined,
-  cChild: undefined,
-  oInt32: undefined,
-  oInt64: undefined,
-  oString: undefined,
-  oEnum: undefined,
-  fUint32: 0,
-  rBytes: [],
-  rEnum: [],
-  mFlags: new Map(),
-  mLevels: new Map(),
-  mBlobs: {},
-  fSfixed32: 0,
-  rDouble: [],
-  rUint64: [],
-  oBytes: undefined,
-  oDouble: undefined,
-  HTTPCode: 0,
-};
 
 const int64 = 'int64 (a bigint, or an integer number or string, from -2^63 to 2^63-1)';
 const tmp = tempDir('partial-replies');

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generate } from '../../codegen/index.js';
 import { EncodeError, encodeMessage, registerDescriptors } from '../../framework/wire/encode.js';
 import { repoRoot, tempDir } from '../codegen/helpers.js';
+import { kindsDefaults } from '../support/kinds-defaults.js';
 
 /** A generated ts-proto codec, loosely typed (the module is generated at run time). */
 interface Codec {
@@ -89,48 +90,6 @@ function full(): Record<string, unknown> {
   });
 }
 
-/** Every proto3 default of Kinds, as the client decodes them. */
-const kindsDefaults = {
-  fString: '',
-  fBool: false,
-  fInt32: 0,
-  fInt64: 0n,
-  fUint64: 0n,
-  fSint32: 0,
-  fSint64: 0n,
-  fFixed32: 0,
-  fFixed64: 0n,
-  fSfixed64: 0n,
-  fDouble: 0,
-  fFloat: 0,
-  fBytes: new Uint8Array(0),
-  fEnum: 0,
-  fChild: undefined,
-  rInt64: [],
-  rString: [],
-  rChild: [],
-  mCounts: {},
-  mChildren: new Map(),
-  cText: undefined,
-  cNumber: undefined,
-  cChild: undefined,
-  oInt32: undefined,
-  oInt64: undefined,
-  oString: undefined,
-  oEnum: undefined,
-  fUint32: 0,
-  rBytes: [],
-  rEnum: [],
-  mFlags: new Map(),
-  mLevels: new Map(),
-  mBlobs: {},
-  fSfixed32: 0,
-  rDouble: [],
-  rUint64: [],
-  oBytes: undefined,
-  oDouble: undefined,
-  HTTPCode: 0,
-};
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
