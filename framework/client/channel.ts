@@ -433,8 +433,15 @@ export class Channel {
     stream.user = p.user;
     stream.startedAt = now;
     this.streamPools.set(stream, p.pool);
-    stream.arm(now, options.signal, p.parent);
-    if (!stream.done) this.dispatch(stream, p.pool, now);
+    // The stream opens when the caller starts reading it (`for await` asks for the iterator), so
+    // an iterable nobody reads costs nothing; its deadline was fixed now, at the call.
+    stream.onFirstRead = () => {
+      const t = this.now();
+      stream.arm(t, options.signal, p.parent);
+      if (stream.done) return;
+      if (t !== now) stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t, t);
+      this.dispatch(stream, p.pool, t);
+    };
     return stream;
   }
 

@@ -116,7 +116,16 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
     if (source !== undefined) this.replay = [];
   }
 
+  /** Opens the stream; the channel sets it, and the first request for an iterator runs it. */
+  onFirstRead: (() => void) | undefined;
+
+  /** The responses. The first call opens the stream (a stream nobody reads is never sent). */
   [Symbol.asyncIterator](): AsyncIterator<unknown> {
+    const open = this.onFirstRead;
+    if (open !== undefined) {
+      this.onFirstRead = undefined;
+      open();
+    }
     return this.inbound;
   }
 

@@ -58,6 +58,20 @@ describe('the in-memory transport', () => {
     expect(Number((await client.stats({})).open)).toBe(0);
   });
 
+  it('a stream opens when it is first read: an iterable nobody reads sends nothing', async () => {
+    const transport = new MemoryTransport();
+    const streams = new Streams();
+    const server = new Server({ transport, overload: false }).addService(streams);
+    await server.listen(0, 'streams');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const client = new StreamsClient(channel(transport, server.address));
+    const unread = client.count({ count: 5, hang: true });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(server.inflightCalls).toBe(0);
+    for await (const _ of unread) break;
+    expect(streams.closed + streams.open).toBe(1);
+  });
+
   it('a break cancels a stream: the server generator closes', async () => {
     const transport = new MemoryTransport();
     const streams = new Streams();
