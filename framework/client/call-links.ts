@@ -4,7 +4,7 @@
  * inbound call it is made in (gRPC's cancellation propagation).
  */
 import type { ServerCallContext } from '../context/call-context.js';
-import { DeadlineTimers, type DeadlineEntry } from '../context/deadline-timers.js';
+import type { DeadlineEntry, DeadlineTimers } from '../context/deadline-timers.js';
 import { errors } from '../errors.js';
 import { RpcError, Status } from '../wire/status.js';
 
@@ -16,16 +16,14 @@ export interface LinkedCall extends DeadlineEntry {
   cancel(error: RpcError): void;
 }
 
-/** Deadline timers of every outbound call in this process. */
-const timers = new DeadlineTimers();
-
 /**
  * Arms a call's deadline timer, the caller's signal and the parent call's cancellation. A signal
  * that already fired cancels the call at once.
- * @param now - epoch ms.
+ * @param timers - the channel's deadline timers (on its clock).
+ * @param now - epoch ms, on that clock.
  * @returns what `unlinkCall` needs to undo the signal and parent links (undefined when there are none).
  */
-export function linkCall(call: LinkedCall, now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): (() => void) | undefined {
+export function linkCall(call: LinkedCall, timers: DeadlineTimers, now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): (() => void) | undefined {
   if (call.deadline !== Infinity) timers.add(call, now);
   if (signal === undefined && parent === undefined) return undefined;
   let onAbort: (() => void) | undefined;
@@ -46,9 +44,10 @@ export function linkCall(call: LinkedCall, now: number, signal: AbortSignal | un
 
 /**
  * Undoes `linkCall` once the call ended: stops its deadline timer and drops its listeners.
+ * @param timers - the timers `linkCall` used.
  * @param unlink - what `linkCall` returned.
  */
-export function unlinkCall(call: LinkedCall, unlink: (() => void) | undefined): void {
+export function unlinkCall(call: LinkedCall, timers: DeadlineTimers, unlink: (() => void) | undefined): void {
   if (call.deadlineList !== undefined) timers.remove(call);
   unlink?.();
 }

@@ -12,6 +12,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { callStorage, type ServerCallContext } from '../context/call-context.js';
+import { DeadlineTimers } from '../context/deadline-timers.js';
 import { METHOD_KIND_CODE, type MethodDefinition } from '../wire/definition.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
 import { decodeRequestHeader, encodeRequestHeader, type RequestHeader } from '../wire/header.js';
@@ -229,6 +230,8 @@ export class Channel {
   private readonly subchannels = new Map<string, { sub: Subchannel; refs: number }>();
   private readonly pools = new Map<string, ServicePool>();
   private readonly methods = new WeakMap<MethodDefinition, MethodState>();
+  /** Deadline timers of this channel's calls, on its clock (`ChannelOptions.now`). */
+  private readonly timers = new DeadlineTimers(() => this.now());
   /** The pool of each open stream (its retries go to the same pool). */
   private readonly streamPools = new Map<ClientStream, ServicePool>();
   private readonly balancerName: BalancerName;
@@ -287,6 +290,7 @@ export class Channel {
     this.callObserver = obs;
     const throttle = this.throttle;
     this.callDriver = {
+      timers: this.timers,
       dispatch: (attempt) => this.dispatch(attempt, attempt.call.pool, this.now()),
       decide: (call, error) =>
         this.closed
@@ -447,6 +451,7 @@ export class Channel {
 
   /** The stream stage's view of the channel. */
   private readonly streamDriver: StreamDriver = {
+    timers: this.timers,
     dispatch: (stream) => {
       const pool = this.streamPools.get(stream);
       if (pool === undefined) return;

@@ -14,7 +14,7 @@
  * and the parent call's cancellation. Exactly one outcome settles it; the rest find it done.
  */
 import type { ServerCallContext } from '../context/call-context.js';
-import type { DeadlineEntry, DeadlineList } from '../context/deadline-timers.js';
+import type { DeadlineEntry, DeadlineList, DeadlineTimers } from '../context/deadline-timers.js';
 import { linkCall, unlinkCall } from './call-links.js';
 import { errors } from '../errors.js';
 import type { MethodDefinition } from '../wire/definition.js';
@@ -26,6 +26,8 @@ import type { HedgingPolicy, RetryDecision, RetryPolicy } from './retry.js';
 
 /** What a call asks of its channel. */
 export interface CallDriver {
+  /** The channel's deadline timers (on its clock). */
+  readonly timers: DeadlineTimers;
   /** Sends an attempt: on a ready connection, into the pool's queue, or fails it at once. */
   dispatch(attempt: Attempt): void;
   /** Decides what follows a failed attempt (`decideRetry` with the channel's throttle, clock and randomness). */
@@ -189,7 +191,7 @@ export class RetryingCall implements DeadlineEntry {
    * @param now - epoch ms.
    */
   start(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    this.unlink = linkCall(this, now, signal, parent);
+    this.unlink = linkCall(this, this.driver.timers, now, signal, parent);
     if (!this.done) this.launch(this.firstHeader);
   }
 
@@ -328,7 +330,7 @@ export class RetryingCall implements DeadlineEntry {
     this.done = true;
     this.mode = 'committed';
     if (this.timer !== undefined) clearTimeout(this.timer);
-    unlinkCall(this, this.unlink);
+    unlinkCall(this, this.driver.timers, this.unlink);
     this.driver.ended?.(this, code);
   }
 }

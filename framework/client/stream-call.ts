@@ -16,7 +16,7 @@
  *   a failure ends the call.
  */
 import type { ServerCallContext } from '../context/call-context.js';
-import type { DeadlineEntry, DeadlineList } from '../context/deadline-timers.js';
+import type { DeadlineEntry, DeadlineList, DeadlineTimers } from '../context/deadline-timers.js';
 import { linkCall, unlinkCall } from './call-links.js';
 import { SendCredit } from '../transport/flow-control.js';
 import { InboundMessages } from '../transport/inbound-messages.js';
@@ -36,6 +36,8 @@ const REPLAY_OVERHEAD_BYTES = 16;
 
 /** What a stream asks of its channel. */
 export interface StreamDriver {
+  /** The channel's deadline timers (on its clock). */
+  readonly timers: DeadlineTimers;
   /** Finds a connection for the stream's next attempt: calls `startOn`, queues it, or calls `fail`. */
   dispatch(stream: ClientStream): void;
   /**
@@ -131,7 +133,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
 
   /** Arms the deadline timer, the caller's signal and the parent call's cancellation. */
   arm(now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): void {
-    this.unlink = linkCall(this, now, signal, parent);
+    this.unlink = linkCall(this, this.driver.timers, now, signal, parent);
   }
 
   /** @see DeadlineEntry.onDeadline */
@@ -294,7 +296,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
     if (this.done) return;
     this.done = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    unlinkCall(this, this.unlink);
+    unlinkCall(this, this.driver.timers, this.unlink);
     this.replay = undefined;
     this.wakeSender();
     this.inbound.end(error);

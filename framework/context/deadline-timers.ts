@@ -45,6 +45,9 @@ export class DeadlineTimers {
   /** Number of entries waiting (for tests and metrics). */
   size = 0;
 
+  /** @param now - the clock deadlines are read against when a timer fires (epoch ms); default `Date.now`. */
+  constructor(private readonly now: () => number = Date.now) {}
+
   /**
    * Arms `entry` for `entry.deadline`.
    * @param entry - an unlinked entry with a finite deadline.
@@ -99,7 +102,7 @@ export class DeadlineTimers {
 
   private fire(list: DeadlineList): void {
     list.timer = undefined;
-    const now = Date.now();
+    const now = this.now();
     // Date.now() can trail the timer clock by a millisecond, hence `- 1`. The head is read again
     // each time: an onDeadline may cancel other entries (a call's children) in this very list.
     let e: DeadlineEntry | undefined;

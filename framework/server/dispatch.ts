@@ -47,13 +47,14 @@ const EMPTY_KEYS: readonly string[] = Object.freeze([]);
 
 /** The dispatch stage; see the module comment. */
 export class Dispatcher {
-  private readonly timers = new DeadlineTimers();
+  private readonly timers: DeadlineTimers;
   private readonly streamHost: StreamHost;
   /** Calls being served right now. */
   inflight = 0;
 
   /** @param settings - see `DispatchSettings`. */
   constructor(private readonly settings: DispatchSettings) {
+    this.timers = new DeadlineTimers(settings.now);
     const observer = settings.observer;
     this.streamHost = {
       endStream: (call, error) => this.endStream(call as InboundCall, error),
@@ -155,6 +156,11 @@ export class Dispatcher {
   endAll(sc: ServerConnection<InboundCall>, reason: RpcError): void {
     if (sc.calls.size === 0) return;
     for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
+  }
+
+  /** CallOwner.now: the server's clock (epoch ms). */
+  now(): number {
+    return this.settings.now();
   }
 
   /**

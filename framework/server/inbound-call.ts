@@ -27,6 +27,8 @@ export interface RegisteredMethod {
 
 /** Who ends calls (the dispatch stage): a call's deadline timer ends it through this. */
 export interface CallOwner {
+  /** The server's clock, epoch ms (`ServerOptions.now`). */
+  now(): number;
   /** Ends a call without a response from its handler; with `sendResponse`, the client gets `error`. */
   endCall(call: InboundCall, error: RpcError, sendResponse: boolean): void;
 }
@@ -69,6 +71,12 @@ export class InboundCall extends ServerCallContext implements DeadlineEntry {
     private readonly owner: CallOwner,
   ) {
     super(method, peer, metadata, propagate, deadline, traceId, arrivalTime);
+  }
+
+  /** Milliseconds left until the deadline, on the server's clock (`Infinity` without one, 0 once past). */
+  override timeRemaining(): number {
+    if (this.deadline === Infinity) return Infinity;
+    return Math.max(0, this.deadline - this.owner.now());
   }
 
   /** @see DeadlineEntry.onDeadline */
