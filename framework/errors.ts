@@ -313,6 +313,12 @@ export const errors = defineErrors({
   /** The call arrived with no time left (deadline <= 0). */
   DEADLINE_BEFORE_START: { status: Status.DEADLINE_EXCEEDED, message: () => 'deadline exceeded before the call started' },
   /** FastReject: more calls in flight than `overload.maxInflight`. */
+  /** A connection already has as many open streams as the server allows (`ServerOptions.maxStreamsPerConnection`). */
+  TOO_MANY_STREAMS: {
+    status: Status.RESOURCE_EXHAUSTED,
+    notProcessed: true,
+    message: (open: number) => `this connection already has ${open} open streams (the server's limit)`,
+  },
   OVERLOADED_INFLIGHT: {
     status: Status.RESOURCE_EXHAUSTED,
     notProcessed: true,

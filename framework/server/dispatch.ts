@@ -191,6 +191,7 @@ export class Dispatcher {
     const streamed = registered.kind >= 2;
     const stream = new ServerStream(call, call.callId, call.conn.conn, registered.def, this.streamHost, streamed);
     call.stream = stream;
+    call.conn.streams++;
     let output: AsyncIterable<unknown> | Promise<unknown>;
     try {
       if (registered.streamHandler !== undefined) {
@@ -293,6 +294,7 @@ export class Dispatcher {
     call.done = true;
     if (call.deadlineList !== undefined) this.timers.remove(call);
     call.conn.calls.delete(call.callId);
+    if (call.stream !== undefined) call.conn.streams--;
     this.inflight--;
   }
 

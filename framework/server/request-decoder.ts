@@ -36,6 +36,8 @@ export interface DecoderSettings {
   readonly defaultPriority: number;
   /** Metadata key of the user id that user priority is hashed from. */
   readonly userIdKey: string;
+  /** Streams one connection may have open at once. */
+  readonly maxStreamsPerConnection: number;
 }
 
 /** A body the decoder refused (already answered). */
@@ -92,6 +94,11 @@ export class RequestDecoder {
     }
     if ((h.k ?? 0) !== registered.kind) {
       sc.refuse(callId, this.admissionLevel(), errors.METHOD_KIND_MISMATCH, h.m, registered.kind, h.k ?? 0);
+      return undefined;
+    }
+    if (registered.kind !== 0 && sc.streams >= this.settings.maxStreamsPerConnection) {
+      // Each stream may hold a window of credit each way: the cap bounds a connection's memory.
+      sc.refuse(callId, this.admissionLevel(), errors.TOO_MANY_STREAMS, sc.streams);
       return undefined;
     }
     if (h.d !== undefined && h.d > 0 && waited >= h.d) {

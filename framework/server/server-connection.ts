@@ -47,6 +47,8 @@ export class ServerConnection<C> {
   readonly calls = new Map<number, C>();
   /** The framed connection. */
   readonly conn: Connection;
+  /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */
+  streams = 0;
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */

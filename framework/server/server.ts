@@ -60,6 +60,13 @@ export interface ServerOptions {
   overload?: OverloadOptions | false;
   /** Receives call events (metrics). */
   observer?: ServerObserver;
+  /**
+   * Streams one connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); a
+   * stream beyond it is refused with RESOURCE_EXHAUSTED, not processed. Each stream may hold a
+   * window of credit each way (1 MiB), so this bounds what one client can make the server hold.
+   * Default 100.
+   */
+  maxStreamsPerConnection?: number;
   /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
   /**
@@ -139,12 +146,16 @@ export class Server implements ConnectionOwner<InboundCall> {
     const defaultPriority = ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY;
     if (!(maxInflight >= 1)) throw configErrors.INVALID_OPTION('overload.maxInflight', '>= 1', maxInflight);
     checkPriority(defaultPriority, 'overload.defaultPriority');
+    const maxStreamsPerConnection = options.maxStreamsPerConnection ?? 100;
+    if (!(Number.isInteger(maxStreamsPerConnection) && maxStreamsPerConnection >= 1)) {
+      throw configErrors.INVALID_OPTION('maxStreamsPerConnection', 'an integer >= 1', maxStreamsPerConnection);
+    }
     const fastReject = (this.fastReject =
       ov === undefined
         ? undefined
         : new FastReject({ ...ov, dryRun: ov.dryRun ?? false, maxInflight, onWindow: ov.onWindow }, now, (m) => logger.error(m), options.observer));
     const admissionLevel = fastReject === undefined ? () => undefined : () => fastReject.advertisedLevel;
-    this.decoder = new RequestDecoder(this.methods, { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY }, admissionLevel, options.observer);
+    this.decoder = new RequestDecoder(this.methods, { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection }, admissionLevel, options.observer);
     this.dispatcher = new Dispatcher({
       maxFrameBytes: this.maxFrameBytes,
       logger,

@@ -35,6 +35,12 @@ async function serve(transport: MemoryTransport, host: string, impl: object, opt
   return server;
 }
 
+async function collectAll<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
 function channel(transport: MemoryTransport, target: string, options: ConstructorParameters<typeof Channel>[1] = {}): Channel {
   const ch = new Channel(target, { transport, ...options });
   opened.unshift(() => ch.close());
@@ -70,6 +76,28 @@ describe('the in-memory transport', () => {
     expect(server.inflightCalls).toBe(0);
     for await (const _ of unread) break;
     expect(streams.closed + streams.open).toBe(1);
+  });
+
+  it('a connection holds at most maxStreamsPerConnection open streams; more are refused, not processed', async () => {
+    const transport = new MemoryTransport();
+    const streams = new Streams();
+    const server = new Server({ transport, overload: false, maxStreamsPerConnection: 2 }).addService(streams);
+    await server.listen(0, 'streams');
+    opened.push(() => server.close({ graceMs: 0 }));
+    // No retries, and no adaptive throttle (it would count the refusal and refuse the next call locally).
+    const client = new StreamsClient(channel(transport, server.address, { retryPolicy: false, adaptiveThrottle: false }));
+    const a = client.count({ count: 1, hang: true })[Symbol.asyncIterator]();
+    const b = client.count({ count: 1, hang: true })[Symbol.asyncIterator]();
+    await a.next();
+    await b.next();
+    const err = (await collectAll(client.count({ count: 1 })).catch((e: unknown) => e)) as RpcError;
+    expect(err.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(err.notProcessed).toBe(true);
+    expect(err.reason).toBe('TOO_MANY_STREAMS');
+    await a.return!();
+    for (let i = 0; i < 100 && streams.open > 1; i++) await new Promise((r) => setTimeout(r, 5));
+    expect((await collectAll(client.count({ count: 2 }))).length).toBe(2);
+    await b.return!();
   });
 
   it('a break cancels a stream: the server generator closes', async () => {
