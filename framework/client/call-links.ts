@@ -14,6 +14,8 @@ export interface LinkedCall extends DeadlineEntry {
   readonly deadline: number;
   /** Ends the call from outside with `error`. */
   cancel(error: RpcError): void;
+  /** True once the call ended. */
+  readonly done: boolean;
 }
 
 /**
@@ -26,16 +28,19 @@ export interface LinkedCall extends DeadlineEntry {
 export function linkCall(call: LinkedCall, timers: DeadlineTimers, now: number, signal: AbortSignal | undefined, parent: ServerCallContext | undefined): (() => void) | undefined {
   if (call.deadline !== Infinity) timers.add(call, now);
   if (signal === undefined && parent === undefined) return undefined;
+  // The parent first: one already aborted cancels the call at once, before any listener is added.
+  const unlinkParent = parent?.onAbort((reason) => call.cancel(parentEnded(reason)));
+  if (call.done) return undefined;
   let onAbort: (() => void) | undefined;
   if (signal !== undefined) {
     if (signal.aborted) {
+      unlinkParent?.();
       call.cancel(cancelledBy(signal));
       return undefined;
     }
     onAbort = () => call.cancel(cancelledBy(signal));
     signal.addEventListener('abort', onAbort, { once: true });
   }
-  const unlinkParent = parent?.onAbort((reason) => call.cancel(parentEnded(reason)));
   return () => {
     if (onAbort !== undefined) signal!.removeEventListener('abort', onAbort);
     unlinkParent?.();

@@ -232,8 +232,6 @@ export class Channel {
   private readonly methods = new WeakMap<MethodDefinition, MethodState>();
   /** Deadline timers of this channel's calls, on its clock (`ChannelOptions.now`). */
   private readonly timers = new DeadlineTimers(() => this.now());
-  /** The pool of each open stream (its retries go to the same pool). */
-  private readonly streamPools = new Map<ClientStream, ServicePool>();
   private readonly balancerName: BalancerName;
   private readonly zone: string;
   private readonly random: () => number;
@@ -436,11 +434,15 @@ export class Channel {
     stream.business = effectiveBusinessPriority(p.business, method.options?.priority);
     stream.user = p.user;
     stream.startedAt = now;
-    this.streamPools.set(stream, p.pool);
+    stream.pool = p.pool;
     // The stream opens when the caller starts reading it (`for await` asks for the iterator), so
     // an iterable nobody reads costs nothing; its deadline was fixed now, at the call.
     stream.onFirstRead = () => {
       const t = this.now();
+      if (stream.deadline <= t) {
+        stream.cancel(errors.DEADLINE_BEFORE_CALL(method.path));
+        return;
+      }
       stream.arm(t, options.signal, p.parent);
       if (stream.done) return;
       if (t !== now) stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t, t);
@@ -453,11 +455,9 @@ export class Channel {
   private readonly streamDriver: StreamDriver = {
     timers: this.timers,
     dispatch: (stream) => {
-      const pool = this.streamPools.get(stream);
-      if (pool === undefined) return;
       const t = this.now();
       stream.header = withDeadline(stream.header, stream.deadline === Infinity ? undefined : stream.deadline - t, t);
-      this.dispatch(stream, pool, t);
+      this.dispatch(stream, stream.pool, t);
     },
     retryDelay: (stream, error) => {
       if (this.closed) return undefined;
@@ -480,7 +480,6 @@ export class Channel {
       return decision.delayMs;
     },
     ended: (stream, code) => {
-      this.streamPools.delete(stream);
       if (code === Status.OK) this.throttle?.onSuccess();
       this.callObserver?.callEnded(stream.method.path, code, (this.now() - stream.startedAt) / 1000);
     },

@@ -345,7 +345,8 @@ export class ClientConnection implements CallCarrier {
       this.maybeCloseDrained();
       return;
     }
-    this.onResult(h.s, h.np === true, h.al);
+    // A refused stream (the connection's stream limit) says nothing of the instance's health or load.
+    if (h.r !== 'TOO_MANY_STREAMS') this.onResult(h.s, h.np === true, h.al);
     stream.onStatus(h.s, h.e, h.md, h.np === true, h.r);
     this.maybeCloseDrained();
   }

@@ -110,7 +110,7 @@ export class Attempt implements UnaryAttempt, QueuedAttempt {
   abandon(error: RpcError): void {
     if (this.done) return;
     this.done = true;
-    this.call.finish(error);
+    this.call.abandon(error);
   }
 
   /** Gives up on this attempt: tells the server (CANCEL) if it was sent. */
@@ -154,6 +154,8 @@ export class RetryingCall implements DeadlineEntry {
   private timer: NodeJS.Timeout | undefined;
   /** Hedging: no further attempt will be sent (pushback "stop", shedding, budget, maxAttempts). */
   private stopped = false;
+  /** A next attempt is scheduled and not yet sent. */
+  private launchPending = false;
   private lastError: RpcError | undefined;
   private resolveFn!: (value: unknown) => void;
   private rejectFn!: (error: RpcError) => void;
@@ -221,7 +223,7 @@ export class RetryingCall implements DeadlineEntry {
   attemptSucceeded(attempt: Attempt, value: unknown): void {
     if (this.done) return;
     this.forget(attempt);
-    this.driver.succeeded(this);
+    if (this.policy !== undefined) this.driver.succeeded(this);
     // Only hedged calls have other attempts in flight: make the error (a stack trace) only then.
     if (this.current !== undefined) this.cancelAttempts(errors.HEDGE_LOST());
     this.settle(Status.OK);
@@ -260,7 +262,14 @@ export class RetryingCall implements DeadlineEntry {
       this.timer = undefined;
     }
     // Hedging with no further attempt: wait for those in flight, or fail now if none is left.
-    if (this.current === undefined) this.finish(this.lastError);
+    if (this.current === undefined && !this.launchPending) this.finish(this.lastError);
+  }
+
+  /** @internal The channel closed while an attempt was queued: cancels the others and fails the call, without retrying. */
+  abandon(error: RpcError): void {
+    if (this.done) return;
+    if (this.current !== undefined) this.cancelAttempts(errors.HEDGE_CHANNEL_CLOSED());
+    this.finish(error);
   }
 
   /** Ends the call with `error` (nothing is sent). */
@@ -272,12 +281,19 @@ export class RetryingCall implements DeadlineEntry {
 
   /** Sends an attempt. */
   private launch(header: Uint8Array): void {
+    this.launchPending = false;
+    if (this.policy !== undefined && this.attempts >= this.policy.maxAttempts) {
+      // Every attempt allowed was sent: a hedged call waits for those in flight.
+      if (this.current === undefined) this.finish(this.lastError ?? errors.HEDGE_FAILED('no attempt'));
+      return;
+    }
     const attempt = new Attempt(this, header);
     if (this.current === undefined) this.current = attempt;
     else (this.others ??= []).push(attempt);
     this.attempts++;
     if (this.attempts > 1) this.driver.retried(this);
     if (this.mode === 'hedge' && !this.stopped && this.attempts < this.policy!.maxAttempts) {
+      clearTimeout(this.timer);
       this.timer = setTimeout(() => this.hedge(), (this.policy as Readonly<Required<HedgingPolicy>>).hedgingDelayMs);
     }
     this.driver.dispatch(attempt);
@@ -296,9 +312,13 @@ export class RetryingCall implements DeadlineEntry {
 
   /** The next attempt after `delayMs` (0: as soon as the current stack unwinds). */
   private schedule(delayMs: number): void {
+    // Two attempts failing in one turn (a lost connection carried both) decide alike: one launch.
+    if (this.launchPending) return;
+    this.launchPending = true;
     clearTimeout(this.timer);
     const send = (): void => {
       this.timer = undefined;
+      this.launchPending = false;
       if (!this.done && !(this.mode === 'hedge' && this.stopped)) this.launch(this.driver.reheader(this));
     };
     if (delayMs <= 0) {

@@ -27,6 +27,7 @@ import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
 import { errors } from '../errors.js';
 import type { ClientConnection, StreamReceiver } from './client-connection.js';
+import type { ServicePool } from './pool.js';
 
 /** Request bytes kept for replay before the call commits (gRPC's per-RPC retry buffer is 256 KiB; ours is smaller). */
 export const REPLAY_BUFFER_BYTES = 64 * 1024;
@@ -74,6 +75,8 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   user: number | undefined;
   /** Epoch ms the call started. */
   startedAt = 0;
+  /** The pool its attempts go to (set by the channel; retries go to the same pool). */
+  pool!: ServicePool;
   private readonly inbound: InboundMessages<unknown>;
   private conn: ClientConnection | undefined;
   private callId = 0;

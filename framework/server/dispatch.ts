@@ -57,7 +57,7 @@ export class Dispatcher {
     this.timers = new DeadlineTimers(settings.now);
     const observer = settings.observer;
     this.streamHost = {
-      endStream: (call, error) => this.endStream(call as InboundCall, error),
+      endStream: (call, error, byHandler) => this.endStream(call as InboundCall, error, byHandler),
       logError: (m, e) => settings.logger.error(m, e),
       counted: observer?.streamMessage === undefined ? undefined : (method, direction) => observer.streamMessage!(method, direction),
     };
@@ -146,7 +146,7 @@ export class Dispatcher {
   /** A request MESSAGE over the maximum size was skipped: its call fails with RESOURCE_EXHAUSTED. */
   onOversizedMessage(sc: ServerConnection<InboundCall>, callId: number, size: number): void {
     const call = sc.calls.get(callId);
-    if (call !== undefined) this.endCall(call, errors.REQUEST_MESSAGE_TOO_LARGE(size, this.settings.maxFrameBytes), true);
+    if (call !== undefined) this.endCall(call, errors.REQUEST_MESSAGE_TOO_LARGE(size, this.settings.maxFrameBytes), true, true);
   }
 
   /**
@@ -167,16 +167,16 @@ export class Dispatcher {
    * Ends a call that did not produce a response: deadline, cancel, disconnect or handler error.
    * Fires the call's signal (except for handler errors, which the handler already knows about).
    * @param sendResponse - answer the client with `error` (false when it cannot hear or already gave up).
+   * @param abort - fire the call's signal (default: for CANCELLED and DEADLINE_EXCEEDED): true when
+   *   the call ends from outside while its handler may still run (a stream's bad request message,
+   *   an oversized one), false for the handler's own failure, which it already knows about.
    */
-  endCall(call: InboundCall, error: RpcError, sendResponse: boolean): void {
+  endCall(call: InboundCall, error: RpcError, sendResponse: boolean, abort = error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED): void {
     if (call.done) return;
     this.finish(call);
     call.stream?.terminate(error);
     if (this.settings.observer !== undefined) this.observe(call, error.code);
-    // The signal fires when the call ends from outside: cancel, deadline, disconnect, and for a
-    // stream any end its handler may not have caused (a bad request message, a flow-control
-    // violation), since the handler may still be running.
-    if (error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED || call.stream !== undefined) call.abort(error);
+    if (abort) call.abort(error);
     if (!sendResponse) {
       this.released(call);
       return;
@@ -206,10 +206,10 @@ export class Dispatcher {
   }
 
   /** StreamHost.endStream: a streaming call ended (its handler finished or failed). */
-  private endStream(call: InboundCall, error: RpcError | undefined): void {
+  private endStream(call: InboundCall, error: RpcError | undefined, byHandler: boolean): void {
     if (call.done) return;
     if (error !== undefined) {
-      this.endCall(call, error, true);
+      this.endCall(call, error, true, !byHandler || error.code === Status.CANCELLED || error.code === Status.DEADLINE_EXCEEDED);
       return;
     }
     this.finish(call);

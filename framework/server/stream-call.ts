@@ -42,7 +42,7 @@ export interface StreamHost {
    * The call ended: the server sends the status (with the response metadata as trailers unless
    * it was not sent because the client is gone), releases the call and reports it.
    */
-  endStream(call: ServerCallContext, error: RpcError | undefined): void;
+  endStream(call: ServerCallContext, error: RpcError | undefined, byHandler: boolean): void;
   /** A handler failure that is not an RpcError (it becomes INTERNAL): log it. */
   logError(message: string, error: unknown): void;
   /** A message was sent (`out`) or received (metrics). */
@@ -126,7 +126,7 @@ export class ServerStream {
   onMessage(body: Buffer): void {
     const inbound = this.inbound;
     if (inbound === undefined) {
-      this.fail(errors.UNEXPECTED_REQUEST_STREAM(this.def.path));
+      this.fail(errors.UNEXPECTED_REQUEST_STREAM(this.def.path), false);
       return;
     }
     if (inbound.closed) {
@@ -138,13 +138,13 @@ export class ServerStream {
     try {
       message = this.def.requestType.decode(body);
     } catch (err) {
-      this.fail(errors.INVALID_REQUEST_MESSAGE(this.def.requestTypeName, err));
+      this.fail(errors.INVALID_REQUEST_MESSAGE(this.def.requestTypeName, err), false);
       return;
     }
     this.host.counted?.(this.def.path, 'received');
     if (!inbound.push(message, body.length)) {
       const q = inbound.queued;
-      this.fail(errors.STREAM_WINDOW_EXCEEDED(q.messages, q.bytes));
+      this.fail(errors.STREAM_WINDOW_EXCEEDED(q.messages, q.bytes), false);
     }
   }
 
@@ -246,20 +246,25 @@ export class ServerStream {
     return true;
   }
 
-  private fail(err: unknown): void {
+  /**
+   * Ends the stream with an error.
+   * @param byHandler - the handler failed (it knows); false when the stream failed from outside
+   *   the handler (a bad request message, a flow-control violation): its signal fires then.
+   */
+  private fail(err: unknown, byHandler = true): void {
     if (this.done) return;
     if (!(err instanceof RpcError)) this.host.logError(`svrkit server: ${this.def.path} failed (trace ${this.call.traceId})`, err);
     // As for a unary handler: an RpcError as it is, anything else INTERNAL (an AbortError CANCELLED), the value kept as `cause`.
-    this.end(toRpcError(err));
+    this.end(toRpcError(err), byHandler);
     this.closeIterator();
   }
 
-  private end(error: RpcError | undefined): void {
+  private end(error: RpcError | undefined, byHandler = true): void {
     if (this.done) return;
     this.done = true;
     this.credit.close();
     this.inbound?.end(error ?? errors.CALL_ENDED());
-    this.host.endStream(this.call, error);
+    this.host.endStream(this.call, error, byHandler);
   }
 
   private closeIterator(): void {

@@ -205,6 +205,27 @@ describe('retries and hedging, end to end', () => {
   });
 });
 
+describe('hedging bounds', () => {
+  it('attempts failing together (their connection lost) never exceed maxAttempts', async () => {
+    const transport = new MemoryTransport();
+    const hanging = { echo: () => new Promise(() => {}) };
+    const server = new Server({ transport, overload: false });
+    server.addService(ProbeDefinition, hanging);
+    await server.listen(1, 'a');
+    let retried = 0;
+    const observer = { callEnded() {}, retried: () => retried++, throttled() {} };
+    const hedged = { name: [{ service: 'probe.Probe' }], idempotent: true, hedgingPolicy: { maxAttempts: 3, hedgingDelayMs: 40 } };
+    const ch = channel(transport, 'a:1', { methodConfig: [hedged], observer, backoff: { initialMs: 1000 } });
+    await ch.waitForReady(2000);
+    const call = ch.unary(ProbeDefinition.methods.echo, {}, { timeoutMs: 3000 }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 60)); // two attempts in flight on the one connection (the third is due at 80 ms)
+    await server.close({ graceMs: 0 }); // both fail in one turn
+    const err = (await call) as RpcError;
+    expect(err.code).toBe(Status.UNAVAILABLE);
+    expect(retried).toBeLessThanOrEqual(2); // 3 attempts in all, the first included
+  });
+});
+
 describe('stream retries, end to end', () => {
   it('a stream refused before its first message is retried on another instance', async () => {
     const transport = new MemoryTransport();
