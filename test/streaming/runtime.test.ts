@@ -1,7 +1,8 @@
 /**
  * Streaming through the public API, server and channel in this process over loopback: stream
  * interceptors, call kinds, retries before the first response message (gRFC A6's "committed"
- * rule), FastReject at stream start, metrics, and the credit windows.
+ * rule), FastReject at stream start, and metrics. (Credit windows: test/transport/flow-control.test.ts
+ * and the slow-consumer test in processes.test.ts.)
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import {
