@@ -12,12 +12,12 @@
  * bottleneck. Needs `npm run build` first (it runs dist/) and the examples' generated code
  * (`npm start` or `npm test` make it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parseDuration } from '../framework/cli/bench.js';
-import { cpuSeconds } from './support.js';
+import { cpuSeconds, startServer as startServerIn } from './support.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
@@ -35,26 +35,8 @@ interface Row {
   clientCpuS: number;
 }
 
-
-async function startServer(args: string[], pattern: RegExp): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 30_000);
-    const onData = (d: Buffer): void => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
-  });
-  return { child, address };
-}
+/** Starts a server process from the repository root (see support.ts). */
+const startServer = (args: string[], pattern: RegExp) => startServerIn(args, pattern, root);
 
 /** Runs a client to completion; returns its JSON result and the CPU seconds it used. */
 async function runClient(args: string[]): Promise<{ result: Record<string, any>; cpuS: number }> {

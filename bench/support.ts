@@ -1,6 +1,8 @@
 /**
- * Helpers shared by the benchmark scripts: latency histograms and per-process CPU time.
+ * Helpers shared by the benchmark scripts: latency histograms, per-process CPU time, and starting
+ * server processes.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { build, type Histogram } from 'hdr-histogram-js';
 
@@ -31,4 +33,38 @@ export function cpuSeconds(pid: number | undefined): number {
   } catch {
     return NaN;
   }
+}
+
+/**
+ * Starts a server process and waits for its "listening" line.
+ * @param args - `node` arguments (script and flags).
+ * @param pattern - matches the line that gives the address; group 1 is the address (`host:port`).
+ * @param cwd - the working directory.
+ * @returns the child and the address it printed.
+ * @throws Error (rejection) when it exits first, or prints nothing matching within 30 s (it is then killed).
+ */
+export async function startServer(args: string[], pattern: RegExp, cwd: string): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 30_000);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = pattern.exec(out);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${out}`));
+    });
+  }).catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
+  return { child, address };
 }

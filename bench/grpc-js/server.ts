@@ -10,6 +10,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
+import { parsePort, serveUntilSignalled } from './serve.js';
 import * as protoLoader from '@grpc/proto-loader';
 
 // The helloworld example's own .proto, so both stacks serve exactly the same rpc.
@@ -24,15 +25,6 @@ interface HelloReply {
   message: string;
 }
 
-function parsePort(text: string | undefined): number {
-  if (text === undefined) return 0;
-  const port = Number(text);
-  if (!/^\d+$/.test(text) || port > 65535) {
-    console.error(`invalid port '${text}': expected 0-65535 (0 picks a free port)`);
-    process.exit(2);
-  }
-  return port;
-}
 
 async function main(): Promise<void> {
   const port = parsePort(process.argv[2]);
@@ -47,28 +39,7 @@ async function main(): Promise<void> {
     },
   });
 
-  const bound = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-  console.log(`listening 127.0.0.1:${bound}`);
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const force = setTimeout(() => {
-      server.forceShutdown();
-      process.exit(0);
-    }, 2000);
-    force.unref();
-    server.tryShutdown((err) => {
-      clearTimeout(force);
-      if (err) console.error(`shutdown after ${signal}: ${err.message}`);
-      process.exit(0);
-    });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  await serveUntilSignalled(server, port);
 }
 
 main().catch((err: unknown) => {

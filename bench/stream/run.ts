@@ -37,7 +37,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { cpuSeconds } from '../support.js';
+import { cpuSeconds, startServer as startServerIn } from '../support.js';
 import { MESSAGE_BYTES, PAYLOAD_BYTES } from './payload.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -86,30 +86,12 @@ function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
+
+/** Starts a server process (killed with the others at exit). */
 async function startServer(args: string[], pattern: RegExp): Promise<{ child: ChildProcess; address: string }> {
-  const child = track(spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] }));
-  let out = '';
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 30_000);
-    const onData = (d: Buffer): void => {
-      out += d.toString();
-      const m = pattern.exec(out);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code}: ${out}`));
-    });
-  }).catch((err: unknown) => {
-    child.kill('SIGKILL');
-    throw err;
-  });
-  return { child, address };
+  const started = await startServerIn(args, pattern, root);
+  track(started.child);
+  return started;
 }
 
 /** CPU seconds the whole machine has been busy (all CPUs; not idle, not iowait), from /proc/stat; NaN elsewhere. */
