@@ -64,21 +64,27 @@ export class Attempt implements UnaryAttempt, QueuedAttempt {
     readonly header: Uint8Array,
   ) {}
 
+  /** The call's method (the connection decodes the reply with its response codec). */
   get method(): MethodDefinition {
     return this.call.method;
   }
+  /** The call's encoded request message, the same for every attempt. */
   get body(): Uint8Array {
     return this.call.body;
   }
+  /** The call's sticky key for `consistent_hash`. */
   get hashKey(): string | undefined {
     return this.call.hashKey;
   }
+  /** Addresses the call's earlier attempts used (the balancer avoids them when it can). */
   get tried(): readonly string[] | undefined {
     return this.call.tried;
   }
+  /** The call's business priority, 0..127, when known (collaborative shedding). */
   get business(): number | undefined {
     return this.call.business;
   }
+  /** The call's user priority, 0..127, when known. */
   get user(): number | undefined {
     return this.call.user;
   }
@@ -127,8 +133,11 @@ export class Attempt implements UnaryAttempt, QueuedAttempt {
 export class RetryingCall implements DeadlineEntry {
   /** Settled once; later outcomes are ignored. */
   done = false;
+  /** @see DeadlineEntry (links owned by the deadline timers). */
   deadlineList: DeadlineList | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlinePrev: DeadlineEntry | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlineNext: DeadlineEntry | undefined = undefined;
   /** The call's outcome. */
   readonly promise: Promise<unknown>;
@@ -138,8 +147,9 @@ export class RetryingCall implements DeadlineEntry {
   tried: string[] | undefined;
   /** The sticky key for `consistent_hash`. */
   hashKey: string | undefined;
-  /** Business and user priority, when known (collaborative shedding). */
+  /** Business priority, 0..127, when known (collaborative shedding). */
   business: number | undefined;
+  /** User priority, 0..127, when known. */
   user: number | undefined;
   /** Epoch ms the call started (set only when observed). */
   startedAt = 0;
@@ -147,7 +157,8 @@ export class RetryingCall implements DeadlineEntry {
   pool!: ServicePool;
   /** Whether the method may run twice (retry mode retries processed calls only then). */
   idempotent = false;
-  private mode: 'retry' | 'hedge' | 'committed';
+  /** Hedge mode (the policy is a hedging policy); else retry mode. Committed is `done`. */
+  readonly hedged: boolean;
   /** The attempt in flight (retry mode), or the first of those in flight (hedging: see `others`). */
   private current: Attempt | undefined;
   private others: Attempt[] | undefined;
@@ -180,7 +191,7 @@ export class RetryingCall implements DeadlineEntry {
     readonly policy: Readonly<Required<RetryPolicy>> | Readonly<Required<HedgingPolicy>> | undefined,
     private readonly driver: CallDriver,
   ) {
-    this.mode = policy !== undefined && 'hedgingDelayMs' in policy ? 'hedge' : 'retry';
+    this.hedged = policy !== undefined && 'hedgingDelayMs' in policy;
     this.promise = new Promise<unknown>((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -209,14 +220,9 @@ export class RetryingCall implements DeadlineEntry {
     this.finish(error);
   }
 
-  /** True when the call is hedged (its policy is a hedging policy). */
-  get hedged(): boolean {
-    return this.policy !== undefined && 'hedgingDelayMs' in this.policy;
-  }
-
   /** @internal An attempt was sent to `address`: in hedging mode, later hedges prefer others. */
   sentTo(address: string): void {
-    if (this.mode === 'hedge') (this.tried ??= []).push(address);
+    if (this.hedged) (this.tried ??= []).push(address);
   }
 
   /** @internal Attempt.succeed. */
@@ -235,14 +241,14 @@ export class RetryingCall implements DeadlineEntry {
     if (this.done) return;
     this.forget(attempt);
     this.lastError = error;
-    if (this.mode === 'committed' || this.policy === undefined) {
+    if (this.policy === undefined) {
       this.finish(error);
       return;
     }
-    if (this.mode === 'retry' && address !== undefined) (this.tried ??= []).push(address);
+    if (!this.hedged && address !== undefined) (this.tried ??= []).push(address);
     const decision = this.driver.decide(this, error);
     if (decision.retry) {
-      if (this.mode === 'retry' || !this.stopped) {
+      if (!this.hedged || !this.stopped) {
         this.schedule(decision.delayMs);
         return;
       }
@@ -253,7 +259,7 @@ export class RetryingCall implements DeadlineEntry {
         this.finish(error);
         return;
       }
-      if (this.mode === 'retry') {
+      if (!this.hedged) {
         this.finish(error);
         return;
       }
@@ -292,7 +298,7 @@ export class RetryingCall implements DeadlineEntry {
     else (this.others ??= []).push(attempt);
     this.attempts++;
     if (this.attempts > 1) this.driver.retried(this);
-    if (this.mode === 'hedge' && !this.stopped && this.attempts < this.policy!.maxAttempts) {
+    if (this.hedged && !this.stopped && this.attempts < this.policy!.maxAttempts) {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.hedge(), (this.policy as Readonly<Required<HedgingPolicy>>).hedgingDelayMs);
     }
@@ -319,7 +325,7 @@ export class RetryingCall implements DeadlineEntry {
     const send = (): void => {
       this.timer = undefined;
       this.launchPending = false;
-      if (!this.done && !(this.mode === 'hedge' && this.stopped)) this.launch(this.driver.reheader(this));
+      if (!this.done && !(this.hedged && this.stopped)) this.launch(this.driver.reheader(this));
     };
     if (delayMs <= 0) {
       this.timer = undefined;
@@ -348,7 +354,6 @@ export class RetryingCall implements DeadlineEntry {
 
   private settle(code: number): void {
     this.done = true;
-    this.mode = 'committed';
     if (this.timer !== undefined) clearTimeout(this.timer);
     unlinkCall(this, this.driver.timers, this.unlink);
     this.driver.ended?.(this, code);

@@ -62,16 +62,23 @@ export interface StreamCallOptions {
 
 /** One streaming call; see the module comment. It is the async iterable of responses the caller reads. */
 export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterable<unknown> {
+  /** Set once the call ended; later outcomes are ignored. */
   done = false;
+  /** @see DeadlineEntry (links owned by the deadline timers). */
   deadlineList: DeadlineList | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlinePrev: DeadlineEntry | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlineNext: DeadlineEntry | undefined = undefined;
   /** Attempts started so far (1 for the first). */
   attempts = 1;
   /** Addresses of failed attempts (a retry prefers another instance). */
   tried: string[] | undefined;
+  /** The sticky key for `consistent_hash`. */
   hashKey: string | undefined;
+  /** Business priority, 0..127, when known (collaborative shedding). */
   business: number | undefined;
+  /** User priority, 0..127, when known. */
   user: number | undefined;
   /** Epoch ms the call started. */
   startedAt = 0;

@@ -16,6 +16,7 @@ export type ServerHandler = UnaryHandler<any, any, CallContext>;
 
 /** A method as the server dispatches it. */
 export interface RegisteredMethod {
+  /** The method's definition (codecs, names, options). */
   readonly def: MethodDefinition;
   /** The method's kind as a wire code (`METHOD_KIND_CODE`). */
   readonly kind: number;
@@ -35,8 +36,11 @@ export interface CallOwner {
 
 /** An inbound call: its public context plus the server's bookkeeping. */
 export class InboundCall extends ServerCallContext implements DeadlineEntry {
+  /** @see DeadlineEntry (links owned by the deadline timers). */
   deadlineList: DeadlineList | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlinePrev: DeadlineEntry | undefined = undefined;
+  /** @see DeadlineEntry */
   deadlineNext: DeadlineEntry | undefined = undefined;
   /** Set once the call ended; later outcomes are ignored. */
   done = false;
