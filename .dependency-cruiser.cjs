@@ -165,14 +165,23 @@ module.exports = {
       comment: 'Shipped code imports no devDependency (users do not install them); type-only imports are erased.',
       severity: 'error',
       from: { path: PRODUCTION },
-      to: { dependencyTypes: ['npm-dev'], dependencyTypesNot: ['type-only'] },
+      to: { dependencyTypes: ['npm-dev'], dependencyTypesNot: ['type-only', 'npm-peer'] },
+    },
+    {
+      name: 'optional-peers-lazily',
+      comment:
+        'The optional peer dependencies (tsx, @bufbuild/buf, ts-proto, etcd3, @types/node) are the app\'s to install: ' +
+        'shipped code loads them with import() when a command needs them, so svrkit runs without them.',
+      severity: 'error',
+      from: { path: PRODUCTION },
+      to: { dependencyTypes: ['npm-peer'], dependencyTypesNot: ['dynamic-import', 'type-only', 'triple-slash-type-reference'] },
     },
     {
       name: 'no-non-package-json',
       comment: 'Every package imported is declared in package.json (not only present through another package).',
       severity: 'error',
       from: {},
-      to: { dependencyTypes: ['npm-no-pkg', 'npm-unknown'] },
+      to: { dependencyTypes: ['npm-no-pkg', 'npm-unknown'], dependencyTypesNot: ['npm-peer'] },
     },
   ],
   required: [

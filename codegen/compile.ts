@@ -5,6 +5,7 @@
  * everything protoc validates, reports `file:line:column` errors, bundles the well-known types
  * (google/protobuf/*.proto) and keeps comments (SourceCodeInfo). It ships as a native binary inside
  * the npm package `@bufbuild/buf-<platform>`, so nothing is downloaded and nothing is looked up on PATH.
+ * `@bufbuild/buf` is found from the user's project first, then from svrkit's install (toolchain.ts).
  *
  * buf has no `-I`: it compiles a workspace of modules. Each include dir becomes a module of a
  * temporary buf v2 workspace (a symlink `m<i>` to the include dir, listed in a generated buf.yaml).
@@ -20,6 +21,7 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema, type FileDescriptorSet } from '@bufbuild/protobuf/wkt';
 import { ProtoCompileError, type ProtoDiagnostic } from './errors.js';
 import { run } from './process.js';
+import { resolveToolchain } from './toolchain.js';
 
 /** The result of compiling a set of .proto files. */
 export interface CompileResult {
@@ -217,8 +219,10 @@ export function planWorkspace(
  * @param files input .proto files (relative to `process.cwd()` or absolute).
  * @param includeDirs protoc-style include dirs; see {@link planWorkspace} for the rules.
  * @throws ProtoCompileError when buf reports problems in the .proto files (one `file:line:column: message` line each).
+ * @throws ToolchainMissingError when `@bufbuild/buf` or `ts-proto` is not installed (one line, with the
+ *   command that installs both).
  * @throws Error for anything else: a missing file or include dir, a file outside the include dirs, the
- *   same import path in two include dirs, buf missing or failing.
+ *   same import path in two include dirs, buf failing.
  */
 export async function compileProtos(files: readonly string[], includeDirs?: readonly string[]): Promise<CompileResult> {
   const plan = planWorkspace(files, includeDirs);
@@ -251,7 +255,8 @@ export async function compileProtos(files: readonly string[], includeDirs?: read
     const { command, prefixArgs } = bufCommand();
     const result = await run(command, [...prefixArgs, ...args], tmp);
     if (result.code !== 0) {
-      const diagnostics = parseDiagnostics(result.stdout + '\n' + result.stderr, messageModules);
+      const includeDirs = plan.modules.map((m) => m.dir);
+      const diagnostics = parseDiagnostics(result.stdout + '\n' + result.stderr, messageModules, includeDirs);
       if (diagnostics.length > 0) throw new ProtoCompileError(diagnostics);
       throw new Error(explainBufFailure(result.stderr || result.stdout, result.code, messageModules));
     }
@@ -273,11 +278,25 @@ export async function compileProtos(files: readonly string[], includeDirs?: read
  * Turns buf's `--error-format json` output (one JSON object per line:
  * `{"path":"m0/a.proto","start_line":3,"start_column":3,"message":"..."}`) into diagnostics whose
  * paths point at the real files. Lines that are not such objects are ignored.
+ *
+ * buf's `imported file does not exist` names neither the import nor where it was looked for; it
+ * becomes `import "a/b.proto": file does not exist in any include dir (-I protos -I shared)`, the
+ * import path read from the importing file at the diagnostic's position (see {@link explainMissingImport}).
+ *
+ * @param output - buf's stdout and stderr.
+ * @param modules - the workspace's modules in order (`m<i>` is `modules[i]`), for mapping paths back.
+ * @param includeDirs - the user's include dirs (absolute), named in messages about missing imports;
+ *   default every module's dir.
+ * @returns one diagnostic per JSON line, in buf's order.
  */
-export function parseDiagnostics(output: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): ProtoDiagnostic[] {
+export function parseDiagnostics(
+  output: string,
+  modules: readonly Pick<WorkspaceModule, 'dir'>[],
+  includeDirs: readonly string[] = modules.map((m) => m.dir),
+): ProtoDiagnostic[] {
   const diagnostics: ProtoDiagnostic[] = [];
-  for (const line of output.split('\n')) {
-    const text = line.trim();
+  for (const outputLine of output.split('\n')) {
+    const text = outputLine.trim();
     if (!text.startsWith('{')) continue;
     let obj: unknown;
     try {
@@ -289,11 +308,17 @@ export function parseDiagnostics(output: string, modules: readonly Pick<Workspac
     const o = obj as Record<string, unknown>;
     if (typeof o['message'] !== 'string') continue;
     const multi = /^(.*?)(\S+) is contained in multiple modules/.exec(o['message']);
-    const message = multi ? multi[1] + multipleIncludeDirs(multi[2]!, modules) : o['message'].split('\n').map((l) => l.trim()).join(' ');
+    let message = multi ? multi[1] + multipleIncludeDirs(multi[2]!, modules) : o['message'].split('\n').map((l) => l.trim()).join(' ');
+    const line = typeof o['start_line'] === 'number' ? o['start_line'] : 0;
+    const column = typeof o['start_column'] === 'number' ? o['start_column'] : 0;
+    const abs = typeof o['path'] === 'string' ? absoluteFile(o['path'], modules) : undefined;
+    if (message === 'imported file does not exist' && abs !== undefined) {
+      message = explainMissingImport(abs, line, column, includeDirs) ?? message;
+    }
     diagnostics.push({
       file: typeof o['path'] === 'string' ? realFile(o['path'], modules) : '<unknown>',
-      line: typeof o['start_line'] === 'number' ? o['start_line'] : 0,
-      column: typeof o['start_column'] === 'number' ? o['start_column'] : 0,
+      line,
+      column,
       message,
     });
   }
@@ -302,10 +327,61 @@ export function parseDiagnostics(output: string, modules: readonly Pick<Workspac
 
 /** Maps a workspace path (`m<i>/rest`) back to the include dir it came from, for messages. */
 function realFile(workspacePath: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string {
+  const abs = absoluteFile(workspacePath, modules);
+  return abs === undefined ? workspacePath : displayPath(abs);
+}
+
+/** The absolute path of a workspace path (`m<i>/rest`); undefined when it is not in a module. */
+function absoluteFile(workspacePath: string, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string | undefined {
   const m = /^m(\d+)\/(.*)$/.exec(workspacePath);
   const mod = m ? modules[Number(m[1])] : undefined;
-  if (!m || !mod) return workspacePath;
-  return displayPath(path.join(mod.dir, ...m[2]!.split('/')));
+  if (!m || !mod) return undefined;
+  return path.join(mod.dir, ...m[2]!.split('/'));
+}
+
+/**
+ * Explains buf's `imported file does not exist` at `line:column` of `file`: reads the import
+ * statement there and names its path and the include dirs searched, plus a hint when the path
+ * exists under a directory above the importing file that is not an include dir:
+ * `import "common/types.proto": file does not exist in any include dir (-I protos); it is under
+ * ., add -I .`.
+ * @param file - the importing file, absolute.
+ * @param line - 1-based line of the import statement.
+ * @param column - 1-based column where it starts.
+ * @param includeDirs - the include dirs searched (absolute).
+ * @returns the message, or undefined when no import statement can be read there.
+ */
+export function explainMissingImport(file: string, line: number, column: number, includeDirs: readonly string[]): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = text.split('\n');
+  if (line < 1 || line > lines.length) return undefined;
+  const importAt = /^import\s+(?:(?:public|weak)\s+)?(["'])((?:[^"'\\\n]|\\.)*)\1/;
+  const rest = lines.slice(line - 1).join('\n');
+  const found = importAt.exec(rest.slice(Math.max(0, column - 1))) ?? importAt.exec(rest.trimStart());
+  if (found === null) return undefined;
+  const importPath = found[2]!;
+  const dirs = includeDirs.map((d) => `-I ${shownDir(d)}`).join(' ');
+  let message = `import "${importPath}": file does not exist in any include dir (${dirs})`;
+  // A hint: the import path under a directory above the importing file (up to the working directory).
+  const stop = isInside(file, process.cwd()) ? process.cwd() : path.dirname(file);
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    if (!includeDirs.includes(dir) && existsSync(path.join(dir, ...importPath.split('/')))) {
+      message += `; it is under ${shownDir(dir)}: add -I ${shownDir(dir)}`;
+      break;
+    }
+    if (dir === stop || path.dirname(dir) === dir) break;
+  }
+  return message;
+}
+
+/** A directory as messages show it: relative to the working directory when inside it (`.` for it), else absolute. */
+function shownDir(dir: string): string {
+  return path.resolve(dir) === process.cwd() ? '.' : displayPath(dir);
 }
 
 function explainBufFailure(text: string, code: number | null, modules: readonly Pick<WorkspaceModule, 'dir'>[]): string {
@@ -348,33 +424,37 @@ const platformPackages: Record<string, string> = {
   'win32 x64': '@bufbuild/buf-win32-x64',
 };
 
-let cachedBuf: { command: string; prefixArgs: string[] } | undefined;
+/** The command found for each `@bufbuild/buf` package (by its package.json). */
+const bufCommands = new Map<string, { command: string; prefixArgs: string[] }>();
 
 /**
- * Finds the buf binary installed by the npm package `@bufbuild/buf`: the native binary of the
- * platform package it depends on (`@bufbuild/buf-linux-x64`, ...), else the binary its install
- * script downloaded, else its JavaScript launcher run with this Node. Never PATH.
+ * Finds the buf binary installed by the npm package `@bufbuild/buf` (from the user's project
+ * first, then from svrkit's install): the native binary of the platform package it depends on
+ * (`@bufbuild/buf-linux-x64`, ...), else the binary its install script downloaded, else its
+ * JavaScript launcher run with this Node. Never PATH.
+ * @returns the command and the arguments that go before buf's own.
+ * @throws ToolchainMissingError (toolchain.ts) when `@bufbuild/buf` or `ts-proto` is not installed,
+ *   with the one command that installs both.
  */
 export function bufCommand(): { command: string; prefixArgs: string[] } {
-  if (cachedBuf) return cachedBuf;
-  const require = createRequire(import.meta.url);
-  let bufPackageJson: string;
-  try {
-    bufPackageJson = require.resolve('@bufbuild/buf/package.json');
-  } catch {
-    throw new Error('svrkit gen: the npm package @bufbuild/buf is not installed (svrkit depends on it; reinstall svrkit)');
-  }
+  const bufPackageJson = resolveToolchain().buf;
+  let found = bufCommands.get(bufPackageJson);
+  if (found === undefined) bufCommands.set(bufPackageJson, (found = findBuf(bufPackageJson)));
+  return found;
+}
+
+function findBuf(bufPackageJson: string): { command: string; prefixArgs: string[] } {
   const bufDir = path.dirname(bufPackageJson);
   const exe = process.platform === 'win32' ? '.exe' : '';
   const pkg = platformPackages[`${process.platform} ${os.arch()}`];
   if (pkg) {
     try {
       const bin = createRequire(bufPackageJson).resolve(`${pkg}/bin/buf${exe}`);
-      return (cachedBuf = { command: bin, prefixArgs: [] });
+      return { command: bin, prefixArgs: [] };
     } catch {
       const downloaded = path.join(bufDir, `downloaded-${pkg.replace('/', '-')}-buf${exe}`);
-      if (existsSync(downloaded)) return (cachedBuf = { command: downloaded, prefixArgs: [] });
+      if (existsSync(downloaded)) return { command: downloaded, prefixArgs: [] };
     }
   }
-  return (cachedBuf = { command: process.execPath, prefixArgs: [path.join(bufDir, 'bin', 'buf')] });
+  return { command: process.execPath, prefixArgs: [path.join(bufDir, 'bin', 'buf')] };
 }

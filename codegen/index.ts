@@ -1,3 +1,5 @@
+/// <reference types="node" preserve="true" />
+// svrkit's declarations use Node types (Buffer, NodeJS.Timeout, node:* modules): apps need @types/node.
 /**
  * svrkit's code generator: .proto files -> TypeScript (`svrkit gen`).
  *
@@ -16,11 +18,13 @@ import { methodOptionsReader } from './method-options.js';
 import { defaultTsProtoOptions, mergeTsProtoOptions, runTsProto, tsProtoParameter } from './plugin.js';
 import { namingOptions, outputPath } from './naming.js';
 import { emitServices, indexMessages } from './services.js';
+import { resolveToolchain } from './toolchain.js';
 import { withMarker, writeGeneratedFiles } from './write.js';
 
 export { ProtoCompileError, type ProtoDiagnostic } from './errors.js';
 export { GENERATED_MARKER } from './write.js';
 export { defaultTsProtoOptions } from './plugin.js';
+export { CODEGEN_TOOLCHAIN, TOOLCHAIN_INSTALL_COMMAND, ToolchainMissingError } from './toolchain.js';
 
 /** What to generate; see {@link generate}. */
 export interface GenerateOptions {
@@ -75,6 +79,9 @@ export interface GenerateResult {
  * Sources: buf (https://buf.build) compiles; ts-proto (https://github.com/stephenh/ts-proto) runs as a
  * protoc plugin (google/protobuf/compiler/plugin.proto) to generate messages.
  *
+ * @throws ToolchainMissingError before anything else when the toolchain (`@bufbuild/buf`, `ts-proto`)
+ *   is found neither from the working directory (the user's project) nor from svrkit's install; its
+ *   one-line message gives the command that installs both ({@link TOOLCHAIN_INSTALL_COMMAND}).
  * @throws ProtoCompileError when the .proto files do not compile; its message has one
  *   `file:line:column: message` line per problem.
  * @throws Error with a `svrkit gen: ...` message for everything else: a missing file, a file outside the
@@ -86,6 +93,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const runtimeImport = options.runtimeImport ?? 'svrkit';
   if (!runtimeImport.trim()) throw new Error('svrkit gen: runtimeImport must not be empty');
   if (!options.outDir) throw new Error('svrkit gen: an out dir is required');
+  resolveToolchain(); // both packages, up front: one message naming whatever is missing
 
   const { fileSet, inputNames, inputPaths } = await compileProtos(options.files, options.includeDirs);
   const files = new Map<string, FileDescriptorProto>(fileSet.file.map((f) => [f.name, f]));

@@ -7,7 +7,6 @@
  * error) to its stdout. We play the compiler's part with the descriptors buf produced, and run
  * ts-proto's `protoc-gen-ts_proto` (https://github.com/stephenh/ts-proto) with this Node.
  */
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
@@ -16,6 +15,7 @@ import {
   type FileDescriptorSet,
 } from '@bufbuild/protobuf/wkt';
 import { run } from './process.js';
+import { resolveToolchain } from './toolchain.js';
 
 /**
  * ts-proto options svrkit always passes (see the ts-proto README for each):
@@ -23,6 +23,9 @@ import { run } from './process.js';
  * - `outputServices=false`: no ts-proto service code; svrkit emits its own (see services.ts).
  * - `forceLong=bigint`: 64-bit integers are `bigint`, exact over their whole range.
  * - `useDate=true`: `google.protobuf.Timestamp` fields are `Date`.
+ * - `oneof=unions-value`: a oneof is one property holding `{ $case: 'member', value }` or `undefined`,
+ *   so that the type allows one member at a time (the default gives each member its own optional
+ *   property, and both could be set).
  * - `annotateFilesWithVersion=false`: no tool versions in headers, so output only changes when the .proto does
  *   (ts-proto would also print "protoc unknown", since buf is not protoc).
  */
@@ -32,6 +35,7 @@ export const defaultTsProtoOptions: readonly string[] = [
   'outputServices=false',
   'forceLong=bigint',
   'useDate=true',
+  'oneof=unions-value',
   'annotateFilesWithVersion=false',
 ];
 
@@ -76,7 +80,9 @@ export interface PluginFile {
  *   files they import, transitively.
  * @param parameter ts-proto's option string (see {@link tsProtoParameter}).
  * @returns the generated files and whatever ts-proto wrote on stderr (one warning per line).
- * @throws Error when ts-proto cannot be found, exits non-zero, or answers with an error.
+ * @throws ToolchainMissingError (toolchain.ts) when `ts-proto` or `@bufbuild/buf` is not installed,
+ *   with the one command that installs both.
+ * @throws Error when ts-proto exits non-zero, or answers with an error.
  */
 export async function runTsProto(
   fileSet: FileDescriptorSet,
@@ -113,12 +119,7 @@ export async function runTsProto(
   return { files, warnings };
 }
 
-/** Path of ts-proto's plugin script (`protoc-gen-ts_proto`), resolved from this module. */
+/** Path of ts-proto's plugin script (`protoc-gen-ts_proto`), from the user's project first, then from svrkit's install. */
 function tsProtoScript(): string {
-  const require = createRequire(import.meta.url);
-  try {
-    return path.join(path.dirname(require.resolve('ts-proto/package.json')), 'protoc-gen-ts_proto');
-  } catch {
-    throw new Error('svrkit gen: the npm package ts-proto is not installed (svrkit depends on it; reinstall svrkit)');
-  }
+  return path.join(path.dirname(resolveToolchain().tsProto), 'protoc-gen-ts_proto');
 }

@@ -394,8 +394,14 @@ export const errors = defineErrors({
   },
   /** JSON that does not fit the method's request type. */
   REQUEST_DOES_NOT_FIT: { status: Status.INVALID_ARGUMENT, message: (typeName: string, err: unknown) => `request does not fit ${typeName}: ${messageOf(err)}` },
-  /** `svrkit call`: a line of stdin is not JSON, or does not fit the request type. */
-  INVALID_STDIN_LINE: { status: Status.INVALID_ARGUMENT, message: (line: number, err: unknown) => `stdin line ${line}: ${messageOf(err)}` },
+  /**
+   * `svrkit call`: a line of the NDJSON requests does not fit the request type. They come from
+   * stdin, or from the file of an `@file` argument (`source`, the file as the user named it).
+   */
+  INVALID_STDIN_LINE: {
+    status: Status.INVALID_ARGUMENT,
+    message: (line: number, err: unknown, source = 'stdin') => `${source} line ${line}: ${messageOf(err)}`,
+  },
   /** `svrkit call`: stdout's reader went away, so the stream was cancelled. */
   STDOUT_CLOSED: { status: Status.CANCELLED, message: () => 'cancelled: stdout was closed' },
 });

@@ -44,7 +44,7 @@ const replies: Record<string, () => unknown> = {
     rChild: [{ name: 'r' }, {}],
     mChildren: new Map([[1n, { tags: ['t'] }]]),
     mCounts: { a: 1 },
-    cChild: { count: 2 },
+    choice: { $case: 'cChild', value: { count: 2 } },
     oInt32: 0,
   }),
   'int64-forms': () => ({ fInt64: 42, fUint64: '18446744073709551615', rInt64: [1, '2'], fChild: { count: '3' } }),
@@ -52,7 +52,8 @@ const replies: Record<string, () => unknown> = {
   'bad-string': () => ({ fString: { text: 'x' } }),
   'bad-bytes': () => ({ fBytes: 42 }),
   'bad-nested': () => ({ rChild: [{}, { count: 1.5 }] }),
-  'bad-oneof': () => ({ cText: 'a', cNumber: 1n }),
+  'bad-oneof': () => ({ choice: { $case: 'cNumber', value: 'abc' } }),
+  'bad-oneof-case': () => ({ choice: { $case: 'cFoo', value: 'a' } }),
 };
 
 
@@ -122,7 +123,7 @@ describe('a handler that returns a partial message', () => {
       rChild: [child({ name: 'r' }), child({})],
       mChildren: new Map([[1n, child({ tags: ['t'] })]]),
       mCounts: { a: 1n },
-      cChild: child({ count: 2n }),
+      choice: { $case: 'cChild', value: child({ count: 2n }) },
       oInt32: 0,
     });
   });
@@ -165,12 +166,15 @@ describe('a handler that returns a value that cannot be encoded', () => {
     expect(logged.some((l) => l.includes('cannot encode the partial.v1.Kinds'))).toBe(true);
   });
 
-  it('names paths inside nested messages and oneof conflicts (the server registers its descriptors)', async () => {
+  it('names paths inside nested messages and oneofs (the server registers its descriptors)', async () => {
     const nested = await rpcError(client.get({ mode: 'bad-nested' }));
     expect(nested.code).toBe(Status.INTERNAL);
     expect(nested.message).toBe(`cannot encode response: partial.v1.Kinds.rChild[1].count: expected ${int64}, got number 1.5`);
     const oneof = await rpcError(client.get({ mode: 'bad-oneof' }));
-    expect(oneof.message).toBe('cannot encode response: partial.v1.Kinds: oneof choice has more than one field set: cText, cNumber');
+    expect(oneof.message).toBe(`cannot encode response: partial.v1.Kinds.choice.value: expected ${int64}, got string "abc"`);
+    const oneofCase = await rpcError(client.get({ mode: 'bad-oneof-case' }));
+    expect(oneofCase.code).toBe(Status.INTERNAL);
+    expect(oneofCase.message).toBe("cannot encode response: partial.v1.Kinds.choice: unknown $case 'cFoo' (oneof choice: 'cText', 'cNumber' or 'cChild')");
   });
 
   it('keeps serving', async () => {

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     .description('closed-loop load on helloworld.Greeter/SayHello of a grpc-js server')
     .argument('<address>', 'server address host:port')
     .requiredOption('-c, --concurrency <n>', 'calls kept in flight', positiveInt('--concurrency'))
-    .option('-d, --duration <time>', 'run this long: 10s, 500ms, 1m, 250 (ms)', duration)
+    .option('-d, --duration <time>', 'run this long, with a unit: 10s, 500ms, 1m', duration)
     .option('-n, --requests <n>', 'make this many calls in total', positiveInt('--requests'))
     .option('--connections <n>', 'grpc-js channels (TCP connections) to spread calls over', positiveInt('--connections'), 1)
     .option('--json', 'print the result as JSON')

@@ -155,6 +155,32 @@ function validate(o: BenchOptions): void {
   }
 }
 
+/**
+ * `svrkit bench --concurrency` when the flag is not given: 64 calls in flight. Enough to keep one
+ * Node server busy over one connection (the repository's benchmarks measure at 64 too), and under
+ * the 100 open streams a server takes per connection by default, so it suits streaming methods as
+ * well as unary ones with the default single connection.
+ */
+export const DEFAULT_BENCH_CONCURRENCY = 64;
+
+/** What a failed call is reported as: its status name and message. */
+export interface ErrorSummary {
+  /** The status name for an `RpcError` (`'INVALID_ARGUMENT'`, ...), else the error's `name` (or `'Error'`). */
+  status: string;
+  /** The error's message (`String(err)` when it has none). */
+  message: string;
+}
+
+/**
+ * Summarises a failed call the way a run counts it (see `BenchResult.errors`).
+ * @param err - what the call threw or rejected with.
+ * @returns its status name (or error name) and message.
+ */
+export function errorSummary(err: unknown): ErrorSummary {
+  const message = err instanceof Error ? err.message : String(err);
+  return { status: errorKey(err), message };
+}
+
 /** The key a failed call is counted under. */
 function errorKey(err: unknown): string {
   if (err instanceof RpcError) return statusName(err.code);
@@ -361,20 +387,8 @@ export function formatProgress(p: BenchProgress): string {
   return `${(p.elapsedMs / 1000).toFixed(1).padStart(6)}s  ${int(p.calls)} calls  ${int(p.callsPerSecond)}/s${messages}  ${int(p.errors)} error${p.errors === 1 ? '' : 's'}`;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
 /**
- * Parses a duration: a number with an optional unit `ms`, `s`, `m` (minutes) or `h`; a bare number
- * is milliseconds. `'10s'` -> 10000, `'500ms'` -> 500, `'1m'` -> 60000, `'1.5s'` -> 1500, `'250'` -> 250.
- * @returns the duration in milliseconds (> 0).
- * @throws Error naming the text when it is not such a duration or is not greater than zero.
+ * `parseDuration` lives with the other flag parsers (flags.ts); re-exported here for the benchmark
+ * scripts under bench/ that import it from this module.
  */
-export function parseDuration(text: string): number {
-  const m = /^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$/i.exec(String(text));
-  if (m === null) {
-    throw new Error(`invalid duration '${text}': expected a number with an optional unit ms, s, m or h, e.g. 10s, 500ms, 1m, 1.5s, 250 (ms)`);
-  }
-  const ms = Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!;
-  if (!(ms > 0) || !Number.isFinite(ms)) throw new Error(`invalid duration '${text}': must be greater than zero`);
-  return ms;
-}
+export { parseDuration } from './flags.js';

@@ -4,19 +4,25 @@
  * (`benchCallFor`, `benchSample`).
  *
  * `svrkit call` by the method's kind:
- * - unary: the request is the JSON argument (default `{}`; `-` reads it from stdin); the reply is
- *   printed as indented JSON.
+ * - unary: the request is the JSON argument (default `{}`; `-` reads it from stdin, `@path` from
+ *   that file); the reply is printed as indented JSON.
  * - server-streaming: the request as for unary; each response is printed as one line of JSON
  *   (NDJSON) as soon as it arrives.
- * - client-streaming: the requests are read from stdin, one JSON value per line (NDJSON); stdin's
- *   end half-closes the stream; the reply is printed as for unary.
- * - bidi-streaming: requests from stdin as for client-streaming; responses printed as NDJSON as
- *   they arrive, while stdin is still being read.
+ * - client-streaming: the requests are read from stdin (no argument, or `-`), or from the file of
+ *   an `@path` argument, one JSON value per line (NDJSON); the input's end half-closes the stream;
+ *   the reply is printed as for unary.
+ * - bidi-streaming: requests from stdin or `@path` as for client-streaming; responses printed as
+ *   NDJSON as they arrive, while the input is still being read.
+ *
+ * An `@path` file is opened before anything is sent, so a missing or unreadable file fails at once,
+ * naming the path.
  *
  * A failure mid-stream (the server's status, the deadline, a malformed input line) is thrown after
  * the responses already printed; the caller reports it. When stdout's reader goes away (EPIPE, as
  * with `| head -3`), the stream is cancelled and the call ends quietly, without an error.
  */
+import { promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import type { CallOptions, Channel } from '../client/channel.js';
 import { resolveMethod, type DynamicMethod, type JsonValue } from '../client/dynamic.js';
@@ -56,17 +62,21 @@ function kindName(kind: MethodKind): string {
  * (see the module comment), printing to `io.stdout`.
  * @param channel - a channel to the server (the caller closes it).
  * @param methodName - `package.Service/Method`.
- * @param json - the request argument: JSON, `'-'` (read the request from stdin), or undefined
- *   (`{}` for unary and server-streaming; client-streaming and bidi always read stdin).
+ * @param json - the request argument: JSON, `'-'` (read the request from stdin), `'@path'` (read
+ *   it from that file: one JSON value for unary and server-streaming, NDJSON requests for
+ *   client-streaming and bidi), or undefined (`{}` for unary and server-streaming; client-streaming
+ *   and bidi read stdin).
  * @param options - deadline, metadata, propagated keys.
  * @param io - stdin, stdout, stderr (default: the process's).
  * @returns when the call is done and printed, or when stdout's reader went away (quietly).
  * @throws InvalidArgumentError when the JSON argument is not JSON, or when a JSON argument is
- *   given for a client-streaming or bidi method; RpcError for a failed call (reflection lookup
+ *   given for a client-streaming or bidi method; when an `@path` file does not exist, cannot be
+ *   read or is a directory (naming the path, before connecting), or, for unary and
+ *   server-streaming, does not hold JSON (naming the file); RpcError for a failed call (reflection lookup
  *   included), thrown after the responses that came before it were printed; `NdjsonError` for a
- *   stdin line that is not JSON (the stream is cancelled), and RpcError INVALID_ARGUMENT naming
- *   the line for one that does not fit the request type; Error when stdout fails otherwise than
- *   by its reader leaving.
+ *   stdin (or `@path` file) line that is not JSON (the stream is cancelled), and RpcError
+ *   INVALID_ARGUMENT naming the line for one that does not fit the request type; Error when stdout
+ *   fails otherwise than by its reader leaving.
  */
 export async function callCommand(
   channel: Channel,
@@ -75,13 +85,86 @@ export async function callCommand(
   options: CallCommandOptions,
   io: CallStdio = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
 ): Promise<void> {
-  const argument = json === undefined || json === '-' ? json : parseJsonArgument(json);
+  const input: RequestInput =
+    json === undefined ? { from: 'none' }
+    : json === '-' ? { from: 'stdin' }
+    : json.startsWith('@') ? { from: 'file', file: await openRequestFile(json.slice(1)) }
+    : { from: 'argument', value: parseJsonArgument(json) };
+  try {
+    await callWith(channel, methodName, input, options, io);
+  } finally {
+    if (input.from === 'file') await input.file.handle.close().catch(() => undefined);
+  }
+}
+
+/** Where the request(s) of a call come from, by the request argument. */
+type RequestInput =
+  | { readonly from: 'none' } // no argument: `{}`, or stdin for client-streaming and bidi
+  | { readonly from: 'stdin' } // `-`
+  | { readonly from: 'file'; readonly file: RequestFile } // `@path`
+  | { readonly from: 'argument'; readonly value: JsonValue }; // JSON
+
+/** The file of an `@path` request argument, open. */
+interface RequestFile {
+  /** The path as the user gave it (after the `@`), for messages. */
+  readonly path: string;
+  readonly handle: FileHandle;
+}
+
+/**
+ * Opens the file of an `@path` request argument and checks that it is a readable file.
+ * @param file - the path after the `@`, relative to the working directory or absolute.
+ * @returns the open file; the caller closes it.
+ * @throws InvalidArgumentError naming the path when it is empty, does not exist, cannot be read,
+ *   or is not a regular file (a directory, ...).
+ */
+async function openRequestFile(file: string): Promise<RequestFile> {
+  if (file === '') throw new InvalidArgumentError('@ must be followed by a file name, e.g. @request.json');
+  let handle: FileHandle;
+  try {
+    handle = await fsp.open(file, 'r');
+  } catch (err) {
+    throw new InvalidArgumentError(requestFileProblem(file, err));
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new InvalidArgumentError(`request file ${file} is ${stat.isDirectory() ? 'a directory' : 'not a regular file'}`);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err instanceof InvalidArgumentError ? err : new InvalidArgumentError(requestFileProblem(file, err));
+  }
+  return { path: file, handle };
+}
+
+/** Why a request file cannot be read, as a message naming it. */
+function requestFileProblem(file: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `request file ${file} does not exist`;
+  if (code === 'EACCES' || code === 'EPERM') return `cannot read request file ${file}: permission denied`;
+  if (code === 'EISDIR') return `request file ${file} is a directory`;
+  return `cannot read request file ${file}: ${(err as Error).message}`;
+}
+
+/** `callCommand` once the request argument is known (and its file, if any, open). */
+async function callWith(channel: Channel, methodName: string, input: RequestInput, options: CallCommandOptions, io: CallStdio): Promise<void> {
+  const file = input.from === 'file' ? input.file : undefined;
   const deadline = Date.now() + options.timeoutMs;
   const m = await resolveMethod(channel, methodName, { deadline });
   const abort = new AbortController();
   const callOptions: CallOptions = { deadline, metadata: options.metadata, propagate: options.propagate, signal: abort.signal };
-  const one = async (): Promise<JsonValue> =>
-    argument === undefined ? {} : argument === '-' ? parseJsonArgument(await readAllText(io.stdin as AsyncIterable<string | Uint8Array>), 'the request on stdin') : argument;
+  const one = async (): Promise<JsonValue> => {
+    if (input.from === 'none') return {};
+    if (input.from === 'argument') return input.value;
+    if (input.from === 'stdin') return parseJsonArgument(await readAllText(io.stdin as AsyncIterable<string | Uint8Array>), 'the request on stdin');
+    const file = input.file;
+    let text: string;
+    try {
+      text = await file.handle.readFile('utf8');
+    } catch (err) {
+      throw new InvalidArgumentError(requestFileProblem(file.path, err));
+    }
+    return parseJsonArgument(text, `the request in ${file.path}`);
+  };
 
   switch (m.kind) {
     case 'unary': {
@@ -96,17 +179,18 @@ export async function callCommand(
     }
     case 'client_streaming':
     case 'bidi_streaming': {
-      if (argument !== undefined && argument !== '-') {
+      if (input.from === 'argument') {
         throw new InvalidArgumentError(
           `${m.path} is a ${kindName(m.kind)} method: its requests are read from stdin, one JSON object per line (NDJSON); ` +
-            'leave out the request argument (or give -)',
+            'leave out the request argument (or give -), or give @file to read them from a file',
         );
       }
-      if (io.stdin.isTTY === true) {
+      if (file === undefined && io.stdin.isTTY === true) {
         io.stderr.write(`svrkit call: reading ${m.requestTypeName} requests from stdin, one JSON object per line; end with Ctrl-D\n`);
       }
-      const input: { error?: unknown } = {};
-      const requests = encodedRequests(m, io.stdin as AsyncIterable<string | Uint8Array>, input);
+      const failure: { error?: unknown } = {};
+      const lines = file === undefined ? (io.stdin as AsyncIterable<string | Uint8Array>) : (file.handle.createReadStream({ autoClose: false }) as AsyncIterable<Buffer>);
+      const requests = encodedRequests(m, lines, failure, file?.path ?? 'stdin');
       // Requests go as encoded bytes (so a bad line is named by its number); responses come as JSON.
       const def: MethodDefinition<Uint8Array, JsonValue> = { ...m.json, requestType: m.raw.requestType };
       try {
@@ -117,12 +201,13 @@ export async function callCommand(
           await printLines(io.stdout, abort, () => channel.bidiStream(def, requests, callOptions));
         }
       } catch (err) {
-        // The call was cancelled because stdin failed: report why, not the cancellation.
-        throw input.error ?? err;
+        // The call was cancelled because its input failed: report why, not the cancellation.
+        throw failure.error ?? err;
       } finally {
         // The call is over (the server may have ended it before stdin did): stop reading, so a
-        // terminal or a pipe left open does not keep the process alive.
-        io.stdin.destroy?.();
+        // terminal or a pipe left open does not keep the process alive. (A file is closed by
+        // callCommand.)
+        if (file === undefined) io.stdin.destroy?.();
       }
       return;
     }
@@ -149,18 +234,23 @@ async function printLines(stdout: NodeJS.WritableStream, abort: AbortController,
 }
 
 /**
- * Requests for a client-streaming or bidi call: stdin's NDJSON lines, each encoded to the request
- * type. The first error (a line that is not JSON or does not fit, or stdin failing) is kept in
- * `input.error` and thrown, which cancels the call.
+ * Requests for a client-streaming or bidi call: NDJSON lines from stdin or a file (`source` names
+ * it in messages), each encoded to the request type. The first error (a line that is not JSON or
+ * does not fit, or the input failing) is kept in `input.error` and thrown, which cancels the call.
  */
-async function* encodedRequests(m: DynamicMethod, stdin: AsyncIterable<string | Uint8Array>, input: { error?: unknown }): AsyncGenerator<Uint8Array, void, undefined> {
+async function* encodedRequests(
+  m: DynamicMethod,
+  lines: AsyncIterable<string | Uint8Array>,
+  input: { error?: unknown },
+  source: string,
+): AsyncGenerator<Uint8Array, void, undefined> {
   try {
-    for await (const { line, value } of readNdjson(stdin)) {
+    for await (const { line, value } of readNdjson(lines, { source })) {
       let bytes: Uint8Array;
       try {
         bytes = m.encodeRequest(value);
       } catch (err) {
-        throw errors.INVALID_STDIN_LINE.with({ cause: err }, line, err);
+        throw errors.INVALID_STDIN_LINE.with({ cause: err }, line, err, source);
       }
       yield bytes;
     }

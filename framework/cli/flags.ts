@@ -32,6 +32,47 @@ export function positiveMs(value: string): number {
   return n;
 }
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Parses a duration that carries its unit: a number (whole or decimal) followed by `ms`, `s`, `m`
+ * (minutes) or `h`, e.g. `'500ms'` -> 500, `'3s'` -> 3000, `'1.5s'` -> 1500, `'2m'` -> 120000.
+ * Surrounding spaces and a space before the unit are allowed; combinations (`1m30s`) are not.
+ *
+ * A bare number is refused, because it is ambiguous (`--duration 3` once meant 3 ms to svrkit and
+ * 3 s to its user): the message asks for a unit.
+ *
+ * @param text - the text to parse, as given on the command line.
+ * @param flag - the flag it came from, named at the start of messages (e.g. `'--duration'`);
+ *   default `'duration'`.
+ * @returns the duration in milliseconds: finite and > 0.
+ * @throws InvalidArgumentError `<flag> <text>: give a unit, e.g. 3s or 500ms` for a bare number;
+ *   `<flag> <text>: not a duration; ...` for anything that is not a number with a unit; and
+ *   `<flag> <text>: must be greater than zero` for a zero duration.
+ */
+export function parseDuration(text: string, flag = 'duration'): number {
+  const t = String(text).trim();
+  if (/^(\d+(\.\d*)?|\.\d+)$/.test(t)) {
+    throw new InvalidArgumentError(`${flag} ${t}: give a unit, e.g. ${Number(t)}s or 500ms (units: ms, s, m, h)`);
+  }
+  const m = /^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)$/i.exec(t);
+  if (m === null) {
+    throw new InvalidArgumentError(`${flag} ${t}: not a duration; give a number with a unit ms, s, m or h, e.g. 3s, 500ms, 2m, 1.5s`);
+  }
+  const ms = Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!;
+  if (!Number.isFinite(ms) || ms <= 0) throw new InvalidArgumentError(`${flag} ${t}: must be greater than zero`);
+  return ms;
+}
+
+/**
+ * A commander parser for a duration flag (see {@link parseDuration}).
+ * @param flag - the flag's long name with its dashes, e.g. `'--duration'`, named in messages.
+ * @returns a parser returning milliseconds.
+ */
+export function durationOption(flag: string): (value: string) => number {
+  return (value: string): number => parseDuration(value, flag);
+}
+
 /**
  * Parses a request given on the command line as JSON.
  * @param text - the argument.

@@ -1,7 +1,8 @@
 /**
  * The `svrkit` command line (commander): gen, run, call, bench, top, kv, registry.
  *
- * Exit codes: 0 on success; 1 for a failed call, bad flags, a bad .proto or any other error.
+ * Exit codes: 0 on success; 1 for a failed call, bad flags, a bad .proto, a `svrkit bench` run in
+ * which every call failed (its report is printed all the same), or any other error.
  * `svrkit call` whose stdout reader goes away mid-stream (EPIPE, `| head -3`) exits 0, quietly.
  */
 import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
@@ -10,21 +11,17 @@ import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
 import { parseMethodName, resolveMethod } from '../client/dynamic.js';
 import type { Metadata } from '../wire/status.js';
-import { formatBenchResult, formatProgress, parseDuration, runBench } from './bench.js';
+import { DEFAULT_BENCH_CONCURRENCY, errorSummary, formatBenchResult, formatProgress, runBench, type ErrorSummary } from './bench.js';
 import { benchCallFor, benchSample, callCommand } from './call.js';
-import { collect, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
+import { collect, durationOption, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
 import { addTopCommand } from './top.js';
+import { svrkitVersion } from './version.js';
 
-function durationOption(value: string): number {
-  try {
-    return parseDuration(value);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-}
+/** The server's default limit of open streams per connection (`maxStreamsPerConnection`), for the help text. */
+const MAX_STREAMS_HINT = 100;
 
 function metadataOption(value: string, previous: Metadata): Metadata {
   const i = value.indexOf('=');
@@ -38,6 +35,7 @@ function buildProgram(): Command {
   const program = new Command()
     .name('svrkit')
     .description('svrkit: proto-first RPC services for Node.js — generate, run, call, benchmark')
+    .version(svrkitVersion() ?? 'unknown', '-V, --version', "print svrkit's version")
     .showHelpAfterError('(run with --help for usage)');
 
   program
@@ -117,14 +115,18 @@ function buildProgram(): Command {
     )
     .argument('<address>', 'host:port or a resolver URI such as static:///h1:p1,h2:p2')
     .argument('<method>', 'package.Service/Method, e.g. helloworld.Greeter/SayHello')
-    .argument('[json]', 'request as JSON (proto3 JSON mapping); default {}; - reads it from stdin. Leave out for client-streaming and bidi methods (requests come from stdin as NDJSON)')
+    .argument(
+      '[json]',
+      'request as JSON (proto3 JSON mapping); default {}; - reads it from stdin; @file reads it from that file. ' +
+        'For client-streaming and bidi methods leave it out or give - (requests come from stdin as NDJSON), or @file (the file holds the NDJSON requests)',
+    )
     .option('-t, --timeout <ms>', 'deadline for the call, a whole stream included (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('-P, --propagate <key>', 'mark a metadata key to flow on to downstream calls (repeatable)', collect, [] as string[])
     .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[] }) => {
       let channel: Channel | undefined;
       try {
-        if (json !== undefined && json !== '-') parseJsonArgument(json); // fail before connecting
+        if (json !== undefined && json !== '-' && !json.startsWith('@')) parseJsonArgument(json); // fail before connecting
         channel = new Channel(address);
         await callCommand(channel, method, json, { timeoutMs: opts.timeout, metadata: opts.metadata, propagate: opts.propagate });
       } catch (err) {
@@ -144,8 +146,13 @@ function buildProgram(): Command {
     .argument('<address>', 'host:port or a resolver URI')
     .argument('<method>', 'package.Service/Method')
     .argument('[json]', 'request as JSON (encoded once, sent on every call, or as the only message of every stream)', '{}')
-    .requiredOption('-c, --concurrency <n>', 'calls kept in flight', intOption('concurrency', 1, 1_000_000))
-    .addOption(new Option('-d, --duration <time>', 'run time, e.g. 10s, 500ms, 1m').argParser(durationOption).conflicts('requests'))
+    .option(
+      '-c, --concurrency <n>',
+      `calls kept in flight; on a streaming method at most ${MAX_STREAMS_HINT} x --connections (a server's default limit of open streams per connection)`,
+      intOption('concurrency', 1, 1_000_000),
+      DEFAULT_BENCH_CONCURRENCY,
+    )
+    .addOption(new Option('-d, --duration <time>', 'run time, with a unit: 10s, 500ms, 2m (a bare number is refused)').argParser(durationOption('--duration')).conflicts('requests'))
     .addOption(new Option('-n, --requests <n>', 'total calls to make').argParser(intOption('requests', 1, Number.MAX_SAFE_INTEGER)))
     .option('--connections <n>', 'TCP connections to open to each address', intOption('connections', 1, 1024), 1)
     .option('-t, --timeout <ms>', 'deadline per call, a whole stream for a streaming method (ms)', positiveMs, 10_000)
@@ -163,8 +170,13 @@ function buildProgram(): Command {
         const bytes = m.encodeRequest(request);
         await channel.waitForReady(opts.timeout, parseMethodName(method).service);
         const callOptions = { timeoutMs: opts.timeout, metadata: opts.metadata };
-        // One decoded call up front: proves the request is accepted and shows what comes back.
-        const sample = await benchSample(channel, m, bytes, callOptions);
+        // One decoded call up front shows what comes back. When it fails, the run goes ahead all
+        // the same: its report counts the errors by status, and says what the sample's was.
+        let sampleError: ErrorSummary | undefined;
+        const sample = await benchSample(channel, m, bytes, callOptions).catch((err: unknown) => {
+          sampleError = errorSummary(err);
+          return `sample call failed: ${sampleError.status}: ${sampleError.message} (benchmarking anyway; errors are counted by status)`;
+        });
         if (!opts.json) {
           process.stderr.write(`bench ${m.path}${m.kind === 'unary' ? '' : ` (${m.kind.replace('_', '-')})`} on ${address}: concurrency ${opts.concurrency}, ${opts.connections} connection(s), ` +
             `${opts.duration !== undefined ? `${opts.duration} ms` : `${opts.requests} calls`}\n${sample}\n`);
@@ -178,7 +190,17 @@ function buildProgram(): Command {
           requests: opts.requests,
           onProgress: opts.json ? undefined : (p) => process.stderr.write(formatProgress(p) + '\n'),
         });
-        process.stdout.write(opts.json ? JSON.stringify({ method: m.path, address, connections: opts.connections, ...result }) + '\n' : formatBenchResult(result, `${m.path} @ ${address}`) + '\n');
+        process.stdout.write(
+          opts.json
+            ? JSON.stringify({ method: m.path, address, connections: opts.connections, ...result, ...(sampleError !== undefined ? { sampleError } : {}) }) + '\n'
+            : formatBenchResult(result, `${m.path} @ ${address}`) + '\n',
+        );
+        if (result.ok === 0) {
+          // The report is printed; the exit code tells a script that nothing worked.
+          const counts = Object.entries(result.errors).map(([status, n]) => `${status} x${n}`).join(', ');
+          process.stderr.write(`error: every call failed (${counts || 'no call completed'})\n`);
+          process.exitCode = 1;
+        }
       } catch (err) {
         reportError(err);
       } finally {

@@ -1,8 +1,9 @@
 /**
  * `svrkit run`: load a user module, serve what it exports, close gracefully on SIGTERM/SIGINT.
  */
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
+import { join, resolve, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseAddress } from '../client/resolver.js';
 import { DEFAULT_LEASE_TTL_MS } from '../discovery/instance.js';
 import { openRegistry, parseRegistryUri, type Registration, type Registry } from '../discovery/registry.js';
@@ -10,6 +11,7 @@ import { setDefaultClientObserver } from '../client/channel.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { Server, type ServerOptions } from '../server/server.js';
 import { serviceDefinition, type ServiceImplementation } from '../wire/definition.js';
+import { watchLauncher } from './launcher.js';
 import { isUnspecifiedHost } from './registry.js';
 
 /** Services every server adds by itself; `--register` never registers them. */
@@ -57,25 +59,44 @@ export interface ServeOptions {
 }
 
 /**
- * Loads `entry` (TypeScript is compiled on the fly by tsx; JavaScript is imported as is). Its
- * default export must be a service implementation (an instance of a class extending a generated
- * `XService`), such a class, or an array of these. A class is instantiated with no arguments
- * (`new Greeter()`): generated `XService` classes carry their definition as an instance field, so
- * only an instance shows which service it implements.
+ * Loads `entry` and returns the service implementations it exports. JavaScript (`.js`, `.mjs`,
+ * `.cjs`) is imported as it is; TypeScript (`.ts`, `.mts`, `.cts`, `.tsx`) is compiled on the fly
+ * by tsx, which the app installs as a dev dependency (`npm install --save-dev tsx`): production
+ * serves compiled JavaScript. Both module systems work: in a CommonJS package (`"type":
+ * "commonjs"`, what `npm init -y` writes) a TypeScript entry is compiled to CommonJS, and its
+ * `export default` is found under the module's `default` property.
+ *
+ * The default export must be a service implementation (an instance of a class extending a
+ * generated `XService`), such a class, or an array of these. A class is instantiated with no
+ * arguments (`new Greeter()`): generated `XService` classes carry their definition as an instance
+ * field, so only an instance shows which service it implements.
  * @returns the implementations.
- * @throws Error when the module cannot be loaded or exports nothing servable: no default export; a
- *   value that is neither a service implementation nor a class; a class whose constructor declares
- *   parameters, throws, or makes something that does not extend a generated XService.
+ * @throws Error when the module cannot be loaded: `cannot load <entry>: <the error's stack>` (a
+ *   syntax error, a module that throws while loading, a missing import), or `<entry> is TypeScript:
+ *   svrkit run needs tsx to load it: npm install --save-dev tsx` when tsx is not installed.
+ * @throws Error when it exports nothing servable: no default export; a value that is neither a
+ *   service implementation nor a class; a class whose constructor declares parameters, throws, or
+ *   makes something that does not extend a generated XService.
  */
 export async function loadImplementations(entry: string): Promise<ServiceImplementation[]> {
-  const { register } = await import('tsx/esm/api');
-  register();
-  const url = pathToFileURL(resolve(entry)).href;
-  const mod = (await import(url)) as { default?: unknown };
-  if (mod.default === undefined) {
+  const file = resolve(entry);
+  if (TYPESCRIPT.test(file)) await registerTsx(entry);
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  } catch (err) {
+    throw new Error(`cannot load ${entry}: ${describeLoadError(err)}`);
+  }
+  // A CommonJS module's exports arrive as the namespace's `default`; TypeScript's `export default`
+  // compiled to CommonJS sits one level down, under `__esModule`'s `default`.
+  let exported = mod.default;
+  if (exported !== null && typeof exported === 'object' && (exported as { __esModule?: unknown }).__esModule === true) {
+    exported = (exported as { default?: unknown }).default;
+  }
+  if (exported === undefined) {
     throw new Error(`${entry} has no default export: export default a service implementation (new MyGreeter()) or an array of them`);
   }
-  const items = Array.isArray(mod.default) ? mod.default : [mod.default];
+  const items = Array.isArray(exported) ? exported : [exported];
   return items.map((item, i) => {
     const what = `${entry}: default export${items.length > 1 ? `[${i}]` : ''}`;
     let impl = item as unknown;
@@ -85,6 +106,64 @@ export async function loadImplementations(entry: string): Promise<ServiceImpleme
     }
     return impl as ServiceImplementation;
   });
+}
+
+/** File names tsx compiles. */
+const TYPESCRIPT = /\.(ts|mts|cts|tsx)$/;
+
+let tsxRegistered = false;
+
+/**
+ * Registers tsx's loaders once per process: the ESM hooks (`tsx/esm/api`) and the CommonJS hooks
+ * (`tsx/cjs/api`), since a `.ts` file in a CommonJS package is loaded by `require`.
+ * @throws Error with the install command when tsx is not installed.
+ */
+async function registerTsx(entry: string): Promise<void> {
+  if (tsxRegistered) return;
+  let esm: { register: () => unknown };
+  let cjs: { register: () => unknown };
+  try {
+    esm = (await importFromAppOrSvrkit('tsx/esm/api')) as { register: () => unknown };
+    cjs = (await importFromAppOrSvrkit('tsx/cjs/api')) as { register: () => unknown };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new Error(`${entry} is TypeScript: svrkit run needs tsx to load it: npm install --save-dev tsx (or compile it and run the .js)`);
+    }
+    throw err;
+  }
+  esm.register();
+  cjs.register();
+  tsxRegistered = true;
+}
+
+/**
+ * Imports an optional package: from where svrkit is installed (an app's node_modules), else from
+ * the app in the working directory (svrkit linked or installed elsewhere).
+ */
+async function importFromAppOrSvrkit(specifier: string): Promise<unknown> {
+  try {
+    return await import(specifier);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw err;
+    const fromApp = createRequire(join(process.cwd(), 'package.json')).resolve(specifier);
+    return import(pathToFileURL(fromApp).href);
+  }
+}
+
+/** A load failure as the user needs it: the stack (which names the file and line) or the value. */
+function describeLoadError(err: unknown): string {
+  if (err instanceof Error) {
+    if (err.stack === undefined) return `${err.name}: ${err.message}`;
+    // The frames of Node's module loader and of svrkit's own CLI say nothing about the user's code.
+    const here = fileURLToPath(new URL('.', import.meta.url));
+    return err.stack
+      .split('\n')
+      .filter((line) => !/^\s+at /.test(line) || !(line.includes('node:internal/modules/') || line.includes(here) || line.includes(`${sep}commander${sep}`)))
+      .join('\n');
+  }
+  return `non-Error value thrown: ${String(err)}`;
 }
 
 /** Whether `value` can be called with `new`: a class or an ordinary function (not an arrow or a method). */
@@ -188,6 +267,7 @@ export async function serve(
     const stop = async (signal: string): Promise<void> => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      stopWatch();
       if (registry !== undefined) {
         // Deregister first, so that clients stop picking this instance before it goes away. An
         // unreachable registry must not hold the shutdown: the entries then expire with their leases.
@@ -226,6 +306,9 @@ export async function serve(
     const onInt = (): void => stopSafely('SIGINT');
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
+    // Started by npm (npx, an npm script): a signal sent to npm stops at npm's shell, so stop when
+    // the launcher goes away instead of serving on as an orphan (launcher.ts).
+    const stopWatch = watchLauncher((why) => stopSafely(why));
   });
   return { server, closed, metrics: metrics === undefined ? undefined : { metrics, endpoint: endpoint! } };
 }

@@ -18,6 +18,13 @@
  *   proto3 defaults, then `encode`.
  * - A value that cannot be encoded fails with an {@link EncodeError} that names the message type,
  *   the field path and what was expected against what was found.
+ * - A oneof is one property, as `svrkit gen` has ts-proto generate it (`oneof=unions-value`):
+ *   `undefined` (no member set) or `{ $case: 'member', value }`, whose value is checked as the
+ *   member's type (a partial message is completed like any other). A `$case` that names no member,
+ *   or a member without its value, is refused: ts-proto's `encode` and `fromPartial` would drop
+ *   such a oneof without a word. The `oneof=unions` form (`{ $case: 'member', member: value }`) is
+ *   checked the same way, and ts-proto's default form (an optional property per member) for at
+ *   most one member set.
  *
  * Plans come from the message descriptors (FileDescriptorProtos) of the service, which the server
  * hands over once per service with {@link registerDescriptors}; they are built on first use of a
@@ -31,7 +38,7 @@
  * so that a project that changes ts-proto options gets fields left unchecked, never a valid value refused.
  */
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { create, createFileRegistry, fromBinary, ScalarType, type DescField, type DescMessage, type FileRegistry } from '@bufbuild/protobuf';
+import { create, createFileRegistry, fromBinary, ScalarType, type DescField, type DescMessage, type DescOneof, type FileRegistry } from '@bufbuild/protobuf';
 import { base64Decode } from '@bufbuild/protobuf/wire';
 import { FeatureSet_FieldPresence, FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import type { MessageType } from './definition.js';
@@ -69,8 +76,11 @@ export class EncodeError extends Error {
  * @returns the protobuf bytes.
  * @throws EncodeError when the value cannot be encoded: its message is
  *   `<type><path>: expected <what>, got <kind and value>` (e.g.
- *   `notes.v1.Note.tags[1]: expected string, got number 7`), `<type><path>: oneof <name> has more than
- *   one field set: a, b`, or, when the codec itself fails somewhere no check covers, `<type>: <its error>`.
+ *   `notes.v1.Note.tags[1]: expected string, got number 7`, or for a oneof member
+ *   `notes.v1.Op.kind.value: expected string, got number 7`), `<type><path>: unknown $case 'x'
+ *   (oneof <name>: 'a' or 'b')`, `<type><path>: oneof <name> has more than one field set: a, b` (with
+ *   ts-proto's per-member form of oneofs), or, when the codec itself fails somewhere no check
+ *   covers, `<type>: <its error>`.
  */
 export function encodeMessage<T>(type: MessageType<T>, typeName: string, value: unknown): Uint8Array {
   const plan = planOf(type, typeName);
@@ -177,6 +187,12 @@ const S_LIST = 2;
 const S_OBJECT_MAP = 3;
 /** `map` as a `Map` (ts-proto's form for 64-bit keys). */
 const S_MAP = 4;
+/**
+ * A oneof as one property (ts-proto's `oneof=unions-value`, which `svrkit gen` uses, or
+ * `oneof=unions`): `undefined` (no member set) or `{ $case: 'member', value }` (`{ $case: 'member',
+ * member }` with `unions`). The `FieldPlan` is the oneof's; `cases` has its members.
+ */
+const S_UNION = 5;
 
 const FLOAT32_MAX = 3.4028234663852886e38;
 const INT64_MIN = -(2n ** 63n);
@@ -201,9 +217,21 @@ interface FieldPlan {
   keyKind: number;
   /** For maps: the key type's name, for errors. */
   readonly keyName: string;
+  /** For `S_UNION`: the oneof's members, in declaration order. */
+  readonly cases?: readonly CasePlan[];
 }
 
-/** A oneof group: at most one member may be set. */
+/** One member of a oneof held as a union (`S_UNION`). */
+interface CasePlan {
+  /** Its `$case`: the member's property name, e.g. `'cText'` for `c_text`. */
+  readonly name: string;
+  /** The property of the union object holding the member's value: `'value'` (`unions-value`) or `name` (`unions`). */
+  readonly valueKey: string;
+  /** What the value must hold (present: neither undefined nor null). `key` is the value key. */
+  readonly value: FieldPlan;
+}
+
+/** A oneof group whose members are separate properties (ts-proto's default `oneof` option): at most one may be set. */
 interface OneofPlan {
   readonly name: string;
   readonly members: readonly FieldPlan[];
@@ -275,6 +303,8 @@ function checkField(f: FieldPlan, x: unknown, rep: Report | undefined): number {
       return x === undefined || x === null ? FILL : checkValue(f, x, rep);
     case S_OPTIONAL:
       return x === undefined ? OK : x === null ? FILL : checkValue(f, x, rep);
+    case S_UNION:
+      return x === undefined ? OK : x === null ? FILL : checkUnion(f, x, rep);
     case S_LIST: {
       if (x === undefined || x === null) return FILL;
       if (!Array.isArray(x)) return wrong(f.typeText === '' ? 'an array' : `repeated ${f.typeText} (an array)`, x, rep);
@@ -327,6 +357,41 @@ function checkField(f: FieldPlan, x: unknown, rep: Report | undefined): number {
     default:
       return OK;
   }
+}
+
+/**
+ * Checks a present (not undefined, not null) oneof union: an object whose `$case` names a member,
+ * with that member's value present and of its type (a partial message is fine: fill).
+ */
+function checkUnion(f: FieldPlan, x: unknown, rep: Report | undefined): number {
+  if (!isMessageObject(x)) return wrong(f.expected, x, rep);
+  const c = x['$case'];
+  const cases = f.cases!;
+  for (let i = 0; i < cases.length; i++) {
+    const m = cases[i]!;
+    if (m.name !== c) continue;
+    const e = x[m.valueKey];
+    const r = e === undefined || e === null ? wrong(m.value.expected, e, rep) : checkValue(m.value, e, rep);
+    if (r === BAD && rep !== undefined) rep.path = '.' + m.valueKey + rep.path;
+    return r;
+  }
+  if (rep !== undefined) {
+    const names = cases.map((m) => `'${m.name}'`);
+    const list = names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]!}`;
+    if (typeof c === 'string') {
+      rep.reason = `unknown $case ${describeCase(c)} (oneof ${f.typeText}: ${list})`;
+    } else {
+      wrong(`$case ${list}`, c, rep);
+      rep.path = '.$case';
+    }
+  }
+  return BAD;
+}
+
+/** A `$case` string for errors: `'foo'` (cut when long). */
+function describeCase(c: string): string {
+  const s = c.length > 40 ? c.slice(0, 40) + '...' : c;
+  return /^[\w$]*$/.test(s) ? `'${s}'` : JSON.stringify(s);
 }
 
 /** Checks a present (not undefined, not null) value of kind `f.kind`. */
@@ -530,7 +595,10 @@ function compilePlans(root: MessagePlan): void {
   const visit = (p: MessagePlan): void => {
     if (all.includes(p)) return;
     all.push(p);
-    for (const f of p.fields) if (f.message !== undefined) visit(f.message);
+    for (const f of p.fields) {
+      if (f.message !== undefined) visit(f.message);
+      if (f.cases !== undefined) for (const c of f.cases) if (c.value.message !== undefined) visit(c.value.message);
+    }
   };
   visit(root);
   const compiled = all.map((p) => compileCheck(p, all));
@@ -549,6 +617,19 @@ function compileCheck(plan: MessagePlan, all: readonly MessagePlan[]): (v: Recor
         break;
       case S_OPTIONAL:
         lines.push('if (x === null) vd = 1;', 'else if (x !== undefined) {', ...value('x'), '}');
+        break;
+      case S_UNION:
+        lines.push('if (x === null) vd = 1;', 'else if (x !== undefined) {', 'if (!isMessageObject(x)) return 2;', 'switch (x.$case) {');
+        for (const c of f.cases!) {
+          lines.push(
+            `case ${JSON.stringify(c.name)}:`,
+            `e = x[${JSON.stringify(c.valueKey)}];`,
+            'if (e === undefined || e === null) return 2;',
+            ...valueCode(c.value, 'e', all),
+            'break;',
+          );
+        }
+        lines.push('default: return 2;', '}', '}');
         break;
       case S_LIST:
         lines.push(
@@ -763,7 +844,60 @@ class PlanBuilder {
       }
     }
     for (const [name, members] of groups) if (members.length > 1) plan.oneofs.push({ name, members });
+    for (const oneof of desc.oneofs) {
+      // Members as properties of their own (ts-proto's default oneof option): planned above.
+      if (oneof.fields.some((f) => keyOf(f, defaults) !== undefined)) continue;
+      let fp: FieldPlan | undefined;
+      try {
+        fp = this.union(oneof, defaults, probe);
+      } catch {
+        fp = undefined;
+      }
+      if (fp !== undefined) plan.fields.push(fp);
+    }
     return plan;
+  }
+
+  /**
+   * The plan of a oneof held as one property, `{ $case, value }` (`oneof=unions-value`) or
+   * `{ $case, <member> }` (`oneof=unions`); undefined (the oneof left unchecked) when the defaults
+   * have no such property or `fromPartial` does not keep a sample of every member.
+   */
+  private union(oneof: DescOneof, defaults: Record<string, unknown>, probe: Probe): FieldPlan | undefined {
+    const key = [snakeToCamel(oneof.name), oneof.name, oneof.localName].find((k) => hasOwn.call(defaults, k));
+    if (key === undefined || defaults[key] !== undefined) return undefined;
+    const at: Probe = (v) => {
+      const out = probe({ [key]: v });
+      return isMessageObject(out) ? out[key] : undefined;
+    };
+    const cases: CasePlan[] = [];
+    for (const field of oneof.fields) {
+      const c = this.member(field, at);
+      if (c === undefined) return undefined;
+      cases.push(c);
+    }
+    const form = cases.every((c) => c.valueKey === 'value') ? '{ $case, value }' : '{ $case, <member> }';
+    return { key, shape: S_UNION, kind: K_ANY, message: undefined, expected: `oneof ${oneof.name} (an object ${form}, or undefined)`, typeText: oneof.name, keyKind: K_ANY, keyName: '', cases };
+  }
+
+  /** The plan of one member of a union oneof: its `$case`, where its value goes, and what it must hold. */
+  private member(field: DescField, at: Probe): CasePlan | undefined {
+    if (field.fieldKind !== 'scalar' && field.fieldKind !== 'enum' && field.fieldKind !== 'message') return undefined;
+    const sample = memberSample(field);
+    const names = [...new Set([field.jsonName, snakeToCamel(field.name), field.name, field.localName])];
+    for (const name of names) {
+      for (const valueKey of ['value', name]) {
+        const out = at({ $case: name, [valueKey]: sample });
+        if (!isMessageObject(out) || out['$case'] !== name || out[valueKey] === undefined) continue;
+        const value: Probe = (v) => {
+          const o = at({ $case: name, [valueKey]: v });
+          return isMessageObject(o) && o['$case'] === name ? o[valueKey] : undefined;
+        };
+        const plan = this.element(valueKey, S_SINGULAR, field.fieldKind, field.scalar, field.enum?.typeName, field.message, value, K_ANY, '');
+        return plan === undefined ? undefined : { name, valueKey, value: plan };
+      }
+    }
+    return undefined;
   }
 
   private field(field: DescField, defaults: Record<string, unknown>, probe: Probe): FieldPlan | undefined {
@@ -905,6 +1039,25 @@ class PlanBuilder {
   private convertsLong(out: unknown): boolean {
     if (out !== 1n) this.longsAreBigints = false;
     return out === 1n;
+  }
+}
+
+/** A value `fromPartial` keeps as a set oneof member of `field`'s type (to find where the value goes). */
+function memberSample(field: DescField): unknown {
+  if (field.fieldKind === 'message') return {};
+  if (field.fieldKind === 'enum') return 0;
+  switch (scalarKind(field.scalar!)) {
+    case K_STRING:
+      return '';
+    case K_BOOL:
+      return false;
+    case K_INT64:
+    case K_UINT64:
+      return '1';
+    case K_BYTES:
+      return new Uint8Array(0);
+    default:
+      return 0;
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Conversion between the core's peer messages (plain numbers) and their protobuf form (the
- * generated `svrkit.paxoskv.PeerMessage`, with 64-bit fields as bigint). Decoding validates:
- * a malformed message from a peer is refused with a clear error, never handed to the core.
+ * generated `svrkit.paxoskv.PeerMessage`, with 64-bit fields as bigint and its oneof `kind` as
+ * `{ $case, value }`). Decoding validates: a malformed message from a peer is refused with a
+ * clear error, never handed to the core.
  */
 import type { Entry, PeerMessage, Session } from './core/types.js';
 import type { Entry as EntryPb, PeerMessage as PeerMessagePb } from './gen/svrkit/paxoskv/paxoskv.js';
@@ -83,66 +84,81 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
   const base = { key: m.key, index: 0n, ballot: 0n };
   switch (m.type) {
     case 'prepare':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), prepare: {} };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'prepare', value: {} } };
     case 'accept':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), accept: { entry: entryToPb(m.entry) } };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'accept', value: { entry: entryToPb(m.entry) } } };
     case 'promise':
       return {
         ...base,
         index: BigInt(m.index),
         ballot: BigInt(m.ballot),
-        promise: { accepted: BigInt(m.accepted), acceptedEntry: m.acceptedEntry === null ? undefined : entryToPb(m.acceptedEntry) },
+        kind: {
+          $case: 'promise',
+          value: { accepted: BigInt(m.accepted), acceptedEntry: m.acceptedEntry === null ? undefined : entryToPb(m.acceptedEntry) },
+        },
       };
     case 'accepted':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), accepted: {} };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'accepted', value: {} } };
     case 'reject':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), reject: { promised: BigInt(m.promised) } };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'reject', value: { promised: BigInt(m.promised) } } };
     case 'chosen':
-      return { ...base, chosen: { entry: entryToPb(m.entry) } };
+      return { ...base, kind: { $case: 'chosen', value: { entry: entryToPb(m.entry) } } };
     case 'behind':
-      return { ...base, index: BigInt(m.index), behind: { chosenIndex: BigInt(m.chosenIndex) } };
+      return { ...base, index: BigInt(m.index), kind: { $case: 'behind', value: { chosenIndex: BigInt(m.chosenIndex) } } };
     case 'learn':
-      return { ...base, learn: { entry: entryToPb(m.entry) } };
+      return { ...base, kind: { $case: 'learn', value: { entry: entryToPb(m.entry) } } };
     case 'read':
-      return { ...base, read: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex) } };
+      return { ...base, kind: { $case: 'read', value: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex) } } };
     case 'readState':
       return {
         ...base,
-        readState: {
-          readId: BigInt(m.readId),
-          chosenIndex: BigInt(m.chosenIndex),
-          entry: m.entry === null ? undefined : entryToPb(m.entry),
-          pendingAccepted: BigInt(m.pendingAccepted),
+        kind: {
+          $case: 'readState',
+          value: {
+            readId: BigInt(m.readId),
+            chosenIndex: BigInt(m.chosenIndex),
+            entry: m.entry === null ? undefined : entryToPb(m.entry),
+            pendingAccepted: BigInt(m.pendingAccepted),
+          },
         },
       };
     case 'catchUp':
-      return { ...base, catchUp: { knownIndex: BigInt(m.knownIndex) } };
+      return { ...base, kind: { $case: 'catchUp', value: { knownIndex: BigInt(m.knownIndex) } } };
     case 'hello':
       return {
         ...base,
-        hello: { incarnation: BigInt(m.incarnation), confirmed: BigInt(m.confirmed), announced: m.announced.map((a) => BigInt(a)), rejoin: m.rejoin },
+        kind: {
+          $case: 'hello',
+          value: { incarnation: BigInt(m.incarnation), confirmed: BigInt(m.confirmed), announced: m.announced.map((a) => BigInt(a)), rejoin: m.rejoin },
+        },
       };
     case 'helloAck':
       return {
         ...base,
-        helloAck: {
-          incarnation: BigInt(m.incarnation),
-          recorded: BigInt(m.recorded),
-          ok: m.ok,
-          table: m.table.map(([member, incarnation]) => ({ member, incarnation: BigInt(incarnation) })),
+        kind: {
+          $case: 'helloAck',
+          value: {
+            incarnation: BigInt(m.incarnation),
+            recorded: BigInt(m.recorded),
+            ok: m.ok,
+            table: m.table.map(([member, incarnation]) => ({ member, incarnation: BigInt(incarnation) })),
+          },
         },
       };
     case 'listKeys':
-      return { ...base, listKeys: { listId: BigInt(m.listId), after: m.after, limit: m.limit } };
+      return { ...base, kind: { $case: 'listKeys', value: { listId: BigInt(m.listId), after: m.after, limit: m.limit } } };
     case 'keyList':
       return {
         ...base,
-        keyList: { listId: BigInt(m.listId), keys: m.keys.map((k) => ({ key: k.key, chosenIndex: BigInt(k.chosenIndex), pending: k.pending })), done: m.done },
+        kind: {
+          $case: 'keyList',
+          value: { listId: BigInt(m.listId), keys: m.keys.map((k) => ({ key: k.key, chosenIndex: BigInt(k.chosenIndex), pending: k.pending })), done: m.done },
+        },
       };
     case 'finish':
-      return { ...base, finish: {} };
+      return { ...base, kind: { $case: 'finish', value: {} } };
     case 'finished':
-      return { ...base, finished: { chosenIndex: BigInt(m.chosenIndex) } };
+      return { ...base, kind: { $case: 'finished', value: { chosenIndex: BigInt(m.chosenIndex) } } };
   }
 }
 
@@ -152,70 +168,87 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
  */
 export function messageFromPb(m: PeerMessagePb): PeerMessage {
   const key = m.key;
-  if (m.hello !== undefined) {
-    const h = m.hello;
-    if (h.announced.length > 1000) throw new PeerMessageError(`hello announces ${h.announced.length} incarnations (at most 1000)`);
-    for (const v of [h.incarnation, h.confirmed, ...h.announced]) incarnation(v);
-    return {
-      type: 'hello',
-      key: '',
-      incarnation: num(h.incarnation, 'incarnation'),
-      confirmed: num(h.confirmed, 'confirmed incarnation'),
-      announced: h.announced.map((a) => num(a, 'announced incarnation')),
-      rejoin: h.rejoin,
-    };
-  }
-  if (m.helloAck !== undefined) {
-    const a = m.helloAck;
-    const table = a.table.map((t): readonly [number, number] => {
-      if (t.member < 1 || t.member > 0xffff) throw new PeerMessageError(`incarnation table names member ${t.member}, not a member id`);
-      return [t.member, incarnation(t.incarnation)];
-    });
-    return { type: 'helloAck', key: '', incarnation: incarnation(a.incarnation), recorded: incarnation(a.recorded), ok: a.ok, table };
-  }
-  if (m.listKeys !== undefined) return { type: 'listKeys', key: '', listId: num(m.listKeys.listId, 'list id'), after: m.listKeys.after, limit: m.listKeys.limit };
-  if (m.keyList !== undefined) {
-    const keys = m.keyList.keys.map((k) => {
-      if (k.key.length === 0) throw new PeerMessageError('key list has an empty key');
-      return { key: k.key, chosenIndex: num(k.chosenIndex, 'chosen index'), pending: k.pending };
-    });
-    return { type: 'keyList', key: '', listId: num(m.keyList.listId, 'list id'), keys, done: m.keyList.done };
+  const kind = m.kind;
+  // The membership messages carry no key; every other kind is about one key.
+  switch (kind?.$case) {
+    case 'hello': {
+      const h = kind.value;
+      if (h.announced.length > 1000) throw new PeerMessageError(`hello announces ${h.announced.length} incarnations (at most 1000)`);
+      for (const v of [h.incarnation, h.confirmed, ...h.announced]) incarnation(v);
+      return {
+        type: 'hello',
+        key: '',
+        incarnation: num(h.incarnation, 'incarnation'),
+        confirmed: num(h.confirmed, 'confirmed incarnation'),
+        announced: h.announced.map((a) => num(a, 'announced incarnation')),
+        rejoin: h.rejoin,
+      };
+    }
+    case 'helloAck': {
+      const a = kind.value;
+      const table = a.table.map((t): readonly [number, number] => {
+        if (t.member < 1 || t.member > 0xffff) throw new PeerMessageError(`incarnation table names member ${t.member}, not a member id`);
+        return [t.member, incarnation(t.incarnation)];
+      });
+      return { type: 'helloAck', key: '', incarnation: incarnation(a.incarnation), recorded: incarnation(a.recorded), ok: a.ok, table };
+    }
+    case 'listKeys':
+      return { type: 'listKeys', key: '', listId: num(kind.value.listId, 'list id'), after: kind.value.after, limit: kind.value.limit };
+    case 'keyList': {
+      const keys = kind.value.keys.map((k) => {
+        if (k.key.length === 0) throw new PeerMessageError('key list has an empty key');
+        return { key: k.key, chosenIndex: num(k.chosenIndex, 'chosen index'), pending: k.pending };
+      });
+      return { type: 'keyList', key: '', listId: num(kind.value.listId, 'list id'), keys, done: kind.value.done };
+    }
   }
   if (key.length === 0) throw new PeerMessageError('peer message has an empty key');
   const index = num(m.index, 'index');
   const ballot = num(m.ballot, 'ballot');
-  if (m.prepare !== undefined) return { type: 'prepare', key, index, ballot };
-  if (m.accept !== undefined) return { type: 'accept', key, index, ballot, entry: entryFromPb(m.accept.entry) };
-  if (m.promise !== undefined) {
-    return {
-      type: 'promise',
-      key,
-      index,
-      ballot,
-      accepted: num(m.promise.accepted, 'accepted ballot'),
-      acceptedEntry: m.promise.acceptedEntry === undefined ? null : entryFromPb(m.promise.acceptedEntry, 'accepted entry'),
-    };
+  switch (kind?.$case) {
+    case 'prepare':
+      return { type: 'prepare', key, index, ballot };
+    case 'accept':
+      return { type: 'accept', key, index, ballot, entry: entryFromPb(kind.value.entry) };
+    case 'promise':
+      return {
+        type: 'promise',
+        key,
+        index,
+        ballot,
+        accepted: num(kind.value.accepted, 'accepted ballot'),
+        acceptedEntry: kind.value.acceptedEntry === undefined ? null : entryFromPb(kind.value.acceptedEntry, 'accepted entry'),
+      };
+    case 'accepted':
+      return { type: 'accepted', key, index, ballot };
+    case 'reject':
+      return { type: 'reject', key, index, ballot, promised: num(kind.value.promised, 'promised ballot') };
+    case 'chosen':
+      return { type: 'chosen', key, entry: entryFromPb(kind.value.entry) };
+    case 'behind':
+      return { type: 'behind', key, index, chosenIndex: num(kind.value.chosenIndex, 'chosen index') };
+    case 'learn':
+      return { type: 'learn', key, entry: entryFromPb(kind.value.entry) };
+    case 'read':
+      return { type: 'read', key, readId: num(kind.value.readId, 'read id'), knownIndex: num(kind.value.knownIndex, 'known index') };
+    case 'readState': {
+      const s = kind.value;
+      return {
+        type: 'readState',
+        key,
+        readId: num(s.readId, 'read id'),
+        chosenIndex: num(s.chosenIndex, 'chosen index'),
+        entry: s.entry === undefined ? null : entryFromPb(s.entry),
+        pendingAccepted: num(s.pendingAccepted, 'pending ballot'),
+      };
+    }
+    case 'catchUp':
+      return { type: 'catchUp', key, knownIndex: num(kind.value.knownIndex, 'known index') };
+    case 'finish':
+      return { type: 'finish', key };
+    case 'finished':
+      return { type: 'finished', key, chosenIndex: num(kind.value.chosenIndex, 'chosen index') };
   }
-  if (m.accepted !== undefined) return { type: 'accepted', key, index, ballot };
-  if (m.reject !== undefined) return { type: 'reject', key, index, ballot, promised: num(m.reject.promised, 'promised ballot') };
-  if (m.chosen !== undefined) return { type: 'chosen', key, entry: entryFromPb(m.chosen.entry) };
-  if (m.behind !== undefined) return { type: 'behind', key, index, chosenIndex: num(m.behind.chosenIndex, 'chosen index') };
-  if (m.learn !== undefined) return { type: 'learn', key, entry: entryFromPb(m.learn.entry) };
-  if (m.read !== undefined) return { type: 'read', key, readId: num(m.read.readId, 'read id'), knownIndex: num(m.read.knownIndex, 'known index') };
-  if (m.readState !== undefined) {
-    const s = m.readState;
-    return {
-      type: 'readState',
-      key,
-      readId: num(s.readId, 'read id'),
-      chosenIndex: num(s.chosenIndex, 'chosen index'),
-      entry: s.entry === undefined ? null : entryFromPb(s.entry),
-      pendingAccepted: num(s.pendingAccepted, 'pending ballot'),
-    };
-  }
-  if (m.catchUp !== undefined) return { type: 'catchUp', key, knownIndex: num(m.catchUp.knownIndex, 'known index') };
-  if (m.finish !== undefined) return { type: 'finish', key };
-  if (m.finished !== undefined) return { type: 'finished', key, chosenIndex: num(m.finished.chosenIndex, 'chosen index') };
   throw new PeerMessageError('peer message has no kind');
 }
 

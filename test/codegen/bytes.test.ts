@@ -316,19 +316,20 @@ describe('maps', () => {
 });
 
 describe('oneof', () => {
+  // The generated code holds a oneof as one property, `{ $case, value }` (oneof=unions-value).
   const cases: [string, object, object][] = [
-    ['text', { text: 'hi' }, { text: 'hi' }],
-    ['number', { number: -9223372036854775808n }, { number: '-9223372036854775808' }],
-    ['raw', { raw: bytes(1, 2, 3) }, { raw: bytes(1, 2, 3) }],
-    ['color', { color: 2 }, { color: 2 }],
-    ['money', { money: { currency: 3, units: 1n } }, { money: { currency: 3, units: '1' } }],
-    ['nothing (google.protobuf.Empty)', { nothing: {} }, { nothing: {} }],
-    ['a member set to its default value is still written', { text: '' }, { text: '' }],
-    ['an int64 member set to 0', { number: 0n }, { number: '0' }],
+    ['text', { $case: 'text', value: 'hi' }, { text: 'hi' }],
+    ['number', { $case: 'number', value: -9223372036854775808n }, { number: '-9223372036854775808' }],
+    ['raw', { $case: 'raw', value: bytes(1, 2, 3) }, { raw: bytes(1, 2, 3) }],
+    ['color', { $case: 'color', value: 2 }, { color: 2 }],
+    ['money', { $case: 'money', value: { currency: 3, units: 1n } }, { money: { currency: 3, units: '1' } }],
+    ['nothing (google.protobuf.Empty)', { $case: 'nothing', value: {} }, { nothing: {} }],
+    ['a member set to its default value is still written', { $case: 'text', value: '' }, { text: '' }],
+    ['an int64 member set to 0', { $case: 'number', value: 0n }, { number: '0' }],
   ];
   for (const [name, tsMember, pbMember] of cases) {
     it(name, () => {
-      roundTrip('Choice', { id: 'c1', ...tsMember, after: 9 }, { id: 'c1', ...pbMember, after: 9 });
+      roundTrip('Choice', { id: 'c1', value: tsMember, after: 9 }, { id: 'c1', ...pbMember, after: 9 });
     });
   }
 

@@ -32,7 +32,7 @@ describe('.proto errors give file:line:column: message', () => {
     ['syntax_error.proto', 7, 3, 'unexpected `int32` after definition'],
     ['unknown_type.proto', 7, 3, 'cannot find `NoSuchType` in this scope'],
     ['duplicate_field.proto', 8, 16, 'field number `2` used more than once'],
-    ['missing_import.proto', 5, 1, 'imported file does not exist'],
+    ['missing_import.proto', 5, 1, `import "does/not/exist.proto": file does not exist in any include dir (-I ${shown(errorsDir)})`],
   ];
   for (const [file, line, column, message] of cases) {
     it(file, async () => {
@@ -63,8 +63,14 @@ describe('.proto errors give file:line:column: message', () => {
     )) as ProtoCompileError;
     expect(err).toBeInstanceOf(ProtoCompileError);
     // Line 9 is `import "common/v1/money.proto";`; then every use of common.v1.Money is unresolved.
-    expect(err.diagnostics[0]).toEqual({ file: shown(path.join(apiDir, 'kinds/kinds.proto')), line: 9, column: 1, message: 'imported file does not exist' });
+    expect(err.diagnostics[0]).toEqual({
+      file: shown(path.join(apiDir, 'kinds/kinds.proto')),
+      line: 9,
+      column: 1,
+      message: `import "common/v1/money.proto": file does not exist in any include dir (-I ${shown(apiDir)})`,
+    });
   });
+
 });
 
 describe('the CLI', () => {

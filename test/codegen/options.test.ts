@@ -197,7 +197,9 @@ describe('include dirs next to the builtin one', () => {
   it('a missing import is still reported by the compiler', async () => {
     const file = path.join(tmp.dir, 'missing.proto');
     writeFileSync(file, 'syntax = "proto3";\npackage missing;\nimport "svrkit/nope.proto";\n');
-    await expect(generate({ files: [file], outDir: outDir() })).rejects.toThrow(`${shown(file)}:3:1: imported file does not exist`);
+    await expect(generate({ files: [file], outDir: outDir() })).rejects.toThrow(
+      `${shown(file)}:3:1: import "svrkit/nope.proto": file does not exist in any include dir (-I ${shown(tmp.dir)})`,
+    );
   });
 });
 

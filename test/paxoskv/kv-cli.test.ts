@@ -176,9 +176,9 @@ describe('svrkit kv up and the client commands', () => {
     expect(ok(await kv(['put', 'k2'], 'from\nstdin \u00e9'))).toEqual({ key: 'k2', version: '1' });
     expect(ok(await kv(['get', 'k2']))).toEqual({ key: 'k2', found: true, version: '1', value: 'from\nstdin \u00e9' });
 
-    // Bytes that are not UTF-8 come back as base64.
+    // Bytes that are not UTF-8 come back as base64, in their own property.
     expect(ok(await kv(['put', 'bin'], new Uint8Array([0xff, 0x00, 0x80])))).toEqual({ key: 'bin', version: '1' });
-    expect(ok(await kv(['get', 'bin']))).toEqual({ key: 'bin', found: true, version: '1', value: 'base64:/wCA' });
+    expect(ok(await kv(['get', 'bin']))).toEqual({ key: 'bin', found: true, version: '1', valueBase64: '/wCA' });
 
     expect(ok(await kv(['cas', 'k', '1', 'world']))).toEqual({ key: 'k', version: '2' });
     const stale = await kv(['cas', 'k', '1', 'x']);

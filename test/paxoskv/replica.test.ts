@@ -122,7 +122,7 @@ describe('a three-replica PaxosKV cluster in one process', () => {
       );
       expect(malformed.message).toContain('no kind');
       await expectStatus(
-        peer.deliver({ from: 2, cluster: '1,2,3', messages: [{ key: 'k', index: 1n, ballot: 1n, accept: { entry: undefined } }] }, { timeoutMs: 2000 }),
+        peer.deliver({ from: 2, cluster: '1,2,3', messages: [{ key: 'k', index: 1n, ballot: 1n, kind: { $case: 'accept', value: { entry: undefined } } }] }, { timeoutMs: 2000 }),
         Status.INVALID_ARGUMENT,
       );
     } finally {

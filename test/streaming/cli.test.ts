@@ -260,7 +260,7 @@ describe('svrkit call on client-streaming and bidi methods: requests from stdin 
     const [upload, echo] = await Promise.all([run(['call', address, UPLOAD, '{"data":""}']), run(['call', address, ECHO, '{}'])]);
     expect(upload.code).toBe(1);
     expect(upload.stderr).toBe(
-      `error: ${UPLOAD} is a client-streaming method: its requests are read from stdin, one JSON object per line (NDJSON); leave out the request argument (or give -)\n`,
+      `error: ${UPLOAD} is a client-streaming method: its requests are read from stdin, one JSON object per line (NDJSON); leave out the request argument (or give -), or give @file to read them from a file\n`,
     );
     expect(echo.code).toBe(1);
     expect(echo.stderr).toContain(`${ECHO} is a bidi-streaming method`);
@@ -302,10 +302,11 @@ describe('svrkit bench on streaming methods', () => {
     expect(r.stdout).toMatch(/^ {2}throughput {3}[\d,]+ calls\/s {2}[\d,]+ messages\/s$/m);
   });
 
-  it('a failing sample stream: bench does not start, "ERROR: <STATUS>: ..." and exit 1, as for unary', async () => {
+  it('a failing sample stream: the bench runs all the same and counts the errors by status; every call failed, so exit 1', async () => {
     const r = await run(['bench', address, COUNT, '{"count":10,"failAfter":5,"failCode":14}', '--concurrency', '2', '--requests', '10', '--json']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('ERROR: UNAVAILABLE: failed after 5 items\n');
+    expect(JSON.parse(r.stdout)).toMatchObject({ calls: 10, ok: 0, errors: { UNAVAILABLE: 10 }, sampleError: { status: 'UNAVAILABLE', message: 'failed after 5 items' } });
+    expect(r.stderr).toBe('error: every call failed (UNAVAILABLE x10)\n');
   });
 
   it('client-streaming: each call sends the one request given, then half-closes (no message counts)', async () => {

@@ -70,7 +70,7 @@ function full(): Record<string, unknown> {
     rChild: [{ name: 'r', count: 1n, tags: ['x'] }, {}],
     mCounts: { a: 1n, b: 0n },
     mChildren: new Map([[7n, { name: 'm' }]]),
-    cNumber: 12n,
+    choice: { $case: 'cNumber', value: 12n },
     oInt32: 0,
     oInt64: 0n,
     oString: '',
@@ -200,7 +200,7 @@ describe('with descriptors', () => {
         fChild: { name: 'x' },
         rChild: [{}, { count: 2n }],
         mChildren: new Map([[1n, { tags: ['t'] }]]),
-        cChild: {},
+        choice: { $case: 'cChild', value: {} },
       }),
     );
     expect(decoded.fChild).toEqual({ name: 'x', count: 0n, tags: [] });
@@ -209,7 +209,7 @@ describe('with descriptors', () => {
       { name: '', count: 2n, tags: [] },
     ]);
     expect(decoded.mChildren).toEqual(new Map([[1n, { name: '', count: 0n, tags: ['t'] }]]));
-    expect(decoded.cChild).toEqual({ name: '', count: 0n, tags: [] });
+    expect(decoded.choice).toEqual({ $case: 'cChild', value: { name: '', count: 0n, tags: [] } });
   });
 
   it('takes an int64 as a number or a decimal string, as DeepPartial allows', () => {
@@ -220,7 +220,7 @@ describe('with descriptors', () => {
         fSint64: -3,
         rInt64: [1, '2', 3n],
         mCounts: { a: 4, b: '5' },
-        cNumber: '6',
+        choice: { $case: 'cNumber', value: '6' },
         oInt64: 7,
         fChild: { count: '8' },
         rUint64: [9],
@@ -232,7 +232,7 @@ describe('with descriptors', () => {
       fSint64: -3n,
       rInt64: [1n, 2n, 3n],
       mCounts: { a: 4n, b: 5n },
-      cNumber: 6n,
+      choice: { $case: 'cNumber', value: 6n },
       oInt64: 7n,
       fChild: { name: '', count: 8n, tags: [] },
       rUint64: [9n],
@@ -310,7 +310,16 @@ describe('with descriptors', () => {
     ['bytes map value', { mBlobs: { 1: 'x' } }, '.mBlobs["1"]: expected bytes (a Uint8Array), got string "x"'],
     ['optional', { oInt32: '1' }, `.oInt32: expected ${int32}, got string "1"`],
     ['optional bytes', { oBytes: 'x' }, '.oBytes: expected bytes (a Uint8Array), got string "x"'],
-    ['two oneof members', { cText: 'a', cChild: {} }, ': oneof choice has more than one field set: cText, cChild'],
+    ['unknown oneof $case', { choice: { $case: 'cFoo', value: 'a' } }, ".choice: unknown $case 'cFoo' (oneof choice: 'cText', 'cNumber' or 'cChild')"],
+    ['oneof member by its field name', { choice: { $case: 'c_text', value: 'a' } }, ".choice: unknown $case 'c_text' (oneof choice: 'cText', 'cNumber' or 'cChild')"],
+    ['oneof without $case', { choice: { value: 'a' } }, ".choice.$case: expected $case 'cText', 'cNumber' or 'cChild', got undefined"],
+    ['oneof $case not a string', { choice: { $case: 1, value: 'a' } }, ".choice.$case: expected $case 'cText', 'cNumber' or 'cChild', got number 1"],
+    ['oneof not an object', { choice: 'a' }, '.choice: expected oneof choice (an object { $case, value }, or undefined), got string "a"'],
+    ['oneof member of the wrong type', { choice: { $case: 'cText', value: 5 } }, '.choice.value: expected string, got number 5'],
+    ['oneof member without its value', { choice: { $case: 'cChild' } }, '.choice.value: expected message partial.v1.Child (an object), got undefined'],
+    ['oneof member null', { choice: { $case: 'cText', value: null } }, '.choice.value: expected string, got null'],
+    ['oneof int64 member', { choice: { $case: 'cNumber', value: 1.5 } }, `.choice.value: expected ${int64}, got number 1.5`],
+    ['inside a oneof message member', { choice: { $case: 'cChild', value: { tags: ['a', 7] } } }, '.choice.value.tags[1]: expected string, got number 7'],
     ['not an object', 'hello', ': expected message partial.v1.Kinds (an object), got string "hello"'],
     ['an array', [], ': expected message partial.v1.Kinds (an object), got array (length 0)'],
     ['a long string is cut', { fInt64: 'x'.repeat(100) }, `.fInt64: expected ${int64}, got string "${'x'.repeat(40)}..."`],

@@ -1,0 +1,321 @@
+/**
+ * Oneofs (issue 11, item 8). `svrkit gen` passes ts-proto `oneof=unions-value`, so a oneof is one
+ * property holding `{ $case: 'member', value }` or `undefined`:
+ * - the generated types allow one member at a time: two members, an unknown `$case` or a value of
+ *   the wrong type do not compile (generated code and a user's file, type-checked here with tsc);
+ * - encodeMessage (what handlers' replies go through) sends exactly the one member, accepts a
+ *   partial value inside it, and refuses a bad `$case` or member value naming the field path;
+ * - a member survives a round trip through binary and through JSON, both ts-proto's generated
+ *   `toJSON`/`fromJSON` and @bufbuild/protobuf's proto3 JSON (what `svrkit call` speaks), which
+ *   refuses two members in one JSON object;
+ * - PaxosKV's peer messages (the repository's own oneof) convert to and from the union form;
+ * - a project that passes `oneof=unions` or `oneof=properties` itself still gets its values checked.
+ *
+ * The messages come from test/protos/partial/v1/kinds.proto (`oneof choice { string c_text;
+ * int64 c_number; Child c_child; }`), generated here into test/.tmp.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { create, createFileRegistry, fromBinary, fromJson, toBinary, toJson, type DescMessage, type FileRegistry } from '@bufbuild/protobuf';
+import { base64Decode, BinaryReader } from '@bufbuild/protobuf/wire';
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generate } from '../../codegen/index.js';
+import { EncodeError, encodeMessage, registerDescriptors } from '../../framework/wire/encode.js';
+import { messageFromPb, messageToPb } from '../../services/paxoskv/codec.js';
+import type { PeerMessage as CorePeerMessage } from '../../services/paxoskv/core/types.js';
+import { PaxosPeerDefinition, PeerMessage } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
+import { repoRoot, tempDir, typecheckStrictAndPedantic, type TscDiagnostic } from '../codegen/helpers.js';
+
+/** A generated ts-proto codec, loosely typed (the module is generated at run time). */
+interface Codec {
+  encode(message: unknown): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): Record<string, unknown>;
+  fromPartial(object: unknown): Record<string, unknown>;
+  fromJSON(object: unknown): Record<string, unknown>;
+  toJSON(message: unknown): unknown;
+}
+
+const K = 'partial.v1.Kinds';
+const tmp = tempDir('oneof');
+const proto = path.join(repoRoot, 'test', 'protos', 'partial', 'v1', 'kinds.proto');
+/** Kinds as `svrkit gen` generates it (unions-value), with `oneof=unions`, and with `oneof=properties`. */
+let Kinds: Codec;
+let KindsUnions: Codec;
+let KindsFlat: Codec;
+let source: string;
+let schema: DescMessage;
+let registry: FileRegistry;
+let strict: { diagnostics: TscDiagnostic[]; output: string };
+let pedantic: { diagnostics: TscDiagnostic[]; output: string };
+
+/** The user's files type-checked against the generated code (`// WRONG` lines must be errors). */
+const rightFile = `import type { CallContext } from 'svrkit';
+import { Kinds, PartialClient, PartialService, type Child, type DeepPartial, type GetRequest, type Tree, type Wkt } from '../gen/partial/v1/kinds.js';
+
+// Setting a member: one property, the member named by $case.
+export const complete: Kinds = { ...Kinds.fromPartial({}), choice: { $case: 'cText', value: 'a' } };
+export const partialInside: DeepPartial<Kinds> = { choice: { $case: 'cChild', value: { name: 'c' } } };
+export const int64AsString: DeepPartial<Kinds> = { choice: { $case: 'cNumber', value: '12' } };
+export const none: DeepPartial<Kinds> = { choice: undefined };
+export const viaFromPartial: Kinds = Kinds.fromPartial({ choice: { $case: 'cNumber', value: 12n } });
+
+// Reading: narrow on $case; each branch has the member's type.
+export function describeChoice(k: Kinds): string {
+  switch (k.choice?.$case) {
+    case 'cText':
+      return k.choice.value;
+    case 'cNumber': {
+      const n: bigint = k.choice.value;
+      return n.toString();
+    }
+    case 'cChild': {
+      const child: Child = k.choice.value;
+      return child.name;
+    }
+    case undefined:
+      return 'none';
+  }
+}
+
+export class Handlers extends PartialService {
+  override async get(request: GetRequest, _call: CallContext): Promise<DeepPartial<Kinds>> {
+    return request.mode === 'child' ? { choice: { $case: 'cChild', value: {} } } : { choice: { $case: 'cText', value: request.mode } };
+  }
+  override async getWkt(): Promise<DeepPartial<Wkt>> {
+    return {};
+  }
+  override async getTree(): Promise<DeepPartial<Tree>> {
+    return {};
+  }
+}
+
+export async function read(client: PartialClient): Promise<string | undefined> {
+  const reply = await client.get({ mode: 'x' });
+  return reply.choice?.$case === 'cText' ? reply.choice.value : undefined;
+}
+`;
+
+const wrongFile = `import { Kinds, PartialService, type DeepPartial, type GetRequest, type Tree, type Wkt } from '../gen/partial/v1/kinds.js';
+
+const base: Kinds = Kinds.fromPartial({});
+export const twoMembersFlat: Kinds = { ...base, cText: 'a', cNumber: 1n }; // WRONG
+export const twoMembersInOne: DeepPartial<Kinds> = { choice: { $case: 'cText', value: 'a', cNumber: 1n } }; // WRONG
+export const twoMembersNamed: Kinds = { ...base, choice: { $case: 'cText', cText: 'a', cNumber: 1n } }; // WRONG
+export const unknownCase: DeepPartial<Kinds> = { choice: { $case: 'cFoo', value: 'a' } }; // WRONG
+export const wrongValue: DeepPartial<Kinds> = { choice: { $case: 'cText', value: 1 } }; // WRONG
+export const noCase: DeepPartial<Kinds> = { choice: { value: 'a' } }; // WRONG
+export function wrongBranch(k: Kinds): string | undefined {
+  if (k.choice?.$case === 'cNumber') return k.choice.value; // WRONG
+  return undefined;
+}
+export class Handlers extends PartialService {
+  override async get(_request: GetRequest): Promise<DeepPartial<Kinds>> {
+    return { cText: 'a', cNumber: 1n }; // WRONG
+  }
+  override async getWkt(): Promise<DeepPartial<Wkt>> {
+    return {};
+  }
+  override async getTree(): Promise<DeepPartial<Tree>> {
+    return {};
+  }
+}
+`;
+
+const wrongLines = wrongFile.split('\n').flatMap((l, i) => (/\/\/ WRONG$/.test(l) ? [i + 1] : []));
+
+beforeAll(async () => {
+  const gen = async (dir: string, tsProtoOptions: string[]): Promise<Record<string, unknown>> => {
+    await generate({ files: [proto], includeDirs: [path.join(repoRoot, 'test', 'protos')], outDir: path.join(tmp.dir, dir), tsProtoOptions });
+    return (await import(pathToFileURL(path.join(tmp.dir, dir, 'partial', 'v1', 'kinds.ts')).href)) as Record<string, unknown>;
+  };
+  const [mod, unions, flat] = await Promise.all([gen('gen', []), gen('gen-unions', ['oneof=unions']), gen('gen-properties', ['oneof=properties'])]);
+  Kinds = mod.Kinds as Codec;
+  KindsUnions = unions.Kinds as Codec;
+  KindsFlat = flat.Kinds as Codec;
+  source = readFileSync(path.join(tmp.dir, 'gen', 'partial', 'v1', 'kinds.ts'), 'utf8');
+  const files = (mod.PartialDefinition as { files: readonly string[] }).files;
+  registerDescriptors(files);
+  registry = createFileRegistry(create(FileDescriptorSetSchema, { file: files.map((b) => fromBinary(FileDescriptorProtoSchema, base64Decode(b))) }));
+  schema = registry.getMessage(K)!;
+
+  mkdirSync(path.join(tmp.dir, 'app'));
+  writeFileSync(path.join(tmp.dir, 'app', 'right.ts'), rightFile);
+  writeFileSync(path.join(tmp.dir, 'app', 'wrong.ts'), wrongFile);
+  [strict, pedantic] = await typecheckStrictAndPedantic(tmp.dir, ['app/**/*.ts']);
+}, 120_000);
+
+afterAll(() => tmp.cleanup());
+
+/** The field numbers of a message's top-level fields, in the order they are on the wire. */
+function fieldNumbers(bytes: Uint8Array): number[] {
+  const reader = new BinaryReader(bytes);
+  const out: number[] = [];
+  while (reader.pos < reader.len) {
+    const [no, wireType] = reader.tag();
+    reader.skip(wireType, no);
+    out.push(no);
+  }
+  return out;
+}
+
+/** The EncodeError `fn` throws. */
+function encodeError(fn: () => unknown): EncodeError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(EncodeError);
+    return err as EncodeError;
+  }
+  throw new Error('expected an EncodeError, nothing was thrown');
+}
+
+describe('the generated type', () => {
+  it('is one property, a union of { $case, value } per member, or undefined', () => {
+    expect(source).toContain(
+      '  choice:\n' +
+        '    | { $case: "cText"; value: string }\n' +
+        '    | { $case: "cNumber"; value: bigint }\n' +
+        '    | { $case: "cChild"; value: Child }\n' +
+        '    | undefined;\n',
+    );
+    expect(source).not.toMatch(/^\s+cText\??:/m);
+    expect(Kinds.fromPartial({}).choice).toBeUndefined();
+  });
+
+  it('sets and reads one member at a time in user code (strict, and stricter user settings)', () => {
+    const right = path.join(tmp.dir, 'app', 'right.ts');
+    expect(strict.diagnostics.filter((d) => d.file !== path.join(tmp.dir, 'app', 'wrong.ts')), strict.output).toEqual([]);
+    // Stricter settings judge the generated files and the user's, not the framework's own sources.
+    const ours = pedantic.diagnostics.filter((d) => d.file === '' || !path.relative(tmp.dir, d.file).startsWith('..'));
+    expect(ours.filter((d) => d.file !== path.join(tmp.dir, 'app', 'wrong.ts')), pedantic.output).toEqual([]);
+    expect(strict.diagnostics.some((d) => d.file === right)).toBe(false);
+  });
+
+  it('refuses two members at once, an unknown $case, a wrong value type, and a member read in the wrong branch', () => {
+    expect(wrongLines).toHaveLength(8);
+    const wrong = path.join(tmp.dir, 'app', 'wrong.ts');
+    for (const check of [strict, pedantic]) {
+      const lines = check.diagnostics.filter((d) => d.file === wrong).map((d) => d.line);
+      expect([...new Set(lines)], check.output).toEqual(wrongLines);
+    }
+  });
+});
+
+describe('encodeMessage', () => {
+  const members: Array<[string, unknown, number, unknown, unknown]> = [
+    // [$case, value given, field number, value decoded, proto3 JSON]
+    ['cText', 'hi', 21, 'hi', 'hi'],
+    ['cText', '', 21, '', ''], // a member at its default value is still sent
+    ['cNumber', 2n ** 63n - 1n, 22, 2n ** 63n - 1n, '9223372036854775807'],
+    ['cNumber', '-5', 22, -5n, '-5'], // an int64 given as a string, as DeepPartial allows
+    ['cChild', { name: 'c' }, 23, { name: 'c', count: 0n, tags: [] }, { name: 'c' }], // a partial message inside
+    ['cChild', {}, 23, { name: '', count: 0n, tags: [] }, {}],
+  ];
+
+  it.each(members)('sends exactly the one member %s (%s), which survives binary and JSON round trips', (name, given, no, decoded, json) => {
+    const bytes = encodeMessage(Kinds, K, { fString: 's', choice: { $case: name, value: given } });
+    expect(fieldNumbers(bytes)).toEqual([1, no]);
+    const message = Kinds.decode(bytes);
+    const choice = { $case: name, value: decoded };
+    expect(message.choice).toEqual(choice);
+
+    // ts-proto's generated JSON: the member under its own name.
+    const generatedJson = Kinds.toJSON(message) as Record<string, unknown>;
+    expect(generatedJson).toEqual({ fString: 's', [name]: json });
+    expect(Kinds.fromJSON(generatedJson).choice).toEqual(choice);
+
+    // @bufbuild/protobuf's proto3 JSON (what `svrkit call` reads and prints), from the same bytes.
+    const protoJson = toJson(schema, fromBinary(schema, bytes), { registry });
+    expect(protoJson).toEqual({ fString: 's', [name]: json });
+    const back = toBinary(schema, fromJson(schema, protoJson, { registry }));
+    expect(Kinds.decode(back).choice).toEqual(choice);
+  });
+
+  it('encodes a complete message with a member byte for byte as ts-proto', () => {
+    const value = Kinds.fromPartial({ fInt64: 3n, choice: { $case: 'cChild', value: { name: 'n', tags: ['t'] } } });
+    const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+    expect(hex(encodeMessage(Kinds, K, value))).toBe(hex(Kinds.encode(value).finish()));
+  });
+
+  it('sends no member for undefined or null, and one even when a value carries stale per-member properties', () => {
+    expect(fieldNumbers(encodeMessage(Kinds, K, { fString: 's', choice: undefined }))).toEqual([1]);
+    expect(fieldNumbers(encodeMessage(Kinds, K, { fString: 's', choice: null }))).toEqual([1]);
+    // The shape before unions (per-member properties) is not a field any more: it is ignored.
+    const stale = { choice: { $case: 'cText', value: 'a' }, cNumber: 5n, cChild: {} };
+    expect(fieldNumbers(encodeMessage(Kinds, K, stale))).toEqual([21]);
+  });
+
+  it('refuses a bad $case or member value, naming the field path', () => {
+    const cases: Array<[unknown, string]> = [
+      [{ $case: 'cFoo', value: 'a' }, ".choice: unknown $case 'cFoo' (oneof choice: 'cText', 'cNumber' or 'cChild')"],
+      [{ value: 'a' }, ".choice.$case: expected $case 'cText', 'cNumber' or 'cChild', got undefined"],
+      ['cText', '.choice: expected oneof choice (an object { $case, value }, or undefined), got string "cText"'],
+      [{ $case: 'cText', value: 7 }, '.choice.value: expected string, got number 7'],
+      [{ $case: 'cChild' }, '.choice.value: expected message partial.v1.Child (an object), got undefined'],
+      [{ $case: 'cChild', value: { count: 'many' } }, '.choice.value.count: expected int64 (a bigint, or an integer number or string, from -2^63 to 2^63-1), got string "many"'],
+    ];
+    for (const [choice, rest] of cases) {
+      const err = encodeError(() => encodeMessage(Kinds, K, { choice }));
+      expect(err.message).toBe(K + rest);
+      expect(err.path).toBe(rest.slice(0, rest.indexOf(':')));
+    }
+    // Nested: the path goes through the message that holds the oneof.
+    registerDescriptors(PaxosPeerDefinition.files);
+    const T = 'svrkit.paxoskv.PeerMessage';
+    const err = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'foo', value: {} } }));
+    expect(err.message).toMatch(/^svrkit\.paxoskv\.PeerMessage\.kind: unknown \$case 'foo' \(oneof kind: 'prepare', 'accept', .* or 'finished'\)$/);
+    const deep = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'accept', value: { entry: { index: 'x' } } } }));
+    expect(deep.path).toBe('.kind.value.entry.index');
+  });
+
+  it('the proto3 JSON path refuses two members in one object', () => {
+    expect(() => fromJson(schema, { cText: 'a', cNumber: '1' }, { registry })).toThrow(/oneof/);
+  });
+});
+
+describe('PaxosKV peer messages', () => {
+  const entry = { index: 3, value: new Uint8Array([1]), writer: { client: 'c', seq: 2 }, proposer: 1, time: 5, sessions: [] };
+  const messages: CorePeerMessage[] = [
+    { type: 'prepare', key: 'k', index: 1, ballot: 65537 },
+    { type: 'accept', key: 'k', index: 3, ballot: 65537, entry },
+    { type: 'promise', key: 'k', index: 3, ballot: 65537, accepted: 0, acceptedEntry: null },
+    { type: 'reject', key: 'k', index: 3, ballot: 65537, promised: 131073 },
+    { type: 'readState', key: 'k', readId: 9, chosenIndex: 3, entry, pendingAccepted: 0 },
+    { type: 'hello', key: '', incarnation: 1048576, confirmed: 0, announced: [1048576], rejoin: false },
+    { type: 'keyList', key: '', listId: 1, keys: [{ key: 'a', chosenIndex: 2, pending: true }], done: true },
+    { type: 'finished', key: 'k', chosenIndex: 4 },
+  ];
+
+  it.each(messages.map((m) => [m.type, m] as const))('%s: one member on the wire, the same message back', (type, m) => {
+    const pb = messageToPb(m);
+    expect(pb.kind?.$case).toBe(type);
+    const bytes = encodeMessage(PeerMessage, 'svrkit.paxoskv.PeerMessage', pb);
+    expect(fieldNumbers(bytes).filter((no) => no >= 10)).toHaveLength(1);
+    expect(messageFromPb(PeerMessage.decode(bytes))).toEqual(m);
+  });
+
+  it('a message without a member is refused', () => {
+    expect(() => messageFromPb(PeerMessage.fromPartial({ key: 'k' }))).toThrow('peer message has no kind');
+    expect(() => messageFromPb(PeerMessage.fromPartial({ key: '', kind: { $case: 'prepare', value: {} } }))).toThrow('peer message has an empty key');
+  });
+});
+
+describe('a project that chooses another oneof option', () => {
+  it('oneof=unions ({ $case, <member> }): checked the same way', () => {
+    const bytes = encodeMessage(KindsUnions, K, { choice: { $case: 'cNumber', cNumber: '7' } });
+    expect(fieldNumbers(bytes)).toEqual([22]);
+    expect(KindsUnions.decode(bytes).choice).toEqual({ $case: 'cNumber', cNumber: 7n });
+    const err = encodeError(() => encodeMessage(KindsUnions, K, { choice: { $case: 'cText', cText: 5 } }));
+    expect(err.message).toBe(`${K}.choice.cText: expected string, got number 5`);
+    const form = encodeError(() => encodeMessage(KindsUnions, K, { choice: 5 }));
+    expect(form.message).toBe(`${K}.choice: expected oneof choice (an object { $case, <member> }, or undefined), got number 5`);
+  });
+
+  it('oneof=properties (one optional property per member): two members set are refused', () => {
+    expect(fieldNumbers(encodeMessage(KindsFlat, K, { cText: 'a' }))).toEqual([21]);
+    const err = encodeError(() => encodeMessage(KindsFlat, K, { cText: 'a', cChild: {} }));
+    expect(err.message).toBe(`${K}: oneof choice has more than one field set: cText, cChild`);
+  });
+});
