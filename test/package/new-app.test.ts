@@ -5,7 +5,8 @@
  *
  * - a CommonJS app (`npm init -y`) and an ESM app (`"type": "module"`): gen, `tsc --strict` with
  *   the README's tsconfig and `skipLibCheck` off, run the .ts service through `npx`, call, bench,
- *   then SIGTERM to the `npx` process stops the server (no orphan);
+ *   then SIGTERM to the `npx` process stops the server (no orphan); in the ESM app, with the
+ *   README's `script-shell=bash` in .npmrc, SIGINT to the `npx` process stops it too;
  * - a production install (`npm install --omit=dev`, svrkit only): its size (at most 40 MB, printed),
  *   and it serves, calls and benchmarks compiled JavaScript and runs PaxosKV; the missing tools
  *   (`svrkit gen`, `svrkit run x.ts`) say the command that installs them.
@@ -238,6 +239,16 @@ describe('a new app from the packed tarball, following the README', () => {
   it('ESM ("type": "module"): install, gen, tsc --strict, run through npx, call, bench, SIGTERM to npx', async () => {
     const dir = createApp('esm-app', 'module');
     await tutorial(dir);
+
+    // The README's remedy for a SIGINT sent to npx's pid alone: `script-shell=bash` in .npmrc.
+    writeFileSync(path.join(dir, '.npmrc'), 'script-shell=bash\n');
+    const port = await freePort();
+    const server = await start(`npx svrkit run src/greeter.ts --port ${port}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+    const pid = Number(server.match[2]);
+    serverPids.add(pid);
+    server.child.kill('SIGINT');
+    expect(await gone(pid, 10_000)).toBe(true);
+    expect(server.output()).toMatch(/svrkit: SIGINT: closing/);
   }, 400_000);
 
   it('production install (--omit=dev): at most 40 MB; serves, calls, benches compiled JS and runs PaxosKV; missing tools say how to install them', async () => {
