@@ -14,7 +14,8 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeBase64, KvUsageError, valueInput, valueJson } from '../../framework/cli/kv.js';
+import { KvUsageError } from '../../framework/cli/kv-cluster.js';
+import { decodeBase64, valueInput, valueJson } from '../../framework/cli/kv-values.js';
 import { alive, freePortRange, freePorts, SERVING, stopProc, waitServing, waitVoting, type Exit, type Proc, type Run } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -1,0 +1,283 @@
+/**
+ * The cluster of `svrkit kv`: peer lists, the record `kv up` keeps in `<data-dir>/cluster.json`
+ * ({@link ClusterRecord}), checking flags against it before anything starts, and finding the
+ * replicas a client command talks to ({@link resolveClientPeers}).
+ */
+import { promises as fsp } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { InvalidArgumentError } from 'commander';
+import { parseAddress } from '../client/resolver.js';
+
+/**
+ * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
+ * `127.0.0.1:7101,127.0.0.1:7102` (ids 1, 2, ... in order).
+ * @returns member id -> address.
+ * @throws InvalidArgumentError for malformed entries or duplicate ids.
+ */
+export function parsePeers(text: string): Map<number, string> {
+  const peers = new Map<number, string>();
+  const items = text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  items.forEach((item, i) => {
+    const m = /^(\d+)=(.+)$/.exec(item);
+    const id = m === null ? i + 1 : Number(m[1]);
+    const address = m === null ? item : m[2]!;
+    if (!Number.isInteger(id) || id < 1 || id > 0xffff) throw new InvalidArgumentError(`peer '${item}': member ids are 1-65535`);
+    try {
+      parseAddress(address);
+    } catch (err) {
+      throw new InvalidArgumentError(`peer '${item}': ${(err as Error).message}`);
+    }
+    if (peers.has(id)) throw new InvalidArgumentError(`peer id ${id} appears twice`);
+    peers.set(id, address);
+  });
+  if (peers.size === 0) throw new InvalidArgumentError('the peer list is empty');
+  return peers;
+}
+
+/**
+ * A `kv` command refused before it did anything: flags that contradict each other or the data
+ * dir's record, or no cluster to talk to. The command exits 2.
+ */
+export class KvUsageError extends Error {
+  override name = 'KvUsageError';
+}
+
+/** The file in a `kv up` data dir that records its cluster ({@link ClusterRecord}). */
+export const CLUSTER_FILE = 'cluster.json';
+/** `kv up`'s default data dir, where the client commands look for a cluster by default. */
+export const DEFAULT_KV_DATA_DIR = './data/paxoskv';
+/** The environment variable the client commands take their peer list from (the `--peers` syntax). */
+export const KV_PEERS_ENV = 'SVRKIT_KV_PEERS';
+const CLUSTER_FORMAT = 'svrkit-kv-up/1';
+
+/** What `kv up` records in `<data-dir>/cluster.json` before its first start. */
+export interface ClusterRecord {
+  /** `svrkit-kv-up/1`. */
+  format: string;
+  /** Replicas (odd); replica i keeps its data in `<data-dir>/replica-i`. */
+  replicas: number;
+  /** Interface and address of every replica. */
+  host: string;
+  /** Port of replica 1; replica i listens on basePort+i-1. */
+  basePort: number;
+  /** The peer list, as `--peers` takes it: `1=host:port,2=host:port,...`. */
+  peers: string;
+}
+
+/** The flags of `kv up` that make its cluster. */
+export interface UpFlags {
+  /** `--replicas`: how many replicas (odd). */
+  replicas: number;
+  /** `--host`: interface and address of every replica. */
+  host: string;
+  /** `--base-port`: port of replica 1. */
+  basePort: number;
+}
+
+/** The peer list of a `kv up` cluster: `1=host:base,2=host:base+1,...`. */
+export function upPeers(flags: UpFlags): string {
+  return Array.from({ length: flags.replicas }, (_, i) => `${i + 1}=${flags.host}:${flags.basePort + i}`).join(',');
+}
+
+function newRecord(flags: UpFlags): ClusterRecord {
+  return { format: CLUSTER_FORMAT, replicas: flags.replicas, host: flags.host, basePort: flags.basePort, peers: upPeers(flags) };
+}
+
+/**
+ * Reads the cluster `kv up` recorded in `dataDir`.
+ * @param dataDir - a `kv up` data dir.
+ * @returns the record, or undefined when the dir holds none.
+ * @throws Error when `cluster.json` cannot be read or is not a record `kv up` wrote.
+ */
+export async function readClusterRecord(dataDir: string): Promise<ClusterRecord | undefined> {
+  const file = path.join(dataDir, CLUSTER_FILE);
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new Error(`cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const bad = (why: string): Error =>
+    new Error(`${file} is not a cluster record svrkit kv up wrote (${why}): remove it, then run svrkit kv up with the flags this cluster was started with to record it again`);
+  let r: Partial<ClusterRecord>;
+  try {
+    r = JSON.parse(text) as Partial<ClusterRecord>;
+  } catch (err) {
+    throw bad(`not JSON: ${(err as Error).message}`);
+  }
+  if (r === null || typeof r !== 'object' || r.format !== CLUSTER_FORMAT) throw bad(`format is not ${CLUSTER_FORMAT}`);
+  const { replicas, host, basePort, peers } = r;
+  if (!Number.isInteger(replicas) || replicas! < 1 || typeof host !== 'string' || !Number.isInteger(basePort) || typeof peers !== 'string') {
+    throw bad('replicas, host, basePort or peers missing');
+  }
+  if (peers !== upPeers({ replicas: replicas!, host, basePort: basePort! })) throw bad('peers do not match replicas, host and basePort');
+  return { format: CLUSTER_FORMAT, replicas: replicas!, host, basePort: basePort!, peers };
+}
+
+/** The member ids of the `replica-N` dirs in `dataDir`, ascending (none when it does not exist). */
+async function replicaDirIds(dataDir: string): Promise<number[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dataDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  return names.flatMap((n) => {
+    const m = /^replica-(\d+)$/.exec(n);
+    return m === null ? [] : [Number(m[1])];
+  }).sort((a, b) => a - b);
+}
+
+const FLAG_NAMES: Record<keyof UpFlags, string> = { replicas: '--replicas', basePort: '--base-port', host: '--host' };
+
+/** What `kv up` is to run: the cluster, and whether `cluster.json` already holds it. */
+export interface UpPlan {
+  record: ClusterRecord;
+  /** False when `kv up` must write `cluster.json` (a new data dir, or one an earlier svrkit made without it). */
+  recorded: boolean;
+}
+
+/**
+ * Refuses flags that differ from the cluster a data dir holds.
+ * @param dataDir - the data dir, as given.
+ * @param record - the cluster it holds.
+ * @param flags - `kv up`'s flags.
+ * @param given - the flags given on the command line; the others take the record's values.
+ * @throws KvUsageError naming each flag that differs and the value that would work.
+ */
+export function checkAgainst(dataDir: string, record: ClusterRecord, flags: UpFlags, given: ReadonlySet<keyof UpFlags>): void {
+  const differ = (['replicas', 'basePort', 'host'] as const).filter((k) => given.has(k) && flags[k] !== record[k]);
+  if (differ.length === 0) return;
+  const one = differ.length === 1;
+  throw new KvUsageError(
+    `data dir ${dataDir} holds a ${record.replicas}-replica cluster (peers ${record.peers}); ` +
+      `${differ.map((k) => `${FLAG_NAMES[k]} ${flags[k]}`).join(' and ')} ${one ? 'differs' : 'differ'}: ` +
+      `use ${differ.map((k) => `${FLAG_NAMES[k]} ${record[k]}`).join(' ')} (or leave ${one ? 'it' : 'them'} out), or a new --data-dir ` +
+      `(a cluster's replicas and peer list cannot change)`,
+  );
+}
+
+/**
+ * Decides the cluster `kv up` runs on `dataDir`, before it creates or starts anything. A data dir
+ * with a `cluster.json` runs that cluster: flags left out take its values, and a flag given with
+ * another value is refused. A data dir an earlier svrkit made (`replica-1` ... `replica-N`, no
+ * `cluster.json`) runs N replicas with the given host and base port. Otherwise the flags make a new
+ * cluster.
+ * @param dataDir - `kv up`'s `--data-dir`.
+ * @param flags - `kv up`'s flags (defaults filled in).
+ * @param given - the flags given on the command line.
+ * @returns the cluster, and whether it still has to be recorded.
+ * @throws KvUsageError when a flag differs from what the data dir holds, or its replica dirs are
+ *   not those of one `kv up` cluster; Error when `cluster.json` cannot be read.
+ */
+export async function planCluster(dataDir: string, flags: UpFlags, given: ReadonlySet<keyof UpFlags>): Promise<UpPlan> {
+  const record = await readClusterRecord(dataDir);
+  if (record !== undefined) {
+    checkAgainst(dataDir, record, flags, given);
+    return { record, recorded: true };
+  }
+  const ids = await replicaDirIds(dataDir);
+  if (ids.length === 0) return { record: newRecord(flags), recorded: false };
+  const n = ids.length;
+  if (ids.some((id, i) => id !== i + 1) || n % 2 === 0) {
+    throw new KvUsageError(
+      `data dir ${dataDir} holds replica dirs ${ids.map((id) => `replica-${id}`).join(', ')} and no ${CLUSTER_FILE}, which is not one cluster of an odd number of replicas ` +
+        `made by kv up: move the dirs that do not belong out of it, or use a new --data-dir`,
+    );
+  }
+  if (given.has('replicas') && flags.replicas !== n) {
+    throw new KvUsageError(
+      `data dir ${dataDir} holds a ${n}-replica cluster (replica-1 ... replica-${n}); --replicas ${flags.replicas} differs: ` +
+        `use --replicas ${n} (or leave it out), or a new --data-dir (a cluster's replicas and peer list cannot change)`,
+    );
+  }
+  return { record: newRecord({ ...flags, replicas: n }), recorded: false };
+}
+
+/**
+ * Writes `<dataDir>/cluster.json` atomically and only if it is absent (a temporary file, fsync'd,
+ * hard-linked into place, the dir fsync'd), creating the dir.
+ * @returns the record now in the dir: `record`, or the one a concurrent `kv up` wrote first.
+ */
+export async function writeClusterRecord(dataDir: string, record: ClusterRecord): Promise<ClusterRecord> {
+  await fsp.mkdir(dataDir, { recursive: true });
+  const file = path.join(dataDir, CLUSTER_FILE);
+  const tmp = path.join(dataDir, `.${CLUSTER_FILE}.${process.pid}.tmp`);
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(JSON.stringify(record, null, 2) + '\n');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fsp.link(tmp, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return (await readClusterRecord(dataDir))!;
+  } finally {
+    await fsp.rm(tmp, { force: true });
+  }
+  const dir = await fsp.open(dataDir, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+  return record;
+}
+
+/** Resolves when `host:port` can be listened on; rejects with the listen error otherwise. */
+export async function portFree(host: string, port: number): Promise<void> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(port, host, resolve);
+  });
+  await new Promise((r) => s.close(r));
+}
+
+/**
+ * The replicas a client command talks to: `--peers`; else the cluster recorded in `--data-dir`;
+ * else the `SVRKIT_KV_PEERS` environment variable; else the cluster `kv up` recorded in
+ * `./data/paxoskv`.
+ * @param flags - the command's `--peers` (parsed) and `--data-dir`, when given.
+ * @param env - the environment (default `process.env`).
+ * @returns member id -> address.
+ * @throws KvUsageError when both flags are given, `SVRKIT_KV_PEERS` is malformed, or no cluster is
+ *   found (the message says how to name one); Error when a `cluster.json` cannot be read.
+ */
+export async function resolveClientPeers(flags: { peers?: Map<number, string>; dataDir?: string }, env: NodeJS.ProcessEnv = process.env): Promise<Map<number, string>> {
+  if (flags.peers !== undefined && flags.dataDir !== undefined) throw new KvUsageError('give --peers or --data-dir, not both');
+  if (flags.peers !== undefined) return flags.peers;
+  const fromRecord = async (dataDir: string): Promise<Map<number, string> | undefined> => {
+    const record = await readClusterRecord(dataDir);
+    return record === undefined ? undefined : parsePeers(record.peers);
+  };
+  const legacy = async (dataDir: string): Promise<string> =>
+    (await replicaDirIds(dataDir).catch(() => [])).length > 0 ? ` (it holds replicas of an earlier svrkit kv up, which did not record its cluster: restart them with svrkit kv up${dataDir === DEFAULT_KV_DATA_DIR ? '' : ` --data-dir ${dataDir}`} to record it)` : '';
+  if (flags.dataDir !== undefined) {
+    const peers = await fromRecord(flags.dataDir);
+    if (peers !== undefined) return peers;
+    throw new KvUsageError(
+      `no cluster recorded in ${path.join(flags.dataDir, CLUSTER_FILE)}${await legacy(flags.dataDir)}: start one with svrkit kv up --data-dir ${flags.dataDir}, or pass --peers`,
+    );
+  }
+  const fromEnv = env[KV_PEERS_ENV];
+  if (fromEnv !== undefined && fromEnv.trim() !== '') {
+    try {
+      return parsePeers(fromEnv);
+    } catch (err) {
+      throw new KvUsageError(`${KV_PEERS_ENV}='${fromEnv}': ${(err as Error).message}`);
+    }
+  }
+  const peers = await fromRecord(DEFAULT_KV_DATA_DIR);
+  if (peers !== undefined) return peers;
+  throw new KvUsageError(
+    `no cluster to talk to: pass --peers 1=host:port,2=host:port,..., set ${KV_PEERS_ENV}, or start one with svrkit kv up in this directory ` +
+      `(it records its cluster in ${path.join(DEFAULT_KV_DATA_DIR, CLUSTER_FILE)}; for kv up --data-dir DIR, pass --data-dir DIR)${await legacy(DEFAULT_KV_DATA_DIR)}`,
+  );
+}
