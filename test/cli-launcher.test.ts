@@ -3,10 +3,11 @@
  * npm forwards a signal to the shell it runs commands with, never to the server below it.
  *
  * - `launchChain`: which processes are watched, from the environment and the process table.
- * - Real processes: `sh -c 'node bin/svrkit.js run ...; true'` (a shell that does not exec its
- *   command, as npm's does not) with npm's environment variable; SIGTERM to the shell stops the
- *   server. Without npm's variable the server is not watched and keeps serving (then this test
- *   stops it). The whole path through `npx` is in test/package/new-app.test.ts.
+ * - Real processes under a stand-in for npm (a node process titled `npm exec svrkit` that runs
+ *   `sh -c '<command>'` and forwards SIGTERM to that shell only, as npm does): SIGTERM to it stops
+ *   the server; a server started in the background of the script, or with
+ *   SVRKIT_NO_LAUNCHER_WATCH=1, keeps serving (then this test stops it). The whole path through
+ *   the real `npx` is in test/package/new-app.test.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -23,28 +24,52 @@ function table(procs: Record<number, { parent?: number; cmd?: string[] }>): Proc
 
 describe('launchChain', () => {
   const procs = table({
-    100: { parent: 50, cmd: ['sh', '-c', "'svrkit' run src/greeter.ts"] },
+    // npx: npm's title, its shell running one command, and the server below.
     50: { parent: 1, cmd: ['npm exec svrkit run src/greeter.ts'] },
+    100: { parent: 50, cmd: ['sh', '-c', "'svrkit' run src/greeter.ts"] },
     200: { parent: 50, cmd: ['/usr/bin/node', 'x.js'] },
+    // npm before it set its title.
+    60: { parent: 1, cmd: ['/usr/bin/node', '/usr/lib/node_modules/npm/bin/npm-cli.js', 'start'] },
+    110: { parent: 60, cmd: ['/bin/sh', '-c', 'svrkit run src/greeter.ts --port 7000'] },
+    // An npm script that starts the server in the background, or several commands.
+    120: { parent: 50, cmd: ['sh', '-c', 'svrkit run mock.ts & sleep 4'] },
+    130: { parent: 50, cmd: ['sh', '-c', 'svrkit run a.ts; echo done'] },
+    // A shell whose parent is not npm (a launcher script of the user's).
+    70: { parent: 1, cmd: ['/usr/bin/node', 'scripts/dev.js'] },
+    140: { parent: 70, cmd: ['sh', '-c', 'svrkit run src/greeter.ts'] },
   });
+  const npx = { npm_command: 'exec' };
 
-  it('watches nothing unless npm started the process', () => {
+  it('watches nothing unless the environment says npm', () => {
     expect(launchChain({}, 100, procs)).toEqual([]);
     expect(launchChain({ HOME: '/root' }, 100, procs)).toEqual([]);
   });
 
-  it("watches npm's shell and npm above it (npx, npm scripts)", () => {
-    expect(launchChain({ npm_command: 'exec' }, 100, procs)).toEqual([100, 50]);
-    expect(launchChain({ npm_lifecycle_event: 'start' }, 100, procs)).toEqual([100, 50]);
+  it("watches npm's one-command shell and npm above it (npx, npm scripts)", () => {
+    expect(launchChain(npx, 100, procs)).toEqual([100, 50]);
+    expect(launchChain({ npm_lifecycle_event: 'start' }, 110, procs)).toEqual([110, 60]);
   });
 
-  it('watches only the parent when it is not a shell', () => {
-    expect(launchChain({ npm_command: 'exec' }, 200, procs)).toEqual([200]);
+  it('watches npm alone when it is the parent', () => {
+    expect(launchChain(npx, 50, procs)).toEqual([50]);
+    expect(launchChain(npx, 60, procs)).toEqual([60]);
   });
 
-  it('watches nothing when already orphaned (parent 1) or when the parent cannot be read', () => {
-    expect(launchChain({ npm_command: 'exec' }, 1, procs)).toEqual([]);
-    expect(launchChain({ npm_command: 'exec' }, 999, procs)).toEqual([999]);
+  it('does not watch a server an npm script starts in the background or among other commands', () => {
+    expect(launchChain(npx, 120, procs)).toEqual([]);
+    expect(launchChain(npx, 130, procs)).toEqual([]);
+  });
+
+  it('does not watch a parent that is not npm, nor a shell whose parent is not npm', () => {
+    expect(launchChain(npx, 200, procs)).toEqual([]);
+    expect(launchChain(npx, 70, procs)).toEqual([]);
+    expect(launchChain(npx, 140, procs)).toEqual([]);
+    expect(launchChain(npx, 999, procs)).toEqual([]);
+    expect(launchChain(npx, 1, procs)).toEqual([]);
+  });
+
+  it('SVRKIT_NO_LAUNCHER_WATCH=1 turns the watch off', () => {
+    expect(launchChain({ ...npx, SVRKIT_NO_LAUNCHER_WATCH: '1' }, 100, procs)).toEqual([]);
   });
 });
 
@@ -80,43 +105,64 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   return cond();
 }
 
-/** `sh -c 'node bin/svrkit.js run test/support/probe.ts --port 0; true'`; resolves with the server's pid once it serves. */
-async function serveUnderShell(env: NodeJS.ProcessEnv): Promise<{ shell: ChildProcess; pid: number; output: () => string }> {
+/**
+ * A stand-in for npm: a node process titled `npm exec svrkit` that runs `sh -c '<svrkit run ...>'`
+ * and, as npm's signal-manager does, forwards SIGTERM to that shell only. Resolves with the
+ * server's pid once it serves.
+ * @param script - the shell's `-c` script; `$SVRKIT` stands for `node bin/svrkit.js`.
+ */
+async function serveUnderNpm(script: string, env: NodeJS.ProcessEnv): Promise<{ npm: ChildProcess; pid: number; output: () => string }> {
   const clean: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k)) clean[k] = v;
-  const shell = spawn('/bin/sh', ['-c', `"${process.execPath}" "${svrkitBin}" run test/support/probe.ts --port 0; true`], {
+  const svrkit = `"${process.execPath}" "${svrkitBin}"`;
+  const fakeNpm = [
+    "process.title = 'npm exec svrkit';",
+    "const { spawn } = require('node:child_process');",
+    "const sh = spawn('/bin/sh', ['-c', process.env.SCRIPT], { stdio: 'inherit' });",
+    "process.on('SIGTERM', () => sh.kill('SIGTERM'));",
+    'sh.on(\'exit\', () => setTimeout(() => process.exit(0), 200));',
+  ].join('\n');
+  const npm = spawn(process.execPath, ['-e', fakeNpm, '--', 'padding so that the process title fits in argv'], {
     cwd: repoRoot,
-    env: { ...clean, ...env },
+    env: { ...clean, ...env, SCRIPT: script.replaceAll('$SVRKIT', svrkit) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  started.push(shell);
+  started.push(npm);
   let out = '';
-  shell.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  shell.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  npm.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  npm.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   let pid = 0;
   const ok = await waitFor(() => {
-    const m = /\(pid (\d+)\)/.exec(out);
+    const m = /serving .* \(pid (\d+)\)/.exec(out);
     if (m !== null) pid = Number(m[1]);
     return pid > 0;
   }, 30_000);
   if (!ok) throw new Error(`the server did not start:\n${out}`);
   serverPids.push(pid);
-  return { shell, pid, output: () => out };
+  return { npm, pid, output: () => out };
 }
 
-describe('svrkit run under a launcher shell', () => {
-  it("started by npm: SIGTERM to npm's shell stops the server gracefully", async () => {
-    const { shell, pid, output } = await serveUnderShell({ npm_command: 'exec' });
-    expect(pid).not.toBe(shell.pid);
-    shell.kill('SIGTERM');
+describe('svrkit run under npm', () => {
+  it("SIGTERM to npm (forwarded to its shell only) stops the server gracefully", async () => {
+    const { npm, pid, output } = await serveUnderNpm('$SVRKIT run test/support/probe.ts --port 0', { npm_command: 'exec' });
+    npm.kill('SIGTERM');
     expect(await waitFor(() => !alive(pid), 10_000)).toBe(true);
     expect(output()).toMatch(/svrkit: the shell npm started \(pid \d+\) exited: closing/);
+    expect(output()).toMatch(/svrkit: closed/);
   }, 60_000);
 
-  it('not started by npm: the server is not watched and keeps serving', async () => {
-    const { shell, pid } = await serveUnderShell({});
-    shell.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 1500));
+  it('a server an npm script starts in the background keeps serving after the script ends', async () => {
+    const { pid } = await serveUnderNpm('$SVRKIT run test/support/probe.ts --port 0 & sleep 1', { npm_lifecycle_event: 'pretest' });
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(alive(pid)).toBe(true);
+    process.kill(pid, 'SIGTERM');
+    expect(await waitFor(() => !alive(pid), 10_000)).toBe(true);
+  }, 60_000);
+
+  it('SVRKIT_NO_LAUNCHER_WATCH=1: the server keeps serving after npm is gone', async () => {
+    const { npm, pid } = await serveUnderNpm('$SVRKIT run test/support/probe.ts --port 0', { npm_command: 'exec', SVRKIT_NO_LAUNCHER_WATCH: '1' });
+    npm.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 2000));
     expect(alive(pid)).toBe(true);
     process.kill(pid, 'SIGTERM');
     expect(await waitFor(() => !alive(pid), 10_000)).toBe(true);

@@ -200,7 +200,11 @@ export async function planCluster(dataDir: string, flags: UpFlags, given: Readon
 /**
  * Writes `<dataDir>/cluster.json` atomically and only if it is absent (a temporary file, fsync'd,
  * hard-linked into place, the dir fsync'd), creating the dir.
+ * @param dataDir - the `kv up` data dir (created if missing).
+ * @param record - the cluster to record.
  * @returns the record now in the dir: `record`, or the one a concurrent `kv up` wrote first.
+ * @throws Error (rejection) when the dir cannot be created or written (fs errors: EACCES, ENOSPC,
+ *   ...), or when a record written concurrently cannot be read back.
  */
 export async function writeClusterRecord(dataDir: string, record: ClusterRecord): Promise<ClusterRecord> {
   await fsp.mkdir(dataDir, { recursive: true });
@@ -230,7 +234,13 @@ export async function writeClusterRecord(dataDir: string, record: ClusterRecord)
   return record;
 }
 
-/** Resolves when `host:port` can be listened on; rejects with the listen error otherwise. */
+/**
+ * Checks that a port is free by listening on it and closing again.
+ * @param host - the interface, e.g. `127.0.0.1`.
+ * @param port - the TCP port.
+ * @returns resolves when `host:port` can be listened on.
+ * @throws the listen error (rejection), e.g. EADDRINUSE or EACCES.
+ */
 export async function portFree(host: string, port: number): Promise<void> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {

@@ -40,6 +40,8 @@ import { valueInput, valueJson } from './kv-values.js';
 import { watchLauncher } from './launcher.js';
 import { intOption, positiveMs, reportError } from './flags.js';
 
+/** The environment variable `kv up` names itself in for its replicas (they stop when it is gone). */
+const KV_UP_PID_ENV = 'SVRKIT_KV_UP_PID';
 
 /**
  * Parses `--learners 3` or `--learners 4,5`.
@@ -160,8 +162,9 @@ export function addKvCommands(program: Command): void {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
-      // Started through npm (or by an npm-started `kv up`): stop when the launcher goes (launcher.ts).
-      watchLauncher((why) => stop(why));
+      // Started by `kv up` (which names itself in the environment), or through npm: stop when that
+      // parent goes (launcher.ts).
+      watchLauncher((why) => stop(why), { parentPid: Number(process.env[KV_UP_PID_ENV]) });
     });
 
   kv.command('up')
@@ -207,6 +210,8 @@ export function addKvCommands(program: Command): void {
       for (const id of ids) {
         const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`)], {
           stdio: ['ignore', 'inherit', 'inherit'],
+          // The replicas stop when this process is gone, however it was started (SIGKILL included).
+          env: { ...process.env, [KV_UP_PID_ENV]: String(process.pid) },
         });
         children.set(id, child);
         child.on('exit', (code, signal) => {

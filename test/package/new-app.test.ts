@@ -7,9 +7,12 @@
  *   the README's tsconfig and `skipLibCheck` off, run the .ts service through `npx`, call, bench,
  *   then SIGTERM to the `npx` process stops the server (no orphan); in the ESM app, with the
  *   README's `script-shell=bash` in .npmrc, SIGINT to the `npx` process stops it too;
+ *   Both compile with `npx tsc` and the ESM app's compiled JavaScript serves; the CommonJS app also
+ *   type-checks with TypeScript 5.9 and no tsconfig (node10 resolution finds svrkit's "types");
  * - a production install (`npm install --omit=dev`, svrkit only): its size (at most 40 MB, printed),
- *   and it serves, calls and benchmarks compiled JavaScript and runs PaxosKV; the missing tools
- *   (`svrkit gen`, `svrkit run x.ts`) say the command that installs them.
+ *   and it serves, calls and benchmarks compiled JavaScript (the CommonJS app's) and runs PaxosKV;
+ *   the missing tools (`svrkit gen`, `svrkit run x.ts`, an `etcd://` registry) say the command that
+ *   installs them.
  *
  * Needs the npm registry (the apps install their dev tools from it, as a user's would). Every
  * process is started on 127.0.0.1 by this file and stopped by it.
@@ -234,11 +237,25 @@ describe('a new app from the packed tarball, following the README', () => {
     // Compiled JavaScript, for the production install below.
     ok('npx tsc -p .', dir);
     expect(existsSync(path.join(dir, 'dist', 'greeter.js'))).toBe(true);
+    // TypeScript 5.9 with no tsconfig (module commonjs, node10 resolution, which ignores "exports"):
+    // svrkit's "types" field finds its declarations (issue 11 saw "Cannot find module 'svrkit'").
+    const ts59 = sh('npx -y -p typescript@5.9 tsc --strict --noEmit src/greeter.ts', dir);
+    expect(ts59.stdout + ts59.stderr).toBe('');
+    expect(ts59.code).toBe(0);
   }, 400_000);
 
   it('ESM ("type": "module"): install, gen, tsc --strict, run through npx, call, bench, SIGTERM to npx', async () => {
     const dir = createApp('esm-app', 'module');
     await tutorial(dir);
+
+    // Its compiled JavaScript (ESM) serves too.
+    ok('npx tsc -p .', dir);
+    const jsPort = await freePort();
+    const js = await start(`npx svrkit run dist/greeter.js --port ${jsPort}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+    serverPids.add(Number(js.match[2]));
+    expect(JSON.parse(ok(`npx svrkit call ${js.match[1]} helloworld.Greeter/SayHello '{"name":"esm"}'`, dir).stdout)).toEqual({ message: 'Hello esm' });
+    js.child.kill('SIGTERM');
+    expect(await gone(Number(js.match[2]), 10_000)).toBe(true);
 
     // The README's remedy for a SIGINT sent to npx's pid alone: `script-shell=bash` in .npmrc.
     writeFileSync(path.join(dir, '.npmrc'), 'script-shell=bash\n');
@@ -294,6 +311,9 @@ describe('a new app from the packed tarball, following the README', () => {
     expect(gen.code).not.toBe(0);
     expect(gen.stderr).toContain('npm install --save-dev @bufbuild/buf');
     expect(gen.stderr).toContain('ts-proto');
+    const etcd = sh('npx svrkit registry list etcd://127.0.0.1:1/svrkit/services', dir);
+    expect(etcd.code).not.toBe(0);
+    expect(etcd.stderr).toContain('npm install etcd3');
     writeFileSync(path.join(dir, 'x.ts'), 'export default 1;\n');
     const run = sh('npx svrkit run x.ts --port 0', dir);
     expect(run.code).not.toBe(0);
