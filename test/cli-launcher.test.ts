@@ -12,6 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { launchChain, type ProcessTable } from '../framework/cli/launcher.js';
+import { alive } from './support/kv-processes.js';
 import { repoRoot, svrkitBin } from './support/processes.js';
 
 function table(procs: Record<number, { parent?: number; cmd?: string[] }>): ProcessTable {
@@ -86,15 +87,6 @@ afterAll(() => {
     }
   }
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;

@@ -23,7 +23,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rea
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, freePortRange } from '../support/kv-processes.js';
+import { alive, freePort, freePortRange } from '../support/kv-processes.js';
 import { repoRoot } from '../support/processes.js';
 
 const readme = readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
@@ -113,15 +113,6 @@ async function start(line: string, cwd: string, ready: RegExp, timeoutMs = 60_00
     if (m !== null) return { child, match: m, output: () => out };
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`\`${line}\` did not print ${ready} (exit ${child.exitCode}):\n${out}`);
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
