@@ -22,9 +22,16 @@
  *   `undefined` (no member set) or `{ $case: 'member', value }`, whose value is checked as the
  *   member's type (a partial message is completed like any other). A `$case` that names no member,
  *   or a member without its value, is refused: ts-proto's `encode` and `fromPartial` would drop
- *   such a oneof without a word. The `oneof=unions` form (`{ $case: 'member', member: value }`) is
- *   checked the same way, and ts-proto's default form (an optional property per member) for at
- *   most one member set.
+ *   such a oneof without a word. A member of a well-known type that ts-proto maps to a plain value
+ *   holds that value: a wrapper (`google.protobuf.BoolValue`, ...) its unwrapped scalar, which may
+ *   also be `undefined` (the type allows it: the member is sent with the wrapper empty, which
+ *   decodes as `false`, `''`, `0n`, ...), a `Timestamp` a valid `Date`, a `Struct` a plain object,
+ *   a `ListValue` an array, a `FieldMask` an array of strings (these three may be `undefined` too:
+ *   sent empty), a `Value` anything (`null` and `undefined` too). A member whose value cannot be
+ *   planned (a form the generated codec does not show) leaves that value unchecked, not the oneof:
+ *   its `$case` is still checked, and its value must be present unless its generated type allows
+ *   `undefined`. The `oneof=unions` form (`{ $case: 'member', member: value }`) is checked the same
+ *   way, and ts-proto's default form (an optional property per member) for at most one member set.
  *
  * Plans come from the message descriptors (FileDescriptorProtos) of the service, which the server
  * hands over once per service with {@link registerDescriptors}; they are built on first use of a
@@ -40,7 +47,7 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { create, createFileRegistry, fromBinary, ScalarType, type DescField, type DescMessage, type DescOneof, type FileRegistry } from '@bufbuild/protobuf';
 import { base64Decode } from '@bufbuild/protobuf/wire';
-import { FeatureSet_FieldPresence, FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { FeatureSet_FieldPresence, FileDescriptorProtoSchema, FileDescriptorSetSchema, isWrapperDesc } from '@bufbuild/protobuf/wkt';
 import type { MessageType } from './definition.js';
 
 /** A value that cannot be encoded as the message type it should be. */
@@ -96,7 +103,9 @@ export function encodeMessage<T>(type: MessageType<T>, typeName: string, value: 
     if (err !== undefined) throw err;
   }
   try {
-    return encodeComplete(type, type.fromPartial(value ?? {}));
+    const full: unknown = type.fromPartial(value ?? {});
+    if (plan.restores && isMessageObject(value) && isMessageObject(full)) restoreMembers(plan, value, full);
+    return encodeComplete(type, full as T);
   } catch (err) {
     throw explain(plan, typeName, value) ?? new EncodeError(typeName, `${typeName}: ${err instanceof Error ? err.message : String(err)}`);
   }
@@ -154,7 +163,10 @@ const FILL = 1;
 /** The value cannot be encoded. */
 const BAD = 2;
 
-/** Not checked (a representation the plan does not know, e.g. a well-known type mapped to a Date). */
+/**
+ * Not checked: a representation the plan does not know (e.g. a list of Timestamps mapped to Dates),
+ * or any value (a `google.protobuf.Value` member).
+ */
 const K_ANY = 0;
 const K_STRING = 1;
 const K_BOOL = 2;
@@ -176,6 +188,14 @@ const K_NUMBER = 11;
 const K_LONG = 12;
 /** Plans without descriptors: unknown; an object (maybe a partial message) needs fromPartial. */
 const K_UNKNOWN = 13;
+/** A valid `Date` (`google.protobuf.Timestamp` with ts-proto's `useDate=true`). */
+const K_DATE = 14;
+/** A plain object (`google.protobuf.Struct`). */
+const K_OBJECT = 15;
+/** An array (`google.protobuf.ListValue`). */
+const K_ARRAY = 16;
+/** An array of strings (`google.protobuf.FieldMask`). */
+const K_STRINGS = 17;
 
 /** Implicit presence: missing means default (fill). */
 const S_SINGULAR = 0;
@@ -193,6 +213,23 @@ const S_MAP = 4;
  * member }` with `unions`). The `FieldPlan` is the oneof's; `cases` has its members.
  */
 const S_UNION = 5;
+
+/** A oneof member's value that is missing (undefined or null) is refused: the member needs its value. */
+const M_REQUIRED = 0;
+/**
+ * A missing member value stands for the member's type empty (a wrapper, `Struct`, `ListValue`,
+ * `FieldMask`, whose generated type allows `undefined`): the member is sent with `CasePlan.empty`.
+ * ts-proto's `encode` would write some of them wrong (`"undefined"`, NaN) or throw, and
+ * `fromPartial` would drop the member, so the verdict is FILL and {@link restoreMembers} puts the
+ * member back after `fromPartial`.
+ */
+const M_EMPTY = 1;
+/**
+ * A missing member value is sent as it is (`google.protobuf.Value`, where `null` is a JSON null, or
+ * a member whose form the plan does not know but whose type allows `undefined`); `fromPartial` would
+ * drop the member, so {@link restoreMembers} puts it back after `fromPartial`.
+ */
+const M_AS_IS = 2;
 
 const FLOAT32_MAX = 3.4028234663852886e38;
 const INT64_MIN = -(2n ** 63n);
@@ -227,8 +264,12 @@ interface CasePlan {
   readonly name: string;
   /** The property of the union object holding the member's value: `'value'` (`unions-value`) or `name` (`unions`). */
   readonly valueKey: string;
-  /** What the value must hold (present: neither undefined nor null). `key` is the value key. */
+  /** What the value must hold when present (neither undefined nor null). `key` is the value key. */
   readonly value: FieldPlan;
+  /** What a missing value means: `M_REQUIRED`, `M_EMPTY` or `M_AS_IS`. */
+  readonly missing: number;
+  /** For `M_EMPTY`: the value sent in place of a missing one (e.g. `false` for a `BoolValue`). */
+  readonly empty: unknown;
 }
 
 /** A oneof group whose members are separate properties (ts-proto's default `oneof` option): at most one may be set. */
@@ -246,6 +287,12 @@ interface MessagePlan {
   readonly shallow: boolean;
   /** {@link generation} when built. */
   readonly generation: number;
+  /**
+   * Whether a value of this type may hold a oneof member that `fromPartial` drops but that is
+   * sent (a missing value that is not `M_REQUIRED`), here or in a message it reaches; see
+   * {@link restoreMembers}.
+   */
+  restores: boolean;
   /**
    * The hot-path check: the verdict for a message object, without explanation. Compiled from the
    * plan (see {@link compilePlans}); until then, the interpreting {@link checkMessage}.
@@ -361,7 +408,8 @@ function checkField(f: FieldPlan, x: unknown, rep: Report | undefined): number {
 
 /**
  * Checks a present (not undefined, not null) oneof union: an object whose `$case` names a member,
- * with that member's value present and of its type (a partial message is fine: fill).
+ * with that member's value of its type (a partial message is fine: fill) and present, unless the
+ * member's type allows it missing (`CasePlan.missing`).
  */
 function checkUnion(f: FieldPlan, x: unknown, rep: Report | undefined): number {
   if (!isMessageObject(x)) return wrong(f.expected, x, rep);
@@ -371,7 +419,9 @@ function checkUnion(f: FieldPlan, x: unknown, rep: Report | undefined): number {
     const m = cases[i]!;
     if (m.name !== c) continue;
     const e = x[m.valueKey];
-    const r = e === undefined || e === null ? wrong(m.value.expected, e, rep) : checkValue(m.value, e, rep);
+    let r: number;
+    if (e !== undefined && e !== null) r = checkValue(m.value, e, rep);
+    else r = m.missing === M_REQUIRED ? wrong(m.value.expected, e, rep) : m.missing === M_EMPTY ? FILL : OK;
     if (r === BAD && rep !== undefined) rep.path = '.' + m.valueKey + rep.path;
     return r;
   }
@@ -432,6 +482,29 @@ function checkValue(f: FieldPlan, x: unknown, rep: Report | undefined): number {
     case K_MESSAGE:
       if (isMessageObject(x)) return checkMessage(f.message!, x, rep);
       break;
+    case K_DATE:
+      // An invalid Date (NaN time) makes ts-proto's toTimestamp throw.
+      if (x instanceof Date && x.getTime() === x.getTime()) return OK;
+      break;
+    case K_OBJECT:
+      if (isMessageObject(x)) return OK;
+      break;
+    case K_ARRAY:
+      if (Array.isArray(x)) return OK;
+      break;
+    case K_STRINGS: {
+      if (!Array.isArray(x)) break;
+      for (let i = 0; i < x.length; i++) {
+        const e: unknown = x[i];
+        if (typeof e === 'string') continue;
+        if (rep !== undefined) {
+          wrong('string', e, rep);
+          rep.path = `[${i}]`;
+        }
+        return BAD;
+      }
+      return OK;
+    }
     case K_UNKNOWN:
       // Maybe a partial message: fromPartial completes it (a Date is a Timestamp, left as it is).
       return typeof x === 'object' && !(x instanceof Date) && !ArrayBuffer.isView(x) ? FILL : OK;
@@ -537,8 +610,56 @@ function describe(x: unknown): string {
   }
   if (x === null) return 'null';
   if (Array.isArray(x)) return `array (length ${x.length})`;
+  if (x instanceof Date && x.getTime() !== x.getTime()) return 'invalid Date';
   const ctor = (Object.getPrototypeOf(x) as { constructor?: { name?: unknown } } | null)?.constructor;
   return typeof ctor?.name === 'string' && ctor.name !== '' && ctor.name !== 'Object' ? ctor.name : 'object';
+}
+
+/**
+ * Puts back into `made` (what `fromPartial` made of `given`, objects of its own) the oneof members
+ * of `given` that `fromPartial` dropped but that are to be sent: a member whose value is missing
+ * where its type allows that (`M_EMPTY`: sent with its type's empty value; `M_AS_IS`: as given).
+ * Walks only where the plans reach such a member (`MessagePlan.restores`).
+ */
+function restoreMembers(plan: MessagePlan, given: Record<string, unknown>, made: Record<string, unknown>): void {
+  for (const f of plan.fields) {
+    const x = given[f.key];
+    if (x === undefined || x === null) continue;
+    const y = made[f.key];
+    if (f.shape === S_UNION) {
+      if (!isMessageObject(x)) continue;
+      const m = f.cases!.find((c) => c.name === x['$case']);
+      if (m === undefined) continue;
+      const e = x[m.valueKey];
+      if (e === undefined || e === null) {
+        if (m.missing !== M_REQUIRED) made[f.key] = { $case: m.name, [m.valueKey]: m.missing === M_EMPTY ? m.empty : e };
+      } else if (m.value.message?.restores === true && isMessageObject(e) && isMessageObject(y) && y['$case'] === m.name) {
+        const out = y[m.valueKey];
+        if (isMessageObject(out)) restoreMembers(m.value.message, e, out);
+      }
+      continue;
+    }
+    const nested = f.message;
+    if (nested === undefined || !nested.restores) continue;
+    const pair = (e: unknown, out: unknown): void => {
+      if (isMessageObject(e) && isMessageObject(out)) restoreMembers(nested, e, out);
+    };
+    switch (f.shape) {
+      case S_SINGULAR:
+      case S_OPTIONAL:
+        pair(x, y);
+        break;
+      case S_LIST:
+        if (Array.isArray(x) && Array.isArray(y)) for (let i = 0; i < x.length; i++) pair(x[i], y[i]);
+        break;
+      case S_OBJECT_MAP:
+        if (isMessageObject(x) && isMessageObject(y)) for (const k in x) if (hasOwn.call(x, k)) pair(x[k], y[k]);
+        break;
+      case S_MAP:
+        if (x instanceof Map && y instanceof Map) for (const [k, e] of x as Map<unknown, unknown>) pair(e, y.get(k));
+        break;
+    }
+  }
 }
 
 /**
@@ -569,6 +690,7 @@ function planOf(type: MessageType<unknown>, typeName: string): MessagePlan {
   const plan = plans.get(type);
   if (plan !== undefined && (!plan.shallow || plan.generation === generation)) return plan;
   const built = buildPlan(type, typeName);
+  markRestores(built);
   try {
     compilePlans(built);
   } catch {
@@ -579,18 +701,12 @@ function planOf(type: MessageType<unknown>, typeName: string): MessagePlan {
 }
 
 function newPlan(typeName: string, fields: FieldPlan[], shallow: boolean): MessagePlan {
-  const plan: MessagePlan = { typeName, fields, oneofs: [], shallow, generation, check: (v) => checkMessage(plan, v, undefined) };
+  const plan: MessagePlan = { typeName, fields, oneofs: [], shallow, generation, restores: false, check: (v) => checkMessage(plan, v, undefined) };
   return plan;
 }
 
-/**
- * Compiles the hot-path check of `root` and of every message plan it reaches: one function per
- * message type whose property reads name the fields literally, so that V8 keeps one inline cache
- * per field (reading fields by a variable key goes megamorphic, about 20 ns a field). The compiled
- * function gives the same verdicts as {@link checkMessage} without a report; `Map` fields and the
- * explanation of a refused value stay with the interpreter.
- */
-function compilePlans(root: MessagePlan): void {
+/** `root` and every message plan it reaches (through fields, elements, map values and oneof members). */
+function reachablePlans(root: MessagePlan): MessagePlan[] {
   const all: MessagePlan[] = [];
   const visit = (p: MessagePlan): void => {
     if (all.includes(p)) return;
@@ -601,6 +717,35 @@ function compilePlans(root: MessagePlan): void {
     }
   };
   visit(root);
+  return all;
+}
+
+/** Sets `restores` on `root` and the plans it reaches (see {@link restoreMembers}). */
+function markRestores(root: MessagePlan): void {
+  const all = reachablePlans(root);
+  const children = (p: MessagePlan): MessagePlan[] =>
+    p.fields.flatMap((f) => [...(f.message === undefined ? [] : [f.message]), ...(f.cases ?? []).flatMap((c) => (c.value.message === undefined ? [] : [c.value.message]))]);
+  for (const p of all) p.restores = p.fields.some((f) => f.cases?.some((c) => c.missing !== M_REQUIRED) === true);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const p of all) {
+      if (!p.restores && children(p).some((c) => c.restores)) {
+        p.restores = true;
+        changed = true;
+      }
+    }
+  }
+}
+
+/**
+ * Compiles the hot-path check of `root` and of every message plan it reaches: one function per
+ * message type whose property reads name the fields literally, so that V8 keeps one inline cache
+ * per field (reading fields by a variable key goes megamorphic, about 20 ns a field). The compiled
+ * function gives the same verdicts as {@link checkMessage} without a report; `Map` fields and the
+ * explanation of a refused value stay with the interpreter.
+ */
+function compilePlans(root: MessagePlan): void {
+  const all = reachablePlans(root);
   const compiled = all.map((p) => compileCheck(p, all));
   all.forEach((p, i) => (p.check = compiled[i]!));
 }
@@ -621,10 +766,11 @@ function compileCheck(plan: MessagePlan, all: readonly MessagePlan[]): (v: Recor
       case S_UNION:
         lines.push('if (x === null) vd = 1;', 'else if (x !== undefined) {', 'if (!isMessageObject(x)) return 2;', 'switch (x.$case) {');
         for (const c of f.cases!) {
+          const missing = c.missing === M_REQUIRED ? 'return 2;' : c.missing === M_EMPTY ? '{ vd = 1; break; }' : 'break;';
           lines.push(
             `case ${JSON.stringify(c.name)}:`,
             `e = x[${JSON.stringify(c.valueKey)}];`,
-            'if (e === undefined || e === null) return 2;',
+            `if (e === undefined || e === null) ${missing}`,
             ...valueCode(c.value, 'e', all),
             'break;',
           );
@@ -710,6 +856,14 @@ function valueCode(f: FieldPlan, t: string, all: readonly MessagePlan[]): string
       ];
     case K_UNKNOWN:
       return [`if (typeof ${t} === 'object' && !(${t} instanceof Date) && !ArrayBuffer.isView(${t})) vd = 1;`];
+    case K_DATE:
+      return [`if (!(${t} instanceof Date) || ${t}.getTime() !== ${t}.getTime()) return 2;`];
+    case K_OBJECT:
+      return [`if (!isMessageObject(${t})) return 2;`];
+    case K_ARRAY:
+      return [`if (!Array.isArray(${t})) return 2;`];
+    case K_STRINGS:
+      return [`if (!Array.isArray(${t})) return 2;`, `for (let j = 0; j < ${t}.length; j++) if (typeof ${t}[j] !== 'string') return 2;`];
     default:
       return [];
   }
@@ -754,7 +908,7 @@ function buildPlan(type: MessageType<unknown>, typeName: string): MessagePlan {
   }
   if (desc === undefined) return shallowPlan(typeName, defaults);
   try {
-    return new PlanBuilder().build(desc, defaults, (v) => type.fromPartial(v));
+    return new PlanBuilder(type).build(desc, defaults);
   } catch {
     return shallowPlan(typeName, defaults);
   }
@@ -799,7 +953,9 @@ type Probe = (v: unknown) => unknown;
  * against what the generated `fromPartial` does: the defaults it fills in, and what it makes of a
  * sample value put at the field (`probe`). A nested message's defaults come the same way
  * (`fromPartial({ child: {} }).child`), and a field that `fromPartial` passes through untouched
- * (a well-known type mapped to a Date, a wrapper mapped to a primitive) is left unchecked.
+ * (a well-known type mapped to a Date, a wrapper mapped to a primitive) is left unchecked. A oneof
+ * member of such a type is planned as the plain value ts-proto keeps there, confirmed by what the
+ * root's generated `encode` accepts (see {@link PlanBuilder.wellKnownMember}).
  */
 class PlanBuilder {
   private readonly memo = new Map<DescMessage, MessagePlan>();
@@ -809,9 +965,18 @@ class PlanBuilder {
   private enumsAreNumbers = true;
   /** False once a field shows 64-bit integers that are not bigints (another `forceLong`). */
   private longsAreBigints = true;
+  /** What the root's `fromPartial` made in the last probe (see {@link PlanBuilder.encodes}). */
+  private probed: unknown;
+  /** The probe of the root message: its `fromPartial`. */
+  private readonly root: Probe;
 
-  build(desc: DescMessage, defaults: Record<string, unknown>, probe: Probe): MessagePlan {
-    const plan = this.message(desc, defaults, probe);
+  /** @param type - the codec of the root message type. */
+  constructor(private readonly type: MessageType<unknown>) {
+    this.root = (v) => (this.probed = type.fromPartial(v));
+  }
+
+  build(desc: DescMessage, defaults: Record<string, unknown>): MessagePlan {
+    const plan = this.message(desc, defaults, this.root);
     if (!this.enumsAreNumbers) for (const f of this.enumFields) f.kind = K_ANY;
     if (!this.longsAreBigints) {
       for (const f of this.longFields) {
@@ -872,6 +1037,8 @@ class PlanBuilder {
     };
     const cases: CasePlan[] = [];
     for (const field of oneof.fields) {
+      // A member whose $case cannot be found (no sample kept) leaves the oneof unchecked: checking
+      // it with a guessed $case could refuse a valid value.
       const c = this.member(field, at);
       if (c === undefined) return undefined;
       cases.push(c);
@@ -880,24 +1047,110 @@ class PlanBuilder {
     return { key, shape: S_UNION, kind: K_ANY, message: undefined, expected: `oneof ${oneof.name} (an object ${form}, or undefined)`, typeText: oneof.name, keyKind: K_ANY, keyName: '', cases };
   }
 
-  /** The plan of one member of a union oneof: its `$case`, where its value goes, and what it must hold. */
+  /**
+   * The plan of one member of a union oneof: its `$case`, where its value goes, and what it must
+   * hold; undefined when no sample value is kept by `fromPartial` under any candidate name. A value
+   * that cannot be planned is left unchecked (its `$case` still is).
+   */
   private member(field: DescField, at: Probe): CasePlan | undefined {
     if (field.fieldKind !== 'scalar' && field.fieldKind !== 'enum' && field.fieldKind !== 'message') return undefined;
-    const sample = memberSample(field);
     const names = [...new Set([field.jsonName, snakeToCamel(field.name), field.name, field.localName])];
-    for (const name of names) {
-      for (const valueKey of ['value', name]) {
-        const out = at({ $case: name, [valueKey]: sample });
-        if (!isMessageObject(out) || out['$case'] !== name || out[valueKey] === undefined) continue;
-        const value: Probe = (v) => {
-          const o = at({ $case: name, [valueKey]: v });
-          return isMessageObject(o) && o['$case'] === name ? o[valueKey] : undefined;
-        };
-        const plan = this.element(valueKey, S_SINGULAR, field.fieldKind, field.scalar, field.enum?.typeName, field.message, value, K_ANY, '');
-        return plan === undefined ? undefined : { name, valueKey, value: plan };
+    for (const sample of memberSamples(field)) {
+      for (const name of names) {
+        for (const valueKey of ['value', name]) {
+          let out: unknown;
+          try {
+            out = at({ $case: name, [valueKey]: sample });
+          } catch {
+            continue; // e.g. BigInt({}) for an Int64Value
+          }
+          if (!isMessageObject(out) || out['$case'] !== name || out[valueKey] === undefined) continue;
+          const value: Probe = (v) => {
+            const o = at({ $case: name, [valueKey]: v });
+            return isMessageObject(o) && o['$case'] === name ? o[valueKey] : undefined;
+          };
+          let planned: Pick<CasePlan, 'value' | 'missing' | 'empty'> | undefined;
+          try {
+            planned = this.memberValue(field, valueKey, value);
+          } catch {
+            planned = undefined;
+          }
+          if (planned === undefined) {
+            const optional = field.fieldKind === 'message' && optionalMember(field.message);
+            const expected = field.fieldKind === 'message' ? field.message.typeName : field.fieldKind === 'enum' ? `enum ${field.enum.typeName}` : scalarName(field.scalar);
+            planned = { value: this.plan(valueKey, S_SINGULAR, K_ANY, '', expected, false, undefined), missing: optional ? M_AS_IS : M_REQUIRED, empty: undefined };
+          }
+          return { name, valueKey, ...planned };
+        }
       }
     }
     return undefined;
+  }
+
+  /** What a member's value must hold (`value` probes it) and what a missing one means. */
+  private memberValue(field: DescField, valueKey: string, value: Probe): Pick<CasePlan, 'value' | 'missing' | 'empty'> {
+    if (field.fieldKind !== 'message') {
+      const plan = this.element(valueKey, S_SINGULAR, field.fieldKind as 'scalar' | 'enum', field.scalar, field.enum?.typeName, undefined, value, K_ANY, '');
+      return { value: plan!, missing: M_REQUIRED, empty: undefined };
+    }
+    const desc = field.message;
+    let nested: MessagePlan | undefined;
+    try {
+      nested = this.nested(desc, value);
+    } catch {
+      nested = undefined; // fromPartial refused an object there (an Int64Value's BigInt({})): not a message
+    }
+    if (nested !== undefined) {
+      const plan = this.plan(valueKey, S_SINGULAR, K_MESSAGE, desc.typeName, `message ${desc.typeName} (an object)`, false, nested);
+      return { value: plan, missing: M_REQUIRED, empty: undefined };
+    }
+    return this.wellKnownMember(desc, valueKey, value);
+  }
+
+  /**
+   * A member of a message type that `fromPartial` keeps as given rather than building a message:
+   * a well-known type ts-proto maps to a plain value. Each form is confirmed with a sample that
+   * `fromPartial` keeps and the root's `encode` accepts (and, for a `Timestamp`, a string that it
+   * refuses: `useDate=string` holds strings); a form not confirmed, or a type not known, leaves the
+   * value unchecked, missing allowed where ts-proto's type allows `undefined`.
+   */
+  private wellKnownMember(desc: DescMessage, valueKey: string, value: Probe): Pick<CasePlan, 'value' | 'missing' | 'empty'> {
+    const name = desc.typeName;
+    const keeps = (sample: unknown): boolean => value(sample) === sample && this.encodes(value, sample);
+    const checked = (kind: number, expected: string, missing: number, empty: unknown): Pick<CasePlan, 'value' | 'missing' | 'empty'> => ({
+      value: this.plan(valueKey, S_SINGULAR, kind, name, expected, false, undefined),
+      missing,
+      empty,
+    });
+    if (isWrapperDesc(desc)) {
+      const scalar = desc.fields[0]!.scalar!;
+      const kind = scalarKind(scalar);
+      const sample = scalarSample(kind);
+      const kept = isLong(kind) ? this.convertsLong(value(sample)) && this.encodes(value, sample) : keeps(sample);
+      if (kept && kind !== K_ANY) return checked(kind, `${name} (${scalarForm(kind)}, or undefined)`, M_EMPTY, scalarEmpty(kind));
+    } else if (name === 'google.protobuf.Timestamp') {
+      const date = new Date(0);
+      if (keeps(date) && !this.encodes(value, date.toISOString())) return checked(K_DATE, `${name} (a Date)`, M_REQUIRED, undefined);
+    } else if (name === 'google.protobuf.Struct') {
+      if (keeps({ a: 1 })) return checked(K_OBJECT, `${name} (a plain object, or undefined)`, M_EMPTY, EMPTY_OBJECT);
+    } else if (name === 'google.protobuf.ListValue') {
+      if (keeps([1])) return checked(K_ARRAY, `${name} (an array, or undefined)`, M_EMPTY, EMPTY_ARRAY);
+    } else if (name === 'google.protobuf.FieldMask') {
+      if (keeps(['a'])) return checked(K_STRINGS, `${name} (an array of strings, or undefined)`, M_EMPTY, EMPTY_ARRAY);
+    }
+    return checked(K_ANY, name, optionalMember(desc) ? M_AS_IS : M_REQUIRED, undefined);
+  }
+
+  /** Whether the root's `encode` takes what its `fromPartial` makes of `v` put where `probe` puts it. */
+  private encodes(probe: Probe, v: unknown): boolean {
+    try {
+      this.probed = undefined;
+      probe(v);
+      this.type.encode(this.probed);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private field(field: DescField, defaults: Record<string, unknown>, probe: Probe): FieldPlan | undefined {
@@ -1042,18 +1295,57 @@ class PlanBuilder {
   }
 }
 
-/** A value `fromPartial` keeps as a set oneof member of `field`'s type (to find where the value goes). */
-function memberSample(field: DescField): unknown {
-  if (field.fieldKind === 'message') return {};
-  if (field.fieldKind === 'enum') return 0;
-  switch (scalarKind(field.scalar!)) {
+/** What a missing `Struct` member stands for (ts-proto's `encode` only reads it). */
+const EMPTY_OBJECT: Readonly<Record<string, never>> = Object.freeze({});
+/** What a missing `ListValue` or `FieldMask` member stands for. */
+const EMPTY_ARRAY: readonly never[] = Object.freeze([]);
+
+/**
+ * Values `fromPartial` may keep as a set oneof member of `field`'s type (to find where the value
+ * goes), the likeliest first: for a well-known type, the plain value ts-proto maps it to.
+ */
+function memberSamples(field: DescField): unknown[] {
+  if (field.fieldKind === 'enum') return [0];
+  if (field.fieldKind === 'scalar') return [scalarSample(scalarKind(field.scalar))];
+  const desc = field.message!;
+  const plain = isWrapperDesc(desc)
+    ? scalarSample(scalarKind(desc.fields[0]!.scalar!))
+    : { 'google.protobuf.Timestamp': new Date(0), 'google.protobuf.ListValue': [], 'google.protobuf.FieldMask': [], 'google.protobuf.Value': 0 }[desc.typeName];
+  return plain === undefined ? [{}] : [plain, {}];
+}
+
+/** Whether ts-proto's type for a member of type `desc` allows `undefined` (`T | undefined`). */
+function optionalMember(desc: DescMessage): boolean {
+  return isWrapperDesc(desc) || ['google.protobuf.Struct', 'google.protobuf.ListValue', 'google.protobuf.Value', 'google.protobuf.FieldMask'].includes(desc.typeName);
+}
+
+/** A value of scalar kind `kind` that is not its default (an int64 as `'1'`, which fromPartial converts). */
+function scalarSample(kind: number): unknown {
+  switch (kind) {
+    case K_STRING:
+      return 'a';
+    case K_BOOL:
+      return true;
+    case K_INT64:
+    case K_UINT64:
+      return '1';
+    case K_BYTES:
+      return new Uint8Array([1]);
+    default:
+      return 1;
+  }
+}
+
+/** The default of scalar kind `kind`, as ts-proto (`forceLong=bigint`) holds it: what an empty wrapper decodes to. */
+function scalarEmpty(kind: number): unknown {
+  switch (kind) {
     case K_STRING:
       return '';
     case K_BOOL:
       return false;
     case K_INT64:
     case K_UINT64:
-      return '1';
+      return 0n;
     case K_BYTES:
       return new Uint8Array(0);
     default:
@@ -1116,6 +1408,32 @@ function scalarKind(t: ScalarType): number {
 /** The .proto name of a scalar type: `'int64'`, `'sfixed32'`, ... */
 function scalarName(t: ScalarType): string {
   return ScalarType[t]?.toLowerCase() ?? 'scalar';
+}
+
+/** The JavaScript value a scalar of kind `kind` is, for errors: `'a boolean'`, `'an integer number from 0 to 4294967295'`. */
+function scalarForm(kind: number): string {
+  switch (kind) {
+    case K_STRING:
+      return 'a string';
+    case K_BOOL:
+      return 'a boolean';
+    case K_INT32:
+      return 'an integer number from -2147483648 to 2147483647';
+    case K_UINT32:
+      return 'an integer number from 0 to 4294967295';
+    case K_DOUBLE:
+      return 'a number';
+    case K_FLOAT:
+      return 'a number within float range';
+    case K_INT64:
+      return 'a bigint or an integer number or string from -2^63 to 2^63-1';
+    case K_UINT64:
+      return 'a bigint or an integer number or string from 0 to 2^64-1';
+    case K_BYTES:
+      return 'a Uint8Array';
+    default:
+      return 'a value';
+  }
 }
 
 /** What a field of scalar type `t` must hold, for errors. */

@@ -14,7 +14,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generate } from '../../codegen/index.js';
-import { EncodeError, encodeMessage, registerDescriptors } from '../../framework/wire/encode.js';
+import { encodeMessage, registerDescriptors } from '../../framework/wire/encode.js';
+import { encodeError } from '../support/encode-error.js';
 import { repoRoot, tempDir } from '../codegen/helpers.js';
 import { kindsDefaults } from '../support/kinds-defaults.js';
 
@@ -95,16 +96,6 @@ function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-/** The EncodeError `fn` throws. */
-function encodeError(fn: () => unknown): EncodeError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(EncodeError);
-    return err as EncodeError;
-  }
-  throw new Error('expected an EncodeError, nothing was thrown');
-}
 
 /** For each top-level field: the message without it (or with it null) encodes as with its default. */
 function expectEveryFieldLeftOutEncodesAsItsDefault(): void {
