@@ -116,6 +116,7 @@ let tsxRegistered = false;
 /**
  * Registers tsx's loaders once per process: the ESM hooks (`tsx/esm/api`) and the CommonJS hooks
  * (`tsx/cjs/api`), since a `.ts` file in a CommonJS package is loaded by `require`.
+ * @param entry - the entry being loaded, for the message.
  * @throws Error with the install command when tsx is not installed.
  */
 async function registerTsx(entry: string): Promise<void> {
@@ -140,6 +141,9 @@ async function registerTsx(entry: string): Promise<void> {
 /**
  * Imports an optional package: from where svrkit is installed (an app's node_modules), else from
  * the app in the working directory (svrkit linked or installed elsewhere).
+ * @param specifier - a package specifier, e.g. `'tsx/esm/api'`.
+ * @returns the module namespace.
+ * @throws the import error when neither place has it (`ERR_MODULE_NOT_FOUND` or `MODULE_NOT_FOUND`).
  */
 async function importFromAppOrSvrkit(specifier: string): Promise<unknown> {
   try {
@@ -198,7 +202,8 @@ function instantiate(cls: new () => unknown, what: string): unknown {
 
 /**
  * Serves the implementations exported by `entry` until SIGTERM or SIGINT, then closes gracefully
- * (GOAWAY, in-flight calls finish within `graceMs`) and resolves.
+ * (GOAWAY, in-flight calls finish within `graceMs`) and resolves. Started by npm in the foreground
+ * (`npx svrkit run`, an npm script), it closes the same way when npm goes away (launcher.ts).
  *
  * With `options.register`, each served service (not the built-in `svrkit.Health` and
  * `svrkit.Reflection`) is registered once the server listens, before the serving line is
