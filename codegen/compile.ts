@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorSetSchema, type FileDescriptorSet } from '@bufbuild/protobuf/wkt';
 import { ProtoCompileError, type ProtoDiagnostic } from './errors.js';
+import { svrkitPackage } from './package-root.js';
 import { run } from './process.js';
 import { resolveToolchain } from './toolchain.js';
 
@@ -82,38 +83,19 @@ export interface WorkspacePlan {
  */
 export const BUILTIN_PROTOS: readonly string[] = ['svrkit/options.proto'];
 
-let cachedBuiltinDir: string | null | undefined;
-
 /**
- * Finds `framework/builtin/proto` of the svrkit package this module belongs to: walks up from this
- * module's own file (`codegen/compile.ts` when run from source, `dist/codegen/compile.js` when
- * compiled) to the nearest `package.json`, which must be svrkit's.
+ * Finds `framework/builtin/proto` of the svrkit package this module belongs to
+ * (package-root.ts).
  *
  * @returns the absolute path of the dir, or undefined when it cannot be found (an incomplete install:
  *   the builtin protos are then simply not available, and importing one fails like any missing import).
  *   Never throws.
  */
 export function builtinProtoDir(): string | undefined {
-  if (cachedBuiltinDir !== undefined) return cachedBuiltinDir ?? undefined;
-  cachedBuiltinDir = null;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        const name = (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name;
-        const protoDir = path.join(dir, 'framework', 'builtin', 'proto');
-        if (name === 'svrkit' && existsSync(protoDir)) cachedBuiltinDir = protoDir;
-      } catch {
-        // unreadable package.json: no builtin dir
-      }
-      break;
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) break;
-    dir = parent;
-  }
-  return cachedBuiltinDir ?? undefined;
+  const root = svrkitPackage()?.root;
+  if (root === undefined) return undefined;
+  const protoDir = path.join(root, 'framework', 'builtin', 'proto');
+  return existsSync(protoDir) ? protoDir : undefined;
 }
 
 /**

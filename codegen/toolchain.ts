@@ -9,10 +9,10 @@
  * `svrkit gen` fails with one line giving the one command that installs both
  * ({@link TOOLCHAIN_INSTALL_COMMAND}).
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { svrkitPackage } from './package-root.js';
 
 /**
  * The toolchain's packages with the version ranges svrkit is built and tested with (the same
@@ -69,11 +69,12 @@ export class ToolchainMissingError extends Error {
 
 /**
  * Where the toolchain is looked up from, in order: the working directory (the user's project),
- * then svrkit's own package root (found from this module's location).
+ * then svrkit's own package root (package-root.ts; this module's dir if that is not found).
  * @returns absolute directories, without duplicates.
  */
 export function toolchainSearchDirs(): string[] {
-  const dirs = [process.cwd(), svrkitRoot()];
+  const own = svrkitPackage()?.root ?? path.dirname(fileURLToPath(import.meta.url));
+  const dirs = [process.cwd(), own];
   return dirs.filter((d, i) => dirs.indexOf(d) === i);
 }
 
@@ -106,18 +107,4 @@ function resolveFromFirst(resolve: ModuleResolver, request: string, dirs: readon
     }
   }
   return undefined;
-}
-
-let cachedRoot: string | undefined;
-
-/** svrkit's package root: the nearest ancestor of this module with a package.json (else this module's dir). */
-function svrkitRoot(): string {
-  if (cachedRoot !== undefined) return cachedRoot;
-  const own = path.dirname(fileURLToPath(import.meta.url));
-  for (let dir = own; ; ) {
-    if (existsSync(path.join(dir, 'package.json'))) return (cachedRoot = dir);
-    const parent = path.dirname(dir);
-    if (parent === dir) return (cachedRoot = own);
-    dir = parent;
-  }
 }
