@@ -68,3 +68,18 @@ export async function startServer(args: string[], pattern: RegExp, cwd: string):
   });
   return { child, address };
 }
+
+/**
+ * CPU seconds the whole machine has been busy since boot: all CPUs, not idle and not iowait, from
+ * /proc/stat (in USER_HZ ticks of 10 ms).
+ * @returns seconds; NaN where /proc/stat cannot be read (not Linux).
+ */
+export function machineBusySeconds(): number {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - f[3]! - f[4]!) / 100;
+  } catch {
+    return NaN;
+  }
+}

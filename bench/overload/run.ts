@@ -54,7 +54,7 @@ import { parseDuration } from '../../framework/cli/bench.js';
 import { parseExposition } from '../../framework/metrics/parse.js';
 import { mulberry32 } from '../../test/support/prng.js';
 import { WorkDefinition } from './gen/work.js';
-import { newHistogram, cpuSeconds } from '../support.js';
+import { cpuSeconds, machineBusySeconds, newHistogram } from '../support.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../../bin/svrkit.js', import.meta.url));
@@ -188,16 +188,6 @@ function installCleanup(): void {
 }
 
 
-/** CPU seconds the whole machine has been busy (all CPUs; not idle, not iowait), from /proc/stat; NaN elsewhere. */
-function machineBusySeconds(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - f[3]! - f[4]!) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 /** CPU use of the server, this process and the machine, from one point in time. */
 class CpuMeter {

@@ -32,12 +32,12 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { cpuSeconds, startServer as startServerIn } from '../support.js';
+import { cpuSeconds, machineBusySeconds, startServer as startServerIn } from '../support.js';
 import { MESSAGE_BYTES, PAYLOAD_BYTES } from './payload.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -94,16 +94,6 @@ async function startServer(args: string[], pattern: RegExp): Promise<{ child: Ch
   return started;
 }
 
-/** CPU seconds the whole machine has been busy (all CPUs; not idle, not iowait), from /proc/stat; NaN elsewhere. */
-function machineBusySeconds(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - f[3]! - f[4]!) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 /**
  * Runs a client to completion; returns its JSON result. `onLine` sees each stdout line as it
