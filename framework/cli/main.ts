@@ -17,11 +17,9 @@ import { collect, durationOption, intOption, parseJsonArgument, positiveMs, repo
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
+import { DEFAULT_MAX_STREAMS_PER_CONNECTION } from '../server/server.js';
 import { addTopCommand } from './top.js';
 import { svrkitVersion } from './version.js';
-
-/** The server's default limit of open streams per connection (`maxStreamsPerConnection`), for the help text. */
-const MAX_STREAMS_HINT = 100;
 
 function metadataOption(value: string, previous: Metadata): Metadata {
   const i = value.indexOf('=');
@@ -148,7 +146,7 @@ function buildProgram(): Command {
     .argument('[json]', 'request as JSON (encoded once, sent on every call, or as the only message of every stream)', '{}')
     .option(
       '-c, --concurrency <n>',
-      `calls kept in flight; on a streaming method at most ${MAX_STREAMS_HINT} x --connections (a server's default limit of open streams per connection)`,
+      `calls kept in flight; on a streaming method at most ${DEFAULT_MAX_STREAMS_PER_CONNECTION} x --connections (a server's default limit of open streams per connection)`,
       intOption('concurrency', 1, 1_000_000),
       DEFAULT_BENCH_CONCURRENCY,
     )

@@ -41,6 +41,9 @@ export type { ServerLogger } from './dispatch.js';
  */
 export type ServerInterceptor = (next: ServerHandler) => ServerHandler;
 
+/** Streams a server takes at once per connection unless `maxStreamsPerConnection` says otherwise. */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 100;
+
 /** Server settings. */
 export interface ServerOptions {
   /** Largest frame accepted or sent, prefix included (bytes). Default 16 MiB. */
@@ -146,7 +149,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     const defaultPriority = ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY;
     if (!(maxInflight >= 1)) throw configErrors.INVALID_OPTION('overload.maxInflight', '>= 1', maxInflight);
     checkPriority(defaultPriority, 'overload.defaultPriority');
-    const maxStreamsPerConnection = options.maxStreamsPerConnection ?? 100;
+    const maxStreamsPerConnection = options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION;
     if (!(Number.isInteger(maxStreamsPerConnection) && maxStreamsPerConnection >= 1)) {
       throw configErrors.INVALID_OPTION('maxStreamsPerConnection', 'an integer >= 1', maxStreamsPerConnection);
     }
