@@ -312,17 +312,29 @@ export const errors = defineErrors({
   DEADLINE_WHILE_QUEUED: { status: Status.DEADLINE_EXCEEDED, notProcessed: true, message: (waitedMs: number) => `deadline exceeded while queued (${waitedMs} ms)` },
   /** The call arrived with no time left (deadline <= 0). */
   DEADLINE_BEFORE_START: { status: Status.DEADLINE_EXCEEDED, message: () => 'deadline exceeded before the call started' },
-  /** FastReject: more calls in flight than `overload.maxInflight`. */
   /** A connection already has as many open streams as the server allows (`ServerOptions.maxStreamsPerConnection`). */
   TOO_MANY_STREAMS: {
     status: Status.RESOURCE_EXHAUSTED,
     notProcessed: true,
     message: (open: number) => `this connection already has ${open} open streams (the server's limit)`,
   },
+  /** FastReject: more calls in flight than `overload.maxInflight` (a fixed cap, off by default). */
   OVERLOADED_INFLIGHT: {
     status: Status.RESOURCE_EXHAUSTED,
     notProcessed: true,
     message: (inflight: number, limit: number) => `overloaded: ${inflight} calls in flight (limit ${limit})`,
+  },
+  /** FastReject's memory backstop: the heap or resident memory is above `overload.maxMemoryFraction` of its limit. */
+  OVERLOADED_MEMORY: {
+    status: Status.RESOURCE_EXHAUSTED,
+    notProcessed: true,
+    message: (usedMiB: number, limitMiB: number) => `overloaded: memory ${usedMiB} MiB in use of a ${limitMiB} MiB limit`,
+  },
+  /** FastReject's early drop: admitted, the call waited in the server's queue longer than it allows while it sheds load. */
+  OVERLOADED_QUEUE_WAIT: {
+    status: Status.RESOURCE_EXHAUSTED,
+    notProcessed: true,
+    message: (waitedMs: number, limitMs: number) => `overloaded: waited ${waitedMs} ms in the server's queue (limit ${limitMs} ms while shedding)`,
   },
   /** FastReject: the call's priority level is above the server's admission level. */
   OVERLOADED_PRIORITY: {

@@ -42,6 +42,7 @@ export {
   ADMIT_ALL,
   DEFAULT_BUSINESS_PRIORITY,
   type AdmissionOptions,
+  type WindowLoad,
   type WindowReport,
 } from './overload/admission.js';
 export { AdaptiveThrottle, type AdaptiveThrottleOptions } from './overload/throttle.js';

@@ -6,8 +6,9 @@
  *   node --import tsx bench/overload/window-server.ts on|dry-run ['{"windowMs":100,...}']
  *
  * It calls the same `serve()` as `svrkit run` (the built one in dist/), so the server is the same
- * but for the window log: `svrkit: window {"at":...,"arrived":...,"admitted":...,"meanQueueMs":...,
- * "eventLoopDelayMs":...,"overloaded":...,"levelBefore":...,"levelAfter":...}`.
+ * but for the window log: `svrkit: window <the WindowReport as JSON>`, e.g. `{"at":...,"arrived":...,
+ * "admitted":...,"eventLoopDelayMs":...,"overloaded":...,"levelBefore":...,"levelAfter":...}` plus
+ * whatever else the controller reports (run.ts reads the fields by name; `at` is epoch ms).
  *
  * The optional JSON adds admission settings (`OverloadOptions`: queueThresholdMs, windowMs,
  * windowRequests, alpha, beta, ...) to explore them (`run.ts --admission`); without it, the defaults.

@@ -69,8 +69,8 @@ function buildProgram(): Command {
     .option('--ttl-ms <ms>', 'lease TTL of the registrations (ms; with --register; default 10000)', positiveMs)
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://<host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
     .addOption(new Option('--fast-reject <mode>', 'FastReject overload control: on, off, or dry-run (decide and log, reject nothing)').choices(['on', 'off', 'dry-run']).default('on'))
-    .option('--queue-threshold-ms <ms>', 'FastReject: mean queueing time that counts as overload (ms; default 20)', positiveMs)
-    .option('--max-inflight <n>', 'FastReject backstop: calls in flight beyond this are refused (default 10000)', intOption('max-inflight', 1, 10_000_000))
+    .option('--queue-threshold-ms <ms>', 'FastReject: the wait that counts as a standing queue when no call in a window waited less (ms; default 20)', positiveMs)
+    .option('--max-inflight <n>', 'FastReject: a fixed cap on calls in flight (default none: the backstop is memory)', intOption('max-inflight', 1, 10_000_000))
     .action(async (entry: string, opts: RunFlags) => {
       try {
         const registerOnly = (['zone', 'weight', 'advertise', 'ttlMs'] as const).filter((k) => opts[k] !== undefined);

@@ -111,7 +111,7 @@ function codeIndex(code: number): number {
  * - `svrkit_server_handling_seconds{service,method}` histogram: handler start to end (s);
  * - `svrkit_server_queueing_seconds{service,method}` histogram: frame arrival to handler start (s);
  * - `svrkit_server_rejected_total{service,method,reason,dry_run}` counter: calls refused before
- *   a handler (`reason` `priority`, `inflight` or `goaway`; `dry_run` `"true"` when the call was
+ *   a handler (`reason` `priority`, `inflight`, `memory`, `queue`, `goaway` or `expired`; `dry_run` `"true"` when the call was
  *   only counted and served anyway);
  * - `svrkit_server_inflight_calls` gauge: calls being handled by the watched servers (sum);
  * - `svrkit_server_admission_level` gauge: the lowest admission level of the watched servers

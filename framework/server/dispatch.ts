@@ -38,8 +38,6 @@ export interface DispatchSettings {
   readonly now: () => number;
   /** The admission level to advertise in responses (undefined: none). */
   readonly admissionLevel: () => number | undefined;
-  /** Records an admitted call's queueing time (FastReject's signal), when overload control is on. */
-  readonly queued: ((ms: number) => void) | undefined;
 }
 
 const EMPTY_METADATA: Readonly<Metadata> = Object.freeze({});
@@ -96,7 +94,6 @@ export class Dispatcher {
     if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);
     this.inflight++;
-    this.settings.queued?.(decoded.queued);
     if (this.settings.observer !== undefined) {
       call.startedAt = now;
       call.queuedMs = decoded.queued;

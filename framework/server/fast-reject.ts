@@ -1,12 +1,22 @@
 /**
  * The server's admission stage: FastReject (DAGOR, phxrpc), the I/O around the pure
  * `AdmissionController` (overload/admission.ts). It feeds the controller each call's priority
- * level and queueing time, closes its windows (on arrivals, and every 250 ms so that an idle
- * server recovers), measures event-loop delay as a backstop signal, publishes the admission level
- * clients see in responses, and refuses calls above it (RESOURCE_EXHAUSTED, not processed) before
- * their bodies are decoded. In dry-run mode it decides and reports, and refuses nothing.
+ * level and the waits the scheduling stage samples, closes its windows (on arrivals, and on a
+ * timer so that an idle server recovers), measures event-loop utilization and delay, publishes
+ * the admission level clients see in responses, refuses calls above it (RESOURCE_EXHAUSTED, not
+ * processed) before their bodies are decoded, and has the waiting calls above a lowered level
+ * refused at once. In dry-run mode it decides and reports, and refuses nothing.
+ *
+ * The in-flight backstop comes from what the server can afford, not from a call count: when the
+ * V8 heap, or the process's resident memory against its cgroup limit or the machine's memory, is
+ * above `maxMemoryFraction` (sampled each window), every new call is refused until it is not.
+ * Calls that wait on I/O cost memory only (about 1.5 KiB each), so a server holds 100,000s of
+ * them; calls that need CPU are bounded by the admission level. `maxInflight` still sets a fixed
+ * cap for those who want one.
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import os from 'node:os';
+import { monitorEventLoopDelay, performance, type EventLoopUtilization, type IntervalHistogram } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { errors } from '../errors.js';
 import { ADMIT_ALL, AdmissionController, type AdmissionOptions, type WindowReport } from '../overload/admission.js';
 import { priorityLevel } from '../overload/priority.js';
@@ -17,25 +27,47 @@ import type { ServerConnection } from './server-connection.js';
 export interface FastRejectSettings extends AdmissionOptions {
   /** Decide and report, but refuse nothing. */
   readonly dryRun: boolean;
-  /** Calls in flight beyond this are refused whatever their priority. */
+  /** Calls in flight beyond this are refused whatever their priority (Infinity: no fixed cap). */
   readonly maxInflight: number;
+  /** Share of the memory limits (0..1] above which every new call is refused. */
+  readonly maxMemoryFraction: number;
   /** Called with each closed window; default: log level changes in dry-run mode. */
   readonly onWindow: ((report: WindowReport) => void) | undefined;
 }
+
+/** What FastReject reads from the scheduling stage at each window's close. */
+export interface QueueState {
+  /** Calls waiting for their handler. */
+  readonly size: number;
+  /** How long the oldest of them has waited (ms, 0 when none). */
+  oldestWaitMs(now: number): number;
+  /** Refuses the waiting calls above `level` (the level just dropped). */
+  refuseAbove(level: number): number;
+  /** Time to start a waiting call since the last sample (ms), or undefined. */
+  serviceSample(): number | undefined;
+}
+
+const MiB = 1024 * 1024;
 
 /** FastReject for one server; see the module comment. */
 export class FastReject {
   private readonly controller: AdmissionController;
   private eventLoopDelay: IntervalHistogram | undefined;
+  private utilization: EventLoopUtilization | undefined;
   private windowTimer: NodeJS.Timeout | undefined;
   /** The admission level sent to clients: undefined while admitting everything (and always in dry-run). */
   private advertised: number | undefined;
+  /** Set while memory is above the limit: [used, limit] in bytes. */
+  private memoryFull: [number, number] | undefined;
+  /** The scheduling stage, once the server wires it. */
+  queue: QueueState | undefined;
 
   /**
    * @param settings - thresholds and the server's own settings.
    * @param now - the server's clock (epoch ms).
    * @param log - where dry-run level changes go.
    * @param observer - receives refusals (metrics).
+   * @throws ConfigError INVALID_OPTION from `AdmissionController` for out-of-range thresholds.
    */
   constructor(
     private readonly settings: FastRejectSettings,
@@ -56,12 +88,14 @@ export class FastReject {
     return this.advertised;
   }
 
-  /** Starts the event-loop delay monitor and the window timer (when the server starts listening). */
+  /** Starts the event-loop monitors and the window timer (when the server starts listening). */
   start(): void {
     this.eventLoopDelay = monitorEventLoopDelay({ resolution: 10 });
     this.eventLoopDelay.enable();
+    this.utilization = performance.eventLoopUtilization();
     // Windows also close when no call arrives, so that an idle server's level recovers.
-    this.windowTimer = setInterval(() => this.maybeCloseWindow(this.now()), 250);
+    const every = Math.min(this.controller.settings.windowMs, 250);
+    this.windowTimer = setInterval(() => this.maybeCloseWindow(this.now()), every);
     this.windowTimer.unref();
   }
 
@@ -75,36 +109,71 @@ export class FastReject {
    * Admits or refuses an arriving call. A refused call is answered here (RESOURCE_EXHAUSTED, not
    * processed, with the admission level); in dry-run mode the refusal is only reported.
    * @param sc - the call's connection; `callId` - its id; `method` - its full name.
-   * @param inflight - calls the server is serving now.
+   * @param inflight - calls the server is serving now, and those waiting for a handler.
    * @param business - business priority, 0..127; `user` - user priority, 0..127.
    * @param now - epoch ms.
    * @returns true when the call may go on.
    */
   admit(sc: ServerConnection<unknown>, callId: number, method: string, inflight: number, business: number, user: number, now: number): boolean {
-    if (inflight >= this.settings.maxInflight) {
-      if (this.refused(method, 'inflight')) {
-        sc.refuse(callId, this.advertised, errors.OVERLOADED_INFLIGHT, inflight, this.settings.maxInflight);
-        return false;
-      }
-    }
     const adm = this.controller;
     if (adm.windowDue(now)) this.maybeCloseWindow(now);
+    const mem = this.memoryFull;
+    if (mem !== undefined && this.refused(method, 'memory')) {
+      sc.refuse(callId, this.advertised, errors.OVERLOADED_MEMORY, Math.round(mem[0] / MiB), Math.round(mem[1] / MiB));
+      return false;
+    }
+    if (inflight >= this.settings.maxInflight && this.refused(method, 'inflight')) {
+      sc.refuse(callId, this.advertised, errors.OVERLOADED_INFLIGHT, inflight, this.settings.maxInflight);
+      return false;
+    }
     const level = priorityLevel(business, user);
-    if (!adm.arrive(level)) {
-      if (this.refused(method, 'priority')) {
-        sc.refuse(callId, this.advertised, errors.OVERLOADED_PRIORITY, level, adm.level);
-        return false;
-      }
+    if (!adm.arrive(level) && this.refused(method, 'priority')) {
+      sc.refuse(callId, this.advertised, errors.OVERLOADED_PRIORITY, level, adm.level);
+      return false;
     }
     return true;
   }
 
   /**
-   * Records how long an admitted call queued before its handler started: the overload signal.
-   * @param ms - frame arrival to handler start.
+   * Counts a call that arrived already past its deadline (refused by the decoding stage).
+   * @param business - its business priority; `user` - its user priority; `waitedMs` - its wait since it was read (ms).
    */
-  queued(ms: number): void {
-    this.controller.queued(ms);
+  arrivedExpired(business: number, user: number, waitedMs: number): void {
+    this.controller.arriveExpired(priorityLevel(business, user), waitedMs);
+  }
+
+  /**
+   * A handler started: a sample of the signal.
+   * @param waitMs - how long its call waited since it was read (ms); `queued` - calls still waiting.
+   * @param deadlineMs - the deadline its client set (ms), or undefined for none.
+   */
+  started(waitMs: number, queued: number, deadlineMs: number | undefined): void {
+    this.controller.started(waitMs, queued, deadlineMs);
+  }
+
+  /**
+   * An admitted call expired while it waited.
+   * @param waitedMs - its wait since it was read (ms).
+   */
+  expired(waitedMs: number): void {
+    this.controller.expired(waitedMs);
+  }
+
+  /**
+   * An admitted call waited longer than `maxWaitMs` and was refused.
+   * @param waitedMs - its wait since it was read (ms).
+   */
+  dropped(waitedMs: number): void {
+    this.controller.dropped(waitedMs);
+  }
+
+  /**
+   * How long an admitted call may wait before it is refused (the controller's `maxWaitMs`);
+   * Infinity in dry-run mode.
+   * @param deadlineMs - the deadline its client set (ms), or undefined.
+   */
+  maxWaitMs(deadlineMs: number | undefined): number {
+    return this.settings.dryRun ? Infinity : this.controller.maxWaitMs(deadlineMs);
   }
 
   /** Reports a refusal; true unless in dry-run mode. */
@@ -114,18 +183,55 @@ export class FastReject {
     return !dry;
   }
 
-  /** Closes the admission window when it is due, and publishes the new level. */
+  /** Closes the admission window when it is due, publishes the new level, samples memory. */
   private maybeCloseWindow(now: number): void {
     const adm = this.controller;
     if (!adm.windowDue(now)) return;
     const eld = this.eventLoopDelay;
     const delayMs = eld !== undefined && eld.count > 0 ? eld.mean / 1e6 : 0;
     eld?.reset();
-    const report = adm.closeWindow(now, delayMs);
-    if (!this.settings.dryRun) this.advertised = adm.level === ADMIT_ALL ? undefined : adm.level;
+    let utilization: number | undefined;
+    if (this.utilization !== undefined) {
+      const u = performance.eventLoopUtilization();
+      utilization = performance.eventLoopUtilization(u, this.utilization).utilization;
+      this.utilization = u;
+    }
+    const q = this.queue;
+    const report = adm.closeWindow(now, {
+      utilization,
+      eventLoopDelayMs: delayMs,
+      queued: q?.size ?? 0,
+      oldestQueuedMs: q?.oldestWaitMs(now) ?? 0,
+      serviceMs: q?.serviceSample(),
+    });
+    this.memoryFull = memoryAboveLimit(this.settings.maxMemoryFraction);
+    if (!this.settings.dryRun) {
+      this.advertised = adm.level === ADMIT_ALL ? undefined : adm.level;
+      if (report.levelAfter < report.levelBefore) q?.refuseAbove(report.levelAfter);
+    }
     if (this.settings.onWindow !== undefined) this.settings.onWindow(report);
     else if (this.settings.dryRun && report.levelAfter !== report.levelBefore) {
-      this.log(`svrkit server: FastReject dry run: admission level ${report.levelBefore} -> ${report.levelAfter} (mean queueing ${report.meanQueueMs.toFixed(1)} ms, event-loop delay ${report.eventLoopDelayMs.toFixed(1)} ms, ${report.arrived} calls)`);
+      this.log(
+        `svrkit server: FastReject dry run: admission level ${report.levelBefore} -> ${report.levelAfter} ` +
+          `(shortest wait ${report.minSojournMs.toFixed(1)} ms, event-loop utilization ${report.utilization.toFixed(2)}, ` +
+          `delay ${report.eventLoopDelayMs.toFixed(1)} ms, ${report.arrived} calls)`,
+      );
     }
   }
+}
+
+/**
+ * Whether memory is above `fraction` of what the process may use: the V8 heap against its limit,
+ * or the resident set against the cgroup limit (`process.constrainedMemory`) or the machine's memory.
+ * @returns `[used, limit]` in bytes of the first limit passed, or undefined when none is.
+ */
+function memoryAboveLimit(fraction: number): [number, number] | undefined {
+  const heap = v8.getHeapStatistics();
+  if (heap.used_heap_size > fraction * heap.heap_size_limit) return [heap.used_heap_size, heap.heap_size_limit];
+  const constrained = process.constrainedMemory?.();
+  const total = os.totalmem();
+  const limit = constrained !== undefined && constrained > 0 && constrained < total ? constrained : total;
+  const rss = process.memoryUsage.rss();
+  if (rss > fraction * limit) return [rss, limit];
+  return undefined;
 }

@@ -8,8 +8,12 @@
 export type RejectReason =
   /** FastReject: the call's priority level is above the admission level. */
   | 'priority'
-  /** The in-flight cap (backstop) was reached. */
+  /** The fixed in-flight cap (`overload.maxInflight`) was reached. */
   | 'inflight'
+  /** The memory backstop: memory is above `overload.maxMemoryFraction` of its limit. */
+  | 'memory'
+  /** Admitted, but waited in the server's queue longer than FastReject allows while it sheds load. */
+  | 'queue'
   /** The client had seen GOAWAY. */
   | 'goaway'
   /** The call waited in queues past its deadline before its handler could start (DEADLINE_EXCEEDED). */

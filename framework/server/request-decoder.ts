@@ -52,12 +52,16 @@ export class RequestDecoder {
    * @param settings - priority defaults.
    * @param admissionLevel - the level to advertise in refusals.
    * @param observer - receives expired-in-queue refusals (metrics).
+   * @param arrivedExpired - counts a call that arrived past its deadline (FastReject's demand and
+   *   signal): its business and user priority and how long it waited since its chunk was read
+   *   (ms; server-measured: a client's clock must not move the level others get).
    */
   constructor(
     private readonly methods: ReadonlyMap<string, RegisteredMethod>,
     private readonly settings: DecoderSettings,
     private readonly admissionLevel: () => number | undefined,
     private readonly observer: ServerObserver | undefined,
+    private readonly arrivedExpired?: (business: number, user: number, waitedMs: number) => void,
   ) {}
 
   /**
@@ -101,13 +105,6 @@ export class RequestDecoder {
       sc.refuse(callId, this.admissionLevel(), errors.TOO_MANY_STREAMS, sc.streams);
       return undefined;
     }
-    if (h.d !== undefined && h.d > 0 && waited >= h.d) {
-      // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
-      // and running it would only make the queue longer. Cheap: the body is not even decoded.
-      sc.refuse(callId, this.admissionLevel(), errors.DEADLINE_WHILE_QUEUED, waited);
-      this.observer?.rejected(h.m, 'expired', false);
-      return undefined;
-    }
     // Priorities, also without overload control here: outbound calls of the handler carry them on.
     if ((h.b !== undefined && !isPriority(h.b)) || (h.u !== undefined && !isPriority(h.u))) {
       sc.refuse(callId, this.admissionLevel(), errors.INVALID_PRIORITY_HEADER, h.b, h.u);
@@ -115,6 +112,15 @@ export class RequestDecoder {
     }
     const business = effectiveBusinessPriority(h.b, registered.def.options?.priority) ?? this.settings.defaultPriority;
     const user = h.u ?? metadataUserPriority(h.md, this.settings.userIdKey, now) ?? this.anonymousUser(callId);
+    if (h.d !== undefined && h.d > 0 && waited >= h.d) {
+      // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
+      // and running it would only make the queue longer. Cheap: the body is not even decoded.
+      // FastReject still counts it: it is demand, and its wait is the clearest overload signal.
+      sc.refuse(callId, this.admissionLevel(), errors.DEADLINE_WHILE_QUEUED, waited);
+      this.observer?.rejected(h.m, 'expired', false);
+      this.arrivedExpired?.(business, user, queued);
+      return undefined;
+    }
     return { header: h, registered, queued, waited, business, user };
   }
 

@@ -49,6 +49,8 @@ export class ServerConnection<C> {
   readonly conn: Connection;
   /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */
   streams = 0;
+  /** Admitted unary calls of this connection waiting for their handler (scheduler.ts). */
+  waiting = 0;
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -124,9 +126,9 @@ export class ServerConnection<C> {
     this.conn.send(FrameKind.PING, GOAWAY_PING_ID);
   }
 
-  /** Ends a draining connection once its client has seen GOAWAY and no call is left on it. */
+  /** Ends a draining connection once its client has seen GOAWAY and no call is left on it (running or waiting). */
   endIfDrained(): void {
-    if (this.draining && this.goawayAcked && this.calls.size === 0) this.conn.end();
+    if (this.draining && this.goawayAcked && this.calls.size === 0 && this.waiting === 0) this.conn.end();
   }
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {

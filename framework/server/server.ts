@@ -28,7 +28,8 @@ import { Health } from './health.js';
 import type { InboundCall, RegisteredMethod, ServerHandler } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
-import { REFUSED, RequestDecoder } from './request-decoder.js';
+import { REFUSED, RequestDecoder, type DecodedHeader } from './request-decoder.js';
+import { Scheduler } from './scheduler.js';
 import { ServerConnection, type ConnectionOwner } from './server-connection.js';
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
 
@@ -83,8 +84,22 @@ export interface ServerOptions {
 export interface OverloadOptions extends AdmissionOptions {
   /** Decide and report, but reject nothing (rejections are only logged and counted). Default false. */
   dryRun?: boolean;
-  /** Backstop: calls in flight beyond this are refused whatever their priority. Default 10000. */
+  /**
+   * A fixed cap: calls in flight beyond this are refused whatever their priority. Default none:
+   * the backstop is memory (`maxMemoryFraction`), and CPU-bound load is bounded by the admission level.
+   */
   maxInflight?: number;
+  /**
+   * Memory backstop: while the V8 heap is above this share of its limit, or the resident set above
+   * this share of the cgroup's (or machine's) memory, every new call is refused (RESOURCE_EXHAUSTED,
+   * not processed). Sampled each admission window. Default 0.9.
+   */
+  maxMemoryFraction?: number;
+  /**
+   * Handler time per event-loop turn before the server reads its sockets again (ms): calls beyond
+   * it wait in the server's priority queue, where FastReject sees and orders them. Default 5.
+   */
+  sliceMs?: number;
   /** Metadata key holding the user id that user priority is hashed from. Default `'x-user-id'`. */
   userIdKey?: string;
   /** Business priority of calls whose caller and method give none, 0..127. Default 64. */
@@ -125,6 +140,7 @@ export class Server implements ConnectionOwner<InboundCall> {
   private readonly fastReject: FastReject | undefined;
   private readonly decoder: RequestDecoder;
   private readonly dispatcher: Dispatcher;
+  private readonly scheduler: Scheduler | undefined;
   private listener: TransportListener | undefined;
   private listening = false;
   private boundAddress: string | undefined;
@@ -145,9 +161,13 @@ export class Server implements ConnectionOwner<InboundCall> {
     this.observer = options.observer;
     this.transport = options.transport ?? tcpTransport;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
-    const maxInflight = ov?.maxInflight ?? 10_000;
+    const maxInflight = ov?.maxInflight ?? Infinity;
+    const maxMemoryFraction = ov?.maxMemoryFraction ?? 0.9;
+    const sliceMs = ov?.sliceMs ?? 5;
     const defaultPriority = ov?.defaultPriority ?? DEFAULT_BUSINESS_PRIORITY;
     if (!(maxInflight >= 1)) throw configErrors.INVALID_OPTION('overload.maxInflight', '>= 1', maxInflight);
+    if (!(maxMemoryFraction > 0 && maxMemoryFraction <= 1)) throw configErrors.INVALID_OPTION('overload.maxMemoryFraction', 'in (0, 1]', maxMemoryFraction);
+    if (!(sliceMs > 0)) throw configErrors.INVALID_OPTION('overload.sliceMs', '> 0 ms', sliceMs);
     checkPriority(defaultPriority, 'overload.defaultPriority');
     const maxStreamsPerConnection = options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION;
     if (!(Number.isInteger(maxStreamsPerConnection) && maxStreamsPerConnection >= 1)) {
@@ -156,17 +176,44 @@ export class Server implements ConnectionOwner<InboundCall> {
     const fastReject = (this.fastReject =
       ov === undefined
         ? undefined
-        : new FastReject({ ...ov, dryRun: ov.dryRun ?? false, maxInflight, onWindow: ov.onWindow }, now, (m) => logger.error(m), options.observer));
+        : new FastReject({ ...ov, dryRun: ov.dryRun ?? false, maxInflight, maxMemoryFraction, onWindow: ov.onWindow }, now, (m) => logger.error(m), options.observer));
     const admissionLevel = fastReject === undefined ? () => undefined : () => fastReject.advertisedLevel;
-    this.decoder = new RequestDecoder(this.methods, { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection }, admissionLevel, options.observer);
-    this.dispatcher = new Dispatcher({
-      maxFrameBytes: this.maxFrameBytes,
-      logger,
-      observer: options.observer,
-      now,
+    this.decoder = new RequestDecoder(
+      this.methods,
+      { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection },
       admissionLevel,
-      queued: fastReject === undefined ? undefined : (ms) => fastReject.queued(ms),
-    });
+      options.observer,
+      fastReject === undefined ? undefined : (business, user, waited) => fastReject.arrivedExpired(business, user, waited),
+    );
+    this.dispatcher = new Dispatcher({ maxFrameBytes: this.maxFrameBytes, logger, observer: options.observer, now, admissionLevel });
+    if (fastReject !== undefined) {
+      const scheduler = (this.scheduler = new Scheduler(sliceMs, now, {
+        start: (c, t, inQueue, queued) => {
+          fastReject.started(c.decoded.queued + inQueue, queued, c.decoded.header.d);
+          const decoded = inQueue > 0 ? { ...c.decoded, queued: c.decoded.queued + inQueue, waited: c.decoded.waited + inQueue } : c.decoded;
+          this.startCall(c.sc, c.callId, decoded, c.body, c.arrival, t);
+        },
+        expired: (c, waited) => {
+          fastReject.expired(c.decoded.queued + (waited - c.decoded.waited));
+          c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
+          this.observer?.rejected(c.decoded.header.m, 'expired', false);
+          c.sc.endIfDrained();
+        },
+        maxWaitMs: (c) => fastReject.maxWaitMs(c.decoded.header.d),
+        dropped: (c, queued) => {
+          fastReject.dropped(queued);
+          c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.OVERLOADED_QUEUE_WAIT, Math.round(queued), Math.round(fastReject.maxWaitMs(c.decoded.header.d)));
+          this.observer?.rejected(c.decoded.header.m, 'queue', false);
+          c.sc.endIfDrained();
+        },
+        refused: (c, level) => {
+          c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.OVERLOADED_PRIORITY, level, fastReject.level);
+          this.observer?.rejected(c.decoded.header.m, 'priority', false);
+          c.sc.endIfDrained();
+        },
+      }));
+      fastReject.queue = scheduler;
+    }
     if (options.builtinServices !== false) {
       this.addService(new Health(this));
       this.addService(new Reflection(this));
@@ -345,8 +392,21 @@ export class Server implements ConnectionOwner<InboundCall> {
     }
     const decoded = this.decoder.header(sc, callId, header, arrival, now);
     if (decoded === undefined) return;
+    if (fastReject === undefined) {
+      this.startCall(sc, callId, decoded, body, arrival, now);
+      return;
+    }
     // FastReject, before the body is decoded: refusing costs a header decode and one frame.
-    if (fastReject !== undefined && !fastReject.admit(sc, callId, decoded.header.m, this.dispatcher.inflight, decoded.business, decoded.user, now)) return;
+    if (!fastReject.admit(sc, callId, decoded.header.m, this.dispatcher.inflight + this.scheduler!.size, decoded.business, decoded.user, now)) return;
+    // Unary calls may wait in the scheduler's queue; streams start as they arrive (their
+    // messages need the call in place).
+    if (decoded.registered.kind === 0 && !this.scheduler!.submit(sc, callId, decoded, body, arrival, now)) return;
+    fastReject.started(decoded.queued, this.scheduler!.size, decoded.header.d);
+    this.startCall(sc, callId, decoded, body, arrival, now);
+  }
+
+  /** Decodes an admitted call's body and hands it to dispatch. */
+  private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
     const request = this.decoder.body(sc, callId, decoded, body);
     if (request === REFUSED) return;
     this.dispatcher.start(sc, callId, decoded, request, arrival, now);

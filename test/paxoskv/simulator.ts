@@ -41,6 +41,7 @@
  * apart ({@link SimResult.spuriousStops}): not a safety violation, but the operator is then told to
  * throw intact data away. {@link runAndCheck} also checks the client history for linearizability.
  */
+import { BinaryHeap } from '../../framework/overload/binary-heap.js';
 import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type CorePlantedBug, type StartState } from '../../services/paxoskv/core/replica.js';
 import { chosenIndex, type ClientOp, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
@@ -281,50 +282,19 @@ interface SimEvent {
   run: () => void;
 }
 
-/** A binary min-heap of events by (time, sequence). */
+/** Events by (time, sequence): a binary min-heap. */
 class EventQueue {
-  private heap: SimEvent[] = [];
+  private readonly heap = new BinaryHeap<SimEvent>((a, b) => a.at < b.at || (a.at === b.at && a.seq < b.seq));
   private seq = 0;
   get size(): number {
-    return this.heap.length;
+    return this.heap.size;
   }
   push(at: number, run: () => void): void {
-    const e = { at, seq: this.seq++, run };
-    const h = this.heap;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (less(h[p]!, h[i]!)) break;
-      [h[p], h[i]] = [h[i]!, h[p]!];
-      i = p;
-    }
+    this.heap.push({ at, seq: this.seq++, run });
   }
   pop(): SimEvent | undefined {
-    const h = this.heap;
-    if (h.length === 0) return undefined;
-    const top = h[0]!;
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && less(h[l]!, h[m]!)) m = l;
-        if (r < h.length && less(h[r]!, h[m]!)) m = r;
-        if (m === i) break;
-        [h[m], h[i]] = [h[i]!, h[m]!];
-        i = m;
-      }
-    }
-    return top;
+    return this.heap.pop();
   }
-}
-
-function less(a: SimEvent, b: SimEvent): boolean {
-  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
 }
 
 /** Replica-wide state of a data dir, as the real store keeps it in its meta record. */

@@ -1,0 +1,138 @@
+/**
+ * The queue of admitted calls waiting for their handler, served by business priority: the most
+ * important business priority first, first come first served within one. (Not by the full level:
+ * admission already shed the users above the cut-off, and serving the admitted users strictly by
+ * their hashed user priority would let the last admitted ones starve behind a stream of slightly
+ * better ones until their deadline.) It also keeps arrival order, to tell how long the oldest
+ * waiting call has waited and to find calls to drop from the oldest on.
+ *
+ * Pure code: times come in as arguments. A binary heap (binary-heap.ts) on (business priority,
+ * arrival sequence); removals other than `shift` rebuild it in O(n), and happen only when the
+ * admission level drops or calls wait too long.
+ */
+
+/** One waiting call, with what the queue orders and expires it by. */
+interface Entry<T> {
+  readonly item: T;
+  readonly level: number;
+  /** What it is served by: its business priority (`level >> 7`). */
+  readonly rank: number;
+  readonly seq: number;
+  /** When it joined the queue, and when it had been waiting since (epoch ms). */
+  readonly since: number;
+  /** Epoch ms after which nobody wants its answer (`Infinity` for none). */
+  readonly deadline: number;
+  /** Removed (arrival order is kept lazily). */
+  gone: boolean;
+}
+
+import { BinaryHeap } from './binary-heap.js';
+
+/** A priority queue of waiting calls; see the module comment. */
+export class CallQueue<T> {
+  private readonly heap = new BinaryHeap<Entry<T>>((a, b) => a.rank < b.rank || (a.rank === b.rank && a.seq < b.seq));
+  /** Arrival order, with removed entries skipped lazily from `head`. */
+  private arrivals: Entry<T>[] = [];
+  private head = 0;
+  private seq = 0;
+
+  /** Calls waiting. */
+  get size(): number {
+    return this.heap.size;
+  }
+
+  /**
+   * Adds a call.
+   * @param item - the call.
+   * @param level - its priority level, 0..16383 (a lower business priority, `level >> 7`, is served first).
+   * @param since - epoch ms it has been waiting since (for the oldest-wait signal).
+   * @param deadline - epoch ms after which it is expired (`Infinity` for none).
+   */
+  push(item: T, level: number, since: number, deadline: number): void {
+    const e: Entry<T> = { item, level, rank: level >> 7, seq: this.seq++, since, deadline, gone: false };
+    this.arrivals.push(e);
+    this.heap.push(e);
+  }
+
+  /**
+   * Removes the next call to serve (most important business priority, then earliest).
+   * @returns it, or undefined when the queue is empty.
+   */
+  shift(): T | undefined {
+    const top = this.heap.pop();
+    if (top === undefined) return undefined;
+    top.gone = true;
+    this.trim();
+    return top.item;
+  }
+
+  /**
+   * When the oldest waiting call started waiting.
+   * @returns epoch ms, or undefined when none waits.
+   */
+  oldestSince(): number | undefined {
+    this.trim();
+    return this.head < this.arrivals.length ? this.arrivals[this.head]!.since : undefined;
+  }
+
+  /**
+   * Removes calls from the oldest on while `drop` says so, stopping at the first it keeps (calls
+   * mostly arrive in deadline order; one that does not is dropped when it is shifted, or in a
+   * later sweep).
+   * @param drop - given a call, when it started waiting and its deadline (epoch ms): true to remove it.
+   * @returns the removed calls, oldest first.
+   */
+  removeOldestWhile(drop: (item: T, since: number, deadline: number) => boolean): T[] {
+    const out: T[] = [];
+    this.trim();
+    while (this.head < this.arrivals.length) {
+      const e = this.arrivals[this.head]!;
+      if (e.gone) {
+        this.head++;
+        continue;
+      }
+      if (!drop(e.item, e.since, e.deadline)) break;
+      e.gone = true;
+      out.push(e.item);
+      this.head++;
+    }
+    if (out.length > 0) this.rebuild();
+    return out;
+  }
+
+  /**
+   * Removes every call above `level` (after the admission level dropped).
+   * @returns the removed calls, in no particular order.
+   */
+  removeAbove(level: number): T[] {
+    const out: T[] = [];
+    for (const e of this.heap.values()) {
+      if (e.level > level) {
+        e.gone = true;
+        out.push(e.item);
+      }
+    }
+    if (out.length > 0) this.rebuild();
+    return out;
+  }
+
+  /** Drops removed entries from the front of the arrival order (and compacts it now and then). */
+  private trim(): void {
+    const a = this.arrivals;
+    while (this.head < a.length && a[this.head]!.gone) this.head++;
+    if (this.head === a.length) {
+      a.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > a.length) {
+      this.arrivals = a.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Rebuilds the heap from the entries not removed. */
+  private rebuild(): void {
+    this.heap.retain((e) => !e.gone);
+    this.arrivals = this.arrivals.slice(this.head).filter((e) => !e.gone);
+    this.head = 0;
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The scheduling stage and the backstops, through a real server on 127.0.0.1: handlers that burn
+ * CPU run in slices, so the server keeps reading; waiting calls are served most important first;
+ * a call that waits past its deadline is answered unprocessed and never runs; waiting calls above
+ * a lowered level are refused at once; a closing server serves the calls that wait; the backstop
+ * is memory, not a call count (tens of thousands of calls that wait on I/O are all held).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Channel, RpcError, Server, Status, type OverloadOptions } from '../../framework/index.js';
+import { ProbeDefinition, type EchoReply, type EchoRequest } from '../.tmp/gen/probe/probe.js';
+
+const servers: Server[] = [];
+const channels: Channel[] = [];
+afterEach(async () => {
+  for (const c of channels.splice(0)) c.close();
+  await Promise.all(servers.splice(0).map((s) => s.close({ graceMs: 200 })));
+});
+
+/** Spins the CPU for `ms` milliseconds (blocking the event loop, like CPU-bound work). */
+function spin(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // spin
+  }
+}
+
+/** A Probe server whose echo spins `delayMs` of CPU and records the order handlers ran in. */
+async function cpuServer(overload: OverloadOptions) {
+  const ran: string[] = [];
+  const server = new Server({ overload });
+  server.addService(ProbeDefinition, {
+    echo: async (r: EchoRequest): Promise<EchoReply> => {
+      ran.push(r.text);
+      spin(r.delayMs);
+      return { text: r.text } as EchoReply;
+    },
+  });
+  servers.push(server);
+  await server.listen(0);
+  const channel = new Channel(server.address, { retryPolicy: false, adaptiveThrottle: false });
+  channels.push(channel);
+  return { server, channel, ran };
+}
+
+function settle<T>(p: Promise<T>): Promise<{ ok: boolean; error?: RpcError; at: number }> {
+  const t0 = performance.now();
+  return p.then(
+    () => ({ ok: true, at: performance.now() - t0 }),
+    (e: RpcError) => ({ ok: false, error: e, at: performance.now() - t0 }),
+  );
+}
+
+describe('the scheduling stage', () => {
+  it('keeps reading while handlers burn CPU, and serves the most important business priority first', async () => {
+    const { channel, ran } = await cpuServer({});
+    const echo = ProbeDefinition.methods.echo;
+    // 60 calls of 5 ms (300 ms of CPU) at business priority 100, then 5 at priority 1.
+    // Long deadlines: a queue of a second is no overload for them (deadlineShare), so none is refused.
+    const low = Array.from({ length: 60 }, (_, i) => settle(channel.unary(echo, { text: `low${i}`, delayMs: 5 }, { timeoutMs: 60_000, priority: 100 })));
+    await new Promise((r) => setTimeout(r, 20));
+    const high = Array.from({ length: 5 }, (_, i) => settle(channel.unary(echo, { text: `high${i}`, delayMs: 5 }, { timeoutMs: 60_000, priority: 1 })));
+    const [lows, highs] = await Promise.all([Promise.all(low), Promise.all(high)]);
+    expect([...lows, ...highs].filter((o) => !o.ok).map((o) => o.error!.message)).toEqual([]);
+    // The important calls were read while the others ran, and jumped the queue.
+    const firstHigh = ran.findIndex((t) => t.startsWith('high'));
+    expect(firstHigh).toBeGreaterThan(0);
+    expect(firstHigh).toBeLessThan(30);
+    expect(Math.max(...highs.map((o) => o.at))).toBeLessThan(Math.max(...lows.map((o) => o.at)));
+  });
+
+  it('answers a call whose deadline passed while it waited DEADLINE_EXCEEDED, unprocessed, and never runs it', async () => {
+    const { channel, ran } = await cpuServer({});
+    const echo = ProbeDefinition.methods.echo;
+    // 40 calls of 10 ms each, all sent at once, each with 100 ms to live: most cannot start in time.
+    const outcomes = await Promise.all(Array.from({ length: 40 }, (_, i) => settle(channel.unary(echo, { text: `c${i}`, delayMs: 10 }, { timeoutMs: 100 }))));
+    const expired = outcomes.filter((o) => !o.ok && o.error!.code === Status.DEADLINE_EXCEEDED);
+    expect(expired.length).toBeGreaterThan(20);
+    expect(ran.length).toBeLessThan(20);
+    expect(ran.length + expired.length).toBeGreaterThanOrEqual(38);
+  });
+
+  it('under a sustained 4x load, refuses the calls above the level fast (RESOURCE_EXHAUSTED, not processed) and serves the important ones', async () => {
+    const { channel } = await cpuServer({});
+    const echo = ProbeDefinition.methods.echo;
+    // 2 ms of CPU per call, 2,000 calls/s offered for 2 s (4x what one core serves), 10 s deadlines.
+    const calls: Array<Promise<{ ok: boolean; error?: RpcError; at: number }>> = [];
+    const important: boolean[] = [];
+    for (let tick = 0; tick < 100; tick++) {
+      for (let i = 0; i < 40; i++) {
+        important.push(i % 10 === 0);
+        calls.push(settle(channel.unary(echo, { text: `c${tick}.${i}`, delayMs: 2 }, { timeoutMs: 10_000, priority: i % 10 === 0 ? 1 : 100 })));
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const outcomes = await Promise.all(calls);
+    const refused = outcomes.filter((o) => !o.ok && o.error!.code === Status.RESOURCE_EXHAUSTED);
+    expect(refused.length).toBeGreaterThan(outcomes.length * 0.3);
+    expect(refused.every((o) => o.error!.notProcessed && /overloaded: priority level|shed locally/.test(o.error!.message))).toBe(true);
+    // Refused quickly, not after seconds in a queue.
+    const sorted = refused.map((o) => o.at).sort((a, b) => a - b);
+    expect(sorted[Math.floor(sorted.length / 2)]!).toBeLessThan(500);
+    // The important calls were served (this process is the client too, and other tests may run
+    // beside it: nearly all, not all).
+    const top = outcomes.filter((_, i) => important[i]);
+    expect(top.filter((o) => o.ok).length / top.length).toBeGreaterThan(0.9);
+  });
+
+  it('a burst the queue can serve within its deadlines is served, not refused', async () => {
+    const { channel } = await cpuServer({});
+    // 300 calls of 2 ms at once (0.6 s of CPU), 60 s deadlines, nothing after: no call arrives
+    // while the queue stands, and it stands well under 5% of their deadlines; all are served.
+    const outcomes = await Promise.all(Array.from({ length: 300 }, (_, i) => settle(channel.unary(ProbeDefinition.methods.echo, { text: `c${i}`, delayMs: 2 }, { timeoutMs: 60_000 }))));
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+  });
+
+  it('a closing server serves the calls still waiting before it closes the connection', async () => {
+    const { server, channel } = await cpuServer({});
+    const echo = ProbeDefinition.methods.echo;
+    const calls = Array.from({ length: 30 }, (_, i) => settle(channel.unary(echo, { text: `c${i}`, delayMs: 3 }, { timeoutMs: 10_000 })));
+    await new Promise((r) => setTimeout(r, 5));
+    await server.close({ graceMs: 5000 });
+    const outcomes = await Promise.all(calls);
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+  });
+});
+
+describe('the backstops', () => {
+  it('holds 30,000 calls waiting on I/O with the defaults, refusing none (no fixed in-flight cap)', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const server = new Server();
+    let held = 0;
+    server.addService(ProbeDefinition, {
+      echo: async (r: EchoRequest): Promise<EchoReply> => {
+        held++;
+        await gate;
+        return { text: r.text } as EchoReply;
+      },
+    });
+    servers.push(server);
+    await server.listen(0);
+    const channel = new Channel(server.address, { retryPolicy: false });
+    channels.push(channel);
+    // Opened at 20,000 calls/s (this process is both the client and the server).
+    const calls: Array<Promise<{ ok: boolean; error?: RpcError; at: number }>> = [];
+    for (let i = 0; i < 30_000; i++) {
+      calls.push(settle(channel.unary(ProbeDefinition.methods.echo, { text: String(i) }, { timeoutMs: 60_000 })));
+      if (i % 500 === 499) await new Promise((r) => setTimeout(r, 25));
+    }
+    const deadline = Date.now() + 30_000;
+    while (held < 30_000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(server.inflightCalls).toBe(30_000);
+    release();
+    const outcomes = await Promise.all(calls);
+    expect(outcomes.filter((o) => !o.ok).map((o) => o.error!.message).slice(0, 3)).toEqual([]);
+  }, 60_000);
+
+  it('refuses every new call while memory is above maxMemoryFraction of its limit', async () => {
+    // A fraction no process can be under: the first window's sample trips the backstop.
+    const { channel } = await cpuServer({ maxMemoryFraction: 1e-9, windowMs: 10 });
+    await new Promise((r) => setTimeout(r, 300));
+    const o = await settle(channel.unary(ProbeDefinition.methods.echo, { text: 'x' }, { timeoutMs: 2000, priority: 0 }));
+    expect(o.ok).toBe(false);
+    expect(o.error!.code).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(o.error!.notProcessed).toBe(true);
+    expect(o.error!.message).toMatch(/^overloaded: memory \d+ MiB in use of a \d+ MiB limit$/);
+  });
+
+  it('rejects bad settings', () => {
+    expect(() => new Server({ overload: { maxMemoryFraction: 0 } })).toThrow(/maxMemoryFraction/);
+    expect(() => new Server({ overload: { sliceMs: 0 } })).toThrow(/sliceMs/);
+    expect(() => new Server({ overload: { maxInflight: 0 } })).toThrow(/maxInflight/);
+  });
+});
