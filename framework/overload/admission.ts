@@ -46,7 +46,8 @@
  *   last 10 minutes, or to `ADMIT_ALL` when none above had. An over-estimate shows as a standing
  *   queue in the next window and is cut then.
  * - **Business priority 0** is never shed by the level: the level never drops below the last
- *   level of business priority 0 (only the memory backstop can refuse it).
+ *   level of business priority 0 (the memory backstop can refuse it, and, while the server sheds,
+ *   the early drop of calls that waited too long, which it is served first to avoid).
  */
 import { DEFAULT_BUSINESS_PRIORITY, PRIORITY_LEVELS, priorityLevel, userPriority } from './priority.js';
 import { configErrors } from '../errors.js';
@@ -231,14 +232,15 @@ export class AdmissionController {
 
   /**
    * Counts a call that arrived already past its deadline (it waited in buffers before it was
-   * read): demand in the histogram, and its wait as a sample of the signal. It is not admitted.
-   * @param level - its priority level; `waitedMs` - how long it had waited since it was read (ms).
+   * read): demand in the histogram. It is not admitted, and it is no sample of the signal: its
+   * wait in this server is nil, and a client that sends such calls (a tiny or back-dated
+   * deadline) must not hide the queue that every other call sees.
+   * @param level - its priority level, 0..16383.
    */
-  arriveExpired(level: number, waitedMs: number): void {
+  arriveExpired(level: number): void {
     this.histogram[level]!++;
     this.arrived++;
     this.expiredCount++;
-    this.sample(waitedMs);
   }
 
   /**
@@ -249,31 +251,36 @@ export class AdmissionController {
    */
   started(waitMs: number, queued: number, deadlineMs?: number): void {
     this.startedCount++;
-    const backlog = queued * this.serviceMs;
-    this.sample(backlog > waitMs ? backlog : waitMs);
+    this.sample(waitMs, queued);
     if (deadlineMs === undefined) this.shortestDeadline = 0;
     else if (deadlineMs < this.shortestDeadline) this.shortestDeadline = deadlineMs;
   }
 
   /**
-   * An admitted call was dropped unstarted because its deadline passed while it waited.
+   * An admitted call was dropped unstarted because its deadline passed while it waited: a sample
+   * like a start's (a short deadline cannot make the queue look shorter than it is).
    * @param waitedMs - how long it had waited since it was read (ms).
+   * @param queued - calls still waiting.
    */
-  expired(waitedMs: number): void {
+  expired(waitedMs: number, queued: number): void {
     this.expiredCount++;
-    this.sample(waitedMs);
+    this.sample(waitedMs, queued);
   }
 
   /**
    * An admitted call was refused unstarted because it waited longer than `maxWaitMs`.
    * @param waitedMs - how long it had waited since it was read (ms).
+   * @param queued - calls still waiting.
    */
-  dropped(waitedMs: number): void {
+  dropped(waitedMs: number, queued: number): void {
     this.droppedCount++;
-    this.sample(waitedMs);
+    this.sample(waitedMs, queued);
   }
 
-  private sample(ms: number): void {
+  /** A sample: the larger of a call's wait and the wait the queue behind it means. */
+  private sample(waitMs: number, queued: number): void {
+    const backlog = queued * this.serviceMs;
+    const ms = backlog > waitMs ? backlog : waitMs;
     this.samples++;
     if (ms < this.minWait) this.minWait = ms;
   }
@@ -401,7 +408,7 @@ export class AdmissionController {
    * level of `level`'s business priority, up to `level`, held in this window (user priorities
    * spread calls evenly over them): 1 .. `most`, at most three times the admitted part of the
    * business priority, and without `room` not past its last level. When they held none: twice
-   * the admitted part if the business priority had calls in the last minute and some call
+   * the admitted part if the business priority had calls in the last 10 minutes and some call
    * arrived in this window; else (a gap) up to the first level of the next business priority
    * seen in the last 10 minutes, or to `ADMIT_ALL` when none above was.
    */

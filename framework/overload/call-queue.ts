@@ -7,8 +7,9 @@
  * waiting call has waited and to find calls to drop from the oldest on.
  *
  * Pure code: times come in as arguments. A binary heap (binary-heap.ts) on (business priority,
- * arrival sequence); removals other than `shift` rebuild it in O(n), and happen only when the
- * admission level drops or calls wait too long.
+ * arrival sequence) and an array in arrival order; a removal marks the entry, and each structure
+ * skips or compacts away marked entries once they outnumber the live ones (amortized O(1) per
+ * removal; no removed call is held longer than that).
  */
 
 /** One waiting call, with what the queue orders and expires it by. */
@@ -22,7 +23,7 @@ interface Entry<T> {
   readonly since: number;
   /** Epoch ms after which nobody wants its answer (`Infinity` for none). */
   readonly deadline: number;
-  /** Removed (arrival order is kept lazily). */
+  /** Removed: both orders drop removed entries lazily. */
   gone: boolean;
 }
 
@@ -31,14 +32,16 @@ import { BinaryHeap } from './binary-heap.js';
 /** A priority queue of waiting calls; see the module comment. */
 export class CallQueue<T> {
   private readonly heap = new BinaryHeap<Entry<T>>((a, b) => a.rank < b.rank || (a.rank === b.rank && a.seq < b.seq));
-  /** Arrival order, with removed entries skipped lazily from `head`. */
+  /** Arrival order, with removed entries skipped from `head` and compacted now and then. */
   private arrivals: Entry<T>[] = [];
   private head = 0;
   private seq = 0;
+  /** Calls waiting (entries not removed). */
+  private live = 0;
 
   /** Calls waiting. */
   get size(): number {
-    return this.heap.size;
+    return this.live;
   }
 
   /**
@@ -52,6 +55,7 @@ export class CallQueue<T> {
     const e: Entry<T> = { item, level, rank: level >> 7, seq: this.seq++, since, deadline, gone: false };
     this.arrivals.push(e);
     this.heap.push(e);
+    this.live++;
   }
 
   /**
@@ -59,11 +63,13 @@ export class CallQueue<T> {
    * @returns it, or undefined when the queue is empty.
    */
   shift(): T | undefined {
-    const top = this.heap.pop();
-    if (top === undefined) return undefined;
-    top.gone = true;
-    this.trim();
-    return top.item;
+    for (let e = this.heap.pop(); e !== undefined; e = this.heap.pop()) {
+      if (e.gone) continue;
+      this.remove(e);
+      this.trim();
+      return e.item;
+    }
+    return undefined;
   }
 
   /**
@@ -84,19 +90,14 @@ export class CallQueue<T> {
    */
   removeOldestWhile(drop: (item: T, since: number, deadline: number) => boolean): T[] {
     const out: T[] = [];
-    this.trim();
-    while (this.head < this.arrivals.length) {
+    for (;;) {
+      this.trim();
+      if (this.head >= this.arrivals.length) break;
       const e = this.arrivals[this.head]!;
-      if (e.gone) {
-        this.head++;
-        continue;
-      }
       if (!drop(e.item, e.since, e.deadline)) break;
-      e.gone = true;
+      this.remove(e);
       out.push(e.item);
-      this.head++;
     }
-    if (out.length > 0) this.rebuild();
     return out;
   }
 
@@ -107,32 +108,33 @@ export class CallQueue<T> {
   removeAbove(level: number): T[] {
     const out: T[] = [];
     for (const e of this.heap.values()) {
-      if (e.level > level) {
-        e.gone = true;
+      if (!e.gone && e.level > level) {
+        this.remove(e);
         out.push(e.item);
       }
     }
-    if (out.length > 0) this.rebuild();
+    this.trim();
     return out;
   }
 
-  /** Drops removed entries from the front of the arrival order (and compacts it now and then). */
+  /** Marks an entry removed, and compacts the heap once removed entries outnumber the live ones. */
+  private remove(e: Entry<T>): void {
+    e.gone = true;
+    this.live--;
+    if (this.heap.size > 2 * this.live + 1024) this.heap.retain((x) => !x.gone);
+  }
+
+  /** Skips removed entries at the front of the arrival order, and compacts it when they pile up behind. */
   private trim(): void {
     const a = this.arrivals;
     while (this.head < a.length && a[this.head]!.gone) this.head++;
     if (this.head === a.length) {
       a.length = 0;
       this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > a.length) {
-      this.arrivals = a.slice(this.head);
+    } else if (a.length - this.head > 2 * this.live + 1024) {
+      // One old call at the front would otherwise hold every entry served after it.
+      this.arrivals = a.slice(this.head).filter((x) => !x.gone);
       this.head = 0;
     }
-  }
-
-  /** Rebuilds the heap from the entries not removed. */
-  private rebuild(): void {
-    this.heap.retain((e) => !e.gone);
-    this.arrivals = this.arrivals.slice(this.head).filter((e) => !e.gone);
-    this.head = 0;
   }
 }

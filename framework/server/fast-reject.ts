@@ -10,7 +10,7 @@
  * The in-flight backstop comes from what the server can afford, not from a call count: when the
  * V8 heap, or the process's resident memory against its cgroup limit or the machine's memory, is
  * above `maxMemoryFraction` (sampled each window), every new call is refused until it is not.
- * Calls that wait on I/O cost memory only (about 1.5 KiB each), so a server holds 100,000s of
+ * Calls that wait on I/O cost memory only (about 2.5 KiB each), so a server holds 100,000s of
  * them; calls that need CPU are bounded by the admission level. `maxInflight` still sets a fixed
  * cap for those who want one.
  */
@@ -135,11 +135,12 @@ export class FastReject {
   }
 
   /**
-   * Counts a call that arrived already past its deadline (refused by the decoding stage).
-   * @param business - its business priority; `user` - its user priority; `waitedMs` - its wait since it was read (ms).
+   * Counts a call that arrived already past its deadline (refused by the decoding stage) as demand.
+   * @param business - its business priority, 0..127.
+   * @param user - its user priority, 0..127.
    */
-  arrivedExpired(business: number, user: number, waitedMs: number): void {
-    this.controller.arriveExpired(priorityLevel(business, user), waitedMs);
+  arrivedExpired(business: number, user: number): void {
+    this.controller.arriveExpired(priorityLevel(business, user));
   }
 
   /**
@@ -153,18 +154,18 @@ export class FastReject {
 
   /**
    * An admitted call expired while it waited.
-   * @param waitedMs - its wait since it was read (ms).
+   * @param waitedMs - its wait since it was read (ms); `queued` - calls still waiting.
    */
-  expired(waitedMs: number): void {
-    this.controller.expired(waitedMs);
+  expired(waitedMs: number, queued: number): void {
+    this.controller.expired(waitedMs, queued);
   }
 
   /**
    * An admitted call waited longer than `maxWaitMs` and was refused.
-   * @param waitedMs - its wait since it was read (ms).
+   * @param waitedMs - its wait since it was read (ms); `queued` - calls still waiting.
    */
-  dropped(waitedMs: number): void {
-    this.controller.dropped(waitedMs);
+  dropped(waitedMs: number, queued: number): void {
+    this.controller.dropped(waitedMs, queued);
   }
 
   /**

@@ -52,16 +52,15 @@ export class RequestDecoder {
    * @param settings - priority defaults.
    * @param admissionLevel - the level to advertise in refusals.
    * @param observer - receives expired-in-queue refusals (metrics).
-   * @param arrivedExpired - counts a call that arrived past its deadline (FastReject's demand and
-   *   signal): its business and user priority and how long it waited since its chunk was read
-   *   (ms; server-measured: a client's clock must not move the level others get).
+   * @param arrivedExpired - counts a call that arrived past its deadline as FastReject's demand:
+   *   its business and user priority.
    */
   constructor(
     private readonly methods: ReadonlyMap<string, RegisteredMethod>,
     private readonly settings: DecoderSettings,
     private readonly admissionLevel: () => number | undefined,
     private readonly observer: ServerObserver | undefined,
-    private readonly arrivedExpired?: (business: number, user: number, waitedMs: number) => void,
+    private readonly arrivedExpired?: (business: number, user: number) => void,
   ) {}
 
   /**
@@ -115,10 +114,10 @@ export class RequestDecoder {
     if (h.d !== undefined && h.d > 0 && waited >= h.d) {
       // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
       // and running it would only make the queue longer. Cheap: the body is not even decoded.
-      // FastReject still counts it: it is demand, and its wait is the clearest overload signal.
+      // FastReject still counts it as demand.
       sc.refuse(callId, this.admissionLevel(), errors.DEADLINE_WHILE_QUEUED, waited);
       this.observer?.rejected(h.m, 'expired', false);
-      this.arrivedExpired?.(business, user, queued);
+      this.arrivedExpired?.(business, user);
       return undefined;
     }
     return { header: h, registered, queued, waited, business, user };

@@ -11,6 +11,9 @@
  *   turn spent reading if that was longer (at most 10 slices). Between slices the
  *   event loop reads every socket, so calls arrive into FastReject within about a slice, where
  *   their waiting is measured, the most important are served first, and the rest can be refused.
+ *   (Seastar's reactor does the same with its task quota: run tasks for a bounded time, then
+ *   poll for I/O.) A handler's CPU after its first `await` runs as a promise continuation,
+ *   outside the slices.
  *
  * Each start reports what the controller's signal is made of: how long the call waited since it
  * was read, and how many calls are still waiting (server-measured: a client's clock, which it

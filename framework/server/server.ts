@@ -183,7 +183,7 @@ export class Server implements ConnectionOwner<InboundCall> {
       { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection },
       admissionLevel,
       options.observer,
-      fastReject === undefined ? undefined : (business, user, waited) => fastReject.arrivedExpired(business, user, waited),
+      fastReject === undefined ? undefined : (business, user) => fastReject.arrivedExpired(business, user),
     );
     this.dispatcher = new Dispatcher({ maxFrameBytes: this.maxFrameBytes, logger, observer: options.observer, now, admissionLevel });
     if (fastReject !== undefined) {
@@ -194,14 +194,14 @@ export class Server implements ConnectionOwner<InboundCall> {
           this.startCall(c.sc, c.callId, decoded, c.body, c.arrival, t);
         },
         expired: (c, waited) => {
-          fastReject.expired(c.decoded.queued + (waited - c.decoded.waited));
+          fastReject.expired(c.decoded.queued + (waited - c.decoded.waited), scheduler.size);
           c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
           this.observer?.rejected(c.decoded.header.m, 'expired', false);
           c.sc.endIfDrained();
         },
         maxWaitMs: (c) => fastReject.maxWaitMs(c.decoded.header.d),
         dropped: (c, queued) => {
-          fastReject.dropped(queued);
+          fastReject.dropped(queued, scheduler.size);
           c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.OVERLOADED_QUEUE_WAIT, Math.round(queued), Math.round(fastReject.maxWaitMs(c.decoded.header.d)));
           this.observer?.rejected(c.decoded.header.m, 'queue', false);
           c.sc.endIfDrained();
@@ -408,7 +408,10 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** Decodes an admitted call's body and hands it to dispatch. */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
     const request = this.decoder.body(sc, callId, decoded, body);
-    if (request === REFUSED) return;
+    if (request === REFUSED) {
+      sc.endIfDrained(); // it may have been the last call a draining connection waited for
+      return;
+    }
     this.dispatcher.start(sc, callId, decoded, request, arrival, now);
   }
 

@@ -178,13 +178,24 @@ describe('AdmissionController', () => {
     expect(standing.minSojournMs).toBeCloseTo(30, 0);
   });
 
-  it('counts calls that arrived already expired: demand in the histogram and a sample of the signal', () => {
+  it('counts calls that arrived already expired as demand, and a short deadline hides no queue', () => {
     const c = new AdmissionController(0, { windowMs: 100 });
-    for (let i = 0; i < 50; i++) c.arriveExpired(priorityLevel(64, i), 600);
-    const w = c.closeWindow(100, { utilization: 1, queued: 0 });
-    expect(w.arrived).toBe(50);
-    expect(w.expired).toBe(50);
+    for (let i = 0; i < 100; i++) {
+      c.arrive(priorityLevel(64, i % 128));
+      c.started(0, 0);
+    }
+    c.closeWindow(100, { utilization: 1 }); // 1 ms per call
+    for (let i = 0; i < 50; i++) c.arriveExpired(priorityLevel(64, i));
+    for (let i = 0; i < 100; i++) {
+      c.arrive(priorityLevel(96, i % 128));
+      c.started(1, 60); // a queue of 60 calls stands behind every start...
+    }
+    c.expired(0.2, 60); // ... and a call with a tiny deadline expires in it: its sample still counts the queue
+    const w = c.closeWindow(200, { utilization: 1, queued: 60 });
+    expect(w.arrived).toBe(150);
+    expect(w.expired).toBe(51);
     expect(w.overloaded).toBe(true);
+    expect(w.levelAfter).toBeLessThan(ADMIT_ALL);
   });
 
   it('rejects bad settings', () => {

@@ -65,4 +65,17 @@ describe('CallQueue', () => {
       }
     }
   });
+
+  it('one old call at the front holds nothing served after it: 50,000 pushes and shifts later it is still the oldest, alone', () => {
+    const q = new CallQueue<number>();
+    q.push(-1, priorityLevel(96, 0), 0, Infinity);
+    for (let i = 0; i < 50_000; i++) {
+      q.push(i, priorityLevel(1, 0), i + 1, Infinity);
+      expect(q.shift()).toBe(i);
+    }
+    expect(q.size).toBe(1);
+    expect(q.oldestSince()).toBe(0);
+    expect(q.removeAbove(priorityLevel(64, 0))).toEqual([-1]);
+    expect(q.size).toBe(0);
+  });
 });

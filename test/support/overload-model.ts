@@ -187,10 +187,10 @@ export function runModel(opts: {
       for (const w of queue.removeOldestWhile((_, since, deadline) => deadline <= start || start - since > limit)) {
         if (w.arrived + deadlineMs <= start) {
           w.bucket.expired++;
-          c.expired(start - w.arrived);
+          c.expired(start - w.arrived, queue.size);
         } else {
           w.bucket.refused++;
-          c.dropped(start - w.arrived);
+          c.dropped(start - w.arrived, queue.size);
         }
       }
       const w = queue.shift();
