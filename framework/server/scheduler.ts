@@ -32,8 +32,11 @@ import type { ServerConnection } from './server-connection.js';
 
 /** An admitted unary call, read and waiting. */
 export interface WaitingCall {
+  /** Its connection. */
   readonly sc: ServerConnection<InboundCall>;
+  /** Its id on that connection. */
   readonly callId: number;
+  /** What the decoding stage found (its `queued` and `waited` as of `at`). */
   readonly decoded: DecodedHeader;
   /** The request body (a copy once it waits: the frame's buffer is reused). */
   readonly body: Buffer;
@@ -52,14 +55,14 @@ export interface SchedulerHooks {
    * @param queued - calls still waiting as it starts.
    */
   start(call: WaitingCall, now: number, inQueueMs: number, queued: number): void;
-  /** The call's deadline passed while it waited (`waitedMs` since its client sent it): answer it. */
-  expired(call: WaitingCall, waitedMs: number): void;
+  /** The call's deadline passed while it waited (`inQueueMs` in this queue): answer it. */
+  expired(call: WaitingCall, inQueueMs: number): void;
   /** The admission level dropped below the call's `level`: refuse it. */
   refused(call: WaitingCall, level: number): void;
   /** How long the call may wait (ms; Infinity while the server admits everything). */
   maxWaitMs(call: WaitingCall): number;
-  /** The call waited longer than that (`queuedMs` since it was read): refuse it. */
-  dropped(call: WaitingCall, queuedMs: number): void;
+  /** The call waited longer than that (`inQueueMs` in this queue): refuse it. */
+  dropped(call: WaitingCall, inQueueMs: number): void;
 }
 
 /** The scheduling stage; see the module comment. */
@@ -166,10 +169,10 @@ export class Scheduler {
       for (const call of q.removeOldestWhile((c, since, deadline) => deadline <= t || t - since > this.hooks.maxWaitMs(c))) {
         call.sc.waiting--;
         if (call.sc.conn.closed) continue;
-        const waited = call.decoded.waited + (t - call.at);
+        const inQueue = t - call.at;
         const d = call.decoded.header.d;
-        if (d !== undefined && d > 0 && waited >= d) this.hooks.expired(call, waited);
-        else this.hooks.dropped(call, call.decoded.queued + (t - call.at));
+        if (d !== undefined && d > 0 && call.decoded.waited + inQueue >= d) this.hooks.expired(call, inQueue);
+        else this.hooks.dropped(call, inQueue);
       }
       const call = q.shift();
       if (call === undefined) break;
@@ -179,7 +182,7 @@ export class Scheduler {
       const waited = call.decoded.waited + inQueue;
       const d = call.decoded.header.d;
       if (d !== undefined && d > 0 && waited >= d) {
-        this.hooks.expired(call, waited);
+        this.hooks.expired(call, inQueue);
         continue;
       }
       this.hooks.start(call, t, inQueue, q.size);

@@ -193,14 +193,15 @@ export class Server implements ConnectionOwner<InboundCall> {
           const decoded = inQueue > 0 ? { ...c.decoded, queued: c.decoded.queued + inQueue, waited: c.decoded.waited + inQueue } : c.decoded;
           this.startCall(c.sc, c.callId, decoded, c.body, c.arrival, t);
         },
-        expired: (c, waited) => {
-          fastReject.expired(c.decoded.queued + (waited - c.decoded.waited), scheduler.size);
-          c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
+        expired: (c, inQueue) => {
+          fastReject.expired(c.decoded.queued + inQueue, scheduler.size);
+          c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(c.decoded.waited + inQueue));
           this.observer?.rejected(c.decoded.header.m, 'expired', false);
           c.sc.endIfDrained();
         },
         maxWaitMs: (c) => fastReject.maxWaitMs(c.decoded.header.d),
-        dropped: (c, queued) => {
+        dropped: (c, inQueue) => {
+          const queued = c.decoded.queued + inQueue;
           fastReject.dropped(queued, scheduler.size);
           c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.OVERLOADED_QUEUE_WAIT, Math.round(queued), Math.round(fastReject.maxWaitMs(c.decoded.header.d)));
           this.observer?.rejected(c.decoded.header.m, 'queue', false);
