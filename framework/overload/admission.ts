@@ -32,6 +32,19 @@
  *   by the event-loop delay backstop, with no queue to size the cut by, takes DAGOR's step:
  *   `(1 - alpha) * admitted`. The server refuses the waiting calls above the new level at once,
  *   and while it sheds, the calls that waited more than `maxWaitMs` (Breakwater's early drops).
+ *   So the excess to drain counts only the calls waiting at or below the new level (the server
+ *   reports the queue per level): those above it are refused, not drained.
+ * - **What the cut spares** (svrkit's refinement of CoDel for a priority queue). The queue serves
+ *   the most important business priority first, so a call waits only behind the calls of its own
+ *   and more important business priorities. Each sample also counts for the call's business
+ *   priority: the larger of its wait and the queue ahead of a newcomer of that priority. A cut
+ *   never goes into a business priority when it, and every more important one, lost no call to
+ *   the early drop or its deadline in the window, had a sample no longer than the early-drop
+ *   limit (`3 x` the threshold), and together had no more calls, in the window and over the last
+ *   eight, than the server could serve in them plus three standard deviations of a Poisson count
+ *   of that mean (a class at capacity is not cut for a chance surplus; one 20% over it is). Those calls are served in time whatever waits behind
+ *   them; cutting them would refuse calls the server serves (at 10x a class of 97% of capacity
+ *   queues now and then, and a cut by the window's noisy count would refuse some of it).
  * - **How far the level rises.** Not overloaded, it admits what the server can serve plus half the
  *   queue the threshold still allows: at least `beta` more than it admitted (DAGOR's step), at
  *   most twice as many. With room (utilization below `utilizationTarget`, or no call at all) the
@@ -119,6 +132,12 @@ export interface WindowLoad {
   readonly eventLoopDelayMs?: number;
   /** Calls waiting in the server's queue when the window closed. */
   readonly queued?: number;
+  /**
+   * How many of them wait at each priority level, 0..16383 (16384 counts), when the server's queue
+   * serves the most important business priority first. Unknown: the whole queue counts for every
+   * level, and no business priority is spared a cut.
+   */
+  readonly queuedByLevel?: ArrayLike<number>;
   /** How long the oldest of them has waited (ms); the signal when no handler started in the window. */
   readonly oldestQueuedMs?: number;
   /**
@@ -181,12 +200,25 @@ export class AdmissionController {
   private serviceMs = 0;
   /** Levels the next rise may probe where no call shows the way; doubles while the room lasts. */
   private probe = USER_LEVELS;
+  /** While the server sheds, a call may wait this many times the threshold before it is dropped. */
+  private static readonly EARLY_DROP = 3;
   /** Windows over which an overloaded window plans to drain the standing queue's excess. */
   private static readonly DRAIN_WINDOWS = 4;
   /** When each business priority last had calls in a window (epoch ms). */
   private readonly seenAt = new Float64Array(BUSINESS_LEVELS).fill(-Infinity);
   /** How long a business priority counts as seen (ms): longer than an overload that hides it. */
   private static readonly SEEN_MS = 600_000;
+  /** The shortest sample of each business priority in the window (ms; Infinity: none). */
+  private readonly bandWait = new Float64Array(BUSINESS_LEVELS).fill(Infinity);
+  /** Which business priorities had an admitted call expire or drop unstarted in the window (1). */
+  private readonly bandLost = new Uint8Array(BUSINESS_LEVELS);
+  /** Windows whose calls per business priority, against what the server served, tell whether they fit. */
+  private static readonly RATE_WINDOWS = 8;
+  /** Calls per business priority in the last `RATE_WINDOWS - 1` windows (a ring of rows of 128). */
+  private readonly bandHistory = new Float64Array((AdmissionController.RATE_WINDOWS - 1) * BUSINESS_LEVELS);
+  /** What the server could serve in each of those windows (calls). */
+  private readonly capacityHistory = new Float64Array(AdmissionController.RATE_WINDOWS - 1);
+  private historyRow = 0;
   /** The last level of business priority 0: the level never goes below it. */
   private static readonly FLOOR = USER_LEVELS - 1;
 
@@ -248,10 +280,14 @@ export class AdmissionController {
    * @param waitMs - how long the call waited since it was read (ms; server-measured).
    * @param queued - calls still waiting in the server's queue as it started.
    * @param deadlineMs - the deadline its client set (ms, the whole timeout), or undefined for none.
+   * @param level - its priority level, 0..16383, when known: the sample then also counts for its
+   *   business priority (see `closeWindow`).
+   * @param ahead - of the `queued` calls, those served before a new call of its business priority
+   *   (its own and the more important ones); default all of them.
    */
-  started(waitMs: number, queued: number, deadlineMs?: number): void {
+  started(waitMs: number, queued: number, deadlineMs?: number, level?: number, ahead?: number): void {
     this.startedCount++;
-    this.sample(waitMs, queued);
+    this.sample(waitMs, queued, level, ahead);
     if (deadlineMs === undefined) this.shortestDeadline = 0;
     else if (deadlineMs < this.shortestDeadline) this.shortestDeadline = deadlineMs;
   }
@@ -261,28 +297,41 @@ export class AdmissionController {
    * like a start's (a short deadline cannot make the queue look shorter than it is).
    * @param waitedMs - how long it had waited since it was read (ms).
    * @param queued - calls still waiting.
+   * @param level - its priority level, 0..16383, when known; `ahead` - as for `started`.
    */
-  expired(waitedMs: number, queued: number): void {
+  expired(waitedMs: number, queued: number, level?: number, ahead?: number): void {
     this.expiredCount++;
-    this.sample(waitedMs, queued);
+    this.sample(waitedMs, queued, level, ahead);
+    if (level !== undefined) this.bandLost[level >> 7] = 1;
   }
 
   /**
    * An admitted call was refused unstarted because it waited longer than `maxWaitMs`.
    * @param waitedMs - how long it had waited since it was read (ms).
    * @param queued - calls still waiting.
+   * @param level - its priority level, 0..16383, when known; `ahead` - as for `started`.
    */
-  dropped(waitedMs: number, queued: number): void {
+  dropped(waitedMs: number, queued: number, level?: number, ahead?: number): void {
     this.droppedCount++;
-    this.sample(waitedMs, queued);
+    this.sample(waitedMs, queued, level, ahead);
+    if (level !== undefined) this.bandLost[level >> 7] = 1;
   }
 
-  /** A sample: the larger of a call's wait and the wait the queue behind it means. */
-  private sample(waitMs: number, queued: number): void {
+  /**
+   * A sample: the larger of a call's wait and the wait the queue behind it means; for its business
+   * priority, the larger of its wait and the wait of the queue a call of that priority would face.
+   */
+  private sample(waitMs: number, queued: number, level: number | undefined, ahead: number | undefined): void {
     const backlog = queued * this.serviceMs;
     const ms = backlog > waitMs ? backlog : waitMs;
     this.samples++;
     if (ms < this.minWait) this.minWait = ms;
+    if (level !== undefined) {
+      const b = level >> 7;
+      const before = ahead === undefined ? backlog : ahead * this.serviceMs;
+      const own = before > waitMs ? before : waitMs;
+      if (own < this.bandWait[b]!) this.bandWait[b] = own;
+    }
   }
 
   /**
@@ -296,7 +345,7 @@ export class AdmissionController {
   maxWaitMs(deadlineMs: number | undefined): number {
     if (this.level === ADMIT_ALL) return Infinity;
     const o = this.options;
-    return 3 * Math.max(o.queueThresholdMs, o.deadlineShare * (deadlineMs ?? 0));
+    return AdmissionController.EARLY_DROP * Math.max(o.queueThresholdMs, o.deadlineShare * (deadlineMs ?? 0));
   }
 
   /**
@@ -341,13 +390,16 @@ export class AdmissionController {
         // important calls the backlog holds), but not less than (1 - maxCut) of what it served.
         // Without a measured queue (the event-loop delay backstop), DAGOR's step.
         const measured = wait > threshold && served > 0 && this.serviceMs > 0;
+        const least = (1 - o.maxCut) * served;
         const goal = measured
-          ? Math.max((1 - o.maxCut) * served, capacity - (standing - allowed) / AdmissionController.DRAIN_WINDOWS)
+          ? Math.max(least, capacity - (standing - allowed) / AdmissionController.DRAIN_WINDOWS)
           : (1 - o.alpha) * this.admitted;
         // A server admitting everything starts to shed only for a clear overload, more than
         // `alpha` over what it can serve: at exactly its capacity, a GC pause leaves a queue that
         // hovers at the threshold, and shedding for it would refuse calls it can serve.
-        if (before !== ADMIT_ALL || !measured || goal < (1 - o.alpha) * this.admitted) this.level = Math.min(before, this.levelFor(goal));
+        if (before !== ADMIT_ALL || !measured || goal < (1 - o.alpha) * this.admitted) {
+          this.level = Math.min(before, measured ? this.cutFor(least, capacity, standing, allowed, threshold, before, load.queuedByLevel) : this.levelFor(goal));
+        }
       }
     } else if (before !== ADMIT_ALL) {
       // Admit what the server can serve plus half the queue the threshold still allows (at least
@@ -363,16 +415,18 @@ export class AdmissionController {
       const byEdge = before + this.edgeStep(before, wanted, most, room, nowMs);
       this.level = Math.min(ADMIT_ALL, Math.max(before + 1, Math.min(byHistogram, byEdge)));
     }
-    // Which business priorities had calls, for the rise to find the next one above a gap.
+    // Which business priorities had calls, for the rise to find the next one above a gap; and
+    // how many, for the next windows' cuts.
     const h = this.histogram;
+    const row = this.historyRow * BUSINESS_LEVELS;
+    this.capacityHistory[this.historyRow] = capacity;
     for (let b = 0; b < BUSINESS_LEVELS; b++) {
-      for (let l = b * USER_LEVELS, end = l + USER_LEVELS; l < end; l++) {
-        if (h[l] !== 0) {
-          this.seenAt[b] = nowMs;
-          break;
-        }
-      }
+      let n = 0;
+      for (let l = b * USER_LEVELS, end = l + USER_LEVELS; l < end; l++) n += h[l]!;
+      if (n !== 0) this.seenAt[b] = nowMs;
+      this.bandHistory[row + b] = n;
     }
+    this.historyRow = (this.historyRow + 1) % (AdmissionController.RATE_WINDOWS - 1);
     if (this.level < AdmissionController.FLOOR) this.level = AdmissionController.FLOOR;
     const report: WindowReport = {
       at: nowMs,
@@ -398,6 +452,8 @@ export class AdmissionController {
     this.droppedCount = 0;
     this.samples = 0;
     this.minWait = Infinity;
+    this.bandWait.fill(Infinity);
+    this.bandLost.fill(0);
     this.shortestDeadline = Infinity;
     this.windowStart = nowMs;
     return report;
@@ -437,6 +493,69 @@ export class AdmissionController {
     }
     // Nothing above has had calls for minutes: holding the level back admits no fewer calls.
     return ADMIT_ALL - level;
+  }
+
+  /**
+   * Where an overloaded window with a measured queue cuts: the highest level L such that the calls
+   * that arrived at levels <= L in this window number at most `goal(L)`, what the server can serve
+   * less a quarter of the excess of the queue at or below L over what the threshold allows (the
+   * calls waiting above L are refused as the level drops: they need no draining), and at least
+   * `least`. But never into a business priority when it and every more important one lost no
+   * admitted call to the early drop or a deadline in this window, had a sample within the
+   * early-drop limit (CoDel's test, per business priority: the queue ahead of some call of it was
+   * short enough at least once), and together had no more calls over the last eight windows than
+   * the server could serve in them, plus three standard deviations of a Poisson count. The queue serves the most important first, so such
+   * calls are served in time whatever waits behind them; cutting into them would refuse calls
+   * the server serves.
+   * @param least - fewest calls to admit; `capacity` - calls the server could serve in a window.
+   * @param standing - calls the queue stood at (its shortest wait over the window, as calls).
+   * @param allowed - calls the threshold allows to wait; `threshold` - that as a wait (ms).
+   * @param before - the level before the cut.
+   * @param byLevel - waiting calls per level (16384 counts), or undefined: the whole queue counts for every level.
+   * @returns the level, 0..16383.
+   */
+  private cutFor(least: number, capacity: number, standing: number, allowed: number, threshold: number, before: number, byLevel: ArrayLike<number> | undefined): number {
+    const h = this.histogram;
+    let cum = 0;
+    let waiting = byLevel === undefined ? Infinity : 0;
+    let cut = ADMIT_ALL;
+    for (let l = 0; l < LEVELS; l++) {
+      cum += h[l]!;
+      if (byLevel !== undefined) waiting += byLevel[l]!;
+      const excess = Math.min(standing, waiting) - allowed;
+      const goal = Math.max(least, excess > 0 ? capacity - excess / AdmissionController.DRAIN_WINDOWS : capacity);
+      if (cum > goal) {
+        cut = l - 1 < 0 ? 0 : l - 1;
+        break;
+      }
+    }
+    // The last level of the least important business priority, wholly at or below the level
+    // before, up to which every business priority lost no call and had a sample within the
+    // early-drop limit (and one had a sample: without the calls' levels nothing is spared), and
+    // whose calls, with the more important ones, fit: in this window and over the last
+    // `RATE_WINDOWS`, no more than the server could serve in them, plus three standard deviations
+    // of a Poisson count of that mean (so calls at the server's capacity are not cut for a chance
+    // surplus, and calls 20% over it are, within a few windows of a step).
+    const rows = AdmissionController.RATE_WINDOWS - 1;
+    let served = capacity;
+    for (let r = 0; r < rows; r++) served += this.capacityHistory[r]!;
+    const fits = served + 3 * Math.sqrt(served);
+    const fitsNow = capacity + 3 * Math.sqrt(capacity);
+    const history = this.bandHistory;
+    let now = 0;
+    let spare = -1;
+    let seen = false;
+    cum = 0;
+    for (let b = 0, end = USER_LEVELS - 1; end <= before; b++, end += USER_LEVELS) {
+      const w = this.bandWait[b]!;
+      for (let l = end - USER_LEVELS + 1; l <= end; l++) now += h[l]!;
+      cum = now;
+      for (let r = 0; r < rows; r++) cum += history[r * BUSINESS_LEVELS + b]!;
+      if (this.bandLost[b] === 1 || (w > AdmissionController.EARLY_DROP * threshold && w !== Infinity) || now > fitsNow || cum > fits) break;
+      if (w !== Infinity) seen = true;
+      if (seen) spare = end;
+    }
+    return Math.max(cut, spare);
   }
 
   /**

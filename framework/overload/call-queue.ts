@@ -9,11 +9,18 @@
  * Pure code: times come in as arguments. A binary heap (binary-heap.ts) on (business priority,
  * arrival sequence) and an array in arrival order; a removal marks the entry, and each structure
  * skips or compacts away marked entries once they outnumber the live ones (amortized O(1) per
- * removal; no removed call is held longer than that).
+ * removal; no removed call is held longer than that). It also counts the waiting calls per level,
+ * for admission to tell whose calls stand in the queue.
  */
 
+/** A handle to a queued call, from `push`, to remove it with `remove`. */
+export interface QueuedCall {
+  /** True once it left the queue (served, expired, dropped or removed). */
+  readonly gone: boolean;
+}
+
 /** One waiting call, with what the queue orders and expires it by. */
-interface Entry<T> {
+interface Entry<T> extends QueuedCall {
   readonly item: T;
   readonly level: number;
   /** What it is served by: its business priority (`level >> 7`). */
@@ -28,6 +35,7 @@ interface Entry<T> {
 }
 
 import { BinaryHeap } from './binary-heap.js';
+import { PRIORITY_LEVELS } from './priority.js';
 
 /** A priority queue of waiting calls; see the module comment. */
 export class CallQueue<T> {
@@ -38,6 +46,8 @@ export class CallQueue<T> {
   private seq = 0;
   /** Calls waiting (entries not removed). */
   private live = 0;
+  private readonly counts = new Uint32Array(PRIORITY_LEVELS * PRIORITY_LEVELS);
+  private readonly bandCounts = new Uint32Array(PRIORITY_LEVELS);
 
   /** Calls waiting. */
   get size(): number {
@@ -45,17 +55,56 @@ export class CallQueue<T> {
   }
 
   /**
+   * The calls waiting at each priority level, 0..16383: a live view, to read, not to change.
+   * @returns a 16384-entry array of counts.
+   */
+  get byLevel(): ArrayLike<number> {
+    return this.counts;
+  }
+
+  /**
+   * How many waiting calls are served before a call of `level` that joins now: those of its
+   * business priority and of every more important one.
+   * @param level - a priority level, 0..16383.
+   * @returns a count.
+   */
+  ahead(level: number): number {
+    let n = 0;
+    for (let b = Math.min(level >> 7, PRIORITY_LEVELS - 1); b >= 0; b--) n += this.bandCounts[b]!;
+    return n;
+  }
+
+  /**
    * Adds a call.
    * @param item - the call.
-   * @param level - its priority level, 0..16383 (a lower business priority, `level >> 7`, is served first).
+   * @param level - its priority level, an integer 0..16383 (a lower business priority, `level >> 7`, is served first).
    * @param since - epoch ms it has been waiting since (for the oldest-wait signal).
    * @param deadline - epoch ms after which it is expired (`Infinity` for none).
+   * @returns its handle, for `remove`.
+   * @throws RangeError when `level` is not an integer in 0..16383.
    */
-  push(item: T, level: number, since: number, deadline: number): void {
+  push(item: T, level: number, since: number, deadline: number): QueuedCall {
+    if (!Number.isInteger(level) || level < 0 || level >= this.counts.length) throw new RangeError(`call queue: level ${level} is not an integer in 0..${this.counts.length - 1}`);
     const e: Entry<T> = { item, level, rank: level >> 7, seq: this.seq++, since, deadline, gone: false };
     this.arrivals.push(e);
     this.heap.push(e);
     this.live++;
+    this.counts[level]!++;
+    this.bandCounts[e.rank]!++;
+    return e;
+  }
+
+  /**
+   * Removes one call, whatever its place (its client cancelled it).
+   * @param handle - what `push` returned for it.
+   * @returns true if it was waiting; false if it had already left the queue.
+   */
+  removeCall(handle: QueuedCall): boolean {
+    const e = handle as Entry<T>;
+    if (e.gone) return false;
+    this.remove(e);
+    this.trim();
+    return true;
   }
 
   /**
@@ -121,6 +170,8 @@ export class CallQueue<T> {
   private remove(e: Entry<T>): void {
     e.gone = true;
     this.live--;
+    this.counts[e.level]!--;
+    this.bandCounts[e.rank]!--;
     if (this.heap.size > 2 * this.live + 1024) this.heap.retain((x) => !x.gone);
   }
 

@@ -39,6 +39,10 @@ export interface FastRejectSettings extends AdmissionOptions {
 export interface QueueState {
   /** Calls waiting for their handler. */
   readonly size: number;
+  /** How many of them wait at each priority level, 0..16383. */
+  readonly byLevel: ArrayLike<number>;
+  /** How many of them are served before a call of `level` (0..16383) that joins now. */
+  ahead(level: number): number;
   /** How long the oldest of them has waited (ms, 0 when none). */
   oldestWaitMs(now: number): number;
   /** Refuses the waiting calls above `level` (the level just dropped). */
@@ -147,25 +151,31 @@ export class FastReject {
    * A handler started: a sample of the signal.
    * @param waitMs - how long its call waited since it was read (ms); `queued` - calls still waiting.
    * @param deadlineMs - the deadline its client set (ms), or undefined for none.
+   * @param business - its business priority, 0..127; `user` - its user priority, 0..127.
    */
-  started(waitMs: number, queued: number, deadlineMs: number | undefined): void {
-    this.controller.started(waitMs, queued, deadlineMs);
+  started(waitMs: number, queued: number, deadlineMs: number | undefined, business: number, user: number): void {
+    const level = priorityLevel(business, user);
+    this.controller.started(waitMs, queued, deadlineMs, level, this.queue?.ahead(level) ?? 0);
   }
 
   /**
    * An admitted call expired while it waited.
    * @param waitedMs - its wait since it was read (ms); `queued` - calls still waiting.
+   * @param business - its business priority, 0..127; `user` - its user priority, 0..127.
    */
-  expired(waitedMs: number, queued: number): void {
-    this.controller.expired(waitedMs, queued);
+  expired(waitedMs: number, queued: number, business: number, user: number): void {
+    const level = priorityLevel(business, user);
+    this.controller.expired(waitedMs, queued, level, this.queue?.ahead(level) ?? 0);
   }
 
   /**
    * An admitted call waited longer than `maxWaitMs` and was refused.
    * @param waitedMs - its wait since it was read (ms); `queued` - calls still waiting.
+   * @param business - its business priority, 0..127; `user` - its user priority, 0..127.
    */
-  dropped(waitedMs: number, queued: number): void {
-    this.controller.dropped(waitedMs, queued);
+  dropped(waitedMs: number, queued: number, business: number, user: number): void {
+    const level = priorityLevel(business, user);
+    this.controller.dropped(waitedMs, queued, level, this.queue?.ahead(level) ?? 0);
   }
 
   /**
@@ -202,6 +212,7 @@ export class FastReject {
       utilization,
       eventLoopDelayMs: delayMs,
       queued: q?.size ?? 0,
+      queuedByLevel: q?.byLevel,
       oldestQueuedMs: q?.oldestWaitMs(now) ?? 0,
       serviceMs: q?.serviceSample(),
     });

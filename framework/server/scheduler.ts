@@ -22,6 +22,8 @@
  * sheds load, a call that waited longer than the controller allows (`maxWaitMs`) is refused
  * RESOURCE_EXHAUSTED unprocessed, and when the admission level drops, the waiting calls above it
  * are refused at once (both are Breakwater's early drops).
+ * A call its client cancels while it waits leaves the queue unstarted and unanswered, and a call
+ * id that is waiting is not reused: a REQUEST with it is refused as a duplicate.
  * Streams are not queued: they start as they arrive (their messages need the call in place).
  */
 import { CallQueue } from '../overload/call-queue.js';
@@ -94,6 +96,19 @@ export class Scheduler {
     return this.queue.size;
   }
 
+  /** The calls waiting at each priority level, 0..16383 (a live view, to read only). */
+  get byLevel(): ArrayLike<number> {
+    return this.queue.byLevel;
+  }
+
+  /**
+   * Calls waiting that are served before a call of `level` that joins now (its business priority and more important ones).
+   * @param level - a priority level, 0..16383.
+   */
+  ahead(level: number): number {
+    return this.queue.size === 0 ? 0 : this.queue.ahead(level);
+  }
+
   /**
    * The time it took to start a queued call (its handler's synchronous part, and the queue's own
    * work), averaged since the last sample: what one waiting call costs the queue.
@@ -136,9 +151,21 @@ export class Scheduler {
     const d = decoded.header.d;
     const deadline = d !== undefined && d > 0 ? now - decoded.waited + d : Infinity;
     const call: WaitingCall = { sc, callId, decoded, body: Buffer.from(body), arrival, at: now };
-    this.queue.push(call, priorityLevel(decoded.business, decoded.user), now - decoded.queued, deadline);
-    sc.waiting++;
+    sc.waiting.set(callId, this.queue.push(call, priorityLevel(decoded.business, decoded.user), now - decoded.queued, deadline));
     return false;
+  }
+
+  /**
+   * Removes a waiting call its client cancelled (no answer is sent: the client gave up).
+   * @param sc - its connection; `callId` - its id.
+   * @returns true if it was waiting here; false if it is not (running, answered, or unknown).
+   */
+  cancel(sc: ServerConnection<InboundCall>, callId: number): boolean {
+    const handle = sc.waiting.get(callId);
+    if (handle === undefined) return false;
+    sc.waiting.delete(callId);
+    this.queue.removeCall(handle);
+    return true;
   }
 
   /**
@@ -148,7 +175,7 @@ export class Scheduler {
   refuseAbove(level: number): number {
     const out = this.queue.removeAbove(level);
     for (const call of out) {
-      call.sc.waiting--;
+      call.sc.waiting.delete(call.callId);
       this.hooks.refused(call, priorityLevel(call.decoded.business, call.decoded.user));
     }
     return out.length;
@@ -167,7 +194,7 @@ export class Scheduler {
     const q = this.queue;
     while (q.size > 0) {
       for (const call of q.removeOldestWhile((c, since, deadline) => deadline <= t || t - since > this.hooks.maxWaitMs(c))) {
-        call.sc.waiting--;
+        call.sc.waiting.delete(call.callId);
         if (call.sc.conn.closed) continue;
         const inQueue = t - call.at;
         const d = call.decoded.header.d;
@@ -176,7 +203,7 @@ export class Scheduler {
       }
       const call = q.shift();
       if (call === undefined) break;
-      call.sc.waiting--;
+      call.sc.waiting.delete(call.callId);
       if (call.sc.conn.closed) continue;
       const inQueue = t - call.at;
       const waited = call.decoded.waited + inQueue;

@@ -6,6 +6,7 @@
  * connection's base one-way delay (how long a call waited before it was read). Every frame that
  * belongs to a call goes to the owner (the server).
  */
+import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
@@ -49,8 +50,8 @@ export class ServerConnection<C> {
   readonly conn: Connection;
   /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */
   streams = 0;
-  /** Admitted unary calls of this connection waiting for their handler (scheduler.ts). */
-  waiting = 0;
+  /** Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id: their places in its queue. */
+  readonly waiting = new Map<number, QueuedCall>();
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -128,7 +129,7 @@ export class ServerConnection<C> {
 
   /** Ends a draining connection once its client has seen GOAWAY and no call is left on it (running or waiting). */
   endIfDrained(): void {
-    if (this.draining && this.goawayAcked && this.calls.size === 0 && this.waiting === 0) this.conn.end();
+    if (this.draining && this.goawayAcked && this.calls.size === 0 && this.waiting.size === 0) this.conn.end();
   }
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {

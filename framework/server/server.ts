@@ -189,12 +189,12 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (fastReject !== undefined) {
       const scheduler = (this.scheduler = new Scheduler(sliceMs, now, {
         start: (c, t, inQueue, queued) => {
-          fastReject.started(c.decoded.queued + inQueue, queued, c.decoded.header.d);
+          fastReject.started(c.decoded.queued + inQueue, queued, c.decoded.header.d, c.decoded.business, c.decoded.user);
           const decoded = inQueue > 0 ? { ...c.decoded, queued: c.decoded.queued + inQueue, waited: c.decoded.waited + inQueue } : c.decoded;
           this.startCall(c.sc, c.callId, decoded, c.body, c.arrival, t);
         },
         expired: (c, inQueue) => {
-          fastReject.expired(c.decoded.queued + inQueue, scheduler.size);
+          fastReject.expired(c.decoded.queued + inQueue, scheduler.size, c.decoded.business, c.decoded.user);
           c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(c.decoded.waited + inQueue));
           this.observer?.rejected(c.decoded.header.m, 'expired', false);
           c.sc.endIfDrained();
@@ -202,7 +202,7 @@ export class Server implements ConnectionOwner<InboundCall> {
         maxWaitMs: (c) => fastReject.maxWaitMs(c.decoded.header.d),
         dropped: (c, inQueue) => {
           const queued = c.decoded.queued + inQueue;
-          fastReject.dropped(queued, scheduler.size);
+          fastReject.dropped(queued, scheduler.size, c.decoded.business, c.decoded.user);
           c.sc.refuse(c.callId, fastReject.advertisedLevel, errors.OVERLOADED_QUEUE_WAIT, Math.round(queued), Math.round(fastReject.maxWaitMs(c.decoded.header.d)));
           this.observer?.rejected(c.decoded.header.m, 'queue', false);
           c.sc.endIfDrained();
@@ -378,6 +378,11 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** @internal ConnectionOwner: a frame of a call. REQUEST goes through the stages; the rest to dispatch. */
   onCallFrame(sc: ServerConnection<InboundCall>, kind: number, callId: number, header: Buffer, body: Buffer): void {
     if (kind !== FrameKind.REQUEST) {
+      // A call cancelled while it waited for its handler leaves the queue unstarted.
+      if (kind === FrameKind.CANCEL && this.scheduler?.cancel(sc, callId) === true) {
+        sc.endIfDrained();
+        return;
+      }
       this.dispatcher.onCallFrame(sc, kind, callId, header, body);
       return;
     }
@@ -402,7 +407,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     // Unary calls may wait in the scheduler's queue; streams start as they arrive (their
     // messages need the call in place).
     if (decoded.registered.kind === 0 && !this.scheduler!.submit(sc, callId, decoded, body, arrival, now)) return;
-    fastReject.started(decoded.queued, this.scheduler!.size, decoded.header.d);
+    fastReject.started(decoded.queued, this.scheduler!.size, decoded.header.d, decoded.business, decoded.user);
     this.startCall(sc, callId, decoded, body, arrival, now);
   }
 

@@ -78,4 +78,28 @@ describe('CallQueue', () => {
     expect(q.removeAbove(priorityLevel(64, 0))).toEqual([-1]);
     expect(q.size).toBe(0);
   });
+
+  it('counts the waiting calls per level and the calls served before a newcomer of each business priority, through every removal', () => {
+    const q = new CallQueue<string>();
+    q.push('b1', priorityLevel(1, 7), 0, 50);
+    q.push('b32-a', priorityLevel(32, 0), 1, Infinity);
+    q.push('b32-b', priorityLevel(32, 0), 2, Infinity);
+    q.push('b96', priorityLevel(96, 9), 3, Infinity);
+    expect(q.byLevel[priorityLevel(32, 0)]).toBe(2);
+    expect(q.byLevel[priorityLevel(96, 9)]).toBe(1);
+    expect(q.ahead(priorityLevel(0, 0))).toBe(0);
+    expect(q.ahead(priorityLevel(1, 127))).toBe(1);
+    expect(q.ahead(priorityLevel(32, 99))).toBe(3); // its own business priority counts whatever the user priority
+    expect(q.ahead(priorityLevel(127, 127))).toBe(4);
+    expect(q.shift()).toBe('b1');
+    expect(q.removeAbove(priorityLevel(64, 0))).toEqual(['b96']);
+    expect(q.removeOldestWhile((x) => x === 'b32-a')).toEqual(['b32-a']);
+    expect(q.byLevel[priorityLevel(1, 7)]).toBe(0);
+    expect(q.byLevel[priorityLevel(32, 0)]).toBe(1);
+    expect(q.byLevel[priorityLevel(96, 9)]).toBe(0);
+    expect(q.ahead(priorityLevel(127, 127))).toBe(1);
+    expect(() => q.push('bad', 16384, 4, Infinity)).toThrow(/level 16384/);
+    expect(() => q.push('bad', 1.5, 4, Infinity)).toThrow(/level 1.5/);
+    expect(q.size).toBe(1);
+  });
 });

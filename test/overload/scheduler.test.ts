@@ -3,11 +3,16 @@
  * CPU run in slices, so the server keeps reading; waiting calls are served most important first;
  * a call that waits past its deadline is answered unprocessed and never runs; waiting calls above
  * a lowered level are refused at once; a closing server serves the calls that wait; the backstop
- * is memory, not a call count (tens of thousands of calls that wait on I/O are all held).
+ * is memory, not a call count (tens of thousands of calls that wait on I/O are all held); a
+ * call cancelled while it waits never runs, and a waiting call's id is not reused.
  */
+import { connect } from 'node:net';
+import { pack } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Channel, RpcError, Server, Status, type OverloadOptions } from '../../framework/index.js';
-import { ProbeDefinition, type EchoReply, type EchoRequest } from '../.tmp/gen/probe/probe.js';
+import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
+import { decodeStatusHeader, type StatusHeader } from '../../framework/wire/header.js';
+import { EchoReply, EchoRequest, ProbeDefinition } from '../.tmp/gen/probe/probe.js';
 
 const servers: Server[] = [];
 const channels: Channel[] = [];
@@ -66,6 +71,68 @@ describe('the scheduling stage', () => {
     expect(firstHigh).toBeGreaterThan(0);
     expect(firstHigh).toBeLessThan(30);
     expect(Math.max(...highs.map((o) => o.at))).toBeLessThan(Math.max(...lows.map((o) => o.at)));
+  });
+
+  it('a call its client cancels while it waits leaves the queue and never runs; the others are served', async () => {
+    const { server, channel, ran } = await cpuServer({});
+    const echo = ProbeDefinition.methods.echo;
+    // 20 calls of 10 ms (200 ms of CPU) at once; the last 10 are cancelled 30 ms later, while
+    // they still wait behind the first ones.
+    const abort = new AbortController();
+    const kept = Array.from({ length: 10 }, (_, i) => settle(channel.unary(echo, { text: `kept${i}`, delayMs: 10 }, { timeoutMs: 60_000 })));
+    const cancelled = Array.from({ length: 10 }, (_, i) => settle(channel.unary(echo, { text: `gone${i}`, delayMs: 10 }, { timeoutMs: 60_000, signal: abort.signal })));
+    setTimeout(() => abort.abort(), 30);
+    const [k, c] = await Promise.all([Promise.all(kept), Promise.all(cancelled)]);
+    expect(k.every((o) => o.ok)).toBe(true);
+    expect(c.map((o) => o.error?.code)).toEqual(Array(10).fill(Status.CANCELLED));
+    // The server is sliced: the cancel frames were read while the first calls ran.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(ran.filter((t) => t.startsWith('gone'))).toEqual([]);
+    expect(ran.filter((t) => t.startsWith('kept'))).toHaveLength(10);
+    // Nothing is left waiting: a graceful close ends at once.
+    const t0 = performance.now();
+    await server.close({ graceMs: 5000 });
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('a call id that waits in the queue is not reused: a second REQUEST with it is refused as a duplicate', async () => {
+    const { server, ran } = await cpuServer({});
+    const socket = connect({ host: '127.0.0.1', port: server.port, noDelay: true });
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    const got: Array<{ id: number; status: StatusHeader; text: string }> = [];
+    const decoder = new FrameDecoder(1 << 20, (kind, callId, header, body) => {
+      if (kind === FrameKind.RESPONSE) got.push({ id: callId, status: decodeStatusHeader(header), text: body.length > 0 ? EchoReply.decode(body).text : '' });
+    });
+    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    const request = (id: number, text: string, delayMs: number): Buffer => {
+      const header = pack({ m: ProbeDefinition.methods.echo.path, d: 60_000 });
+      const body = EchoRequest.encode(EchoRequest.fromPartial({ text, delayMs })).finish();
+      const b = Buffer.alloc(13 + header.length + body.length);
+      b.writeUInt32BE(9 + header.length + body.length, 0);
+      b[4] = FrameKind.REQUEST;
+      b.writeUInt32BE(id, 5);
+      b.writeUInt32BE(header.length, 9);
+      b.set(header, 13);
+      b.set(body, 13 + header.length);
+      return b;
+    };
+    // Calls 1..12 run 10 ms each (the queue is served at most 50 ms per event-loop turn); call 100
+    // waits behind them when a second REQUEST for id 100 arrives.
+    const ahead = Array.from({ length: 12 }, (_, i) => request(i + 1, `c${i + 1}`, 10));
+    socket.write(Buffer.concat([...ahead, request(100, 'waiting', 1)]));
+    await new Promise((r) => setTimeout(r, 10));
+    socket.write(request(100, 'duplicate', 1));
+    for (let i = 0; i < 100 && got.length < 14; i++) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    // Id 100 is answered twice: the duplicate is refused at once, then the waiting call succeeds.
+    expect(got.filter((g) => g.id === 100).map((g) => [g.status.s, g.status.r, g.text])).toEqual([
+      [Status.INVALID_ARGUMENT, 'DUPLICATE_CALL_ID', ''],
+      [Status.OK, undefined, 'waiting'],
+    ]);
+    expect(got.filter((g) => g.id !== 100).map((g) => [g.id, g.status.s, g.text])).toEqual(ahead.map((_, i) => [i + 1, Status.OK, `c${i + 1}`]));
+    // The duplicate was refused while call 100 still waited: before the last calls ahead of it ended.
+    expect(got.findIndex((g) => g.id === 100)).toBeLessThan(got.findIndex((g) => g.id === 12));
+    expect(ran).toEqual([...ahead.map((_, i) => `c${i + 1}`), 'waiting']);
   });
 
   it('answers a call whose deadline passed while it waited DEADLINE_EXCEEDED, unprocessed, and never runs it', async () => {

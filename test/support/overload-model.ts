@@ -72,6 +72,7 @@ interface Waiting {
   readonly arrived: number;
   readonly bucket: Bucket;
   readonly top: boolean;
+  readonly level: number;
 }
 
 /**
@@ -128,6 +129,7 @@ export function runModel(opts: {
     const report = c.closeWindow(now, {
       utilization: span > 0 ? Math.min(1, busyInWindow / span) : 0,
       queued: queue.size,
+      queuedByLevel: queue.byLevel,
       oldestQueuedMs: queue.size > 0 ? now - queue.oldestSince()! : 0,
     });
     windows.push(report);
@@ -178,7 +180,7 @@ export function runModel(opts: {
         busyInWindow += refusalCostMs;
         continue;
       }
-      queue.push({ arrived: now, bucket, top }, level, now, now + deadlineMs);
+      queue.push({ arrived: now, bucket, top, level }, level, now, now + deadlineMs);
     }
     // The CPU serves the queue for the rest of this millisecond.
     while (cpuFreeAt < now + 1 && queue.size > 0) {
@@ -187,15 +189,15 @@ export function runModel(opts: {
       for (const w of queue.removeOldestWhile((_, since, deadline) => deadline <= start || start - since > limit)) {
         if (w.arrived + deadlineMs <= start) {
           w.bucket.expired++;
-          c.expired(start - w.arrived, queue.size);
+          c.expired(start - w.arrived, queue.size, w.level, queue.ahead(w.level));
         } else {
           w.bucket.refused++;
-          c.dropped(start - w.arrived, queue.size);
+          c.dropped(start - w.arrived, queue.size, w.level, queue.ahead(w.level));
         }
       }
       const w = queue.shift();
       if (w === undefined) break;
-      c.started(start - w.arrived, queue.size, deadlineMs);
+      c.started(start - w.arrived, queue.size, deadlineMs, w.level, queue.ahead(w.level));
       cpuFreeAt = start + serviceMs;
       busyInWindow += serviceMs;
       completions.push({ at: cpuFreeAt, w });
