@@ -28,7 +28,7 @@
  *   which the queue stands over the threshold (drained within four windows), but at least
  *   `(1 - maxCut)` of what it started. The level moves to where the histogram says that many
  *   calls fit (it never rises while overloaded). A step to 4x or 10x is measured in one window and
- *   answered in the next, instead of DAGOR's 5% per window (27 windows for 4x). Overload seen only
+ *   answered within the next three, instead of DAGOR's 5% per window (27 windows for 4x). Overload seen only
  *   by the event-loop delay backstop, with no queue to size the cut by, takes DAGOR's step:
  *   `(1 - alpha) * admitted`. The server refuses the waiting calls above the new level at once,
  *   and while it sheds, the calls that waited more than `maxWaitMs` (Breakwater's early drops).
@@ -40,11 +40,14 @@
  *   priority: the larger of its wait and the queue ahead of a newcomer of that priority. A cut
  *   never goes into a business priority when it, and every more important one, lost no call to
  *   the early drop or its deadline in the window, had a sample no longer than the early-drop
- *   limit (`3 x` the threshold), and together had no more calls, in the window and over the last
- *   eight, than the server could serve in them plus three standard deviations of a Poisson count
- *   of that mean (a class at capacity is not cut for a chance surplus; one 20% over it is). Those calls are served in time whatever waits behind
- *   them; cutting them would refuse calls the server serves (at 10x a class of 97% of capacity
- *   queues now and then, and a cut by the window's noisy count would refuse some of it).
+ *   limit (`3 x` the threshold) if it had calls or waiting calls, and together had no more calls,
+ *   in the window and over the last eight windows (this one included), than the server could
+ *   serve in them plus three standard deviations of a Poisson count of that mean. So calls at
+ *   capacity are not cut for a chance surplus; calls 20% over it are, within a few windows, at
+ *   the bench's 95 calls a window (with fewer calls a window the slack is wider, and it is the
+ *   early-drop limit that catches an overload). Those calls are served in time whatever waits
+ *   behind them; cutting them would refuse calls the server serves (at 10x a class of 97% of
+ *   capacity queues now and then, and a cut by the window's noisy count would refuse some).
  * - **How far the level rises.** Not overloaded, it admits what the server can serve plus half the
  *   queue the threshold still allows: at least `beta` more than it admitted (DAGOR's step), at
  *   most twice as many. With room (utilization below `utilizationTarget`, or no call at all) the
@@ -134,8 +137,8 @@ export interface WindowLoad {
   readonly queued?: number;
   /**
    * How many of them wait at each priority level, 0..16383 (16384 counts), when the server's queue
-   * serves the most important business priority first. Unknown: the whole queue counts for every
-   * level, and no business priority is spared a cut.
+   * serves the most important business priority first. Unknown: the whole queue counts as the
+   * excess to drain at every level.
    */
   readonly queuedByLevel?: ArrayLike<number>;
   /** How long the oldest of them has waited (ms); the signal when no handler started in the window. */
@@ -530,12 +533,12 @@ export class AdmissionController {
       }
     }
     // The last level of the least important business priority, wholly at or below the level
-    // before, up to which every business priority lost no call and had a sample within the
-    // early-drop limit (and one had a sample: without the calls' levels nothing is spared), and
-    // whose calls, with the more important ones, fit: in this window and over the last
-    // `RATE_WINDOWS`, no more than the server could serve in them, plus three standard deviations
-    // of a Poisson count of that mean (so calls at the server's capacity are not cut for a chance
-    // surplus, and calls 20% over it are, within a few windows of a step).
+    // before, up to which every business priority lost no call, had a sample within the
+    // early-drop limit if it had calls in the window or waiting (a starved one has none), and one
+    // had a sample (without the calls' levels nothing is spared); and whose calls, with those of
+    // the more important ones, fit: in this window, and over the last `RATE_WINDOWS` windows (this
+    // one included), no more than the server could serve in them, plus three standard deviations
+    // of a Poisson count of that mean.
     const rows = AdmissionController.RATE_WINDOWS - 1;
     let served = capacity;
     for (let r = 0; r < rows; r++) served += this.capacityHistory[r]!;
@@ -543,15 +546,21 @@ export class AdmissionController {
     const fitsNow = capacity + 3 * Math.sqrt(capacity);
     const history = this.bandHistory;
     let now = 0;
+    let past = 0;
     let spare = -1;
     let seen = false;
-    cum = 0;
     for (let b = 0, end = USER_LEVELS - 1; end <= before; b++, end += USER_LEVELS) {
       const w = this.bandWait[b]!;
-      for (let l = end - USER_LEVELS + 1; l <= end; l++) now += h[l]!;
-      cum = now;
-      for (let r = 0; r < rows; r++) cum += history[r * BUSINESS_LEVELS + b]!;
-      if (this.bandLost[b] === 1 || (w > AdmissionController.EARLY_DROP * threshold && w !== Infinity) || now > fitsNow || cum > fits) break;
+      let calls = 0;
+      let waiting = 0;
+      for (let l = end - USER_LEVELS + 1; l <= end; l++) {
+        calls += h[l]!;
+        if (byLevel !== undefined) waiting += byLevel[l]!;
+      }
+      now += calls;
+      for (let r = 0; r < rows; r++) past += history[r * BUSINESS_LEVELS + b]!;
+      if (this.bandLost[b] === 1 || now > fitsNow || now + past > fits) break;
+      if (w === Infinity ? calls > 0 || waiting > 0 : w > AdmissionController.EARLY_DROP * threshold) break;
       if (w !== Infinity) seen = true;
       if (seen) spare = end;
     }

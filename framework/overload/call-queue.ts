@@ -13,7 +13,7 @@
  * for admission to tell whose calls stand in the queue.
  */
 
-/** A handle to a queued call, from `push`, to remove it with `remove`. */
+/** A handle to a queued call, from `push`, to remove it with `removeCall`. */
 export interface QueuedCall {
   /** True once it left the queue (served, expired, dropped or removed). */
   readonly gone: boolean;
@@ -80,7 +80,7 @@ export class CallQueue<T> {
    * @param level - its priority level, an integer 0..16383 (a lower business priority, `level >> 7`, is served first).
    * @param since - epoch ms it has been waiting since (for the oldest-wait signal).
    * @param deadline - epoch ms after which it is expired (`Infinity` for none).
-   * @returns its handle, for `remove`.
+   * @returns its handle, for `removeCall`.
    * @throws RangeError when `level` is not an integer in 0..16383.
    */
   push(item: T, level: number, since: number, deadline: number): QueuedCall {
@@ -96,7 +96,7 @@ export class CallQueue<T> {
 
   /**
    * Removes one call, whatever its place (its client cancelled it).
-   * @param handle - what `push` returned for it.
+   * @param handle - what this queue's `push` returned for it (a handle from another queue is a programming error).
    * @returns true if it was waiting; false if it had already left the queue.
    */
   removeCall(handle: QueuedCall): boolean {

@@ -155,7 +155,7 @@ export class FastReject {
    */
   started(waitMs: number, queued: number, deadlineMs: number | undefined, business: number, user: number): void {
     const level = priorityLevel(business, user);
-    this.controller.started(waitMs, queued, deadlineMs, level, this.queue?.ahead(level) ?? 0);
+    this.controller.started(waitMs, queued, deadlineMs, level, this.queue?.ahead(level));
   }
 
   /**
@@ -165,7 +165,7 @@ export class FastReject {
    */
   expired(waitedMs: number, queued: number, business: number, user: number): void {
     const level = priorityLevel(business, user);
-    this.controller.expired(waitedMs, queued, level, this.queue?.ahead(level) ?? 0);
+    this.controller.expired(waitedMs, queued, level, this.queue?.ahead(level));
   }
 
   /**
@@ -175,7 +175,7 @@ export class FastReject {
    */
   dropped(waitedMs: number, queued: number, business: number, user: number): void {
     const level = priorityLevel(business, user);
-    this.controller.dropped(waitedMs, queued, level, this.queue?.ahead(level) ?? 0);
+    this.controller.dropped(waitedMs, queued, level, this.queue?.ahead(level));
   }
 
   /**

@@ -22,8 +22,9 @@
  * sheds load, a call that waited longer than the controller allows (`maxWaitMs`) is refused
  * RESOURCE_EXHAUSTED unprocessed, and when the admission level drops, the waiting calls above it
  * are refused at once (both are Breakwater's early drops).
- * A call its client cancels while it waits leaves the queue unstarted and unanswered, and a call
- * id that is waiting is not reused: a REQUEST with it is refused as a duplicate.
+ * A call its client cancels while it waits leaves the queue unstarted and unanswered, as do the
+ * waiting calls of a connection that closes; and a call id that is waiting is not reused: a
+ * REQUEST with it is refused as a duplicate.
  * Streams are not queued: they start as they arrive (their messages need the call in place).
  */
 import { CallQueue } from '../overload/call-queue.js';
@@ -104,6 +105,7 @@ export class Scheduler {
   /**
    * Calls waiting that are served before a call of `level` that joins now (its business priority and more important ones).
    * @param level - a priority level, 0..16383.
+   * @returns a count.
    */
   ahead(level: number): number {
     return this.queue.size === 0 ? 0 : this.queue.ahead(level);
@@ -166,6 +168,18 @@ export class Scheduler {
     sc.waiting.delete(callId);
     this.queue.removeCall(handle);
     return true;
+  }
+
+  /**
+   * Removes every waiting call of a connection that closed (nobody is left to answer).
+   * @param sc - the connection.
+   * @returns how many were removed.
+   */
+  dropConnection(sc: ServerConnection<InboundCall>): number {
+    let n = 0;
+    for (const handle of sc.waiting.values()) if (this.queue.removeCall(handle)) n++;
+    sc.waiting.clear();
+    return n;
   }
 
   /**

@@ -429,6 +429,8 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** @internal ConnectionOwner: a connection's socket closed. */
   onClosed(sc: ServerConnection<InboundCall>): void {
     this.connections.delete(sc);
+    // Its waiting calls leave the queue: they would only count as load, and be skipped when served.
+    this.scheduler?.dropConnection(sc);
     if (this.closing && this.connections.size === 0 && this.drainedWaiters.length > 0) {
       const waiters = this.drainedWaiters;
       this.drainedWaiters = [];

@@ -98,8 +98,18 @@ describe('CallQueue', () => {
     expect(q.byLevel[priorityLevel(32, 0)]).toBe(1);
     expect(q.byLevel[priorityLevel(96, 9)]).toBe(0);
     expect(q.ahead(priorityLevel(127, 127))).toBe(1);
+    // One call removed by its handle (its client cancelled it), whatever its place; twice is a no-op.
+    const h = q.push('b40', priorityLevel(40, 1), 5, Infinity);
+    q.push('b50', priorityLevel(50, 1), 6, Infinity);
+    expect(q.removeCall(h)).toBe(true);
+    expect(h.gone).toBe(true);
+    expect(q.removeCall(h)).toBe(false);
+    expect(q.byLevel[priorityLevel(40, 1)]).toBe(0);
+    expect(q.ahead(priorityLevel(127, 127))).toBe(2);
+    expect(q.shift()).toBe('b32-b');
+    expect(q.shift()).toBe('b50');
     expect(() => q.push('bad', 16384, 4, Infinity)).toThrow(/level 16384/);
     expect(() => q.push('bad', 1.5, 4, Infinity)).toThrow(/level 1.5/);
-    expect(q.size).toBe(1);
+    expect(q.size).toBe(0);
   });
 });

@@ -76,6 +76,9 @@ describe('the scheduling stage', () => {
   it('a call its client cancels while it waits leaves the queue and never runs; the others are served', async () => {
     const { server, channel, ran } = await cpuServer({});
     const echo = ProbeDefinition.methods.echo;
+    // Connected first, so that the cancels reach the server rather than end the calls unsent.
+    await channel.unary(echo, { text: 'warm', delayMs: 0 }, { timeoutMs: 5000 });
+    ran.length = 0;
     // 20 calls of 10 ms (200 ms of CPU) at once; the last 10 are cancelled 30 ms later, while
     // they still wait behind the first ones.
     const abort = new AbortController();
