@@ -7,6 +7,7 @@ import { Connection } from '../framework/transport/connection.js';
 import { FrameDecoder, FrameKind } from '../framework/wire/frame.js';
 import { EchoRequest } from './.tmp/gen/probe/probe.js';
 import { Probe } from './support/probe.js';
+import { rawFrame } from './support/raw-frame.js';
 
 /** A connected pair of loopback sockets. */
 async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
@@ -80,13 +81,7 @@ describe('back-pressure', () => {
     const writeAll = async (): Promise<void> => {
       for (let id = 1; id <= total; id++) {
         const body = EchoRequest.encode(EchoRequest.fromPartial({ text: `bp${id}`, replyBytes })).finish();
-        const f = Buffer.alloc(13 + header.length + body.length);
-        f.writeUInt32BE(9 + header.length + body.length, 0);
-        f[4] = FrameKind.REQUEST;
-        f.writeUInt32BE(id, 5);
-        f.writeUInt32BE(header.length, 9);
-        f.set(header, 13);
-        f.set(body, 13 + header.length);
+        const f = rawFrame(FrameKind.REQUEST, id, header, body);
         written++;
         if (!peer.write(f)) await once(peer, 'drain');
       }

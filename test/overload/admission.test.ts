@@ -59,6 +59,20 @@ function expectTargets(run: ModelRun, phases: Phase[], topShare: number, minShar
   expect(top).toBeGreaterThanOrEqual(topShare);
 }
 
+/**
+ * A controller after one busy window of 100 calls of 1 ms each (business priority 64, starting
+ * at once): it serves 100 calls a window.
+ */
+function calibrated(): AdmissionController {
+  const c = new AdmissionController(0);
+  for (let i = 0; i < 100; i++) {
+    c.arrive(priorityLevel(64, i % 128));
+    c.started(0, 0);
+  }
+  c.closeWindow(100, { utilization: 1 });
+  return c;
+}
+
 describe('AdmissionController', () => {
   it('admits everything at 0.5x and 1x (no false alarms)', () => {
     for (const load of [0.5, 1]) {
@@ -132,13 +146,6 @@ describe('AdmissionController', () => {
   });
 
   it('never cuts into a business priority that did not stand in the queue and fits; cuts into one that lost calls', () => {
-    const calibrate = (c: AdmissionController): void => {
-      for (let i = 0; i < 100; i++) {
-        c.arrive(priorityLevel(64, i % 128));
-        c.started(0, 0, 500, priorityLevel(64, i % 128), 0);
-      }
-      c.closeWindow(100, { utilization: 1 }); // 1 ms per call, 100 per window
-    };
     // Windows of 104 top calls (business priority 1: a little over the 100 the server serves)
     // and 300 of business priority 32. The top calls are served first: 10 wait ahead of each
     // (10 ms, under the 25 ms threshold); the calls of 32 stand 60 deep behind them. Over four
@@ -154,15 +161,12 @@ describe('AdmissionController', () => {
       }
       return level;
     };
-    const spared = new AdmissionController(0);
-    calibrate(spared);
+    const spared = calibrated();
     expect(overloaded(spared, false)).toBe(4095); // all of 1 (and the empty priorities up to 32), none of 32
-    const cut = new AdmissionController(0);
-    calibrate(cut);
+    const cut = calibrated();
     expect(overloaded(cut, true)).toBeLessThan(255); // a top call was dropped: 1 stands too
     // Without the calls' levels the controller knows no business priority's wait: nothing is spared.
-    const blind = new AdmissionController(0);
-    calibrate(blind);
+    const blind = calibrated();
     for (let w = 2; w <= 5; w++) {
       for (let i = 0; i < 104; i++) blind.arrive(priorityLevel(1, i % 128));
       for (let i = 0; i < 300; i++) blind.arrive(priorityLevel(32, i % 128));
@@ -173,12 +177,7 @@ describe('AdmissionController', () => {
   });
 
   it('spares business priorities only together: two that each fit but not both are cut; a starved one is not spared', () => {
-    const c = new AdmissionController(0);
-    for (let i = 0; i < 100; i++) {
-      c.arrive(priorityLevel(64, i % 128));
-      c.started(0, 0);
-    }
-    c.closeWindow(100, { utilization: 1 }); // 100 calls per window
+    const c = calibrated(); // 100 calls per window
     // Business priority 1 brings 70 calls a window and 2 brings 50: 120 for 100 served. Calls of 1
     // wait behind 5, calls of 2 behind 40 (under the 75 ms early-drop limit); nothing is lost.
     for (let w = 2; w <= 12; w++) {
@@ -192,12 +191,7 @@ describe('AdmissionController', () => {
     expect(c.level).toBeGreaterThanOrEqual(priorityLevel(1, 127)); // 1 (70 a window) is spared
     // A business priority whose admitted calls never started (starved behind the others) has no
     // sample: it is not spared, whatever its count.
-    const s = new AdmissionController(0);
-    for (let i = 0; i < 100; i++) {
-      s.arrive(priorityLevel(64, i % 128));
-      s.started(0, 0);
-    }
-    s.closeWindow(100, { utilization: 1 });
+    const s = calibrated();
     for (let i = 0; i < 60; i++) s.arrive(priorityLevel(1, i % 128));
     for (let i = 0; i < 30; i++) s.arrive(priorityLevel(2, i % 128));
     for (let i = 0; i < 60; i++) s.started(5, 60, 500, priorityLevel(1, i % 128), 5);
@@ -211,12 +205,7 @@ describe('AdmissionController', () => {
     // 100 calls per window; a window of 100 top calls and 200 of business priority 96, with 80
     // calls of 96 waiting (80 ms) and none above... but every call stood behind them.
     const run = (byLevel: Uint32Array | undefined): number => {
-      const c = new AdmissionController(0);
-      for (let i = 0; i < 100; i++) {
-        c.arrive(priorityLevel(64, i % 128));
-        c.started(0, 0);
-      }
-      c.closeWindow(100, { utilization: 1 });
+      const c = calibrated();
       for (let i = 0; i < 100; i++) c.arrive(priorityLevel(1, i % 128));
       for (let i = 0; i < 200; i++) c.arrive(priorityLevel(96, i % 128));
       for (let i = 0; i < 100; i++) c.started(80, 80);

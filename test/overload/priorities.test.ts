@@ -10,6 +10,7 @@ import { ADMIT_ALL, Channel, Server, Status, type CallContext } from '../../fram
 import { HealthClient, HealthDefinition } from '../../framework/builtin/gen/svrkit/health.js';
 import { FrameKind } from '../../framework/wire/frame.js';
 import { EchoRequest, ProbeDefinition, ProbeService, type EchoReply, type EchoRequest as Req } from '../.tmp/gen/probe/probe.js';
+import { rawFrame } from '../support/raw-frame.js';
 
 const servers: Server[] = [];
 const channels: Channel[] = [];
@@ -17,17 +18,6 @@ afterEach(async () => {
   for (const c of channels.splice(0)) c.close();
   await Promise.all(servers.splice(0).map((s) => s.close({ graceMs: 100 })));
 });
-
-function frame(kind: number, callId: number, header: Uint8Array, body: Uint8Array): Buffer {
-  const b = Buffer.alloc(13 + header.length + body.length);
-  b.writeUInt32BE(9 + header.length + body.length, 0);
-  b[4] = kind;
-  b.writeUInt32BE(callId, 5);
-  b.writeUInt32BE(header.length, 9);
-  b.set(header, 13);
-  b.set(body, 13 + header.length);
-  return b;
-}
 
 describe('FastReject and untrusted clocks', () => {
   it("a client whose send-time stamps lie (10 s old) does not lower the level other clients get", async () => {
@@ -40,11 +30,11 @@ describe('FastReject and untrusted clocks', () => {
     socket.on('data', () => {});
     const body = EchoRequest.encode(EchoRequest.fromPartial({ text: 'x' })).finish();
     // The first call is honest; the later ones claim to have been sent 10 s ago.
-    socket.write(frame(FrameKind.REQUEST, 1, pack({ m: ProbeDefinition.methods.echo.path, st: Date.now(), b: 0 }), body));
+    socket.write(rawFrame(FrameKind.REQUEST, 1, pack({ m: ProbeDefinition.methods.echo.path, st: Date.now(), b: 0 }), body));
     for (let i = 0; i < 15; i++) {
       await sleep(30);
       const batch: Buffer[] = [];
-      for (let j = 0; j < 10; j++) batch.push(frame(FrameKind.REQUEST, 2 + i * 10 + j, pack({ m: ProbeDefinition.methods.echo.path, st: Date.now() - 10_000, b: 0 }), body));
+      for (let j = 0; j < 10; j++) batch.push(rawFrame(FrameKind.REQUEST, 2 + i * 10 + j, pack({ m: ProbeDefinition.methods.echo.path, st: Date.now() - 10_000, b: 0 }), body));
       socket.write(Buffer.concat(batch));
     }
     await sleep(300);

@@ -13,6 +13,7 @@ import { Channel, RpcError, Server, Status, type OverloadOptions } from '../../f
 import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
 import { decodeStatusHeader, type StatusHeader } from '../../framework/wire/header.js';
 import { EchoReply, EchoRequest, ProbeDefinition } from '../.tmp/gen/probe/probe.js';
+import { rawFrame } from '../support/raw-frame.js';
 
 const servers: Server[] = [];
 const channels: Channel[] = [];
@@ -109,15 +110,7 @@ describe('the scheduling stage', () => {
     socket.on('data', (chunk: Buffer) => decoder.push(chunk));
     const request = (id: number, text: string, delayMs: number): Buffer => {
       const header = pack({ m: ProbeDefinition.methods.echo.path, d: 60_000 });
-      const body = EchoRequest.encode(EchoRequest.fromPartial({ text, delayMs })).finish();
-      const b = Buffer.alloc(13 + header.length + body.length);
-      b.writeUInt32BE(9 + header.length + body.length, 0);
-      b[4] = FrameKind.REQUEST;
-      b.writeUInt32BE(id, 5);
-      b.writeUInt32BE(header.length, 9);
-      b.set(header, 13);
-      b.set(body, 13 + header.length);
-      return b;
+      return rawFrame(FrameKind.REQUEST, id, header, EchoRequest.encode(EchoRequest.fromPartial({ text, delayMs })).finish());
     };
     // Calls 1..12 run 10 ms each (the queue is served at most 50 ms per event-loop turn); call 100
     // waits behind them when a second REQUEST for id 100 arrives.
