@@ -33,7 +33,11 @@
  *   `(1 - alpha) * admitted`. The server refuses the waiting calls above the new level at once,
  *   and while it sheds, the calls that waited more than `maxWaitMs` (Breakwater's early drops).
  *   So the excess to drain counts only the calls waiting at or below the new level (the server
- *   reports the queue per level): those above it are refused, not drained.
+ *   reports the queue per level): those above it are refused, not drained. A server admitting
+ *   everything starts to shed only for a clear overload: a cut of more than `alpha`, and a queue
+ *   past the early-drop limit or more calls over the last eight windows than it could serve in
+ *   them (3 sigma). At about capacity (a process still compiling its code, a GC pause) a queue
+ *   stands a little over the threshold for a while and drains by itself.
  * - **What the cut spares** (svrkit's refinement of CoDel for a priority queue). The queue serves
  *   the most important business priority first, so a call waits only behind the calls of its own
  *   and more important business priorities. Each sample also counts for the call's business
@@ -221,6 +225,8 @@ export class AdmissionController {
   private readonly bandHistory = new Float64Array((AdmissionController.RATE_WINDOWS - 1) * BUSINESS_LEVELS);
   /** What the server could serve in each of those windows (calls). */
   private readonly capacityHistory = new Float64Array(AdmissionController.RATE_WINDOWS - 1);
+  /** Calls that arrived in each of those windows. */
+  private readonly arrivedHistory = new Float64Array(AdmissionController.RATE_WINDOWS - 1);
   private historyRow = 0;
   /** The last level of business priority 0: the level never goes below it. */
   private static readonly FLOOR = USER_LEVELS - 1;
@@ -397,10 +403,13 @@ export class AdmissionController {
         const goal = measured
           ? Math.max(least, capacity - (standing - allowed) / AdmissionController.DRAIN_WINDOWS)
           : (1 - o.alpha) * this.admitted;
-        // A server admitting everything starts to shed only for a clear overload, more than
-        // `alpha` over what it can serve: at exactly its capacity, a GC pause leaves a queue that
-        // hovers at the threshold, and shedding for it would refuse calls it can serve.
-        if (before !== ADMIT_ALL || !measured || goal < (1 - o.alpha) * this.admitted) {
+        // A server admitting everything starts to shed only for a clear overload: more than
+        // `alpha` over what it can serve, and either a queue past the early-drop limit or more
+        // calls over the last windows than it could serve in them (3 sigma). At about its
+        // capacity (a fresh process still compiling its code, a GC pause) a queue stands a
+        // little over the threshold for a while and drains; shedding for it would refuse calls
+        // the server serves in time.
+        if (before !== ADMIT_ALL || !measured || (goal < (1 - o.alpha) * this.admitted && (wait > AdmissionController.EARLY_DROP * threshold || this.overRate(capacity)))) {
           this.level = Math.min(before, measured ? this.cutFor(least, capacity, standing, allowed, threshold, before, load.queuedByLevel) : this.levelFor(goal));
         }
       }
@@ -423,6 +432,7 @@ export class AdmissionController {
     const h = this.histogram;
     const row = this.historyRow * BUSINESS_LEVELS;
     this.capacityHistory[this.historyRow] = capacity;
+    this.arrivedHistory[this.historyRow] = this.arrived;
     for (let b = 0; b < BUSINESS_LEVELS; b++) {
       let n = 0;
       for (let l = b * USER_LEVELS, end = l + USER_LEVELS; l < end; l++) n += h[l]!;
@@ -565,6 +575,21 @@ export class AdmissionController {
       if (seen) spare = end;
     }
     return Math.max(cut, spare);
+  }
+
+  /**
+   * Whether more calls arrived over the last `RATE_WINDOWS` windows (this one included) than the
+   * server could serve in them, by more than three standard deviations of a Poisson count.
+   * @param capacity - calls the server could serve in this window.
+   */
+  private overRate(capacity: number): boolean {
+    let arrived = this.arrived;
+    let served = capacity;
+    for (let r = 0; r < AdmissionController.RATE_WINDOWS - 1; r++) {
+      arrived += this.arrivedHistory[r]!;
+      served += this.capacityHistory[r]!;
+    }
+    return arrived > served + 3 * Math.sqrt(served);
   }
 
   /**

@@ -191,13 +191,14 @@ describe('AdmissionController', () => {
     expect(c.level).toBeGreaterThanOrEqual(priorityLevel(1, 127)); // 1 (70 a window) is spared
     // A business priority whose admitted calls never started (starved behind the others) has no
     // sample: it is not spared, whatever its count.
+    // (A queue of 80 ms: past the early-drop limit, so a server admitting everything sheds.)
     const s = calibrated();
     for (let i = 0; i < 60; i++) s.arrive(priorityLevel(1, i % 128));
     for (let i = 0; i < 30; i++) s.arrive(priorityLevel(2, i % 128));
-    for (let i = 0; i < 60; i++) s.started(5, 60, 500, priorityLevel(1, i % 128), 5);
+    for (let i = 0; i < 60; i++) s.started(5, 80, 500, priorityLevel(1, i % 128), 5);
     const byLevel = new Uint32Array(ADMIT_ALL + 1);
-    for (let i = 0; i < 60; i++) byLevel[priorityLevel(2, i % 128)]!++;
-    s.closeWindow(200, { utilization: 1, queued: 60, queuedByLevel: byLevel });
+    for (let i = 0; i < 80; i++) byLevel[priorityLevel(2, i % 128)]!++;
+    s.closeWindow(200, { utilization: 1, queued: 80, queuedByLevel: byLevel });
     expect(s.level).toBeLessThan(priorityLevel(2, 0));
   });
 
@@ -296,6 +297,29 @@ describe('AdmissionController', () => {
     const standing = c.closeWindow(300, { utilization: 1 });
     expect(standing.overloaded).toBe(true);
     expect(standing.minSojournMs).toBeCloseTo(30, 0);
+  });
+
+  it('a server admitting everything sheds only for a clear overload: a queue past the early-drop limit, or more calls than it serves', () => {
+    // Calls at about capacity (a fresh process still compiling, or a GC pause) with a queue of
+    // 35 ms, over the 25 ms threshold of 500 ms deadlines but under the 75 ms early-drop limit:
+    // more calls in the window than it served, but not over the last windows. The calls of
+    // business priority 96, served last, waited 90 ms. Nothing is shed.
+    const run = (arrivals: number, queue: number, windows: number): AdmissionController => {
+      const c = calibrated();
+      for (let w = 2; w < 2 + windows; w++) {
+        for (let i = 0; i < arrivals; i++) c.arrive(priorityLevel(i % 2 === 0 ? 32 : 96, i % 128));
+        for (let i = 0; i < 46; i++) c.started(queue, queue, 500, priorityLevel(32, i % 128), queue / 2);
+        for (let i = 0; i < 46; i++) c.started(90, queue, 500, priorityLevel(96, i % 128), queue);
+        const report = c.closeWindow(w * 100, { utilization: 1, queued: queue });
+        expect(report.overloaded).toBe(true);
+      }
+      return c;
+    };
+    expect(run(98, 35, 6).level).toBe(ADMIT_ALL);
+    // The same queue with 30% more calls than the server serves: shed within a few windows.
+    expect(run(120, 35, 4).level).toBeLessThan(ADMIT_ALL);
+    // A queue past the early-drop limit: shed at once.
+    expect(run(98, 80, 1).level).toBeLessThan(ADMIT_ALL);
   });
 
   it('counts calls that arrived already expired as demand, and a short deadline hides no queue', () => {
