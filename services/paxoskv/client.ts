@@ -1,8 +1,10 @@
 /**
  * The PaxosKV client: linearizable get, put, delete and compare-and-set against any replica of a
- * cluster, with failover. A call sticks to one replica; when that replica answers UNAVAILABLE or
- * does not answer within the attempt timeout, the call moves to the next replica, until the
- * call's own deadline.
+ * cluster, with failover. A call sticks to one replica; when that replica answers UNAVAILABLE
+ * (unreachable, closing, rejoining or a learner), refuses the call unprocessed for overload
+ * (RESOURCE_EXHAUSTED, not processed: FastReject), or does not answer within the attempt
+ * timeout, the call moves on, to a replica it has not tried yet when there is one, until the
+ * call's own deadline. Every replica shedding at once is the only way overload reaches the caller.
  *
  * Writes are exactly-once through a client session (after Raft's client sessions, Ongaro 2014,
  * section 6.3): each client has a random session id and numbers its writes; every attempt of a
@@ -196,31 +198,51 @@ export class PaxosKVClient {
     onRetry?: () => void,
   ): Promise<T> {
     const deadline = this.deadlineFor(options, Date.now());
+    const n = this.stubs.length;
+    // Replicas this call tried since it last paused: the next attempt prefers one it has not.
+    const tried = new Uint8Array(n);
+    let triedCount = 0;
     let lastError: RpcError | undefined;
-    for (let tries = 0; ; tries++) {
+    for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) {
         throw lastError ?? kvErrors.DEADLINE_BEFORE_ANY_REPLY();
       }
-      const index = this.current;
+      let index = this.current;
+      for (let k = 0; k < n && tried[index] === 1; k++) index = (index + 1) % n;
+      tried[index] = 1;
+      triedCount++;
       const stub = this.stubs[index]!;
       try {
         return await attempt(stub, { ...options, deadline: Date.now() + Math.min(left, this.attemptTimeoutMs), timeoutMs: undefined });
       } catch (err) {
         if (!(err instanceof RpcError) || !retryable(err)) throw err;
         lastError = err;
-        onRetry?.();
-        // Move on to the next replica (unless another call already did).
-        if (this.current === index) this.current = (index + 1) % this.stubs.length;
-        // Every replica failed once: pause briefly rather than spin.
-        if ((tries + 1) % this.stubs.length === 0) await new Promise((r) => setTimeout(r, Math.min(50, Math.max(0, deadline - Date.now()))));
+        // A refusal the replica marked not processed leaves no doubt; anything else may have
+        // been applied.
+        if (!err.notProcessed) onRetry?.();
+        // Move the client on to the next replica (unless another call already did).
+        if (this.current === index) this.current = (index + 1) % n;
+        if (triedCount >= n) {
+          // Every replica failed once: pause briefly rather than spin, then try them all again.
+          tried.fill(0);
+          triedCount = 0;
+          await new Promise((r) => setTimeout(r, Math.min(50, Math.max(0, deadline - Date.now()))));
+        }
       }
     }
   }
 }
 
+/**
+ * Whether another replica may take the call after `err`: the replica is unreachable, closing
+ * (GOAWAY), rejoining or a learner (UNAVAILABLE), did not answer within the attempt timeout
+ * (DEADLINE_EXCEEDED), or refused the call unprocessed for overload (RESOURCE_EXHAUSTED marked
+ * not processed, from the replica's FastReject or from the channel shedding by its advertised
+ * level). Writes carry their (session, seq), so a retry of one that was applied is not applied twice.
+ */
 function retryable(err: RpcError): boolean {
-  return err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED;
+  return err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED || (err.code === Status.RESOURCE_EXHAUSTED && err.notProcessed);
 }
 
 /** The client's clock for write stamps: wall-clock ms at process start plus monotonic time since. */
