@@ -288,6 +288,16 @@ export const errors = defineErrors({
   FRAME_TOO_LARGE: { status: Status.RESOURCE_EXHAUSTED, message: (err: unknown) => `protocol error: ${messageOf(err)}` },
   /** A malformed frame: the connection is closed. */
   MALFORMED_FRAME: { status: Status.INTERNAL, message: (err: unknown) => `protocol error: ${messageOf(err)}` },
+  /** A frame started arriving and did not finish within `ServerOptions.frameTimeoutMs` (a slow or stalled sender): the connection is closed. */
+  FRAME_TIMEOUT: {
+    status: Status.UNAVAILABLE,
+    message: (ms: number, limitMs: number) => `protocol error: a frame started arriving ${ms} ms ago and is not complete (limit ${limitMs} ms)`,
+  },
+  /** No call and no PING on the connection for `ServerOptions.idleTimeoutMs`: the connection is closed. */
+  CONNECTION_IDLE: {
+    status: Status.UNAVAILABLE,
+    message: (ms: number, limitMs: number) => `connection idle for ${ms} ms, with no call and no PING (limit ${limitMs} ms)`,
+  },
 
   // --- Server: refusing a call before any handler runs (framework/server/server.ts) ---
   /** The request header is not valid msgpack of the expected shape (the message says which field). */
@@ -335,6 +345,16 @@ export const errors = defineErrors({
     status: Status.RESOURCE_EXHAUSTED,
     notProcessed: true,
     message: (waitedMs: number, limitMs: number) => `overloaded: waited ${waitedMs} ms in the server's queue (limit ${limitMs} ms while shedding)`,
+  },
+  /**
+   * A large request frame that does not fit the server-wide budget for partly received frames and
+   * queued responses (`ServerOptions.bufferBudgetBytes`): refused before it is buffered.
+   */
+  OVERLOADED_BUFFERS: {
+    status: Status.RESOURCE_EXHAUSTED,
+    notProcessed: true,
+    message: (bytes: number, usedBytes: number, budgetBytes: number) =>
+      `overloaded: a frame of ${bytes} bytes does not fit the server's buffer budget (${usedBytes} of ${budgetBytes} bytes in use)`,
   },
   /** FastReject: the call's priority level is above the server's admission level. */
   OVERLOADED_PRIORITY: {

@@ -71,6 +71,10 @@ function buildProgram(): Command {
     .addOption(new Option('--fast-reject <mode>', 'FastReject overload control: on, off, or dry-run (decide and log, reject nothing)').choices(['on', 'off', 'dry-run']).default('on'))
     .option('--queue-threshold-ms <ms>', 'FastReject: the wait that counts as a standing queue when no call in a window waited less (ms; default 20)', positiveMs)
     .option('--max-inflight <n>', 'FastReject: a fixed cap on calls in flight (default none: the backstop is memory)', intOption('max-inflight', 1, 10_000_000))
+    .option('--max-queued-response-mb <n>', 'response bytes that may wait for one client before the server stops reading it (MiB; default 8)', positiveNumber)
+    .option('--buffer-budget-mb <n>', 'server-wide budget for partly received frames and queued responses; large requests beyond it are refused before they are buffered (MiB; default a quarter of the heap limit)', positiveNumber)
+    .option('--frame-timeout-ms <ms>', 'a frame that started arriving must be complete within this long, or the connection is closed (ms; default 30000)', positiveMs)
+    .option('--idle-timeout-ms <ms>', 'a connection with no call and no frame for this long is closed (ms; default 300000)', positiveMs)
     .action(async (entry: string, opts: RunFlags) => {
       try {
         const registerOnly = (['zone', 'weight', 'advertise', 'ttlMs'] as const).filter((k) => opts[k] !== undefined);
@@ -89,6 +93,10 @@ function buildProgram(): Command {
               opts.fastReject === 'off'
                 ? false
                 : { dryRun: opts.fastReject === 'dry-run', queueThresholdMs: opts.queueThresholdMs, maxInflight: opts.maxInflight },
+            maxQueuedResponseBytes: opts.maxQueuedResponseMb === undefined ? undefined : Math.round(opts.maxQueuedResponseMb * 1024 * 1024),
+            bufferBudgetBytes: opts.bufferBudgetMb === undefined ? undefined : Math.round(opts.bufferBudgetMb * 1024 * 1024),
+            frameTimeoutMs: opts.frameTimeoutMs,
+            idleTimeoutMs: opts.idleTimeoutMs,
           },
           metricsPort: opts.metricsPort,
           register:
@@ -226,6 +234,10 @@ interface RunFlags {
   fastReject: 'on' | 'off' | 'dry-run';
   queueThresholdMs?: number;
   maxInflight?: number;
+  maxQueuedResponseMb?: number;
+  bufferBudgetMb?: number;
+  frameTimeoutMs?: number;
+  idleTimeoutMs?: number;
 }
 
 interface BenchFlags {

@@ -17,7 +17,9 @@ export type RejectReason =
   /** The client had seen GOAWAY. */
   | 'goaway'
   /** The call waited in queues past its deadline before its handler could start (DEADLINE_EXCEEDED). */
-  | 'expired';
+  | 'expired'
+  /** A large request frame did not fit the server-wide buffer budget (`ServerOptions.bufferBudgetBytes`). */
+  | 'buffers';
 
 /** Receives a server's call events. */
 export interface ServerObserver {

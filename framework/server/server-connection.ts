@@ -7,6 +7,7 @@
  * belongs to a call goes to the owner (the server).
  */
 import type { QueuedCall } from '../overload/call-queue.js';
+import type { DecodedHeader } from './request-decoder.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
@@ -29,6 +30,29 @@ export interface ConnectionOwner<C> {
   onOversizedMessage(sc: ServerConnection<C>, callId: number, size: number): void;
   /** The socket closed. */
   onClosed(sc: ServerConnection<C>): void;
+  /** The bytes waiting for the client fell to half the cap, or a flush happened while calls are parked: start parked calls. */
+  onWritable?(sc: ServerConnection<C>): void;
+  /** May a large REQUEST or MESSAGE frame be buffered (see `LargeFrameListener`)? False: the owner answered it. */
+  admitLarge?(sc: ServerConnection<C>, kind: number, callId: number, size: number): boolean;
+}
+
+/** A unary call read and admitted, held back because its client is not reading its responses. */
+export interface ParkedCall {
+  readonly callId: number;
+  readonly decoded: DecodedHeader;
+  /** A copy of the request body. */
+  readonly body: Buffer;
+  /** Epoch ms its frame's chunk was read, and when it was parked. */
+  readonly arrival: number;
+  readonly parkedAt: number;
+}
+
+/** Connection limits of a server. */
+export interface ConnectionLimits {
+  /** Largest frame accepted or sent, prefix included (bytes). */
+  readonly maxFrameBytes: number;
+  /** Bytes that may wait for the client before the server stops reading the connection (bytes). */
+  readonly maxQueuedBytes: number;
 }
 
 /**
@@ -52,6 +76,11 @@ export class ServerConnection<C> {
   streams = 0;
   /** Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id: their places in its queue. */
   readonly waiting = new Map<number, QueuedCall>();
+  /**
+   * Unary calls held back, in arrival order, because more than the cap of response bytes waits
+   * for this client (it does not read): they start as it reads, a few at a time.
+   */
+  readonly parked: ParkedCall[] = [];
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -68,18 +97,19 @@ export class ServerConnection<C> {
   /**
    * @param socket - the accepted byte stream.
    * @param owner - where call frames go.
-   * @param maxFrameBytes - the largest frame accepted or sent (bytes).
+   * @param limits - the largest frame (bytes) and the cap of bytes waiting for the client (bytes).
    * @param now - the server's clock (epoch ms), stamping each chunk's arrival.
    */
   constructor(
     socket: ByteStream,
     private readonly owner: ConnectionOwner<C>,
-    maxFrameBytes: number,
+    limits: ConnectionLimits,
     now: () => number,
   ) {
+    const { maxFrameBytes, maxQueuedBytes } = limits;
     this.conn = new Connection(
       socket,
-      { maxFrameBytes, pauseReadsWhileBlocked: true, now },
+      { maxFrameBytes, pauseReadsWhileBlocked: true, now, maxQueuedBytes },
       {
         onFrame: (kind, callId, header, body) => this.onFrame(kind, callId, header, body),
         onOversized: (kind, callId, size) => {
@@ -87,8 +117,15 @@ export class ServerConnection<C> {
           else if (kind === FrameKind.MESSAGE) owner.onOversizedMessage(this, callId, size);
         },
         onClose: () => owner.onClosed(this),
+        onWritable: owner.onWritable === undefined ? undefined : () => owner.onWritable!(this),
+        onLarge: owner.admitLarge === undefined ? undefined : (kind, callId, size) => owner.admitLarge!(this, kind, callId, size),
       },
     );
+  }
+
+  /** Whether no call is running, waiting or parked on this connection. */
+  get idle(): boolean {
+    return this.calls.size === 0 && this.waiting.size === 0 && this.parked.length === 0;
   }
 
   /**
@@ -129,7 +166,7 @@ export class ServerConnection<C> {
 
   /** Ends a draining connection once its client has seen GOAWAY and no call is left on it (running or waiting). */
   endIfDrained(): void {
-    if (this.draining && this.goawayAcked && this.calls.size === 0 && this.waiting.size === 0) this.conn.end();
+    if (this.draining && this.goawayAcked && this.idle) this.conn.end();
   }
 
   private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {

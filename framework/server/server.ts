@@ -13,6 +13,7 @@
  * The hot path (frame parse, header decode, method lookup, admission, body decode, handler start)
  * runs synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
+import { getHeapStatistics } from 'node:v8';
 import { configErrors, errors } from '../errors.js';
 import type { AdmissionOptions, WindowReport } from '../overload/admission.js';
 import { ADMIT_ALL, LEVELS } from '../overload/admission.js';
@@ -45,6 +46,21 @@ export type ServerInterceptor = (next: ServerHandler) => ServerHandler;
 /** Streams a server takes at once per connection unless `maxStreamsPerConnection` says otherwise. */
 export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 100;
 
+/** Default `ServerOptions.maxQueuedResponseBytes`: 8 MiB. */
+export const DEFAULT_MAX_QUEUED_RESPONSE_BYTES = 8 * 1024 * 1024;
+
+/** Default `ServerOptions.frameTimeoutMs` (ms). */
+export const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
+
+/** Default `ServerOptions.idleTimeoutMs` (ms). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+
+/** Calls of a connection held back for a slow reader that run at once as it reads again. */
+const PARKED_WINDOW = 16;
+
+/** How often the read and idle timeouts are checked (ms). */
+const SWEEP_MS = 1000;
+
 /** Server settings. */
 export interface ServerOptions {
   /** Largest frame accepted or sent, prefix included (bytes). Default 16 MiB. */
@@ -71,6 +87,29 @@ export interface ServerOptions {
    * Default 100.
    */
   maxStreamsPerConnection?: number;
+  /**
+   * Response bytes that may wait for one client (queued in the server and in the socket) before
+   * the server stops reading that connection and holds back the calls it already read, until
+   * half of them have drained: a client that does not read costs about this much. Default 8 MiB.
+   */
+  maxQueuedResponseBytes?: number;
+  /**
+   * Server-wide budget (bytes) for partly received frames and responses waiting for clients,
+   * over all connections: a REQUEST frame over 64 KiB that does not fit is refused when its
+   * first bytes arrive, before it is buffered (RESOURCE_EXHAUSTED, not processed; its bytes are
+   * skipped). Default a quarter of the V8 heap limit (`svrkit run --buffer-budget-mb`).
+   */
+  bufferBudgetBytes?: number;
+  /**
+   * A frame that started arriving must be complete within this long (ms), or the connection is
+   * closed with a GOAWAY saying why (a slow or stalled sender: slowloris). Default 30000.
+   */
+  frameTimeoutMs?: number;
+  /**
+   * A connection with no call and no frame (svrkit clients send keepalive PINGs while idle) for
+   * this long (ms) is closed with a GOAWAY saying why. Default 300000 (5 min).
+   */
+  idleTimeoutMs?: number;
   /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
   /**
@@ -147,6 +186,11 @@ export class Server implements ConnectionOwner<InboundCall> {
   private closing = false;
   /** Called when the last connection closes during `close()`. */
   private drainedWaiters: Array<() => void> = [];
+  private readonly maxQueuedResponseBytes: number;
+  private readonly bufferBudgetBytes: number;
+  private readonly frameTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param options - see `ServerOptions`.
@@ -169,6 +213,14 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (!(maxMemoryFraction > 0 && maxMemoryFraction <= 1)) throw configErrors.INVALID_OPTION('overload.maxMemoryFraction', 'in (0, 1]', maxMemoryFraction);
     if (!(sliceMs > 0)) throw configErrors.INVALID_OPTION('overload.sliceMs', '> 0 ms', sliceMs);
     checkPriority(defaultPriority, 'overload.defaultPriority');
+    this.maxQueuedResponseBytes = options.maxQueuedResponseBytes ?? DEFAULT_MAX_QUEUED_RESPONSE_BYTES;
+    this.bufferBudgetBytes = options.bufferBudgetBytes ?? Math.floor(getHeapStatistics().heap_size_limit / 4);
+    this.frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (!(this.maxQueuedResponseBytes >= 1)) throw configErrors.INVALID_OPTION('maxQueuedResponseBytes', '>= 1 byte', this.maxQueuedResponseBytes);
+    if (!(this.bufferBudgetBytes >= 1)) throw configErrors.INVALID_OPTION('bufferBudgetBytes', '>= 1 byte', this.bufferBudgetBytes);
+    if (!(this.frameTimeoutMs > 0)) throw configErrors.INVALID_OPTION('frameTimeoutMs', '> 0 ms', this.frameTimeoutMs);
+    if (!(this.idleTimeoutMs > 0)) throw configErrors.INVALID_OPTION('idleTimeoutMs', '> 0 ms', this.idleTimeoutMs);
     const maxStreamsPerConnection = options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION;
     if (!(Number.isInteger(maxStreamsPerConnection) && maxStreamsPerConnection >= 1)) {
       throw configErrors.INVALID_OPTION('maxStreamsPerConnection', 'an integer >= 1', maxStreamsPerConnection);
@@ -302,6 +354,20 @@ export class Server implements ConnectionOwner<InboundCall> {
       return;
     }
     this.fastReject?.start();
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS).unref();
+  }
+
+  /** Closes connections whose frame is taking too long to arrive, and idle ones (GOAWAY saying why). */
+  private sweep(): void {
+    const now = this.now();
+    for (const sc of this.connections) {
+      const c = sc.conn;
+      if (c.partialSince > 0 && now - c.partialSince > this.frameTimeoutMs) {
+        c.abort(errors.FRAME_TIMEOUT(now - c.partialSince, this.frameTimeoutMs));
+      } else if (sc.idle && sc.streams === 0 && now - c.lastFrameAt > this.idleTimeoutMs && !c.ending) {
+        c.abort(errors.CONNECTION_IDLE(now - c.lastFrameAt, this.idleTimeoutMs));
+      }
+    }
   }
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
@@ -352,6 +418,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (!this.closing) {
       this.closing = true;
       this.fastReject?.stop();
+      if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
       this.listener?.close();
       for (const c of this.connections) c.goaway(errors.SERVER_SHUTTING_DOWN());
     }
@@ -411,14 +478,63 @@ export class Server implements ConnectionOwner<InboundCall> {
     this.startCall(sc, callId, decoded, body, arrival, now);
   }
 
-  /** Decodes an admitted call's body and hands it to dispatch. */
+  /**
+   * Decodes an admitted call's body and hands it to dispatch; a unary call whose client has more
+   * than the cap of responses waiting (it does not read) is parked instead, to start as it reads.
+   */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
+    if (decoded.registered.kind === 0 && (sc.parked.length > 0 || sc.conn.overCap)) {
+      sc.parked.push({ callId, decoded, body: Buffer.from(body), arrival, parkedAt: now });
+      sc.conn.wantWritable = true;
+      return;
+    }
     const request = this.decoder.body(sc, callId, decoded, body);
     if (request === REFUSED) {
       sc.endIfDrained(); // it may have been the last call a draining connection waited for
       return;
     }
     this.dispatcher.start(sc, callId, decoded, request, arrival, now);
+  }
+
+  /**
+   * @internal ConnectionOwner: the client reads again (or a flush left its connection under the
+   * cap): starts parked calls, at most `PARKED_WINDOW` running on the connection at once, while it
+   * stays under the cap. A parked call whose deadline passed is answered DEADLINE_EXCEEDED, unprocessed.
+   */
+  onWritable(sc: ServerConnection<InboundCall>): void {
+    const parked = sc.parked;
+    while (parked.length > 0 && sc.calls.size < PARKED_WINDOW && !sc.conn.overCap && !sc.conn.ending) {
+      const p = parked.shift()!;
+      const now = this.now();
+      const held = now - p.parkedAt;
+      const waited = p.decoded.waited + held;
+      const d = p.decoded.header.d;
+      if (d !== undefined && waited >= d) {
+        sc.refuse(p.callId, this.fastReject?.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
+        this.observer?.rejected(p.decoded.header.m, 'expired', false);
+        continue;
+      }
+      const decoded = held > 0 ? { ...p.decoded, queued: p.decoded.queued + held, waited } : p.decoded;
+      const request = this.decoder.body(sc, p.callId, decoded, p.body);
+      if (request !== REFUSED) this.dispatcher.start(sc, p.callId, decoded, request, p.arrival, now);
+    }
+    sc.conn.wantWritable = parked.length > 0;
+    sc.endIfDrained();
+  }
+
+  /**
+   * @internal ConnectionOwner: may a large frame be buffered? A REQUEST frame is, while the bytes of
+   * partly received frames and of responses waiting for clients, over all connections, leave room
+   * for it in `bufferBudgetBytes`; else it is refused (RESOURCE_EXHAUSTED, not processed) and skipped.
+   */
+  admitLarge(sc: ServerConnection<InboundCall>, kind: number, callId: number, size: number): boolean {
+    if (kind !== FrameKind.REQUEST) return true;
+    let used = 0;
+    for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes;
+    if (used + size <= this.bufferBudgetBytes) return true;
+    sc.refuse(callId, this.fastReject?.advertisedLevel, errors.OVERLOADED_BUFFERS, size, used, this.bufferBudgetBytes);
+    this.observer?.rejected('', 'buffers', false);
+    return false;
   }
 
   /** @internal ConnectionOwner: a request MESSAGE over the maximum size. */
@@ -447,6 +563,6 @@ export class Server implements ConnectionOwner<InboundCall> {
     socket.on('error', () => {
       // Reported through Connection.onClose; an unhandled 'error' would crash the process.
     });
-    this.connections.add(new ServerConnection<InboundCall>(socket, this, this.maxFrameBytes, this.now));
+    this.connections.add(new ServerConnection<InboundCall>(socket, this, { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes }, this.now));
   }
 }

@@ -9,13 +9,18 @@
  *   leaves in a single `write(2)`. A loopback send costs microseconds, so unbatched writes would
  *   cap throughput (DESIGN.md section 3).
  * - Back-pressure: when `socket.write` reports a full kernel buffer, the connection stops writing
- *   until `drain`, and (if asked) stops reading, so a peer that does not read cannot make us buffer
- *   without bound.
+ *   until `drain`, and (if asked) stops reading. With `maxQueuedBytes`, it also stops reading
+ *   while more than that many bytes wait for the peer (queued here or in the socket), and reads
+ *   again, telling its owner (`onWritable`), once they are down to half: a peer that does not read
+ *   cannot make us buffer without bound (the owner holds back the calls it already read).
+ * - It tracks when the frame being received started arriving (`partialSince`) and when the last
+ *   frame arrived (`lastFrameAt`), for its owner's read and idle timeouts (`abort` closes with a
+ *   GOAWAY reason).
  * - A framing violation (oversized or malformed frame) sends GOAWAY with the reason and closes the
  *   connection; the process carries on.
  */
 import type { ByteStream } from './transport.js';
-import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES } from '../wire/frame.js';
+import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES, type LargeFrameListener } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
 import type { RpcError } from '../wire/status.js';
 import { errors } from '../errors.js';
@@ -28,6 +33,10 @@ export interface ConnectionEvents {
   onOversized(kind: number, callId: number, size: number): void;
   /** The socket closed; `error` is set when it closed because of one. Called once. */
   onClose(error: Error | undefined): void;
+  /** The bytes waiting for the peer fell to half of `maxQueuedBytes` after exceeding it: reading resumed. */
+  onWritable?(): void;
+  /** Asked before a large frame is buffered (see `LargeFrameListener`). */
+  onLarge?: LargeFrameListener;
 }
 
 /** Connection settings. */
@@ -38,6 +47,11 @@ export interface ConnectionOptions {
   pauseReadsWhileBlocked: boolean;
   /** The clock that stamps each chunk's arrival (`chunkAt`), epoch ms. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Stop reading while more than this many bytes wait for the peer (bytes; queued frames and the
+   * socket's own buffer), until they are down to half. Default: no limit.
+   */
+  maxQueuedBytes?: number;
 }
 
 /** How long a connection closed for a protocol error waits for its GOAWAY to flush (ms). */
@@ -52,7 +66,16 @@ export class Connection {
    * frame in it (a frame handled late in a big chunk has queued since then).
    */
   chunkAt = 0;
+  /** Epoch ms the frame being received started arriving (its first chunk was read); 0 between frames. */
+  partialSince = 0;
+  /** Epoch ms the last complete frame arrived (the connection's start before any). */
+  lastFrameAt: number;
   private readonly decoder: FrameDecoder;
+  /** Set by the owner while it holds calls back: every flush that leaves the connection under its cap tells it (`onWritable`). */
+  wantWritable = false;
+  /** Reading is paused because more than `maxQueuedBytes` wait for the peer. */
+  private overCapPaused = false;
+  private readonly maxQueuedBytes: number;
   private readonly encoder = new FrameEncoder();
   private flushScheduled = false;
   private blocked = false;
@@ -76,7 +99,9 @@ export class Connection {
   ) {
     this.peer = formatAddress(socket.remoteAddress, socket.remotePort);
     this.now = options.now ?? Date.now;
-    this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame, events.onOversized);
+    this.lastFrameAt = this.now();
+    this.maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
+    this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame, events.onOversized, events.onLarge);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
@@ -99,6 +124,16 @@ export class Connection {
     return this.encoder.length + this.socket.writableLength;
   }
 
+  /** Whether more than `maxQueuedBytes` wait for the peer (reading is paused until half drains). */
+  get overCap(): boolean {
+    return this.overCapPaused || this.queuedBytes > this.maxQueuedBytes;
+  }
+
+  /** Bytes of the frame being received, once complete (its announced size; 0 between frames). */
+  get pendingFrameBytes(): number {
+    return this.decoder.pendingFrameBytes;
+  }
+
   /**
    * Queues a frame; it is written at the end of this event-loop turn.
    * Frames sent after the connection closed are dropped (their calls are failed by `onClose`).
@@ -106,6 +141,10 @@ export class Connection {
   send(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
     if (this.closedFlag || this.ended || this.failed) return;
     this.encoder.write(kind, callId, header, body);
+    if (!this.overCapPaused && this.encoder.length + this.socket.writableLength > this.maxQueuedBytes) {
+      this.overCapPaused = true;
+      this.socket.pause();
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushBound);
@@ -122,11 +161,35 @@ export class Connection {
     this.flushScheduled = false;
     if (this.blocked || this.closedFlag || this.ended) return;
     const data = this.encoder.take();
-    if (data === undefined) return;
-    if (!this.socket.write(data)) {
+    if (data !== undefined && !this.socket.write(data)) {
       this.blocked = true;
       if (this.options.pauseReadsWhileBlocked) this.socket.pause();
     }
+    this.checkWritable();
+    if (this.wantWritable && !this.overCap) this.events.onWritable?.();
+  }
+
+  /** Resumes reading once the bytes waiting for the peer are down to half the cap, and tells the owner. */
+  private checkWritable(): void {
+    if (!this.overCapPaused || this.socket.writableLength + this.encoder.length > this.maxQueuedBytes / 2) return;
+    this.overCapPaused = false;
+    if (this.failed || this.ended || this.closedFlag) return;
+    if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.socket.resume();
+    this.events.onWritable?.();
+  }
+
+  /**
+   * Closes the connection for `error`: sends GOAWAY with its status, message and reason, stops
+   * reading, half-closes, and destroys the socket a second later if the peer has not closed.
+   */
+  abort(error: RpcError): void {
+    if (this.closedFlag || this.failed) return;
+    this.closeError ??= error;
+    this.send(FrameKind.GOAWAY, 0, encodeStatusHeader(error.code, error.message, undefined, false, undefined, error.reason));
+    this.failed = true;
+    this.socket.pause();
+    this.end();
+    setTimeout(() => this.socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
   }
 
   /**
@@ -163,9 +226,15 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (this.failed) return;
-    this.chunkAt = this.now();
+    const now = (this.chunkAt = this.now());
+    const before = this.decoder.framesCompleted;
+    const wasPartial = this.decoder.partial;
     try {
       this.decoder.push(chunk);
+      if (this.decoder.framesCompleted !== before) this.lastFrameAt = now;
+      // A frame that started in this chunk started now; one still arriving keeps its start.
+      if (!this.decoder.partial) this.partialSince = 0;
+      else if (!wasPartial || this.decoder.framesCompleted !== before) this.partialSince = now;
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
       this.protocolError(err);
@@ -176,18 +245,15 @@ export class Connection {
   private protocolError(err: FrameError): void {
     const error = /exceeds the maximum/.test(err.message) ? errors.FRAME_TOO_LARGE : errors.MALFORMED_FRAME;
     this.closeError ??= err;
-    this.send(FrameKind.GOAWAY, 0, encodeStatusHeader(error.status, error.message(err), undefined, false, undefined, error.reason));
-    this.failed = true;
-    this.socket.pause();
-    this.end();
-    setTimeout(() => this.socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
+    this.abort(error(err));
   }
 
   private onDrain(): void {
     this.blocked = false;
     if (this.ended) return;
-    if (this.options.pauseReadsWhileBlocked && !this.failed) this.socket.resume();
+    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused) this.socket.resume();
     if (this.encoder.length > 0) this.flush();
+    else this.checkWritable();
   }
 }
 

@@ -98,6 +98,17 @@ export type FrameListener = (kind: number, callId: number, header: Buffer, body:
  */
 export type OversizedListener = (kind: number, callId: number, size: number) => void;
 
+/**
+ * Asked, once per frame, whether a REQUEST or MESSAGE frame of more than `LARGE_FRAME_BYTES` that
+ * has not fully arrived may be buffered (a server-wide memory budget). Returning false skips the
+ * frame without buffering it; the listener has then answered its call itself. `size` counts the
+ * whole frame in bytes.
+ */
+export type LargeFrameListener = (kind: number, callId: number, size: number) => boolean;
+
+/** Frames above this size (bytes, prefix included) are checked with the `LargeFrameListener` before they are buffered. */
+export const LARGE_FRAME_BYTES = 64 * 1024;
+
 /** Shared view for empty headers and bodies (never written to). */
 const EMPTY = Buffer.alloc(0);
 
@@ -118,22 +129,45 @@ export class FrameDecoder {
   private buffered = 0;
   private needed = 0;
   private skipping = 0;
+  /** Frames delivered or skipped so far (a frame boundary passed when it moves). */
+  private completed = 0;
 
   /**
    * @param maxFrameBytes - largest acceptable frame, prefix included (bytes).
    * @param onFrame - called for each complete frame.
    * @param onOversized - called for each skipped oversized frame; without it, oversized frames
    *   are `FrameError`s.
+   * @param onLarge - asked before a large frame is buffered (see `LargeFrameListener`); without
+   *   it, every frame within the maximum is buffered.
    */
   constructor(
     private readonly maxFrameBytes: number,
     private readonly onFrame: FrameListener,
     private readonly onOversized?: OversizedListener,
+    private readonly onLarge?: LargeFrameListener,
   ) {}
 
   /** Bytes received but not yet part of a complete frame. */
   get pendingBytes(): number {
     return this.buffered;
+  }
+
+  /**
+   * Bytes the frame being received will hold once complete (its announced size, prefix
+   * included), or what is buffered when its length is not known yet; 0 between frames.
+   */
+  get pendingFrameBytes(): number {
+    return this.buffered === 0 ? 0 : Math.max(this.buffered, this.needed);
+  }
+
+  /** Whether a frame has started arriving and not finished (buffered, or being skipped). */
+  get partial(): boolean {
+    return this.buffered > 0 || this.skipping > 0;
+  }
+
+  /** Frames delivered or skipped so far: when it changes across a `push`, a frame boundary passed. */
+  get framesCompleted(): number {
+    return this.completed;
   }
 
   /**
@@ -179,6 +213,7 @@ export class FrameDecoder {
         }
         this.onOversized(kind, buf.readUInt32BE(off + 5), size);
         const available = total - off;
+        this.completed++;
         if (available >= size) {
           off += size;
           continue;
@@ -190,7 +225,22 @@ export class FrameDecoder {
       if (length < MIN_LENGTH) throw new FrameError(`frame length ${length} is below the minimum ${MIN_LENGTH}`);
       const end = off + 4 + length;
       if (end > total) {
-        this.needed = 4 + length;
+        const size = 4 + length;
+        if (this.onLarge !== undefined && size > LARGE_FRAME_BYTES) {
+          // Checked once, when the frame first shows incomplete: its kind and call id first.
+          if (total - off < 9) {
+            this.needed = 9;
+            break;
+          }
+          const kind = buf[off + 4]!;
+          if ((kind === FrameKind.REQUEST || kind === FrameKind.MESSAGE) && !this.onLarge(kind, buf.readUInt32BE(off + 5), size)) {
+            this.completed++;
+            this.skipping = size - (total - off);
+            off = total;
+            break;
+          }
+        }
+        this.needed = size;
         break;
       }
       const kind = buf[off + 4]!;
@@ -207,6 +257,7 @@ export class FrameDecoder {
         headerLength === 0 ? EMPTY : buf.subarray(headerStart, bodyStart),
         bodyStart === end ? EMPTY : buf.subarray(bodyStart, end),
       );
+      this.completed++;
       off = end;
     }
     if (off < total) {

@@ -1,0 +1,203 @@
+/**
+ * What a hostile or broken client can make a server hold, bounded: a real `svrkit run` process on
+ * 127.0.0.1, raw sockets that misbehave, and the server's resident memory (VmRSS from
+ * /proc/<pid>/status) as the measure. The numbers asserted are bounds, not timings.
+ *
+ * - A client that sends 5.3 MiB of requests with 10 KiB+ replies and reads nothing: the server
+ *   stops reading it once 8 MiB of replies wait (`maxQueuedResponseBytes`) and holds back the
+ *   calls it already read, so it grows by about the cap, not by the 700+ MiB of replies.
+ * - Slowloris: connections that send a frame a byte at a time are closed once the frame takes
+ *   longer than `frameTimeoutMs`, with a GOAWAY naming FRAME_TIMEOUT; a connection with nothing
+ *   on it is closed after `idleTimeoutMs` (CONNECTION_IDLE), one that sends PINGs is not.
+ * - Large requests beyond the server-wide buffer budget are refused (RESOURCE_EXHAUSTED, not
+ *   processed, OVERLOADED_BUFFERS) when their first bytes arrive, before they are buffered.
+ *
+ * After each, the server still answers a generated client.
+ */
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Channel } from '../../index.js';
+import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
+import { FileContainingSymbolRequest } from '../../framework/builtin/gen/svrkit/reflection.js';
+import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
+import { decodeStatusHeader, encodeRequestHeader } from '../../framework/wire/header.js';
+import { Status } from '../../framework/wire/status.js';
+import { rawFrame } from '../support/raw-frame.js';
+import { startSvrkit, stopAllSvrkit, type SvrkitProcess } from '../support/processes.js';
+
+const GREETER = 'examples/helloworld/greeter.ts';
+const MiB = 1024 * 1024;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The resident set of a process (bytes), from /proc. */
+function rss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** A raw connection to `address` that collects the frames the server sends. */
+async function rawConnection(address: string): Promise<{ socket: Socket; frames: Array<{ kind: number; callId: number; header: Buffer }>; closed: Promise<void> }> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const socket = connect(port, host);
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  const frames: Array<{ kind: number; callId: number; header: Buffer }> = [];
+  const decoder = new FrameDecoder(64 * MiB, (kind, callId, header) => frames.push({ kind, callId, header: Buffer.from(header) }));
+  socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  return { socket, frames, closed };
+}
+
+/** Says hello through a generated client: the server still serves. */
+async function stillServes(address: string): Promise<void> {
+  const channel = new Channel(address);
+  try {
+    const reply = await new GreeterClient(channel).sayHello({ name: 'still' }, { timeoutMs: 5000 });
+    expect(reply.message).toContain('still');
+  } finally {
+    channel.close();
+  }
+}
+
+/** The GOAWAY reason among `frames` (undefined when none came). */
+function goawayReason(frames: Array<{ kind: number; header: Buffer }>): string | undefined {
+  const g = frames.find((f) => f.kind === FrameKind.GOAWAY);
+  return g === undefined ? undefined : decodeStatusHeader(g.header).r;
+}
+
+afterAll(async () => {
+  await stopAllSvrkit();
+});
+
+describe('a client that does not read its replies', () => {
+  let server: SvrkitProcess;
+  beforeAll(async () => {
+    server = await startSvrkit(['run', GREETER, '--port', '0']);
+  });
+  afterAll(async () => {
+    await server.stop('SIGKILL').catch(() => undefined);
+  });
+
+  it('costs the server about the 8 MiB cap, not its replies; the server serves on and keeps nothing after it closes', async () => {
+    await stillServes(server.address);
+    const pid = server.process.pid!;
+    const before = rss(pid);
+    const { socket, frames } = await rawConnection(server.address);
+    socket.pause(); // reads nothing: every reply stays with the server or in the kernel
+    const header = encodeRequestHeader({ m: 'svrkit.Reflection/FileContainingSymbol' });
+    const body = FileContainingSymbolRequest.encode({ symbol: 'google.protobuf.FileDescriptorProto' }).finish();
+    const one = rawFrame(FrameKind.REQUEST, 1, header, body);
+    const count = Math.ceil((5.3 * MiB) / one.length);
+    const chunks: Buffer[] = [];
+    for (let id = 1; id <= count; id++) chunks.push(rawFrame(FrameKind.REQUEST, id, header, body));
+    socket.write(Buffer.concat(chunks));
+    // Give the server time to read, run and answer what it will.
+    let peak = before;
+    for (let i = 0; i < 30; i++) {
+      await sleep(100);
+      peak = Math.max(peak, rss(pid));
+    }
+    // Unbounded, each request's reply (10 KiB or more) would be held: hundreds of MiB.
+    expect(peak - before, `RSS grew from ${(before / MiB).toFixed(0)} to ${(peak / MiB).toFixed(0)} MiB`).toBeLessThan(8 * MiB + 64 * MiB);
+    // Other clients are served meanwhile.
+    await stillServes(server.address);
+    // Reading again, the client gets every reply, in full.
+    socket.resume();
+    for (let i = 0; i < 200 && frames.filter((f) => f.kind === FrameKind.RESPONSE).length < count; i++) await sleep(100);
+    const responses = frames.filter((f) => f.kind === FrameKind.RESPONSE);
+    expect(responses.length).toBe(count);
+    expect(responses.every((f) => f.header.length === 0)).toBe(true); // OK: an empty status header
+    socket.destroy();
+    await stillServes(server.address);
+  }, 60_000);
+});
+
+describe('slow senders and idle connections', () => {
+  let server: SvrkitProcess;
+  beforeAll(async () => {
+    server = await startSvrkit(['run', GREETER, '--port', '0', '--frame-timeout-ms', '1000', '--idle-timeout-ms', '2000']);
+  });
+  afterAll(async () => {
+    await server.stop('SIGKILL').catch(() => undefined);
+  });
+
+  it('closes slowloris connections once a frame takes longer than the frame timeout, with a GOAWAY saying why', async () => {
+    const conns = await Promise.all(Array.from({ length: 50 }, () => rawConnection(server.address)));
+    const frame = rawFrame(FrameKind.REQUEST, 1, encodeRequestHeader({ m: 'helloworld.Greeter/SayHello' }), new Uint8Array(64));
+    let open = true;
+    const dripping = (async () => {
+      for (let i = 0; open && i < frame.length - 1; i++) {
+        for (const c of conns) if (!c.socket.destroyed) c.socket.write(frame.subarray(i, i + 1));
+        await sleep(300);
+      }
+    })();
+    const closedAll = Promise.all(conns.map((c) => c.closed));
+    const result = await Promise.race([closedAll.then(() => 'closed'), sleep(8000).then(() => 'open')]);
+    open = false;
+    await dripping;
+    expect(result).toBe('closed');
+    for (const c of conns) expect(goawayReason(c.frames)).toBe('FRAME_TIMEOUT');
+    await stillServes(server.address);
+  }, 30_000);
+
+  it('closes a connection with no call and no frame after the idle timeout; PINGs keep one open', async () => {
+    const idle = await rawConnection(server.address);
+    const pinging = await rawConnection(server.address);
+    let ping = true;
+    const pinger = (async () => {
+      for (let id = 1; ping; id++) {
+        pinging.socket.write(rawFrame(FrameKind.PING, id, new Uint8Array(0), new Uint8Array(0)));
+        await sleep(500);
+      }
+    })();
+    const result = await Promise.race([idle.closed.then(() => 'closed'), sleep(6000).then(() => 'open')]);
+    expect(result).toBe('closed');
+    expect(goawayReason(idle.frames)).toBe('CONNECTION_IDLE');
+    await sleep(1500); // past the idle timeout for the pinging one too
+    expect(pinging.socket.destroyed).toBe(false);
+    expect(pinging.frames.some((f) => f.kind === FrameKind.PONG)).toBe(true);
+    ping = false;
+    await pinger;
+    pinging.socket.destroy();
+  }, 30_000);
+});
+
+describe('the server-wide buffer budget', () => {
+  let server: SvrkitProcess;
+  beforeAll(async () => {
+    server = await startSvrkit(['run', GREETER, '--port', '0', '--buffer-budget-mb', '32']);
+  });
+  afterAll(async () => {
+    await server.stop('SIGKILL').catch(() => undefined);
+  });
+
+  it('refuses large requests that do not fit before buffering them, unprocessed; memory stays within the budget', async () => {
+    const pid = server.process.pid!;
+    const before = rss(pid);
+    // 30 connections each start a 15 MiB request and hold back its last byte (450 MiB if buffered).
+    const size = 15 * MiB;
+    const header = encodeRequestHeader({ m: 'helloworld.Greeter/SayHello' });
+    const conns = await Promise.all(Array.from({ length: 30 }, () => rawConnection(server.address)));
+    const frame = rawFrame(FrameKind.REQUEST, 7, header, Buffer.alloc(size - 13 - header.length));
+    for (const c of conns) c.socket.write(frame.subarray(0, frame.length - 1));
+    let peak = before;
+    for (let i = 0; i < 40; i++) {
+      await sleep(100);
+      peak = Math.max(peak, rss(pid));
+    }
+    expect(peak - before, `RSS grew from ${(before / MiB).toFixed(0)} to ${(peak / MiB).toFixed(0)} MiB`).toBeLessThan(32 * MiB + 64 * MiB);
+    // At most two fit the 32 MiB budget; every other one was refused when it began, unprocessed.
+    const refusals = conns.flatMap((c) => c.frames.filter((f) => f.kind === FrameKind.RESPONSE && f.callId === 7).map((f) => decodeStatusHeader(f.header)));
+    expect(refusals.length).toBeGreaterThanOrEqual(28);
+    for (const r of refusals) {
+      expect(r.s).toBe(Status.RESOURCE_EXHAUSTED);
+      expect(r.r).toBe('OVERLOADED_BUFFERS');
+      expect(r.np).toBe(true);
+    }
+    await stillServes(server.address);
+    for (const c of conns) c.socket.destroy();
+  }, 30_000);
+});
