@@ -9,10 +9,11 @@
  * - `data.mdb`, `lock.mdb`: the LMDB environment (lmdb-js). `lock.mdb` holds no data; LMDB
  *   recreates it when it is missing.
  * - LMDB keys are bytes: `0x00 "meta"` is the meta record (msgpack map
- *   `{ format: 'svrkit-paxoskv/2', memberId, members, createdAt, incarnation, announced, peerIncarnations,
+ *   `{ format: 'svrkit-paxoskv/3', memberId, members, createdAt, incarnation, announced, peerIncarnations,
  *   rejoining }`, `createdAt` an ISO 8601 string, `peerIncarnations` an array of
  *   `[memberId, incarnation]` pairs ascending by member); `0x01 + UTF-8(key)` is the record of
- *   `key` (msgpack array, see {@link encodeRecord}). Records are therefore ordered by the UTF-8
+ *   `key` (msgpack array, see {@link encodeRecord}). Both end with a 4-byte CRC-32 of what precedes
+ *   it (zlib's, `node:zlib` `crc32`), checked on every read. Records are therefore ordered by the UTF-8
  *   bytes of their keys (= Unicode code point order), which is the order of {@link KeyStore.keysAfter}.
  *
  * Durability: {@link KeyStore.write} resolves only once its records (and meta patch) are
@@ -33,14 +34,18 @@
  * replica then catches up from its peers as a non-voting learner until voting is safe again (a
  * replica started empty, or from an older copy, without it could vote against promises it made
  * before the loss). The messages say so and never suggest anything else.
- * What this cannot see: garbage inside a page that still parses (LMDB has no checksums; records
- * are shape-checked when decoded, which catches most of it) and damage confined to LMDB's
- * free-page list, which lmdb-js offers no way to read.
+ * Every record and the meta record carry a CRC-32 of their bytes, checked each time they are read
+ * (and for every record when the store opens): a changed byte inside a record, its value included,
+ * is a {@link DataDirError} naming the key, never data. LMDB itself has no checksums, so what this
+ * cannot see: damage to LMDB's own structures that still parses (a branch page pointing at another
+ * record of the same shape, which then reads as a valid record under the wrong key) and damage
+ * confined to LMDB's free-page list, which lmdb-js offers no way to read.
  */
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
 import { open as openLmdb, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { Packr, Unpackr } from 'msgpackr';
 import type { RecordSource } from './core/replica.js';
@@ -50,13 +55,13 @@ import { MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type MetaPatc
  * Name and version of the on-disk format, stored in the meta record. A dir in any other format
  * (e.g. `svrkit-paxoskv/1`) is refused; there is no migration.
  */
-export const DATA_FORMAT = 'svrkit-paxoskv/2';
+export const DATA_FORMAT = 'svrkit-paxoskv/3';
 
 /** Longest key `write()` accepts, in UTF-8 bytes (LMDB's own limit is about 1978 bytes). */
 export const MAX_KEY_BYTES = 1024;
 
 /** The version tag of an encoded record (first element of its msgpack array). */
-const RECORD_VERSION = 2;
+const RECORD_VERSION = 3;
 
 /** LMDB key of the meta record (namespace byte 0x00). */
 const META_KEY = Buffer.from([0x00, ...Buffer.from('meta', 'latin1')]);
@@ -632,14 +637,50 @@ export function encodeRecord(record: KeyRecord): Uint8Array {
   if (!isCount(record.promised)) throw new Error('promised is not a ballot');
   if (!isCount(record.accepted)) throw new Error('accepted is not a ballot');
   if (!isCount(record.fence)) throw new Error('fence is not a non-negative integer');
-  return packr.pack([
-    RECORD_VERSION,
-    encodeEntry(record.chosen, 'chosen'),
-    record.promised,
-    record.accepted,
-    encodeEntry(record.acceptedEntry, 'acceptedEntry'),
-    record.fence,
-  ]);
+  return seal(
+    packr.pack([
+      RECORD_VERSION,
+      encodeEntry(record.chosen, 'chosen'),
+      record.promised,
+      record.accepted,
+      encodeEntry(record.acceptedEntry, 'acceptedEntry'),
+      record.fence,
+    ]),
+  );
+}
+
+/** Bytes of the checksum every stored record and the meta record end with. */
+export const CHECKSUM_BYTES = 4;
+
+/**
+ * Appends the CRC-32 (ISO-HDLC, zlib's: `zlib.crc32`) of `payload`, big-endian, so that a
+ * changed byte anywhere in a stored record, value included, is caught when it is read.
+ * @param payload - the encoded record.
+ * @returns payload followed by its 4-byte checksum.
+ */
+function seal(payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(payload.length + CHECKSUM_BYTES);
+  payload.copy(out, 0);
+  out.writeUInt32BE(crc32(payload), payload.length);
+  return out;
+}
+
+/**
+ * Checks and strips the checksum `seal` appended.
+ * @param bytes - a sealed record.
+ * @returns the payload (a view of `bytes`).
+ * @throws Error "checksum mismatch" when the bytes are not what was written (or too short to hold a checksum).
+ */
+function unseal(bytes: Uint8Array): Uint8Array {
+  if (bytes.length < CHECKSUM_BYTES + 1) throw new Error(`checksum mismatch: ${bytes.length} bytes are too few to hold a record and its checksum`);
+  const end = bytes.length - CHECKSUM_BYTES;
+  const payload = bytes.subarray(0, end);
+  const stored = ((bytes[end]! << 24) | (bytes[end + 1]! << 16) | (bytes[end + 2]! << 8) | bytes[end + 3]!) >>> 0;
+  const computed = crc32(payload);
+  if (stored !== computed) {
+    throw new Error(`checksum mismatch: stored CRC-32 ${stored.toString(16).padStart(8, '0')}, computed ${computed.toString(16).padStart(8, '0')} over ${end} bytes`);
+  }
+  return payload;
 }
 
 function encodeEntry(entry: Entry | null, field: string): unknown[] | null {
@@ -684,9 +725,10 @@ function encodeEntry(entry: Entry | null, field: string): unknown[] | null {
  *   sessions array that does not split into sessions exactly.
  */
 export function decodeRecord(bytes: Uint8Array): KeyRecord {
+  const payload = unseal(bytes);
   let raw: unknown;
   try {
-    raw = unpackr.unpack(bytes);
+    raw = unpackr.unpack(payload);
   } catch (err) {
     throw new Error(`not valid msgpack: ${(err as Error).message}`);
   }
@@ -833,7 +875,7 @@ function freshMeta(identity: ClusterIdentity, rejoining: boolean): MetaState {
 
 /** Encodes the meta record (see the module comment for its shape). */
 function encodeMeta(meta: MetaState): Buffer {
-  return packr.pack({
+  return seal(packr.pack({
     format: DATA_FORMAT,
     memberId: meta.memberId,
     members: [...meta.members],
@@ -843,7 +885,7 @@ function encodeMeta(meta: MetaState): Buffer {
     announced: [...meta.announced],
     peerIncarnations: [...meta.peerIncarnations].sort((a, b) => a[0] - b[0]),
     rejoining: meta.rejoining,
-  });
+  }));
 }
 
 const isMemberId = (m: unknown): m is number => Number.isInteger(m) && (m as number) >= 1 && (m as number) <= MAX_MEMBER_ID;
@@ -870,6 +912,16 @@ function metaPatchProblem(patch: MetaPatch): string | undefined {
 
 const clusterText = (members: readonly number[]) => `[${members.join(',')}]`;
 
+/** The format an unsealed meta record of another (older or newer) store names, if the bytes are one. */
+function otherFormat(bytes: Buffer): string | undefined {
+  try {
+    const m = unpackr.unpack(bytes) as { format?: unknown } | null;
+    return m !== null && typeof m === 'object' && typeof m.format === 'string' && m.format.startsWith('svrkit-paxoskv/') && m.format !== DATA_FORMAT ? m.format : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Checks the meta record against `identity` and decodes it.
  * @throws DataDirError when it is missing, foreign, in another format, malformed or different.
@@ -883,8 +935,11 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
   }
   let meta: unknown;
   try {
-    meta = unpackr.unpack(bytes);
+    meta = unpackr.unpack(unseal(bytes));
   } catch (err) {
+    // A store of another format has no checksum this build knows: say which format it is.
+    const older = otherFormat(bytes);
+    if (older !== undefined) throw new DataDirError(`data dir ${dir} is in format ${older}; this build reads only ${DATA_FORMAT}`, dir);
     throw new DataDirError(`data dir ${dir}: the meta record does not decode (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`, dir, {
       cause: err,
     });

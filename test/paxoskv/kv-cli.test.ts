@@ -8,6 +8,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PaxosKVClient } from '../../index.js';
 import { DataDirError, KeyStore } from '../../services/paxoskv/storage.js';
 import { alive, freePort, freePortRange, freePorts, killStarted, runSvrkit as run, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc, type Run } from '../support/kv-processes.js';
 
@@ -294,4 +295,69 @@ describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
     await stopProc(rejoined, 'SIGTERM');
     await stopProc(ps[1]!, 'SIGTERM');
   });
+
+  it('a 4 KiB page overwritten inside a 1 MiB value on disk is never served: the replica refuses to start, naming the key; --rejoin repairs it', async () => {
+    const dir = path.join(BASE, 'bad-page');
+    const ports = await freePorts(3);
+    const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
+    const addresses = ports.map((p) => `127.0.0.1:${p}`);
+    const serve = (id: number, ...extra: string[]) => spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(dir, `r${id}`), ...extra]);
+    const ps = [1, 2, 3].map((id) => serve(id));
+    await Promise.all(ps.map((p, i) => waitVoting(p, `replica ${i + 1}`)));
+    const value = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 13 + 5) & 0xff;
+    const kv = new PaxosKVClient({ peers: addresses });
+    try {
+      expect(await kv.put('big', value, { timeoutMs: 10_000 })).toBe(1n);
+    } finally {
+      kv.close();
+    }
+    // Replica 3 stops (it learned the value: every replica is sent the chosen entry), and a page in
+    // the middle of the value is overwritten on its disk.
+    const waitLearned = async (): Promise<void> => {
+      for (let i = 0; i < 100; i++) {
+        const r3 = new PaxosKVClient({ peers: [addresses[2]!] });
+        try {
+          if ((await r3.status(0)).keys === 1n) return;
+        } finally {
+          r3.close();
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await waitLearned();
+    expect(await stopProc(ps[2]!, 'SIGTERM')).toEqual({ code: 0, signal: null });
+    const file = path.join(dir, 'r3', 'data.mdb');
+    // The value is in the file more than once (LMDB copies on write: the accepted entry, then the
+    // chosen one, and freed pages keep old copies). Every copy gets a page overwritten, so the live
+    // record surely has one.
+    const data = await fsp.readFile(file);
+    const probe = Buffer.from(value.subarray(300_000, 300_064));
+    const copies: number[] = [];
+    for (let at = data.indexOf(probe); at >= 0; at = data.indexOf(probe, at + 1)) copies.push(at);
+    expect(copies.length).toBeGreaterThan(0);
+    const fh = await fsp.open(file, 'r+');
+    for (const at of copies) await fh.write(Buffer.alloc(4096, 0x5a), 0, 4096, (Math.floor((at + 400_000) / 4096) + 1) * 4096);
+    await fh.close();
+    const refused = serve(3);
+    expect((await refused.exited).code).toBe(1);
+    expect(refused.stderr()).toMatch(/the record of key "big" does not decode \(checksum mismatch/);
+    expect(refused.stderr()).toMatch(/--rejoin/);
+    // As told: the damaged dir moved aside, --rejoin on an empty one. It catches up from the others
+    // and, alone with replica 1 (replica 2 down), serves the value byte for byte.
+    await fsp.rename(path.join(dir, 'r3'), path.join(dir, 'r3.damaged'));
+    const rejoined = serve(3, '--rejoin');
+    await waitVoting(rejoined, 'replica 3 (rejoin)');
+    await stopProc(ps[1]!, 'SIGKILL');
+    const reader = new PaxosKVClient({ peers: [addresses[2]!, addresses[0]!] });
+    try {
+      const got = await reader.get('big', { timeoutMs: 10_000 });
+      expect(got?.version).toBe(1n);
+      expect(Buffer.from(got!.value).equals(Buffer.from(value))).toBe(true);
+    } finally {
+      reader.close();
+    }
+    await stopProc(rejoined, 'SIGTERM');
+    await stopProc(ps[0]!, 'SIGTERM');
+  }, 60_000);
 });

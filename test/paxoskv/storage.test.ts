@@ -4,6 +4,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open as openLmdb } from 'lmdb';
+import { crc32 } from 'node:zlib';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -17,6 +18,14 @@ import {
 } from '../../services/paxoskv/core/types.js';
 import { DATA_FORMAT, DataDirError, decodeRecord, encodeRecord, KeyStore, MAX_KEY_BYTES, type ClusterIdentity } from '../../services/paxoskv/storage.js';
 import { ackRecord, hotRecord, metaPatch } from './storage-child.js';
+
+/** A record or meta record as the store writes it: the bytes, then their CRC-32, big-endian. */
+function sealed(bytes: Uint8Array): Buffer {
+  const out = Buffer.alloc(bytes.length + 4);
+  out.set(bytes, 0);
+  out.writeUInt32BE(crc32(bytes), bytes.length);
+  return out;
+}
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHILD = fileURLToPath(new URL('./storage-child.ts', import.meta.url));
@@ -173,10 +182,10 @@ describe('KeyStore records', () => {
     expect(busy.every((x) => x.floor > 0)).toBe(true);
     for (const record of shapes().values()) expectRecord(decodeRecord(encodeRecord(record)), record);
     const small = rec(entry(1, bytes('v'), { writer: null }), { promised: ballotOf(1, 1) });
-    expect(encodeRecord(small).length).toBeLessThan(30);
+    expect(encodeRecord(small).length).toBeLessThan(30 + 4); // + its CRC-32
     // A session costs its id plus a few bytes, and a write two small integers.
     const one = rec(nextEntry(null, bytes('v'), wid('0123456789abcdef', 1, T0), 1));
-    expect(encodeRecord(one).length).toBeLessThan(80);
+    expect(encodeRecord(one).length).toBeLessThan(80 + 4);
 
     const e = (over: Partial<Record<number, unknown>> = {}) => {
       const base: unknown[] = [1, null, null, null, 1, 5, []];
@@ -184,9 +193,9 @@ describe('KeyStore records', () => {
       return base;
     };
     const r = (entryRaw: unknown, over: Partial<Record<number, unknown>> = {}) => {
-      const base: unknown[] = [2, entryRaw, 0, 0, null, 0];
+      const base: unknown[] = [3, entryRaw, 0, 0, null, 0];
       for (const [i, v] of Object.entries(over)) base[Number(i)] = v;
-      return pack(base);
+      return sealed(pack(base));
     };
     expect(decodeRecord(r(e()))).toEqual(rec({ index: 1, value: null, writer: null, proposer: 1, time: 5, sessions: [] }));
     expect(decodeRecord(r(e({ 6: ['c', 1, 9, 2, 1, 3, 2, 4, 'd', 0, 8, 0] }))).chosen?.sessions).toEqual([
@@ -194,11 +203,13 @@ describe('KeyStore records', () => {
       { client: 'd', floor: 0, expiresAt: 8, writes: [] },
     ]);
     const bad: Array<[Uint8Array, RegExp]> = [
-      [new Uint8Array([0xc1]), /not a msgpack array/], // msgpackr decodes the reserved byte 0xc1 to an object
-      [new Uint8Array([0x93, 0x02]), /not valid msgpack/],
-      [pack({ chosen: null }), /not a msgpack array/],
-      [pack([1, null, 0, 0, null]), /unknown record version 1/], // svrkit-paxoskv/1
-      [pack([2, null, 0, 0, null]), /expected 6 fields, got 5/],
+      [sealed(new Uint8Array([0xc1])), /not a msgpack array/], // msgpackr decodes the reserved byte 0xc1 to an object
+      [sealed(new Uint8Array([0x93, 0x02])), /not valid msgpack/],
+      [sealed(pack({ chosen: null })), /not a msgpack array/],
+      [sealed(pack([2, null, 0, 0, null, 0])), /unknown record version 2/], // svrkit-paxoskv/2
+      [sealed(pack([3, null, 0, 0, null])), /expected 6 fields, got 5/],
+      [pack([3, null, 0, 0, null, 0]), /checksum mismatch/], // no checksum: an svrkit-paxoskv/2 record
+      [new Uint8Array([0x01, 0x02]), /checksum mismatch: 2 bytes are too few/],
       [r(null, { 6: 'extra' }), /expected 6 fields, got 7/],
       [r(null, { 2: -1 }), /promised is not a ballot/],
       [r(null, { 3: 0.5 }), /accepted is not a ballot/],
@@ -497,23 +508,23 @@ describe('KeyStore data dir identity', () => {
     const db = openLmdb({ path: otherLmdb, noSubdir: false });
     await db.put('some', 'data');
     await db.close();
-    expect((await openError(otherLmdb)).message).toMatch(/not a PaxosKV store \(no svrkit-paxoskv\/2 meta record\)/);
+    expect((await openError(otherLmdb)).message).toMatch(/not a PaxosKV store \(no svrkit-paxoskv\/3 meta record\)/);
 
-    expect(DATA_FORMAT).toBe('svrkit-paxoskv/2');
-    for (const format of ['svrkit-paxoskv/1', 'svrkit-paxoskv/3']) {
+    expect(DATA_FORMAT).toBe('svrkit-paxoskv/3');
+    for (const format of ['svrkit-paxoskv/2', 'svrkit-paxoskv/4']) {
       const other = tmpDir('other-format');
       const fdb = openLmdb({ path: other, noSubdir: false, encoding: 'binary', keyEncoding: 'binary' });
       await fdb.put(Buffer.from('\0meta', 'latin1'), pack({ format, memberId: 1, members: [1, 2, 3], createdAt: '2024-01-01T00:00:00.000Z' }));
       await fdb.close();
       const err = await openError(other);
-      expect(err.message).toBe(`data dir ${other} is in format ${format}; this build reads only svrkit-paxoskv/2`);
-      // A /1 dir is refused with --rejoin too (it is not empty).
-      expect((await openError(other, ME, { rejoin: true })).message).toMatch(/this build reads only svrkit-paxoskv\/2/);
+      expect(err.message).toBe(`data dir ${other} is in format ${format}; this build reads only svrkit-paxoskv/3`);
+      // A /2 dir is refused with --rejoin too (it is not empty).
+      expect((await openError(other, ME, { rejoin: true })).message).toMatch(/this build reads only svrkit-paxoskv\/3/);
     }
   });
 
   it('refuses a malformed meta record', async () => {
-    const base = { format: 'svrkit-paxoskv/2', memberId: 1, members: [1, 2, 3], learners: [], createdAt: '2024-01-01T00:00:00.000Z', incarnation: 0, announced: [], peerIncarnations: [], rejoining: false };
+    const base = { format: 'svrkit-paxoskv/3', memberId: 1, members: [1, 2, 3], learners: [], createdAt: '2024-01-01T00:00:00.000Z', incarnation: 0, announced: [], peerIncarnations: [], rejoining: false };
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ ...base, incarnation: undefined }, /incarnation is not a non-negative integer/],
       [{ ...base, incarnation: -1 }, /incarnation/],
@@ -527,7 +538,7 @@ describe('KeyStore data dir identity', () => {
     for (const [meta, message] of cases) {
       const dir = tmpDir('bad-meta');
       const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
-      await db.put(Buffer.from('\0meta', 'latin1'), pack(meta));
+      await db.put(Buffer.from('\0meta', 'latin1'), sealed(pack(meta)));
       await db.close();
       const err = await openError(dir);
       expect(err.message).toMatch(/the meta record is malformed/);
@@ -829,10 +840,32 @@ describe('KeyStore corrupt data files', () => {
   it('a record that does not decode: DataDirError naming the key', async () => {
     const { dir } = await populated('bad-record');
     const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
-    await db.put(Buffer.from('\x01key-17', 'latin1'), Buffer.from([0x93, 0x01, 0xc0]));
+    await db.put(Buffer.from('\x01key-17', 'latin1'), sealed(Buffer.from([0x93, 0x01, 0xc0])));
     await db.close();
     const err = await openError(dir);
     expect(err.message).toMatch(/the record of key "key-17" does not decode \(not valid msgpack/);
+    expectRejoinAdvice(err.message);
+  });
+
+  it('a 4 KiB page overwritten inside a 1 MiB value is caught by the checksum, at open and on read, never served', async () => {
+    // The adversarial probe's case: the record still decodes (msgpack bin of the same length), so
+    // only the checksum can tell.
+    const dir = tmpDir('bad-page');
+    const value = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 7 + 3) & 0xff;
+    const store = await KeyStore.open(dir, ME);
+    await store.write(new Map([['big', rec(entry(1, value))]]));
+    await store.close();
+    const file = path.join(dir, 'data.mdb');
+    const data = await fsp.readFile(file);
+    const at = data.indexOf(Buffer.from(value.subarray(400_000, 400_064)));
+    expect(at).toBeGreaterThan(0);
+    const page = (Math.floor((at + 400_000) / 4096) + 1) * 4096; // a whole page well inside the value
+    const fh = await fsp.open(file, 'r+');
+    await fh.write(Buffer.alloc(4096, 0x5a), 0, 4096, page);
+    await fh.close();
+    const err = await openError(dir);
+    expect(err.message).toMatch(/the record of key "big" does not decode \(checksum mismatch: stored CRC-32 [0-9a-f]{8}, computed [0-9a-f]{8}/);
     expectRejoinAdvice(err.message);
   });
 
@@ -842,7 +875,7 @@ describe('KeyStore corrupt data files', () => {
     await store.write(new Map([['k', rec(entry(1, bytes('v')))]]));
     // Another handle on the same environment (same process) overwrites the record with garbage.
     const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
-    await db.put(Buffer.from('\x01k', 'latin1'), pack([2, 'junk']));
+    await db.put(Buffer.from('\x01k', 'latin1'), sealed(pack([3, 'junk'])));
     await db.close();
     let err: unknown;
     try {
