@@ -152,6 +152,13 @@ export function addKvCommands(program: Command): void {
         `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
           `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}\n`,
       );
+      const lost = replica.lostAtOpen;
+      if (lost.length > 0) {
+        say(
+          `found ${lost.length} record(s) failing their checksum: ${lost.slice(0, 5).map((l) => `${JSON.stringify(l.key)} (${l.reason})`).join(', ')}${lost.length > 5 ? ', ...' : ''}; ` +
+            'it serves and votes on none of them until it has repaired them from the other voters (see kv status)',
+        );
+      }
       if (replica.mode === 'checking') say(opts.rejoin ? 'starting after a data loss (--rejoin): confirming a new incarnation with the other voters' : 'confirming its incarnation with a majority of the other voters before it votes');
       let closing = false;
       const stop = (signal: string): void => {
@@ -312,6 +319,9 @@ export function addKvCommands(program: Command): void {
             keys: s.keys.toString(),
             laggingKeys: s.laggingKeys.toString(),
             pendingOperations: s.pendingOperations.toString(),
+            ...(s.lostKeysFound > 0n
+              ? { lostKeys: { repairing: s.lostKeysRepairing.toString(), found: s.lostKeysFound.toString(), repaired: s.lostKeysRepaired.toString() } }
+              : {}),
             ...(s.mode === 'rejoining' ? { rejoin: { peersDone: s.rejoinPeersDone, peers: s.rejoinPeers, keysFenced: s.rejoinKeysFenced.toString() } } : {}),
           });
         } catch (err) {

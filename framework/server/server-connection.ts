@@ -7,7 +7,6 @@
  * belongs to a call goes to the owner (the server).
  */
 import type { QueuedCall } from '../overload/call-queue.js';
-import type { DecodedHeader } from './request-decoder.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
@@ -36,15 +35,13 @@ export interface ConnectionOwner<C> {
   admitLarge?(sc: ServerConnection<C>, kind: number, callId: number, size: number): boolean;
 }
 
-/** A unary call read and admitted, held back because its client is not reading its responses. */
+/**
+ * A unary call read and admitted, held back because its client is not reading its responses:
+ * `start(now)` starts it (or answers it, when its deadline passed while it was held).
+ */
 export interface ParkedCall {
   readonly callId: number;
-  readonly decoded: DecodedHeader;
-  /** A copy of the request body. */
-  readonly body: Buffer;
-  /** Epoch ms its frame's chunk was read, and when it was parked. */
-  readonly arrival: number;
-  readonly parkedAt: number;
+  start(now: number): void;
 }
 
 /** Connection limits of a server. */

@@ -484,7 +484,8 @@ export class Server implements ConnectionOwner<InboundCall> {
    */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
     if (decoded.registered.kind === 0 && (sc.parked.length > 0 || sc.conn.overCap)) {
-      sc.parked.push({ callId, decoded, body: Buffer.from(body), arrival, parkedAt: now });
+      const copy = Buffer.from(body); // the frame's buffer is reused
+      sc.parked.push({ callId, start: (at) => this.startParked(sc, callId, decoded, copy, arrival, at - now) });
       sc.conn.wantWritable = true;
       return;
     }
@@ -503,23 +504,24 @@ export class Server implements ConnectionOwner<InboundCall> {
    */
   onWritable(sc: ServerConnection<InboundCall>): void {
     const parked = sc.parked;
-    while (parked.length > 0 && sc.calls.size < PARKED_WINDOW && !sc.conn.overCap && !sc.conn.ending) {
-      const p = parked.shift()!;
-      const now = this.now();
-      const held = now - p.parkedAt;
-      const waited = p.decoded.waited + held;
-      const d = p.decoded.header.d;
-      if (d !== undefined && waited >= d) {
-        sc.refuse(p.callId, this.fastReject?.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
-        this.observer?.rejected(p.decoded.header.m, 'expired', false);
-        continue;
-      }
-      const decoded = held > 0 ? { ...p.decoded, queued: p.decoded.queued + held, waited } : p.decoded;
-      const request = this.decoder.body(sc, p.callId, decoded, p.body);
-      if (request !== REFUSED) this.dispatcher.start(sc, p.callId, decoded, request, p.arrival, now);
-    }
+    while (parked.length > 0 && sc.calls.size < PARKED_WINDOW && !sc.conn.overCap && !sc.conn.ending) parked.shift()!.start(this.now());
     sc.conn.wantWritable = parked.length > 0;
     sc.endIfDrained();
+  }
+
+  /** Starts a call that was parked for `held` ms, or answers it DEADLINE_EXCEEDED (unprocessed) when its deadline passed meanwhile. */
+  private startParked(sc: ServerConnection<InboundCall>, callId: number, parked: DecodedHeader, body: Buffer, arrival: number, held: number): void {
+    const now = this.now();
+    const waited = parked.waited + held;
+    const d = parked.header.d;
+    if (d !== undefined && waited >= d) {
+      sc.refuse(callId, this.fastReject?.advertisedLevel, errors.DEADLINE_WHILE_QUEUED, Math.round(waited));
+      this.observer?.rejected(parked.header.m, 'expired', false);
+      return;
+    }
+    const decoded = held > 0 ? { ...parked, queued: parked.queued + held, waited } : parked;
+    const request = this.decoder.body(sc, callId, decoded, body);
+    if (request !== REFUSED) this.dispatcher.start(sc, callId, decoded, request, arrival, now);
   }
 
   /**

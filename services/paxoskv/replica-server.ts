@@ -37,7 +37,7 @@ import {
   type WriteId as WriteIdPb,
   type WriteReply,
 } from './gen/svrkit/paxoskv/paxoskv.js';
-import { KeyStore } from './storage.js';
+import { KeyStore, type LostRecord } from './storage.js';
 
 /** Largest value a key may hold (bytes). */
 export const MAX_VALUE_BYTES = 1024 * 1024;
@@ -166,7 +166,14 @@ export class PaxosKVReplica {
       throw err;
     }
     replica.apply(replica.core.begin(replica.now()));
+    // Keys whose records failed their checksums when the store opened: repaired from the peers.
+    if (store.lostAtOpen.length > 0) replica.apply(replica.core.markLost(store.lostAtOpen.map((l) => l.key), replica.now()));
     return replica;
+  }
+
+  /** Records that failed their checksum (or did not decode) when the data dir was opened. */
+  get lostAtOpen(): readonly LostRecord[] {
+    return this.store.lostAtOpen;
   }
 
   /** The address this replica serves on. */
@@ -209,6 +216,7 @@ export class PaxosKVReplica {
   /** This replica's view of itself. */
   status(): StatusReply {
     const progress = this.core.rejoinProgress;
+    const lost = this.core.lostKeyCounts;
     return {
       memberId: this.options.id,
       members: [...this.options.members.keys()].sort((a, b) => a - b),
@@ -222,6 +230,9 @@ export class PaxosKVReplica {
       rejoinPeersDone: progress?.peersDone ?? 0,
       rejoinPeers: progress?.peers ?? 0,
       rejoinKeysFenced: BigInt(progress?.keysFenced ?? 0),
+      lostKeysRepairing: BigInt(lost.repairing),
+      lostKeysFound: BigInt(lost.found),
+      lostKeysRepaired: BigInt(lost.repaired),
     };
   }
 

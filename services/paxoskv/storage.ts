@@ -35,8 +35,10 @@
  * replica started empty, or from an older copy, without it could vote against promises it made
  * before the loss). The messages say so and never suggest anything else.
  * Every record and the meta record carry a CRC-32 of their bytes, checked each time they are read
- * (and for every record when the store opens): a changed byte inside a record, its value included,
- * is a {@link DataDirError} naming the key, never data. LMDB itself has no checksums, so what this
+ * (and for every record when the store opens): a record with a changed byte, its value included, or
+ * that does not decode, reads as `LOST_RECORD` (listed in {@link KeyStore.lostAtOpen} when found at
+ * open), never as data, and the replica repairs that key from its peers; a damaged meta record is a
+ * {@link DataDirError}. LMDB itself has no checksums, so what this
  * cannot see: damage to LMDB's own structures that still parses (a branch page pointing at another
  * record of the same shape, which then reads as a valid record under the wrong key) and damage
  * confined to LMDB's free-page list, which lmdb-js offers no way to read.
@@ -49,7 +51,7 @@ import { crc32 } from 'node:zlib';
 import { open as openLmdb, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { Packr, Unpackr } from 'msgpackr';
 import type { RecordSource } from './core/replica.js';
-import { MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
+import { LOST_RECORD, MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
 
 /**
  * Name and version of the on-disk format, stored in the meta record. A dir in any other format
@@ -235,6 +237,13 @@ export class KeyStore implements RecordSource {
 
   /** True when this open created the store (the dir was missing or empty). */
   readonly created: boolean;
+  /**
+   * Records that failed their checksum (or did not decode) when the store opened: the keys read as
+   * `LOST_RECORD`, and the replica repairs them from its peers.
+   */
+  readonly lostAtOpen: readonly LostRecord[];
+  /** Reads that met a record failing its checksum since the store opened (each read counts). */
+  corruptReads = 0;
 
   readonly #db: RootDatabase<Buffer, Buffer>;
   readonly #absDir: string;
@@ -257,9 +266,10 @@ export class KeyStore implements RecordSource {
     dir: string,
     absDir: string,
     identity: ClusterIdentity,
-    opened: { metaEntries: number; meta: MetaState },
+    opened: { metaEntries: number; meta: MetaState; lost: LostRecord[] },
     created: boolean,
   ) {
+    this.lostAtOpen = Object.freeze(opened.lost);
     this.#db = db;
     this.dir = dir;
     this.#absDir = absDir;
@@ -337,9 +347,9 @@ export class KeyStore implements RecordSource {
    * recent write wins), then LMDB. Synchronous; an LMDB read is a B-tree lookup in the mmap plus a
    * msgpack decode.
    * @param key - the key.
-   * @returns the record, or undefined for a key never written (and for keys `write()` would
-   *   reject: longer than MAX_KEY_BYTES or not well-formed UTF-16).
-   * @throws DataDirError naming the key when its stored record does not decode.
+   * @returns the record; `LOST_RECORD` (by identity) when the stored record fails its checksum or
+   *   does not decode (the replica then repairs the key from its peers); undefined for a key never
+   *   written (and for keys `write()` would reject: longer than MAX_KEY_BYTES or not well-formed UTF-16).
    * @throws Error when the store is closed.
    */
   get(key: string): KeyRecord | undefined {
@@ -351,8 +361,9 @@ export class KeyStore implements RecordSource {
     if (bytes === undefined) return undefined;
     try {
       return decodeRecord(bytes);
-    } catch (err) {
-      throw undecodableRecord(this.dir, key, err);
+    } catch {
+      this.corruptReads++;
+      return LOST_RECORD;
     }
   }
 
@@ -794,19 +805,19 @@ function decodeEntry(raw: unknown, field: string): Entry | null {
   };
 }
 
+/** A stored record that failed its checksum (or did not decode) when the store opened. */
+export interface LostRecord {
+  /** The key. */
+  readonly key: string;
+  /** What was wrong (e.g. `checksum mismatch: stored CRC-32 ..., computed ...`). */
+  readonly reason: string;
+}
+
 /** A non-negative safe integer. */
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-/** The DataDirError for a stored record that does not decode. */
-function undecodableRecord(dir: string, key: string, err: unknown): DataDirError {
-  return new DataDirError(
-    `data dir ${dir}: the record of key ${JSON.stringify(key)} does not decode (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`,
-    dir,
-    { cause: err },
-  );
-}
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -1249,7 +1260,7 @@ async function verifyOpened(
   absDir: string,
   identity: ClusterIdentity,
   refuseRejoin: boolean,
-): Promise<{ metaEntries: number; meta: MetaState }> {
+): Promise<{ metaEntries: number; meta: MetaState; lost: LostRecord[] }> {
   const stats = db.getStats() as { pageSize: number; lastPageNumber: number };
   const size = (await fsp.stat(path.join(absDir, DATA_FILE))).size;
   if (size < (stats.lastPageNumber + 1) * stats.pageSize) {
@@ -1281,12 +1292,15 @@ async function verifyOpened(
     meta.rejoining = true;
     await db.put(META_KEY, encodeMeta(meta)); // durable: overlappingSync is off
   }
+  // Every record is checked; one that fails its checksum (or does not decode) is a lost key, which
+  // the replica repairs from its peers (the store reads it as LOST_RECORD).
+  const lost: LostRecord[] = [];
   for (const { key, value } of db.getRange({ start: RECORDS_START, end: RECORDS_END })) {
     try {
       decodeRecord(value);
     } catch (err) {
-      throw undecodableRecord(dir, Buffer.from(key).toString('utf8', 1), err);
+      lost.push({ key: Buffer.from(key).toString('utf8', 1), reason: (err as Error).message });
     }
   }
-  return { metaEntries: db.getCount({ start: META_START, end: RECORDS_START }), meta };
+  return { metaEntries: db.getCount({ start: META_START, end: RECORDS_START }), meta, lost };
 }

@@ -6,6 +6,7 @@ import {
   ballotOf,
   EMPTY_RECORD,
   incarnationCounter,
+  LOST_RECORD,
   MAX_SESSIONS_PER_KEY,
   MAX_WRITES_PER_SESSION,
   nextEntry,
@@ -572,6 +573,52 @@ describe('replica protocol', () => {
       c.tick(100);
     }
     expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 5 });
+  });
+
+  it('a key whose record failed its checksum is neither served nor voted on until every other voter told its state; then it is fenced and caught up', () => {
+    const c = new Cluster();
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    for (let i = 1; i <= 3; i++) {
+      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
+      c.deliver();
+    }
+    // Replica 3's record of K fails its checksum: its store reads it as LOST_RECORD.
+    const good = c.stores.get(3)!;
+    const lost = new Map(good);
+    lost.set(K, LOST_RECORD);
+    c.stores.set(3, lost);
+    c.boot(3, c.restartState(3));
+    c.deliver((m) => m.msg.type === 'hello' || m.msg.type === 'helloAck');
+    expect(c.replicas.get(3)!.mode).toBe('voter');
+    // Its client operations on K are refused (another replica serves them), and it asks every
+    // other voter about K; it answers no prepare, accept or read of K meanwhile.
+    const refused = c.request(3, { kind: 'get' });
+    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/lost key .* failed its checksum/) });
+    expect(c.replicas.get(3)!.lostKeyCounts).toEqual({ repairing: 1, found: 1, repaired: 0 });
+    expect(c.inbox.filter((m) => m.from === 3 && m.msg.type === 'read').map((m) => m.to).sort()).toEqual([1, 2]);
+    const w = c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
+    // Only replica 2 answers about K so far; replica 3's reads to 1 are lost. Writes go on without 3.
+    c.drop((m) => m.from === 3 && m.to === 1);
+    c.deliver((m) => !(m.from === 3 && m.to === 1));
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 4 });
+    expect(c.inbox.filter((m) => m.from === 3 && m.msg.type !== 'read')).toEqual([]);
+    expect(c.replicas.get(3)!.lostKeyCounts.repairing).toBe(1);
+    // It asks replica 1 again on its timer; with every answer it fences K two instances past the
+    // highest chosen index (4) and holds entry 4.
+    c.tick(300);
+    c.deliver();
+    expect(c.replicas.get(3)!.lostKeyCounts).toEqual({ repairing: 0, found: 1, repaired: 1 });
+    expect(c.stores.get(3)!.get(K)).toMatchObject({ fence: 6, promised: 0, accepted: 0 });
+    expect(c.chosen(3)!.index).toBe(4);
+    // It serves K again; it votes from instance 6 on (instance 5 is decided without it).
+    const read = c.request(3, { kind: 'get' });
+    for (let i = 0; i < 20 && !c.results.has(read); i++) {
+      c.deliver();
+      c.tick(100);
+    }
+    expect(c.results.get(read)).toMatchObject({ ok: true, kind: 'get', version: 4 });
   });
 
   it('a replica that lost its data rejoins without voting where it may have voted before (the issue 9 scenario)', () => {

@@ -30,6 +30,8 @@ const COVERAGE: ReadonlyArray<[keyof SimStats, string]> = [
   ['rollbacksDetected', 'rollbacks detected'],
   ['rejoinsStarted', 'rejoins started'],
   ['rejoinsCompleted', 'rejoins completed'],
+  ['corruptions', 'records failing their checksum'],
+  ['corruptionsRepaired', 'such records repaired'],
   ['notApplied', 'attempts refused as not applied'],
 ];
 

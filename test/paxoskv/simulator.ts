@@ -44,7 +44,7 @@
 import { BinaryHeap } from '../../framework/overload/binary-heap.js';
 import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type CorePlantedBug, type StartState } from '../../services/paxoskv/core/replica.js';
-import { chosenIndex, type ClientOp, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
+import { chosenIndex, LOST_RECORD, type ClientOp, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
 import { checkKvHistory, type KvInput, type KvOperation, type KvOutput } from '../support/linearizability.js';
 import { mulberry32 } from '../support/prng.js';
 
@@ -108,6 +108,11 @@ export interface SimOptions {
   wipeRate: number;
   /** Probability that a restart after a crash finds the data dir rolled back to the previous boot's start. */
   rollbackRate: number;
+  /**
+   * Probability that a restart after a crash finds one record of the data dir failing its checksum
+   * (the store reads it as LOST_RECORD until it is written again): the replica repairs that key.
+   */
+  corruptRate: number;
   /** Client attempt timeout and whole-operation deadline (ms). */
   attemptTimeoutMs: number;
   operationDeadlineMs: number;
@@ -158,6 +163,7 @@ export function classicSimOptions(seed: number): SimOptions {
     clientClockOffsetMs: 0,
     wipeRate: 0,
     rollbackRate: 0,
+    corruptRate: 0,
     attemptTimeoutMs: 400,
     operationDeadlineMs: 3000,
     maxTimeMs: 120_000,
@@ -215,6 +221,12 @@ export function defaultSimOptions(seed: number): SimOptions {
     if (o.crashEveryMs === 0) o.crashEveryMs = 300 + Math.floor(r() * 1200);
     parts.push('disk loss');
   }
+  // Drawn last, so that the faults above stay what they were for every seed.
+  if (r() < 0.3) {
+    o.corruptRate = 0.15 + r() * 0.25;
+    if (o.crashEveryMs === 0) o.crashEveryMs = 300 + Math.floor(r() * 1200);
+    parts.push('corrupt records');
+  }
   o.profile = parts.length === 0 ? 'mixed' : parts.join(', ');
   return o;
 }
@@ -240,6 +252,9 @@ export interface SimStats {
   /** Operator restarts with `--rejoin` on an empty dir, and rejoins that reached `voter`. */
   rejoinsStarted: number;
   rejoinsCompleted: number;
+  /** Restarts that found a record failing its checksum, and such records repaired (durably rewritten). */
+  corruptions: number;
+  corruptionsRepaired: number;
   /** Client operations with a definite outcome, with an unknown one, and failed compare-and-sets. */
   completed: number;
   /** Writes acknowledged to their client (part of `completed`). */
@@ -257,6 +272,7 @@ export function emptySimStats(): SimStats {
   return {
     messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, droppedReplies: 0,
     wipes: 0, wipesDetected: 0, rollbacks: 0, rollbacksDetected: 0, rejoinsStarted: 0, rejoinsCompleted: 0,
+    corruptions: 0, corruptionsRepaired: 0,
     completed: 0, writes: 0, unknown: 0, failedPreconditions: 0, notApplied: 0, timeMs: 0,
   };
 }
@@ -343,6 +359,8 @@ interface SimNode {
   pendingLoss: 'wipe' | 'rollback' | undefined;
   /** Its data dir was wiped or rolled back since it last finished a rejoin (or since its first boot). */
   lostSinceRejoin: boolean;
+  /** Keys whose stored record fails its checksum (read as LOST_RECORD) until they are written again. */
+  corrupt: Set<string>;
 }
 
 interface SimClient {
@@ -559,7 +577,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     node.core = new Replica(
       { id: node.id, members, learners: options.learners, start, phaseTimeoutMs: 100, maxAttempts: 8, backoffMs: 5, plantedBug: coreBug },
       {
-        get: (k) => overlay.get(k) ?? dir.records.get(k),
+        get: (k) => overlay.get(k) ?? (node.corrupt.has(k) ? LOST_RECORD : dir.records.get(k)),
         keysAfter: (after, limit) => {
           const keys = new Set<string>();
           for (const k of dir.records.keys()) if (k > after) keys.add(k);
@@ -570,13 +588,15 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       rand,
     );
     handle(node, node.core.begin(replicaNow(node)));
+    // As the real driver: the records that failed their checksums when the store opened.
+    if (node.corrupt.size > 0) handle(node, node.core.markLost([...node.corrupt], replicaNow(node)));
   }
 
   for (const id of members) {
     const node: SimNode = {
       id, learner: learnerSet.has(id), dir: undefined, bootSnapshot: undefined, overlay: new Map(), pending: [], flushScheduled: false,
       core: undefined, bootCause: 'first', startKind: 'fresh', failed: false, rejoinCounted: false, epoch: 0, tickAt: Infinity, tickGen: 0,
-      clockOffset: Math.round(between(-options.replicaClockOffsetMs, options.replicaClockOffsetMs)), life: new Map(), recovering: false,
+      clockOffset: Math.round(between(-options.replicaClockOffsetMs, options.replicaClockOffsetMs)), life: new Map(), recovering: false, corrupt: new Set(),
       pendingLoss: undefined, lostSinceRejoin: false,
     };
     nodes.set(id, node);
@@ -636,7 +656,8 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         boot(node, 'rejoin');
       });
     }
-    if (core.mode === 'voter' || core.mode === 'learner') {
+    // Recovered once it votes again, and holds no record failing its checksum.
+    if ((core.mode === 'voter' || core.mode === 'learner') && node.corrupt.size === 0) {
       node.recovering = false;
       node.pendingLoss = undefined;
     }
@@ -663,6 +684,10 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     for (const out of batch) {
       for (const [k, r] of out.persist) {
         dir.records.set(k, r);
+        if (node.corrupt.delete(k)) {
+          stats.corruptionsRepaired++;
+          log?.(`replica ${node.id} key ${k}: the record that failed its checksum is written again`);
+        }
         checkDurable(node, k, r);
       }
       if (out.meta !== undefined) applyMeta(dir.meta, out.meta);
@@ -704,6 +729,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   /** The data dir is gone (a disk loss, or the operator moved it aside). */
   function wipe(node: SimNode): void {
     node.dir = undefined;
+    node.corrupt = new Set();
     node.life = new Map();
     node.recovering = true;
     node.lostSinceRejoin = true;
@@ -740,11 +766,29 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         const snap = node.bootSnapshot;
         log?.(`replica ${node.id}'s data dir is rolled back to incarnation ${snap.meta.incarnation} (${snap.records.size} records)`);
         node.dir = { records: new Map(snap.records), meta: cloneMeta(snap.meta) };
+        node.corrupt = new Set();
         node.life = new Map();
         node.recovering = true;
         node.lostSinceRejoin = true;
         node.pendingLoss = 'rollback';
         boot(node, 'rollback');
+      } else if (
+        roll >= options.wipeRate + options.rollbackRate &&
+        roll < options.wipeRate + options.rollbackRate + options.corruptRate &&
+        mayLose &&
+        node.dir !== undefined &&
+        node.dir.records.size > 0
+      ) {
+        // One record fails its checksum: that key's promises and accepts are lost to this replica
+        // (a data loss of one key; one loss at a time).
+        const keys = [...node.dir.records.keys()].sort();
+        const key = keys[Math.floor(rand() * keys.length)]!;
+        stats.corruptions++;
+        log?.(`replica ${node.id}'s record of key ${key} fails its checksum`);
+        node.corrupt.add(key);
+        node.life.delete(key);
+        if (!node.learner) node.recovering = true;
+        boot(node, 'restart');
       } else boot(node, 'restart');
     });
   }

@@ -18,6 +18,7 @@ import {
 } from '../../services/paxoskv/core/types.js';
 import { DATA_FORMAT, DataDirError, decodeRecord, encodeRecord, KeyStore, MAX_KEY_BYTES, type ClusterIdentity } from '../../services/paxoskv/storage.js';
 import { ackRecord, hotRecord, metaPatch } from './storage-child.js';
+import { LOST_RECORD } from '../../services/paxoskv/core/types.js';
 
 /** A record or meta record as the store writes it: the bytes, then their CRC-32, big-endian. */
 function sealed(bytes: Uint8Array): Buffer {
@@ -837,14 +838,17 @@ describe('KeyStore corrupt data files', () => {
     expect(await fsp.readdir(dir)).toEqual(['lock.mdb']);
   });
 
-  it('a record that does not decode: DataDirError naming the key', async () => {
+  it('a record that does not decode is a lost key: the store opens, lists it, and reads it as LOST_RECORD', async () => {
     const { dir } = await populated('bad-record');
     const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
     await db.put(Buffer.from('\x01key-17', 'latin1'), sealed(Buffer.from([0x93, 0x01, 0xc0])));
     await db.close();
-    const err = await openError(dir);
-    expect(err.message).toMatch(/the record of key "key-17" does not decode \(not valid msgpack/);
-    expectRejoinAdvice(err.message);
+    const store = await KeyStore.open(dir, ME);
+    expect(store.lostAtOpen).toEqual([{ key: 'key-17', reason: expect.stringMatching(/^not valid msgpack/) }]);
+    expect(store.get('key-17')).toBe(LOST_RECORD);
+    expect(store.corruptReads).toBe(1);
+    expect(store.get('key-16')).not.toBe(LOST_RECORD); // the others read as before
+    await store.close();
   });
 
   it('a 4 KiB page overwritten inside a 1 MiB value is caught by the checksum, at open and on read, never served', async () => {
@@ -854,7 +858,7 @@ describe('KeyStore corrupt data files', () => {
     const value = new Uint8Array(1024 * 1024);
     for (let i = 0; i < value.length; i++) value[i] = (i * 7 + 3) & 0xff;
     const store = await KeyStore.open(dir, ME);
-    await store.write(new Map([['big', rec(entry(1, value))]]));
+    await store.write(new Map([['big', rec(entry(1, value))], ['small', rec(entry(1, bytes('s')))]]));
     await store.close();
     const file = path.join(dir, 'data.mdb');
     const data = await fsp.readFile(file);
@@ -864,12 +868,17 @@ describe('KeyStore corrupt data files', () => {
     const fh = await fsp.open(file, 'r+');
     await fh.write(Buffer.alloc(4096, 0x5a), 0, 4096, page);
     await fh.close();
-    const err = await openError(dir);
-    expect(err.message).toMatch(/the record of key "big" does not decode \(checksum mismatch: stored CRC-32 [0-9a-f]{8}, computed [0-9a-f]{8}/);
-    expectRejoinAdvice(err.message);
+    const again = await KeyStore.open(dir, ME);
+    expect(again.lostAtOpen).toEqual([{ key: 'big', reason: expect.stringMatching(/^checksum mismatch: stored CRC-32 [0-9a-f]{8}, computed [0-9a-f]{8}/) }]);
+    expect(again.get('big')).toBe(LOST_RECORD);
+    expect(again.get('small')!.chosen!.value).toEqual(bytes('s'));
+    // Rewritten (a repair persists the record again), it reads as data once more.
+    await again.write(new Map([['big', rec(entry(1, value), { fence: 3 })]]));
+    expect(Buffer.from(again.get('big')!.chosen!.value!).equals(Buffer.from(value))).toBe(true);
+    await again.close();
   });
 
-  it('a record that stops decoding after open: get() throws DataDirError with the same advice', async () => {
+  it('a record that stops decoding after open reads as LOST_RECORD, and each such read is counted', async () => {
     const dir = tmpDir('bad-later');
     const store = await KeyStore.open(dir, ME);
     await store.write(new Map([['k', rec(entry(1, bytes('v')))]]));
@@ -877,15 +886,9 @@ describe('KeyStore corrupt data files', () => {
     const db = openLmdb({ path: dir, noSubdir: false, encoding: 'binary', keyEncoding: 'binary', overlappingSync: false });
     await db.put(Buffer.from('\x01k', 'latin1'), sealed(pack([3, 'junk'])));
     await db.close();
-    let err: unknown;
-    try {
-      store.get('k');
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(DataDirError);
-    expect((err as Error).message).toMatch(/the record of key "k" does not decode \(expected 6 fields, got 2\)/);
-    expectRejoinAdvice((err as Error).message);
+    expect(store.get('k')).toBe(LOST_RECORD);
+    expect(store.get('k')).toBe(LOST_RECORD);
+    expect(store.corruptReads).toBe(2);
     await store.close();
   });
 

@@ -29,6 +29,13 @@
  *   each key's fence two instances past the highest chosen index any of them reports, so it never
  *   votes again in an instance it may have voted in before the loss (Chandra et al., "Paxos Made
  *   Live", 2007, section 5.1: a replica that lost its disk rebuilds as a non-voting member first).
+ * - A key whose stored record failed its checksum (the store returns `LOST_RECORD`) is lost on its
+ *   own, and repaired the same way, for that key only: until then the replica votes on it in
+ *   nothing, answers no read, catch-up or learn of it, and refuses its client operations
+ *   (UNAVAILABLE: another replica serves them). It asks every other voter for the key's state (a
+ *   read), fences the key two instances past the highest chosen index any of them reports (three
+ *   when one accepted a value after it), learns the latest chosen entry, has a voter decide a
+ *   pending instance first when one reports it, and then persists the repaired record.
  */
 import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
 import {
@@ -36,6 +43,7 @@ import {
   chosenIndex,
   EMPTY_RECORD,
   emptyOutput,
+  LOST_RECORD,
   incarnationCounter,
   INCARNATION_NONCES,
   MAX_WRITES_PER_SESSION,
@@ -168,6 +176,24 @@ interface Task {
   rejects: Set<MemberId>;
 }
 
+
+/** The repair of a key whose stored record failed its checksum. */
+interface LostKey {
+  /** The read id its repair asks the other voters with. */
+  readonly readId: number;
+  /** When it last asked (ms). */
+  askedAt: number;
+  /** What each other voter reported: its chosen index, and whether it accepted a value after it. */
+  readonly replies: Map<MemberId, { chosenIndex: number; pending: boolean }>;
+  /** The newest chosen entry learned so far. */
+  best: Entry | null;
+  /** The first instance it may vote in again, and the chosen index it must hold before it serves. */
+  fence: number;
+  wanted: number;
+  /** The voter asked to decide the pending instance (`finish`) or to send what it chose. */
+  target: { from: MemberId; finish: boolean } | undefined;
+}
+
 /** Most unconfirmed starts a replica remembers (and a hello carries). */
 export const MAX_ANNOUNCED = 100;
 
@@ -223,6 +249,15 @@ export class Replica {
   private nextListId = 1;
   private keysFenced = 0;
   private begun = false;
+  /** Keys whose stored record failed its checksum, being repaired (see the module comment). */
+  private readonly lostKeys = new Map<string, LostKey>();
+  /** The read id of each lost key's repair, to the key. */
+  private readonly repairReads = new Map<number, string>();
+  /** Lost keys found, and repaired, since this replica started. */
+  private lostFound = 0;
+  private lostRepaired = 0;
+  /** The latest `now` an input brought (a lost key found inside a step is asked about at that time). */
+  private lastNow = 0;
 
   /**
    * @param config - membership, start state and timing.
@@ -323,6 +358,22 @@ export class Replica {
     return this.laggingKeys.size;
   }
 
+  /** Keys whose stored record failed its checksum: being repaired now, found since start, and repaired since start. */
+  get lostKeyCounts(): { repairing: number; found: number; repaired: number } {
+    return { repairing: this.lostKeys.size, found: this.lostFound, repaired: this.lostRepaired };
+  }
+
+  /**
+   * Keys the driver found lost when it opened the store (their records failed their checksums):
+   * their repair starts now, instead of when they are first touched.
+   * @param keys - the keys; `now` - the driver's monotonic clock (ms).
+   */
+  markLost(keys: readonly string[], now: number): Output {
+    this.lastNow = now;
+    for (const key of keys) if (!this.out.persist.has(key) && this.store.get(key) === LOST_RECORD) this.noteLost(key);
+    return this.flush();
+  }
+
   /** Operations running or queued. */
   get pendingOperations(): number {
     let n = this.tasks.size;
@@ -339,6 +390,7 @@ export class Replica {
       for (const s of this.sweeps.values()) if (!s.done) min = Math.min(min ?? Infinity, s.sentAt + this.phaseTimeoutMs);
       if (this.rejoinTargets.size > 0) min = Math.min(min ?? Infinity, this.catchUpSentAt + this.phaseTimeoutMs);
     }
+    if (this.phase !== 'failed') for (const l of this.lostKeys.values()) min = Math.min(min ?? Infinity, l.askedAt + this.phaseTimeoutMs);
     return min;
   }
 
@@ -350,6 +402,7 @@ export class Replica {
    *   operation starts no new decision (it ends with DEADLINE_EXCEEDED).
    */
   request(ref: number, key: string, op: ClientOp, now: number, deadline = Infinity): Output {
+    this.lastNow = now;
     if (this.phase !== 'voter') {
       this.reply(ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
       return this.flush();
@@ -367,6 +420,7 @@ export class Replica {
   /** A message from a peer. */
   receive(from: MemberId, msg: PeerMessage, now: number): Output {
     if (this.phase === 'failed') return this.flush();
+    this.lastNow = now;
     switch (msg.type) {
       case 'prepare':
       case 'accept':
@@ -378,18 +432,27 @@ export class Replica {
         break;
       case 'catchUp': {
         const rec = this.record(msg.key);
-        if (chosenIndex(rec) > msg.knownIndex) this.send(from, { type: 'learn', key: msg.key, entry: rec.chosen! });
+        if (!this.lostKeys.has(msg.key) && chosenIndex(rec) > msg.knownIndex) this.send(from, { type: 'learn', key: msg.key, entry: rec.chosen! });
         break;
       }
-      case 'read':
-        // Only a voter's state may stand in a read's majority.
-        if (this.phase === 'voter') this.send(from, readState(this.record(msg.key), msg));
+      case 'read': {
+        // Only a voter's state may stand in a read's majority, and not the state of a key it lost.
+        if (this.phase !== 'voter') break;
+        const rec = this.record(msg.key);
+        if (!this.lostKeys.has(msg.key)) this.send(from, readState(rec, msg));
+        break;
+      }
+      case 'readState':
+        if (this.repairReads.has(msg.readId)) {
+          this.onRepairState(from, msg);
+          break;
+        }
+        if (this.voterSet.has(from)) this.onProposerReply(from, msg, now);
         break;
       case 'behind':
       case 'promise':
       case 'accepted':
       case 'reject':
-      case 'readState':
         if (this.voterSet.has(from)) this.onProposerReply(from, msg, now);
         break;
       case 'hello':
@@ -408,7 +471,8 @@ export class Replica {
         this.onFinish(from, msg.key, now);
         break;
       case 'finished':
-        this.onFinished(from, msg.key, msg.chosenIndex);
+        if (this.lostKeys.has(msg.key)) this.onRepairFinished(from, msg.key, msg.chosenIndex);
+        else this.onFinished(from, msg.key, msg.chosenIndex);
         break;
     }
     return this.flush();
@@ -417,6 +481,8 @@ export class Replica {
   /** Advances timers: retries phases whose time ran out, ends backoffs, resends start messages. */
   tick(now: number): Output {
     if (this.phase === 'failed') return this.flush();
+    this.lastNow = now;
+    for (const [key, l] of this.lostKeys) if (now >= l.askedAt + this.phaseTimeoutMs) this.askAboutLost(key, l);
     for (const task of [...this.tasks.values()]) {
       if (task.wakeAt > now || this.tasks.get(task.key) !== task) continue;
       if (task.phase === 'backoff') this.plan(task, now);
@@ -608,6 +674,8 @@ export class Replica {
     if (this.phase !== 'rejoining' || s === undefined || s.done || msg.listId !== s.listId) return;
     for (const k of msg.keys) {
       const rec = this.record(k.key);
+      // A key whose record failed its checksum is fenced and caught up by its own repair.
+      if (this.lostKeys.has(k.key)) continue;
       // Before its data was lost this replica voted at most one instance past what it had learned
       // then. What it learned was chosen, so accepted by a majority, which meets every majority of
       // the others: some voter reports it chosen, or accepted after its chosen index ('pending').
@@ -653,6 +721,8 @@ export class Replica {
   /** A rejoining peer asks this voter to decide `key`'s pending instance: a read does it. */
   private onFinish(from: MemberId, key: string, now: number): void {
     if (this.phase !== 'voter') return;
+    this.record(key);
+    if (this.lostKeys.has(key)) return;
     let who = this.finishRequests.get(key);
     if (who === undefined) this.finishRequests.set(key, (who = new Set()));
     who.add(from);
@@ -696,6 +766,8 @@ export class Replica {
 
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
     const rec = this.record(msg.key);
+    // A key this replica lost: no vote, and no reply (the proposer counts on the others).
+    if (this.lostKeys.has(msg.key)) return;
     if (this.phase !== 'voter') {
       // Learners, and voters not yet allowed to vote, only learn.
       if (msg.index > chosenIndex(rec) + 1) this.catchUpFrom(from, msg.key, msg.index - 1);
@@ -735,7 +807,15 @@ export class Replica {
   }
 
   private learnEntry(key: string, entry: Entry, now: number): void {
-    const next = this.learned(this.record(key), entry);
+    const rec = this.record(key);
+    const lost = this.lostKeys.get(key);
+    if (lost !== undefined) {
+      // Learned while the key is repaired: the repair keeps the newest, and persists it with the fence.
+      if (lost.best === null || entry.index > lost.best.index) lost.best = entry;
+      this.repairProgress(key, lost);
+      return;
+    }
+    const next = this.learned(rec, entry);
     if (next !== undefined) this.persist(key, next);
     const wanted = this.laggingKeys.get(key);
     if (wanted !== undefined && chosenIndex(this.record(key)) >= wanted) this.laggingKeys.delete(key);
@@ -764,6 +844,9 @@ export class Replica {
   /** Decides the task's next step from the local record. */
   private plan(task: Task, now: number): void {
     const rec = this.record(task.key);
+    if (this.lostKeys.has(task.key)) {
+      return this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
+    }
     const latest = rec.chosen;
     const op = task.op;
     if (op.kind !== 'get') {
@@ -1024,7 +1107,89 @@ export class Replica {
   // Output
 
   private record(key: string): KeyRecord {
-    return this.out.persist.get(key) ?? this.store.get(key) ?? EMPTY_RECORD;
+    const rec = this.out.persist.get(key) ?? this.store.get(key);
+    if (rec === LOST_RECORD) {
+      if (!this.lostKeys.has(key)) this.noteLost(key);
+      return EMPTY_RECORD;
+    }
+    return rec ?? EMPTY_RECORD;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Lost keys: a record that failed its checksum, repaired from the other voters
+
+  private lostMessage(key: string): string {
+    return `replica ${this.config.id} lost key ${JSON.stringify(key)} (its stored record failed its checksum) and is repairing it from the other replicas; ask another replica`;
+  }
+
+  /** Starts the repair of a key whose record failed its checksum: asks every other voter about it. */
+  private noteLost(key: string): void {
+    const l: LostKey = { readId: this.nextReadId++, askedAt: this.lastNow, replies: new Map(), best: null, fence: 0, wanted: 0, target: undefined };
+    this.lostKeys.set(key, l);
+    this.repairReads.set(l.readId, key);
+    this.lostFound++;
+    // A task on the key ends the next time it consults the record (`plan`), refused.
+    this.askAboutLost(key, l);
+  }
+
+  /** (Re)sends what a lost key's repair waits for: reads to the voters that did not answer, or the finish/catch-up of its target. */
+  private askAboutLost(key: string, l: LostKey): void {
+    l.askedAt = this.lastNow;
+    if (l.target !== undefined) {
+      const t = l.target;
+      this.send(t.from, t.finish ? { type: 'finish', key } : { type: 'catchUp', key, knownIndex: l.best?.index ?? 0 });
+      return;
+    }
+    for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0 });
+  }
+
+  /** A voter's state of a lost key (the answer to the repair's read). */
+  private onRepairState(from: MemberId, msg: Extract<PeerMessage, { type: 'readState' }>): void {
+    const key = this.repairReads.get(msg.readId)!;
+    const l = this.lostKeys.get(key);
+    if (l === undefined || msg.key !== key || !this.otherVoters.includes(from) || l.replies.has(from)) return;
+    l.replies.set(from, { chosenIndex: msg.chosenIndex, pending: msg.pendingAccepted !== 0 });
+    if (msg.entry !== null && (l.best === null || msg.entry.index > l.best.index)) l.best = msg.entry;
+    if (l.replies.size < this.otherVoters.length) return;
+    // Every other voter answered. As for a rejoin: before the loss this replica voted at most one
+    // instance past what it had learned, which was chosen, so accepted by a majority that meets
+    // every other voter: some voter reports it chosen, or accepted after its chosen index.
+    let from2: MemberId = from;
+    for (const [p, r] of l.replies) {
+      l.fence = Math.max(l.fence, r.chosenIndex + (r.pending ? 3 : 2));
+      const wanted = r.pending ? r.chosenIndex + 1 : r.chosenIndex;
+      if (wanted > l.wanted) {
+        l.wanted = wanted;
+        from2 = p;
+      }
+    }
+    if ((l.best?.index ?? 0) < l.wanted) {
+      // A value may be chosen in the instance after what is known: the voter that accepted it decides it first.
+      l.target = { from: from2, finish: l.replies.get(from2)!.pending };
+      this.askAboutLost(key, l);
+      return;
+    }
+    this.repairProgress(key, l);
+  }
+
+  /** A voter decided a lost key's pending instance as far as it could. */
+  private onRepairFinished(from: MemberId, key: string, index: number): void {
+    const l = this.lostKeys.get(key)!;
+    if (l.target === undefined || l.target.from !== from) return;
+    // Nothing more was chosen than the voter now reports.
+    if (index < l.wanted) l.wanted = index;
+    l.target.finish = false;
+    if ((l.best?.index ?? 0) < l.wanted) this.askAboutLost(key, l);
+    else this.repairProgress(key, l);
+  }
+
+  /** Ends a lost key's repair once every voter answered and the newest chosen entry is known. */
+  private repairProgress(key: string, l: LostKey): void {
+    if (l.replies.size < this.otherVoters.length || (l.best?.index ?? 0) < l.wanted) return;
+    this.lostKeys.delete(key);
+    this.repairReads.delete(l.readId);
+    this.lostRepaired++;
+    this.persist(key, { chosen: l.best, promised: 0, accepted: 0, acceptedEntry: null, fence: l.fence });
   }
 
   private persist(key: string, record: KeyRecord): void {

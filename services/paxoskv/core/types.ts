@@ -229,6 +229,13 @@ export interface KeyRecord {
 /** The record of a key never seen. */
 export const EMPTY_RECORD: KeyRecord = Object.freeze({ chosen: null, promised: 0, accepted: 0, acceptedEntry: null, fence: 0 });
 
+/**
+ * What a store returns, by identity, for a key whose stored record failed its checksum (or does
+ * not decode): the replica has lost that key's promises, accepts and chosen entry, and repairs it
+ * from the other voters before it votes on it or serves it again (see `Replica`).
+ */
+export const LOST_RECORD: KeyRecord = Object.freeze({ chosen: null, promised: 0, accepted: 0, acceptedEntry: null, fence: 0 });
+
 /** The version (chosen index) of a record. */
 export function chosenIndex(record: KeyRecord): number {
   return record.chosen?.index ?? 0;
