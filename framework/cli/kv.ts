@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
+import { verifyCluster } from '../../services/paxoskv/verify.js';
 import { RpcError, statusName } from '../wire/status.js';
 import {
   checkAgainst,
@@ -291,6 +292,37 @@ export function addKvCommands(program: Command): void {
     .action((key: string, expected: bigint, value: string | undefined, flags: ClientFlags & { base64?: boolean }) =>
       withClient(flags, () => valueInput(value, flags.base64 === true), async (c, bytes) => ({ key, version: await c.compareAndSet(key, expected, bytes) })),
     );
+
+  clientCommand('verify', "compare every key's chosen version and entry checksum across the replicas (full-data verification); with --repair, bring lagging replicas up to date and have a replica whose entry differs from the majority's repair the key")
+    .option('--repair', 'repair what differs (lagging replicas, and diverged minorities when a majority agrees)')
+    .action(async (flags: ClientFlags & { repair?: boolean }) => {
+      let peers: Map<number, string>;
+      try {
+        peers = await resolveClientPeers(flags);
+      } catch (err) {
+        refuse(err);
+        return;
+      }
+      const ids = [...peers.keys()];
+      const c = new PaxosKVClient({ peers: [...peers.values()] });
+      try {
+        const report = await verifyCluster(c, ids.length, { repair: flags.repair === true, timeoutMs: flags.timeout });
+        const counts = { lagging: 0, diverged: 0, lost: 0 };
+        let unresolved = 0;
+        for (const d of report.differences) {
+          counts[d.kind as keyof typeof counts]++;
+          if (d.kind === 'diverged' && d.repaired !== true) unresolved++;
+          process.stdout.write(jsonLine({ ...d, replicas: d.replicas.map((i) => ids[i]) }));
+        }
+        for (const d of report.down) process.stderr.write(`ERROR: replica ${ids[d.replica]} did not answer: ${d.error}\n`);
+        process.stdout.write(jsonLine({ keys: report.keys, ok: report.ok, ...counts, repaired: report.differences.filter((d) => d.repaired === true).length, down: report.down.map((d) => ids[d.replica]) }));
+        if (unresolved > 0 || report.down.length > 0) process.exitCode = 1;
+      } catch (err) {
+        refuse(err);
+      } finally {
+        c.close();
+      }
+    });
 
   clientCommand('status', 'show each replica: mode (voter, learner, checking, rejoining), who votes, keys, lagging keys')
     .action(async (flags: ClientFlags) => {

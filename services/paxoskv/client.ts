@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
-import { PaxosKVClient as PaxosKVStub, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
+import { PaxosKVClient as PaxosKVStub, type DigestReply, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
 import { kvErrors } from './errors.js';
 
 /** Longest time one write stays retryable (ms): a write's attempts stop this long after it began. */
@@ -137,6 +137,46 @@ export class PaxosKVClient {
     const stub = this.stubs[index];
     if (stub === undefined) throw new Error(`no peer ${index}`);
     return stub.status({}, { timeoutMs: this.attemptTimeoutMs, ...options });
+  }
+
+  /**
+   * A page of one replica's keys with their chosen versions and entry checksums (its local state;
+   * for `svrkit kv verify`).
+   * @param index - which peer, in the order given to the constructor.
+   * @param after - list keys strictly after this one; null from the first key.
+   * @param limit - at most this many keys (1..10000).
+   * @throws Error for an unknown index; RpcError when the replica does not answer.
+   */
+  digest(index: number, after: string | null, limit: number, options?: CallOptions): Promise<DigestReply> {
+    const stub = this.stubs[index];
+    if (stub === undefined) throw new Error(`no peer ${index}`);
+    return stub.digest({ after: after ?? '', fromStart: after === null, limit }, { timeoutMs: this.attemptTimeoutMs, ...options });
+  }
+
+  /**
+   * Has one replica treat a key as lost and repair it from the other voters (for an entry that
+   * differs from the others'; `svrkit kv verify --repair`).
+   * @param index - which peer; `key` - the key.
+   * @returns whether the replica is repairing it (false while it does not vote).
+   * @throws Error for an unknown index; RpcError when the replica does not answer.
+   */
+  async repair(index: number, key: string, options?: CallOptions): Promise<boolean> {
+    const stub = this.stubs[index];
+    if (stub === undefined) throw new Error(`no peer ${index}`);
+    return (await stub.repair({ key }, { timeoutMs: this.attemptTimeoutMs, ...options })).repairing;
+  }
+
+  /**
+   * A linearizable read of `key` through one replica only: a replica that lags learns the latest
+   * chosen entry on the way (`svrkit kv verify --repair` uses it to bring a replica up to date).
+   * @param index - which peer; `key` - the key.
+   * @returns the version it read.
+   * @throws Error for an unknown index; RpcError as `get`, without failover.
+   */
+  async readThrough(index: number, key: string, options?: CallOptions): Promise<bigint> {
+    const stub = this.stubs[index];
+    if (stub === undefined) throw new Error(`no peer ${index}`);
+    return (await stub.get({ key }, { timeoutMs: this.attemptTimeoutMs, ...options })).version;
   }
 
   /** Closes the channels (calls in flight finish first). */

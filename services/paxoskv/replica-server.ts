@@ -13,6 +13,8 @@ import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
 import {
+  chosenIndex,
+  LOST_RECORD,
   MAX_CLIENT_ID_BYTES,
   MAX_WRITE_LIFETIME_MS,
   type ClientOp,
@@ -28,16 +30,20 @@ import {
   PaxosPeerService,
   type CompareAndSetRequest,
   type DeleteRequest,
+  type DigestReply,
+  type DigestRequest,
   type GetReply,
   type GetRequest,
   type PeerBatch,
   type PutRequest,
+  type RepairReply,
+  type RepairRequest,
   type StatusReply,
   type StatusRequest,
   type WriteId as WriteIdPb,
   type WriteReply,
 } from './gen/svrkit/paxoskv/paxoskv.js';
-import { KeyStore, type LostRecord } from './storage.js';
+import { entryChecksum, KeyStore, type LostRecord } from './storage.js';
 
 /** Largest value a key may hold (bytes). */
 export const MAX_VALUE_BYTES = 1024 * 1024;
@@ -234,6 +240,36 @@ export class PaxosKVReplica {
       lostKeysFound: BigInt(lost.found),
       lostKeysRepaired: BigInt(lost.repaired),
     };
+  }
+
+  /**
+   * A page of this replica's keys, in the store's key order, each with its chosen version and the
+   * checksum of its chosen entry (local state, not linearizable). A record that fails its checksum
+   * is reported lost (and its repair starts).
+   * @param after - list keys strictly after this one, or null from the first key.
+   * @param limit - at most this many keys (1..10000).
+   */
+  digest(after: string | null, limit: number): DigestReply {
+    const keys = this.store.keysAfter(after, limit);
+    const lost: string[] = [];
+    const out = keys.map((key) => {
+      const rec = this.store.get(key);
+      if (rec === LOST_RECORD) lost.push(key);
+      if (rec === undefined || rec === LOST_RECORD || this.core.isRepairing(key)) return { key, version: 0n, checksum: 0, lost: rec === LOST_RECORD || this.core.isRepairing(key) };
+      return { key, version: BigInt(chosenIndex(rec)), checksum: entryChecksum(rec.chosen), lost: false };
+    });
+    if (lost.length > 0) this.apply(this.core.markLost(lost, this.now()));
+    return { keys: out, done: keys.length < limit };
+  }
+
+  /**
+   * Has this replica treat `key` as lost and repair it from the other voters (see `Replica.forget`).
+   * @returns whether it is being repaired.
+   */
+  repair(key: string): boolean {
+    const { output, repairing } = this.core.forget(key, this.now());
+    this.apply(output);
+    return repairing;
   }
 
   /** Stops serving and closes the store (pending writes are completed first). */
@@ -546,6 +582,17 @@ class ClientApi extends PaxosKVService {
 
   override async status(_request: StatusRequest): Promise<StatusReply> {
     return this.replica.status();
+  }
+
+  override async digest(request: DigestRequest): Promise<DigestReply> {
+    const limit = request.limit === 0 ? 1000 : Math.min(request.limit, 10_000);
+    if (!request.fromStart) checkKey(request.after);
+    return this.replica.digest(request.fromStart ? null : request.after, limit);
+  }
+
+  override async repair(request: RepairRequest): Promise<RepairReply> {
+    checkKey(request.key);
+    return { repairing: this.replica.repair(request.key) };
   }
 }
 

@@ -660,6 +660,16 @@ export function encodeRecord(record: KeyRecord): Uint8Array {
   );
 }
 
+/**
+ * The CRC-32 of a chosen entry as the store encodes it: equal on every replica that holds the same
+ * entry (`svrkit kv verify` compares them).
+ * @param entry - the chosen entry, or null.
+ * @returns the checksum (0 for null).
+ */
+export function entryChecksum(entry: Entry | null): number {
+  return entry === null ? 0 : crc32(packr.pack(encodeEntry(entry, 'chosen')));
+}
+
 /** Bytes of the checksum every stored record and the meta record end with. */
 export const CHECKSUM_BYTES = 4;
 

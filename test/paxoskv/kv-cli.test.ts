@@ -296,6 +296,59 @@ describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
     await stopProc(ps[1]!, 'SIGTERM');
   });
 
+  it('kv verify finds lagging replicas and an entry that differs from the majority, and --repair fixes both', async () => {
+    const dir = path.join(BASE, 'verify');
+    const ports = await freePorts(3);
+    const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
+    const serve = (id: number) => spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(dir, `r${id}`)]);
+    const ps = [1, 2, 3].map((id) => serve(id));
+    await Promise.all(ps.map((p, i) => waitVoting(p, `replica ${i + 1}`)));
+    const lines = (r: Run) => r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (let i = 0; i < 4; i++) expect((await run(['kv', 'put', `k${i}`, `a${i}`, '--peers', peers])).code).toBe(0);
+    // Let replica 3 learn them, then stop it; the others move on.
+    for (let i = 0; i < 50; i++) {
+      const all = lines(await run(['kv', 'verify', '--peers', peers]));
+      if (all.at(-1)!.ok === 4) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await stopProc(ps[2]!, 'SIGTERM');
+    for (let i = 0; i < 2; i++) expect((await run(['kv', 'put', `k${i}`, `b${i}`, '--peers', peers])).code).toBe(0);
+    expect((await run(['kv', 'put', 'k9', 'new', '--peers', peers])).code).toBe(0);
+    // Replica 3's entry of k3 is rewritten on disk with another value at the same version, with a
+    // valid checksum: damage only a comparison across replicas can see.
+    const store = await KeyStore.open(path.join(dir, 'r3'), { memberId: 3, members: [1, 2, 3] });
+    const rec = store.get('k3')!;
+    await store.write(new Map([['k3', { ...rec, chosen: { ...rec.chosen!, value: new TextEncoder().encode('forged') } }]]));
+    await store.close();
+    const back = serve(3);
+    await waitVoting(back, 'replica 3 (back)');
+    const found = await run(['kv', 'verify', '--peers', peers]);
+    expect(found.code).toBe(1); // a divergence not repaired
+    const diffs = lines(found);
+    expect(diffs.slice(0, -1)).toEqual([
+      { key: 'k0', kind: 'lagging', version: '2', replicas: [3] },
+      { key: 'k1', kind: 'lagging', version: '2', replicas: [3] },
+      { key: 'k3', kind: 'diverged', version: '1', replicas: [3], majority: true },
+      { key: 'k9', kind: 'lagging', version: '1', replicas: [3] },
+    ]);
+    expect(diffs.at(-1)).toEqual({ keys: 5, ok: 1, lagging: 3, diverged: 1, lost: 0, repaired: 0, down: [] });
+    const repaired = await run(['kv', 'verify', '--repair', '--peers', peers]);
+    expect(repaired.code, repaired.stderr).toBe(0);
+    expect(lines(repaired).at(-1)).toMatchObject({ repaired: 4 });
+    // Replica 3 repairs k3 from the others (it asks them, then writes the majority's entry).
+    let last: Record<string, unknown> = {};
+    for (let i = 0; i < 50; i++) {
+      last = lines(await run(['kv', 'verify', '--peers', peers])).at(-1)!;
+      if (last.ok === 5) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(last).toEqual({ keys: 5, ok: 5, lagging: 0, diverged: 0, lost: 0, repaired: 0, down: [] });
+    const got = await run(['kv', 'get', 'k3', '--peers', peers.split(',').slice(2).join(',') + ',' + peers.split(',')[0]]);
+    expect(JSON.parse(got.stdout)).toMatchObject({ key: 'k3', value: 'a3', version: '1' });
+    await stopProc(back, 'SIGTERM');
+    for (const p of ps.slice(0, 2)) await stopProc(p, 'SIGTERM');
+  }, 90_000);
+
   it('a 4 KiB page overwritten inside a 1 MiB value on disk is never served: the replica names the key and repairs it from the others', async () => {
     const dir = path.join(BASE, 'bad-page');
     const ports = await freePorts(3);

@@ -358,9 +358,30 @@ export class Replica {
     return this.laggingKeys.size;
   }
 
+  /** Whether `key` is being repaired (its record failed its checksum, or `forget` was called). */
+  isRepairing(key: string): boolean {
+    return this.lostKeys.has(key);
+  }
+
   /** Keys whose stored record failed its checksum: being repaired now, found since start, and repaired since start. */
   get lostKeyCounts(): { repairing: number; found: number; repaired: number } {
     return { repairing: this.lostKeys.size, found: this.lostFound, repaired: this.lostRepaired };
+  }
+
+  /**
+   * Treats `key` as lost (as if its record had failed its checksum) and repairs it from the other
+   * voters: for a replica whose chosen entry of the key differs from the others' (`svrkit kv
+   * verify --repair`). Always safe: a lost key only stops voting and serving until it is fenced and
+   * caught up.
+   * @param key - the key; `now` - the driver's monotonic clock (ms).
+   * @returns the output, and whether the key is being repaired (false for a single voter, which has
+   *   no one to repair from, and while this replica does not vote yet).
+   */
+  forget(key: string, now: number): { output: Output; repairing: boolean } {
+    this.lastNow = now;
+    if (this.phase !== 'voter' || this.otherVoters.length === 0) return { output: this.flush(), repairing: false };
+    if (!this.lostKeys.has(key)) this.noteLost(key);
+    return { output: this.flush(), repairing: true };
   }
 
   /**
