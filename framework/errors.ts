@@ -293,6 +293,14 @@ export const errors = defineErrors({
     status: Status.UNAVAILABLE,
     message: (ms: number, limitMs: number) => `protocol error: a frame started arriving ${ms} ms ago and is not complete (limit ${limitMs} ms)`,
   },
+  /**
+   * More than `ServerOptions.maxQueuedResponseBytes` of replies waited and the client took none of
+   * them for `frameTimeoutMs`: it does not read, and the connection is closed.
+   */
+  CLIENT_NOT_READING: {
+    status: Status.UNAVAILABLE,
+    message: (bytes: number, ms: number, limitMs: number) => `the client read none of ${bytes} bytes of replies for ${ms} ms (limit ${limitMs} ms)`,
+  },
   /** No call and no PING on the connection for `ServerOptions.idleTimeoutMs`: the connection is closed. */
   CONNECTION_IDLE: {
     status: Status.UNAVAILABLE,

@@ -147,6 +147,15 @@ export class Dispatcher {
   }
 
   /**
+   * Ends a call with `error` (answered, not processed further), e.g. a stream whose message did
+   * not fit the server's buffer budget. Nothing happens when no such call runs.
+   */
+  failCall(sc: ServerConnection<InboundCall>, callId: number, error: RpcError): void {
+    const call = sc.calls.get(callId);
+    if (call !== undefined) this.endCall(call, error, true, true);
+  }
+
+  /**
    * Ends every call on a connection without answering (the connection closed, or shutdown's
    * grace ran out): their signals fire with `reason`.
    */

@@ -91,7 +91,7 @@ export class RequestDecoder {
       sc.refuse(callId, this.admissionLevel(), errors.UNKNOWN_METHOD, h.m);
       return undefined;
     }
-    if (sc.calls.has(callId) || sc.waiting.has(callId)) {
+    if (sc.calls.has(callId) || sc.waiting.has(callId) || sc.parked.has(callId)) {
       sc.refuse(callId, this.admissionLevel(), errors.DUPLICATE_CALL_ID, callId);
       return undefined;
     }

@@ -29,7 +29,7 @@ export interface ConnectionOwner<C> {
   onOversizedMessage(sc: ServerConnection<C>, callId: number, size: number): void;
   /** The socket closed. */
   onClosed(sc: ServerConnection<C>): void;
-  /** The bytes waiting for the client fell to half the cap, or a flush happened while calls are parked: start parked calls. */
+  /** The bytes waiting for the client fell to half the cap: start the parked calls. */
   onWritable?(sc: ServerConnection<C>): void;
   /** May a large REQUEST or MESSAGE frame be buffered (see `LargeFrameListener`)? False: the owner answered it. */
   admitLarge?(sc: ServerConnection<C>, kind: number, callId: number, size: number): boolean;
@@ -40,7 +40,9 @@ export interface ConnectionOwner<C> {
  * `start(now)` starts it (or answers it, when its deadline passed while it was held).
  */
 export interface ParkedCall {
-  readonly callId: number;
+  /** Bytes of its request body (a copy). */
+  readonly bytes: number;
+  /** Starts it (epoch ms now). */
   start(now: number): void;
 }
 
@@ -74,10 +76,13 @@ export class ServerConnection<C> {
   /** Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id: their places in its queue. */
   readonly waiting = new Map<number, QueuedCall>();
   /**
-   * Unary calls held back, in arrival order, because more than the cap of response bytes waits
-   * for this client (it does not read): they start as it reads, a few at a time.
+   * Unary calls held back, by call id in arrival order, because more than the cap of response
+   * bytes waited for this client (it does not read) when they were read: they start once half of
+   * those bytes have drained.
    */
-  readonly parked: ParkedCall[] = [];
+  readonly parked = new Map<number, ParkedCall>();
+  /** Bytes of the request bodies of the parked calls. */
+  parkedBytes = 0;
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -122,7 +127,7 @@ export class ServerConnection<C> {
 
   /** Whether no call is running, waiting or parked on this connection. */
   get idle(): boolean {
-    return this.calls.size === 0 && this.waiting.size === 0 && this.parked.length === 0;
+    return this.calls.size === 0 && this.waiting.size === 0 && this.parked.size === 0;
   }
 
   /**

@@ -55,9 +55,6 @@ export const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
 /** Default `ServerOptions.idleTimeoutMs` (ms). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
-/** Calls of a connection held back for a slow reader that run at once as it reads again. */
-const PARKED_WINDOW = 16;
-
 /** How often the read and idle timeouts are checked (ms). */
 const SWEEP_MS = 1000;
 
@@ -102,12 +99,14 @@ export interface ServerOptions {
   bufferBudgetBytes?: number;
   /**
    * A frame that started arriving must be complete within this long (ms), or the connection is
-   * closed with a GOAWAY saying why (a slow or stalled sender: slowloris). Default 30000.
+   * closed with a GOAWAY saying why (a slow or stalled sender: slowloris; the clock stops while the
+   * server itself is not reading that connection). A client over `maxQueuedResponseBytes` that
+   * takes none of its replies for this long is disconnected too. Default 30000.
    */
   frameTimeoutMs?: number;
   /**
-   * A connection with no call and no frame (svrkit clients send keepalive PINGs while idle) for
-   * this long (ms) is closed with a GOAWAY saying why. Default 300000 (5 min).
+   * A connection with no call, no reply waiting and no frame (svrkit clients send keepalive PINGs
+   * while idle) for this long (ms) is closed with a GOAWAY saying why. Default 300000 (5 min).
    */
   idleTimeoutMs?: number;
   /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
@@ -362,9 +361,13 @@ export class Server implements ConnectionOwner<InboundCall> {
     const now = this.now();
     for (const sc of this.connections) {
       const c = sc.conn;
-      if (c.partialSince > 0 && now - c.partialSince > this.frameTimeoutMs) {
+      if (c.ending) continue;
+      if (c.partialSince > 0 && !c.readPaused && now - c.partialSince > this.frameTimeoutMs) {
         c.abort(errors.FRAME_TIMEOUT(now - c.partialSince, this.frameTimeoutMs));
-      } else if (sc.idle && sc.streams === 0 && now - c.lastFrameAt > this.idleTimeoutMs && !c.ending) {
+      } else if (c.stalledSince > 0 && now - c.stalledSince > this.frameTimeoutMs) {
+        // Over its cap, and the client took none of it for that long: it does not read.
+        c.abort(errors.CLIENT_NOT_READING(c.queuedBytes, now - c.stalledSince, this.frameTimeoutMs));
+      } else if (sc.idle && sc.streams === 0 && c.queuedBytes === 0 && now - c.lastFrameAt > this.idleTimeoutMs) {
         c.abort(errors.CONNECTION_IDLE(now - c.lastFrameAt, this.idleTimeoutMs));
       }
     }
@@ -446,7 +449,7 @@ export class Server implements ConnectionOwner<InboundCall> {
   onCallFrame(sc: ServerConnection<InboundCall>, kind: number, callId: number, header: Buffer, body: Buffer): void {
     if (kind !== FrameKind.REQUEST) {
       // A call cancelled while it waited for its handler leaves the queue unstarted.
-      if (kind === FrameKind.CANCEL && this.scheduler?.cancel(sc, callId) === true) {
+      if (kind === FrameKind.CANCEL && (this.scheduler?.cancel(sc, callId) === true || this.unpark(sc, callId))) {
         sc.endIfDrained();
         return;
       }
@@ -483,10 +486,10 @@ export class Server implements ConnectionOwner<InboundCall> {
    * than the cap of responses waiting (it does not read) is parked instead, to start as it reads.
    */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
-    if (decoded.registered.kind === 0 && (sc.parked.length > 0 || sc.conn.overCap)) {
+    if (decoded.registered.kind === 0 && sc.conn.overCap) {
       const copy = Buffer.from(body); // the frame's buffer is reused
-      sc.parked.push({ callId, start: (at) => this.startParked(sc, callId, decoded, copy, arrival, at - now) });
-      sc.conn.wantWritable = true;
+      sc.parked.set(callId, { bytes: copy.length, start: (at: number) => this.startParked(sc, callId, decoded, copy, arrival, at - now) });
+      sc.parkedBytes += copy.length;
       return;
     }
     const request = this.decoder.body(sc, callId, decoded, body);
@@ -498,15 +501,28 @@ export class Server implements ConnectionOwner<InboundCall> {
   }
 
   /**
-   * @internal ConnectionOwner: the client reads again (or a flush left its connection under the
-   * cap): starts parked calls, at most `PARKED_WINDOW` running on the connection at once, while it
-   * stays under the cap. A parked call whose deadline passed is answered DEADLINE_EXCEEDED, unprocessed.
+   * @internal ConnectionOwner: half of the replies waiting for the client have drained: starts the
+   * parked calls in arrival order (a parked call whose deadline passed is answered
+   * DEADLINE_EXCEEDED, unprocessed). Reading was paused while they were parked, so they are the
+   * calls of the few chunks read before the cap was reached.
    */
   onWritable(sc: ServerConnection<InboundCall>): void {
-    const parked = sc.parked;
-    while (parked.length > 0 && sc.calls.size < PARKED_WINDOW && !sc.conn.overCap && !sc.conn.ending) parked.shift()!.start(this.now());
-    sc.conn.wantWritable = parked.length > 0;
+    for (const [callId, p] of sc.parked) {
+      if (sc.conn.overCap || sc.conn.ending) break;
+      sc.parked.delete(callId);
+      sc.parkedBytes -= p.bytes;
+      p.start(this.now());
+    }
     sc.endIfDrained();
+  }
+
+  /** Drops a parked call (its client cancelled it): true when it was parked. */
+  private unpark(sc: ServerConnection<InboundCall>, callId: number): boolean {
+    const p = sc.parked.get(callId);
+    if (p === undefined) return false;
+    sc.parked.delete(callId);
+    sc.parkedBytes -= p.bytes;
+    return true;
   }
 
   /** Starts a call that was parked for `held` ms, or answers it DEADLINE_EXCEEDED (unprocessed) when its deadline passed meanwhile. */
@@ -525,17 +541,23 @@ export class Server implements ConnectionOwner<InboundCall> {
   }
 
   /**
-   * @internal ConnectionOwner: may a large frame be buffered? A REQUEST frame is, while the bytes of
-   * partly received frames and of responses waiting for clients, over all connections, leave room
-   * for it in `bufferBudgetBytes`; else it is refused (RESOURCE_EXHAUSTED, not processed) and skipped.
+   * @internal ConnectionOwner: may a large frame be buffered? It is while the bytes of partly
+   * received frames, of responses waiting for clients and of parked requests, over all
+   * connections, leave room for it in `bufferBudgetBytes`. Else a REQUEST is refused
+   * (RESOURCE_EXHAUSTED, not processed) and skipped, a stream MESSAGE fails its call and is
+   * skipped, and any other kind closes the connection (GOAWAY).
    */
   admitLarge(sc: ServerConnection<InboundCall>, kind: number, callId: number, size: number): boolean {
-    if (kind !== FrameKind.REQUEST) return true;
     let used = 0;
-    for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes;
+    for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes + c.parkedBytes;
     if (used + size <= this.bufferBudgetBytes) return true;
-    sc.refuse(callId, this.fastReject?.advertisedLevel, errors.OVERLOADED_BUFFERS, size, used, this.bufferBudgetBytes);
-    this.observer?.rejected('', 'buffers', false);
+    if (kind === FrameKind.REQUEST) {
+      sc.refuse(callId, this.fastReject?.advertisedLevel, errors.OVERLOADED_BUFFERS, size, used, this.bufferBudgetBytes);
+      this.observer?.rejected('', 'buffers', false);
+    } else if (kind === FrameKind.MESSAGE) {
+      // A stream's message that does not fit fails its call; other kinds close the connection.
+      this.dispatcher.failCall(sc, callId, errors.OVERLOADED_BUFFERS(size, used, this.bufferBudgetBytes));
+    }
     return false;
   }
 

@@ -71,10 +71,10 @@ export class Connection {
   /** Epoch ms the last complete frame arrived (the connection's start before any). */
   lastFrameAt: number;
   private readonly decoder: FrameDecoder;
-  /** Set by the owner while it holds calls back: every flush that leaves the connection under its cap tells it (`onWritable`). */
-  wantWritable = false;
   /** Reading is paused because more than `maxQueuedBytes` wait for the peer. */
   private overCapPaused = false;
+  /** Epoch ms since which more than `maxQueuedBytes` wait and the peer took none of them (0: not so). */
+  stalledSince = 0;
   private readonly maxQueuedBytes: number;
   private readonly encoder = new FrameEncoder();
   private flushScheduled = false;
@@ -143,6 +143,7 @@ export class Connection {
     this.encoder.write(kind, callId, header, body);
     if (!this.overCapPaused && this.encoder.length + this.socket.writableLength > this.maxQueuedBytes) {
       this.overCapPaused = true;
+      this.stalledSince = this.now();
       this.socket.pause();
     }
     if (!this.flushScheduled) {
@@ -166,16 +167,27 @@ export class Connection {
       if (this.options.pauseReadsWhileBlocked) this.socket.pause();
     }
     this.checkWritable();
-    if (this.wantWritable && !this.overCap) this.events.onWritable?.();
   }
 
   /** Resumes reading once the bytes waiting for the peer are down to half the cap, and tells the owner. */
   private checkWritable(): void {
     if (!this.overCapPaused || this.socket.writableLength + this.encoder.length > this.maxQueuedBytes / 2) return;
     this.overCapPaused = false;
+    this.stalledSince = 0;
     if (this.failed || this.ended || this.closedFlag) return;
-    if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.socket.resume();
+    if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.resumeReading();
     this.events.onWritable?.();
+  }
+
+  /** Whether this side stopped reading (its peer is slow to take what it sent). */
+  get readPaused(): boolean {
+    return this.overCapPaused || (this.blocked && this.options.pauseReadsWhileBlocked);
+  }
+
+  /** Reads again; a frame that was arriving gets a fresh read timeout (the pause was this side's). */
+  private resumeReading(): void {
+    if (this.partialSince > 0) this.partialSince = this.now();
+    this.socket.resume();
   }
 
   /**
@@ -250,8 +262,10 @@ export class Connection {
 
   private onDrain(): void {
     this.blocked = false;
+    // The peer took bytes: not stalled, whatever still waits.
+    if (this.stalledSince > 0) this.stalledSince = this.now();
     if (this.ended) return;
-    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused) this.socket.resume();
+    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused) this.resumeReading();
     if (this.encoder.length > 0) this.flush();
     else this.checkWritable();
   }

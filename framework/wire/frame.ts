@@ -99,10 +99,10 @@ export type FrameListener = (kind: number, callId: number, header: Buffer, body:
 export type OversizedListener = (kind: number, callId: number, size: number) => void;
 
 /**
- * Asked, once per frame, whether a REQUEST or MESSAGE frame of more than `LARGE_FRAME_BYTES` that
- * has not fully arrived may be buffered (a server-wide memory budget). Returning false skips the
- * frame without buffering it; the listener has then answered its call itself. `size` counts the
- * whole frame in bytes.
+ * Asked, once per frame, whether a frame of more than `LARGE_FRAME_BYTES` that has not fully
+ * arrived may be buffered (a server-wide memory budget). Returning false skips a REQUEST or
+ * MESSAGE frame without buffering it (the listener has then answered its call itself), and makes
+ * any other kind a `FrameError`. `size` counts the whole frame in bytes.
  */
 export type LargeFrameListener = (kind: number, callId: number, size: number) => boolean;
 
@@ -178,12 +178,14 @@ export class FrameDecoder {
    */
   push(chunk: Buffer): void {
     if (this.skipping > 0) {
-      if (chunk.length <= this.skipping) {
+      if (chunk.length < this.skipping) {
         this.skipping -= chunk.length;
         return;
       }
       chunk = chunk.subarray(this.skipping);
       this.skipping = 0;
+      this.completed++; // the skipped frame ended in this chunk
+      if (chunk.length === 0) return;
     }
     let buf = chunk;
     if (this.buffered > 0) {
@@ -213,8 +215,8 @@ export class FrameDecoder {
         }
         this.onOversized(kind, buf.readUInt32BE(off + 5), size);
         const available = total - off;
-        this.completed++;
         if (available >= size) {
+          this.completed++;
           off += size;
           continue;
         }
@@ -233,8 +235,12 @@ export class FrameDecoder {
             break;
           }
           const kind = buf[off + 4]!;
-          if ((kind === FrameKind.REQUEST || kind === FrameKind.MESSAGE) && !this.onLarge(kind, buf.readUInt32BE(off + 5), size)) {
-            this.completed++;
+          if (!this.onLarge(kind, buf.readUInt32BE(off + 5), size)) {
+            // A request or stream message is skipped (its call was answered); any other frame
+            // this large has no call to fail, and is a protocol error.
+            if (kind !== FrameKind.REQUEST && kind !== FrameKind.MESSAGE) {
+              throw new FrameError(`frame of ${size} bytes exceeds the maximum the server's buffer budget allows now`);
+            }
             this.skipping = size - (total - off);
             off = total;
             break;

@@ -22,8 +22,8 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel } from '../../index.js';
-import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
+import { Channel, Server } from '../../index.js';
+import { GreeterClient, GreeterService, HelloRequest } from '../../examples/helloworld/gen/greeter.js';
 import { FileContainingSymbolRequest } from '../../framework/builtin/gen/svrkit/reflection.js';
 import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
 import { decodeStatusHeader, encodeRequestHeader } from '../../framework/wire/header.js';
@@ -105,7 +105,9 @@ describe.each([['on'], ['off']])('a client that does not read its replies (FastR
       peak = Math.max(peak, rss(pid));
     }
     // Unbounded, each request's reply (10 KiB or more) would be held: hundreds of MiB.
-    expect(peak - before, `RSS grew from ${(before / MiB).toFixed(0)} to ${(peak / MiB).toFixed(0)} MiB`).toBeLessThan(8 * MiB + 64 * MiB);
+    // A sanity bound: the cap plus the server's own working memory (its heap grows while it
+    // serves thousands of calls), far below the 1 GiB of replies.
+    expect(peak - before, `RSS grew from ${(before / MiB).toFixed(0)} to ${(peak / MiB).toFixed(0)} MiB`).toBeLessThan(8 * MiB + 128 * MiB);
     // Other clients are served meanwhile.
     await stillServes(server.address);
     // Reading again, the client gets every reply, in full.
@@ -203,5 +205,97 @@ describe('the server-wide buffer budget', () => {
     }
     await stillServes(server.address);
     for (const c of conns) c.socket.destroy();
+  }, 30_000);
+
+  it('holds large frames of every other kind to the budget too: a stream message fails its call, anything else closes its connection', async () => {
+    const pid = server.process.pid!;
+    const before = rss(pid);
+    const size = 15 * MiB;
+    for (const kind of [FrameKind.PING, 0x77]) {
+      const conns = await Promise.all(Array.from({ length: 10 }, () => rawConnection(server.address)));
+      const frame = rawFrame(kind, 9, new Uint8Array(0), Buffer.alloc(size - 13));
+      for (const c of conns) c.socket.write(frame.subarray(0, frame.length - 1));
+      // Those that do not fit are closed with FRAME_TOO_LARGE; at most two fit 32 MiB.
+      await sleep(2000);
+      const closed = conns.filter((c) => goawayReason(c.frames) === 'FRAME_TOO_LARGE');
+      expect(closed.length, `kind ${kind}`).toBeGreaterThanOrEqual(8);
+      for (const c of conns) c.socket.destroy();
+    }
+    expect(rss(pid) - before).toBeLessThan(32 * MiB + 64 * MiB);
+    await stillServes(server.address);
+  }, 30_000);
+});
+
+describe('calls held back for a client that stopped reading', () => {
+  it('start, in order, once it reads again; a call sent after that is not held behind long calls in flight', async () => {
+    const slow = new Set<string>();
+    class Greeter extends GreeterService {
+      override async sayHello(req: { name: string }): Promise<{ message: string }> {
+        if (req.name === 'slow') {
+          slow.add('started');
+          await sleep(3000);
+          return { message: 'slow' };
+        }
+        if (req.name === 'big') return { message: 'x'.repeat(300_000) };
+        return { message: 'fast' };
+      }
+    }
+    const s = new Server({ builtinServices: false });
+    s.addService(new Greeter());
+    await s.listen(0);
+    const { socket, frames } = await rawConnection(s.address);
+    const header = encodeRequestHeader({ m: 'helloworld.Greeter/SayHello' });
+    const req = (id: number, name: string) => rawFrame(FrameKind.REQUEST, id, header, HelloRequest.encode({ name }).finish());
+    try {
+      for (let id = 1; id <= 20; id++) socket.write(req(id, 'slow'));
+      await sleep(100);
+      socket.pause();
+      const bigs: Buffer[] = [];
+      for (let id = 100; id < 300; id++) bigs.push(req(id, 'big')); // 60 MB of replies, far over the 8 MiB cap
+      socket.write(Buffer.concat(bigs));
+      await sleep(500);
+      socket.resume();
+      const responses = () => frames.filter((f) => f.kind === FrameKind.RESPONSE).map((f) => f.callId);
+      for (let i = 0; i < 100 && responses().filter((id) => id >= 100).length < 200; i++) await sleep(50);
+      const bigsDone = responses().filter((id) => id >= 100);
+      expect(bigsDone).toEqual(Array.from({ length: 200 }, (_, i) => 100 + i)); // every one, in order
+      // The slow calls still run; a new call is answered before them.
+      socket.write(req(500, 'fast'));
+      for (let i = 0; i < 100 && !responses().includes(500); i++) await sleep(20);
+      expect(responses().includes(500)).toBe(true);
+      expect(responses().filter((id) => id <= 20)).toEqual([]);
+    } finally {
+      socket.destroy();
+      await s.close({ graceMs: 100 });
+    }
+  }, 30_000);
+
+  it('a client over its cap that takes none of its replies for the frame timeout is disconnected', async () => {
+    class Greeter extends GreeterService {
+      override async sayHello(): Promise<{ message: string }> {
+        return { message: 'x'.repeat(300_000) };
+      }
+    }
+    const s = new Server({ builtinServices: false, frameTimeoutMs: 1000 });
+    s.addService(new Greeter());
+    await s.listen(0);
+    const { socket, frames, closed } = await rawConnection(s.address);
+    try {
+      socket.pause();
+      const header = encodeRequestHeader({ m: 'helloworld.Greeter/SayHello' });
+      const reqs: Buffer[] = [];
+      for (let id = 1; id <= 200; id++) reqs.push(rawFrame(FrameKind.REQUEST, id, header, HelloRequest.encode({ name: 'n' }).finish()));
+      socket.write(Buffer.concat(reqs));
+      // A paused socket does not see the close: read again after the timeout has passed. The
+      // connection then ends after what the kernel already held, short of the 200 replies.
+      await sleep(4000);
+      socket.resume();
+      const result = await Promise.race([closed.then(() => 'closed'), sleep(8000).then(() => 'open')]);
+      expect(result).toBe('closed');
+      expect(frames.filter((f) => f.kind === FrameKind.RESPONSE).length).toBeLessThan(200);
+    } finally {
+      socket.destroy();
+      await s.close({ graceMs: 100 });
+    }
   }, 30_000);
 });

@@ -187,8 +187,9 @@ interface LostKey {
   readonly replies: Map<MemberId, { chosenIndex: number; pending: boolean }>;
   /** The newest chosen entry learned so far. */
   best: Entry | null;
-  /** The first instance it may vote in again, and the chosen index it must hold before it serves. */
+  /** The first instance it may vote in again (the highest chosen index reported + 2, + 3 after a pending accept). */
   fence: number;
+  /** The chosen index it must hold before it serves and votes on the key again. */
   wanted: number;
   /** The voter asked to decide the pending instance (`finish`) or to send what it chose. */
   target: { from: MemberId; finish: boolean } | undefined;
@@ -678,12 +679,15 @@ export class Replica {
     if (this.phase !== 'voter') return;
     const limit = Math.max(1, Math.min(msg.limit, 10_000));
     const keys = this.store.keysAfter(msg.after, limit);
+    const states = keys.map((key) => this.record(key));
+    // A key this replica lost has no state to fence by: the page waits until it is repaired.
+    if (keys.some((key) => this.lostKeys.has(key))) return;
     this.send(from, {
       type: 'keyList',
       key: '',
       listId: msg.listId,
-      keys: keys.map((key) => {
-        const rec = this.record(key);
+      keys: keys.map((key, i) => {
+        const rec = states[i]!;
         return { key, chosenIndex: chosenIndex(rec), pending: rec.accepted !== 0 };
       }),
       done: keys.length < limit,
@@ -934,6 +938,10 @@ export class Replica {
   private checkRead(task: Task, now: number): void {
     if (task.readReplies.size < this.majority) return;
     const rec = this.record(task.key);
+    if (this.lostKeys.has(task.key)) {
+      this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
+      return;
+    }
     const c = chosenIndex(rec);
     // Our own acceptor's state is read now, not when the read began.
     task.readReplies.set(this.config.id, { chosenIndex: c, pendingAccepted: rec.accepted });
@@ -956,6 +964,10 @@ export class Replica {
   private propose(task: Task, entry: Entry | null, now: number): void {
     if (!this.countAttempt(task, now)) return;
     const rec = this.record(task.key);
+    if (this.lostKeys.has(task.key)) {
+      this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
+      return;
+    }
     task.index = chosenIndex(rec) + 1;
     if (task.index < rec.fence) {
       // This replica rejoined after a data loss and may have used its ballots in instances below
@@ -1014,6 +1026,10 @@ export class Replica {
     task.rejects = new Set();
     const msg = { key: task.key, index: task.index, ballot: task.ballot, entry };
     const rec = this.record(task.key);
+    if (this.lostKeys.has(task.key)) {
+      this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
+      return;
+    }
     let local = onAccept(rec, msg);
     if (this.config.plantedBug === 'round0-reuse' && roundOf(task.ballot) === 0 && local.reply.type === 'reject' && task.index >= rec.fence) {
       local = { record: { ...rec, promised: task.ballot, accepted: task.ballot, acceptedEntry: entry }, reply: { type: 'accepted', key: task.key, index: task.index, ballot: task.ballot } };
