@@ -88,6 +88,26 @@ interface ClientFlags {
 const jsonLine = (out: unknown): string => JSON.stringify(out, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n';
 
 /**
+ * Runs a command over every replica: finds them (refusing the command when it cannot), then runs
+ * `fn` with them (id to address, in peer order) and a client of all of them, closed afterwards.
+ */
+async function withReplicas(flags: ClientFlags, fn: (peers: Map<number, string>, client: PaxosKVClient) => Promise<void>): Promise<void> {
+  let peers: Map<number, string>;
+  try {
+    peers = await resolveClientPeers(flags);
+  } catch (err) {
+    refuse(err);
+    return;
+  }
+  const client = new PaxosKVClient({ peers: [...peers.values()] });
+  try {
+    await fn(peers, client);
+  } finally {
+    client.close();
+  }
+}
+
+/**
  * Runs a client command: finds the replicas, runs `fn` (after `prepare`, which runs before any
  * connection, e.g. to read stdin) and prints its result as one JSON line.
  */
@@ -295,77 +315,62 @@ export function addKvCommands(program: Command): void {
 
   clientCommand('verify', "compare every key's chosen version and entry checksum across the replicas (full-data verification); with --repair, bring lagging replicas up to date and have a replica whose entry differs from the majority's repair the key")
     .option('--repair', 'repair what differs (lagging replicas, and diverged minorities when a majority agrees)')
-    .action(async (flags: ClientFlags & { repair?: boolean }) => {
-      let peers: Map<number, string>;
-      try {
-        peers = await resolveClientPeers(flags);
-      } catch (err) {
-        refuse(err);
-        return;
-      }
-      const ids = [...peers.keys()];
-      const c = new PaxosKVClient({ peers: [...peers.values()] });
-      try {
-        const report = await verifyCluster(c, ids.length, { repair: flags.repair === true, timeoutMs: flags.timeout });
-        const counts = { lagging: 0, diverged: 0, lost: 0 };
-        let unresolved = 0;
-        for (const d of report.differences) {
-          counts[d.kind as keyof typeof counts]++;
-          if (d.kind === 'diverged' && d.repaired !== true) unresolved++;
-          process.stdout.write(jsonLine({ ...d, replicas: d.replicas.map((i) => ids[i]) }));
+    .action((flags: ClientFlags & { repair?: boolean }) =>
+      withReplicas(flags, async (peers, c) => {
+        const ids = [...peers.keys()];
+        try {
+          const report = await verifyCluster(c, ids.length, { repair: flags.repair === true, timeoutMs: flags.timeout });
+          const counts = { lagging: 0, diverged: 0, lost: 0 };
+          let unresolved = 0;
+          for (const d of report.differences) {
+            counts[d.kind as keyof typeof counts]++;
+            if (d.kind === 'diverged' && d.repaired !== true) unresolved++;
+            process.stdout.write(jsonLine({ ...d, replicas: d.replicas.map((i) => ids[i]) }));
+          }
+          for (const d of report.down) process.stderr.write(`ERROR: replica ${ids[d.replica]} did not answer: ${d.error}\n`);
+          process.stdout.write(jsonLine({ keys: report.keys, ok: report.ok, ...counts, repaired: report.differences.filter((d) => d.repaired === true).length, down: report.down.map((d) => ids[d.replica]) }));
+          if (unresolved > 0 || report.down.length > 0) process.exitCode = 1;
+        } catch (err) {
+          refuse(err);
         }
-        for (const d of report.down) process.stderr.write(`ERROR: replica ${ids[d.replica]} did not answer: ${d.error}\n`);
-        process.stdout.write(jsonLine({ keys: report.keys, ok: report.ok, ...counts, repaired: report.differences.filter((d) => d.repaired === true).length, down: report.down.map((d) => ids[d.replica]) }));
-        if (unresolved > 0 || report.down.length > 0) process.exitCode = 1;
-      } catch (err) {
-        refuse(err);
-      } finally {
-        c.close();
-      }
-    });
+      }),
+    );
 
   clientCommand('status', 'show each replica: mode (voter, learner, checking, rejoining), who votes, keys, lagging keys')
-    .action(async (flags: ClientFlags) => {
-      let peers: Map<number, string>;
-      try {
-        peers = await resolveClientPeers(flags);
-      } catch (err) {
-        refuse(err);
-        return;
-      }
-      const c = new PaxosKVClient({ peers: [...peers.values()] });
-      const rows: unknown[] = [];
-      let down = 0;
-      for (const [i, [id, address]] of [...peers].entries()) {
-        try {
-          const s = await c.status(i, { timeoutMs: Math.min(flags.timeout, 2000) });
-          rows.push({
-            id,
-            address,
-            up: true,
-            mode: s.mode,
-            votes: s.voters.includes(id) && s.mode === 'voter',
-            voters: s.voters,
-            incarnation: s.incarnation.toString(),
-            learnerOnly: s.learnerOnly,
-            keys: s.keys.toString(),
-            laggingKeys: s.laggingKeys.toString(),
-            pendingOperations: s.pendingOperations.toString(),
-            ...(s.lostKeysFound > 0n
-              ? { lostKeys: { repairing: s.lostKeysRepairing.toString(), found: s.lostKeysFound.toString(), repaired: s.lostKeysRepaired.toString() } }
-              : {}),
-            ...(s.mode === 'rejoining' ? { rejoin: { peersDone: s.rejoinPeersDone, peers: s.rejoinPeers, keysFenced: s.rejoinKeysFenced.toString() } } : {}),
-          });
-        } catch (err) {
-          down++;
-          rows.push({ id, address, up: false, error: err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err) });
+    .action((flags: ClientFlags) =>
+      withReplicas(flags, async (peers, c) => {
+        const rows: unknown[] = [];
+        let down = 0;
+        for (const [i, [id, address]] of [...peers].entries()) {
+          try {
+            const s = await c.status(i, { timeoutMs: Math.min(flags.timeout, 2000) });
+            rows.push({
+              id,
+              address,
+              up: true,
+              mode: s.mode,
+              votes: s.voters.includes(id) && s.mode === 'voter',
+              voters: s.voters,
+              incarnation: s.incarnation.toString(),
+              learnerOnly: s.learnerOnly,
+              keys: s.keys.toString(),
+              laggingKeys: s.laggingKeys.toString(),
+              pendingOperations: s.pendingOperations.toString(),
+              ...(s.lostKeysFound > 0n
+                ? { lostKeys: { repairing: s.lostKeysRepairing.toString(), found: s.lostKeysFound.toString(), repaired: s.lostKeysRepaired.toString() } }
+                : {}),
+              ...(s.mode === 'rejoining' ? { rejoin: { peersDone: s.rejoinPeersDone, peers: s.rejoinPeers, keysFenced: s.rejoinKeysFenced.toString() } } : {}),
+            });
+          } catch (err) {
+            down++;
+            rows.push({ id, address, up: false, error: err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err) });
+          }
         }
-      }
-      c.close();
-      for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
-      if (down > Math.floor(peers.size / 2)) {
-        process.stderr.write(`ERROR: UNAVAILABLE: ${down} of ${peers.size} replicas are down: no majority\n`);
-        process.exitCode = 1;
-      }
-    });
+        for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
+        if (down > Math.floor(peers.size / 2)) {
+          process.stderr.write(`ERROR: UNAVAILABLE: ${down} of ${peers.size} replicas are down: no majority\n`);
+          process.exitCode = 1;
+        }
+      }),
+    );
 }

@@ -271,6 +271,19 @@ class Cluster {
   }
 }
 
+/** Three fresh replicas that confirmed their starts, and three writes through replica 1 (versions 1..3). */
+function threeWrites(): { c: Cluster; none: Map<MemberId, number> } {
+  const c = new Cluster();
+  const none = new Map<MemberId, number>();
+  for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+  c.deliver();
+  for (let i = 1; i <= 3; i++) {
+    c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
+    c.deliver();
+  }
+  return { c, none };
+}
+
 describe('replica protocol', () => {
   it('writes through two-phase Paxos first, then through the fast path for the same proposer', () => {
     const c = new Cluster();
@@ -536,14 +549,7 @@ describe('replica protocol', () => {
   });
 
   it('a rejoined replica neither votes nor proposes below its fence, and finishes its rejoin only holding what the voters chose', () => {
-    const c = new Cluster();
-    const none = new Map<MemberId, number>();
-    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
-    c.deliver();
-    for (let i = 1; i <= 3; i++) {
-      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
-      c.deliver();
-    }
+    const { c, none } = threeWrites();
     c.stores.set(3, new Map());
     c.metas.delete(3);
     c.boot(3, { kind: 'rejoin', incarnation: 0, peerIncarnations: none });
@@ -576,14 +582,7 @@ describe('replica protocol', () => {
   });
 
   it('a key whose record failed its checksum is neither served nor voted on until every other voter told its state; then it is fenced and caught up', () => {
-    const c = new Cluster();
-    const none = new Map<MemberId, number>();
-    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
-    c.deliver();
-    for (let i = 1; i <= 3; i++) {
-      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
-      c.deliver();
-    }
+    const { c, none } = threeWrites();
     // Replica 3's record of K fails its checksum: its store reads it as LOST_RECORD.
     const good = c.stores.get(3)!;
     const lost = new Map(good);
@@ -622,14 +621,7 @@ describe('replica protocol', () => {
   });
 
   it('a replica that lost its data rejoins without voting where it may have voted before (the issue 9 scenario)', () => {
-    const c = new Cluster();
-    const none = new Map<MemberId, number>();
-    for (const id of [1, 2, 3]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
-    c.deliver();
-    for (let i = 1; i <= 3; i++) {
-      c.request(1, { kind: 'put', value: bytes(`v${i}`), id: wid('a', i, 1000 + i, i) });
-      c.deliver();
-    }
+    const { c, none } = threeWrites();
     // Index 4: replicas 1 and 2 accept V and V is acknowledged; 3 hears nothing.
     const v = c.request(1, { kind: 'put', value: bytes('V'), id: wid('a', 4, 1005, 4) });
     c.deliver((m) => m.to !== 3 && m.from !== 3);
