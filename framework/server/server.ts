@@ -91,10 +91,11 @@ export interface ServerOptions {
    */
   maxQueuedResponseBytes?: number;
   /**
-   * Server-wide budget (bytes) for partly received frames and responses waiting for clients,
-   * over all connections: a REQUEST frame over 64 KiB that does not fit is refused when its
-   * first bytes arrive, before it is buffered (RESOURCE_EXHAUSTED, not processed; its bytes are
-   * skipped). Default a quarter of the V8 heap limit (`svrkit run --buffer-budget-mb`).
+   * Server-wide budget (bytes) for partly received frames, responses waiting for clients and
+   * parked requests, over all connections: a frame over 64 KiB that does not fit is not buffered.
+   * A request is refused when its first bytes arrive (RESOURCE_EXHAUSTED, not processed; its
+   * bytes are skipped), a stream message fails its call, any other kind closes the connection.
+   * Default a quarter of the V8 heap limit (`svrkit run --buffer-budget-mb`).
    */
   bufferBudgetBytes?: number;
   /**
