@@ -124,9 +124,12 @@ export class Connection {
     return this.encoder.length + this.socket.writableLength;
   }
 
-  /** Whether more than `maxQueuedBytes` wait for the peer (reading is paused until half drains). */
+  /**
+   * Whether more than `maxQueuedBytes` waited for the peer and not yet half of them drained
+   * (reading is paused meanwhile). `send` is the only way bytes start to wait, and it sets this.
+   */
   get overCap(): boolean {
-    return this.overCapPaused || this.queuedBytes > this.maxQueuedBytes;
+    return this.overCapPaused;
   }
 
   /** Bytes of the frame being received, once complete (its announced size; 0 between frames). */

@@ -19,8 +19,11 @@ import type { PaxosKVClient } from './client.js';
 
 /** What one replica reported for one key (undefined: it does not hold the key). */
 export interface KeyView {
+  /** Its chosen version (0: nothing chosen). */
   readonly version: bigint;
+  /** CRC-32 of its chosen entry (`entryChecksum`; 0 when none). */
   readonly checksum: number;
+  /** Its record failed its checksum (or is being repaired): version and checksum are unknown. */
   readonly lost: boolean;
 }
 
@@ -67,7 +70,7 @@ export function classifyKey(key: string, views: ReadonlyArray<KeyView | undefine
 
 /** What a verification found and did. */
 export interface VerifyReport {
-  /** Keys compared. */
+  /** Keys compared, and those the same on every replica that answered. */
   keys: number;
   ok: number;
   /** Keys not ok, with the verdict, and what repairing did (`repaired`: the action was accepted). */

@@ -28,7 +28,6 @@
  * must shut down cleanly on SIGTERM, and its stderr must show no crash, unhandled rejection or
  * handler failure.
  */
-import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,6 +43,7 @@ import { eventually } from '../support/poll.js';
 import { mulberry32 } from '../support/prng.js';
 import { startSvrkit, type SvrkitProcess } from '../support/processes.js';
 import { rawFrame } from '../support/raw-frame.js';
+import { rss } from '../support/rss.js';
 
 /** The run's seed (issue 13). Change it to explore other inputs; a failure names it. */
 const SEED = 0x13_f7a2;
@@ -885,13 +885,6 @@ async function runPlan(port: number, plan: Plan): Promise<Outcome> {
 
 // ---------------------------------------------------------------------------------------------
 // The server
-
-/** The resident set of process `pid`, in bytes (VmRSS). */
-function rss(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(m[1]) * 1024;
-}
 
 /** What the server must have sent at least once over the run: the answers to the mutations' kinds of trouble. */
 const REACHED = [

@@ -18,7 +18,6 @@
  *
  * After each, the server still answers a generated client.
  */
-import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,18 +28,12 @@ import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
 import { decodeStatusHeader, encodeRequestHeader } from '../../framework/wire/header.js';
 import { Status } from '../../framework/wire/status.js';
 import { rawFrame } from '../support/raw-frame.js';
+import { rss } from '../support/rss.js';
 import { startSvrkit, stopAllSvrkit, type SvrkitProcess } from '../support/processes.js';
 
 const GREETER = 'examples/helloworld/greeter.ts';
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** The resident set of a process (bytes), from /proc. */
-function rss(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
-}
 
 /** A raw connection to `address` that collects the frames the server sends. */
 async function rawConnection(address: string): Promise<{ socket: Socket; frames: Array<{ kind: number; callId: number; header: Buffer }>; closed: Promise<void> }> {
