@@ -759,8 +759,11 @@ export class Replica {
   private onFinished(from: MemberId, key: string, index: number): void {
     const t = this.rejoinTargets.get(key);
     if (t === undefined || t.from !== from) return;
-    // Nothing more was chosen than the voter now reports: that index is what there is to hold.
-    if (index < t.index) t.index = index;
+    // Any task on the key that ends well sends `finished`, also one that did not decide the
+    // pending instance (a retried write answered from the log). Until the voter holds the target,
+    // the request stands and the timer sends it again: a rejoin that stopped short would count its
+    // own state, which lacks a value a majority accepted, in a read's majority.
+    if (index < t.index) return;
     t.finish = false;
     if (chosenIndex(this.record(key)) >= t.index) {
       this.rejoinTargets.delete(key);
@@ -1213,8 +1216,8 @@ export class Replica {
   private onRepairFinished(from: MemberId, key: string, index: number): void {
     const l = this.lostKeys.get(key)!;
     if (l.target === undefined || l.target.from !== from) return;
-    // Nothing more was chosen than the voter now reports.
-    if (index < l.wanted) l.wanted = index;
+    // As for a rejoin (`onFinished`): a `finished` short of the pending instance is not the answer.
+    if (index < l.wanted) return;
     l.target.finish = false;
     if ((l.best?.index ?? 0) < l.wanted) this.askAboutLost(key, l);
     else this.repairProgress(key, l);
