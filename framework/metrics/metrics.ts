@@ -33,6 +33,8 @@ export interface WatchedServer {
   readonly admissionLevel?: number;
   /** How many admission levels there are (default 16384). */
   readonly admissionLevels?: number;
+  /** Bytes it holds for its connections (a svrkit `Server`'s `bufferedBytes`); absent: not reported. */
+  readonly bufferedBytes?: number;
 }
 
 /** Options of `SvrkitMetrics`. */
@@ -117,6 +119,8 @@ function codeIndex(code: number): number {
  * - `svrkit_server_admission_level` gauge: the lowest admission level of the watched servers
  *   (levels-1, e.g. 16383, = admit everything; a server without admission control reports that);
  * - `svrkit_server_admission_levels` gauge: the number of admission levels (16384);
+ * - `svrkit_server_buffered_bytes` gauge: bytes the watched servers hold for their connections
+ *   (`Server.bufferedBytes`: partly received frames, responses waiting, requests parked or queued);
  * - `svrkit_client_handled_total{service,method,code}` counter: channel calls, after all attempts;
  * - `svrkit_client_handling_seconds{service,method}` histogram: a call's start to end (s);
  * - `svrkit_client_retries_total{service,method}` counter: retries and hedged attempts sent;
@@ -220,6 +224,16 @@ export class SvrkitMetrics {
           if (s.admissionLevel !== undefined) level = Math.min(level, s.admissionLevel);
         }
         this.set(level === Infinity ? levels - 1 : level);
+      },
+    });
+    new Gauge({
+      name: 'svrkit_server_buffered_bytes',
+      help: 'Bytes held for connections: partly received frames, responses waiting for clients, requests parked or queued (sum over the watched servers).',
+      registers,
+      collect() {
+        let sum = 0;
+        for (const s of watched) sum += s.bufferedBytes ?? 0;
+        this.set(sum);
       },
     });
     new Gauge({

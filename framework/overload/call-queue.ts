@@ -97,14 +97,14 @@ export class CallQueue<T> {
   /**
    * Removes one call, whatever its place (its client cancelled it).
    * @param handle - what this queue's `push` returned for it (a handle from another queue is a programming error).
-   * @returns true if it was waiting; false if it had already left the queue.
+   * @returns the call if it was waiting; undefined if it had already left the queue.
    */
-  removeCall(handle: QueuedCall): boolean {
+  removeCall(handle: QueuedCall): T | undefined {
     const e = handle as Entry<T>;
-    if (e.gone) return false;
+    if (e.gone) return undefined;
     this.remove(e);
     this.trim();
-    return true;
+    return e.item;
   }
 
   /**

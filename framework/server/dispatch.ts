@@ -252,6 +252,7 @@ export class Dispatcher {
       return;
     }
     if (observer !== undefined) this.observe(call, Status.OK);
+    call.conn.noteReply(header.length + body.length);
     conn.send(FrameKind.RESPONSE, call.callId, header, body);
     this.released(call);
   }
@@ -307,6 +308,7 @@ export class Dispatcher {
   /** After a call's last frame is queued: a draining connection may now close. */
   private released(call: InboundCall): void {
     if (call.conn.draining) call.conn.endIfDrained();
+    call.conn.callEnded();
   }
 }
 

@@ -25,6 +25,9 @@
  * A call its client cancels while it waits leaves the queue unstarted and unanswered, as do the
  * waiting calls of a connection that closes; and a call id that is waiting is not reused: a
  * REQUEST with it is refused as a duplicate.
+ * What waiting calls hold is counted per connection (`waitingCost`): past the connection's cap
+ * the server stops reading it until its waiting calls are down to half (server-connection.ts), so
+ * one client cannot fill the server's memory with calls read faster than they start.
  * Streams are not queued: they start as they arrive (their messages need the call in place).
  */
 import { CallQueue } from '../overload/call-queue.js';
@@ -32,6 +35,21 @@ import { priorityLevel } from '../overload/priority.js';
 import type { DecodedHeader } from './request-decoder.js';
 import type { InboundCall } from './inbound-call.js';
 import type { ServerConnection } from './server-connection.js';
+
+/**
+ * What a waiting call is counted to hold beyond its frame's bytes: its decoded header and
+ * metadata objects, its queue entry, and its body copy's share of a pool slab (an estimate, bytes).
+ */
+export const WAITING_CALL_OVERHEAD_BYTES = 1024;
+
+/**
+ * What a waiting call is counted to hold, against its connection's cap.
+ * @param headerBytes - its frame's header (bytes); `bodyBytes` - its body (bytes).
+ * @returns bytes: both plus `WAITING_CALL_OVERHEAD_BYTES`.
+ */
+export function waitingCost(headerBytes: number, bodyBytes: number): number {
+  return headerBytes + bodyBytes + WAITING_CALL_OVERHEAD_BYTES;
+}
 
 /** An admitted unary call, read and waiting. */
 export interface WaitingCall {
@@ -47,6 +65,8 @@ export interface WaitingCall {
   readonly arrival: number;
   /** Epoch ms the header was decoded (`decoded.waited` and `queued` were measured then). */
   readonly at: number;
+  /** What it is counted to hold (`waitingCost`, bytes). */
+  readonly cost: number;
 }
 
 /** What the scheduler calls; the server implements it. */
@@ -138,10 +158,11 @@ export class Scheduler {
    * left, else queues it (the fast path allocates nothing).
    * @param sc - its connection; `callId` - its id; `decoded` - its header.
    * @param body - its request body (a view valid only now: copied if it waits).
+   * @param headerBytes - the size of its frame's header (bytes).
    * @param arrival - epoch ms its chunk was read; `now` - epoch ms its header was decoded.
    * @returns true when the caller is to start it now; false when it was queued.
    */
-  submit(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): boolean {
+  submit(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, headerBytes: number, arrival: number, now: number): boolean {
     if (this.queue.size === 0) {
       if (!this.pending) {
         this.pending = true;
@@ -152,8 +173,9 @@ export class Scheduler {
     }
     const d = decoded.header.d;
     const deadline = d !== undefined && d > 0 ? now - decoded.waited + d : Infinity;
-    const call: WaitingCall = { sc, callId, decoded, body: Buffer.from(body), arrival, at: now };
+    const call: WaitingCall = { sc, callId, decoded, body: Buffer.from(body), arrival, at: now, cost: waitingCost(headerBytes, body.length) };
     sc.waiting.set(callId, this.queue.push(call, priorityLevel(decoded.business, decoded.user), now - decoded.queued, deadline));
+    sc.addWaiting(call.cost);
     return false;
   }
 
@@ -166,7 +188,8 @@ export class Scheduler {
     const handle = sc.waiting.get(callId);
     if (handle === undefined) return false;
     sc.waiting.delete(callId);
-    this.queue.removeCall(handle);
+    const call = this.queue.removeCall(handle);
+    if (call !== undefined) sc.removeWaiting(call.cost);
     return true;
   }
 
@@ -177,8 +200,9 @@ export class Scheduler {
    */
   dropConnection(sc: ServerConnection<InboundCall>): number {
     let n = 0;
-    for (const handle of sc.waiting.values()) if (this.queue.removeCall(handle)) n++;
+    for (const handle of sc.waiting.values()) if (this.queue.removeCall(handle) !== undefined) n++;
     sc.waiting.clear();
+    sc.waitingBytes = 0;
     return n;
   }
 
@@ -189,7 +213,7 @@ export class Scheduler {
   refuseAbove(level: number): number {
     const out = this.queue.removeAbove(level);
     for (const call of out) {
-      call.sc.waiting.delete(call.callId);
+      left(call);
       this.hooks.refused(call, priorityLevel(call.decoded.business, call.decoded.user));
     }
     return out.length;
@@ -208,7 +232,7 @@ export class Scheduler {
     const q = this.queue;
     while (q.size > 0) {
       for (const call of q.removeOldestWhile((c, since, deadline) => deadline <= t || t - since > this.hooks.maxWaitMs(c))) {
-        call.sc.waiting.delete(call.callId);
+        left(call);
         if (call.sc.conn.closed) continue;
         const inQueue = t - call.at;
         const d = call.decoded.header.d;
@@ -217,7 +241,7 @@ export class Scheduler {
       }
       const call = q.shift();
       if (call === undefined) break;
-      call.sc.waiting.delete(call.callId);
+      left(call);
       if (call.sc.conn.closed) continue;
       const inQueue = t - call.at;
       const waited = call.decoded.waited + inQueue;
@@ -238,4 +262,10 @@ export class Scheduler {
       setImmediate(this.turnEnd);
     }
   }
+}
+
+/** A call left the queue: its connection no longer counts it as waiting. */
+function left(call: WaitingCall): void {
+  call.sc.waiting.delete(call.callId);
+  call.sc.removeWaiting(call.cost);
 }

@@ -29,7 +29,10 @@ export interface ConnectionOwner<C> {
   onOversizedMessage(sc: ServerConnection<C>, callId: number, size: number): void;
   /** The socket closed. */
   onClosed(sc: ServerConnection<C>): void;
-  /** The bytes waiting for the client fell to half the cap: start the parked calls. */
+  /**
+   * Parked calls may start: the bytes waiting for the client fell to half the cap, or a call
+   * ended (so fewer replies are expected). Start those that fit.
+   */
   onWritable?(sc: ServerConnection<C>): void;
   /** May a large REQUEST or MESSAGE frame be buffered (see `LargeFrameListener`)? False: the owner answered it. */
   admitLarge?(sc: ServerConnection<C>, kind: number, callId: number, size: number): boolean;
@@ -52,6 +55,26 @@ export interface ConnectionLimits {
   readonly maxFrameBytes: number;
   /** Bytes that may wait for the client before the server stops reading the connection (bytes). */
   readonly maxQueuedBytes: number;
+  /**
+   * The server's estimate of a reply's size (bytes), shared by its connections: a new connection
+   * starts from it, and every connection's replies update it (see `ServerConnection.replyEstimate`).
+   */
+  readonly replyEstimate: { bytes: number };
+}
+
+/**
+ * The first estimate of a reply's size, before a server sent any (bytes): high, so a new server
+ * starts at most cap / 64 KiB (128) unary calls of one connection per event-loop turn until it
+ * has seen replies; the estimate falls toward the real sizes within a few hundred replies.
+ */
+export const INITIAL_REPLY_ESTIMATE_BYTES = 64 * 1024;
+
+/**
+ * The next estimate of a reply's size after a reply of `bytes`: a larger reply raises it at once,
+ * a smaller one lowers it by 1/64 of the difference (so it stays near the largest recent reply).
+ */
+function nextEstimate(estimate: number, bytes: number): number {
+  return bytes >= estimate ? bytes : estimate - (estimate - bytes) / 64;
 }
 
 /**
@@ -83,6 +106,27 @@ export class ServerConnection<C> {
   readonly parked = new Map<number, ParkedCall>();
   /** Bytes of the request bodies of the parked calls. */
   parkedBytes = 0;
+  /**
+   * What the calls waiting in the scheduler's queue hold (bytes, as the scheduler counts them:
+   * `waitingCost`). Past the cap, this connection is not read until it is down to half.
+   */
+  waitingBytes = 0;
+  private readonly maxWaitingBytes: number;
+  /**
+   * The size a reply on this connection is expected to have (bytes): near the largest recent one
+   * (see `nextEstimate`); the server's estimate until this connection sent a reply. The unary
+   * calls started in one event-loop turn whose replies would, by it, take the bytes waiting for
+   * the client past the cap are parked (`repliesFull`): a flood of small requests with large
+   * replies, read in one chunk, does not start more calls than the cap can answer.
+   */
+  private replyEstimate = 0;
+  private readonly serverEstimate: { bytes: number };
+  /** Unary calls of this connection started in this event-loop turn (their replies are not queued yet). */
+  private burst = 0;
+  private readonly endBurst = (): void => {
+    this.burst = 0;
+    if (this.parked.size > 0 && !this.conn.closed) this.owner.onWritable?.(this);
+  };
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -109,6 +153,8 @@ export class ServerConnection<C> {
     now: () => number,
   ) {
     const { maxFrameBytes, maxQueuedBytes } = limits;
+    this.maxWaitingBytes = maxQueuedBytes;
+    this.serverEstimate = limits.replyEstimate;
     this.conn = new Connection(
       socket,
       { maxFrameBytes, pauseReadsWhileBlocked: true, now, maxQueuedBytes },
@@ -123,6 +169,50 @@ export class ServerConnection<C> {
         onLarge: owner.admitLarge === undefined ? undefined : (kind, callId, size) => owner.admitLarge!(this, kind, callId, size),
       },
     );
+  }
+
+  /**
+   * A call of this connection starts to wait for its handler (it costs `bytes`): past the cap
+   * (the one on bytes waiting for the client), the connection is not read until the calls that
+   * wait are down to half of it. A client that sends faster than its calls start then waits in
+   * its own buffers, not in this server's memory.
+   */
+  addWaiting(bytes: number): void {
+    this.waitingBytes += bytes;
+    if (this.waitingBytes > this.maxWaitingBytes) this.conn.holdReads('waiting');
+  }
+
+  /** A waiting call of this connection left the queue (started, answered or dropped). */
+  removeWaiting(bytes: number): void {
+    this.waitingBytes -= bytes;
+    if (this.waitingBytes <= this.maxWaitingBytes / 2) this.conn.releaseReads('waiting');
+  }
+
+  /** A unary call's reply of `bytes` (header and body) is queued: updates the reply estimates. */
+  noteReply(bytes: number): void {
+    this.replyEstimate = nextEstimate(this.replyEstimate === 0 ? this.serverEstimate.bytes : this.replyEstimate, bytes);
+    this.serverEstimate.bytes = nextEstimate(this.serverEstimate.bytes, bytes);
+  }
+
+  /**
+   * Whether one more unary call, started now, could by the reply estimate take the bytes waiting
+   * for the client past the cap, counting the calls started in this event-loop turn (their
+   * replies are queued only after the turn's synchronous work). Calls of earlier turns are not
+   * counted: a call that waits on I/O holds back no other. The turn's first call may always start;
+   * the next turn starts the parked calls that then fit (`ConnectionOwner.onWritable`).
+   */
+  get repliesFull(): boolean {
+    return this.burst > 0 && this.conn.queuedBytes + (this.burst + 1) * (this.replyEstimate || this.serverEstimate.bytes) > this.maxWaitingBytes;
+  }
+
+  /** A unary call of this connection starts (see `repliesFull`). */
+  startedUnary(): void {
+    if (this.burst++ === 0) setImmediate(this.endBurst);
+  }
+
+  /** A call of this connection ended: parked calls may start now (`ConnectionOwner.onWritable`). */
+  callEnded(): void {
+    if (this.parked.size > 0) this.owner.onWritable?.(this);
   }
 
   /** Whether no call is running, waiting or parked on this connection. */

@@ -31,7 +31,7 @@ import type { ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
 import { REFUSED, RequestDecoder, type DecodedHeader } from './request-decoder.js';
 import { Scheduler } from './scheduler.js';
-import { ServerConnection, type ConnectionOwner } from './server-connection.js';
+import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionOwner } from './server-connection.js';
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
 
 export type { ServerHandler } from './inbound-call.js';
@@ -88,11 +88,15 @@ export interface ServerOptions {
    * Response bytes that may wait for one client (queued in the server and in the socket) before
    * the server stops reading that connection and holds back the calls it already read, until
    * half of them have drained: a client that does not read costs about this much. Default 8 MiB.
+   * The same cap bounds what a connection's calls waiting in FastReject's queue hold (counted as
+   * their frames plus 1 KiB each, `WAITING_CALL_OVERHEAD_BYTES`): past it the connection is not
+   * read until they are down to half.
    */
   maxQueuedResponseBytes?: number;
   /**
-   * Server-wide budget (bytes) for partly received frames, responses waiting for clients and
-   * parked requests, over all connections: a frame over 64 KiB that does not fit is not buffered.
+   * Server-wide budget (bytes) for partly received frames, responses waiting for clients, and
+   * requests parked or waiting in FastReject's queue, over all connections (`bufferedBytes`): a
+   * frame over 64 KiB that does not fit is not buffered.
    * A request is refused when its first bytes arrive (RESOURCE_EXHAUSTED, not processed; its
    * bytes are skipped), a stream message fails its call, any other kind closes the connection.
    * Default a quarter of the V8 heap limit (`svrkit run --buffer-budget-mb`).
@@ -186,6 +190,10 @@ export class Server implements ConnectionOwner<InboundCall> {
   private closing = false;
   /** Called when the last connection closes during `close()`. */
   private drainedWaiters: Array<() => void> = [];
+  /** Connections whose parked calls `onWritable` is starting now (it does not re-enter). */
+  private readonly starting = new Set<ServerConnection<InboundCall>>();
+  /** The size a reply is expected to have (bytes), shared by the connections (server-connection.ts). */
+  private readonly replyEstimate = { bytes: INITIAL_REPLY_ESTIMATE_BYTES };
   private readonly maxQueuedResponseBytes: number;
   private readonly bufferBudgetBytes: number;
   private readonly frameTimeoutMs: number;
@@ -406,6 +414,19 @@ export class Server implements ConnectionOwner<InboundCall> {
   }
 
   /**
+   * Bytes this server holds for its connections now, what `bufferBudgetBytes` bounds: frames
+   * partly received (their announced sizes), responses waiting for clients (in the server and the
+   * sockets), requests parked for clients that do not read, and requests waiting in FastReject's
+   * queue (counted as their frames plus `WAITING_CALL_OVERHEAD_BYTES` each). Sums over the
+   * connections (a loop: read it per scrape, not per call).
+   */
+  get bufferedBytes(): number {
+    let used = 0;
+    for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes + c.parkedBytes + c.waitingBytes;
+    return used;
+  }
+
+  /**
    * Shuts down gracefully, the way gRPC servers do:
    * 1. stops accepting connections and sends every connection GOAWAY followed by a PING: clients
    *    send no new calls on it;
@@ -477,22 +498,27 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (!fastReject.admit(sc, callId, decoded.header.m, this.dispatcher.inflight + this.scheduler!.size, decoded.business, decoded.user, now)) return;
     // Unary calls may wait in the scheduler's queue; streams start as they arrive (their
     // messages need the call in place).
-    if (decoded.registered.kind === 0 && !this.scheduler!.submit(sc, callId, decoded, body, arrival, now)) return;
+    if (decoded.registered.kind === 0 && !this.scheduler!.submit(sc, callId, decoded, body, header.length, arrival, now)) return;
     fastReject.started(decoded.queued, this.scheduler!.size, decoded.header.d, decoded.business, decoded.user);
     this.startCall(sc, callId, decoded, body, arrival, now);
   }
 
   /**
-   * Decodes an admitted call's body and hands it to dispatch; a unary call whose client has more
-   * than the cap of responses waiting (it does not read) is parked instead, to start as it reads.
+   * Decodes an admitted call's body and hands it to dispatch. A unary call is parked instead, to
+   * start later in arrival order, while its client has more than the cap of responses waiting (it
+   * does not read), while calls of its connection are parked, or when the replies of the calls
+   * its connection started in this event-loop turn would pass the cap (`repliesFull`).
    */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
-    if (decoded.registered.kind === 0 && sc.conn.overCap) {
+    if (decoded.registered.kind === 0 && (sc.conn.overCap || sc.parked.size > 0 || sc.repliesFull)) {
       const copy = Buffer.from(body); // the frame's buffer is reused
       sc.parked.set(callId, { bytes: copy.length, start: (at: number) => this.startParked(sc, callId, decoded, copy, arrival, at - now) });
       sc.parkedBytes += copy.length;
+      // Reading stops while calls are parked (over the cap, the connection stopped it already).
+      sc.conn.holdReads('parked');
       return;
     }
+    if (decoded.registered.kind === 0) sc.startedUnary();
     const request = this.decoder.body(sc, callId, decoded, body);
     if (request === REFUSED) {
       sc.endIfDrained(); // it may have been the last call a draining connection waited for
@@ -502,18 +528,27 @@ export class Server implements ConnectionOwner<InboundCall> {
   }
 
   /**
-   * @internal ConnectionOwner: half of the replies waiting for the client have drained: starts the
-   * parked calls in arrival order (a parked call whose deadline passed is answered
-   * DEADLINE_EXCEEDED, unprocessed). Reading was paused while they were parked, so they are the
-   * calls of the few chunks read before the cap was reached.
+   * @internal ConnectionOwner: half of the replies waiting for the client have drained, a call
+   * ended, or a new event-loop turn began: starts the parked calls in arrival order while they fit
+   * (not over the cap, and not `repliesFull`; a parked call whose deadline passed is answered
+   * DEADLINE_EXCEEDED, unprocessed), and reads again once none is left. Reading was paused while
+   * they were parked, so they are the calls of the few chunks read before.
    */
   onWritable(sc: ServerConnection<InboundCall>): void {
-    for (const [callId, p] of sc.parked) {
-      if (sc.conn.overCap || sc.conn.ending) break;
-      sc.parked.delete(callId);
-      sc.parkedBytes -= p.bytes;
-      p.start(this.now());
+    if (this.starting.has(sc)) return; // a parked call that ended at once, inside this loop
+    this.starting.add(sc);
+    try {
+      for (const [callId, p] of sc.parked) {
+        if (sc.conn.overCap || sc.conn.ending || sc.repliesFull) break;
+        sc.parked.delete(callId);
+        sc.parkedBytes -= p.bytes;
+        sc.startedUnary();
+        p.start(this.now());
+      }
+    } finally {
+      this.starting.delete(sc);
     }
+    if (sc.parked.size === 0) sc.conn.releaseReads('parked');
     sc.endIfDrained();
   }
 
@@ -523,6 +558,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (p === undefined) return false;
     sc.parked.delete(callId);
     sc.parkedBytes -= p.bytes;
+    if (sc.parked.size === 0) sc.conn.releaseReads('parked');
     return true;
   }
 
@@ -543,14 +579,13 @@ export class Server implements ConnectionOwner<InboundCall> {
 
   /**
    * @internal ConnectionOwner: may a large frame be buffered? It is while the bytes of partly
-   * received frames, of responses waiting for clients and of parked requests, over all
+   * received frames, of responses waiting for clients and of parked and queued requests, over all
    * connections, leave room for it in `bufferBudgetBytes`. Else a REQUEST is refused
    * (RESOURCE_EXHAUSTED, not processed) and skipped, a stream MESSAGE fails its call and is
    * skipped, and any other kind closes the connection (GOAWAY).
    */
   admitLarge(sc: ServerConnection<InboundCall>, kind: number, callId: number, size: number): boolean {
-    let used = 0;
-    for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes + c.parkedBytes;
+    const used = this.bufferedBytes;
     if (used + size <= this.bufferBudgetBytes) return true;
     if (kind === FrameKind.REQUEST) {
       sc.refuse(callId, this.fastReject?.advertisedLevel, errors.OVERLOADED_BUFFERS, size, used, this.bufferBudgetBytes);
@@ -588,6 +623,6 @@ export class Server implements ConnectionOwner<InboundCall> {
     socket.on('error', () => {
       // Reported through Connection.onClose; an unhandled 'error' would crash the process.
     });
-    this.connections.add(new ServerConnection<InboundCall>(socket, this, { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes }, this.now));
+    this.connections.add(new ServerConnection<InboundCall>(socket, this, { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes, replyEstimate: this.replyEstimate }, this.now));
   }
 }

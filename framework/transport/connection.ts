@@ -73,6 +73,8 @@ export class Connection {
   private readonly decoder: FrameDecoder;
   /** Reading is paused because more than `maxQueuedBytes` wait for the peer. */
   private overCapPaused = false;
+  /** Why the owner holds reads (`holdReads`): what it read already holds too much. Empty: not held. */
+  private readonly holds = new Set<string>();
   /** Epoch ms since which more than `maxQueuedBytes` wait and the peer took none of them (0: not so). */
   stalledSince = 0;
   private readonly maxQueuedBytes: number;
@@ -178,13 +180,30 @@ export class Connection {
     this.overCapPaused = false;
     this.stalledSince = 0;
     if (this.failed || this.ended || this.closedFlag) return;
-    if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.resumeReading();
+    if (!(this.blocked && this.options.pauseReadsWhileBlocked) && this.holds.size === 0) this.resumeReading();
     this.events.onWritable?.();
   }
 
-  /** Whether this side stopped reading (its peer is slow to take what it sent). */
+  /** Whether this side stopped reading (its peer is slow to take what it sent, or the owner holds reads). */
   get readPaused(): boolean {
-    return this.overCapPaused || (this.blocked && this.options.pauseReadsWhileBlocked);
+    return this.overCapPaused || this.holds.size > 0 || (this.blocked && this.options.pauseReadsWhileBlocked);
+  }
+
+  /**
+   * Stops reading at the owner's request, for `reason` (what it read from this peer and has not
+   * handled yet holds too much), until `releaseReads(reason)`. Frames of the chunk being parsed
+   * are still delivered. Idempotent per reason.
+   */
+  holdReads(reason: string): void {
+    if (this.holds.size === 0) this.socket.pause();
+    this.holds.add(reason);
+  }
+
+  /** Ends `holdReads(reason)`: reads again once no reason to pause is left. Idempotent. */
+  releaseReads(reason: string): void {
+    if (!this.holds.delete(reason) || this.holds.size > 0) return;
+    if (this.failed || this.ended || this.closedFlag || this.overCapPaused) return;
+    if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.resumeReading();
   }
 
   /** Reads again; a frame that was arriving gets a fresh read timeout (the pause was this side's). */
@@ -268,7 +287,7 @@ export class Connection {
     // The peer took bytes: not stalled, whatever still waits.
     if (this.stalledSince > 0) this.stalledSince = this.now();
     if (this.ended) return;
-    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused) this.resumeReading();
+    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused && this.holds.size === 0) this.resumeReading();
     if (this.encoder.length > 0) this.flush();
     else this.checkWritable();
   }

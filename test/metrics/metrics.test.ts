@@ -92,6 +92,7 @@ describe('SvrkitMetrics as a ServerObserver', () => {
       svrkit_server_inflight_calls: 'gauge',
       svrkit_server_admission_level: 'gauge',
       svrkit_server_admission_levels: 'gauge',
+      svrkit_server_buffered_bytes: 'gauge',
     });
   });
 
@@ -155,12 +156,15 @@ describe('SvrkitMetrics.watchServer', () => {
     expect(value(exp, 'svrkit_server_admission_level')).toBe(16383);
     expect(value(exp, 'svrkit_server_admission_levels')).toBe(16384);
 
-    const a = { inflightCalls: 3, admissionLevel: 16383, admissionLevels: 16384 };
+    expect(value(exp, 'svrkit_server_buffered_bytes')).toBe(0);
+
+    const a = { inflightCalls: 3, admissionLevel: 16383, admissionLevels: 16384, bufferedBytes: 1000 };
     const b = { inflightCalls: 4, admissionLevel: 9000, admissionLevels: 16384 };
     const unwatchA = m.watchServer(a);
     m.watchServer(b);
     exp = await scrape(m);
     expect(value(exp, 'svrkit_server_inflight_calls')).toBe(7);
+    expect(value(exp, 'svrkit_server_buffered_bytes')).toBe(1000);
     expect(value(exp, 'svrkit_server_admission_level')).toBe(9000);
 
     a.inflightCalls = 10;

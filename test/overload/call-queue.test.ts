@@ -101,9 +101,9 @@ describe('CallQueue', () => {
     // One call removed by its handle (its client cancelled it), whatever its place; twice is a no-op.
     const h = q.push('b40', priorityLevel(40, 1), 5, Infinity);
     q.push('b50', priorityLevel(50, 1), 6, Infinity);
-    expect(q.removeCall(h)).toBe(true);
+    expect(q.removeCall(h)).toBe('b40');
     expect(h.gone).toBe(true);
-    expect(q.removeCall(h)).toBe(false);
+    expect(q.removeCall(h)).toBeUndefined();
     expect(q.byLevel[priorityLevel(40, 1)]).toBe(0);
     expect(q.ahead(priorityLevel(127, 127))).toBe(2);
     expect(q.shift()).toBe('b32-b');
