@@ -108,7 +108,7 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
     case 'learn':
       return { ...base, kind: { $case: 'learn', value: { entry: entryToPb(m.entry) } } };
     case 'read':
-      return { ...base, kind: { $case: 'read', value: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex) } } };
+      return { ...base, kind: { $case: 'read', value: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex), readerIncarnation: BigInt(m.readerIncarnation) } } };
     case 'readState':
       return {
         ...base,
@@ -119,6 +119,7 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
             chosenIndex: BigInt(m.chosenIndex),
             entry: m.entry === null ? undefined : entryToPb(m.entry),
             pendingAccepted: BigInt(m.pendingAccepted),
+            readerIncarnation: BigInt(m.readerIncarnation),
           },
         },
       };
@@ -230,7 +231,13 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
     case 'learn':
       return { type: 'learn', key, entry: entryFromPb(kind.value.entry) };
     case 'read':
-      return { type: 'read', key, readId: num(kind.value.readId, 'read id'), knownIndex: num(kind.value.knownIndex, 'known index') };
+      return {
+        type: 'read',
+        key,
+        readId: num(kind.value.readId, 'read id'),
+        knownIndex: num(kind.value.knownIndex, 'known index'),
+        readerIncarnation: num(kind.value.readerIncarnation, 'reader incarnation'),
+      };
     case 'readState': {
       const s = kind.value;
       return {
@@ -240,6 +247,7 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
         chosenIndex: num(s.chosenIndex, 'chosen index'),
         entry: s.entry === undefined ? null : entryFromPb(s.entry),
         pendingAccepted: num(s.pendingAccepted, 'pending ballot'),
+        readerIncarnation: num(s.readerIncarnation, 'reader incarnation'),
       };
     }
     case 'catchUp':

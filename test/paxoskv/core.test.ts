@@ -97,8 +97,10 @@ describe('acceptor rules', () => {
 
   it('reports read state: the entry only when the asker lacks it, and any pending accepted ballot', () => {
     const rec: KeyRecord = { chosen: entry(2, 'two', 1), promised: ballotOf(1, 3), accepted: ballotOf(1, 3), acceptedEntry: entry(3, 'p', 3), fence: 0 };
-    expect(readState(rec, { key: K, readId: 7, knownIndex: 2 })).toEqual({ type: 'readState', key: K, readId: 7, chosenIndex: 2, entry: null, pendingAccepted: ballotOf(1, 3) });
-    expect(readState(rec, { key: K, readId: 7, knownIndex: 1 })).toMatchObject({ entry: entry(2, 'two', 1) });
+    expect(readState(rec, { key: K, readId: 7, knownIndex: 2, readerIncarnation: 5 })).toEqual({
+      type: 'readState', key: K, readId: 7, chosenIndex: 2, entry: null, pendingAccepted: ballotOf(1, 3), readerIncarnation: 5,
+    });
+    expect(readState(rec, { key: K, readId: 7, knownIndex: 1, readerIncarnation: 5 })).toMatchObject({ entry: entry(2, 'two', 1) });
   });
 
   it('a fence stops votes below it: such instances answer behind', () => {
@@ -406,7 +408,7 @@ describe('replica protocol', () => {
   it('a learner-only replica votes in nothing, refuses clients, and still learns', () => {
     const c = new Cluster([1, 2, 3, 4], [3]);
     const refused = c.request(3, { kind: 'get' });
-    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
+    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', notApplied: true });
     const w = c.request(1, { kind: 'put', value: bytes('v'), id: wid('l') });
     c.deliver();
     expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 1 });
@@ -421,7 +423,23 @@ describe('replica protocol', () => {
       c.drop(() => true);
       c.tick(1000);
     }
-    expect(c.results.get(w)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
+    // No accept carried the value: the attempt was not applied, and the client may say so.
+    expect(c.results.get(w)).toMatchObject({ ok: false, status: 'UNAVAILABLE', notApplied: true });
+  });
+
+  it('an operation whose value went out in an accept fails without notApplied (its outcome is unknown)', () => {
+    const c = new Cluster();
+    const w = c.request(1, { kind: 'put', value: bytes('maybe'), id: wid('z') });
+    // The prepare wins; the accepts reach replica 2 (which accepts) but no answer comes back.
+    c.deliver((m) => m.msg.type === 'prepare' || m.msg.type === 'promise' || (m.msg.type === 'accept' && m.to === 2));
+    expect(c.stores.get(2)!.get(K)!.acceptedEntry).not.toBeNull();
+    for (let i = 0; i < 200 && !c.results.has(w); i++) {
+      c.drop(() => true);
+      c.tick(1000);
+    }
+    const r = c.results.get(w);
+    expect(r).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
+    expect(r).not.toHaveProperty('notApplied');
   });
 
   it('recognises a retry on another replica whose clock is minutes apart, after many writes of other clients', () => {
@@ -594,7 +612,7 @@ describe('replica protocol', () => {
     // Its client operations on K are refused (another replica serves them), and it asks every
     // other voter about K; it answers no prepare, accept or read of K meanwhile.
     const refused = c.request(3, { kind: 'get' });
-    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/lost key .* failed its checksum/) });
+    expect(c.results.get(refused)).toMatchObject({ ok: false, status: 'UNAVAILABLE', message: expect.stringMatching(/lost key .* failed its checksum/), notApplied: true });
     expect(c.replicas.get(3)!.lostKeyCounts).toEqual({ repairing: 1, found: 1, repaired: 0 });
     expect(c.inbox.filter((m) => m.from === 3 && m.msg.type === 'read').map((m) => m.to).sort()).toEqual([1, 2]);
     const w = c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
@@ -616,6 +634,40 @@ describe('replica protocol', () => {
     for (let i = 0; i < 20 && !c.results.has(read); i++) {
       c.deliver();
       c.tick(100);
+    }
+    expect(c.results.get(read)).toMatchObject({ ok: true, kind: 'get', version: 4 });
+  });
+
+  it('an answer to a read of an earlier life does not stand in a read of this one (read ids restart with each life)', () => {
+    // Simulator seed 512519: a lost key's repair took such an answer for the peer's current state.
+    const { c } = threeWrites();
+    // Replica 3 reads K; the answers are held back in the network.
+    c.request(3, { kind: 'get' });
+    c.deliver((m) => m.from === 3 && m.msg.type === 'read');
+    const held = c.inbox.filter((m) => m.to === 3 && m.msg.type === 'readState');
+    expect(held.length).toBe(2);
+    c.drop((m) => m.to === 3);
+    // Replica 3 restarts; K moves on to version 4 without it.
+    c.boot(3, c.restartState(3));
+    c.deliver((m) => m.msg.type === 'hello' || m.msg.type === 'helloAck');
+    expect(c.replicas.get(3)!.mode).toBe('voter');
+    const w = c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
+    c.deliver((m) => m.from !== 3 && m.to !== 3);
+    c.drop((m) => m.to === 3);
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 4 });
+    // Its new life reads K with the same read id; those reads are lost, and the old answers
+    // (version 3) arrive instead. They do not complete the read.
+    const read = c.request(3, { kind: 'get' });
+    const reads = c.inbox.filter((m) => m.from === 3 && m.msg.type === 'read');
+    expect(reads.map((m) => (m.msg as { readId: number }).readId)).toEqual(held.map((m) => (m.msg as { readId: number }).readId));
+    c.drop((m) => m.from === 3);
+    c.inbox.push(...held);
+    c.deliver();
+    expect(c.results.has(read)).toBe(false);
+    // Its read is asked again on its timer, and answered by this life's peers: version 4.
+    for (let i = 0; i < 20 && !c.results.has(read); i++) {
+      c.tick(300);
+      c.deliver();
     }
     expect(c.results.get(read)).toMatchObject({ ok: true, kind: 'get', version: 4 });
   });

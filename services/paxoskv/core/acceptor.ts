@@ -111,8 +111,8 @@ export function learn(record: KeyRecord, entry: Entry): KeyRecord | undefined {
   return { chosen: entry, promised: 0, accepted: 0, acceptedEntry: null, fence: record.fence };
 }
 
-/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot. */
-export function readState(record: KeyRecord, msg: { key: string; readId: number; knownIndex: number }): PeerMessage {
+/** Answers a read: the chosen index, the entry if the asker lacks it, and any pending accepted ballot (the read's id and reader incarnation echoed). */
+export function readState(record: KeyRecord, msg: { key: string; readId: number; knownIndex: number; readerIncarnation: number }): PeerMessage {
   const c = chosenIndex(record);
   return {
     type: 'readState',
@@ -121,5 +121,6 @@ export function readState(record: KeyRecord, msg: { key: string; readId: number;
     chosenIndex: c,
     entry: c > msg.knownIndex ? record.chosen : null,
     pendingAccepted: record.accepted,
+    readerIncarnation: msg.readerIncarnation,
   };
 }

@@ -170,6 +170,8 @@ interface Task {
   entry: Entry | null;
   /** Our own entry for this attempt (null for a read's recovery round). */
   own: Entry | null;
+  /** Whether an accept carrying our own entry was ever sent: from then on, a failure leaves the outcome unknown. */
+  sentOwn: boolean;
   promises: Map<MemberId, { accepted: Ballot; acceptedEntry: Entry | null }>;
   accepts: Set<MemberId>;
   /** Members that refused the current phase's ballot. */
@@ -426,7 +428,7 @@ export class Replica {
   request(ref: number, key: string, op: ClientOp, now: number, deadline = Infinity): Output {
     this.lastNow = now;
     if (this.phase !== 'voter') {
-      this.reply(ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
+      this.reply(ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing(), notApplied: true });
       return this.flush();
     }
     if (this.tasks.has(key)) {
@@ -465,6 +467,12 @@ export class Replica {
         break;
       }
       case 'readState':
+        // An answer to a read of an earlier life of this replica (read ids restart with each life):
+        // its state may predate what this life knows. Its chosen entry is still chosen.
+        if (msg.readerIncarnation !== this.incarnationNow) {
+          if (msg.entry !== null && this.voterSet.has(from)) this.learnEntry(msg.key, msg.entry, now);
+          break;
+        }
         if (this.repairReads.has(msg.readId)) {
           this.onRepairState(from, msg);
           break;
@@ -656,6 +664,7 @@ export class Replica {
     this.out.meta = { ...this.out.meta, incarnation: this.knownUpTo, announced: [...this.announced] };
     if (this.config.start?.kind !== 'rejoin') {
       this.phase = 'voter';
+      this.askAboutAllLost();
       return;
     }
     this.phase = 'rejoining';
@@ -778,13 +787,14 @@ export class Replica {
     // by a majority this replica belonged to: it may vote again. Persisted with the fences.
     this.phase = 'voter';
     this.out.meta = { ...this.out.meta, rejoining: false };
+    this.askAboutAllLost();
   }
 
   private fail(why: string): void {
     this.phase = 'failed';
     this.failureText = why;
-    for (const task of this.tasks.values()) this.reply(task.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
-    for (const q of this.queues.values()) for (const t of q) this.reply(t.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing() });
+    for (const task of this.tasks.values()) this.reply(task.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing(), notApplied: !task.sentOwn });
+    for (const q of this.queues.values()) for (const t of q) this.reply(t.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing(), notApplied: true });
     this.tasks.clear();
     this.queues.clear();
   }
@@ -862,7 +872,7 @@ export class Replica {
   private startTask(ref: number, key: string, op: ClientOp, now: number, deadline: number): void {
     const task: Task = {
       ref, key, op, deadline, phase: 'read', attempts: 0, wakeAt: now, confirmed: false, maxRound: 0,
-      readId: 0, readReplies: new Map(), index: 0, ballot: 0, entry: null, own: null, promises: new Map(), accepts: new Set(),
+      readId: 0, readReplies: new Map(), index: 0, ballot: 0, entry: null, own: null, sentOwn: false, promises: new Map(), accepts: new Set(),
       rejects: new Set(),
     };
     this.tasks.set(key, task);
@@ -934,7 +944,7 @@ export class Replica {
     task.wakeAt = now + this.phaseTimeoutMs;
     const rec = this.record(task.key);
     task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: rec.accepted });
-    for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec) });
+    for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec), readerIncarnation: this.incarnationNow });
     this.checkRead(task, now);
   }
 
@@ -1025,6 +1035,7 @@ export class Replica {
   private startAccept(task: Task, entry: Entry, now: number): void {
     task.phase = 'accept';
     task.entry = entry;
+    if (task.own !== null && (entry === task.own || sameEntry(entry, task.own))) task.sentOwn = true;
     task.accepts = new Set();
     task.rejects = new Set();
     const msg = { key: task.key, index: task.index, ballot: task.ballot, entry };
@@ -1127,6 +1138,8 @@ export class Replica {
 
   private finish(task: Task, result: ClientResult, now: number): void {
     this.tasks.delete(task.key);
+    // An operation that failed before any accept carried its value was not applied, and never will be.
+    if (!result.ok && result.status === 'UNAVAILABLE' && !task.sentOwn) result = { ...result, notApplied: true };
     this.reply(task.ref, result);
     const who = this.finishRequests.get(task.key);
     if (who !== undefined && result.ok) {
@@ -1180,7 +1193,15 @@ export class Replica {
       this.send(t.from, t.finish ? { type: 'finish', key } : { type: 'catchUp', key, knownIndex: l.best?.index ?? 0 });
       return;
     }
-    for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0 });
+    // Only once this life is confirmed (a voter; a learner never is): its incarnation then differs
+    // from every earlier life's, so no answer to an earlier life's read can pass for one to this.
+    if (this.phase !== 'voter' && this.phase !== 'learner') return;
+    for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0, readerIncarnation: this.incarnationNow });
+  }
+
+  /** Asks about every lost key (when the replica starts to vote: keys found lost at open waited for it). */
+  private askAboutAllLost(): void {
+    for (const [key, l] of this.lostKeys) this.askAboutLost(key, l);
   }
 
   /** A voter's state of a lost key (the answer to the repair's read). */

@@ -263,13 +263,18 @@ export type PeerMessage =
   | { type: 'behind'; key: string; index: number; chosenIndex: number }
   /** A chosen entry, announced by its proposer (or served to a lagging peer). */
   | { type: 'learn'; key: string; entry: Entry }
-  /** A linearizable read asks for the key's state; `knownIndex` is the asker's chosen index. */
-  | { type: 'read'; key: string; readId: number; knownIndex: number }
+  /**
+   * A linearizable read (or a lost key's repair) asks for the key's state; `knownIndex` is the
+   * asker's chosen index, `readerIncarnation` the asker's incarnation (read ids restart with
+   * each life of a replica; the incarnation tells an answer to this life from one to an earlier).
+   */
+  | { type: 'read'; key: string; readId: number; knownIndex: number; readerIncarnation: number }
   /**
    * Answer to `read`: the chosen index, the entry when it is newer than `knownIndex`, and the
-   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none).
+   * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none); `readId`
+   * and `readerIncarnation` are the read's.
    */
-  | { type: 'readState'; key: string; readId: number; chosenIndex: number; entry: Entry | null; pendingAccepted: Ballot }
+  | { type: 'readState'; key: string; readId: number; chosenIndex: number; entry: Entry | null; pendingAccepted: Ballot; readerIncarnation: number }
   /** A lagging replica asks for the latest chosen entry of a key. */
   | { type: 'catchUp'; key: string; knownIndex: number }
   /**
@@ -320,7 +325,18 @@ export type ClientOp =
 export type ClientResult =
   | { ok: true; kind: 'get'; value: Uint8Array | null; version: number }
   | { ok: true; kind: 'write'; version: number }
-  | { ok: false; status: 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'DEADLINE_EXCEEDED' | 'ABORTED'; message: string; version?: number };
+  | {
+      ok: false;
+      status: 'FAILED_PRECONDITION' | 'UNAVAILABLE' | 'DEADLINE_EXCEEDED' | 'ABORTED';
+      message: string;
+      version?: number;
+      /**
+       * Set on UNAVAILABLE when this replica never sent the operation's own value in an accept
+       * message: this attempt was not applied and cannot be applied later, so the client may retry
+       * it on another replica without its outcome becoming unknown.
+       */
+      notApplied?: boolean;
+    };
 
 /** A message to send. */
 export interface Outgoing {
