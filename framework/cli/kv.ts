@@ -21,7 +21,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
+import { registerReplicaMetrics } from '../../services/paxoskv/metrics.js';
 import { verifyCluster } from '../../services/paxoskv/verify.js';
+import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { RpcError, statusName } from '../wire/status.js';
 import {
   checkAgainst,
@@ -143,8 +145,10 @@ export function addKvCommands(program: Command): void {
     .requiredOption('--data-dir <dir>', 'where this replica keeps its records (created when absent)')
     .option('--learners <ids>', 'members that only learn (no votes, no clients; outside the majority); give every replica the same list', parseLearners)
     .option('--rejoin', 'this replica lost its data: start it on an empty --data-dir; it catches up and votes only once that is safe')
-    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean }) => {
+    .option('--metrics-port <port>', 'serve Prometheus metrics (RPC and PaxosKV: lost keys, corrupt reads, lagging keys, mode) at http://<host>:<port>/metrics on the replica\'s host (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number }) => {
       let replica: PaxosKVReplica;
+      let endpoint: MetricsEndpoint | undefined;
       const learners = opts.learners ?? [];
       const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id} ${line}\n`);
       try {
@@ -153,17 +157,30 @@ export function addKvCommands(program: Command): void {
         const voters = opts.peers.size - learners.length;
         if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
         if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
+        const metrics = opts.metricsPort === undefined ? undefined : new SvrkitMetrics();
         replica = await PaxosKVReplica.start({
           id: opts.id,
           members: opts.peers,
           learners,
           dataDir: opts.dataDir,
           rejoin: opts.rejoin === true,
+          server: metrics === undefined ? undefined : { observer: metrics.server },
           onModeChange: (mode, r) => {
             if (mode === 'rejoining') say(`rejoining: it lost its data; fencing every key the other voters hold before it votes (see kv status)`);
             else if (mode === 'voter') say(`voting (incarnation ${r.status().incarnation})`);
           },
         });
+        if (metrics !== undefined) {
+          metrics.watchServer(replica);
+          registerReplicaMetrics(metrics.registry, replica);
+          const address = replica.address;
+          try {
+            endpoint = await metrics.serve(opts.metricsPort!, address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, ''));
+          } catch (err) {
+            await replica.close();
+            throw err;
+          }
+        }
       } catch (err) {
         reportError(err);
         process.exit(1);
@@ -173,6 +190,7 @@ export function addKvCommands(program: Command): void {
         `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
           `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}\n`,
       );
+      if (endpoint !== undefined) say(`metrics on ${endpoint.url}`);
       const lost = replica.lostAtOpen;
       if (lost.length > 0) {
         say(
@@ -186,7 +204,7 @@ export function addKvCommands(program: Command): void {
         if (closing) return;
         closing = true;
         process.stdout.write(`svrkit: ${signal}: closing replica ${opts.id}\n`);
-        void replica.close().then(() => process.exit(0));
+        void Promise.all([replica.close(), endpoint?.close()]).then(() => process.exit(0));
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
@@ -204,12 +222,16 @@ export function addKvCommands(program: Command): void {
     .option('--data-dir <dir>', 'parent of the replicas\' data dirs', DEFAULT_KV_DATA_DIR)
     .option('--base-port <port>', 'port of replica 1; replica i listens on base+i-1', intOption('base port', 1, 65535), 7101)
     .option('--host <host>', 'interface and address of every replica', '127.0.0.1')
-    .action(async (opts: UpFlags & { dataDir: string }, cmd: Command) => {
+    .option('--metrics-base-port <port>', 'serve each replica\'s Prometheus metrics: replica i on base+i-1 (see kv serve --metrics-port)', intOption('metrics base port', 1, 65535))
+    .action(async (opts: UpFlags & { dataDir: string; metricsBasePort?: number }, cmd: Command) => {
       const given = new Set((['replicas', 'basePort', 'host'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
       let record: ClusterRecord;
       try {
         if (opts.replicas % 2 === 0) throw new KvUsageError(`--replicas must be odd, got ${opts.replicas}`);
         if (opts.basePort + opts.replicas - 1 > 65535) throw new KvUsageError(`--base-port ${opts.basePort} leaves no port for replica ${opts.replicas} (ports end at 65535)`);
+        if (opts.metricsBasePort !== undefined && opts.metricsBasePort + opts.replicas - 1 > 65535) {
+          throw new KvUsageError(`--metrics-base-port ${opts.metricsBasePort} leaves no port for replica ${opts.replicas} (ports end at 65535)`);
+        }
         const plan = await planCluster(opts.dataDir, opts, given);
         record = plan.record;
         const peers = parsePeers(record.peers);
@@ -236,7 +258,8 @@ export function addKvCommands(program: Command): void {
       const children = new Map<number, ChildProcess>();
       let stopping = false;
       for (const id of ids) {
-        const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`)], {
+        const metricsArgs = opts.metricsBasePort === undefined ? [] : ['--metrics-port', String(opts.metricsBasePort + id - 1)];
+        const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`), ...metricsArgs], {
           stdio: ['ignore', 'inherit', 'inherit'],
           // The replicas stop when this process is gone, however it was started (SIGKILL included).
           env: { ...process.env, [KV_UP_PID_ENV]: String(process.pid) },

@@ -258,9 +258,9 @@ export class PaxosKVClient {
       } catch (err) {
         if (!(err instanceof RpcError) || !retryable(err)) throw err;
         lastError = err;
-        // A refusal the replica marked not processed leaves no doubt; anything else may have
-        // been applied.
-        if (!err.notProcessed) onRetry?.();
+        // A refusal marked not processed (by the channel or the replica's admission control), or
+        // one the replica says it did not apply, leaves no doubt; anything else may have been applied.
+        if (!err.notProcessed && err.reason !== kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED.reason) onRetry?.();
         // Move the client on to the next replica (unless another call already did).
         if (this.current === index) this.current = (index + 1) % n;
         if (triedCount >= n) {
@@ -276,7 +276,7 @@ export class PaxosKVClient {
 
 /**
  * Whether another replica may take the call after `err`: the replica is unreachable, closing
- * (GOAWAY), rejoining or a learner (UNAVAILABLE), did not answer within the attempt timeout
+ * (GOAWAY), rejoining, repairing the key or a learner (UNAVAILABLE), did not answer within the attempt timeout
  * (DEADLINE_EXCEEDED), or refused the call unprocessed for overload (RESOURCE_EXHAUSTED marked
  * not processed, from the replica's FastReject or from the channel shedding by its advertised
  * level). Writes carry their (session, seq), so a retry of one that was applied is not applied twice.

@@ -49,6 +49,14 @@ export const kvErrors = defineErrors({
   NOT_DECIDED_IN_TIME: { status: Status.DEADLINE_EXCEEDED, message: (coreMessage: string) => coreMessage },
   /** The replica cannot serve the operation now (not serving, rejoined after a data loss, no decision after its attempts). */
   REPLICA_UNAVAILABLE: { status: Status.UNAVAILABLE, message: (coreMessage: string) => coreMessage },
+  /**
+   * As `REPLICA_UNAVAILABLE`, for an operation the replica never sent in an accept message (it was
+   * not serving, the key is being repaired, it rejoined, or no prepare won a majority): it was not
+   * applied and cannot be later. `PaxosKVClient` retries it on another replica, and a
+   * compare-and-set's outcome stays known. The reason, not `notProcessed`, carries this: a
+   * server never forwards `notProcessed` from a handler (the handler ran, but changed nothing).
+   */
+  REPLICA_UNAVAILABLE_NOT_APPLIED: { status: Status.UNAVAILABLE, message: (coreMessage: string) => coreMessage },
   /** The core answered an operation with a result of another kind (a bug). */
   UNEXPECTED_RESULT: { status: Status.INTERNAL, message: () => 'unexpected result kind' },
 

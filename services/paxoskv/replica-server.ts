@@ -182,6 +182,31 @@ export class PaxosKVReplica {
     return this.store.lostAtOpen;
   }
 
+  /** Reads since the store opened that met a record failing its checksum (each read counts). */
+  get corruptReads(): number {
+    return this.store.corruptReads;
+  }
+
+  /** Calls its server is handling now (for `SvrkitMetrics.watchServer`). */
+  get inflightCalls(): number {
+    return this.server.inflightCalls;
+  }
+
+  /** The highest FastReject priority level its server admits (for `SvrkitMetrics.watchServer`). */
+  get admissionLevel(): number {
+    return this.server.admissionLevel;
+  }
+
+  /** How many FastReject levels its server has (for `SvrkitMetrics.watchServer`). */
+  get admissionLevels(): number {
+    return this.server.admissionLevels;
+  }
+
+  /** Bytes its server holds for its connections (for `SvrkitMetrics.watchServer`; see `Server.bufferedBytes`). */
+  get bufferedBytes(): number {
+    return this.server.bufferedBytes;
+  }
+
   /** The address this replica serves on. */
   get address(): string {
     return this.server.address;
@@ -538,7 +563,7 @@ function writeReply(r: ClientResult): WriteReply {
 
 function toRpcError(r: ClientResult): RpcError {
   if (r.ok) return kvErrors.UNEXPECTED_RESULT();
-  const entry = CORE_OUTCOMES[r.status];
+  const entry = r.notApplied === true ? kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED : CORE_OUTCOMES[r.status];
   return r.version === undefined ? entry(r.message) : entry.with({ metadata: { 'x-version': String(r.version) } }, r.message);
 }
 

@@ -242,8 +242,11 @@ export class KeyStore implements RecordSource {
    * `LOST_RECORD`, and the replica repairs them from its peers.
    */
   readonly lostAtOpen: readonly LostRecord[];
-  /** Reads that met a record failing its checksum since the store opened (each read counts). */
-  corruptReads = 0;
+  /**
+   * Reads that met a record failing its checksum (or not decoding), each read counted: those of
+   * the check when the store opened (one per {@link lostAtOpen} entry), then every `get` since.
+   */
+  corruptReads: number;
 
   readonly #db: RootDatabase<Buffer, Buffer>;
   readonly #absDir: string;
@@ -270,6 +273,7 @@ export class KeyStore implements RecordSource {
     created: boolean,
   ) {
     this.lostAtOpen = Object.freeze(opened.lost);
+    this.corruptReads = opened.lost.length;
     this.#db = db;
     this.dir = dir;
     this.#absDir = absDir;

@@ -351,7 +351,7 @@ describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
 
   it('a 4 KiB page overwritten inside a 1 MiB value on disk is never served: the replica names the key and repairs it from the others', async () => {
     const dir = path.join(BASE, 'bad-page');
-    const ports = await freePorts(3);
+    const [metricsPort, ...ports] = await freePorts(4);
     const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
     const addresses = ports.map((p) => `127.0.0.1:${p}`);
     const serve = (id: number, ...extra: string[]) => spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(dir, `r${id}`), ...extra]);
@@ -401,8 +401,9 @@ describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
     }
     await fh.close();
     expect(overwritten).toBeGreaterThan(0);
-    const restarted = serve(3);
+    const restarted = serve(3, '--metrics-port', String(metricsPort));
     await waitVoting(restarted, 'replica 3 (restarted on the damaged dir)');
+    expect(restarted.stdout()).toContain(`metrics on http://127.0.0.1:${metricsPort}/metrics`);
     expect(restarted.stdout()).toMatch(/found 1 record\(s\) failing their checksum: "big" \(checksum mismatch: stored CRC-32 [0-9a-f]{8}, computed [0-9a-f]{8}/);
     // It repairs the key from the other voters (status counts it), then, alone with replica 1
     // (replica 2 down), serves the value byte for byte.
@@ -417,6 +418,19 @@ describe('svrkit kv serve: learners, a lost disk, --rejoin', () => {
     } finally {
       r3.close();
     }
+    // Its Prometheus metrics count the same, and the record that failed its checksum at open.
+    const scraped = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const sample = (name: string): number | undefined => {
+      const line = scraped.split('\n').find((l) => l.startsWith(`${name} `));
+      return line === undefined ? undefined : Number(line.slice(name.length + 1));
+    };
+    expect(sample('svrkit_paxoskv_lost_keys_found_total')).toBe(1);
+    expect(sample('svrkit_paxoskv_lost_keys_repaired_total')).toBe(1);
+    expect(sample('svrkit_paxoskv_lost_keys_repairing')).toBe(0);
+    expect(sample('svrkit_paxoskv_corrupt_reads_total')).toBeGreaterThanOrEqual(1);
+    expect(sample('svrkit_paxoskv_keys')).toBe(1);
+    expect(sample('svrkit_paxoskv_mode{mode="voter"}')).toBe(1);
+    expect(scraped).toMatch(/^svrkit_server_handled_total\{service="svrkit\.paxoskv\.PaxosKV",method="Status",code="OK"\} [1-9]/m);
     await stopProc(ps[1]!, 'SIGKILL');
     const reader = new PaxosKVClient({ peers: [addresses[2]!, addresses[0]!] });
     try {

@@ -108,6 +108,26 @@ describe('a three-replica PaxosKV cluster in one process', () => {
     }
   });
 
+  it('a replica repairing a key refuses its operations as not applied (a client may retry them elsewhere)', async () => {
+    const v = await kv.put('mended', text('kept'));
+    // Replica 2 is down, so replica 1 cannot finish the repair (it reads every other voter).
+    await replicas.get(2)!.close();
+    expect(replicas.get(1)!.repair('mended')).toBe(true);
+    const one = new PaxosKVStub(members.get(1)!);
+    try {
+      const err = await expectStatus(one.compareAndSet({ key: 'mended', expectedVersion: v, value: text('x') }, { timeoutMs: 2000 }), Status.UNAVAILABLE);
+      expect(err.reason).toBe('REPLICA_UNAVAILABLE_NOT_APPLIED');
+      expect(err.message).toMatch(/mended/);
+    } finally {
+      one.close();
+    }
+    const restarted = await start(2);
+    await restarted.ready(10_000);
+    for (let i = 0; i < 100 && replicas.get(1)!.status().lostKeysRepairing > 0n; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(replicas.get(1)!.status()).toMatchObject({ lostKeysRepairing: 0n, lostKeysRepaired: 1n });
+    expect(str((await kv.get('mended'))!.value)).toBe('kept');
+  });
+
   it('refuses bad input: empty keys, oversized values, batches from another cluster, malformed peer messages', async () => {
     await expectStatus(kv.put('', text('x')), Status.INVALID_ARGUMENT);
     await expectStatus(kv.put('big', new Uint8Array(1024 * 1024 + 1)), Status.INVALID_ARGUMENT);

@@ -25,7 +25,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PaxosKVClient, RpcError } from '../../index.js';
-import { errors } from '../../framework/errors.js';
+import { errors, type RpcErrorEntry } from '../../framework/errors.js';
+import { kvErrors } from '../../services/paxoskv/errors.js';
 import { errorHeader } from '../../framework/server/server-connection.js';
 import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
 import { Status } from '../../framework/wire/status.js';
@@ -114,6 +115,60 @@ describe('PaxosKV clients fail over from a shedding replica', () => {
       kv.close();
       for (const s of sockets) s.destroy();
       await new Promise((r) => shedding.close(r));
+    }
+  });
+
+  it('a replica that refuses a key it is repairing (not applied) is failed over, and a compare-and-set stays unambiguous; a plain UNAVAILABLE leaves it unknown', async () => {
+    // Replicas answering every call as a replica repairing the key does (UNAVAILABLE, reason
+    // REPLICA_UNAVAILABLE_NOT_APPLIED), and as one that gave up after sending the value (plain
+    // REPLICA_UNAVAILABLE: the write may still be chosen).
+    const fake = async (entry: RpcErrorEntry<[coreMessage: string]>): Promise<{ address: string; close: () => Promise<void> }> => {
+      const sockets = new Set<Socket>();
+      const server: NetServer = createServer((socket) => {
+        sockets.add(socket);
+        socket.on('close', () => sockets.delete(socket));
+        socket.on('error', () => undefined);
+        const decoder = new FrameDecoder(1 << 20, (kind, callId) => {
+          if (kind === FrameKind.PING) socket.write(rawFrame(FrameKind.PONG, callId, new Uint8Array(0), new Uint8Array(0)));
+          if (kind === FrameKind.REQUEST) socket.write(rawFrame(FrameKind.RESPONSE, callId, errorHeader(undefined, entry, 'replica 9: key is being repaired'), new Uint8Array(0)));
+        });
+        socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return {
+        address: `127.0.0.1:${(server.address() as { port: number }).port}`,
+        close: async () => {
+          for (const x of sockets) x.destroy();
+          await new Promise((r) => server.close(r));
+        },
+      };
+    };
+    const repairing = await fake(kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED);
+    const gaveUp = await fake(kvErrors.REPLICA_UNAVAILABLE);
+    const real = IDS.map((id) => addresses.get(id)!);
+    const kv = new PaxosKVClient({ peers: real });
+    try {
+      const v1 = await kv.put('mend', text('a'), { timeoutMs: 5000 });
+      await kv.put('mend', text('b'), { timeoutMs: 5000 });
+      const staleCas = async (first: string): Promise<unknown> => {
+        const c = new PaxosKVClient({ peers: [first, ...real] });
+        try {
+          return await c.compareAndSet('mend', v1, text('c'), { timeoutMs: 5000 }).then(() => undefined, (e: unknown) => e);
+        } finally {
+          c.close();
+        }
+      };
+      const known = await staleCas(repairing.address);
+      expect(known).toBeInstanceOf(RpcError);
+      expect((known as RpcError).code).toBe(Status.FAILED_PRECONDITION);
+      const unknown = await staleCas(gaveUp.address);
+      expect(unknown).toBeInstanceOf(RpcError);
+      expect((unknown as RpcError).reason).toBe('CAS_OUTCOME_UNKNOWN');
+      expect(new TextDecoder().decode((await kv.get('mend', { timeoutMs: 5000 }))!.value)).toBe('b');
+    } finally {
+      kv.close();
+      await repairing.close();
+      await gaveUp.close();
     }
   });
 

@@ -383,6 +383,8 @@ interface ClientOpState {
   attempt: number;
   /** Attempts refused in a row (an answer, not a timeout). */
   refusedInRow: number;
+  /** An earlier attempt timed out or failed without `notApplied`: it may still apply. */
+  ambiguous: boolean;
   done: boolean;
   next: () => void;
 }
@@ -893,6 +895,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       expiresAt: Math.floor(clientNow(client)) + options.operationDeadlineMs,
       attempt: 0,
       refusedInRow: 0,
+      ambiguous: false,
       done: false,
       next: () => startOp(client, remaining - 1),
     };
@@ -932,7 +935,9 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       handle(node, node.core.request(ref, state.op.key, op, t, t + options.attemptTimeoutMs));
     });
     q.push(now + options.attemptTimeoutMs, () => {
-      if (!state.done && state.attempt === a) attempt(state);
+      if (state.done || state.attempt !== a) return;
+      state.ambiguous = true;
+      attempt(state);
     });
   }
 
@@ -961,6 +966,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         log?.(`client ${state.client.index} op ${state.op.id} attempt ${r.attempt}: ${describeResult(result)}`);
         // This attempt failed; an earlier one may still apply. Retry while the operation may: at
         // once on another replica, but, as PaxosKVClient, after a short pause once every replica refused.
+        if (result.notApplied !== true) state.ambiguous = true;
         if (state.attempt !== r.attempt) return;
         state.refusedInRow++;
         if (state.refusedInRow % members.length !== 0) attempt(state);
@@ -974,10 +980,10 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       }
       state.done = true;
       opsLeft--;
-      if (!result.ok && state.attempt > 1) {
-        // As PaxosKVClient: after an attempt whose outcome is unknown, a later FAILED_PRECONDITION
-        // does not prove the operation did not happen (the earlier attempt may still apply), so
-        // the outcome is reported unknown.
+      if (!result.ok && state.ambiguous) {
+        // As PaxosKVClient: after an attempt whose outcome is unknown (it timed out, or failed
+        // without `notApplied`), a later FAILED_PRECONDITION does not prove the operation did not
+        // happen (the earlier attempt may still apply), so the outcome is reported unknown.
         stats.unknown++;
         log?.(`client ${state.client.index} op ${state.op.id}: failed precondition after a retry, outcome unknown`);
         state.next();
@@ -1094,9 +1100,9 @@ function describeMessage(m: PeerMessage): string {
     case 'behind':
       return `behind ${m.key}#${m.index}, chosen ${m.chosenIndex}`;
     case 'read':
-      return `read ${m.key} #${m.readId}, known ${m.knownIndex}`;
+      return `read ${m.key} #${m.readId} of life ${m.readerIncarnation}, known ${m.knownIndex}`;
     case 'readState':
-      return `readState ${m.key} #${m.readId}, chosen ${m.chosenIndex}, pending ${m.pendingAccepted}`;
+      return `readState ${m.key} #${m.readId} of life ${m.readerIncarnation}, chosen ${m.chosenIndex}, pending ${m.pendingAccepted}`;
     case 'catchUp':
       return `catchUp ${m.key}, known ${m.knownIndex}`;
     case 'hello':
