@@ -638,6 +638,27 @@ describe('replica protocol', () => {
     expect(c.results.get(read)).toMatchObject({ ok: true, kind: 'get', version: 4 });
   });
 
+  it('a record that fails its checksum while its own proposal runs is written by the repair only (simulator seed 920)', () => {
+    const { c } = threeWrites();
+    const w = c.request(1, { kind: 'put', value: bytes('v4'), id: wid('a', 4, 1004, 4) });
+    // Replica 1's record of K fails its checksum while its round for entry 4 runs.
+    c.stores.get(1)!.set(K, LOST_RECORD);
+    c.deliver((m) => ['prepare', 'promise', 'accept', 'accepted'].includes(m.msg.type));
+    // Entry 4 is chosen (replicas 2 and 3 accepted it) and the write succeeds; replica 1 does not
+    // write K from that round, over the record its repair is to replace.
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 4 });
+    expect(c.stores.get(1)!.get(K)).toBe(LOST_RECORD);
+    expect(c.replicas.get(1)!.lostKeyCounts).toEqual({ repairing: 1, found: 1, repaired: 0 });
+    // The repair: entry 4, fenced past it.
+    for (let i = 0; i < 20 && c.replicas.get(1)!.lostKeyCounts.repairing > 0; i++) {
+      c.deliver();
+      c.tick(300);
+    }
+    expect(c.replicas.get(1)!.lostKeyCounts).toEqual({ repairing: 0, found: 1, repaired: 1 });
+    expect(c.chosen(1)!.index).toBe(4);
+    expect(c.stores.get(1)!.get(K)!.fence).toBeGreaterThanOrEqual(6);
+  });
+
   it('an answer to a read of an earlier life does not stand in a read of this one (read ids restart with each life)', () => {
     // Simulator seed 512519: a lost key's repair took such an answer for the peer's current state.
     const { c } = threeWrites();

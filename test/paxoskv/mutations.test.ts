@@ -1,13 +1,16 @@
 /**
  * Mutation checks of the PaxosKV simulator: bugs planted on purpose, each of which the simulator
  * must catch (a broken invariant or a non-linearizable history) within a bounded number of seeds.
- * Two are planted in the simulated driver, three in the core (`ReplicaConfig.plantedBug`):
+ * Two are planted in the simulated driver, five in the core (`ReplicaConfig.plantedBug`):
  * - `reply-before-fsync`: client replies leave before the group commit of their step;
  * - `promise-before-fsync`: `promise` and `accepted` messages leave before the group commit that
  *   makes the vote durable;
  * - `round0-reuse`: the fast path (round 0) is taken again after its ballot was used;
  * - `dedupe-window-8`: a key remembers only 8 write sessions;
- * - `learn-keeps-accepted`: learning a chosen entry keeps the old instance's accepted value.
+ * - `learn-keeps-accepted`: learning a chosen entry keeps the old instance's accepted value;
+ * - `vote-on-lost-key`: a replica votes on a key whose record failed its checksum (as if empty);
+ * - `repair-fence-short`: a lost key's repair fences it one instance past the highest chosen
+ *   index, not two (three with a pending value).
  *
  * Each check scans seeds 1..N of a profile that makes its bug likely and stops at the first catch;
  * N is several times what the bug needs (see the per-bug notes). The same seed without the bug
@@ -31,6 +34,9 @@ function quiet(seed: number): SimOptions {
     rollbackRate: 0,
   };
 }
+
+/** Records failing their checksums often: at restarts and while replicas run, with crashes. */
+const DAMAGE = { corruptRate: 0.5, corruptEveryMs: 200, crashEveryMs: 400 };
 
 /** The issue 9 hot key (16 clients on one key, fast network and disks) on three voters. */
 function hotKey(seed: number): SimOptions {
@@ -81,6 +87,18 @@ const MUTATIONS: readonly Mutation[] = [
     maxSeeds: 5,
     profile: (seed) => ({ ...quiet(seed), members: 3, learners: [] }),
     note: 'any workload: the next instance starts with the last one\'s accepted value (caught on every seed)',
+  },
+  {
+    bug: 'vote-on-lost-key',
+    maxSeeds: 60,
+    profile: (seed) => ({ ...quiet(seed), ...DAMAGE, members: 3, learners: [] }),
+    note: 'records damaged often, three voters: a replica promises and accepts on a key it forgot (caught on ~8% of seeds)',
+  },
+  {
+    bug: 'repair-fence-short',
+    maxSeeds: 20,
+    profile: (seed) => ({ ...hotKey(seed), ...DAMAGE }),
+    note: 'hot key with records damaged often: a repaired replica votes in the instance after the chosen one, where it may have voted before (caught on ~30% of seeds)',
   },
 ];
 

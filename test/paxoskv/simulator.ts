@@ -113,6 +113,12 @@ export interface SimOptions {
    * (the store reads it as LOST_RECORD until it is written again): the replica repairs that key.
    */
   corruptRate: number;
+  /**
+   * Mean time between records damaged while a replica runs (ms; 0: never): a random record of a
+   * random running replica starts failing its checksum, with no restart (one data loss at a time,
+   * as for `corruptRate`). The replica finds it when it next reads the key.
+   */
+  corruptEveryMs: number;
   /** Client attempt timeout and whole-operation deadline (ms). */
   attemptTimeoutMs: number;
   operationDeadlineMs: number;
@@ -164,6 +170,7 @@ export function classicSimOptions(seed: number): SimOptions {
     wipeRate: 0,
     rollbackRate: 0,
     corruptRate: 0,
+    corruptEveryMs: 0,
     attemptTimeoutMs: 400,
     operationDeadlineMs: 3000,
     maxTimeMs: 120_000,
@@ -226,6 +233,10 @@ export function defaultSimOptions(seed: number): SimOptions {
     o.corruptRate = 0.15 + r() * 0.25;
     if (o.crashEveryMs === 0) o.crashEveryMs = 300 + Math.floor(r() * 1200);
     parts.push('corrupt records');
+    if (r() < 0.5) {
+      o.corruptEveryMs = 200 + Math.floor(r() * 800);
+      parts.push('records damaged while running');
+    }
   }
   o.profile = parts.length === 0 ? 'mixed' : parts.join(', ');
   return o;
@@ -833,6 +844,26 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     });
   }
 
+  function scheduleCorruption(): void {
+    if (options.corruptEveryMs <= 0) return;
+    q.push(now + between(0.5, 1.5) * options.corruptEveryMs, () => {
+      if (opsLeft <= 0) return;
+      const node = nodes.get(pick(members))!;
+      if (node.core !== undefined && !node.failed && node.dir !== undefined && node.dir.records.size > 0 && mayLoseData(node)) {
+        const keys = [...node.dir.records.keys()].filter((k) => !node.corrupt.has(k)).sort();
+        if (keys.length > 0) {
+          const key = keys[Math.floor(rand() * keys.length)]!;
+          stats.corruptions++;
+          log?.(`replica ${node.id}'s record of key ${key} fails its checksum while it runs`);
+          node.corrupt.add(key);
+          node.life.delete(key);
+          if (!node.learner) node.recovering = true;
+        }
+      }
+      scheduleCorruption();
+    });
+  }
+
   function schedulePartition(): void {
     if (options.partitionEveryMs <= 0) return;
     q.push(now + between(0.5, 1.5) * options.partitionEveryMs, () => {
@@ -1006,6 +1037,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   scheduleCrash();
   schedulePartition();
   scheduleClockStep();
+  scheduleCorruption();
 
   for (;;) {
     const e = q.pop();

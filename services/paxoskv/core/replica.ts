@@ -92,7 +92,7 @@ export interface StartState {
  * @internal Bugs the simulator's mutation tests plant in the core, to show that it catches them.
  * Never set outside tests.
  */
-export type CorePlantedBug = 'round0-reuse' | 'dedupe-window-8' | 'learn-keeps-accepted';
+export type CorePlantedBug = 'round0-reuse' | 'dedupe-window-8' | 'learn-keeps-accepted' | 'vote-on-lost-key' | 'repair-fence-short';
 
 /** Replica settings. Times are in ms of the `now` the driver passes (a monotonic clock). */
 export interface ReplicaConfig {
@@ -805,7 +805,7 @@ export class Replica {
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
     const rec = this.record(msg.key);
     // A key this replica lost: no vote, and no reply (the proposer counts on the others).
-    if (this.lostKeys.has(msg.key)) return;
+    if (this.lostKeys.has(msg.key) && this.config.plantedBug !== 'vote-on-lost-key') return;
     if (this.phase !== 'voter') {
       // Learners, and voters not yet allowed to vote, only learn.
       if (msg.index > chosenIndex(rec) + 1) this.catchUpFrom(from, msg.key, msg.index - 1);
@@ -1087,7 +1087,10 @@ export class Replica {
 
   private onChosen(task: Task, now: number): void {
     const entry = task.entry!;
-    const next = this.learned(this.record(task.key), entry);
+    // A key whose record failed its checksum while this round ran is written by its repair only
+    // (the entry is chosen all the same: the repair fences past it, and the peers learn it).
+    const rec = this.record(task.key); // notes a record that fails its checksum now
+    const next = this.lostKeys.has(task.key) ? undefined : this.learned(rec, entry);
     if (next !== undefined) this.persist(task.key, next);
     for (const p of this.peers) this.send(p, { type: 'learn', key: task.key, entry });
     const own = task.own !== null && sameEntry(task.own, entry);
@@ -1217,7 +1220,7 @@ export class Replica {
     // every other voter: some voter reports it chosen, or accepted after its chosen index.
     let from2: MemberId = from;
     for (const [p, r] of l.replies) {
-      l.fence = Math.max(l.fence, r.chosenIndex + (r.pending ? 3 : 2));
+      l.fence = Math.max(l.fence, r.chosenIndex + (this.config.plantedBug === 'repair-fence-short' ? 1 : r.pending ? 3 : 2));
       const wanted = r.pending ? r.chosenIndex + 1 : r.chosenIndex;
       if (wanted > l.wanted) {
         l.wanted = wanted;
