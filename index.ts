@@ -6,4 +6,4 @@
  * The framework itself never imports services; this file is the only place they meet.
  */
 export * from './framework/index.js';
-export { PaxosKVClient, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';
+export { PaxosKVClient, type KvListItem, type KvWatchEvent, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';

@@ -135,7 +135,7 @@ async function withClient<T>(flags: ClientFlags, prepare: () => Promise<T>, fn: 
 
 /** Adds `svrkit kv ...` to a commander program. */
 export function addKvCommands(program: Command): void {
-  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, get, put, delete, cas, status)');
+  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, get, put, delete, cas, list, watch, status, verify)');
   const peersOption = ['--peers <list>', 'replicas: 1=host:port,2=host:port,... (or host:port,... for ids 1, 2, ...)', parsePeers] as const;
 
   kv.command('serve')
@@ -334,6 +334,48 @@ export function addKvCommands(program: Command): void {
     .option(...base64Option)
     .action((key: string, expected: bigint, value: string | undefined, flags: ClientFlags & { base64?: boolean }) =>
       withClient(flags, () => valueInput(value, flags.base64 === true), async (c, bytes) => ({ key, version: await c.compareAndSet(key, expected, bytes) })),
+    );
+
+  clientCommand('list', 'list keys with a prefix and their values, one JSON line per key, in key order (a replica\'s local state: not linearizable)')
+    .argument('[prefix]', 'the keys\' prefix; every key when absent', '')
+    .option('--limit <n>', 'at most this many keys', intOption('limit', 1, 1_000_000), 1000)
+    .action((prefix: string, flags: ClientFlags & { limit: number }) =>
+      withReplicas(flags, async (_peers, c) => {
+        try {
+          let after = '';
+          for (let left = flags.limit; left > 0; ) {
+            const page = await c.list(prefix, { after, limit: Math.min(left, 1000), timeoutMs: flags.timeout });
+            for (const i of page.items) process.stdout.write(jsonLine({ key: i.key, version: i.version, ...valueJson(i.value) }));
+            left -= page.items.length;
+            if (!page.more || page.items.length === 0) break;
+            after = page.items[page.items.length - 1]!.key;
+          }
+        } catch (err) {
+          reportError(err);
+        }
+      }),
+    );
+
+  clientCommand('watch', 'follow a key: one JSON line per version after --from-version (0: from the current one), until Ctrl-C; moves to another replica when one fails')
+    .argument('<key>')
+    .option('--from-version <n>', 'the last version you have (0 = none: the current version first)', version, 0n)
+    .action((key: string, flags: ClientFlags & { fromVersion: bigint }) =>
+      withReplicas(flags, async (_peers, c) => {
+        const ac = new AbortController();
+        const stop = (): void => ac.abort();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        try {
+          for await (const e of c.watch(key, { fromVersion: flags.fromVersion, signal: ac.signal })) {
+            process.stdout.write(jsonLine({ key, version: e.version, found: e.value !== null, ...(e.value === null ? {} : valueJson(e.value)), ...(e.gap ? { gap: true } : {}) }));
+          }
+        } catch (err) {
+          reportError(err);
+        } finally {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+        }
+      }),
     );
 
   clientCommand('verify', "compare every key's chosen version and entry checksum across the replicas (full-data verification); with --repair, bring lagging replicas up to date and have a replica whose entry differs from the majority's repair the key")

@@ -35,6 +35,28 @@ export interface PaxosKVClientOptions {
   channel?: ChannelOptions;
 }
 
+/** One event of {@link PaxosKVClient.watch}. */
+export interface KvWatchEvent {
+  /** The key's version (0n: never written). */
+  version: bigint;
+  /** The value, or null when the key is absent (deleted, or never written). */
+  value: Uint8Array | null;
+  /**
+   * Versions between the previous event (or `fromVersion`) and this one were not delivered: the
+   * replica never held them (it keeps only a key's latest chosen entry), or they came while the
+   * consumer was slow. The value is then the latest, not each change.
+   */
+  gap: boolean;
+}
+
+/** One key of {@link PaxosKVClient.list}. */
+export interface KvListItem {
+  key: string;
+  /** The key's version. */
+  version: bigint;
+  value: Uint8Array;
+}
+
 /** A value with its version. */
 export interface VersionedValue {
   /** The bytes stored. */
@@ -179,6 +201,64 @@ export class PaxosKVClient {
     return (await stub.get({ key }, { timeoutMs: this.attemptTimeoutMs, ...options })).version;
   }
 
+  /**
+   * Follows a key: yields each chosen version after `fromVersion`, in order, as a replica holds
+   * them (the `Watch` RPC), starting with the current version when it is newer. When that replica
+   * fails, closes or goes quiet (its connection's keepalive fails), the watch resumes on the next
+   * replica from the last version it yielded, so versions only grow and none is yielded twice; a
+   * version the new replica cannot send is reported as a `gap`. It runs until `signal` aborts, or
+   * the consumer stops iterating (`break`).
+   * @param key - the key.
+   * @param options - `fromVersion`: the last version the caller has (default 0n: every version
+   *   from the current one); `signal`: ends the watch.
+   * @throws RpcError INVALID_ARGUMENT for a bad key (other errors move the watch to another replica).
+   */
+  async *watch(key: string, options: { fromVersion?: bigint; signal?: AbortSignal } = {}): AsyncGenerator<KvWatchEvent> {
+    let last = options.fromVersion ?? 0n;
+    const signal = options.signal;
+    let failedInRow = 0;
+    const aborted = (): boolean => signal?.aborted === true;
+    while (!aborted()) {
+      const index = this.current;
+      const stub = this.stubs[index]!;
+      let progressed = false;
+      try {
+        for await (const e of stub.watch({ key, fromVersion: last }, { signal, deadline: Infinity, timeoutMs: undefined })) {
+          if (e.version <= last) continue;
+          const gap = e.gap || e.version > last + 1n;
+          last = e.version;
+          progressed = true;
+          yield { version: e.version, value: e.found ? e.value : null, gap };
+        }
+      } catch (err) {
+        if (aborted()) return;
+        if (err instanceof RpcError && err.code === Status.INVALID_ARGUMENT) throw err;
+      }
+      // The stream ended or failed: the next replica (unless another call moved on already).
+      if (this.current === index) this.current = (index + 1) % this.stubs.length;
+      failedInRow = progressed ? 0 : failedInRow + 1;
+      if (failedInRow >= this.stubs.length) {
+        failedInRow = 0;
+        await pause(50, signal);
+      }
+    }
+  }
+
+  /**
+   * Lists chosen values of keys with `prefix`, in key order, from one replica's local state (the
+   * `List` RPC): NOT linearizable (a replica that lags may list older versions, or miss a key just
+   * written). Deleted keys are left out. Fails over as `get`.
+   * @param prefix - the keys' prefix ("" for every key).
+   * @param options - `after`: list keys strictly after this one (default "": from the first);
+   *   `limit`: at most this many (1..1000, default 100); and the call's options.
+   * @returns the keys, and whether more may follow (list again with `after` = the last key).
+   */
+  async list(prefix: string, options: CallOptions & { after?: string; limit?: number } = {}): Promise<{ items: KvListItem[]; more: boolean }> {
+    const { after = '', limit = 100, ...call } = options;
+    const r = await this.call(call, (stub, o) => stub.list({ prefix, after, limit }, o));
+    return { items: r.items.map((i) => ({ key: i.key, version: i.version, value: i.value })), more: r.more };
+  }
+
   /** Closes the channels (calls in flight finish first). */
   close(): void {
     // The stubs were handed these channels, so closing a stub would not close its channel.
@@ -288,4 +368,17 @@ function retryable(err: RpcError): boolean {
 /** The client's clock for write stamps: wall-clock ms at process start plus monotonic time since. */
 function clientNow(): number {
   return performance.timeOrigin + performance.now();
+}
+
+/** Waits `ms`, or less when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }

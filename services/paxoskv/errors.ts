@@ -21,6 +21,8 @@ export const kvErrors = defineErrors({
   KEY_TOO_LONG: { status: Status.INVALID_ARGUMENT, message: (maxBytes: number) => `key is longer than ${maxBytes} bytes` },
   /** A value over `MAX_VALUE_BYTES`. */
   VALUE_TOO_LARGE: { status: Status.INVALID_ARGUMENT, message: (bytes: number, maxBytes: number) => `value of ${bytes} bytes exceeds the maximum ${maxBytes}` },
+  /** A watch's `from_version` above 2^53 - 1. */
+  FROM_VERSION_OUT_OF_RANGE: { status: Status.INVALID_ARGUMENT, message: () => 'from_version out of range' },
   /** A compare-and-set's expected version above 2^53 - 1. */
   EXPECTED_VERSION_OUT_OF_RANGE: { status: Status.INVALID_ARGUMENT, message: () => 'expected version out of range' },
   /** A write id that breaks a rule (the message names the field). */

@@ -34,16 +34,21 @@ import {
   type DigestRequest,
   type GetReply,
   type GetRequest,
+  type ListReply,
+  type ListRequest,
   type PeerBatch,
   type PutRequest,
   type RepairReply,
   type RepairRequest,
   type StatusReply,
   type StatusRequest,
+  type WatchEvent as WatchEventPb,
+  type WatchRequest,
   type WriteId as WriteIdPb,
   type WriteReply,
 } from './gen/svrkit/paxoskv/paxoskv.js';
 import { entryChecksum, KeyStore, type LostRecord } from './storage.js';
+import { Watchers, type WatchEvent } from './watchers.js';
 
 /** Largest value a key may hold (bytes). */
 export const MAX_VALUE_BYTES = 1024 * 1024;
@@ -97,6 +102,11 @@ export interface ReplicaOptions {
   now?: () => number;
   /** Randomness in [0, 1) for the core (proposal backoff, incarnation nonces). Default `Math.random`. */
   random?: () => number;
+  /**
+   * A watched key that did not change for this long (ms) is read linearizably, so that a change
+   * whose `learn` message this replica lost still reaches its watchers. Default 1000.
+   */
+  watchCheckMs?: number;
 }
 
 /** A running replica. */
@@ -115,6 +125,8 @@ export class PaxosKVReplica {
   private closed = false;
 
   private lastMode: ReplicaMode;
+  private readonly watchers = new Watchers();
+  private watchTimer: NodeJS.Timeout | undefined;
   private readonly readyWaiters = new Set<() => void>();
   /** The core's clock (monotonic ms; `ReplicaOptions.now`). */
   private readonly now: () => number;
@@ -303,10 +315,105 @@ export class PaxosKVReplica {
     this.closed = true;
     for (const check of [...this.readyWaiters]) check();
     clearTimeout(this.tickTimer);
+    clearInterval(this.watchTimer);
+    this.watchers.closeAll();
     await this.server.close({ graceMs: 1000 });
     for (const p of this.peers.values()) p.close();
     await this.lastWrite.catch(() => {});
     await this.store.close();
+  }
+
+  /**
+   * The chosen versions of `key` after `fromVersion`, as this replica holds them (see the `Watch`
+   * RPC): first its current version when newer (read linearizably on a voter, from the local record
+   * otherwise), then each version it makes durable. Ends when `signal` aborts or the replica closes.
+   * @param key - the key; `fromVersion` - the last version the caller has (0: none).
+   * @param signal - ends the watch.
+   */
+  async *watch(key: string, fromVersion: number, signal: AbortSignal): AsyncGenerator<WatchEvent> {
+    if (this.closed || signal.aborted) return;
+    const w = this.watchers.add(key, fromVersion, this.now());
+    const stop = (): void => w.close();
+    signal.addEventListener('abort', stop, { once: true });
+    this.startWatchTimer();
+    try {
+      void this.current(key).then((cur) => {
+        if (cur !== undefined) this.watchers.offer(key, cur.version, cur.value, this.now());
+      });
+      for (;;) {
+        const event = await w.next();
+        if (event === undefined) return;
+        yield event;
+      }
+    } finally {
+      signal.removeEventListener('abort', stop);
+      w.close();
+      if (this.watchers.size === 0) {
+        clearInterval(this.watchTimer);
+        this.watchTimer = undefined;
+      }
+    }
+  }
+
+  /**
+   * A page of chosen values of keys with `prefix`, in key order, from this replica's local state
+   * (not linearizable); deleted keys, and keys whose record failed its checksum, are left out.
+   * @param prefix - the keys' prefix ("" for all); `after` - list keys strictly after it ("" from the first).
+   * @param limit - at most this many keys (1..1000).
+   * @returns the keys with their versions and values, and whether more may follow.
+   */
+  list(prefix: string, after: string, limit: number): { items: Array<{ key: string; version: number; value: Uint8Array }>; more: boolean } {
+    const items: Array<{ key: string; version: number; value: Uint8Array }> = [];
+    const take = (key: string): void => {
+      const rec = this.store.get(key);
+      if (rec === undefined || rec === LOST_RECORD || this.core.isRepairing(key) || rec.chosen === null || rec.chosen.value === null) return;
+      items.push({ key, version: chosenIndex(rec), value: rec.chosen.value });
+    };
+    // Keys with a prefix are contiguous in the store's order; `prefix` itself comes first.
+    let cursor: string;
+    if (after === '' || Buffer.compare(Buffer.from(after), Buffer.from(prefix)) < 0) {
+      if (prefix !== '') take(prefix);
+      cursor = prefix;
+    } else cursor = after;
+    for (;;) {
+      const page = this.store.keysAfter(cursor === '' ? null : cursor, 256);
+      for (const key of page) {
+        if (!key.startsWith(prefix)) return { items, more: false };
+        if (items.length === limit) return { items, more: true };
+        take(key);
+      }
+      if (page.length < 256) return { items, more: false };
+      cursor = page[page.length - 1]!;
+    }
+  }
+
+  /** The key's current version: a linearizable read on a voter, the local record otherwise (undefined: none to offer). */
+  private async current(key: string): Promise<{ version: number; value: Uint8Array | null } | undefined> {
+    if (this.core.mode === 'voter') {
+      const r = await this.request(key, { kind: 'get' }, Date.now() + 5000);
+      if (r.ok && r.kind === 'get') return { version: r.version, value: r.value };
+    }
+    if (this.closed) return undefined;
+    const rec = this.store.get(key);
+    if (rec === undefined || rec === LOST_RECORD || this.core.isRepairing(key)) return undefined;
+    return { version: chosenIndex(rec), value: rec.chosen?.value ?? null };
+  }
+
+  /** Reads watched keys that did not change for `watchCheckMs` (see `ReplicaOptions.watchCheckMs`). */
+  private startWatchTimer(): void {
+    if (this.watchTimer !== undefined || this.closed) return;
+    const every = this.options.watchCheckMs ?? 1000;
+    this.watchTimer = withoutCall(() =>
+      setInterval(() => {
+        if (this.core.mode !== 'voter') return;
+        for (const key of this.watchers.due(this.now(), every)) {
+          void this.request(key, { kind: 'get' }, Date.now() + every).then((r) => {
+            if (r.ok && r.kind === 'get') this.watchers.offer(key, r.version, r.value, this.now());
+          });
+        }
+      }, Math.max(10, Math.floor(every / 4))),
+    );
+    this.watchTimer.unref();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -373,6 +480,10 @@ export class PaxosKVReplica {
       for (const s of out.send) if (s.to === replyTo) replySink.push(s.message);
     }
     const release = (): void => {
+      if (this.watchers.size > 0) {
+        const now = this.now();
+        for (const [key, rec] of out.persist) if (this.watchers.has(key)) this.watchers.offer(key, chosenIndex(rec), rec.chosen?.value ?? null, now);
+      }
       for (const s of out.send) if (s.to !== replyTo || replySink === undefined) this.enqueue(s.to, s.message);
       for (const r of out.replies) {
         const resolve = this.pending.get(r.requestRef);
@@ -618,6 +729,22 @@ class ClientApi extends PaxosKVService {
   override async repair(request: RepairRequest): Promise<RepairReply> {
     checkKey(request.key);
     return { repairing: this.replica.repair(request.key) };
+  }
+
+  override async *watch(request: WatchRequest, call: CallContext): AsyncIterable<WatchEventPb> {
+    checkKey(request.key);
+    if (request.fromVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw kvErrors.FROM_VERSION_OUT_OF_RANGE();
+    for await (const e of this.replica.watch(request.key, Number(request.fromVersion), call.signal)) {
+      yield { version: BigInt(e.version), found: e.value !== null, value: e.value ?? new Uint8Array(0), gap: e.gap };
+    }
+  }
+
+  override async list(request: ListRequest): Promise<ListReply> {
+    if (Buffer.byteLength(request.prefix) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
+    if (request.after !== '') checkKey(request.after);
+    const limit = request.limit === 0 ? 100 : Math.min(request.limit, 1000);
+    const { items, more } = this.replica.list(request.prefix, request.after, limit);
+    return { items: items.map((i) => ({ key: i.key, version: BigInt(i.version), value: i.value })), more };
   }
 }
 

@@ -193,6 +193,23 @@ describe('svrkit kv up and the client commands', () => {
     expect(ok(await kv(['get', 'k']))).toEqual({ key: 'k', found: false });
     expect(ok(await kv(['cas', 'k', '0', 'back']))).toEqual({ key: 'k', version: '4' });
 
+    // kv list: one line per key with the prefix, in key order; kv watch: one line per version until SIGINT.
+    const listed = await kv(['list', 'k']);
+    expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(listed.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual([
+      { key: 'k', version: '4', value: 'back' },
+      { key: 'k2', version: '1', value: 'from\nstdin \u00e9' },
+    ]);
+    const watch = spawnSvrkit(['kv', 'watch', 'k', '--peers', peers]);
+    for (let i = 0; i < 250 && !watch.stdout().includes('"version":"4"'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(ok(await kv(['put', 'k', 'watched']))).toEqual({ key: 'k', version: '5' });
+    for (let i = 0; i < 250 && !watch.stdout().includes('"version":"5"'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await stopProc(watch, 'SIGINT')).toEqual({ code: 0, signal: null });
+    expect(watch.stdout().trim().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual([
+      { key: 'k', version: '4', found: true, value: 'back', gap: true },
+      { key: 'k', version: '5', found: true, value: 'watched' },
+    ]);
+
     const badVersion = await kv(['cas', 'k', 'v1', 'x']);
     expect(badVersion.code).toBe(1);
     expect(badVersion.stderr).toMatch(/version 'v1' is not a whole number/);
