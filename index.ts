@@ -7,3 +7,7 @@
  */
 export * from './framework/index.js';
 export { PaxosKVClient, type KvListItem, type KvWatchEvent, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';
+export { ConfigClient, type ConfigChange, type ConfigClientOptions, type ConfigInstance, type ConfigReadContext } from './services/config/client.js';
+export { ConfigAdmin, MAX_HISTORY, type ConfigAdminOptions } from './services/config/admin.js';
+export { bucket, parseRule, type GrayContext, type GrayRule } from './services/config/gray.js';
+export type { ConfigChanges, ConfigOp, ConfigValues, Gray, NamespaceHead, OpRecord, Release, Resolved } from './services/config/model.js';

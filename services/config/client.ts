@@ -1,0 +1,222 @@
+/**
+ * The config center's client SDK: follows one namespace's head over PaxosKV's `Watch` stream and
+ * answers `get` from memory, evaluating the gray rules against the reading process (its labels
+ * and zone) and the call being served (its caller and user, from the call context), so a handler
+ * just calls `config.get('limit')`.
+ *
+ * The head it serves only moves forward (PaxosKV versions only grow, and a head with fewer
+ * operations is ignored), so the release number a reader sees never goes down, and a promote
+ * reaches every reader as one change. With `cacheFile`, every head is also written to a local file
+ * (Apollo's local cache): when no replica answers at start, `ready()` serves the cached head and
+ * `source` says so, until the watch delivers.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { currentCall } from '../../framework/index.js';
+import { PaxosKVClient } from '../paxoskv/client.js';
+import { headKey } from './admin.js';
+import type { GrayContext } from './gray.js';
+import { decodeHead, emptyHead, resolve, type NamespaceHead, type Resolved } from './model.js';
+
+/** The reading process. */
+export interface ConfigInstance {
+  /** Its labels (gray rules `label:k=v`). */
+  labels?: Readonly<Record<string, string>>;
+  /** Its zone (gray rules `zone:z`). */
+  zone?: string;
+}
+
+/** Options of {@link ConfigClient}. */
+export interface ConfigClientOptions {
+  /** The PaxosKV replicas (`host:port`, comma-separated or a list), or a client to use (not closed by `close()`). */
+  target: string | readonly string[] | PaxosKVClient;
+  /** The namespace, e.g. `shop.checkout`. */
+  namespace: string;
+  /** This process, as the gray rules see it. */
+  instance?: ConfigInstance;
+  /** A file to keep the last head in, and to start from when no replica answers. */
+  cacheFile?: string;
+  /** How long `ready()` waits for a replica before it serves the cache file (ms). Default 3000. */
+  readyTimeoutMs?: number;
+  /** Metadata key of the user id that percentages and user lists see. Default `x-user-id`. */
+  userIdKey?: string;
+  /** Metadata key of the calling service. Default `x-caller-service`. */
+  callerKey?: string;
+}
+
+/** What `get` reads the gray rules against, beyond the instance (defaults: the current call's). */
+export interface ConfigReadContext {
+  /** The user the call is for. Default: the current call's `x-user-id` metadata. */
+  userId?: string;
+  /** The service that made the call. Default: the current call's `x-caller-service` metadata. */
+  caller?: string;
+}
+
+/** A change of what this client serves. */
+export interface ConfigChange {
+  /** The new head. */
+  readonly head: NamespaceHead;
+  /** The head before it. */
+  readonly previous: NamespaceHead;
+}
+
+/**
+ * Follows one namespace; see the module comment.
+ *
+ * ```ts
+ * const config = new ConfigClient({ target: '127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103', namespace: 'shop.checkout', instance: { zone: 'z1' } });
+ * await config.ready();
+ * const limit = Number(config.get('limit') ?? '10');   // inside a handler: the caller's user decides a percentage gray
+ * ```
+ */
+export class ConfigClient {
+  private readonly kv: PaxosKVClient;
+  private readonly ownsKv: boolean;
+  private readonly abort = new AbortController();
+  private headNow: NamespaceHead;
+  private version = 0n;
+  private sourceNow: 'none' | 'cache' | 'paxoskv' = 'none';
+  private readonly listeners = new Set<(change: ConfigChange) => void>();
+  private readonly readyPromise: Promise<void>;
+  private resolveReady!: () => void;
+  private gotFirst = false;
+  private writing: Promise<void> = Promise.resolve();
+
+  /**
+   * Starts following the namespace at once.
+   * @throws Error for a bad namespace name or an empty target.
+   */
+  constructor(private readonly options: ConfigClientOptions) {
+    this.headNow = emptyHead(options.namespace);
+    const t = options.target;
+    if (t instanceof PaxosKVClient) {
+      this.kv = t;
+      this.ownsKv = false;
+    } else {
+      const peers = (typeof t === 'string' ? t.split(',') : [...t]).map((p) => p.trim()).filter((p) => p !== '');
+      if (peers.length === 0) throw new Error('ConfigClient: target names no PaxosKV replica');
+      this.kv = new PaxosKVClient({ peers });
+      this.ownsKv = true;
+    }
+    this.readyPromise = new Promise<void>((r) => (this.resolveReady = r));
+    void this.follow();
+  }
+
+  /**
+   * Resolves once the client serves a head: the first one from PaxosKV, or, when no replica
+   * answered within `readyTimeoutMs` and a cache file was given and readable, the cached one
+   * (`source` is then `'cache'` until PaxosKV answers). Without a cache it waits for PaxosKV.
+   */
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  /** Where the head served comes from: `'paxoskv'`, `'cache'` (no replica answered yet), or `'none'`. */
+  get source(): 'none' | 'cache' | 'paxoskv' {
+    return this.sourceNow;
+  }
+
+  /** The head served now. */
+  get head(): NamespaceHead {
+    return this.headNow;
+  }
+
+  /**
+   * A key's value for this process and the current call (or `ctx`), from memory.
+   * @returns the value, or undefined when the namespace has no such key (for this reader).
+   */
+  get(key: string, ctx?: ConfigReadContext): string | undefined {
+    const v = this.snapshot(ctx).values;
+    return Object.prototype.hasOwnProperty.call(v, key) ? v[key] : undefined;
+  }
+
+  /** Everything this reader sees: the release number, whether it is in the gray, and the values. */
+  snapshot(ctx?: ConfigReadContext): Resolved {
+    return resolve(this.headNow, this.context(ctx));
+  }
+
+  /**
+   * Calls `listener` with every change of the head served (after it is served).
+   * @returns a function that stops the calls.
+   */
+  onChange(listener: (change: ConfigChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  /** Stops following (and closes the PaxosKV client it made). Idempotent. */
+  async close(): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    this.abort.abort();
+    if (this.ownsKv) this.kv.close();
+    await this.writing;
+  }
+
+  /** The gray rules' view of this reader. */
+  private context(ctx: ConfigReadContext | undefined): GrayContext {
+    const call = currentCall();
+    const md = call?.metadata;
+    const userId = ctx?.userId ?? md?.[this.options.userIdKey ?? 'x-user-id'];
+    const caller = ctx?.caller ?? md?.[this.options.callerKey ?? 'x-caller-service'];
+    return { labels: this.options.instance?.labels, zone: this.options.instance?.zone, userId: typeof userId === 'string' ? userId : undefined, caller: typeof caller === 'string' ? caller : undefined };
+  }
+
+  private async follow(): Promise<void> {
+    const timeout = setTimeout(() => void this.fromCache(), this.options.readyTimeoutMs ?? 3000);
+    timeout.unref();
+    try {
+      for await (const e of this.kv.watch(headKey(this.options.namespace), { signal: this.abort.signal })) {
+        let head: NamespaceHead;
+        try {
+          head = e.value === null ? emptyHead(this.options.namespace) : decodeHead(e.value, this.options.namespace);
+        } catch {
+          continue; // a head that does not decode is never served
+        }
+        this.version = e.version;
+        this.serve(head, 'paxoskv');
+      }
+    } catch {
+      // Aborted, or a bad namespace key (cannot happen: checked in the constructor).
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  /** No replica answered in time: serve the cached head, if any. */
+  private async fromCache(): Promise<void> {
+    if (this.gotFirst || this.options.cacheFile === undefined) return;
+    try {
+      const cached = decodeHead(await fsp.readFile(this.options.cacheFile), this.options.namespace);
+      if (!this.gotFirst) this.serve(cached, 'cache');
+    } catch {
+      // No cache (or a damaged one): wait for PaxosKV.
+    }
+  }
+
+  private serve(head: NamespaceHead, source: 'cache' | 'paxoskv'): void {
+    const previous = this.headNow;
+    // Only forward: a head with fewer operations than the one served is older.
+    if (this.gotFirst && head.opSeq < previous.opSeq) return;
+    const first = !this.gotFirst;
+    this.gotFirst = true;
+    this.headNow = head;
+    this.sourceNow = source;
+    if (first) this.resolveReady();
+    if (source === 'paxoskv' && this.options.cacheFile !== undefined) this.writeCache(head);
+    if (!first || head.opSeq !== previous.opSeq) for (const l of this.listeners) l({ head, previous });
+  }
+
+  private writeCache(head: NamespaceHead): void {
+    const file = this.options.cacheFile!;
+    this.writing = this.writing
+      .then(async () => {
+        await fsp.mkdir(path.dirname(file), { recursive: true });
+        const tmp = `${file}.${process.pid}.tmp`;
+        await fsp.writeFile(tmp, JSON.stringify(head));
+        await fsp.rename(tmp, file);
+      })
+      .catch(() => undefined);
+  }
+}
