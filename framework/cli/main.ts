@@ -14,6 +14,7 @@ import type { Metadata } from '../wire/status.js';
 import { DEFAULT_BENCH_CONCURRENCY, errorSummary, formatBenchResult, formatProgress, runBench, type ErrorSummary } from './bench.js';
 import { benchCallFor, benchSample, callCommand } from './call.js';
 import { collect, durationOption, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
+import { addConfigCommands } from './config.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
@@ -216,6 +217,7 @@ function buildProgram(): Command {
 
   addTopCommand(program);
   addKvCommands(program);
+  addConfigCommands(program);
   addRegistryCommands(program);
   return program;
 }

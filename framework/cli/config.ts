@@ -1,0 +1,186 @@
+/**
+ * `svrkit config ...`: the config center's commands (services/config) against a PaxosKV cluster,
+ * found as the `kv` client commands find it (`--peers`, `--data-dir`, `SVRKIT_KV_PEERS`, or the
+ * cluster `kv up` recorded in ./data/paxoskv). Each prints JSON: one line per result, NDJSON for
+ * `history` and `watch`.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigAdmin } from '../../services/config/admin.js';
+import { ConfigClient } from '../../services/config/client.js';
+import { formatRule, parseRule, type GrayRule } from '../../services/config/gray.js';
+import { resolve, type ConfigChanges, type NamespaceHead } from '../../services/config/model.js';
+import { PaxosKVClient } from '../../services/paxoskv/client.js';
+import { KvUsageError, parsePeers, resolveClientPeers } from './kv-cluster.js';
+import { positiveMs, reportError } from './flags.js';
+
+interface Flags {
+  peers?: Map<number, string>;
+  dataDir?: string;
+  timeout: number;
+  by?: string;
+}
+
+const line = (v: unknown): void => {
+  process.stdout.write(JSON.stringify(v) + '\n');
+};
+
+/** `key=value` pairs, and `--delete` keys, as changes. */
+function changes(pairs: readonly string[], deletes: readonly string[] = []): ConfigChanges {
+  const set: Record<string, string> = {};
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new KvUsageError(`'${p}' is not key=value`);
+    set[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return { set, delete: [...deletes] };
+}
+
+function collectRule(text: string, rules: GrayRule[] = []): GrayRule[] {
+  try {
+    return [...rules, parseRule(text)];
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function collect(text: string, list: string[] = []): string[] {
+  return [...list, text];
+}
+
+function label(text: string, labels: Record<string, string> = {}): Record<string, string> {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError(`--label ${text}: expected key=value`);
+  return { ...labels, [text.slice(0, eq)]: text.slice(eq + 1) };
+}
+
+/** What a head is, printed. */
+function headJson(head: NamespaceHead): unknown {
+  return {
+    namespace: head.namespace,
+    release: head.release?.number ?? 0,
+    values: head.release?.values ?? {},
+    gray:
+      head.gray === null
+        ? null
+        : { id: head.gray.id, set: head.gray.overrides.set, delete: head.gray.overrides.delete, rules: head.gray.rules.map(formatRule), by: head.gray.by, at: new Date(head.gray.at).toISOString() },
+    lastOp: head.lastOp === null ? null : { ...head.lastOp, at: new Date(head.lastOp.at).toISOString() },
+  };
+}
+
+async function withAdmin(flags: Flags, fn: (admin: ConfigAdmin, kv: PaxosKVClient) => Promise<void>): Promise<void> {
+  let peers: Map<number, string>;
+  try {
+    peers = await resolveClientPeers(flags);
+  } catch (err) {
+    if (err instanceof KvUsageError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+    } else reportError(err);
+    return;
+  }
+  const kv = new PaxosKVClient({ peers: [...peers.values()], defaultTimeoutMs: flags.timeout });
+  try {
+    await fn(new ConfigAdmin(kv, { by: flags.by }), kv);
+  } catch (err) {
+    if (err instanceof KvUsageError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+    } else reportError(err);
+  } finally {
+    kv.close();
+  }
+}
+
+/** Adds `svrkit config ...` to a commander program. */
+export function addConfigCommands(program: Command): void {
+  const config = program.command('config').description('the config center on PaxosKV: releases, gray releases by rule, promote, rollback, history, watch');
+  const command = (name: string, description: string) =>
+    config
+      .command(name)
+      .description(description)
+      .option('--peers <list>', 'PaxosKV replicas: 1=host:port,2=host:port,... (default: as svrkit kv get finds them)', parsePeers)
+      .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there')
+      .option('-t, --timeout <ms>', 'deadline of each PaxosKV call (ms)', positiveMs, 5000)
+      .option('--by <who>', 'who the operation is recorded as done by (default user@host)');
+
+  command('publish', 'publish a new release: the current one with keys set (key=value) and --delete keys')
+    .argument('<namespace>')
+    .argument('[pairs...]', 'key=value')
+    .option('--delete <key>', 'delete a key (repeat)', collect)
+    .action((ns: string, pairs: string[], flags: Flags & { delete?: string[] }) =>
+      withAdmin(flags, async (admin) => line(headJson(await admin.publish(ns, changes(pairs, flags.delete))))),
+    );
+
+  command('gray', 'start a gray release (or change the running one) for readers matching any --rule')
+    .argument('<namespace>')
+    .argument('[pairs...]', 'key=value')
+    .option('--delete <key>', 'delete a key for gray readers (repeat)', collect)
+    .option('--rule <rule>', 'label:k=v, zone:z, caller:service, users:u1,u2, percent:10 (repeat; any one matching puts a reader in)', collectRule)
+    .action((ns: string, pairs: string[], flags: Flags & { delete?: string[]; rule?: GrayRule[] }) =>
+      withAdmin(flags, async (admin) => {
+        if (flags.rule === undefined) throw new KvUsageError('a gray needs at least one --rule');
+        line(headJson(await admin.gray(ns, changes(pairs, flags.delete), flags.rule)));
+      }),
+    );
+
+  command('promote', 'the gray release becomes the next full release (one write)')
+    .argument('<namespace>')
+    .action((ns: string, flags: Flags) => withAdmin(flags, async (admin) => line(headJson(await admin.promote(ns)))));
+
+  command('abandon', 'drop the gray release')
+    .argument('<namespace>')
+    .action((ns: string, flags: Flags) => withAdmin(flags, async (admin) => line(headJson(await admin.abandon(ns)))));
+
+  command('rollback', 'publish a new release equal to an earlier one')
+    .argument('<namespace>')
+    .argument('<release>', 'the release to go back to', (v: string) => {
+      if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`release '${v}' is not a release number`);
+      return Number(v);
+    })
+    .action((ns: string, to: number, flags: Flags) => withAdmin(flags, async (admin) => line(headJson(await admin.rollback(ns, to)))));
+
+  command('history', 'the namespace\'s operations, oldest first, one JSON line each')
+    .argument('<namespace>')
+    .action((ns: string, flags: Flags) =>
+      withAdmin(flags, async (admin) => {
+        for (const op of await admin.history(ns)) line({ ...op, at: new Date(op.at).toISOString() });
+      }),
+    );
+
+  command('get', 'what a reader sees (linearizable): every key, or one; --label, --zone, --user and --caller describe the reader')
+    .argument('<namespace>')
+    .argument('[key]')
+    .option('--label <k=v>', 'an instance label of the reader (repeat)', label)
+    .option('--zone <zone>', 'the reader\'s zone')
+    .option('--user <id>', 'the user the call is for')
+    .option('--caller <service>', 'the calling service')
+    .action((ns: string, key: string | undefined, flags: Flags & { label?: Record<string, string>; zone?: string; user?: string; caller?: string }) =>
+      withAdmin(flags, async (admin) => {
+        const { head } = await admin.head(ns);
+        const seen = resolve(head, { labels: flags.label, zone: flags.zone, userId: flags.user, caller: flags.caller });
+        if (key === undefined) line({ namespace: ns, ...seen });
+        else line({ namespace: ns, release: seen.release, gray: seen.gray, key, found: Object.prototype.hasOwnProperty.call(seen.values, key), ...(Object.prototype.hasOwnProperty.call(seen.values, key) ? { value: seen.values[key] } : {}) });
+      }),
+    );
+
+  command('watch', 'follow a namespace: one JSON line per change of what the reader sees, until Ctrl-C')
+    .argument('<namespace>')
+    .option('--label <k=v>', 'an instance label of the reader (repeat)', label)
+    .option('--zone <zone>', 'the reader\'s zone')
+    .option('--user <id>', 'the user the reads are for')
+    .option('--caller <service>', 'the calling service')
+    .action((ns: string, flags: Flags & { label?: Record<string, string>; zone?: string; user?: string; caller?: string }) =>
+      withAdmin(flags, async (_admin, kv) => {
+        const client = new ConfigClient({ target: kv, namespace: ns, instance: { labels: flags.label, zone: flags.zone } });
+        const print = (): void => line({ namespace: ns, opSeq: client.head.opSeq, ...client.snapshot({ userId: flags.user, caller: flags.caller }) });
+        await client.ready();
+        print();
+        client.onChange(print);
+        await new Promise<void>((done) => {
+          process.once('SIGINT', done);
+          process.once('SIGTERM', done);
+        });
+        await client.close();
+      }),
+    );
+}
