@@ -11,3 +11,9 @@ export { ConfigClient, type ConfigChange, type ConfigClientOptions, type ConfigI
 export { ConfigAdmin, MAX_HISTORY, type ConfigAdminOptions } from './services/config/admin.js';
 export { bucket, parseRule, type GrayContext, type GrayRule } from './services/config/gray.js';
 export type { ConfigChanges, ConfigOp, ConfigValues, Gray, NamespaceHead, OpRecord, Release, Resolved } from './services/config/model.js';
+export { PaxosKVRegistry } from './services/registry/paxoskv-registry.js';
+
+// The services' implementations of framework tables: this package root is their composition root
+// (the framework itself never imports services).
+import { setup as setupPaxosKVRegistry } from './services/registry/paxoskv-registry.js';
+setupPaxosKVRegistry();

@@ -69,5 +69,15 @@ export { type MethodConfig } from './client/method-config.js';
 export { type OutlierDetectionOptions } from './client/outlier.js';
 export { PUSHBACK_KEY, type RetryPolicy, type HedgingPolicy, type RetryThrottleOptions } from './client/retry.js';
 export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';
-export { normalizeInstance, type Instance, type InstanceInput } from './discovery/instance.js';
-export { openRegistry, type Registry, type Registration, type RegisterOptions } from './discovery/registry.js';
+export { compareInstances, DEFAULT_LEASE_TTL_MS, leaseTtlMs, normalizeInstance, sameInstances, type Instance, type InstanceInput } from './discovery/instance.js';
+export {
+  openRegistry,
+  parseRegistryUri,
+  registerRegistry,
+  type HostsLocation,
+  type Registry,
+  type RegistryFactory,
+  type RegistryLocation,
+  type Registration,
+  type RegisterOptions,
+} from './discovery/registry.js';

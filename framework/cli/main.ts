@@ -6,6 +6,7 @@
  * `svrkit call` whose stdout reader goes away mid-stream (EPIPE, `| head -3`) exits 0, quietly.
  */
 import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
+import { setup as setupPaxosKVRegistry } from '../../services/registry/paxoskv-registry.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
@@ -21,6 +22,9 @@ import { serve } from './run.js';
 import { DEFAULT_MAX_STREAMS_PER_CONNECTION } from '../server/server.js';
 import { addTopCommand } from './top.js';
 import { svrkitVersion } from './version.js';
+
+// The PaxosKV registry (a service built on the framework) registers itself for paxoskv: URIs.
+setupPaxosKVRegistry();
 
 function metadataOption(value: string, previous: Metadata): Metadata {
   const i = value.indexOf('=');

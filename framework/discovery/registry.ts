@@ -6,13 +6,14 @@
  *   (`file-registry.ts`); several processes on one host share it safely.
  * - `etcd://host:port[,host:port...]/key/prefix` — lease-bound keys in etcd plus a prefix watch
  *   (`etcd-registry.ts`); the `etcd3` package is loaded only when such a registry is used.
+ * - `paxoskv://host:port[,host:port...]/prefix` — one PaxosKV key per service, followed with
+ *   PaxosKV's watch (`services/registry/paxoskv-registry.ts`, a flagship service built on the
+ *   framework; the package root `index.ts` and the CLI register it).
  *
  * This module holds the interface, the URI syntax and a table of implementations; it never
  * imports them. Each implementation exports `setup()`, which calls `registerRegistry`, and the
  * composition root (`framework/setup.ts`, imported by `framework/index.ts` and
  * `framework/runtime.ts`) calls them all, as grpc-js's `index.ts` calls its resolvers' `setup()`.
- *
- * A PaxosKV-backed registry can plug in later behind the same `Registry` interface.
  */
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseAddress } from '../client/resolver.js';
@@ -95,20 +96,24 @@ export type RegistryLocation =
       /** Absolute path of the JSON file. */
       readonly path: string;
     }
-  | {
-      readonly kind: 'etcd';
-      /** The URI in canonical form (`etcd://h:p,h:p/prefix`). */
-      readonly uri: string;
-      /** etcd client endpoints, `host:port` each. */
-      readonly hosts: readonly string[];
-      /** The key prefix, starting with `/` and without a trailing `/`, e.g. `'/svrkit/services'`. */
-      readonly prefix: string;
-    };
+  | HostsLocation<'etcd'>
+  | HostsLocation<'paxoskv'>;
+
+/** A registry reached through a list of endpoints, with a key prefix (`etcd:`, `paxoskv:`). */
+export interface HostsLocation<K extends 'etcd' | 'paxoskv'> {
+  readonly kind: K;
+  /** The URI in canonical form (`etcd://h:p,h:p/prefix`, `paxoskv://h:p,h:p/prefix`). */
+  readonly uri: string;
+  /** Client endpoints (etcd members, PaxosKV replicas), `host:port` each. */
+  readonly hosts: readonly string[];
+  /** The key prefix, starting with `/` and without a trailing `/`, e.g. `'/svrkit/services'`. */
+  readonly prefix: string;
+}
 
 /** The key prefix of an `etcd://host:port` URI that gives none. */
 export const DEFAULT_ETCD_PREFIX = '/svrkit/services';
 
-const USAGE = 'expected file:///abs/path/registry.json or etcd://host:port[,host:port]/key/prefix';
+const USAGE = 'expected file:///abs/path/registry.json, etcd://host:port[,host:port]/key/prefix or paxoskv://host:port[,host:port]/prefix';
 
 /**
  * Parses a registry URI (pure: no I/O).
@@ -136,16 +141,17 @@ export function parseRegistryUri(uri: string): RegistryLocation {
     if (path.endsWith('/')) throw new Error(`registry URI '${uri}': names a directory; give the JSON file, e.g. file://${path}registry.json`);
     return { kind: 'file', uri: pathToFileURL(path).href, path };
   }
-  if (scheme === 'etcd') {
-    const m = /^etcd:\/\/([^/?#]*)(\/[^?#]*)?$/i.exec(text);
+  if (scheme === 'etcd' || scheme === 'paxoskv') {
+    const m = /^[a-z]+:\/\/([^/?#]*)(\/[^?#]*)?$/i.exec(text);
     if (m === null) throw new Error(`registry URI '${uri}': ${USAGE}`);
+    const what = scheme === 'etcd' ? 'etcd endpoint' : 'PaxosKV replica';
     const hosts = m[1]!.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-    if (hosts.length === 0) throw new Error(`registry URI '${uri}': no etcd endpoint; expected etcd://127.0.0.1:2379/svrkit/services`);
+    if (hosts.length === 0) throw new Error(`registry URI '${uri}': no ${what}; expected ${scheme}://127.0.0.1:${scheme === 'etcd' ? 2379 : 7101}/svrkit/services`);
     for (const h of hosts) {
       try {
         parseAddress(h);
       } catch {
-        throw new Error(`registry URI '${uri}': etcd endpoint '${h}' is not host:port`);
+        throw new Error(`registry URI '${uri}': ${what} '${h}' is not host:port`);
       }
     }
     let path: string;
@@ -157,12 +163,13 @@ export function parseRegistryUri(uri: string): RegistryLocation {
     const trimmed = path.replace(/\/+$/, '');
     const prefix = trimmed === '' ? DEFAULT_ETCD_PREFIX : trimmed;
     if (prefix.slice(1).split('/').some((seg) => seg === '')) throw new Error(`registry URI '${uri}': the key prefix '${prefix}' has an empty segment`);
-    return { kind: 'etcd', uri: `etcd://${hosts.join(',')}${encodeURI(prefix)}`, hosts, prefix };
+    const canonical = `${scheme}://${hosts.join(',')}${encodeURI(prefix)}`;
+    return scheme === 'etcd' ? { kind: 'etcd', uri: canonical, hosts, prefix } : { kind: 'paxoskv', uri: canonical, hosts, prefix };
   }
   throw new Error(`unsupported registry URI '${uri}': ${USAGE}`);
 }
 
-/** The kinds of registry URI that `parseRegistryUri` knows: `'file'` and `'etcd'`. */
+/** The kinds of registry URI that `parseRegistryUri` knows: `'file'`, `'etcd'` and `'paxoskv'`. */
 export type RegistryKind = RegistryLocation['kind'];
 
 /**
@@ -178,12 +185,12 @@ const factories = new Map<RegistryKind, RegistryFactory>();
  * Registers the implementation that `openRegistry` uses for one kind of URI. Implementations call
  * it from their `setup()` (e.g. `file-registry.ts`), and `framework/setup.ts` calls those; a later
  * registration for the same kind replaces the earlier one.
- * @param kind - `'file'` or `'etcd'`.
+ * @param kind - `'file'`, `'etcd'` or `'paxoskv'`.
  * @param factory - makes the registry for a parsed location of that kind.
  * @throws Error when `kind` is not a kind `parseRegistryUri` knows, or `factory` is not a function.
  */
 export function registerRegistry<K extends RegistryKind>(kind: K, factory: RegistryFactory<K>): void {
-  if (kind !== 'file' && kind !== 'etcd') throw new Error(`registerRegistry: unknown registry kind '${String(kind)}' (expected 'file' or 'etcd')`);
+  if (kind !== 'file' && kind !== 'etcd' && kind !== 'paxoskv') throw new Error(`registerRegistry: unknown registry kind '${String(kind)}' (expected 'file', 'etcd' or 'paxoskv')`);
   if (typeof factory !== 'function') throw new Error(`registerRegistry('${kind}'): factory must be a function`);
   // openRegistry looks factories up by the location's own kind, so the narrowing holds.
   factories.set(kind, (location) => factory(location as Extract<RegistryLocation, { kind: K }>));
@@ -193,7 +200,7 @@ export function registerRegistry<K extends RegistryKind>(kind: K, factory: Regis
  * Opens a registry. Nothing is read, connected or loaded until the registry is first used, so
  * opening never fails for an unreachable or missing registry; the first `register`, `list` or
  * `watch` reports that.
- * @param uri - `file:///abs/path/registry.json` or `etcd://host:port[,host:port]/key/prefix`.
+ * @param uri - `file:///abs/path/registry.json`, `etcd://host:port[,host:port]/key/prefix` or `paxoskv://host:port[,host:port]/prefix`.
  * @returns the registry; `close()` it when done.
  * @throws Error for a malformed or unsupported URI (see `parseRegistryUri`), or when no
  *   implementation is registered for its kind (nothing imported `framework/setup.ts`, which

@@ -1,5 +1,5 @@
 /**
- * Resolvers for registry targets: `setup()` registers the `file` and `etcd` schemes with
+ * Resolvers for registry targets: `setup()` registers the `file`, `etcd` and `paxoskv` schemes with
  * `registerResolver`, so a channel can be made for `file:///srv/registry.json` or
  * `etcd://127.0.0.1:2379/svrkit/services`. Importing this module registers nothing; the
  * composition root, `framework/setup.ts`, calls `setup()`.
@@ -120,4 +120,5 @@ function validateTarget(t: ParsedTarget): void {
 export function setup(): void {
   registerResolver('file', registryResolver, validateTarget);
   registerResolver('etcd', registryResolver, validateTarget);
+  registerResolver('paxoskv', registryResolver, validateTarget);
 }

@@ -21,6 +21,8 @@ describe('framework/setup.ts, the composition root', () => {
   it('before it runs, registry.ts and resolver.ts know only their own built-ins', () => {
     expect(() => openRegistry(fileUri)).toThrow(/no 'file' registry implementation is registered; import 'svrkit'/);
     expect(() => openRegistry(etcdUri)).toThrow(/no 'etcd' registry implementation is registered/);
+    // The PaxosKV registry is a service: the framework knows its URIs, the package root registers it.
+    expect(() => openRegistry('paxoskv://127.0.0.1:1/svrkit/services')).toThrow(/no 'paxoskv' registry implementation is registered; import 'svrkit'/);
     expect(() => resolverFor(fileUri)).toThrow(/no resolver for scheme 'file'.*known: static\).*importing 'svrkit'/);
     expect(resolverFor('static:///127.0.0.1:7000').parsed.scheme).toBe('static');
     // A malformed URI is still reported as such, before the missing implementation.
@@ -44,7 +46,7 @@ describe('framework/setup.ts, the composition root', () => {
   });
 
   it('registerRegistry rejects a kind parseRegistryUri does not know, and a non-function', () => {
-    expect(() => registerRegistry('paxoskv' as 'file', () => openRegistry(fileUri))).toThrow(/unknown registry kind 'paxoskv'/);
+    expect(() => registerRegistry('consul' as 'file', () => openRegistry(fileUri))).toThrow(/unknown registry kind 'consul'/);
     expect(() => registerRegistry('file', undefined as never)).toThrow(/factory must be a function/);
   });
 });

@@ -8,6 +8,9 @@
  */
 import '../../framework/setup.js';
 import { openRegistry, type Registration } from '../../framework/discovery/registry.js';
+import { setup as setupPaxosKVRegistry } from '../../services/registry/paxoskv-registry.js';
+
+setupPaxosKVRegistry(); // paxoskv: URIs (the package root does this for apps)
 
 const [uri, ttlText, ...specs] = process.argv.slice(2);
 
