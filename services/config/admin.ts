@@ -7,8 +7,9 @@
  * - `config/<namespace>/release/<n>`: release n's snapshot, immutable (for rollback).
  * - `config/<namespace>/log`: the operations, oldest first (the last `MAX_HISTORY`).
  * The snapshot and the log entry of an operation are written after its head, from the head (which
- * holds both): an operation that stopped in between leaves them to the next operation or `history`
- * call, which writes them first. The head is the truth; the others are derived from it.
+ * holds both), in the background: an operation resolves once its head is written. One that
+ * stopped in between leaves them to the next operation or `history` call, which writes them
+ * first. The head is the truth; the others are derived from it.
  */
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -170,14 +171,16 @@ export class ConfigAdmin {
           // The write may have applied: it did exactly when the head is now ours.
           const now = await this.head(namespace);
           if (now.head.opSeq === next.opSeq && JSON.stringify(now.head.lastOp) === JSON.stringify(next.lastOp)) {
-            await this.materialize(now.head).catch(() => undefined);
+            void this.materialize(now.head).catch(() => undefined);
             return now.head;
           }
           continue;
         }
         throw err;
       }
-      await this.materialize(next).catch(() => undefined);
+      // The operation is done once the head is written; its snapshot and log entry follow in the
+      // background (the next operation, or `history`, writes them if this process stops first).
+      void this.materialize(next).catch(() => undefined);
       return next;
     }
   }

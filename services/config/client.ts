@@ -15,8 +15,8 @@ import path from 'node:path';
 import { currentCall } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
 import { headKey } from './admin.js';
-import type { GrayContext } from './gray.js';
-import { decodeHead, emptyHead, resolve, type NamespaceHead, type Resolved } from './model.js';
+import { inGray, type GrayContext } from './gray.js';
+import { applyChanges, decodeHead, emptyHead, type ConfigValues, type NamespaceHead, type Resolved } from './model.js';
 
 /** The reading process. */
 export interface ConfigInstance {
@@ -74,7 +74,14 @@ export class ConfigClient {
   private readonly ownsKv: boolean;
   private readonly abort = new AbortController();
   private headNow: NamespaceHead;
-  private version = 0n;
+  /** What the head resolves to, computed once per head: a `get` is then a rule check and a lookup. */
+  private views!: { release: Resolved; gray: Resolved | undefined };
+  /**
+   * Whether a reader is in the current gray, by caller and user (what the rules look at beyond
+   * this instance): a percentage costs a MurmurHash3 per reader, not per read. Cleared with every
+   * new head, and when it holds `MEMO_LIMIT` readers.
+   */
+  private readonly memo = new Map<string, boolean>();
   private sourceNow: 'none' | 'cache' | 'paxoskv' = 'none';
   private readonly listeners = new Set<(change: ConfigChange) => void>();
   private readonly readyPromise: Promise<void>;
@@ -88,6 +95,7 @@ export class ConfigClient {
    */
   constructor(private readonly options: ConfigClientOptions) {
     this.headNow = emptyHead(options.namespace);
+    this.views = viewsOf(this.headNow);
     const t = options.target;
     if (t instanceof PaxosKVClient) {
       this.kv = t;
@@ -130,9 +138,20 @@ export class ConfigClient {
     return Object.prototype.hasOwnProperty.call(v, key) ? v[key] : undefined;
   }
 
-  /** Everything this reader sees: the release number, whether it is in the gray, and the values. */
+  /** Everything this reader sees: the release number, whether it is in the gray, and the values (do not modify them). */
   snapshot(ctx?: ConfigReadContext): Resolved {
-    return resolve(this.headNow, this.context(ctx));
+    const { release, gray } = this.views;
+    if (gray === undefined) return release;
+    const g = this.headNow.gray!;
+    const context = this.context(ctx);
+    const key = `${context.caller ?? ''}\u0000${context.userId ?? ''}`;
+    let inside = this.memo.get(key);
+    if (inside === undefined) {
+      inside = inGray(g.rules, context, g.salt);
+      if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
+      this.memo.set(key, inside);
+    }
+    return inside ? gray : release;
   }
 
   /**
@@ -156,11 +175,18 @@ export class ConfigClient {
 
   /** The gray rules' view of this reader. */
   private context(ctx: ConfigReadContext | undefined): GrayContext {
-    const call = currentCall();
-    const md = call?.metadata;
-    const userId = ctx?.userId ?? md?.[this.options.userIdKey ?? 'x-user-id'];
-    const caller = ctx?.caller ?? md?.[this.options.callerKey ?? 'x-caller-service'];
-    return { labels: this.options.instance?.labels, zone: this.options.instance?.zone, userId: typeof userId === 'string' ? userId : undefined, caller: typeof caller === 'string' ? caller : undefined };
+    let userId = ctx?.userId;
+    let caller = ctx?.caller;
+    if (userId === undefined || caller === undefined) {
+      // Only what the caller left out comes from the call being served.
+      const md = currentCall()?.metadata;
+      if (md !== undefined) {
+        userId ??= md[this.options.userIdKey ?? 'x-user-id'];
+        caller ??= md[this.options.callerKey ?? 'x-caller-service'];
+      }
+    }
+    const instance = this.options.instance;
+    return { labels: instance?.labels, zone: instance?.zone, userId, caller };
   }
 
   private async follow(): Promise<void> {
@@ -174,7 +200,6 @@ export class ConfigClient {
         } catch {
           continue; // a head that does not decode is never served
         }
-        this.version = e.version;
         this.serve(head, 'paxoskv');
       }
     } catch {
@@ -202,6 +227,8 @@ export class ConfigClient {
     const first = !this.gotFirst;
     this.gotFirst = true;
     this.headNow = head;
+    this.views = viewsOf(head);
+    this.memo.clear();
     this.sourceNow = source;
     if (first) this.resolveReady();
     if (source === 'paxoskv' && this.options.cacheFile !== undefined) this.writeCache(head);
@@ -219,4 +246,17 @@ export class ConfigClient {
       })
       .catch(() => undefined);
   }
+}
+
+/** Readers whose gray membership a client remembers at most (see `ConfigClient.memo`). */
+const MEMO_LIMIT = 100_000;
+
+/** What a head resolves to for readers outside and inside its gray (pure). */
+function viewsOf(head: NamespaceHead): { release: Resolved; gray: Resolved | undefined } {
+  const number = head.release?.number ?? 0;
+  const values: ConfigValues = Object.freeze({ ...(head.release?.values ?? {}) });
+  const release: Resolved = Object.freeze({ release: number, gray: false, values });
+  const g = head.gray;
+  if (g === null) return { release, gray: undefined };
+  return { release, gray: Object.freeze({ release: number, gray: true, grayId: g.id, values: Object.freeze(applyChanges(values, g.overrides)) }) };
 }

@@ -45,8 +45,16 @@ export interface GrayContext {
  * @returns 1..100.
  */
 export function bucket(salt: string, id: string): number {
-  return (murmurhash.v3(`${salt}:${id}`, 0) % 100) + 1;
+  const text = `${salt}:${id}`;
+  // The library hashes bytes; encoding into a reused buffer (UTF-8 takes at most 3 bytes per
+  // UTF-16 unit) saves the allocation it would make per call: a percentage is evaluated per read.
+  if (scratch.length < text.length * 3) scratch = new Uint8Array(text.length * 3);
+  const { written } = encoder.encodeInto(text, scratch);
+  return (murmurhash.v3(scratch.subarray(0, written), 0) % 100) + 1;
 }
+
+const encoder = new TextEncoder();
+let scratch = new Uint8Array(256);
 
 /**
  * Whether `rule` matches `ctx`.
