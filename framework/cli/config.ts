@@ -79,8 +79,10 @@ async function withAdmin(flags: Flags, fn: (admin: ConfigAdmin, kv: PaxosKVClien
     return;
   }
   const kv = new PaxosKVClient({ peers: [...peers.values()], defaultTimeoutMs: flags.timeout });
+  const admin = new ConfigAdmin(kv, { by: flags.by });
   try {
-    await fn(new ConfigAdmin(kv, { by: flags.by }), kv);
+    await fn(admin, kv);
+    await admin.flush(); // the operation's snapshot and log entry, before the client closes
   } catch (err) {
     if (err instanceof KvUsageError) {
       process.stderr.write(`error: ${err.message}\n`);

@@ -192,8 +192,23 @@ export class ConfigClient {
   private async follow(): Promise<void> {
     const timeout = setTimeout(() => void this.fromCache(), this.options.readyTimeoutMs ?? 3000);
     timeout.unref();
+    const key = headKey(this.options.namespace);
+    // The head as it is now (a linearizable read: a namespace never published is served empty),
+    // then every later version from the watch.
+    let from = 0n;
     try {
-      for await (const e of this.kv.watch(headKey(this.options.namespace), { signal: this.abort.signal })) {
+      const got = await this.kv.get(key);
+      if (got === null) this.serve(emptyHead(this.options.namespace), 'paxoskv');
+      else {
+        this.serve(decodeHead(got.value, this.options.namespace), 'paxoskv');
+        from = got.version;
+      }
+    } catch {
+      // No replica answered (the cache may serve meanwhile), or a head that does not decode
+      // (never served): the watch below takes over either way.
+    }
+    try {
+      for await (const e of this.kv.watch(key, { fromVersion: from, signal: this.abort.signal })) {
         let head: NamespaceHead;
         try {
           head = e.value === null ? emptyHead(this.options.namespace) : decodeHead(e.value, this.options.namespace);
@@ -222,8 +237,15 @@ export class ConfigClient {
 
   private serve(head: NamespaceHead, source: 'cache' | 'paxoskv'): void {
     const previous = this.headNow;
-    // Only forward: a head with fewer operations than the one served is older.
-    if (this.gotFirst && head.opSeq < previous.opSeq) return;
+    if (this.gotFirst) {
+      // Only forward: a head with fewer operations than the one served is older; the same one is no change
+      // (but PaxosKV confirming a cached head makes PaxosKV the source).
+      if (head.opSeq < previous.opSeq) return;
+      if (head.opSeq === previous.opSeq) {
+        if (source === 'paxoskv') this.sourceNow = source;
+        return;
+      }
+    }
     const first = !this.gotFirst;
     this.gotFirst = true;
     this.headNow = head;
@@ -232,7 +254,16 @@ export class ConfigClient {
     this.sourceNow = source;
     if (first) this.resolveReady();
     if (source === 'paxoskv' && this.options.cacheFile !== undefined) this.writeCache(head);
-    if (!first || head.opSeq !== previous.opSeq) for (const l of this.listeners) l({ head, previous });
+    if (head.opSeq !== previous.opSeq) {
+      for (const l of this.listeners) {
+        // A listener that throws must not stop the client: reported, and the next one runs.
+        try {
+          l({ head, previous });
+        } catch (err) {
+          process.emitWarning(`ConfigClient ${this.options.namespace}: an onChange listener threw: ${(err as Error)?.stack ?? String(err)}`, 'ConfigListenerWarning');
+        }
+      }
+    }
   }
 
   private writeCache(head: NamespaceHead): void {
@@ -240,7 +271,7 @@ export class ConfigClient {
     this.writing = this.writing
       .then(async () => {
         await fsp.mkdir(path.dirname(file), { recursive: true });
-        const tmp = `${file}.${process.pid}.tmp`;
+        const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
         await fsp.writeFile(tmp, JSON.stringify(head));
         await fsp.rename(tmp, file);
       })

@@ -57,8 +57,9 @@ const encoder = new TextEncoder();
 let scratch = new Uint8Array(256);
 
 /**
- * Whether `rule` matches `ctx`.
- * @param salt - the gray's salt (percentages only).
+ * Whether `rule` matches `ctx` (pure).
+ * @param rule - the rule; `ctx` - the reader; `salt` - the gray's salt (percentages only).
+ * @returns true when it matches.
  */
 export function ruleMatches(rule: GrayRule, ctx: GrayContext, salt: string): boolean {
   switch (rule.kind) {
@@ -76,8 +77,9 @@ export function ruleMatches(rule: GrayRule, ctx: GrayContext, salt: string): boo
 }
 
 /**
- * Whether any of `rules` matches `ctx` (the reader is in the gray).
+ * Whether any of `rules` matches `ctx` (the reader is in the gray; pure).
  * @param rules - the gray's rules; `ctx` - the reader; `salt` - the gray's salt.
+ * @returns true when one of the rules matches (false for no rules).
  */
 export function inGray(rules: readonly GrayRule[], ctx: GrayContext, salt: string): boolean {
   for (const r of rules) if (ruleMatches(r, ctx, salt)) return true;
@@ -151,7 +153,10 @@ export function checkRule(raw: unknown): GrayRule {
   }
 }
 
-/** The CLI's syntax of a rule (the inverse of {@link parseRule}). */
+/**
+ * The CLI's syntax of a rule (the inverse of {@link parseRule}).
+ * @returns e.g. `percent:10`.
+ */
 export function formatRule(rule: GrayRule): string {
   switch (rule.kind) {
     case 'label':

@@ -54,6 +54,8 @@ export type ConfigOp = 'publish' | 'rollback' | 'gray' | 'promote' | 'abandon';
 export interface OpRecord {
   /** 1, 2, 3, ... over the namespace's operations. */
   readonly seq: number;
+  /** The operation's id (random, set by the writer: see {@link withOpId}): tells a retried write that it already landed. */
+  readonly id?: string;
   readonly op: ConfigOp;
   readonly by: string;
   readonly at: number;
@@ -76,9 +78,14 @@ export interface NamespaceHead {
   readonly release: Release | null;
   /** The gray release, if one runs. */
   readonly gray: Gray | null;
-  /** The last operation (the history log is caught up from it). */
+  /** The last operation. */
   readonly lastOp: OpRecord | null;
+  /** The last {@link RECENT_OPS} operations, oldest first (the history log is caught up from them). */
+  readonly recent?: readonly OpRecord[];
 }
+
+/** Operations a head keeps (`NamespaceHead.recent`). */
+export const RECENT_OPS = 32;
 
 /** What a reader sees. */
 export interface Resolved {
@@ -91,11 +98,17 @@ export interface Resolved {
   readonly values: ConfigValues;
 }
 
-/** Longest namespace name, key and value (bytes of UTF-16 code units; a namespace's head must fit PaxosKV's 1 MiB value). */
+/** Longest namespace name (characters). */
 export const MAX_NAMESPACE_LENGTH = 200;
+/** Longest key (UTF-16 code units). A namespace's whole head must also fit in one PaxosKV value (1 MiB): the writer checks. */
 export const MAX_KEY_LENGTH = 256;
 
-/** The head of a namespace nothing was done to yet. */
+/**
+ * The head of a namespace nothing was done to yet.
+ * @param namespace - the namespace's name.
+ * @returns a head with no release, no gray and no operation.
+ * @throws Error for a bad namespace name (see {@link checkNamespace}).
+ */
 export function emptyHead(namespace: string): NamespaceHead {
   checkNamespace(namespace);
   return { namespace, opSeq: 0, release: null, gray: null, lastOp: null };
@@ -109,7 +122,11 @@ export function checkNamespace(namespace: string): void {
   if (!/^[A-Za-z0-9._-]{1,200}$/.test(namespace)) throw new Error(`namespace '${namespace}': use 1 to ${MAX_NAMESPACE_LENGTH} letters, digits, '.', '_' or '-'`);
 }
 
-/** Applies changes to values. */
+/**
+ * Applies changes to values (pure).
+ * @param values - the values; `changes` - keys to set, then keys to delete.
+ * @returns new values (the inputs are not modified).
+ */
 export function applyChanges(values: ConfigValues, changes: ConfigChanges): ConfigValues {
   const out: Record<string, string> = { ...values };
   for (const [k, v] of Object.entries(changes.set)) out[k] = v;
@@ -122,6 +139,7 @@ function checkChanges(changes: ConfigChanges): void {
   if (keys.length === 0) throw new Error('no change: give at least one key to set or delete');
   for (const k of keys) {
     if (k === '' || k.length > MAX_KEY_LENGTH || k.includes('=')) throw new Error(`key '${k}': use 1 to ${MAX_KEY_LENGTH} characters, without '='`);
+    if (k === '__proto__') throw new Error(`key '__proto__' is not allowed`);
   }
   for (const [k, v] of Object.entries(changes.set)) if (typeof v !== 'string') throw new Error(`key '${k}': the value must be a string`);
   for (const k of changes.delete) if (Object.prototype.hasOwnProperty.call(changes.set, k)) throw new Error(`key '${k}' is both set and deleted`);
@@ -129,7 +147,21 @@ function checkChanges(changes: ConfigChanges): void {
 
 function next(head: NamespaceHead, op: Omit<OpRecord, 'seq'>, release: Release | null, gray: Gray | null): NamespaceHead {
   const lastOp: OpRecord = { seq: head.opSeq + 1, ...op };
-  return { namespace: head.namespace, opSeq: lastOp.seq, release, gray, lastOp };
+  return { namespace: head.namespace, opSeq: lastOp.seq, release, gray, lastOp, recent: [...(head.recent ?? []), lastOp].slice(-RECENT_OPS) };
+}
+
+/**
+ * The head with its last operation given the id `id` (the writer's, the same on every retry of
+ * one operation; pure).
+ * @param head - a head an operation returned.
+ * @returns the head, its `lastOp` and the last of `recent` carrying `id`.
+ */
+export function withOpId(head: NamespaceHead, id: string): NamespaceHead {
+  if (head.lastOp === null) return head;
+  const lastOp = { ...head.lastOp, id };
+  const recent = [...(head.recent ?? [])];
+  if (recent.length > 0 && recent[recent.length - 1]!.seq === lastOp.seq) recent[recent.length - 1] = lastOp;
+  return { ...head, lastOp, recent };
 }
 
 /**
@@ -209,7 +241,9 @@ export function abandon(head: NamespaceHead, who: string, at: number): Namespace
 
 /**
  * What a reader with context `ctx` sees: the gray's values when it matches the gray's rules, the
- * current release's otherwise.
+ * current release's otherwise (pure).
+ * @param head - the namespace's head; `ctx` - the reader (see `GrayContext`).
+ * @returns the release number, whether the reader is in the gray, and the values.
  */
 export function resolve(head: NamespaceHead, ctx: GrayContext): Resolved {
   const release = head.release?.number ?? 0;
@@ -219,7 +253,10 @@ export function resolve(head: NamespaceHead, ctx: GrayContext): Resolved {
   return { release, gray: false, values: base };
 }
 
-/** Encodes a head for storage (JSON, UTF-8). */
+/**
+ * Encodes a head for storage.
+ * @returns its JSON, UTF-8.
+ */
 export function encodeHead(head: NamespaceHead): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(head));
 }
@@ -236,14 +273,17 @@ export function decodeHead(bytes: Uint8Array, namespace: string): NamespaceHead 
     throw new Error(`namespace ${namespace}: the stored head is not JSON: ${(err as Error).message}`);
   }
   const h = raw as Record<string, unknown>;
-  if (h === null || typeof h !== 'object' || h.namespace !== namespace || typeof h.opSeq !== 'number') throw new Error(`namespace ${namespace}: the stored head is not a namespace head`);
+  if (h === null || typeof h !== 'object' || h.namespace !== namespace || !Number.isSafeInteger(h.opSeq)) throw new Error(`namespace ${namespace}: the stored head is not a namespace head`);
+  if (h.recent !== undefined && (!Array.isArray(h.recent) || !h.recent.every((o) => o !== null && typeof o === 'object' && Number.isSafeInteger((o as OpRecord).seq)))) {
+    throw new Error(`namespace ${namespace}: the stored head's recent operations are malformed`);
+  }
   const values = (v: unknown, what: string): ConfigValues => {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`namespace ${namespace}: ${what} is not a key-value object`);
     for (const x of Object.values(v)) if (typeof x !== 'string') throw new Error(`namespace ${namespace}: ${what} holds a value that is not a string`);
     return v as ConfigValues;
   };
   const r = h.release as Record<string, unknown> | null;
-  if (r !== null && (typeof r !== 'object' || typeof r.number !== 'number')) throw new Error(`namespace ${namespace}: the stored release is malformed`);
+  if (r !== null && (typeof r !== 'object' || !Number.isSafeInteger(r.number))) throw new Error(`namespace ${namespace}: the stored release is malformed`);
   if (r !== null) values(r.values, 'the release');
   const g = h.gray as Record<string, unknown> | null;
   if (g !== null) {

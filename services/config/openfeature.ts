@@ -25,7 +25,9 @@ import type { ConfigClient } from './client.js';
 
 /** The OpenFeature provider; see the module comment. */
 export class ConfigFlagProvider implements Provider {
+  /** The provider's name, `svrkit-config`. */
   readonly metadata = { name: 'svrkit-config' } as const;
+  /** It runs in servers (`@openfeature/server-sdk`). */
   readonly runsOn = 'server' as const;
 
   /** @param config - the client of the namespace that holds the flags (not closed by `onClose`). */
@@ -36,6 +38,10 @@ export class ConfigFlagProvider implements Provider {
     await this.config.ready();
   }
 
+  /**
+   * A boolean flag: the key's value `true` or `false`.
+   * @returns the value with its reason and variant, or the default with an error code (see the module comment).
+   */
   resolveBooleanEvaluation(flagKey: string, defaultValue: boolean, context: EvaluationContext, _logger?: Logger): Promise<ResolutionDetails<boolean>> {
     return Promise.resolve(
       this.resolve(flagKey, defaultValue, context, (v) => {
@@ -46,10 +52,18 @@ export class ConfigFlagProvider implements Provider {
     );
   }
 
+  /**
+   * A string flag: the key's value as it is.
+   * @returns as `resolveBooleanEvaluation`.
+   */
   resolveStringEvaluation(flagKey: string, defaultValue: string, context: EvaluationContext, _logger?: Logger): Promise<ResolutionDetails<string>> {
     return Promise.resolve(this.resolve(flagKey, defaultValue, context, (v) => v));
   }
 
+  /**
+   * A number flag: the key's value parsed as a finite number.
+   * @returns as `resolveBooleanEvaluation`.
+   */
   resolveNumberEvaluation(flagKey: string, defaultValue: number, context: EvaluationContext, _logger?: Logger): Promise<ResolutionDetails<number>> {
     return Promise.resolve(
       this.resolve(flagKey, defaultValue, context, (v) => {
@@ -59,6 +73,10 @@ export class ConfigFlagProvider implements Provider {
     );
   }
 
+  /**
+   * An object flag: the key's value parsed as a JSON object or array.
+   * @returns as `resolveBooleanEvaluation`.
+   */
   resolveObjectEvaluation<T extends JsonValue>(flagKey: string, defaultValue: T, context: EvaluationContext, _logger?: Logger): Promise<ResolutionDetails<T>> {
     return Promise.resolve(
       this.resolve(flagKey, defaultValue, context, (v) => {

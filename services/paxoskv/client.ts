@@ -51,9 +51,11 @@ export interface KvWatchEvent {
 
 /** One key of {@link PaxosKVClient.list}. */
 export interface KvListItem {
+  /** The key. */
   key: string;
   /** The key's version. */
   version: bigint;
+  /** Its value (a deleted key is not listed). */
   value: Uint8Array;
 }
 
@@ -81,6 +83,7 @@ export class PaxosKVClient {
   private readonly attemptTimeoutMs: number;
   private readonly defaultTimeoutMs: number;
   private current = 0;
+  private closed = false;
   /** This client's write session. */
   private readonly session = randomBytes(16).toString('base64url');
   private nextSeq = 1;
@@ -218,7 +221,7 @@ export class PaxosKVClient {
     const signal = options.signal;
     let failedInRow = 0;
     const aborted = (): boolean => signal?.aborted === true;
-    while (!aborted()) {
+    while (!aborted() && !this.closed) {
       const index = this.current;
       const stub = this.stubs[index]!;
       let progressed = false;
@@ -252,6 +255,8 @@ export class PaxosKVClient {
    * @param options - `after`: list keys strictly after this one (default "": from the first);
    *   `limit`: at most this many (1..1000, default 100); and the call's options.
    * @returns the keys, and whether more may follow (list again with `after` = the last key).
+   * @throws RpcError INVALID_ARGUMENT for a prefix over 1 KiB or a bad `after`; UNAVAILABLE or
+   *   DEADLINE_EXCEEDED when no replica answered in time.
    */
   async list(prefix: string, options: CallOptions & { after?: string; limit?: number } = {}): Promise<{ items: KvListItem[]; more: boolean }> {
     const { after = '', limit = 100, ...call } = options;
@@ -261,6 +266,7 @@ export class PaxosKVClient {
 
   /** Closes the channels (calls in flight finish first). */
   close(): void {
+    this.closed = true;
     // The stubs were handed these channels, so closing a stub would not close its channel.
     for (const c of this.channels) c.close();
   }
@@ -324,6 +330,8 @@ export class PaxosKVClient {
     let triedCount = 0;
     let lastError: RpcError | undefined;
     for (;;) {
+      // A closed client fails at once: no replica will answer it (not until the deadline).
+      if (this.closed) throw lastError ?? kvErrors.CLIENT_CLOSED();
       const left = deadline - Date.now();
       if (left <= 0) {
         throw lastError ?? kvErrors.DEADLINE_BEFORE_ANY_REPLY();

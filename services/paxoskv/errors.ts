@@ -63,6 +63,8 @@ export const kvErrors = defineErrors({
   UNEXPECTED_RESULT: { status: Status.INTERNAL, message: () => 'unexpected result kind' },
 
   // --- The client (client.ts) ---
+  /** The client was closed (`PaxosKVClient.close`) before the call, or while it moved between replicas. */
+  CLIENT_CLOSED: { status: Status.UNAVAILABLE, notProcessed: true, message: () => 'the PaxosKV client is closed' },
   /** The client's deadline passed before any replica answered. */
   DEADLINE_BEFORE_ANY_REPLY: { status: Status.DEADLINE_EXCEEDED, message: () => 'deadline exceeded before any replica answered' },
   /** compareAndSet failed its precondition after an earlier attempt's outcome became unknown (it may still apply). */

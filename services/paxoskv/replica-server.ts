@@ -67,6 +67,9 @@ export const MAX_PEER_BATCH_BYTES = 4 * 1024 * 1024;
  */
 export const MAX_CLIENT_CLOCK_AHEAD_MS = 5 * 60_000;
 
+/** Streams a replica's server allows on one connection (watches; the framework's default is 100). */
+export const REPLICA_MAX_STREAMS_PER_CONNECTION = 10_000;
+
 /** The driver's clock for the core: monotonic ms, so a wall-clock step never stalls or fires timers. */
 
 /** How to run a replica. */
@@ -104,7 +107,9 @@ export interface ReplicaOptions {
   random?: () => number;
   /**
    * A watched key that did not change for this long (ms) is read linearizably, so that a change
-   * whose `learn` message this replica lost still reaches its watchers. Default 1000.
+   * whose `learn` message this replica lost still reaches its watchers; after three such reads
+   * fail in a row (the replica is cut off from a majority), the key's watches end, so their
+   * clients move to another replica. Default 1000.
    */
   watchCheckMs?: number;
 }
@@ -127,6 +132,8 @@ export class PaxosKVReplica {
   private lastMode: ReplicaMode;
   private readonly watchers = new Watchers();
   private watchTimer: NodeJS.Timeout | undefined;
+  /** Watched keys whose periodic read failed, and how many times in a row. */
+  private readonly watchReadFailures = new Map<string, number>();
   private readonly readyWaiters = new Set<() => void>();
   /** The core's clock (monotonic ms; `ReplicaOptions.now`). */
   private readonly now: () => number;
@@ -142,7 +149,9 @@ export class PaxosKVReplica {
     this.now = options.now ?? (() => performance.now());
     this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, options.random ?? Math.random);
     this.lastMode = this.core.mode;
-    this.server = new Server(options.server);
+    // Watches are streams: a client (a process with many ConfigClients or registry resolvers)
+    // may hold many on one connection. Each holds little: one pending event, no queue.
+    this.server = new Server({ maxStreamsPerConnection: REPLICA_MAX_STREAMS_PER_CONNECTION, ...options.server });
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
     for (const [id, address] of options.members) {
@@ -327,8 +336,10 @@ export class PaxosKVReplica {
    * The chosen versions of `key` after `fromVersion`, as this replica holds them (see the `Watch`
    * RPC): first its current version when newer (read linearizably on a voter, from the local record
    * otherwise), then each version it makes durable. Ends when `signal` aborts or the replica closes.
-   * @param key - the key; `fromVersion` - the last version the caller has (0: none).
+   * @param key - the key.
+   * @param fromVersion - the last version the caller has (0: none).
    * @param signal - ends the watch.
+   * @returns the events, as an async generator.
    */
   async *watch(key: string, fromVersion: number, signal: AbortSignal): AsyncGenerator<WatchEvent> {
     if (this.closed || signal.aborted) return;
@@ -337,9 +348,12 @@ export class PaxosKVReplica {
     signal.addEventListener('abort', stop, { once: true });
     this.startWatchTimer();
     try {
-      void this.current(key).then((cur) => {
-        if (cur !== undefined) this.watchers.offer(key, cur.version, cur.value, this.now());
-      });
+      this.current(key).then(
+        (cur) => {
+          if (cur !== undefined) this.watchers.offer(key, cur.version, cur.value, this.now());
+        },
+        () => undefined, // closing: the watch ends with the replica
+      );
       for (;;) {
         const event = await w.next();
         if (event === undefined) return;
@@ -358,7 +372,8 @@ export class PaxosKVReplica {
   /**
    * A page of chosen values of keys with `prefix`, in key order, from this replica's local state
    * (not linearizable); deleted keys, and keys whose record failed its checksum, are left out.
-   * @param prefix - the keys' prefix ("" for all); `after` - list keys strictly after it ("" from the first).
+   * @param prefix - the keys' prefix ("" for all).
+   * @param after - list keys strictly after it ("" from the first).
    * @param limit - at most this many keys (1..1000).
    * @returns the keys with their versions and values, and whether more may follow.
    */
@@ -407,9 +422,24 @@ export class PaxosKVReplica {
       setInterval(() => {
         if (this.core.mode !== 'voter') return;
         for (const key of this.watchers.due(this.now(), every)) {
-          void this.request(key, { kind: 'get' }, Date.now() + every).then((r) => {
-            if (r.ok && r.kind === 'get') this.watchers.offer(key, r.version, r.value, this.now());
-          });
+          this.request(key, { kind: 'get' }, Date.now() + every).then(
+            (r) => {
+              if (r.ok && r.kind === 'get') {
+                this.watchers.offer(key, r.version, r.value, this.now());
+                this.watchReadFailures.delete(key);
+                return;
+              }
+              // This replica cannot read the key (no majority answers it: it may be cut off):
+              // after three failed reads its watches end, and their clients move to another replica.
+              const n = (this.watchReadFailures.get(key) ?? 0) + 1;
+              if (n < 3) this.watchReadFailures.set(key, n);
+              else {
+                this.watchReadFailures.delete(key);
+                this.watchers.end(key);
+              }
+            },
+            () => undefined,
+          );
         }
       }, Math.max(10, Math.floor(every / 4))),
     );

@@ -151,6 +151,11 @@ export class Watchers {
     return out;
   }
 
+  /** Ends every watch of `key` (their clients then resume elsewhere). */
+  end(key: string): void {
+    for (const w of [...(this.byKey.get(key) ?? [])]) w.close();
+  }
+
   /** Ends every watch (the replica is closing). */
   closeAll(): void {
     for (const set of [...this.byKey.values()]) for (const w of [...set]) w.close();

@@ -45,7 +45,11 @@ export interface LeasedInstance extends Instance {
   readonly expiresAt: number;
 }
 
-/** The PaxosKV key of a service's instances. */
+/**
+ * The PaxosKV key of a service's instances.
+ * @param prefix - the registry's key prefix (`/svrkit/services`); `service` - the service.
+ * @returns `registry<prefix>/<service>`.
+ */
 export function serviceKey(prefix: string, service: string): string {
   return `registry${prefix}/${service}`;
 }
@@ -71,7 +75,11 @@ export function decodeInstances(key: string, bytes: Uint8Array): LeasedInstance[
   });
 }
 
-/** The live instances of a stored list at `now` (pure): unexpired, sorted by address, without lease fields. */
+/**
+ * The live instances of a stored list (pure).
+ * @param stored - the stored instances; `now` - the reader's clock (epoch ms).
+ * @returns the unexpired ones, sorted, without their lease fields.
+ */
 export function liveInstances(stored: readonly LeasedInstance[], now: number): Instance[] {
   return stored
     .filter((i) => i.expiresAt > now)
@@ -80,6 +88,9 @@ export function liveInstances(stored: readonly LeasedInstance[], now: number): I
 }
 
 const encode = (instances: readonly LeasedInstance[]): Uint8Array => new TextEncoder().encode(JSON.stringify({ instances }));
+
+/** The longest delay Node's timers take (ms); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface QueuedChange {
   readonly ttl: number;
@@ -95,6 +106,7 @@ interface KeyQueue {
 
 /** A registry on a PaxosKV cluster; see the module comment. */
 export class PaxosKVRegistry implements Registry {
+  /** The registry's URI in canonical form. */
   readonly uri: string;
   private readonly prefix: string;
   private kvClient: PaxosKVClient | undefined;
@@ -146,7 +158,7 @@ export class PaxosKVRegistry implements Registry {
             options.onError?.(new Error(`registry ${this.uri}: renewing ${instance.service} at ${instance.address}: ${err.message}`));
           },
         );
-      }, Math.max(10, Math.floor(ttl / 3))),
+      }, Math.min(MAX_TIMER_MS, Math.max(10, Math.floor(ttl / 3)))),
     );
     timer.unref();
     const stop = (): void => {
@@ -202,18 +214,30 @@ export class PaxosKVRegistry implements Registry {
     let stored: LeasedInstance[] = [];
     let reported: Instance[] | undefined;
     let expiryTimer: NodeJS.Timeout | undefined;
+    // The caller's callbacks must not end the watch, nor throw out of a timer.
+    const tell = (error: Error): void => {
+      try {
+        onError(error);
+      } catch {
+        // nothing left to tell
+      }
+    };
     const report = (): void => {
       if (ac.signal.aborted) return;
       const now = this.now();
       const live = liveInstances(stored, now);
       if (reported === undefined || !sameInstances(reported, live)) {
         reported = live;
-        onInstances(live);
+        try {
+          onInstances(live);
+        } catch (err) {
+          tell(new Error(`registry ${this.uri}: the watch callback of ${service} threw: ${(err as Error)?.message ?? String(err)}`));
+        }
       }
       clearTimeout(expiryTimer);
       const next = Math.min(...stored.filter((i) => i.expiresAt > now).map((i) => i.expiresAt));
       if (Number.isFinite(next)) {
-        expiryTimer = withoutCall(() => setTimeout(report, next - now + 1));
+        expiryTimer = withoutCall(() => setTimeout(report, Math.min(MAX_TIMER_MS, next - now + 1)));
         expiryTimer.unref();
       }
     };
@@ -228,20 +252,20 @@ export class PaxosKVRegistry implements Registry {
         }
         report();
       } catch (err) {
-        if (!ac.signal.aborted) onError(err as Error);
+        if (!ac.signal.aborted) tell(err as Error);
       }
       try {
         for await (const e of kv.watch(key, { fromVersion: from, signal: ac.signal })) {
           try {
             stored = e.value === null ? [] : decodeInstances(key, e.value);
           } catch (err) {
-            onError(err as Error);
+            tell(err as Error);
             continue;
           }
           report();
         }
       } catch (err) {
-        if (!ac.signal.aborted) onError(err as Error);
+        if (!ac.signal.aborted) tell(err as Error);
       }
     });
     const stop = (): void => {

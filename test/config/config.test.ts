@@ -146,6 +146,31 @@ describe('config center on PaxosKV', () => {
     }
   }, 60_000);
 
+  it('a namespace never published is served empty at once; a listener that throws does not stop the client', async () => {
+    const ns = 'later';
+    const c = new ConfigClient({ target: [...members.values()], namespace: ns });
+    try {
+      await c.ready();
+      expect([c.source, c.snapshot().release, c.get('a')]).toEqual(['paxoskv', 0, undefined]);
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => warnings.push(w.message);
+      process.on('warning', onWarning);
+      c.onChange(() => {
+        throw new Error('listener bug');
+      });
+      const seen: number[] = [];
+      c.onChange(({ head }) => seen.push(head.opSeq));
+      await admin.publish(ns, set({ a: '1' }));
+      await admin.publish(ns, set({ a: '2' }));
+      await until(() => c.get('a') === '2');
+      process.off('warning', onWarning);
+      expect(seen).toEqual([1, 2]);
+      expect(warnings.some((w) => /onChange listener threw: Error: listener bug/.test(w))).toBe(true);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('serves its cache file when no replica answers at start, and says so', async () => {
     const ns = 'cached';
     const cacheFile = path.join(BASE, 'cache', `${ns}.json`);

@@ -185,6 +185,21 @@ describe('PaxosKV watch and list', () => {
     }
   });
 
+  it('150 watches through one client (one connection to a replica) all get their changes', async () => {
+    const ac = new AbortController();
+    const one = new PaxosKVClient({ peers: [members.get(2)!] });
+    try {
+      const ws = Array.from({ length: 150 }, (_, i) => collect(one.watch(`many${i % 50}`, { signal: ac.signal })));
+      await sleep(200);
+      for (let k = 0; k < 50; k++) await kv.put(`many${k}`, text('x'));
+      for (let t = 0; t < 10_000 && ws.some((w) => w.got.length === 0); t += 20) await sleep(20);
+      expect(ws.filter((w) => w.got.length === 0).length).toBe(0);
+    } finally {
+      ac.abort();
+      one.close();
+    }
+  });
+
   it('lists chosen values by prefix in key order, pages with after and limit, and leaves deleted keys out', async () => {
     for (const k of ['list/a', 'list/b', 'list/c', 'list/d', 'lisu', 'list']) await kv.put(k, text(k));
     await kv.delete('list/c');
