@@ -65,6 +65,53 @@ function stats(fromAck: number[], fromStart: number[], missed: number): Stats {
 
 const ms = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(1));
 
+/**
+ * The arrival times of one change at every watcher, round after round: watchers call `arrived(i)`
+ * when watcher i has the round's change; `round(write)` runs one write and collects the times.
+ */
+class Rounds {
+  private readonly arrival: Float64Array;
+  private count = 0;
+  private allArrived: (() => void) | undefined;
+  private readonly fromAck: number[] = [];
+  private readonly fromStart: number[] = [];
+  private missed = 0;
+
+  constructor(private readonly watchers: number) {
+    this.arrival = new Float64Array(watchers);
+  }
+
+  /** Watcher `i` has this round's change (now); later calls for it count nothing. */
+  arrived(i: number): void {
+    if (this.arrival[i] !== 0) return;
+    this.arrival[i] = performance.now();
+    if (++this.count === this.watchers) this.allArrived?.();
+  }
+
+  /** Runs `write`, then waits (at most 10 s) until every watcher has the change, and records the times. */
+  async round(write: () => Promise<void>): Promise<void> {
+    this.arrival.fill(0);
+    this.count = 0;
+    const done = new Promise<void>((r) => (this.allArrived = r));
+    const started = performance.now();
+    await write();
+    const acked = performance.now();
+    if (this.count < this.watchers) await Promise.race([done, new Promise((r) => setTimeout(r, ARRIVAL_TIMEOUT_MS))]);
+    for (const a of this.arrival) {
+      if (a === 0) this.missed++;
+      else {
+        this.fromAck.push(Math.max(0, a - acked));
+        this.fromStart.push(a - started);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  stats(): Stats {
+    return stats(this.fromAck, this.fromStart, this.missed);
+  }
+}
+
 async function paxoskvRun(peers: string[], watchers: number, rounds: number): Promise<Stats> {
   const ns = `bench.w${watchers}.${Date.now()}`;
   const adminKv = new PaxosKVClient({ peers });
@@ -75,54 +122,31 @@ async function paxoskvRun(peers: string[], watchers: number, rounds: number): Pr
     const k = i % peers.length;
     kvs.push(new PaxosKVClient({ peers: [...peers.slice(k), ...peers.slice(0, k)] }));
   }
-  const arrival = new Float64Array(watchers);
-  let target = 0;
-  let arrived = 0;
-  let allArrived: (() => void) | undefined;
+  const timing = new Rounds(watchers);
+  let target = Infinity;
   const clients = Array.from({ length: watchers }, (_, i) => {
     const c = new ConfigClient({ target: kvs[Math.floor(i / PER_CLIENT)]!, namespace: ns });
     c.onChange(({ head }) => {
-      if (target > 0 && head.opSeq >= target && arrival[i] === 0) {
-        arrival[i] = performance.now();
-        if (++arrived === watchers) allArrived?.();
-      }
+      if (head.opSeq >= target) timing.arrived(i);
     });
     return c;
   });
-  const latencies: number[] = [];
-  const fromStart: number[] = [];
-  let missed = 0;
   try {
     await Promise.all(clients.map((c) => c.ready()));
     for (let t = 0; t < 30_000 && clients.some((c) => c.head.opSeq < 1); t += 20) await new Promise((r) => setTimeout(r, 20));
     for (let round = 1; round <= rounds; round++) {
-      arrival.fill(0);
-      arrived = 0;
-      const done = new Promise<void>((r) => (allArrived = r));
       target = (await admin.head(ns)).head.opSeq + 1;
-      const started = performance.now();
-      const head = await admin.publish(ns, { set: { round: String(round) }, delete: [] });
-      const acked = performance.now();
-      if (head.opSeq !== target) throw new Error(`unexpected operation ${head.opSeq}, expected ${target}`);
-      // Changes that arrived before the publish resolved were recorded then.
-      for (let i = 0; i < watchers; i++) if (arrival[i] === 0 && clients[i]!.head.opSeq >= target) arrival[i] = performance.now();
-      arrived = arrival.reduce((n, a) => n + (a > 0 ? 1 : 0), 0);
-      if (arrived < watchers) await Promise.race([done, new Promise((r) => setTimeout(r, ARRIVAL_TIMEOUT_MS))]);
-      for (let i = 0; i < watchers; i++) {
-        if (arrival[i] === 0) missed++;
-        else {
-          latencies.push(Math.max(0, arrival[i]! - acked));
-          fromStart.push(arrival[i]! - started);
-        }
-      }
-      await new Promise((r) => setTimeout(r, 200));
+      await timing.round(async () => {
+        const head = await admin.publish(ns, { set: { round: String(round) }, delete: [] });
+        if (head.opSeq !== target) throw new Error(`unexpected operation ${head.opSeq}, expected ${target}`);
+      });
     }
   } finally {
     for (const c of clients) await c.close();
     for (const k of kvs) k.close();
     adminKv.close();
   }
-  return stats(latencies, fromStart, missed);
+  return timing.stats();
 }
 
 async function etcdRun(endpoints: string[], watchers: number, rounds: number): Promise<Stats> {
@@ -130,51 +154,30 @@ async function etcdRun(endpoints: string[], watchers: number, rounds: number): P
   const key = `bench/w${watchers}/${Date.now()}`;
   const writer = new Etcd3({ hosts: endpoints });
   const clients = Array.from({ length: Math.ceil(watchers / PER_CLIENT) }, (_, i) => new Etcd3({ hosts: [...endpoints.slice(i % endpoints.length), ...endpoints.slice(0, i % endpoints.length)] }));
-  const arrival = new Float64Array(watchers);
+  const timing = new Rounds(watchers);
   let expect = '';
-  let arrived = 0;
-  let allArrived: (() => void) | undefined;
   const ws = await Promise.all(
     Array.from({ length: watchers }, async (_, i) => {
       const w = await clients[Math.floor(i / PER_CLIENT)]!.watch().key(key).create();
       w.on('put', (kv) => {
-        if (kv.value.toString() === expect && arrival[i] === 0) {
-          arrival[i] = performance.now();
-          if (++arrived === watchers) allArrived?.();
-        }
+        if (kv.value.toString() === expect) timing.arrived(i);
       });
       return w;
     }),
   );
-  const latencies: number[] = [];
-  const fromStart: number[] = [];
-  let missed = 0;
   try {
     for (let round = 1; round <= rounds; round++) {
-      arrival.fill(0);
-      arrived = 0;
       expect = `round-${round}`;
-      const done = new Promise<void>((r) => (allArrived = r));
-      const started = performance.now();
-      await writer.put(key).value(expect);
-      const acked = performance.now();
-      arrived = arrival.reduce((n, a) => n + (a > 0 ? 1 : 0), 0);
-      if (arrived < watchers) await Promise.race([done, new Promise((r) => setTimeout(r, ARRIVAL_TIMEOUT_MS))]);
-      for (let i = 0; i < watchers; i++) {
-        if (arrival[i] === 0) missed++;
-        else {
-          latencies.push(Math.max(0, arrival[i]! - acked));
-          fromStart.push(arrival[i]! - started);
-        }
-      }
-      await new Promise((r) => setTimeout(r, 200));
+      await timing.round(async () => {
+        await writer.put(key).value(expect);
+      });
     }
   } finally {
     await Promise.all(ws.map((w) => w.cancel().catch(() => undefined)));
     for (const c of clients) c.close();
     writer.close();
   }
-  return stats(latencies, fromStart, missed);
+  return timing.stats();
 }
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'config-propagation-'));

@@ -20,7 +20,6 @@
  * no CRC but are counted as read, so the figure is an upper bound.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -29,6 +28,7 @@ import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { decodeRecord, encodeRecord, KeyStore } from '../../services/paxoskv/storage.js';
 import { LOST_RECORD, type KeyRecord } from '../../services/paxoskv/core/types.js';
+import { freePort } from '../../test/support/kv-processes.js';
 import { PAXOSSTORE_STRESS, preload, runWorkload, type KvTarget } from './workload.js';
 
 const program = new Command()
@@ -74,14 +74,6 @@ KeyStore.prototype.write = function (this: KeyStore, records: ReadonlyMap<string
   }
   return (originalWrite as (...a: unknown[]) => Promise<void>).call(this, records, ...rest);
 } as typeof KeyStore.prototype.write;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'paxoskv-checksum-'));
 const members = new Map<number, string>();

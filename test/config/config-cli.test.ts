@@ -9,7 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin, ConfigClient, PaxosKVClient } from '../../index.js';
-import { freePorts, killStarted, runSvrkit as run, spawnSvrkit, stopProc, waitVoting, type Proc, type Run } from '../support/kv-processes.js';
+import { startProcessCluster, type ProcessCluster } from '../support/kv-cluster.js';
+import { killStarted, runSvrkit as run, spawnSvrkit, stopProc, type Run } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `config-cli-${process.pid}`);
@@ -21,23 +22,17 @@ afterAll(async () => {
 });
 
 describe('svrkit config', () => {
+  let cluster: ProcessCluster;
   let peers = '';
-  const addresses: string[] = [];
-  const replicas = new Map<number, Proc>();
-  const serve = (id: number): Proc => {
-    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(BASE, `r${id}`)]);
-    replicas.set(id, p);
-    return p;
-  };
+  let addresses: string[] = [];
 
   beforeAll(async () => {
-    const ports = await freePorts(3);
-    peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
-    for (const p of ports) addresses.push(`127.0.0.1:${p}`);
-    await Promise.all([1, 2, 3].map((id) => waitVoting(serve(id), `replica ${id}`)));
+    cluster = await startProcessCluster(BASE);
+    peers = cluster.peers;
+    addresses = cluster.addresses;
   });
   afterAll(async () => {
-    for (const p of replicas.values()) await stopProc(p, 'SIGKILL').catch(() => undefined);
+    await cluster.kill();
   });
 
   const config = (args: string[]): Promise<Run> => run(['config', ...args, '--peers', peers, '--by', 'cli-test']);
@@ -141,9 +136,9 @@ describe('svrkit config', () => {
         if (round === 4) {
           // Replica 1 dies while the promote is on its way (the admin's client tries replica 1
           // first); it comes back two rounds later.
-          await Promise.all([admin.promote(ns), stopProc(replicas.get(1)!, 'SIGKILL')]);
+          await Promise.all([admin.promote(ns), stopProc(cluster.replicas.get(1)!, 'SIGKILL')]);
         } else await admin.promote(ns);
-        if (round === 6) await waitVoting(serve(1), 'replica 1 (restarted)');
+        if (round === 6) await cluster.serve(1);
       }
       const final = (await admin.head(ns)).head;
       for (let t = 0; t < 30_000 && watchers.some((w) => w.c.head.opSeq !== final.opSeq); t += 50) await sleep(50);

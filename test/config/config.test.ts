@@ -4,50 +4,37 @@
  * 200 watchers, history, and the cache file when no replica answers.
  */
 import { promises as fsp } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin, ConfigClient, PaxosKVClient } from '../../index.js';
-import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
+import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
+import { freePort } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `config-${process.pid}`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const set = (o: Record<string, string>) => ({ set: o, delete: [] as string[] });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   for (let t = 0; t < ms && !cond(); t += 20) await sleep(20);
 }
 
 describe('config center on PaxosKV', () => {
-  const members = new Map<number, string>();
-  const replicas = new Map<number, PaxosKVReplica>();
+  let cluster: InProcessCluster;
+  let members: Map<number, string>;
   let kv: PaxosKVClient;
   let admin: ConfigAdmin;
-  const start = async (id: number) => {
-    const r = await PaxosKVReplica.start({ id, members, dataDir: path.join(BASE, `r${id}`) });
-    replicas.set(id, r);
-    return r;
-  };
 
   beforeAll(async () => {
-    for (const id of [1, 2, 3]) members.set(id, `127.0.0.1:${await freePort()}`);
-    await Promise.all([1, 2, 3].map((id) => start(id).then((r) => r.ready(10_000))));
-    kv = new PaxosKVClient({ peers: [...members.values()] });
+    cluster = await startInProcessCluster(BASE);
+    members = cluster.members;
+    kv = new PaxosKVClient({ peers: cluster.addresses });
     admin = new ConfigAdmin(kv, { by: 'test' });
   });
   afterAll(async () => {
     kv.close();
-    for (const r of replicas.values()) await r.close();
+    await cluster.close();
     await fsp.rm(BASE, { recursive: true, force: true });
   });
 

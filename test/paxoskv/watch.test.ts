@@ -11,20 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PaxosKVClient, type KvWatchEvent } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
+import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
+import { freePort } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `paxoskv-watch-${process.pid}`);
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** A TCP proxy to `port` on 127.0.0.1 that can cut the link: while cut, it refuses and drops every connection. */
 async function cuttableProxy(port: number): Promise<{ address: string; cut: (on: boolean) => void; close: () => Promise<void> }> {
@@ -74,24 +68,21 @@ function collect(events: AsyncIterable<KvWatchEvent>): { got: KvWatchEvent[]; un
 }
 
 describe('PaxosKV watch and list', () => {
-  const members = new Map<number, string>();
-  const replicas = new Map<number, PaxosKVReplica>();
+  let cluster: InProcessCluster;
+  let members: Map<number, string>;
+  let replicas: Map<number, PaxosKVReplica>;
   let kv: PaxosKVClient;
-
-  const start = async (id: number) => {
-    const r = await PaxosKVReplica.start({ id, members, dataDir: path.join(BASE, `r${id}`), watchCheckMs: 200 });
-    replicas.set(id, r);
-    return r;
-  };
+  const start = (id: number) => cluster.start(id);
 
   beforeAll(async () => {
-    for (const id of [1, 2, 3]) members.set(id, `127.0.0.1:${await freePort()}`);
-    await Promise.all([1, 2, 3].map((id) => start(id).then((r) => r.ready(10_000))));
-    kv = new PaxosKVClient({ peers: [...members.values()], attemptTimeoutMs: 500 });
+    cluster = await startInProcessCluster(BASE, 3, { watchCheckMs: 200 });
+    members = cluster.members;
+    replicas = cluster.replicas;
+    kv = new PaxosKVClient({ peers: cluster.addresses, attemptTimeoutMs: 500 });
   });
   afterAll(async () => {
     kv.close();
-    for (const r of replicas.values()) await r.close();
+    await cluster.close();
     await fsp.rm(BASE, { recursive: true, force: true });
   });
 
@@ -181,7 +172,7 @@ describe('PaxosKV watch and list', () => {
       ac.abort();
       watcher.close();
       writer.close();
-      await (await start(1)).ready(10_000);
+      await start(1);
     }
   });
 

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, openRegistry, parseRegistryUri, type Instance, type Registry } from '../../index.js';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { decodeInstances, liveInstances, serviceKey } from '../../services/registry/paxoskv-registry.js';
-import { freePorts, killStarted, runSvrkit, spawnSvrkit, stopProc, waitVoting, type Proc } from '../support/kv-processes.js';
+import { startProcessCluster, type ProcessCluster } from '../support/kv-cluster.js';
+import { killStarted, runSvrkit, stopProc } from '../support/kv-processes.js';
 import { eventually, WatchLog } from '../support/poll.js';
 import { startRegistryChild, stopRegistryChildren } from '../support/registry-processes.js';
 import { startSvrkit, stopAllSvrkit, type SvrkitProcess } from '../support/processes.js';
@@ -56,9 +57,7 @@ describe('paxoskv registry values (pure)', () => {
 });
 
 describe('paxoskv registry on three kv serve replicas', () => {
-  let peers = '';
-  const addresses: string[] = [];
-  const replicas = new Map<number, Proc>();
+  let cluster: ProcessCluster;
   let uri = '';
   const opened: Registry[] = [];
   const open = (): Registry => {
@@ -66,18 +65,10 @@ describe('paxoskv registry on three kv serve replicas', () => {
     opened.push(r);
     return r;
   };
-  const serve = (id: number): Proc => {
-    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peers, '--data-dir', path.join(BASE, `r${id}`)]);
-    replicas.set(id, p);
-    return p;
-  };
 
   beforeAll(async () => {
-    const ports = await freePorts(3);
-    peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
-    for (const p of ports) addresses.push(`127.0.0.1:${p}`);
-    uri = `paxoskv://${addresses.join(',')}/svrkit/services`;
-    await Promise.all([1, 2, 3].map((id) => waitVoting(serve(id), `replica ${id}`)));
+    cluster = await startProcessCluster(BASE);
+    uri = `paxoskv://${cluster.addresses.join(',')}/svrkit/services`;
   });
   afterAll(async () => {
     for (const r of opened) await r.close();
@@ -149,11 +140,11 @@ describe('paxoskv registry on three kv serve replicas', () => {
     await writer.register({ service: 'moved.Svc', address: '127.0.0.1:9001' }, { ttlMs: 5000 });
     await eventually('every watch to see it', () => logs.every((l) => l.latest?.length === 1));
     // The registry's client watches through replica 1 first: kill it.
-    await stopProc(replicas.get(1)!, 'SIGKILL');
+    await stopProc(cluster.replicas.get(1)!, 'SIGKILL');
     await writer.register({ service: 'moved.Svc', address: '127.0.0.1:9002' }, { ttlMs: 5000 });
     await eventually('every watch to see the new instance', () => logs.every((l) => l.latest?.length === 2), (v) => v, 15_000);
     for (const log of logs) expect(log.errors).toEqual([]);
-    await waitVoting(serve(1), 'replica 1 (restarted)');
+    await cluster.serve(1);
   }, 60_000);
 
   it('svrkit run --register, a client on a paxoskv: target, svrkit registry list, and an instance SIGKILLed under load', async () => {
