@@ -67,6 +67,8 @@ describe('the chain example: context across a hop', () => {
     const front = reply.frontend!;
     const back = reply.backend!;
     expect(back.traceId).toBe(front.traceId);
+    // The backend knows which service called it; the frontend was called from outside any handler.
+    expect([front.caller, back.caller]).toEqual(['', 'chain.Frontend']);
     expect(front.metadata).toEqual({ 'x-request-id': 'ctx-1', 'x-user': 'ada', 'x-local': 'stays here' });
     expect(back.metadata).toEqual({ 'x-request-id': 'ctx-1', 'x-user': 'ada' });
     expect(back.deadlineLeftMs).toBeGreaterThan(0n);

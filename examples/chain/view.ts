@@ -10,5 +10,6 @@ export function viewOf(service: string, call: CallContext, user: string): CallVi
     deadlineLeftMs: call.deadline === Infinity ? -1n : BigInt(call.timeRemaining()),
     metadata: { ...call.metadata },
     user,
+    caller: call.caller ?? '',
   };
 }

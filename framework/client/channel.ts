@@ -648,6 +648,7 @@ export class Channel {
       if (user !== undefined) header.u = user;
       header.st = now;
       if (kind !== 0) header.k = kind;
+      if (parent !== undefined) header.c = parent.method.slice(0, parent.method.lastIndexOf('/'));
       headerBytes = encodeRequestHeader(header);
     }
     const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);

@@ -26,6 +26,12 @@ export interface CallContext {
   readonly deadline: number;
   /** Trace id shared by every call in one request chain (32 lower-case hex digits). */
   readonly traceId: string;
+  /**
+   * The service that made this call from inside one of its handlers (`package.Service`), as its
+   * svrkit channel stated it; undefined for a call made outside any handler (or by another
+   * client). Not verified: a claim of the caller, like its metadata.
+   */
+  readonly caller: string | undefined;
   /** Fires when the call is cancelled by the client or its deadline passes; `reason` is an `RpcError`. */
   readonly signal: AbortSignal;
   /** True once the call was cancelled or its deadline passed. */
@@ -58,6 +64,8 @@ export class ServerCallContext implements CallContext {
   businessPriority = 64;
   /** @see CallContext.userPriority (set by the server before the handler starts). */
   userPriority = 127;
+  /** @see CallContext.caller (set by the server before the handler starts). */
+  caller: string | undefined = undefined;
   private controller: AbortController | undefined;
   private abortReason: RpcError | undefined;
   private abortListeners: Array<(reason: RpcError) => void> | undefined;

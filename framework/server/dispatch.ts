@@ -91,6 +91,7 @@ export class Dispatcher {
     );
     call.businessPriority = decoded.business;
     call.userPriority = decoded.user;
+    call.caller = h.c;
     if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);
     this.inflight++;

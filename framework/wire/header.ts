@@ -50,6 +50,11 @@ export interface RequestHeader {
    * 3 bidi. The server refuses a call whose kind differs from the method's.
    */
   k?: number;
+  /**
+   * The calling service (`package.Service`) when the call is made inside a handler: the service
+   * of the call being served. Set by svrkit's channel; the server does not verify it.
+   */
+  c?: string;
 }
 
 /** A decoded response or GOAWAY header. */
@@ -109,6 +114,7 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['u'] !== undefined && typeof r['u'] !== 'number') throw new HeaderError('request header user priority (u) is not a number');
   if (r['st'] !== undefined && (typeof r['st'] !== 'number' || !Number.isFinite(r['st']))) throw new HeaderError('request header send time (st) is not a number');
   if (r['k'] !== undefined && !isLevel(r['k'], 3)) throw new HeaderError('request header call kind (k) is not an integer 0..3');
+  if (r['c'] !== undefined && typeof r['c'] !== 'string') throw new HeaderError('request header calling service (c) is not a string');
   return r as unknown as RequestHeader;
 }
 

@@ -40,7 +40,7 @@ export interface ConfigClientOptions {
   readyTimeoutMs?: number;
   /** Metadata key of the user id that percentages and user lists see. Default `x-user-id`. */
   userIdKey?: string;
-  /** Metadata key of the calling service. Default `x-caller-service`. */
+  /** Metadata key of the calling service, read when the call has no `caller` (a client other than svrkit's). Default `x-caller-service`. */
   callerKey?: string;
 }
 
@@ -48,7 +48,7 @@ export interface ConfigClientOptions {
 export interface ConfigReadContext {
   /** The user the call is for. Default: the current call's `x-user-id` metadata. */
   userId?: string;
-  /** The service that made the call. Default: the current call's `x-caller-service` metadata. */
+  /** The service that made the call. Default: the current call's `caller` (else its `x-caller-service` metadata). */
   caller?: string;
 }
 
@@ -178,11 +178,12 @@ export class ConfigClient {
     let userId = ctx?.userId;
     let caller = ctx?.caller;
     if (userId === undefined || caller === undefined) {
-      // Only what the caller left out comes from the call being served.
-      const md = currentCall()?.metadata;
-      if (md !== undefined) {
-        userId ??= md[this.options.userIdKey ?? 'x-user-id'];
-        caller ??= md[this.options.callerKey ?? 'x-caller-service'];
+      // Only what the caller left out comes from the call being served: its user from metadata,
+      // its calling service as svrkit's channel states it (else from metadata).
+      const call = currentCall();
+      if (call !== undefined) {
+        userId ??= call.metadata[this.options.userIdKey ?? 'x-user-id'];
+        caller ??= call.caller ?? call.metadata[this.options.callerKey ?? 'x-caller-service'];
       }
     }
     const instance = this.options.instance;

@@ -5,8 +5,8 @@
  * A rule matches one of:
  * - `label`: the reading process's instance label `key` has the value `value`;
  * - `zone`: the reading process's zone;
- * - `caller`: the service that called the handler reading the config (`x-caller-service`
- *   metadata, or set in the context);
+ * - `caller`: the service that called the handler reading the config (`CallContext.caller`,
+ *   which svrkit channels state; else `x-caller-service` metadata, or set in the context);
  * - `users`: the user id is in a list;
  * - `percent`: the user id falls in the first `percent` of 100 buckets. The bucket is Unleash's
  *   (unleash-client-node `src/strategy/util.ts`, `normalizedValue`): MurmurHash3 x86 32-bit, seed

@@ -66,4 +66,44 @@ describe('ConfigFlagProvider', () => {
       await config.close();
     }
   });
+
+  it('a caller rule matches the service whose handler made the call (svrkit channels state it)', async () => {
+    let head = publish(emptyHead('callers'), { set: { limit: '10' }, delete: [] }, 'test', 1);
+    head = gray(head, { set: { limit: '50' }, delete: [] }, [{ kind: 'caller', service: 'helloworld.Greeter' }], 'g2', 'test', 2);
+    const cacheFile = path.join(dir, 'callers.json');
+    writeFileSync(cacheFile, JSON.stringify(head));
+    const config = new ConfigClient({ target: '127.0.0.1:1', namespace: 'callers', cacheFile, readyTimeoutMs: 20 });
+    await config.ready();
+    // The backend answers with what it reads; the frontend (a Greeter too) calls it from its handler.
+    const backend = new Server({ builtinServices: false });
+    backend.addService(
+      new (class extends GreeterService {
+        override async sayHello(): Promise<HelloReply> {
+          return { message: config.get('limit') ?? '' };
+        }
+      })(),
+    );
+    await backend.listen(0);
+    const toBackend = new Channel(backend.address);
+    const frontend = new Server({ builtinServices: false });
+    frontend.addService(
+      new (class extends GreeterService {
+        override async sayHello(req: HelloRequest): Promise<HelloReply> {
+          return new GreeterClient(toBackend).sayHello(req);
+        }
+      })(),
+    );
+    await frontend.listen(0);
+    const toFrontend = new Channel(frontend.address);
+    try {
+      expect((await new GreeterClient(toBackend).sayHello({ name: 'direct' })).message).toBe('10');
+      expect((await new GreeterClient(toFrontend).sayHello({ name: 'via the frontend' })).message).toBe('50');
+    } finally {
+      toFrontend.close();
+      toBackend.close();
+      await frontend.close({ graceMs: 100 });
+      await backend.close({ graceMs: 100 });
+      await config.close();
+    }
+  });
 });

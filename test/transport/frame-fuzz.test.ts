@@ -316,6 +316,10 @@ const REQUEST_FIELDS: { [K in keyof Required<RequestHeader>]: FieldFuzz<RequestH
     valid: (g, m) => (m.kind === 0 && g.chance(0.7) ? undefined : m.kind),
     invalid: (g, m) => (g.chance(0.6) ? (m.kind + 1 + g.int(3)) % 4 : g.chance(0.6) ? g.pick([4, -1, 1.5, 255, 2 ** 32]) : anyValue(g)),
   },
+  c: {
+    valid: (g) => (g.chance(0.7) ? undefined : g.pick(['shop.Cart', 'helloworld.Greeter', g.text(8)])),
+    invalid: (g) => (g.chance(0.05) ? 'c'.repeat(g.int(200_000)) : anyValue(g)),
+  },
 };
 const REQUEST_KEYS = Object.keys(REQUEST_FIELDS) as Array<keyof RequestHeader>;
 
