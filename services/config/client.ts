@@ -12,7 +12,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { currentCall } from '../../framework/index.js';
+import { currentCall, withoutCall } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
 import { headKey } from './admin.js';
 import { inGray, type GrayContext } from './gray.js';
@@ -107,7 +107,8 @@ export class ConfigClient {
       this.ownsKv = true;
     }
     this.readyPromise = new Promise<void>((r) => (this.resolveReady = r));
-    void this.follow();
+    // Outside any call: a client made inside a handler must not end with that call's deadline.
+    void withoutCall(() => this.follow());
   }
 
   /**

@@ -365,6 +365,7 @@ export class PaxosKVReplica {
       if (this.watchers.size === 0) {
         clearInterval(this.watchTimer);
         this.watchTimer = undefined;
+        this.watchReadFailures.clear();
       }
     }
   }
