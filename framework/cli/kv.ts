@@ -23,6 +23,7 @@ import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { registerReplicaMetrics } from '../../services/paxoskv/metrics.js';
 import { verifyCluster } from '../../services/paxoskv/verify.js';
+import { parseAddress } from '../client/resolver.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { RpcError, statusName } from '../wire/status.js';
 import {
@@ -173,9 +174,8 @@ export function addKvCommands(program: Command): void {
         if (metrics !== undefined) {
           metrics.watchServer(replica);
           registerReplicaMetrics(metrics.registry, replica);
-          const address = replica.address;
           try {
-            endpoint = await metrics.serve(opts.metricsPort!, address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, ''));
+            endpoint = await metrics.serve(opts.metricsPort!, parseAddress(replica.address).host);
           } catch (err) {
             await replica.close();
             throw err;

@@ -16,7 +16,7 @@ import { currentCall, withoutCall } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
 import { headKey } from './admin.js';
 import { inGray, type GrayContext } from './gray.js';
-import { applyChanges, decodeHead, emptyHead, type ConfigValues, type NamespaceHead, type Resolved } from './model.js';
+import { decodeHead, emptyHead, views as viewsOf, type NamespaceHead, type Resolved } from './model.js';
 
 /** The reading process. */
 export interface ConfigInstance {
@@ -283,13 +283,3 @@ export class ConfigClient {
 
 /** Readers whose gray membership a client remembers at most (see `ConfigClient.memo`). */
 const MEMO_LIMIT = 100_000;
-
-/** What a head resolves to for readers outside and inside its gray (pure). */
-function viewsOf(head: NamespaceHead): { release: Resolved; gray: Resolved | undefined } {
-  const number = head.release?.number ?? 0;
-  const values: ConfigValues = Object.freeze({ ...(head.release?.values ?? {}) });
-  const release: Resolved = Object.freeze({ release: number, gray: false, values });
-  const g = head.gray;
-  if (g === null) return { release, gray: undefined };
-  return { release, gray: Object.freeze({ release: number, gray: true, grayId: g.id, values: Object.freeze(applyChanges(values, g.overrides)) }) };
-}

@@ -240,17 +240,30 @@ export function abandon(head: NamespaceHead, who: string, at: number): Namespace
 }
 
 /**
+ * What a head shows readers outside and inside its gray, computed once (pure): a reader's view is
+ * then a rule check away (see {@link resolve}). The values are frozen.
+ * @param head - the namespace's head.
+ * @returns the release view, and the gray view when a gray runs.
+ */
+export function views(head: NamespaceHead): { release: Resolved; gray: Resolved | undefined } {
+  const number = head.release?.number ?? 0;
+  const values: ConfigValues = Object.freeze({ ...(head.release?.values ?? {}) });
+  const release: Resolved = Object.freeze({ release: number, gray: false, values });
+  const g = head.gray;
+  if (g === null) return { release, gray: undefined };
+  return { release, gray: Object.freeze({ release: number, gray: true, grayId: g.id, values: Object.freeze(applyChanges(values, g.overrides)) }) };
+}
+
+/**
  * What a reader with context `ctx` sees: the gray's values when it matches the gray's rules, the
  * current release's otherwise (pure).
  * @param head - the namespace's head; `ctx` - the reader (see `GrayContext`).
  * @returns the release number, whether the reader is in the gray, and the values.
  */
 export function resolve(head: NamespaceHead, ctx: GrayContext): Resolved {
-  const release = head.release?.number ?? 0;
-  const base = head.release?.values ?? {};
+  const v = views(head);
   const g = head.gray;
-  if (g !== null && inGray(g.rules, ctx, g.salt)) return { release, gray: true, grayId: g.id, values: applyChanges(base, g.overrides) };
-  return { release, gray: false, values: base };
+  return v.gray !== undefined && g !== null && inGray(g.rules, ctx, g.salt) ? v.gray : v.release;
 }
 
 /**

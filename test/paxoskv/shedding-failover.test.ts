@@ -48,6 +48,32 @@ afterAll(async () => {
   await fsp.rm(BASE, { recursive: true, force: true });
 });
 
+/**
+ * A fake replica on 127.0.0.1: answers PINGs, and every REQUEST with the status header `answer`
+ * makes for its call id (no body).
+ */
+async function fakeReplica(answer: (callId: number) => Uint8Array): Promise<{ address: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: NetServer = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const decoder = new FrameDecoder(1 << 20, (kind, callId) => {
+      if (kind === FrameKind.PING) socket.write(rawFrame(FrameKind.PONG, callId, new Uint8Array(0), new Uint8Array(0)));
+      if (kind === FrameKind.REQUEST) socket.write(rawFrame(FrameKind.RESPONSE, callId, answer(callId), new Uint8Array(0)));
+    });
+    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    address: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    close: async () => {
+      for (const x of sockets) x.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
 describe('PaxosKV clients fail over from a shedding replica', () => {
   const addresses = new Map<number, string>();
   const replicas = new Map<number, Proc>();
@@ -79,21 +105,11 @@ describe('PaxosKV clients fail over from a shedding replica', () => {
     // A replica shedding everything, as FastReject answers on the wire: RESOURCE_EXHAUSTED, not
     // processed, advertising admission level 389 (the channel then sheds locally above it too).
     const refused: number[] = [];
-    const sockets = new Set<Socket>();
-    const shedding: NetServer = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-      const decoder = new FrameDecoder(1 << 20, (kind, callId) => {
-        if (kind === FrameKind.PING) socket.write(rawFrame(FrameKind.PONG, callId, new Uint8Array(0), new Uint8Array(0)));
-        if (kind !== FrameKind.REQUEST) return;
-        refused.push(callId);
-        socket.write(rawFrame(FrameKind.RESPONSE, callId, errorHeader(389, errors.OVERLOADED_PRIORITY, 8264, 389), new Uint8Array(0)));
-      });
-      socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    const shedding = await fakeReplica((callId) => {
+      refused.push(callId);
+      return errorHeader(389, errors.OVERLOADED_PRIORITY, 8264, 389);
     });
-    await new Promise<void>((r) => shedding.listen(0, '127.0.0.1', r));
-    const sheddingAddress = `127.0.0.1:${(shedding.address() as { port: number }).port}`;
+    const sheddingAddress = shedding.address;
     // The shedding replica is tried first, every time the client starts over.
     const kv = new PaxosKVClient({ peers: [sheddingAddress, ...IDS.map((id) => addresses.get(id)!)] });
     try {
@@ -113,8 +129,7 @@ describe('PaxosKV clients fail over from a shedding replica', () => {
       expect(new TextDecoder().decode((await kv.get('shed', { timeoutMs: 5000 }))!.value)).toBe('b');
     } finally {
       kv.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => shedding.close(r));
+      await shedding.close();
     }
   });
 
@@ -122,27 +137,7 @@ describe('PaxosKV clients fail over from a shedding replica', () => {
     // Replicas answering every call as a replica repairing the key does (UNAVAILABLE, reason
     // REPLICA_UNAVAILABLE_NOT_APPLIED), and as one that gave up after sending the value (plain
     // REPLICA_UNAVAILABLE: the write may still be chosen).
-    const fake = async (entry: RpcErrorEntry<[coreMessage: string]>): Promise<{ address: string; close: () => Promise<void> }> => {
-      const sockets = new Set<Socket>();
-      const server: NetServer = createServer((socket) => {
-        sockets.add(socket);
-        socket.on('close', () => sockets.delete(socket));
-        socket.on('error', () => undefined);
-        const decoder = new FrameDecoder(1 << 20, (kind, callId) => {
-          if (kind === FrameKind.PING) socket.write(rawFrame(FrameKind.PONG, callId, new Uint8Array(0), new Uint8Array(0)));
-          if (kind === FrameKind.REQUEST) socket.write(rawFrame(FrameKind.RESPONSE, callId, errorHeader(undefined, entry, 'replica 9: key is being repaired'), new Uint8Array(0)));
-        });
-        socket.on('data', (chunk: Buffer) => decoder.push(chunk));
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      return {
-        address: `127.0.0.1:${(server.address() as { port: number }).port}`,
-        close: async () => {
-          for (const x of sockets) x.destroy();
-          await new Promise((r) => server.close(r));
-        },
-      };
-    };
+    const fake = (entry: RpcErrorEntry<[coreMessage: string]>) => fakeReplica(() => errorHeader(undefined, entry, 'replica 9: key is being repaired'));
     const repairing = await fake(kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED);
     const gaveUp = await fake(kvErrors.REPLICA_UNAVAILABLE);
     const real = IDS.map((id) => addresses.get(id)!);
