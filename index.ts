@@ -7,13 +7,22 @@
  */
 export * from './framework/index.js';
 export { PaxosKVClient, type KvListItem, type KvWatchEvent, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';
-export { ConfigClient, type ConfigChange, type ConfigClientOptions, type ConfigInstance, type ConfigReadContext } from './services/config/client.js';
-export { ConfigAdmin, MAX_HISTORY, type ConfigAdminOptions } from './services/config/admin.js';
+export { ConfigClient, type ConfigChange, type ConfigClientOptions, type ConfigInstance, type ConfigReadContext, type ConfigSource } from './services/config/client.js';
+export { ConfigAdmin, MAX_HISTORY, type ConfigAdminOptions, type OpOptions } from './services/config/admin.js';
+export { ConfigCenterServer, type ConfigCenterServerOptions } from './services/config/service.js';
+export { ConfigCenterClient } from './services/config/gen/svrkit/config/config.js';
+export { RegistryClient } from './services/registry/gen/svrkit/registry/registry.js';
+export { configErrors } from './services/config/errors.js';
 export { bucket, parseRule, type GrayContext, type GrayRule } from './services/config/gray.js';
 export type { ConfigChanges, ConfigOp, ConfigValues, Gray, NamespaceHead, OpRecord, Release, Resolved } from './services/config/model.js';
 export { PaxosKVRegistry } from './services/registry/paxoskv-registry.js';
+export { RemoteRegistry } from './services/registry/remote-registry.js';
+export { RegistryServer, type RegistryServerOptions } from './services/registry/registry-service.js';
+export { registryErrors } from './services/registry/errors.js';
 
 // The services' implementations of framework tables: this package root is their composition root
 // (the framework itself never imports services).
 import { setup as setupPaxosKVRegistry } from './services/registry/paxoskv-registry.js';
+import { setup as setupRemoteRegistry } from './services/registry/remote-registry.js';
 setupPaxosKVRegistry();
+setupRemoteRegistry();

@@ -71,6 +71,7 @@ export { PUSHBACK_KEY, type RetryPolicy, type HedgingPolicy, type RetryThrottleO
 export { DEFAULT_MAX_FRAME_BYTES } from './wire/frame.js';
 export { compareInstances, DEFAULT_LEASE_TTL_MS, leaseTtlMs, normalizeInstance, sameInstances, type Instance, type InstanceInput } from './discovery/instance.js';
 export {
+  DEFAULT_ETCD_PREFIX,
   openRegistry,
   parseRegistryUri,
   registerRegistry,

@@ -3,7 +3,7 @@
  * arrival at every `ConfigClient`, on a local 3-replica PaxosKV cluster (three `svrkit kv serve`
  * processes), side by side with etcd's watch of one key when etcd is installed.
  *
- *   npm run build && npx tsx bench/config/propagation.ts [--watchers 1000,10000] [--rounds 10] [--etcd auto|on|off]
+ *   npm run build && npx tsx bench/config/propagation.ts [--watchers 1000,10000] [--rounds 10] [--via paxoskv,config-serve] [--etcd auto|on|off]
  *
  * For each watcher count W: W watchers in this process (`ConfigClient`s on one namespace; every
  * 90 share a `PaxosKVClient`, so a replica's connection carries at most 90 watch streams, under
@@ -14,6 +14,11 @@
  * max over all watchers and rounds, the same from the moment the write started (the write's own
  * time included), and how many changes never arrived within 10 s.
  *
+ * `--via config-serve`: the same watchers on `svrkit config serve` (one process over the cluster,
+ * every 90 sharing a `ConfigCenterClient`): that process holds one PaxosKV watch for the namespace
+ * and fans each head out; the replicas carry 1 watch instead of W. It also prints the CPU seconds
+ * the replicas, and the config server, used over the rounds.
+ *
  * etcd: W `watch().key(k)` watchers (every 90 on one `Etcd3` client), `put` and the same timing,
  * on a local 3-member etcd cluster.
  */
@@ -22,8 +27,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigAdmin, ConfigClient, PaxosKVClient } from '../../index.js';
-import { findEtcd, startEtcd, startPaxosKV, stopAll } from '../paxoskv/cluster.js';
+import { ConfigAdmin, ConfigCenterClient, ConfigClient, PaxosKVClient } from '../../index.js';
+import { findEtcd, startConfigServe, startEtcd, startPaxosKV, stopAll, type Member } from '../paxoskv/cluster.js';
 
 const program = new Command()
   .option('--watchers <list>', 'watcher counts, comma-separated', (v) => v.split(',').map((s) => {
@@ -36,9 +41,13 @@ const program = new Command()
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--rounds: '${v}' is not a positive integer`);
     return n;
   }, 10)
+  .option('--via <list>', 'how the watchers follow: paxoskv (the replicas\' watch), config-serve (a svrkit config serve process), comma-separated', (v) => v.split(',').map((s) => {
+    if (s !== 'paxoskv' && s !== 'config-serve') throw new InvalidArgumentError(`--via: '${s}' is not paxoskv or config-serve`);
+    return s;
+  }), ['paxoskv', 'config-serve'])
   .option('--etcd <mode>', 'auto (when installed), on, off', 'auto')
   .parse();
-const opts = program.opts<{ watchers: number[]; rounds: number; etcd: string }>();
+const opts = program.opts<{ watchers: number[]; rounds: number; via: string[]; etcd: string }>();
 
 const PER_CLIENT = 90;
 const ARRIVAL_TIMEOUT_MS = 10_000;
@@ -112,20 +121,27 @@ class Rounds {
   }
 }
 
-async function paxoskvRun(peers: string[], watchers: number, rounds: number): Promise<Stats> {
+/**
+ * W ConfigClients on one namespace, directly on the replicas (`server` undefined) or on a config
+ * server, and `rounds` publishes.
+ * @returns the arrival statistics, and the CPU seconds `measured` processes used over the rounds.
+ */
+async function configRun(peers: string[], watchers: number, rounds: number, server: string | undefined, replicas: readonly Member[], serve: Member | undefined): Promise<Stats & { cpu: number; serveCpu: number }> {
   const ns = `bench.w${watchers}.${Date.now()}`;
   const adminKv = new PaxosKVClient({ peers });
   const admin = new ConfigAdmin(adminKv, { by: 'bench' });
   await admin.publish(ns, { set: { round: '0' }, delete: [] });
-  const kvs: PaxosKVClient[] = [];
+  const shared: Array<PaxosKVClient | ConfigCenterClient> = [];
   for (let i = 0; i < Math.ceil(watchers / PER_CLIENT); i++) {
     const k = i % peers.length;
-    kvs.push(new PaxosKVClient({ peers: [...peers.slice(k), ...peers.slice(0, k)] }));
+    shared.push(server === undefined ? new PaxosKVClient({ peers: [...peers.slice(k), ...peers.slice(0, k)] }) : new ConfigCenterClient(server));
   }
   const timing = new Rounds(watchers);
   let target = Infinity;
+  let cpu = 0;
+  let serveCpu = 0;
   const clients = Array.from({ length: watchers }, (_, i) => {
-    const c = new ConfigClient({ target: kvs[Math.floor(i / PER_CLIENT)]!, namespace: ns });
+    const c = new ConfigClient({ target: shared[Math.floor(i / PER_CLIENT)]!, namespace: ns });
     c.onChange(({ head }) => {
       if (head.opSeq >= target) timing.arrived(i);
     });
@@ -134,6 +150,9 @@ async function paxoskvRun(peers: string[], watchers: number, rounds: number): Pr
   try {
     await Promise.all(clients.map((c) => c.ready()));
     for (let t = 0; t < 30_000 && clients.some((c) => c.head.opSeq < 1); t += 20) await new Promise((r) => setTimeout(r, 20));
+    const cpuAt = (): number => replicas.reduce((sum, m) => sum + m.cpuSeconds(), 0);
+    const cpuStart = cpuAt();
+    const serveStart = serve?.cpuSeconds() ?? 0;
     for (let round = 1; round <= rounds; round++) {
       target = (await admin.head(ns)).head.opSeq + 1;
       await timing.round(async () => {
@@ -141,12 +160,14 @@ async function paxoskvRun(peers: string[], watchers: number, rounds: number): Pr
         if (head.opSeq !== target) throw new Error(`unexpected operation ${head.opSeq}, expected ${target}`);
       });
     }
+    cpu = cpuAt() - cpuStart;
+    serveCpu = (serve?.cpuSeconds() ?? 0) - serveStart;
   } finally {
     for (const c of clients) await c.close();
-    for (const k of kvs) k.close();
+    for (const k of shared) k.close();
     adminKv.close();
   }
-  return timing.stats();
+  return { ...timing.stats(), cpu, serveCpu };
 }
 
 async function etcdRun(endpoints: string[], watchers: number, rounds: number): Promise<Stats> {
@@ -184,6 +205,7 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'config-propagation-'));
 try {
   console.log(`config propagation: node ${process.version}, ${os.cpus().length} CPUs; watchers ${opts.watchers.join(', ')}; ${opts.rounds} publishes each`);
   const kv = await startPaxosKV(path.join(dir, 'paxoskv'));
+  const configServe = opts.via.includes('config-serve') ? await startConfigServe(dir, kv) : undefined;
   const etcdBin = opts.etcd === 'off' ? undefined : findEtcd();
   if (opts.etcd === 'on' && etcdBin === undefined) throw new Error('--etcd on: no etcd binary on the PATH');
   const etcd =
@@ -203,16 +225,20 @@ try {
         });
   const rows: string[] = [];
   for (const w of opts.watchers) {
-    const p = await paxoskvRun(kv.peers, w, opts.rounds);
-    rows.push(`| svrkit config (PaxosKV watch) | ${w} | ${ms(p.p50)} | ${ms(p.p99)} | ${ms(p.max)} | ${ms(p.startP50)} / ${ms(p.startP99)} | ${p.missed} of ${p.samples + p.missed} |`);
-    console.log(rows.at(-1));
+    for (const via of opts.via) {
+      const server = via === 'config-serve' ? configServe! : undefined;
+      const p = await configRun(kv.peers, w, opts.rounds, server?.address, kv.members, server?.member);
+      const name = server === undefined ? 'svrkit config (PaxosKV watch)' : 'svrkit config (via config serve)';
+      rows.push(`| ${name} | ${w} | ${ms(p.p50)} | ${ms(p.p99)} | ${ms(p.max)} | ${ms(p.startP50)} / ${ms(p.startP99)} | ${p.missed} of ${p.samples + p.missed} | ${p.cpu.toFixed(2)} | ${server === undefined ? '-' : p.serveCpu.toFixed(2)} |`);
+      console.log(rows.at(-1));
+    }
     if (etcd !== undefined) {
       const e = await etcdRun(etcd.endpoints, w, opts.rounds);
-      rows.push(`| etcd watch (etcd3) | ${w} | ${ms(e.p50)} | ${ms(e.p99)} | ${ms(e.max)} | ${ms(e.startP50)} / ${ms(e.startP99)} | ${e.missed} of ${e.samples + e.missed} |`);
+      rows.push(`| etcd watch (etcd3) | ${w} | ${ms(e.p50)} | ${ms(e.p99)} | ${ms(e.max)} | ${ms(e.startP50)} / ${ms(e.startP99)} | ${e.missed} of ${e.samples + e.missed} | - | - |`);
       console.log(rows.at(-1));
     }
   }
-  console.log(`\n| system | watchers | p50 ms | p99 ms | max ms | from the write's start p50 / p99 ms | not arrived in 10 s |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}`);
+  console.log(`\n| system | watchers | p50 ms | p99 ms | max ms | from the write's start p50 / p99 ms | not arrived in 10 s | replicas' CPU s | config serve CPU s |\n|---|---|---|---|---|---|---|---|---|\n${rows.join('\n')}`);
   if (etcd === undefined) console.log(`etcd: ${opts.etcd === 'off' ? 'off (--etcd off)' : 'not installed'}`);
 } finally {
   await stopAll();

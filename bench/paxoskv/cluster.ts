@@ -181,6 +181,19 @@ export async function startPaxosKV(dir: string, n = 3): Promise<PaxosKVCluster> 
   return { peers, members };
 }
 
+/**
+ * Starts `svrkit config serve --peers <the cluster> --port <free>` (the config center and registry
+ * as a stateless process) and waits until it serves.
+ * @returns its address `host:port` and its process.
+ */
+export async function startConfigServe(dir: string, cluster: PaxosKVCluster): Promise<{ address: string; member: Member }> {
+  const [port] = await freePorts(1);
+  const peerList = cluster.peers.map((a, i) => `${i + 1}=${a}`).join(',');
+  const member = startProcess('config-serve', process.execPath, [svrkitBin, 'config', 'serve', '--peers', peerList, '--port', String(port)], path.join(dir, 'config-serve.log'));
+  await waitFor('starting config serve', [member], () => /config serve on/.test(member.log()));
+  return { address: `127.0.0.1:${port}`, member };
+}
+
 /** Path of the etcd binary, or undefined when there is none. */
 export function findEtcd(): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter).concat(['/usr/bin', '/usr/local/bin'])) {

@@ -11,7 +11,11 @@ import { formatRule, parseRule, type GrayRule } from '../../services/config/gray
 import { resolve, type ConfigChanges, type NamespaceHead } from '../../services/config/model.js';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { KvUsageError, parsePeers, resolveClientPeers } from './kv-cluster.js';
-import { positiveMs, reportError } from './flags.js';
+import { intOption, positiveMs, reportError } from './flags.js';
+import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
+import { Server } from '../server/server.js';
+import { centerServices } from './center-services.js';
+import { watchLauncher } from './launcher.js';
 
 interface Flags {
   peers?: Map<number, string>;
@@ -67,27 +71,34 @@ function headJson(head: NamespaceHead): unknown {
   };
 }
 
-async function withAdmin(flags: Flags, fn: (admin: ConfigAdmin, kv: PaxosKVClient) => Promise<void>): Promise<void> {
-  let peers: Map<number, string>;
+/** Reports a command's failure: a usage error (exit 2) or any other (reportError, exit 1). */
+function fail(err: unknown): void {
+  if (err instanceof KvUsageError) {
+    process.stderr.write(`error: ${err.message}\n`);
+    process.exitCode = 2;
+  } else reportError(err);
+}
+
+/** The PaxosKV cluster the flags name (as `svrkit kv get` finds it), or undefined after reporting why there is none. */
+async function peersOf(flags: { peers?: Map<number, string>; dataDir?: string }): Promise<Map<number, string> | undefined> {
   try {
-    peers = await resolveClientPeers(flags);
+    return await resolveClientPeers(flags);
   } catch (err) {
-    if (err instanceof KvUsageError) {
-      process.stderr.write(`error: ${err.message}\n`);
-      process.exitCode = 2;
-    } else reportError(err);
-    return;
+    fail(err);
+    return undefined;
   }
+}
+
+async function withAdmin(flags: Flags, fn: (admin: ConfigAdmin, kv: PaxosKVClient) => Promise<void>): Promise<void> {
+  const peers = await peersOf(flags);
+  if (peers === undefined) return;
   const kv = new PaxosKVClient({ peers: [...peers.values()], defaultTimeoutMs: flags.timeout });
   const admin = new ConfigAdmin(kv, { by: flags.by });
   try {
     await fn(admin, kv);
     await admin.flush(); // the operation's snapshot and log entry, before the client closes
   } catch (err) {
-    if (err instanceof KvUsageError) {
-      process.stderr.write(`error: ${err.message}\n`);
-      process.exitCode = 2;
-    } else reportError(err);
+    fail(err);
   } finally {
     kv.close();
   }
@@ -104,6 +115,48 @@ export function addConfigCommands(program: Command): void {
       .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there')
       .option('-t, --timeout <ms>', 'deadline of each PaxosKV call (ms)', positiveMs, 5000)
       .option('--by <who>', 'who the operation is recorded as done by (default user@host)');
+
+  config
+    .command('serve')
+    .description('serve the config center and the registry (svrkit.config.ConfigCenter, svrkit.registry.Registry) as a stateless process over a PaxosKV cluster; clients use config://host:port and registry://host:port/prefix')
+    .option('--peers <list>', 'PaxosKV replicas: 1=host:port,2=host:port,... (default: as svrkit kv get finds them)', parsePeers)
+    .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there')
+    .option('-p, --port <port>', 'port to listen on (0 picks a free one)', intOption('port', 0, 65535), 7201)
+    .option('--host <host>', 'interface to listen on', '127.0.0.1')
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .action(async (flags: { peers?: Map<number, string>; dataDir?: string; port: number; host: string; metricsPort?: number }) => {
+      const peers = await peersOf(flags);
+      if (peers === undefined) return;
+      const center = centerServices([...peers.values()]);
+      const metrics = flags.metricsPort === undefined ? undefined : new SvrkitMetrics();
+      // Watches are streams: a process with many ConfigClients (or registry watches) may hold many on one connection.
+      const server = new Server({ maxStreamsPerConnection: 10_000, ...(metrics === undefined ? {} : { observer: metrics.server }) });
+      server.addService(center.config).addService(center.registry);
+      let endpoint: MetricsEndpoint | undefined;
+      try {
+        await server.listen(flags.port, flags.host);
+        if (metrics !== undefined) {
+          metrics.watchServer(server);
+          endpoint = await metrics.serve(flags.metricsPort!, flags.host);
+        }
+      } catch (err) {
+        await Promise.all([center.close(), server.close()]);
+        reportError(err);
+        process.exit(1);
+      }
+      process.stdout.write(`svrkit: config serve on ${server.address} (pid ${process.pid}): the config center and the registry over PaxosKV ${[...peers.values()].join(',')}\n`);
+      if (endpoint !== undefined) process.stdout.write(`svrkit: metrics on ${endpoint.url}\n`);
+      let closing = false;
+      const stop = (why: string): void => {
+        if (closing) return;
+        closing = true;
+        process.stdout.write(`svrkit: ${why}: closing the config server\n`);
+        void Promise.all([center.close(), server.close({ graceMs: 2000 }), endpoint?.close()]).then(() => process.exit(0));
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      watchLauncher(stop);
+    });
 
   command('publish', 'publish a new release: the current one with keys set (key=value) and --delete keys')
     .argument('<namespace>')
@@ -171,10 +224,11 @@ export function addConfigCommands(program: Command): void {
     .option('--zone <zone>', 'the reader\'s zone')
     .option('--user <id>', 'the user the reads are for')
     .option('--caller <service>', 'the calling service')
-    .action((ns: string, flags: Flags & { label?: Record<string, string>; zone?: string; user?: string; caller?: string }) =>
-      withAdmin(flags, async (_admin, kv) => {
-        const client = new ConfigClient({ target: kv, namespace: ns, instance: { labels: flags.label, zone: flags.zone } });
-        const print = (): void => line({ namespace: ns, opSeq: client.head.opSeq, ...client.snapshot({ userId: flags.user, caller: flags.caller }) });
+    .option('--server <list>', 'follow through config servers (host:port,...: kv serve replicas or svrkit config serve) instead of PaxosKV')
+    .action(async (ns: string, flags: Flags & { label?: Record<string, string>; zone?: string; user?: string; caller?: string; server?: string }) => {
+      const follow = async (target: string | PaxosKVClient): Promise<void> => {
+        const client = new ConfigClient({ target, namespace: ns, instance: { labels: flags.label, zone: flags.zone } });
+        const print = (): void => line({ namespace: ns, opSeq: client.head.opSeq, source: client.source, ...client.snapshot({ userId: flags.user, caller: flags.caller }) });
         await client.ready();
         print();
         client.onChange(print);
@@ -183,6 +237,13 @@ export function addConfigCommands(program: Command): void {
           process.once('SIGTERM', done);
         });
         await client.close();
-      }),
-    );
+      };
+      if (flags.server === undefined) return withAdmin(flags, (_admin, kv) => follow(kv));
+      // Through config servers: no PaxosKV client here.
+      try {
+        await follow(`config://${flags.server.replace(/^config:\/\//i, '')}`);
+      } catch (err) {
+        reportError(err);
+      }
+    });
 }

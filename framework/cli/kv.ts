@@ -41,6 +41,7 @@ import {
   type UpFlags,
 } from './kv-cluster.js';
 import { valueInput, valueJson } from './kv-values.js';
+import { centerServices, type CenterServices } from './center-services.js';
 import { watchLauncher } from './launcher.js';
 import { intOption, positiveMs, reportError } from './flags.js';
 
@@ -147,9 +148,11 @@ export function addKvCommands(program: Command): void {
     .option('--learners <ids>', 'members that only learn (no votes, no clients; outside the majority); give every replica the same list', parseLearners)
     .option('--rejoin', 'this replica lost its data: start it on an empty --data-dir; it catches up and votes only once that is safe')
     .option('--metrics-port <port>', 'serve Prometheus metrics (RPC and PaxosKV: lost keys, corrupt reads, lagging keys, mode) at http://<host>:<port>/metrics on the replica\'s host (0 picks a free port)', intOption('metrics-port', 0, 65535))
-    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number }) => {
+    .option('--no-services', 'serve PaxosKV only, not the config center and registry services (svrkit.config.ConfigCenter, svrkit.registry.Registry)')
+    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; services: boolean }) => {
       let replica: PaxosKVReplica;
       let endpoint: MetricsEndpoint | undefined;
+      let center: CenterServices | undefined;
       const learners = opts.learners ?? [];
       const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id} ${line}\n`);
       try {
@@ -159,7 +162,11 @@ export function addKvCommands(program: Command): void {
         if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
         if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
         const metrics = opts.metricsPort === undefined ? undefined : new SvrkitMetrics();
+        // The config center and the registry, as clients of the voters (this replica first).
+        const voterAddresses = [...opts.peers].filter(([id]) => !learners.includes(id)).sort(([a], [b]) => (a === opts.id ? -1 : b === opts.id ? 1 : a - b)).map(([, address]) => address);
+        center = opts.services ? centerServices(voterAddresses) : undefined;
         replica = await PaxosKVReplica.start({
+          services: center === undefined ? [] : [center.config, center.registry],
           id: opts.id,
           members: opts.peers,
           learners,
@@ -188,7 +195,7 @@ export function addKvCommands(program: Command): void {
       const role = learners.includes(opts.id) ? ' (learner)' : '';
       process.stdout.write(
         `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
-          `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}\n`,
+          `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}${center === undefined ? '' : '; also the config center and the registry'}\n`,
       );
       if (endpoint !== undefined) say(`metrics on ${endpoint.url}`);
       const lost = replica.lostAtOpen;
@@ -204,7 +211,7 @@ export function addKvCommands(program: Command): void {
         if (closing) return;
         closing = true;
         process.stdout.write(`svrkit: ${signal}: closing replica ${opts.id}\n`);
-        void Promise.all([replica.close(), endpoint?.close()]).then(() => process.exit(0));
+        void Promise.all([center?.close(), replica.close(), endpoint?.close()]).then(() => process.exit(0));
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
@@ -276,7 +283,8 @@ export function addKvCommands(program: Command): void {
       process.stdout.write(
         `svrkit: kv up (pid ${process.pid}): paxoskv cluster of ${record.replicas} starting, replica pids ${pids}, data in ${opts.dataDir}; ` +
           `clients use --peers ${record.peers}\n` +
-          `svrkit: kv commands find this cluster without --peers ${here ? 'when run in this directory' : `given --data-dir ${opts.dataDir}`} (or with ${KV_PEERS_ENV}=${record.peers})\n`,
+          `svrkit: kv commands find this cluster without --peers ${here ? 'when run in this directory' : `given --data-dir ${opts.dataDir}`} (or with ${KV_PEERS_ENV}=${record.peers})\n` +
+          `svrkit: every replica also serves the config center and the registry: config://${[...parsePeers(record.peers).values()].join(',')} and registry://${[...parsePeers(record.peers).values()].join(',')}/svrkit/services\n`,
       );
       const stop = (): void => {
         stopping = true;

@@ -7,6 +7,7 @@
  */
 import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
 import { setup as setupPaxosKVRegistry } from '../../services/registry/paxoskv-registry.js';
+import { setup as setupRemoteRegistry } from '../../services/registry/remote-registry.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
@@ -23,8 +24,10 @@ import { DEFAULT_MAX_STREAMS_PER_CONNECTION } from '../server/server.js';
 import { addTopCommand } from './top.js';
 import { svrkitVersion } from './version.js';
 
-// The PaxosKV registry (a service built on the framework) registers itself for paxoskv: URIs.
+// The PaxosKV registry and the registry service's client (services built on the framework)
+// register themselves for paxoskv: and registry: URIs.
 setupPaxosKVRegistry();
+setupRemoteRegistry();
 
 function metadataOption(value: string, previous: Metadata): Metadata {
   const i = value.indexOf('=');

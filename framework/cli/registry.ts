@@ -91,7 +91,7 @@ export function formatInstanceLine(instance: Instance): string {
  * @param program - the root commander program.
  */
 export function addRegistryCommands(program: Command): void {
-  const registry = program.command('registry').description('look into a service registry (file:///abs/path.json, etcd://host:port/prefix or paxoskv://host:port,host:port/prefix)');
+  const registry = program.command('registry').description('look into a service registry (file:///abs/path.json, etcd://host:port/prefix or paxoskv://host:port,host:port/prefix or registry://host:port,host:port/prefix)');
 
   registry
     .command('list')

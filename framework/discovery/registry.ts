@@ -97,14 +97,15 @@ export type RegistryLocation =
       readonly path: string;
     }
   | HostsLocation<'etcd'>
-  | HostsLocation<'paxoskv'>;
+  | HostsLocation<'paxoskv'>
+  | HostsLocation<'registry'>;
 
-/** A registry reached through a list of endpoints, with a key prefix (`etcd:`, `paxoskv:`). */
-export interface HostsLocation<K extends 'etcd' | 'paxoskv'> {
+/** A registry reached through a list of endpoints, with a key prefix (`etcd:`, `paxoskv:`, `registry:`). */
+export interface HostsLocation<K extends 'etcd' | 'paxoskv' | 'registry'> {
   readonly kind: K;
-  /** The URI in canonical form (`etcd://h:p,h:p/prefix`, `paxoskv://h:p,h:p/prefix`). */
+  /** The URI in canonical form (`etcd://h:p,h:p/prefix`, `paxoskv://h:p,h:p/prefix`, `registry://h:p,h:p/prefix`). */
   readonly uri: string;
-  /** Client endpoints (etcd members, PaxosKV replicas), `host:port` each. */
+  /** Client endpoints (etcd members, PaxosKV replicas, registry servers), `host:port` each. */
   readonly hosts: readonly string[];
   /** The key prefix, starting with `/` and without a trailing `/`, e.g. `'/svrkit/services'`. */
   readonly prefix: string;
@@ -113,12 +114,15 @@ export interface HostsLocation<K extends 'etcd' | 'paxoskv'> {
 /** The key prefix of an `etcd://host:port` URI that gives none. */
 export const DEFAULT_ETCD_PREFIX = '/svrkit/services';
 
-const USAGE = 'expected file:///abs/path/registry.json, etcd://host:port[,host:port]/key/prefix or paxoskv://host:port[,host:port]/prefix';
+const USAGE =
+  'expected file:///abs/path/registry.json, etcd://host:port[,host:port]/key/prefix, paxoskv://host:port[,host:port]/prefix or registry://host:port[,host:port]/prefix';
 
 /**
  * Parses a registry URI (pure: no I/O).
  * - `file:///abs/path/registry.json` (also `file://localhost/...`; percent-escapes are decoded).
  * - `etcd://host:port[,host:port...][/key/prefix]` (prefix default `/svrkit/services`).
+ * - `paxoskv://...` (PaxosKV replicas) and `registry://...` (registry servers: PaxosKV replica
+ *   processes or `svrkit config serve`), the same way.
  * @returns the location.
  * @throws Error naming the URI and the expected forms when the scheme is unknown or the URI is
  *   malformed (relative file path, a path ending in `/`, no etcd endpoint, an endpoint that is
@@ -141,10 +145,10 @@ export function parseRegistryUri(uri: string): RegistryLocation {
     if (path.endsWith('/')) throw new Error(`registry URI '${uri}': names a directory; give the JSON file, e.g. file://${path}registry.json`);
     return { kind: 'file', uri: pathToFileURL(path).href, path };
   }
-  if (scheme === 'etcd' || scheme === 'paxoskv') {
+  if (scheme === 'etcd' || scheme === 'paxoskv' || scheme === 'registry') {
     const m = /^[a-z]+:\/\/([^/?#]*)(\/[^?#]*)?$/i.exec(text);
     if (m === null) throw new Error(`registry URI '${uri}': ${USAGE}`);
-    const what = scheme === 'etcd' ? 'etcd endpoint' : 'PaxosKV replica';
+    const what = scheme === 'etcd' ? 'etcd endpoint' : scheme === 'paxoskv' ? 'PaxosKV replica' : 'registry server';
     const hosts = m[1]!.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (hosts.length === 0) throw new Error(`registry URI '${uri}': no ${what}; expected ${scheme}://127.0.0.1:${scheme === 'etcd' ? 2379 : 7101}/svrkit/services`);
     for (const h of hosts) {
@@ -164,12 +168,12 @@ export function parseRegistryUri(uri: string): RegistryLocation {
     const prefix = trimmed === '' ? DEFAULT_ETCD_PREFIX : trimmed;
     if (prefix.slice(1).split('/').some((seg) => seg === '')) throw new Error(`registry URI '${uri}': the key prefix '${prefix}' has an empty segment`);
     const canonical = `${scheme}://${hosts.join(',')}${encodeURI(prefix)}`;
-    return scheme === 'etcd' ? { kind: 'etcd', uri: canonical, hosts, prefix } : { kind: 'paxoskv', uri: canonical, hosts, prefix };
+    return { kind: scheme, uri: canonical, hosts, prefix } as HostsLocation<typeof scheme>;
   }
   throw new Error(`unsupported registry URI '${uri}': ${USAGE}`);
 }
 
-/** The kinds of registry URI that `parseRegistryUri` knows: `'file'`, `'etcd'` and `'paxoskv'`. */
+/** The kinds of registry URI that `parseRegistryUri` knows: `'file'`, `'etcd'`, `'paxoskv'` and `'registry'`. */
 export type RegistryKind = RegistryLocation['kind'];
 
 /**
@@ -185,12 +189,14 @@ const factories = new Map<RegistryKind, RegistryFactory>();
  * Registers the implementation that `openRegistry` uses for one kind of URI. Implementations call
  * it from their `setup()` (e.g. `file-registry.ts`), and `framework/setup.ts` calls those; a later
  * registration for the same kind replaces the earlier one.
- * @param kind - `'file'`, `'etcd'` or `'paxoskv'`.
+ * @param kind - `'file'`, `'etcd'`, `'paxoskv'` or `'registry'`.
  * @param factory - makes the registry for a parsed location of that kind.
  * @throws Error when `kind` is not a kind `parseRegistryUri` knows, or `factory` is not a function.
  */
 export function registerRegistry<K extends RegistryKind>(kind: K, factory: RegistryFactory<K>): void {
-  if (kind !== 'file' && kind !== 'etcd' && kind !== 'paxoskv') throw new Error(`registerRegistry: unknown registry kind '${String(kind)}' (expected 'file', 'etcd' or 'paxoskv')`);
+  if (kind !== 'file' && kind !== 'etcd' && kind !== 'paxoskv' && kind !== 'registry') {
+    throw new Error(`registerRegistry: unknown registry kind '${String(kind)}' (expected 'file', 'etcd', 'paxoskv' or 'registry')`);
+  }
   if (typeof factory !== 'function') throw new Error(`registerRegistry('${kind}'): factory must be a function`);
   // openRegistry looks factories up by the location's own kind, so the narrowing holds.
   factories.set(kind, (location) => factory(location as Extract<RegistryLocation, { kind: K }>));
@@ -200,7 +206,7 @@ export function registerRegistry<K extends RegistryKind>(kind: K, factory: Regis
  * Opens a registry. Nothing is read, connected or loaded until the registry is first used, so
  * opening never fails for an unreachable or missing registry; the first `register`, `list` or
  * `watch` reports that.
- * @param uri - `file:///abs/path/registry.json`, `etcd://host:port[,host:port]/key/prefix` or `paxoskv://host:port[,host:port]/prefix`.
+ * @param uri - `file:///abs/path/registry.json`, `etcd://host:port[,host:port]/key/prefix`, `paxoskv://host:port[,host:port]/prefix` or `registry://host:port[,host:port]/prefix`.
  * @returns the registry; `close()` it when done.
  * @throws Error for a malformed or unsupported URI (see `parseRegistryUri`), or when no
  *   implementation is registered for its kind (nothing imported `framework/setup.ts`, which

@@ -1,5 +1,5 @@
 /**
- * Resolvers for registry targets: `setup()` registers the `file`, `etcd` and `paxoskv` schemes with
+ * Resolvers for registry targets: `setup()` registers the `file`, `etcd`, `paxoskv` and `registry` schemes with
  * `registerResolver`, so a channel can be made for `file:///srv/registry.json` or
  * `etcd://127.0.0.1:2379/svrkit/services`. Importing this module registers nothing; the
  * composition root, `framework/setup.ts`, calls `setup()`.
@@ -111,7 +111,7 @@ function validateTarget(t: ParsedTarget): void {
 }
 
 /**
- * Registers the resolvers of registry targets, for the `file` and `etcd` schemes, with
+ * Registers the resolvers of registry targets, for the `file`, `etcd`, `paxoskv` and `registry` schemes, with
  * `registerResolver` (replacing any earlier resolver of those schemes). Called once by the
  * composition root, `framework/setup.ts`; idempotent. The registries themselves come from
  * `openRegistry`, so their implementations must be registered too (`setup.ts` does both).
@@ -121,4 +121,5 @@ export function setup(): void {
   registerResolver('file', registryResolver, validateTarget);
   registerResolver('etcd', registryResolver, validateTarget);
   registerResolver('paxoskv', registryResolver, validateTarget);
+  registerResolver('registry', registryResolver, validateTarget);
 }

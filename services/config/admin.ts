@@ -86,6 +86,12 @@ export interface ConfigAdminOptions {
   now?: () => number;
 }
 
+/** Per-operation options of {@link ConfigAdmin}'s writes. */
+export interface OpOptions {
+  /** Who the operation is recorded as done by. Default: the admin's `by`. */
+  by?: string;
+}
+
 /**
  * Publishes, grays, promotes, rolls back and abandons releases of config namespaces, and lists
  * their history, through a PaxosKV client (the caller's; not closed here).
@@ -125,9 +131,10 @@ export class ConfigAdmin {
    * @returns the new head, once it is written.
    * @throws Error for a bad namespace, no change, a bad key, or a namespace over 1 MiB; RpcError
    *   when PaxosKV does not answer. (The same holds for the operations below.)
+   * `op.by` records who did it, instead of the admin's `by` (a config server records its caller).
    */
-  publish(namespace: string, changes: ConfigChanges): Promise<NamespaceHead> {
-    return this.apply(namespace, (h) => publish(h, changes, this.by, this.now()));
+  publish(namespace: string, changes: ConfigChanges, op: OpOptions = {}): Promise<NamespaceHead> {
+    return this.apply(namespace, (h) => publish(h, changes, op.by ?? this.by, this.now()));
   }
 
   /**
@@ -135,13 +142,14 @@ export class ConfigAdmin {
    * @returns the new head.
    * @throws Error when `to` is not an earlier release, or its snapshot is missing or malformed.
    */
-  rollback(namespace: string, to: number): Promise<NamespaceHead> {
+  rollback(namespace: string, to: number, op: OpOptions = {}): Promise<NamespaceHead> {
+    const by = op.by ?? this.by;
     return this.apply(namespace, async (h) => {
       const current = h.release?.number ?? 0;
-      if (!Number.isInteger(to) || to < 1 || to >= current) return rollback(h, to, {}, this.by, this.now()); // throws the model's message
+      if (!Number.isInteger(to) || to < 1 || to >= current) return rollback(h, to, {}, by, this.now()); // throws the model's message
       const snap = await this.kv.get(releaseKey(namespace, to));
       if (snap === null) throw new Error(`namespace ${namespace}: the snapshot of release ${to} is missing`);
-      return rollback(h, to, decodeRelease(namespace, to, snap.value).values, this.by, this.now());
+      return rollback(h, to, decodeRelease(namespace, to, snap.value).values, by, this.now());
     });
   }
 
@@ -151,9 +159,9 @@ export class ConfigAdmin {
    * @returns the new head.
    * @throws Error before the first release, without rules, or for a bad key or rule.
    */
-  gray(namespace: string, changes: ConfigChanges, rules: readonly GrayRule[]): Promise<NamespaceHead> {
+  gray(namespace: string, changes: ConfigChanges, rules: readonly GrayRule[], op: OpOptions = {}): Promise<NamespaceHead> {
     const id = randomBytes(6).toString('hex');
-    return this.apply(namespace, (h) => gray(h, changes, rules, id, this.by, this.now()));
+    return this.apply(namespace, (h) => gray(h, changes, rules, id, op.by ?? this.by, this.now()));
   }
 
   /**
@@ -161,8 +169,8 @@ export class ConfigAdmin {
    * @returns the new head.
    * @throws Error when no gray runs.
    */
-  promote(namespace: string): Promise<NamespaceHead> {
-    return this.apply(namespace, (h) => promote(h, this.by, this.now()));
+  promote(namespace: string, op: OpOptions = {}): Promise<NamespaceHead> {
+    return this.apply(namespace, (h) => promote(h, op.by ?? this.by, this.now()));
   }
 
   /**
@@ -170,8 +178,8 @@ export class ConfigAdmin {
    * @returns the new head.
    * @throws Error when no gray runs.
    */
-  abandon(namespace: string): Promise<NamespaceHead> {
-    return this.apply(namespace, (h) => abandon(h, this.by, this.now()));
+  abandon(namespace: string, op: OpOptions = {}): Promise<NamespaceHead> {
+    return this.apply(namespace, (h) => abandon(h, op.by ?? this.by, this.now()));
   }
 
   /**

@@ -1,6 +1,8 @@
 /**
- * The config center's client SDK: follows one namespace's head over PaxosKV's `Watch` stream and
- * answers `get` from memory, evaluating the gray rules against the reading process (its labels
+ * The config center's client SDK: follows one namespace's head, over PaxosKV's `Watch` stream (a
+ * target of replicas) or over config servers' `ConfigCenter.Watch` (a `config://` target: the
+ * replica processes, or `svrkit config serve` processes that fan one PaxosKV watch out to many
+ * clients), and answers `get` from memory, evaluating the gray rules against the reading process (its labels
  * and zone) and the call being served (its caller and user, from the call context), so a handler
  * just calls `config.get('limit')`.
  *
@@ -12,9 +14,11 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { currentCall, withoutCall } from '../../framework/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { currentCall, parseAddress, withoutCall } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
 import { headKey } from './admin.js';
+import { ConfigCenterClient } from './gen/svrkit/config/config.js';
 import { inGray, type GrayContext } from './gray.js';
 import { decodeHead, emptyHead, views as viewsOf, type NamespaceHead, type Resolved } from './model.js';
 
@@ -28,8 +32,13 @@ export interface ConfigInstance {
 
 /** Options of {@link ConfigClient}. */
 export interface ConfigClientOptions {
-  /** The PaxosKV replicas (`host:port`, comma-separated or a list), or a client to use (not closed by `close()`). */
-  target: string | readonly string[] | PaxosKVClient;
+  /**
+   * Where the config is: PaxosKV replicas (`host:port`, comma-separated or a list), a PaxosKV
+   * client to use (not closed by `close()`), or config servers as `config://host:port[,host:port...]`
+   * (PaxosKV replica processes, or `svrkit config serve` processes; a watch that fails moves to
+   * another), or a `ConfigCenterClient` to share among many ConfigClients (not closed by `close()`).
+   */
+  target: string | readonly string[] | PaxosKVClient | ConfigCenterClient;
   /** The namespace, e.g. `shop.checkout`. */
   namespace: string;
   /** This process, as the gray rules see it. */
@@ -52,6 +61,9 @@ export interface ConfigReadContext {
   caller?: string;
 }
 
+/** Where a {@link ConfigClient}'s head comes from: PaxosKV, config servers, its cache file, or nowhere yet. */
+export type ConfigSource = 'none' | 'cache' | 'paxoskv' | 'server';
+
 /** A change of what this client serves. */
 export interface ConfigChange {
   /** The new head. */
@@ -70,8 +82,12 @@ export interface ConfigChange {
  * ```
  */
 export class ConfigClient {
-  private readonly kv: PaxosKVClient;
+  /** The PaxosKV client (a target of replicas), or undefined (a `config://` target). */
+  private readonly kv: PaxosKVClient | undefined;
   private readonly ownsKv: boolean;
+  /** The config servers' client (a `config://` target, or one given). */
+  private readonly center: ConfigCenterClient | undefined;
+  private readonly ownsCenter: boolean = false;
   private readonly abort = new AbortController();
   private headNow: NamespaceHead;
   /** What the head resolves to, computed once per head: a `get` is then a rule check and a lookup. */
@@ -82,7 +98,7 @@ export class ConfigClient {
    * new head, and when it holds `MEMO_LIMIT` readers.
    */
   private readonly memo = new Map<string, boolean>();
-  private sourceNow: 'none' | 'cache' | 'paxoskv' = 'none';
+  private sourceNow: ConfigSource = 'none';
   private readonly listeners = new Set<(change: ConfigChange) => void>();
   private readonly readyPromise: Promise<void>;
   private resolveReady!: () => void;
@@ -91,7 +107,7 @@ export class ConfigClient {
 
   /**
    * Starts following the namespace at once.
-   * @throws Error for a bad namespace name or an empty target.
+   * @throws Error for a bad namespace name, an empty target, or a `config://` target that names a bad address.
    */
   constructor(private readonly options: ConfigClientOptions) {
     this.headNow = emptyHead(options.namespace);
@@ -100,6 +116,24 @@ export class ConfigClient {
     if (t instanceof PaxosKVClient) {
       this.kv = t;
       this.ownsKv = false;
+    } else if (t instanceof ConfigCenterClient) {
+      this.kv = undefined;
+      this.ownsKv = false;
+      this.center = t;
+    } else if (typeof t === 'string' && /^config:\/\//i.test(t.trim())) {
+      const hosts = t.trim().slice('config://'.length).replace(/\/+$/, '').split(',').map((h) => h.trim()).filter((h) => h !== '');
+      if (hosts.length === 0) throw new Error(`ConfigClient: target '${t}' names no config server; expected config://host:port[,host:port...]`);
+      for (const h of hosts) {
+        try {
+          parseAddress(h);
+        } catch {
+          throw new Error(`ConfigClient: target '${t}': '${h}' is not host:port`);
+        }
+      }
+      this.kv = undefined;
+      this.ownsKv = false;
+      this.center = new ConfigCenterClient(`static:///${hosts.join(',')}`, { connectTimeoutMs: 1000 });
+      this.ownsCenter = true;
     } else {
       const peers = (typeof t === 'string' ? t.split(',') : [...t]).map((p) => p.trim()).filter((p) => p !== '');
       if (peers.length === 0) throw new Error('ConfigClient: target names no PaxosKV replica');
@@ -112,16 +146,16 @@ export class ConfigClient {
   }
 
   /**
-   * Resolves once the client serves a head: the first one from PaxosKV, or, when no replica
-   * answered within `readyTimeoutMs` and a cache file was given and readable, the cached one
-   * (`source` is then `'cache'` until PaxosKV answers). Without a cache it waits for PaxosKV.
+   * Resolves once the client serves a head: the first one from PaxosKV (or the config servers), or,
+   * when none answered within `readyTimeoutMs` and a cache file was given and readable, the cached
+   * one (`source` is then `'cache'` until one answers). Without a cache it waits.
    */
   ready(): Promise<void> {
     return this.readyPromise;
   }
 
-  /** Where the head served comes from: `'paxoskv'`, `'cache'` (no replica answered yet), or `'none'`. */
-  get source(): 'none' | 'cache' | 'paxoskv' {
+  /** Where the head served comes from: `'paxoskv'`, `'server'` (config servers), `'cache'` (none answered yet), or `'none'`. */
+  get source(): ConfigSource {
     return this.sourceNow;
   }
 
@@ -166,11 +200,12 @@ export class ConfigClient {
     };
   }
 
-  /** Stops following (and closes the PaxosKV client it made). Idempotent. */
+  /** Stops following (and closes the PaxosKV client or channel it made). Idempotent. */
   async close(): Promise<void> {
     if (this.abort.signal.aborted) return;
     this.abort.abort();
-    if (this.ownsKv) this.kv.close();
+    if (this.ownsKv) this.kv?.close();
+    if (this.ownsCenter) this.center?.close();
     await this.writing;
   }
 
@@ -194,12 +229,53 @@ export class ConfigClient {
   private async follow(): Promise<void> {
     const timeout = setTimeout(() => void this.fromCache(), this.options.readyTimeoutMs ?? 3000);
     timeout.unref();
+    try {
+      if (this.center !== undefined) await this.followServers(this.center);
+      else await this.followKv(this.kv!);
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  /**
+   * Follows the namespace over the config servers' `Watch`: the current head first, then each
+   * newer one; a stream that fails or ends is opened again (on another server, as the channel
+   * picks) from the last version seen, after a pause that grows from 50 ms to 1 s while none answers.
+   */
+  private async followServers(center: ConfigCenterClient): Promise<void> {
+    let from = 0n;
+    let pauseMs = 50;
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      try {
+        for await (const h of center.watch({ namespace: this.options.namespace, fromVersion: from }, { signal, deadline: Infinity, timeoutMs: undefined })) {
+          pauseMs = 50;
+          if (h.version < from) continue;
+          from = h.version;
+          let head: NamespaceHead;
+          try {
+            head = h.head.length === 0 ? emptyHead(this.options.namespace) : decodeHead(h.head, this.options.namespace);
+          } catch {
+            continue; // a head that does not decode is never served
+          }
+          this.serve(head, 'server');
+        }
+      } catch {
+        // The server went away or refused: try again (another server, as the channel picks).
+      }
+      if (signal.aborted) return;
+      await sleep(pauseMs, undefined, { signal }).catch(() => undefined);
+      pauseMs = Math.min(1000, pauseMs * 2);
+    }
+  }
+
+  private async followKv(kv: PaxosKVClient): Promise<void> {
     const key = headKey(this.options.namespace);
     // The head as it is now (a linearizable read: a namespace never published is served empty),
     // then every later version from the watch.
     let from = 0n;
     try {
-      const got = await this.kv.get(key);
+      const got = await kv.get(key);
       if (got === null) this.serve(emptyHead(this.options.namespace), 'paxoskv');
       else {
         this.serve(decodeHead(got.value, this.options.namespace), 'paxoskv');
@@ -210,7 +286,7 @@ export class ConfigClient {
       // (never served): the watch below takes over either way.
     }
     try {
-      for await (const e of this.kv.watch(key, { fromVersion: from, signal: this.abort.signal })) {
+      for await (const e of kv.watch(key, { fromVersion: from, signal: this.abort.signal })) {
         let head: NamespaceHead;
         try {
           head = e.value === null ? emptyHead(this.options.namespace) : decodeHead(e.value, this.options.namespace);
@@ -221,8 +297,6 @@ export class ConfigClient {
       }
     } catch {
       // Aborted, or a bad namespace key (cannot happen: checked in the constructor).
-    } finally {
-      clearTimeout(timeout);
     }
   }
 
@@ -237,14 +311,14 @@ export class ConfigClient {
     }
   }
 
-  private serve(head: NamespaceHead, source: 'cache' | 'paxoskv'): void {
+  private serve(head: NamespaceHead, source: Exclude<ConfigSource, 'none'>): void {
     const previous = this.headNow;
     if (this.gotFirst) {
       // Only forward: a head with fewer operations than the one served is older; the same one is no change
       // (but PaxosKV confirming a cached head makes PaxosKV the source).
       if (head.opSeq < previous.opSeq) return;
       if (head.opSeq === previous.opSeq) {
-        if (source === 'paxoskv') this.sourceNow = source;
+        if (source !== 'cache') this.sourceNow = source;
         return;
       }
     }
@@ -255,7 +329,7 @@ export class ConfigClient {
     this.memo.clear();
     this.sourceNow = source;
     if (first) this.resolveReady();
-    if (source === 'paxoskv' && this.options.cacheFile !== undefined) this.writeCache(head);
+    if (source !== 'cache' && this.options.cacheFile !== undefined) this.writeCache(head);
     if (head.opSeq !== previous.opSeq) {
       for (const l of this.listeners) {
         // A listener that throws must not stop the client: reported, and the next one runs.

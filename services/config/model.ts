@@ -134,7 +134,12 @@ export function applyChanges(values: ConfigValues, changes: ConfigChanges): Conf
   return out;
 }
 
-function checkChanges(changes: ConfigChanges): void {
+/**
+ * Checks changes (pure): at least one key; each key 1 to 256 characters without `=` (and not
+ * `__proto__`); values strings; no key both set and deleted.
+ * @throws Error naming the first bad key, or saying there is no change.
+ */
+export function checkChanges(changes: ConfigChanges): void {
   const keys = [...Object.keys(changes.set), ...changes.delete];
   if (keys.length === 0) throw new Error('no change: give at least one key to set or delete');
   for (const k of keys) {

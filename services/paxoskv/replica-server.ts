@@ -8,7 +8,7 @@
  * the records that step persisted, and every earlier step's, are durable.
  */
 import { performance } from 'node:perf_hooks';
-import { Channel, RpcError, Server, withoutCall, type CallContext, type ServerOptions } from '../../framework/index.js';
+import { Channel, RpcError, Server, withoutCall, type CallContext, type ServerOptions, type ServiceImplementation } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
@@ -99,6 +99,11 @@ export interface ReplicaOptions {
   onFatal?: (error: Error) => void;
   /** Options of the replica's svrkit server (default: the defaults, FastReject on). */
   server?: ServerOptions;
+  /**
+   * More services its server serves, beside PaxosKV's (`svrkit kv serve` adds the config center
+   * and the registry, which are PaxosKV clients themselves).
+   */
+  services?: readonly ServiceImplementation[];
   /** Called when the replica's mode changes (for the CLI's progress lines). */
   onModeChange?: (mode: ReplicaMode, replica: PaxosKVReplica) => void;
   /** The core's clock, monotonic ms (tests inject one). Default `performance.now`. */
@@ -134,6 +139,8 @@ export class PaxosKVReplica {
   private watchTimer: NodeJS.Timeout | undefined;
   /** Watched keys whose periodic read failed, and how many times in a row. */
   private readonly watchReadFailures = new Map<string, number>();
+  /** Keys with a read for new watches on its way, and whether another must follow it (see `offerCurrent`). */
+  private readonly watchReads = new Map<string, { again: boolean }>();
   private readonly readyWaiters = new Set<() => void>();
   /** The core's clock (monotonic ms; `ReplicaOptions.now`). */
   private readonly now: () => number;
@@ -154,6 +161,7 @@ export class PaxosKVReplica {
     this.server = new Server({ maxStreamsPerConnection: REPLICA_MAX_STREAMS_PER_CONNECTION, ...options.server });
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
+    for (const service of options.services ?? []) this.server.addService(service);
     for (const [id, address] of options.members) {
       // Paxos retries by its own rules (new rounds, catch-up): no channel-level retries.
       if (id !== options.id) this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false })));
@@ -348,12 +356,7 @@ export class PaxosKVReplica {
     signal.addEventListener('abort', stop, { once: true });
     this.startWatchTimer();
     try {
-      this.current(key).then(
-        (cur) => {
-          if (cur !== undefined) this.watchers.offer(key, cur.version, cur.value, this.now());
-        },
-        () => undefined, // closing: the watch ends with the replica
-      );
+      this.offerCurrent(key);
       for (;;) {
         const event = await w.next();
         if (event === undefined) return;
@@ -401,6 +404,33 @@ export class PaxosKVReplica {
       if (page.length < 256) return { items, more: false };
       cursor = page[page.length - 1]!;
     }
+  }
+
+  /**
+   * Offers the key's watchers its current version (see `current`). Reads of one key are shared:
+   * while one is on its way, the watches that start meanwhile wait for one more read that starts
+   * when it ends (it must start after they did, to reflect every write acknowledged before them),
+   * so a burst of thousands of watches of one key costs two reads, not a queue of thousands.
+   */
+  private offerCurrent(key: string): void {
+    const inFlight = this.watchReads.get(key);
+    if (inFlight !== undefined) {
+      inFlight.again = true;
+      return;
+    }
+    const read = { again: false };
+    this.watchReads.set(key, read);
+    this.current(key)
+      .then(
+        (cur) => {
+          if (cur !== undefined) this.watchers.offer(key, cur.version, cur.value, this.now());
+        },
+        () => undefined, // closing: the watch ends with the replica
+      )
+      .finally(() => {
+        this.watchReads.delete(key);
+        if (read.again && !this.closed && this.watchers.has(key)) this.offerCurrent(key);
+      });
   }
 
   /** The key's current version: a linearizable read on a voter, the local record otherwise (undefined: none to offer). */

@@ -21,6 +21,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   compareInstances,
+  DEFAULT_LEASE_TTL_MS,
   leaseTtlMs,
   normalizeInstance,
   registerRegistry,
@@ -36,6 +37,7 @@ import {
   type Registry,
 } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
+import { keepLease } from './lease-renewal.js';
 
 /** An instance as stored: with its lease. */
 export interface LeasedInstance extends Instance {
@@ -115,21 +117,54 @@ export class PaxosKVRegistry implements Registry {
   /** Changes waiting to be written, per key (see `update`). */
   private readonly queues = new Map<string, KeyQueue>();
 
+  /** Whether the PaxosKV client was given (not closed by `close()`). */
+  private readonly sharedKv: boolean;
+
   /**
    * @param location - a parsed `paxoskv:` location. Nothing connects until first use.
    * @param now - the clock of leases (epoch ms). Default `Date.now`.
+   * @param kv - a PaxosKV client to use instead of one made for `location.hosts` (a registry
+   *   server's, shared by its prefixes; not closed by `close()`).
    */
   constructor(
     private readonly location: HostsLocation<'paxoskv'>,
     private readonly now: () => number = Date.now,
+    kv?: PaxosKVClient,
   ) {
     this.uri = location.uri;
     this.prefix = location.prefix;
+    this.kvClient = kv;
+    this.sharedKv = kv !== undefined;
   }
 
   private get kv(): PaxosKVClient {
     if (this.closed) throw new Error(`registry ${this.uri} is closed`);
     return (this.kvClient ??= new PaxosKVClient({ peers: this.location.hosts }));
+  }
+
+  /**
+   * Stores one lease's entry: the instance (replacing its service's entry at the same address)
+   * until `ttlMs` from now on this registry's clock. What `register` does at once and at each
+   * renewal; a registry server calls it for its clients' `Register` calls.
+   * @param instance - a normalized instance.
+   * @param lease - the lease id.
+   * @param ttlMs - the lease's TTL (ms).
+   * @throws Error (rejection) when the registry is closed, PaxosKV does not answer, or holds malformed data.
+   */
+  storeLease(instance: Instance, lease: string, ttlMs: number): Promise<void> {
+    return this.update(serviceKey(this.prefix, instance.service), ttlMs, (list) => [
+      ...list.filter((i) => i.address !== instance.address),
+      { ...instance, lease, expiresAt: this.now() + ttlMs },
+    ]);
+  }
+
+  /**
+   * Removes a service's entry held under `lease` (nothing when there is none).
+   * @throws Error (rejection) as `storeLease`.
+   */
+  dropLease(service: string, lease: string): Promise<void> {
+    // The default TTL bounds the pruning of long-expired entries, as a registration's own would.
+    return this.update(serviceKey(this.prefix, service), DEFAULT_LEASE_TTL_MS, (list) => list.filter((i) => i.lease !== lease));
   }
 
   /**
@@ -142,39 +177,10 @@ export class PaxosKVRegistry implements Registry {
     const instance = normalizeInstance(input);
     const ttl = leaseTtlMs(options.ttlMs);
     const lease = randomBytes(8).toString('hex');
-    const key = serviceKey(this.prefix, instance.service);
-    const write = (): Promise<void> =>
-      this.update(key, ttl, (list) => [...list.filter((i) => i.address !== instance.address), { ...instance, lease, expiresAt: this.now() + ttl }]);
+    const write = (): Promise<void> => this.storeLease(instance, lease, ttl);
     await write();
-    let stopped = false;
-    let lastError: string | undefined;
-    const timer = withoutCall(() =>
-      setInterval(() => {
-        write().then(
-          () => (lastError = undefined),
-          (err: Error) => {
-            if (stopped || err.message === lastError) return;
-            lastError = err.message;
-            options.onError?.(new Error(`registry ${this.uri}: renewing ${instance.service} at ${instance.address}: ${err.message}`));
-          },
-        );
-      }, Math.min(MAX_TIMER_MS, Math.max(10, Math.floor(ttl / 3)))),
-    );
-    timer.unref();
-    const stop = (): void => {
-      stopped = true;
-      clearInterval(timer);
-      this.stops.delete(stop);
-    };
-    this.stops.add(stop);
-    return {
-      instance,
-      deregister: async () => {
-        if (stopped) return;
-        stop();
-        await this.update(key, ttl, (list) => list.filter((i) => i.lease !== lease));
-      },
-    };
+    if (this.closed) throw new Error(`registry ${this.uri} was closed while registering ${instance.service} at ${instance.address} (its lease expires in ${ttl} ms)`);
+    return keepLease(this.uri, instance, ttl, write, () => this.dropLease(instance.service, lease), options, this.stops);
   }
 
   /**
@@ -277,12 +283,12 @@ export class PaxosKVRegistry implements Registry {
     return stop;
   }
 
-  /** Stops renewals and watches (does not deregister) and closes the PaxosKV client. Idempotent. */
+  /** Stops renewals and watches (does not deregister) and closes the PaxosKV client it made. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     for (const stop of [...this.stops]) stop();
     this.closed = true;
-    this.kvClient?.close();
+    if (!this.sharedKv) this.kvClient?.close();
   }
 
   /**

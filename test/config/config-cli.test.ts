@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin, ConfigClient, PaxosKVClient } from '../../index.js';
 import { startProcessCluster, type ProcessCluster } from '../support/kv-cluster.js';
 import { killStarted, runSvrkit as run, spawnSvrkit, stopProc, type Run } from '../support/kv-processes.js';
+import { grayWatchers, expectNoneWentBack } from '../support/gray-watchers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `config-cli-${process.pid}`);
@@ -120,15 +121,7 @@ describe('svrkit config', () => {
     const admin = new ConfigAdmin(kv, { by: 'test' });
     const shared = [0, 1, 2].map((i) => new PaxosKVClient({ peers: [...addresses.slice(i), ...addresses.slice(0, i)] }));
     await admin.publish(ns, { set: { v: 'g1' }, delete: [] });
-    const watchers = Array.from({ length: 200 }, (_, i) => {
-      const c = new ConfigClient({ target: shared[i % 3]!, namespace: ns, instance: { zone: i % 2 === 0 ? 'canary' : 'main' } });
-      const seen: Array<{ release: number; v: string }> = [];
-      c.onChange(() => {
-        const s = c.snapshot();
-        seen.push({ release: s.release, v: s.values.v! });
-      });
-      return { c, seen, canary: i % 2 === 0 };
-    });
+    const watchers = grayWatchers(200, (i, canary) => new ConfigClient({ target: shared[i % 3]!, namespace: ns, instance: { zone: canary ? 'canary' : 'main' } }));
     try {
       await Promise.all(watchers.map((w) => w.c.ready()));
       for (let round = 2; round <= 7; round++) {
@@ -145,15 +138,8 @@ describe('svrkit config', () => {
       for (const w of watchers) {
         expect(w.c.head.opSeq).toBe(final.opSeq);
         expect(w.c.get('v')).toBe('g7');
-        for (let i = 1; i < w.seen.length; i++) expect(w.seen[i]!.release).toBeGreaterThanOrEqual(w.seen[i - 1]!.release);
-        if (!w.canary) continue;
-        let newest = 1;
-        for (const s of w.seen) {
-          const n = Number(s.v.slice(1));
-          expect(n, `a canary reader went back from g${newest} to ${s.v}`).toBeGreaterThanOrEqual(newest);
-          newest = n;
-        }
       }
+      expectNoneWentBack(watchers);
     } finally {
       for (const w of watchers) await w.c.close();
       for (const c of shared) c.close();

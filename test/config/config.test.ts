@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin, ConfigClient, PaxosKVClient } from '../../index.js';
 import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
 import { freePort } from '../support/kv-processes.js';
+import { grayWatchers, expectNoneWentBack } from '../support/gray-watchers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `config-${process.pid}`);
@@ -95,15 +96,7 @@ describe('config center on PaxosKV', () => {
     await admin.publish(ns, set({ v: 'r1', k: 'base' }));
     const target = [...members.values()];
     const shared = [0, 1, 2].map((i) => new PaxosKVClient({ peers: [...target.slice(i), ...target.slice(0, i)] }));
-    const watchers = Array.from({ length: 200 }, (_, i) => {
-      const c = new ConfigClient({ target: shared[i % 3]!, namespace: ns, instance: { labels: { ring: i % 2 === 0 ? 'canary' : 'main' } } });
-      const seen: Array<{ release: number; gray: boolean; v: string | undefined; opSeq: number }> = [];
-      c.onChange(({ head }) => {
-        const s = c.snapshot();
-        seen.push({ release: s.release, gray: s.gray, v: s.values.v, opSeq: head.opSeq });
-      });
-      return { c, seen, canary: i % 2 === 0 };
-    });
+    const watchers = grayWatchers(200, (i, canary) => new ConfigClient({ target: shared[i % 3]!, namespace: ns, instance: { labels: { ring: canary ? 'canary' : 'main' } } }));
     try {
       await Promise.all(watchers.map((w) => w.c.ready()));
       // Rounds: gray v=gN for the canary ring, a full publish of other keys meanwhile, promote.
@@ -114,19 +107,9 @@ describe('config center on PaxosKV', () => {
       }
       const finalSeq = (await admin.head(ns)).head.opSeq;
       await until(() => watchers.every((w) => w.c.head.opSeq === finalSeq), 20_000);
-      for (const w of watchers) {
-        expect(w.c.head.opSeq).toBe(finalSeq);
-        const releases = w.seen.map((s) => s.release);
-        for (let i = 1; i < releases.length; i++) expect(releases[i]!).toBeGreaterThanOrEqual(releases[i - 1]!);
-        if (!w.canary) continue;
-        // Once a canary reader saw gray gN, it never again sees an older v.
-        let newest = 1;
-        for (const s of w.seen) {
-          const n = Number(s.v!.slice(1));
-          expect(n, `canary reader went back from g${newest} to ${s.v}`).toBeGreaterThanOrEqual(newest);
-          newest = n;
-        }
-      }
+      for (const w of watchers) expect(w.c.head.opSeq).toBe(finalSeq);
+      // Once a canary reader saw gray gN, it never again sees an older v.
+      expectNoneWentBack(watchers);
     } finally {
       for (const w of watchers) await w.c.close();
       for (const c of shared) c.close();

@@ -193,7 +193,7 @@ class Cluster {
   readonly inbox: Array<{ from: MemberId; to: MemberId; msg: PeerMessage }> = [];
   readonly results = new Map<number, ClientResult>();
   now = 0;
-  private ref = 1;
+  ref = 1;
 
   /** Backoff jitter and incarnation nonces (seeded: a start on a copy draws another nonce than the life it lost). */
   private readonly random = mulberry32(7);
@@ -414,6 +414,29 @@ describe('replica protocol', () => {
     expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 1 });
     expect(text(c.chosen(3)!.value)).toBe('v');
     expect(c.stores.get(3)!.get(K)!.promised).toBe(0);
+  });
+
+  it('a long queue on one key whose operations end at once (deadlines passed) ends without nesting: no stack overflow', () => {
+    // The queue behind one running operation starts one after another; each of these ends as it
+    // starts (its deadline passed), which once started the next from inside its own finish and
+    // overflowed the stack at a few thousand (10,000 watches of one config head crashed every replica).
+    const { c } = threeWrites();
+    const r1 = c.replicas.get(1)!;
+    const first = c.request(1, { kind: 'get' });
+    const refs: number[] = [];
+    for (let i = 0; i < 50_000; i++) {
+      const ref = c.ref++;
+      refs.push(ref);
+      c.apply(1, r1.request(ref, K, { kind: 'get' }, c.now, c.now + 1));
+    }
+    c.now += 10;
+    c.deliver();
+    expect(c.results.get(first)).toMatchObject({ ok: true, kind: 'get', version: 3 });
+    expect(refs.every((ref) => c.results.get(ref)?.ok === false && (c.results.get(ref) as { status: string }).status === 'DEADLINE_EXCEEDED')).toBe(true);
+    // The key serves on.
+    const after = c.request(1, { kind: 'put', value: bytes('v4'), id: wid('b', 1, 2000) });
+    c.deliver();
+    expect(c.results.get(after)).toMatchObject({ ok: true, version: 4 });
   });
 
   it('fails with UNAVAILABLE after its attempts when no majority answers', () => {

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KvUsageError } from '../../framework/cli/kv-cluster.js';
 import { decodeBase64, valueInput, valueJson } from '../../framework/cli/kv-values.js';
+import { ConfigClient, openRegistry } from '../../index.js';
 import { alive, freePortRange, freePorts, SERVING, stopProc, waitServing, waitVoting, type Exit, type Proc, type Run } from '../support/kv-processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -187,6 +188,24 @@ describe('svrkit kv up records its cluster, prints its pid, and refuses a differ
     const status = await kv(['status']);
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { address: string; mode: string }).address)).toEqual(peers.split(',').map((p) => p.slice(2)));
+
+    // --- kv up brings up the config center and the registry too: config://, registry:// ----------
+    const addrs = peers.split(',').map((p) => p.slice(2)).join(',');
+    expect(first.proc.stdout()).toContain(`every replica also serves the config center and the registry: config://${addrs} and registry://${addrs}/svrkit/services`);
+    expect(ok(await run(['config', 'publish', 'up.ns', 'limit=7'], cwd))).toMatchObject({ release: 1, values: { limit: '7' } });
+    const config = new ConfigClient({ target: `config://${addrs}`, namespace: 'up.ns' });
+    const registry = openRegistry(`registry://${addrs}/svrkit/services`);
+    try {
+      await config.ready();
+      expect([config.source, config.get('limit')]).toEqual(['server', '7']);
+      await registry.register({ service: 'up.Svc', address: '127.0.0.1:9' }, { ttlMs: 5000 });
+      const listed = await run(['registry', 'list', `paxoskv://${addrs}/svrkit/services`, 'up.Svc', '--json'], cwd);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as Array<{ address: string }>).map((i) => i.address)).toEqual(['127.0.0.1:9']);
+    } finally {
+      await config.close();
+      await registry.close();
+    }
 
     // --- binary and text print differently; --base64 puts what valueBase64 prints ------------------
     expect(ok(await kv(['put', 'text'], { stdin: 'base64:AP8B' }))).toEqual({ key: 'text', version: '1' });

@@ -1,5 +1,6 @@
 /**
- * The service registry on PaxosKV (`paxoskv://host:port,.../prefix`) against three real
+ * The service registry on PaxosKV (`paxoskv://host:port,.../prefix`), and through the registry
+ * service the replica processes serve (`registry://host:port,.../prefix`), against three real
  * `svrkit kv serve` replicas on 127.0.0.1: register, list, watch and deregister; a SIGKILLed
  * registering process disappearing within its TTL; 50 registrations at the same moment, all
  * listed; a replica SIGKILLed while watches are open; and `svrkit run --register`, a client on a
@@ -56,7 +57,9 @@ describe('paxoskv registry values (pure)', () => {
   });
 });
 
-describe('paxoskv registry on three kv serve replicas', () => {
+// The same suite through PaxosKV directly (paxoskv://) and through the registry service the
+// replica processes serve (registry://, services/registry/registry-service.ts).
+describe.each(['paxoskv', 'registry'] as const)('%s registry on three kv serve replicas', (scheme) => {
   let cluster: ProcessCluster;
   let uri = '';
   const opened: Registry[] = [];
@@ -67,15 +70,15 @@ describe('paxoskv registry on three kv serve replicas', () => {
   };
 
   beforeAll(async () => {
-    cluster = await startProcessCluster(BASE);
-    uri = `paxoskv://${cluster.addresses.join(',')}/svrkit/services`;
+    cluster = await startProcessCluster(path.join(BASE, scheme));
+    uri = `${scheme}://${cluster.addresses.join(',')}/svrkit/services`;
   });
   afterAll(async () => {
     for (const r of opened) await r.close();
     await stopRegistryChildren();
     await stopAllSvrkit();
     await killStarted();
-    await fsp.rm(BASE, { recursive: true, force: true });
+    await fsp.rm(path.join(BASE, scheme), { recursive: true, force: true });
   });
 
   it('registers, lists, watches (changes only, not renewals) and deregisters', async () => {
@@ -83,9 +86,10 @@ describe('paxoskv registry on three kv serve replicas', () => {
     const log = new WatchLog<Instance>();
     reg.watch(G, log.onInstances, log.onError);
     await eventually('the first (empty) list', () => log.lists.length === 1);
-    const a = await reg.register({ service: G, address: '127.0.0.1:7001', zone: 'z1', labels: { v: '1' } }, { ttlMs: 300 });
-    const b = await reg.register({ service: G, address: '127.0.0.1:7002' }, { ttlMs: 300 });
-    await reg.register({ service: 'other.Svc', address: '127.0.0.1:7003' }, { ttlMs: 300 });
+    // TTL 900 ms, renewed every 300 ms: a renewal may take 600 ms (a loaded machine) before the entry lapses.
+    const a = await reg.register({ service: G, address: '127.0.0.1:7001', zone: 'z1', labels: { v: '1' } }, { ttlMs: 900 });
+    const b = await reg.register({ service: G, address: '127.0.0.1:7002' }, { ttlMs: 900 });
+    await reg.register({ service: 'other.Svc', address: '127.0.0.1:7003' }, { ttlMs: 900 });
     expect(addressesOf(await reg.list(G))).toEqual(['127.0.0.1:7001', '127.0.0.1:7002']);
     expect((await reg.list(G))[0]).toEqual({ service: G, address: '127.0.0.1:7001', zone: 'z1', labels: { v: '1' }, weight: 1 });
     await eventually('the watch to see both', () => log.latest?.length === 2);
@@ -147,7 +151,7 @@ describe('paxoskv registry on three kv serve replicas', () => {
     await cluster.serve(1);
   }, 60_000);
 
-  it('svrkit run --register, a client on a paxoskv: target, svrkit registry list, and an instance SIGKILLed under load', async () => {
+  it(`svrkit run --register, a client on a ${scheme}: target, svrkit registry list, and an instance SIGKILLed under load`, async () => {
     const servers: SvrkitProcess[] = [];
     for (let i = 0; i < 2; i++) servers.push(await startSvrkit(['run', 'examples/helloworld/greeter.ts', '--port', '0', '--register', uri, '--ttl-ms', '1000']));
     const listed = await runSvrkit(['registry', 'list', uri, G, '--json']);

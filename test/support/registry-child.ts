@@ -9,8 +9,10 @@
 import '../../framework/setup.js';
 import { openRegistry, type Registration } from '../../framework/discovery/registry.js';
 import { setup as setupPaxosKVRegistry } from '../../services/registry/paxoskv-registry.js';
+import { setup as setupRemoteRegistry } from '../../services/registry/remote-registry.js';
 
 setupPaxosKVRegistry(); // paxoskv: URIs (the package root does this for apps)
+setupRemoteRegistry(); // registry: URIs
 
 const [uri, ttlText, ...specs] = process.argv.slice(2);
 

@@ -224,6 +224,9 @@ export class Replica {
   /** The running task of each key, and the queue behind it. */
   private readonly tasks = new Map<string, Task>();
   private readonly queues = new Map<string, Array<{ ref: number; op: ClientOp; deadline: number }>>();
+  /** Keys whose next queued operation `finish` is to start (a loop, not recursion: see `finish`). */
+  private readonly toStart: string[] = [];
+  private startingQueued = false;
   /** Keys this replica knows it is missing entries of: key -> the index it has seen exist. */
   private readonly laggingKeys = new Map<string, number>();
   private nextReadId = 1;
@@ -1153,10 +1156,23 @@ export class Replica {
         this.send(m, { type: 'finished', key: task.key, chosenIndex: chosenIndex(rec) });
       }
     }
-    const q = this.queues.get(task.key);
-    const next = q?.shift();
-    if (q !== undefined && q.length === 0) this.queues.delete(task.key);
-    if (next !== undefined) this.startTask(next.ref, task.key, next.op, now, next.deadline);
+    // The key's next queued operation starts now, but not nested in this call: an operation that
+    // ends at once (its deadline passed, its write already applied) would otherwise start the next
+    // from inside its own finish, and a queue of thousands on one key would overflow the stack.
+    this.toStart.push(task.key);
+    if (this.startingQueued) return;
+    this.startingQueued = true;
+    try {
+      for (let key = this.toStart.shift(); key !== undefined; key = this.toStart.shift()) {
+        if (this.tasks.has(key)) continue; // started meanwhile: its own finish starts the next
+        const q = this.queues.get(key);
+        const next = q?.shift();
+        if (q !== undefined && q.length === 0) this.queues.delete(key);
+        if (next !== undefined) this.startTask(next.ref, key, next.op, now, next.deadline);
+      }
+    } finally {
+      this.startingQueued = false;
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
