@@ -18,6 +18,7 @@ const ERRORS = '^framework/errors\\.ts$';
 const CONTEXT = '^framework/context/';
 const TRANSPORT = '^framework/transport/';
 const OVERLOAD = '^framework/overload/';
+const TICKETS = '^framework/tickets/';
 const SERVER = '^framework/server/';
 const CLIENT = '^framework/client/';
 const BUILTIN = '^framework/builtin/';
@@ -33,7 +34,7 @@ const PACKAGE_INDEX = '^index\\.ts$';
 
 /** Every module of the package's own code belongs to one of these. */
 const PRODUCTION = '^(framework/|codegen/|services/|index\\.ts$)';
-const LAYERS = [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP, FRAMEWORK_INDEX, CLI, CODEGEN, SERVICES, PACKAGE_INDEX];
+const LAYERS = [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, TICKETS, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP, FRAMEWORK_INDEX, CLI, CODEGEN, SERVICES, PACKAGE_INDEX];
 
 /**
  * A rule "modules matching `from` may import, from this repository, only modules matching one
@@ -77,10 +78,16 @@ module.exports = {
       [ERRORS],
     ),
     layer(
+      'layer-tickets',
+      'tickets (key rings, issuing and verifying tickets through fast-jwt) import no other layer.',
+      TICKETS,
+      [],
+    ),
+    layer(
       'layer-server',
-      'server may import wire, the error catalogue, context, transport, overload and the generated code of the built-in services.',
+      'server may import wire, the error catalogue, context, transport, overload, tickets and the generated code of the built-in services.',
       SERVER,
-      [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, BUILTIN],
+      [WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, TICKETS, BUILTIN],
     ),
     layer(
       'layer-client',
@@ -123,7 +130,7 @@ module.exports = {
       [ERRORS, DISCOVERY, '^framework/client/resolver\\.ts$', '^framework/client/health-probe\\.ts$'],
     ),
     layer('layer-framework-index', "framework/index.ts, the public API, may import every framework layer but the cli.", FRAMEWORK_INDEX, [
-      WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP,
+      WIRE, ERRORS, CONTEXT, TRANSPORT, OVERLOAD, TICKETS, SERVER, CLIENT, BUILTIN, RUNTIME, DISCOVERY, METRICS, SETUP,
     ]),
     layer('layer-cli', 'cli (the svrkit command) may import all of the framework, codegen and services.', CLI, ['^framework/', CODEGEN, SERVICES]),
     layer(

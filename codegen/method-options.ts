@@ -34,6 +34,10 @@ export interface MethodOptionValues {
   idempotent?: boolean;
   /** Set when the option has a `priority`, always within {@link PRIORITY_RANGE}. */
   priority?: number;
+  /** Set when the option names a `scope`: a ticket must grant it to call the method. */
+  scope?: string;
+  /** Set (to true) when the option says `public: true`: the method needs no ticket. */
+  public?: boolean;
 }
 
 /**
@@ -95,15 +99,27 @@ export function methodOptionsReader(fileSet: FileDescriptorSet): MethodOptionsRe
       }
       result.priority = priority;
     }
+    // scope and public came later: a user's own copy of svrkit/options.proto may lack them.
+    if (fields.scope !== undefined && value.isSet(fields.scope)) {
+      const scope = value.get(fields.scope) as string;
+      if (scope !== '') {
+        if (scope.length > 128 || /\s/.test(scope)) throw new Error(`svrkit gen: ${where}: option (${METHOD_OPTION}).scope must be 1 to 128 characters without spaces`);
+        result.scope = scope;
+      }
+    }
+    if (fields.public !== undefined && value.isSet(fields.public) && value.get(fields.public) === true) result.public = true;
+    if (result.public === true && result.scope !== undefined) throw new Error(`svrkit gen: ${where}: option (${METHOD_OPTION}) cannot be both public and need scope '${result.scope}'`);
     return result;
   };
 }
 
-/** The extension's message type and its two fields. */
+/** The extension's message type and its fields (`scope` and `public` absent from older copies). */
 interface Shape {
   readonly message: DescMessage;
   readonly idempotent: DescField;
   readonly priority: DescField;
+  readonly scope: DescField | undefined;
+  readonly public: DescField | undefined;
 }
 
 /** The extension's message and its `idempotent` and `priority` fields; throws when it is not svrkit's shape. */
@@ -118,5 +134,13 @@ function expectedShape(ext: DescExtension, file: string, where: string): Shape {
         `(a message with bool idempotent and optional int32 priority); remove your own svrkit/options.proto to use svrkit's`,
     );
   }
-  return { message, idempotent: idempotent!, priority: priority! };
+  const scope = message.fields.find((f) => f.name === 'scope');
+  const isPublic = message.fields.find((f) => f.name === 'public');
+  return {
+    message,
+    idempotent: idempotent!,
+    priority: priority!,
+    scope: scalar(scope, ScalarType.STRING) ? scope : undefined,
+    public: scalar(isPublic, ScalarType.BOOL) ? isPublic : undefined,
+  };
 }

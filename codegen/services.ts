@@ -470,6 +470,8 @@ function optionsLiteral(options: MethodOptionValues): string {
   const entries: string[] = [];
   if (options.idempotent !== undefined) entries.push(`idempotent: ${options.idempotent}`);
   if (options.priority !== undefined) entries.push(`priority: ${options.priority}`);
+  if (options.scope !== undefined) entries.push(`scope: ${JSON.stringify(options.scope)}`);
+  if (options.public !== undefined) entries.push(`public: ${options.public}`);
   return entries.length ? `{ ${entries.join(', ')} }` : '{}';
 }
 

@@ -310,6 +310,15 @@ export const errors = defineErrors({
   // --- Server: refusing a call before any handler runs (framework/server/server.ts) ---
   /** The request header is not valid msgpack of the expected shape (the message says which field). */
   MALFORMED_REQUEST_HEADER: { status: Status.INVALID_ARGUMENT, message: (err: unknown) => messageOf(err) },
+  /** A server that requires tickets got a call without one, to a method that is not public. */
+  TICKET_MISSING: { status: Status.UNAUTHENTICATED, message: (method: string) => `method ${method} needs a ticket (CallOptions.ticket or ChannelOptions.ticket), and the call carried none` },
+  /** The call's ticket did not verify: malformed, forged, expired, or signed with a key the server does not hold. */
+  TICKET_REJECTED: { status: Status.UNAUTHENTICATED, message: (why: string, detail: string) => `ticket refused (${why}): ${detail}` },
+  /** The ticket is valid but does not grant the scope the method needs (`option (svrkit.method) = { scope: ... }`). */
+  TICKET_SCOPE_MISSING: {
+    status: Status.PERMISSION_DENIED,
+    message: (method: string, scope: string) => `method ${method} needs scope '${scope}', which the call's ticket does not grant`,
+  },
   /** No service registered on the server has this method. */
   UNKNOWN_METHOD: { status: Status.UNIMPLEMENTED, message: (method: string) => `unknown method '${method}'` },
   /** The client called the method as another kind (e.g. unary on a server-streaming method). */

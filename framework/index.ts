@@ -31,7 +31,10 @@ export {
   type MethodKind,
   methodKind,
 } from './wire/definition.js';
-export { currentCall, coroutineLocal, withoutCall, type CallContext, type CoroutineLocal } from './context/call-context.js';
+export { currentCall, coroutineLocal, withoutCall, type CallAuth, type CallContext, type CoroutineLocal } from './context/call-context.js';
+export { MAX_RING_KEYS, parseKeyRing, type KeyRing, type TicketKey } from './tickets/key-ring.js';
+export { TicketIssuer, type TicketClaims, type TicketIssuerOptions } from './tickets/ticket-issuer.js';
+export { MAX_TICKET_LENGTH, TicketVerifier, type TicketAuth, type TicketCheck, type TicketFailure, type TicketVerifierOptions } from './tickets/ticket-verifier.js';
 export { Channel, createChannel, setDefaultClientObserver, type CallOptions, type ChannelOptions } from './client/channel.js';
 export { type ClientObserver, type ThrottleReason } from './client/observer.js';
 export { type ServerObserver, type RejectReason } from './server/observer.js';

@@ -9,6 +9,7 @@ export default async function setup(): Promise<void> {
   await generate({ files: ['examples/chain/chain.proto'], outDir: 'examples/chain/gen' });
   await generate({ files: ['test/protos/runtime/probe.proto'], outDir: 'test/.tmp/gen/probe' });
   await generate({ files: ['test/protos/runtime/streams.proto'], outDir: 'test/.tmp/gen/streams' });
+  await generate({ files: ['test/protos/runtime/vault.proto'], outDir: 'test/.tmp/gen/vault' });
   await generate({ files: ['bench/overload/work.proto'], outDir: 'bench/overload/gen' });
   // The streaming benchmark's code: the type-check of the whole project reads it.
   await generate({ files: ['bench/stream/feed.proto'], outDir: 'bench/stream/gen' });

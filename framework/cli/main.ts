@@ -8,6 +8,7 @@
 import '../setup.js'; // the composition root: registers the file and etcd registries and resolvers
 import { setup as setupPaxosKVRegistry } from '../../services/registry/paxoskv-registry.js';
 import { setup as setupRemoteRegistry } from '../../services/registry/remote-registry.js';
+import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { generate } from '../../codegen/index.js';
 import { Channel } from '../client/channel.js';
@@ -17,6 +18,8 @@ import { DEFAULT_BENCH_CONCURRENCY, errorSummary, formatBenchResult, formatProgr
 import { benchCallFor, benchSample, callCommand } from './call.js';
 import { collect, durationOption, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
 import { addConfigCommands } from './config.js';
+import { addTicketCommands, followKeyRing, loadKeyRing } from './tickets.js';
+import { TicketVerifier } from '../tickets/ticket-verifier.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
@@ -83,8 +86,17 @@ function buildProgram(): Command {
     .option('--buffer-budget-mb <n>', 'server-wide budget for partly received frames and queued responses; large requests beyond it are refused before they are buffered (MiB; default a quarter of the heap limit)', positiveNumber)
     .option('--frame-timeout-ms <ms>', 'a frame that started arriving must be complete within this long, or the connection is closed (ms; default 30000)', positiveMs)
     .option('--idle-timeout-ms <ms>', 'a connection with no call and no frame for this long is closed (ms; default 300000)', positiveMs)
+    .option('--ticket-keys <file>', 'check every call\'s ticket against this key ring (svrkit ticket keygen); edits of the file apply while serving (a key rotation)')
+    .option('--tickets-optional', 'with --ticket-keys: a call without a ticket runs (unauthenticated) instead of failing UNAUTHENTICATED')
     .action(async (entry: string, opts: RunFlags) => {
+      let stopFollowing: (() => void) | undefined;
       try {
+        if (opts.ticketsOptional === true && opts.ticketKeys === undefined) throw new InvalidArgumentError('--tickets-optional needs --ticket-keys <file>');
+        let verifier: TicketVerifier | undefined;
+        if (opts.ticketKeys !== undefined) {
+          verifier = new TicketVerifier(await loadKeyRing(opts.ticketKeys));
+          stopFollowing = followKeyRing(opts.ticketKeys, verifier, (line) => process.stdout.write(line + '\n'));
+        }
         const registerOnly = (['zone', 'weight', 'advertise', 'ttlMs'] as const).filter((k) => opts[k] !== undefined);
         if (opts.register === undefined && (registerOnly.length > 0 || Object.keys(opts.label).length > 0)) {
           throw new InvalidArgumentError('--zone, --label, --weight, --advertise and --ttl-ms need --register <registry>');
@@ -105,6 +117,7 @@ function buildProgram(): Command {
             bufferBudgetBytes: opts.bufferBudgetMb === undefined ? undefined : Math.round(opts.bufferBudgetMb * 1024 * 1024),
             frameTimeoutMs: opts.frameTimeoutMs,
             idleTimeoutMs: opts.idleTimeoutMs,
+            tickets: verifier === undefined ? undefined : { keys: verifier, required: opts.ticketsOptional !== true },
           },
           metricsPort: opts.metricsPort,
           register:
@@ -113,8 +126,10 @@ function buildProgram(): Command {
               : { uri: opts.register, zone: opts.zone, labels: opts.label, weight: opts.weight, advertise: opts.advertise, ttlMs: opts.ttlMs },
         });
         await closed;
+        stopFollowing?.();
         process.exit(0);
       } catch (err) {
+        stopFollowing?.();
         reportError(err);
         process.exit(1);
       }
@@ -137,11 +152,12 @@ function buildProgram(): Command {
     .option('-t, --timeout <ms>', 'deadline for the call, a whole stream included (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('-P, --propagate <key>', 'mark a metadata key to flow on to downstream calls (repeatable)', collect, [] as string[])
-    .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[] }) => {
+    .option('--ticket <ticket>', 'the ticket to send (svrkit ticket issue); @file reads it from a file')
+    .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[]; ticket?: string }) => {
       let channel: Channel | undefined;
       try {
         if (json !== undefined && json !== '-' && !json.startsWith('@')) parseJsonArgument(json); // fail before connecting
-        channel = new Channel(address);
+        channel = new Channel(address, { ticket: await ticketArgument(opts.ticket) });
         await callCommand(channel, method, json, { timeoutMs: opts.timeout, metadata: opts.metadata, propagate: opts.propagate });
       } catch (err) {
         reportError(err);
@@ -172,6 +188,7 @@ function buildProgram(): Command {
     .option('-t, --timeout <ms>', 'deadline per call, a whole stream for a streaming method (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('--json', 'print the result as JSON (with messages and messagesPerSecond for a server-streaming or bidi method)')
+    .option('--ticket <ticket>', 'the ticket every call sends (svrkit ticket issue); @file reads it from a file')
     .action(async (address: string, method: string, json: string, opts: BenchFlags) => {
       let channel: Channel | undefined;
       try {
@@ -179,7 +196,7 @@ function buildProgram(): Command {
           throw new InvalidArgumentError('give exactly one of --duration and --requests');
         }
         const request = parseJsonArgument(json);
-        channel = new Channel(address, { connections: opts.connections });
+        channel = new Channel(address, { connections: opts.connections, ticket: await ticketArgument(opts.ticket) });
         const m = await resolveMethod(channel, method, { timeoutMs: opts.timeout });
         const bytes = m.encodeRequest(request);
         await channel.waitForReady(opts.timeout, parseMethodName(method).service);
@@ -225,6 +242,7 @@ function buildProgram(): Command {
   addTopCommand(program);
   addKvCommands(program);
   addConfigCommands(program);
+  addTicketCommands(program);
   addRegistryCommands(program);
   return program;
 }
@@ -247,6 +265,8 @@ interface RunFlags {
   bufferBudgetMb?: number;
   frameTimeoutMs?: number;
   idleTimeoutMs?: number;
+  ticketKeys?: string;
+  ticketsOptional?: boolean;
 }
 
 interface BenchFlags {
@@ -257,6 +277,16 @@ interface BenchFlags {
   timeout: number;
   metadata: Metadata;
   json?: boolean;
+  ticket?: string;
+}
+
+/** A `--ticket` value: the ticket, or `@file` (its first line). */
+async function ticketArgument(value: string | undefined): Promise<string | undefined> {
+  if (value === undefined || !value.startsWith('@')) return value;
+  const text = await readFile(value.slice(1), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidArgumentError(`--ticket ${value}: ${err.code ?? err.message}`);
+  });
+  return text.trim();
 }
 
 await buildProgram().parseAsync(process.argv);

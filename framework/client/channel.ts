@@ -98,6 +98,11 @@ export interface CallOptions {
   onHeader?: (metadata: Readonly<Metadata>) => void;
   /** Streaming calls: called once with the trailers the server sent with an OK status. */
   onTrailer?: (metadata: Readonly<Metadata>) => void;
+  /**
+   * The ticket to send (framework/tickets: `TicketIssuer.issue`). Default: the ticket of the call
+   * this one is made in (it flows down the chain like the deadline), else `ChannelOptions.ticket`.
+   */
+  ticket?: string;
 }
 
 /** Describes the call passed to client interceptors. */
@@ -135,6 +140,8 @@ export type ClientStreamInterceptor = (next: ClientStreamInvoker) => ClientStrea
 export interface ChannelOptions {
   /** How connections are made: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
+  /** The ticket every call sends unless the call gives one (`CallOptions.ticket`) or is made inside a call that carried one. */
+  ticket?: string;
   /** Connections per address; calls are spread over them round robin. Default 1. */
   connections?: number;
   /** Timeout applied to calls that set none (ms). Default: none. */
@@ -241,6 +248,7 @@ export class Channel {
   private readonly throttle: RetryThrottle | undefined;
   private readonly adaptive: AdaptiveThrottle | undefined;
   private readonly userIdKey: string;
+  private readonly ticket: string | undefined;
   private readonly callObserver: ClientObserver | undefined;
   /** The unary calls' view of the channel (one for all calls). */
   private readonly callDriver: CallDriver;
@@ -284,6 +292,7 @@ export class Channel {
     this.throttle = options.retryThrottle === false ? undefined : new RetryThrottle(options.retryThrottle ?? {});
     this.adaptive = options.adaptiveThrottle === false ? undefined : new AdaptiveThrottle(this.now(), options.adaptiveThrottle ?? {});
     this.userIdKey = options.userIdKey ?? DEFAULT_USER_ID_KEY;
+    this.ticket = options.ticket;
     const obs = options.observer ?? defaultObserver;
     this.callObserver = obs;
     const throttle = this.throttle;
@@ -634,10 +643,11 @@ export class Channel {
       this.callObserver?.throttled(method.path, 'adaptive');
       return errors.THROTTLED_LOCALLY.with(pushbackStop(), method.path, this.target);
     }
+    const ticket = options.ticket ?? parent?.ticket ?? this.ticket;
     let headerBytes: Uint8Array;
     if (parent === undefined && !withMetadata && !withPropagate && business === undefined && kind === 0) {
-      // A root call without metadata: the header depends on the method and deadline only.
-      headerBytes = rootHeader(method, d, now);
+      // A root call without metadata: the header depends on the method, the deadline and the ticket only.
+      headerBytes = rootHeader(method, d, now, ticket);
     } else {
       // A root call carries no trace id: the first server assigns one (lazily, when it is read).
       const header: RequestHeader = parent === undefined ? { m: method.path } : { m: method.path, t: parent.traceId };
@@ -649,6 +659,7 @@ export class Channel {
       header.st = now;
       if (kind !== 0) header.k = kind;
       if (parent !== undefined) header.c = parent.method.slice(0, parent.method.lastIndexOf('/'));
+      if (ticket !== undefined) header.tk = ticket;
       headerBytes = encodeRequestHeader(header);
     }
     const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);
@@ -824,20 +835,23 @@ function definedOnly<T extends object>(o: T): Partial<T> {
  * millisecond (the header carries the send time `st`, so the cache turns over every ms; at high
  * call rates most calls still share one encoding).
  */
-const rootHeaders = new WeakMap<MethodDefinition, { st: number; byDeadline: Map<number | undefined, Uint8Array> }>();
+const rootHeaders = new WeakMap<MethodDefinition, { st: number; ticket: string | undefined; byDeadline: Map<number | undefined, Uint8Array> }>();
 
-function rootHeader(method: MethodDefinition, d: number | undefined, now: number): Uint8Array {
+function rootHeader(method: MethodDefinition, d: number | undefined, now: number, ticket: string | undefined): Uint8Array {
   let entry = rootHeaders.get(method);
-  if (entry === undefined) rootHeaders.set(method, (entry = { st: now, byDeadline: new Map() }));
-  else if (entry.st !== now) {
+  if (entry === undefined) rootHeaders.set(method, (entry = { st: now, ticket, byDeadline: new Map() }));
+  else if (entry.st !== now || entry.ticket !== ticket) {
     entry.st = now;
+    entry.ticket = ticket;
     entry.byDeadline.clear();
   }
   let bytes = entry.byDeadline.get(d);
   if (bytes === undefined) {
     // Inherited or computed deadlines vary per call; keep the cache small.
     if (entry.byDeadline.size >= 64) entry.byDeadline.clear();
-    bytes = encodeRequestHeader(d === undefined ? { m: method.path, st: now } : { m: method.path, d, st: now });
+    const header: RequestHeader = d === undefined ? { m: method.path, st: now } : { m: method.path, d, st: now };
+    if (ticket !== undefined) header.tk = ticket;
+    bytes = encodeRequestHeader(header);
     entry.byDeadline.set(d, bytes);
   }
   return bytes;

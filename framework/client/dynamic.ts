@@ -191,9 +191,15 @@ export function readMethodOptions(method: DescMethod, registry: FileRegistry): M
     return undefined; // undecodable option bytes
   }
   const p = value.isSet(priority) ? value.get(priority) : undefined;
+  // scope and public came later: a server built with an older svrkit/options.proto lacks them.
+  const scopeField = ext.message.fields.find((f) => f.name === 'scope' && f.fieldKind === 'scalar' && f.scalar === ScalarType.STRING);
+  const publicField = ext.message.fields.find((f) => f.name === 'public' && f.fieldKind === 'scalar' && f.scalar === ScalarType.BOOL);
+  const scope = scopeField !== undefined && value.isSet(scopeField) ? value.get(scopeField) : undefined;
   return {
     ...(value.get(idempotent) === true ? { idempotent: true } : {}),
     ...(typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 127 ? { priority: p } : {}),
+    ...(typeof scope === 'string' && scope !== '' ? { scope } : {}),
+    ...(publicField !== undefined && value.get(publicField) === true ? { public: true } : {}),
   };
 }
 

@@ -44,10 +44,32 @@ export interface CallContext {
    * call carry it on, so a whole chain is shed alike under overload (DAGOR).
    */
   readonly businessPriority: number;
-  /** User priority, 0..127: a hash of the caller's user id (`x-user-id` metadata) that changes hourly; inherited like `businessPriority`. */
+  /**
+   * User priority, 0..127: a hash that changes hourly of the user id, the ticket's verified one
+   * when the server checks tickets, else the caller's `x-user-id` metadata; inherited like `businessPriority`.
+   */
   readonly userPriority: number;
+  /**
+   * The identity the call's ticket proves, when the server checked it (`new Server({ tickets })`);
+   * undefined when the server checks no tickets, or the method is public and the call carried none.
+   */
+  readonly auth: CallAuth | undefined;
+  /** The ticket the call carried (checked or not): outbound calls made inside this call carry it on. */
+  readonly ticket: string | undefined;
   /** Milliseconds left until the deadline (`Infinity` without one, 0 once past). */
   timeRemaining(): number;
+}
+
+/** A verified ticket's identity (framework/tickets `TicketAuth`). */
+export interface CallAuth {
+  /** The user the ticket is for. */
+  readonly userId: string;
+  /** What the holder may do. */
+  readonly scopes: readonly string[];
+  /** When the ticket expires (epoch ms). */
+  readonly expiresAt: number;
+  /** The key it was signed with. */
+  readonly keyId: string;
 }
 
 /**
@@ -66,6 +88,10 @@ export class ServerCallContext implements CallContext {
   userPriority = 127;
   /** @see CallContext.caller (set by the server before the handler starts). */
   caller: string | undefined = undefined;
+  /** @see CallContext.auth (set by the server before the handler starts). */
+  auth: CallAuth | undefined = undefined;
+  /** @see CallContext.ticket (set by the server before the handler starts). */
+  ticket: string | undefined = undefined;
   private controller: AbortController | undefined;
   private abortReason: RpcError | undefined;
   private abortListeners: Array<(reason: RpcError) => void> | undefined;

@@ -92,6 +92,8 @@ export class Dispatcher {
     call.businessPriority = decoded.business;
     call.userPriority = decoded.user;
     call.caller = h.c;
+    call.ticket = h.tk;
+    call.auth = decoded.auth;
     if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);
     this.inflight++;

@@ -3,13 +3,14 @@
  * can be refused before its body is touched), then the body.
  *
  * The header step decodes the msgpack header, finds the method, checks the call id and the call
- * kind, drops a call that waited in queues past its deadline, and works out the call's
+ * kind, checks the call's ticket (when the server checks tickets), drops a call that waited in queues past its deadline, and works out the call's
  * priorities (overload/priority.ts). The body step decodes the request message (client-streaming
  * and bidi calls have none: their requests come as MESSAGE frames). Every refusal is answered
  * here with its catalogue error.
  */
 import { errors } from '../errors.js';
-import { effectiveBusinessPriority, isPriority, metadataUserPriority, PRIORITY_LEVELS } from '../overload/priority.js';
+import { effectiveBusinessPriority, isPriority, metadataUserPriority, PRIORITY_LEVELS, userPriority } from '../overload/priority.js';
+import type { TicketAuth, TicketVerifier } from '../tickets/ticket-verifier.js';
 import { decodeRequestHeader, HeaderError, type RequestHeader } from '../wire/header.js';
 import type { InboundCall, RegisteredMethod } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
@@ -28,6 +29,8 @@ export interface DecodedHeader {
   /** The call's business and user priority, 0..127. */
   readonly business: number;
   readonly user: number;
+  /** The identity its ticket proved (when the server checks tickets and the call carried one). */
+  readonly auth: TicketAuth | undefined;
 }
 
 /** Settings the decoder reads. */
@@ -38,6 +41,8 @@ export interface DecoderSettings {
   readonly userIdKey: string;
   /** Streams one connection may have open at once. */
   readonly maxStreamsPerConnection: number;
+  /** The ticket check (`ServerOptions.tickets`); absent: tickets are carried, not checked. */
+  readonly tickets?: { readonly verifier: TicketVerifier; readonly required: boolean };
 }
 
 /** A body the decoder refused (already answered). */
@@ -104,13 +109,37 @@ export class RequestDecoder {
       sc.refuse(callId, this.admissionLevel(), errors.TOO_MANY_STREAMS, sc.streams);
       return undefined;
     }
+    // The ticket, before anything else is believed of the call: a refusal here is definite (not
+    // "not processed"), so the client does not retry it elsewhere.
+    let auth: TicketAuth | undefined;
+    const tickets = this.settings.tickets;
+    if (tickets !== undefined) {
+      const options = registered.def.options;
+      if (h.tk !== undefined) {
+        const check = tickets.verifier.verify(h.tk);
+        if (!check.ok) {
+          sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, check.why, check.message);
+          return undefined;
+        }
+        auth = check.auth;
+      } else if (tickets.required && options?.public !== true) {
+        sc.refuse(callId, this.admissionLevel(), errors.TICKET_MISSING, h.m);
+        return undefined;
+      }
+      const scope = options?.scope;
+      if (scope !== undefined && (auth === undefined || !auth.scopes.includes(scope))) {
+        sc.refuse(callId, this.admissionLevel(), errors.TICKET_SCOPE_MISSING, h.m, scope);
+        return undefined;
+      }
+    }
     // Priorities, also without overload control here: outbound calls of the handler carry them on.
     if ((h.b !== undefined && !isPriority(h.b)) || (h.u !== undefined && !isPriority(h.u))) {
       sc.refuse(callId, this.admissionLevel(), errors.INVALID_PRIORITY_HEADER, h.b, h.u);
       return undefined;
     }
     const business = effectiveBusinessPriority(h.b, registered.def.options?.priority) ?? this.settings.defaultPriority;
-    const user = h.u ?? metadataUserPriority(h.md, this.settings.userIdKey, now) ?? this.anonymousUser(callId);
+    // A verified user outranks whatever the caller claims (its `u`, its x-user-id metadata).
+    const user = auth !== undefined ? userPriority(auth.userId, now) : (h.u ?? metadataUserPriority(h.md, this.settings.userIdKey, now) ?? this.anonymousUser(callId));
     if (h.d !== undefined && h.d > 0 && waited >= h.d) {
       // It waited (in buffers and queues) past its deadline: nobody wants the answer any more,
       // and running it would only make the queue longer. Cheap: the body is not even decoded.
@@ -120,7 +149,7 @@ export class RequestDecoder {
       this.arrivedExpired?.(business, user);
       return undefined;
     }
-    return { header: h, registered, queued, waited, business, user };
+    return { header: h, registered, queued, waited, business, user, auth };
   }
 
   /**

@@ -33,6 +33,8 @@ import { REFUSED, RequestDecoder, type DecodedHeader } from './request-decoder.j
 import { Scheduler } from './scheduler.js';
 import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionOwner } from './server-connection.js';
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
+import type { KeyRing } from '../tickets/key-ring.js';
+import { TicketVerifier } from '../tickets/ticket-verifier.js';
 
 export type { ServerHandler } from './inbound-call.js';
 export type { ServerLogger } from './dispatch.js';
@@ -73,6 +75,14 @@ export interface ServerOptions {
   logger?: ServerLogger;
   /** Serve the built-in `svrkit.Health` and `svrkit.Reflection` services. Default true. */
   builtinServices?: boolean;
+  /**
+   * Check every call's ticket (framework/tickets) before its body is decoded: `keys`, the key ring
+   * to accept (or a `TicketVerifier`, whose keys can be changed while serving); `required` (default
+   * true): a call without a ticket to a method that is not public gets UNAUTHENTICATED (false: it
+   * runs with `auth` undefined). A ticket that does not verify is always refused (UNAUTHENTICATED),
+   * one without the method's `scope` gets PERMISSION_DENIED. Absent: tickets are carried on, not checked.
+   */
+  tickets?: { keys: KeyRing | TicketVerifier; required?: boolean };
   /** FastReject overload control (on by default); `false` turns it off. */
   overload?: OverloadOptions | false;
   /** Receives call events (metrics). */
@@ -199,6 +209,8 @@ export class Server implements ConnectionOwner<InboundCall> {
   private readonly frameTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** The ticket verifier (`ServerOptions.tickets`), or undefined when tickets are not checked. */
+  readonly ticketVerifier: TicketVerifier | undefined;
 
   /**
    * @param options - see `ServerOptions`.
@@ -238,9 +250,17 @@ export class Server implements ConnectionOwner<InboundCall> {
         ? undefined
         : new FastReject({ ...ov, dryRun: ov.dryRun ?? false, maxInflight, maxMemoryFraction, onWindow: ov.onWindow }, now, (m) => logger.error(m), options.observer));
     const admissionLevel = fastReject === undefined ? () => undefined : () => fastReject.advertisedLevel;
+    const tickets =
+      options.tickets === undefined
+        ? undefined
+        : {
+            verifier: options.tickets.keys instanceof TicketVerifier ? options.tickets.keys : new TicketVerifier(options.tickets.keys, { now }),
+            required: options.tickets.required !== false,
+          };
+    this.ticketVerifier = tickets?.verifier;
     this.decoder = new RequestDecoder(
       this.methods,
-      { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection },
+      { defaultPriority, userIdKey: ov?.userIdKey ?? DEFAULT_USER_ID_KEY, maxStreamsPerConnection, tickets },
       admissionLevel,
       options.observer,
       fastReject === undefined ? undefined : (business, user) => fastReject.arrivedExpired(business, user),

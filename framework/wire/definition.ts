@@ -38,6 +38,10 @@ export interface MethodOptions {
    * important; an integer in 0..127 (`svrkit gen` refuses anything else). Absent: the server's default.
    */
   readonly priority?: number;
+  /** The scope a caller's ticket must grant (servers that check tickets refuse others with PERMISSION_DENIED). Absent: any valid ticket. */
+  readonly scope?: string;
+  /** `true`: the method needs no ticket, even on a server that requires them. */
+  readonly public?: boolean;
 }
 
 /**

@@ -55,6 +55,11 @@ export interface RequestHeader {
    * of the call being served. Set by svrkit's channel; the server does not verify it.
    */
   c?: string;
+  /**
+   * The ticket (a JWS compact string, framework/tickets): the client's `CallOptions.ticket`, else
+   * the ticket of the call being served, else the channel's. A server with a verifier checks it.
+   */
+  tk?: string;
 }
 
 /** A decoded response or GOAWAY header. */
@@ -115,6 +120,7 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['st'] !== undefined && (typeof r['st'] !== 'number' || !Number.isFinite(r['st']))) throw new HeaderError('request header send time (st) is not a number');
   if (r['k'] !== undefined && !isLevel(r['k'], 3)) throw new HeaderError('request header call kind (k) is not an integer 0..3');
   if (r['c'] !== undefined && typeof r['c'] !== 'string') throw new HeaderError('request header calling service (c) is not a string');
+  if (r['tk'] !== undefined && typeof r['tk'] !== 'string') throw new HeaderError('request header ticket (tk) is not a string');
   return r as unknown as RequestHeader;
 }
 

@@ -38,6 +38,8 @@ const expectedOps = {
   leastImportant: { priority: 127 },
   notIdempotent: {},
   plain: undefined,
+  scoped: { scope: 'inbox.read' },
+  open: { public: true, priority: 1 },
   old: { idempotent: true },
 };
 
@@ -90,7 +92,9 @@ describe('generation without -I', () => {
     expect(src).toContain("      responseTypeName: 'ops.Res',\n      options: { idempotent: true, priority: 3 },\n    },\n");
     expect(src).toContain('      options: { priority: 0 },\n');
     expect(src).toContain('      options: {},\n');
-    expect(src.match(/^ {6}options: /gm)).toHaveLength(6);
+    expect(src).toContain("      options: { scope: \"inbox.read\" },\n");
+    expect(src).toContain('      options: { priority: 1, public: true },\n');
+    expect(src.match(/^ {6}options: /gm)).toHaveLength(8);
   });
 });
 

@@ -320,6 +320,11 @@ const REQUEST_FIELDS: { [K in keyof Required<RequestHeader>]: FieldFuzz<RequestH
     valid: (g) => (g.chance(0.7) ? undefined : g.pick(['shop.Cart', 'helloworld.Greeter', g.text(8)])),
     invalid: (g) => (g.chance(0.05) ? 'c'.repeat(g.int(200_000)) : anyValue(g)),
   },
+  tk: {
+    // This server checks no tickets: a ticket is carried, not verified.
+    valid: (g) => (g.chance(0.8) ? undefined : g.pick(['eyJhbGciOiJIUzI1NiJ9.e30.sig', g.text(40)])),
+    invalid: (g) => (g.chance(0.05) ? 'k'.repeat(g.int(1 << 20)) : anyValue(g)),
+  },
 };
 const REQUEST_KEYS = Object.keys(REQUEST_FIELDS) as Array<keyof RequestHeader>;
 

@@ -1,0 +1,206 @@
+/**
+ * Tickets (framework/tickets): key rings, issuing and verifying (HS256 and EdDSA, through
+ * fast-jwt), every way a ticket fails, the cache (a lookup for a ticket seen before, never past its
+ * expiry), and a key rotation. Then a server that checks tickets, on real sockets in this process:
+ * UNAUTHENTICATED, PERMISSION_DENIED, public methods, `currentCall().auth`, the ticket flowing to a
+ * downstream call with nobody passing it, user priority from the verified user, and bad tickets
+ * (garbage, 1 MiB) that neither crash nor stall the server.
+ */
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Channel, MAX_TICKET_LENGTH, parseKeyRing, RpcError, Server, Status, TicketIssuer, TicketVerifier, type KeyRing } from '../../index.js';
+import { userPriority } from '../../framework/overload/priority.js';
+import { VaultClient } from '../.tmp/gen/vault/vault.js';
+import { Vault } from '../support/vault-service.js';
+
+const hs = (kid: string) => ({ kid, alg: 'HS256' as const, secret: randomBytes(32).toString('base64url') });
+function ed(kid: string) {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  return {
+    kid,
+    alg: 'EdDSA' as const,
+    publicKey: publicKey.export({ format: 'pem', type: 'spki' }).toString(),
+    privateKey: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+  };
+}
+
+describe('key rings', () => {
+  it('accepts HS256 and EdDSA keys and names what is wrong with a bad ring', () => {
+    const ring = parseKeyRing({ signing: 'a', keys: [hs('a'), ed('b')] });
+    expect(ring.keys.map((k) => [k.kid, k.alg])).toEqual([['a', 'HS256'], ['b', 'EdDSA']]);
+    expect(() => parseKeyRing({ keys: [] })).toThrow(/"keys" must be a non-empty array/);
+    expect(() => parseKeyRing({ keys: [hs('a'), hs('a')] })).toThrow(/kid 'a' is repeated/);
+    expect(() => parseKeyRing({ keys: [{ kid: 'a b', alg: 'HS256', secret: 'x' }] })).toThrow(/"kid" must be/);
+    expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'HS256', secret: 'c2hvcnQ' }] })).toThrow(/at least 32 bytes/);
+    expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'RS256' }] })).toThrow(/"alg" must be "HS256" or "EdDSA"/);
+    expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'EdDSA', publicKey: 'nope' }] })).toThrow(/PEM PUBLIC KEY/);
+    expect(() => parseKeyRing({ signing: 'z', keys: [hs('a')] })).toThrow(/"signing" must name one of the keys/);
+    const { privateKey: _p, ...publicOnly } = ed('c');
+    expect(() => parseKeyRing({ signing: 'c', keys: [publicOnly] })).toThrow(/signing key 'c' has no "privateKey"/);
+  });
+});
+
+describe('issuing and verifying', () => {
+  let clock = 1_800_000_000_000;
+  const now = () => clock;
+
+  it.each([['HS256', hs('k1')], ['EdDSA', ed('k1')]] as const)('%s: a ticket verifies, with its user, scopes, expiry and key', (_alg, key) => {
+    const ring = parseKeyRing({ signing: 'k1', keys: [key] });
+    const ticket = new TicketIssuer(ring, { now }).issue({ userId: 'u42', scopes: ['inbox.read'], ttlMs: 60_000 });
+    expect(ticket.split('.')).toHaveLength(3);
+    const check = new TicketVerifier(ring, { now }).verify(ticket);
+    expect(check).toEqual({ ok: true, auth: { userId: 'u42', scopes: ['inbox.read'], expiresAt: clock + 60_000, keyId: 'k1' } });
+  });
+
+  it('refuses a tampered, expired, unknown-key, malformed or oversized ticket, each saying why', () => {
+    const ring = parseKeyRing({ signing: 'k1', keys: [hs('k1')] });
+    const issuer = new TicketIssuer(ring, { now });
+    const verifier = new TicketVerifier(ring, { now });
+    const ticket = issuer.issue({ userId: 'u1', ttlMs: 10_000 });
+    const [h, p, sig] = ticket.split('.') as [string, string, string];
+    // Another user's claims under the same signature: forged.
+    const forgedClaims = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), sub: 'admin' })).toString('base64url');
+    expect(verifier.verify(`${h}.${forgedClaims}.${sig}`)).toMatchObject({ ok: false, why: 'forged' });
+    expect(verifier.verify(`${h}.${p}.${sig.slice(0, -4)}AAAA`)).toMatchObject({ ok: false, why: 'forged' });
+    const other = new TicketIssuer(parseKeyRing({ signing: 'k9', keys: [hs('k9')] }), { now }).issue({ userId: 'u1', ttlMs: 10_000 });
+    expect(verifier.verify(other)).toMatchObject({ ok: false, why: 'unknown-key' });
+    // Signed with another secret under the same key id: forged.
+    const sameKid = new TicketIssuer(parseKeyRing({ signing: 'k1', keys: [hs('k1')] }), { now }).issue({ userId: 'u1', ttlMs: 10_000 });
+    expect(verifier.verify(sameKid)).toMatchObject({ ok: false, why: 'forged' });
+    for (const bad of ['', 'garbage', 'a.b.c', '....', '\u0000\u0001', 'x'.repeat(MAX_TICKET_LENGTH + 1), 'k'.repeat(1 << 20)]) {
+      expect(verifier.verify(bad), JSON.stringify(bad.slice(0, 20))).toMatchObject({ ok: false, why: 'malformed' });
+    }
+    expect(verifier.verify(ticket).ok).toBe(true);
+    clock += 10_001;
+    expect(verifier.verify(ticket)).toMatchObject({ ok: false, why: 'expired' });
+    clock -= 10_001;
+  });
+
+  it('caches verified tickets (a lookup next time), never past their expiry', () => {
+    const ring = parseKeyRing({ signing: 'k1', keys: [ed('k1')] });
+    const issuer = new TicketIssuer(ring, { now });
+    const verifier = new TicketVerifier(ring, { now, cacheSize: 2 });
+    const tickets = ['a', 'b', 'c'].map((u) => issuer.issue({ userId: u, ttlMs: 5_000 }));
+    for (const t of tickets) expect(verifier.verify(t).ok).toBe(true);
+    expect(verifier.cached).toBe(2); // bounded
+    const start = clock;
+    clock = start + 4_000;
+    expect(verifier.verify(tickets[2]!).ok).toBe(true);
+    clock = start + 5_000; // its expiry: refused although cached
+    expect(verifier.verify(tickets[2]!)).toMatchObject({ ok: false, why: 'expired' });
+    clock = start;
+  });
+
+  it('rotation: add the new key, move signing to it, retire the old one; tickets of a retired key fail at once', () => {
+    const k1 = hs('k1');
+    const k2 = ed('k2');
+    const verifier = new TicketVerifier(parseKeyRing({ keys: [k1] }), { now });
+    const issuer = new TicketIssuer(parseKeyRing({ signing: 'k1', keys: [k1] }), { now });
+    const old = issuer.issue({ userId: 'u', ttlMs: 60_000 });
+    verifier.setKeys(parseKeyRing({ keys: [k1, k2] })); // 1. every verifier learns k2
+    issuer.setKeys(parseKeyRing({ signing: 'k2', keys: [k1, k2] })); // 2. issuers sign with k2
+    const fresh = issuer.issue({ userId: 'u', ttlMs: 60_000 });
+    expect(issuer.keyId).toBe('k2');
+    expect([verifier.verify(old).ok, verifier.verify(fresh).ok]).toEqual([true, true]);
+    verifier.setKeys(parseKeyRing({ keys: [k2] })); // 3. k1 retired
+    expect(verifier.verify(old)).toMatchObject({ ok: false, why: 'unknown-key' });
+    expect(verifier.verify(fresh).ok).toBe(true);
+  });
+
+  it('refuses to issue for an empty user, bad scopes or a short TTL', () => {
+    const issuer = new TicketIssuer(parseKeyRing({ signing: 'k1', keys: [hs('k1')] }));
+    expect(() => issuer.issue({ userId: '', ttlMs: 60_000 })).toThrow(/userId/);
+    expect(() => issuer.issue({ userId: 'u', scopes: [''], ttlMs: 60_000 })).toThrow(/scopes/);
+    expect(() => issuer.issue({ userId: 'u', ttlMs: 10 })).toThrow(/ttlMs/);
+    expect(() => new TicketIssuer(parseKeyRing({ keys: [hs('k1')] }))).toThrow(/no signing key/);
+  });
+});
+
+describe('a server that checks tickets (real sockets, this process)', () => {
+  let ring: KeyRing;
+  let issuer: TicketIssuer;
+  let front: Server;
+  let back: Server;
+  let optional: Server;
+  const channels: Channel[] = [];
+  const client = (address: string, ticket?: string) => {
+    const c = new Channel(address, ticket === undefined ? {} : { ticket });
+    channels.push(c);
+    return new VaultClient(c);
+  };
+  const fail = async (p: Promise<unknown>): Promise<RpcError> => {
+    const err = await p.then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(RpcError);
+    return err as RpcError;
+  };
+
+  beforeAll(async () => {
+    ring = parseKeyRing({ signing: 'k1', keys: [hs('k1')] });
+    issuer = new TicketIssuer(ring);
+    front = new Server({ tickets: { keys: ring } });
+    back = new Server({ tickets: { keys: ring } });
+    optional = new Server({ tickets: { keys: ring, required: false } });
+    for (const s of [front, back, optional]) {
+      s.addService(new Vault());
+      await s.listen(0, '127.0.0.1');
+    }
+  });
+  afterAll(async () => {
+    for (const c of channels) c.close();
+    for (const s of [front, back, optional]) await s.close();
+  });
+
+  it('a valid ticket passes; the handler reads the verified identity; user priority comes from it, not from metadata', async () => {
+    const ticket = issuer.issue({ userId: 'alice', scopes: ['inbox.read'], ttlMs: 60_000 });
+    const me = await client(front.address, ticket).whoami({}, { metadata: { 'x-user-id': 'mallory' } });
+    expect(me).toMatchObject({ userId: 'alice', scopes: ['inbox.read'], authenticated: true, keyId: 'k1' });
+    expect(me.userPriority).toBe(userPriority('alice', Date.now()));
+    expect(await client(front.address).readInbox({}, { ticket })).toMatchObject({ userId: 'alice' }); // CallOptions.ticket
+  });
+
+  it('missing, malformed, forged and unknown-key tickets get UNAUTHENTICATED; a missing scope PERMISSION_DENIED; public methods need none', async () => {
+    const vault = client(front.address);
+    expect(await fail(vault.whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_MISSING', notProcessed: false });
+    expect(await fail(vault.whoami({}, { ticket: 'garbage' }))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_REJECTED' });
+    const other = new TicketIssuer(parseKeyRing({ signing: 'k2', keys: [hs('k2')] })).issue({ userId: 'alice', ttlMs: 60_000 });
+    const unknown = await fail(vault.whoami({}, { ticket: other }));
+    expect(unknown).toMatchObject({ code: Status.UNAUTHENTICATED });
+    expect(unknown.message).toMatch(/unknown-key/);
+    const good = issuer.issue({ userId: 'alice', ttlMs: 60_000 });
+    const [h, , sig] = good.split('.');
+    const claims = Buffer.from(JSON.stringify({ sub: 'bob', scp: ['inbox.read'], exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
+    expect((await fail(vault.whoami({}, { ticket: `${h}.${claims}.${sig}` }))).message).toMatch(/forged/);
+    const noScope = await fail(vault.readInbox({}, { ticket: good }));
+    expect(noScope).toMatchObject({ code: Status.PERMISSION_DENIED, reason: 'TICKET_SCOPE_MISSING' });
+    expect(noScope.message).toMatch(/inbox\.read/);
+    expect(await vault.open({})).toMatchObject({ authenticated: false });
+    // The built-in health and reflection services are public.
+    const health = new Channel(front.address);
+    channels.push(health);
+    expect(await health.unary((await import('../../framework/builtin/gen/svrkit/health.js')).HealthDefinition.methods.check, {})).toMatchObject({ status: 1 });
+  });
+
+  it('the ticket flows to a downstream call with nobody passing it; a backend called directly refuses another user\'s or no ticket', async () => {
+    const ticket = issuer.issue({ userId: 'carol', scopes: ['inbox.read'], ttlMs: 60_000 });
+    const relayed = await client(front.address, ticket).relay({ targets: [back.address], method: 'ReadInbox' });
+    expect(relayed).toMatchObject({ userId: 'carol', authenticated: true });
+    expect(relayed.hops).toHaveLength(2);
+    expect(await fail(client(back.address).readInbox({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+    const noScope = issuer.issue({ userId: 'dave', ttlMs: 60_000 });
+    expect(await fail(client(back.address, noScope).readInbox({}))).toMatchObject({ code: Status.PERMISSION_DENIED });
+  });
+
+  it('required: false runs a call without a ticket unauthenticated, and still refuses a bad one', async () => {
+    expect(await client(optional.address).whoami({})).toMatchObject({ authenticated: false, userId: '' });
+    expect(await fail(client(optional.address, 'garbage').whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+  });
+
+  it('garbage and 1 MiB tickets neither crash nor stall the server', async () => {
+    const vault = client(front.address);
+    const bad = ['', 'x', '.', 'a.b', 'a.b.c.d', '\u0000'.repeat(100), 'eyJhbGciOiJub25lIn0.e30.', 'k'.repeat(1 << 20), 'é'.repeat(5000)];
+    const errs = await Promise.all(bad.map((t) => fail(vault.whoami({}, { ticket: t, timeoutMs: 5000 }))));
+    for (const e of errs) expect(e.code).toBe(Status.UNAUTHENTICATED);
+    const ticket = issuer.issue({ userId: 'erin', ttlMs: 60_000 });
+    expect(await vault.whoami({}, { ticket })).toMatchObject({ userId: 'erin' });
+  });
+});
