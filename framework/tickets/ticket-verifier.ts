@@ -4,15 +4,20 @@
  * (HS256 or EdDSA, by the key the ticket's `kid` names; no cryptography of svrkit's own); expiry is
  * checked here against the injected clock, so tests can move time.
  *
- * Results are cached: a bounded LRU (lru-cache) keyed by the ticket string, each entry valid only
+ * Results are cached: a bounded LRU (mnemonist's, as fast-jwt uses) keyed by the ticket string, each entry valid only
  * until the ticket's expiry, so a ticket seen before costs a lookup. Failures are not cached (a
  * forged ticket costs a verification each time). Changing the keys clears the cache, so a retired
  * key's tickets fail at once.
  */
 import { createPublicKey } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { createDecoder, createVerifier } from 'fast-jwt';
-import { LRUCache } from 'lru-cache';
 import type { KeyRing, TicketKey } from './key-ring.js';
+
+// mnemonist (fast-jwt's own cache library) exports its single structures to require() only.
+type LRUClass = (typeof import('mnemonist/lru-cache-with-delete.js'))['default'];
+const LRU = createRequire(import.meta.url)('mnemonist/lru-cache-with-delete.js') as LRUClass;
+const newCache = (capacity: number) => new LRU<string, TicketAuth>(capacity);
 
 /** The verified identity of a call (`currentCall().auth`). */
 export interface TicketAuth {
@@ -56,7 +61,7 @@ const decodeHeader = createDecoder({ complete: true }) as (token: string) => { h
 /** Checks tickets against a key ring; see the module comment. */
 export class TicketVerifier {
   private verifiers = new Map<string, Verify>();
-  private readonly cache: LRUCache<string, TicketAuth>;
+  private readonly cache: ReturnType<typeof newCache>;
   private readonly now: () => number;
 
   /**
@@ -65,7 +70,7 @@ export class TicketVerifier {
    */
   constructor(ring: KeyRing, options: TicketVerifierOptions = {}) {
     this.now = options.now ?? Date.now;
-    this.cache = new LRUCache({ max: Math.max(1, options.cacheSize ?? 100_000) });
+    this.cache = newCache(Math.max(1, options.cacheSize ?? 100_000));
     this.setKeys(ring);
   }
 
@@ -90,7 +95,7 @@ export class TicketVerifier {
   verify(ticket: string): TicketCheck {
     const now = this.now();
     const hit = this.cache.get(ticket);
-    if (hit !== undefined) {
+    if (hit != null) {
       if (hit.expiresAt > now) return { ok: true, auth: hit };
       this.cache.delete(ticket);
       return { ok: false, why: 'expired', message: `the ticket expired at ${new Date(hit.expiresAt).toISOString()}` };
