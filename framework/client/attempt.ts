@@ -5,6 +5,7 @@
  */
 import type { MethodDefinition } from '../wire/definition.js';
 import type { RpcError } from '../wire/status.js';
+import type { TicketRef } from './ticket-ids.js';
 
 /** Where a started call lives: the connection that sent it, so it can be cancelled there. */
 export interface CallCarrier {
@@ -19,6 +20,8 @@ export interface UnaryAttempt {
   /** The encoded request header and message. */
   readonly header: Uint8Array;
   readonly body: Uint8Array;
+  /** The call's ticket, when its header refers to one (`ti`): the connection defines it first. */
+  readonly ticket?: TicketRef;
   /** Set by the connection when it sends the call. */
   callId: number;
   carrier: CallCarrier | undefined;

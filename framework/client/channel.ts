@@ -35,6 +35,7 @@ import { ADMIT_ALL } from '../overload/admission.js';
 import { DEFAULT_USER_ID_KEY, effectiveBusinessPriority, isPriority, metadataUserPriority } from '../overload/priority.js';
 import type { ClientObserver } from './observer.js';
 import { PUSHBACK_KEY } from './retry.js';
+import { ticketRef, type TicketRef } from './ticket-ids.js';
 
 /**
  * Probes an ejected address before it returns to balancing: true when it is healthy. Set by the
@@ -208,6 +209,8 @@ interface PreparedCall {
   readonly headerBytes: Uint8Array;
   readonly business: number | undefined;
   readonly user: number | undefined;
+  /** The ticket the header refers to (`ti`), if any. */
+  readonly ticket: TicketRef | undefined;
 }
 
 /** Per-method state a channel caches: the method's pool and resolved config. */
@@ -439,6 +442,7 @@ export class Channel {
       }
     }
     const stream = new ClientStream(method, p.headerBytes, body, streamed ? requests : undefined, p.deadline, this.target, this.streamDriver, options);
+    stream.ticket = p.ticket;
     stream.hashKey = options.hashKey;
     stream.business = effectiveBusinessPriority(p.business, method.options?.priority);
     stream.user = p.user;
@@ -643,7 +647,8 @@ export class Channel {
       this.callObserver?.throttled(method.path, 'adaptive');
       return errors.THROTTLED_LOCALLY.with(pushbackStop(), method.path, this.target);
     }
-    const ticket = options.ticket ?? parent?.ticket ?? this.ticket;
+    const ticketText = options.ticket ?? parent?.ticket ?? this.ticket;
+    const ticket = ticketText === undefined ? undefined : ticketRef(ticketText);
     let headerBytes: Uint8Array;
     if (parent === undefined && !withMetadata && !withPropagate && business === undefined && kind === 0) {
       // A root call without metadata: the header depends on the method, the deadline and the ticket only.
@@ -659,18 +664,18 @@ export class Channel {
       header.st = now;
       if (kind !== 0) header.k = kind;
       if (parent !== undefined) header.c = parent.method.slice(0, parent.method.lastIndexOf('/'));
-      if (ticket !== undefined) header.tk = ticket;
+      if (ticket !== undefined) header.ti = ticket.id;
       headerBytes = encodeRequestHeader(header);
     }
     const pool = options.instancesOf === undefined ? state.pool : this.poolFor(options.instancesOf);
-    return { state, pool, parent, deadline, headerBytes, business, user };
+    return { state, pool, parent, deadline, headerBytes, business, user, ticket };
   }
 
   private start(method: MethodDefinition, request: unknown, options: CallOptions): Promise<unknown> {
     const now = this.now();
     const p = this.prepare(method, options, now, 0);
     if (p instanceof RpcError) return Promise.reject(p);
-    const { state, pool, parent, deadline, headerBytes, business, user } = p;
+    const { state, pool, parent, deadline, headerBytes, business, user, ticket } = p;
     const config = state.config;
     let body: Uint8Array;
     try {
@@ -683,6 +688,7 @@ export class Channel {
     call.pool = pool;
     call.idempotent = config.idempotent;
     call.hashKey = options.hashKey;
+    call.ticket = ticket;
     // For collaborative shedding, judge the call as the server will: its method's priority when
     // neither the caller nor the parent call gave one.
     call.business = effectiveBusinessPriority(business, method.options?.priority);
@@ -835,9 +841,9 @@ function definedOnly<T extends object>(o: T): Partial<T> {
  * millisecond (the header carries the send time `st`, so the cache turns over every ms; at high
  * call rates most calls still share one encoding).
  */
-const rootHeaders = new WeakMap<MethodDefinition, { st: number; ticket: string | undefined; byDeadline: Map<number | undefined, Uint8Array> }>();
+const rootHeaders = new WeakMap<MethodDefinition, { st: number; ticket: TicketRef | undefined; byDeadline: Map<number | undefined, Uint8Array> }>();
 
-function rootHeader(method: MethodDefinition, d: number | undefined, now: number, ticket: string | undefined): Uint8Array {
+function rootHeader(method: MethodDefinition, d: number | undefined, now: number, ticket: TicketRef | undefined): Uint8Array {
   let entry = rootHeaders.get(method);
   if (entry === undefined) rootHeaders.set(method, (entry = { st: now, ticket, byDeadline: new Map() }));
   else if (entry.st !== now || entry.ticket !== ticket) {
@@ -850,7 +856,7 @@ function rootHeader(method: MethodDefinition, d: number | undefined, now: number
     // Inherited or computed deadlines vary per call; keep the cache small.
     if (entry.byDeadline.size >= 64) entry.byDeadline.clear();
     const header: RequestHeader = d === undefined ? { m: method.path, st: now } : { m: method.path, d, st: now };
-    if (ticket !== undefined) header.tk = ticket;
+    if (ticket !== undefined) header.ti = ticket.id;
     bytes = encodeRequestHeader(header);
     entry.byDeadline.set(d, bytes);
   }

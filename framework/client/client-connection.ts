@@ -7,13 +7,14 @@
  */
 import { Connection } from '../transport/connection.js';
 import type { Transport } from '../transport/transport.js';
-import { FrameKind } from '../wire/frame.js';
-import { decodeStatusHeader, encodeStatusHeader } from '../wire/header.js';
+import { FrameKind, MAX_CONNECTION_TICKETS } from '../wire/frame.js';
+import { decodeStatusHeader, encodeStatusHeader, encodeTicketHeader } from '../wire/header.js';
 import { RpcError, Status } from '../wire/status.js';
 import { errors } from '../errors.js';
 import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { OutlierDetectionOptions } from './outlier.js';
 import { parseAddress } from './resolver.js';
+import type { TicketRef } from './ticket-ids.js';
 
 /** Keepalive settings (gRPC's keepalive_time / keepalive_timeout). */
 export interface KeepaliveOptions {
@@ -76,6 +77,8 @@ export class ClientConnection implements CallCarrier {
   /** Why the connection closed or failed to open, if it did. */
   error: Error | undefined;
   private readonly calls = new Map<number, UnaryAttempt>();
+  /** Ids of the tickets defined on this connection, oldest first (see `defineTicket`). */
+  private readonly tickets = new Set<number>();
   private readonly streams = new Map<number, StreamReceiver>();
   /** The status and reason the server gave in GOAWAY, if it gave one. */
   private goawayReason: RpcError | undefined;
@@ -208,10 +211,11 @@ export class ClientConnection implements CallCarrier {
    * @param body - the request message (server-streaming), or undefined (client-streaming, bidi).
    * @returns the call id, or undefined when the frame is too large (nothing was sent).
    */
-  openStream(receiver: StreamReceiver, header: Uint8Array, body: Uint8Array | undefined): number | undefined {
+  openStream(receiver: StreamReceiver, header: Uint8Array, body: Uint8Array | undefined, ticket?: TicketRef): number | undefined {
     if (!this.conn.fits(header, body)) return undefined;
     const id = this.allocateId();
     this.streams.set(id, receiver);
+    if (ticket !== undefined) this.defineTicket(ticket);
     this.conn.send(FrameKind.REQUEST, id, header, body);
     return id;
   }
@@ -249,7 +253,19 @@ export class ClientConnection implements CallCarrier {
     call.callId = id;
     call.carrier = this;
     this.calls.set(id, call);
+    if (call.ticket !== undefined) this.defineTicket(call.ticket);
     this.conn.send(FrameKind.REQUEST, id, call.header, call.body);
+  }
+
+  /**
+   * Sends a TICKET frame defining `ref` on this connection unless it is defined already; past
+   * `MAX_CONNECTION_TICKETS` it first forgets the oldest definition, as the server does.
+   */
+  private defineTicket(ref: TicketRef): void {
+    if (this.tickets.has(ref.id)) return;
+    if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.values().next().value!);
+    this.tickets.add(ref.id);
+    this.conn.send(FrameKind.TICKET, ref.id, encodeTicketHeader(ref.ticket));
   }
 
   /** @see CallCarrier.cancel */

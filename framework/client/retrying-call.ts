@@ -23,6 +23,7 @@ import type { CallCarrier, UnaryAttempt } from './attempt.js';
 import type { ClientConnection } from './client-connection.js';
 import type { QueuedAttempt, ServicePool } from './pool.js';
 import type { HedgingPolicy, RetryDecision, RetryPolicy } from './retry.js';
+import type { TicketRef } from './ticket-ids.js';
 
 /** What a call asks of its channel. */
 export interface CallDriver {
@@ -71,6 +72,10 @@ export class Attempt implements UnaryAttempt, QueuedAttempt {
   /** The call's encoded request message, the same for every attempt. */
   get body(): Uint8Array {
     return this.call.body;
+  }
+  /** The call's ticket (its header refers to it by id). */
+  get ticket(): TicketRef | undefined {
+    return this.call.ticket;
   }
   /** The call's sticky key for `consistent_hash`. */
   get hashKey(): string | undefined {
@@ -147,6 +152,8 @@ export class RetryingCall implements DeadlineEntry {
   tried: string[] | undefined;
   /** The sticky key for `consistent_hash`. */
   hashKey: string | undefined;
+  /** The ticket its header refers to (`ti`), if any: each connection defines it before the first attempt it carries. */
+  ticket: TicketRef | undefined;
   /** Business priority, 0..127, when known (collaborative shedding). */
   business: number | undefined;
   /** User priority, 0..127, when known. */

@@ -28,6 +28,7 @@ import { RpcError, Status, type Metadata } from '../wire/status.js';
 import { errors } from '../errors.js';
 import type { ClientConnection, StreamReceiver } from './client-connection.js';
 import type { ServicePool } from './pool.js';
+import type { TicketRef } from './ticket-ids.js';
 
 /** Request bytes kept for replay before the call commits (gRPC's per-RPC retry buffer is 256 KiB; ours is smaller). */
 export const REPLAY_BUFFER_BYTES = 64 * 1024;
@@ -98,6 +99,8 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   private headerSeen = false;
   /** Undoes the signal and parent links (call-links.ts). */
   private unlink: (() => void) | undefined;
+  /** The ticket the header refers to (`ti`), if any: the connection defines it first. */
+  ticket: TicketRef | undefined;
 
   /**
    * @param method - the method called.
@@ -154,7 +157,7 @@ export class ClientStream implements StreamReceiver, DeadlineEntry, AsyncIterabl
   /** QueuedAttempt.startOn: starts this attempt on `conn`. */
   startOn(conn: ClientConnection): void {
     if (this.done) return;
-    const id = conn.openStream(this, this.header, this.body);
+    const id = conn.openStream(this, this.header, this.body, this.ticket);
     if (id === undefined) {
       this.finish(errors.REQUEST_TOO_LARGE(this.body?.length ?? 0));
       return;

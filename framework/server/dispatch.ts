@@ -92,7 +92,7 @@ export class Dispatcher {
     call.businessPriority = decoded.business;
     call.userPriority = decoded.user;
     call.caller = h.c;
-    call.ticket = h.tk;
+    call.ticket = decoded.ticket;
     call.auth = decoded.auth;
     if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);

@@ -14,7 +14,7 @@ import type { TicketAuth, TicketVerifier } from '../tickets/ticket-verifier.js';
 import { decodeRequestHeader, HeaderError, type RequestHeader } from '../wire/header.js';
 import type { InboundCall, RegisteredMethod } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
-import type { ServerConnection } from './server-connection.js';
+import type { ServerConnection, TicketSlot } from './server-connection.js';
 
 /** What the header step found. */
 export interface DecodedHeader {
@@ -31,6 +31,8 @@ export interface DecodedHeader {
   readonly user: number;
   /** The identity its ticket proved (when the server checks tickets and the call carried one). */
   readonly auth: TicketAuth | undefined;
+  /** The ticket the call carried (in its header, or by the id of one defined on the connection). */
+  readonly ticket: string | undefined;
 }
 
 /** Settings the decoder reads. */
@@ -111,17 +113,37 @@ export class RequestDecoder {
     }
     // The ticket, before anything else is believed of the call: a refusal here is definite (not
     // "not processed"), so the client does not retry it elsewhere.
+    // The ticket comes in the header (`tk`), or by the id of a TICKET frame sent on this connection before (`ti`).
+    let ticket = h.tk;
+    let slot: TicketSlot | undefined;
+    if (h.ti !== undefined) {
+      slot = sc.tickets.get(h.ti);
+      if (slot === undefined) {
+        sc.refuse(callId, this.admissionLevel(), errors.MALFORMED_REQUEST_HEADER, new HeaderError(`request header ticket id (ti) ${h.ti} names no ticket defined on this connection`));
+        return undefined;
+      }
+      ticket = slot.ticket;
+    }
     let auth: TicketAuth | undefined;
     const tickets = this.settings.tickets;
     if (tickets !== undefined) {
       const options = registered.def.options;
-      if (h.tk !== undefined) {
-        const check = tickets.verifier.verify(h.tk);
-        if (!check.ok) {
-          sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, check.why, check.message);
-          return undefined;
+      if (ticket !== undefined) {
+        const verifier = tickets.verifier;
+        // A ticket defined on the connection keeps its last check: valid until it expires or the keys change.
+        if (slot !== undefined && slot.generation === verifier.generation && slot.auth !== undefined && slot.auth.expiresAt > verifier.clock()) auth = slot.auth;
+        else {
+          const check = verifier.verify(ticket);
+          if (!check.ok) {
+            sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, check.why, check.message);
+            return undefined;
+          }
+          auth = check.auth;
+          if (slot !== undefined) {
+            slot.auth = auth;
+            slot.generation = verifier.generation;
+          }
         }
-        auth = check.auth;
       } else if (tickets.required && options?.public !== true) {
         sc.refuse(callId, this.admissionLevel(), errors.TICKET_MISSING, h.m);
         return undefined;
@@ -149,7 +171,7 @@ export class RequestDecoder {
       this.arrivedExpired?.(business, user);
       return undefined;
     }
-    return { header: h, registered, queued, waited, business, user, auth };
+    return { header: h, registered, queued, waited, business, user, auth, ticket };
   }
 
   /**

@@ -10,8 +10,9 @@ import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
-import { FrameKind } from '../wire/frame.js';
-import { encodeStatusHeader } from '../wire/header.js';
+import type { TicketAuth } from '../tickets/ticket-verifier.js';
+import { FrameKind, MAX_CONNECTION_TICKETS } from '../wire/frame.js';
+import { decodeTicketHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import type { RpcError } from '../wire/status.js';
 import { errors } from '../errors.js';
 
@@ -88,10 +89,23 @@ export function errorHeader<A extends unknown[]>(admissionLevel: number | undefi
   return encodeStatusHeader(error.status, error.message(...args), undefined, error.notProcessed, admissionLevel, error.reason);
 }
 
+/** A ticket defined on a connection, with its last check (valid while `generation` is the verifier's and it has not expired). */
+export interface TicketSlot {
+  readonly ticket: string;
+  /** The verifier's key generation when `auth` was checked (-1: not checked). */
+  generation: number;
+  auth: TicketAuth | undefined;
+}
+
 /** One client connection, with the calls on it (`C`, the server's call type). */
 export class ServerConnection<C> {
   /** The calls in flight on this connection, by call id. */
   readonly calls = new Map<number, C>();
+  /**
+   * The tickets the client defined on this connection (TICKET frames), by id, oldest first, at
+   * most `MAX_CONNECTION_TICKETS`; each with the result of its last check (see request-decoder.ts).
+   */
+  readonly tickets = new Map<number, TicketSlot>();
   /** The framed connection. */
   readonly conn: Connection;
   /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */
@@ -272,6 +286,21 @@ export class ServerConnection<C> {
           this.endIfDrained();
         }
         return;
+      case FrameKind.TICKET: {
+        // A definition that does not decode is dropped: a request that refers to it is refused.
+        let ticket: string;
+        try {
+          ticket = decodeTicketHeader(header);
+        } catch (err) {
+          if (err instanceof HeaderError) return;
+          throw err;
+        }
+        // The client drops its oldest definition past the limit, and so does this side.
+        this.tickets.delete(callId);
+        if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.keys().next().value!);
+        this.tickets.set(callId, { ticket, generation: -1, auth: undefined });
+        return;
+      }
       case FrameKind.REQUEST:
       case FrameKind.MESSAGE:
       case FrameKind.WINDOW:

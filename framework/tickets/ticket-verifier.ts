@@ -63,6 +63,7 @@ export class TicketVerifier {
   private verifiers = new Map<string, Verify>();
   private readonly cache: ReturnType<typeof newCache>;
   private readonly now: () => number;
+  private keyGeneration = 0;
 
   /**
    * @param ring - the keys to accept (each by its `kid`).
@@ -76,8 +77,19 @@ export class TicketVerifier {
 
   /** Replaces the keys (a rotation step) and forgets every cached result. */
   setKeys(ring: KeyRing): void {
+    this.keyGeneration++;
     this.verifiers = new Map(ring.keys.filter((k) => k.alg === 'HS256' || k.publicKey !== undefined || k.privateKey !== undefined).map((k) => [k.kid, verifierFor(k)]));
     this.cache.clear();
+  }
+
+  /** Counts key changes (`setKeys`): a check made under another generation must be made again. */
+  get generation(): number {
+    return this.keyGeneration;
+  }
+
+  /** The verifier's clock (epoch ms). */
+  clock(): number {
+    return this.now();
   }
 
   /** How many verified tickets are cached now. */

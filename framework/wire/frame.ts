@@ -40,7 +40,18 @@ export const FrameKind = {
    * that many more. Body = u32 messages | u32 bytes (see `encodeWindow`); no header.
    */
   WINDOW: 9,
+  /**
+   * Client to server: defines a ticket on this connection. callId = the ticket's id (the client's,
+   * never reused for another ticket), header = `{ tk: ticket }`, no body. Requests then refer to it
+   * with `ti` instead of carrying it (as HPACK's dynamic table does for repeated headers). Each
+   * side keeps the last `MAX_CONNECTION_TICKETS` defined, dropping the oldest definition first,
+   * so both hold the same set; the client defines a ticket again before referring to one it dropped.
+   */
+  TICKET: 10,
 } as const;
+
+/** Tickets a connection keeps defined (see `FrameKind.TICKET`): both ends drop the oldest definition past it. */
+export const MAX_CONNECTION_TICKETS = 256;
 
 /**
  * The credit a stream's sender starts with, in each direction, before any WINDOW frame: like

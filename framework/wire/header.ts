@@ -5,7 +5,8 @@
  *                     pm?: propagated metadata keys, b?: business priority,
  *                     u?: user priority (both checked by the server, see overload/priority.ts), st?: the client's clock when it sent the call,
  *                     epoch ms, k?: call kind, 0 unary (default), 1 server-streaming,
- *                     2 client-streaming, 3 bidi }`; the server uses `st` only relative to the other calls on the
+ *                     2 client-streaming, 3 bidi, c?: calling service, tk?: ticket, ti?: id of
+ *                     a ticket defined on the connection by a TICKET frame }`; the server uses `st` only relative to the other calls on the
  *                     same connection (one-way delay above the minimum, as LEDBAT, RFC 6817),
  *                     so the two clocks need not agree, and only to drop that call once it has
  *                     waited past its deadline
@@ -60,6 +61,8 @@ export interface RequestHeader {
    * the ticket of the call being served, else the channel's. A server with a verifier checks it.
    */
   tk?: string;
+  /** A ticket defined on this connection by a TICKET frame (its id), instead of `tk`. */
+  ti?: number;
 }
 
 /** A decoded response or GOAWAY header. */
@@ -85,6 +88,32 @@ export class HeaderError extends Error {
     super(message);
     this.name = 'HeaderError';
   }
+}
+
+/**
+ * Encodes a TICKET frame's header (`FrameKind.TICKET`).
+ * @param ticket - the ticket.
+ * @returns msgpack bytes of `{ tk: ticket }`.
+ */
+export function encodeTicketHeader(ticket: string): Uint8Array {
+  return packr.pack({ tk: ticket });
+}
+
+/**
+ * Decodes a TICKET frame's header.
+ * @returns the ticket.
+ * @throws HeaderError when the bytes are not the msgpack map `{ tk: string }`.
+ */
+export function decodeTicketHeader(bytes: Uint8Array): string {
+  let h: unknown;
+  try {
+    h = unpackr.unpack(bytes);
+  } catch (err) {
+    throw new HeaderError(`ticket header is not valid msgpack: ${(err as Error).message}`);
+  }
+  const tk = (h as { tk?: unknown } | null)?.tk;
+  if (typeof tk !== 'string') throw new HeaderError('ticket header has no ticket (tk)');
+  return tk;
 }
 
 /** Encodes a request header. @returns msgpack bytes. */
@@ -121,6 +150,7 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['k'] !== undefined && !isLevel(r['k'], 3)) throw new HeaderError('request header call kind (k) is not an integer 0..3');
   if (r['c'] !== undefined && typeof r['c'] !== 'string') throw new HeaderError('request header calling service (c) is not a string');
   if (r['tk'] !== undefined && typeof r['tk'] !== 'string') throw new HeaderError('request header ticket (tk) is not a string');
+  if (r['ti'] !== undefined && !(Number.isSafeInteger(r['ti']) && (r['ti'] as number) >= 1)) throw new HeaderError('request header ticket id (ti) is not a positive integer');
   return r as unknown as RequestHeader;
 }
 

@@ -7,6 +7,7 @@
  * (garbage, 1 MiB) that neither crash nor stall the server.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, MAX_TICKET_LENGTH, parseKeyRing, RpcError, Server, Status, TicketIssuer, TicketVerifier, type KeyRing } from '../../index.js';
 import { userPriority } from '../../framework/overload/priority.js';
@@ -193,6 +194,65 @@ describe('a server that checks tickets (real sockets, this process)', () => {
   it('required: false runs a call without a ticket unauthenticated, and still refuses a bad one', async () => {
     expect(await client(optional.address).whoami({})).toMatchObject({ authenticated: false, userId: '' });
     expect(await fail(client(optional.address, 'garbage').whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+  });
+
+  it('a ticket crosses a connection once (a TICKET frame), then calls refer to it by id: 2,000 calls cost no more bytes than without one', async () => {
+    const ticket = issuer.issue({ userId: 'frank', ttlMs: 60_000 });
+    // Count what the client sends, through a proxy on 127.0.0.1.
+    let sent = 0;
+    const proxy = createServer((inbound) => {
+      const outbound = connect(Number(front.address.split(':')[1]), '127.0.0.1');
+      inbound.on('data', (d: Buffer) => (sent += d.length));
+      inbound.pipe(outbound).pipe(inbound);
+      inbound.on('error', () => outbound.destroy());
+      outbound.on('error', () => inbound.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const via = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    try {
+      const run = async (t: string | undefined): Promise<number> => {
+        const vault = client(via, t);
+        await vault.open({}); // connected
+        const before = sent;
+        for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 100 }, () => vault.open({})));
+        return sent - before;
+      };
+      const without = await run(undefined);
+      const withTicket = await run(ticket);
+      // A few bytes per call for the id, not the ticket's 200-odd.
+      expect(withTicket - without).toBeLessThan(2000 * 8);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('300 tickets over one connection (more than it keeps defined) each prove their own user; a key change or an expiry is seen at once', async () => {
+    const vault = client(front.address);
+    const users = Array.from({ length: 300 }, (_, i) => `user${i}`);
+    const tickets = users.map((u) => issuer.issue({ userId: u, ttlMs: 60_000 }));
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(tickets.map((t) => vault.whoami({}, { ticket: t })));
+      expect(got.map((g) => g.userId)).toEqual(users);
+    }
+    // A server whose keys change, and whose clock moves: the same connection, the same ticket.
+    let clock = Date.now();
+    const verifier = new TicketVerifier(ring, { now: () => clock });
+    const server = new Server({ tickets: { keys: verifier } });
+    server.addService(new Vault());
+    await server.listen(0, '127.0.0.1');
+    try {
+      const v = client(server.address);
+      const t = issuer.issue({ userId: 'gina', ttlMs: 10_000 });
+      expect((await v.whoami({}, { ticket: t })).userId).toBe('gina');
+      clock += 11_000;
+      expect((await fail(v.whoami({}, { ticket: t }))).message).toMatch(/expired/);
+      clock -= 11_000;
+      expect((await v.whoami({}, { ticket: t })).userId).toBe('gina');
+      verifier.setKeys(parseKeyRing({ keys: [hs('other')] }));
+      expect((await fail(v.whoami({}, { ticket: t }))).message).toMatch(/unknown-key/);
+    } finally {
+      await server.close();
+    }
   });
 
   it('garbage and 1 MiB tickets neither crash nor stall the server', async () => {

@@ -325,6 +325,11 @@ const REQUEST_FIELDS: { [K in keyof Required<RequestHeader>]: FieldFuzz<RequestH
     valid: (g) => (g.chance(0.8) ? undefined : g.pick(['eyJhbGciOiJIUzI1NiJ9.e30.sig', g.text(40)])),
     invalid: (g) => (g.chance(0.05) ? 'k'.repeat(g.int(1 << 20)) : anyValue(g)),
   },
+  ti: {
+    // No TICKET frame defined one on this connection: any id is refused.
+    valid: () => undefined,
+    invalid: (g) => (g.chance(0.5) ? g.pick([0, -1, 1, 2, 255, 256, 2 ** 31, 2 ** 53, 1.5, NaN]) : anyValue(g)),
+  },
 };
 const REQUEST_KEYS = Object.keys(REQUEST_FIELDS) as Array<keyof RequestHeader>;
 
