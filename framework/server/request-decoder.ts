@@ -10,7 +10,7 @@
  */
 import { errors } from '../errors.js';
 import { effectiveBusinessPriority, isPriority, metadataUserPriority, PRIORITY_LEVELS, userPriority } from '../overload/priority.js';
-import type { TicketAuth, TicketVerifier } from '../tickets/ticket-verifier.js';
+import { MAX_TICKET_LENGTH, type TicketAuth, type TicketVerifier } from '../tickets/ticket-verifier.js';
 import { decodeRequestHeader, HeaderError, type RequestHeader } from '../wire/header.js';
 import type { InboundCall, RegisteredMethod } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
@@ -120,6 +120,10 @@ export class RequestDecoder {
       slot = sc.tickets.get(h.ti);
       if (slot === undefined) {
         sc.refuse(callId, this.admissionLevel(), errors.MALFORMED_REQUEST_HEADER, new HeaderError(`request header ticket id (ti) ${h.ti} names no ticket defined on this connection`));
+        return undefined;
+      }
+      if (slot.oversized) {
+        sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, 'malformed', `a ticket is a JWS of 1 to ${MAX_TICKET_LENGTH} characters`);
         return undefined;
       }
       ticket = slot.ticket;

@@ -10,7 +10,7 @@ import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
-import type { TicketAuth } from '../tickets/ticket-verifier.js';
+import { MAX_TICKET_LENGTH, type TicketAuth } from '../tickets/ticket-verifier.js';
 import { FrameKind, MAX_CONNECTION_TICKETS } from '../wire/frame.js';
 import { decodeTicketHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import type { RpcError } from '../wire/status.js';
@@ -92,6 +92,8 @@ export function errorHeader<A extends unknown[]>(admissionLevel: number | undefi
 /** A ticket defined on a connection, with its last check (valid while `generation` is the verifier's and it has not expired). */
 export interface TicketSlot {
   readonly ticket: string;
+  /** The ticket defined was longer than `MAX_TICKET_LENGTH` (not kept). */
+  readonly oversized: boolean;
   /** The verifier's key generation when `auth` was checked (-1: not checked). */
   generation: number;
   auth: TicketAuth | undefined;
@@ -298,7 +300,10 @@ export class ServerConnection<C> {
         // The client drops its oldest definition past the limit, and so does this side.
         this.tickets.delete(callId);
         if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.keys().next().value!);
-        this.tickets.set(callId, { ticket, generation: -1, auth: undefined });
+        // A ticket longer than any valid one is kept as a marker only (a reference to it is refused
+        // as malformed): 64 definitions hold at most 512 KiB.
+        const oversized = ticket.length > MAX_TICKET_LENGTH;
+        this.tickets.set(callId, { ticket: oversized ? '' : ticket, oversized, generation: -1, auth: undefined });
         return;
       }
       case FrameKind.REQUEST:

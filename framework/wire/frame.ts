@@ -51,7 +51,7 @@ export const FrameKind = {
 } as const;
 
 /** Tickets a connection keeps defined (see `FrameKind.TICKET`): both ends drop the oldest definition past it. */
-export const MAX_CONNECTION_TICKETS = 256;
+export const MAX_CONNECTION_TICKETS = 64;
 
 /**
  * The credit a stream's sender starts with, in each direction, before any WINDOW frame: like
