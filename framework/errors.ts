@@ -310,6 +310,8 @@ export const errors = defineErrors({
   // --- Server: refusing a call before any handler runs (framework/server/server.ts) ---
   /** The request header is not valid msgpack of the expected shape (the message says which field). */
   MALFORMED_REQUEST_HEADER: { status: Status.INVALID_ARGUMENT, message: (err: unknown) => messageOf(err) },
+  /** The client was given a ticket that is empty or longer than any valid one (8 KiB). */
+  TICKET_TOO_LONG: { status: Status.INVALID_ARGUMENT, message: (length: number, max: number) => `a ticket of ${length} characters: a ticket is 1 to ${max}` },
   /** A server that requires tickets got a call without one, to a method that is not public. */
   TICKET_MISSING: { status: Status.UNAUTHENTICATED, message: (method: string) => `method ${method} needs a ticket (CallOptions.ticket or ChannelOptions.ticket), and the call carried none` },
   /** The call's ticket did not verify: malformed, forged, expired, or signed with a key the server does not hold. */

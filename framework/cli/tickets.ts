@@ -3,7 +3,7 @@
  * ticket signed with one), and the key-ring file `svrkit run --ticket-keys` reads and watches (a
  * rotation is an edit of the file: the running server picks it up within a second).
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { promises as fsp, unwatchFile, watchFile } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseKeyRing, type KeyRing } from '../tickets/key-ring.js';
@@ -40,13 +40,12 @@ export async function loadKeyRing(file: string): Promise<KeyRing> {
  */
 export function followKeyRing(file: string, verifier: TicketVerifier, say: (line: string) => void): () => void {
   const onChange = (): void => {
-    loadKeyRing(file).then(
-      (ring) => {
+    loadKeyRing(file)
+      .then((ring) => {
         verifier.setKeys(ring);
         say(`svrkit: ticket keys reloaded from ${file}: ${ring.keys.map((k) => k.kid).join(', ')}`);
-      },
-      (err: Error) => say(`svrkit: ticket keys not reloaded (the keys in force stay): ${err.message}`),
-    );
+      })
+      .catch((err: Error) => say(`svrkit: ticket keys not reloaded (the keys in force stay): ${err.message}`));
   };
   watchFile(file, { interval: 1000, persistent: false }, (cur, prev) => {
     if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size) onChange();
@@ -61,7 +60,7 @@ export function addTicketCommands(program: Command): void {
   ticket
     .command('keygen')
     .description('print a new key ring (JSON) with one key, signing with it; add its key to an existing ring to rotate')
-    .addOption(new Option('--alg <alg>', 'HS256 (a shared secret) or EdDSA (Ed25519: verifiers need only the public key)').choices(['HS256', 'EdDSA']).default('HS256'))
+    .addOption(new Option('--alg <alg>', 'EdDSA (Ed25519: give verifiers only the public key, svrkit ticket public) or HS256 (one secret shared by issuers and verifiers: any of them can issue tickets)').choices(['HS256', 'EdDSA']).default('EdDSA'))
     .option('--kid <id>', 'the key id', `k${new Date().toISOString().slice(0, 10).replaceAll('-', '')}`)
     .action((opts: { alg: 'HS256' | 'EdDSA'; kid: string }) => {
       try {
@@ -79,6 +78,22 @@ export function addTicketCommands(program: Command): void {
         const ring = { signing: opts.kid, keys: [key] };
         parseKeyRing(ring, 'the new ring'); // the kid's rules
         process.stdout.write(JSON.stringify(ring, null, 2) + '\n');
+      } catch (err) {
+        reportError(err);
+      }
+    });
+
+  ticket
+    .command('public')
+    .description('print a key ring without its signing material (EdDSA private keys), for the servers that only verify; refuses a ring with HS256 secrets')
+    .requiredOption('--keys <file>', 'the key ring')
+    .action(async (opts: { keys: string }) => {
+      try {
+        const ring = await loadKeyRing(opts.keys);
+        const shared = ring.keys.filter((k) => k.alg === 'HS256').map((k) => k.kid);
+        if (shared.length > 0) throw new Error(`keys ${shared.join(', ')} are HS256: a verifier needs the same secret an issuer signs with (use EdDSA keys to keep signing to the login service)`);
+        const keys = ring.keys.map((k) => ({ kid: k.kid, alg: k.alg, publicKey: k.publicKey ?? createPublicKey(k.privateKey!).export({ format: 'pem', type: 'spki' }).toString() }));
+        process.stdout.write(JSON.stringify({ keys }, null, 2) + '\n');
       } catch (err) {
         reportError(err);
       }

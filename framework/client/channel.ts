@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { callStorage, type ServerCallContext } from '../context/call-context.js';
 import { DeadlineTimers } from '../context/deadline-timers.js';
 import { METHOD_KIND_CODE, type MethodDefinition } from '../wire/definition.js';
-import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, MAX_TICKET_LENGTH } from '../wire/frame.js';
 import { decodeRequestHeader, encodeRequestHeader, type RequestHeader } from '../wire/header.js';
 import { encodeComplete } from '../wire/encode.js';
 import { RpcError, Status, type Metadata } from '../wire/status.js';
@@ -100,8 +100,9 @@ export interface CallOptions {
   /** Streaming calls: called once with the trailers the server sent with an OK status. */
   onTrailer?: (metadata: Readonly<Metadata>) => void;
   /**
-   * The ticket to send (framework/tickets: `TicketIssuer.issue`). Default: the ticket of the call
-   * this one is made in (it flows down the chain like the deadline), else `ChannelOptions.ticket`.
+   * The ticket to send (framework/tickets: `TicketIssuer.issue`). Default: inside a call, the
+   * ticket of the call this one is made in (it flows down the chain like the deadline; none when
+   * that call carried none); outside any call, `ChannelOptions.ticket`.
    */
   ticket?: string;
 }
@@ -141,7 +142,7 @@ export type ClientStreamInterceptor = (next: ClientStreamInvoker) => ClientStrea
 export interface ChannelOptions {
   /** How connections are made: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
-  /** The ticket every call sends unless the call gives one (`CallOptions.ticket`) or is made inside a call that carried one. */
+  /** The ticket calls made outside any call send, unless they give one (`CallOptions.ticket`); calls made inside a call send that call's. */
   ticket?: string;
   /** Connections per address; calls are spread over them round robin. Default 1. */
   connections?: number;
@@ -647,7 +648,10 @@ export class Channel {
       this.callObserver?.throttled(method.path, 'adaptive');
       return errors.THROTTLED_LOCALLY.with(pushbackStop(), method.path, this.target);
     }
-    const ticketText = options.ticket ?? parent?.ticket ?? this.ticket;
+    // Inside a call, the caller's ticket (or none): never the channel's, which would lend this
+    // service's identity to a caller who came without one.
+    const ticketText = options.ticket ?? (parent !== undefined ? parent.ticket : this.ticket);
+    if (ticketText !== undefined && (ticketText.length === 0 || ticketText.length > MAX_TICKET_LENGTH)) return errors.TICKET_TOO_LONG(ticketText.length, MAX_TICKET_LENGTH);
     const ticket = ticketText === undefined ? undefined : ticketRef(ticketText);
     let headerBytes: Uint8Array;
     if (parent === undefined && !withMetadata && !withPropagate && business === undefined && kind === 0) {

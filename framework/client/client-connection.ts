@@ -77,8 +77,8 @@ export class ClientConnection implements CallCarrier {
   /** Why the connection closed or failed to open, if it did. */
   error: Error | undefined;
   private readonly calls = new Map<number, UnaryAttempt>();
-  /** Ids of the tickets defined on this connection, oldest first (see `defineTicket`). */
-  private readonly tickets = new Set<number>();
+  /** The tickets defined on this connection by id, oldest first (see `defineTicket`). */
+  private readonly tickets = new Map<number, TicketRef>();
   private readonly streams = new Map<number, StreamReceiver>();
   /** The status and reason the server gave in GOAWAY, if it gave one. */
   private goawayReason: RpcError | undefined;
@@ -262,9 +262,12 @@ export class ClientConnection implements CallCarrier {
    * `MAX_CONNECTION_TICKETS` it first forgets the oldest definition, as the server does.
    */
   private defineTicket(ref: TicketRef): void {
-    if (this.tickets.has(ref.id)) return;
-    if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.values().next().value!);
-    this.tickets.add(ref.id);
+    const defined = this.tickets.get(ref.id);
+    if (defined === ref) return;
+    // Another ticket under a reused id is defined again, as the newest (the server does the same).
+    if (defined !== undefined) this.tickets.delete(ref.id);
+    else if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.keys().next().value!);
+    this.tickets.set(ref.id, ref);
     this.conn.send(FrameKind.TICKET, ref.id, encodeTicketHeader(ref.ticket));
   }
 

@@ -8,6 +8,7 @@ import { HealthDefinition } from '../builtin/gen/svrkit/health.js';
 import type { BackoffOptions } from './client-connection.js';
 import type { Transport } from '../transport/transport.js';
 import { Channel, registerHealthProbe } from './channel.js';
+import { withoutCall } from '../context/call-context.js';
 
 /**
  * Sends `svrkit.Health/Check` (service `''`) to `address`.
@@ -18,7 +19,8 @@ import { Channel, registerHealthProbe } from './channel.js';
 export async function probeHealth(address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport }): Promise<boolean> {
   const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false, transport: settings.transport });
   try {
-    const res = await ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 });
+    // Outside any call: a probe started from a handler's context must not carry its deadline or ticket.
+    const res = await withoutCall(() => ch.unary(HealthDefinition.methods.check, { service: '' }, { timeoutMs: 1000 }));
     return res.status === 1; // SERVING
   } catch {
     return false;

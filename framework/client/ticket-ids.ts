@@ -1,9 +1,9 @@
 /**
  * Tickets by id, for this process: a call refers to its ticket by a small id (`ti` in the request
  * header), and each connection sends the ticket itself once, in a TICKET frame, before the first
- * call that refers to it (see `FrameKind.TICKET`). A ticket is about 200 bytes; an id is one or
- * two. Ids are never reused for another ticket, so a connection can tell by id alone whether it
- * defined a ticket already.
+ * call that refers to it (see `FrameKind.TICKET`). A ticket is about 200 bytes; an id is one to
+ * five. Ids are u32 and wrap after 2^32 - 1; a connection remembers which ref it defined under an
+ * id, so an id given again to another ticket is defined again.
  */
 
 /** A ticket and its id. */
@@ -29,7 +29,8 @@ export function ticketRef(ticket: string): TicketRef {
   let ref = refs.get(ticket);
   if (ref === undefined) {
     if (refs.size >= MAX_REMEMBERED) refs.clear();
-    ref = Object.freeze({ id: nextId++, ticket });
+    ref = Object.freeze({ id: nextId, ticket });
+    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
     refs.set(ticket, ref);
   }
   return ref;

@@ -10,7 +10,8 @@
  */
 import { errors } from '../errors.js';
 import { effectiveBusinessPriority, isPriority, metadataUserPriority, PRIORITY_LEVELS, userPriority } from '../overload/priority.js';
-import { MAX_TICKET_LENGTH, type TicketAuth, type TicketVerifier } from '../tickets/ticket-verifier.js';
+import type { TicketAuth, TicketVerifier } from '../tickets/ticket-verifier.js';
+import { MAX_TICKET_LENGTH } from '../wire/frame.js';
 import { decodeRequestHeader, HeaderError, type RequestHeader } from '../wire/header.js';
 import type { InboundCall, RegisteredMethod } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
@@ -115,6 +116,11 @@ export class RequestDecoder {
     // "not processed"), so the client does not retry it elsewhere.
     // The ticket comes in the header (`tk`), or by the id of a TICKET frame sent on this connection before (`ti`).
     let ticket = h.tk;
+    if (ticket !== undefined && ticket.length > MAX_TICKET_LENGTH) {
+      // Not passed on either, by a server that checks no tickets.
+      sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, 'malformed', `a ticket is a JWS of 1 to ${MAX_TICKET_LENGTH} characters`);
+      return undefined;
+    }
     let slot: TicketSlot | undefined;
     if (h.ti !== undefined) {
       slot = sc.tickets.get(h.ti);
@@ -134,19 +140,26 @@ export class RequestDecoder {
       const options = registered.def.options;
       if (ticket !== undefined) {
         const verifier = tickets.verifier;
-        // A ticket defined on the connection keeps its last check: valid until it expires or the keys change.
-        if (slot !== undefined && slot.generation === verifier.generation && slot.auth !== undefined && slot.auth.expiresAt > verifier.clock()) auth = slot.auth;
+        // A ticket defined on the connection keeps its last check while the keys stay: a pass
+        // until the ticket expires, a failure for good (a forged ticket referred to again costs nothing).
+        const current = slot !== undefined && slot.generation === verifier.generation;
+        if (current && slot!.failure !== undefined) {
+          sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, slot!.failure.why, slot!.failure.message);
+          return undefined;
+        }
+        if (current && slot!.auth !== undefined && slot!.auth.expiresAt > verifier.clock()) auth = slot!.auth;
         else {
           const check = verifier.verify(ticket);
+          if (slot !== undefined) {
+            slot.generation = verifier.generation;
+            slot.auth = check.ok ? check.auth : undefined;
+            slot.failure = check.ok ? undefined : check;
+          }
           if (!check.ok) {
             sc.refuse(callId, this.admissionLevel(), errors.TICKET_REJECTED, check.why, check.message);
             return undefined;
           }
           auth = check.auth;
-          if (slot !== undefined) {
-            slot.auth = auth;
-            slot.generation = verifier.generation;
-          }
         }
       } else if (tickets.required && options?.public !== true) {
         sc.refuse(callId, this.admissionLevel(), errors.TICKET_MISSING, h.m);

@@ -10,8 +10,8 @@ import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
 import type { ByteStream } from '../transport/transport.js';
-import { MAX_TICKET_LENGTH, type TicketAuth } from '../tickets/ticket-verifier.js';
-import { FrameKind, MAX_CONNECTION_TICKETS } from '../wire/frame.js';
+import type { TicketAuth, TicketCheck } from '../tickets/ticket-verifier.js';
+import { FrameKind, MAX_CONNECTION_TICKETS, MAX_TICKET_LENGTH } from '../wire/frame.js';
 import { decodeTicketHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
 import type { RpcError } from '../wire/status.js';
 import { errors } from '../errors.js';
@@ -89,14 +89,20 @@ export function errorHeader<A extends unknown[]>(admissionLevel: number | undefi
   return encodeStatusHeader(error.status, error.message(...args), undefined, error.notProcessed, admissionLevel, error.reason);
 }
 
-/** A ticket defined on a connection, with its last check (valid while `generation` is the verifier's and it has not expired). */
+/** The characters of a JWS compact string (base64url and dots). */
+const JWS_CHARACTERS = /^[A-Za-z0-9_.-]*$/;
+
+/** A ticket defined on a connection, with its last check (valid while `generation` is the verifier's and, for `auth`, until it expires). */
 export interface TicketSlot {
   readonly ticket: string;
-  /** The ticket defined was longer than `MAX_TICKET_LENGTH` (not kept). */
+  /** The ticket defined was longer than `MAX_TICKET_LENGTH`, or not a JWS's characters (not kept). */
   readonly oversized: boolean;
-  /** The verifier's key generation when `auth` was checked (-1: not checked). */
+  /** The verifier's key generation when it was checked (-1: not checked). */
   generation: number;
+  /** The identity it proved, when its check passed. */
   auth: TicketAuth | undefined;
+  /** Why its check failed, when it failed (a forged ticket referred to again costs no new check). */
+  failure: Extract<TicketCheck, { ok: false }> | undefined;
 }
 
 /** One client connection, with the calls on it (`C`, the server's call type). */
@@ -300,10 +306,10 @@ export class ServerConnection<C> {
         // The client drops its oldest definition past the limit, and so does this side.
         this.tickets.delete(callId);
         if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.keys().next().value!);
-        // A ticket longer than any valid one is kept as a marker only (a reference to it is refused
-        // as malformed): 64 definitions hold at most 512 KiB.
-        const oversized = ticket.length > MAX_TICKET_LENGTH;
-        this.tickets.set(callId, { ticket: oversized ? '' : ticket, oversized, generation: -1, auth: undefined });
+        // A ticket longer than any valid one, or with characters no JWS has, is kept as a marker
+        // only (a reference to it is refused as malformed): 64 definitions hold at most 512 KiB.
+        const oversized = ticket.length > MAX_TICKET_LENGTH || !JWS_CHARACTERS.test(ticket);
+        this.tickets.set(callId, { ticket: oversized ? '' : ticket, oversized, generation: -1, auth: undefined, failure: undefined });
         return;
       }
       case FrameKind.REQUEST:

@@ -11,8 +11,11 @@
  *
  * HS256 (HMAC-SHA-256, RFC 7518 section 3.2) shares one secret between issuers and verifiers;
  * EdDSA (Ed25519, RFC 8037) lets verifiers hold only the public key. `signing` names the key an
- * issuer signs with; a verifier needs none.
+ * issuer signs with; a verifier needs none. A verifier should hold public keys only (`svrkit
+ * ticket public`): a service that holds a signing key (an HS256 secret, an EdDSA private key) can
+ * issue tickets for any user.
  */
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 
 /** One key of a ring. */
 export interface TicketKey {
@@ -46,7 +49,8 @@ export const MAX_RING_KEYS = 64;
  * @returns the ring, frozen.
  * @throws Error naming the key and the field that is wrong: no keys, a bad or repeated `kid`, an
  *   unknown `alg`, an HS256 secret shorter than 32 bytes, an EdDSA key without `publicKey` or
- *   `privateKey`, a key that is not PEM, or a `signing` that names no key (or one that cannot sign).
+ *   `privateKey`, a key that is not PEM, does not parse or is not Ed25519, or a `signing` that
+ *   names no key (or one that cannot sign).
  */
 export function parseKeyRing(value: unknown, where = 'ticket key ring'): KeyRing {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${where}: expected { "signing"?: kid, "keys": [...] }`);
@@ -78,6 +82,17 @@ export function parseKeyRing(value: unknown, where = 'ticket key ring'): KeyRing
       };
       const publicKey = pem('publicKey', 'PUBLIC KEY');
       const privateKey = pem('privateKey', 'PRIVATE KEY');
+      // Parsed now (node:crypto), so a broken or non-Ed25519 key is refused here, not when a server uses it.
+      for (const [field, text, make] of [['publicKey', publicKey, createPublicKey], ['privateKey', privateKey, createPrivateKey]] as const) {
+        if (text === undefined) continue;
+        let type: string | undefined;
+        try {
+          type = make(text).asymmetricKeyType;
+        } catch (err) {
+          throw new Error(`${where}: key '${kid}': "${field}" does not parse: ${(err as Error).message}`);
+        }
+        if (type !== 'ed25519') throw new Error(`${where}: key '${kid}': "${field}" is a ${type ?? 'non-asymmetric'} key; EdDSA needs Ed25519`);
+      }
       if (publicKey === undefined && privateKey === undefined) throw new Error(`${where}: key '${kid}': an EdDSA key needs "publicKey" (to verify) and/or "privateKey" (to sign)`);
       return Object.freeze({ kid, alg: 'EdDSA', ...(publicKey === undefined ? {} : { publicKey }), ...(privateKey === undefined ? {} : { privateKey }) });
     }

@@ -45,6 +45,7 @@ export class TicketIssuer {
 
   /**
    * @param ring - the key ring; its `signing` key signs.
+   * @param options - the clock (see {@link TicketIssuerOptions}).
    * @throws Error when the ring names no signing key.
    */
   constructor(ring: KeyRing, options: TicketIssuerOptions = {}) {

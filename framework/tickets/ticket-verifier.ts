@@ -5,9 +5,9 @@
  * checked here against the injected clock, so tests can move time.
  *
  * Results are cached: a bounded LRU (mnemonist's, as fast-jwt uses) keyed by the ticket string, each entry valid only
- * until the ticket's expiry, so a ticket seen before costs a lookup. Failures are not cached (a
- * forged ticket costs a verification each time). Changing the keys clears the cache, so a retired
- * key's tickets fail at once.
+ * until the ticket's expiry, so a ticket seen before costs a lookup. Failures are cached too (a
+ * bounded LRU of their own), so a forged ticket sent again costs a lookup, not a signature check.
+ * Changing the keys clears both, so a retired key's tickets fail at once.
  */
 import { createPublicKey } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -37,8 +37,8 @@ export type TicketFailure = 'malformed' | 'unknown-key' | 'forged' | 'expired';
 /** A verification's outcome. */
 export type TicketCheck = { readonly ok: true; readonly auth: TicketAuth } | { readonly ok: false; readonly why: TicketFailure; readonly message: string };
 
-/** The longest ticket looked at (characters); longer ones are malformed without parsing. */
-export const MAX_TICKET_LENGTH = 8192;
+/** The longest ticket looked at (characters); longer ones are malformed without parsing (the wire's limit). */
+export const MAX_TICKET_LENGTH = 8192; // = wire/frame.ts MAX_TICKET_LENGTH (tickets imports no other layer)
 
 /** Options of {@link TicketVerifier}. */
 export interface TicketVerifierOptions {
@@ -62,6 +62,7 @@ const decodeHeader = createDecoder({ complete: true }) as (token: string) => { h
 export class TicketVerifier {
   private verifiers = new Map<string, Verify>();
   private readonly cache: ReturnType<typeof newCache>;
+  private readonly failures = new LRU<string, Extract<TicketCheck, { ok: false }>>(10_000);
   private readonly now: () => number;
   private keyGeneration = 0;
 
@@ -75,11 +76,17 @@ export class TicketVerifier {
     this.setKeys(ring);
   }
 
-  /** Replaces the keys (a rotation step) and forgets every cached result. */
+  /**
+   * Replaces the keys (a rotation step) and forgets every cached result; on failure the keys in
+   * force stay.
+   * @throws Error when a key cannot be made into a verifier (a ring from `parseKeyRing` can).
+   */
   setKeys(ring: KeyRing): void {
+    const verifiers = new Map(ring.keys.map((k) => [k.kid, verifierFor(k)]));
+    this.verifiers = verifiers;
     this.keyGeneration++;
-    this.verifiers = new Map(ring.keys.filter((k) => k.alg === 'HS256' || k.publicKey !== undefined || k.privateKey !== undefined).map((k) => [k.kid, verifierFor(k)]));
     this.cache.clear();
+    this.failures.clear();
   }
 
   /** Counts key changes (`setKeys`): a check made under another generation must be made again. */
@@ -115,6 +122,16 @@ export class TicketVerifier {
     if (typeof ticket !== 'string' || ticket.length === 0 || ticket.length > MAX_TICKET_LENGTH) {
       return { ok: false, why: 'malformed', message: `a ticket is a JWS of 1 to ${MAX_TICKET_LENGTH} characters` };
     }
+    const failed = this.failures.get(ticket);
+    if (failed != null) return failed;
+    const check = this.check(ticket, now);
+    if (check.ok) this.cache.set(ticket, check.auth);
+    else this.failures.set(ticket, check);
+    return check;
+  }
+
+  /** A signature check and the claims' checks (no cache). */
+  private check(ticket: string, now: number): TicketCheck {
     let kid: unknown;
     try {
       kid = decodeHeader(ticket).header.kid;
@@ -139,7 +156,6 @@ export class TicketVerifier {
     }
     const auth: TicketAuth = Object.freeze({ userId: sub, scopes: Object.freeze([...((scp as string[] | undefined) ?? [])]), expiresAt: exp * 1000, keyId: kid as string });
     if (auth.expiresAt <= now) return { ok: false, why: 'expired', message: `the ticket expired at ${new Date(auth.expiresAt).toISOString()}` };
-    this.cache.set(ticket, auth);
     return { ok: true, auth };
   }
 }

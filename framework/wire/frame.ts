@@ -50,6 +50,9 @@ export const FrameKind = {
   TICKET: 10,
 } as const;
 
+/** The longest ticket svrkit sends or accepts (characters of a JWS compact string: base64url and dots). */
+export const MAX_TICKET_LENGTH = 8192;
+
 /** Tickets a connection keeps defined (see `FrameKind.TICKET`): both ends drop the oldest definition past it. */
 export const MAX_CONNECTION_TICKETS = 64;
 

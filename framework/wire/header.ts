@@ -150,7 +150,9 @@ export function decodeRequestHeader(bytes: Uint8Array): RequestHeader {
   if (r['k'] !== undefined && !isLevel(r['k'], 3)) throw new HeaderError('request header call kind (k) is not an integer 0..3');
   if (r['c'] !== undefined && typeof r['c'] !== 'string') throw new HeaderError('request header calling service (c) is not a string');
   if (r['tk'] !== undefined && typeof r['tk'] !== 'string') throw new HeaderError('request header ticket (tk) is not a string');
-  if (r['ti'] !== undefined && !(Number.isSafeInteger(r['ti']) && (r['ti'] as number) >= 1)) throw new HeaderError('request header ticket id (ti) is not a positive integer');
+  if (r['ti'] !== undefined && !(Number.isInteger(r['ti']) && (r['ti'] as number) >= 1 && (r['ti'] as number) <= 0xffffffff)) {
+    throw new HeaderError('request header ticket id (ti) is not an integer 1..2^32-1');
+  }
   return r as unknown as RequestHeader;
 }
 

@@ -11,6 +11,7 @@ import { repoRoot, runSvrkit, startSvrkit, stopAllSvrkit, type SvrkitProcess } f
 
 const DIR = path.join(repoRoot, 'test', '.tmp', `tickets-example-${process.pid}`);
 const KEYS = path.join(DIR, 'keys.json');
+const PUBLIC = path.join(DIR, 'public.json');
 
 describe('examples/tickets as processes', () => {
   let backend: SvrkitProcess;
@@ -22,8 +23,13 @@ describe('examples/tickets as processes', () => {
     const keys = await runSvrkit(['ticket', 'keygen', '--kid', 'k1']);
     expect(keys.code, keys.stderr).toBe(0);
     await fsp.writeFile(KEYS, keys.stdout);
-    backend = await startSvrkit(['run', 'examples/tickets/backend.ts', '--port', '0', '--ticket-keys', KEYS]);
-    frontend = await startSvrkit(['run', 'examples/tickets/frontend.ts', '--port', '0', '--ticket-keys', KEYS], { TICKETS_BACKEND: backend.address });
+    // The frontend and the backend verify with the public key only.
+    const pub = await runSvrkit(['ticket', 'public', '--keys', KEYS]);
+    expect(pub.code, pub.stderr).toBe(0);
+    expect(pub.stdout).not.toContain('PRIVATE KEY');
+    await fsp.writeFile(PUBLIC, pub.stdout);
+    backend = await startSvrkit(['run', 'examples/tickets/backend.ts', '--port', '0', '--ticket-keys', PUBLIC]);
+    frontend = await startSvrkit(['run', 'examples/tickets/frontend.ts', '--port', '0', '--ticket-keys', PUBLIC], { TICKETS_BACKEND: backend.address });
     login = await startSvrkit(['run', 'examples/tickets/login.ts', '--port', '0', '--ticket-keys', KEYS], { TICKET_KEYS: KEYS });
   }, 60_000);
   afterAll(async () => {

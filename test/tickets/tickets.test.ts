@@ -8,6 +8,12 @@
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo } from 'node:net';
+import { FrameDecoder, FrameEncoder, FrameKind } from '../../framework/wire/frame.js';
+import { decodeStatusHeader, encodeRequestHeader, encodeTicketHeader } from '../../framework/wire/header.js';
+
+async function eventuallyReplies(done: () => boolean, ms = 15_000): Promise<void> {
+  for (let t = 0; t < ms && !done(); t += 20) await new Promise((r) => setTimeout(r, 20));
+}
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, MAX_TICKET_LENGTH, parseKeyRing, RpcError, Server, Status, TicketIssuer, TicketVerifier, type KeyRing } from '../../index.js';
 import { userPriority } from '../../framework/overload/priority.js';
@@ -35,6 +41,9 @@ describe('key rings', () => {
     expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'HS256', secret: 'c2hvcnQ' }] })).toThrow(/at least 32 bytes/);
     expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'RS256' }] })).toThrow(/"alg" must be "HS256" or "EdDSA"/);
     expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'EdDSA', publicKey: 'nope' }] })).toThrow(/PEM PUBLIC KEY/);
+    expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'EdDSA', publicKey: '-----BEGIN PUBLIC KEY-----\nbroken\n-----END PUBLIC KEY-----' }] })).toThrow(/"publicKey" does not parse/);
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'pem', type: 'spki' }).toString();
+    expect(() => parseKeyRing({ keys: [{ kid: 'a', alg: 'EdDSA', publicKey: rsa }] })).toThrow(/is a rsa key; EdDSA needs Ed25519/);
     expect(() => parseKeyRing({ signing: 'z', keys: [hs('a')] })).toThrow(/"signing" must name one of the keys/);
     const { privateKey: _p, ...publicOnly } = ed('c');
     expect(() => parseKeyRing({ signing: 'c', keys: [publicOnly] })).toThrow(/signing key 'c' has no "privateKey"/);
@@ -191,6 +200,31 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     expect(await fail(client(back.address, noScope).readInbox({}))).toMatchObject({ code: Status.PERMISSION_DENIED });
   });
 
+  it('a handler serving a call that came without a ticket sends none downstream, not its channel\'s (no identity lent)', async () => {
+    const serviceTicket = issuer.issue({ userId: 'svc-profile', ttlMs: 60_000 });
+    const downstream = new Channel(back.address, { ticket: serviceTicket });
+    channels.push(downstream);
+    class Lender extends Vault {
+      override async relay() {
+        return new VaultClient(downstream).whoami({});
+      }
+    }
+    const lender = new Server({ tickets: { keys: ring, required: false } });
+    lender.addService(new Lender());
+    await lender.listen(0, '127.0.0.1');
+    try {
+      // Outside any call, the channel's ticket is sent.
+      expect(await new VaultClient(downstream).whoami({})).toMatchObject({ userId: 'svc-profile' });
+      // Inside a call that carried none: nothing is sent, and the backend refuses.
+      expect(await fail(client(lender.address).relay({ targets: [], method: 'Whoami' }))).toMatchObject({ code: Status.UNAUTHENTICATED });
+      // Inside a call that carried one: that one.
+      const user = issuer.issue({ userId: 'ivy', ttlMs: 60_000 });
+      expect(await client(lender.address, user).relay({ targets: [], method: 'Whoami' })).toMatchObject({ userId: 'ivy' });
+    } finally {
+      await lender.close();
+    }
+  });
+
   it('required: false runs a call without a ticket unauthenticated, and still refuses a bad one', async () => {
     expect(await client(optional.address).whoami({})).toMatchObject({ authenticated: false, userId: '' });
     expect(await fail(client(optional.address, 'garbage').whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
@@ -246,21 +280,55 @@ describe('a server that checks tickets (real sockets, this process)', () => {
       expect((await v.whoami({}, { ticket: t })).userId).toBe('gina');
       clock += 11_000;
       expect((await fail(v.whoami({}, { ticket: t }))).message).toMatch(/expired/);
-      clock -= 11_000;
-      expect((await v.whoami({}, { ticket: t })).userId).toBe('gina');
+      const t2 = new TicketIssuer(ring, { now: () => clock }).issue({ userId: 'hal', ttlMs: 10_000 });
+      expect((await v.whoami({}, { ticket: t2 })).userId).toBe('hal');
       verifier.setKeys(parseKeyRing({ keys: [hs('other')] }));
-      expect((await fail(v.whoami({}, { ticket: t }))).message).toMatch(/unknown-key/);
+      expect((await fail(v.whoami({}, { ticket: t2 }))).message).toMatch(/unknown-key/);
     } finally {
       await server.close();
     }
   });
 
-  it('garbage and 1 MiB tickets neither crash nor stall the server', async () => {
+  it('garbage tickets are refused; an empty or 1 MiB one is refused by the client before it is sent', async () => {
     const vault = client(front.address);
-    const bad = ['', 'x', '.', 'a.b', 'a.b.c.d', '\u0000'.repeat(100), 'eyJhbGciOiJub25lIn0.e30.', 'k'.repeat(1 << 20), 'é'.repeat(5000)];
+    const bad = ['x', '.', 'a.b', 'a.b.c.d', '\u0000'.repeat(100), 'eyJhbGciOiJub25lIn0.e30.', 'é'.repeat(5000)];
     const errs = await Promise.all(bad.map((t) => fail(vault.whoami({}, { ticket: t, timeoutMs: 5000 }))));
     for (const e of errs) expect(e.code).toBe(Status.UNAUTHENTICATED);
+    for (const t of ['', 'k'.repeat(1 << 20)]) expect(await fail(vault.whoami({}, { ticket: t }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'TICKET_TOO_LONG' });
     const ticket = issuer.issue({ userId: 'erin', ttlMs: 60_000 });
     expect(await vault.whoami({}, { ticket })).toMatchObject({ userId: 'erin' });
+  });
+
+  it('raw frames: a 1 MiB or garbage TICKET definition, an unknown ticket id, and a forged ticket referred to 5,000 times neither crash nor stall the server', async () => {
+    const socket = connect(Number(front.address.split(':')[1]), '127.0.0.1');
+    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+    const replies = new Map<number, { s: number; e?: string }>();
+    const decoder = new FrameDecoder(16 << 20, (kind, callId, header) => {
+      if (kind === FrameKind.RESPONSE && header.length > 0) replies.set(callId, decodeStatusHeader(header) as { s: number; e?: string });
+    });
+    socket.on('data', (d: Buffer) => decoder.push(d));
+    const enc = new FrameEncoder();
+    const req = (callId: number, ti: number) => enc.write(FrameKind.REQUEST, callId, encodeRequestHeader({ m: 'vault.v1.Vault/Whoami', ti }), new Uint8Array(0));
+    enc.write(FrameKind.TICKET, 7, encodeTicketHeader('k'.repeat(1 << 20)), undefined);
+    enc.write(FrameKind.TICKET, 8, new Uint8Array([0xc1, 0xff, 0x00]), undefined); // not msgpack
+    const good = issuer.issue({ userId: 'x', ttlMs: 60_000 });
+    const [h, , sig] = good.split('.');
+    const forged = `${h}.${Buffer.from('{"sub":"admin","exp":9999999999}').toString('base64url')}.${sig}`;
+    enc.write(FrameKind.TICKET, 9, encodeTicketHeader(forged), undefined);
+    req(1, 7);
+    req(2, 8);
+    req(3, 12345);
+    for (let i = 0; i < 5000; i++) req(100 + i, 9);
+    const started = Date.now();
+    socket.write(enc.take()!);
+    await eventuallyReplies(() => replies.size >= 5003);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(replies.get(1)).toMatchObject({ s: Status.UNAUTHENTICATED, e: expect.stringMatching(/malformed/) });
+    expect(replies.get(2)).toMatchObject({ s: Status.INVALID_ARGUMENT, e: expect.stringMatching(/names no ticket defined/) });
+    expect(replies.get(3)).toMatchObject({ s: Status.INVALID_ARGUMENT });
+    for (let i = 0; i < 5000; i++) expect(replies.get(100 + i)?.s).toBe(Status.UNAUTHENTICATED);
+    socket.destroy();
+    // Still serving.
+    expect(await client(front.address).whoami({}, { ticket: good })).toMatchObject({ userId: 'x' });
   });
 });
