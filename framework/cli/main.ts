@@ -20,6 +20,7 @@ import { collect, durationOption, intOption, parseJsonArgument, positiveMs, repo
 import { addConfigCommands } from './config.js';
 import { addTicketCommands, followKeyRing, loadKeyRing } from './tickets.js';
 import { TicketVerifier } from '../tickets/ticket-verifier.js';
+import type { TlsClientOptions } from '../transport/tls-transport.js';
 import { addKvCommands } from './kv.js';
 import { addRegistryCommands, addressOption, labelOption, positiveNumber, registryUriOption } from './registry.js';
 import { serve } from './run.js';
@@ -88,10 +89,21 @@ function buildProgram(): Command {
     .option('--idle-timeout-ms <ms>', 'a connection with no call and no frame for this long is closed (ms; default 300000)', positiveMs)
     .option('--ticket-keys <file>', 'check every call\'s ticket against this key ring (svrkit ticket keygen); edits of the file apply while serving (a key rotation)')
     .option('--tickets-optional', 'with --ticket-keys: a call without a ticket runs (unauthenticated) instead of failing UNAUTHENTICATED')
+    .option('--tls-cert <file>', 'serve over TLS with this certificate chain (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'with --tls-cert: ask clients for a certificate signed by these CAs (PEM); currentCall().peerIdentity gives it')
+    .option('--require-client-cert', 'with --tls-ca: refuse a client without such a certificate')
     .action(async (entry: string, opts: RunFlags) => {
       let stopFollowing: (() => void) | undefined;
       try {
         if (opts.ticketsOptional === true && opts.ticketKeys === undefined) throw new InvalidArgumentError('--tickets-optional needs --ticket-keys <file>');
+        if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+        if (opts.tlsCert === undefined && (opts.tlsCa !== undefined || opts.requireClientCert === true)) throw new InvalidArgumentError('--tls-ca and --require-client-cert need --tls-cert and --tls-key');
+        if (opts.requireClientCert === true && opts.tlsCa === undefined) throw new InvalidArgumentError('--require-client-cert needs --tls-ca <file> (the CAs client certificates must chain to)');
+        const tls =
+          opts.tlsCert === undefined
+            ? undefined
+            : { cert: await pemFile('--tls-cert', opts.tlsCert), key: await pemFile('--tls-key', opts.tlsKey!), ca: opts.tlsCa === undefined ? undefined : await pemFile('--tls-ca', opts.tlsCa), requireClientCert: opts.requireClientCert === true };
         let verifier: TicketVerifier | undefined;
         if (opts.ticketKeys !== undefined) {
           verifier = new TicketVerifier(await loadKeyRing(opts.ticketKeys));
@@ -118,6 +130,7 @@ function buildProgram(): Command {
             frameTimeoutMs: opts.frameTimeoutMs,
             idleTimeoutMs: opts.idleTimeoutMs,
             tickets: verifier === undefined ? undefined : { keys: verifier, required: opts.ticketsOptional !== true },
+            tls,
           },
           metricsPort: opts.metricsPort,
           register:
@@ -153,11 +166,14 @@ function buildProgram(): Command {
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('-P, --propagate <key>', 'mark a metadata key to flow on to downstream calls (repeatable)', collect, [] as string[])
     .option('--ticket <ticket>', 'the ticket to send (svrkit ticket issue); @file reads it from a file')
-    .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[]; ticket?: string }) => {
+    .option('--tls-ca <file>', 'connect over TLS, trusting these CAs (PEM)')
+    .option('--tls-cert <file>', 'with --tls-ca: the client certificate to present (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .action(async (address: string, method: string, json: string | undefined, opts: { timeout: number; metadata: Metadata; propagate: string[]; ticket?: string } & TlsFlags) => {
       let channel: Channel | undefined;
       try {
         if (json !== undefined && json !== '-' && !json.startsWith('@')) parseJsonArgument(json); // fail before connecting
-        channel = new Channel(address, { ticket: await ticketArgument(opts.ticket) });
+        channel = new Channel(address, { ticket: await ticketArgument(opts.ticket), tls: await clientTls(opts) });
         await callCommand(channel, method, json, { timeoutMs: opts.timeout, metadata: opts.metadata, propagate: opts.propagate });
       } catch (err) {
         reportError(err);
@@ -189,6 +205,9 @@ function buildProgram(): Command {
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('--json', 'print the result as JSON (with messages and messagesPerSecond for a server-streaming or bidi method)')
     .option('--ticket <ticket>', 'the ticket every call sends (svrkit ticket issue); @file reads it from a file')
+    .option('--tls-ca <file>', 'connect over TLS, trusting these CAs (PEM)')
+    .option('--tls-cert <file>', 'with --tls-ca: the client certificate to present (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .action(async (address: string, method: string, json: string, opts: BenchFlags) => {
       let channel: Channel | undefined;
       try {
@@ -196,7 +215,7 @@ function buildProgram(): Command {
           throw new InvalidArgumentError('give exactly one of --duration and --requests');
         }
         const request = parseJsonArgument(json);
-        channel = new Channel(address, { connections: opts.connections, ticket: await ticketArgument(opts.ticket) });
+        channel = new Channel(address, { connections: opts.connections, ticket: await ticketArgument(opts.ticket), tls: await clientTls(opts) });
         const m = await resolveMethod(channel, method, { timeoutMs: opts.timeout });
         const bytes = m.encodeRequest(request);
         await channel.waitForReady(opts.timeout, parseMethodName(method).service);
@@ -267,6 +286,10 @@ interface RunFlags {
   idleTimeoutMs?: number;
   ticketKeys?: string;
   ticketsOptional?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  requireClientCert?: boolean;
 }
 
 interface BenchFlags {
@@ -278,6 +301,38 @@ interface BenchFlags {
   metadata: Metadata;
   json?: boolean;
   ticket?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** The TLS flags of `call` and `bench`. */
+interface TlsFlags {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** A PEM file a flag names, read. @throws InvalidArgumentError naming the flag when it cannot be read or holds no PEM. */
+async function pemFile(flag: string, file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidArgumentError(`${flag} ${file}: ${err.code ?? err.message}`);
+  });
+  if (!text.includes('-----BEGIN ')) throw new InvalidArgumentError(`${flag} ${file}: not PEM (no -----BEGIN line)`);
+  return text;
+}
+
+/** The channel's TLS settings from `--tls-ca`, `--tls-cert` and `--tls-key`, or undefined for plain TCP. */
+async function clientTls(opts: TlsFlags): Promise<TlsClientOptions | undefined> {
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  if (opts.tlsCa === undefined) {
+    if (opts.tlsCert !== undefined) throw new InvalidArgumentError('--tls-cert needs --tls-ca <file> (the CAs the server\'s certificate must chain to)');
+    return undefined;
+  }
+  return {
+    ca: await pemFile('--tls-ca', opts.tlsCa),
+    ...(opts.tlsCert === undefined ? {} : { cert: await pemFile('--tls-cert', opts.tlsCert), key: await pemFile('--tls-key', opts.tlsKey!) }),
+  };
 }
 
 /** A `--ticket` value: the ticket, or `@file` (its first line). */

@@ -36,6 +36,7 @@ import { DEFAULT_USER_ID_KEY, effectiveBusinessPriority, isPriority, metadataUse
 import type { ClientObserver } from './observer.js';
 import { PUSHBACK_KEY } from './retry.js';
 import { ticketRef, type TicketRef } from './ticket-ids.js';
+import { tlsClientTransport, type TlsClientOptions } from '../transport/tls-transport.js';
 
 /**
  * Probes an ejected address before it returns to balancing: true when it is healthy. Set by the
@@ -144,6 +145,12 @@ export interface ChannelOptions {
   transport?: Transport;
   /** The ticket calls made outside any call send, unless they give one (`CallOptions.ticket`); calls made inside a call send that call's. */
   ticket?: string;
+  /**
+   * Connect over TLS (node:tls): `{ ca?, cert?, key?, servername? }` in PEM; `ca` is what the
+   * server's certificate must chain to (default Node's roots), `cert`/`key` the client's own for
+   * servers that ask. Not with `transport`.
+   */
+  tls?: TlsClientOptions;
   /** Connections per address; calls are spread over them round robin. Default 1. */
   connections?: number;
   /** Timeout applied to calls that set none (ms). Default: none. */
@@ -274,7 +281,7 @@ export class Channel {
     const ka = options.keepalive;
     const od = options.outlierDetection;
     this.settings = {
-      transport: options.transport ?? tcpTransport,
+      transport: options.tls !== undefined ? tlsClientTransport(options.tls) : (options.transport ?? tcpTransport),
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
       backoff: options.backoff ?? {},

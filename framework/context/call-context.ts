@@ -56,6 +56,12 @@ export interface CallContext {
   readonly auth: CallAuth | undefined;
   /** The ticket the call carried (checked or not): outbound calls made inside this call carry it on. */
   readonly ticket: string | undefined;
+  /**
+   * The verified TLS client certificate of the connection the call came on: its subject and URI
+   * SANs (e.g. `spiffe://prod.example/shop/cart`), so a service can allow callers by identity;
+   * undefined without TLS or without a client certificate.
+   */
+  readonly peerIdentity: { readonly subject: string; readonly uris: readonly string[] } | undefined;
   /** Milliseconds left until the deadline (`Infinity` without one, 0 once past). */
   timeRemaining(): number;
 }
@@ -92,6 +98,8 @@ export class ServerCallContext implements CallContext {
   auth: CallAuth | undefined = undefined;
   /** @see CallContext.ticket (set by the server before the handler starts). */
   ticket: string | undefined = undefined;
+  /** @see CallContext.peerIdentity (set by the server before the handler starts). */
+  peerIdentity: { readonly subject: string; readonly uris: readonly string[] } | undefined = undefined;
   private controller: AbortController | undefined;
   private abortReason: RpcError | undefined;
   private abortListeners: Array<(reason: RpcError) => void> | undefined;

@@ -94,6 +94,7 @@ export class Dispatcher {
     call.caller = h.c;
     call.ticket = decoded.ticket;
     call.auth = decoded.auth;
+    call.peerIdentity = sc.peerIdentity;
     if (d !== undefined) this.timers.add(call, now);
     sc.calls.set(callId, call);
     this.inflight++;

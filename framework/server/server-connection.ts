@@ -9,7 +9,7 @@
 import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection } from '../transport/connection.js';
-import type { ByteStream } from '../transport/transport.js';
+import type { ByteStream, PeerIdentity } from '../transport/transport.js';
 import type { TicketAuth, TicketCheck } from '../tickets/ticket-verifier.js';
 import { FrameKind, MAX_CONNECTION_TICKETS, MAX_TICKET_LENGTH } from '../wire/frame.js';
 import { decodeTicketHeader, encodeStatusHeader, HeaderError } from '../wire/header.js';
@@ -114,6 +114,12 @@ export class ServerConnection<C> {
    * most `MAX_CONNECTION_TICKETS`; each with the result of its last check (see request-decoder.ts).
    */
   readonly tickets = new Map<number, TicketSlot>();
+  private identity: { value: PeerIdentity | undefined } | undefined;
+
+  /** The verified TLS client certificate's identity (read once per connection), or undefined. */
+  get peerIdentity(): PeerIdentity | undefined {
+    return (this.identity ??= { value: this.conn.socket.peerIdentity?.() }).value;
+  }
   /** The framed connection. */
   readonly conn: Connection;
   /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */

@@ -35,6 +35,7 @@ import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionOwner } 
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
 import type { KeyRing } from '../tickets/key-ring.js';
 import { TicketVerifier } from '../tickets/ticket-verifier.js';
+import { tlsServerTransport, type TlsServerOptions } from '../transport/tls-transport.js';
 
 export type { ServerHandler } from './inbound-call.js';
 export type { ServerLogger } from './dispatch.js';
@@ -83,6 +84,13 @@ export interface ServerOptions {
    * one without the method's `scope` gets PERMISSION_DENIED. Absent: tickets are carried on, not checked.
    */
   tickets?: { keys: KeyRing | TicketVerifier; required?: boolean };
+  /**
+   * Serve over TLS (node:tls): `{ cert, key, ca?, requireClientCert? }` in PEM. With `ca`, clients
+   * are asked for a certificate and `currentCall().peerIdentity` gives a verified one's subject and
+   * URI SANs; with `requireClientCert`, a client without one is refused in the handshake. The
+   * server then speaks TLS only (a plain client's connection fails its handshake). Not with `transport`.
+   */
+  tls?: TlsServerOptions;
   /** FastReject overload control (on by default); `false` turns it off. */
   overload?: OverloadOptions | false;
   /** Receives call events (metrics). */
@@ -223,7 +231,8 @@ export class Server implements ConnectionOwner<InboundCall> {
     const logger = (this.logger = options.logger ?? { error: (m, e) => console.error(m, e) });
     const now = (this.now = options.now ?? Date.now);
     this.observer = options.observer;
-    this.transport = options.transport ?? tcpTransport;
+    if (options.tls !== undefined && options.transport !== undefined) throw configErrors.INVALID_OPTION('tls', 'not with transport', 'both');
+    this.transport = options.tls !== undefined ? tlsServerTransport(options.tls) : (options.transport ?? tcpTransport);
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     const maxInflight = ov?.maxInflight ?? Infinity;
     const maxMemoryFraction = ov?.maxMemoryFraction ?? 0.9;

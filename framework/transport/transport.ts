@@ -33,6 +33,14 @@ export interface ByteStream {
   on(event: 'drain' | 'close' | 'connect', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
   once(event: 'connect' | 'close', listener: () => void): unknown;
+  /** The verified peer certificate's identity, on a TLS stream with one (tls-transport.ts). */
+  peerIdentity?(): PeerIdentity | undefined;
+}
+
+/** A TLS peer's verified certificate: its subject (`CN=...,O=...`) and URI SANs (e.g. `spiffe://...`). */
+export interface PeerIdentity {
+  readonly subject: string;
+  readonly uris: readonly string[];
 }
 
 /** A listening endpoint. */

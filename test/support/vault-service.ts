@@ -19,6 +19,8 @@ function identity(hops: string[] = []): Identity {
     keyId: call.auth?.keyId ?? '',
     userPriority: call.userPriority,
     hops: [...hops, process.env['VAULT_NAME'] ?? String(process.pid)],
+    peerSubject: call.peerIdentity?.subject ?? '',
+    peerUris: [...(call.peerIdentity?.uris ?? [])],
   };
 }
 

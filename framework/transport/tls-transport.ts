@@ -1,0 +1,125 @@
+/**
+ * TLS through `node:tls` (TLS 1.2 and 1.3, Node's defaults): the transport of servers given
+ * `ServerOptions.tls` and channels given `ChannelOptions.tls`. svrkit's framing runs inside the TLS
+ * stream unchanged. Node verifies the chain and the host name; svrkit adds nothing of its own to
+ * the cryptography. With client certificates, the server reads the peer's subject and URI SANs
+ * (SPIFFE ids, `spiffe://trust-domain/path`) for `currentCall().peerIdentity`; Node does not check
+ * URI SANs itself, so a service that allows callers by identity compares them.
+ */
+import { isIP } from 'node:net';
+import { connect as tlsConnect, createServer as tlsCreateServer, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import type { ByteStream, PeerIdentity, Transport } from './transport.js';
+
+/** PEM text or bytes, or several (a CA bundle). */
+export type Pem = string | Buffer | ReadonlyArray<string | Buffer>;
+
+/** TLS settings of a server. */
+export interface TlsServerOptions {
+  /** The server's certificate chain (PEM). */
+  cert: Pem;
+  /** Its private key (PEM). */
+  key: Pem;
+  /** CAs whose client certificates are accepted (PEM); with it, clients are asked for a certificate. */
+  ca?: Pem;
+  /** Refuse a client without a certificate signed by `ca` (mutual TLS). Default false. */
+  requireClientCert?: boolean;
+}
+
+/** TLS settings of a client. */
+export interface TlsClientOptions {
+  /** CAs to trust for the server's certificate (PEM). Default: Node's bundled roots. */
+  ca?: Pem;
+  /** The client's certificate (PEM), for servers that ask for one. */
+  cert?: Pem;
+  /** Its private key (PEM). */
+  key?: Pem;
+  /** The name to verify the server's certificate against. Default: the host connected to. */
+  servername?: string;
+}
+
+/** The subject and URI SANs of a TLS socket's verified peer certificate, or undefined. */
+function identityOf(socket: TLSSocket): PeerIdentity | undefined {
+  if (!socket.authorized) return undefined;
+  const cert = socket.getPeerCertificate();
+  if (cert === null || typeof cert !== 'object' || Object.keys(cert).length === 0) return undefined;
+  const subject = Object.entries(cert.subject ?? {})
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
+    .join(',');
+  const uris = (cert.subjectaltname ?? '')
+    .split(/,\s*/)
+    .filter((s) => s.startsWith('URI:'))
+    .map((s) => s.slice(4));
+  return Object.freeze({ subject, uris: Object.freeze(uris) });
+}
+
+/**
+ * A TLS socket as a `ByteStream`: `'connect'` is the end of the handshake (`'secureConnect'`), so a
+ * channel counts a refused certificate as a failed connect; `peerIdentity` reads the peer certificate.
+ */
+function stream(socket: TLSSocket, client: boolean): ByteStream {
+  const event = (e: string): string => (client && e === 'connect' ? 'secureConnect' : e);
+  const s = socket as unknown as ByteStream & { peerIdentity: () => PeerIdentity | undefined };
+  return new Proxy(s, {
+    get(target, prop) {
+      if (prop === 'on') return (e: string, l: (...a: unknown[]) => void) => (target.on as (e: string, l: unknown) => unknown).call(target, event(e), l);
+      if (prop === 'once') return (e: string, l: (...a: unknown[]) => void) => (target.once as (e: string, l: unknown) => unknown).call(target, event(e), l);
+      if (prop === 'peerIdentity') return () => identityOf(socket);
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/**
+ * A server-side TLS transport (it also connects, as a client trusting `ca`).
+ * @returns a `Transport` for `ServerOptions.transport`.
+ */
+export function tlsServerTransport(options: TlsServerOptions): Transport {
+  return {
+    connect: (host, port) => tlsClientTransport({ ca: options.ca }).connect(host, port),
+    async listen(port, host, onConnection) {
+      const srv = tlsCreateServer(
+        { cert: options.cert as string, key: options.key as string, ca: options.ca as string | undefined, requestCert: options.ca !== undefined || options.requireClientCert === true, rejectUnauthorized: options.requireClientCert === true },
+        (socket) => {
+          socket.setNoDelay(true);
+          onConnection(stream(socket, false));
+        },
+      );
+      // A failed handshake (random bytes, a wrong or missing certificate) ends that socket only.
+      srv.on('tlsClientError', (_err, socket) => socket.destroy());
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(port, host, () => {
+          srv.off('error', reject);
+          resolve();
+        });
+      });
+      const a = srv.address();
+      const address = a !== null && typeof a === 'object' ? { address: a.address, port: a.port } : { address: String(a), port: 0 };
+      return { address, close: () => srv.close(), onError: (listener) => srv.on('error', listener) };
+    },
+  };
+}
+
+/**
+ * A client-side TLS transport.
+ * @returns a `Transport` for `ChannelOptions.transport`; its `listen` rejects (a client does not listen).
+ */
+export function tlsClientTransport(options: TlsClientOptions): Transport {
+  return {
+    connect(host, port) {
+      const tlsOptions: ConnectionOptions = {
+        host,
+        port,
+        ca: options.ca as string | undefined,
+        cert: options.cert as string | undefined,
+        key: options.key as string | undefined,
+        servername: options.servername ?? (isIP(host) === 0 ? host : undefined),
+      };
+      const socket = tlsConnect(tlsOptions);
+      socket.setNoDelay(true);
+      return stream(socket, true);
+    },
+    listen: () => Promise.reject(new Error('a client TLS transport does not listen: give the server ServerOptions.tls')),
+  };
+}
