@@ -1,8 +1,9 @@
 /**
  * Unary throughput with tickets off, on with a ticket seen before (cached), and on with a new
- * ticket on every call (no cache hits: each costs a TICKET frame and a signature check), against
- * `svrkit run examples/helloworld/greeter.ts` (one process without, one with `--ticket-keys`),
- * from this process at concurrency 1000 over 4 connections, alternating the modes over rounds.
+ * ticket on every call (no cache hits: each costs a TICKET frame and a signature check); then over
+ * TLS (certificates made with openssl), without and with tickets; against
+ * `svrkit run examples/helloworld/greeter.ts` (one process per setting), from this process at
+ * concurrency 1000 over 4 connections, alternating the modes over rounds.
  *
  *   npm run build && npx tsx bench/tickets/throughput.ts [--rounds 3] [--seconds 5] [--alg HS256|EdDSA]
  */
@@ -15,6 +16,7 @@ import { Channel, parseKeyRing, TicketIssuer } from '../../index.js';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startServer } from '../support.js';
+import { makeCerts } from '../../test/support/certs.js';
 
 const opts = new Command()
   .option('--rounds <n>', 'rounds (each runs every mode once)', (v) => Number(v), 3)
@@ -36,10 +38,14 @@ const issuer = new TicketIssuer(ring);
 const SERVING = /serving \S+ on (\S+) \(pid/;
 const off = await startServer([path.join(root, 'bin/svrkit.js'), 'run', 'examples/helloworld/greeter.ts', '--port', '0'], SERVING, root);
 const on = await startServer([path.join(root, 'bin/svrkit.js'), 'run', 'examples/helloworld/greeter.ts', '--port', '0', '--ticket-keys', path.join(dir, 'keys.json')], SERVING, root);
+const certs = await makeCerts(path.join(dir, 'certs'));
+const tlsFlags = ['--tls-cert', certs.file('server.crt'), '--tls-key', certs.file('server.key')];
+const tlsOff = await startServer([path.join(root, 'bin/svrkit.js'), 'run', 'examples/helloworld/greeter.ts', '--port', '0', ...tlsFlags], SERVING, root);
+const tlsOn = await startServer([path.join(root, 'bin/svrkit.js'), 'run', 'examples/helloworld/greeter.ts', '--port', '0', ...tlsFlags, '--ticket-keys', path.join(dir, 'keys.json')], SERVING, root);
 
 /** Calls/s of `seconds` at concurrency 1000 over 4 connections; `ticket(i)` gives the i-th call's ticket. */
-async function measure(address: string, ticket: ((i: number) => string) | undefined): Promise<number> {
-  const channel = new Channel(address, { connections: 4 });
+async function measure(address: string, ticket: ((i: number) => string) | undefined, tls = false): Promise<number> {
+  const channel = new Channel(address, { connections: 4, ...(tls ? { tls: { ca: certs.ca } } : {}) });
   const greeter = new GreeterClient(channel);
   try {
     await greeter.sayHello({ name: 'warm' }, ticket === undefined ? {} : { ticket: ticket(0) });
@@ -77,12 +83,14 @@ try {
     const a = await measure(off.address, undefined);
     const b = await measure(on.address, () => cached);
     const c = await measure(on.address, () => fresh[next++ % fresh.length]!);
-    rows.push(`| ${r} | ${Math.round(a).toLocaleString('en-US')} | ${Math.round(b).toLocaleString('en-US')} | ${Math.round(c).toLocaleString('en-US')} |`);
+    const d = await measure(tlsOff.address, undefined, true);
+    const e = await measure(tlsOn.address, () => cached, true);
+    const n = (x: number) => Math.round(x).toLocaleString('en-US');
+    rows.push(`| ${r} | ${n(a)} | ${n(b)} | ${n(c)} | ${n(d)} (${(d / a).toFixed(2)}x) | ${n(e)} |`);
     console.log(rows.at(-1));
   }
-  console.log(`\n| round | tickets off, calls/s | on, seen before | on, a new ticket every call |\n|---|---|---|---|\n${rows.join('\n')}`);
+  console.log(`\n| round | plain, no tickets (calls/s) | tickets, seen before | tickets, a new one every call | TLS | TLS and tickets |\n|---|---|---|---|---|---|\n${rows.join('\n')}`);
 } finally {
-  off.child.kill('SIGTERM');
-  on.child.kill('SIGTERM');
+  for (const s of [off, on, tlsOff, tlsOn]) s.child.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
 }
