@@ -59,13 +59,21 @@ function identityOf(socket: TLSSocket): PeerIdentity | undefined {
 function stream(socket: TLSSocket, client: boolean): ByteStream {
   const event = (e: string): string => (client && e === 'connect' ? 'secureConnect' : e);
   const s = socket as unknown as ByteStream & { peerIdentity: () => PeerIdentity | undefined };
+  // Methods are bound once per socket, not on every access (write and the flow-control calls are per flush).
+  const own = new Map<PropertyKey, unknown>([
+    ['on', (e: string, l: (...a: unknown[]) => void) => socket.on(event(e), l)],
+    ['once', (e: string, l: (...a: unknown[]) => void) => socket.once(event(e), l)],
+    ['peerIdentity', () => identityOf(socket)],
+  ]);
   return new Proxy(s, {
     get(target, prop) {
-      if (prop === 'on') return (e: string, l: (...a: unknown[]) => void) => (target.on as (e: string, l: unknown) => unknown).call(target, event(e), l);
-      if (prop === 'once') return (e: string, l: (...a: unknown[]) => void) => (target.once as (e: string, l: unknown) => unknown).call(target, event(e), l);
-      if (prop === 'peerIdentity') return () => identityOf(socket);
-      const v = Reflect.get(target, prop, target) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      let v = own.get(prop);
+      if (v !== undefined) return v;
+      v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      v = (v as (...a: unknown[]) => unknown).bind(target);
+      own.set(prop, v);
+      return v;
     },
   });
 }
