@@ -22,11 +22,12 @@ export function parsePort(text: string | undefined): number {
 /**
  * Binds `server` to 127.0.0.1:`port`, prints `listening 127.0.0.1:<port>`, and shuts it down on
  * SIGTERM or SIGINT (tryShutdown, forceShutdown after 2 s), then exits 0.
+ * @param credentials - the server's credentials: insecure (the default), or TLS (`grpc.ServerCredentials.createSsl`).
  * @throws Error (rejection) when the port cannot be bound.
  */
-export async function serveUntilSignalled(server: grpc.Server, port: number): Promise<void> {
+export async function serveUntilSignalled(server: grpc.Server, port: number, credentials = grpc.ServerCredentials.createInsecure()): Promise<void> {
   const bound = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`127.0.0.1:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
   console.log(`listening 127.0.0.1:${bound}`);
   let stopping = false;

@@ -3,11 +3,14 @@
  * with @grpc/proto-loader, answering `{ message: 'Hello ' + name }` (the same handler as svrkit's
  * helloworld example).
  *
- *   npx tsx bench/grpc-js/server.ts [port]      # port 0 (the default) picks a free one
+ *   npx tsx bench/grpc-js/server.ts [port] [--tls-cert FILE --tls-key FILE]
+ *
+ * Port 0 (the default) picks a free one; with --tls-cert and --tls-key (PEM) it serves over TLS.
  *
  * Binds 127.0.0.1 only, prints `listening 127.0.0.1:<port>` once bound, and shuts down on
  * SIGTERM/SIGINT (in-flight calls get up to 2 s, then connections are cut) and exits 0.
  */
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { parsePort, serveUntilSignalled } from './serve.js';
@@ -27,7 +30,21 @@ interface HelloReply {
 
 
 async function main(): Promise<void> {
-  const port = parsePort(process.argv[2]);
+  const args = process.argv.slice(2);
+  const flag = (name: string): string | undefined => {
+    const i = args.indexOf(name);
+    if (i < 0) return undefined;
+    const v = args[i + 1];
+    if (v === undefined) throw new Error(`${name} needs a file`);
+    args.splice(i, 2);
+    return v;
+  };
+  const cert = flag('--tls-cert');
+  const key = flag('--tls-key');
+  if ((cert === undefined) !== (key === undefined)) throw new Error('--tls-cert and --tls-key go together');
+  const port = parsePort(args[0]);
+  const credentials =
+    cert === undefined ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(cert), private_key: readFileSync(key!) }], false);
   const definition = protoLoader.loadSync(PROTO, { includeDirs: INCLUDE_DIRS, keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
   const proto = grpc.loadPackageDefinition(definition) as any;
   const service: grpc.ServiceDefinition = proto.helloworld.Greeter.service;
@@ -39,7 +56,7 @@ async function main(): Promise<void> {
     },
   });
 
-  await serveUntilSignalled(server, port);
+  await serveUntilSignalled(server, port, credentials);
 }
 
 main().catch((err: unknown) => {

@@ -10,8 +10,9 @@ import { ConfigClient } from '../../services/config/client.js';
 import { formatRule, parseRule, type GrayRule } from '../../services/config/gray.js';
 import { resolve, type ConfigChanges, type NamespaceHead } from '../../services/config/model.js';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
-import { KvUsageError, parsePeers, resolveClientPeers } from './kv-cluster.js';
-import { intOption, positiveMs, reportError } from './flags.js';
+import { clusterTls, KvUsageError, parsePeers, resolveClientCluster } from './kv-cluster.js';
+import type { ChannelOptions } from '../client/channel.js';
+import { intOption, pemFile, positiveMs, reportError } from './flags.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { Server } from '../server/server.js';
 import { centerServices } from './center-services.js';
@@ -20,6 +21,7 @@ import { watchLauncher } from './launcher.js';
 interface Flags {
   peers?: Map<number, string>;
   dataDir?: string;
+  tlsDir?: string;
   timeout: number;
   by?: string;
 }
@@ -79,10 +81,15 @@ function fail(err: unknown): void {
   } else reportError(err);
 }
 
-/** The PaxosKV cluster the flags name (as `svrkit kv get` finds it), or undefined after reporting why there is none. */
-async function peersOf(flags: { peers?: Map<number, string>; dataDir?: string }): Promise<Map<number, string> | undefined> {
+/**
+ * The PaxosKV cluster the flags name (as `svrkit kv get` finds it): its peers, and the options of
+ * channels to them (TLS for a cluster with a TLS dir); undefined after reporting why there is none.
+ */
+async function clusterOf(flags: { peers?: Map<number, string>; dataDir?: string; tlsDir?: string }): Promise<{ peers: Map<number, string>; channel: ChannelOptions | undefined } | undefined> {
   try {
-    return await resolveClientPeers(flags);
+    const cluster = await resolveClientCluster(flags);
+    const tls = await clusterTls(cluster);
+    return { peers: cluster.peers, channel: tls === undefined ? undefined : { tls } };
   } catch (err) {
     fail(err);
     return undefined;
@@ -90,9 +97,9 @@ async function peersOf(flags: { peers?: Map<number, string>; dataDir?: string })
 }
 
 async function withAdmin(flags: Flags, fn: (admin: ConfigAdmin, kv: PaxosKVClient) => Promise<void>): Promise<void> {
-  const peers = await peersOf(flags);
-  if (peers === undefined) return;
-  const kv = new PaxosKVClient({ peers: [...peers.values()], defaultTimeoutMs: flags.timeout });
+  const cluster = await clusterOf(flags);
+  if (cluster === undefined) return;
+  const kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel: cluster.channel });
   const admin = new ConfigAdmin(kv, { by: flags.by });
   try {
     await fn(admin, kv);
@@ -113,6 +120,7 @@ export function addConfigCommands(program: Command): void {
       .description(description)
       .option('--peers <list>', 'PaxosKV replicas: 1=host:port,2=host:port,... (default: as svrkit kv get finds them)', parsePeers)
       .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there')
+      .option('--tls-dir <dir>', "the PaxosKV cluster's TLS dir: trust its ca.pem (default: the recorded cluster's, or $SVRKIT_KV_TLS_DIR)")
       .option('-t, --timeout <ms>', 'deadline of each PaxosKV call (ms)', positiveMs, 5000)
       .option('--by <who>', 'who the operation is recorded as done by (default user@host)');
 
@@ -121,30 +129,45 @@ export function addConfigCommands(program: Command): void {
     .description('serve the config center and the registry (svrkit.config.ConfigCenter, svrkit.registry.Registry) as a stateless process over a PaxosKV cluster; clients use config://host:port and registry://host:port/prefix')
     .option('--peers <list>', 'PaxosKV replicas: 1=host:port,2=host:port,... (default: as svrkit kv get finds them)', parsePeers)
     .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there')
+    .option('--tls-dir <dir>', "the PaxosKV cluster's TLS dir: trust its ca.pem (default: the recorded cluster's, or $SVRKIT_KV_TLS_DIR)")
     .option('-p, --port <port>', 'port to listen on (0 picks a free one)', intOption('port', 0, 65535), 7201)
     .option('--host <host>', 'interface to listen on', '127.0.0.1')
-    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
-    .action(async (flags: { peers?: Map<number, string>; dataDir?: string; port: number; host: string; metricsPort?: number }) => {
-      const peers = await peersOf(flags);
-      if (peers === undefined) return;
-      const center = centerServices([...peers.values()]);
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<metrics-host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .option('--metrics-host <host>', 'interface of the metrics endpoint', '127.0.0.1')
+    .option('--tls-cert <file>', 'serve over TLS with this certificate chain (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .action(async (flags: { peers?: Map<number, string>; dataDir?: string; tlsDir?: string; port: number; host: string; metricsPort?: number; metricsHost: string; tlsCert?: string; tlsKey?: string }) => {
+      let serverTls: { cert: string; key: string } | undefined;
+      try {
+        if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+        serverTls = flags.tlsCert === undefined ? undefined : { cert: await pemFile('--tls-cert', flags.tlsCert), key: await pemFile('--tls-key', flags.tlsKey!) };
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      const cluster = await clusterOf(flags);
+      if (cluster === undefined) return;
+      const peers = cluster.peers;
+      const center = centerServices([...peers.values()], cluster.channel);
       const metrics = flags.metricsPort === undefined ? undefined : new SvrkitMetrics();
       // Watches are streams: a process with many ConfigClients (or registry watches) may hold many on one connection.
-      const server = new Server({ maxStreamsPerConnection: 10_000, ...(metrics === undefined ? {} : { observer: metrics.server }) });
+      const server = new Server({ maxStreamsPerConnection: 10_000, ...(metrics === undefined ? {} : { observer: metrics.server }), ...(serverTls === undefined ? {} : { tls: serverTls }) });
       server.addService(center.config).addService(center.registry);
       let endpoint: MetricsEndpoint | undefined;
       try {
         await server.listen(flags.port, flags.host);
         if (metrics !== undefined) {
           metrics.watchServer(server);
-          endpoint = await metrics.serve(flags.metricsPort!, flags.host);
+          endpoint = await metrics.serve(flags.metricsPort!, flags.metricsHost);
         }
       } catch (err) {
         await Promise.all([center.close(), server.close()]);
         reportError(err);
         process.exit(1);
       }
-      process.stdout.write(`svrkit: config serve on ${server.address} (pid ${process.pid}): the config center and the registry over PaxosKV ${[...peers.values()].join(',')}\n`);
+      process.stdout.write(
+        `svrkit: config serve on ${server.address} (pid ${process.pid})${serverTls === undefined ? '' : ' over TLS'}: the config center and the registry over PaxosKV ${[...peers.values()].join(',')}${cluster.channel === undefined ? '' : ' (over TLS)'}\n`,
+      );
       if (endpoint !== undefined) process.stdout.write(`svrkit: metrics on ${endpoint.url}\n`);
       let closing = false;
       const stop = (why: string): void => {
@@ -226,8 +249,8 @@ export function addConfigCommands(program: Command): void {
     .option('--caller <service>', 'the calling service')
     .option('--server <list>', 'follow through config servers (host:port,...: kv serve replicas or svrkit config serve) instead of PaxosKV')
     .action(async (ns: string, flags: Flags & { label?: Record<string, string>; zone?: string; user?: string; caller?: string; server?: string }) => {
-      const follow = async (target: string | PaxosKVClient): Promise<void> => {
-        const client = new ConfigClient({ target, namespace: ns, instance: { labels: flags.label, zone: flags.zone } });
+      const follow = async (target: string | PaxosKVClient, channel?: ChannelOptions): Promise<void> => {
+        const client = new ConfigClient({ target, channel, namespace: ns, instance: { labels: flags.label, zone: flags.zone } });
         const print = (): void => line({ namespace: ns, opSeq: client.head.opSeq, source: client.source, ...client.snapshot({ userId: flags.user, caller: flags.caller }) });
         await client.ready();
         print();
@@ -239,11 +262,14 @@ export function addConfigCommands(program: Command): void {
         await client.close();
       };
       if (flags.server === undefined) return withAdmin(flags, (_admin, kv) => follow(kv));
-      // Through config servers: no PaxosKV client here.
+      // Through config servers: no PaxosKV client here. Over TLS when the cluster has a TLS dir
+      // (--tls-dir, the recorded cluster's, or $SVRKIT_KV_TLS_DIR): the servers are its replicas.
       try {
-        await follow(`config://${flags.server.replace(/^config:\/\//i, '')}`);
+        const tlsDir = flags.tlsDir ?? (await resolveClientCluster(flags).then((c) => c.tlsDir, () => undefined));
+        const tls = tlsDir === undefined ? undefined : await clusterTls({ peers: new Map(), tlsDir });
+        await follow(`config://${flags.server.replace(/^config:\/\//i, '')}`, tls === undefined ? undefined : { tls });
       } catch (err) {
-        reportError(err);
+        fail(err);
       }
     });
 }

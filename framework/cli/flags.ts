@@ -3,6 +3,7 @@
  * the parsed value or throws `InvalidArgumentError`, which commander reports as a usage error with
  * exit code 1) and the one way a command reports failure.
  */
+import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import type { JsonValue } from '../client/dynamic.js';
 import { RpcError, statusName } from '../wire/status.js';
@@ -105,4 +106,19 @@ export function reportError(err: unknown): void {
     process.stderr.write(`error: ${(err as Error)?.message ?? String(err)}\n`);
   }
   process.exitCode = 1;
+}
+
+/**
+ * Reads the PEM file a flag names.
+ * @param flag - the flag, for the message (`--tls-cert`).
+ * @param file - the path.
+ * @returns the file's text.
+ * @throws InvalidArgumentError naming the flag when it cannot be read or holds no PEM.
+ */
+export async function pemFile(flag: string, file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidArgumentError(`${flag} ${file}: ${err.code ?? err.message}`);
+  });
+  if (!text.includes('-----BEGIN ')) throw new InvalidArgumentError(`${flag} ${file}: not PEM (no -----BEGIN line)`);
+  return text;
 }

@@ -7,7 +7,9 @@ import { promises as fsp } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
+import { readClientTls } from '../../services/paxoskv/tls.js';
 import { parseAddress } from '../client/resolver.js';
+import type { TlsClientOptions } from '../transport/tls-transport.js';
 
 /**
  * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
@@ -49,11 +51,15 @@ export const CLUSTER_FILE = 'cluster.json';
 export const DEFAULT_KV_DATA_DIR = './data/paxoskv';
 /** The environment variable the client commands take their peer list from (the `--peers` syntax). */
 export const KV_PEERS_ENV = 'SVRKIT_KV_PEERS';
+/** The environment variable the client commands take the cluster's TLS dir from (as `--tls-dir`), with `SVRKIT_KV_PEERS`. */
+export const KV_TLS_DIR_ENV = 'SVRKIT_KV_TLS_DIR';
 const CLUSTER_FORMAT = 'svrkit-kv-up/1';
+/** The format of a record with a TLS dir: an svrkit that predates TLS refuses it instead of running the cluster in plain TCP. */
+const CLUSTER_FORMAT_TLS = 'svrkit-kv-up/2';
 
 /** What `kv up` records in `<data-dir>/cluster.json` before its first start. */
 export interface ClusterRecord {
-  /** `svrkit-kv-up/1`. */
+  /** `svrkit-kv-up/1`, or `svrkit-kv-up/2` for a cluster over TLS (with `tlsDir`). */
   format: string;
   /** Replicas (odd); replica i keeps its data in `<data-dir>/replica-i`. */
   replicas: number;
@@ -63,6 +69,8 @@ export interface ClusterRecord {
   basePort: number;
   /** The peer list, as `--peers` takes it: `1=host:port,2=host:port,...`. */
   peers: string;
+  /** The TLS dir (absolute) when the cluster runs over TLS (`kv up --tls-dir`); absent for plain TCP. */
+  tlsDir?: string;
 }
 
 /** The flags of `kv up` that make its cluster. */
@@ -107,13 +115,15 @@ export async function readClusterRecord(dataDir: string): Promise<ClusterRecord 
   } catch (err) {
     throw bad(`not JSON: ${(err as Error).message}`);
   }
-  if (r === null || typeof r !== 'object' || r.format !== CLUSTER_FORMAT) throw bad(`format is not ${CLUSTER_FORMAT}`);
-  const { replicas, host, basePort, peers } = r;
+  if (r === null || typeof r !== 'object' || (r.format !== CLUSTER_FORMAT && r.format !== CLUSTER_FORMAT_TLS)) throw bad(`format is not ${CLUSTER_FORMAT} or ${CLUSTER_FORMAT_TLS}`);
+  const { replicas, host, basePort, peers, tlsDir } = r;
   if (!Number.isInteger(replicas) || replicas! < 1 || typeof host !== 'string' || !Number.isInteger(basePort) || typeof peers !== 'string') {
     throw bad('replicas, host, basePort or peers missing');
   }
+  if (tlsDir !== undefined && (typeof tlsDir !== 'string' || !path.isAbsolute(tlsDir))) throw bad('tlsDir is not an absolute path');
+  if ((r.format === CLUSTER_FORMAT_TLS) !== (tlsDir !== undefined)) throw bad(`${r.format} ${tlsDir === undefined ? 'without' : 'with'} tlsDir`);
   if (peers !== upPeers({ replicas: replicas!, host, basePort: basePort! })) throw bad('peers do not match replicas, host and basePort');
-  return { format: CLUSTER_FORMAT, replicas: replicas!, host, basePort: basePort!, peers };
+  return { format: r.format, replicas: replicas!, host, basePort: basePort!, peers, ...(tlsDir === undefined ? {} : { tlsDir }) };
 }
 
 /** The member ids of the `replica-N` dirs in `dataDir`, ascending (none when it does not exist). */
@@ -250,44 +260,86 @@ export async function portFree(host: string, port: number): Promise<void> {
   await new Promise((r) => s.close(r));
 }
 
+/** The cluster a client command talks to. */
+export interface ClientCluster {
+  /** Member id -> address. */
+  peers: Map<number, string>;
+  /** The cluster's TLS dir, when it runs over TLS (the client trusts its `ca.pem`). */
+  tlsDir?: string;
+}
+
 /**
  * The replicas a client command talks to: `--peers`; else the cluster recorded in `--data-dir`;
  * else the `SVRKIT_KV_PEERS` environment variable; else the cluster `kv up` recorded in
- * `./data/paxoskv`.
- * @param flags - the command's `--peers` (parsed) and `--data-dir`, when given.
+ * `./data/paxoskv`. The TLS dir is `--tls-dir`; else the record's (when the peers came from one),
+ * or `SVRKIT_KV_TLS_DIR` (with `SVRKIT_KV_PEERS`); else none (plain TCP).
+ * @param flags - the command's `--peers` (parsed), `--data-dir` and `--tls-dir`, when given.
  * @param env - the environment (default `process.env`).
- * @returns member id -> address.
+ * @returns the peers (member id -> address) and the TLS dir.
  * @throws KvUsageError when both flags are given, `SVRKIT_KV_PEERS` is malformed, or no cluster is
  *   found (the message says how to name one); Error when a `cluster.json` cannot be read.
  */
-export async function resolveClientPeers(flags: { peers?: Map<number, string>; dataDir?: string }, env: NodeJS.ProcessEnv = process.env): Promise<Map<number, string>> {
+export async function resolveClientCluster(flags: { peers?: Map<number, string>; dataDir?: string; tlsDir?: string }, env: NodeJS.ProcessEnv = process.env): Promise<ClientCluster> {
+  const found = await findClientCluster(flags, env);
+  return flags.tlsDir === undefined ? found : { peers: found.peers, tlsDir: path.resolve(flags.tlsDir) };
+}
+
+async function findClientCluster(flags: { peers?: Map<number, string>; dataDir?: string }, env: NodeJS.ProcessEnv): Promise<ClientCluster> {
   if (flags.peers !== undefined && flags.dataDir !== undefined) throw new KvUsageError('give --peers or --data-dir, not both');
-  if (flags.peers !== undefined) return flags.peers;
-  const fromRecord = async (dataDir: string): Promise<Map<number, string> | undefined> => {
+  if (flags.peers !== undefined) return { peers: flags.peers };
+  const fromRecord = async (dataDir: string): Promise<ClientCluster | undefined> => {
     const record = await readClusterRecord(dataDir);
-    return record === undefined ? undefined : parsePeers(record.peers);
+    return record === undefined ? undefined : { peers: parsePeers(record.peers), ...(record.tlsDir === undefined ? {} : { tlsDir: record.tlsDir }) };
   };
   const legacy = async (dataDir: string): Promise<string> =>
     (await replicaDirIds(dataDir).catch(() => [])).length > 0 ? ` (it holds replicas of an earlier svrkit kv up, which did not record its cluster: restart them with svrkit kv up${dataDir === DEFAULT_KV_DATA_DIR ? '' : ` --data-dir ${dataDir}`} to record it)` : '';
   if (flags.dataDir !== undefined) {
-    const peers = await fromRecord(flags.dataDir);
-    if (peers !== undefined) return peers;
+    const cluster = await fromRecord(flags.dataDir);
+    if (cluster !== undefined) return cluster;
     throw new KvUsageError(
       `no cluster recorded in ${path.join(flags.dataDir, CLUSTER_FILE)}${await legacy(flags.dataDir)}: start one with svrkit kv up --data-dir ${flags.dataDir}, or pass --peers`,
     );
   }
   const fromEnv = env[KV_PEERS_ENV];
   if (fromEnv !== undefined && fromEnv.trim() !== '') {
+    let peers: Map<number, string>;
     try {
-      return parsePeers(fromEnv);
+      peers = parsePeers(fromEnv);
     } catch (err) {
       throw new KvUsageError(`${KV_PEERS_ENV}='${fromEnv}': ${(err as Error).message}`);
     }
+    const tlsDir = env[KV_TLS_DIR_ENV];
+    return { peers, ...(tlsDir === undefined || tlsDir.trim() === '' ? {} : { tlsDir: path.resolve(tlsDir) }) };
   }
-  const peers = await fromRecord(DEFAULT_KV_DATA_DIR);
-  if (peers !== undefined) return peers;
+  const cluster = await fromRecord(DEFAULT_KV_DATA_DIR);
+  if (cluster !== undefined) return cluster;
   throw new KvUsageError(
     `no cluster to talk to: pass --peers 1=host:port,2=host:port,..., set ${KV_PEERS_ENV}, or start one with svrkit kv up in this directory ` +
       `(it records its cluster in ${path.join(DEFAULT_KV_DATA_DIR, CLUSTER_FILE)}; for kv up --data-dir DIR, pass --data-dir DIR)${await legacy(DEFAULT_KV_DATA_DIR)}`,
   );
+}
+
+/**
+ * The TLS settings of a client of `cluster`.
+ * @param cluster - the cluster, as {@link resolveClientCluster} found it.
+ * @returns undefined for plain TCP; else the settings from its TLS dir (the CA, and `client.pem` when present).
+ * @throws KvUsageError when the TLS dir's `ca.pem` cannot be read.
+ */
+export async function clusterTls(cluster: ClientCluster): Promise<TlsClientOptions | undefined> {
+  if (cluster.tlsDir === undefined) return undefined;
+  try {
+    return await readClientTls(cluster.tlsDir);
+  } catch (err) {
+    throw new KvUsageError((err as Error).message);
+  }
+}
+
+/**
+ * A record with its TLS dir set (the format that says so).
+ * @param record - a record without one.
+ * @param tlsDir - the TLS dir, absolute.
+ * @returns the record in format `svrkit-kv-up/2` with `tlsDir`.
+ */
+export function withTlsDir(record: ClusterRecord, tlsDir: string): ClusterRecord {
+  return { ...record, format: CLUSTER_FORMAT_TLS, tlsDir };
 }

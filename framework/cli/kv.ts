@@ -23,19 +23,23 @@ import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { registerReplicaMetrics } from '../../services/paxoskv/metrics.js';
 import { verifyCluster } from '../../services/paxoskv/verify.js';
-import { parseAddress } from '../client/resolver.js';
+import { createClusterCertificates } from '../../services/paxoskv/certificates.js';
+import { readReplicaTls, type ReplicaTls } from '../../services/paxoskv/tls.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { RpcError, statusName } from '../wire/status.js';
 import {
   checkAgainst,
   CLUSTER_FILE,
   DEFAULT_KV_DATA_DIR,
+  clusterTls,
   KV_PEERS_ENV,
+  KV_TLS_DIR_ENV,
   KvUsageError,
   parsePeers,
   planCluster,
   portFree,
-  resolveClientPeers,
+  resolveClientCluster,
+  withTlsDir,
   writeClusterRecord,
   type ClusterRecord,
   type UpFlags,
@@ -86,7 +90,15 @@ function refuse(err: unknown): void {
 interface ClientFlags {
   peers?: Map<number, string>;
   dataDir?: string;
+  tlsDir?: string;
   timeout: number;
+}
+
+/** A client of the cluster the flags name: over TLS when it has a TLS dir. */
+async function clientOf(flags: ClientFlags): Promise<{ peers: Map<number, string>; client: PaxosKVClient }> {
+  const cluster = await resolveClientCluster(flags);
+  const tls = await clusterTls(cluster);
+  return { peers: cluster.peers, client: new PaxosKVClient({ peers: [...cluster.peers.values()], channel: tls === undefined ? undefined : { tls } }) };
 }
 
 const jsonLine = (out: unknown): string => JSON.stringify(out, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n';
@@ -97,13 +109,13 @@ const jsonLine = (out: unknown): string => JSON.stringify(out, (_k, v: unknown) 
  */
 async function withReplicas(flags: ClientFlags, fn: (peers: Map<number, string>, client: PaxosKVClient) => Promise<void>): Promise<void> {
   let peers: Map<number, string>;
+  let client: PaxosKVClient;
   try {
-    peers = await resolveClientPeers(flags);
+    ({ peers, client } = await clientOf(flags));
   } catch (err) {
     refuse(err);
     return;
   }
-  const client = new PaxosKVClient({ peers: [...peers.values()] });
   try {
     await fn(peers, client);
   } finally {
@@ -116,16 +128,17 @@ async function withReplicas(flags: ClientFlags, fn: (peers: Map<number, string>,
  * connection, e.g. to read stdin) and prints its result as one JSON line.
  */
 async function withClient<T>(flags: ClientFlags, prepare: () => Promise<T>, fn: (kv: PaxosKVClient, prepared: T) => Promise<unknown>): Promise<void> {
-  let peers: Map<number, string>;
   let prepared: T;
+  let kv: PaxosKVClient;
   try {
-    peers = await resolveClientPeers(flags);
+    const cluster = await resolveClientCluster(flags);
+    const tls = await clusterTls(cluster);
     prepared = await prepare();
+    kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel: tls === undefined ? undefined : { tls } });
   } catch (err) {
     refuse(err);
     return;
   }
-  const kv = new PaxosKVClient({ peers: [...peers.values()], defaultTimeoutMs: flags.timeout });
   try {
     process.stdout.write(jsonLine(await fn(kv, prepared)));
   } catch (err) {
@@ -137,7 +150,7 @@ async function withClient<T>(flags: ClientFlags, prepare: () => Promise<T>, fn: 
 
 /** Adds `svrkit kv ...` to a commander program. */
 export function addKvCommands(program: Command): void {
-  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, get, put, delete, cas, list, watch, status, verify)');
+  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, certs, get, put, delete, cas, list, watch, status, verify)');
   const peersOption = ['--peers <list>', 'replicas: 1=host:port,2=host:port,... (or host:port,... for ids 1, 2, ...)', parsePeers] as const;
 
   kv.command('serve')
@@ -147,9 +160,11 @@ export function addKvCommands(program: Command): void {
     .requiredOption('--data-dir <dir>', 'where this replica keeps its records (created when absent)')
     .option('--learners <ids>', 'members that only learn (no votes, no clients; outside the majority); give every replica the same list', parseLearners)
     .option('--rejoin', 'this replica lost its data: start it on an empty --data-dir; it catches up and votes only once that is safe')
-    .option('--metrics-port <port>', 'serve Prometheus metrics (RPC and PaxosKV: lost keys, corrupt reads, lagging keys, mode) at http://<host>:<port>/metrics on the replica\'s host (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .option('--metrics-port <port>', 'serve Prometheus metrics (RPC and PaxosKV: lost keys, corrupt reads, lagging keys, mode) at http://<metrics-host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .option('--metrics-host <host>', 'interface of the metrics endpoint', '127.0.0.1')
+    .option('--tls-dir <dir>', 'serve and reach the peers over TLS with the certificates in <dir> (ca.pem, member-<id>.pem, member-<id>-key.pem: svrkit kv certs makes them); peer batches are accepted only from certificates naming their member')
     .option('--no-services', 'serve PaxosKV only, not the config center and registry services (svrkit.config.ConfigCenter, svrkit.registry.Registry)')
-    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; services: boolean }) => {
+    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; metricsHost: string; tlsDir?: string; services: boolean }) => {
       let replica: PaxosKVReplica;
       let endpoint: MetricsEndpoint | undefined;
       let center: CenterServices | undefined;
@@ -162,10 +177,12 @@ export function addKvCommands(program: Command): void {
         if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
         if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
         const metrics = opts.metricsPort === undefined ? undefined : new SvrkitMetrics();
+        const tls: ReplicaTls | undefined = opts.tlsDir === undefined ? undefined : await readReplicaTls(opts.tlsDir, opts.id);
         // The config center and the registry, as clients of the voters (this replica first).
         const voterAddresses = [...opts.peers].filter(([id]) => !learners.includes(id)).sort(([a], [b]) => (a === opts.id ? -1 : b === opts.id ? 1 : a - b)).map(([, address]) => address);
-        center = opts.services ? centerServices(voterAddresses) : undefined;
+        center = opts.services ? centerServices(voterAddresses, tls === undefined ? undefined : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }) : undefined;
         replica = await PaxosKVReplica.start({
+          tls,
           services: center === undefined ? [] : [center.config, center.registry],
           id: opts.id,
           members: opts.peers,
@@ -182,7 +199,7 @@ export function addKvCommands(program: Command): void {
           metrics.watchServer(replica);
           registerReplicaMetrics(metrics.registry, replica);
           try {
-            endpoint = await metrics.serve(opts.metricsPort!, parseAddress(replica.address).host);
+            endpoint = await metrics.serve(opts.metricsPort!, opts.metricsHost);
           } catch (err) {
             await replica.close();
             throw err;
@@ -195,7 +212,7 @@ export function addKvCommands(program: Command): void {
       const role = learners.includes(opts.id) ? ' (learner)' : '';
       process.stdout.write(
         `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
-          `serving on ${replica.address} (pid ${process.pid}), data in ${opts.dataDir}${center === undefined ? '' : '; also the config center and the registry'}\n`,
+          `serving on ${replica.address} (pid ${process.pid})${opts.tlsDir === undefined ? '' : ' over TLS'}, data in ${opts.dataDir}${center === undefined ? '' : '; also the config center and the registry'}\n`,
       );
       if (endpoint !== undefined) say(`metrics on ${endpoint.url}`);
       const lost = replica.lostAtOpen;
@@ -230,7 +247,12 @@ export function addKvCommands(program: Command): void {
     .option('--base-port <port>', 'port of replica 1; replica i listens on base+i-1', intOption('base port', 1, 65535), 7101)
     .option('--host <host>', 'interface and address of every replica', '127.0.0.1')
     .option('--metrics-base-port <port>', 'serve each replica\'s Prometheus metrics: replica i on base+i-1 (see kv serve --metrics-port)', intOption('metrics base port', 1, 65535))
-    .action(async (opts: UpFlags & { dataDir: string; metricsBasePort?: number }, cmd: Command) => {
+    .option('--metrics-host <host>', 'interface of the metrics endpoints', '127.0.0.1')
+    .option(
+      '--tls-dir <dir>',
+      'run the cluster over TLS with the certificates in <dir>; what it lacks (a CA of its own, a certificate per replica, a client certificate) is made on the first start. Recorded: later starts and the kv commands use it',
+    )
+    .action(async (opts: UpFlags & { dataDir: string; metricsBasePort?: number; metricsHost: string; tlsDir?: string }, cmd: Command) => {
       const given = new Set((['replicas', 'basePort', 'host'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
       let record: ClusterRecord;
       try {
@@ -241,6 +263,14 @@ export function addKvCommands(program: Command): void {
         }
         const plan = await planCluster(opts.dataDir, opts, given);
         record = plan.record;
+        const tlsDir = opts.tlsDir === undefined ? undefined : path.resolve(opts.tlsDir);
+        if (plan.recorded && tlsDir !== undefined && record.tlsDir !== tlsDir) {
+          throw new KvUsageError(
+            `data dir ${opts.dataDir} holds a cluster ${record.tlsDir === undefined ? 'recorded without TLS' : `recorded with --tls-dir ${record.tlsDir}`}; --tls-dir ${tlsDir} differs: ` +
+              `${record.tlsDir === undefined ? 'leave it out' : `use --tls-dir ${record.tlsDir} (or leave it out)`}, or a new --data-dir`,
+          );
+        }
+        if (!plan.recorded && tlsDir !== undefined) record = withTlsDir(record, tlsDir);
         const peers = parsePeers(record.peers);
         for (const [id, address] of peers) {
           const port = record.basePort + id - 1;
@@ -251,10 +281,20 @@ export function addKvCommands(program: Command): void {
             );
           });
         }
+        if (record.tlsDir !== undefined) {
+          const made = await createClusterCertificates(record.tlsDir, peers);
+          if (made.written.length > 0) {
+            process.stdout.write(
+              `svrkit: ${made.newCa ? 'made a CA and ' : ''}certificates in ${record.tlsDir}: ${made.written.map((f) => path.basename(f)).join(', ')} ` +
+                `(the replicas accept peer batches only from certificates that name their member; clients trust ca.pem)\n`,
+            );
+          }
+        }
         if (!plan.recorded) {
           const written = await writeClusterRecord(opts.dataDir, record);
           if (written.peers !== record.peers) checkAgainst(opts.dataDir, written, { ...record }, new Set(['replicas', 'basePort', 'host']));
-          process.stdout.write(`svrkit: recorded the cluster in ${path.join(opts.dataDir, CLUSTER_FILE)}: later starts run it, and refuse another --replicas, --base-port or --host\n`);
+          if (written.tlsDir !== record.tlsDir) throw new KvUsageError(`a concurrent svrkit kv up recorded this cluster in ${opts.dataDir} with ${written.tlsDir === undefined ? 'no TLS' : `--tls-dir ${written.tlsDir}`}`);
+          process.stdout.write(`svrkit: recorded the cluster in ${path.join(opts.dataDir, CLUSTER_FILE)}: later starts run it, and refuse another --replicas, --base-port, --host or --tls-dir\n`);
         }
       } catch (err) {
         refuse(err);
@@ -265,8 +305,9 @@ export function addKvCommands(program: Command): void {
       const children = new Map<number, ChildProcess>();
       let stopping = false;
       for (const id of ids) {
-        const metricsArgs = opts.metricsBasePort === undefined ? [] : ['--metrics-port', String(opts.metricsBasePort + id - 1)];
-        const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`), ...metricsArgs], {
+        const metricsArgs = opts.metricsBasePort === undefined ? [] : ['--metrics-port', String(opts.metricsBasePort + id - 1), '--metrics-host', opts.metricsHost];
+        const tlsArgs = record.tlsDir === undefined ? [] : ['--tls-dir', record.tlsDir];
+        const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`), ...metricsArgs, ...tlsArgs], {
           stdio: ['ignore', 'inherit', 'inherit'],
           // The replicas stop when this process is gone, however it was started (SIGKILL included).
           env: { ...process.env, [KV_UP_PID_ENV]: String(process.pid) },
@@ -281,10 +322,13 @@ export function addKvCommands(program: Command): void {
       const pids = [...children].map(([id, c]) => `${id}=${c.pid ?? '?'}`).join(',');
       const here = path.resolve(opts.dataDir) === path.resolve(DEFAULT_KV_DATA_DIR);
       process.stdout.write(
-        `svrkit: kv up (pid ${process.pid}): paxoskv cluster of ${record.replicas} starting, replica pids ${pids}, data in ${opts.dataDir}; ` +
-          `clients use --peers ${record.peers}\n` +
-          `svrkit: kv commands find this cluster without --peers ${here ? 'when run in this directory' : `given --data-dir ${opts.dataDir}`} (or with ${KV_PEERS_ENV}=${record.peers})\n` +
-          `svrkit: every replica also serves the config center and the registry: config://${[...parsePeers(record.peers).values()].join(',')} and registry://${[...parsePeers(record.peers).values()].join(',')}/svrkit/services\n`,
+        `svrkit: kv up (pid ${process.pid}): paxoskv cluster of ${record.replicas} starting${record.tlsDir === undefined ? '' : ' over TLS'}, replica pids ${pids}, data in ${opts.dataDir}; ` +
+          `clients use --peers ${record.peers}${record.tlsDir === undefined ? '' : ` --tls-dir ${record.tlsDir}`}\n` +
+          `svrkit: kv commands find this cluster without --peers ${here ? 'when run in this directory' : `given --data-dir ${opts.dataDir}`} ` +
+          `(or with ${KV_PEERS_ENV}=${record.peers}${record.tlsDir === undefined ? '' : ` ${KV_TLS_DIR_ENV}=${record.tlsDir}`})\n` +
+          (record.tlsDir === undefined
+            ? `svrkit: every replica also serves the config center and the registry: config://${[...parsePeers(record.peers).values()].join(',')} and registry://${[...parsePeers(record.peers).values()].join(',')}/svrkit/services\n`
+            : `svrkit: every replica also serves the config center and the registry, over TLS: config://${[...parsePeers(record.peers).values()].join(',')} with ConfigClientOptions.channel.tls (the registry:// scheme does not speak TLS yet)\n`),
       );
       const stop = (): void => {
         stopping = true;
@@ -300,6 +344,23 @@ export function addKvCommands(program: Command): void {
       await Promise.all([...children.values()].map((c) => once(c, 'exit')));
     });
 
+  kv.command('certs')
+    .description(
+      "make a cluster's TLS dir for kv serve --tls-dir: a CA of its own (ca.pem, ca-key.pem), a certificate per member naming spiffe://svrkit.paxoskv/member/<id> and its host, and a client certificate. " +
+        'Files already there are kept: run it again with more members to issue only theirs',
+    )
+    .requiredOption('--tls-dir <dir>', 'the dir to write (created when absent, mode 0700)')
+    .requiredOption(...peersOption)
+    .action(async (opts: { tlsDir: string; peers: Map<number, string> }) => {
+      try {
+        const made = await createClusterCertificates(opts.tlsDir, opts.peers);
+        if (made.written.length === 0) process.stdout.write(`svrkit: ${opts.tlsDir} already holds certificates for members ${[...opts.peers.keys()].join(', ')} and a client\n`);
+        else process.stdout.write(`svrkit: ${made.newCa ? 'made a CA and ' : `issued with the CA in ${opts.tlsDir}: `}${made.written.map((f) => path.basename(f)).join(', ')}\n`);
+      } catch (err) {
+        reportError(err);
+      }
+    });
+
   const clientCommand = (name: string, description: string) =>
     kv
       .command(name)
@@ -310,6 +371,7 @@ export function addKvCommands(program: Command): void {
         parsePeers,
       )
       .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there (instead of --peers)')
+      .option('--tls-dir <dir>', `connect over TLS, trusting <dir>/ca.pem (and presenting client.pem when there); default: the recorded cluster's, or $${KV_TLS_DIR_ENV} with $${KV_PEERS_ENV}`)
       .option('-t, --timeout <ms>', 'deadline of the operation (ms)', positiveMs, 5000);
   const base64Option = ['--base64', 'the value (argument or stdin) is base64, as kv get prints valueBase64: for bytes that are not UTF-8 text'] as const;
   const noInput = async (): Promise<void> => undefined;

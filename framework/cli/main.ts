@@ -16,7 +16,7 @@ import { parseMethodName, resolveMethod } from '../client/dynamic.js';
 import type { Metadata } from '../wire/status.js';
 import { DEFAULT_BENCH_CONCURRENCY, errorSummary, formatBenchResult, formatProgress, runBench, type ErrorSummary } from './bench.js';
 import { benchCallFor, benchSample, callCommand } from './call.js';
-import { collect, durationOption, intOption, parseJsonArgument, positiveMs, reportError } from './flags.js';
+import { collect, durationOption, intOption, parseJsonArgument, pemFile, positiveMs, reportError } from './flags.js';
 import { addConfigCommands } from './config.js';
 import { addTicketCommands, followKeyRing, loadKeyRing } from './tickets.js';
 import { TicketVerifier } from '../tickets/ticket-verifier.js';
@@ -79,7 +79,8 @@ function buildProgram(): Command {
     .option('--weight <n>', 'weight of the registered instances, > 0 (with --register; default 1)', positiveNumber)
     .option('--advertise <host:port>', 'address to register (default: the bound address; required when binding 0.0.0.0 or ::)', addressOption)
     .option('--ttl-ms <ms>', 'lease TTL of the registrations (ms; with --register; default 10000)', positiveMs)
-    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://<metrics-host>:<port>/metrics (0 picks a free port)', intOption('metrics-port', 0, 65535))
+    .option('--metrics-host <host>', 'interface of the metrics endpoint (not --host: metrics stay on loopback unless told otherwise)', '127.0.0.1')
     .addOption(new Option('--fast-reject <mode>', 'FastReject overload control: on, off, or dry-run (decide and log, reject nothing)').choices(['on', 'off', 'dry-run']).default('on'))
     .option('--queue-threshold-ms <ms>', 'FastReject: the wait that counts as a standing queue when no call in a window waited less (ms; default 20)', positiveMs)
     .option('--max-inflight <n>', 'FastReject: a fixed cap on calls in flight (default none: the backstop is memory)', intOption('max-inflight', 1, 10_000_000))
@@ -133,6 +134,7 @@ function buildProgram(): Command {
             tls,
           },
           metricsPort: opts.metricsPort,
+          metricsHost: opts.metricsHost,
           register:
             opts.register === undefined
               ? undefined
@@ -277,6 +279,7 @@ interface RunFlags {
   advertise?: string;
   ttlMs?: number;
   metricsPort?: number;
+  metricsHost: string;
   fastReject: 'on' | 'off' | 'dry-run';
   queueThresholdMs?: number;
   maxInflight?: number;
@@ -313,14 +316,6 @@ interface TlsFlags {
   tlsKey?: string;
 }
 
-/** A PEM file a flag names, read. @throws InvalidArgumentError naming the flag when it cannot be read or holds no PEM. */
-async function pemFile(flag: string, file: string): Promise<string> {
-  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new InvalidArgumentError(`${flag} ${file}: ${err.code ?? err.message}`);
-  });
-  if (!text.includes('-----BEGIN ')) throw new InvalidArgumentError(`${flag} ${file}: not PEM (no -----BEGIN line)`);
-  return text;
-}
 
 /** The channel's TLS settings from `--tls-ca`, `--tls-cert` and `--tls-key`, or undefined for plain TCP. */
 async function clientTls(opts: TlsFlags): Promise<TlsClientOptions | undefined> {

@@ -52,10 +52,12 @@ export interface ServeOptions {
   /** Register the served services in a registry once listening (and deregister them first on shutdown). */
   register?: RegisterSettings;
   /**
-   * Serve Prometheus metrics (`SvrkitMetrics`) on this port of `host` (0 picks a free one): the
+   * Serve Prometheus metrics (`SvrkitMetrics`) on this port of `metricsHost` (0 picks a free one): the
    * server reports to it, and it becomes the process-wide default client observer.
    */
   metricsPort?: number;
+  /** Interface of the metrics endpoint. Default `127.0.0.1`, whatever `host` the server binds. */
+  metricsHost?: string;
 }
 
 /**
@@ -212,7 +214,7 @@ function instantiate(cls: new () => unknown, what: string): unknown {
  *
  * With `options.metricsPort`, a `SvrkitMetrics` observes the server (and, as the process-wide
  * default client observer, every channel the process makes) and serves `GET /metrics` on
- * `host:metricsPort` once the server listens; it logs `svrkit: metrics on http://host:port/metrics`
+ * `metricsHost:metricsPort` (default 127.0.0.1, whatever `host` the server binds) once the server listens; it logs `svrkit: metrics on http://host:port/metrics`
  * before the serving line, and closes after the server on shutdown.
  * @returns the running server, a promise that settles once it has shut down, and the metrics and
  *   their endpoint when `metricsPort` was given.
@@ -245,7 +247,7 @@ export async function serve(
   if (metrics !== undefined) {
     metrics.watchServer(server);
     try {
-      endpoint = await metrics.serve(options.metricsPort!, options.host);
+      endpoint = await metrics.serve(options.metricsPort!, options.metricsHost ?? '127.0.0.1');
     } catch (err) {
       setDefaultClientObserver(undefined);
       await server.close({ graceMs: 0 }).catch(() => {});

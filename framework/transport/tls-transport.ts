@@ -7,7 +7,7 @@
  * URI SANs itself, so a service that allows callers by identity compares them.
  */
 import { isIP } from 'node:net';
-import { connect as tlsConnect, createServer as tlsCreateServer, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createServer as tlsCreateServer, type ConnectionOptions, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { ByteStream, PeerIdentity, Transport } from './transport.js';
 
 /** PEM text or bytes, or several (a CA bundle). */
@@ -35,6 +35,12 @@ export interface TlsClientOptions {
   key?: Pem;
   /** The name to verify the server's certificate against. Default: the host connected to. */
   servername?: string;
+  /**
+   * Replaces Node's host-name check of the server's certificate (`tls.checkServerIdentity`), after
+   * the chain was verified against `ca`: return an Error to refuse the server, undefined to accept
+   * it. PaxosKV's peer channels check the URI SAN of the member they dial instead of its host.
+   */
+  checkServerIdentity?: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
 /** The subject and URI SANs of a TLS socket's verified peer certificate, or undefined. */
@@ -45,11 +51,20 @@ function identityOf(socket: TLSSocket): PeerIdentity | undefined {
   const subject = Object.entries(cert.subject ?? {})
     .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
     .join(',');
-  const uris = (cert.subjectaltname ?? '')
+  return Object.freeze({ subject, uris: Object.freeze(certificateUris(cert)) });
+}
+
+/**
+ * The URI SANs of a certificate as Node reports it (`subjectaltname`, e.g.
+ * `IP Address:127.0.0.1, URI:spiffe://svrkit.test/shop/frontend`).
+ * @param cert - a peer certificate (`TLSSocket.getPeerCertificate()`, or `checkServerIdentity`'s argument).
+ * @returns its URI SANs, in certificate order (empty when it has none).
+ */
+export function certificateUris(cert: PeerCertificate): string[] {
+  return (cert.subjectaltname ?? '')
     .split(/,\s*/)
     .filter((s) => s.startsWith('URI:'))
     .map((s) => s.slice(4));
-  return Object.freeze({ subject, uris: Object.freeze(uris) });
 }
 
 /**
@@ -123,6 +138,7 @@ export function tlsClientTransport(options: TlsClientOptions): Transport {
         cert: options.cert as string | undefined,
         key: options.key as string | undefined,
         servername: options.servername ?? (isIP(host) === 0 ? host : undefined),
+        ...(options.checkServerIdentity === undefined ? {} : { checkServerIdentity: options.checkServerIdentity }),
       };
       const socket = tlsConnect(tlsOptions);
       socket.setNoDelay(true);

@@ -15,7 +15,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { currentCall, parseAddress, withoutCall } from '../../framework/index.js';
+import { currentCall, parseAddress, withoutCall, type ChannelOptions } from '../../framework/index.js';
 import { PaxosKVClient } from '../paxoskv/client.js';
 import { headKey } from './admin.js';
 import { ConfigCenterClient } from './gen/svrkit/config/config.js';
@@ -39,6 +39,12 @@ export interface ConfigClientOptions {
    * another), or a `ConfigCenterClient` to share among many ConfigClients (not closed by `close()`).
    */
   target: string | readonly string[] | PaxosKVClient | ConfigCenterClient;
+  /**
+   * Options of the channels the client makes for a target given as addresses (replicas or
+   * `config://` servers), e.g. `{ tls: { ca } }` for a PaxosKV cluster over TLS. Not used for a
+   * client given as the target.
+   */
+  channel?: ChannelOptions;
   /** The namespace, e.g. `shop.checkout`. */
   namespace: string;
   /** This process, as the gray rules see it. */
@@ -132,12 +138,12 @@ export class ConfigClient {
       }
       this.kv = undefined;
       this.ownsKv = false;
-      this.center = new ConfigCenterClient(`static:///${hosts.join(',')}`, { connectTimeoutMs: 1000 });
+      this.center = new ConfigCenterClient(`static:///${hosts.join(',')}`, { connectTimeoutMs: 1000, ...options.channel });
       this.ownsCenter = true;
     } else {
       const peers = (typeof t === 'string' ? t.split(',') : [...t]).map((p) => p.trim()).filter((p) => p !== '');
       if (peers.length === 0) throw new Error('ConfigClient: target names no PaxosKV replica');
-      this.kv = new PaxosKVClient({ peers });
+      this.kv = new PaxosKVClient({ peers, channel: options.channel });
       this.ownsKv = true;
     }
     this.readyPromise = new Promise<void>((r) => (this.resolveReady = r));

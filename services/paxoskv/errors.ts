@@ -39,6 +39,16 @@ export const kvErrors = defineErrors({
     status: Status.FAILED_PRECONDITION,
     message: (from: number, ours: string) => `peer batch from ${from}, which is not another member of [${ours}]`,
   },
+  /** Over TLS: a peer batch from a caller whose certificate does not name the member it says it is from (tls.ts). */
+  PEER_NOT_AUTHENTICATED: {
+    status: Status.UNAUTHENTICATED,
+    message: (from: number, why: string) => `peer batch says it is from member ${from}, but the caller ${why}: refused`,
+  },
+  /** Over TLS: an operator call (`Repair`) from a caller without a certificate from the cluster's CA. */
+  ADMIN_NOT_AUTHENTICATED: {
+    status: Status.UNAUTHENTICATED,
+    message: (method: string) => `${method} needs a certificate signed by the cluster CA (client.pem of the TLS dir): refused`,
+  },
   /** A peer message the codec cannot read. */
   MALFORMED_PEER_MESSAGE: { status: Status.INVALID_ARGUMENT, message: (why: string) => `malformed peer message: ${why}` },
 

@@ -8,7 +8,7 @@
  * the records that step persisted, and every earlier step's, are durable.
  */
 import { performance } from 'node:perf_hooks';
-import { Channel, RpcError, Server, withoutCall, type CallContext, type ServerOptions, type ServiceImplementation } from '../../framework/index.js';
+import { Channel, currentCall, RpcError, Server, withoutCall, type CallContext, type ServerOptions, type ServiceImplementation } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
@@ -48,6 +48,7 @@ import {
   type WriteReply,
 } from './gen/svrkit/paxoskv/paxoskv.js';
 import { entryChecksum, KeyStore, type LostRecord } from './storage.js';
+import { checkReplicaTls, memberNamed, peerChannelTls, replicaServerTls, type ReplicaTls } from './tls.js';
 import { Watchers, type WatchEvent } from './watchers.js';
 
 /** Largest value a key may hold (bytes). */
@@ -97,8 +98,15 @@ export interface ReplicaOptions {
   phaseTimeoutMs?: number;
   /** Called when storage fails or the data dir proves unsafe; the replica cannot go on. Default: log and exit(1). */
   onFatal?: (error: Error) => void;
-  /** Options of the replica's svrkit server (default: the defaults, FastReject on). */
+  /** Options of the replica's svrkit server (default: the defaults, FastReject on). Its `tls` is set from `tls`. */
   server?: ServerOptions;
+  /**
+   * Serve and talk to the peers over TLS (tls.ts): the server presents `cert` and asks callers for
+   * a certificate from `ca`; a peer batch is accepted only from a caller whose certificate names
+   * the member it is from, and a peer is reached only when its certificate names it. Client calls
+   * need no certificate. Default: plain TCP.
+   */
+  tls?: ReplicaTls;
   /**
    * More services its server serves, beside PaxosKV's (`svrkit kv serve` adds the config center
    * and the registry, which are PaxosKV clients themselves).
@@ -150,6 +158,7 @@ export class PaxosKVReplica {
     private readonly store: KeyStore,
     start: StartState,
   ) {
+    if (options.server?.tls !== undefined) throw new Error('ReplicaOptions.server.tls: give ReplicaOptions.tls instead (it also secures and checks the peer traffic)');
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
     this.fingerprint = clusterFingerprint(members, learners);
@@ -158,13 +167,19 @@ export class PaxosKVReplica {
     this.lastMode = this.core.mode;
     // Watches are streams: a client (a process with many ConfigClients or registry resolvers)
     // may hold many on one connection. Each holds little: one pending event, no queue.
-    this.server = new Server({ maxStreamsPerConnection: REPLICA_MAX_STREAMS_PER_CONNECTION, ...options.server });
+    this.server = new Server({
+      maxStreamsPerConnection: REPLICA_MAX_STREAMS_PER_CONNECTION,
+      ...options.server,
+      ...(options.tls === undefined ? {} : { tls: replicaServerTls(options.tls) }),
+    });
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
     for (const service of options.services ?? []) this.server.addService(service);
     for (const [id, address] of options.members) {
       // Paxos retries by its own rules (new rounds, catch-up): no channel-level retries.
-      if (id !== options.id) this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false })));
+      if (id === options.id) continue;
+      const tls = options.tls === undefined ? undefined : peerChannelTls(options.tls, id);
+      this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false, tls })));
     }
   }
 
@@ -173,13 +188,14 @@ export class PaxosKVReplica {
    * confirmed its incarnation (and, with `rejoin`, once it fenced every key they hold); until
    * then it refuses client calls with UNAVAILABLE.
    * @throws DataDirError when the data dir is corrupt, belongs to another member or cluster, or
-   *   holds data while `rejoin` is set; Error when the membership is invalid or the address
-   *   cannot be bound.
+   *   holds data while `rejoin` is set; Error when the membership is invalid, `tls` does not fit
+   *   this member (`checkReplicaTls`), or the address cannot be bound.
    */
   static async start(options: ReplicaOptions): Promise<PaxosKVReplica> {
     const address = options.members.get(options.id);
     if (address === undefined) throw new Error(`member ${options.id} is not in the peer list`);
     for (const l of options.learners ?? []) if (!options.members.has(l)) throw new Error(`learner ${l} is not in the peer list`);
+    if (options.tls !== undefined) checkReplicaTls(options.tls, options.id);
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
     const store = await KeyStore.open(options.dataDir, { memberId: options.id, members, learners }, { rejoin: options.rejoin === true });
@@ -496,16 +512,33 @@ export class PaxosKVReplica {
   }
 
   /**
+   * @internal Over TLS, refuses an operator call (`Repair`) from a caller without a certificate
+   * signed by the cluster's CA (`client.pem`, or a member's): marking keys lost on two replicas
+   * would leave them unavailable. Without TLS, anyone who reaches the port may call it.
+   * @throws RpcError UNAUTHENTICATED (`ADMIN_NOT_AUTHENTICATED`) naming the method.
+   */
+  checkAdmin(method: string): void {
+    if (this.options.tls !== undefined && currentCall()?.peerIdentity === undefined) throw kvErrors.ADMIN_NOT_AUTHENTICATED(method);
+  }
+
+  /**
    * @internal A batch from a peer. Messages the core produced for that peer come back as the
    * result, once durable; the rest go out through the outbox.
-   * @throws RpcError FAILED_PRECONDITION for a batch from another cluster or a non-member,
-   *   INVALID_ARGUMENT for a malformed message (nothing of the batch is processed then).
+   * @throws RpcError UNAUTHENTICATED (`PEER_NOT_AUTHENTICATED`) over TLS when the caller's
+   *   certificate does not name member `from`; FAILED_PRECONDITION for a batch from another
+   *   cluster or a non-member, INVALID_ARGUMENT for a malformed message (nothing of the batch is processed then).
    */
   async deliver(batch: PeerBatch): Promise<PeerBatch> {
+    const from = batch.from;
+    if (this.options.tls !== undefined) {
+      const identity = currentCall()?.peerIdentity;
+      if (identity === undefined) throw kvErrors.PEER_NOT_AUTHENTICATED(from, 'presented no certificate signed by the cluster CA');
+      const named = memberNamed(identity.uris);
+      if (named !== from) throw kvErrors.PEER_NOT_AUTHENTICATED(from, `presented a certificate of ${named === undefined ? `no member (${identity.subject})` : `member ${named}`}`);
+    }
     if (batch.cluster !== this.fingerprint) {
       throw kvErrors.FOREIGN_CLUSTER(batch.cluster, this.fingerprint);
     }
-    const from = batch.from;
     if (from === this.options.id || !this.options.members.has(from)) {
       throw kvErrors.NOT_A_PEER(from, this.fingerprint);
     }
@@ -788,6 +821,7 @@ class ClientApi extends PaxosKVService {
   }
 
   override async repair(request: RepairRequest): Promise<RepairReply> {
+    this.replica.checkAdmin('Repair');
     checkKey(request.key);
     return { repairing: this.replica.repair(request.key) };
   }

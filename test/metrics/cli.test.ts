@@ -338,3 +338,25 @@ describe('svrkit run test/support/probe.ts --metrics-port 0', () => {
     await expect(httpGet(metricsUrl)).rejects.toThrow(/ECONNREFUSED/);
   });
 });
+
+describe('metrics endpoints bind to 127.0.0.1 unless told otherwise', () => {
+  it('svrkit run --host 127.0.0.2: the RPC server there, the metrics on 127.0.0.1; --metrics-host moves them', async () => {
+    const server = await startSvrkit(['run', 'test/support/probe.ts', '--host', '127.0.0.2', '--port', '0', '--metrics-port', '0']);
+    try {
+      expect(server.address).toMatch(/^127\.0\.0\.2:/);
+      const url = /metrics on (http:\/\/\S+)/.exec(server.output().stdout)?.[1];
+      expect(url, server.output().stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      expect((await httpGet(url!)).status).toBe(200);
+    } finally {
+      await server.stop();
+    }
+    const moved = await startSvrkit(['run', 'test/support/probe.ts', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--metrics-host', '127.0.0.2']);
+    try {
+      const url = /metrics on (http:\/\/\S+)/.exec(moved.output().stdout)?.[1];
+      expect(url, moved.output().stdout).toMatch(/^http:\/\/127\.0\.0\.2:\d+\/metrics$/);
+      expect((await httpGet(url!)).status).toBe(200);
+    } finally {
+      await moved.stop();
+    }
+  });
+});

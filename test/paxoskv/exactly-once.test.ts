@@ -18,14 +18,15 @@
  * reported on the way, and its own output, are printed).
  *
  * The run lasts EXACTLY_ONCE_MS ms of load (default 15000). The operation mix and the proxies' hold
- * decisions are seeded; timing is not, and nothing asserts on it beyond generous floors.
+ * decisions are seeded; timing is not, and nothing asserts on it beyond generous floors. It runs
+ * over plain TCP and over TLS (`kv serve --tls-dir`).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient } from '../../index.js';
+import { PaxosKVClient, type ChannelOptions } from '../../index.js';
 import { startDelayProxy, type DelayProxy, type DelayProxyStats } from '../support/delay-proxy.js';
 import { exclusively } from '../support/exclusive.js';
 import { freePorts, killStarted, recordFailure, runSvrkit, spawnSvrkit, stopProc, waitServing, type Proc } from '../support/kv-processes.js';
@@ -53,25 +54,39 @@ const text = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped replica rejoining, a kill', () => {
+// Over plain TCP, and over TLS (issue 15: `kv serve --tls-dir`; the delay proxies forward the TLS bytes as they are).
+describe.each([
+  { transport: 'plain TCP', tls: false },
+  { transport: 'TLS', tls: true },
+])('PaxosKV (issue 9): exactly-once writes with held replies, a wiped replica rejoining, a kill, over $transport', ({ tls }) => {
   const realAddress = new Map<number, string>();
   const proxies = new Map<number, DelayProxy>();
   const replicas = new Map<number, Proc>();
   let peersFlag = '';
+  const dir = path.join(BASE, tls ? 'tls' : 'plain');
+  const tlsDir = path.join(dir, 'certs');
+  const tlsArgs = tls ? ['--tls-dir', tlsDir] : [];
+  /** Options of the clients' channels: TLS trusting the cluster's CA, or none. */
+  let channel: ChannelOptions | undefined;
 
-  const dataDir = (id: number) => path.join(BASE, `replica-${id}`);
+  const dataDir = (id: number) => path.join(dir, `replica-${id}`);
   const startReplica = async (id: number, extra: string[] = []): Promise<Proc> => {
-    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', dataDir(id), ...extra]);
+    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', dataDir(id), ...tlsArgs, ...extra]);
     replicas.set(id, p);
     await waitServing(p, `replica ${id}${extra.length > 0 ? ` (${extra.join(' ')})` : ''}`);
     return p;
   };
 
   beforeAll(async () => {
-    await fsp.mkdir(BASE, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true });
     const ports = await freePorts(IDS.length);
     for (const id of IDS) realAddress.set(id, `127.0.0.1:${ports[id - 1]}`);
     peersFlag = IDS.map((id) => `${id}=${realAddress.get(id)}`).join(',');
+    if (tls) {
+      const made = await runSvrkit(['kv', 'certs', '--tls-dir', tlsDir, '--peers', peersFlag]);
+      expect(made.code, made.stderr).toBe(0);
+      channel = { tls: { ca: await fsp.readFile(path.join(tlsDir, 'ca.pem'), 'utf8') } };
+    }
     await Promise.all(IDS.map((id) => startReplica(id)));
     for (const id of IDS) {
       proxies.set(id, await startDelayProxy({ host: '127.0.0.1', port: ports[id - 1]! }, { ...HOLD, random: mulberry32(SEED + id) }));
@@ -82,7 +97,7 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
     await Promise.all([...proxies.values()].map((p) => p.close()));
     for (const p of replicas.values()) await stopProc(p, 'SIGKILL').catch(() => undefined);
     await killStarted();
-    await fsp.rm(BASE, { recursive: true, force: true });
+    await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it(
@@ -162,6 +177,7 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
           peers: [...proxyAddresses.slice(c % 3), ...proxyAddresses.slice(0, c % 3)], // clients start on different replicas
           attemptTimeoutMs: ATTEMPT_TIMEOUT_MS,
           defaultTimeoutMs: CALL_TIMEOUT_MS,
+          channel,
         });
 
       let stopLoad = false;
@@ -192,7 +208,7 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
       const pollReplica3 = async (): Promise<void> => {
         while (!stopPolling && voterAfterMs === undefined) {
           try {
-            const r = await runSvrkit(['kv', 'status', '--peers', peersFlag, '--timeout', '2000'], { timeoutMs: 15_000 });
+            const r = await runSvrkit(['kv', 'status', '--peers', peersFlag, ...tlsArgs, '--timeout', '2000'], { timeoutMs: 15_000 });
             for (const line of r.stdout.split('\n')) {
               if (!line.startsWith('{')) continue;
               const row = JSON.parse(line) as { id?: number; up?: boolean; mode?: unknown };
@@ -280,7 +296,7 @@ describe('PaxosKV (issue 9): exactly-once writes with held replies, a wiped repl
       // Final reads of every key through each replica's own address (no proxy), recorded too.
       const finalVersion = new Map<string, bigint>();
       for (const id of IDS) {
-        const kv = new PaxosKVClient({ peers: [realAddress.get(id)!, ...IDS.filter((i) => i !== id).map((i) => realAddress.get(i)!)], attemptTimeoutMs: 2000, defaultTimeoutMs: 10_000 });
+        const kv = new PaxosKVClient({ peers: [realAddress.get(id)!, ...IDS.filter((i) => i !== id).map((i) => realAddress.get(i)!)], attemptTimeoutMs: 2000, defaultTimeoutMs: 10_000, channel });
         try {
           for (const key of KEYS) {
             const out = await runOp(kv, 200 + id, key, { kind: 'get' }, new Map());

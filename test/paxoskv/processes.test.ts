@@ -1,7 +1,7 @@
 /**
  * PaxosKV as real processes: three `svrkit kv serve` replicas, concurrent clients over a small key
  * space, one replica SIGKILLed and restarted mid-load, then all three SIGKILLed at once and
- * restarted, the load going on throughout. The whole history is checked for linearizability, and
+ * restarted, the load going on throughout; over plain TCP, and over TLS (`kv serve --tls-dir`). The whole history is checked for linearizability, and
  * no acknowledged write may be lost.
  *
  * Structure is deterministic (seeded operation mix, fixed phases); timing is not, and nothing here
@@ -16,10 +16,10 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient } from '../../index.js';
+import { PaxosKVClient, type ChannelOptions } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
-import { freePorts, killStarted, recordFailure, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
+import { freePorts, killStarted, recordFailure, runSvrkit, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
 import { mulberry32 } from '../support/prng.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -43,22 +43,36 @@ afterAll(async () => {
 
 // -----------------------------------------------------------------------------------------------
 
-describe('PaxosKV as three real processes, with SIGKILLs under concurrent load', () => {
+// The same test over plain TCP and over TLS (issue 15: `kv serve --tls-dir`, certificates from
+// `svrkit kv certs`; the clients trust the cluster's CA).
+describe.each([
+  { transport: 'plain TCP', tls: false },
+  { transport: 'TLS', tls: true },
+])('PaxosKV as three real processes, with SIGKILLs under concurrent load, over $transport', ({ tls }) => {
   const addresses = new Map<number, string>();
   const replicas = new Map<number, Proc>();
   let peersFlag = '';
+  const dir = path.join(BASE, tls ? 'tls' : 'plain');
+  const tlsDir = path.join(dir, 'certs');
+  /** Options of the clients' channels: TLS trusting the cluster's CA, or none. */
+  let channel: ChannelOptions | undefined;
 
   const startReplica = async (id: number): Promise<void> => {
-    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', path.join(BASE, `replica-${id}`)]);
+    const p = spawnSvrkit(['kv', 'serve', '--id', String(id), '--peers', peersFlag, '--data-dir', path.join(dir, `replica-${id}`), ...(tls ? ['--tls-dir', tlsDir] : [])]);
     replicas.set(id, p);
     await waitServing(p, `replica ${id}`);
   };
 
   beforeAll(async () => {
-    await fsp.mkdir(BASE, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true });
     const ports = await freePorts(IDS.length);
     for (const id of IDS) addresses.set(id, `127.0.0.1:${ports[id - 1]}`);
     peersFlag = IDS.map((id) => `${id}=${addresses.get(id)}`).join(',');
+    if (tls) {
+      const made = await runSvrkit(['kv', 'certs', '--tls-dir', tlsDir, '--peers', peersFlag]);
+      expect(made.code, made.stderr).toBe(0);
+      channel = { tls: { ca: await fsp.readFile(path.join(tlsDir, 'ca.pem'), 'utf8') } };
+    }
     await Promise.all(IDS.map(startReplica));
   });
 
@@ -80,7 +94,7 @@ describe('PaxosKV as three real processes, with SIGKILLs under concurrent load',
     const clientLoop = async (c: number): Promise<void> => {
       const list = IDS.map((id) => addresses.get(id)!);
       const peers = [...list.slice(c % 3), ...list.slice(0, c % 3)]; // clients start on different replicas
-      const kv = new PaxosKVClient({ peers, attemptTimeoutMs: 400 });
+      const kv = new PaxosKVClient({ peers, attemptTimeoutMs: 400, channel });
       const rnd = prng(0x5eed + c);
       const lastSeen = new Map<string, bigint>();
       let seq = 0;
@@ -201,7 +215,7 @@ describe('PaxosKV as three real processes, with SIGKILLs under concurrent load',
       if (loadError !== undefined) throw loadError;
 
       console.log(
-        `paxoskv processes: ${JSON.stringify(counts)}; ${writesWhileDown} writes called and answered while replica 1 was down; ` +
+        `paxoskv processes (${tls ? "TLS" : "plain TCP"}): ${JSON.stringify(counts)}; ${writesWhileDown} writes called and answered while replica 1 was down; ` +
           `${writesAfterFullRestart} after the full restart`,
       );
       expect(writesWhileDown, 'writes must keep succeeding while one replica is down').toBeGreaterThan(0);
@@ -221,7 +235,7 @@ describe('PaxosKV as three real processes, with SIGKILLs under concurrent load',
       const errors: string[] = [];
       for (let attempt = 0; reply === undefined; attempt++) {
         const id = IDS[(k + attempt) % IDS.length]!;
-        const stub = new PaxosKVStub(addresses.get(id)!);
+        const stub = new PaxosKVStub(addresses.get(id)!, channel);
         const op = history.invoke(100 + id, key, { kind: 'get' }, now());
         try {
           reply = await stub.get({ key }, { timeoutMs: 2000 });
