@@ -38,6 +38,7 @@
  *   pending instance first when one reports it, and then persists the repaired record.
  */
 import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
+import { initialConfiguration, isQuorum, quorumStillPossible, type Configuration } from './membership.js';
 import {
   ballotOf,
   chosenIndex,
@@ -211,7 +212,8 @@ interface SweepState {
 
 /** One replica's core; see the module comment. */
 export class Replica {
-  private readonly majority: number;
+  /** Who votes, and which answers make a quorum (membership.ts). */
+  private readonly configuration: Configuration;
   /** Other members that vote: prepares, accepts and reads go to them. */
   private readonly otherVoters: readonly MemberId[];
   /** Every other member (voters and learners): chosen entries are announced to them. */
@@ -286,7 +288,7 @@ export class Replica {
     if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
     if (voters.length % 2 === 0) throw new Error(`a cluster needs an odd number of voters, got ${voters.length} ([${voters.join(', ')}])`);
     this.voterSet = new Set(voters);
-    this.majority = Math.floor(voters.length / 2) + 1;
+    this.configuration = initialConfiguration(voters, [...learners]);
     this.otherVoters = voters.filter((m) => m !== config.id);
     this.peers = members.filter((m) => m !== config.id);
     this.phaseTimeoutMs = config.phaseTimeoutMs ?? 200;
@@ -952,7 +954,7 @@ export class Replica {
   }
 
   private checkRead(task: Task, now: number): void {
-    if (task.readReplies.size < this.majority) return;
+    if (!isQuorum(this.configuration, task.readReplies)) return;
     const rec = this.record(task.key);
     if (this.lostKeys.has(task.key)) {
       this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
@@ -1021,7 +1023,7 @@ export class Replica {
   }
 
   private checkPromises(task: Task, now: number): void {
-    if (task.phase !== 'prepare' || task.promises.size < this.majority) return;
+    if (task.phase !== 'prepare' || !isQuorum(this.configuration, task.promises)) return;
     let best: { accepted: Ballot; acceptedEntry: Entry | null } | undefined;
     for (const p of task.promises.values()) if (p.accepted !== 0 && (best === undefined || p.accepted > best.accepted)) best = p;
     const value = best?.acceptedEntry ?? task.own;
@@ -1055,7 +1057,7 @@ export class Replica {
     if (local.reply.type === 'accepted') task.accepts.add(this.config.id);
     for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg });
     // A single voter's own accept is a majority.
-    if (task.accepts.size >= this.majority) this.onChosen(task, now);
+    if (isQuorum(this.configuration, task.accepts)) this.onChosen(task, now);
   }
 
   private onProposerReply(from: MemberId, msg: Extract<PeerMessage, { type: 'behind' | 'promise' | 'accepted' | 'reject' | 'readState' }>, now: number): void {
@@ -1076,7 +1078,7 @@ export class Replica {
       if (task.phase !== 'prepare' && task.phase !== 'accept') return;
       task.rejects.add(from);
       // Give up on this ballot only once a majority can no longer say yes.
-      if (this.voterSet.size - task.rejects.size < this.majority) this.backoff(task, now);
+      if (!quorumStillPossible(this.configuration, task.rejects)) this.backoff(task, now);
       return;
     }
     if (msg.type === 'promise' && task.phase === 'prepare') {
@@ -1084,7 +1086,7 @@ export class Replica {
       this.checkPromises(task, now);
     } else if (msg.type === 'accepted' && task.phase === 'accept') {
       task.accepts.add(from);
-      if (task.accepts.size >= this.majority) this.onChosen(task, now);
+      if (isQuorum(this.configuration, task.accepts)) this.onChosen(task, now);
     }
   }
 

@@ -1,0 +1,237 @@
+/**
+ * PaxosKV's membership configurations and how a change moves between them, as pure functions:
+ * which members vote, which sets of acknowledgements make a quorum, and the two steps of a
+ * change (issue 16). No I/O.
+ *
+ * A configuration is a value chosen in the cluster's own Paxos (in a system key), numbered by an
+ * epoch that rises by one with every step (phxpaxos keeps its members the same way, as a
+ * `SystemVariables{gid, version, members}` changed by compare-and-set on `version`). A change
+ * from voters C1 to voters C2 takes two steps, Raft's joint consensus (Ongaro, "Consensus:
+ * Bridging Theory and Practice", 2014, section 4.3) carried over to per-key Paxos:
+ *
+ *   stable(e, C1) --begin--> joint(e+1, C1 -> C2) --finish--> stable(e+2, C2)
+ *
+ * - In a joint configuration every decision (a promise quorum, an accept quorum, a read's
+ *   quorum) needs a majority of C1 and a majority of C2.
+ * - Every prepare, accept and read carries the proposer's epoch, and a replica refuses one made
+ *   under an epoch it has moved past (the epoch fence): once a replica adopts e+1 it votes in no
+ *   decision of epoch e, for any key.
+ * - `finish` may be proposed only after a majority of C1 adopted e+1 and every voter of C2 has
+ *   synced: read every key from a majority of C1 whose members had adopted e+1 (list the keys,
+ *   learn each key's latest chosen entry, have a voter decide a pending instance first).
+ *
+ * Why this is safe for per-key logs that keep only their latest entry: let value v be chosen for
+ * key k at index i. A later proposal at (k, i) is made under some epoch, and its prepare quorum
+ * must answer with v (or with `chosen`, from an acceptor that has since learned an index >= i).
+ * - Chosen under e (C1 majority) and proposed under e or e+1: both quorums contain a C1 majority,
+ *   which meets the one that accepted v (plain Paxos).
+ * - Chosen under e+1 (joint) and proposed under e+1 or e+2: both contain a C2 majority.
+ * - Chosen under e and proposed under e+2 (C2 alone): each C2 voter's sync read a majority of C1
+ *   whose members had adopted e+1. That majority meets the one that accepted v, and the member
+ *   in both accepted v before it adopted e+1 (after, it refuses epoch e); so the sync saw v or a
+ *   later index, had any pending instance decided (by a joint quorum, which finds v), and left
+ *   the C2 voter at index >= i: it answers `chosen` at (k, i).
+ * - A proposal under e made once `finish` was proposed needs a C1 majority still at e, which
+ *   meets the majority of C1 that had adopted e+1: one of its acceptors refuses.
+ * Because each key keeps only its latest entry, there is no per-key α window to wait out: the
+ * epoch fence closes epoch e on every key at once, and the sync carries each key's one entry.
+ * Two changes never overlap: `begin` needs a stable configuration, `finish` a joint one, and both
+ * are compare-and-sets of the configuration's epoch.
+ */
+import { MAX_MEMBER_ID as MAX_ID, type MemberId } from './types.js';
+
+/** A configuration, as chosen in the system key. Member lists are ascending and disjoint. */
+export interface Configuration {
+  /** 1 for a cluster's first configuration; +1 at every step of a change. */
+  readonly epoch: number;
+  /** Members that vote (at least one). */
+  readonly voters: readonly MemberId[];
+  /** Members that only learn chosen entries (never vote, serve no clients). */
+  readonly learners: readonly MemberId[];
+  /**
+   * Set while a change is under way (a joint configuration): the configuration it moves to.
+   * Decisions then need a majority of `voters` and a majority of `next.voters`.
+   */
+  readonly next?: { readonly voters: readonly MemberId[]; readonly learners: readonly MemberId[] };
+}
+
+/** A change of members, as `changeMembers` asks for it. */
+export type MembershipChange =
+  | { readonly kind: 'add'; readonly member: MemberId; readonly learner?: boolean }
+  | { readonly kind: 'remove'; readonly member: MemberId }
+  | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId };
+
+/** A configuration or change that breaks a rule; the message says which. */
+export class MembershipError extends Error {
+  override name = 'MembershipError';
+}
+
+const sorted = (ids: Iterable<MemberId>): MemberId[] => [...new Set(ids)].sort((a, b) => a - b);
+
+function checkIds(what: string, ids: readonly MemberId[]): void {
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 1 || id > MAX_ID) throw new MembershipError(`${what}: ${id} is not a member id (1-${MAX_ID})`);
+  }
+  if (new Set(ids).size !== ids.length) throw new MembershipError(`${what}: a member id appears twice in [${ids.join(',')}]`);
+}
+
+/**
+ * The first configuration of a cluster (epoch 1).
+ * @param voters - the members that vote.
+ * @param learners - the members that only learn (default none).
+ * @returns the configuration, member lists sorted.
+ * @throws MembershipError for a bad or repeated id, a member both voter and learner, or no voter.
+ */
+export function initialConfiguration(voters: readonly MemberId[], learners: readonly MemberId[] = []): Configuration {
+  checkIds('configuration voters', voters);
+  checkIds('configuration learners', learners);
+  const c: Configuration = { epoch: 1, voters: sorted(voters), learners: sorted(learners) };
+  validateConfiguration(c);
+  return c;
+}
+
+/**
+ * Checks a configuration's rules (as decoded from storage or a peer).
+ * @throws MembershipError naming the rule broken: an epoch that is not a positive integer, a bad
+ *   or repeated member id, a member in both lists, no voter (in either half of a joint one).
+ */
+export function validateConfiguration(c: Configuration): void {
+  if (!Number.isSafeInteger(c.epoch) || c.epoch < 1) throw new MembershipError(`epoch ${c.epoch} is not a positive integer`);
+  const halves = c.next === undefined ? [c] : [c, c.next];
+  for (const [i, h] of halves.entries()) {
+    const what = i === 0 ? 'configuration' : 'next configuration';
+    checkIds(`${what} voters`, h.voters);
+    checkIds(`${what} learners`, h.learners);
+    if (h.voters.length === 0) throw new MembershipError(`${what} has no voter`);
+    for (const l of h.learners) if (h.voters.includes(l)) throw new MembershipError(`${what}: member ${l} is both a voter and a learner`);
+  }
+}
+
+/** A set of members that answered: a `Set` of ids, or a `Map` keyed by id. */
+export interface MemberSet {
+  has(member: MemberId): boolean;
+}
+
+/** Whether `acks` holds a majority of `voters`. */
+function majorityOf(voters: readonly MemberId[], acks: MemberSet): boolean {
+  let n = 0;
+  for (const v of voters) if (acks.has(v)) n++;
+  return 2 * n > voters.length;
+}
+
+/**
+ * Whether the members in `acks` make a quorum of `c`: a majority of its voters, and in a joint
+ * configuration a majority of the next voters as well. Members outside the voters do not count.
+ */
+export function isQuorum(c: Configuration, acks: MemberSet): boolean {
+  return majorityOf(c.voters, acks) && (c.next === undefined || majorityOf(c.next.voters, acks));
+}
+
+/**
+ * Whether a quorum of `c` can still be reached when the members in `refused` will never say yes
+ * (a proposer gives its ballot up once this is false).
+ */
+export function quorumStillPossible(c: Configuration, refused: MemberSet): boolean {
+  const possible = (voters: readonly MemberId[]) => 2 * voters.filter((v) => !refused.has(v)).length > voters.length;
+  return possible(c.voters) && (c.next === undefined || possible(c.next.voters));
+}
+
+/** Every member that votes in `c` (both halves of a joint one), ascending. */
+export function votersOf(c: Configuration): MemberId[] {
+  return c.next === undefined ? [...c.voters] : sorted([...c.voters, ...c.next.voters]);
+}
+
+/** Every member of `c`, voters and learners of both halves, ascending (chosen entries are announced to them). */
+export function membersOf(c: Configuration): MemberId[] {
+  return sorted([...c.voters, ...c.learners, ...(c.next === undefined ? [] : [...c.next.voters, ...c.next.learners])]);
+}
+
+/**
+ * What member `id` is in `c`:
+ * - `voter`: it votes (in a joint configuration: in either half);
+ * - `learner`: it only learns;
+ * - `removed`: it is not a member (a replica that finds itself removed stops serving).
+ */
+export function roleOf(c: Configuration, id: MemberId): 'voter' | 'learner' | 'removed' {
+  if (votersOf(c).includes(id)) return 'voter';
+  if (membersOf(c).includes(id)) return 'learner';
+  return 'removed';
+}
+
+/**
+ * The first step of a change: the joint configuration from `current` (stable) to the members the
+ * change leaves. Adding a voter or replacing one makes the new member a voter of the next half;
+ * it starts empty and syncs before `finish` (see the module comment).
+ * @param current - the active configuration; must be stable (no change under way).
+ * @param change - what to change.
+ * @returns the joint configuration, at `current.epoch + 1`.
+ * @throws MembershipError when a change is already under way, the member to add is already one,
+ *   the member to remove is not one, or the change would leave no voter.
+ */
+export function beginChange(current: Configuration, change: MembershipChange): Configuration {
+  if (current.next !== undefined) {
+    throw new MembershipError(`a change is under way (${describeConfiguration(current)}): finish it before another`);
+  }
+  const members = membersOf(current);
+  let voters = [...current.voters];
+  let learners = [...current.learners];
+  const add = (id: MemberId, learner: boolean) => {
+    checkIds('add', [id]);
+    if (members.includes(id)) throw new MembershipError(`member ${id} is already in the cluster (${describeConfiguration(current)})`);
+    if (learner) learners.push(id);
+    else voters.push(id);
+  };
+  const remove = (id: MemberId) => {
+    if (!members.includes(id)) throw new MembershipError(`member ${id} is not in the cluster (${describeConfiguration(current)})`);
+    voters = voters.filter((v) => v !== id);
+    learners = learners.filter((l) => l !== id);
+  };
+  switch (change.kind) {
+    case 'add':
+      add(change.member, change.learner === true);
+      break;
+    case 'remove':
+      remove(change.member);
+      break;
+    case 'replace':
+      if (change.remove === change.add) throw new MembershipError(`replace: member ${change.add} would replace itself`);
+      remove(change.remove);
+      add(change.add, current.learners.includes(change.remove));
+      break;
+  }
+  if (voters.length === 0) throw new MembershipError(`the change would leave no voter`);
+  const next = { voters: sorted(voters), learners: sorted(learners) };
+  return { epoch: current.epoch + 1, voters: current.voters, learners: current.learners, next };
+}
+
+/**
+ * The second step of a change: the stable configuration a joint one moves to.
+ * @param joint - the active configuration; must be joint.
+ * @returns `joint.next` as a stable configuration at `joint.epoch + 1`.
+ * @throws MembershipError when `joint` is stable (no change under way).
+ */
+export function finishChange(joint: Configuration): Configuration {
+  if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
+  return { epoch: joint.epoch + 1, voters: joint.next.voters, learners: joint.next.learners };
+}
+
+/**
+ * The members that must sync before `finish` may be proposed: every voter of the next half. A
+ * member that also voted in the current half may have been outside the majority that chose a
+ * value, so it syncs too (see the module comment); learners never vote and catch up on their own.
+ * @returns the voters to sync, and which of them are new (they start empty).
+ * @throws MembershipError when `joint` is stable.
+ */
+export function syncSet(joint: Configuration): { sync: MemberId[]; joiners: MemberId[] } {
+  if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
+  const old = new Set(membersOf({ epoch: joint.epoch, voters: joint.voters, learners: joint.learners }));
+  const sync = [...joint.next.voters];
+  return { sync, joiners: sync.filter((m) => !old.has(m)) };
+}
+
+/** A one-line description: `epoch 3: voters [1,2,4]` or `epoch 2: voters [1,2,3] -> [1,2,4]`. */
+export function describeConfiguration(c: Configuration): string {
+  const half = (h: { voters: readonly MemberId[]; learners: readonly MemberId[] }) =>
+    `[${h.voters.join(',')}]${h.learners.length === 0 ? '' : ` learners [${h.learners.join(',')}]`}`;
+  return `epoch ${c.epoch}: voters ${half(c)}${c.next === undefined ? '' : ` -> ${half(c.next)}`}`;
+}

@@ -1,0 +1,86 @@
+/**
+ * PaxosKV's membership configurations (services/paxoskv/core/membership.ts), from the transcript
+ * test/paxoskv/testdata/membership.txt (data-driven, as etcd-io/raft's tests): the two steps of a
+ * change, joint quorums, the sync set, and the errors of bad changes.
+ */
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import {
+  beginChange,
+  describeConfiguration,
+  finishChange,
+  initialConfiguration,
+  isQuorum,
+  membersOf,
+  quorumStillPossible,
+  roleOf,
+  syncSet,
+  votersOf,
+  type Configuration,
+  type MembershipChange,
+} from '../../services/paxoskv/core/membership.js';
+import { readTranscript } from '../support/datadriven.js';
+
+const FILE = fileURLToPath(new URL('./testdata/membership.txt', import.meta.url));
+const idList = (s: string): number[] => (s === '-' ? [] : s.split(',').map(Number));
+const ids = (s: string): Set<number> => new Set(idList(s));
+const list = (xs: readonly number[]) => `[${xs.join(',')}]`;
+
+describe('membership transcript', () => {
+  let current: Configuration | undefined;
+  const run = (cmd: string, args: readonly string[]): string => {
+    if (cmd === 'init') {
+      const kv = Object.fromEntries(args.map((a) => a.split('=') as [string, string]));
+      current = initialConfiguration(idList(kv.voters ?? '-'), idList(kv.learners ?? '-'));
+      return describeConfiguration(current);
+    }
+    if (current === undefined) throw new Error('init first');
+    const c = current;
+    switch (cmd) {
+      case 'begin': {
+        const [kind, a, b] = args;
+        const change: MembershipChange =
+          kind === 'add'
+            ? { kind: 'add', member: Number(a) }
+            : kind === 'add-learner'
+              ? { kind: 'add', member: Number(a), learner: true }
+              : kind === 'remove'
+                ? { kind: 'remove', member: Number(a) }
+                : { kind: 'replace', remove: Number(a), add: Number(b) };
+        current = beginChange(c, change);
+        return describeConfiguration(current);
+      }
+      case 'finish':
+        current = finishChange(c);
+        return describeConfiguration(current);
+      case 'quorum':
+        return String(isQuorum(c, ids(args[0]!)));
+      case 'possible':
+        return String(quorumStillPossible(c, ids(args[0]!)));
+      case 'sync': {
+        const s = syncSet(c);
+        return `sync ${list(s.sync)}, joiners ${list(s.joiners)}`;
+      }
+      case 'role':
+        return roleOf(c, Number(args[0]));
+      case 'voters':
+        return list(votersOf(c));
+      case 'members':
+        return list(membersOf(c));
+      default:
+        throw new Error(`unknown command ${cmd}`);
+    }
+  };
+
+  for (const tc of readTranscript(FILE)) {
+    it(`${tc.cmd} ${tc.args.join(' ')} (${tc.pos.slice(tc.pos.lastIndexOf('/') + 1)})`, () => {
+      let got: string;
+      try {
+        got = run(tc.cmd, tc.args);
+      } catch (err) {
+        got = `error: ${(err as Error).message}`;
+      }
+      expect(got, tc.pos).toBe(tc.expected);
+    });
+  }
+});
