@@ -81,12 +81,12 @@ export function entryFromPb(e: EntryPb | undefined, what = 'entry'): Entry {
 
 /** Encodes a core message. */
 export function messageToPb(m: PeerMessage): PeerMessagePb {
-  const base = { key: m.key, index: 0n, ballot: 0n };
+  const base = { key: m.key, index: 0n, ballot: 0n, epoch: 0n };
   switch (m.type) {
     case 'prepare':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'prepare', value: {} } };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), epoch: BigInt(m.epoch), kind: { $case: 'prepare', value: {} } };
     case 'accept':
-      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), kind: { $case: 'accept', value: { entry: entryToPb(m.entry) } } };
+      return { ...base, index: BigInt(m.index), ballot: BigInt(m.ballot), epoch: BigInt(m.epoch), kind: { $case: 'accept', value: { entry: entryToPb(m.entry) } } };
     case 'promise':
       return {
         ...base,
@@ -108,7 +108,7 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
     case 'learn':
       return { ...base, kind: { $case: 'learn', value: { entry: entryToPb(m.entry) } } };
     case 'read':
-      return { ...base, kind: { $case: 'read', value: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex), readerIncarnation: BigInt(m.readerIncarnation) } } };
+      return { ...base, epoch: BigInt(m.epoch), kind: { $case: 'read', value: { readId: BigInt(m.readId), knownIndex: BigInt(m.knownIndex), readerIncarnation: BigInt(m.readerIncarnation) } } };
     case 'readState':
       return {
         ...base,
@@ -147,7 +147,7 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
         },
       };
     case 'listKeys':
-      return { ...base, kind: { $case: 'listKeys', value: { listId: BigInt(m.listId), after: m.after, limit: m.limit } } };
+      return { ...base, epoch: BigInt(m.epoch), kind: { $case: 'listKeys', value: { listId: BigInt(m.listId), after: m.after, limit: m.limit } } };
     case 'keyList':
       return {
         ...base,
@@ -160,6 +160,8 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
       return { ...base, kind: { $case: 'finish', value: {} } };
     case 'finished':
       return { ...base, kind: { $case: 'finished', value: { chosenIndex: BigInt(m.chosenIndex) } } };
+    case 'staleEpoch':
+      return { ...base, epoch: BigInt(m.epoch), kind: { $case: 'staleEpoch', value: {} } };
   }
 }
 
@@ -170,6 +172,8 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
 export function messageFromPb(m: PeerMessagePb): PeerMessage {
   const key = m.key;
   const kind = m.kind;
+  // A peer that predates epochs sends 0: it is at the first configuration.
+  const epoch = m.epoch === 0n ? 1 : num(m.epoch, 'epoch');
   // The membership messages carry no key; every other kind is about one key.
   switch (kind?.$case) {
     case 'hello': {
@@ -194,7 +198,7 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
       return { type: 'helloAck', key: '', incarnation: incarnation(a.incarnation), recorded: incarnation(a.recorded), ok: a.ok, table };
     }
     case 'listKeys':
-      return { type: 'listKeys', key: '', listId: num(kind.value.listId, 'list id'), after: kind.value.after, limit: kind.value.limit };
+      return { type: 'listKeys', key: '', listId: num(kind.value.listId, 'list id'), after: kind.value.after, limit: kind.value.limit, epoch };
     case 'keyList': {
       const keys = kind.value.keys.map((k) => {
         if (k.key.length === 0) throw new PeerMessageError('key list has an empty key');
@@ -208,9 +212,9 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
   const ballot = num(m.ballot, 'ballot');
   switch (kind?.$case) {
     case 'prepare':
-      return { type: 'prepare', key, index, ballot };
+      return { type: 'prepare', key, index, ballot, epoch };
     case 'accept':
-      return { type: 'accept', key, index, ballot, entry: entryFromPb(kind.value.entry) };
+      return { type: 'accept', key, index, ballot, entry: entryFromPb(kind.value.entry), epoch };
     case 'promise':
       return {
         type: 'promise',
@@ -237,6 +241,7 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
         readId: num(kind.value.readId, 'read id'),
         knownIndex: num(kind.value.knownIndex, 'known index'),
         readerIncarnation: num(kind.value.readerIncarnation, 'reader incarnation'),
+        epoch,
       };
     case 'readState': {
       const s = kind.value;
@@ -256,6 +261,8 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
       return { type: 'finish', key };
     case 'finished':
       return { type: 'finished', key, chosenIndex: num(kind.value.chosenIndex, 'chosen index') };
+    case 'staleEpoch':
+      return { type: 'staleEpoch', key, epoch };
   }
   throw new PeerMessageError('peer message has no kind');
 }

@@ -17,6 +17,8 @@ export const kvErrors = defineErrors({
   // --- Request checks (replica-server.ts) ---
   /** An empty key. */
   EMPTY_KEY: { status: Status.INVALID_ARGUMENT, message: () => 'key must not be empty' },
+  /** A key that starts with NUL: the system's own keys (the membership configuration), which clients cannot name. */
+  SYSTEM_KEY: { status: Status.INVALID_ARGUMENT, message: () => 'keys starting with NUL (\\u0000) are the system\'s own' },
   /** A key over `MAX_KEY_BYTES`. */
   KEY_TOO_LONG: { status: Status.INVALID_ARGUMENT, message: (maxBytes: number) => `key is longer than ${maxBytes} bytes` },
   /** A value over `MAX_VALUE_BYTES`. */

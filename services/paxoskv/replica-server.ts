@@ -14,6 +14,7 @@ import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
 import {
   chosenIndex,
+  isSystemKey,
   LOST_RECORD,
   MAX_CLIENT_ID_BYTES,
   MAX_WRITE_LIFETIME_MS,
@@ -163,7 +164,8 @@ export class PaxosKVReplica {
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
     this.fingerprint = clusterFingerprint(members, learners);
     this.now = options.now ?? (() => performance.now());
-    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs }, store, options.random ?? Math.random);
+    const configuration = store.meta().configuration;
+    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs, ...(configuration === undefined ? {} : { configuration }) }, store, options.random ?? Math.random);
     this.lastMode = this.core.mode;
     // Watches are streams: a client (a process with many ConfigClients or registry resolvers)
     // may hold many on one connection. Each holds little: one pending event, no queue.
@@ -309,6 +311,7 @@ export class PaxosKVReplica {
       lostKeysRepairing: BigInt(lost.repairing),
       lostKeysFound: BigInt(lost.found),
       lostKeysRepaired: BigInt(lost.repaired),
+      epoch: BigInt(this.core.membership.epoch),
     };
   }
 
@@ -401,7 +404,7 @@ export class PaxosKVReplica {
     const items: Array<{ key: string; version: number; value: Uint8Array }> = [];
     const take = (key: string): void => {
       const rec = this.store.get(key);
-      if (rec === undefined || rec === LOST_RECORD || this.core.isRepairing(key) || rec.chosen === null || rec.chosen.value === null) return;
+      if (isSystemKey(key) || rec === undefined || rec === LOST_RECORD || this.core.isRepairing(key) || rec.chosen === null || rec.chosen.value === null) return;
       items.push({ key, version: chosenIndex(rec), value: rec.chosen.value });
     };
     // Keys with a prefix are contiguous in the store's order; `prefix` itself comes first.
@@ -750,8 +753,10 @@ function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
   return id;
 }
 
-function checkKey(key: string): void {
+/** Checks a key a request names; `system` allows the system's own keys (operator calls: digest, repair). */
+function checkKey(key: string, system = false): void {
   if (key.length === 0) throw kvErrors.EMPTY_KEY();
+  if (!system && isSystemKey(key)) throw kvErrors.SYSTEM_KEY();
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
 }
 
@@ -816,13 +821,13 @@ class ClientApi extends PaxosKVService {
 
   override async digest(request: DigestRequest): Promise<DigestReply> {
     const limit = request.limit === 0 ? 1000 : Math.min(request.limit, 10_000);
-    if (!request.fromStart) checkKey(request.after);
+    if (!request.fromStart) checkKey(request.after, true);
     return this.replica.digest(request.fromStart ? null : request.after, limit);
   }
 
   override async repair(request: RepairRequest): Promise<RepairReply> {
     this.replica.checkAdmin('Repair');
-    checkKey(request.key);
+    checkKey(request.key, true);
     return { repairing: this.replica.repair(request.key) };
   }
 
@@ -836,6 +841,7 @@ class ClientApi extends PaxosKVService {
 
   override async list(request: ListRequest): Promise<ListReply> {
     if (Buffer.byteLength(request.prefix) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
+    if (isSystemKey(request.prefix)) throw kvErrors.SYSTEM_KEY();
     if (request.after !== '') checkKey(request.after);
     const limit = request.limit === 0 ? 100 : Math.min(request.limit, 1000);
     const { items, more } = this.replica.list(request.prefix, request.after, limit);

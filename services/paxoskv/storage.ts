@@ -10,7 +10,8 @@
  *   recreates it when it is missing.
  * - LMDB keys are bytes: `0x00 "meta"` is the meta record (msgpack map
  *   `{ format: 'svrkit-paxoskv/3', memberId, members, createdAt, incarnation, announced, peerIncarnations,
- *   rejoining }`, `createdAt` an ISO 8601 string, `peerIncarnations` an array of
+ *   rejoining, configuration? }`, `createdAt` an ISO 8601 string, `configuration` the membership
+ *   configuration adopted last (absent while it is the first), `peerIncarnations` an array of
  *   `[memberId, incarnation]` pairs ascending by member); `0x01 + UTF-8(key)` is the record of
  *   `key` (msgpack array, see {@link encodeRecord}). Both end with a 4-byte CRC-32 of what precedes
  *   it (zlib's, `node:zlib` `crc32`), checked on every read. Records are therefore ordered by the UTF-8
@@ -51,7 +52,8 @@ import { crc32 } from 'node:zlib';
 import { open as openLmdb, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { Packr, Unpackr } from 'msgpackr';
 import type { RecordSource } from './core/replica.js';
-import { LOST_RECORD, MAX_MEMBER_ID, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
+import { decodeConfiguration, validateConfiguration } from './core/membership.js';
+import { LOST_RECORD, MAX_MEMBER_ID, type Configuration, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
 
 /**
  * Name and version of the on-disk format, stored in the meta record. A dir in any other format
@@ -191,6 +193,8 @@ export interface StoreMeta {
   readonly peerIncarnations: ReadonlyMap<MemberId, number>;
   /** The replica is still rejoining after a data loss: it must not vote yet. */
   readonly rejoining: boolean;
+  /** The membership configuration the replica adopted last, when it is not the first (core/membership.ts). */
+  readonly configuration?: Configuration;
 }
 
 /** The meta record's contents, as kept in memory (including patches not yet durable). */
@@ -203,6 +207,7 @@ interface MetaState {
   announced: number[];
   readonly peerIncarnations: Map<MemberId, number>;
   rejoining: boolean;
+  configuration?: Configuration;
 }
 
 /** A batch of records waiting for (or in) one LMDB transaction, and the promise its writers hold. */
@@ -380,7 +385,13 @@ export class KeyStore implements RecordSource {
   meta(): StoreMeta {
     if (this.#closed) throw new Error(`KeyStore ${this.dir} is closed`);
     const m = this.#meta;
-    return { incarnation: m.incarnation, announced: [...m.announced], peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining };
+    return {
+      incarnation: m.incarnation,
+      announced: [...m.announced],
+      peerIncarnations: new Map(m.peerIncarnations),
+      rejoining: m.rejoining,
+      ...(m.configuration === undefined ? {} : { configuration: m.configuration }),
+    };
   }
 
   /**
@@ -433,6 +444,7 @@ export class KeyStore implements RecordSource {
       if (meta.incarnation !== undefined) m.incarnation = meta.incarnation;
       if (meta.announced !== undefined) m.announced = [...meta.announced];
       if (meta.rejoining !== undefined) m.rejoining = meta.rejoining;
+      if (meta.configuration !== undefined && meta.configuration.epoch > (m.configuration?.epoch ?? 1)) m.configuration = meta.configuration;
       for (const [member, incarnation] of meta.peerIncarnations ?? []) {
         if (incarnation > (m.peerIncarnations.get(member) ?? -1)) m.peerIncarnations.set(member, incarnation);
       }
@@ -910,7 +922,18 @@ function encodeMeta(meta: MetaState): Buffer {
     announced: [...meta.announced],
     peerIncarnations: [...meta.peerIncarnations].sort((a, b) => a[0] - b[0]),
     rejoining: meta.rejoining,
+    ...(meta.configuration === undefined ? {} : { configuration: configurationObject(meta.configuration) }),
   }));
+}
+
+/** A configuration as plain data for the meta record. */
+function configurationObject(c: Configuration): Record<string, unknown> {
+  return {
+    epoch: c.epoch,
+    voters: [...c.voters],
+    learners: [...c.learners],
+    ...(c.next === undefined ? {} : { next: { voters: [...c.next.voters], learners: [...c.next.learners] } }),
+  };
 }
 
 const isMemberId = (m: unknown): m is number => Number.isInteger(m) && (m as number) >= 1 && (m as number) <= MAX_MEMBER_ID;
@@ -925,6 +948,13 @@ function metaPatchProblem(patch: MetaPatch): string | undefined {
     return `announced must be a list of non-negative safe integers, got ${String(patch.announced)}`;
   }
   if (patch.rejoining !== undefined && typeof patch.rejoining !== 'boolean') return `rejoining must be a boolean, got ${String(patch.rejoining)}`;
+  if (patch.configuration !== undefined) {
+    try {
+      validateConfiguration(patch.configuration);
+    } catch (err) {
+      return `configuration: ${(err as Error).message}`;
+    }
+  }
   if (patch.peerIncarnations !== undefined) {
     if (!(patch.peerIncarnations instanceof Map)) return 'peerIncarnations must be a Map';
     for (const [member, incarnation] of patch.peerIncarnations) {
@@ -1011,7 +1041,15 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
       dir,
     );
   }
-  const { incarnation, announced, peerIncarnations, rejoining, createdAt } = m;
+  const { incarnation, announced, peerIncarnations, rejoining, createdAt, configuration } = m;
+  let adopted: Configuration | undefined;
+  if (configuration !== undefined) {
+    try {
+      adopted = decodeConfiguration(new TextEncoder().encode(JSON.stringify(configuration)));
+    } catch (err) {
+      throw new DataDirError(`data dir ${dir}: the meta record's configuration is malformed (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`, dir);
+    }
+  }
   const peers = new Map<MemberId, number>();
   const pairsOk =
     Array.isArray(peerIncarnations) &&
@@ -1041,6 +1079,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     announced: [...(announced as number[])],
     peerIncarnations: peers,
     rejoining: rejoining as boolean,
+    ...(adopted === undefined ? {} : { configuration: adopted }),
   };
 }
 

@@ -11,7 +11,7 @@
  *   type-checks with TypeScript 5.9 and no tsconfig (node10 resolution finds svrkit's "types");
  * - a production install (`npm install --omit=dev`, svrkit only): its size (at most 40 MB, printed),
  *   and it serves, calls and benchmarks compiled JavaScript (the CommonJS app's) and runs PaxosKV;
- *   the missing tools (`svrkit gen`, `svrkit run x.ts`, an `etcd://` registry) say the command that
+ *   the missing tools (`svrkit gen`, `svrkit run x.ts`, an `etcd://` registry, `svrkit kv certs`) say the command that
  *   installs them.
  *
  * Needs the npm registry (the apps install their dev tools from it, as a user's would). Every
@@ -268,7 +268,7 @@ describe('a new app from the packed tarball, following the README', () => {
     // The figure the README quotes.
     console.log(`production install of svrkit: node_modules ${(bytes / 1e6).toFixed(1)} MB (${bytes} bytes)`);
     expect(bytes).toBeLessThanOrEqual(PRODUCTION_LIMIT_BYTES);
-    for (const tool of ['tsx', 'ts-proto', '@bufbuild/buf', 'typescript', 'etcd3', '@grpc/grpc-js']) {
+    for (const tool of ['tsx', 'ts-proto', '@bufbuild/buf', 'typescript', 'etcd3', '@grpc/grpc-js', '@peculiar/x509', 'reflect-metadata']) {
       expect(existsSync(path.join(dir, 'node_modules', tool)), `${tool} installed in production`).toBe(false);
     }
 
@@ -309,5 +309,8 @@ describe('a new app from the packed tarball, following the README', () => {
     const run = sh('npx svrkit run x.ts --port 0', dir);
     expect(run.code).not.toBe(0);
     expect(run.stderr).toContain('npm install --save-dev tsx');
+    const certs = sh('npx svrkit kv certs --tls-dir ./tls --peers 127.0.0.1:7101', dir);
+    expect(certs.code).not.toBe(0);
+    expect(certs.stderr).toContain('npm install --save-dev @peculiar/x509 reflect-metadata');
   }, 400_000);
 });

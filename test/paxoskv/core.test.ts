@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { learn, onAccept, onPrepare, readState, sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type StartState } from '../../services/paxoskv/core/replica.js';
 import { mulberry32 } from '../support/prng.js';
+import { decodeConfiguration, encodeConfiguration } from '../../services/paxoskv/core/membership.js';
 import {
   ballotOf,
+  type ClientOp,
+  CONFIG_KEY,
   EMPTY_RECORD,
   incarnationCounter,
   LOST_RECORD,
@@ -12,6 +15,7 @@ import {
   nextEntry,
   writeOutcome,
   type ClientResult,
+  type Configuration,
   type Entry,
   type KeyRecord,
   type MemberId,
@@ -210,14 +214,15 @@ class Cluster {
     const store = this.stores.get(id) ?? new Map<string, KeyRecord>();
     this.stores.set(id, store);
     const source = { get: (k: string) => store.get(k), keysAfter: (after: string, limit: number) => [...store.keys()].filter((k) => k > after).sort().slice(0, limit) };
-    const r = new Replica({ id, members: this.ids, learners: this.learners, start }, source, this.random);
+    const configuration = this.metas.get(id)?.configuration;
+    const r = new Replica({ id, members: this.ids, learners: this.learners, start, ...(configuration === undefined ? {} : { configuration }) }, source, this.random);
     this.replicas.set(id, r);
     this.apply(id, r.begin(this.now));
   }
 
-  readonly metas = new Map<MemberId, { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean }>();
+  readonly metas = new Map<MemberId, { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean; configuration?: Configuration }>();
 
-  meta(id: MemberId): { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean } {
+  meta(id: MemberId): { incarnation: number; announced: number[]; peerIncarnations: Map<MemberId, number>; rejoining: boolean; configuration?: Configuration } {
     let m = this.metas.get(id);
     if (m === undefined) this.metas.set(id, (m = { incarnation: 0, announced: [], peerIncarnations: new Map(), rejoining: false }));
     return m;
@@ -237,6 +242,7 @@ class Cluster {
       if (out.meta.incarnation !== undefined) m.incarnation = out.meta.incarnation;
       if (out.meta.announced !== undefined) m.announced = [...out.meta.announced];
       if (out.meta.rejoining !== undefined) m.rejoining = out.meta.rejoining;
+      if (out.meta.configuration !== undefined) m.configuration = out.meta.configuration;
       for (const [p, n] of out.meta.peerIncarnations ?? []) m.peerIncarnations.set(p, Math.max(n, m.peerIncarnations.get(p) ?? 0));
     }
     for (const s of out.send) this.inbox.push({ from: id, to: s.to, msg: s.message });
@@ -819,5 +825,106 @@ describe('replica protocol', () => {
     expect(() => new Replica({ id: 1, members: [1, 2, 2] }, none, Math.random)).toThrow(/duplicate/);
     expect(() => new Replica({ id: 1, members: [1, 2, 3], learners: [4] }, none, Math.random)).toThrow(/learner 4 is not in the membership/);
     expect(() => new Replica({ id: 1, members: [1, 2], learners: [1, 2] }, none, Math.random)).toThrow(/no voter/);
+  });
+});
+
+describe('configuration epochs (issue 16): the epoch fence', () => {
+  /** Three replicas, a write, then the configuration key moved to epoch 2 through replica 1 (same members). */
+  function atEpoch2(): Cluster {
+    const c = new Cluster();
+    c.request(1, { kind: 'put', value: bytes('v1'), id: null });
+    c.deliver();
+    const ref = c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver();
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+    return c;
+  }
+
+  it('every replica adopts the chosen configuration, persists it, and keeps it across a restart', () => {
+    const c = atEpoch2();
+    for (const id of [1, 2, 3]) {
+      expect(c.replicas.get(id)!.membership.epoch, `replica ${id}`).toBe(2);
+      expect(c.meta(id).configuration).toEqual({ epoch: 2, voters: [1, 2, 3], learners: [] });
+    }
+    c.boot(2, c.restartState(2));
+    expect(c.replicas.get(2)!.membership.epoch).toBe(2);
+    expect(decodeConfiguration(c.chosen(2, CONFIG_KEY)!.value!).epoch).toBe(2);
+  });
+
+  it('a replica refuses a prepare, accept or read made under an epoch it has moved past, and says its own', () => {
+    const c = atEpoch2();
+    const before = c.stores.get(2)!.get(K);
+    const stale: PeerMessage[] = [
+      { type: 'prepare', key: K, index: 2, ballot: ballotOf(9, 3), epoch: 1 },
+      { type: 'accept', key: K, index: 2, ballot: ballotOf(9, 3), entry: entry(2, 'old', 3), epoch: 1 },
+      { type: 'read', key: K, readId: 1, knownIndex: 0, readerIncarnation: 0, epoch: 1 },
+    ];
+    for (const msg of stale) {
+      c.apply(2, c.replicas.get(2)!.receive(3, msg, c.now));
+      expect(c.inbox.splice(0), msg.type).toEqual([{ from: 2, to: 3, msg: { type: 'staleEpoch', key: K, epoch: 2 } }]);
+    }
+    // Nothing was promised or accepted.
+    expect(c.stores.get(2)!.get(K)).toBe(before);
+  });
+
+  it('a replica behind a newer epoch votes in nothing of it and catches the configuration up from the sender', () => {
+    const c = new Cluster();
+    c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    // Replica 3 misses everything of the epoch step.
+    c.deliver((m) => m.to !== 3);
+    c.drop((m) => m.to === 3);
+    expect(c.replicas.get(3)!.membership.epoch).toBe(1);
+    c.apply(3, c.replicas.get(3)!.receive(1, { type: 'prepare', key: K, index: 1, ballot: ballotOf(1, 1), epoch: 2 }, c.now));
+    expect(c.inbox.map((m) => m.msg)).toEqual([{ type: 'catchUp', key: CONFIG_KEY, knownIndex: 0 }]);
+    expect(c.stores.get(3)!.get(K)).toBeUndefined();
+    c.deliver();
+    expect(c.replicas.get(3)!.membership.epoch).toBe(2);
+  });
+
+  it('a proposer still at the old epoch learns the new one from the refusals, and its write goes through under it', () => {
+    const c = new Cluster();
+    c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver((m) => m.to !== 3);
+    c.drop((m) => m.to === 3);
+    const ref = c.request(3, { kind: 'put', value: bytes('late'), id: null });
+    c.deliver((m) => m.msg.type !== 'catchUp' && m.msg.type !== 'learn');
+    expect(c.inbox.some((m) => m.from === 3 && m.msg.type === 'catchUp' && m.msg.key === CONFIG_KEY)).toBe(true);
+    expect(c.results.has(ref)).toBe(false);
+    c.deliver();
+    c.tick(1);
+    c.deliver();
+    expect(c.replicas.get(3)!.membership.epoch).toBe(2);
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+  });
+
+  it('operations under way start their round again under the new epoch, and writes go on', () => {
+    const c = atEpoch2();
+    const ref = c.request(2, { kind: 'put', value: bytes('after'), id: null });
+    c.deliver();
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 2 });
+    for (const id of [1, 2, 3]) expect(text(c.chosen(id)!.value)).toBe('after');
+  });
+
+  it('the configuration key moves one epoch at a time, keeps its members for now, and is never deleted', () => {
+    const c = atEpoch2();
+    const tries: Array<[ClientOp, RegExp]> = [
+      [{ kind: 'put', value: encodeConfiguration({ epoch: 4, voters: [1, 2, 3], learners: [] }), id: null }, /epoch is 3, not 4/],
+      [{ kind: 'put', value: encodeConfiguration({ epoch: 3, voters: [1, 2, 4], learners: [] }), id: null }, /changes the members of epoch 2: voters \[1,2,3\]: changes of members are not taken yet/],
+      [{ kind: 'put', value: bytes('not json'), id: null }, /configuration: a configuration is UTF-8 JSON/],
+      [{ kind: 'delete', id: null }, /cannot be deleted/],
+    ];
+    for (const [op, message] of tries) {
+      const ref = c.request(3, op, CONFIG_KEY);
+      c.deliver();
+      const r = c.results.get(ref)!;
+      expect(r.ok).toBe(false);
+      expect(r.ok === false && r.status).toBe('FAILED_PRECONDITION');
+      expect(r.ok === false && r.message).toMatch(message);
+    }
+    expect(c.replicas.get(3)!.membership.epoch).toBe(2);
+    const ok = c.request(3, { kind: 'put', value: encodeConfiguration({ epoch: 3, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver();
+    expect(c.results.get(ok)).toEqual({ ok: true, kind: 'write', version: 2 });
+    for (const id of [1, 2, 3]) expect(c.replicas.get(id)!.membership.epoch).toBe(3);
   });
 });

@@ -179,6 +179,7 @@ describe('the replica driver', () => {
       index: 1,
       ballot: 1,
       entry: { index: 1, value: mib, writer: null, proposer: 1, time: 0, sessions: [] },
+      epoch: 1,
     }));
     const batches = splitBatch(messages, MAX_PEER_BATCH_BYTES);
     expect(batches.length).toBeGreaterThanOrEqual(5);

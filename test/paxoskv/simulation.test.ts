@@ -23,6 +23,8 @@ const COVERAGE: ReadonlyArray<[keyof SimStats, string]> = [
   ['fsyncCrashes', 'fsync crashes'],
   ['partitions', 'partitions'],
   ['clockSteps', 'clock steps'],
+  ['epochSteps', 'configuration epoch steps written'],
+  ['epochsAdopted', 'epoch steps adopted'],
   ['droppedReplies', 'dropped replies'],
   ['wipes', 'wiped data dirs'],
   ['wipesDetected', 'wipes detected'],

@@ -44,7 +44,8 @@
 import { BinaryHeap } from '../../framework/overload/binary-heap.js';
 import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type CorePlantedBug, type StartState } from '../../services/paxoskv/core/replica.js';
-import { chosenIndex, LOST_RECORD, type ClientOp, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
+import { describeConfiguration, encodeConfiguration } from '../../services/paxoskv/core/membership.js';
+import { chosenIndex, CONFIG_KEY, LOST_RECORD, type ClientOp, type Configuration, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
 import { checkKvHistory, type KvInput, type KvOperation, type KvOutput } from '../support/linearizability.js';
 import { mulberry32 } from '../support/prng.js';
 
@@ -100,6 +101,11 @@ export interface SimOptions {
   replicaClockOffsetMs: number;
   /** Mean time between steps of some replica's clock (ms); 0 for none. */
   clockStepEveryMs: number;
+  /**
+   * Mean time between writes of the next epoch's configuration, same members (ms; 0: never): the
+   * epoch fence and the adoption of configurations under every other fault.
+   */
+  epochStepEveryMs: number;
   /** Largest clock step, forward or backward (ms). */
   maxClockStepMs: number;
   /** Each client's clock offset is drawn uniformly from [-x, x] (ms). */
@@ -165,6 +171,7 @@ export function classicSimOptions(seed: number): SimOptions {
     replyDropRate: 0,
     replicaClockOffsetMs: 0,
     clockStepEveryMs: 0,
+    epochStepEveryMs: 0,
     maxClockStepMs: 0,
     clientClockOffsetMs: 0,
     wipeRate: 0,
@@ -238,6 +245,11 @@ export function defaultSimOptions(seed: number): SimOptions {
       parts.push('records damaged while running');
     }
   }
+  // Drawn after everything above, so that older seeds keep their faults.
+  if (r() < 0.3) {
+    o.epochStepEveryMs = 150 + Math.floor(r() * 850);
+    parts.push('epoch steps');
+  }
   o.profile = parts.length === 0 ? 'mixed' : parts.join(', ');
   return o;
 }
@@ -252,6 +264,9 @@ export interface SimStats {
   fsyncCrashes: number;
   partitions: number;
   clockSteps: number;
+  /** Writes of the next epoch's configuration started, and how many epochs past the first were adopted. */
+  epochSteps: number;
+  epochsAdopted: number;
   /** Replies lost on their way back to a client. */
   droppedReplies: number;
   /** Restarts on a wiped data dir, and how many of those the replica caught (it stopped, `failed`). */
@@ -281,7 +296,7 @@ export interface SimStats {
 /** A fresh, zeroed {@link SimStats}. */
 export function emptySimStats(): SimStats {
   return {
-    messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, droppedReplies: 0,
+    messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, epochSteps: 0, epochsAdopted: 0, droppedReplies: 0,
     wipes: 0, wipesDetected: 0, rollbacks: 0, rollbacksDetected: 0, rejoinsStarted: 0, rejoinsCompleted: 0,
     corruptions: 0, corruptionsRepaired: 0,
     completed: 0, writes: 0, unknown: 0, failedPreconditions: 0, notApplied: 0, timeMs: 0,
@@ -330,6 +345,8 @@ interface DurableMeta {
   announced: number[];
   peerIncarnations: Map<MemberId, number>;
   rejoining: boolean;
+  /** The configuration adopted last, once it is not the first. */
+  configuration?: Configuration;
 }
 
 /** Why the current boot of a replica happened (for traces). */
@@ -411,7 +428,7 @@ const OPERATOR_MIN_MS = 200;
 const OPERATOR_MAX_MS = 1500;
 
 function cloneMeta(m: DurableMeta): DurableMeta {
-  return { incarnation: m.incarnation, announced: [...m.announced], peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining };
+  return { incarnation: m.incarnation, announced: [...m.announced], peerIncarnations: new Map(m.peerIncarnations), rejoining: m.rejoining, configuration: m.configuration };
 }
 
 function isDriverBug(bug: SimPlantedBug | undefined): bug is DriverPlantedBug {
@@ -453,6 +470,19 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   };
 
   // --- invariants ---------------------------------------------------------------------------
+
+  /** The configuration adopted at each epoch, by whichever replica adopted it first. */
+  const configurations = new Map<number, { by: MemberId; text: string }>();
+  /** Every replica that adopts a configuration of an epoch adopts the same one (it is chosen). */
+  function noteConfiguration(id: MemberId, c: Configuration): void {
+    const text = describeConfiguration(c);
+    const known = configurations.get(c.epoch);
+    if (known === undefined) {
+      configurations.set(c.epoch, { by: id, text });
+      stats.epochsAdopted = Math.max(stats.epochsAdopted, c.epoch - 1);
+      log?.(`replica ${id} adopts ${text}`);
+    } else if (known.text !== text) violation(`epoch ${c.epoch}: replica ${id} adopted ${text}, replica ${known.by} adopted ${known.text}`);
+  }
   /** Every chosen entry seen, by `key#index`. */
   const chosenAt = new Map<string, Entry>();
   /** Per `key#index#ballot`: the value durably accepted and the voters that ever durably accepted it. */
@@ -588,7 +618,10 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     node.tickGen++;
     const overlay = node.overlay;
     node.core = new Replica(
-      { id: node.id, members, learners: options.learners, start, phaseTimeoutMs: 100, maxAttempts: 8, backoffMs: 5, plantedBug: coreBug },
+      {
+        id: node.id, members, learners: options.learners, start, phaseTimeoutMs: 100, maxAttempts: 8, backoffMs: 5, plantedBug: coreBug,
+        ...(dir.meta.configuration === undefined ? {} : { configuration: dir.meta.configuration }),
+      },
       {
         get: (k) => overlay.get(k) ?? (node.corrupt.has(k) ? LOST_RECORD : dir.records.get(k)),
         keysAfter: (after, limit) => {
@@ -617,6 +650,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   for (const node of nodes.values()) boot(node, 'first');
 
   function handle(node: SimNode, out: Output): void {
+    if (out.meta?.configuration !== undefined) noteConfiguration(node.id, out.meta.configuration);
     for (const [k, r] of out.persist) {
       checkPersist(node, k, node.overlay.get(k) ?? node.dir!.records.get(k), r);
       node.overlay.set(k, r);
@@ -880,6 +914,25 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     });
   }
 
+  /** A voter writes the next epoch's configuration, with the same members (the epoch fence at work). */
+  function scheduleEpochStep(): void {
+    if (options.epochStepEveryMs <= 0) return;
+    q.push(now + between(0.5, 1.5) * options.epochStepEveryMs, () => {
+      if (opsLeft <= 0) return;
+      const node = nodes.get(pick(members))!;
+      if (node.core !== undefined && node.core.mode === 'voter') {
+        const current = node.core.membership;
+        const next = encodeConfiguration({ ...current, epoch: current.epoch + 1 });
+        stats.epochSteps++;
+        log?.(`replica ${node.id} writes epoch ${current.epoch + 1}`);
+        const t = replicaNow(node);
+        // Ref 0 is no client's: the outcome only shows in the configurations adopted.
+        handle(node, node.core.request(0, CONFIG_KEY, { kind: 'put', value: next, id: null }, t, t + options.attemptTimeoutMs));
+      }
+      scheduleEpochStep();
+    });
+  }
+
   function scheduleClockStep(): void {
     if (options.clockStepEveryMs <= 0 || options.maxClockStepMs <= 0) return;
     q.push(now + between(0.5, 1.5) * options.clockStepEveryMs, () => {
@@ -1037,6 +1090,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   scheduleCrash();
   schedulePartition();
   scheduleClockStep();
+  scheduleEpochStep();
   scheduleCorruption();
 
   for (;;) {
@@ -1080,6 +1134,7 @@ function applyMeta(meta: DurableMeta, patch: MetaPatch): void {
   if (patch.incarnation !== undefined) meta.incarnation = patch.incarnation;
   if (patch.announced !== undefined) meta.announced = [...patch.announced];
   if (patch.rejoining !== undefined) meta.rejoining = patch.rejoining;
+  if (patch.configuration !== undefined && patch.configuration.epoch > (meta.configuration?.epoch ?? 1)) meta.configuration = patch.configuration;
   for (const [member, incarnation] of patch.peerIncarnations ?? []) {
     if (incarnation > (meta.peerIncarnations.get(member) ?? -1)) meta.peerIncarnations.set(member, incarnation);
   }
@@ -1118,10 +1173,11 @@ function describeResult(result: ClientResult): string {
 function describeMessage(m: PeerMessage): string {
   switch (m.type) {
     case 'prepare':
+      return `prepare ${m.key}#${m.index} ballot ${m.ballot} epoch ${m.epoch}`;
     case 'accepted':
       return `${m.type} ${m.key}#${m.index} ballot ${m.ballot}`;
     case 'accept':
-      return `accept ${m.key}#${m.index} ballot ${m.ballot} ${describe(m.entry)}`;
+      return `accept ${m.key}#${m.index} ballot ${m.ballot} epoch ${m.epoch} ${describe(m.entry)}`;
     case 'promise':
       return `promise ${m.key}#${m.index} ballot ${m.ballot}, accepted ${m.accepted}${m.acceptedEntry === null ? '' : ` ${describe(m.acceptedEntry)}`}`;
     case 'reject':
@@ -1149,5 +1205,7 @@ function describeMessage(m: PeerMessage): string {
       return `finish ${m.key}`;
     case 'finished':
       return `finished ${m.key}, chosen ${m.chosenIndex}`;
+    case 'staleEpoch':
+      return `staleEpoch ${m.key}: epoch ${m.epoch}`;
   }
 }

@@ -8,7 +8,9 @@ import { connect, createServer, type Server as NetServer, type Socket } from 'no
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, type KvWatchEvent } from '../../index.js';
+import { PaxosKVClient, RpcError, Status, type KvWatchEvent } from '../../index.js';
+import { encodeConfiguration } from '../../services/paxoskv/core/membership.js';
+import { CONFIG_KEY } from '../../services/paxoskv/core/types.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { PaxosKVReplica } from '../../services/paxoskv/replica-server.js';
 import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
@@ -230,6 +232,26 @@ describe('PaxosKV watch and list', () => {
     expect(page2.items.map((i) => i.key)).toEqual(['list/b', 'list/d']);
     const page3 = await kv.list('list', { limit: 2, after: 'list/d' });
     expect(page3).toEqual({ items: [], more: false });
+  });
+
+  it('keeps the system keys (the membership configuration) out of reach: clients cannot name them, and list leaves them out', async () => {
+    // The configuration key written as the replicas write it (the next epoch, same members).
+    const r = await cluster.replicas.get(1)!.request(CONFIG_KEY, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, Infinity);
+    expect(r).toEqual({ ok: true, kind: 'write', version: 1 });
+    await sleep(100);
+    for (const id of [1, 2, 3]) expect(cluster.replicas.get(id)!.status().epoch, `replica ${id}`).toBe(2n);
+    const everything = await kv.list('', { limit: 1000 });
+    expect(everything.items.some((i) => i.key.startsWith('\u0000'))).toBe(false);
+    for (const attempt of [() => kv.get(CONFIG_KEY), () => kv.put(CONFIG_KEY, text('x')), () => kv.list('\u0000')]) {
+      const err = await attempt().then(
+        () => undefined,
+        (e: unknown) => e as RpcError,
+      );
+      expect(err?.code).toBe(Status.INVALID_ARGUMENT);
+      expect(err?.message).toMatch(/keys starting with NUL .* are the system's own/);
+    }
+    // Writes go on under the new epoch.
+    expect(await kv.put('after-epoch', text('1'))).toBe(1n);
   });
 });
 

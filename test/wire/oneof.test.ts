@@ -285,7 +285,7 @@ describe('encodeMessage', () => {
     registerDescriptors(PaxosPeerDefinition.files);
     const T = 'svrkit.paxoskv.PeerMessage';
     const err = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'foo', value: {} } }));
-    expect(err.message).toMatch(/^svrkit\.paxoskv\.PeerMessage\.kind: unknown \$case 'foo' \(oneof kind: 'prepare', 'accept', .* or 'finished'\)$/);
+    expect(err.message).toMatch(/^svrkit\.paxoskv\.PeerMessage\.kind: unknown \$case 'foo' \(oneof kind: 'prepare', 'accept', .* or 'staleEpoch'\)$/);
     const deep = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'accept', value: { entry: { index: 'x' } } } }));
     expect(deep.path).toBe('.kind.value.entry.index');
   });
@@ -298,15 +298,17 @@ describe('encodeMessage', () => {
 describe('PaxosKV peer messages', () => {
   const entry = { index: 3, value: new Uint8Array([1]), writer: { client: 'c', seq: 2 }, proposer: 1, time: 5, sessions: [] };
   const messages: CorePeerMessage[] = [
-    { type: 'prepare', key: 'k', index: 1, ballot: 65537 },
-    { type: 'accept', key: 'k', index: 3, ballot: 65537, entry },
+    { type: 'prepare', key: 'k', index: 1, ballot: 65537, epoch: 1 },
+    { type: 'accept', key: 'k', index: 3, ballot: 65537, entry, epoch: 4 },
     { type: 'promise', key: 'k', index: 3, ballot: 65537, accepted: 0, acceptedEntry: null },
     { type: 'reject', key: 'k', index: 3, ballot: 65537, promised: 131073 },
-    { type: 'read', key: 'k', readId: 9, knownIndex: 2, readerIncarnation: 2097153 },
+    { type: 'read', key: 'k', readId: 9, knownIndex: 2, readerIncarnation: 2097153, epoch: 2 },
     { type: 'readState', key: 'k', readId: 9, chosenIndex: 3, entry, pendingAccepted: 0, readerIncarnation: 2097153 },
     { type: 'hello', key: '', incarnation: 1048576, confirmed: 0, announced: [1048576], rejoin: false },
     { type: 'keyList', key: '', listId: 1, keys: [{ key: 'a', chosenIndex: 2, pending: true }], done: true },
     { type: 'finished', key: 'k', chosenIndex: 4 },
+    { type: 'listKeys', key: '', listId: 2, after: 'a', limit: 10, epoch: 3 },
+    { type: 'staleEpoch', key: 'k', epoch: 7 },
   ];
 
   it.each(messages.map((m) => [m.type, m] as const))('%s: one member on the wire, the same message back', (type, m) => {

@@ -38,22 +38,9 @@
  * Two changes never overlap: `begin` needs a stable configuration, `finish` a joint one, and both
  * are compare-and-sets of the configuration's epoch.
  */
-import { MAX_MEMBER_ID as MAX_ID, type MemberId } from './types.js';
+import { MAX_MEMBER_ID as MAX_ID, type Configuration, type MemberId } from './types.js';
 
-/** A configuration, as chosen in the system key. Member lists are ascending and disjoint. */
-export interface Configuration {
-  /** 1 for a cluster's first configuration; +1 at every step of a change. */
-  readonly epoch: number;
-  /** Members that vote (at least one). */
-  readonly voters: readonly MemberId[];
-  /** Members that only learn chosen entries (never vote, serve no clients). */
-  readonly learners: readonly MemberId[];
-  /**
-   * Set while a change is under way (a joint configuration): the configuration it moves to.
-   * Decisions then need a majority of `voters` and a majority of `next.voters`.
-   */
-  readonly next?: { readonly voters: readonly MemberId[]; readonly learners: readonly MemberId[] };
-}
+export type { Configuration } from './types.js';
 
 /** A change of members, as `changeMembers` asks for it. */
 export type MembershipChange =
@@ -234,4 +221,61 @@ export function describeConfiguration(c: Configuration): string {
   const half = (h: { voters: readonly MemberId[]; learners: readonly MemberId[] }) =>
     `[${h.voters.join(',')}]${h.learners.length === 0 ? '' : ` learners [${h.learners.join(',')}]`}`;
   return `epoch ${c.epoch}: voters ${half(c)}${c.next === undefined ? '' : ` -> ${half(c.next)}`}`;
+}
+
+/**
+ * Encodes a configuration as the configuration key's value: UTF-8 JSON
+ * `{"epoch":2,"voters":[1,2,3],"learners":[],"next":{...}}`.
+ * @returns the bytes.
+ */
+export function encodeConfiguration(c: Configuration): Uint8Array {
+  const o: Record<string, unknown> = { epoch: c.epoch, voters: c.voters, learners: c.learners };
+  if (c.next !== undefined) o.next = { voters: c.next.voters, learners: c.next.learners };
+  return new TextEncoder().encode(JSON.stringify(o));
+}
+
+/**
+ * Decodes the configuration key's value.
+ * @returns the configuration, its member lists sorted.
+ * @throws MembershipError when the bytes are not such JSON or break a rule of
+ *   {@link validateConfiguration}.
+ */
+export function decodeConfiguration(bytes: Uint8Array): Configuration {
+  let o: unknown;
+  try {
+    o = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new MembershipError(`a configuration is UTF-8 JSON: ${(err as Error).message}`);
+  }
+  const ids = (v: unknown, what: string): MemberId[] => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) throw new MembershipError(`${what} is not a list of member ids`);
+    return [...(v as number[])].sort((a, b) => a - b);
+  };
+  if (o === null || typeof o !== 'object') throw new MembershipError('a configuration is a JSON object');
+  const r = o as { epoch?: unknown; voters?: unknown; learners?: unknown; next?: { voters?: unknown; learners?: unknown } };
+  if (typeof r.epoch !== 'number') throw new MembershipError('a configuration has a numeric epoch');
+  const c: Configuration = {
+    epoch: r.epoch,
+    voters: ids(r.voters, 'voters'),
+    learners: ids(r.learners ?? [], 'learners'),
+    ...(r.next === undefined || r.next === null ? {} : { next: { voters: ids(r.next.voters, 'next voters'), learners: ids(r.next.learners ?? [], 'next learners') } }),
+  };
+  validateConfiguration(c);
+  return c;
+}
+
+const sameIds = (a: readonly MemberId[], b: readonly MemberId[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * Checks that `next` may follow `current` in the configuration key: the next epoch, and the
+ * same members in the same roles. The core takes no change of members yet: a change needs the
+ * joint configuration's sync before its second step (see the module comment), so until the core
+ * syncs, only an epoch step that keeps the members is safe to accept.
+ * @throws MembershipError saying what does not follow.
+ */
+export function checkTransition(current: Configuration, next: Configuration): void {
+  if (next.epoch !== current.epoch + 1) throw new MembershipError(`the next configuration's epoch is ${current.epoch + 1}, not ${next.epoch}`);
+  if (current.next !== undefined || next.next !== undefined || !sameIds(current.voters, next.voters) || !sameIds(current.learners, next.learners)) {
+    throw new MembershipError(`${describeConfiguration(next)} changes the members of ${describeConfiguration(current)}: changes of members are not taken yet`);
+  }
 }

@@ -38,10 +38,11 @@
  *   pending instance first when one reports it, and then persists the repaired record.
  */
 import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
-import { initialConfiguration, isQuorum, quorumStillPossible, type Configuration } from './membership.js';
+import { checkTransition, decodeConfiguration, describeConfiguration, initialConfiguration, isQuorum, membersOf, quorumStillPossible, roleOf, votersOf, type Configuration } from './membership.js';
 import {
   ballotOf,
   chosenIndex,
+  CONFIG_KEY,
   EMPTY_RECORD,
   emptyOutput,
   LOST_RECORD,
@@ -114,6 +115,12 @@ export interface ReplicaConfig {
    * tests of the protocol rules; the driver always passes it).
    */
   start?: StartState;
+  /**
+   * The membership configuration the data dir adopted last (its meta record), when it is not the
+   * first: it replaces `members` and `learners` (which still name the cluster's first
+   * configuration). See membership.ts.
+   */
+  configuration?: Configuration;
   /** How long a phase waits for a majority before it retries (ms). Default 200. */
   phaseTimeoutMs?: number;
   /** Phases tried per operation before it fails with UNAVAILABLE. Default 10. */
@@ -212,13 +219,16 @@ interface SweepState {
 
 /** One replica's core; see the module comment. */
 export class Replica {
-  /** Who votes, and which answers make a quorum (membership.ts). */
-  private readonly configuration: Configuration;
+  /**
+   * Who votes, and which answers make a quorum (membership.ts): the first configuration, or the
+   * latest chosen in {@link CONFIG_KEY} that this replica learned (adopted).
+   */
+  private configuration!: Configuration;
   /** Other members that vote: prepares, accepts and reads go to them. */
-  private readonly otherVoters: readonly MemberId[];
+  private otherVoters!: readonly MemberId[];
   /** Every other member (voters and learners): chosen entries are announced to them. */
-  private readonly peers: readonly MemberId[];
-  private readonly voterSet: ReadonlySet<MemberId>;
+  private peers!: readonly MemberId[];
+  private voterSet!: ReadonlySet<MemberId>;
   private readonly phaseTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly backoffMs: number;
@@ -287,10 +297,7 @@ export class Replica {
     const voters = members.filter((m) => !learners.has(m));
     if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
     if (voters.length % 2 === 0) throw new Error(`a cluster needs an odd number of voters, got ${voters.length} ([${voters.join(', ')}])`);
-    this.voterSet = new Set(voters);
-    this.configuration = initialConfiguration(voters, [...learners]);
-    this.otherVoters = voters.filter((m) => m !== config.id);
-    this.peers = members.filter((m) => m !== config.id);
+    this.useConfiguration(config.configuration ?? initialConfiguration(voters, [...learners]));
     this.phaseTimeoutMs = config.phaseTimeoutMs ?? 200;
     this.maxAttempts = config.maxAttempts ?? 10;
     this.backoffMs = config.backoffMs ?? 10;
@@ -300,9 +307,25 @@ export class Replica {
     this.incarnationNow = start?.incarnation ?? 0;
     this.announced = [...(start?.announced ?? [])];
     this.knownUpTo = start?.incarnation ?? 0;
-    if (learners.has(config.id)) this.phase = 'learner';
+    const role = roleOf(this.configuration, config.id);
+    if (role === 'learner') this.phase = 'learner';
     else if (start === undefined) this.phase = 'voter';
     else this.phase = 'checking';
+    if (role === 'removed') this.fail(`it was removed from the cluster (${describeConfiguration(this.configuration)})`);
+  }
+
+  /** Takes `c` as the configuration: who votes, who learns, what a quorum is. */
+  private useConfiguration(c: Configuration): void {
+    this.configuration = c;
+    const voters = votersOf(c);
+    this.voterSet = new Set(voters);
+    this.otherVoters = voters.filter((m) => m !== this.config.id);
+    this.peers = membersOf(c).filter((m) => m !== this.config.id);
+  }
+
+  /** The configuration this replica acts under (see membership.ts). */
+  get membership(): Configuration {
+    return this.configuration;
   }
 
   /**
@@ -466,7 +489,7 @@ export class Replica {
       }
       case 'read': {
         // Only a voter's state may stand in a read's majority, and not the state of a key it lost.
-        if (this.phase !== 'voter') break;
+        if (this.phase !== 'voter' || !this.inEpoch(from, msg)) break;
         const rec = this.record(msg.key);
         if (!this.lostKeys.has(msg.key)) this.send(from, readState(rec, msg));
         break;
@@ -509,8 +532,63 @@ export class Replica {
         if (this.lostKeys.has(msg.key)) this.onRepairFinished(from, msg.key, msg.chosenIndex);
         else this.onFinished(from, msg.key, msg.chosenIndex);
         break;
+      case 'staleEpoch':
+        if (msg.epoch > this.configuration.epoch) this.catchUpConfiguration(from);
+        break;
     }
     return this.flush();
+  }
+
+  /**
+   * The epoch fence: whether this replica may vote in, or answer, a prepare, accept, read or
+   * listing made under `msg.epoch`. An older epoch is answered `staleEpoch` (the sender catches up
+   * the configuration); a newer one means this replica missed a configuration: it catches it up
+   * from the sender and answers nothing meanwhile.
+   */
+  private inEpoch(from: MemberId, msg: { key: string; epoch: number }): boolean {
+    const mine = this.configuration.epoch;
+    if (msg.epoch === mine) return true;
+    if (msg.epoch < mine) this.send(from, { type: 'staleEpoch', key: msg.key, epoch: mine });
+    else this.catchUpConfiguration(from);
+    return false;
+  }
+
+  /** Asks `peer` for the configuration key's latest chosen entry (its learn is adopted: `adopt`). */
+  private catchUpConfiguration(peer: MemberId): void {
+    this.send(peer, { type: 'catchUp', key: CONFIG_KEY, knownIndex: chosenIndex(this.record(CONFIG_KEY)) });
+  }
+
+  /**
+   * Adopts the configuration a newly chosen entry of the configuration key holds: quorums, voters
+   * and learners change at once, operations under way start their phase again under the new
+   * epoch, and the configuration is persisted with the entry. A replica the configuration no
+   * longer names stops and says why.
+   */
+  private adopt(entry: Entry): void {
+    let c: Configuration;
+    try {
+      if (entry.value === null) throw new Error('the entry is a delete');
+      c = decodeConfiguration(entry.value);
+      if (c.epoch !== entry.index + 1) throw new Error(`version ${entry.index} holds epoch ${c.epoch}, not ${entry.index + 1}`);
+    } catch (err) {
+      this.fail(`the chosen configuration (version ${entry.index} of the configuration key) does not decode: ${(err as Error).message}`);
+      return;
+    }
+    if (c.epoch <= this.configuration.epoch) return;
+    this.useConfiguration(c);
+    this.out.meta = { ...this.out.meta, configuration: c };
+    const role = roleOf(c, this.config.id);
+    if (role === 'removed') {
+      this.fail(`it was removed from the cluster (${describeConfiguration(c)})`);
+      return;
+    }
+    if (role === 'learner' && this.phase === 'voter') this.phase = 'learner';
+    // Rounds under way were counted under the old configuration: start them again under this one.
+    for (const task of this.tasks.values()) {
+      if (task.phase === 'backoff') continue;
+      task.phase = 'backoff';
+      task.wakeAt = this.lastNow;
+    }
   }
 
   /** Advances timers: retries phases whose time ran out, ends backoffs, resends start messages. */
@@ -623,7 +701,7 @@ export class Replica {
   }
 
   private recordIncarnation(member: MemberId, incarnation: number): void {
-    if (member === this.config.id || !this.config.members.includes(member) || incarnation <= (this.peerIncarnations.get(member) ?? 0)) return;
+    if (member === this.config.id || !membersOf(this.configuration).includes(member) || incarnation <= (this.peerIncarnations.get(member) ?? 0)) return;
     this.peerIncarnations.set(member, incarnation);
     const merged = new Map(this.out.meta?.peerIncarnations ?? []);
     merged.set(member, incarnation);
@@ -685,12 +763,12 @@ export class Replica {
   private requestPage(peer: MemberId, s: SweepState, now: number): void {
     s.listId = this.nextListId++;
     s.sentAt = now;
-    this.send(peer, { type: 'listKeys', key: '', listId: s.listId, after: s.after, limit: this.sweepPageSize });
+    this.send(peer, { type: 'listKeys', key: '', listId: s.listId, after: s.after, limit: this.sweepPageSize, epoch: this.configuration.epoch });
   }
 
   private onListKeys(from: MemberId, msg: Extract<PeerMessage, { type: 'listKeys' }>): void {
     // Only a voter's listing is complete enough to fence by (a rejoining one is still learning).
-    if (this.phase !== 'voter') return;
+    if (this.phase !== 'voter' || !this.inEpoch(from, msg)) return;
     const limit = Math.max(1, Math.min(msg.limit, 10_000));
     const keys = this.store.keysAfter(msg.after, limit);
     const states = keys.map((key) => this.record(key));
@@ -808,6 +886,7 @@ export class Replica {
   // Acceptor side
 
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
+    if (this.phase === 'voter' && !this.inEpoch(from, msg)) return;
     const rec = this.record(msg.key);
     // A key this replica lost: no vote, and no reply (the proposer counts on the others).
     if (this.lostKeys.has(msg.key) && this.config.plantedBug !== 'vote-on-lost-key') return;
@@ -919,6 +998,12 @@ export class Replica {
       if (!task.confirmed) return this.startRead(task, now);
       return this.finish(task, { ok: true, kind: 'get', value: latest?.value ?? null, version: chosenIndex(rec) }, now);
     }
+    if (task.key === CONFIG_KEY) {
+      // The configuration key holds the configuration of epoch version + 1 and moves one epoch
+      // at a time (phxpaxos's compare-and-set of its system variables' version).
+      const why = this.configurationWriteProblem(op, chosenIndex(rec));
+      if (why !== undefined) return this.finish(task, { ok: false, status: 'FAILED_PRECONDITION', message: why, version: chosenIndex(rec) }, now);
+    }
     let value: Uint8Array | null;
     if (op.kind === 'cas') {
       const present = latest !== null && latest.value !== null;
@@ -941,6 +1026,19 @@ export class Replica {
     this.propose(task, entry, now);
   }
 
+  /** Why a write of the configuration key may not follow version `version`, or undefined when it may. */
+  private configurationWriteProblem(op: Exclude<ClientOp, { kind: 'get' }>, version: number): string | undefined {
+    if (op.kind === 'delete') return 'the configuration key cannot be deleted';
+    try {
+      const next = decodeConfiguration(op.value);
+      if (this.configuration.epoch !== version + 1) return `this replica holds version ${version} of the configuration key but acts under epoch ${this.configuration.epoch}`;
+      checkTransition(this.configuration, next);
+    } catch (err) {
+      return `configuration: ${(err as Error).message}`;
+    }
+    return undefined;
+  }
+
   private startRead(task: Task, now: number): void {
     if (!this.countAttempt(task, now)) return;
     task.phase = 'read';
@@ -949,7 +1047,7 @@ export class Replica {
     task.wakeAt = now + this.phaseTimeoutMs;
     const rec = this.record(task.key);
     task.readReplies.set(this.config.id, { chosenIndex: chosenIndex(rec), pendingAccepted: rec.accepted });
-    for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec), readerIncarnation: this.incarnationNow });
+    for (const p of this.otherVoters) this.send(p, { type: 'read', key: task.key, readId: task.readId, knownIndex: chosenIndex(rec), readerIncarnation: this.incarnationNow, epoch: this.configuration.epoch });
     this.checkRead(task, now);
   }
 
@@ -1018,7 +1116,7 @@ export class Replica {
     if (local.reply.type === 'promise') {
       task.promises.set(this.config.id, { accepted: local.reply.accepted, acceptedEntry: local.reply.acceptedEntry });
     }
-    for (const p of this.otherVoters) this.send(p, { type: 'prepare', key: task.key, index: task.index, ballot: task.ballot });
+    for (const p of this.otherVoters) this.send(p, { type: 'prepare', key: task.key, index: task.index, ballot: task.ballot, epoch: this.configuration.epoch });
     this.checkPromises(task, now);
   }
 
@@ -1055,7 +1153,7 @@ export class Replica {
     }
     if (local.record !== undefined) this.persist(task.key, local.record);
     if (local.reply.type === 'accepted') task.accepts.add(this.config.id);
-    for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg });
+    for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg, epoch: this.configuration.epoch });
     // A single voter's own accept is a majority.
     if (isQuorum(this.configuration, task.accepts)) this.onChosen(task, now);
   }
@@ -1217,7 +1315,7 @@ export class Replica {
     // Only once this life is confirmed (a voter; a learner never is): its incarnation then differs
     // from every earlier life's, so no answer to an earlier life's read can pass for one to this.
     if (this.phase !== 'voter' && this.phase !== 'learner') return;
-    for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0, readerIncarnation: this.incarnationNow });
+    for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0, readerIncarnation: this.incarnationNow, epoch: this.configuration.epoch });
   }
 
   /** Asks about every lost key (when the replica starts to vote: keys found lost at open waited for it). */
@@ -1276,6 +1374,8 @@ export class Replica {
 
   private persist(key: string, record: KeyRecord): void {
     this.out.persist.set(key, record);
+    // A newly chosen configuration is adopted with the record that holds it.
+    if (key === CONFIG_KEY && record.chosen !== null && record.chosen.index + 1 > this.configuration.epoch) this.adopt(record.chosen);
   }
 
   private send(to: MemberId, message: PeerMessage): void {

@@ -26,6 +26,25 @@ export function incarnationCounter(incarnation: number): number {
 /** A replica's id within its cluster: 1..65535. */
 export type MemberId = number;
 
+/**
+ * A membership configuration, as chosen in the configuration key ({@link CONFIG_KEY}); its rules
+ * and steps are in membership.ts. Member lists are ascending and disjoint.
+ */
+export interface Configuration {
+  /** 1 for a cluster's first configuration; +1 at every step of a change. */
+  readonly epoch: number;
+  /** Members that vote (at least one). */
+  readonly voters: readonly MemberId[];
+  /** Members that only learn chosen entries (never vote, serve no clients). */
+  readonly learners: readonly MemberId[];
+  /**
+   * Set while a change is under way (a joint configuration): the configuration it moves to.
+   * Decisions then need a majority of `voters` and a majority of `next.voters`.
+   */
+  readonly next?: { readonly voters: readonly MemberId[]; readonly learners: readonly MemberId[] };
+}
+
+
 /** Largest member id (ids fit the low 16 bits of a proposal number). */
 export const MAX_MEMBER_ID = 0xffff;
 
@@ -249,10 +268,28 @@ export interface KeyState {
   readonly pending: boolean;
 }
 
-/** Messages between replicas. Every message names its key (`''` for the replica-wide ones). */
+/**
+ * The key that holds the cluster's membership configuration (membership.ts): written by
+ * compare-and-set only, its version v holds the configuration of epoch v + 1 (version 0, never
+ * written, is the first configuration). Keys starting with NUL are the system's: clients cannot
+ * name them.
+ */
+export const CONFIG_KEY = '\u0000svrkit/configuration';
+
+/** Whether `key` is a system key (it starts with NUL): clients cannot read or write it. */
+export function isSystemKey(key: string): boolean {
+  return key.charCodeAt(0) === 0;
+}
+
+/**
+ * Messages between replicas. Every message names its key (`''` for the replica-wide ones).
+ * Prepares, accepts, reads and key listings carry the sender's configuration `epoch`: a replica
+ * at another epoch does not vote in them or answer them (it answers `staleEpoch` to an older one,
+ * and catches up the configuration from the sender of a newer one).
+ */
 export type PeerMessage =
-  | { type: 'prepare'; key: string; index: number; ballot: Ballot }
-  | { type: 'accept'; key: string; index: number; ballot: Ballot; entry: Entry }
+  | { type: 'prepare'; key: string; index: number; ballot: Ballot; epoch: number }
+  | { type: 'accept'; key: string; index: number; ballot: Ballot; entry: Entry; epoch: number }
   | { type: 'promise'; key: string; index: number; ballot: Ballot; accepted: Ballot; acceptedEntry: Entry | null }
   | { type: 'accepted'; key: string; index: number; ballot: Ballot }
   /** The instance is closed to this ballot: `promised` is the ballot that beat it. */
@@ -268,7 +305,7 @@ export type PeerMessage =
    * asker's chosen index, `readerIncarnation` the asker's incarnation (read ids restart with
    * each life of a replica; the incarnation tells an answer to this life from one to an earlier).
    */
-  | { type: 'read'; key: string; readId: number; knownIndex: number; readerIncarnation: number }
+  | { type: 'read'; key: string; readId: number; knownIndex: number; readerIncarnation: number; epoch: number }
   /**
    * Answer to `read`: the chosen index, the entry when it is newer than `knownIndex`, and the
    * ballot of a value accepted (not known chosen) at `chosenIndex + 1` (0 when none); `readId`
@@ -304,7 +341,7 @@ export type PeerMessage =
    * order; `after` is always a key that receiver listed, or '' to start, and keys are never empty),
    * at most `limit`.
    */
-  | { type: 'listKeys'; key: ''; listId: number; after: string; limit: number }
+  | { type: 'listKeys'; key: ''; listId: number; after: string; limit: number; epoch: number }
   /** Answer to `listKeys`: keys with their chosen index; `done` when no key follows. */
   | { type: 'keyList'; key: ''; listId: number; keys: readonly KeyState[]; done: boolean }
   /**
@@ -312,7 +349,12 @@ export type PeerMessage =
    * which finishes it) and to answer `finished` with its chosen index afterwards.
    */
   | { type: 'finish'; key: string }
-  | { type: 'finished'; key: string; chosenIndex: number };
+  | { type: 'finished'; key: string; chosenIndex: number }
+  /**
+   * The receiver moved past the epoch of a prepare, accept, read or listing it got for `key`:
+   * `epoch` is its own. The sender catches up the configuration key from it.
+   */
+  | { type: 'staleEpoch'; key: string; epoch: number };
 
 /** A client operation on one key. */
 export type ClientOp =
@@ -363,6 +405,8 @@ export interface MetaPatch {
   /** Highest incarnations seen from peers (merged, keeping the larger). */
   peerIncarnations?: ReadonlyMap<MemberId, number>;
   rejoining?: boolean;
+  /** The membership configuration this replica adopted (membership.ts), once it is not the first. */
+  configuration?: Configuration;
 }
 
 /**
