@@ -487,6 +487,7 @@ export function addKvCommands(program: Command): void {
               votes: s.voters.includes(id) && s.mode === 'voter',
               voters: s.voters,
               incarnation: s.incarnation.toString(),
+              epoch: s.epoch.toString(),
               learnerOnly: s.learnerOnly,
               keys: s.keys.toString(),
               laggingKeys: s.laggingKeys.toString(),

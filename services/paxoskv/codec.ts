@@ -197,6 +197,9 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
       });
       return { type: 'helloAck', key: '', incarnation: incarnation(a.incarnation), recorded: incarnation(a.recorded), ok: a.ok, table };
     }
+    case 'staleEpoch':
+      // Keyless when it answers a key listing.
+      return { type: 'staleEpoch', key, epoch };
     case 'listKeys':
       return { type: 'listKeys', key: '', listId: num(kind.value.listId, 'list id'), after: kind.value.after, limit: kind.value.limit, epoch };
     case 'keyList': {
@@ -261,8 +264,6 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
       return { type: 'finish', key };
     case 'finished':
       return { type: 'finished', key, chosenIndex: num(kind.value.chosenIndex, 'chosen index') };
-    case 'staleEpoch':
-      return { type: 'staleEpoch', key, epoch };
   }
   throw new PeerMessageError('peer message has no kind');
 }

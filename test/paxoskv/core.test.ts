@@ -905,6 +905,51 @@ describe('configuration epochs (issue 16): the epoch fence', () => {
     for (const id of [1, 2, 3]) expect(text(c.chosen(id)!.value)).toBe('after');
   });
 
+  it('a replica repairing the configuration key still adopts a newer configuration it learns (review finding L2)', () => {
+    const c = atEpoch2();
+    // Replica 3 misses the step to epoch 3, then is told to repair the configuration key.
+    c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 3, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver((m) => m.to !== 3);
+    c.drop((m) => m.to === 3);
+    c.apply(3, c.replicas.get(3)!.forget(CONFIG_KEY, c.now).output);
+    expect(c.replicas.get(3)!.isRepairing(CONFIG_KEY)).toBe(true);
+    for (let i = 0; i < 5; i++) {
+      c.deliver();
+      c.tick(250);
+    }
+    c.deliver();
+    expect(c.replicas.get(3)!.membership.epoch).toBe(3);
+    expect(c.replicas.get(3)!.isRepairing(CONFIG_KEY)).toBe(false);
+    const ref = c.request(3, { kind: 'put', value: bytes('after-repair'), id: null });
+    c.deliver();
+    expect(c.results.get(ref)).toMatchObject({ ok: true, kind: 'write' });
+  });
+
+  it('a restart whose meta record lacks the configuration adopts it from the configuration key (review finding L3)', () => {
+    const c = atEpoch2();
+    delete c.meta(3).configuration;
+    c.boot(3, c.restartState(3));
+    expect(c.replicas.get(3)!.membership.epoch).toBe(2);
+  });
+
+  it('an accept of a configuration-key value that holds no configuration of its epoch gets no vote', () => {
+    const c = atEpoch2();
+    const before = c.stores.get(2)!.get(CONFIG_KEY);
+    for (const value of [bytes('garbage'), encodeConfiguration({ epoch: 7, voters: [1, 2, 3], learners: [] })]) {
+      const bad = { index: 2, value, writer: null, proposer: 3, time: 0, sessions: [] };
+      c.apply(2, c.replicas.get(2)!.receive(3, { type: 'accept', key: CONFIG_KEY, index: 2, ballot: ballotOf(5, 3), entry: bad, epoch: 2 }, c.now));
+      expect(c.inbox.splice(0)).toEqual([]);
+    }
+    expect(c.stores.get(2)!.get(CONFIG_KEY)).toBe(before);
+  });
+
+  it('writing the configuration that is already the latest one succeeds with its version (a writer whose value another round finished)', () => {
+    const c = atEpoch2();
+    const ref = c.request(2, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver();
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+  });
+
   it('the configuration key moves one epoch at a time, keeps its members for now, and is never deleted', () => {
     const c = atEpoch2();
     const tries: Array<[ClientOp, RegExp]> = [

@@ -44,6 +44,7 @@
 import { BinaryHeap } from '../../framework/overload/binary-heap.js';
 import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type CorePlantedBug, type StartState } from '../../services/paxoskv/core/replica.js';
+import { messageFromPb, messageToPb } from '../../services/paxoskv/codec.js';
 import { describeConfiguration, encodeConfiguration } from '../../services/paxoskv/core/membership.js';
 import { chosenIndex, CONFIG_KEY, LOST_RECORD, type ClientOp, type Configuration, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
 import { checkKvHistory, type KvInput, type KvOperation, type KvOutput } from '../support/linearizability.js';
@@ -845,8 +846,17 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     return partition !== undefined && partition.has(a) !== partition.has(b);
   }
 
-  function send(from: MemberId, to: MemberId, msg: PeerMessage): void {
+  function send(from: MemberId, to: MemberId, sent: PeerMessage): void {
     stats.messages++;
+    // Through the wire codec, as between real replicas: a message the codec cannot carry is lost
+    // there too (and a batch with it), so the run must see it.
+    let msg: PeerMessage;
+    try {
+      msg = messageFromPb(messageToPb(sent));
+    } catch (err) {
+      violation(`replica ${from} sent a message the wire codec cannot carry (${describeMessage(sent)}): ${(err as Error).message}`);
+      return;
+    }
     const copies = rand() < options.duplicateRate ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       if (rand() < options.dropRate) {

@@ -309,6 +309,7 @@ describe('PaxosKV peer messages', () => {
     { type: 'finished', key: 'k', chosenIndex: 4 },
     { type: 'listKeys', key: '', listId: 2, after: 'a', limit: 10, epoch: 3 },
     { type: 'staleEpoch', key: 'k', epoch: 7 },
+    { type: 'staleEpoch', key: '', epoch: 3 },
   ];
 
   it.each(messages.map((m) => [m.type, m] as const))('%s: one member on the wire, the same message back', (type, m) => {

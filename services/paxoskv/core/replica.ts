@@ -307,6 +307,16 @@ export class Replica {
     this.incarnationNow = start?.incarnation ?? 0;
     this.announced = [...(start?.announced ?? [])];
     this.knownUpTo = start?.incarnation ?? 0;
+    // The configuration key's record can be ahead of the meta record (a data dir an older svrkit
+    // opened, which kept the records but not the field): the record holds the chosen configuration.
+    const stored = store.get(CONFIG_KEY);
+    if (stored !== undefined && stored !== LOST_RECORD && stored.chosen !== null && stored.chosen.index + 1 > this.configuration.epoch) {
+      const c = this.configurationOf(stored.chosen);
+      if (typeof c !== 'string') {
+        this.useConfiguration(c);
+        this.out.meta = { ...this.out.meta, configuration: c };
+      }
+    }
     const role = roleOf(this.configuration, config.id);
     if (role === 'learner') this.phase = 'learner';
     else if (start === undefined) this.phase = 'voter';
@@ -555,7 +565,26 @@ export class Replica {
 
   /** Asks `peer` for the configuration key's latest chosen entry (its learn is adopted: `adopt`). */
   private catchUpConfiguration(peer: MemberId): void {
-    this.send(peer, { type: 'catchUp', key: CONFIG_KEY, knownIndex: chosenIndex(this.record(CONFIG_KEY)) });
+    // Never above what the adopted configuration says this replica holds (epoch - 1).
+    const known = Math.min(chosenIndex(this.record(CONFIG_KEY)), this.configuration.epoch - 1);
+    this.send(peer, { type: 'catchUp', key: CONFIG_KEY, knownIndex: known });
+  }
+
+  /** Adopts the configuration in `entry` of `key` when it is the configuration key's and newer than this replica's. */
+  private configurationLearned(key: string, entry: Entry): void {
+    if (key === CONFIG_KEY && entry.index + 1 > this.configuration.epoch) this.adopt(entry);
+  }
+
+  /** The configuration a chosen entry of the configuration key holds, or why it holds none. */
+  private configurationOf(entry: Entry): Configuration | string {
+    try {
+      if (entry.value === null) return 'the entry is a delete';
+      const c = decodeConfiguration(entry.value);
+      if (c.epoch !== entry.index + 1) return `version ${entry.index} holds epoch ${c.epoch}, not ${entry.index + 1}`;
+      return c;
+    } catch (err) {
+      return (err as Error).message;
+    }
   }
 
   /**
@@ -565,13 +594,10 @@ export class Replica {
    * longer names stops and says why.
    */
   private adopt(entry: Entry): void {
-    let c: Configuration;
-    try {
-      if (entry.value === null) throw new Error('the entry is a delete');
-      c = decodeConfiguration(entry.value);
-      if (c.epoch !== entry.index + 1) throw new Error(`version ${entry.index} holds epoch ${c.epoch}, not ${entry.index + 1}`);
-    } catch (err) {
-      this.fail(`the chosen configuration (version ${entry.index} of the configuration key) does not decode: ${(err as Error).message}`);
+    const c = this.configurationOf(entry);
+    if (typeof c === 'string') {
+      // Acceptors take no such value (onAcceptorMessage), so it cannot have been chosen.
+      this.fail(`the chosen configuration (version ${entry.index} of the configuration key) does not decode: ${c}`);
       return;
     }
     if (c.epoch <= this.configuration.epoch) return;
@@ -887,6 +913,9 @@ export class Replica {
 
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
     if (this.phase === 'voter' && !this.inEpoch(from, msg)) return;
+    // A value of the configuration key that holds no configuration of its epoch is never accepted,
+    // so it can never be chosen (and stop every replica that would adopt it).
+    if (msg.type === 'accept' && msg.key === CONFIG_KEY && typeof this.configurationOf(msg.entry) === 'string') return;
     const rec = this.record(msg.key);
     // A key this replica lost: no vote, and no reply (the proposer counts on the others).
     if (this.lostKeys.has(msg.key) && this.config.plantedBug !== 'vote-on-lost-key') return;
@@ -934,6 +963,8 @@ export class Replica {
     if (lost !== undefined) {
       // Learned while the key is repaired: the repair keeps the newest, and persists it with the fence.
       if (lost.best === null || entry.index > lost.best.index) lost.best = entry;
+      // A configuration is a chosen value: adopting it needs no intact local record.
+      this.configurationLearned(key, entry);
       this.repairProgress(key, lost);
       return;
     }
@@ -1000,7 +1031,12 @@ export class Replica {
     }
     if (task.key === CONFIG_KEY) {
       // The configuration key holds the configuration of epoch version + 1 and moves one epoch
-      // at a time (phxpaxos's compare-and-set of its system variables' version).
+      // at a time (phxpaxos's compare-and-set of its system variables' version). A write whose
+      // very configuration is the latest chosen one took effect (perhaps through another
+      // proposer's recovery round): it succeeded.
+      if (op.kind !== 'delete' && latest !== null && latest.value !== null && Buffer.compare(latest.value, op.value) === 0) {
+        return this.finish(task, { ok: true, kind: 'write', version: latest.index }, now);
+      }
       const why = this.configurationWriteProblem(op, chosenIndex(rec));
       if (why !== undefined) return this.finish(task, { ok: false, status: 'FAILED_PRECONDITION', message: why, version: chosenIndex(rec) }, now);
     }
@@ -1330,6 +1366,7 @@ export class Replica {
     if (l === undefined || msg.key !== key || !this.otherVoters.includes(from) || l.replies.has(from)) return;
     l.replies.set(from, { chosenIndex: msg.chosenIndex, pending: msg.pendingAccepted !== 0 });
     if (msg.entry !== null && (l.best === null || msg.entry.index > l.best.index)) l.best = msg.entry;
+    if (msg.entry !== null) this.configurationLearned(key, msg.entry);
     if (l.replies.size < this.otherVoters.length) return;
     // Every other voter answered. As for a rejoin: before the loss this replica voted at most one
     // instance past what it had learned, which was chosen, so accepted by a majority that meets
@@ -1375,7 +1412,7 @@ export class Replica {
   private persist(key: string, record: KeyRecord): void {
     this.out.persist.set(key, record);
     // A newly chosen configuration is adopted with the record that holds it.
-    if (key === CONFIG_KEY && record.chosen !== null && record.chosen.index + 1 > this.configuration.epoch) this.adopt(record.chosen);
+    if (record.chosen !== null) this.configurationLearned(key, record.chosen);
   }
 
   private send(to: MemberId, message: PeerMessage): void {

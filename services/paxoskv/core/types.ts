@@ -44,7 +44,6 @@ export interface Configuration {
   readonly next?: { readonly voters: readonly MemberId[]; readonly learners: readonly MemberId[] };
 }
 
-
 /** Largest member id (ids fit the low 16 bits of a proposal number). */
 export const MAX_MEMBER_ID = 0xffff;
 
@@ -269,9 +268,10 @@ export interface KeyState {
 }
 
 /**
- * The key that holds the cluster's membership configuration (membership.ts): written by
- * compare-and-set only, its version v holds the configuration of epoch v + 1 (version 0, never
- * written, is the first configuration). Keys starting with NUL are the system's: clients cannot
+ * The key that holds the cluster's membership configuration (membership.ts): its version v holds
+ * the configuration of epoch v + 1 (version 0, never written, is the first configuration), so a
+ * write of the next configuration can only follow the one it was planned against (a
+ * compare-and-set through the index). Keys starting with NUL are the system's: clients cannot
  * name them.
  */
 export const CONFIG_KEY = '\u0000svrkit/configuration';
