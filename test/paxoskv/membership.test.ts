@@ -15,11 +15,12 @@ import {
   quorumStillPossible,
   roleOf,
   syncSet,
+  syncedEnough,
   votersOf,
   type Configuration,
   type MembershipChange,
 } from '../../services/paxoskv/core/membership.js';
-import { readTranscript } from '../support/datadriven.js';
+import { runTranscript } from '../support/datadriven.js';
 
 const FILE = fileURLToPath(new URL('./testdata/membership.txt', import.meta.url));
 const idList = (s: string): number[] => (s === '-' ? [] : s.split(',').map(Number));
@@ -61,6 +62,8 @@ describe('membership transcript', () => {
         const s = syncSet(c);
         return `sync ${list(s.sync)}, joiners ${list(s.joiners)}`;
       }
+      case 'synced':
+        return String(syncedEnough(c, ids(args[0]!)));
       case 'role':
         return roleOf(c, Number(args[0]));
       case 'voters':
@@ -72,15 +75,6 @@ describe('membership transcript', () => {
     }
   };
 
-  for (const tc of readTranscript(FILE)) {
-    it(`${tc.cmd} ${tc.args.join(' ')} (${tc.pos.slice(tc.pos.lastIndexOf('/') + 1)})`, () => {
-      let got: string;
-      try {
-        got = run(tc.cmd, tc.args);
-      } catch (err) {
-        got = `error: ${(err as Error).message}`;
-      }
-      expect(got, tc.pos).toBe(tc.expected);
-    });
-  }
+  runTranscript(FILE, run);
+
 });

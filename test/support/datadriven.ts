@@ -9,6 +9,8 @@
  *   epoch 1: voters [1,2,3]
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { expect, it } from 'vitest';
 
 /** One case of a transcript. */
 export interface DataDrivenCase {
@@ -41,4 +43,23 @@ export function readTranscript(file: string): DataDrivenCase[] {
     cases.push({ pos, cmd: cmd!, args, expected: out.join('\n') });
   }
   return cases;
+}
+
+/**
+ * Registers one vitest case per transcript case: `run` gets its command and arguments and returns
+ * the output, or throws (the output is then `error: <message>`); the case passes when that equals
+ * the expected text.
+ */
+export function runTranscript(file: string, run: (cmd: string, args: readonly string[]) => string): void {
+  for (const tc of readTranscript(file)) {
+    it(`${tc.cmd} ${tc.args.join(' ')} (${path.basename(tc.pos)})`, () => {
+      let got: string;
+      try {
+        got = run(tc.cmd, tc.args);
+      } catch (err) {
+        got = `error: ${(err as Error).message}`;
+      }
+      expect(got, tc.pos).toBe(tc.expected);
+    });
+  }
 }

@@ -16,27 +16,38 @@
  * - Every prepare, accept and read carries the proposer's epoch, and a replica refuses one made
  *   under an epoch it has moved past (the epoch fence): once a replica adopts e+1 it votes in no
  *   decision of epoch e, for any key.
- * - `finish` may be proposed only after a majority of C1 adopted e+1 and every voter of C2 has
- *   synced: read every key from a majority of C1 whose members had adopted e+1 (list the keys,
- *   learn each key's latest chosen entry, have a voter decide a pending instance first).
+ * - `finish` may be proposed only after a majority of C1 adopted e+1 and a majority of C2's voters
+ *   has synced: read every key from a majority of C1 whose members were at e+1 exactly when they
+ *   answered (list the keys, learn each key's latest chosen entry, and have the member that
+ *   reported a value accepted after it decide that instance first: another voter's recovery
+ *   round could miss the value).
  *
- * Why this is safe for per-key logs that keep only their latest entry: let value v be chosen for
- * key k at index i. A later proposal at (k, i) is made under some epoch, and its prepare quorum
- * must answer with v (or with `chosen`, from an acceptor that has since learned an index >= i).
- * - Chosen under e (C1 majority) and proposed under e or e+1: both quorums contain a C1 majority,
- *   which meets the one that accepted v (plain Paxos).
- * - Chosen under e+1 (joint) and proposed under e+1 or e+2: both contain a C2 majority.
- * - Chosen under e and proposed under e+2 (C2 alone): each C2 voter's sync read a majority of C1
- *   whose members had adopted e+1. That majority meets the one that accepted v, and the member
- *   in both accepted v before it adopted e+1 (after, it refuses epoch e); so the sync saw v or a
- *   later index, had any pending instance decided (by a joint quorum, which finds v), and left
- *   the C2 voter at index >= i: it answers `chosen` at (k, i).
- * - A proposal under e made once `finish` was proposed needs a C1 majority still at e, which
- *   meets the majority of C1 that had adopted e+1: one of its acceptors refuses.
+ * Why this is safe for per-key logs that keep only their latest entry. The lemma it rests on: a
+ * replica's epoch only rises (it is persisted before anything that depends on it is sent, and a
+ * replica that lost its data does not vote until its rejoin sweep ran at its peers' epoch), and a
+ * replica promises or accepts only for a message of exactly its current epoch. Paxos needs, for a
+ * value v chosen at (key k, index i) under ballot b, that every higher ballot at (k, i) carries
+ * v, or finds (k, i) decided: an acceptor that learned an index >= i answers `chosen` instead of
+ * promising. By the epoch the ballot b' > b was made under:
+ * - v chosen under e (a C1 majority accepted it), b' under e or e+1: both quorums contain a C1
+ *   majority, and two C1 majorities meet (plain Paxos).
+ * - v chosen under e+1 (joint), b' under e, e+1 or e+2: a quorum under e needs a C1 majority,
+ *   one under e+1 or e+2 a C2 majority, and the joint quorum that chose v holds both.
+ * - v chosen under e+2 (C2), b' under e+1 or e+2: both contain a C2 majority. b' under e needs a
+ *   C1 majority still at e, which meets the majority of C1 that adopted e+1 before `finish` was
+ *   proposed: one of its acceptors refuses each phase.
+ * - v chosen under e, b' under e+2 (C2 alone): each synced voter's sync read a majority of C1
+ *   whose members were at e+1. That majority meets the one that accepted v, and the member in
+ *   both accepted v before it adopted e+1 (after, it refuses epoch e); so the sync saw v or a
+ *   later index (or v pending, and had its instance decided by the member that reported it, by a
+ *   joint quorum, which finds v), and left the voter at index >= i. A majority of C2 synced, and
+ *   every C2 majority meets it: a synced member answers `chosen` at (k, i), so no ballot under
+ *   e+2 gets a quorum of promises there.
  * Because each key keeps only its latest entry, there is no per-key α window to wait out: the
  * epoch fence closes epoch e on every key at once, and the sync carries each key's one entry.
  * Two changes never overlap: `begin` needs a stable configuration, `finish` a joint one, and both
- * are compare-and-sets of the configuration's epoch.
+ * are compare-and-sets of the configuration's epoch (its version); acceptors refuse values of the
+ * configuration key that hold no configuration of their epoch.
  */
 import { MAX_MEMBER_ID as MAX_ID, type Configuration, type MemberId } from './types.js';
 
@@ -203,10 +214,11 @@ export function finishChange(joint: Configuration): Configuration {
 }
 
 /**
- * The members that must sync before `finish` may be proposed: every voter of the next half. A
- * member that also voted in the current half may have been outside the majority that chose a
- * value, so it syncs too (see the module comment); learners never vote and catch up on their own.
- * @returns the voters to sync, and which of them are new (they start empty).
+ * Who syncs before `finish` may be proposed: the voters of the next half. Safety needs a synced
+ * majority of them (see the module comment), which {@link syncedEnough} tells; the joiners start
+ * empty, and a change should add a member as a learner first, let it catch up, and only then make
+ * it a voter, so that it counts toward a quorum only once it holds the data.
+ * @returns the next half's voters, and which of them are new (they start empty).
  * @throws MembershipError when `joint` is stable.
  */
 export function syncSet(joint: Configuration): { sync: MemberId[]; joiners: MemberId[] } {
@@ -214,6 +226,17 @@ export function syncSet(joint: Configuration): { sync: MemberId[]; joiners: Memb
   const old = new Set(membersOf({ epoch: joint.epoch, voters: joint.voters, learners: joint.learners }));
   const sync = [...joint.next.voters];
   return { sync, joiners: sync.filter((m) => !old.has(m)) };
+}
+
+/**
+ * Whether enough of the next half has synced for `finish`: a majority of its voters.
+ * @param joint - a joint configuration.
+ * @param synced - the members that reported a finished sync for `joint.epoch`.
+ * @throws MembershipError when `joint` is stable.
+ */
+export function syncedEnough(joint: Configuration, synced: MemberSet): boolean {
+  if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
+  return majorityOf(joint.next.voters, synced);
 }
 
 /** A one-line description: `epoch 3: voters [1,2,4]` or `epoch 2: voters [1,2,3] -> [1,2,4]`. */

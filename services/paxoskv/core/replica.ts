@@ -18,7 +18,11 @@
  *   right after the expected version, and fails only after a read confirmed the current version.
  * - Replicas that see they missed entries catch up from the peer that showed them.
  * - A learner-only replica votes in nothing and serves no clients; it only learns chosen entries.
- *   Majorities are majorities of the voters (the members that are not learners).
+ *   Quorums are those of the membership configuration the replica adopted last (membership.ts:
+ *   majorities of the voters; in a joint configuration, majorities of both halves). The
+ *   configuration is chosen in the configuration key (`CONFIG_KEY`, version v holding epoch v+1);
+ *   prepares, accepts, reads and key listings carry the sender's epoch, and a replica votes in or
+ *   answers only those of exactly its own epoch (the epoch fence).
  * - Writes are exactly-once through client sessions kept in the key's log (see `writeOutcome`
  *   in types.ts): a retried write is answered with its original version, a late or expired
  *   attempt is refused, and no replica clock decides which.
