@@ -265,6 +265,10 @@ export interface SimStats {
   fsyncCrashes: number;
   partitions: number;
   clockSteps: number;
+  /** Runs that ended with nothing left to happen (checked for every replica being back), and
+   *  replicas back then but still behind the last epoch (nothing of it reached them yet). */
+  settledRuns: number;
+  epochBehindAtEnd: number;
   /** Writes of the next epoch's configuration started, and how many epochs past the first were adopted. */
   epochSteps: number;
   epochsAdopted: number;
@@ -297,7 +301,7 @@ export interface SimStats {
 /** A fresh, zeroed {@link SimStats}. */
 export function emptySimStats(): SimStats {
   return {
-    messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, epochSteps: 0, epochsAdopted: 0, droppedReplies: 0,
+    messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, epochSteps: 0, epochsAdopted: 0, settledRuns: 0, epochBehindAtEnd: 0, droppedReplies: 0,
     wipes: 0, wipesDetected: 0, rollbacks: 0, rollbacksDetected: 0, rejoinsStarted: 0, rejoinsCompleted: 0,
     corruptions: 0, corruptionsRepaired: 0,
     completed: 0, writes: 0, unknown: 0, failedPreconditions: 0, notApplied: 0, timeMs: 0,
@@ -1103,14 +1107,38 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   scheduleEpochStep();
   scheduleCorruption();
 
+  let drained = false;
   for (;;) {
     const e = q.pop();
+    drained = e === undefined;
     if (e === undefined || e.at > options.maxTimeMs) break;
     now = e.at;
     e.run();
     if (violations.length > 0) break;
   }
   stats.timeMs = now;
+  // Once nothing is left to happen (every fault stopped with the clients' operations, every timer
+  // ran out), every replica must be back: voting (or learning), repairing nothing. A replica stuck
+  // short of that is a liveness bug (the kind a review found in the first epoch-fence code: a
+  // replica repairing the configuration key never caught up). A replica a step behind the last
+  // epoch is not stuck: nothing told it yet, and the next message of that epoch will (counted).
+  if (violations.length === 0 && drained) {
+    stats.settledRuns++;
+    const last = Math.max(1, ...[...configurations.keys()]);
+    for (const node of nodes.values()) {
+      const core = node.core;
+      const why =
+        core === undefined
+          ? 'is down'
+          : core.mode !== 'voter' && core.mode !== 'learner'
+            ? `is ${core.mode}${core.failure === undefined ? '' : ` (${core.failure})`}`
+            : core.lostKeyCounts.repairing > 0
+              ? `still repairs ${core.lostKeyCounts.repairing} key(s)`
+              : undefined;
+      if (why !== undefined) violation(`replica ${node.id} ${why} once nothing was left to happen (at ${now.toFixed(0)} ms)`);
+      else if (core!.membership.epoch !== last) stats.epochBehindAtEnd++;
+    }
+  }
   return { history, violations, spuriousStops, chosen: chosenAt, stats };
 }
 
