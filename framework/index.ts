@@ -64,7 +64,7 @@ export { type ClientCall, type ClientInvoker, type ClientInterceptor, type Clien
 export { type ServerStreamHandler, type ServerStreamInterceptor } from './server/stream-call.js';
 export { INITIAL_STREAM_WINDOW } from './wire/frame.js';
 export { tcpTransport, type Transport, type TransportListener, type ByteStream, type PeerIdentity } from './transport/transport.js';
-export { certificateUris, tlsClientTransport, tlsServerTransport, type Pem, type TlsClientOptions, type TlsServerOptions } from './transport/tls-transport.js';
+export { certificateUris, subjectAltNameUris, tlsClientTransport, tlsServerTransport, type Pem, type TlsClientOptions, type TlsServerOptions } from './transport/tls-transport.js';
 export { MemoryTransport } from './transport/memory.js';
 export { registerResolver, parseTarget, parseAddress, type Resolver, type ResolverFactory, type ResolverListener, type ParsedTarget } from './client/resolver.js';
 export { type BackoffOptions, type KeepaliveOptions } from './client/client-connection.js';

@@ -10,7 +10,7 @@ import { ConfigClient } from '../../services/config/client.js';
 import { formatRule, parseRule, type GrayRule } from '../../services/config/gray.js';
 import { resolve, type ConfigChanges, type NamespaceHead } from '../../services/config/model.js';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
-import { clusterTls, KvUsageError, parsePeers, resolveClientCluster } from './kv-cluster.js';
+import { clusterChannel, KvUsageError, parsePeers, resolveClientCluster } from './kv-cluster.js';
 import type { ChannelOptions } from '../client/channel.js';
 import { intOption, pemFile, positiveMs, reportError } from './flags.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
@@ -88,8 +88,7 @@ function fail(err: unknown): void {
 async function clusterOf(flags: { peers?: Map<number, string>; dataDir?: string; tlsDir?: string }): Promise<{ peers: Map<number, string>; channel: ChannelOptions | undefined } | undefined> {
   try {
     const cluster = await resolveClientCluster(flags);
-    const tls = await clusterTls(cluster);
-    return { peers: cluster.peers, channel: tls === undefined ? undefined : { tls } };
+    return { peers: cluster.peers, channel: await clusterChannel(cluster.tlsDir) };
   } catch (err) {
     fail(err);
     return undefined;
@@ -266,8 +265,7 @@ export function addConfigCommands(program: Command): void {
       // (--tls-dir, the recorded cluster's, or $SVRKIT_KV_TLS_DIR): the servers are its replicas.
       try {
         const tlsDir = flags.tlsDir ?? (await resolveClientCluster(flags).then((c) => c.tlsDir, () => undefined));
-        const tls = tlsDir === undefined ? undefined : await clusterTls({ peers: new Map(), tlsDir });
-        await follow(`config://${flags.server.replace(/^config:\/\//i, '')}`, tls === undefined ? undefined : { tls });
+        await follow(`config://${flags.server.replace(/^config:\/\//i, '')}`, await clusterChannel(tlsDir));
       } catch (err) {
         fail(err);
       }

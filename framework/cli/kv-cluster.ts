@@ -9,7 +9,7 @@ import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { readClientTls } from '../../services/paxoskv/tls.js';
 import { parseAddress } from '../client/resolver.js';
-import type { TlsClientOptions } from '../transport/tls-transport.js';
+import type { ChannelOptions } from '../client/channel.js';
 
 /**
  * Parses a peer list: `1=127.0.0.1:7101,2=127.0.0.1:7102` (ids given) or
@@ -320,15 +320,15 @@ async function findClientCluster(flags: { peers?: Map<number, string>; dataDir?:
 }
 
 /**
- * The TLS settings of a client of `cluster`.
- * @param cluster - the cluster, as {@link resolveClientCluster} found it.
- * @returns undefined for plain TCP; else the settings from its TLS dir (the CA, and `client.pem` when present).
+ * The options of a client's channels to a cluster with TLS dir `tlsDir`.
+ * @param tlsDir - the cluster's TLS dir, or undefined for plain TCP.
+ * @returns undefined for plain TCP; else `{ tls }` from the dir (the CA, and `client.pem` when present).
  * @throws KvUsageError when the TLS dir's `ca.pem` cannot be read.
  */
-export async function clusterTls(cluster: ClientCluster): Promise<TlsClientOptions | undefined> {
-  if (cluster.tlsDir === undefined) return undefined;
+export async function clusterChannel(tlsDir: string | undefined): Promise<ChannelOptions | undefined> {
+  if (tlsDir === undefined) return undefined;
   try {
-    return await readClientTls(cluster.tlsDir);
+    return { tls: await readClientTls(tlsDir) };
   } catch (err) {
     throw new KvUsageError((err as Error).message);
   }

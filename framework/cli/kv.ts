@@ -31,7 +31,7 @@ import {
   checkAgainst,
   CLUSTER_FILE,
   DEFAULT_KV_DATA_DIR,
-  clusterTls,
+  clusterChannel,
   KV_PEERS_ENV,
   KV_TLS_DIR_ENV,
   KvUsageError,
@@ -97,8 +97,7 @@ interface ClientFlags {
 /** A client of the cluster the flags name: over TLS when it has a TLS dir. */
 async function clientOf(flags: ClientFlags): Promise<{ peers: Map<number, string>; client: PaxosKVClient }> {
   const cluster = await resolveClientCluster(flags);
-  const tls = await clusterTls(cluster);
-  return { peers: cluster.peers, client: new PaxosKVClient({ peers: [...cluster.peers.values()], channel: tls === undefined ? undefined : { tls } }) };
+  return { peers: cluster.peers, client: new PaxosKVClient({ peers: [...cluster.peers.values()], channel: await clusterChannel(cluster.tlsDir) }) };
 }
 
 const jsonLine = (out: unknown): string => JSON.stringify(out, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n';
@@ -132,9 +131,9 @@ async function withClient<T>(flags: ClientFlags, prepare: () => Promise<T>, fn: 
   let kv: PaxosKVClient;
   try {
     const cluster = await resolveClientCluster(flags);
-    const tls = await clusterTls(cluster);
+    const channel = await clusterChannel(cluster.tlsDir);
     prepared = await prepare();
-    kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel: tls === undefined ? undefined : { tls } });
+    kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel });
   } catch (err) {
     refuse(err);
     return;

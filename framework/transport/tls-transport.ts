@@ -8,7 +8,7 @@
  */
 import { isIP } from 'node:net';
 import { connect as tlsConnect, createServer as tlsCreateServer, type ConnectionOptions, type PeerCertificate, type TLSSocket } from 'node:tls';
-import type { ByteStream, PeerIdentity, Transport } from './transport.js';
+import { listenOn, type ByteStream, type PeerIdentity, type Transport } from './transport.js';
 
 /** PEM text or bytes, or several (a CA bundle). */
 export type Pem = string | Buffer | ReadonlyArray<string | Buffer>;
@@ -61,7 +61,17 @@ function identityOf(socket: TLSSocket): PeerIdentity | undefined {
  * @returns its URI SANs, in certificate order (empty when it has none).
  */
 export function certificateUris(cert: PeerCertificate): string[] {
-  return (cert.subjectaltname ?? '')
+  return subjectAltNameUris(cert.subjectaltname);
+}
+
+/**
+ * The URI SANs in a subject-alternative-name text as Node writes it (`PeerCertificate.subjectaltname`,
+ * `X509Certificate.subjectAltName`: `IP Address:127.0.0.1, URI:spiffe://...`).
+ * @param text - the text, or undefined for a certificate without SANs.
+ * @returns the URIs, in order.
+ */
+export function subjectAltNameUris(text: string | undefined): string[] {
+  return (text ?? '')
     .split(/,\s*/)
     .filter((s) => s.startsWith('URI:'))
     .map((s) => s.slice(4));
@@ -100,7 +110,7 @@ function stream(socket: TLSSocket, client: boolean): ByteStream {
 export function tlsServerTransport(options: TlsServerOptions): Transport {
   return {
     connect: (host, port) => tlsClientTransport({ ca: options.ca }).connect(host, port),
-    async listen(port, host, onConnection) {
+    listen(port, host, onConnection) {
       const srv = tlsCreateServer(
         { cert: options.cert as string, key: options.key as string, ca: options.ca as string | undefined, requestCert: options.ca !== undefined || options.requireClientCert === true, rejectUnauthorized: options.requireClientCert === true },
         (socket) => {
@@ -110,16 +120,7 @@ export function tlsServerTransport(options: TlsServerOptions): Transport {
       );
       // A failed handshake (random bytes, a wrong or missing certificate) ends that socket only.
       srv.on('tlsClientError', (_err, socket) => socket.destroy());
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(port, host, () => {
-          srv.off('error', reject);
-          resolve();
-        });
-      });
-      const a = srv.address();
-      const address = a !== null && typeof a === 'object' ? { address: a.address, port: a.port } : { address: String(a), port: 0 };
-      return { address, close: () => srv.close(), onError: (listener) => srv.on('error', listener) };
+      return listenOn(srv, port, host);
     },
   };
 }

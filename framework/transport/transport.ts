@@ -6,7 +6,7 @@
  *   (framing, flow control, retries, balancing) run without sockets, as connect-es's
  *   `createRouterTransport` does.
  */
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Server as NetServer } from 'node:net';
 
 /** What the framed connection needs of a socket: the subset of `net.Socket` it uses. */
 export interface ByteStream {
@@ -77,21 +77,27 @@ export const tcpTransport: Transport = {
   connect(host, port) {
     return connect({ host, port, noDelay: true });
   },
-  async listen(port, host, onConnection) {
-    const srv = createServer({ noDelay: true }, onConnection);
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(port, host, () => {
-        srv.off('error', reject);
-        resolve();
-      });
-    });
-    const a = srv.address();
-    const address = a !== null && typeof a === 'object' ? { address: a.address, port: a.port } : { address: String(a), port: 0 };
-    return {
-      address,
-      close: () => srv.close(),
-      onError: (listener) => srv.on('error', listener),
-    };
+  listen(port, host, onConnection) {
+    return listenOn(createServer({ noDelay: true }, onConnection), port, host);
   },
 };
+
+/**
+ * Binds a `net.Server` (or a `tls.Server`, which is one) and describes it as a listener.
+ * @param srv - the server, not yet listening.
+ * @param port - the TCP port (0 picks a free one); `host` - the interface.
+ * @returns the listener once bound: its address, `close`, and `onError` for later errors.
+ * @throws Error (rejection) when the address cannot be bound (in use, not permitted).
+ */
+export async function listenOn(srv: NetServer, port: number, host: string): Promise<TransportListener> {
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => {
+      srv.off('error', reject);
+      resolve();
+    });
+  });
+  const a = srv.address();
+  const address = a !== null && typeof a === 'object' ? { address: a.address, port: a.port } : { address: String(a), port: 0 };
+  return { address, close: () => srv.close(), onError: (listener) => srv.on('error', listener) };
+}

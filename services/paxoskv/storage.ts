@@ -52,7 +52,7 @@ import { crc32 } from 'node:zlib';
 import { open as openLmdb, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { Packr, Unpackr } from 'msgpackr';
 import type { RecordSource } from './core/replica.js';
-import { decodeConfiguration, validateConfiguration } from './core/membership.js';
+import { configurationData, configurationFrom, validateConfiguration } from './core/membership.js';
 import { LOST_RECORD, MAX_MEMBER_ID, type Configuration, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Session, type SessionWrite } from './core/types.js';
 
 /**
@@ -922,18 +922,8 @@ function encodeMeta(meta: MetaState): Buffer {
     announced: [...meta.announced],
     peerIncarnations: [...meta.peerIncarnations].sort((a, b) => a[0] - b[0]),
     rejoining: meta.rejoining,
-    ...(meta.configuration === undefined ? {} : { configuration: configurationObject(meta.configuration) }),
+    ...(meta.configuration === undefined ? {} : { configuration: configurationData(meta.configuration) }),
   }));
-}
-
-/** A configuration as plain data for the meta record. */
-function configurationObject(c: Configuration): Record<string, unknown> {
-  return {
-    epoch: c.epoch,
-    voters: [...c.voters],
-    learners: [...c.learners],
-    ...(c.next === undefined ? {} : { next: { voters: [...c.next.voters], learners: [...c.next.learners] } }),
-  };
 }
 
 const isMemberId = (m: unknown): m is number => Number.isInteger(m) && (m as number) >= 1 && (m as number) <= MAX_MEMBER_ID;
@@ -1045,7 +1035,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
   let adopted: Configuration | undefined;
   if (configuration !== undefined) {
     try {
-      adopted = decodeConfiguration(new TextEncoder().encode(JSON.stringify(configuration)));
+      adopted = configurationFrom(configuration);
     } catch (err) {
       throw new DataDirError(`data dir ${dir}: the meta record's configuration is malformed (${(err as Error).message}); the data file is corrupt: ${REJOIN_HINT}`, dir);
     }

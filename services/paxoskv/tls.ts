@@ -22,7 +22,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PeerCertificate } from 'node:tls';
-import { certificateUris, type TlsClientOptions, type TlsServerOptions } from '../../framework/index.js';
+import { certificateUris, subjectAltNameUris, type TlsClientOptions, type TlsServerOptions } from '../../framework/index.js';
 import type { MemberId } from './core/types.js';
 
 /** The trust domain of member URIs. */
@@ -137,6 +137,7 @@ export async function readReplicaTls(dir: string, id: MemberId): Promise<Replica
  * Checks that a replica's material fits it, so a mix-up fails at start rather than as peers
  * silently refusing it: the certificate names member `id` (and no other), chains to the CA
  * (issued by it and signed with its key), is valid now, and matches the key.
+ * @param tls - the material; `id` - the member it is for; `now` - the time to check validity at.
  * @throws Error saying what does not fit.
  */
 export function checkReplicaTls(tls: ReplicaTls, id: MemberId, now: Date = new Date()): void {
@@ -148,8 +149,7 @@ export function checkReplicaTls(tls: ReplicaTls, id: MemberId, now: Date = new D
   } catch (err) {
     throw new Error(`member ${id}'s certificate or the CA is not a PEM certificate: ${(err as Error).message}`, { cause: err });
   }
-  const uris = (cert.subjectAltName ?? '').split(/,\s*/).filter((s) => s.startsWith('URI:')).map((s) => s.slice(4));
-  const named = memberNamed(uris);
+  const named = memberNamed(subjectAltNameUris(cert.subjectAltName));
   if (named !== id) throw new Error(`member ${id}'s certificate names ${named === undefined ? 'no member (or several)' : `member ${named}`}; it must carry exactly one member URI, ${memberUri(id)}`);
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) throw new Error(`member ${id}'s certificate is not signed by the CA in ${TLS_FILES.ca}`);
   if (new Date(cert.validTo) < now || new Date(cert.validFrom) > now) throw new Error(`member ${id}'s certificate is valid only from ${cert.validFrom} to ${cert.validTo}`);

@@ -18,6 +18,7 @@ import { startInProcessCluster, startProcessCluster, type InProcessCluster, type
 import { freePorts, killStarted, runSvrkit, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
 import { grayWatchers, expectNoneWentBack } from '../support/gray-watchers.js';
 import { eventually } from '../support/poll.js';
+import { rpcFailure } from '../support/rpc-failure.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `config-service-${process.pid}`);
@@ -101,25 +102,20 @@ describe('ConfigCenter served by kv serve replicas and svrkit config serve', () 
 
   it('refuses bad requests with the catalogue\'s errors, and keeps serving', async () => {
     const ops = new ConfigCenterClient(servers[0]!.address);
-    const fail = async (p: Promise<unknown>): Promise<RpcError> => {
-      const err = await p.then(() => undefined, (e: unknown) => e);
-      expect(err).toBeInstanceOf(RpcError);
-      return err as RpcError;
-    };
     try {
-      expect(await fail(ops.get({ namespace: 'bad namespace!' }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'INVALID_CONFIG_REQUEST' });
-      expect(await fail(ops.gray({ namespace: 'svc.bad', set: { a: '1' }, rules: ['percent:500'] }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'INVALID_CONFIG_REQUEST' });
-      expect(await fail(ops.gray({ namespace: 'svc.bad', set: { a: '1' }, rules: [] }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
-      const noGray = await fail(ops.promote({ namespace: 'svc.bad' }));
+      expect(await rpcFailure(ops.get({ namespace: 'bad namespace!' }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'INVALID_CONFIG_REQUEST' });
+      expect(await rpcFailure(ops.gray({ namespace: 'svc.bad', set: { a: '1' }, rules: ['percent:500'] }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'INVALID_CONFIG_REQUEST' });
+      expect(await rpcFailure(ops.gray({ namespace: 'svc.bad', set: { a: '1' }, rules: [] }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
+      const noGray = await rpcFailure(ops.promote({ namespace: 'svc.bad' }));
       expect(noGray).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'CONFIG_OP_REFUSED' });
       expect(noGray.message).toMatch(/gray/);
-      expect(await fail(ops.rollback({ namespace: 'svc.bad', to: 7 }))).toMatchObject({ code: Status.FAILED_PRECONDITION });
-      expect(await fail(ops.rollback({ namespace: 'svc.bad', to: 0 }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
-      const badKey = await fail(ops.publish({ namespace: 'svc.bad', set: { 'a=b': '1' } }));
+      expect(await rpcFailure(ops.rollback({ namespace: 'svc.bad', to: 7 }))).toMatchObject({ code: Status.FAILED_PRECONDITION });
+      expect(await rpcFailure(ops.rollback({ namespace: 'svc.bad', to: 0 }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
+      const badKey = await rpcFailure(ops.publish({ namespace: 'svc.bad', set: { 'a=b': '1' } }));
       expect(badKey).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'INVALID_CONFIG_REQUEST' });
       expect(badKey.message).toMatch(/key 'a=b'/);
-      expect(await fail(ops.publish({ namespace: 'svc.bad', set: { a: '1' }, delete: ['a'] }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
-      expect(await fail(ops.publish({ namespace: 'svc.bad' }))).toMatchObject({ code: Status.INVALID_ARGUMENT }); // no change
+      expect(await rpcFailure(ops.publish({ namespace: 'svc.bad', set: { a: '1' }, delete: ['a'] }))).toMatchObject({ code: Status.INVALID_ARGUMENT });
+      expect(await rpcFailure(ops.publish({ namespace: 'svc.bad' }))).toMatchObject({ code: Status.INVALID_ARGUMENT }); // no change
       expect((await ops.get({ namespace: 'svc.bad' })).version).toBe(0n);
     } finally {
       ops.close();
@@ -128,29 +124,24 @@ describe('ConfigCenter served by kv serve replicas and svrkit config serve', () 
 
   it('the replicas\' registry service refuses bad requests with the catalogue\'s errors, and keeps serving', async () => {
     const reg = new RegistryClient(cluster.addresses[1]!);
-    const fail = async (p: Promise<unknown>): Promise<RpcError> => {
-      const err = await p.then(() => undefined, (e: unknown) => e);
-      expect(err).toBeInstanceOf(RpcError);
-      return err as RpcError;
-    };
     const instance = { service: 'bad.Svc', address: '127.0.0.1:1', zone: '', labels: {}, weight: 1 };
     const invalid = { code: Status.INVALID_ARGUMENT, reason: 'INVALID_REGISTRY_REQUEST' };
     try {
-      expect(await fail(reg.register({ prefix: 'no-slash', instance, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '/a\u0000b', instance, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '', lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid); // no instance
-      expect(await fail(reg.register({ prefix: '', instance: { ...instance, address: 'nope' }, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '', instance: { ...instance, service: 'x'.repeat(300) }, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '', instance, lease: 'bad lease!', ttlMs: 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '', instance, lease: 'l1', ttlMs: 5 }))).toMatchObject(invalid);
-      expect(await fail(reg.register({ prefix: '', instance, lease: 'l1', ttlMs: 2 * 24 * 3600 * 1000 }))).toMatchObject(invalid);
-      expect(await fail(reg.list({ prefix: '/a//b', service: '' }))).toMatchObject(invalid);
-      expect(await fail(reg.deregister({ prefix: '', service: '', lease: 'l1' }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: 'no-slash', instance, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '/a\u0000b', instance, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '', lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid); // no instance
+      expect(await rpcFailure(reg.register({ prefix: '', instance: { ...instance, address: 'nope' }, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '', instance: { ...instance, service: 'x'.repeat(300) }, lease: 'l1', ttlMs: 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '', instance, lease: 'bad lease!', ttlMs: 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '', instance, lease: 'l1', ttlMs: 5 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.register({ prefix: '', instance, lease: 'l1', ttlMs: 2 * 24 * 3600 * 1000 }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.list({ prefix: '/a//b', service: '' }))).toMatchObject(invalid);
+      expect(await rpcFailure(reg.deregister({ prefix: '', service: '', lease: 'l1' }))).toMatchObject(invalid);
       // A watch of a name PaxosKV could not store ends at once with the error, not silently.
       const watching = (async () => {
         for await (const _ of reg.watch({ prefix: '', service: 'y'.repeat(300) }));
       })();
-      expect(await fail(watching)).toMatchObject(invalid);
+      expect(await rpcFailure(watching)).toMatchObject(invalid);
       // Still serving: a good registration is listed.
       await reg.register({ prefix: '', instance, lease: 'l1', ttlMs: 5000 });
       expect((await reg.list({ prefix: '', service: 'bad.Svc' })).instances.map((i) => i.address)).toEqual(['127.0.0.1:1']);

@@ -9,6 +9,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { subjectAltNameUris } from '../../index.js';
 import { createClusterCertificates } from '../../services/paxoskv/certificates.js';
 import { checkReplicaTls, memberNamed, memberUri, readClientTls, readReplicaTls } from '../../services/paxoskv/tls.js';
 import { KV_PEERS_ENV, KV_TLS_DIR_ENV, readClusterRecord, resolveClientCluster, writeClusterRecord } from '../../framework/cli/kv-cluster.js';
@@ -27,7 +28,7 @@ const members = new Map([
   [3, 'db3.example:7103'],
 ]);
 const read = (dir: string, f: string) => readFileSync(path.join(dir, f), 'utf8');
-const uris = (pem: string) => (new X509Certificate(pem).subjectAltName ?? '').split(/,\s*/).filter((s) => s.startsWith('URI:')).map((s) => s.slice(4));
+const uris = (pem: string) => subjectAltNameUris(new X509Certificate(pem).subjectAltName);
 const openssl = (cwd: string, args: string[]) => execFileSync('openssl', args, { cwd, stdio: 'pipe' }).toString();
 const replicaTls = (dir: string, id: number) => ({ ca: read(dir, 'ca.pem'), cert: read(dir, `member-${id}.pem`), key: read(dir, `member-${id}-key.pem`) });
 

@@ -21,6 +21,7 @@ import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/
 import { clusterFingerprint } from '../../services/paxoskv/codec.js';
 import { PaxosPeerClient, PaxosPeerService, type PeerBatch } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
 import { freePortRange, killStarted, runSvrkit, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
+import { rpcFailure } from '../support/rpc-failure.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'test', '.tmp', `paxoskv-tls-${process.pid}`);
@@ -152,14 +153,6 @@ describe('kv serve --tls-dir: peer traffic only from certificates of the cluster
       stub.close();
     }
   };
-  const refusal = async (p: Promise<unknown>): Promise<RpcError> => {
-    const err = await p.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(RpcError);
-    return err as RpcError;
-  };
 
   it('refuses a batch from another CA\'s certificate, the client certificate, another member\'s, or none', async () => {
     const cases: Array<[string, Omit<TlsClientOptions, 'ca'>, RegExp]> = [
@@ -169,7 +162,7 @@ describe('kv serve --tls-dir: peer traffic only from certificates of the cluster
       ['no certificate', {}, /presented no certificate/],
     ];
     for (const [what, client, message] of cases) {
-      const err = await refusal(deliverAs(2, client));
+      const err = await rpcFailure(deliverAs(2, client));
       expect(err.code, what).toBe(Status.UNAUTHENTICATED);
       expect(err.reason, what).toBe('PEER_NOT_AUTHENTICATED');
       expect(err.message, what).toMatch(message);
@@ -188,11 +181,11 @@ describe('kv serve --tls-dir: peer traffic only from certificates of the cluster
         stub.close();
       }
     };
-    const err = await refusal(repairAs({}));
+    const err = await rpcFailure(repairAs({}));
     expect(err.code).toBe(Status.UNAUTHENTICATED);
     expect(err.reason).toBe('ADMIN_NOT_AUTHENTICATED');
     expect(err.message).toMatch(/Repair needs a certificate signed by the cluster CA/);
-    const foreign = await refusal(repairAs({ cert: pem(otherDir, 'client.pem'), key: pem(otherDir, 'client-key.pem') }));
+    const foreign = await rpcFailure(repairAs({ cert: pem(otherDir, 'client.pem'), key: pem(otherDir, 'client-key.pem') }));
     expect(foreign.reason).toBe('ADMIN_NOT_AUTHENTICATED');
     // With the cluster's client certificate (what kv verify --repair presents) it is served.
     expect(await repairAs({ cert: pem(tlsDir, 'client.pem'), key: pem(tlsDir, 'client-key.pem') })).toEqual({ repairing: true });

@@ -8,7 +8,8 @@ import { connect, createServer, type Server as NetServer, type Socket } from 'no
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, RpcError, Status, type KvWatchEvent } from '../../index.js';
+import { PaxosKVClient, Status, type KvWatchEvent } from '../../index.js';
+import { rpcFailure } from '../support/rpc-failure.js';
 import { encodeConfiguration } from '../../services/paxoskv/core/membership.js';
 import { CONFIG_KEY } from '../../services/paxoskv/core/types.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
@@ -243,12 +244,9 @@ describe('PaxosKV watch and list', () => {
     const everything = await kv.list('', { limit: 1000 });
     expect(everything.items.some((i) => i.key.startsWith('\u0000'))).toBe(false);
     for (const attempt of [() => kv.get(CONFIG_KEY), () => kv.put(CONFIG_KEY, text('x')), () => kv.list('\u0000')]) {
-      const err = await attempt().then(
-        () => undefined,
-        (e: unknown) => e as RpcError,
-      );
-      expect(err?.code).toBe(Status.INVALID_ARGUMENT);
-      expect(err?.message).toMatch(/keys starting with NUL .* are the system's own/);
+      const err = await rpcFailure(attempt());
+      expect(err.code).toBe(Status.INVALID_ARGUMENT);
+      expect(err.message).toMatch(/keys starting with NUL .* are the system's own/);
     }
     // Writes go on under the new epoch.
     expect(await kv.put('after-epoch', text('1'))).toBe(1n);

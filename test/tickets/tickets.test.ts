@@ -19,6 +19,7 @@ import { Channel, MAX_TICKET_LENGTH, parseKeyRing, RpcError, Server, Status, Tic
 import { userPriority } from '../../framework/overload/priority.js';
 import { VaultClient } from '../.tmp/gen/vault/vault.js';
 import { Vault } from '../support/vault-service.js';
+import { rpcFailure } from '../support/rpc-failure.js';
 
 const hs = (kid: string) => ({ kid, alg: 'HS256' as const, secret: randomBytes(32).toString('base64url') });
 function ed(kid: string) {
@@ -138,11 +139,6 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     channels.push(c);
     return new VaultClient(c);
   };
-  const fail = async (p: Promise<unknown>): Promise<RpcError> => {
-    const err = await p.then(() => undefined, (e: unknown) => e);
-    expect(err).toBeInstanceOf(RpcError);
-    return err as RpcError;
-  };
 
   beforeAll(async () => {
     ring = parseKeyRing({ signing: 'k1', keys: [hs('k1')] });
@@ -170,17 +166,17 @@ describe('a server that checks tickets (real sockets, this process)', () => {
 
   it('missing, malformed, forged and unknown-key tickets get UNAUTHENTICATED; a missing scope PERMISSION_DENIED; public methods need none', async () => {
     const vault = client(front.address);
-    expect(await fail(vault.whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_MISSING', notProcessed: false });
-    expect(await fail(vault.whoami({}, { ticket: 'garbage' }))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_REJECTED' });
+    expect(await rpcFailure(vault.whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_MISSING', notProcessed: false });
+    expect(await rpcFailure(vault.whoami({}, { ticket: 'garbage' }))).toMatchObject({ code: Status.UNAUTHENTICATED, reason: 'TICKET_REJECTED' });
     const other = new TicketIssuer(parseKeyRing({ signing: 'k2', keys: [hs('k2')] })).issue({ userId: 'alice', ttlMs: 60_000 });
-    const unknown = await fail(vault.whoami({}, { ticket: other }));
+    const unknown = await rpcFailure(vault.whoami({}, { ticket: other }));
     expect(unknown).toMatchObject({ code: Status.UNAUTHENTICATED });
     expect(unknown.message).toMatch(/unknown-key/);
     const good = issuer.issue({ userId: 'alice', ttlMs: 60_000 });
     const [h, , sig] = good.split('.');
     const claims = Buffer.from(JSON.stringify({ sub: 'bob', scp: ['inbox.read'], exp: Math.floor(Date.now() / 1000) + 60 })).toString('base64url');
-    expect((await fail(vault.whoami({}, { ticket: `${h}.${claims}.${sig}` }))).message).toMatch(/forged/);
-    const noScope = await fail(vault.readInbox({}, { ticket: good }));
+    expect((await rpcFailure(vault.whoami({}, { ticket: `${h}.${claims}.${sig}` }))).message).toMatch(/forged/);
+    const noScope = await rpcFailure(vault.readInbox({}, { ticket: good }));
     expect(noScope).toMatchObject({ code: Status.PERMISSION_DENIED, reason: 'TICKET_SCOPE_MISSING' });
     expect(noScope.message).toMatch(/inbox\.read/);
     expect(await vault.open({})).toMatchObject({ authenticated: false });
@@ -195,9 +191,9 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     const relayed = await client(front.address, ticket).relay({ targets: [back.address], method: 'ReadInbox' });
     expect(relayed).toMatchObject({ userId: 'carol', authenticated: true });
     expect(relayed.hops).toHaveLength(2);
-    expect(await fail(client(back.address).readInbox({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+    expect(await rpcFailure(client(back.address).readInbox({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
     const noScope = issuer.issue({ userId: 'dave', ttlMs: 60_000 });
-    expect(await fail(client(back.address, noScope).readInbox({}))).toMatchObject({ code: Status.PERMISSION_DENIED });
+    expect(await rpcFailure(client(back.address, noScope).readInbox({}))).toMatchObject({ code: Status.PERMISSION_DENIED });
   });
 
   it('a handler serving a call that came without a ticket sends none downstream, not its channel\'s (no identity lent)', async () => {
@@ -216,7 +212,7 @@ describe('a server that checks tickets (real sockets, this process)', () => {
       // Outside any call, the channel's ticket is sent.
       expect(await new VaultClient(downstream).whoami({})).toMatchObject({ userId: 'svc-profile' });
       // Inside a call that carried none: nothing is sent, and the backend refuses.
-      expect(await fail(client(lender.address).relay({ targets: [], method: 'Whoami' }))).toMatchObject({ code: Status.UNAUTHENTICATED });
+      expect(await rpcFailure(client(lender.address).relay({ targets: [], method: 'Whoami' }))).toMatchObject({ code: Status.UNAUTHENTICATED });
       // Inside a call that carried one: that one.
       const user = issuer.issue({ userId: 'ivy', ttlMs: 60_000 });
       expect(await client(lender.address, user).relay({ targets: [], method: 'Whoami' })).toMatchObject({ userId: 'ivy' });
@@ -227,7 +223,7 @@ describe('a server that checks tickets (real sockets, this process)', () => {
 
   it('required: false runs a call without a ticket unauthenticated, and still refuses a bad one', async () => {
     expect(await client(optional.address).whoami({})).toMatchObject({ authenticated: false, userId: '' });
-    expect(await fail(client(optional.address, 'garbage').whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+    expect(await rpcFailure(client(optional.address, 'garbage').whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
   });
 
   it('a ticket crosses a connection once (a TICKET frame), then calls refer to it by id: 2,000 calls cost no more bytes than without one', async () => {
@@ -279,11 +275,11 @@ describe('a server that checks tickets (real sockets, this process)', () => {
       const t = issuer.issue({ userId: 'gina', ttlMs: 10_000 });
       expect((await v.whoami({}, { ticket: t })).userId).toBe('gina');
       clock += 11_000;
-      expect((await fail(v.whoami({}, { ticket: t }))).message).toMatch(/expired/);
+      expect((await rpcFailure(v.whoami({}, { ticket: t }))).message).toMatch(/expired/);
       const t2 = new TicketIssuer(ring, { now: () => clock }).issue({ userId: 'hal', ttlMs: 10_000 });
       expect((await v.whoami({}, { ticket: t2 })).userId).toBe('hal');
       verifier.setKeys(parseKeyRing({ keys: [hs('other')] }));
-      expect((await fail(v.whoami({}, { ticket: t2 }))).message).toMatch(/unknown-key/);
+      expect((await rpcFailure(v.whoami({}, { ticket: t2 }))).message).toMatch(/unknown-key/);
     } finally {
       await server.close();
     }
@@ -292,9 +288,9 @@ describe('a server that checks tickets (real sockets, this process)', () => {
   it('garbage tickets are refused; an empty or 1 MiB one is refused by the client before it is sent', async () => {
     const vault = client(front.address);
     const bad = ['x', '.', 'a.b', 'a.b.c.d', '\u0000'.repeat(100), 'eyJhbGciOiJub25lIn0.e30.', 'é'.repeat(5000)];
-    const errs = await Promise.all(bad.map((t) => fail(vault.whoami({}, { ticket: t, timeoutMs: 5000 }))));
+    const errs = await Promise.all(bad.map((t) => rpcFailure(vault.whoami({}, { ticket: t, timeoutMs: 5000 }))));
     for (const e of errs) expect(e.code).toBe(Status.UNAUTHENTICATED);
-    for (const t of ['', 'k'.repeat(1 << 20)]) expect(await fail(vault.whoami({}, { ticket: t }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'TICKET_TOO_LONG' });
+    for (const t of ['', 'k'.repeat(1 << 20)]) expect(await rpcFailure(vault.whoami({}, { ticket: t }))).toMatchObject({ code: Status.INVALID_ARGUMENT, reason: 'TICKET_TOO_LONG' });
     const ticket = issuer.issue({ userId: 'erin', ttlMs: 60_000 });
     expect(await vault.whoami({}, { ticket })).toMatchObject({ userId: 'erin' });
   });

@@ -15,6 +15,7 @@ import { VaultClient } from '../.tmp/gen/vault/vault.js';
 import { makeCerts, type TestCerts } from '../support/certs.js';
 import { repoRoot, runSvrkit, startSvrkit, stopAllSvrkit } from '../support/processes.js';
 import { Vault } from '../support/vault-service.js';
+import { rpcFailure } from '../support/rpc-failure.js';
 
 const DIR = path.join(repoRoot, 'test', '.tmp', `tls-${process.pid}`);
 
@@ -28,11 +29,6 @@ describe('TLS between services', () => {
     const c = new Channel(address, { connectTimeoutMs: 3000, ...tls });
     channels.push(c);
     return new VaultClient(c);
-  };
-  const fail = async (p: Promise<unknown>): Promise<RpcError> => {
-    const err = await p.then(() => undefined, (e: unknown) => e);
-    expect(err).toBeInstanceOf(RpcError);
-    return err as RpcError;
   };
 
   beforeAll(async () => {
@@ -61,10 +57,10 @@ describe('TLS between services', () => {
   });
 
   it('a client that trusts another CA is refused; so is one without a certificate where one is required', async () => {
-    const wrongCa = await fail(vault(open.address, { tls: { ca: certs.otherCa } }).open({}, { timeoutMs: 3000 }));
+    const wrongCa = await rpcFailure(vault(open.address, { tls: { ca: certs.otherCa } }).open({}, { timeoutMs: 3000 }));
     expect(wrongCa.code).toBe(Status.UNAVAILABLE);
     expect(wrongCa.message).toMatch(/certificate|self.signed|verify/i);
-    const noCert = await fail(vault(strict.address, { tls: { ca: certs.ca } }).open({}, { timeoutMs: 3000 }));
+    const noCert = await rpcFailure(vault(strict.address, { tls: { ca: certs.ca } }).open({}, { timeoutMs: 3000 }));
     expect([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]).toContain(noCert.code);
     // Still serving the client that has one.
     expect((await vault(strict.address, { tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } }).open({})).peerUris).toHaveLength(1);
@@ -72,8 +68,8 @@ describe('TLS between services', () => {
 
   it('plain to TLS and TLS to plain fail within the deadline instead of hanging', async () => {
     const started = Date.now();
-    const a = await fail(vault(open.address).open({}, { timeoutMs: 2000 }));
-    const b = await fail(vault(plain.address, { tls: { ca: certs.ca } }).open({}, { timeoutMs: 2000 }));
+    const a = await rpcFailure(vault(open.address).open({}, { timeoutMs: 2000 }));
+    const b = await rpcFailure(vault(plain.address, { tls: { ca: certs.ca } }).open({}, { timeoutMs: 2000 }));
     expect([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]).toContain(a.code);
     expect([Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED]).toContain(b.code);
     expect(Date.now() - started).toBeLessThan(6000);
@@ -102,7 +98,7 @@ describe('TLS between services', () => {
       const ticket = new TicketIssuer(ring).issue({ userId: 'tls-user', ttlMs: 60_000 });
       const me = await vault(server.address, { tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }, ticket }).whoami({});
       expect(me).toMatchObject({ userId: 'tls-user', authenticated: true, peerUris: ['spiffe://svrkit.test/shop/frontend'] });
-      expect(await fail(vault(server.address, { tls: { ca: certs.ca } }).whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
+      expect(await rpcFailure(vault(server.address, { tls: { ca: certs.ca } }).whoami({}))).toMatchObject({ code: Status.UNAUTHENTICATED });
     } finally {
       await server.close();
     }

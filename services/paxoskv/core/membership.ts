@@ -120,6 +120,8 @@ function majorityOf(voters: readonly MemberId[], acks: MemberSet): boolean {
 /**
  * Whether the members in `acks` make a quorum of `c`: a majority of its voters, and in a joint
  * configuration a majority of the next voters as well. Members outside the voters do not count.
+ * @param c - the configuration; `acks` - the members that said yes (a Set, or a Map by member).
+ * @returns true for a quorum.
  */
 export function isQuorum(c: Configuration, acks: MemberSet): boolean {
   return majorityOf(c.voters, acks) && (c.next === undefined || majorityOf(c.next.voters, acks));
@@ -128,18 +130,20 @@ export function isQuorum(c: Configuration, acks: MemberSet): boolean {
 /**
  * Whether a quorum of `c` can still be reached when the members in `refused` will never say yes
  * (a proposer gives its ballot up once this is false).
+ * @param c - the configuration; `refused` - the members that refused.
+ * @returns false once no quorum is left.
  */
 export function quorumStillPossible(c: Configuration, refused: MemberSet): boolean {
   const possible = (voters: readonly MemberId[]) => 2 * voters.filter((v) => !refused.has(v)).length > voters.length;
   return possible(c.voters) && (c.next === undefined || possible(c.next.voters));
 }
 
-/** Every member that votes in `c` (both halves of a joint one), ascending. */
+/** @returns every member that votes in `c` (both halves of a joint one), ascending. */
 export function votersOf(c: Configuration): MemberId[] {
   return c.next === undefined ? [...c.voters] : sorted([...c.voters, ...c.next.voters]);
 }
 
-/** Every member of `c`, voters and learners of both halves, ascending (chosen entries are announced to them). */
+/** @returns every member of `c`, voters and learners of both halves, ascending (chosen entries are announced to them). */
 export function membersOf(c: Configuration): MemberId[] {
   return sorted([...c.voters, ...c.learners, ...(c.next === undefined ? [] : [...c.next.voters, ...c.next.learners])]);
 }
@@ -239,7 +243,7 @@ export function syncedEnough(joint: Configuration, synced: MemberSet): boolean {
   return majorityOf(joint.next.voters, synced);
 }
 
-/** A one-line description: `epoch 3: voters [1,2,4]` or `epoch 2: voters [1,2,3] -> [1,2,4]`. */
+/** @returns a one-line description: `epoch 3: voters [1,2,4]` or `epoch 2: voters [1,2,3] -> [1,2,4]`. */
 export function describeConfiguration(c: Configuration): string {
   const half = (h: { voters: readonly MemberId[]; learners: readonly MemberId[] }) =>
     `[${h.voters.join(',')}]${h.learners.length === 0 ? '' : ` learners [${h.learners.join(',')}]`}`;
@@ -252,9 +256,20 @@ export function describeConfiguration(c: Configuration): string {
  * @returns the bytes.
  */
 export function encodeConfiguration(c: Configuration): Uint8Array {
-  const o: Record<string, unknown> = { epoch: c.epoch, voters: c.voters, learners: c.learners };
-  if (c.next !== undefined) o.next = { voters: c.next.voters, learners: c.next.learners };
-  return new TextEncoder().encode(JSON.stringify(o));
+  return new TextEncoder().encode(JSON.stringify(configurationData(c)));
+}
+
+/**
+ * A configuration as plain data (fresh arrays, no `next` when stable): what the configuration
+ * key's JSON and the data dir's meta record hold.
+ */
+export function configurationData(c: Configuration): { epoch: number; voters: MemberId[]; learners: MemberId[]; next?: { voters: MemberId[]; learners: MemberId[] } } {
+  return {
+    epoch: c.epoch,
+    voters: [...c.voters],
+    learners: [...c.learners],
+    ...(c.next === undefined ? {} : { next: { voters: [...c.next.voters], learners: [...c.next.learners] } }),
+  };
 }
 
 /**
@@ -270,6 +285,15 @@ export function decodeConfiguration(bytes: Uint8Array): Configuration {
   } catch (err) {
     throw new MembershipError(`a configuration is UTF-8 JSON: ${(err as Error).message}`);
   }
+  return configurationFrom(o);
+}
+
+/**
+ * Reads a configuration from plain data ({@link configurationData}'s shape).
+ * @returns the configuration, its member lists sorted.
+ * @throws MembershipError when `o` has not that shape or breaks a rule of {@link validateConfiguration}.
+ */
+export function configurationFrom(o: unknown): Configuration {
   const ids = (v: unknown, what: string): MemberId[] => {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) throw new MembershipError(`${what} is not a list of member ids`);
     return [...(v as number[])].sort((a, b) => a - b);
