@@ -162,6 +162,8 @@ export function messageToPb(m: PeerMessage): PeerMessagePb {
       return { ...base, kind: { $case: 'finished', value: { chosenIndex: BigInt(m.chosenIndex) } } };
     case 'staleEpoch':
       return { ...base, epoch: BigInt(m.epoch), kind: { $case: 'staleEpoch', value: {} } };
+    case 'synced':
+      return { ...base, epoch: BigInt(m.epoch), kind: { $case: 'synced', value: {} } };
   }
 }
 
@@ -200,6 +202,8 @@ export function messageFromPb(m: PeerMessagePb): PeerMessage {
     case 'staleEpoch':
       // Keyless when it answers a key listing.
       return { type: 'staleEpoch', key, epoch };
+    case 'synced':
+      return { type: 'synced', key: '', epoch };
     case 'listKeys':
       return { type: 'listKeys', key: '', listId: num(kind.value.listId, 'list id'), after: kind.value.after, limit: kind.value.limit, epoch };
     case 'keyList': {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { learn, onAccept, onPrepare, readState, sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type StartState } from '../../services/paxoskv/core/replica.js';
 import { mulberry32 } from '../support/prng.js';
-import { decodeConfiguration, encodeConfiguration } from '../../services/paxoskv/core/membership.js';
+import { abortChange, beginChange, decodeConfiguration, encodeConfiguration, finishChange } from '../../services/paxoskv/core/membership.js';
 import {
   ballotOf,
   type ClientOp,
@@ -210,12 +210,12 @@ class Cluster {
   }
 
   /** (Re)starts a replica on its store; with `start`, it runs the start check (see ReplicaConfig.start). */
-  boot(id: MemberId, start?: StartState): void {
+  boot(id: MemberId, start?: StartState, join?: MemberId[]): void {
     const store = this.stores.get(id) ?? new Map<string, KeyRecord>();
     this.stores.set(id, store);
     const source = { get: (k: string) => store.get(k), keysAfter: (after: string, limit: number) => [...store.keys()].filter((k) => k > after).sort().slice(0, limit) };
     const configuration = this.metas.get(id)?.configuration;
-    const r = new Replica({ id, members: this.ids, learners: this.learners, start, ...(configuration === undefined ? {} : { configuration }) }, source, this.random);
+    const r = new Replica({ id, members: this.ids, learners: this.learners, start, join, ...(configuration === undefined ? {} : { configuration }) }, source, this.random);
     this.replicas.set(id, r);
     this.apply(id, r.begin(this.now));
   }
@@ -950,11 +950,11 @@ describe('configuration epochs (issue 16): the epoch fence', () => {
     expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
   });
 
-  it('the configuration key moves one epoch at a time, keeps its members for now, and is never deleted', () => {
+  it('the configuration key moves one epoch at a time, changes voters only through a joint configuration, and is never deleted', () => {
     const c = atEpoch2();
     const tries: Array<[ClientOp, RegExp]> = [
       [{ kind: 'put', value: encodeConfiguration({ epoch: 4, voters: [1, 2, 3], learners: [] }), id: null }, /epoch is 3, not 4/],
-      [{ kind: 'put', value: encodeConfiguration({ epoch: 3, voters: [1, 2, 4], learners: [] }), id: null }, /changes the members of epoch 2: voters \[1,2,3\]: changes of members are not taken yet/],
+      [{ kind: 'put', value: encodeConfiguration({ epoch: 3, voters: [1, 2, 4], learners: [] }), id: null }, /changes the voters of epoch 2: voters \[1,2,3\] in one step: a change of voters goes through a joint configuration/],
       [{ kind: 'put', value: bytes('not json'), id: null }, /configuration: a configuration is UTF-8 JSON/],
       [{ kind: 'delete', id: null }, /cannot be deleted/],
     ];
@@ -972,4 +972,149 @@ describe('configuration epochs (issue 16): the epoch fence', () => {
     expect(c.results.get(ok)).toEqual({ ok: true, kind: 'write', version: 2 });
     for (const id of [1, 2, 3]) expect(c.replicas.get(id)!.membership.epoch).toBe(3);
   });
+});
+
+describe('membership changes (issue 16): joint configurations, the sync, and joining', () => {
+  const alive = (dead: MemberId[]) => (m: { from: MemberId; to: MemberId }) => !dead.includes(m.from) && !dead.includes(m.to);
+  const JOIN: StartState = { kind: 'join', incarnation: 0, peerIncarnations: new Map() };
+
+  /** Three voters holding keys a..e (and k at version 3), and replica 4 started to join (asking 1). */
+  function withJoiner(): Cluster {
+    const { c } = threeWrites();
+    for (const key of ['a', 'b', 'c', 'd', 'e']) {
+      c.request(2, { kind: 'put', value: bytes(`value of ${key}`), id: null }, key);
+      c.deliver();
+    }
+    c.boot(4, JOIN, [1]);
+    c.deliver();
+    expect(c.replicas.get(4)!.mode).toBe('joining');
+    return c;
+  }
+
+  /** Delivers and runs timers (operations restarted under a new epoch wait for the next tick) until quiet. */
+  function run(c: Cluster, filter?: (m: { from: MemberId; to: MemberId }) => boolean): void {
+    for (let i = 0; i < 20; i++) {
+      c.deliver(filter);
+      if (filter !== undefined) c.drop((m) => !filter(m));
+      c.tick(10);
+    }
+    c.deliver(filter);
+  }
+
+  function change(c: Cluster, at: MemberId, next: ReturnType<typeof beginChange>): number {
+    return c.request(at, { kind: 'put', value: encodeConfiguration(next), id: null }, CONFIG_KEY);
+  }
+
+  it('replaces a dead voter: the joint configuration, the new member syncs every key, and finish follows by itself', () => {
+    const c = withJoiner();
+    const dead = [3];
+    const joint = beginChange(c.replicas.get(1)!.membership, { kind: 'replace', remove: 3, add: 4 });
+    const ref = change(c, 1, joint);
+    c.deliver(alive(dead));
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+    for (const id of [1, 2, 4]) {
+      const r = c.replicas.get(id)!;
+      expect(r.membership, `replica ${id}`).toEqual({ epoch: 3, voters: [1, 2, 4], learners: [] });
+      expect(r.mode, `replica ${id}`).toBe('voter');
+    }
+    // The new member holds every key's latest entry: the sync, before finish.
+    for (const key of [K, 'a', 'b', 'c', 'd', 'e']) expect(c.chosen(4, key), key).toEqual(c.chosen(1, key));
+    // The new configuration decides without the dead member, and without 2.
+    const w = c.request(4, { kind: 'put', value: bytes('after'), id: null }, 'a');
+    c.deliver(alive([3, 2]));
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 2 });
+  });
+
+  it('a removed replica that is up learns so, stops, and says why', () => {
+    const c = withJoiner();
+    change(c, 2, beginChange(c.replicas.get(2)!.membership, { kind: 'replace', remove: 3, add: 4 }));
+    c.deliver();
+    const r3 = c.replicas.get(3)!;
+    expect(r3.mode).toBe('failed');
+    expect(r3.removed).toBe(true);
+    expect(r3.failure).toMatch(/removed from the cluster \(epoch 3: voters \[1,2,4\]\)/);
+    const ref = c.request(3, { kind: 'get' });
+    expect(c.results.get(ref)).toMatchObject({ ok: false, status: 'UNAVAILABLE' });
+  });
+
+  it('finish waits for the sync of the new member; two changes never overlap; a joint configuration may go back to its first half', () => {
+    const c = withJoiner();
+    // The new member hears nothing: it cannot sync, so the change stays joint.
+    const cut = alive([4]);
+    const joint = beginChange(c.replicas.get(1)!.membership, { kind: 'add', member: 4 });
+    change(c, 1, joint);
+    c.deliver(cut);
+    expect(c.replicas.get(1)!.membership).toEqual(joint);
+    const early = change(c, 2, finishChange(joint));
+    c.deliver(cut);
+    expect(c.results.get(early)).toMatchObject({ ok: false, status: 'FAILED_PRECONDITION', message: expect.stringMatching(/cannot finish yet: .*new member\(s\) \[4\] not yet/) });
+    const other = change(c, 2, { epoch: joint.epoch + 1, voters: [1, 2, 3], learners: [], next: { voters: [1, 2, 3, 5], learners: [] } });
+    c.deliver(cut);
+    expect(c.results.get(other)).toMatchObject({ ok: false, status: 'FAILED_PRECONDITION', message: expect.stringMatching(/a change is under way/) });
+    const back = change(c, 3, abortChange(joint));
+    c.deliver(cut);
+    expect(c.results.get(back)).toEqual({ ok: true, kind: 'write', version: 2 });
+    for (const id of [1, 2, 3]) expect(c.replicas.get(id)!.membership).toEqual({ epoch: 3, voters: [1, 2, 3], learners: [] });
+  });
+
+  it('a new learner syncs every key and then learns new entries; it is made a voter by a second change', () => {
+    const c = withJoiner();
+    change(c, 1, beginChange(c.replicas.get(1)!.membership, { kind: 'add', member: 4, learner: true }));
+    c.deliver();
+    const r4 = c.replicas.get(4)!;
+    expect(r4.mode).toBe('learner');
+    expect(r4.membership).toEqual({ epoch: 3, voters: [1, 2, 3], learners: [4] });
+    for (const key of [K, 'a', 'b', 'c', 'd', 'e']) expect(c.chosen(4, key), key).toEqual(c.chosen(1, key));
+    const promote = beginChange(r4.membership, { kind: 'replace', remove: 3, add: 4 });
+    expect(promote.next).toEqual({ voters: [1, 2, 4], learners: [] });
+    const pr = change(c, 2, promote);
+    run(c);
+    expect(c.results.get(pr)).toEqual({ ok: true, kind: 'write', version: 3 });
+    expect(r4.mode).toBe('voter');
+    expect(r4.membership).toEqual({ epoch: 5, voters: [1, 2, 4], learners: [] });
+  });
+
+  it('a voter of the old half syncs from its own records: it decides its own pending instance first', () => {
+    const c = withJoiner();
+    // Replica 1 accepts a value for a at version 2 that nobody learns chosen (the accepts to 2 and 3 are lost).
+    c.request(1, { kind: 'put', value: bytes('pending'), id: wid('p') }, 'a');
+    c.deliver((m) => m.msg.type === 'prepare' || m.msg.type === 'promise');
+    c.drop((m) => m.msg.type === 'accept');
+    expect(c.stores.get(1)!.get('a')!.accepted).not.toBe(0);
+    // 3 is dead and 4 joins: replica 1's own records must stand for a listing.
+    const dead = [3];
+    c.tick(1000);
+    c.drop((m) => dead.includes(m.to));
+    change(c, 2, beginChange(c.replicas.get(2)!.membership, { kind: 'replace', remove: 3, add: 4 }));
+    c.deliver(alive(dead));
+    for (let i = 0; i < 5; i++) {
+      c.tick(250);
+      c.deliver(alive(dead));
+    }
+    expect(c.replicas.get(4)!.membership.epoch).toBe(3);
+    // The pending value was decided (chosen at version 2) before the change finished, and 4 holds it.
+    expect(c.chosen(4, 'a')?.index).toBe(2);
+    expect(new TextDecoder().decode(c.chosen(4, 'a')!.value!)).toBe('pending');
+  });
+
+  it('a replica behind in epoch holds a newer-epoch prepare, catches up the configuration, and then answers it', () => {
+    const c = atEpoch2Of(new Cluster());
+    // Replica 3 misses epoch 2.
+    const r3store = c.stores.get(3)!;
+    expect(c.replicas.get(3)!.membership.epoch).toBe(1);
+    const ref = c.request(1, { kind: 'put', value: bytes('x'), id: null }, 'fresh-key');
+    c.deliver((m) => m.to !== 2 && m.from !== 2);
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+    expect(c.replicas.get(3)!.membership.epoch).toBe(2);
+    expect(r3store.get('fresh-key')?.chosen?.index).toBe(1);
+  });
+
+  /** Epoch 2 (same members) chosen by 1 and 2 only: 3 never hears of it. */
+  function atEpoch2Of(c: Cluster): Cluster {
+    const ref = c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);
+    c.deliver((m) => m.to !== 3 && m.from !== 3);
+    c.drop((m) => m.to === 3 || m.from === 3);
+    expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
+    return c;
+  }
 });

@@ -1,7 +1,7 @@
 /**
  * Mutation checks of the PaxosKV simulator: bugs planted on purpose, each of which the simulator
  * must catch (a broken invariant or a non-linearizable history) within a bounded number of seeds.
- * Two are planted in the simulated driver, five in the core (`ReplicaConfig.plantedBug`):
+ * Two are planted in the simulated driver, six in the core (`ReplicaConfig.plantedBug`):
  * - `reply-before-fsync`: client replies leave before the group commit of their step;
  * - `promise-before-fsync`: `promise` and `accepted` messages leave before the group commit that
  *   makes the vote durable;
@@ -10,7 +10,9 @@
  * - `learn-keeps-accepted`: learning a chosen entry keeps the old instance's accepted value;
  * - `vote-on-lost-key`: a replica votes on a key whose record failed its checksum (as if empty);
  * - `repair-fence-short`: a lost key's repair fences it one instance past the highest chosen
- *   index, not two (three with a pending value).
+ *   index, not two (three with a pending value);
+ * - `old-config-quorum`: after a membership change, some replicas count votes by the configuration
+ *   before the change (issue 16).
  *
  * Each check scans seeds 1..N of a profile that makes its bug likely and stops at the first catch;
  * N is several times what the bug needs (see the per-bug notes). The same seed without the bug
@@ -99,6 +101,12 @@ const MUTATIONS: readonly Mutation[] = [
     maxSeeds: 20,
     profile: (seed) => ({ ...hotKey(seed), ...DAMAGE }),
     note: 'hot key with records damaged often: a repaired replica votes in the instance after the chosen one, where it may have voted before (caught on ~30% of seeds)',
+  },
+  {
+    bug: 'old-config-quorum',
+    maxSeeds: 60,
+    profile: (seed) => ({ ...hotKey(seed), crashEveryMs: 0, fsyncCrashRate: 0, replyDropRate: 0, dropRate: 0.2, memberChangeEveryMs: 600, twoMemberChangeRate: 1 }),
+    note: 'hot key, 20% of messages lost, changes of two members at once: after growing from 3 voters to 5, the odd members count a majority of the old 3, two replicas disjoint from a majority of the new 5 (caught on ~13% of seeds)',
   },
 ];
 

@@ -35,6 +35,10 @@ const COVERAGE: ReadonlyArray<[keyof SimStats, string]> = [
   ['corruptions', 'records failing their checksum'],
   ['corruptionsRepaired', 'such records repaired'],
   ['notApplied', 'attempts refused as not applied'],
+  ['memberSteps', 'membership steps written'],
+  ['membersAdded', 'members added (--join)'],
+  ['membersRemoved', 'members removed (stopped)'],
+  ['voterChanges', 'voter changes adopted (joint and after)'],
 ];
 
 /** How many failing seeds of each kind the report lists. */

@@ -45,7 +45,7 @@ import { BinaryHeap } from '../../framework/overload/binary-heap.js';
 import { sameEntry } from '../../services/paxoskv/core/acceptor.js';
 import { Replica, type CorePlantedBug, type StartState } from '../../services/paxoskv/core/replica.js';
 import { messageFromPb, messageToPb } from '../../services/paxoskv/codec.js';
-import { describeConfiguration, encodeConfiguration } from '../../services/paxoskv/core/membership.js';
+import { abortChange, beginChange, describeConfiguration, encodeConfiguration, finishChange, initialConfiguration, isQuorum, roleOf, type MembershipChange } from '../../services/paxoskv/core/membership.js';
 import { chosenIndex, CONFIG_KEY, LOST_RECORD, type ClientOp, type Configuration, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
 import { checkKvHistory, type KvInput, type KvOperation, type KvOutput } from '../support/linearizability.js';
 import { mulberry32 } from '../support/prng.js';
@@ -107,6 +107,16 @@ export interface SimOptions {
    * epoch fence and the adoption of configurations under every other fault.
    */
   epochStepEveryMs: number;
+  /**
+   * Mean time between an operator's membership steps (ms; 0: never): from a stable configuration it
+   * begins a change (adds a new, empty member as a voter or a learner, removes a voter, replaces a
+   * voter, perhaps a dead one, by a new member, or makes a learner a voter); from a joint one it
+   * writes `finish` (which the replicas also propose themselves) or goes back to the first half.
+   * A third of the steps race a crash. Changes keep 3 to 5 voters.
+   */
+  memberChangeEveryMs: number;
+  /** The share of those changes that change two members at once (grow 3 to 5, shrink 5 to 3, swap two). */
+  twoMemberChangeRate: number;
   /** Largest clock step, forward or backward (ms). */
   maxClockStepMs: number;
   /** Each client's clock offset is drawn uniformly from [-x, x] (ms). */
@@ -173,6 +183,8 @@ export function classicSimOptions(seed: number): SimOptions {
     replicaClockOffsetMs: 0,
     clockStepEveryMs: 0,
     epochStepEveryMs: 0,
+    memberChangeEveryMs: 0,
+    twoMemberChangeRate: 0.25,
     maxClockStepMs: 0,
     clientClockOffsetMs: 0,
     wipeRate: 0,
@@ -251,6 +263,10 @@ export function defaultSimOptions(seed: number): SimOptions {
     o.epochStepEveryMs = 150 + Math.floor(r() * 850);
     parts.push('epoch steps');
   }
+  if (r() < 0.3) {
+    o.memberChangeEveryMs = 150 + Math.floor(r() * 600);
+    parts.push('membership changes');
+  }
   o.profile = parts.length === 0 ? 'mixed' : parts.join(', ');
   return o;
 }
@@ -272,6 +288,12 @@ export interface SimStats {
   /** Writes of the next epoch's configuration started, and how many epochs past the first were adopted. */
   epochSteps: number;
   epochsAdopted: number;
+  /** Membership steps the operator wrote (begin, finish, back), members added, and members that stopped as removed. */
+  memberSteps: number;
+  membersAdded: number;
+  membersRemoved: number;
+  /** Configurations adopted that changed the voters (joint ones and the stable ones after them). */
+  voterChanges: number;
   /** Replies lost on their way back to a client. */
   droppedReplies: number;
   /** Restarts on a wiped data dir, and how many of those the replica caught (it stopped, `failed`). */
@@ -302,6 +324,7 @@ export interface SimStats {
 export function emptySimStats(): SimStats {
   return {
     messages: 0, dropped: 0, crashes: 0, fsyncCrashes: 0, partitions: 0, clockSteps: 0, epochSteps: 0, epochsAdopted: 0, settledRuns: 0, epochBehindAtEnd: 0, droppedReplies: 0,
+    memberSteps: 0, membersAdded: 0, membersRemoved: 0, voterChanges: 0,
     wipes: 0, wipesDetected: 0, rollbacks: 0, rollbacksDetected: 0, rejoinsStarted: 0, rejoinsCompleted: 0,
     corruptions: 0, corruptionsRepaired: 0,
     completed: 0, writes: 0, unknown: 0, failedPreconditions: 0, notApplied: 0, timeMs: 0,
@@ -359,7 +382,12 @@ type BootCause = 'first' | 'restart' | 'wipe' | 'rollback' | 'rejoin';
 
 interface SimNode {
   id: MemberId;
+  /** A learner that never voted (a configured one, until a configuration makes it a voter). */
   learner: boolean;
+  /** Joined a running cluster (`join` start): its data dir is never lost (a joiner's rejoin is not simulated). */
+  joined: boolean;
+  /** Removed from the cluster and stopped for good. */
+  retired: boolean;
   /** The data dir: undefined when missing (never created, or wiped). */
   dir: { records: Map<string, KeyRecord>; meta: DurableMeta } | undefined;
   /** The data dir as it was when the current boot began (before `begin`): what a rollback restores. */
@@ -450,10 +478,15 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   const rand = mulberry32(options.seed);
   const q = new EventQueue();
   let now = 0;
+  /** Every replica ever started (membership changes add new ones). */
   const members = Array.from({ length: options.members }, (_, i) => i + 1);
+  const initialMembers = [...members];
   const learnerSet = new Set(options.learners);
   const voters = members.filter((m) => !learnerSet.has(m));
-  const majority = Math.floor(voters.length / 2) + 1;
+  /** Each epoch's configuration, as adopted (a value durably accepted by a quorum of its epoch's is chosen). */
+  const configurationAt = new Map<number, Configuration>([[1, initialConfiguration(voters, [...learnerSet])]]);
+  /** Per `replica#key#index#ballot`: the epoch the replica was at when it accepted (acceptors accept only at the proposal's epoch). */
+  const acceptEpoch = new Map<string, number>();
   const nodes = new Map<MemberId, SimNode>();
   const violations: string[] = [];
   const spuriousStops: string[] = [];
@@ -478,21 +511,31 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
 
   /** The configuration adopted at each epoch, by whichever replica adopted it first. */
   const configurations = new Map<number, { by: MemberId; text: string }>();
+  /** The newest configuration any replica adopted (what the operator reads). */
+  let lastConfiguration: Configuration = configurationAt.get(1)!;
   /** Every replica that adopts a configuration of an epoch adopts the same one (it is chosen). */
   function noteConfiguration(id: MemberId, c: Configuration): void {
     const text = describeConfiguration(c);
     const known = configurations.get(c.epoch);
     if (known === undefined) {
       configurations.set(c.epoch, { by: id, text });
+      configurationAt.set(c.epoch, c);
       stats.epochsAdopted = Math.max(stats.epochsAdopted, c.epoch - 1);
+      if (c.epoch > lastConfiguration.epoch) {
+        if (c.next !== undefined || lastConfiguration.next !== undefined) stats.voterChanges++;
+        lastConfiguration = c;
+      }
       log?.(`replica ${id} adopts ${text}`);
     } else if (known.text !== text) violation(`epoch ${c.epoch}: replica ${id} adopted ${text}, replica ${known.by} adopted ${known.text}`);
+    // A learner made a voter votes from now on.
+    const node = nodes.get(id);
+    if (node !== undefined && roleOf(c, id) === 'voter') node.learner = false;
   }
   /** Every chosen entry seen, by `key#index`. */
   const chosenAt = new Map<string, Entry>();
-  /** Per `key#index#ballot`: the value durably accepted and the voters that ever durably accepted it. */
-  const acceptedAt = new Map<string, { entry: Entry; voters: Set<MemberId> }>();
-  /** Per `key#index`: the value a majority of voters durably accepted under one ballot. */
+  /** Per `key#index#ballot`: the value durably accepted, the voters that ever durably accepted it, and the proposal's epoch. */
+  const acceptedAt = new Map<string, { entry: Entry; voters: Set<MemberId>; epoch: number; noted: boolean }>();
+  /** Per `key#index`: the value a quorum of its epoch's configuration durably accepted under one ballot. */
   const majorityAt = new Map<string, { entry: Entry; ballot: number }>();
   /** Per write (`session#seq`): where it was chosen. */
   const writeChosenAt = new Map<string, { key: string; index: number }>();
@@ -574,7 +617,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     const slot = `${key}#${index}#${rec.accepted}`;
     let acc = acceptedAt.get(slot);
     if (acc === undefined) {
-      acc = { entry: e, voters: new Set() };
+      acc = { entry: e, voters: new Set(), epoch: acceptEpoch.get(`${id}#${slot}`) ?? 1, noted: false };
       acceptedAt.set(slot, acc);
     } else if (!sameEntry(acc.entry, e)) {
       violation(`key ${key} index ${index} ballot ${rec.accepted}: two values durably accepted: ${describe(acc.entry)} and, at replica ${id}, ${describe(e)}`);
@@ -582,8 +625,12 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     }
     if (acc.voters.has(id)) return;
     acc.voters.add(id);
-    log?.(`replica ${id} durably accepted ${slot} (${acc.voters.size} of ${majority}): ${describe(e)}`);
-    if (acc.voters.size === majority) noteMajority(key, index, rec.accepted, e);
+    log?.(`replica ${id} durably accepted ${slot} at epoch ${acc.epoch} (${acc.voters.size} voters): ${describe(e)}`);
+    const conf = configurationAt.get(acc.epoch);
+    if (!acc.noted && conf !== undefined && isQuorum(conf, acc.voters)) {
+      acc.noted = true;
+      noteMajority(key, index, rec.accepted, e);
+    }
   }
 
   function observeValue(value: Uint8Array, version: number, what: string): void {
@@ -605,8 +652,10 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     }
     const dir = node.dir;
     node.bootSnapshot = { records: new Map(dir.records), meta: cloneMeta(dir.meta) };
+    // A joined member whose data dir holds no configuration naming it yet joins again.
+    const named = dir.meta.configuration !== undefined && roleOf(dir.meta.configuration, node.id) !== 'removed';
     const start: StartState = {
-      kind: dir.meta.rejoining ? 'rejoin' : created ? 'fresh' : 'existing',
+      kind: dir.meta.rejoining ? 'rejoin' : node.joined && !named ? 'join' : created ? 'fresh' : 'existing',
       incarnation: dir.meta.incarnation,
       announced: [...dir.meta.announced],
       peerIncarnations: new Map(dir.meta.peerIncarnations),
@@ -624,7 +673,9 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     const overlay = node.overlay;
     node.core = new Replica(
       {
-        id: node.id, members, learners: options.learners, start, phaseTimeoutMs: 100, maxAttempts: 8, backoffMs: 5, plantedBug: coreBug,
+        id: node.id, members: initialMembers, learners: options.learners, start, phaseTimeoutMs: 100, maxAttempts: 8, backoffMs: 5, plantedBug: coreBug,
+        // As an operator's --join: the voters it knows of now (a rejoining or joining replica learns the configuration from them).
+        join: lastConfiguration.voters.filter((m) => m !== node.id && !nodes.get(m)!.retired),
         ...(dir.meta.configuration === undefined ? {} : { configuration: dir.meta.configuration }),
       },
       {
@@ -643,22 +694,30 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     if (node.corrupt.size > 0) handle(node, node.core.markLost([...node.corrupt], replicaNow(node)));
   }
 
-  for (const id of members) {
+  function newNode(id: MemberId, joined: boolean): SimNode {
     const node: SimNode = {
-      id, learner: learnerSet.has(id), dir: undefined, bootSnapshot: undefined, overlay: new Map(), pending: [], flushScheduled: false,
+      id, learner: learnerSet.has(id), joined, retired: false, dir: undefined, bootSnapshot: undefined, overlay: new Map(), pending: [], flushScheduled: false,
       core: undefined, bootCause: 'first', startKind: 'fresh', failed: false, rejoinCounted: false, epoch: 0, tickAt: Infinity, tickGen: 0,
       clockOffset: Math.round(between(-options.replicaClockOffsetMs, options.replicaClockOffsetMs)), life: new Map(), recovering: false, corrupt: new Set(),
       pendingLoss: undefined, lostSinceRejoin: false,
     };
     nodes.set(id, node);
+    return node;
   }
+  for (const id of members) newNode(id, false);
   for (const node of nodes.values()) boot(node, 'first');
 
   function handle(node: SimNode, out: Output): void {
     if (out.meta?.configuration !== undefined) noteConfiguration(node.id, out.meta.configuration);
     for (const [k, r] of out.persist) {
-      checkPersist(node, k, node.overlay.get(k) ?? node.dir!.records.get(k), r);
+      const before = node.overlay.get(k) ?? node.dir!.records.get(k);
+      checkPersist(node, k, before, r);
       node.overlay.set(k, r);
+      // The epoch of a new acceptance: the replica's own (the fence lets it accept only at the proposal's).
+      if (r.accepted !== 0 && node.core !== undefined) {
+        const at = `${node.id}#${k}#${chosenIndex(r) + 1}#${r.accepted}`;
+        if (!acceptEpoch.has(at)) acceptEpoch.set(at, node.core.membership.epoch);
+      }
     }
     if (driverBug === 'reply-before-fsync' && out.replies.length > 0) {
       for (const r of out.replies) deliverReply(r.requestRef, r.result);
@@ -684,6 +743,24 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   function afterStep(node: SimNode): void {
     const core = node.core;
     if (core === undefined) return;
+    if (opsLeft <= 0 && core.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed') {
+      // Started to join for a change that never took: the operator stops it once the work is done.
+      log?.(`operator: replica ${node.id} was never added; stopped`);
+      stop(node);
+      node.retired = true;
+      return;
+    }
+    if (core.mode === 'failed' && core.removed) {
+      // Removed from the cluster: it serves no one, and the operator does not restart it; its
+      // process stays up, telling the configuration to peers that missed it.
+      if (!node.retired) {
+        log?.(`replica ${node.id} stopped: ${core.failure ?? ''}`);
+        node.retired = true;
+        node.recovering = false;
+        stats.membersRemoved++;
+      }
+      return;
+    }
     if (core.mode === 'failed' && !node.failed) {
       node.failed = true;
       // Its data is as good as lost: the operator will move it aside.
@@ -793,6 +870,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
    * recovered once it votes again). Learners hold no votes: their data may always be lost.
    */
   function mayLoseData(node: SimNode): boolean {
+    if (node.joined) return false;
     if (node.learner) return true;
     for (const other of nodes.values()) if (other !== node && !other.learner && other.recovering) return false;
     return true;
@@ -887,7 +965,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     q.push(now + between(0.5, 1.5) * options.crashEveryMs, () => {
       if (opsLeft <= 0) return;
       const node = nodes.get(pick(members))!;
-      if (node.core !== undefined && !node.failed) crash(node, `(${node.pending.length} batches not yet durable)`);
+      if (node.core !== undefined && !node.failed && !node.retired) crash(node, `(${node.pending.length} batches not yet durable)`);
       scheduleCrash();
     });
   }
@@ -897,7 +975,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     q.push(now + between(0.5, 1.5) * options.corruptEveryMs, () => {
       if (opsLeft <= 0) return;
       const node = nodes.get(pick(members))!;
-      if (node.core !== undefined && !node.failed && node.dir !== undefined && node.dir.records.size > 0 && mayLoseData(node)) {
+      if (node.core !== undefined && !node.failed && !node.retired && node.dir !== undefined && node.dir.records.size > 0 && mayLoseData(node)) {
         const keys = [...node.dir.records.keys()].filter((k) => !node.corrupt.has(k)).sort();
         if (keys.length > 0) {
           const key = keys[Math.floor(rand() * keys.length)]!;
@@ -944,6 +1022,105 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         handle(node, node.core.request(0, CONFIG_KEY, { kind: 'put', value: next, id: null }, t, t + options.attemptTimeoutMs));
       }
       scheduleEpochStep();
+    });
+  }
+
+  /** Operator writes of the configuration key, by reference (their replies only show in the trace). */
+  const operatorRefs = new Map<number, string>();
+  /** Most replicas a run starts (membership changes add new ones). */
+  const MAX_NODES = 12;
+
+  /** A replica started with --join that no configuration names yet (reused), or a new one. */
+  function joiner(other?: SimNode): SimNode | undefined {
+    for (const node of nodes.values()) if (node !== other && node.core?.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed') return node;
+    if (nodes.size >= MAX_NODES) return undefined;
+    const id = Math.max(...members) + 1;
+    members.push(id);
+    const node = newNode(id, true);
+    stats.membersAdded++;
+    log?.(`operator: replica ${id} starts with --join`);
+    boot(node, 'first');
+    return node;
+  }
+
+  /** The change an operator begins from the stable configuration `c` (3 to 5 voters), or none. */
+  function pickChange(c: Configuration): MembershipChange | undefined {
+    if (rand() < options.twoMemberChangeRate) {
+      // Two members at once (joint consensus's reach: old and new majorities may be disjoint).
+      const roll = rand();
+      if (roll < 0.4 && c.voters.length <= 3) {
+        const a = joiner();
+        const b = joiner(a);
+        return a === undefined || b === undefined ? undefined : { kind: 'set', voters: [...c.voters, a.id, b.id], learners: c.learners };
+      }
+      if (roll < 0.7 && c.voters.length >= 5) {
+        const gone = new Set([pick(c.voters)]);
+        gone.add(pick(c.voters.filter((v) => !gone.has(v))));
+        return { kind: 'set', voters: c.voters.filter((v) => !gone.has(v)), learners: c.learners };
+      }
+      const a = joiner();
+      const b = joiner(a);
+      if (a === undefined || b === undefined) return undefined;
+      const gone = new Set([pick(c.voters)]);
+      gone.add(pick(c.voters.filter((v) => !gone.has(v))));
+      return { kind: 'set', voters: [...c.voters.filter((v) => !gone.has(v)), a.id, b.id], learners: c.learners };
+    }
+    const roll = rand();
+    if (c.learners.length > 0 && roll < 0.15) return c.voters.length < 5 ? { kind: 'add', member: pick(c.learners) } : undefined;
+    if (c.learners.length > 0 && roll < 0.25) return { kind: 'remove', member: pick(c.learners) };
+    if (roll < 0.5 && c.voters.length < 5) {
+      const j = joiner();
+      return j === undefined ? undefined : { kind: 'add', member: j.id, learner: rand() < 0.25 };
+    }
+    if (roll < 0.75 && c.voters.length > 3) return { kind: 'remove', member: pick(c.voters) };
+    const j = joiner();
+    return j === undefined ? undefined : { kind: 'replace', remove: pick(c.voters), add: j.id };
+  }
+
+  /** One operator step: begin a change, or finish or go back from a joint configuration; a third race a crash. */
+  function memberStep(): void {
+    const c = lastConfiguration;
+    let next: Configuration;
+    let what: string;
+    if (c.next !== undefined) {
+      const roll = rand();
+      if (roll < 0.5) return; // the replicas finish it themselves
+      next = roll < 0.85 ? finishChange(c) : abortChange(c);
+      what = roll < 0.85 ? 'finish' : 'back to the first half';
+    } else {
+      const change = pickChange(c);
+      if (change === undefined) return;
+      next = beginChange(c, change);
+      what =
+        change.kind === 'replace'
+          ? `replace ${change.remove} by ${change.add}`
+          : change.kind === 'set'
+            ? `set voters [${change.voters.join(',')}]`
+            : `${change.kind} ${change.member}${change.kind === 'add' && change.learner === true ? ' (learner)' : ''}`;
+    }
+    const writers = [...nodes.values()].filter((n) => n.core?.mode === 'voter');
+    if (writers.length === 0) return;
+    const node = pick(writers);
+    stats.memberSteps++;
+    log?.(`operator: ${what} at replica ${node.id}: ${describeConfiguration(next)}`);
+    const ref = nextRef++;
+    operatorRefs.set(ref, what);
+    const t = replicaNow(node);
+    handle(node, node.core!.request(ref, CONFIG_KEY, { kind: 'put', value: encodeConfiguration(next), id: null }, t, t + options.attemptTimeoutMs));
+    if (rand() < 1 / 3) {
+      const victim = pick([...nodes.values()].filter((n) => n.core !== undefined && !n.failed && !n.retired));
+      q.push(now + between(0, 30), () => {
+        if (victim.core !== undefined && !victim.failed) crash(victim, 'racing a membership change');
+      });
+    }
+  }
+
+  function scheduleMemberChange(): void {
+    if (options.memberChangeEveryMs <= 0) return;
+    q.push(now + between(0.5, 1.5) * options.memberChangeEveryMs, () => {
+      if (opsLeft <= 0) return;
+      memberStep();
+      scheduleMemberChange();
     });
   }
 
@@ -1019,7 +1196,8 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     if (clientNow(state.client) >= state.expiresAt) return giveUp(state);
     state.attempt++;
     const a = state.attempt;
-    const others = members.filter((m) => m !== state.client.lastReplica);
+    const live = members.filter((m) => !nodes.get(m)!.retired);
+    const others = live.length > 1 ? live.filter((m) => m !== state.client.lastReplica) : live;
     const node = nodes.get(pick(others))!;
     state.client.lastReplica = node.id;
     const ref = nextRef++;
@@ -1050,6 +1228,11 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
 
   function deliverReply(ref: number, result: ClientResult): void {
     const r = refs.get(ref);
+    const step = operatorRefs.get(ref);
+    if (step !== undefined) {
+      operatorRefs.delete(ref);
+      log?.(`operator: ${step}: ${describeResult(result)}`);
+    }
     if (r === undefined) return;
     refs.delete(ref);
     if (rand() < options.replyDropRate) {
@@ -1106,6 +1289,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   scheduleClockStep();
   scheduleEpochStep();
   scheduleCorruption();
+  scheduleMemberChange();
 
   let drained = false;
   for (;;) {
@@ -1117,6 +1301,10 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     if (violations.length > 0) break;
   }
   stats.timeMs = now;
+  if (!drained) {
+    const state = [...nodes.values()].map((n) => `${n.id} ${n.retired ? 'retired' : (n.core?.mode ?? 'down')}${n.core?.syncProgress === undefined ? '' : ` (sync ${JSON.stringify(n.core.syncProgress)})`}`);
+    log?.(`end of run, not settled: ${opsLeft} operations left; ${describeConfiguration(lastConfiguration)}; replicas: ${state.join(', ')}`);
+  }
   // Once nothing is left to happen (every fault stopped with the clients' operations, every timer
   // ran out), every replica must be back: voting (or learning), repairing nothing. A replica stuck
   // short of that is a liveness bug (the kind a review found in the first epoch-fence code: a
@@ -1127,6 +1315,8 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     const last = Math.max(1, ...[...configurations.keys()]);
     for (const node of nodes.values()) {
       const core = node.core;
+      // Removed and stopped; or started to join and never added (the change that would have failed).
+      if (node.retired || (core?.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed')) continue;
       const why =
         core === undefined
           ? 'is down'
@@ -1245,5 +1435,7 @@ function describeMessage(m: PeerMessage): string {
       return `finished ${m.key}, chosen ${m.chosenIndex}`;
     case 'staleEpoch':
       return `staleEpoch ${m.key}: epoch ${m.epoch}`;
+    case 'synced':
+      return `synced, epoch ${m.epoch}`;
   }
 }

@@ -20,7 +20,11 @@
  *   has synced: read every key from a majority of C1 whose members were at e+1 exactly when they
  *   answered (list the keys, learn each key's latest chosen entry, and have the member that
  *   reported a value accepted after it decide that instance first: another voter's recovery
- *   round could miss the value).
+ *   round could miss the value). A syncing member of C1 counts its own records as one of the
+ *   majority's listings (it decides its own pending instances first), so that replacing a dead
+ *   member of three needs only the two live ones. Synced members tell every member (`synced`),
+ *   and a synced voter of C2 proposes `finish` itself once it may ({@link finishWaitsFor}).
+ * - A joint configuration may also move back to its first half ({@link abortChange}), at any time.
  *
  * Why this is safe for per-key logs that keep only their latest entry. The lemma it rests on: a
  * replica's epoch only rises (it is persisted before anything that depends on it is sent, and a
@@ -57,7 +61,9 @@ export type { Configuration } from './types.js';
 export type MembershipChange =
   | { readonly kind: 'add'; readonly member: MemberId; readonly learner?: boolean }
   | { readonly kind: 'remove'; readonly member: MemberId }
-  | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId };
+  | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId }
+  /** Any new member lists at once (joint consensus takes any change; two members added, removed, or swapped). */
+  | { readonly kind: 'set'; readonly voters: readonly MemberId[]; readonly learners?: readonly MemberId[] };
 
 /** A configuration or change that breaks a rule; the message says which. */
 export class MembershipError extends Error {
@@ -65,6 +71,9 @@ export class MembershipError extends Error {
 }
 
 const sorted = (ids: Iterable<MemberId>): MemberId[] => [...new Set(ids)].sort((a, b) => a - b);
+const sameIds = (a: readonly MemberId[], b: readonly MemberId[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const sameHalf = (a: { voters: readonly MemberId[]; learners: readonly MemberId[] }, b: { voters: readonly MemberId[]; learners: readonly MemberId[] }) =>
+  sameIds(a.voters, b.voters) && sameIds(a.learners, b.learners);
 
 function checkIds(what: string, ids: readonly MemberId[]): void {
   for (const id of ids) {
@@ -163,7 +172,8 @@ export function roleOf(c: Configuration, id: MemberId): 'voter' | 'learner' | 'r
 /**
  * The first step of a change: the joint configuration from `current` (stable) to the members the
  * change leaves. Adding a voter or replacing one makes the new member a voter of the next half;
- * it starts empty and syncs before `finish` (see the module comment).
+ * it starts empty and syncs before `finish` (see the module comment). Adding (as a voter) a
+ * member that is a learner makes it a voter.
  * @param current - the active configuration; must be stable (no change under way).
  * @param change - what to change.
  * @returns the joint configuration, at `current.epoch + 1`.
@@ -179,6 +189,12 @@ export function beginChange(current: Configuration, change: MembershipChange): C
   let learners = [...current.learners];
   const add = (id: MemberId, learner: boolean) => {
     checkIds('add', [id]);
+    if (!learner && learners.includes(id)) {
+      // A learner made a voter (it caught up as a learner).
+      learners = learners.filter((l) => l !== id);
+      voters.push(id);
+      return;
+    }
     if (members.includes(id)) throw new MembershipError(`member ${id} is already in the cluster (${describeConfiguration(current)})`);
     if (learner) learners.push(id);
     else voters.push(id);
@@ -200,6 +216,15 @@ export function beginChange(current: Configuration, change: MembershipChange): C
       remove(change.remove);
       add(change.add, current.learners.includes(change.remove));
       break;
+    case 'set':
+      checkIds('voters', change.voters);
+      checkIds('learners', change.learners ?? []);
+      voters = [...change.voters];
+      learners = [...(change.learners ?? [])];
+      if (sameIds(sorted(voters), current.voters) && sameIds(sorted(learners), current.learners)) {
+        throw new MembershipError(`the change changes nothing (${describeConfiguration(current)})`);
+      }
+      break;
   }
   if (voters.length === 0) throw new MembershipError(`the change would leave no voter`);
   const next = { voters: sorted(voters), learners: sorted(learners) };
@@ -219,9 +244,11 @@ export function finishChange(joint: Configuration): Configuration {
 
 /**
  * Who syncs before `finish` may be proposed: the voters of the next half. Safety needs a synced
- * majority of them (see the module comment), which {@link syncedEnough} tells; the joiners start
- * empty, and a change should add a member as a learner first, let it catch up, and only then make
- * it a voter, so that it counts toward a quorum only once it holds the data.
+ * majority of them (see the module comment), which {@link syncedEnough} tells. The joiners start
+ * empty; `finish` also waits for them ({@link finishWaitsFor}), so that a new member counts toward
+ * the new configuration's quorums only once it holds every key. Under the joint configuration it
+ * already answers, but an acceptor that lacks a key's latest entry answers `behind` and catches up
+ * instead of voting, and every joint quorum holds a majority of the old voters anyway.
  * @returns the next half's voters, and which of them are new (they start empty).
  * @throws MembershipError when `joint` is stable.
  */
@@ -311,18 +338,60 @@ export function configurationFrom(o: unknown): Configuration {
   return c;
 }
 
-const sameIds = (a: readonly MemberId[], b: readonly MemberId[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
- * Checks that `next` may follow `current` in the configuration key: the next epoch, and the
- * same members in the same roles. The core takes no change of members yet: a change needs the
- * joint configuration's sync before its second step (see the module comment), so until the core
- * syncs, only an epoch step that keeps the members is safe to accept.
+ * The way back from a joint configuration: the stable configuration of its first half, at
+ * `joint.epoch + 1` (for a change whose new member never came up). Safe at any time: every
+ * decision under the joint configuration had a majority of the first half, and so does every
+ * decision after it.
+ * @throws MembershipError when `joint` is stable.
+ */
+export function abortChange(joint: Configuration): Configuration {
+  if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
+  return { epoch: joint.epoch + 1, voters: joint.voters, learners: joint.learners };
+}
+
+/**
+ * Checks that `next` may follow `current` in the configuration key (acceptors and proposers both
+ * check it; see the module comment):
+ * - from a stable configuration: the same voters (an epoch step, or learners added or removed),
+ *   or a joint configuration whose first half is `current` (`begin`);
+ * - from a joint configuration: its next half (`finish`, which the proposer also holds back until
+ *   {@link finishReady}) or its first half ({@link abortChange}).
+ * Always the next epoch.
  * @throws MembershipError saying what does not follow.
  */
 export function checkTransition(current: Configuration, next: Configuration): void {
   if (next.epoch !== current.epoch + 1) throw new MembershipError(`the next configuration's epoch is ${current.epoch + 1}, not ${next.epoch}`);
-  if (current.next !== undefined || next.next !== undefined || !sameIds(current.voters, next.voters) || !sameIds(current.learners, next.learners)) {
-    throw new MembershipError(`${describeConfiguration(next)} changes the members of ${describeConfiguration(current)}: changes of members are not taken yet`);
+  if (current.next === undefined) {
+    if (next.next === undefined) {
+      if (!sameIds(current.voters, next.voters)) {
+        throw new MembershipError(`${describeConfiguration(next)} changes the voters of ${describeConfiguration(current)} in one step: a change of voters goes through a joint configuration`);
+      }
+      return;
+    }
+    if (!sameHalf(current, next)) {
+      throw new MembershipError(`${describeConfiguration(next)} does not start from ${describeConfiguration(current)}: a joint configuration's first half is the current one`);
+    }
+    return;
   }
+  if (next.next !== undefined) throw new MembershipError(`a change is under way (${describeConfiguration(current)}): finish it before another`);
+  if (!sameHalf(next, current.next) && !sameHalf(next, current)) {
+    throw new MembershipError(`${describeConfiguration(next)} is neither half of ${describeConfiguration(current)}: a joint configuration moves to its next half, or back to its first`);
+  }
+}
+
+/**
+ * Whether a joint configuration may be finished: a majority of the next voters synced
+ * ({@link syncedEnough}, which safety needs), and every joiner among them too (a new member
+ * counts toward the new configuration's quorums only once it holds every key).
+ * @param joint - a joint configuration; `synced` - the members that reported a finished sync for its epoch.
+ * @returns undefined when it may, otherwise what it waits for.
+ */
+export function finishWaitsFor(joint: Configuration, synced: MemberSet): string | undefined {
+  const { sync, joiners } = syncSet(joint);
+  const missing = joiners.filter((j) => !synced.has(j));
+  if (syncedEnough(joint, synced) && missing.length === 0) return undefined;
+  const done = sync.filter((m) => synced.has(m));
+  return `the next voters [${sync.join(',')}] are syncing: [${done.join(',')}] done${missing.length === 0 ? '' : `, new member(s) [${missing.join(',')}] not yet`}`;
 }

@@ -22,7 +22,14 @@
  *   majorities of the voters; in a joint configuration, majorities of both halves). The
  *   configuration is chosen in the configuration key (`CONFIG_KEY`, version v holding epoch v+1);
  *   prepares, accepts, reads and key listings carry the sender's epoch, and a replica votes in or
- *   answers only those of exactly its own epoch (the epoch fence).
+ *   answers only those of exactly its own epoch (the epoch fence). A message of a newer epoch is
+ *   held while the replica catches the configuration up, then answered.
+ * - Membership changes (membership.ts) go through a joint configuration: the voters of its next
+ *   half sync every key from a majority of the first half (listing keys, learning each latest
+ *   entry, deciding pending instances with their own reads), tell every member (`synced`), and a
+ *   synced one proposes `finish` once a majority of them and every new member synced. A new
+ *   member starts `join`ing: it asks the cluster for the configuration until one names it. A
+ *   replica a configuration removes stops, and still answers peers with the configuration.
  * - Writes are exactly-once through client sessions kept in the key's log (see `writeOutcome`
  *   in types.ts): a retried write is answered with its original version, a late or expired
  *   attempt is refused, and no replica clock decides which.
@@ -42,7 +49,21 @@
  *   pending instance first when one reports it, and then persists the repaired record.
  */
 import { learn, onAccept, onPrepare, readState, sameEntry } from './acceptor.js';
-import { checkTransition, decodeConfiguration, describeConfiguration, initialConfiguration, isQuorum, membersOf, quorumStillPossible, roleOf, votersOf, type Configuration } from './membership.js';
+import {
+  checkTransition,
+  decodeConfiguration,
+  describeConfiguration,
+  encodeConfiguration,
+  finishChange,
+  finishWaitsFor,
+  initialConfiguration,
+  isQuorum,
+  membersOf,
+  quorumStillPossible,
+  roleOf,
+  votersOf,
+  type Configuration,
+} from './membership.js';
 import {
   ballotOf,
   chosenIndex,
@@ -82,10 +103,13 @@ export interface RecordSource {
  * - `existing`: a data dir with records (a restart);
  * - `fresh`: the dir was missing or empty and was just created (a new member of a new cluster);
  * - `rejoin`: the dir was empty and the operator said the replica lost its data (`--rejoin`), or
- *   a rejoin was under way when the replica stopped.
+ *   a rejoin was under way when the replica stopped;
+ * - `join`: a new member joins a running cluster (`--join`): it learns the configuration from
+ *   {@link ReplicaConfig.join}'s members, waits until a configuration names it, and then syncs
+ *   every key (membership.ts). Its data dir is new, or holds no configuration that names it yet.
  */
 export interface StartState {
-  kind: 'existing' | 'fresh' | 'rejoin';
+  kind: 'existing' | 'fresh' | 'rejoin' | 'join';
   /** The confirmed incarnation stored in the data dir (0 for a new one). */
   incarnation: number;
   /** Incarnations announced since the confirmed one, by starts whose check did not finish. */
@@ -98,14 +122,24 @@ export interface StartState {
  * @internal Bugs the simulator's mutation tests plant in the core, to show that it catches them.
  * Never set outside tests.
  */
-export type CorePlantedBug = 'round0-reuse' | 'dedupe-window-8' | 'learn-keeps-accepted' | 'vote-on-lost-key' | 'repair-fence-short';
+export type CorePlantedBug = 'round0-reuse' | 'dedupe-window-8' | 'learn-keeps-accepted' | 'vote-on-lost-key' | 'repair-fence-short' | 'old-config-quorum';
 
 /** Replica settings. Times are in ms of the `now` the driver passes (a monotonic clock). */
 export interface ReplicaConfig {
   /** This replica's member id. */
   id: MemberId;
-  /** Every member of the cluster, this one included. */
+  /**
+   * Every member of the cluster's first configuration, this one included (ignored for a `join`
+   * start, and when {@link configuration} is given).
+   */
   members: readonly MemberId[];
+  /**
+   * Members of the running cluster to learn the configuration from: for a `join` start, the
+   * replica asks them for the configuration key until a configuration names it; any other
+   * starting replica asks them with its start check (a rejoin on an empty data dir starts from
+   * the first configuration).
+   */
+  join?: readonly MemberId[];
   /**
    * Members that only learn chosen entries: they never vote, serve no clients, and are outside
    * the majority, which is a majority of the other members (the voters; there must be one).
@@ -143,9 +177,11 @@ export interface ReplicaConfig {
  * - `rejoining`: it lost its data; it fences every key its peers hold, then votes; no clients;
  * - `voter`: it votes and serves clients;
  * - `learner`: it only learns chosen entries (a configured learner);
- * - `failed`: it found its data dir unsafe to use and stopped (see {@link Replica.failure}).
+ * - `joining`: a new member waiting for a configuration that names it (see {@link StartState});
+ * - `failed`: it found its data dir unsafe to use, or was removed from the cluster, and stopped
+ *   (see {@link Replica.failure} and {@link Replica.removed}).
  */
-export type ReplicaMode = 'checking' | 'rejoining' | 'voter' | 'learner' | 'failed';
+export type ReplicaMode = 'checking' | 'rejoining' | 'voter' | 'learner' | 'joining' | 'failed';
 
 /** Progress of a rejoin: voters whose keys were all fenced, of how many, and keys fenced so far. */
 export interface RejoinProgress {
@@ -221,6 +257,41 @@ interface SweepState {
   sentAt: number;
 }
 
+/** A key to learn up to `index`; `from` reported it, and decides the pending instance first when `finish`. */
+interface SyncTarget {
+  index: number;
+  from: MemberId;
+  finish: boolean;
+}
+
+/**
+ * A sync (membership.ts): a voter of a joint configuration's next half, or a new learner, learns
+ * every key's latest chosen entry from a majority of the first half's voters at this epoch.
+ */
+interface SyncState {
+  readonly epoch: number;
+  /** The first half's voters: a majority of them must have listed every key. */
+  readonly sources: readonly MemberId[];
+  /** The listing of each other source. */
+  readonly sweeps: Map<MemberId, SweepState>;
+  /** Whether this replica's own records count as one listing (a voter of the first half). */
+  readonly selfCounts: boolean;
+  /** Keys to learn before the sync is done. */
+  readonly targets: Map<string, SyncTarget>;
+  catchUpSentAt: number;
+  done: boolean;
+  /** When `synced` was last sent to every member. */
+  noticeSentAt: number;
+}
+
+/** The messages that carry the sender's epoch, which the epoch fence checks. */
+type EpochMessage = Extract<PeerMessage, { type: 'prepare' | 'accept' | 'read' | 'listKeys' }>;
+
+/** Most newer-epoch messages a replica holds while it catches up the configuration. */
+const MAX_DEFERRED = 10_000;
+/** How many phase timeouts apart a synced replica tells its sync again, and proposes `finish` again. */
+const SYNC_NOTICE_PHASES = 5;
+
 /** One replica's core; see the module comment. */
 export class Replica {
   /**
@@ -280,6 +351,28 @@ export class Replica {
   private lostRepaired = 0;
   /** The latest `now` an input brought (a lost key found inside a step is asked about at that time). */
   private lastNow = 0;
+  /** The last stable configuration before this one (only the planted bug 'old-config-quorum' uses it). */
+  private oldConfiguration: Configuration | undefined;
+  /** The sync of the current configuration, or the last one (see {@link SyncState}). */
+  private sync: SyncState | undefined;
+  /** Members that told their sync for the current joint configuration (this one included). */
+  private syncedBy = new Set<MemberId>();
+  /** Syncs this replica finished since it started. */
+  private syncsDone = 0;
+  /** When this replica last proposed `finish` (ms). */
+  private finishProposedAt = -Infinity;
+  /** A joining replica first named a learner syncs once (a voter syncs in every joint configuration). */
+  private learnerSyncDue = false;
+  /** Why the replica was removed, when it was. */
+  private removedFromCluster = false;
+  /** Prepares, accepts, reads and listings of a newer epoch, held until this replica adopts it. */
+  private deferred: Array<{ from: MemberId; msg: EpochMessage }> = [];
+  /** Set when a configuration was adopted in this step: `settle` finishes what follows from it. */
+  private adopted = false;
+  /** When this replica last asked each peer for the configuration (ms). */
+  private readonly configurationAskedAt = new Map<MemberId, number>();
+  /** While joining: when it last asked for the configuration (ms). */
+  private joinAskedAt = -Infinity;
 
   /**
    * @param config - membership, start state and timing.
@@ -293,15 +386,25 @@ export class Replica {
     private readonly store: RecordSource,
     private readonly random: () => number,
   ) {
-    const members = config.members;
-    if (!members.includes(config.id)) throw new Error(`member ${config.id} is not in the membership [${members.join(', ')}]`);
-    if (new Set(members).size !== members.length) throw new Error(`duplicate member ids in [${members.join(', ')}]`);
-    const learners = new Set(config.learners ?? []);
-    for (const l of learners) if (!members.includes(l)) throw new Error(`learner ${l} is not in the membership [${members.join(', ')}]`);
-    const voters = members.filter((m) => !learners.has(m));
-    if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
-    if (voters.length % 2 === 0) throw new Error(`a cluster needs an odd number of voters, got ${voters.length} ([${voters.join(', ')}])`);
-    this.useConfiguration(config.configuration ?? initialConfiguration(voters, [...learners]));
+    const joining = config.start?.kind === 'join';
+    if (joining) {
+      const ask = (config.join ?? []).filter((m) => m !== config.id);
+      if (ask.length === 0 && config.configuration === undefined) throw new Error(`a joining replica needs members of the running cluster to ask (join)`);
+      // Until it learns the cluster's configuration: a placeholder of epoch 0, which every real one follows.
+      this.useConfiguration(config.configuration ?? { epoch: 0, voters: [...new Set(ask)].sort((a, b) => a - b), learners: [] });
+    } else if (config.configuration !== undefined) {
+      this.useConfiguration(config.configuration);
+    } else {
+      const members = config.members;
+      if (!members.includes(config.id)) throw new Error(`member ${config.id} is not in the membership [${members.join(', ')}]`);
+      if (new Set(members).size !== members.length) throw new Error(`duplicate member ids in [${members.join(', ')}]`);
+      const learners = new Set(config.learners ?? []);
+      for (const l of learners) if (!members.includes(l)) throw new Error(`learner ${l} is not in the membership [${members.join(', ')}]`);
+      const voters = members.filter((m) => !learners.has(m));
+      if (voters.length === 0) throw new Error(`membership [${members.join(', ')}] has no voter: every member is a learner`);
+      if (voters.length % 2 === 0) throw new Error(`a cluster needs an odd number of voters, got ${voters.length} ([${voters.join(', ')}])`);
+      this.useConfiguration(initialConfiguration(voters, [...learners]));
+    }
     this.phaseTimeoutMs = config.phaseTimeoutMs ?? 200;
     this.maxAttempts = config.maxAttempts ?? 10;
     this.backoffMs = config.backoffMs ?? 10;
@@ -322,14 +425,17 @@ export class Replica {
       }
     }
     const role = roleOf(this.configuration, config.id);
-    if (role === 'learner') this.phase = 'learner';
+    if (joining && role === 'removed') this.phase = 'joining';
+    else if (role === 'learner') this.phase = 'learner';
     else if (start === undefined) this.phase = 'voter';
     else this.phase = 'checking';
-    if (role === 'removed') this.fail(`it was removed from the cluster (${describeConfiguration(this.configuration)})`);
+    if (role === 'removed' && !joining) this.failRemoved();
   }
 
   /** Takes `c` as the configuration: who votes, who learns, what a quorum is. */
   private useConfiguration(c: Configuration): void {
+    // (Unset only in the constructor's first call.)
+    if (this.configuration !== undefined && this.configuration.next === undefined) this.oldConfiguration = this.configuration;
     this.configuration = c;
     const voters = votersOf(c);
     this.voterSet = new Set(voters);
@@ -342,6 +448,13 @@ export class Replica {
     return this.configuration;
   }
 
+  /** The configuration whose quorums the proposer counts: the current one (a planted bug counts by the stable one before the change, on odd members). */
+  private get quorumConfiguration(): Configuration {
+    // Planted on the odd members only: replicas that all counted by the old one would agree with each other.
+    const buggy = this.config.plantedBug === 'old-config-quorum' && this.config.id % 2 === 1;
+    return buggy && this.oldConfiguration !== undefined ? this.oldConfiguration : this.configuration;
+  }
+
   /**
    * The first step, before any other: with a start state, the replica takes its next incarnation
    * (persisted before anything is sent) and, unless it is a learner, announces it to the other
@@ -352,10 +465,11 @@ export class Replica {
     this.begun = true;
     const highest = Math.max(this.config.start.incarnation, ...this.announced);
     this.takeIncarnation(incarnationCounter(highest) + 1);
-    if (this.phase === 'learner') {
-      // A learner never votes: nothing to confirm.
+    if (this.phase === 'learner' || this.phase === 'joining') {
+      // A learner never votes, and a joining replica never voted: nothing to confirm.
       this.announced = [];
       this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [] };
+      if (this.phase === 'joining') this.askToJoin(now);
     } else this.sendHello(now);
     return this.flush();
   }
@@ -368,6 +482,33 @@ export class Replica {
   /** Why the replica stopped, when `mode` is `failed`. */
   get failure(): string | undefined {
     return this.failureText;
+  }
+
+  /** Whether the replica stopped because a configuration removed it from the cluster. */
+  get removed(): boolean {
+    return this.removedFromCluster;
+  }
+
+  /**
+   * The sync of the current configuration (membership.ts), when this replica runs or ran one:
+   * its epoch, whether it is done, the first-half voters whose key lists are done (this replica
+   * counts as one when it is one of them), and keys it still waits for. `synced` lists the members
+   * known to have synced for the current joint configuration; `syncsDone` counts syncs since start.
+   */
+  get syncProgress(): { epoch: number; done: boolean; listed: number; sources: number; keysWaiting: number; synced: MemberId[]; syncsDone: number } | undefined {
+    const sync = this.sync;
+    if (sync === undefined || sync.epoch !== this.configuration.epoch) return undefined;
+    let listed = sync.selfCounts ? 1 : 0;
+    for (const s of sync.sweeps.values()) if (s.done) listed++;
+    return {
+      epoch: sync.epoch,
+      done: sync.done,
+      listed,
+      sources: sync.sources.length,
+      keysWaiting: sync.targets.size,
+      synced: [...this.syncedBy].sort((a, b) => a - b),
+      syncsDone: this.syncsDone,
+    };
   }
 
   /** This replica's incarnation: how many times it started on its data dir (rejoins count on). */
@@ -457,6 +598,14 @@ export class Replica {
       if (this.rejoinTargets.size > 0) min = Math.min(min ?? Infinity, this.catchUpSentAt + this.phaseTimeoutMs);
     }
     if (this.phase !== 'failed') for (const l of this.lostKeys.values()) min = Math.min(min ?? Infinity, l.askedAt + this.phaseTimeoutMs);
+    if (this.phase === 'joining') min = Math.min(min ?? Infinity, this.joinAskedAt + this.phaseTimeoutMs);
+    const sync = this.sync;
+    if (sync !== undefined && sync.epoch === this.configuration.epoch && (this.phase === 'voter' || this.phase === 'learner')) {
+      if (!sync.done) {
+        for (const s of sync.sweeps.values()) if (!s.done) min = Math.min(min ?? Infinity, s.sentAt + this.phaseTimeoutMs);
+        if (sync.targets.size > 0) min = Math.min(min ?? Infinity, sync.catchUpSentAt + this.phaseTimeoutMs);
+      } else if (this.configuration.next !== undefined) min = Math.min(min ?? Infinity, sync.noticeSentAt + SYNC_NOTICE_PHASES * this.phaseTimeoutMs);
+    }
     return min;
   }
 
@@ -485,8 +634,16 @@ export class Replica {
 
   /** A message from a peer. */
   receive(from: MemberId, msg: PeerMessage, now: number): Output {
-    if (this.phase === 'failed') return this.flush();
+    if (this.phase === 'failed') {
+      if (this.removedFromCluster) this.answerRemoved(from, msg);
+      return this.flush();
+    }
     this.lastNow = now;
+    this.dispatch(from, msg, now);
+    return this.flush();
+  }
+
+  private dispatch(from: MemberId, msg: PeerMessage, now: number): void {
     switch (msg.type) {
       case 'prepare':
       case 'accept':
@@ -537,7 +694,8 @@ export class Replica {
         this.onListKeys(from, msg);
         break;
       case 'keyList':
-        this.onKeyList(from, msg, now);
+        if (this.sync?.sweeps.get(from)?.listId === msg.listId) this.onSyncKeyList(from, msg, now);
+        else this.onKeyList(from, msg, now);
         break;
       case 'finish':
         this.onFinish(from, msg.key, now);
@@ -549,8 +707,10 @@ export class Replica {
       case 'staleEpoch':
         if (msg.epoch > this.configuration.epoch) this.catchUpConfiguration(from);
         break;
+      case 'synced':
+        this.onSynced(from, msg.epoch, now);
+        break;
     }
-    return this.flush();
   }
 
   /**
@@ -559,18 +719,30 @@ export class Replica {
    * the configuration); a newer one means this replica missed a configuration: it catches it up
    * from the sender and answers nothing meanwhile.
    */
-  private inEpoch(from: MemberId, msg: { key: string; epoch: number }): boolean {
+  private inEpoch(from: MemberId, msg: EpochMessage): boolean {
     const mine = this.configuration.epoch;
     if (msg.epoch === mine) return true;
     if (msg.epoch < mine) this.send(from, { type: 'staleEpoch', key: msg.key, epoch: mine });
-    else this.catchUpConfiguration(from);
+    else {
+      // Held until this replica adopts that epoch (then answered: the sender need not wait for
+      // its phase timeout), and the configuration is asked for.
+      if (this.deferred.length >= MAX_DEFERRED) this.deferred.shift();
+      this.deferred.push({ from, msg });
+      this.catchUpConfiguration(from);
+    }
     return false;
   }
 
-  /** Asks `peer` for the configuration key's latest chosen entry (its learn is adopted: `adopt`). */
+  /**
+   * Asks `peer` for the configuration key's latest chosen entry (its learn is adopted: `adopt`),
+   * at most once per tenth of a phase timeout per peer (every newer-epoch message would ask).
+   */
   private catchUpConfiguration(peer: MemberId): void {
+    const asked = this.configurationAskedAt.get(peer);
+    if (asked !== undefined && this.lastNow < asked + this.phaseTimeoutMs / 10) return;
+    this.configurationAskedAt.set(peer, this.lastNow);
     // Never above what the adopted configuration says this replica holds (epoch - 1).
-    const known = Math.min(chosenIndex(this.record(CONFIG_KEY)), this.configuration.epoch - 1);
+    const known = Math.max(0, Math.min(chosenIndex(this.record(CONFIG_KEY)), this.configuration.epoch - 1));
     this.send(peer, { type: 'catchUp', key: CONFIG_KEY, knownIndex: known });
   }
 
@@ -607,18 +779,97 @@ export class Replica {
     if (c.epoch <= this.configuration.epoch) return;
     this.useConfiguration(c);
     this.out.meta = { ...this.out.meta, configuration: c };
+    this.adopted = true;
+    this.syncedBy = new Set();
     const role = roleOf(c, this.config.id);
-    if (role === 'removed') {
-      this.fail(`it was removed from the cluster (${describeConfiguration(c)})`);
+    if (this.phase === 'joining') {
+      // Not added yet: it keeps asking. Added: it serves its role, and syncs (`settle`).
+      if (role === 'removed') return;
+      this.phase = role;
+      if (role === 'learner') this.learnerSyncDue = true;
       return;
     }
-    if (role === 'learner' && this.phase === 'voter') this.phase = 'learner';
+    if (role === 'removed') {
+      this.failRemoved();
+      return;
+    }
+    if (role === 'learner' && this.phase === 'voter') {
+      this.phase = 'learner';
+      this.dropTasks(`replica ${this.config.id} is now a learner (${describeConfiguration(c)}); ask another replica`);
+    }
+    if (role === 'voter' && this.phase === 'learner') this.phase = 'voter';
     // Rounds under way were counted under the old configuration: start them again under this one.
     for (const task of this.tasks.values()) {
       if (task.phase === 'backoff') continue;
       task.phase = 'backoff';
       task.wakeAt = this.lastNow;
     }
+  }
+
+  /** Whether the replica stopped (read through a getter: a step can stop it under the caller's feet). */
+  private get stopped(): boolean {
+    return this.phase === 'failed';
+  }
+
+  /**
+   * A removed replica votes in nothing and serves no client, but still tells the configuration
+   * that removed it: peers that missed it may need it to move on (it may be the only one that
+   * learned it, and their quorums under the old epoch may count on it).
+   */
+  private answerRemoved(from: MemberId, msg: PeerMessage): void {
+    const mine = this.configuration.epoch;
+    if ((msg.type === 'prepare' || msg.type === 'accept' || msg.type === 'read' || msg.type === 'listKeys') && msg.epoch < mine) {
+      this.send(from, { type: 'staleEpoch', key: msg.key, epoch: mine });
+    } else if (msg.type === 'synced' && msg.epoch < mine) {
+      this.send(from, { type: 'staleEpoch', key: '', epoch: mine });
+    } else if (msg.type === 'catchUp' && msg.key === CONFIG_KEY) {
+      const rec = this.record(CONFIG_KEY);
+      if (!this.lostKeys.has(CONFIG_KEY) && chosenIndex(rec) > msg.knownIndex) this.send(from, { type: 'learn', key: CONFIG_KEY, entry: rec.chosen! });
+    }
+  }
+
+  /** Stops the replica: a configuration no longer names it. */
+  private failRemoved(): void {
+    this.removedFromCluster = true;
+    this.fail(`it was removed from the cluster (${describeConfiguration(this.configuration)}); its data dir is no longer needed`);
+  }
+
+  /**
+   * What follows a step, at its end (not nested inside the record write that adopted a
+   * configuration): after an adoption, rejoin sweeps and lost-key repairs ask the new voters too,
+   * and the messages held for this epoch are answered; a sync starts or ends when it may.
+   */
+  private settle(): void {
+    if (this.phase === 'failed') {
+      this.deferred = [];
+      return;
+    }
+    const now = this.lastNow;
+    while (this.adopted) {
+      this.adopted = false;
+      if (this.phase === 'rejoining') {
+        for (const p of [...this.sweeps.keys()]) if (!this.otherVoters.includes(p)) this.sweeps.delete(p);
+        for (const p of this.otherVoters) {
+          if (this.sweeps.has(p)) continue;
+          const s: SweepState = { after: '', done: false, listId: 0, sentAt: now };
+          this.sweeps.set(p, s);
+          this.requestPage(p, s, now);
+        }
+        this.checkRejoined();
+      }
+      // A lost key's repair asks every other voter: under new voters, it starts again.
+      for (const [key, l] of [...this.lostKeys]) this.restartRepair(key, l);
+      const held = this.deferred;
+      this.deferred = [];
+      for (const d of held) {
+        if (this.stopped) break;
+        if (d.msg.epoch > this.configuration.epoch) this.deferred.push(d);
+        else this.dispatch(d.from, d.msg, now);
+      }
+      if (this.stopped) return;
+    }
+    this.maybeStartSync(now);
+    this.checkSynced(now);
   }
 
   /** Advances timers: retries phases whose time ran out, ends backoffs, resends start messages. */
@@ -636,6 +887,26 @@ export class Replica {
       for (const [peer, s] of this.sweeps) if (!s.done && now >= s.sentAt + this.phaseTimeoutMs) this.requestPage(peer, s, now);
       if (this.rejoinTargets.size > 0 && now >= this.catchUpSentAt + this.phaseTimeoutMs) this.resendCatchUps(now);
     }
+    if (this.phase === 'joining' && now >= this.joinAskedAt + this.phaseTimeoutMs) this.askToJoin(now);
+    const sync = this.sync;
+    if (sync !== undefined && sync.epoch === this.configuration.epoch && (this.phase === 'voter' || this.phase === 'learner')) {
+      if (!sync.done) {
+        for (const [peer, s] of sync.sweeps) if (!s.done && now >= s.sentAt + this.phaseTimeoutMs) this.requestPage(peer, s, now);
+        if (sync.targets.size > 0 && now >= sync.catchUpSentAt + this.phaseTimeoutMs) {
+          sync.catchUpSentAt = now;
+          let n = 0;
+          for (const [key, t] of sync.targets) {
+            if (n++ >= this.sweepPageSize) break;
+            if (t.from !== this.config.id) t.from = this.nextSource(sync, t.from);
+            this.requestSyncTarget(key, t, now);
+          }
+        }
+      } else if (this.configuration.next !== undefined && now >= sync.noticeSentAt + SYNC_NOTICE_PHASES * this.phaseTimeoutMs) {
+        // The notices may have been lost, and a `finish` proposal may have failed: again.
+        this.tellSynced(now);
+        this.maybeProposeFinish(now);
+      }
+    }
     return this.flush();
   }
 
@@ -651,6 +922,8 @@ export class Replica {
         return `replica ${id} is starting: it waits for a majority of the other voters to confirm its incarnation; ask another replica`;
       case 'rejoining':
         return `replica ${id} is rejoining after losing its data and does not vote yet; ask another replica`;
+      case 'joining':
+        return `replica ${id} is joining the cluster: it waits to be added (svrkit kv member add); ask another replica`;
       default:
         return `replica ${id} stopped: ${this.failureText ?? 'unsafe data dir'}`;
     }
@@ -689,6 +962,10 @@ export class Replica {
   private sendHello(now: number): void {
     this.helloSentAt = now;
     const start = this.config.start!;
+    // The members it was told of (--join) tell it the configuration, when its own is behind.
+    for (const p of this.config.join ?? []) {
+      if (p !== this.config.id) this.send(p, { type: 'catchUp', key: CONFIG_KEY, knownIndex: Math.max(0, this.configuration.epoch - 1) });
+    }
     if (this.otherVoters.length === 0 && start.kind === 'rejoin') {
       this.fail('it is the only voter, so no other voter holds what it lost: a single-voter cluster cannot rejoin a replica; restore its data dir instead');
       return;
@@ -728,6 +1005,10 @@ export class Replica {
     if (replaces && msg.incarnation > recorded) this.recordIncarnation(from, msg.incarnation);
     // Sent only after the record above is durable: a peer that counts this answer can rely on it.
     this.send(from, { type: 'helloAck', key: '', incarnation: msg.incarnation, recorded, ok, table: [...this.peerIncarnations] });
+    // A starting replica may have missed configurations (a rejoin starts from the first one): it
+    // checks its start with the voters of the latest.
+    const c = this.record(CONFIG_KEY).chosen;
+    if (c !== null && !this.lostKeys.has(CONFIG_KEY)) this.send(from, { type: 'learn', key: CONFIG_KEY, entry: c });
   }
 
   private recordIncarnation(member: MemberId, incarnation: number): void {
@@ -766,7 +1047,9 @@ export class Replica {
       return;
     }
     this.helloAcks.add(from);
-    if (this.helloAcks.size >= this.checkers().needed) this.checked(now);
+    // Counted among the current voters only (a configuration adopted meanwhile may have changed them).
+    const { members, needed } = this.checkers();
+    if (members.filter((m) => this.helloAcks.has(m)).length >= needed) this.checked(now);
   }
 
   private checked(now: number): void {
@@ -877,8 +1160,17 @@ export class Replica {
     if (!this.tasks.has(key)) this.startTask(0, key, { kind: 'get' }, now, now + this.phaseTimeoutMs * this.maxAttempts);
   }
 
-  /** A voter decided the key as far as it could: this replica learns up to that index. */
-  private onFinished(from: MemberId, key: string, index: number): void {
+  /**
+   * A voter decided the key as far as it could: this replica learns up to that index.
+   * @param confirmed - (this replica's own task) its read confirmed the latest entry.
+   */
+  private onFinished(from: MemberId, key: string, index: number, confirmed = false): void {
+    const st = this.sync?.targets.get(key);
+    if (st !== undefined && st.from === from && from === this.config.id && (index >= st.index || confirmed)) {
+      // Its own read decided the pending instance, or found no value pending at all: nothing was
+      // chosen there before this epoch.
+      this.sync!.targets.delete(key);
+    }
     const t = this.rejoinTargets.get(key);
     if (t === undefined || t.from !== from) return;
     // Any task on the key that ends well sends `finished`, also one that did not decide the
@@ -906,10 +1198,170 @@ export class Replica {
   private fail(why: string): void {
     this.phase = 'failed';
     this.failureText = why;
-    for (const task of this.tasks.values()) this.reply(task.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing(), notApplied: !task.sentOwn });
-    for (const q of this.queues.values()) for (const t of q) this.reply(t.ref, { ok: false, status: 'UNAVAILABLE', message: this.notServing(), notApplied: true });
+    this.dropTasks(this.notServing());
+  }
+
+  /** Ends every operation running or queued with UNAVAILABLE (`message`). */
+  private dropTasks(message: string): void {
+    for (const task of this.tasks.values()) this.reply(task.ref, { ok: false, status: 'UNAVAILABLE', message, notApplied: !task.sentOwn });
+    for (const q of this.queues.values()) for (const t of q) this.reply(t.ref, { ok: false, status: 'UNAVAILABLE', message, notApplied: true });
     this.tasks.clear();
     this.queues.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Membership changes: joining, and the sync of a joint configuration's next voters
+
+  /** A joining replica asks for the configuration key (the cluster members it was given, and those it learned). */
+  private askToJoin(now: number): void {
+    this.joinAskedAt = now;
+    const known = chosenIndex(this.record(CONFIG_KEY));
+    for (const p of new Set([...(this.config.join ?? []), ...this.otherVoters])) {
+      if (p !== this.config.id) this.send(p, { type: 'catchUp', key: CONFIG_KEY, knownIndex: known });
+    }
+  }
+
+  /**
+   * Starts the sync the current configuration asks of this replica, when it asks one and none
+   * runs for it: a voter of a joint configuration's next half syncs (membership.ts), and so does a
+   * joining replica once it is named a learner (to catch up before it is made a voter).
+   */
+  private maybeStartSync(now: number): void {
+    const c = this.configuration;
+    if (this.sync !== undefined && this.sync.epoch === c.epoch) return;
+    if (this.phase !== 'voter' && this.phase !== 'learner') return;
+    const id = this.config.id;
+    const nextVoter = c.next !== undefined && c.next.voters.includes(id);
+    if (!nextVoter && !(this.learnerSyncDue && this.phase === 'learner')) {
+      this.sync = undefined;
+      return;
+    }
+    const sources = c.voters;
+    const sync: SyncState = {
+      epoch: c.epoch,
+      sources,
+      sweeps: new Map(),
+      selfCounts: this.phase === 'voter' && sources.includes(id),
+      targets: new Map(),
+      catchUpSentAt: now,
+      done: false,
+      noticeSentAt: -Infinity,
+    };
+    this.sync = sync;
+    for (const p of sources) {
+      if (p === id) continue;
+      const s: SweepState = { after: '', done: false, listId: 0, sentAt: now };
+      sync.sweeps.set(p, s);
+      this.requestPage(p, s, now);
+    }
+    if (sync.selfCounts) {
+      // Its own records are one listing: its own pending instances are decided first (a read,
+      // by a joint quorum), as a peer's would be.
+      for (let after = ''; ; ) {
+        const keys = this.store.keysAfter(after, this.sweepPageSize);
+        for (const key of keys) {
+          const rec = this.record(key);
+          if (!this.lostKeys.has(key) && rec.accepted !== 0) this.syncWant(sync, key, chosenIndex(rec), true, id, now);
+        }
+        if (keys.length < this.sweepPageSize) break;
+        after = keys[keys.length - 1]!;
+      }
+    }
+  }
+
+  /** A source reported `key` at `chosen` (and a value accepted after it when `pending`): learn up to it. */
+  private syncWant(sync: SyncState, key: string, chosen: number, pending: boolean, from: MemberId, now: number): void {
+    // A key this replica lost is brought up by its own repair.
+    if (this.lostKeys.has(key)) return;
+    // A learner's sync only catches up (it holds no quorum's data): chosen entries will do.
+    const voter = this.phase === 'voter';
+    const wanted = pending && voter ? chosen + 1 : chosen;
+    if (wanted <= chosenIndex(this.record(key))) return;
+    const t = sync.targets.get(key);
+    if (t !== undefined && t.index >= wanted) return;
+    // A value accepted after the chosen entry may have been chosen: this replica, a voter of the
+    // joint configuration, decides that instance itself with a read (its joint quorum holds a
+    // majority of the first half, so it finds a value chosen before this epoch). Chosen entries
+    // are asked of the member that reported them.
+    const target: SyncTarget = pending && voter ? { index: wanted, from: this.config.id, finish: true } : { index: wanted, from, finish: false };
+    sync.targets.set(key, target);
+    this.requestSyncTarget(key, target, now);
+  }
+
+  /** Asks for what a sync target waits for: the entry, or the pending instance decided first. */
+  private requestSyncTarget(key: string, t: SyncTarget, now: number): void {
+    if (t.from === this.config.id) this.onFinish(this.config.id, key, now);
+    else this.send(t.from, t.finish ? { type: 'finish', key } : { type: 'catchUp', key, knownIndex: chosenIndex(this.record(key)) });
+  }
+
+  /** The next source to ask for a chosen entry, after `from` (the one asked may be down). */
+  private nextSource(sync: SyncState, from: MemberId): MemberId {
+    const others = [...sync.sweeps.keys()];
+    if (others.length === 0) return from;
+    return others[(others.indexOf(from) + 1) % others.length]!;
+  }
+
+  private onSyncKeyList(from: MemberId, msg: Extract<PeerMessage, { type: 'keyList' }>, now: number): void {
+    const sync = this.sync!;
+    const s = sync.sweeps.get(from)!;
+    if (s.done || sync.done) return;
+    for (const k of msg.keys) this.syncWant(sync, k.key, k.chosenIndex, k.pending, from, now);
+    if (msg.done || msg.keys.length === 0) s.done = true;
+    else {
+      s.after = msg.keys[msg.keys.length - 1]!.key;
+      this.requestPage(from, s, now);
+    }
+  }
+
+  /**
+   * Ends the sync once a majority of the first half's voters listed every key (this replica
+   * counting as one when it is one of them) and every key they reported is learned; then tells
+   * every member, and proposes `finish` when it may.
+   */
+  private checkSynced(now: number): void {
+    const sync = this.sync;
+    if (sync === undefined || sync.done || sync.epoch !== this.configuration.epoch || sync.targets.size > 0) return;
+    if (this.phase !== 'voter' && this.phase !== 'learner') return;
+    let listed = sync.selfCounts ? 1 : 0;
+    for (const s of sync.sweeps.values()) if (s.done) listed++;
+    if (2 * listed <= sync.sources.length) return;
+    sync.done = true;
+    this.syncsDone++;
+    this.learnerSyncDue = false;
+    if (this.configuration.next === undefined) return;
+    this.syncedBy.add(this.config.id);
+    this.tellSynced(now);
+    this.maybeProposeFinish(now);
+  }
+
+  private tellSynced(now: number): void {
+    this.sync!.noticeSentAt = now;
+    for (const p of this.peers) this.send(p, { type: 'synced', key: '', epoch: this.configuration.epoch });
+  }
+
+  private onSynced(from: MemberId, epoch: number, now: number): void {
+    const c = this.configuration;
+    if (epoch > c.epoch) {
+      this.catchUpConfiguration(from);
+      return;
+    }
+    if (epoch !== c.epoch || c.next === undefined || !c.next.voters.includes(from)) return;
+    this.syncedBy.add(from);
+    this.maybeProposeFinish(now);
+  }
+
+  /**
+   * A synced voter of the next half proposes `finish` once it may (membership.ts), and again
+   * every few phase timeouts while the configuration stays joint (a proposal may fail).
+   */
+  private maybeProposeFinish(now: number): void {
+    const c = this.configuration;
+    if (this.phase !== 'voter' || c.next === undefined || !this.syncedBy.has(this.config.id)) return;
+    if (finishWaitsFor(c, this.syncedBy) !== undefined) return;
+    if (this.tasks.has(CONFIG_KEY) || now < this.finishProposedAt + SYNC_NOTICE_PHASES * this.phaseTimeoutMs) return;
+    this.finishProposedAt = now;
+    // Reference 0 is no client's: the outcome shows as the configuration adopted.
+    this.startTask(0, CONFIG_KEY, { kind: 'put', value: encodeConfiguration(finishChange(c)), id: null }, now, now + this.phaseTimeoutMs * this.maxAttempts);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1042,7 +1494,12 @@ export class Replica {
         return this.finish(task, { ok: true, kind: 'write', version: latest.index }, now);
       }
       const why = this.configurationWriteProblem(op, chosenIndex(rec));
-      if (why !== undefined) return this.finish(task, { ok: false, status: 'FAILED_PRECONDITION', message: why, version: chosenIndex(rec) }, now);
+      if (why !== undefined) {
+        // Refused only on the latest configuration: a read first learns it (and decides a
+        // configuration accepted but never learned, which nobody else may ever read).
+        if (!task.confirmed) return this.startRead(task, now);
+        return this.finish(task, { ok: false, status: 'FAILED_PRECONDITION', message: why, version: chosenIndex(rec) }, now);
+      }
     }
     let value: Uint8Array | null;
     if (op.kind === 'cas') {
@@ -1071,8 +1528,14 @@ export class Replica {
     if (op.kind === 'delete') return 'the configuration key cannot be deleted';
     try {
       const next = decodeConfiguration(op.value);
-      if (this.configuration.epoch !== version + 1) return `this replica holds version ${version} of the configuration key but acts under epoch ${this.configuration.epoch}`;
-      checkTransition(this.configuration, next);
+      const c = this.configuration;
+      if (c.epoch !== version + 1) return `this replica holds version ${version} of the configuration key but acts under epoch ${c.epoch}`;
+      checkTransition(c, next);
+      // `finish` needs the next voters synced (membership.ts); going back to the first half does not.
+      if (c.next !== undefined && describeConfiguration(next) === describeConfiguration(finishChange(c))) {
+        const waits = finishWaitsFor(c, this.syncedBy);
+        if (waits !== undefined) return `the change cannot finish yet: ${waits}`;
+      }
     } catch (err) {
       return `configuration: ${(err as Error).message}`;
     }
@@ -1092,7 +1555,7 @@ export class Replica {
   }
 
   private checkRead(task: Task, now: number): void {
-    if (!isQuorum(this.configuration, task.readReplies)) return;
+    if (!isQuorum(this.quorumConfiguration, task.readReplies)) return;
     const rec = this.record(task.key);
     if (this.lostKeys.has(task.key)) {
       this.finish(task, { ok: false, status: 'UNAVAILABLE', message: this.lostMessage(task.key) }, now);
@@ -1161,7 +1624,7 @@ export class Replica {
   }
 
   private checkPromises(task: Task, now: number): void {
-    if (task.phase !== 'prepare' || !isQuorum(this.configuration, task.promises)) return;
+    if (task.phase !== 'prepare' || !isQuorum(this.quorumConfiguration, task.promises)) return;
     let best: { accepted: Ballot; acceptedEntry: Entry | null } | undefined;
     for (const p of task.promises.values()) if (p.accepted !== 0 && (best === undefined || p.accepted > best.accepted)) best = p;
     const value = best?.acceptedEntry ?? task.own;
@@ -1195,7 +1658,7 @@ export class Replica {
     if (local.reply.type === 'accepted') task.accepts.add(this.config.id);
     for (const p of this.otherVoters) this.send(p, { type: 'accept', ...msg, epoch: this.configuration.epoch });
     // A single voter's own accept is a majority.
-    if (isQuorum(this.configuration, task.accepts)) this.onChosen(task, now);
+    if (isQuorum(this.quorumConfiguration, task.accepts)) this.onChosen(task, now);
   }
 
   private onProposerReply(from: MemberId, msg: Extract<PeerMessage, { type: 'behind' | 'promise' | 'accepted' | 'reject' | 'readState' }>, now: number): void {
@@ -1216,7 +1679,7 @@ export class Replica {
       if (task.phase !== 'prepare' && task.phase !== 'accept') return;
       task.rejects.add(from);
       // Give up on this ballot only once a majority can no longer say yes.
-      if (!quorumStillPossible(this.configuration, task.rejects)) this.backoff(task, now);
+      if (!quorumStillPossible(this.quorumConfiguration, task.rejects)) this.backoff(task, now);
       return;
     }
     if (msg.type === 'promise' && task.phase === 'prepare') {
@@ -1224,7 +1687,7 @@ export class Replica {
       this.checkPromises(task, now);
     } else if (msg.type === 'accepted' && task.phase === 'accept') {
       task.accepts.add(from);
-      if (isQuorum(this.configuration, task.accepts)) this.onChosen(task, now);
+      if (isQuorum(this.quorumConfiguration, task.accepts)) this.onChosen(task, now);
     }
   }
 
@@ -1234,8 +1697,13 @@ export class Replica {
     // (the entry is chosen all the same: the repair fences past it, and the peers learn it).
     const rec = this.record(task.key); // notes a record that fails its checksum now
     const next = this.lostKeys.has(task.key) ? undefined : this.learned(rec, entry);
+    // Announced to the members before and after the entry (a configuration's, adopted with the
+    // record): a member it removes learns so, and one it adds learns it first.
+    const before = this.peers;
     if (next !== undefined) this.persist(task.key, next);
-    for (const p of this.peers) this.send(p, { type: 'learn', key: task.key, entry });
+    for (const p of new Set([...before, ...this.peers])) this.send(p, { type: 'learn', key: task.key, entry });
+    // The configuration chosen removed this replica: `fail` answered every operation.
+    if (this.phase === 'failed') return;
     const own = task.own !== null && sameEntry(task.own, entry);
     if (own) {
       this.finish(task, { ok: true, kind: 'write', version: entry.index }, now);
@@ -1292,6 +1760,11 @@ export class Replica {
       this.finishRequests.delete(task.key);
       const rec = this.record(task.key);
       for (const m of who) {
+        if (m === this.config.id) {
+          // Its own sync asked (a pending instance).
+          this.onFinished(m, task.key, chosenIndex(rec), task.confirmed);
+          continue;
+        }
         if (rec.chosen !== null) this.send(m, { type: 'learn', key: task.key, entry: rec.chosen });
         this.send(m, { type: 'finished', key: task.key, chosenIndex: chosenIndex(rec) });
       }
@@ -1358,6 +1831,15 @@ export class Replica {
     for (const p of this.otherVoters) if (!l.replies.has(p)) this.send(p, { type: 'read', key, readId: l.readId, knownIndex: 0, readerIncarnation: this.incarnationNow, epoch: this.configuration.epoch });
   }
 
+  /** Starts a lost key's repair again (the voters changed): new read, same newest entry. */
+  private restartRepair(key: string, l: LostKey): void {
+    this.repairReads.delete(l.readId);
+    const again: LostKey = { readId: this.nextReadId++, askedAt: this.lastNow, replies: new Map(), best: l.best, fence: 0, wanted: 0, target: undefined };
+    this.lostKeys.set(key, again);
+    this.repairReads.set(again.readId, key);
+    this.askAboutLost(key, again);
+  }
+
   /** Asks about every lost key (when the replica starts to vote: keys found lost at open waited for it). */
   private askAboutAllLost(): void {
     for (const [key, l] of this.lostKeys) this.askAboutLost(key, l);
@@ -1371,7 +1853,7 @@ export class Replica {
     l.replies.set(from, { chosenIndex: msg.chosenIndex, pending: msg.pendingAccepted !== 0 });
     if (msg.entry !== null && (l.best === null || msg.entry.index > l.best.index)) l.best = msg.entry;
     if (msg.entry !== null) this.configurationLearned(key, msg.entry);
-    if (l.replies.size < this.otherVoters.length) return;
+    if (!this.otherVoters.every((p) => l.replies.has(p))) return;
     // Every other voter answered. As for a rejoin: before the loss this replica voted at most one
     // instance past what it had learned, which was chosen, so accepted by a majority that meets
     // every other voter: some voter reports it chosen, or accepted after its chosen index.
@@ -1406,7 +1888,7 @@ export class Replica {
 
   /** Ends a lost key's repair once every voter answered and the newest chosen entry is known. */
   private repairProgress(key: string, l: LostKey): void {
-    if (l.replies.size < this.otherVoters.length || (l.best?.index ?? 0) < l.wanted) return;
+    if (!this.otherVoters.every((p) => l.replies.has(p)) || (l.best?.index ?? 0) < l.wanted) return;
     this.lostKeys.delete(key);
     this.repairReads.delete(l.readId);
     this.lostRepaired++;
@@ -1415,6 +1897,8 @@ export class Replica {
 
   private persist(key: string, record: KeyRecord): void {
     this.out.persist.set(key, record);
+    const st = this.sync?.targets.get(key);
+    if (st !== undefined && chosenIndex(record) >= st.index) this.sync!.targets.delete(key);
     // A newly chosen configuration is adopted with the record that holds it.
     if (record.chosen !== null) this.configurationLearned(key, record.chosen);
   }
@@ -1428,6 +1912,7 @@ export class Replica {
   }
 
   private flush(): Output {
+    this.settle();
     const out = this.out;
     this.out = emptyOutput();
     return out;

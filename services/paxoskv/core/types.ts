@@ -337,7 +337,7 @@ export type PeerMessage =
    */
   | { type: 'helloAck'; key: ''; incarnation: number; recorded: number; ok: boolean; table: ReadonlyArray<readonly [MemberId, number]> }
   /**
-   * A rejoining replica lists the receiver's keys strictly after `after` (the receiver's own
+   * A rejoining or syncing replica lists the receiver's keys strictly after `after` (the receiver's own
    * order; `after` is always a key that receiver listed, or '' to start, and keys are never empty),
    * at most `limit`.
    */
@@ -345,7 +345,7 @@ export type PeerMessage =
   /** Answer to `listKeys`: keys with their chosen index; `done` when no key follows. */
   | { type: 'keyList'; key: ''; listId: number; keys: readonly KeyState[]; done: boolean }
   /**
-   * A rejoining replica asks a voter to decide the key's pending instance (the voter runs a read,
+   * A rejoining or syncing replica asks a voter to decide the key's pending instance (the voter runs a read,
    * which finishes it) and to answer `finished` with its chosen index afterwards.
    */
   | { type: 'finish'; key: string }
@@ -354,7 +354,12 @@ export type PeerMessage =
    * The receiver moved past the epoch of a prepare, accept, read or listing it got for `key`:
    * `epoch` is its own. The sender catches up the configuration key from it.
    */
-  | { type: 'staleEpoch'; key: string; epoch: number };
+  | { type: 'staleEpoch'; key: string; epoch: number }
+  /**
+   * The sender finished its sync for the joint configuration of `epoch` (membership.ts): it
+   * holds every key's latest entry chosen before that epoch. Sent to every member.
+   */
+  | { type: 'synced'; key: ''; epoch: number };
 
 /** A client operation on one key. */
 export type ClientOp =
