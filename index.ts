@@ -7,6 +7,7 @@
  */
 export * from './framework/index.js';
 export { PaxosKVClient, type KvListItem, type KvWatchEvent, type PaxosKVClientOptions, type VersionedValue } from './services/paxoskv/client.js';
+export type { Configuration as PaxosKVConfiguration, MembershipChange as PaxosKVMembershipChange } from './services/paxoskv/core/membership.js';
 export { ConfigClient, type ConfigChange, type ConfigClientOptions, type ConfigInstance, type ConfigReadContext, type ConfigSource } from './services/config/client.js';
 export { ConfigAdmin, MAX_HISTORY, type ConfigAdminOptions, type OpOptions } from './services/config/admin.js';
 export { ConfigCenterServer, type ConfigCenterServerOptions } from './services/config/service.js';

@@ -45,6 +45,8 @@ import {
   type UpFlags,
 } from './kv-cluster.js';
 import { valueInput, valueJson } from './kv-values.js';
+import { jsonLine, refuse, withClient, withClientOptions, withReplicas, type ClientFlags } from './kv-client-command.js';
+import { addKvMemberCommands, parseMemberAddress } from './kv-member.js';
 import { centerServices, type CenterServices } from './center-services.js';
 import { watchLauncher } from './launcher.js';
 import { intOption, positiveMs, reportError } from './flags.js';
@@ -77,73 +79,27 @@ function version(v: string): bigint {
 
 
 
-/** Reports `err` on stderr: a {@link KvUsageError} as `error: <message>` with exit code 2, anything else as {@link reportError} does (exit code 1). */
-function refuse(err: unknown): void {
-  if (err instanceof KvUsageError) {
-    process.stderr.write(`error: ${err.message}\n`);
-    process.exitCode = 2;
-  } else {
-    reportError(err);
-  }
-}
-
-interface ClientFlags {
-  peers?: Map<number, string>;
-  dataDir?: string;
-  tlsDir?: string;
-  timeout: number;
-}
-
-/** A client of the cluster the flags name: over TLS when it has a TLS dir. */
-async function clientOf(flags: ClientFlags): Promise<{ peers: Map<number, string>; client: PaxosKVClient }> {
-  const cluster = await resolveClientCluster(flags);
-  return { peers: cluster.peers, client: new PaxosKVClient({ peers: [...cluster.peers.values()], channel: await clusterChannel(cluster.tlsDir) }) };
-}
-
-const jsonLine = (out: unknown): string => JSON.stringify(out, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n';
-
 /**
- * Runs a command over every replica: finds them (refusing the command when it cannot), then runs
- * `fn` with them (id to address, in peer order) and a client of all of them, closed afterwards.
+ * The fingerprint of the cluster a new replica joins, from the first of `join` that answers
+ * (`Status.cluster`); asks again every second until one does.
  */
-async function withReplicas(flags: ClientFlags, fn: (peers: Map<number, string>, client: PaxosKVClient) => Promise<void>): Promise<void> {
-  let peers: Map<number, string>;
-  let client: PaxosKVClient;
+async function clusterToJoin(join: ReadonlyMap<number, string>, tls: ReplicaTls | undefined, say: (line: string) => void): Promise<string> {
+  const client = new PaxosKVClient({ peers: [...join.values()], channel: tls === undefined ? undefined : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } });
   try {
-    ({ peers, client } = await clientOf(flags));
-  } catch (err) {
-    refuse(err);
-    return;
-  }
-  try {
-    await fn(peers, client);
+    for (let waited = false; ; waited = true) {
+      for (let i = 0; i < join.size; i++) {
+        try {
+          const s = await client.status(i, { timeoutMs: 1000 });
+          if (s.cluster !== '') return s.cluster;
+        } catch {
+          // the next one
+        }
+      }
+      if (!waited) say(`waiting for a replica of --join to answer (${[...join.values()].join(', ')})`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   } finally {
     client.close();
-  }
-}
-
-/**
- * Runs a client command: finds the replicas, runs `fn` (after `prepare`, which runs before any
- * connection, e.g. to read stdin) and prints its result as one JSON line.
- */
-async function withClient<T>(flags: ClientFlags, prepare: () => Promise<T>, fn: (kv: PaxosKVClient, prepared: T) => Promise<unknown>): Promise<void> {
-  let prepared: T;
-  let kv: PaxosKVClient;
-  try {
-    const cluster = await resolveClientCluster(flags);
-    const channel = await clusterChannel(cluster.tlsDir);
-    prepared = await prepare();
-    kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel });
-  } catch (err) {
-    refuse(err);
-    return;
-  }
-  try {
-    process.stdout.write(jsonLine(await fn(kv, prepared)));
-  } catch (err) {
-    reportError(err);
-  } finally {
-    kv.close();
   }
 }
 
@@ -153,9 +109,11 @@ export function addKvCommands(program: Command): void {
   const peersOption = ['--peers <list>', 'replicas: 1=host:port,2=host:port,... (or host:port,... for ids 1, 2, ...)', parsePeers] as const;
 
   kv.command('serve')
-    .description('run one replica in the foreground; it listens on its own entry of --peers')
+    .description('run one replica in the foreground; it listens on its own entry of --peers (or on --address, joining a running cluster with --join)')
     .requiredOption('--id <n>', 'this replica\'s member id', intOption('id', 1, 0xffff))
-    .requiredOption(...peersOption)
+    .option(...peersOption)
+    .option('--join <list>', 'join a running cluster (instead of --peers): some of its replicas, 1=host:port,...; the replica waits until svrkit kv member add|replace names it, then copies every key', parsePeers)
+    .option('--address <host:port>', 'with --join: where this replica listens (give kv member add the same)', parseMemberAddress)
     .requiredOption('--data-dir <dir>', 'where this replica keeps its records (created when absent)')
     .option('--learners <ids>', 'members that only learn (no votes, no clients; outside the majority); give every replica the same list', parseLearners)
     .option('--rejoin', 'this replica lost its data: start it on an empty --data-dir; it catches up and votes only once that is safe')
@@ -163,36 +121,52 @@ export function addKvCommands(program: Command): void {
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '127.0.0.1')
     .option('--tls-dir <dir>', 'serve and reach the peers over TLS with the certificates in <dir> (ca.pem, member-<id>.pem, member-<id>-key.pem: svrkit kv certs makes them); peer batches are accepted only from certificates naming their member')
     .option('--no-services', 'serve PaxosKV only, not the config center and registry services (svrkit.config.ConfigCenter, svrkit.registry.Registry)')
-    .action(async (opts: { id: number; peers: Map<number, string>; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; metricsHost: string; tlsDir?: string; services: boolean }) => {
+    .action(async (opts: { id: number; peers?: Map<number, string>; join?: Map<number, string>; address?: string; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; metricsHost: string; tlsDir?: string; services: boolean }) => {
       let replica: PaxosKVReplica;
       let endpoint: MetricsEndpoint | undefined;
       let center: CenterServices | undefined;
       const learners = opts.learners ?? [];
       const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id} ${line}\n`);
+      let peers: Map<number, string>;
+      let joining: { ids: number[]; cluster: string } | undefined;
       try {
-        if (!opts.peers.has(opts.id)) throw new InvalidArgumentError(`--id ${opts.id} is not in --peers`);
-        for (const l of learners) if (!opts.peers.has(l)) throw new InvalidArgumentError(`--learners: ${l} is not in --peers`);
-        const voters = opts.peers.size - learners.length;
-        if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
-        if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
-        const metrics = opts.metricsPort === undefined ? undefined : new SvrkitMetrics();
+        if ((opts.peers === undefined) === (opts.join === undefined)) throw new KvUsageError('give --peers (a founding member) or --join (a new member of a running cluster)');
         const tls: ReplicaTls | undefined = opts.tlsDir === undefined ? undefined : await readReplicaTls(opts.tlsDir, opts.id);
+        if (opts.join !== undefined) {
+          if (opts.address === undefined) throw new KvUsageError('--join needs --address: where this replica listens');
+          if (opts.learners !== undefined) throw new KvUsageError('--join takes no --learners: the cluster\'s configuration says who learns');
+          if (opts.join.has(opts.id)) throw new KvUsageError(`--join names member ${opts.id}, this replica: list the running replicas to ask`);
+          peers = new Map([...opts.join, [opts.id, opts.address]]);
+          joining = { ids: [...opts.join.keys()], cluster: await clusterToJoin(opts.join, tls, say) };
+        } else {
+          peers = opts.peers!;
+          if (opts.address !== undefined) throw new KvUsageError('--address is for --join; a founding member listens on its own entry of --peers');
+          if (!peers.has(opts.id)) throw new InvalidArgumentError(`--id ${opts.id} is not in --peers`);
+          for (const l of learners) if (!peers.has(l)) throw new InvalidArgumentError(`--learners: ${l} is not in --peers`);
+          const voters = peers.size - learners.length;
+          if (voters === 0) throw new InvalidArgumentError('--learners names every member: at least one must vote');
+          if (voters % 2 === 0) throw new InvalidArgumentError(`a cluster needs an odd number of voters, got ${voters} (make one more a learner, or add a voter)`);
+        }
+        const metrics = opts.metricsPort === undefined ? undefined : new SvrkitMetrics();
         // The config center and the registry, as clients of the voters (this replica first).
-        const voterAddresses = [...opts.peers].filter(([id]) => !learners.includes(id)).sort(([a], [b]) => (a === opts.id ? -1 : b === opts.id ? 1 : a - b)).map(([, address]) => address);
+        const voterAddresses = [...peers].filter(([id]) => !learners.includes(id)).sort(([a], [b]) => (a === opts.id ? -1 : b === opts.id ? 1 : a - b)).map(([, address]) => address);
         center = opts.services ? centerServices(voterAddresses, tls === undefined ? undefined : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }) : undefined;
         replica = await PaxosKVReplica.start({
           tls,
           services: center === undefined ? [] : [center.config, center.registry],
           id: opts.id,
-          members: opts.peers,
+          members: peers,
           learners,
+          ...(joining === undefined ? {} : { join: joining.ids, cluster: joining.cluster }),
           dataDir: opts.dataDir,
           rejoin: opts.rejoin === true,
           server: metrics === undefined ? undefined : { observer: metrics.server },
           onModeChange: (mode, r) => {
             if (mode === 'rejoining') say(`rejoining: it lost its data; fencing every key the other voters hold before it votes (see kv status)`);
-            else if (mode === 'voter') say(`voting (incarnation ${r.status().incarnation})`);
+            else if (mode === 'voter') say(`voting (incarnation ${r.status().incarnation}, epoch ${r.status().epoch})`);
+            else if (mode === 'learner' && joining !== undefined) say(`added as a learner (epoch ${r.status().epoch}): copying every key`);
           },
+          onRemoved: (why) => say(why.replace(/^paxoskv replica \d+ /, '')),
         });
         if (metrics !== undefined) {
           metrics.watchServer(replica);
@@ -210,7 +184,7 @@ export function addKvCommands(program: Command): void {
       }
       const role = learners.includes(opts.id) ? ' (learner)' : '';
       process.stdout.write(
-        `svrkit: paxoskv replica ${opts.id}${role} of [${[...opts.peers.keys()].join(',')}] ` +
+        `svrkit: paxoskv replica ${opts.id}${role} of ${joining === undefined ? `[${[...peers.keys()].join(',')}]` : `the cluster of ${[...opts.join!.values()].join(',')}`} ` +
           `serving on ${replica.address} (pid ${process.pid})${opts.tlsDir === undefined ? '' : ' over TLS'}, data in ${opts.dataDir}${center === undefined ? '' : '; also the config center and the registry'}\n`,
       );
       if (endpoint !== undefined) say(`metrics on ${endpoint.url}`);
@@ -221,6 +195,7 @@ export function addKvCommands(program: Command): void {
             'it serves and votes on none of them until it has repaired them from the other voters (see kv status)',
         );
       }
+      if (replica.mode === 'joining') say(`joining: waiting to be added (svrkit kv member add ${opts.id} --address ${opts.address!}, or kv member replace <old> ${opts.id} --address ${opts.address!})`);
       if (replica.mode === 'checking') say(opts.rejoin ? 'starting after a data loss (--rejoin): confirming a new incarnation with the other voters' : 'confirming its incarnation with a majority of the other voters before it votes');
       let closing = false;
       const stop = (signal: string): void => {
@@ -360,18 +335,7 @@ export function addKvCommands(program: Command): void {
       }
     });
 
-  const clientCommand = (name: string, description: string) =>
-    kv
-      .command(name)
-      .description(description)
-      .option(
-        '--peers <list>',
-        `replicas: 1=host:port,2=host:port,... (or host:port,... for ids 1, 2, ...); default: $${KV_PEERS_ENV}, else the cluster kv up recorded in ${DEFAULT_KV_DATA_DIR}`,
-        parsePeers,
-      )
-      .option('--data-dir <dir>', 'use the cluster svrkit kv up --data-dir <dir> recorded there (instead of --peers)')
-      .option('--tls-dir <dir>', `connect over TLS, trusting <dir>/ca.pem (and presenting client.pem when there); default: the recorded cluster's, or $${KV_TLS_DIR_ENV} with $${KV_PEERS_ENV}`)
-      .option('-t, --timeout <ms>', 'deadline of the operation (ms)', positiveMs, 5000);
+  const clientCommand = (name: string, description: string) => withClientOptions(kv.command(name).description(description));
   const base64Option = ['--base64', 'the value (argument or stdin) is base64, as kv get prints valueBase64: for bytes that are not UTF-8 text'] as const;
   const noInput = async (): Promise<void> => undefined;
 
@@ -470,6 +434,8 @@ export function addKvCommands(program: Command): void {
       }),
     );
 
+  addKvMemberCommands(kv);
+
   clientCommand('status', 'show each replica: mode (voter, learner, checking, rejoining), who votes, keys, lagging keys')
     .action((flags: ClientFlags) =>
       withReplicas(flags, async (peers, c) => {
@@ -494,6 +460,8 @@ export function addKvCommands(program: Command): void {
               ...(s.lostKeysFound > 0n
                 ? { lostKeys: { repairing: s.lostKeysRepairing.toString(), found: s.lostKeysFound.toString(), repaired: s.lostKeysRepaired.toString() } }
                 : {}),
+              ...(s.failure === '' ? {} : { failure: s.failure, removed: s.removed }),
+              ...(s.syncing ? { sync: { listed: s.syncListed, of: s.syncSources, keysWaiting: s.syncKeysWaiting.toString() } } : {}),
               ...(s.mode === 'rejoining' ? { rejoin: { peersDone: s.rejoinPeersDone, peers: s.rejoinPeers, keysFenced: s.rejoinKeysFenced.toString() } } : {}),
             });
           } catch (err) {

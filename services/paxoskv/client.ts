@@ -19,6 +19,8 @@ import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
 import { PaxosKVClient as PaxosKVStub, type DigestReply, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
 import { kvErrors } from './errors.js';
+import { describeConfiguration, type Configuration, type MembershipChange } from './core/membership.js';
+import { changeToPb, membershipFromPb } from './membership-codec.js';
 
 /** Longest time one write stays retryable (ms): a write's attempts stop this long after it began. */
 export const MAX_WRITE_RETRY_MS = 60_000;
@@ -102,6 +104,45 @@ export class PaxosKVClient {
     this.stubs = this.channels.map((c) => new PaxosKVStub(c));
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 1000;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
+  }
+
+  /**
+   * The cluster's membership configuration, read linearizably.
+   * @returns the configuration (`next` set while a change is under way; `addresses` of every
+   *   member the answering replica knows the address of).
+   * @throws RpcError UNAVAILABLE or DEADLINE_EXCEEDED when no voter answered in time.
+   */
+  async members(options?: CallOptions): Promise<Configuration> {
+    const r = await this.call(options, (stub, o) => stub.members({}, o));
+    return membershipFromPb(r.configuration!);
+  }
+
+  /**
+   * Changes the members: begins the change (a joint configuration; see core/membership.ts), then
+   * waits until the replicas finished it (the new voters synced every key) or the deadline
+   * passed. Start a new member first (`svrkit kv serve --join`), and give its `address`.
+   * Idempotent: a change already made returns the configuration as it is.
+   * @param change - `{ kind: 'add', member, address, learner? }`, `{ kind: 'remove', member }` or
+   *   `{ kind: 'replace', remove, add, address }`.
+   * @param options - the deadline (default 60 s: a new member first copies every key).
+   * @returns the stable configuration the change led to.
+   * @throws RpcError FAILED_PRECONDITION (`MEMBERSHIP_CHANGE_REFUSED`) when the change breaks a
+   *   rule or another change is under way; INVALID_ARGUMENT for a bad member id;
+   *   DEADLINE_EXCEEDED when the change began but had not finished by the deadline (it goes on:
+   *   `members()` shows it); UNAVAILABLE when no voter answered.
+   */
+  async changeMembers(change: MembershipChange, options?: CallOptions): Promise<Configuration> {
+    const deadline = options?.deadline ?? Date.now() + (options?.timeoutMs ?? 60_000);
+    const r = await this.call({ ...options, deadline, timeoutMs: undefined }, (stub, o) => stub.changeMembers(changeToPb(change), o));
+    let c = membershipFromPb(r.configuration!);
+    while (c.next !== undefined) {
+      if (Date.now() >= deadline) {
+        throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
+      }
+      await pause(Math.min(100, Math.max(0, deadline - Date.now())), undefined);
+      c = await this.members({ deadline });
+    }
+    return c;
   }
 
   /**

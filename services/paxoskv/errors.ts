@@ -27,6 +27,15 @@ export const kvErrors = defineErrors({
   FROM_VERSION_OUT_OF_RANGE: { status: Status.INVALID_ARGUMENT, message: () => 'from_version out of range' },
   /** A compare-and-set's expected version above 2^53 - 1. */
   EXPECTED_VERSION_OUT_OF_RANGE: { status: Status.INVALID_ARGUMENT, message: () => 'expected version out of range' },
+  /** A membership change that names no change or a bad member id (the message says which). */
+  INVALID_MEMBERSHIP_CHANGE: { status: Status.INVALID_ARGUMENT, message: (why: string) => `membership change: ${why}` },
+  /** A membership change the configuration does not allow now (core/membership.ts's rules), or another change under way. */
+  MEMBERSHIP_CHANGE_REFUSED: { status: Status.FAILED_PRECONDITION, message: (why: string) => `membership change refused: ${why}` },
+  /** A membership change that began and had not finished by the caller's deadline (it goes on). */
+  MEMBERSHIP_CHANGE_UNFINISHED: {
+    status: Status.DEADLINE_EXCEEDED,
+    message: (configuration: string) => `the membership change began and is not finished yet (${configuration}): its new voters are still syncing; svrkit kv member list shows it`,
+  },
   /** A write id that breaks a rule (the message names the field). */
   INVALID_WRITE_ID: { status: Status.INVALID_ARGUMENT, message: (why: string) => `write_id: ${why}` },
 

@@ -10,10 +10,13 @@
 import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Server, withoutCall, type CallContext, type ServerOptions, type ServiceImplementation } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
+import { changeDone, changeFromPb, membershipToPb } from './membership-codec.js';
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
+import { beginChange, describeConfiguration, encodeConfiguration, MembershipError, roleOf, type Configuration, type MembershipChange } from './core/membership.js';
 import {
   chosenIndex,
+  CONFIG_KEY,
   isSystemKey,
   LOST_RECORD,
   MAX_CLIENT_ID_BYTES,
@@ -29,7 +32,10 @@ import {
   PaxosKVService,
   PaxosPeerClient,
   PaxosPeerService,
+  type ChangeMembersRequest,
   type CompareAndSetRequest,
+  type MembersReply,
+  type MembersRequest,
   type DeleteRequest,
   type DigestReply,
   type DigestRequest,
@@ -78,8 +84,25 @@ export const REPLICA_MAX_STREAMS_PER_CONNECTION = 10_000;
 export interface ReplicaOptions {
   /** This replica's member id. */
   id: MemberId;
-  /** Every member's address `host:port`, this one's included (it listens there). */
+  /**
+   * Every member's address `host:port`, this one's included (it listens there): the cluster's
+   * first members (with `join`: this one and the members to ask). Members added by changes are
+   * reached at the addresses their configuration gives.
+   */
   members: ReadonlyMap<MemberId, string>;
+  /**
+   * This replica joins a running cluster (`svrkit kv serve --join`): it asks these members of
+   * `members` for the configuration until one names it (see core/replica.ts's `join` start), then
+   * catches up. Needs `cluster`. Its data dir holds only itself as members.
+   */
+  join?: readonly MemberId[];
+  /** The fingerprint of the cluster to join (its replicas' `Status.cluster`); with `join` only. */
+  cluster?: string;
+  /**
+   * Called when a configuration removes this replica: it then serves no client and votes in
+   * nothing, and still tells peers the configuration (some may need it to move on). Default: log.
+   */
+  onRemoved?: (why: string) => void;
   /**
    * Members that only learn (they never vote and are outside the majority); every replica of the
    * cluster must be given the same list. This replica is a learner when its id is in it.
@@ -132,7 +155,8 @@ export interface ReplicaOptions {
 export class PaxosKVReplica {
   private readonly core: Replica;
   private readonly server: Server;
-  private readonly peers = new Map<MemberId, PaxosPeerClient>();
+  /** Channels to the peers, by member, with the address each was made for. */
+  private readonly peers = new Map<MemberId, { address: string; client: PaxosPeerClient }>();
   private readonly outbox = new Map<MemberId, PeerMessage[]>();
   private readonly pending = new Map<number, (r: ClientResult) => void>();
   private readonly fingerprint: string;
@@ -162,10 +186,22 @@ export class PaxosKVReplica {
     if (options.server?.tls !== undefined) throw new Error('ReplicaOptions.server.tls: give ReplicaOptions.tls instead (it also secures and checks the peer traffic)');
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
-    this.fingerprint = clusterFingerprint(members, learners);
+    this.fingerprint = options.cluster ?? clusterFingerprint(members, learners);
     this.now = options.now ?? (() => performance.now());
     const configuration = store.meta().configuration;
-    this.core = new Replica({ id: options.id, members, learners, start, phaseTimeoutMs: options.phaseTimeoutMs, ...(configuration === undefined ? {} : { configuration }) }, store, options.random ?? Math.random);
+    this.core = new Replica(
+      {
+        id: options.id,
+        members,
+        learners,
+        start,
+        phaseTimeoutMs: options.phaseTimeoutMs,
+        ...(options.join === undefined ? {} : { join: options.join }),
+        ...(configuration === undefined ? {} : { configuration }),
+      },
+      store,
+      options.random ?? Math.random,
+    );
     this.lastMode = this.core.mode;
     // Watches are streams: a client (a process with many ConfigClients or registry resolvers)
     // may hold many on one connection. Each holds little: one pending event, no queue.
@@ -177,12 +213,28 @@ export class PaxosKVReplica {
     this.server.addService(new ClientApi(this));
     this.server.addService(new PeerApi(this));
     for (const service of options.services ?? []) this.server.addService(service);
-    for (const [id, address] of options.members) {
-      // Paxos retries by its own rules (new rounds, catch-up): no channel-level retries.
-      if (id === options.id) continue;
-      const tls = options.tls === undefined ? undefined : peerChannelTls(options.tls, id);
-      this.peers.set(id, new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false, tls })));
-    }
+  }
+
+  /**
+   * Where member `m` listens: the configuration's address for it (members added by changes), or
+   * the one this replica was started with.
+   */
+  addressOf(m: MemberId): string | undefined {
+    return this.core.membership.addresses?.[m] ?? this.options.members.get(m);
+  }
+
+  /** The channel to peer `to` (made on first use, and again when its address changed), or undefined when no address is known. */
+  private peerClient(to: MemberId): PaxosPeerClient | undefined {
+    const address = this.addressOf(to);
+    if (address === undefined || to === this.options.id) return undefined;
+    const known = this.peers.get(to);
+    if (known !== undefined && known.address === address) return known.client;
+    known?.client.close();
+    // Paxos retries by its own rules (new rounds, catch-up): no channel-level retries.
+    const tls = this.options.tls === undefined ? undefined : peerChannelTls(this.options.tls, to);
+    const client = new PaxosPeerClient(new Channel(address, { connectTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 1000 }, retryPolicy: false, tls }));
+    this.peers.set(to, { address, client });
+    return client;
   }
 
   /**
@@ -197,15 +249,24 @@ export class PaxosKVReplica {
     const address = options.members.get(options.id);
     if (address === undefined) throw new Error(`member ${options.id} is not in the peer list`);
     for (const l of options.learners ?? []) if (!options.members.has(l)) throw new Error(`learner ${l} is not in the peer list`);
+    if (options.join !== undefined) {
+      if (options.cluster === undefined) throw new Error('a joining replica needs the cluster fingerprint (ReplicaOptions.cluster)');
+      if (options.join.length === 0) throw new Error('a joining replica needs members to ask (ReplicaOptions.join)');
+      for (const m of options.join) if (!options.members.has(m) || m === options.id) throw new Error(`join: member ${m} is not another member of the peer list`);
+      if ((options.learners ?? []).length > 0) throw new Error('a joining replica takes no learners list: the configuration says who learns');
+    } else if (options.cluster !== undefined) throw new Error('ReplicaOptions.cluster is for a joining replica (with join)');
     if (options.tls !== undefined) checkReplicaTls(options.tls, options.id);
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
-    const store = await KeyStore.open(options.dataDir, { memberId: options.id, members, learners }, { rejoin: options.rejoin === true });
+    // A joined member's data dir names itself alone, and the cluster it joined.
+    const identity = options.join === undefined ? { memberId: options.id, members, learners } : { memberId: options.id, members: [options.id], learners: [], cluster: options.cluster! };
+    const store = await KeyStore.open(options.dataDir, identity, { rejoin: options.rejoin === true });
     let replica: PaxosKVReplica;
     try {
       const meta = store.meta();
+      const named = meta.configuration !== undefined && roleOf(meta.configuration, options.id) !== 'removed';
       const start: StartState = {
-        kind: meta.rejoining ? 'rejoin' : store.created ? 'fresh' : 'existing',
+        kind: meta.rejoining ? 'rejoin' : options.join !== undefined && !named ? 'join' : store.created ? 'fresh' : 'existing',
         incarnation: meta.incarnation,
         announced: meta.announced,
         peerIncarnations: meta.peerIncarnations,
@@ -294,6 +355,7 @@ export class PaxosKVReplica {
   /** This replica's view of itself. */
   status(): StatusReply {
     const progress = this.core.rejoinProgress;
+    const sync = this.core.syncProgress;
     const lost = this.core.lostKeyCounts;
     return {
       memberId: this.options.id,
@@ -312,7 +374,74 @@ export class PaxosKVReplica {
       lostKeysFound: BigInt(lost.found),
       lostKeysRepaired: BigInt(lost.repaired),
       epoch: BigInt(this.core.membership.epoch),
+      configuration: membershipToPb(this.core.membership, (m) => this.addressOf(m)),
+      cluster: this.fingerprint,
+      failure: this.core.failure ?? '',
+      removed: this.core.removed,
+      syncing: sync !== undefined && !sync.done,
+      syncListed: sync?.listed ?? 0,
+      syncSources: sync?.sources ?? 0,
+      syncKeysWaiting: BigInt(sync?.keysWaiting ?? 0),
     };
+  }
+
+  /**
+   * The cluster's membership configuration, read linearizably (a read of the configuration key
+   * through Paxos, which also decides one that was accepted and never learned).
+   * @param deadline - wall-clock ms.
+   * @returns the configuration this replica then acts under.
+   * @throws RpcError as a read: UNAVAILABLE when this replica does not vote, DEADLINE_EXCEEDED.
+   */
+  async members(deadline: number): Promise<Configuration> {
+    const r = await this.request(CONFIG_KEY, { kind: 'get' }, deadline);
+    if (!r.ok) throw toRpcError(r);
+    return this.core.membership;
+  }
+
+  /**
+   * Begins a change of members: reads the configuration, and writes the joint configuration
+   * (membership.ts's `beginChange`); the replicas finish it once the new voters synced.
+   * Idempotent: a change already begun, or already done, returns the configuration as it is.
+   * @param change - what to change.
+   * @param deadline - wall-clock ms.
+   * @returns the configuration after the write (joint), or as it is.
+   * @throws RpcError FAILED_PRECONDITION (`MEMBERSHIP_CHANGE_REFUSED`) for a change that breaks a
+   *   rule (a member already in, or not in, the cluster; another change under way);
+   *   UNAVAILABLE / DEADLINE_EXCEEDED as a write.
+   */
+  async changeMembers(change: MembershipChange, deadline: number): Promise<Configuration> {
+    const read = await this.members(deadline);
+    // Every member's address goes into the configuration: a member that joined knows only those
+    // of the replicas it was told to ask.
+    const addresses: Record<number, string> = {};
+    for (const m of [...read.voters, ...read.learners, ...(read.next?.voters ?? []), ...(read.next?.learners ?? [])]) {
+      const a = this.addressOf(m);
+      if (a !== undefined) addresses[m] = a;
+    }
+    const current: Configuration = { ...read, addresses };
+    if (changeDone(current, change)) return current;
+    if (current.next !== undefined) {
+      // Begun already (a retried call), or another change under way.
+      const first: Configuration = { epoch: current.epoch - 1, voters: current.voters, learners: current.learners, ...(current.addresses === undefined ? {} : { addresses: current.addresses }) };
+      let again: Configuration | undefined;
+      try {
+        again = beginChange(first, change);
+      } catch {
+        again = undefined;
+      }
+      if (again !== undefined && describeConfiguration(again) === describeConfiguration(current)) return current;
+      throw kvErrors.MEMBERSHIP_CHANGE_REFUSED(`a change is under way (${describeConfiguration(current)}): it finishes once its new voters synced; try again then`);
+    }
+    let joint: Configuration;
+    try {
+      joint = beginChange(current, change);
+    } catch (err) {
+      if (err instanceof MembershipError) throw kvErrors.MEMBERSHIP_CHANGE_REFUSED(err.message);
+      throw err;
+    }
+    const r = await this.request(CONFIG_KEY, { kind: 'put', value: encodeConfiguration(joint), id: null }, deadline);
+    if (!r.ok) throw r.status === 'FAILED_PRECONDITION' ? kvErrors.MEMBERSHIP_CHANGE_REFUSED(r.message) : toRpcError(r);
+    return this.core.membership;
   }
 
   /**
@@ -354,7 +483,7 @@ export class PaxosKVReplica {
     clearInterval(this.watchTimer);
     this.watchers.closeAll();
     await this.server.close({ graceMs: 1000 });
-    for (const p of this.peers.values()) p.close();
+    for (const p of this.peers.values()) p.client.close();
     await this.lastWrite.catch(() => {});
     await this.store.close();
   }
@@ -542,7 +671,7 @@ export class PaxosKVReplica {
     if (batch.cluster !== this.fingerprint) {
       throw kvErrors.FOREIGN_CLUSTER(batch.cluster, this.fingerprint);
     }
-    if (from === this.options.id || !this.options.members.has(from)) {
+    if (from === this.options.id || !Number.isInteger(from) || from < 1 || from > 0xffff) {
       throw kvErrors.NOT_A_PEER(from, this.fingerprint);
     }
     let messages: PeerMessage[];
@@ -551,6 +680,14 @@ export class PaxosKVReplica {
     } catch (err) {
       if (err instanceof PeerMessageError) throw kvErrors.MALFORMED_PEER_MESSAGE.with({ cause: err }, err.message);
       throw err;
+    }
+    // A member of this replica's configuration or peer list; or one that is not yet: a joining
+    // replica asking for the configuration, or a member of a configuration this one has not
+    // adopted yet (its messages carry that newer epoch, and the core catches it up).
+    const epoch = this.core.membership.epoch;
+    const known = roleOf(this.core.membership, from) !== 'removed' || this.options.members.has(from);
+    if (!known && (messages.length === 0 || !messages.every((m) => (m.type === 'catchUp' && m.key === CONFIG_KEY) || ('epoch' in m && m.epoch > epoch)))) {
+      throw kvErrors.NOT_A_PEER(from, this.fingerprint);
     }
     const back: PeerMessage[] = [];
     for (const m of messages) this.apply(this.core.receive(from, m, this.now()), from, back);
@@ -603,6 +740,12 @@ export class PaxosKVReplica {
     this.lastMode = mode;
     this.options.onModeChange?.(mode, this);
     for (const check of [...this.readyWaiters]) check();
+    if (mode === 'failed' && this.core.removed) {
+      const why = `paxoskv replica ${this.options.id} stopped: ${this.core.failure ?? 'it was removed from the cluster'}. It serves no client and votes in nothing; it still tells peers the configuration, so stop it once every member shows epoch ${this.core.membership.epoch} (svrkit kv member list)`;
+      if (this.options.onRemoved !== undefined) this.options.onRemoved(why);
+      else console.error(`svrkit: ${why}`);
+      return;
+    }
     if (mode === 'failed') {
       const error = new Error(`paxoskv replica ${this.options.id} refuses to vote: ${this.core.failure ?? 'unsafe data dir'}`);
       void this.lastWrite.then(() => this.fatal(error), () => this.fatal(error));
@@ -626,8 +769,8 @@ export class PaxosKVReplica {
     this.flushScheduled = false;
     for (const [to, messages] of this.outbox) {
       this.outbox.delete(to);
-      const client = this.peers.get(to);
-      if (client === undefined) continue;
+      const client = this.peerClient(to);
+      if (client === undefined) continue; // no address known for it (yet): as a lost message
       for (const part of splitBatch(messages, MAX_PEER_BATCH_BYTES)) this.sendBatch(client, to, part);
     }
   }
@@ -817,6 +960,24 @@ class ClientApi extends PaxosKVService {
 
   override async status(_request: StatusRequest): Promise<StatusReply> {
     return this.replica.status();
+  }
+
+  override async members(_request: MembersRequest, call: CallContext): Promise<MembersReply> {
+    const c = await this.replica.members(call.deadline);
+    return { configuration: membershipToPb(c, (m) => this.replica.addressOf(m)) };
+  }
+
+  override async changeMembers(request: ChangeMembersRequest, call: CallContext): Promise<MembersReply> {
+    this.replica.checkAdmin('ChangeMembers');
+    let change: MembershipChange;
+    try {
+      change = changeFromPb(request);
+    } catch (err) {
+      if (err instanceof MembershipError) throw kvErrors.INVALID_MEMBERSHIP_CHANGE(err.message);
+      throw err;
+    }
+    const c = await this.replica.changeMembers(change, call.deadline);
+    return { configuration: membershipToPb(c, (m) => this.replica.addressOf(m)) };
   }
 
   override async digest(request: DigestRequest): Promise<DigestReply> {

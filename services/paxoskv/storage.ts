@@ -149,6 +149,12 @@ export interface ClusterIdentity {
    * members vote decides every majority, so a data dir refuses to open under another list.
    */
   learners?: MemberId[];
+  /**
+   * The fingerprint of the cluster a member joined (`svrkit kv serve --join`), when `members` are
+   * not the cluster's first members (a joined member's `members` is itself alone). Default: the
+   * fingerprint of `members` and `learners` (codec.ts's `clusterFingerprint`).
+   */
+  cluster?: string;
 }
 
 /**
@@ -202,6 +208,7 @@ interface MetaState {
   readonly memberId: MemberId;
   readonly members: readonly MemberId[];
   readonly learners: readonly MemberId[];
+  readonly cluster?: string;
   readonly createdAt: string;
   incarnation: number;
   announced: number[];
@@ -282,7 +289,11 @@ export class KeyStore implements RecordSource {
     this.#db = db;
     this.dir = dir;
     this.#absDir = absDir;
-    this.identity = Object.freeze({ memberId: identity.memberId, members: Object.freeze([...identity.members]) as MemberId[] });
+    this.identity = Object.freeze({
+      memberId: identity.memberId,
+      members: Object.freeze([...identity.members]) as MemberId[],
+      ...(identity.cluster === undefined ? {} : { cluster: identity.cluster }),
+    });
     this.#metaEntries = opened.metaEntries;
     this.#meta = opened.meta;
     this.created = created;
@@ -902,6 +913,7 @@ function freshMeta(identity: ClusterIdentity, rejoining: boolean): MetaState {
     memberId: identity.memberId,
     members: [...identity.members],
     learners: [...(identity.learners ?? [])],
+    ...(identity.cluster === undefined ? {} : { cluster: identity.cluster }),
     createdAt: new Date().toISOString(),
     incarnation: 0,
     announced: [],
@@ -917,6 +929,7 @@ function encodeMeta(meta: MetaState): Buffer {
     memberId: meta.memberId,
     members: [...meta.members],
     learners: [...meta.learners],
+    ...(meta.cluster === undefined ? {} : { cluster: meta.cluster }),
     createdAt: meta.createdAt,
     incarnation: meta.incarnation,
     announced: [...meta.announced],
@@ -1011,7 +1024,12 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
   }
   const sameMembers = members.length === identity.members.length && members.every((x, i) => x === identity.members[i]);
   if (memberId !== identity.memberId || !sameMembers) {
-    const hint = memberId !== identity.memberId ? 'wrong --data-dir or --id?' : 'wrong --data-dir or member list? (membership changes are not supported)';
+    const hint =
+      memberId !== identity.memberId
+        ? 'wrong --data-dir or --id?'
+        : m.cluster !== undefined
+          ? 'it joined a running cluster: restart it with --join'
+          : 'wrong --data-dir or --peers? (keep the first member list: changes of members are made with svrkit kv member, not by restarting with another list)';
     throw new DataDirError(
       `data dir ${dir} belongs to member ${memberId} of cluster ${clusterText(members)}; ` +
         `this replica is member ${identity.memberId} of ${clusterText(identity.members)}: ${hint}`,
@@ -1027,7 +1045,15 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     throw new DataDirError(
       `data dir ${dir} belongs to a cluster whose learners are [${storedLearners.join(',')}]; this replica was started with ` +
         `--learners [${wanted.join(',')}]: which members vote decides every majority, so it cannot change on a restart ` +
-        `(membership changes are not supported)`,
+        `(keep the first --learners; change members with svrkit kv member)`,
+      dir,
+    );
+  }
+  if (m.cluster !== identity.cluster) {
+    throw new DataDirError(
+      m.cluster === undefined
+        ? `data dir ${dir} belongs to a founding member of its cluster; this replica was started to join one (--join): wrong --data-dir?`
+        : `data dir ${dir} belongs to member ${memberId} of cluster ${String(m.cluster)}; this replica was started for cluster ${identity.cluster ?? clusterText(identity.members)}: wrong --data-dir or --join?`,
       dir,
     );
   }
@@ -1064,6 +1090,7 @@ function checkMeta(bytes: Buffer | undefined, dir: string, identity: ClusterIden
     memberId,
     members,
     learners: [...(storedLearners as number[])],
+    ...(typeof m.cluster === 'string' ? { cluster: m.cluster } : {}),
     createdAt: createdAt as string,
     incarnation: incarnation as number,
     announced: [...(announced as number[])],

@@ -5,6 +5,7 @@ import { mulberry32 } from '../support/prng.js';
 import { abortChange, beginChange, decodeConfiguration, encodeConfiguration, finishChange } from '../../services/paxoskv/core/membership.js';
 import {
   ballotOf,
+  epochRound,
   type ClientOp,
   CONFIG_KEY,
   EMPTY_RECORD,
@@ -1063,15 +1064,15 @@ describe('membership changes (issue 16): joint configurations, the sync, and joi
     c.deliver();
     const r4 = c.replicas.get(4)!;
     expect(r4.mode).toBe('learner');
-    expect(r4.membership).toEqual({ epoch: 3, voters: [1, 2, 3], learners: [4] });
+    expect(r4.membership).toEqual({ epoch: 2, voters: [1, 2, 3], learners: [4] });
     for (const key of [K, 'a', 'b', 'c', 'd', 'e']) expect(c.chosen(4, key), key).toEqual(c.chosen(1, key));
     const promote = beginChange(r4.membership, { kind: 'replace', remove: 3, add: 4 });
     expect(promote.next).toEqual({ voters: [1, 2, 4], learners: [] });
     const pr = change(c, 2, promote);
     run(c);
-    expect(c.results.get(pr)).toEqual({ ok: true, kind: 'write', version: 3 });
+    expect(c.results.get(pr)).toEqual({ ok: true, kind: 'write', version: 2 });
     expect(r4.mode).toBe('voter');
-    expect(r4.membership).toEqual({ epoch: 5, voters: [1, 2, 4], learners: [] });
+    expect(r4.membership).toEqual({ epoch: 4, voters: [1, 2, 4], learners: [] });
   });
 
   it('a voter of the old half syncs from its own records: it decides its own pending instance first', () => {
@@ -1107,6 +1108,73 @@ describe('membership changes (issue 16): joint configurations, the sync, and joi
     expect(c.results.get(ref)).toEqual({ ok: true, kind: 'write', version: 1 });
     expect(c.replicas.get(3)!.membership.epoch).toBe(2);
     expect(r3store.get('fresh-key')?.chosen?.index).toBe(1);
+  });
+
+  it('a joined member that lost its data and joins again on an empty data dir is caught before it votes', () => {
+    const { c } = threeWrites();
+    c.boot(4, JOIN, [2]);
+    change(c, 2, beginChange(c.replicas.get(2)!.membership, { kind: 'replace', remove: 3, add: 4 }));
+    run(c, alive([3]));
+    const r4 = c.replicas.get(4)!;
+    expect(r4.mode).toBe('voter');
+    // Its peers recorded its incarnation when it first voted (it went through the start check).
+    expect(c.meta(1).peerIncarnations.get(4)).toBeGreaterThan(0);
+    c.stores.set(4, new Map());
+    c.metas.delete(4);
+    c.boot(4, JOIN, [2]);
+    run(c, alive([3]));
+    const again = c.replicas.get(4)!;
+    expect(again.mode).toBe('failed');
+    expect(again.failure).toMatch(/lost its data/);
+  });
+
+  it('a voter made a learner answers each operation it was running once', () => {
+    const { c } = threeWrites();
+    // Replica 3 proposes the change that makes it a learner; its own write ends when the change is chosen.
+    const ref = change(c, 3, beginChange(c.replicas.get(3)!.membership, { kind: 'remove', member: 3 }));
+    const replies: unknown[] = [];
+    const apply = c.apply.bind(c);
+    c.apply = (id, out) => {
+      for (const r of out.replies) if (r.requestRef === ref) replies.push(r.result);
+      apply(id, out);
+    };
+    run(c);
+    expect(replies.length).toBeLessThanOrEqual(1);
+  });
+
+  it('ballots rise with the epoch: a value accepted under an old configuration never outranks one chosen under a newer one', () => {
+    const { c } = threeWrites(); // K at version 3
+    // Replica 3 proposes at K#4 with a high round of epoch 1 and only replica 1 accepts (not chosen).
+    const staleEntry: Entry = { ...c.chosen(1)!, index: 4, value: bytes('stale'), writer: null, proposer: 3 };
+    c.apply(1, c.replicas.get(1)!.receive(3, { type: 'accept', key: K, index: 4, ballot: ballotOf(5, 3), entry: staleEntry, epoch: 1 }, c.now));
+    c.drop(() => true);
+    const stale = c.stores.get(1)!.get(K)!;
+    expect(stale.accepted).toBe(ballotOf(5, 3));
+    // Replica 1 goes down; 3 is replaced by 4 (2 and 4 sync; nobody sees 1's pending value).
+    const down = [1];
+    c.boot(4, JOIN, [2]);
+    change(c, 2, beginChange(c.replicas.get(2)!.membership, { kind: 'replace', remove: 3, add: 4 }));
+    run(c, alive(down));
+    expect(c.replicas.get(2)!.membership.epoch).toBe(3);
+    // Under the new configuration, 4 writes K#4 with 2; nobody else learns it.
+    const y = c.request(4, { kind: 'put', value: bytes('new'), id: null });
+    c.deliver((m) => alive(down)(m) && m.msg.type !== 'learn');
+    c.drop((m) => m.msg.type === 'learn' || !alive(down)(m));
+    expect(c.results.get(y)).toEqual({ ok: true, kind: 'write', version: 4 });
+    // 1 comes back (at epoch 1; 4 answers its start check only) and reads K with 2: it must
+    // return what 4 wrote, not finish its own stale value (whose round is higher).
+    const only2 = (m: { from: MemberId; to: MemberId; msg?: PeerMessage }) =>
+      ((m.from !== 4 && m.to !== 4) || m.msg?.type === 'hello' || m.msg?.type === 'helloAck') && !(m.msg?.type === 'learn' && m.msg.key === K);
+    c.boot(1, c.restartState(1), [2]);
+    run(c, only2);
+    expect(c.replicas.get(1)!.mode).toBe('voter');
+    const g = c.request(1, { kind: 'get' });
+    // (Its first read waits a phase timeout for 4, whose answer is cut: 10 ms ticks.)
+    run(c, only2);
+    run(c, only2);
+    const got = c.results.get(g);
+    expect(got).toMatchObject({ ok: true, kind: 'get', version: 4 });
+    expect(new TextDecoder().decode((got as { value: Uint8Array }).value)).toBe('new');
   });
 
   /** Epoch 2 (same members) chosen by 1 and 2 only: 3 never hears of it. */

@@ -77,7 +77,7 @@ describe('svrkit kv serve refuses bad data dirs and bad flags, without destroyin
     expect(wrongPeers.signal).toBeNull();
     expect(wrongPeers.stdout).not.toMatch(/serving/);
     expect(wrongPeers.stderr).toMatch(/belongs to member 1 of cluster \[1,2,3\]; this replica is member 1 of \[1,2,3,4,5\]/);
-    expect(wrongPeers.stderr).toMatch(/membership changes are not supported/);
+    expect(wrongPeers.stderr).toMatch(/keep the first member list: changes of members are made with svrkit kv member/);
 
     expect(await dataHashes()).toEqual(before);
     // The right replicas on the same dirs still have the write.

@@ -6,7 +6,12 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
+  abortChange,
   beginChange,
+  checkTransition,
+  configurationFrom,
+  configurationData,
+  finishWaitsFor,
   describeConfiguration,
   finishChange,
   initialConfiguration,
@@ -40,20 +45,35 @@ describe('membership transcript', () => {
     switch (cmd) {
       case 'begin': {
         const [kind, a, b] = args;
+        const at = args.find((x) => x.startsWith('at='))?.slice(3);
         const change: MembershipChange =
           kind === 'add'
-            ? { kind: 'add', member: Number(a) }
+            ? { kind: 'add', member: Number(a), ...(at === undefined ? {} : { address: at }) }
             : kind === 'add-learner'
               ? { kind: 'add', member: Number(a), learner: true }
               : kind === 'remove'
                 ? { kind: 'remove', member: Number(a) }
-                : { kind: 'replace', remove: Number(a), add: Number(b) };
+                : kind === 'set'
+                  ? { kind: 'set', voters: idList(a!), learners: idList(b ?? '-') }
+                  : { kind: 'replace', remove: Number(a), add: Number(b), ...(at === undefined ? {} : { address: at }) };
         current = beginChange(c, change);
         return describeConfiguration(current);
       }
       case 'finish':
         current = finishChange(c);
         return describeConfiguration(current);
+      case 'abort':
+        current = abortChange(c);
+        return describeConfiguration(current);
+      case 'waits':
+        return finishWaitsFor(c, ids(args[0]!)) ?? 'may finish';
+      case 'check': {
+        // check NEXT-JSON: whether the configuration key may move from the current one to it.
+        checkTransition(c, configurationFrom(JSON.parse(args.join(' '))));
+        return 'ok';
+      }
+      case 'json':
+        return JSON.stringify(configurationData(c));
       case 'quorum':
         return String(isQuorum(c, ids(args[0]!)));
       case 'possible':

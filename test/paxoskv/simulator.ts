@@ -617,7 +617,9 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     const slot = `${key}#${index}#${rec.accepted}`;
     let acc = acceptedAt.get(slot);
     if (acc === undefined) {
-      acc = { entry: e, voters: new Set(), epoch: acceptEpoch.get(`${id}#${slot}`) ?? 1, noted: false };
+      const epoch = acceptEpoch.get(`${id}#${slot}`);
+      if (epoch === undefined) violation(`replica ${id} durably accepted ${slot} with no step of it seen accepting`);
+      acc = { entry: e, voters: new Set(), epoch: epoch ?? 1, noted: false };
       acceptedAt.set(slot, acc);
     } else if (!sameEntry(acc.entry, e)) {
       violation(`key ${key} index ${index} ballot ${rec.accepted}: two values durably accepted: ${describe(acc.entry)} and, at replica ${id}, ${describe(e)}`);
@@ -743,7 +745,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   function afterStep(node: SimNode): void {
     const core = node.core;
     if (core === undefined) return;
-    if (opsLeft <= 0 && core.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed') {
+    if (opsLeft <= 0 && operatorRefs.size === 0 && core.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed') {
       // Started to join for a change that never took: the operator stops it once the work is done.
       log?.(`operator: replica ${node.id} was never added; stopped`);
       stop(node);
@@ -846,6 +848,8 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
 
   /** The process ends: everything not yet durable is lost. */
   function stop(node: SimNode): void {
+    // Its answers to the operator are lost with it.
+    for (const [ref, step] of operatorRefs) if (step.at === node.id) operatorRefs.delete(ref);
     node.core = undefined;
     node.epoch++;
     node.tickGen++;
@@ -1026,7 +1030,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   }
 
   /** Operator writes of the configuration key, by reference (their replies only show in the trace). */
-  const operatorRefs = new Map<number, string>();
+  const operatorRefs = new Map<number, { what: string; at: MemberId }>();
   /** Most replicas a run starts (membership changes add new ones). */
   const MAX_NODES = 12;
 
@@ -1104,13 +1108,13 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     stats.memberSteps++;
     log?.(`operator: ${what} at replica ${node.id}: ${describeConfiguration(next)}`);
     const ref = nextRef++;
-    operatorRefs.set(ref, what);
+    operatorRefs.set(ref, { what, at: node.id });
     const t = replicaNow(node);
     handle(node, node.core!.request(ref, CONFIG_KEY, { kind: 'put', value: encodeConfiguration(next), id: null }, t, t + options.attemptTimeoutMs));
     if (rand() < 1 / 3) {
       const victim = pick([...nodes.values()].filter((n) => n.core !== undefined && !n.failed && !n.retired));
       q.push(now + between(0, 30), () => {
-        if (victim.core !== undefined && !victim.failed) crash(victim, 'racing a membership change');
+        if (victim.core !== undefined && !victim.failed && !victim.retired) crash(victim, 'racing a membership change');
       });
     }
   }
@@ -1227,12 +1231,13 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   }
 
   function deliverReply(ref: number, result: ClientResult): void {
-    const r = refs.get(ref);
     const step = operatorRefs.get(ref);
     if (step !== undefined) {
       operatorRefs.delete(ref);
-      log?.(`operator: ${step}: ${describeResult(result)}`);
+      log?.(`operator: ${step.what}: ${describeResult(result)}`);
+      return;
     }
+    const r = refs.get(ref);
     if (r === undefined) return;
     refs.delete(ref);
     if (rand() < options.replyDropRate) {
@@ -1317,14 +1322,17 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       const core = node.core;
       // Removed and stopped; or started to join and never added (the change that would have failed).
       if (node.retired || (core?.mode === 'joining' && roleOf(lastConfiguration, node.id) === 'removed')) continue;
+      const role = core === undefined ? undefined : roleOf(core.membership, node.id);
       const why =
         core === undefined
           ? 'is down'
           : core.mode !== 'voter' && core.mode !== 'learner'
             ? `is ${core.mode}${core.failure === undefined ? '' : ` (${core.failure})`}`
-            : core.lostKeyCounts.repairing > 0
-              ? `still repairs ${core.lostKeyCounts.repairing} key(s)`
-              : undefined;
+            : core.mode !== role
+              ? `is a ${core.mode} but its configuration (${describeConfiguration(core.membership)}) makes it a ${role ?? ''}`
+              : core.lostKeyCounts.repairing > 0
+                ? `still repairs ${core.lostKeyCounts.repairing} key(s)`
+                : undefined;
       if (why !== undefined) violation(`replica ${node.id} ${why} once nothing was left to happen (at ${now.toFixed(0)} ms)`);
       else if (core!.membership.epoch !== last) stats.epochBehindAtEnd++;
     }

@@ -16,7 +16,7 @@
  */
 import {
   chosenIndex,
-  roundOf,
+  isFastBallot,
   type Entry,
   type KeyRecord,
   type PeerMessage,
@@ -92,7 +92,7 @@ export function onAccept(record: KeyRecord, msg: { key: string; index: number; b
   };
   if (msg.ballot < record.promised) return reject;
   // Fast path (round 0): only into an instance where nothing else was accepted.
-  if (roundOf(msg.ballot) === 0 && record.accepted !== 0 && !(record.accepted === msg.ballot && sameEntry(record.acceptedEntry, msg.entry))) {
+  if (isFastBallot(msg.ballot) && record.accepted !== 0 && !(record.accepted === msg.ballot && sameEntry(record.acceptedEntry, msg.entry))) {
     return reject;
   }
   const unchanged = record.accepted === msg.ballot && record.promised === msg.ballot && sameEntry(record.acceptedEntry, msg.entry);

@@ -59,11 +59,12 @@ export type { Configuration } from './types.js';
 
 /** A change of members, as `changeMembers` asks for it. */
 export type MembershipChange =
-  | { readonly kind: 'add'; readonly member: MemberId; readonly learner?: boolean }
+  /** A new member (`address`: where it listens, `host:port`), or a learner made a voter. */
+  | { readonly kind: 'add'; readonly member: MemberId; readonly learner?: boolean; readonly address?: string }
   | { readonly kind: 'remove'; readonly member: MemberId }
-  | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId }
+  | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId; readonly address?: string }
   /** Any new member lists at once (joint consensus takes any change; two members added, removed, or swapped). */
-  | { readonly kind: 'set'; readonly voters: readonly MemberId[]; readonly learners?: readonly MemberId[] };
+  | { readonly kind: 'set'; readonly voters: readonly MemberId[]; readonly learners?: readonly MemberId[]; readonly addresses?: Readonly<Record<number, string>> };
 
 /** A configuration or change that breaks a rule; the message says which. */
 export class MembershipError extends Error {
@@ -71,6 +72,17 @@ export class MembershipError extends Error {
 }
 
 const sorted = (ids: Iterable<MemberId>): MemberId[] => [...new Set(ids)].sort((a, b) => a - b);
+function addressesFrom(v: unknown): Record<number, string> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new MembershipError('addresses is not an object of member id to host:port');
+  const out: Record<number, string> = {};
+  for (const [id, address] of Object.entries(v)) {
+    if (!/^\d+$/.test(id)) throw new MembershipError(`addresses names ${JSON.stringify(id)}, not a member id`);
+    checkAddress(`member ${id}'s address`, address);
+    out[Number(id)] = address as string;
+  }
+  return out;
+}
+
 const sameIds = (a: readonly MemberId[], b: readonly MemberId[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 const sameHalf = (a: { voters: readonly MemberId[]; learners: readonly MemberId[] }, b: { voters: readonly MemberId[]; learners: readonly MemberId[] }) =>
   sameIds(a.voters, b.voters) && sameIds(a.learners, b.learners);
@@ -112,6 +124,22 @@ export function validateConfiguration(c: Configuration): void {
     if (h.voters.length === 0) throw new MembershipError(`${what} has no voter`);
     for (const l of h.learners) if (h.voters.includes(l)) throw new MembershipError(`${what}: member ${l} is both a voter and a learner`);
   }
+  const members = membersOf(c);
+  for (const [id, address] of Object.entries(c.addresses ?? {})) {
+    if (!members.includes(Number(id))) throw new MembershipError(`an address is given for ${id}, which is not a member`);
+    checkAddress(`member ${id}'s address`, address);
+  }
+}
+
+function checkAddress(what: string, address: unknown): void {
+  if (typeof address !== 'string' || !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+):\d{1,5}$/.test(address)) throw new MembershipError(`${what} is not host:port: ${JSON.stringify(address)}`);
+}
+
+/** `addresses` without the members `c` does not name (none: undefined). */
+function addressesOf(c: Configuration, addresses: Readonly<Record<number, string>> | undefined): Readonly<Record<number, string>> | undefined {
+  const members = new Set(membersOf(c));
+  const kept = Object.entries(addresses ?? {}).filter(([id]) => members.has(Number(id)));
+  return kept.length === 0 ? undefined : Object.fromEntries(kept);
 }
 
 /** A set of members that answered: a `Set` of ids, or a `Map` keyed by id. */
@@ -171,7 +199,8 @@ export function roleOf(c: Configuration, id: MemberId): 'voter' | 'learner' | 'r
 
 /**
  * The first step of a change: the joint configuration from `current` (stable) to the members the
- * change leaves. Adding a voter or replacing one makes the new member a voter of the next half;
+ * change leaves; or, when the voters stay the same (learners added, removed or replaced), the
+ * stable configuration they make, in one step. Adding a voter or replacing one makes the new member a voter of the next half;
  * it starts empty and syncs before `finish` (see the module comment). Adding (as a voter) a
  * member that is a learner makes it a voter.
  * @param current - the active configuration; must be stable (no change under way).
@@ -187,6 +216,12 @@ export function beginChange(current: Configuration, change: MembershipChange): C
   const members = membersOf(current);
   let voters = [...current.voters];
   let learners = [...current.learners];
+  const addresses: Record<number, string> = { ...current.addresses };
+  const addressFor = (id: MemberId, address: string | undefined) => {
+    if (address === undefined) return;
+    checkAddress(`member ${id}'s address`, address);
+    addresses[id] = address;
+  };
   const add = (id: MemberId, learner: boolean) => {
     checkIds('add', [id]);
     if (!learner && learners.includes(id)) {
@@ -207,6 +242,7 @@ export function beginChange(current: Configuration, change: MembershipChange): C
   switch (change.kind) {
     case 'add':
       add(change.member, change.learner === true);
+      addressFor(change.member, change.address);
       break;
     case 'remove':
       remove(change.member);
@@ -215,12 +251,14 @@ export function beginChange(current: Configuration, change: MembershipChange): C
       if (change.remove === change.add) throw new MembershipError(`replace: member ${change.add} would replace itself`);
       remove(change.remove);
       add(change.add, current.learners.includes(change.remove));
+      addressFor(change.add, change.address);
       break;
     case 'set':
       checkIds('voters', change.voters);
       checkIds('learners', change.learners ?? []);
       voters = [...change.voters];
       learners = [...(change.learners ?? [])];
+      for (const [id, address] of Object.entries(change.addresses ?? {})) addressFor(Number(id), address);
       if (sameIds(sorted(voters), current.voters) && sameIds(sorted(learners), current.learners)) {
         throw new MembershipError(`the change changes nothing (${describeConfiguration(current)})`);
       }
@@ -228,7 +266,14 @@ export function beginChange(current: Configuration, change: MembershipChange): C
   }
   if (voters.length === 0) throw new MembershipError(`the change would leave no voter`);
   const next = { voters: sorted(voters), learners: sorted(learners) };
-  return { epoch: current.epoch + 1, voters: current.voters, learners: current.learners, next };
+  // Learners count toward no quorum: a change of learners alone needs no joint step.
+  const joint: Configuration = sameIds(next.voters, current.voters)
+    ? { epoch: current.epoch + 1, voters: next.voters, learners: next.learners }
+    : { epoch: current.epoch + 1, voters: current.voters, learners: current.learners, next };
+  const kept = addressesOf(joint, addresses);
+  const result = kept === undefined ? joint : { ...joint, addresses: kept };
+  validateConfiguration(result);
+  return result;
 }
 
 /**
@@ -239,7 +284,13 @@ export function beginChange(current: Configuration, change: MembershipChange): C
  */
 export function finishChange(joint: Configuration): Configuration {
   if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
-  return { epoch: joint.epoch + 1, voters: joint.next.voters, learners: joint.next.learners };
+  return withAddresses({ epoch: joint.epoch + 1, voters: joint.next.voters, learners: joint.next.learners }, joint.addresses);
+}
+
+/** `c` with the addresses of its members among `addresses`. */
+function withAddresses(c: Configuration, addresses: Readonly<Record<number, string>> | undefined): Configuration {
+  const kept = addressesOf(c, addresses);
+  return kept === undefined ? c : { ...c, addresses: kept };
 }
 
 /**
@@ -290,12 +341,19 @@ export function encodeConfiguration(c: Configuration): Uint8Array {
  * A configuration as plain data (fresh arrays, no `next` when stable): what the configuration
  * key's JSON and the data dir's meta record hold.
  */
-export function configurationData(c: Configuration): { epoch: number; voters: MemberId[]; learners: MemberId[]; next?: { voters: MemberId[]; learners: MemberId[] } } {
+export function configurationData(c: Configuration): {
+  epoch: number;
+  voters: MemberId[];
+  learners: MemberId[];
+  next?: { voters: MemberId[]; learners: MemberId[] };
+  addresses?: Record<number, string>;
+} {
   return {
     epoch: c.epoch,
     voters: [...c.voters],
     learners: [...c.learners],
     ...(c.next === undefined ? {} : { next: { voters: [...c.next.voters], learners: [...c.next.learners] } }),
+    ...(c.addresses === undefined ? {} : { addresses: { ...c.addresses } }),
   };
 }
 
@@ -326,13 +384,14 @@ export function configurationFrom(o: unknown): Configuration {
     return [...(v as number[])].sort((a, b) => a - b);
   };
   if (o === null || typeof o !== 'object') throw new MembershipError('a configuration is a JSON object');
-  const r = o as { epoch?: unknown; voters?: unknown; learners?: unknown; next?: { voters?: unknown; learners?: unknown } };
+  const r = o as { epoch?: unknown; voters?: unknown; learners?: unknown; next?: { voters?: unknown; learners?: unknown }; addresses?: unknown };
   if (typeof r.epoch !== 'number') throw new MembershipError('a configuration has a numeric epoch');
   const c: Configuration = {
     epoch: r.epoch,
     voters: ids(r.voters, 'voters'),
     learners: ids(r.learners ?? [], 'learners'),
     ...(r.next === undefined || r.next === null ? {} : { next: { voters: ids(r.next.voters, 'next voters'), learners: ids(r.next.learners ?? [], 'next learners') } }),
+    ...(r.addresses === undefined || r.addresses === null ? {} : { addresses: addressesFrom(r.addresses) }),
   };
   validateConfiguration(c);
   return c;
@@ -348,12 +407,12 @@ export function configurationFrom(o: unknown): Configuration {
  */
 export function abortChange(joint: Configuration): Configuration {
   if (joint.next === undefined) throw new MembershipError(`no change is under way (epoch ${joint.epoch} is stable)`);
-  return { epoch: joint.epoch + 1, voters: joint.voters, learners: joint.learners };
+  return withAddresses({ epoch: joint.epoch + 1, voters: joint.voters, learners: joint.learners }, joint.addresses);
 }
 
 /**
- * Checks that `next` may follow `current` in the configuration key (acceptors and proposers both
- * check it; see the module comment):
+ * Checks that `next` may follow `current` in the configuration key (a proposer checks it before it
+ * writes; acceptors only check that a value holds a configuration of its epoch):
  * - from a stable configuration: the same voters (an epoch step, or learners added or removed),
  *   or a joint configuration whose first half is `current` (`begin`);
  * - from a joint configuration: its next half (`finish`, which the proposer also holds back until

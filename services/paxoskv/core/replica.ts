@@ -69,6 +69,10 @@ import {
   chosenIndex,
   CONFIG_KEY,
   EMPTY_RECORD,
+  epochRound,
+  isFastBallot,
+  MAX_EPOCH,
+  ROUNDS_PER_EPOCH,
   emptyOutput,
   LOST_RECORD,
   incarnationCounter,
@@ -262,6 +266,8 @@ interface SyncTarget {
   index: number;
   from: MemberId;
   finish: boolean;
+  /** A read of this replica with an id at least this one began after the target was made. */
+  readsFrom: number;
 }
 
 /**
@@ -466,9 +472,9 @@ export class Replica {
     const highest = Math.max(this.config.start.incarnation, ...this.announced);
     this.takeIncarnation(incarnationCounter(highest) + 1);
     if (this.phase === 'learner' || this.phase === 'joining') {
-      // A learner never votes, and a joining replica never voted: nothing to confirm.
-      this.announced = [];
-      this.out.meta = { ...this.out.meta, incarnation: this.incarnationNow, announced: [] };
+      // A learner does not vote, and a joining replica never voted: nothing to confirm now. Its
+      // starts stay announced (unconfirmed): should a configuration make it a voter, it checks
+      // them with the voters first (`startVoting`).
       if (this.phase === 'joining') this.askToJoin(now);
     } else this.sendHello(now);
     return this.flush();
@@ -660,7 +666,11 @@ export class Replica {
       }
       case 'read': {
         // Only a voter's state may stand in a read's majority, and not the state of a key it lost.
-        if (this.phase !== 'voter' || !this.inEpoch(from, msg)) break;
+        if (this.phase !== 'voter') {
+          this.noteEpoch(from, msg.epoch);
+          break;
+        }
+        if (!this.inEpoch(from, msg)) break;
         const rec = this.record(msg.key);
         if (!this.lostKeys.has(msg.key)) this.send(from, readState(rec, msg));
         break;
@@ -733,6 +743,11 @@ export class Replica {
     return false;
   }
 
+  /** A replica that does not vote (a learner, one starting or rejoining) still catches up a newer configuration a peer acts under. */
+  private noteEpoch(from: MemberId, epoch: number): void {
+    if (epoch > this.configuration.epoch) this.catchUpConfiguration(from);
+  }
+
   /**
    * Asks `peer` for the configuration key's latest chosen entry (its learn is adopted: `adopt`),
    * at most once per tenth of a phase timeout per peer (every newer-epoch message would ask).
@@ -785,8 +800,10 @@ export class Replica {
     if (this.phase === 'joining') {
       // Not added yet: it keeps asking. Added: it serves its role, and syncs (`settle`).
       if (role === 'removed') return;
-      this.phase = role;
-      if (role === 'learner') this.learnerSyncDue = true;
+      if (role === 'learner') {
+        this.phase = 'learner';
+        this.learnerSyncDue = true;
+      } else this.startVoting();
       return;
     }
     if (role === 'removed') {
@@ -797,9 +814,11 @@ export class Replica {
       this.phase = 'learner';
       this.dropTasks(`replica ${this.config.id} is now a learner (${describeConfiguration(c)}); ask another replica`);
     }
-    if (role === 'voter' && this.phase === 'learner') this.phase = 'voter';
-    // Rounds under way were counted under the old configuration: start them again under this one.
+    if (role === 'voter' && this.phase === 'learner') this.startVoting();
+    // Rounds under way were counted under the old configuration: start them again under this one,
+    // and confirm again what a read under it confirmed.
     for (const task of this.tasks.values()) {
+      task.confirmed = false;
       if (task.phase === 'backoff') continue;
       task.phase = 'backoff';
       task.wakeAt = this.lastNow;
@@ -828,6 +847,22 @@ export class Replica {
     }
   }
 
+  /**
+   * A joining replica named a voter, or a learner made one: it votes only once a majority of the
+   * other voters recorded its incarnation, as a starting voter does (a learner never announced
+   * one). Otherwise a member that lost its data after it voted, and joined again with an empty
+   * data dir, would not be caught.
+   */
+  private startVoting(): void {
+    if (this.config.start === undefined) {
+      this.phase = 'voter';
+      return;
+    }
+    this.phase = 'checking';
+    this.helloAcks = new Set();
+    this.sendHello(this.lastNow);
+  }
+
   /** Stops the replica: a configuration no longer names it. */
   private failRemoved(): void {
     this.removedFromCluster = true;
@@ -854,6 +889,17 @@ export class Replica {
           const s: SweepState = { after: '', done: false, listId: 0, sentAt: now };
           this.sweeps.set(p, s);
           this.requestPage(p, s, now);
+        }
+        // An entry asked of a member that no longer votes: asked of a voter instead (the chosen
+        // entry it reported; a value pending there counts on no quorum now).
+        for (const [key, t] of this.rejoinTargets) {
+          if (this.voterSet.has(t.from) || this.otherVoters.length === 0) continue;
+          const next = { index: t.finish ? t.index - 1 : t.index, from: this.otherVoters[0]!, finish: false };
+          if (chosenIndex(this.record(key)) >= next.index) this.rejoinTargets.delete(key);
+          else {
+            this.rejoinTargets.set(key, next);
+            this.requestTarget(key, next);
+          }
         }
         this.checkRejoined();
       }
@@ -1037,7 +1083,7 @@ export class Replica {
     } else if (!msg.ok) {
       const seen = incarnationCounter(msg.recorded);
       this.fail(
-        start.kind === 'fresh'
+        start.kind === 'fresh' || start.kind === 'join'
           ? `its data dir is new, but member ${from} has seen start ${seen} of it: this replica lost its data. ` +
               `Restart it with --rejoin on an empty data dir: it catches up and does not vote until that is safe`
           : `its data dir is older than it should be: member ${from} has seen start ${seen} of it, which its data dir does not know ` +
@@ -1081,7 +1127,11 @@ export class Replica {
 
   private onListKeys(from: MemberId, msg: Extract<PeerMessage, { type: 'listKeys' }>): void {
     // Only a voter's listing is complete enough to fence by (a rejoining one is still learning).
-    if (this.phase !== 'voter' || !this.inEpoch(from, msg)) return;
+    if (this.phase !== 'voter') {
+      this.noteEpoch(from, msg.epoch);
+      return;
+    }
+    if (!this.inEpoch(from, msg)) return;
     const limit = Math.max(1, Math.min(msg.limit, 10_000));
     const keys = this.store.keysAfter(msg.after, limit);
     const states = keys.map((key) => this.record(key));
@@ -1162,11 +1212,11 @@ export class Replica {
 
   /**
    * A voter decided the key as far as it could: this replica learns up to that index.
-   * @param confirmed - (this replica's own task) its read confirmed the latest entry.
+   * @param confirmedBy - (this replica's own task) the id of the read that confirmed the latest entry.
    */
-  private onFinished(from: MemberId, key: string, index: number, confirmed = false): void {
+  private onFinished(from: MemberId, key: string, index: number, confirmedBy?: number): void {
     const st = this.sync?.targets.get(key);
-    if (st !== undefined && st.from === from && from === this.config.id && (index >= st.index || confirmed)) {
+    if (st !== undefined && st.from === from && from === this.config.id && (index >= st.index || (confirmedBy !== undefined && confirmedBy >= st.readsFrom))) {
       // Its own read decided the pending instance, or found no value pending at all: nothing was
       // chosen there before this epoch.
       this.sync!.targets.delete(key);
@@ -1283,7 +1333,7 @@ export class Replica {
     // joint configuration, decides that instance itself with a read (its joint quorum holds a
     // majority of the first half, so it finds a value chosen before this epoch). Chosen entries
     // are asked of the member that reported them.
-    const target: SyncTarget = pending && voter ? { index: wanted, from: this.config.id, finish: true } : { index: wanted, from, finish: false };
+    const target: SyncTarget = pending && voter ? { index: wanted, from: this.config.id, finish: true, readsFrom: this.nextReadId } : { index: wanted, from, finish: false, readsFrom: this.nextReadId };
     sync.targets.set(key, target);
     this.requestSyncTarget(key, target, now);
   }
@@ -1369,6 +1419,7 @@ export class Replica {
 
   private onAcceptorMessage(from: MemberId, msg: Extract<PeerMessage, { type: 'prepare' | 'accept' }>): void {
     if (this.phase === 'voter' && !this.inEpoch(from, msg)) return;
+    if (this.phase !== 'voter') this.noteEpoch(from, msg.epoch);
     // A value of the configuration key that holds no configuration of its epoch is never accepted,
     // so it can never be chosen (and stop every replica that would adopt it).
     if (msg.type === 'accept' && msg.key === CONFIG_KEY && typeof this.configurationOf(msg.entry) === 'string') return;
@@ -1384,7 +1435,7 @@ export class Replica {
     if (
       this.config.plantedBug === 'round0-reuse' &&
       msg.type === 'accept' &&
-      roundOf(msg.ballot) === 0 &&
+      isFastBallot(msg.ballot) &&
       msg.ballot >= rec.promised &&
       msg.index === chosenIndex(rec) + 1 &&
       step.reply.type === 'reject'
@@ -1530,6 +1581,7 @@ export class Replica {
       const next = decodeConfiguration(op.value);
       const c = this.configuration;
       if (c.epoch !== version + 1) return `this replica holds version ${version} of the configuration key but acts under epoch ${c.epoch}`;
+      if (next.epoch > MAX_EPOCH) return `the cluster has used every epoch a ballot can carry (${MAX_EPOCH})`;
       checkTransition(c, next);
       // `finish` needs the next voters synced (membership.ts); going back to the first half does not.
       if (c.next !== undefined && describeConfiguration(next) === describeConfiguration(finishChange(c))) {
@@ -1607,13 +1659,21 @@ export class Replica {
     task.wakeAt = now + this.phaseTimeoutMs;
     const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id;
     const fast = ownedLatest && ((rec.promised === 0 && rec.accepted === 0) || this.config.plantedBug === 'round0-reuse');
+    // Prepared ballots start above this epoch's first round, above every prepared ballot of an
+    // earlier epoch; the fast path's round 0 stays below them all (see Ballot).
+    const floor = epochRound(this.configuration.epoch);
     if (fast) {
       task.ballot = ballotOf(0, this.config.id);
       this.startAccept(task, entry, now);
       return;
     }
+    const round = Math.max(roundOf(rec.promised), task.maxRound, floor) + 1;
+    if (round >= floor + ROUNDS_PER_EPOCH) {
+      this.finish(task, { ok: false, status: 'UNAVAILABLE', message: `replica ${this.config.id}: ${task.key}'s instance ${task.index} used every round of epoch ${this.configuration.epoch}` }, now);
+      return;
+    }
     task.phase = 'prepare';
-    task.ballot = ballotOf(Math.max(roundOf(rec.promised), task.maxRound) + 1, this.config.id);
+    task.ballot = ballotOf(round, this.config.id);
     const local = onPrepare(rec, { key: task.key, index: task.index, ballot: task.ballot });
     if (local.record !== undefined) this.persist(task.key, local.record);
     if (local.reply.type === 'promise') {
@@ -1651,7 +1711,7 @@ export class Replica {
       return;
     }
     let local = onAccept(rec, msg);
-    if (this.config.plantedBug === 'round0-reuse' && roundOf(task.ballot) === 0 && local.reply.type === 'reject' && task.index >= rec.fence) {
+    if (this.config.plantedBug === 'round0-reuse' && isFastBallot(task.ballot) && local.reply.type === 'reject' && task.index >= rec.fence) {
       local = { record: { ...rec, promised: task.ballot, accepted: task.ballot, acceptedEntry: entry }, reply: { type: 'accepted', key: task.key, index: task.index, ballot: task.ballot } };
     }
     if (local.record !== undefined) this.persist(task.key, local.record);
@@ -1702,8 +1762,9 @@ export class Replica {
     const before = this.peers;
     if (next !== undefined) this.persist(task.key, next);
     for (const p of new Set([...before, ...this.peers])) this.send(p, { type: 'learn', key: task.key, entry });
-    // The configuration chosen removed this replica: `fail` answered every operation.
-    if (this.phase === 'failed') return;
+    // The configuration chosen removed this replica, or made it a learner: every operation was
+    // answered already (`fail`, `dropTasks`).
+    if (this.tasks.get(task.key) !== task) return;
     const own = task.own !== null && sameEntry(task.own, entry);
     if (own) {
       this.finish(task, { ok: true, kind: 'write', version: entry.index }, now);
@@ -1762,7 +1823,7 @@ export class Replica {
       for (const m of who) {
         if (m === this.config.id) {
           // Its own sync asked (a pending instance).
-          this.onFinished(m, task.key, chosenIndex(rec), task.confirmed);
+          this.onFinished(m, task.key, chosenIndex(rec), task.confirmed ? task.readId : undefined);
           continue;
         }
         if (rec.chosen !== null) this.send(m, { type: 'learn', key: task.key, entry: rec.chosen });

@@ -42,6 +42,11 @@ export interface Configuration {
    * Decisions then need a majority of `voters` and a majority of `next.voters`.
    */
   readonly next?: { readonly voters: readonly MemberId[]; readonly learners: readonly MemberId[] };
+  /**
+   * Where members added by changes listen (`host:port`, by member id): the drivers reach them
+   * there. The first configuration's members are at the addresses the replicas were started with.
+   */
+  readonly addresses?: Readonly<Record<number, string>>;
 }
 
 /** Largest member id (ids fit the low 16 bits of a proposal number). */
@@ -50,9 +55,35 @@ export const MAX_MEMBER_ID = 0xffff;
 /**
  * A proposal number (ballot): `round * 2^16 + memberId`, i.e. `(round << 16) | memberId` without
  * 32-bit overflow. Unique per member; ordered by round, then member. 0 means "none".
- * Round 0 (`ballot === memberId`) is the fast path's number.
+ *
+ * A prepared round starts with the proposer's configuration epoch: `round = epoch * 2^21 + r`,
+ * r >= 1 ({@link epochRound}), so every prepared ballot of a later epoch is higher than every one
+ * of an earlier epoch (Vertical Paxos: Lamport, Malkhi and Zhou, "Vertical Paxos and
+ * Primary-Backup Replication", PODC 2009, orders ballots by configuration first). A value accepted
+ * under an old configuration and never chosen then can thus never outrank one chosen under a
+ * newer one. Round 0 (`ballot === memberId`), in every epoch, is the fast path's number
+ * ({@link isFastBallot}): it must stay below every prepared ballot, because a fast-path proposal
+ * reads nothing first (a round 0 of a later epoch above a value chosen in an earlier one would
+ * let a recovery round prefer it). Ballots of a data dir written before epochs entered ballots
+ * read as epoch 0: lower than any since, and still ordered among themselves.
  */
 export type Ballot = number;
+
+/** Rounds one epoch's ballots may take (2^21); a proposer that would run past them fails the operation. */
+export const ROUNDS_PER_EPOCH = 2 ** 21;
+
+/** The highest epoch a ballot can carry: `epoch * 2^21 * 2^16` must stay below 2^53. */
+export const MAX_EPOCH = 2 ** 16 - 1;
+
+/** The round `epoch`'s prepared rounds start above. */
+export function epochRound(epoch: number): number {
+  return epoch * ROUNDS_PER_EPOCH;
+}
+
+/** Whether a ballot is a fast-path (round 0) number. */
+export function isFastBallot(ballot: Ballot): boolean {
+  return roundOf(ballot) === 0;
+}
 
 /** `(round << 16) | member` as a number. */
 export function ballotOf(round: number, member: MemberId): Ballot {

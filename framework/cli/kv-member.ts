@@ -1,0 +1,132 @@
+/**
+ * `svrkit kv member list|add|remove|replace`: the members of a PaxosKV cluster, changed online
+ * (services/paxoskv/core/membership.ts). A change goes through a joint configuration and ends once
+ * its new voters have synced every key; the commands wait for that (`--timeout`, default 60 s).
+ *
+ *   svrkit kv member list
+ *   svrkit kv serve --id 4 --address 127.0.0.1:7104 --join 1=127.0.0.1:7101 --data-dir DIR   (first)
+ *   svrkit kv member add 4 --address 127.0.0.1:7104 [--learner]
+ *   svrkit kv member replace 3 4 --address 127.0.0.1:7104
+ *   svrkit kv member remove 3
+ */
+import { InvalidArgumentError, type Command } from 'commander';
+import { PaxosKVClient } from '../../services/paxoskv/client.js';
+import type { Configuration, MembershipChange } from '../../services/paxoskv/core/membership.js';
+import { RpcError, statusName } from '../wire/status.js';
+import { clusterChannel, resolveClientCluster } from './kv-cluster.js';
+import { jsonLine, refuse, withClient, withClientOptions, type ClientFlags } from './kv-client-command.js';
+import { intOption, reportError } from './flags.js';
+
+const memberId = intOption('member id', 1, 0xffff);
+
+/**
+ * Parses `--address host:port`.
+ * @throws InvalidArgumentError when it is not host:port with a port in 1..65535.
+ */
+export function parseMemberAddress(text: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/.exec(text.trim());
+  if (m === null || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new InvalidArgumentError(`'${text}' is not host:port`);
+  return text.trim();
+}
+
+/** A configuration as one JSON object: epoch, voters, learners, the change under way, addresses. */
+function configurationJson(c: Configuration): Record<string, unknown> {
+  return {
+    epoch: c.epoch,
+    voters: c.voters,
+    learners: c.learners,
+    ...(c.next === undefined ? {} : { changing: true, next: { voters: c.next.voters, learners: c.next.learners } }),
+    ...(c.addresses === undefined ? {} : { addresses: c.addresses }),
+  };
+}
+
+/** Runs a change and prints the configuration it led to, with the time it took (ms). */
+function change(flags: ClientFlags, what: MembershipChange): Promise<void> {
+  return withClient(flags, async () => undefined, async (kv) => {
+    const started = Date.now();
+    const c = await kv.changeMembers(what, { timeoutMs: flags.timeout });
+    return { ...configurationJson(c), ms: Date.now() - started };
+  });
+}
+
+/**
+ * Adds `svrkit kv member ...` to the `kv` command.
+ * @param kv - the `svrkit kv` command.
+ */
+export function addKvMemberCommands(kv: Command): void {
+  const member = kv.command('member').description('the members of the cluster, changed online: list, add, remove, replace (a change waits until its new voters have copied every key)');
+  const sub = (name: string, description: string) => withClientOptions(member.command(name).description(description), 60_000);
+
+  withClientOptions(member.command('list').description('the configuration (read linearizably), then one JSON line per member: address, role, and its own view (mode, epoch, keys, sync)'))
+    .action(async (flags: ClientFlags) => {
+      let kv: PaxosKVClient;
+      let tls: Awaited<ReturnType<typeof clusterChannel>>;
+      try {
+        const cluster = await resolveClientCluster(flags);
+        tls = await clusterChannel(cluster.tlsDir);
+        kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel: tls });
+      } catch (err) {
+        refuse(err);
+        return;
+      }
+      try {
+        const c = await kv.members();
+        process.stdout.write(jsonLine(configurationJson(c)));
+        const roles = new Map<number, string>();
+        for (const l of [...c.learners, ...(c.next?.learners ?? [])]) roles.set(l, 'learner');
+        for (const v of [...c.voters, ...(c.next?.voters ?? [])]) roles.set(v, 'voter');
+        const ids = [...roles.keys()].sort((a, b) => a - b);
+        const addresses = ids.map((id) => c.addresses?.[id]);
+        const known = ids.filter((_, i) => addresses[i] !== undefined);
+        // Each member's own view, asked of that member.
+        const each = known.length === 0 ? undefined : new PaxosKVClient({ peers: known.map((id) => c.addresses![id]!), channel: tls });
+        try {
+          for (const id of ids) {
+            const address = c.addresses?.[id];
+            const row: Record<string, unknown> = { id, address: address ?? null, role: roles.get(id) };
+            if (c.next !== undefined) row.change = c.voters.includes(id) ? (c.next.voters.includes(id) ? 'stays' : 'leaves') : c.next.voters.includes(id) ? 'joins' : 'learner';
+            if (each !== undefined && address !== undefined) {
+              try {
+                const s = await each.status(known.indexOf(id), { timeoutMs: Math.min(flags.timeout, 2000) });
+                Object.assign(row, {
+                  up: true,
+                  mode: s.mode,
+                  epoch: s.epoch.toString(),
+                  keys: s.keys.toString(),
+                  ...(s.syncing ? { sync: { listed: s.syncListed, of: s.syncSources, keysWaiting: s.syncKeysWaiting.toString() } } : {}),
+                  ...(s.failure === '' ? {} : { failure: s.failure }),
+                });
+              } catch (err) {
+                Object.assign(row, { up: false, error: err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err) });
+              }
+            }
+            process.stdout.write(jsonLine(row));
+          }
+        } finally {
+          each?.close();
+        }
+      } catch (err) {
+        reportError(err);
+      } finally {
+        kv.close();
+      }
+    });
+
+  sub('add', 'add a member (start it first: svrkit kv serve --id <id> --address <host:port> --join <peers>); it copies every key before it counts toward a quorum')
+    .argument('<id>', 'the new member\'s id (1-65535)', memberId)
+    .option('--address <host:port>', 'where the new member listens (needed for a new member)', parseMemberAddress)
+    .option('--learner', 'it only learns (no votes, no clients)')
+    .action((id: number, flags: ClientFlags & { address?: string; learner?: boolean }) =>
+      change(flags, { kind: 'add', member: id, ...(flags.learner === true ? { learner: true } : {}), ...(flags.address === undefined ? {} : { address: flags.address }) }),
+    );
+
+  sub('remove', 'remove a member; it stops serving and says why (keep its process up until every member shows the new epoch: it tells the configuration to any that missed it)')
+    .argument('<id>', 'the member to remove', memberId)
+    .action((id: number, flags: ClientFlags) => change(flags, { kind: 'remove', member: id }));
+
+  sub('replace', 'replace a member (a dead one, say) by a new one, in one change: start the new one first with kv serve --join')
+    .argument('<old>', 'the member to remove', memberId)
+    .argument('<new>', 'the new member\'s id', memberId)
+    .requiredOption('--address <host:port>', 'where the new member listens', parseMemberAddress)
+    .action((old: number, added: number, flags: ClientFlags & { address: string }) => change(flags, { kind: 'replace', remove: old, add: added, address: flags.address }));
+}
