@@ -18,10 +18,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PaxosKVClient, type ChannelOptions } from '../../index.js';
 import { PaxosKVClient as PaxosKVStub } from '../../services/paxoskv/gen/svrkit/paxoskv/paxoskv.js';
-import { checkKvHistory, HistoryRecorder, type KvInput, type KvOutput } from '../support/linearizability.js';
-import { freePorts, killStarted, recordFailure, runSvrkit, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
+import { checkKvHistory } from '../support/linearizability.js';
+import { freePorts, killStarted, runSvrkit, spawnSvrkit, stopProc, waitServing, waitVoting, type Proc } from '../support/kv-processes.js';
+import { KvLoad } from '../support/kv-load.js';
 import { exclusively } from '../support/exclusive.js';
-import { mulberry32 } from '../support/prng.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'svrkit.js');
@@ -32,10 +32,6 @@ const IDS = [1, 2, 3];
 
 const text = (s: string) => new TextEncoder().encode(s);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-
-/** A seeded PRNG: the operation mix is the same on every run. */
-const prng = mulberry32;
 
 afterAll(async () => {
   await killStarted();
@@ -84,80 +80,10 @@ describe.each([
 
   // Heavy load (six clients, three replicas, TLS in one run): tests that assert on timings do not run beside it.
   it('stays linearizable and loses no acknowledged write across SIGKILL of one replica and of all three', { timeout: 200_000 }, () => exclusively('timing', async () => {
-    const history = new HistoryRecorder();
     const now = () => performance.now();
-    let stopLoad = false;
-    /** Successful writes: key, version, and when they were called and answered. */
-    const acked: Array<{ key: string; version: bigint; call: number; ret: number }> = [];
-    /** Errors outside the expected set (recorded as unknown, reported at the end). */
-    const unexpected: string[] = [];
-    const counts = { get: 0, put: 0, delete: 0, cas: 0, casFailed: 0, unknown: 0, failedGets: 0 };
-
-    const clientLoop = async (c: number): Promise<void> => {
-      const list = IDS.map((id) => addresses.get(id)!);
-      const peers = [...list.slice(c % 3), ...list.slice(0, c % 3)]; // clients start on different replicas
-      const kv = new PaxosKVClient({ peers, attemptTimeoutMs: 400, channel });
-      const rnd = prng(0x5eed + c);
-      const lastSeen = new Map<string, bigint>();
-      let seq = 0;
-      try {
-        while (!stopLoad) {
-          const key = KEYS[Math.floor(rnd() * KEYS.length)]!;
-          const r = rnd();
-          const value = text(`c${c}-${seq++}`);
-          const input: KvInput =
-            r < 0.35
-              ? { kind: 'get' }
-              : r < 0.6
-                ? { kind: 'put', value }
-                : r < 0.7
-                  ? { kind: 'delete' }
-                  : { kind: 'cas', expectedVersion: rnd() < 0.2 ? 0n : (lastSeen.get(key) ?? 0n), value };
-          const opts = { timeoutMs: 3000 };
-          const id = history.invoke(c, key, input, now());
-          const callT = now();
-          try {
-            let output: KvOutput;
-            switch (input.kind) {
-              case 'get': {
-                const got = await kv.get(key, opts);
-                output = got === null ? null : { value: got.value, version: got.version };
-                lastSeen.set(key, got === null ? 0n : got.version);
-                break;
-              }
-              case 'put':
-                output = { version: await kv.put(key, input.value, opts) };
-                break;
-              case 'delete':
-                output = { version: await kv.delete(key, opts) };
-                break;
-              case 'cas':
-                output = { version: await kv.compareAndSet(key, input.expectedVersion, input.value, opts) };
-                break;
-            }
-            const retT = now();
-            history.complete(id, output, retT);
-            counts[input.kind]++;
-            if (output !== null && input.kind !== 'get' && 'version' in output) {
-              acked.push({ key, version: output.version, call: callT, ret: retT });
-              lastSeen.set(key, input.kind === 'delete' ? 0n : output.version);
-            }
-          } catch (err) {
-            const r = recordFailure(history, id, input, err, now());
-            if (r.recorded === 'failed') {
-              counts.casFailed++;
-              if (r.version !== undefined) lastSeen.set(key, r.version);
-            } else if (r.recorded === 'discarded') counts.failedGets++;
-            else counts.unknown++;
-            if (r.unexpected !== undefined) unexpected.push(`client ${c} ${key}: ${r.unexpected}`);
-          }
-        }
-      } finally {
-        kv.close();
-      }
-    };
-
-    const writesBetween = (from: number, to: number) => acked.filter((w) => w.call > from && w.ret < to).length;
+    // Six clients, each starting on another replica (their seeds fixed: the operation mix is the same on every run).
+    const load = new KvLoad(() => IDS.map((id) => addresses.get(id)!), { keys: KEYS, clients: CLIENTS, channel });
+    const { history, acked, unexpected, counts } = load;
     /**
      * Lets the load run for `minMs`, and on (up to `maxMs` in all) until `n` writes called after
      * `from` were answered: on two busy cores throughput swings widely, and a window with no write
@@ -166,27 +92,14 @@ describe.each([
     const runLoadFor = async (from: number, minMs: number, n: number, maxMs: number): Promise<void> => {
       const start = now();
       await sleep(minMs);
-      while (writesBetween(from, Infinity) < n && now() - start < maxMs) await sleep(50);
+      while (load.writesBetween(from) < n && now() - start < maxMs) await sleep(50);
     };
-
-    /** Every call has a 3 s deadline, so the loops end soon after stopLoad; if one hangs, fail instead of waiting for the test timeout. */
-    const boundedLoadStop = async (): Promise<void> => {
-      let timer: NodeJS.Timeout | undefined;
-      const hung = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('a client call did not end within 15 s of its 3 s deadline')), 15_000);
-      });
-      try {
-        await Promise.race([loadDone, hung]);
-      } finally {
-        clearTimeout(timer);
-      }
+    let stopped = false;
+    const stopLoad = async (): Promise<void> => {
+      if (stopped) return;
+      stopped = true;
+      await load.stop();
     };
-
-    const load = Array.from({ length: CLIENTS }, (_, c) => clientLoop(c));
-    let loadError: unknown;
-    const loadDone = Promise.all(load).catch((err: unknown) => {
-      loadError = err;
-    });
 
     try {
       // Phase 1: all three up.
@@ -199,7 +112,7 @@ describe.each([
       const downAt = now();
       await runLoadFor(downAt, 1000, 5, 10_000);
       const restartAt = now();
-      const writesWhileDown = writesBetween(downAt, restartAt);
+      const writesWhileDown = load.writesBetween(downAt, restartAt);
       await startReplica(1);
       await sleep(1000);
 
@@ -210,11 +123,9 @@ describe.each([
       await Promise.all(IDS.map(startReplica));
       const allBackAt = now();
       await runLoadFor(allBackAt, 3000, 5, 10_000);
-      const writesAfterFullRestart = writesBetween(allBackAt, Infinity);
+      const writesAfterFullRestart = load.writesBetween(allBackAt);
 
-      stopLoad = true;
-      await boundedLoadStop();
-      if (loadError !== undefined) throw loadError;
+      await stopLoad();
 
       console.log(
         `paxoskv processes (${tls ? "TLS" : "plain TCP"}): ${JSON.stringify(counts)}; ${writesWhileDown} writes called and answered while replica 1 was down; ` +
@@ -224,8 +135,7 @@ describe.each([
       expect(writesAfterFullRestart, 'writes must succeed again after all three restarted').toBeGreaterThan(0);
       expect(unexpected, 'errors other than FAILED_PRECONDITION (cas), UNKNOWN, UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED').toEqual([]);
     } finally {
-      stopLoad = true;
-      await boundedLoadStop();
+      await stopLoad();
     }
 
     // Final reads, recorded too: every key, from one replica after another until one answers (a

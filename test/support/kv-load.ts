@@ -50,6 +50,8 @@ export class KvLoad {
   ) {
     const n = options.clients ?? 6;
     this.done = Promise.all(Array.from({ length: n }, (_, c) => this.loop(c, peers()))).then(() => undefined);
+    // A loop that throws fails `stop()`; until then the rejection is held, not unhandled.
+    this.done.catch(() => undefined);
   }
 
   /** When the loops started (ms, `performance.now`). */

@@ -285,7 +285,7 @@ describe('encodeMessage', () => {
     registerDescriptors(PaxosPeerDefinition.files);
     const T = 'svrkit.paxoskv.PeerMessage';
     const err = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'foo', value: {} } }));
-    expect(err.message).toMatch(/^svrkit\.paxoskv\.PeerMessage\.kind: unknown \$case 'foo' \(oneof kind: 'prepare', 'accept', .* or 'staleEpoch'\)$/);
+    expect(err.message).toMatch(/^svrkit\.paxoskv\.PeerMessage\.kind: unknown \$case 'foo' \(oneof kind: 'prepare', 'accept', .* or 'synced'\)$/);
     const deep = encodeError(() => encodeMessage(PeerMessage, T, { key: 'k', kind: { $case: 'accept', value: { entry: { index: 'x' } } } }));
     expect(deep.path).toBe('.kind.value.entry.index');
   });
