@@ -182,6 +182,25 @@ export async function startPaxosKV(dir: string, n = 3): Promise<PaxosKVCluster> 
 }
 
 /**
+ * Starts a new replica that joins `cluster` (`kv serve --id <id> --address <free port> --join
+ * <the first replicas> --data-dir <dir>/replica-<id>`) and waits until it says it waits to be added.
+ * @returns its address `host:port` and its process.
+ */
+export async function startJoiningReplica(dir: string, cluster: PaxosKVCluster, id: number, askable: readonly number[]): Promise<{ address: string; member: Member }> {
+  const [port] = await freePorts(1);
+  const address = `127.0.0.1:${port}`;
+  const join = askable.map((m) => `${m}=${cluster.peers[m - 1]}`).join(',');
+  const member = startProcess(
+    `paxoskv-${id}`,
+    process.execPath,
+    [svrkitBin, 'kv', 'serve', '--id', String(id), '--address', address, '--join', join, '--data-dir', path.join(dir, `replica-${id}`)],
+    path.join(dir, `replica-${id}.log`),
+  );
+  await waitFor('starting a joining replica', [member], () => /joining: waiting to be added/.test(member.log()));
+  return { address, member };
+}
+
+/**
  * Starts `svrkit config serve --peers <the cluster> --port <free>` (the config center and registry
  * as a stateless process) and waits until it serves.
  * @returns its address `host:port` and its process.

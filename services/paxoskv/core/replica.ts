@@ -282,6 +282,11 @@ interface SyncState {
   readonly sweeps: Map<MemberId, SweepState>;
   /** Whether this replica's own records count as one listing (a voter of the first half). */
   readonly selfCounts: boolean;
+  /**
+   * With `selfCounts`: the last of its own keys listed so far ('' before the first page), or null
+   * once all are. A page at a time, one per step, so that a large store does not stall the replica.
+   */
+  ownAfter: string | null;
   /** Keys to learn before the sync is done. */
   readonly targets: Map<string, SyncTarget>;
   catchUpSentAt: number;
@@ -504,7 +509,7 @@ export class Replica {
   get syncProgress(): { epoch: number; done: boolean; listed: number; sources: number; keysWaiting: number; synced: MemberId[]; syncsDone: number } | undefined {
     const sync = this.sync;
     if (sync === undefined || sync.epoch !== this.configuration.epoch) return undefined;
-    let listed = sync.selfCounts ? 1 : 0;
+    let listed = sync.selfCounts && sync.ownAfter === null ? 1 : 0;
     for (const s of sync.sweeps.values()) if (s.done) listed++;
     return {
       epoch: sync.epoch,
@@ -608,6 +613,7 @@ export class Replica {
     const sync = this.sync;
     if (sync !== undefined && sync.epoch === this.configuration.epoch && (this.phase === 'voter' || this.phase === 'learner')) {
       if (!sync.done) {
+        if (sync.ownAfter !== null) min = Math.min(min ?? Infinity, this.lastNow);
         for (const s of sync.sweeps.values()) if (!s.done) min = Math.min(min ?? Infinity, s.sentAt + this.phaseTimeoutMs);
         if (sync.targets.size > 0) min = Math.min(min ?? Infinity, sync.catchUpSentAt + this.phaseTimeoutMs);
       } else if (this.configuration.next !== undefined) min = Math.min(min ?? Infinity, sync.noticeSentAt + SYNC_NOTICE_PHASES * this.phaseTimeoutMs);
@@ -937,6 +943,7 @@ export class Replica {
     const sync = this.sync;
     if (sync !== undefined && sync.epoch === this.configuration.epoch && (this.phase === 'voter' || this.phase === 'learner')) {
       if (!sync.done) {
+        this.listOwnPage(sync, now);
         for (const [peer, s] of sync.sweeps) if (!s.done && now >= s.sentAt + this.phaseTimeoutMs) this.requestPage(peer, s, now);
         if (sync.targets.size > 0 && now >= sync.catchUpSentAt + this.phaseTimeoutMs) {
           sync.catchUpSentAt = now;
@@ -1292,6 +1299,7 @@ export class Replica {
       sources,
       sweeps: new Map(),
       selfCounts: this.phase === 'voter' && sources.includes(id),
+      ownAfter: null,
       targets: new Map(),
       catchUpSentAt: now,
       done: false,
@@ -1305,18 +1313,23 @@ export class Replica {
       this.requestPage(p, s, now);
     }
     if (sync.selfCounts) {
-      // Its own records are one listing: its own pending instances are decided first (a read,
-      // by a joint quorum), as a peer's would be.
-      for (let after = ''; ; ) {
-        const keys = this.store.keysAfter(after, this.sweepPageSize);
-        for (const key of keys) {
-          const rec = this.record(key);
-          if (!this.lostKeys.has(key) && rec.accepted !== 0) this.syncWant(sync, key, chosenIndex(rec), true, id, now);
-        }
-        if (keys.length < this.sweepPageSize) break;
-        after = keys[keys.length - 1]!;
-      }
+      sync.ownAfter = '';
+      this.listOwnPage(sync, now);
     }
+  }
+
+  /**
+   * One page of this replica's own keys for its sync: its own records are one listing, and its
+   * own pending instances are decided first (a read, by a joint quorum), as a peer's would be.
+   */
+  private listOwnPage(sync: SyncState, now: number): void {
+    if (sync.ownAfter === null) return;
+    const keys = this.store.keysAfter(sync.ownAfter, this.sweepPageSize);
+    for (const key of keys) {
+      const rec = this.record(key);
+      if (!this.lostKeys.has(key) && rec.accepted !== 0) this.syncWant(sync, key, chosenIndex(rec), true, this.config.id, now);
+    }
+    sync.ownAfter = keys.length < this.sweepPageSize ? null : keys[keys.length - 1]!;
   }
 
   /** A source reported `key` at `chosen` (and a value accepted after it when `pending`): learn up to it. */
@@ -1372,7 +1385,7 @@ export class Replica {
     const sync = this.sync;
     if (sync === undefined || sync.done || sync.epoch !== this.configuration.epoch || sync.targets.size > 0) return;
     if (this.phase !== 'voter' && this.phase !== 'learner') return;
-    let listed = sync.selfCounts ? 1 : 0;
+    let listed = sync.selfCounts && sync.ownAfter === null ? 1 : 0;
     for (const s of sync.sweeps.values()) if (s.done) listed++;
     if (2 * listed <= sync.sources.length) return;
     sync.done = true;
