@@ -298,6 +298,9 @@ interface SyncState {
 /** The messages that carry the sender's epoch, which the epoch fence checks. */
 type EpochMessage = Extract<PeerMessage, { type: 'prepare' | 'accept' | 'read' | 'listKeys' }>;
 
+/** Most keys a replica remembers having written under its current epoch (the fast path's condition). */
+const MAX_OWNED_REMEMBERED = 100_000;
+
 /** Most newer-epoch messages a replica holds while it catches up the configuration. */
 const MAX_DEFERRED = 10_000;
 /** How many phase timeouts apart a synced replica tells its sync again, and proposes `finish` again. */
@@ -380,6 +383,11 @@ export class Replica {
   private deferred: Array<{ from: MemberId; msg: EpochMessage }> = [];
   /** Set when a configuration was adopted in this step: `settle` finishes what follows from it. */
   private adopted = false;
+  /**
+   * Keys whose latest entry this replica had chosen under its current epoch, with that entry's
+   * index (the fast path's condition; emptied by every adoption, and empty at start).
+   */
+  private readonly ownedInEpoch = new Map<string, number>();
   /** When this replica last asked each peer for the configuration (ms). */
   private readonly configurationAskedAt = new Map<MemberId, number>();
   /** While joining: when it last asked for the configuration (ms). */
@@ -767,6 +775,13 @@ export class Replica {
     this.send(peer, { type: 'catchUp', key: CONFIG_KEY, knownIndex: known });
   }
 
+  /** Records that this replica had `key`'s entry `index` chosen under its current epoch (a bounded memory: forgetting only closes the fast path). */
+  private noteOwned(key: string, index: number): void {
+    this.ownedInEpoch.delete(key);
+    this.ownedInEpoch.set(key, index);
+    if (this.ownedInEpoch.size > MAX_OWNED_REMEMBERED) this.ownedInEpoch.delete(this.ownedInEpoch.keys().next().value!);
+  }
+
   /** Adopts the configuration in `entry` of `key` when it is the configuration key's and newer than this replica's. */
   private configurationLearned(key: string, entry: Entry): void {
     if (key === CONFIG_KEY && entry.index + 1 > this.configuration.epoch) this.adopt(entry);
@@ -802,6 +817,7 @@ export class Replica {
     this.out.meta = { ...this.out.meta, configuration: c };
     this.adopted = true;
     this.syncedBy = new Set();
+    this.ownedInEpoch.clear();
     const role = roleOf(c, this.config.id);
     if (this.phase === 'joining') {
       // Not added yet: it keeps asking. Added: it serves its role, and syncs (`settle`).
@@ -1112,7 +1128,7 @@ export class Replica {
     this.knownUpTo = Math.max(this.knownUpTo, this.incarnationNow);
     this.out.meta = { ...this.out.meta, incarnation: this.knownUpTo, announced: [...this.announced] };
     if (this.config.start?.kind !== 'rejoin') {
-      this.phase = 'voter';
+      this.phase = this.roleAfterStart();
       this.askAboutAllLost();
       return;
     }
@@ -1242,12 +1258,17 @@ export class Replica {
     } else this.requestTarget(key, t);
   }
 
+  /** What a replica whose start check (or rejoin) ended does: vote, or only learn when a configuration adopted meanwhile made it a learner. */
+  private roleAfterStart(): 'voter' | 'learner' {
+    return roleOf(this.configuration, this.config.id) === 'learner' ? 'learner' : 'voter';
+  }
+
   private checkRejoined(): void {
     if (this.phase !== 'rejoining' || this.rejoinTargets.size > 0) return;
     for (const s of this.sweeps.values()) if (!s.done) return;
     // Every key any other voter holds is fenced, and keys none of them holds were never voted on
     // by a majority this replica belonged to: it may vote again. Persisted with the fences.
-    this.phase = 'voter';
+    this.phase = this.roleAfterStart();
     this.out.meta = { ...this.out.meta, rejoining: false };
     this.askAboutAllLost();
   }
@@ -1670,7 +1691,11 @@ export class Replica {
     task.accepts = new Set();
     task.rejects = new Set();
     task.wakeAt = now + this.phaseTimeoutMs;
-    const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id;
+    // The fast path is open to the proposer of the key's latest entry only when it had that entry
+    // chosen under its current epoch: a quorum of this epoch then holds it, which every quorum
+    // that can still form at the next instance meets (adjacent epochs' quorums meet; older ones
+    // are closed). A round 0 after a change would otherwise skip a value an old quorum accepted.
+    const ownedLatest = entry !== null && rec.chosen !== null && rec.chosen.proposer === this.config.id && this.ownedInEpoch.get(task.key) === rec.chosen.index;
     const fast = ownedLatest && ((rec.promised === 0 && rec.accepted === 0) || this.config.plantedBug === 'round0-reuse');
     // Prepared ballots start above this epoch's first round, above every prepared ballot of an
     // earlier epoch; the fast path's round 0 stays below them all (see Ballot).
@@ -1780,6 +1805,7 @@ export class Replica {
     if (this.tasks.get(task.key) !== task) return;
     const own = task.own !== null && sameEntry(task.own, entry);
     if (own) {
+      this.noteOwned(task.key, entry.index);
       this.finish(task, { ok: true, kind: 'write', version: entry.index }, now);
       return;
     }
