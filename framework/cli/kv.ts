@@ -138,6 +138,7 @@ export function addKvCommands(program: Command): void {
           if (opts.address === undefined) throw new KvUsageError('--join needs --address: where this replica listens');
           if (opts.learners !== undefined) throw new KvUsageError('--join takes no --learners: the cluster\'s configuration says who learns');
           if (opts.join.has(opts.id)) throw new KvUsageError(`--join names member ${opts.id}, this replica: list the running replicas to ask`);
+          if (opts.rejoin === true) throw new KvUsageError(`--join takes no --rejoin: a member that joined and lost its data is replaced by a new member id (svrkit kv member replace ${opts.id} <new id>)`);
           peers = new Map([...opts.join, [opts.id, opts.address]]);
           joining = { ids: [...opts.join.keys()], cluster: await clusterToJoin(opts.join, tls, say) };
         } else {
@@ -181,8 +182,9 @@ export function addKvCommands(program: Command): void {
           }
         }
       } catch (err) {
-        reportError(err);
-        process.exit(1);
+        // A usage error (the flags contradict each other) exits 2, as the client commands do.
+        refuse(err);
+        process.exit(process.exitCode === 2 ? 2 : 1);
       }
       const role = learners.includes(opts.id) ? ' (learner)' : '';
       process.stdout.write(

@@ -439,6 +439,10 @@ export class PaxosKVReplica {
       if (err instanceof MembershipError) throw kvErrors.MEMBERSHIP_CHANGE_REFUSED(err.message);
       throw err;
     }
+    // Every member must be reachable: a new one needs its address.
+    for (const m of [...(joint.next?.voters ?? joint.voters), ...(joint.next?.learners ?? joint.learners)]) {
+      if (joint.addresses?.[m] === undefined) throw kvErrors.MEMBERSHIP_CHANGE_REFUSED(`member ${m} is new: give its address (where svrkit kv serve --join listens)`);
+    }
     const r = await this.request(CONFIG_KEY, { kind: 'put', value: encodeConfiguration(joint), id: null }, deadline);
     if (!r.ok) throw r.status === 'FAILED_PRECONDITION' ? kvErrors.MEMBERSHIP_CHANGE_REFUSED(r.message) : toRpcError(r);
     return this.core.membership;
@@ -499,6 +503,7 @@ export class PaxosKVReplica {
    */
   async *watch(key: string, fromVersion: number, signal: AbortSignal): AsyncGenerator<WatchEvent> {
     if (this.closed || signal.aborted) return;
+    if (this.core.removed) throw kvErrors.REPLICA_UNAVAILABLE(`replica ${this.options.id} ${this.core.failure ?? 'was removed from the cluster'}; ask another replica`);
     const w = this.watchers.add(key, fromVersion, this.now());
     const stop = (): void => w.close();
     signal.addEventListener('abort', stop, { once: true });
@@ -530,6 +535,7 @@ export class PaxosKVReplica {
    * @returns the keys with their versions and values, and whether more may follow.
    */
   list(prefix: string, after: string, limit: number): { items: Array<{ key: string; version: number; value: Uint8Array }>; more: boolean } {
+    if (this.core.removed) throw kvErrors.REPLICA_UNAVAILABLE(`replica ${this.options.id} ${this.core.failure ?? 'was removed from the cluster'}; ask another replica`);
     const items: Array<{ key: string; version: number; value: Uint8Array }> = [];
     const take = (key: string): void => {
       const rec = this.store.get(key);
@@ -741,6 +747,8 @@ export class PaxosKVReplica {
     this.options.onModeChange?.(mode, this);
     for (const check of [...this.readyWaiters]) check();
     if (mode === 'failed' && this.core.removed) {
+      // Its local state stops moving: watchers move to another replica (PaxosKVClient.watch resumes).
+      this.watchers.closeAll();
       const why = `paxoskv replica ${this.options.id} stopped: ${this.core.failure ?? 'it was removed from the cluster'}. It serves no client and votes in nothing; it still tells peers the configuration, so stop it once every member shows epoch ${this.core.membership.epoch} (svrkit kv member list)`;
       if (this.options.onRemoved !== undefined) this.options.onRemoved(why);
       else console.error(`svrkit: ${why}`);

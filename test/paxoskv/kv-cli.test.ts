@@ -141,7 +141,28 @@ describe('svrkit kv serve refuses bad data dirs and bad flags, without destroyin
     expect(badId.code, badId.stderr).toBe(1);
     expect(badId.stderr).toMatch(/id must be a whole number/);
 
-    for (const r of [notMember, even, malformed, badId]) {
+    // Joining a running cluster (issue 16): --peers or --join, --address with --join only, no --rejoin or --learners with it.
+    const usage: Array<[string[], RegExp]> = [
+      [['kv', 'serve', '--id', '4', '--data-dir', fresh], /give --peers \(a founding member\) or --join/],
+      [['kv', 'serve', '--id', '4', '--peers', peers, '--join', '1=127.0.0.1:1', '--data-dir', fresh], /give --peers \(a founding member\) or --join/],
+      [['kv', 'serve', '--id', '4', '--join', '1=127.0.0.1:1', '--data-dir', fresh], /--join needs --address/],
+      [['kv', 'serve', '--id', '1', '--peers', peers, '--address', '127.0.0.1:9', '--data-dir', fresh], /--address is for --join/],
+      [['kv', 'serve', '--id', '4', '--join', '4=127.0.0.1:1', '--address', '127.0.0.1:9', '--data-dir', fresh], /--join names member 4, this replica/],
+      [['kv', 'serve', '--id', '4', '--join', '1=127.0.0.1:1', '--address', '127.0.0.1:9', '--rejoin', '--data-dir', fresh], /--join takes no --rejoin/],
+      [['kv', 'serve', '--id', '4', '--join', '1=127.0.0.1:1', '--address', '127.0.0.1:9', '--learners', '1', '--data-dir', fresh], /--join takes no --learners/],
+    ];
+    const refused: Run[] = [];
+    for (const [args, message] of usage) {
+      const r = await run(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(message);
+      refused.push(r);
+    }
+    const badAddress = await run(['kv', 'serve', '--id', '4', '--join', '1=127.0.0.1:1', '--address', 'nohostport', '--data-dir', fresh]);
+    expect(badAddress.code).toBe(1);
+    expect(badAddress.stderr).toMatch(/'nohostport' is not host:port/);
+
+    for (const r of [notMember, even, malformed, badId, badAddress, ...refused]) {
       expect(r.signal).toBeNull();
       expect(r.stdout).not.toMatch(/serving/);
     }

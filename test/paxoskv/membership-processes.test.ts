@@ -180,12 +180,18 @@ describe('PaxosKV membership changes as real processes, under load', () => {
       const cluster = new Cluster(path.join(BASE, 'grow'));
       try {
         await cluster.start();
+        // The new members are started first (as in the replace test: a node process starting takes
+        // a core of this machine for a while).
+        await cluster.join(4, [1, 2, 3]);
+        await cluster.join(5, [1, 2, 3]);
+        // A new member's address is needed.
+        const noAddress = await runSvrkit(['kv', 'member', 'add', '4', '--peers', `1=${cluster.addresses.get(1)}`]);
+        expect(noAddress.code).toBe(1);
+        expect(noAddress.stderr).toMatch(/FAILED_PRECONDITION: membership change refused: member 4 is new: give its address/);
         const load = new KvLoad(() => [1, 2, 3].map((id) => cluster.addresses.get(id)!), { keys: KEYS, seed: 0x6a0 });
         await sleep(1000);
         const from = load.acked[0]?.ret ?? performance.now();
-        await cluster.join(4, [1, 2, 3]);
         expect((await cluster.member(['add', '4', '--address', cluster.addresses.get(4)!], [1, 2, 3])).voters).toEqual([1, 2, 3, 4]);
-        await cluster.join(5, [1, 2, 3]);
         expect((await cluster.member(['add', '5', '--address', cluster.addresses.get(5)!], [1, 2, 3])).voters).toEqual([1, 2, 3, 4, 5]);
         await sleep(700);
         await servesReads(cluster, 5, [1, 2, 3]);
@@ -193,6 +199,10 @@ describe('PaxosKV membership changes as real processes, under load', () => {
         expect((await cluster.member(['remove', '1'], [2, 3, 4])).voters).toEqual([2, 3, 4, 5]);
         expect((await cluster.member(['remove', '2'], [3, 4, 5])).voters).toEqual([3, 4, 5]);
         await waitServing(cluster.replicas.get(1)!, 'replica 1 removed', 1, 10_000, /stopped: it was removed from the cluster/gm);
+        // A removed replica serves no client, not even its local state.
+        const fromRemoved = await runSvrkit(['kv', 'list', '--peers', `1=${cluster.addresses.get(1)}`, '--timeout', '1500']);
+        expect(fromRemoved.code).toBe(1);
+        expect(fromRemoved.stderr).toMatch(/UNAVAILABLE/);
         await sleep(700);
         await checkRun(load, cluster, [3, 4, 5], from, 'grow to five, shrink to three');
         // The clients started on 1, 2 and 3: they moved on when 1 and 2 left.

@@ -1063,6 +1063,14 @@ export class Replica {
     // A replica that lost its data does not know what others announced until its own check has
     // rebuilt its records from theirs: it cannot vouch for anyone before that.
     if (this.phase === 'checking' && this.config.start?.kind === 'rejoin') return;
+    if (!membersOf(this.configuration).includes(from)) {
+      // Not a member in this replica's configuration: its start is not recorded here, so it is
+      // not confirmed here either. One of the two is behind: each tells the other its configuration.
+      this.catchUpConfiguration(from);
+      const c = this.record(CONFIG_KEY).chosen;
+      if (c !== null && !this.lostKeys.has(CONFIG_KEY)) this.send(from, { type: 'learn', key: CONFIG_KEY, entry: c });
+      return;
+    }
     const recorded = this.peerIncarnations.get(from) ?? 0;
     // The sender's data dir knows every incarnation up to its confirmed one and those it announced
     // since; anything else this replica recorded came from a life of the sender its dir lost.
@@ -1107,7 +1115,10 @@ export class Replica {
       const seen = incarnationCounter(msg.recorded);
       this.fail(
         start.kind === 'fresh' || start.kind === 'join'
-          ? `its data dir is new, but member ${from} has seen start ${seen} of it: this replica lost its data. ` +
+          ? start.kind === 'join'
+            ? `it joined with a new data dir, but member ${from} has seen start ${seen} of it: this member lost its data. ` +
+              `Replace it with a new member id (svrkit kv member replace ${this.config.id} <new id>)`
+            : `its data dir is new, but member ${from} has seen start ${seen} of it: this replica lost its data. ` +
               `Restart it with --rejoin on an empty data dir: it catches up and does not vote until that is safe`
           : `its data dir is older than it should be: member ${from} has seen start ${seen} of it, which its data dir does not know ` +
               `(it holds start ${incarnationCounter(start.incarnation)}; restored from an older copy?). ` +
