@@ -1,5 +1,5 @@
 /**
- * `svrkit kv member list|add|remove|replace`: the members of a PaxosKV cluster, changed online
+ * `svrkit kv member list|add|remove|replace|abort`: the members of a PaxosKV cluster, changed online
  * (services/paxoskv/core/membership.ts). A change goes through a joint configuration and ends once
  * its new voters have synced every key; the commands wait for that (`--timeout`, default 60 s).
  *
@@ -8,6 +8,7 @@
  *   svrkit kv member add 4 --address 127.0.0.1:7104 [--learner]
  *   svrkit kv member replace 3 4 --address 127.0.0.1:7104
  *   svrkit kv member remove 3
+ *   svrkit kv member abort        (a change whose new member never came up: back to the first half)
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
@@ -129,4 +130,7 @@ export function addKvMemberCommands(kv: Command): void {
     .argument('<new>', 'the new member\'s id', memberId)
     .requiredOption('--address <host:port>', 'where the new member listens', parseMemberAddress)
     .action((old: number, added: number, flags: ClientFlags & { address: string }) => change(flags, { kind: 'replace', remove: old, add: added, address: flags.address }));
+
+  sub('abort', 'take the change under way back to its first half (one whose new member never came up or cannot catch up); nothing when none is under way')
+    .action((flags: ClientFlags) => change(flags, { kind: 'abort' }));
 }

@@ -5,7 +5,7 @@
  *   svrkit kv serve --id N --address h:p --join 1=h:p,... --data-dir DIR     (a new member)
  *   svrkit kv up [--replicas 3] [--data-dir ./data/paxoskv] [--base-port 7101] [--host 127.0.0.1]
  *   svrkit kv get|put|delete|cas|status [--peers <list> | --data-dir DIR] ...
- *   svrkit kv member list|add|remove|replace ...                             (kv-member.ts)
+ *   svrkit kv member list|add|remove|replace|abort ...                       (kv-member.ts)
  *
  * `kv up` records its cluster in `<data-dir>/cluster.json` ({@link ClusterRecord}) before it starts
  * a replica, and refuses (exit 2, nothing started, nothing created) flags that differ from the

@@ -122,8 +122,9 @@ export class PaxosKVClient {
    * waits until the replicas finished it (the new voters synced every key) or the deadline
    * passed. Start a new member first (`svrkit kv serve --join`), and give its `address`.
    * Idempotent: a change already made returns the configuration as it is.
-   * @param change - `{ kind: 'add', member, address, learner? }`, `{ kind: 'remove', member }` or
-   *   `{ kind: 'replace', remove, add, address }`.
+   * @param change - `{ kind: 'add', member, address, learner? }`, `{ kind: 'remove', member }`,
+   *   `{ kind: 'replace', remove, add, address }`, or `{ kind: 'abort' }` (the change under way
+   *   back to its first half: for one whose new member never came up).
    * @param options - the deadline (default 60 s: a new member first copies every key).
    * @returns the stable configuration the change led to.
    * @throws RpcError FAILED_PRECONDITION (`MEMBERSHIP_CHANGE_REFUSED`) when the change breaks a
@@ -136,11 +137,16 @@ export class PaxosKVClient {
     const r = await this.call({ ...options, deadline, timeoutMs: undefined }, (stub, o) => stub.changeMembers(changeToPb(change), o));
     let c = membershipFromPb(r.configuration!);
     while (c.next !== undefined) {
-      if (Date.now() >= deadline) {
-        throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
+      const left = deadline - Date.now();
+      if (left <= 0) throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
+      await pause(Math.min(100, left), undefined);
+      try {
+        c = await this.members({ deadline });
+      } catch (err) {
+        // The deadline ran out while it asked: the change goes on.
+        if (Date.now() >= deadline - 1) throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
+        throw err;
       }
-      await pause(Math.min(100, Math.max(0, deadline - Date.now())), undefined);
-      c = await this.members({ deadline });
     }
     return c;
   }

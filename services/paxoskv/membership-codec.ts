@@ -67,14 +67,16 @@ export function changeFromPb(r: ChangeMembersRequest): MembershipChange {
       return { kind: 'remove', member: id(r.change.value.member, 'remove') };
     case 'replace':
       return { kind: 'replace', remove: id(r.change.value.remove, 'replace: remove'), add: id(r.change.value.add, 'replace: add'), ...address(r.change.value.address) };
+    case 'abort':
+      return { kind: 'abort' };
     default:
-      throw new MembershipError('no change given: add, remove or replace');
+      throw new MembershipError('no change given: add, remove, replace or abort');
   }
 }
 
 /**
  * A change as the client API carries it.
- * @throws MembershipError for a `set` change (the API takes add, remove and replace).
+ * @throws MembershipError for a `set` change (the API takes add, remove, replace and abort).
  */
 export function changeToPb(c: MembershipChange): ChangeMembersRequest {
   switch (c.kind) {
@@ -84,8 +86,10 @@ export function changeToPb(c: MembershipChange): ChangeMembersRequest {
       return { change: { $case: 'remove', value: { member: c.member } } };
     case 'replace':
       return { change: { $case: 'replace', value: { remove: c.remove, add: c.add, address: c.address ?? '' } } };
+    case 'abort':
+      return { change: { $case: 'abort', value: {} } };
     case 'set':
-      throw new MembershipError('the client API takes add, remove and replace, one member at a time');
+      throw new MembershipError('the client API takes add, remove, replace and abort, one member at a time');
   }
 }
 
@@ -104,6 +108,8 @@ export function changeDone(c: Configuration, change: MembershipChange): boolean 
       return !voter(change.member) && !learner(change.member);
     case 'replace':
       return !voter(change.remove) && !learner(change.remove) && (voter(change.add) || learner(change.add));
+    case 'abort':
+      return true;
     case 'set':
       return false;
   }

@@ -13,7 +13,7 @@ import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from
 import { changeDone, changeFromPb, membershipToPb } from './membership-codec.js';
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
-import { beginChange, describeConfiguration, encodeConfiguration, MembershipError, roleOf, type Configuration, type MembershipChange } from './core/membership.js';
+import { abortChange, beginChange, describeConfiguration, encodeConfiguration, MembershipError, roleOf, type Configuration, type MembershipChange } from './core/membership.js';
 import {
   chosenIndex,
   CONFIG_KEY,
@@ -400,7 +400,8 @@ export class PaxosKVReplica {
 
   /**
    * Begins a change of members: reads the configuration, and writes the joint configuration
-   * (membership.ts's `beginChange`); the replicas finish it once the new voters synced.
+   * (membership.ts's `beginChange`); the replicas finish it once the new voters synced. `abort`
+   * writes the joint configuration's first half instead (`abortChange`).
    * Idempotent: a change already begun, or already done, returns the configuration as it is.
    * @param change - what to change.
    * @param deadline - wall-clock ms.
@@ -420,6 +421,12 @@ export class PaxosKVReplica {
     }
     const current: Configuration = { ...read, addresses };
     if (changeDone(current, change)) return current;
+    if (current.next !== undefined && change.kind === 'abort') {
+      const back = abortChange(current);
+      const r = await this.request(CONFIG_KEY, { kind: 'put', value: encodeConfiguration(back), id: null }, deadline);
+      if (!r.ok) throw r.status === 'FAILED_PRECONDITION' ? kvErrors.MEMBERSHIP_CHANGE_REFUSED(r.message) : toRpcError(r);
+      return this.core.membership;
+    }
     if (current.next !== undefined) {
       // Begun already (a retried call), or another change under way.
       const first: Configuration = { epoch: current.epoch - 1, voters: current.voters, learners: current.learners, ...(current.addresses === undefined ? {} : { addresses: current.addresses }) };

@@ -141,6 +141,34 @@ async function servesReads(cluster: Cluster, id: number, others: number[]): Prom
   }
 }
 
+describe('a PaxosKV membership change whose new member never comes up', () => {
+  it('stays joint (kv member add ends DEADLINE_EXCEEDED), kv member abort takes it back, and writes go on', { timeout: 90_000 }, async () => {
+    const cluster = new Cluster(path.join(BASE, 'abort'));
+    try {
+      await cluster.start();
+      const peers = [1, 2, 3].map((id) => `${id}=${cluster.addresses.get(id)}`).join(',');
+      // The new member dies before it could copy anything.
+      await stopProc(await cluster.join(4, [1, 2, 3]), 'SIGKILL');
+      const add = await runSvrkit(['kv', 'member', 'add', '4', '--address', cluster.addresses.get(4)!, '--peers', peers, '--timeout', '3000']);
+      expect(add.code, add.stderr).toBe(1);
+      expect(add.stderr).toMatch(/DEADLINE_EXCEEDED: the membership change began and is not finished yet \(epoch 2: voters \[1,2,3\] -> \[1,2,3,4\]\)/);
+      const list = await runSvrkit(['kv', 'member', 'list', '--peers', peers]);
+      expect(list.code, list.stderr).toBe(0);
+      const rows = list.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(rows[0]).toMatchObject({ epoch: 2, voters: [1, 2, 3], changing: true, next: { voters: [1, 2, 3, 4] } });
+      expect(rows.find((r) => r.id === 4)).toMatchObject({ role: 'voter', change: 'joins', up: false });
+      const back = await cluster.member(['abort'], [1, 2, 3]);
+      expect(back).toMatchObject({ epoch: 3, voters: [1, 2, 3] });
+      // Nothing under way: abort again changes nothing.
+      expect(await cluster.member(['abort'], [1, 2, 3])).toMatchObject({ epoch: 3, voters: [1, 2, 3] });
+      const put = await runSvrkit(['kv', 'put', 'k', 'after the abort', '--peers', peers]);
+      expect(put.code, put.stderr).toBe(0);
+    } finally {
+      await cluster.stopAll();
+    }
+  });
+});
+
 describe('PaxosKV membership changes as real processes, under load', () => {
   it('replaces a SIGKILLed replica by a new, empty one: writes never stop, nothing is lost, the new one serves', { timeout: 120_000 }, () =>
     exclusively('timing', async () => {

@@ -1100,7 +1100,9 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
           ? `replace ${change.remove} by ${change.add}`
           : change.kind === 'set'
             ? `set voters [${change.voters.join(',')}]`
-            : `${change.kind} ${change.member}${change.kind === 'add' && change.learner === true ? ' (learner)' : ''}`;
+            : change.kind === 'abort'
+              ? 'abort'
+              : `${change.kind} ${change.member}${change.kind === 'add' && change.learner === true ? ' (learner)' : ''}`;
     }
     const writers = [...nodes.values()].filter((n) => n.core?.mode === 'voter');
     if (writers.length === 0) return;

@@ -64,7 +64,9 @@ export type MembershipChange =
   | { readonly kind: 'remove'; readonly member: MemberId }
   | { readonly kind: 'replace'; readonly remove: MemberId; readonly add: MemberId; readonly address?: string }
   /** Any new member lists at once (joint consensus takes any change; two members added, removed, or swapped). */
-  | { readonly kind: 'set'; readonly voters: readonly MemberId[]; readonly learners?: readonly MemberId[]; readonly addresses?: Readonly<Record<number, string>> };
+  | { readonly kind: 'set'; readonly voters: readonly MemberId[]; readonly learners?: readonly MemberId[]; readonly addresses?: Readonly<Record<number, string>> }
+  /** Takes the change under way back to its first half ({@link abortChange}); nothing when none is under way. */
+  | { readonly kind: 'abort' };
 
 /** A configuration or change that breaks a rule; the message says which. */
 export class MembershipError extends Error {
@@ -253,6 +255,8 @@ export function beginChange(current: Configuration, change: MembershipChange): C
       add(change.add, current.learners.includes(change.remove));
       addressFor(change.add, change.address);
       break;
+    case 'abort':
+      throw new MembershipError(`no change is under way (${describeConfiguration(current)}): nothing to take back`);
     case 'set':
       checkIds('voters', change.voters);
       checkIds('learners', change.learners ?? []);

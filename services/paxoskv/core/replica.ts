@@ -377,7 +377,7 @@ export class Replica {
   private finishProposedAt = -Infinity;
   /** A joining replica first named a learner syncs once (a voter syncs in every joint configuration). */
   private learnerSyncDue = false;
-  /** Why the replica was removed, when it was. */
+  /** Whether a configuration removed this replica (it then stops; see `failRemoved`). */
   private removedFromCluster = false;
   /** Prepares, accepts, reads and listings of a newer epoch, held until this replica adopts it. */
   private deferred: Array<{ from: MemberId; msg: EpochMessage }> = [];
