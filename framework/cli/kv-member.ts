@@ -13,6 +13,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import type { Configuration, MembershipChange } from '../../services/paxoskv/core/membership.js';
+import { membershipFromPb } from '../../services/paxoskv/membership-codec.js';
 import { RpcError, statusName } from '../wire/status.js';
 import { clusterChannel, resolveClientCluster } from './kv-cluster.js';
 import { jsonLine, refuse, withClient, withClientOptions, type ClientFlags } from './kv-client-command.js';
@@ -41,6 +42,20 @@ function configurationJson(c: Configuration): Record<string, unknown> {
   };
 }
 
+/** The highest-epoch configuration the `n` replicas of `kv` report in their own status (not linearizable), or undefined when none answers. */
+async function newestLocalConfiguration(kv: PaxosKVClient, n: number, timeoutMs: number): Promise<Configuration | undefined> {
+  let best: Configuration | undefined;
+  for (let i = 0; i < n; i++) {
+    try {
+      const s = await kv.status(i, { timeoutMs: Math.min(timeoutMs, 2000) });
+      if (s.configuration !== undefined && (best === undefined || Number(s.configuration.epoch) > best.epoch)) best = membershipFromPb(s.configuration);
+    } catch {
+      // down: the next one
+    }
+  }
+  return best;
+}
+
 /** Runs a change and prints the configuration it led to, with the time it took (ms). */
 function change(flags: ClientFlags, what: MembershipChange): Promise<void> {
   return withClient(flags, async () => undefined, async (kv) => {
@@ -62,17 +77,30 @@ export function addKvMemberCommands(kv: Command): void {
     .action(async (flags: ClientFlags) => {
       let kv: PaxosKVClient;
       let tls: Awaited<ReturnType<typeof clusterChannel>>;
+      let peerCount = 0;
       try {
         const cluster = await resolveClientCluster(flags);
         tls = await clusterChannel(cluster.tlsDir);
         kv = new PaxosKVClient({ peers: [...cluster.peers.values()], defaultTimeoutMs: flags.timeout, channel: tls });
+        peerCount = cluster.peers.size;
       } catch (err) {
         refuse(err);
         return;
       }
       try {
-        const c = await kv.members();
-        process.stdout.write(jsonLine(configurationJson(c)));
+        let c: Configuration;
+        try {
+          c = await kv.members();
+          process.stdout.write(jsonLine(configurationJson(c)));
+        } catch (err) {
+          // No linearizable read (most members down, say): the newest configuration any replica
+          // holds, marked as such, so that the rows below still show who is up.
+          const seen = await newestLocalConfiguration(kv, peerCount, flags.timeout);
+          if (seen === undefined) throw err;
+          c = seen;
+          process.stderr.write(`svrkit: the configuration could not be read through a quorum (${err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err)}); showing the newest one a replica holds\n`);
+          process.stdout.write(jsonLine({ ...configurationJson(c), linearizable: false }));
+        }
         const roles = new Map<number, string>();
         for (const l of [...c.learners, ...(c.next?.learners ?? [])]) roles.set(l, 'learner');
         for (const v of [...c.voters, ...(c.next?.voters ?? [])]) roles.set(v, 'voter');

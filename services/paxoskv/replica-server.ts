@@ -13,7 +13,7 @@ import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from
 import { changeDone, changeFromPb, membershipToPb } from './membership-codec.js';
 import { CORE_OUTCOMES, kvErrors } from './errors.js';
 import { Replica, type ReplicaMode, type StartState } from './core/replica.js';
-import { abortChange, beginChange, describeConfiguration, encodeConfiguration, MembershipError, roleOf, type Configuration, type MembershipChange } from './core/membership.js';
+import { abortChange, beginChange, describeConfiguration, encodeConfiguration, membersOf, MembershipError, roleOf, type Configuration, type MembershipChange } from './core/membership.js';
 import {
   chosenIndex,
   CONFIG_KEY,
@@ -157,6 +157,8 @@ export class PaxosKVReplica {
   private readonly server: Server;
   /** Channels to the peers, by member, with the address each was made for. */
   private readonly peers = new Map<MemberId, { address: string; client: PaxosPeerClient }>();
+  /** The configuration epoch the peer channels were last pruned at. */
+  private channelsEpoch = 0;
   private readonly outbox = new Map<MemberId, PeerMessage[]>();
   private readonly pending = new Map<number, (r: ClientResult) => void>();
   private readonly fingerprint: string;
@@ -787,6 +789,23 @@ export class PaxosKVReplica {
       const client = this.peerClient(to);
       if (client === undefined) continue; // no address known for it (yet): as a lost message
       for (const part of splitBatch(messages, MAX_PEER_BATCH_BYTES)) this.sendBatch(client, to, part);
+    }
+    this.dropChannelsOfFormerMembers();
+  }
+
+  /**
+   * Once a configuration no longer names a member, its channel is closed (a few seconds later:
+   * what was just sent to it, such as the news of its removal, goes out first).
+   */
+  private dropChannelsOfFormerMembers(): void {
+    const c = this.core.membership;
+    if (c.epoch === this.channelsEpoch) return;
+    this.channelsEpoch = c.epoch;
+    const members = new Set(membersOf(c));
+    for (const [id, peer] of this.peers) {
+      if (members.has(id)) continue;
+      this.peers.delete(id);
+      setTimeout(() => peer.client.close(), 5000).unref();
     }
   }
 

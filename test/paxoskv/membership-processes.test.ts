@@ -163,6 +163,15 @@ describe('a PaxosKV membership change whose new member never comes up', () => {
       expect(await cluster.member(['abort'], [1, 2, 3])).toMatchObject({ epoch: 3, voters: [1, 2, 3] });
       const put = await runSvrkit(['kv', 'put', 'k', 'after the abort', '--peers', peers]);
       expect(put.code, put.stderr).toBe(0);
+      // With most members down there is no quorum to read the configuration through: kv member
+      // list shows the newest one a replica holds, says so, and who is up.
+      for (const id of [2, 3]) await stopProc(cluster.replicas.get(id)!, 'SIGKILL');
+      const down = await runSvrkit(['kv', 'member', 'list', '--peers', peers, '--timeout', '1500']);
+      expect(down.code, down.stderr).toBe(0);
+      expect(down.stderr).toMatch(/could not be read through a quorum/);
+      const seen = down.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(seen[0]).toMatchObject({ epoch: 3, voters: [1, 2, 3], linearizable: false });
+      expect(seen.slice(1).map((r) => [r.id, r.up])).toEqual([[1, true], [2, false], [3, false]]);
     } finally {
       await cluster.stopAll();
     }
