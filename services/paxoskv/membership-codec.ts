@@ -3,7 +3,7 @@
  * protobuf form in PaxosKV's client API (`Members`, `ChangeMembers`, `Status`). Decoding a change
  * validates it: a bad one is refused with a message naming what was wrong.
  */
-import { MembershipError, type MembershipChange } from './core/membership.js';
+import { membersOf, MembershipError, type MembershipChange } from './core/membership.js';
 import { MAX_MEMBER_ID, type Configuration, type MemberId } from './core/types.js';
 import type { ChangeMembersRequest, Membership } from './gen/svrkit/paxoskv/paxoskv.js';
 
@@ -14,13 +14,10 @@ import type { ChangeMembersRequest, Membership } from './gen/svrkit/paxoskv/paxo
  * @returns the `Membership` message, with an address for every member whose address is known.
  */
 export function membershipToPb(c: Configuration, addressOf: (member: MemberId) => string | undefined): Membership {
-  const members = new Set([...c.voters, ...c.learners, ...(c.next?.voters ?? []), ...(c.next?.learners ?? [])]);
-  const addresses = [...members]
-    .sort((a, b) => a - b)
-    .flatMap((member) => {
-      const address = addressOf(member);
-      return address === undefined ? [] : [{ member, address }];
-    });
+  const addresses = membersOf(c).flatMap((member) => {
+    const address = addressOf(member);
+    return address === undefined ? [] : [{ member, address }];
+  });
   return {
     epoch: BigInt(c.epoch),
     voters: [...c.voters],

@@ -417,7 +417,7 @@ export class PaxosKVReplica {
     // Every member's address goes into the configuration: a member that joined knows only those
     // of the replicas it was told to ask.
     const addresses: Record<number, string> = {};
-    for (const m of [...read.voters, ...read.learners, ...(read.next?.voters ?? []), ...(read.next?.learners ?? [])]) {
+    for (const m of membersOf(read)) {
       const a = this.addressOf(m);
       if (a !== undefined) addresses[m] = a;
     }
@@ -700,7 +700,7 @@ export class PaxosKVReplica {
     // replica asking for the configuration, or a member of a configuration this one has not
     // adopted yet (its messages carry that newer epoch, and the core catches it up).
     const epoch = this.core.membership.epoch;
-    const known = roleOf(this.core.membership, from) !== 'removed' || this.options.members.has(from);
+    const known = this.core.isMember(from) || this.options.members.has(from);
     if (!known && (messages.length === 0 || !messages.every((m) => (m.type === 'catchUp' && m.key === CONFIG_KEY) || ('epoch' in m && m.epoch > epoch)))) {
       throw kvErrors.NOT_A_PEER(from, this.fingerprint);
     }

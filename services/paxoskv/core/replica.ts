@@ -295,6 +295,13 @@ interface SyncState {
   noticeSentAt: number;
 }
 
+/** How many of a sync's sources have listed every key (this replica's own listing included). */
+function listingsDone(sync: SyncState): number {
+  let n = sync.selfCounts && sync.ownAfter === null ? 1 : 0;
+  for (const s of sync.sweeps.values()) if (s.done) n++;
+  return n;
+}
+
 /** The messages that carry the sender's epoch, which the epoch fence checks. */
 type EpochMessage = Extract<PeerMessage, { type: 'prepare' | 'accept' | 'read' | 'listKeys' }>;
 
@@ -318,6 +325,8 @@ export class Replica {
   /** Every other member (voters and learners): chosen entries are announced to them. */
   private peers!: readonly MemberId[];
   private voterSet!: ReadonlySet<MemberId>;
+  /** Every member of the configuration (both halves, voters and learners), this one included. */
+  private memberSet!: ReadonlySet<MemberId>;
   private readonly phaseTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly backoffMs: number;
@@ -459,12 +468,19 @@ export class Replica {
     const voters = votersOf(c);
     this.voterSet = new Set(voters);
     this.otherVoters = voters.filter((m) => m !== this.config.id);
-    this.peers = membersOf(c).filter((m) => m !== this.config.id);
+    const members = membersOf(c);
+    this.memberSet = new Set(members);
+    this.peers = members.filter((m) => m !== this.config.id);
   }
 
   /** The configuration this replica acts under (see membership.ts). */
   get membership(): Configuration {
     return this.configuration;
+  }
+
+  /** Whether `member` is a member (voter or learner, either half) of the configuration this replica acts under. */
+  isMember(member: MemberId): boolean {
+    return this.memberSet.has(member);
   }
 
   /** The configuration whose quorums the proposer counts: the current one (a planted bug counts by the stable one before the change, on odd members). */
@@ -517,8 +533,7 @@ export class Replica {
   get syncProgress(): { epoch: number; done: boolean; listed: number; sources: number; keysWaiting: number; synced: MemberId[]; syncsDone: number } | undefined {
     const sync = this.sync;
     if (sync === undefined || sync.epoch !== this.configuration.epoch) return undefined;
-    let listed = sync.selfCounts && sync.ownAfter === null ? 1 : 0;
-    for (const s of sync.sweeps.values()) if (s.done) listed++;
+    const listed = listingsDone(sync);
     return {
       epoch: sync.epoch,
       done: sync.done,
@@ -1063,7 +1078,7 @@ export class Replica {
     // A replica that lost its data does not know what others announced until its own check has
     // rebuilt its records from theirs: it cannot vouch for anyone before that.
     if (this.phase === 'checking' && this.config.start?.kind === 'rejoin') return;
-    if (!membersOf(this.configuration).includes(from)) {
+    if (!this.memberSet.has(from)) {
       // Not a member in this replica's configuration: its start is not recorded here, so it is
       // not confirmed here either. One of the two is behind: each tells the other its configuration.
       this.catchUpConfiguration(from);
@@ -1089,7 +1104,7 @@ export class Replica {
   }
 
   private recordIncarnation(member: MemberId, incarnation: number): void {
-    if (member === this.config.id || !membersOf(this.configuration).includes(member) || incarnation <= (this.peerIncarnations.get(member) ?? 0)) return;
+    if (member === this.config.id || !this.memberSet.has(member) || incarnation <= (this.peerIncarnations.get(member) ?? 0)) return;
     this.peerIncarnations.set(member, incarnation);
     const merged = new Map(this.out.meta?.peerIncarnations ?? []);
     merged.set(member, incarnation);
@@ -1417,9 +1432,7 @@ export class Replica {
     const sync = this.sync;
     if (sync === undefined || sync.done || sync.epoch !== this.configuration.epoch || sync.targets.size > 0) return;
     if (this.phase !== 'voter' && this.phase !== 'learner') return;
-    let listed = sync.selfCounts && sync.ownAfter === null ? 1 : 0;
-    for (const s of sync.sweeps.values()) if (s.done) listed++;
-    if (2 * listed <= sync.sources.length) return;
+    if (2 * listingsDone(sync) <= sync.sources.length) return;
     sync.done = true;
     this.syncsDone++;
     this.learnerSyncDue = false;
@@ -1810,7 +1823,10 @@ export class Replica {
     // record): a member it removes learns so, and one it adds learns it first.
     const before = this.peers;
     if (next !== undefined) this.persist(task.key, next);
-    for (const p of new Set([...before, ...this.peers])) this.send(p, { type: 'learn', key: task.key, entry });
+    const learnMsg: PeerMessage = { type: 'learn', key: task.key, entry };
+    for (const p of this.peers) this.send(p, learnMsg);
+    // A configuration adopted with it (a new peers list): the members it removed hear of it too.
+    if (this.peers !== before) for (const p of before) if (!this.memberSet.has(p)) this.send(p, learnMsg);
     // The configuration chosen removed this replica, or made it a learner: every operation was
     // answered already (`fail`, `dropTasks`).
     if (this.tasks.get(task.key) !== task) return;
