@@ -120,7 +120,10 @@ export function readState(record: KeyRecord, msg: { key: string; readId: number;
     readId: msg.readId,
     chosenIndex: c,
     entry: c > msg.knownIndex ? record.chosen : null,
-    pendingAccepted: record.accepted,
+    // A record fenced past the next instance (its replica lost its data and rejoined) cannot vouch
+    // that nothing was accepted there: it reports a value as possibly pending (ballot 1), so that a
+    // read does not confirm on its word alone.
+    pendingAccepted: record.accepted !== 0 ? record.accepted : record.fence > c + 1 ? 1 : 0,
     readerIncarnation: msg.readerIncarnation,
   };
 }

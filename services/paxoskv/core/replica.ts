@@ -1192,7 +1192,8 @@ export class Replica {
       listId: msg.listId,
       keys: keys.map((key, i) => {
         const rec = states[i]!;
-        return { key, chosenIndex: chosenIndex(rec), pending: rec.accepted !== 0 };
+        // Fenced past the next instance: it may have lost an accept there (as for a read, `readState`).
+        return { key, chosenIndex: chosenIndex(rec), pending: rec.accepted !== 0 || rec.fence > chosenIndex(rec) + 1 };
       }),
       done: keys.length < limit,
     });
