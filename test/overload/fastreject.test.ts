@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, RpcError, Status } from '../../framework/index.js';
 import { WorkDefinition } from '../../bench/overload/gen/work.js';
 import { HealthClient, HealthCheckResponse_ServingStatus } from '../../framework/builtin/gen/svrkit/health.js';
+import { exclusively } from '../support/exclusive.js';
 import { killAll, repoRoot } from '../support/processes.js';
 
 const children: ChildProcess[] = [];
@@ -80,7 +81,8 @@ function median(xs: number[]): number {
 }
 
 describe('FastReject under a burst', () => {
-  it('refuses low-priority calls quickly, serves high-priority ones, and stays up', async () => {
+  // An overload on purpose, with both cores busy: alone with the tests that measure time (exclusive.ts).
+  it('refuses low-priority calls quickly, serves high-priority ones, and stays up', () => exclusively('timing', async () => {
     const server = await startServer(JSON.stringify({ windowMs: 200, alpha: 0.3 }));
     const ch = new Channel(server.address, { retryPolicy: false, adaptiveThrottle: false });
     try {
@@ -101,9 +103,9 @@ describe('FastReject under a burst', () => {
     } finally {
       ch.close();
     }
-  }, 60_000);
+  }), 180_000);
 
-  it('in dry-run mode decides and logs, but refuses nothing', async () => {
+  it('in dry-run mode decides and logs, but refuses nothing', () => exclusively('timing', async () => {
     const server = await startServer(JSON.stringify({ windowMs: 200, alpha: 0.3, dryRun: true }));
     const ch = new Channel(server.address, { retryPolicy: false, adaptiveThrottle: false });
     try {
@@ -113,5 +115,5 @@ describe('FastReject under a burst', () => {
     } finally {
       ch.close();
     }
-  }, 60_000);
+  }), 180_000);
 });

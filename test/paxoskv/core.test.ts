@@ -1220,6 +1220,37 @@ describe('membership changes (issue 16): joint configurations, the sync, and joi
     expect(c.results.get(w)).toMatchObject({ ok: true, kind: 'write' });
   });
 
+  it('a change right after another finishes as soon as its voters synced: the pause between finish proposals is per change', () => {
+    // Seen on real processes (kv member remove twice): the second change waited out the first
+    // one's pause between finish proposals (1 s), and writes stalled.
+    const c = new Cluster([1, 2, 3, 4, 5]);
+    const none = new Map<MemberId, number>();
+    for (const id of [1, 2, 3, 4, 5]) c.boot(id, { kind: 'fresh', incarnation: 0, peerIncarnations: none });
+    c.deliver();
+    for (const key of ['a', 'b', 'c']) {
+      c.request(2, { kind: 'put', value: bytes(key), id: null }, key);
+      c.deliver();
+    }
+    /** Begins the change through `via`, then ticks 10 ms at a time: the ms until it finished. */
+    const finishes = (via: MemberId, step: Parameters<typeof beginChange>[1]): number => {
+      const joint = beginChange(c.replicas.get(via)!.membership, step);
+      change(c, via, joint);
+      const began = c.now;
+      for (;;) {
+        c.deliver();
+        if (c.replicas.get(via)!.membership.epoch === joint.epoch + 1) return c.now - began;
+        expect(c.now - began, `${JSON.stringify(step)} unfinished`).toBeLessThan(5000);
+        c.tick(10);
+      }
+    };
+    const first = finishes(2, { kind: 'remove', member: 1 });
+    const second = finishes(3, { kind: 'remove', member: 2 });
+    expect(c.replicas.get(3)!.membership).toMatchObject({ voters: [3, 4, 5] });
+    // Both within a few ticks (the sync of three keys), far below the 1 s pause.
+    expect(first).toBeLessThanOrEqual(100);
+    expect(second).toBeLessThanOrEqual(100);
+  });
+
   /** Epoch 2 (same members) chosen by 1 and 2 only: 3 never hears of it. */
   function atEpoch2Of(c: Cluster): Cluster {
     const ref = c.request(1, { kind: 'put', value: encodeConfiguration({ epoch: 2, voters: [1, 2, 3], learners: [] }), id: null }, CONFIG_KEY);

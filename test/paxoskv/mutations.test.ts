@@ -21,6 +21,7 @@
  * steps, lost data dirs), which keeps them fast and the control runs meaningful.
  */
 import { describe, expect, it } from 'vitest';
+import { exclusively } from '../support/exclusive.js';
 import { defaultSimOptions, HOT_KEY_WORKLOAD, runAndCheck, type SimOptions, type SimPlantedBug } from './simulator.js';
 
 /** A seed's default mix, without the faults that none of the planted bugs needs. */
@@ -112,19 +113,22 @@ const MUTATIONS: readonly Mutation[] = [
 
 describe('PaxosKV simulator mutation checks: planted bugs are caught', () => {
   for (const m of MUTATIONS) {
-    it(`catches ${m.bug} within ${m.maxSeeds} seeds (${m.note})`, () => {
+    // Simulations take a core: they run alone with the tests that measure time (exclusive.ts).
+    it(`catches ${m.bug} within ${m.maxSeeds} seeds (${m.note})`, { timeout: 180_000 }, () => exclusively('timing', async () => {
       // The profile must do real work without the bug, or the bug has nothing to break.
       const baseline = runAndCheck(m.profile(1));
       expect(baseline.stats.writes, `the ${m.bug} profile acknowledges no write without the bug`).toBeGreaterThan(0);
       let caught: { seed: number; text: string } | undefined;
       for (let seed = 1; seed <= m.maxSeeds && caught === undefined; seed++) {
         const r = runAndCheck({ ...m.profile(seed), plantedBug: m.bug });
+        // The lock's holder refreshes it from a timer: let timers run between seeds.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         if (r.problem !== undefined) caught = { seed, text: r.problem.text };
       }
       expect(caught, `${m.bug} went unnoticed in seeds 1..${m.maxSeeds}`).toBeDefined();
       const control = runAndCheck(m.profile(caught!.seed));
       expect(control.problem?.text, `seed ${caught!.seed} fails without ${m.bug} too`).toBeUndefined();
       console.log(`${m.bug}: caught at seed ${caught!.seed}: ${caught!.text.slice(0, 300)}`);
-    });
+    }));
   }
 });

@@ -832,6 +832,8 @@ export class Replica {
     this.out.meta = { ...this.out.meta, configuration: c };
     this.adopted = true;
     this.syncedBy = new Set();
+    // The pause between `finish` proposals is per change: the next change may finish at once.
+    this.finishProposedAt = -Infinity;
     this.ownedInEpoch.clear();
     const role = roleOf(c, this.config.id);
     if (this.phase === 'joining') {
