@@ -61,13 +61,18 @@ const CLUSTER_FORMAT_TLS = 'svrkit-kv-up/2';
 export interface ClusterRecord {
   /** `svrkit-kv-up/1`, or `svrkit-kv-up/2` for a cluster over TLS (with `tlsDir`). */
   format: string;
-  /** Replicas (odd); replica i keeps its data in `<data-dir>/replica-i`. */
+  /**
+   * Replicas (odd) per group; replica i keeps its data in `<data-dir>/replica-i` (one group), or
+   * replica i of group g in `<data-dir>/group-g/replica-i` (many).
+   */
   replicas: number;
+  /** Groups of replicas keys are routed over (services/paxoskv/routing.ts); absent: 1. */
+  groups?: number;
   /** Interface and address of every replica. */
   host: string;
-  /** Port of replica 1; replica i listens on basePort+i-1. */
+  /** Port of replica 1; replica i (of group g) listens on basePort+(g-1)*replicas+i-1. */
   basePort: number;
-  /** The peer list, as `--peers` takes it: `1=host:port,2=host:port,...`. */
+  /** The peer list, as `--peers` takes it: `1=host:port,2=host:port,...` (group 1's, the system group's, with many). */
   peers: string;
   /** The TLS dir (absolute) when the cluster runs over TLS (`kv up --tls-dir`); absent for plain TCP. */
   tlsDir?: string;
@@ -75,21 +80,32 @@ export interface ClusterRecord {
 
 /** The flags of `kv up` that make its cluster. */
 export interface UpFlags {
-  /** `--replicas`: how many replicas (odd). */
+  /** `--replicas`: how many replicas (odd) per group. */
   replicas: number;
+  /** `--groups`: how many groups (1: one group, nothing routed). */
+  groups: number;
   /** `--host`: interface and address of every replica. */
   host: string;
   /** `--base-port`: port of replica 1. */
   basePort: number;
 }
 
-/** The peer list of a `kv up` cluster: `1=host:base,2=host:base+1,...`. */
-export function upPeers(flags: UpFlags): string {
-  return Array.from({ length: flags.replicas }, (_, i) => `${i + 1}=${flags.host}:${flags.basePort + i}`).join(',');
+/**
+ * The peer list of group `group` of a `kv up` cluster: `1=host:p,2=host:p+1,...` from
+ * p = base + (group-1) * replicas.
+ */
+export function upPeers(flags: Omit<UpFlags, 'groups'>, group = 1): string {
+  const first = flags.basePort + (group - 1) * flags.replicas;
+  return Array.from({ length: flags.replicas }, (_, i) => `${i + 1}=${flags.host}:${first + i}`).join(',');
+}
+
+/** The data dir of replica `id` of group `group` of the cluster `record` in `dataDir`. */
+export function replicaDataDir(dataDir: string, record: ClusterRecord, group: number, id: number): string {
+  return (record.groups ?? 1) === 1 ? path.join(dataDir, `replica-${id}`) : path.join(dataDir, `group-${group}`, `replica-${id}`);
 }
 
 function newRecord(flags: UpFlags): ClusterRecord {
-  return { format: CLUSTER_FORMAT, replicas: flags.replicas, host: flags.host, basePort: flags.basePort, peers: upPeers(flags) };
+  return { format: CLUSTER_FORMAT, replicas: flags.replicas, ...(flags.groups === 1 ? {} : { groups: flags.groups }), host: flags.host, basePort: flags.basePort, peers: upPeers(flags) };
 }
 
 /**
@@ -116,14 +132,15 @@ export async function readClusterRecord(dataDir: string): Promise<ClusterRecord 
     throw bad(`not JSON: ${(err as Error).message}`);
   }
   if (r === null || typeof r !== 'object' || (r.format !== CLUSTER_FORMAT && r.format !== CLUSTER_FORMAT_TLS)) throw bad(`format is not ${CLUSTER_FORMAT} or ${CLUSTER_FORMAT_TLS}`);
-  const { replicas, host, basePort, peers, tlsDir } = r;
+  const { replicas, host, basePort, peers, tlsDir, groups } = r;
   if (!Number.isInteger(replicas) || replicas! < 1 || typeof host !== 'string' || !Number.isInteger(basePort) || typeof peers !== 'string') {
     throw bad('replicas, host, basePort or peers missing');
   }
+  if (groups !== undefined && (!Number.isInteger(groups) || groups < 2 || groups > MAX_UP_GROUPS)) throw bad(`groups is not 2-${MAX_UP_GROUPS}`);
   if (tlsDir !== undefined && (typeof tlsDir !== 'string' || !path.isAbsolute(tlsDir))) throw bad('tlsDir is not an absolute path');
   if ((r.format === CLUSTER_FORMAT_TLS) !== (tlsDir !== undefined)) throw bad(`${r.format} ${tlsDir === undefined ? 'without' : 'with'} tlsDir`);
   if (peers !== upPeers({ replicas: replicas!, host, basePort: basePort! })) throw bad('peers do not match replicas, host and basePort');
-  return { format: r.format, replicas: replicas!, host, basePort: basePort!, peers, ...(tlsDir === undefined ? {} : { tlsDir }) };
+  return { format: r.format, replicas: replicas!, ...(groups === undefined ? {} : { groups }), host, basePort: basePort!, peers, ...(tlsDir === undefined ? {} : { tlsDir }) };
 }
 
 /** The member ids of the `replica-N` dirs in `dataDir`, ascending (none when it does not exist). */
@@ -141,7 +158,10 @@ async function replicaDirIds(dataDir: string): Promise<number[]> {
   }).sort((a, b) => a - b);
 }
 
-const FLAG_NAMES: Record<keyof UpFlags, string> = { replicas: '--replicas', basePort: '--base-port', host: '--host' };
+const FLAG_NAMES: Record<keyof UpFlags, string> = { replicas: '--replicas', groups: '--groups', basePort: '--base-port', host: '--host' };
+
+/** The most groups `kv up` runs. */
+export const MAX_UP_GROUPS = 16;
 
 /** What `kv up` is to run: the cluster, and whether `cluster.json` already holds it. */
 export interface UpPlan {
@@ -159,14 +179,16 @@ export interface UpPlan {
  * @throws KvUsageError naming each flag that differs and the value that would work.
  */
 export function checkAgainst(dataDir: string, record: ClusterRecord, flags: UpFlags, given: ReadonlySet<keyof UpFlags>): void {
-  const differ = (['replicas', 'basePort', 'host'] as const).filter((k) => given.has(k) && flags[k] !== record[k]);
+  const recorded = (k: keyof UpFlags): number | string => (k === 'groups' ? (record.groups ?? 1) : record[k]);
+  const differ = (['replicas', 'groups', 'basePort', 'host'] as const).filter((k) => given.has(k) && flags[k] !== recorded(k));
   if (differ.length === 0) return;
   const one = differ.length === 1;
+  const groups = record.groups ?? 1;
   throw new KvUsageError(
-    `data dir ${dataDir} holds a ${record.replicas}-replica cluster (peers ${record.peers}); ` +
+    `data dir ${dataDir} holds a ${groups === 1 ? '' : `${groups}-group, `}${record.replicas}-replica cluster (peers ${record.peers}); ` +
       `${differ.map((k) => `${FLAG_NAMES[k]} ${flags[k]}`).join(' and ')} ${one ? 'differs' : 'differ'}: ` +
-      `use ${differ.map((k) => `${FLAG_NAMES[k]} ${record[k]}`).join(' ')} (or leave ${one ? 'it' : 'them'} out), or a new --data-dir ` +
-      `(a cluster's replicas and peer list cannot change)`,
+      `use ${differ.map((k) => `${FLAG_NAMES[k]} ${recorded(k)}`).join(' ')} (or leave ${one ? 'it' : 'them'} out), or a new --data-dir ` +
+      `(a cluster's groups, replicas and peer list cannot change)`,
   );
 }
 
@@ -204,7 +226,10 @@ export async function planCluster(dataDir: string, flags: UpFlags, given: Readon
         `use --replicas ${n} (or leave it out), or a new --data-dir (a cluster's replicas and peer list cannot change)`,
     );
   }
-  return { record: newRecord({ ...flags, replicas: n }), recorded: false };
+  if (given.has('groups') && flags.groups !== 1) {
+    throw new KvUsageError(`data dir ${dataDir} holds a one-group cluster (replica-1 ... replica-${n}); --groups ${flags.groups} differs: leave it out, or use a new --data-dir`);
+  }
+  return { record: newRecord({ ...flags, groups: 1, replicas: n }), recorded: false };
 }
 
 /**

@@ -9,6 +9,9 @@
  *   svrkit kv member replace 3 4 --address 127.0.0.1:7104
  *   svrkit kv member remove 3
  *   svrkit kv member abort        (a change whose new member never came up: back to the first half)
+ *
+ * In a cluster of many groups, `--group G` names the group (each has its own members); after a
+ * change, the routing table gets the group's new addresses (a new routing epoch).
  */
 import { InvalidArgumentError, type Command } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
@@ -56,14 +59,20 @@ async function newestLocalConfiguration(kv: PaxosKVClient, n: number, timeoutMs:
   return best;
 }
 
-/** Runs a change and prints the configuration it led to, with the time it took (ms). */
-function change(flags: ClientFlags, what: MembershipChange): Promise<void> {
+/** The flags of the member commands. */
+type MemberFlags = ClientFlags & { group?: number };
+
+/** Runs a change and prints the configuration it led to, with the time it took (ms) and, in a cluster of many groups, the routing epoch after it. */
+function change(flags: MemberFlags, what: MembershipChange): Promise<void> {
   return withClient(flags, async () => undefined, async (kv) => {
     const started = Date.now();
-    const c = await kv.changeMembers(what, { timeoutMs: flags.timeout });
-    return { ...configurationJson(c), ms: Date.now() - started };
+    const c = await kv.changeMembers(what, { timeoutMs: flags.timeout, ...(flags.group === undefined ? {} : { group: flags.group }) });
+    return { ...(flags.group === undefined ? {} : { group: flags.group, routingEpoch: kv.routing?.epoch }), ...configurationJson(c), ms: Date.now() - started };
   });
 }
+
+/** Adds `--group <n>`. */
+const withGroup = (cmd: Command): Command => cmd.option('--group <n>', 'in a cluster of many groups: the group (each has its own members)', intOption('group', 1, 0xffff));
 
 /**
  * Adds `svrkit kv member ...` to the `kv` command.
@@ -71,10 +80,10 @@ function change(flags: ClientFlags, what: MembershipChange): Promise<void> {
  */
 export function addKvMemberCommands(kv: Command): void {
   const member = kv.command('member').description('the members of the cluster, changed online: list, add, remove, replace (a change waits until its new voters have copied every key)');
-  const sub = (name: string, description: string) => withClientOptions(member.command(name).description(description), 60_000);
+  const sub = (name: string, description: string) => withGroup(withClientOptions(member.command(name).description(description), 60_000));
 
-  withClientOptions(member.command('list').description('the configuration (read linearizably), then one JSON line per member: address, role, and its own view (mode, epoch, keys, sync)'))
-    .action(async (flags: ClientFlags) => {
+  withGroup(withClientOptions(member.command('list').description('the configuration (read linearizably), then one JSON line per member: address, role, and its own view (mode, epoch, keys, sync)')))
+    .action(async (flags: MemberFlags) => {
       let kv: PaxosKVClient;
       let tls: Awaited<ReturnType<typeof clusterChannel>>;
       let peerCount = 0;
@@ -89,17 +98,20 @@ export function addKvMemberCommands(kv: Command): void {
       }
       try {
         let c: Configuration;
+        const group = flags.group === undefined ? {} : { group: flags.group };
         try {
-          c = await kv.members();
-          process.stdout.write(jsonLine(configurationJson(c)));
+          c = await kv.members(group);
+          process.stdout.write(jsonLine({ ...group, ...configurationJson(c) }));
         } catch (err) {
           // No linearizable read (most members down, say): the newest configuration any replica
           // holds, marked as such, so that the rows below still show who is up.
-          const seen = await newestLocalConfiguration(kv, peerCount, flags.timeout);
+          const replicas = flags.group === undefined ? undefined : kv.routing?.groups.find((g) => g.id === flags.group)?.replicas;
+          const ofGroup = replicas === undefined ? undefined : new PaxosKVClient({ peers: replicas, channel: tls });
+          const seen = await newestLocalConfiguration(ofGroup ?? kv, replicas?.length ?? peerCount, flags.timeout).finally(() => ofGroup?.close());
           if (seen === undefined) throw err;
           c = seen;
           process.stderr.write(`svrkit: the configuration could not be read through a quorum (${err instanceof RpcError ? `${statusName(err.code)}: ${err.message}` : String(err)}); showing the newest one a replica holds\n`);
-          process.stdout.write(jsonLine({ ...configurationJson(c), linearizable: false }));
+          process.stdout.write(jsonLine({ ...group, ...configurationJson(c), linearizable: false }));
         }
         const roles = new Map<number, string>();
         for (const l of [...c.learners, ...(c.next?.learners ?? [])]) roles.set(l, 'learner');
@@ -145,20 +157,20 @@ export function addKvMemberCommands(kv: Command): void {
     .argument('<id>', 'the new member\'s id (1-65535)', memberId)
     .option('--address <host:port>', 'where the new member listens (needed for a new member)', parseMemberAddress)
     .option('--learner', 'it only learns (no votes, no clients)')
-    .action((id: number, flags: ClientFlags & { address?: string; learner?: boolean }) =>
+    .action((id: number, flags: MemberFlags & { address?: string; learner?: boolean }) =>
       change(flags, { kind: 'add', member: id, ...(flags.learner === true ? { learner: true } : {}), ...(flags.address === undefined ? {} : { address: flags.address }) }),
     );
 
   sub('remove', 'remove a member; it stops serving and says why (keep its process up until every member shows the new epoch: it tells the configuration to any that missed it)')
     .argument('<id>', 'the member to remove', memberId)
-    .action((id: number, flags: ClientFlags) => change(flags, { kind: 'remove', member: id }));
+    .action((id: number, flags: MemberFlags) => change(flags, { kind: 'remove', member: id }));
 
   sub('replace', 'replace a member (a dead one, say) by a new one, in one change: start the new one first with kv serve --join')
     .argument('<old>', 'the member to remove', memberId)
     .argument('<new>', 'the new member\'s id', memberId)
     .requiredOption('--address <host:port>', 'where the new member listens', parseMemberAddress)
-    .action((old: number, added: number, flags: ClientFlags & { address: string }) => change(flags, { kind: 'replace', remove: old, add: added, address: flags.address }));
+    .action((old: number, added: number, flags: MemberFlags & { address: string }) => change(flags, { kind: 'replace', remove: old, add: added, address: flags.address }));
 
   sub('abort', 'take the change under way back to its first half (one whose new member never came up or cannot catch up); nothing when none is under way')
-    .action((flags: ClientFlags) => change(flags, { kind: 'abort' }));
+    .action((flags: MemberFlags) => change(flags, { kind: 'abort' }));
 }

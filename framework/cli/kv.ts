@@ -3,7 +3,9 @@
  *
  *   svrkit kv serve --id N --peers 1=h:p,2=h:p,3=h:p --data-dir DIR [--learners IDS] [--rejoin]
  *   svrkit kv serve --id N --address h:p --join 1=h:p,... --data-dir DIR     (a new member)
- *   svrkit kv up [--replicas 3] [--data-dir ./data/paxoskv] [--base-port 7101] [--host 127.0.0.1]
+ *   svrkit kv serve ... --group G --routing 1=h:p,...                         (a replica of group G of many)
+ *   svrkit kv up [--replicas 3] [--groups 1] [--data-dir ./data/paxoskv] [--base-port 7101] [--host 127.0.0.1]
+ *   svrkit kv routing                                                          (the routing table of many groups)
  *   svrkit kv get|put|delete|cas|status [--peers <list> | --data-dir DIR] ...
  *   svrkit kv member list|add|remove|replace|abort ...                       (kv-member.ts)
  *
@@ -18,6 +20,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
@@ -29,6 +32,8 @@ import { createClusterCertificates } from '../../services/paxoskv/certificates.j
 import { readReplicaTls, type ReplicaTls } from '../../services/paxoskv/tls.js';
 import { SvrkitMetrics, type MetricsEndpoint } from '../metrics/metrics.js';
 import { RpcError, statusName } from '../wire/status.js';
+import type { ChannelOptions } from '../client/channel.js';
+import { decodeRoutingTable, RoutingRing, type RoutingTable } from '../../services/paxoskv/routing.js';
 import {
   checkAgainst,
   CLUSTER_FILE,
@@ -39,8 +44,11 @@ import {
   KvUsageError,
   parsePeers,
   planCluster,
+  MAX_UP_GROUPS,
   portFree,
+  replicaDataDir,
   resolveClientCluster,
+  upPeers,
   withTlsDir,
   writeClusterRecord,
   type ClusterRecord,
@@ -105,9 +113,54 @@ async function clusterToJoin(join: ReadonlyMap<number, string>, tls: ReplicaTls 
   }
 }
 
+/**
+ * `kv up` of many groups: writes the first routing table (epoch 1: group g at its `kv up`
+ * addresses) into the system group once it serves, unless one is there already (a restart; later
+ * epochs came from membership changes). Tries again every second until it is written or `stopped()`.
+ */
+async function publishFirstRouting(record: ClusterRecord, channel: ChannelOptions | undefined, stopped: () => boolean): Promise<void> {
+  const groups = record.groups ?? 1;
+  const table: RoutingTable = {
+    epoch: 1,
+    groups: Array.from({ length: groups }, (_, i) => ({ id: i + 1, replicas: [...parsePeers(upPeers(record, i + 1)).values()] })),
+  };
+  const client = new PaxosKVClient({ peers: [...parsePeers(record.peers).values()], ...(channel === undefined ? {} : { channel }) });
+  try {
+    while (!stopped()) {
+      try {
+        const current = (await client.routingTable({ timeoutMs: 3000 })) ?? (await client.setRoutingTable(table, { timeoutMs: 3000 }));
+        process.stdout.write(`svrkit: routing table epoch ${current.epoch}: keys hashed over groups ${current.groups.map((g) => g.id).join(', ')} (svrkit kv routing shows it)\n`);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Reads a routing table for `kv routing --set` from a file (`-`: stdin).
+ * @throws KvUsageError naming the file and what is wrong with it.
+ */
+async function tableInput(file: string): Promise<RoutingTable> {
+  let bytes: Uint8Array;
+  try {
+    bytes = file === '-' ? await valueInput(undefined, false) : await readFile(file);
+  } catch (err) {
+    throw new KvUsageError(`--set ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return decodeRoutingTable(bytes);
+  } catch (err) {
+    throw new KvUsageError(`--set ${file}: ${(err as Error).message}`);
+  }
+}
+
 /** Adds `svrkit kv ...` to a commander program. */
 export function addKvCommands(program: Command): void {
-  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, certs, get, put, delete, cas, list, watch, status, verify)');
+  const kv = program.command('kv').description('PaxosKV: a leaseless per-key Paxos key-value store (serve, up, certs, get, put, delete, cas, list, watch, status, verify, member, routing)');
   const peersOption = ['--peers <list>', 'replicas: 1=host:port,2=host:port,... (or host:port,... for ids 1, 2, ...)', parsePeers] as const;
 
   kv.command('serve')
@@ -123,16 +176,20 @@ export function addKvCommands(program: Command): void {
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '127.0.0.1')
     .option('--tls-dir <dir>', 'serve and reach the peers over TLS with the certificates in <dir> (ca.pem, member-<id>.pem, member-<id>-key.pem: svrkit kv certs makes them); peer batches are accepted only from certificates naming their member')
     .option('--no-services', 'serve PaxosKV only, not the config center and registry services (svrkit.config.ConfigCenter, svrkit.registry.Registry)')
-    .action(async (opts: { id: number; peers?: Map<number, string>; join?: Map<number, string>; address?: string; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; metricsHost: string; tlsDir?: string; services: boolean }) => {
+    .option('--group <n>', 'many groups: this replica belongs to group <n> (1 is the system group, which holds the routing table); keys of other groups are answered with the table', intOption('group', 1, 0xffff))
+    .option('--routing <list>', 'with --group: the system group\'s replicas (1=host:port,...), where the routing table is read; default for group 1: --peers', parsePeers)
+    .action(async (opts: { id: number; peers?: Map<number, string>; join?: Map<number, string>; address?: string; dataDir: string; learners?: number[]; rejoin?: boolean; metricsPort?: number; metricsHost: string; tlsDir?: string; services: boolean; group?: number; routing?: Map<number, string> }) => {
       let replica: PaxosKVReplica;
       let endpoint: MetricsEndpoint | undefined;
       let center: CenterServices | undefined;
       const learners = opts.learners ?? [];
-      const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id} ${line}\n`);
+      const say = (line: string) => process.stdout.write(`svrkit: paxoskv replica ${opts.id}${opts.group === undefined ? '' : ` of group ${opts.group}`} ${line}\n`);
       let peers: Map<number, string>;
       let joining: { ids: number[]; cluster: string } | undefined;
       try {
         if ((opts.peers === undefined) === (opts.join === undefined)) throw new KvUsageError('give --peers (a founding member) or --join (a new member of a running cluster)');
+        if (opts.routing !== undefined && opts.group === undefined) throw new KvUsageError('--routing is for a replica of many groups: give its --group too');
+        if (opts.group !== undefined && opts.group !== 1 && opts.routing === undefined) throw new KvUsageError(`--group ${opts.group} needs --routing: the system group's replicas (group 1), where the routing table is`);
         const tls: ReplicaTls | undefined = opts.tlsDir === undefined ? undefined : await readReplicaTls(opts.tlsDir, opts.id);
         if (opts.join !== undefined) {
           if (opts.address === undefined) throw new KvUsageError('--join needs --address: where this replica listens');
@@ -163,6 +220,7 @@ export function addKvCommands(program: Command): void {
           ...(joining === undefined ? {} : { join: joining.ids, cluster: joining.cluster }),
           dataDir: opts.dataDir,
           rejoin: opts.rejoin === true,
+          ...(opts.group === undefined ? {} : { routing: { group: opts.group, system: [...(opts.routing ?? peers).values()] } }),
           server: metrics === undefined ? undefined : { observer: metrics.server },
           onModeChange: (mode, r) => {
             if (mode === 'rejoining') say(`rejoining: it lost its data; fencing every key the other voters hold before it votes (see kv status)`);
@@ -186,7 +244,7 @@ export function addKvCommands(program: Command): void {
         refuse(err);
         process.exit(process.exitCode === 2 ? 2 : 1);
       }
-      const role = learners.includes(opts.id) ? ' (learner)' : '';
+      const role = `${learners.includes(opts.id) ? ' (learner)' : ''}${opts.group === undefined ? '' : ` of group ${opts.group}`}`;
       process.stdout.write(
         `svrkit: paxoskv replica ${opts.id}${role} of ${joining === undefined ? `[${[...peers.keys()].join(',')}]` : `the cluster of ${[...opts.join!.values()].join(',')}`} ` +
           `serving on ${replica.address} (pid ${process.pid})${opts.tlsDir === undefined ? '' : ' over TLS'}, data in ${opts.dataDir}${center === undefined ? '' : '; also the config center and the registry'}\n`,
@@ -220,7 +278,8 @@ export function addKvCommands(program: Command): void {
       'run a local cluster as child processes, in the foreground until Ctrl-C. The first start records the cluster in <data-dir>/cluster.json; ' +
         'later starts run that cluster (flags left out take its values) and refuse a flag that differs',
     )
-    .option('--replicas <n>', 'replicas (odd)', intOption('replicas', 1, 9), 3)
+    .option('--replicas <n>', 'replicas (odd) per group', intOption('replicas', 1, 9), 3)
+    .option('--groups <n>', `groups of --replicas replicas each; keys are routed over them by consistent hashing (group 1 also holds the routing table). Replica i of group g listens on base+(g-1)*replicas+i-1`, intOption('groups', 1, MAX_UP_GROUPS), 1)
     .option('--data-dir <dir>', 'parent of the replicas\' data dirs', DEFAULT_KV_DATA_DIR)
     .option('--base-port <port>', 'port of replica 1; replica i listens on base+i-1', intOption('base port', 1, 65535), 7101)
     .option('--host <host>', 'interface and address of every replica', '127.0.0.1')
@@ -231,13 +290,14 @@ export function addKvCommands(program: Command): void {
       'run the cluster over TLS with the certificates in <dir>; what it lacks (a CA of its own, a certificate per replica, a client certificate) is made on the first start. Recorded: later starts and the kv commands use it',
     )
     .action(async (opts: UpFlags & { dataDir: string; metricsBasePort?: number; metricsHost: string; tlsDir?: string }, cmd: Command) => {
-      const given = new Set((['replicas', 'basePort', 'host'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
+      const given = new Set((['replicas', 'groups', 'basePort', 'host'] as const).filter((k) => cmd.getOptionValueSource(k) === 'cli'));
       let record: ClusterRecord;
       try {
         if (opts.replicas % 2 === 0) throw new KvUsageError(`--replicas must be odd, got ${opts.replicas}`);
-        if (opts.basePort + opts.replicas - 1 > 65535) throw new KvUsageError(`--base-port ${opts.basePort} leaves no port for replica ${opts.replicas} (ports end at 65535)`);
-        if (opts.metricsBasePort !== undefined && opts.metricsBasePort + opts.replicas - 1 > 65535) {
-          throw new KvUsageError(`--metrics-base-port ${opts.metricsBasePort} leaves no port for replica ${opts.replicas} (ports end at 65535)`);
+        const count = opts.replicas * opts.groups;
+        if (opts.basePort + count - 1 > 65535) throw new KvUsageError(`--base-port ${opts.basePort} leaves no port for replica ${count} (ports end at 65535)`);
+        if (opts.metricsBasePort !== undefined && opts.metricsBasePort + count - 1 > 65535) {
+          throw new KvUsageError(`--metrics-base-port ${opts.metricsBasePort} leaves no port for replica ${count} (ports end at 65535)`);
         }
         const plan = await planCluster(opts.dataDir, opts, given);
         record = plan.record;
@@ -250,14 +310,15 @@ export function addKvCommands(program: Command): void {
         }
         if (!plan.recorded && tlsDir !== undefined) record = withTlsDir(record, tlsDir);
         const peers = parsePeers(record.peers);
-        for (const [id, address] of peers) {
-          const port = record.basePort + id - 1;
-          await portFree(record.host, port).catch((err: NodeJS.ErrnoException) => {
-            throw new Error(
-              `replica ${id} cannot listen on ${address}: ${err.code ?? err.message}` +
-                (plan.recorded ? ' (is this cluster already up? its addresses are recorded in the data dir)' : '; pick another --base-port'),
-            );
-          });
+        for (let g = 1; g <= (record.groups ?? 1); g++) {
+          for (const [id, address] of parsePeers(upPeers(record, g))) {
+            await portFree(record.host, Number(address.slice(address.lastIndexOf(':') + 1))).catch((err: NodeJS.ErrnoException) => {
+              throw new Error(
+                `replica ${id}${(record.groups ?? 1) === 1 ? '' : ` of group ${g}`} cannot listen on ${address}: ${err.code ?? err.message}` +
+                  (plan.recorded ? ' (is this cluster already up? its addresses are recorded in the data dir)' : '; pick another --base-port'),
+              );
+            });
+          }
         }
         if (record.tlsDir !== undefined) {
           const made = await createClusterCertificates(record.tlsDir, peers);
@@ -270,37 +331,44 @@ export function addKvCommands(program: Command): void {
         }
         if (!plan.recorded) {
           const written = await writeClusterRecord(opts.dataDir, record);
-          if (written.peers !== record.peers) checkAgainst(opts.dataDir, written, { ...record }, new Set(['replicas', 'basePort', 'host']));
+          if (written.peers !== record.peers || written.groups !== record.groups) checkAgainst(opts.dataDir, written, { ...record, groups: record.groups ?? 1 }, new Set(['replicas', 'groups', 'basePort', 'host']));
           if (written.tlsDir !== record.tlsDir) throw new KvUsageError(`a concurrent svrkit kv up recorded this cluster in ${opts.dataDir} with ${written.tlsDir === undefined ? 'no TLS' : `--tls-dir ${written.tlsDir}`}`);
-          process.stdout.write(`svrkit: recorded the cluster in ${path.join(opts.dataDir, CLUSTER_FILE)}: later starts run it, and refuse another --replicas, --base-port, --host or --tls-dir\n`);
+          process.stdout.write(`svrkit: recorded the cluster in ${path.join(opts.dataDir, CLUSTER_FILE)}: later starts run it, and refuse another --replicas, --groups, --base-port, --host or --tls-dir\n`);
         }
       } catch (err) {
         refuse(err);
         return;
       }
       const ids = Array.from({ length: record.replicas }, (_, i) => i + 1);
+      const groups = record.groups ?? 1;
       const cli = fileURLToPath(new URL('../../../bin/svrkit.js', import.meta.url));
-      const children = new Map<number, ChildProcess>();
+      const children = new Map<string, ChildProcess>();
       let stopping = false;
-      for (const id of ids) {
-        const metricsArgs = opts.metricsBasePort === undefined ? [] : ['--metrics-port', String(opts.metricsBasePort + id - 1), '--metrics-host', opts.metricsHost];
-        const tlsArgs = record.tlsDir === undefined ? [] : ['--tls-dir', record.tlsDir];
-        const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', record.peers, '--data-dir', path.join(opts.dataDir, `replica-${id}`), ...metricsArgs, ...tlsArgs], {
-          stdio: ['ignore', 'inherit', 'inherit'],
-          // The replicas stop when this process is gone, however it was started (SIGKILL included).
-          env: { ...process.env, [KV_UP_PID_ENV]: String(process.pid) },
-        });
-        children.set(id, child);
-        child.on('exit', (code, signal) => {
-          children.delete(id);
-          if (!stopping) process.stderr.write(`svrkit: replica ${id} exited (${code ?? signal}); the others keep serving\n`);
-          if (children.size === 0) process.exit(stopping ? 0 : 1);
-        });
+      for (let g = 1; g <= groups; g++) {
+        const groupPeers = upPeers(record, g);
+        for (const id of ids) {
+          const name = groups === 1 ? String(id) : `${g}/${id}`;
+          const n = (g - 1) * record.replicas + id - 1;
+          const metricsArgs = opts.metricsBasePort === undefined ? [] : ['--metrics-port', String(opts.metricsBasePort + n), '--metrics-host', opts.metricsHost];
+          const tlsArgs = record.tlsDir === undefined ? [] : ['--tls-dir', record.tlsDir];
+          const groupArgs = groups === 1 ? [] : ['--group', String(g), '--routing', record.peers];
+          const child = spawn(process.execPath, [cli, 'kv', 'serve', '--id', String(id), '--peers', groupPeers, '--data-dir', replicaDataDir(opts.dataDir, record, g, id), ...groupArgs, ...metricsArgs, ...tlsArgs], {
+            stdio: ['ignore', 'inherit', 'inherit'],
+            // The replicas stop when this process is gone, however it was started (SIGKILL included).
+            env: { ...process.env, [KV_UP_PID_ENV]: String(process.pid) },
+          });
+          children.set(name, child);
+          child.on('exit', (code, signal) => {
+            children.delete(name);
+            if (!stopping) process.stderr.write(`svrkit: replica ${groups === 1 ? id : `${id} of group ${g}`} exited (${code ?? signal}); the others keep serving\n`);
+            if (children.size === 0) process.exit(stopping ? 0 : 1);
+          });
+        }
       }
       const pids = [...children].map(([id, c]) => `${id}=${c.pid ?? '?'}`).join(',');
       const here = path.resolve(opts.dataDir) === path.resolve(DEFAULT_KV_DATA_DIR);
       process.stdout.write(
-        `svrkit: kv up (pid ${process.pid}): paxoskv cluster of ${record.replicas} starting${record.tlsDir === undefined ? '' : ' over TLS'}, replica pids ${pids}, data in ${opts.dataDir}; ` +
+        `svrkit: kv up (pid ${process.pid}): paxoskv cluster of ${groups === 1 ? '' : `${groups} groups of `}${record.replicas} starting${record.tlsDir === undefined ? '' : ' over TLS'}, replica pids ${pids}, data in ${opts.dataDir}; ` +
           `clients use --peers ${record.peers}${record.tlsDir === undefined ? '' : ` --tls-dir ${record.tlsDir}`}\n` +
           `svrkit: kv commands find this cluster without --peers ${here ? 'when run in this directory' : `given --data-dir ${opts.dataDir}`} ` +
           `(or with ${KV_PEERS_ENV}=${record.peers}${record.tlsDir === undefined ? '' : ` ${KV_TLS_DIR_ENV}=${record.tlsDir}`})\n` +
@@ -312,6 +380,7 @@ export function addKvCommands(program: Command): void {
         stopping = true;
         for (const c of children.values()) c.kill('SIGTERM');
       };
+      if (groups > 1) void publishFirstRouting(record, await clusterChannel(record.tlsDir), () => stopping);
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       // Started through npm: a SIGTERM to npm stops at npm's shell; stop the replicas when it goes (launcher.ts).
@@ -350,6 +419,21 @@ export function addKvCommands(program: Command): void {
         const r = await c.get(key);
         return r === null ? { key, found: false } : { key, found: true, version: r.version, ...valueJson(r.value) };
       }),
+    );
+
+  clientCommand('routing', 'the routing table of a cluster of many groups (read linearizably from the system group): its epoch, and each group\'s replicas; with --key, the group of a key; with --set, write the next table')
+    .option('--key <key>', 'also print which group this key belongs to')
+    .option('--set <file>', 'write this table (JSON as this command prints it; - for stdin): the first one (epoch 1, for replicas started with kv serve --group), or the next epoch with the same groups and new addresses. --peers then names the system group (group 1)')
+    .action((flags: ClientFlags & { key?: string; set?: string }) =>
+      withClient(
+        flags,
+        async () => (flags.set === undefined ? undefined : tableInput(flags.set)),
+        async (c, table) => {
+          const t = table === undefined ? await c.routingTable() : await c.setRoutingTable(table);
+          if (t === null) return { epoch: 0, groups: [], note: 'a cluster of one group: nothing is routed' };
+          return { ...t, ...(flags.key === undefined ? {} : { key: flags.key, group: new RoutingRing(t).groupOf(flags.key) }) };
+        },
+      ),
     );
 
   clientCommand('put', 'write a value, from the argument or from stdin')

@@ -13,14 +13,23 @@
  * replicas which earlier writes the client finished (`ackedBelow`), so a key forgets them at once.
  * Times come from a monotonic clock (`performance.timeOrigin + performance.now()`), so a wall-clock
  * step on the client cannot move them back.
+ *
+ * Many groups (routing.ts): a cluster may route keys over many Paxos groups. The client starts
+ * from the replicas it was given (any group's) and, the first time a replica answers a key it does
+ * not own (WRONG_GROUP), takes the routing table from that answer, caches it, and retries at the
+ * key's group within the same deadline; from then on it sends each key to its group. A table of a
+ * newer epoch replaces the cached one; when every replica of a group fails, the client asks the
+ * others for a newer table. Lists ask every group and merge; a cluster of one group costs nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Channel, currentCall, RpcError, Status, type CallOptions, type ChannelOptions } from '../../framework/index.js';
+import { Channel, currentCall, RpcError, Status, statusName, type CallOptions, type ChannelOptions } from '../../framework/index.js';
 import { PaxosKVClient as PaxosKVStub, type DigestReply, type StatusReply, type WriteId } from './gen/svrkit/paxoskv/paxoskv.js';
 import { kvErrors } from './errors.js';
 import { describeConfiguration, type Configuration, type MembershipChange } from './core/membership.js';
 import { changeToPb, membershipFromPb } from './membership-codec.js';
+import { isSystemKey } from './core/types.js';
+import { decodeRoutingTable, encodeRoutingTable, GROUP_METADATA, ROUTING_KEY, ROUTING_METADATA, RoutingRing, SYSTEM_GROUP, withGroupReplicas, type RoutingTable } from './routing.js';
 
 /** Longest time one write stays retryable (ms): a write's attempts stop this long after it began. */
 export const MAX_WRITE_RETRY_MS = 60_000;
@@ -35,6 +44,25 @@ export interface PaxosKVClientOptions {
   defaultTimeoutMs?: number;
   /** Options of the channel to each replica. */
   channel?: ChannelOptions;
+  /**
+   * A cluster of many groups: a routing table to start from (one cached earlier). Default none:
+   * the client learns the table from the first replica that answers a key of another group.
+   */
+  routing?: RoutingTable;
+}
+
+/** Options of a call for one group of a cluster of many (membership). */
+export interface GroupCallOptions extends CallOptions {
+  /** The group (routing.ts); default: the group of the replicas the client was given. */
+  group?: number;
+}
+
+/** The replicas of one group the client calls, and the one it sticks to. */
+interface Replicas {
+  /** The group (0: the replicas the client was given, group unknown). */
+  readonly group: number;
+  readonly stubs: readonly PaxosKVStub[];
+  current: number;
 }
 
 /** One event of {@link PaxosKVClient.watch}. */
@@ -80,11 +108,18 @@ export interface VersionedValue {
  * ```
  */
 export class PaxosKVClient {
-  private readonly channels: Channel[];
-  private readonly stubs: PaxosKVStub[];
+  /** Channels by address, shared by the replicas given and the groups. */
+  private readonly channels = new Map<string, { channel: Channel; stub: PaxosKVStub }>();
+  private readonly channelOptions: ChannelOptions;
+  /** The replicas given to the constructor. */
+  private readonly seed: Replicas;
+  /** The cached routing table and its ring (many groups), and each group's replicas. */
+  private table: RoutingTable | undefined;
+  private ring: RoutingRing | undefined;
+  private readonly groups = new Map<number, Replicas>();
+  private refreshingSince = -Infinity;
   private readonly attemptTimeoutMs: number;
   private readonly defaultTimeoutMs: number;
-  private current = 0;
   private closed = false;
   /** This client's write session. */
   private readonly session = randomBytes(16).toString('base64url');
@@ -100,10 +135,48 @@ export class PaxosKVClient {
   constructor(options: PaxosKVClientOptions) {
     if (options.peers.length === 0) throw new Error('PaxosKVClient needs at least one peer address');
     // The client fails over between replicas itself; channel-level retries would only double the attempts.
-    this.channels = options.peers.map((p) => new Channel(p, { connectTimeoutMs: 1000, retryPolicy: false, ...options.channel }));
-    this.stubs = this.channels.map((c) => new PaxosKVStub(c));
+    this.channelOptions = { connectTimeoutMs: 1000, retryPolicy: false, ...options.channel };
+    this.seed = { group: 0, stubs: options.peers.map((p) => this.stubAt(p)), current: 0 };
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 1000;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
+    if (options.routing !== undefined) this.adopt(options.routing);
+  }
+
+  /**
+   * The routing table the client has cached (many groups), or undefined before it learned one (or
+   * for a cluster of one group).
+   */
+  get routing(): RoutingTable | undefined {
+    return this.table;
+  }
+
+  /**
+   * Reads the cluster's routing table linearizably (the routing key of the system group), and
+   * caches it.
+   * @returns the table, or null for a cluster of one group (nothing routes).
+   * @throws RpcError UNAVAILABLE or DEADLINE_EXCEEDED when no replica answered in time.
+   */
+  async routingTable(options?: CallOptions): Promise<RoutingTable | null> {
+    const got = await this.get(ROUTING_KEY, options);
+    if (got === null) return null;
+    const t = decodeRoutingTable(got.value);
+    this.adopt(t);
+    return t;
+  }
+
+  /**
+   * Writes the next routing table (routing.ts's `checkNextRoutingTable`: the first, of epoch 1, or
+   * the current one's epoch + 1 with the same groups) through the system group.
+   * @returns the table now chosen.
+   * @throws RpcError FAILED_PRECONDITION (`ROUTING_CHANGE_REFUSED`) for a table that may not
+   *   follow the current one, or when a concurrent write won; (`NOT_SYSTEM_GROUP`) when the
+   *   replicas reached are not of the system group; UNAVAILABLE or DEADLINE_EXCEEDED as a write.
+   */
+  async setRoutingTable(table: RoutingTable, options?: CallOptions): Promise<RoutingTable> {
+    const r = await this.call(options, () => this.replicasFor(ROUTING_KEY), (stub, o) => stub.setRouting({ table: encodeRoutingTable(table) }, o));
+    const t = decodeRoutingTable(r.table);
+    this.adopt(t);
+    return t;
   }
 
   /**
@@ -112,8 +185,9 @@ export class PaxosKVClient {
    *   member the answering replica knows the address of).
    * @throws RpcError UNAVAILABLE or DEADLINE_EXCEEDED when no voter answered in time.
    */
-  async members(options?: CallOptions): Promise<Configuration> {
-    const r = await this.call(options, (stub, o) => stub.members({}, o));
+  async members(options?: GroupCallOptions): Promise<Configuration> {
+    const target = await this.groupTarget(options);
+    const r = await this.call(options, () => target, (stub, o) => stub.members({}, o));
     return membershipFromPb(r.configuration!);
   }
 
@@ -125,30 +199,62 @@ export class PaxosKVClient {
    * @param change - `{ kind: 'add', member, address, learner? }`, `{ kind: 'remove', member }`,
    *   `{ kind: 'replace', remove, add, address }`, or `{ kind: 'abort' }` (the change under way
    *   back to its first half: for one whose new member never came up).
-   * @param options - the deadline (default 60 s: a new member first copies every key).
+   * @param options - the deadline (default 60 s: a new member first copies every key); `group`:
+   *   the group to change, in a cluster of many.
    * @returns the stable configuration the change led to.
    * @throws RpcError FAILED_PRECONDITION (`MEMBERSHIP_CHANGE_REFUSED`) when the change breaks a
    *   rule or another change is under way; INVALID_ARGUMENT for a bad member id;
    *   DEADLINE_EXCEEDED when the change began but had not finished by the deadline (it goes on:
    *   `members()` shows it); UNAVAILABLE when no voter answered.
    */
-  async changeMembers(change: MembershipChange, options?: CallOptions): Promise<Configuration> {
+  async changeMembers(change: MembershipChange, options?: GroupCallOptions): Promise<Configuration> {
     const deadline = options?.deadline ?? Date.now() + (options?.timeoutMs ?? 60_000);
-    const r = await this.call({ ...options, deadline, timeoutMs: undefined }, (stub, o) => stub.changeMembers(changeToPb(change), o));
-    let c = membershipFromPb(r.configuration!);
+    const target = await this.groupTarget({ ...options, deadline, timeoutMs: undefined });
+    const r = await this.call({ ...options, deadline, timeoutMs: undefined }, () => target, (stub, o) => stub.changeMembers(changeToPb(change), o));
+    return this.finishChange(membershipFromPb(r.configuration!), deadline, options);
+  }
+
+  /** Waits until the change `c` began is finished; in a cluster of many groups, then publishes the group's new addresses. */
+  private async finishChange(first: Configuration, deadline: number, options: GroupCallOptions | undefined): Promise<Configuration> {
+    let c = first;
     while (c.next !== undefined) {
       const left = deadline - Date.now();
       if (left <= 0) throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
       await pause(Math.min(100, left), undefined);
       try {
-        c = await this.members({ deadline });
+        c = await this.members({ deadline, ...(options?.group === undefined ? {} : { group: options.group }) });
       } catch (err) {
         // The deadline ran out while it asked: the change goes on.
         if (Date.now() >= deadline - 1) throw kvErrors.MEMBERSHIP_CHANGE_UNFINISHED(describeConfiguration(c));
         throw err;
       }
     }
+    if (options?.group !== undefined) await this.publishAddresses(options.group, c, deadline);
     return c;
+  }
+
+  /**
+   * Writes the routing table of the next epoch with group `group` at the addresses of
+   * configuration `c` (voters, then learners), unless it has them already; a concurrent write of
+   * the table (another group's change) is read and built on again, until the deadline.
+   * @throws RpcError as `setRoutingTable`, with a message that says the change itself is done.
+   */
+  private async publishAddresses(group: number, c: Configuration, deadline: number): Promise<void> {
+    const addresses = [...c.voters, ...c.learners].map((m) => c.addresses?.[m]).filter((a): a is string => a !== undefined);
+    if (addresses.length === 0) return;
+    for (;;) {
+      try {
+        const current = await this.routingTable({ deadline });
+        if (current === null) return;
+        const next = withGroupReplicas(current, group, addresses);
+        if (next !== current) await this.setRoutingTable(next, { deadline });
+        return;
+      } catch (err) {
+        if (err instanceof RpcError && err.reason === kvErrors.ROUTING_CHANGE_REFUSED.reason && Date.now() < deadline) continue;
+        if (err instanceof RpcError) throw kvErrors.ROUTING_NOT_UPDATED.with({ cause: err }, group, describeConfiguration(c), `${statusName(err.code)}: ${err.message}`);
+        throw err;
+      }
+    }
   }
 
   /**
@@ -158,7 +264,7 @@ export class PaxosKVClient {
    *   replica answered in time.
    */
   async get(key: string, options?: CallOptions): Promise<VersionedValue | null> {
-    const r = await this.call(options, (stub, o) => stub.get({ key }, o));
+    const r = await this.call(options, () => this.replicasFor(key), (stub, o) => stub.get({ key }, o));
     return r.found ? { value: r.value, version: r.version } : null;
   }
 
@@ -169,7 +275,7 @@ export class PaxosKVClient {
    *   DEADLINE_EXCEEDED when no replica answered in time (the write may or may not have happened).
    */
   async put(key: string, value: Uint8Array, options?: CallOptions): Promise<bigint> {
-    return this.write(options, (stub, o, writeId) => stub.put({ key, value, writeId }, o));
+    return this.write(key, options, (stub, o, writeId) => stub.put({ key, value, writeId }, o));
   }
 
   /**
@@ -178,7 +284,7 @@ export class PaxosKVClient {
    * @throws RpcError as `put`.
    */
   async delete(key: string, options?: CallOptions): Promise<bigint> {
-    return this.write(options, (stub, o, writeId) => stub.delete({ key, writeId }, o));
+    return this.write(key, options, (stub, o, writeId) => stub.delete({ key, writeId }, o));
   }
 
   /**
@@ -192,7 +298,7 @@ export class PaxosKVClient {
   async compareAndSet(key: string, expectedVersion: bigint, value: Uint8Array, options?: CallOptions): Promise<bigint> {
     let ambiguous = false;
     try {
-      return await this.write(options, (stub, o, writeId) => stub.compareAndSet({ key, expectedVersion, value, writeId }, o), () => (ambiguous = true));
+      return await this.write(key, options, (stub, o, writeId) => stub.compareAndSet({ key, expectedVersion, value, writeId }, o), () => (ambiguous = true));
     } catch (err) {
       if (ambiguous && err instanceof RpcError && err.code === Status.FAILED_PRECONDITION) {
         throw kvErrors.CAS_OUTCOME_UNKNOWN.with({ metadata: err.metadata, cause: err }, err.message);
@@ -206,7 +312,7 @@ export class PaxosKVClient {
    * @param index - which peer, in the order given to the constructor.
    */
   status(index: number, options?: CallOptions): Promise<StatusReply> {
-    const stub = this.stubs[index];
+    const stub = this.seed.stubs[index];
     if (stub === undefined) throw new Error(`no peer ${index}`);
     return stub.status({}, { timeoutMs: this.attemptTimeoutMs, ...options });
   }
@@ -220,7 +326,7 @@ export class PaxosKVClient {
    * @throws Error for an unknown index; RpcError when the replica does not answer.
    */
   digest(index: number, after: string | null, limit: number, options?: CallOptions): Promise<DigestReply> {
-    const stub = this.stubs[index];
+    const stub = this.seed.stubs[index];
     if (stub === undefined) throw new Error(`no peer ${index}`);
     return stub.digest({ after: after ?? '', fromStart: after === null, limit }, { timeoutMs: this.attemptTimeoutMs, ...options });
   }
@@ -233,7 +339,7 @@ export class PaxosKVClient {
    * @throws Error for an unknown index; RpcError when the replica does not answer.
    */
   async repair(index: number, key: string, options?: CallOptions): Promise<boolean> {
-    const stub = this.stubs[index];
+    const stub = this.seed.stubs[index];
     if (stub === undefined) throw new Error(`no peer ${index}`);
     return (await stub.repair({ key }, { timeoutMs: this.attemptTimeoutMs, ...options })).repairing;
   }
@@ -246,7 +352,7 @@ export class PaxosKVClient {
    * @throws Error for an unknown index; RpcError as `get`, without failover.
    */
   async readThrough(index: number, key: string, options?: CallOptions): Promise<bigint> {
-    const stub = this.stubs[index];
+    const stub = this.seed.stubs[index];
     if (stub === undefined) throw new Error(`no peer ${index}`);
     return (await stub.get({ key }, { timeoutMs: this.attemptTimeoutMs, ...options })).version;
   }
@@ -269,8 +375,9 @@ export class PaxosKVClient {
     let failedInRow = 0;
     const aborted = (): boolean => signal?.aborted === true;
     while (!aborted() && !this.closed) {
-      const index = this.current;
-      const stub = this.stubs[index]!;
+      const target = this.replicasFor(key);
+      const index = target.current;
+      const stub = target.stubs[index]!;
       let progressed = false;
       try {
         for await (const e of stub.watch({ key, fromVersion: last }, { signal, deadline: Infinity, timeoutMs: undefined })) {
@@ -283,12 +390,15 @@ export class PaxosKVClient {
       } catch (err) {
         if (aborted()) return;
         if (err instanceof RpcError && err.code === Status.INVALID_ARGUMENT) throw err;
+        // The key is another group's: follow it there at once.
+        if (err instanceof RpcError && this.adoptFrom(err)) continue;
       }
       // The stream ended or failed: the next replica (unless another call moved on already).
-      if (this.current === index) this.current = (index + 1) % this.stubs.length;
+      if (target.current === index) target.current = (index + 1) % target.stubs.length;
       failedInRow = progressed ? 0 : failedInRow + 1;
-      if (failedInRow >= this.stubs.length) {
+      if (failedInRow >= target.stubs.length) {
         failedInRow = 0;
+        if (target.group !== 0) this.refreshRouting(target.group);
         await pause(50, signal);
       }
     }
@@ -307,15 +417,36 @@ export class PaxosKVClient {
    */
   async list(prefix: string, options: CallOptions & { after?: string; limit?: number } = {}): Promise<{ items: KvListItem[]; more: boolean }> {
     const { after = '', limit = 100, ...call } = options;
-    const r = await this.call(call, (stub, o) => stub.list({ prefix, after, limit }, o));
-    return { items: r.items.map((i) => ({ key: i.key, version: i.version, value: i.value })), more: r.more };
+    const toItems = (r: { items: Array<{ key: string; version: bigint; value: Uint8Array }> }): KvListItem[] => r.items.map((i) => ({ key: i.key, version: i.version, value: i.value }));
+    if (this.table === undefined) {
+      // A cluster of one group lists at once; a replica of a cluster of many answers with the table.
+      try {
+        const r = await this.call(call, () => this.seed, (stub, o) => stub.list({ prefix, after, limit }, o), undefined, false);
+        return { items: toItems(r), more: r.more };
+      } catch (err) {
+        // (The call cached the table the answer carries.)
+        if (!(err instanceof RpcError) || !isRoutingAnswer(err) || this.table === undefined) throw err;
+      }
+    }
+    // Every group lists its first `limit` keys after `after`: the first `limit` of their union are
+    // the cluster's (each of those is among its own group's first `limit`).
+    const deadline = this.deadlineFor(call, Date.now());
+    const pages = await Promise.all(
+      this.table!.groups.map((g) =>
+        this.call({ ...call, deadline, timeoutMs: undefined }, () => this.replicasOf(g.id), (stub, o) =>
+          stub.list({ prefix, after, limit }, { ...o, metadata: { ...o.metadata, [GROUP_METADATA]: String(g.id) } }),
+        ),
+      ),
+    );
+    const all = pages.flatMap(toItems).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return { items: all.slice(0, limit), more: all.length > limit || pages.some((p) => p.more) };
   }
 
   /** Closes the channels (calls in flight finish first). */
   close(): void {
     this.closed = true;
     // The stubs were handed these channels, so closing a stub would not close its channel.
-    for (const c of this.channels) c.close();
+    for (const c of this.channels.values()) c.channel.close();
   }
 
   /**
@@ -323,6 +454,7 @@ export class PaxosKVClient {
    * call's deadline, at most MAX_WRITE_RETRY_MS away) and a fresh `sentAt`.
    */
   private async write(
+    key: string,
     options: CallOptions | undefined,
     attempt: (stub: PaxosKVStub, o: CallOptions, writeId: WriteId) => Promise<{ version: bigint }>,
     onRetry?: () => void,
@@ -334,6 +466,7 @@ export class PaxosKVClient {
     try {
       const reply = await this.call(
         { ...options, deadline: Date.now() + Math.max(0, expiresAt - began), timeoutMs: undefined },
+        () => this.replicasFor(key),
         (stub, o) =>
           attempt(stub, o, {
             client: this.session,
@@ -362,18 +495,23 @@ export class PaxosKVClient {
   }
 
   /**
-   * Runs `attempt` on one replica after another until one answers, within the deadline.
-   * `onRetry` is told when an attempt failed in a way that leaves its outcome unknown.
+   * Runs `attempt` on one replica after another of the group `route` gives until one answers,
+   * within the deadline. `route` is asked again after each attempt: a wrong-group answer brings a
+   * newer table, and the next attempt goes to the key's group (unless `reroute` is false: the
+   * error is then the caller's). `onRetry` is told when an attempt failed in a way that leaves its
+   * outcome unknown.
    */
   private async call<T>(
     options: CallOptions | undefined,
+    route: () => Replicas,
     attempt: (stub: PaxosKVStub, o: CallOptions) => Promise<T>,
     onRetry?: () => void,
+    reroute = true,
   ): Promise<T> {
     const deadline = this.deadlineFor(options, Date.now());
-    const n = this.stubs.length;
+    let target = route();
     // Replicas this call tried since it last paused: the next attempt prefers one it has not.
-    const tried = new Uint8Array(n);
+    let tried = new Uint8Array(target.stubs.length);
     let triedCount = 0;
     let lastError: RpcError | undefined;
     for (;;) {
@@ -383,30 +521,154 @@ export class PaxosKVClient {
       if (left <= 0) {
         throw lastError ?? kvErrors.DEADLINE_BEFORE_ANY_REPLY();
       }
-      let index = this.current;
+      const n = target.stubs.length;
+      let index = target.current;
       for (let k = 0; k < n && tried[index] === 1; k++) index = (index + 1) % n;
       tried[index] = 1;
       triedCount++;
-      const stub = this.stubs[index]!;
+      const stub = target.stubs[index]!;
       try {
         return await attempt(stub, { ...options, deadline: Date.now() + Math.min(left, this.attemptTimeoutMs), timeoutMs: undefined });
       } catch (err) {
-        if (!(err instanceof RpcError) || !retryable(err)) throw err;
-        lastError = err;
-        // A refusal marked not processed (by the channel or the replica's admission control), or
-        // one the replica says it did not apply, leaves no doubt; anything else may have been applied.
-        if (!err.notProcessed && err.reason !== kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED.reason) onRetry?.();
+        if (!(err instanceof RpcError)) throw err;
+        if (isRoutingAnswer(err)) {
+          // Another group's key (nothing was applied): with a newer table, to that group at once.
+          const adopted = this.adoptFrom(err);
+          if (!reroute) throw err;
+          const next = route();
+          if (adopted || next !== target) {
+            target = next;
+            tried = new Uint8Array(target.stubs.length);
+            triedCount = 0;
+            continue;
+          }
+          // Our table sends the key here, and the replica says otherwise: try the group's others.
+          lastError = err;
+        } else {
+          if (!retryable(err)) throw err;
+          lastError = err;
+          // A refusal marked not processed (by the channel or the replica's admission control), or
+          // one the replica says it did not apply, leaves no doubt; anything else may have been applied.
+          if (!err.notProcessed && err.reason !== kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED.reason) onRetry?.();
+        }
         // Move the client on to the next replica (unless another call already did).
-        if (this.current === index) this.current = (index + 1) % n;
+        if (target.current === index) target.current = (index + 1) % n;
         if (triedCount >= n) {
-          // Every replica failed once: pause briefly rather than spin, then try them all again.
-          tried.fill(0);
-          triedCount = 0;
+          // Every replica failed once: ask the others for a newer table (their addresses may have
+          // changed), pause briefly rather than spin, then try them all again.
+          if (target.group !== 0) this.refreshRouting(target.group);
           await new Promise((r) => setTimeout(r, Math.min(50, Math.max(0, deadline - Date.now()))));
+          const next = route();
+          if (next !== target) target = next;
+          tried = new Uint8Array(target.stubs.length);
+          triedCount = 0;
         }
       }
     }
   }
+
+  /** The replicas a key goes to: its group's when the table is known (system keys: the system group's), else those given. */
+  private replicasFor(key: string): Replicas {
+    const ring = this.ring;
+    if (ring === undefined) return this.seed;
+    return this.replicasOf(isSystemKey(key) ? SYSTEM_GROUP : ring.groupOf(key));
+  }
+
+  /** The replicas of group `group` in the cached table (made on first use). */
+  private replicasOf(group: number): Replicas {
+    let r = this.groups.get(group);
+    if (r === undefined) {
+      const g = this.table?.groups.find((x) => x.id === group);
+      if (g === undefined) return this.seed;
+      r = { group, stubs: g.replicas.map((a) => this.stubAt(a)), current: 0 };
+      this.groups.set(group, r);
+    }
+    return r;
+  }
+
+  /** The replicas of `options.group` (reading the table first when none is cached), or those given. */
+  private async groupTarget(options: GroupCallOptions | undefined): Promise<Replicas> {
+    const group = options?.group;
+    if (group === undefined) return this.seed;
+    if (this.table === undefined) {
+      const r = await this.call(options, () => this.seed, (stub, o) => stub.routing({}, o));
+      if (r.table.length === 0) throw kvErrors.NO_SUCH_GROUP(group, 'none: a cluster of one group');
+      this.adopt(decodeRoutingTable(r.table));
+    }
+    const table = this.table!;
+    if (!table.groups.some((g) => g.id === group)) throw kvErrors.NO_SUCH_GROUP(group, table.groups.map((g) => g.id).join(', '));
+    return this.replicasOf(group);
+  }
+
+  /** Caches `table` when it is newer than the cached one. @returns whether it was. */
+  private adopt(table: RoutingTable): boolean {
+    if (this.table !== undefined && table.epoch <= this.table.epoch) return false;
+    this.ring = new RoutingRing(table);
+    this.table = table;
+    this.groups.clear();
+    // Channels to addresses no group and no given replica has any more are closed.
+    const keep = new Set<string>([...this.channels.keys()].filter((a) => this.seed.stubs.includes(this.channels.get(a)!.stub)));
+    for (const g of table.groups) for (const a of g.replicas) keep.add(a);
+    for (const [a, c] of this.channels) {
+      if (keep.has(a)) continue;
+      c.channel.close();
+      this.channels.delete(a);
+    }
+    return true;
+  }
+
+  /** Caches the table a wrong-group answer carries. @returns whether it was newer. */
+  private adoptFrom(err: RpcError): boolean {
+    if (!isRoutingAnswer(err)) return false;
+    const text = err.metadata[ROUTING_METADATA];
+    if (text === undefined) return false;
+    try {
+      return this.adopt(decodeRoutingTable(new TextEncoder().encode(text)));
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * In the background, at most once a second: asks the replicas of the other groups (and those
+   * given) for their routing table, and caches a newer one (a group whose replicas all failed may
+   * have moved).
+   */
+  private refreshRouting(failing: number): void {
+    const now = Date.now();
+    if (now - this.refreshingSince < 1000 || this.table === undefined) return;
+    this.refreshingSince = now;
+    const epoch = this.table.epoch;
+    const addresses = new Set<string>();
+    for (const g of this.table.groups) if (g.id !== failing) for (const a of g.replicas) addresses.add(a);
+    void (async () => {
+      for (const a of addresses) {
+        if (this.closed || this.table === undefined || this.table.epoch > epoch) return;
+        try {
+          const r = await this.stubAt(a).routing({}, { timeoutMs: this.attemptTimeoutMs });
+          if (r.table.length > 0 && this.adopt(decodeRoutingTable(r.table))) return;
+        } catch {
+          // That one is down too: the next.
+        }
+      }
+    })();
+  }
+
+  /** The stub for `address` (its channel made on first use). */
+  private stubAt(address: string): PaxosKVStub {
+    let c = this.channels.get(address);
+    if (c === undefined) {
+      const channel = new Channel(address, this.channelOptions);
+      c = { channel, stub: new PaxosKVStub(channel) };
+      this.channels.set(address, c);
+    }
+    return c.stub;
+  }
+}
+
+/** A replica's answer that the call belongs to another group (it carries the routing table). */
+function isRoutingAnswer(err: RpcError): boolean {
+  return err.reason === kvErrors.WRONG_GROUP.reason || err.reason === kvErrors.LIST_NEEDS_GROUP.reason;
 }
 
 /**

@@ -83,9 +83,44 @@ export const kvErrors = defineErrors({
   /** The core answered an operation with a result of another kind (a bug). */
   UNEXPECTED_RESULT: { status: Status.INTERNAL, message: () => 'unexpected result kind' },
 
+  // --- Many groups (replica-server.ts; the rules in routing.ts) ---
+  /**
+   * A key (or a list) sent to a replica of a group that does not own it: the replica's routing
+   * table travels in the metadata (`ROUTING_METADATA`), and `PaxosKVClient` retries at the right
+   * group within the call's deadline. Nothing was applied.
+   */
+  WRONG_GROUP: {
+    status: Status.FAILED_PRECONDITION,
+    message: (what: string, owner: number, group: number, epoch: number) => `${what} belongs to group ${owner}, not to group ${group} of this replica (routing table epoch ${epoch}, in the metadata)`,
+  },
+  /** A list without the group it is for, sent to a replica of a cluster of many groups. */
+  LIST_NEEDS_GROUP: {
+    status: Status.FAILED_PRECONDITION,
+    message: (group: number, epoch: number) => `a list in a cluster of many groups names its group; this replica is in group ${group} (routing table epoch ${epoch}, in the metadata)`,
+  },
+  /** A routing table that does not decode, or breaks a rule of routing.ts (the message says which). */
+  INVALID_ROUTING_TABLE: { status: Status.INVALID_ARGUMENT, message: (why: string) => `routing table: ${why}` },
+  /** A routing table that may not follow the current one (another epoch, or it would move keys), or a concurrent write won. */
+  ROUTING_CHANGE_REFUSED: { status: Status.FAILED_PRECONDITION, message: (why: string) => `routing table refused: ${why}` },
+  /** `SetRouting` on a replica outside the system group, or of a cluster of one group. */
+  NOT_SYSTEM_GROUP: {
+    status: Status.FAILED_PRECONDITION,
+    message: (group: number) => (group === 0 ? 'this replica serves a cluster of one group (start replicas with --group to route keys over many)' : `the routing table lives in group 1, the system group; this replica is in group ${group}`),
+  },
+
   // --- The client (client.ts) ---
   /** The client was closed (`PaxosKVClient.close`) before the call, or while it moved between replicas. */
   CLIENT_CLOSED: { status: Status.UNAVAILABLE, notProcessed: true, message: () => 'the PaxosKV client is closed' },
+  /** A call for one group of a cluster whose routing table the client could not read from any replica it knows. */
+  NO_ROUTING_TABLE: { status: Status.UNAVAILABLE, message: (group: number) => `no replica answered with the routing table, so group ${group} cannot be found` },
+  /** A membership change of one group finished, and the routing table could not be given the group's new addresses by the deadline. */
+  ROUTING_NOT_UPDATED: {
+    status: Status.UNAVAILABLE,
+    message: (group: number, configuration: string, why: string) =>
+      `the membership change of group ${group} is done (${configuration}), but the routing table still has the group's old addresses (${why}): run the change again to publish them`,
+  },
+  /** A call for a group the routing table does not have. */
+  NO_SUCH_GROUP: { status: Status.INVALID_ARGUMENT, message: (group: number, groups: string) => `the routing table has no group ${group} (groups ${groups})` },
   /** The client's deadline passed before any replica answered. */
   DEADLINE_BEFORE_ANY_REPLY: { status: Status.DEADLINE_EXCEEDED, message: () => 'deadline exceeded before any replica answered' },
   /** compareAndSet failed its precondition after an earlier attempt's outcome became unknown (it may still apply). */

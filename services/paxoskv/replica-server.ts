@@ -47,6 +47,8 @@ import {
   type PutRequest,
   type RepairReply,
   type RepairRequest,
+  type RoutingReply,
+  type SetRoutingRequest,
   type StatusReply,
   type StatusRequest,
   type WatchEvent as WatchEventPb,
@@ -57,6 +59,8 @@ import {
 import { entryChecksum, KeyStore, type LostRecord } from './storage.js';
 import { checkReplicaTls, memberNamed, peerChannelTls, replicaServerTls, type ReplicaTls } from './tls.js';
 import { Watchers, type WatchEvent } from './watchers.js';
+import { RoutingFollower } from './routing-follower.js';
+import { checkNextRoutingTable, decodeRoutingTable, encodeRoutingTable, GROUP_METADATA, ROUTING_KEY, ROUTING_METADATA, RoutingError, SYSTEM_GROUP, type RoutingTable } from './routing.js';
 
 /** Largest value a key may hold (bytes). */
 export const MAX_VALUE_BYTES = 1024 * 1024;
@@ -138,6 +142,14 @@ export interface ReplicaOptions {
   services?: readonly ServiceImplementation[];
   /** Called when the replica's mode changes (for the CLI's progress lines). */
   onModeChange?: (mode: ReplicaMode, replica: PaxosKVReplica) => void;
+  /**
+   * Many groups (routing.ts): this replica belongs to group `group` of a cluster of many, and reads
+   * the routing table from the system group's replicas at `system` (for group 1: its own group's).
+   * It then answers a key of another group with WRONG_GROUP and its table, and keeps the table in
+   * `<dataDir>/routing.json` with its group (a data dir of another group is refused). Default: a
+   * cluster of one group, which routes nothing.
+   */
+  routing?: { group: number; system: readonly string[] };
   /** The core's clock, monotonic ms (tests inject one). Default `performance.now`. */
   now?: () => number;
   /** Randomness in [0, 1) for the core (proposal backoff, incarnation nonces). Default `Math.random`. */
@@ -184,11 +196,14 @@ export class PaxosKVReplica {
     readonly options: ReplicaOptions,
     private readonly store: KeyStore,
     start: StartState,
+    /** Many groups: this replica's copy of the routing table (undefined in a cluster of one group). */
+    private readonly routing: RoutingFollower | undefined,
   ) {
     if (options.server?.tls !== undefined) throw new Error('ReplicaOptions.server.tls: give ReplicaOptions.tls instead (it also secures and checks the peer traffic)');
     const members = [...options.members.keys()].sort((a, b) => a - b);
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
-    this.fingerprint = options.cluster ?? clusterFingerprint(members, learners);
+    // Groups of one cluster have the same member ids: the group tells their batches apart.
+    this.fingerprint = options.cluster ?? `${clusterFingerprint(members, learners)}${options.routing === undefined ? '' : `/group=${options.routing.group}`}`;
     this.now = options.now ?? (() => performance.now());
     const configuration = store.meta().configuration;
     this.core = new Replica(
@@ -262,9 +277,23 @@ export class PaxosKVReplica {
     const learners = [...(options.learners ?? [])].sort((a, b) => a - b);
     // A joined member's data dir names itself alone, and the cluster it joined.
     const identity = options.join === undefined ? { memberId: options.id, members, learners } : { memberId: options.id, members: [options.id], learners: [], cluster: options.cluster! };
+    if (options.routing !== undefined) {
+      const g = options.routing.group;
+      if (!Number.isInteger(g) || g < 1 || g > 0xffff) throw new Error(`routing group ${g} is not 1-65535`);
+      if (options.routing.system.length === 0) throw new Error('routing: give the system group\'s replica addresses');
+    }
     const store = await KeyStore.open(options.dataDir, identity, { rejoin: options.rejoin === true });
     let replica: PaxosKVReplica;
+    let routing: RoutingFollower | undefined;
     try {
+      if (options.routing !== undefined) {
+        routing = await RoutingFollower.open({
+          group: options.routing.group,
+          system: options.routing.system,
+          dataDir: options.dataDir,
+          ...(options.tls === undefined ? {} : { channel: { tls: { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } } }),
+        });
+      }
       const meta = store.meta();
       const named = meta.configuration !== undefined && roleOf(meta.configuration, options.id) !== 'removed';
       const start: StartState = {
@@ -273,15 +302,17 @@ export class PaxosKVReplica {
         announced: meta.announced,
         peerIncarnations: meta.peerIncarnations,
       };
-      replica = new PaxosKVReplica(options, store, start);
+      replica = new PaxosKVReplica(options, store, start, routing);
       const port = Number(address.slice(address.lastIndexOf(':') + 1));
       const host = options.bindHost ?? address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
       await replica.server.listen(port, host);
     } catch (err) {
+      await routing?.close();
       await store.close();
       throw err;
     }
     replica.apply(replica.core.begin(replica.now()));
+    routing?.follow();
     // Keys whose records failed their checksums when the store opened: repaired from the peers.
     if (store.lostAtOpen.length > 0) replica.apply(replica.core.markLost(store.lostAtOpen.map((l) => l.key), replica.now()));
     return replica;
@@ -458,6 +489,104 @@ export class PaxosKVReplica {
   }
 
   /**
+   * @internal Many groups: refuses a key this replica's group does not own, with WRONG_GROUP and
+   * the routing table in the metadata (`ROUTING_METADATA`); the routing key belongs to the system
+   * group. Nothing in a cluster of one group.
+   * @throws RpcError FAILED_PRECONDITION (`WRONG_GROUP`); UNAVAILABLE (not applied) while the
+   *   replica has no routing table yet.
+   */
+  checkRoute(key: string): void {
+    const routing = this.routing;
+    if (routing === undefined) return;
+    if (key === ROUTING_KEY) {
+      if (routing.group === SYSTEM_GROUP) return;
+      throw this.wrongGroup('the routing key', SYSTEM_GROUP);
+    }
+    const ring = routing.ring;
+    if (ring === undefined) throw this.noTableYet();
+    const owner = ring.groupOf(key);
+    if (owner !== routing.group) throw this.wrongGroup(`key ${JSON.stringify(key.length > 64 ? `${key.slice(0, 64)}...` : key)}`, owner);
+  }
+
+  /**
+   * @internal Many groups: a list names its group (request metadata `GROUP_METADATA`); one that
+   * names none, or another, is refused with the routing table (LIST_NEEDS_GROUP, WRONG_GROUP).
+   */
+  checkListGroup(metadata: Readonly<Record<string, string>>): void {
+    const routing = this.routing;
+    if (routing === undefined) return;
+    const table = routing.table;
+    if (table === undefined) throw this.noTableYet();
+    const named = metadata[GROUP_METADATA];
+    if (named === undefined) throw kvErrors.LIST_NEEDS_GROUP.with({ metadata: this.routingMetadata(table) }, routing.group, table.epoch);
+    if (named !== String(routing.group)) throw kvErrors.WRONG_GROUP.with({ metadata: this.routingMetadata(table) }, `a list for group ${named}`, Number(named), routing.group, table.epoch);
+  }
+
+  /** @internal This replica's group (0: a cluster of one group) and routing table (see the `Routing` RPC). */
+  routingReply(): RoutingReply {
+    const table = this.routing?.table;
+    return { group: this.routing?.group ?? 0, table: table === undefined ? new Uint8Array(0) : encodeRoutingTable(table) };
+  }
+
+  /**
+   * Writes the next routing table into the system group (routing.ts's `checkNextRoutingTable`):
+   * a compare-and-set on the routing key, so of two concurrent writers one wins.
+   * @param bytes - the table, as `encodeRoutingTable`.
+   * @param deadline - wall-clock ms.
+   * @returns the table now chosen (as the `Routing` RPC).
+   * @throws RpcError FAILED_PRECONDITION (`NOT_SYSTEM_GROUP`) outside the system group;
+   *   INVALID_ARGUMENT (`INVALID_ROUTING_TABLE`) for bytes that are no table;
+   *   FAILED_PRECONDITION (`ROUTING_CHANGE_REFUSED`) for a table that may not follow the current
+   *   one, or when a concurrent write won; UNAVAILABLE / DEADLINE_EXCEEDED as a write.
+   */
+  async setRouting(bytes: Uint8Array, deadline: number): Promise<RoutingReply> {
+    const routing = this.routing;
+    if (routing === undefined || routing.group !== SYSTEM_GROUP) throw kvErrors.NOT_SYSTEM_GROUP(routing?.group ?? 0);
+    let next: RoutingTable;
+    try {
+      next = decodeRoutingTable(bytes);
+    } catch (err) {
+      if (err instanceof RoutingError) throw kvErrors.INVALID_ROUTING_TABLE(err.message);
+      throw err;
+    }
+    const read = await this.request(ROUTING_KEY, { kind: 'get' }, deadline);
+    if (!read.ok || read.kind !== 'get') throw toRpcError(read);
+    let current: RoutingTable | undefined;
+    if (read.value !== null) {
+      current = decodeRoutingTable(read.value);
+      routing.offer(read.value);
+      // The same table again (a retried call): done.
+      if (current.epoch === next.epoch && Buffer.from(encodeRoutingTable(current)).equals(Buffer.from(encodeRoutingTable(next)))) return this.routingReply();
+    }
+    try {
+      checkNextRoutingTable(current, next);
+    } catch (err) {
+      if (err instanceof RoutingError) throw kvErrors.ROUTING_CHANGE_REFUSED(err.message);
+      throw err;
+    }
+    const value = encodeRoutingTable(next);
+    const w = await this.request(ROUTING_KEY, { kind: 'cas', expectedVersion: read.version, value, id: null }, deadline);
+    if (!w.ok) throw w.status === 'FAILED_PRECONDITION' ? kvErrors.ROUTING_CHANGE_REFUSED(`another write of the routing table won (${w.message})`) : toRpcError(w);
+    routing.offer(value);
+    return this.routingReply();
+  }
+
+  private routingMetadata(table: RoutingTable): Record<string, string> {
+    return { [ROUTING_METADATA]: new TextDecoder().decode(encodeRoutingTable(table)) };
+  }
+
+  private wrongGroup(what: string, owner: number): RpcError {
+    const routing = this.routing!;
+    const table = routing.table;
+    if (table === undefined) return this.noTableYet();
+    return kvErrors.WRONG_GROUP.with({ metadata: this.routingMetadata(table) }, what, owner, routing.group, table.epoch);
+  }
+
+  private noTableYet(): RpcError {
+    return kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED(`replica ${this.options.id} of group ${this.routing!.group} has not read the routing table from the system group yet; ask another replica`);
+  }
+
+  /**
    * A page of this replica's keys, in the store's key order, each with its chosen version and the
    * checksum of its chosen entry (local state, not linearizable). A record that fails its checksum
    * is reported lost (and its repair starts).
@@ -495,6 +624,7 @@ export class PaxosKVReplica {
     clearTimeout(this.tickTimer);
     clearInterval(this.watchTimer);
     this.watchers.closeAll();
+    await this.routing?.close();
     await this.server.close({ graceMs: 1000 });
     for (const p of this.peers.values()) p.client.close();
     await this.lastWrite.catch(() => {});
@@ -930,10 +1060,13 @@ function writeIdFrom(pb: WriteIdPb | undefined): WriteId | null {
   return id;
 }
 
-/** Checks a key a request names; `system` allows the system's own keys (operator calls: digest, repair). */
-function checkKey(key: string, system = false): void {
+/**
+ * Checks a key a request names; `system` allows the system's own keys (operator calls: digest,
+ * repair), `read` the one clients may read and watch (the routing table's).
+ */
+function checkKey(key: string, system = false, read = false): void {
   if (key.length === 0) throw kvErrors.EMPTY_KEY();
-  if (!system && isSystemKey(key)) throw kvErrors.SYSTEM_KEY();
+  if (!system && isSystemKey(key) && !(read && key === ROUTING_KEY)) throw kvErrors.SYSTEM_KEY();
   if (Buffer.byteLength(key) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
 }
 
@@ -961,7 +1094,8 @@ class ClientApi extends PaxosKVService {
   }
 
   override async get(request: GetRequest, call: CallContext): Promise<GetReply> {
-    checkKey(request.key);
+    checkKey(request.key, false, true);
+    this.replica.checkRoute(request.key);
     const r = await this.replica.request(request.key, { kind: 'get' }, call.deadline);
     if (!r.ok || r.kind !== 'get') throw toRpcError(r);
     return { found: r.value !== null, value: r.value ?? new Uint8Array(0), version: BigInt(r.version) };
@@ -970,11 +1104,13 @@ class ClientApi extends PaxosKVService {
   override async put(request: PutRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
     checkValue(request.value);
+    this.replica.checkRoute(request.key);
     return writeReply(await this.replica.request(request.key, { kind: 'put', value: request.value, id: writeIdFrom(request.writeId) }, call.deadline));
   }
 
   override async delete(request: DeleteRequest, call: CallContext): Promise<WriteReply> {
     checkKey(request.key);
+    this.replica.checkRoute(request.key);
     return writeReply(await this.replica.request(request.key, { kind: 'delete', id: writeIdFrom(request.writeId) }, call.deadline));
   }
 
@@ -982,6 +1118,7 @@ class ClientApi extends PaxosKVService {
     checkKey(request.key);
     checkValue(request.value);
     if (request.expectedVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw kvErrors.EXPECTED_VERSION_OUT_OF_RANGE();
+    this.replica.checkRoute(request.key);
     return writeReply(
       await this.replica.request(request.key, {
         kind: 'cas',
@@ -1014,6 +1151,15 @@ class ClientApi extends PaxosKVService {
     return { configuration: membershipToPb(c, (m) => this.replica.addressOf(m)) };
   }
 
+  override async routing(): Promise<RoutingReply> {
+    return this.replica.routingReply();
+  }
+
+  override async setRouting(request: SetRoutingRequest, call: CallContext): Promise<RoutingReply> {
+    this.replica.checkAdmin('SetRouting');
+    return this.replica.setRouting(request.table, call.deadline);
+  }
+
   override async digest(request: DigestRequest): Promise<DigestReply> {
     const limit = request.limit === 0 ? 1000 : Math.min(request.limit, 10_000);
     if (!request.fromStart) checkKey(request.after, true);
@@ -1027,17 +1173,19 @@ class ClientApi extends PaxosKVService {
   }
 
   override async *watch(request: WatchRequest, call: CallContext): AsyncIterable<WatchEventPb> {
-    checkKey(request.key);
+    checkKey(request.key, false, true);
     if (request.fromVersion > BigInt(Number.MAX_SAFE_INTEGER)) throw kvErrors.FROM_VERSION_OUT_OF_RANGE();
+    this.replica.checkRoute(request.key);
     for await (const e of this.replica.watch(request.key, Number(request.fromVersion), call.signal)) {
       yield { version: BigInt(e.version), found: e.value !== null, value: e.value ?? new Uint8Array(0), gap: e.gap };
     }
   }
 
-  override async list(request: ListRequest): Promise<ListReply> {
+  override async list(request: ListRequest, call: CallContext): Promise<ListReply> {
     if (Buffer.byteLength(request.prefix) > MAX_KEY_BYTES) throw kvErrors.KEY_TOO_LONG(MAX_KEY_BYTES);
     if (isSystemKey(request.prefix)) throw kvErrors.SYSTEM_KEY();
     if (request.after !== '') checkKey(request.after);
+    this.replica.checkListGroup(call.metadata);
     const limit = request.limit === 0 ? 100 : Math.min(request.limit, 1000);
     const { items, more } = this.replica.list(request.prefix, request.after, limit);
     return { items: items.map((i) => ({ key: i.key, version: BigInt(i.version), value: i.value })), more };

@@ -22,7 +22,7 @@ export const DEFAULT_VNODES = 64;
 export interface RoutingGroup {
   /** The group's id (1..65535; unique in the table). */
   readonly id: number;
-  /** Its replicas' addresses, `host:port`, in member-id order (member i at index i-1). */
+  /** Its replicas' addresses, `host:port` (voters first; a client tries them in this order). */
   readonly replicas: readonly string[];
 }
 
@@ -149,3 +149,62 @@ export function decodeRoutingTable(bytes: Uint8Array): RoutingTable {
   validateRoutingTable(t);
   return t;
 }
+
+/**
+ * The system group: it holds the routing table under {@link ROUTING_KEY} (as PaxosStore keeps its
+ * route in a system table). It is also a data group like the others.
+ */
+export const SYSTEM_GROUP = 1;
+
+/**
+ * The system key that holds the routing table in the system group ({@link encodeRoutingTable}).
+ * Clients may read and watch it; only `SetRouting` writes it.
+ */
+export const ROUTING_KEY = '\u0000svrkit/routing';
+
+/**
+ * Checks that `next` may follow `current` as the cluster's routing table. Keys never move between
+ * groups here (moving a key range online is not built; see the README): so a next table keeps the
+ * same group ids and virtual nodes, and only the replica addresses may change.
+ * @param current - the table now chosen, or undefined when there is none yet.
+ * @param next - the table to write.
+ * @throws RoutingError when `next` breaks a rule of {@link validateRoutingTable}; has no group
+ *   {@link SYSTEM_GROUP}; is a first table whose epoch is not 1; or is not `current`'s epoch + 1,
+ *   or has other groups or vnodes than `current` (it would move keys).
+ */
+export function checkNextRoutingTable(current: RoutingTable | undefined, next: RoutingTable): void {
+  validateRoutingTable(next);
+  if (!next.groups.some((g) => g.id === SYSTEM_GROUP)) throw new RoutingError(`a routing table needs group ${SYSTEM_GROUP}, the system group (it holds the table)`);
+  if (current === undefined) {
+    if (next.epoch !== 1) throw new RoutingError(`the first routing table has epoch 1, not ${next.epoch}`);
+    return;
+  }
+  if (next.epoch !== current.epoch + 1) throw new RoutingError(`the routing table is at epoch ${current.epoch}: the next one has epoch ${current.epoch + 1}, not ${next.epoch}`);
+  const ids = (t: RoutingTable) => t.groups.map((g) => g.id).sort((a, b) => a - b).join(',');
+  if (ids(current) !== ids(next) || (current.vnodes ?? DEFAULT_VNODES) !== (next.vnodes ?? DEFAULT_VNODES)) {
+    throw new RoutingError(
+      `groups [${ids(next)}] with ${next.vnodes ?? DEFAULT_VNODES} vnodes would move keys from groups [${ids(current)}] with ${current.vnodes ?? DEFAULT_VNODES} vnodes: ` +
+        'only replica addresses may change (moving keys between groups is not supported)',
+    );
+  }
+}
+
+/**
+ * The table of the next epoch in which group `group` has the replicas `replicas` (after a
+ * membership change of that group).
+ * @returns a new table (epoch + 1), or `table` itself when the group already has those replicas.
+ * @throws RoutingError when the table has no group `group`, or `replicas` is empty.
+ */
+export function withGroupReplicas(table: RoutingTable, group: number, replicas: readonly string[]): RoutingTable {
+  const g = table.groups.find((x) => x.id === group);
+  if (g === undefined) throw new RoutingError(`the routing table has no group ${group}`);
+  if (replicas.length === 0) throw new RoutingError(`group ${group} has no replica`);
+  if (g.replicas.length === replicas.length && g.replicas.every((a, i) => a === replicas[i])) return table;
+  return { ...table, epoch: table.epoch + 1, groups: table.groups.map((x) => (x.id === group ? { id: group, replicas: [...replicas] } : x)) };
+}
+
+/** Response metadata of a wrong-group answer: the replica's routing table, as {@link encodeRoutingTable}'s JSON text. */
+export const ROUTING_METADATA = 'x-routing-table';
+
+/** Request metadata of a list in a cluster of many groups: the group it is for (decimal). */
+export const GROUP_METADATA = 'x-kv-group';

@@ -271,6 +271,42 @@ describe('svrkit kv up records its cluster, prints its pid, and refuses a differ
     expect(await stopProc(again.proc, 'SIGINT'), again.proc.stderr()).toEqual({ code: 0, signal: null });
   }, 150_000); // about 40 CLI processes
 
+  it('kv up --groups 2: six replicas, the routing table written into group 1, keys of both groups through the client commands', async () => {
+    const cwd = path.join(BASE, 'groups');
+    await fsp.mkdir(cwd, { recursive: true });
+    const base = await freePortRange(6);
+    const first = await up(['--groups', '2', '--base-port', String(base)], cwd, 6);
+    expect(first.proc.stdout()).toMatch(/paxoskv cluster of 2 groups of 3 starting, replica pids 1\/1=\d+,1\/2=\d+,1\/3=\d+,2\/1=\d+,2\/2=\d+,2\/3=\d+/);
+    expect(JSON.parse(await fsp.readFile(path.join(cwd, 'data', 'paxoskv', 'cluster.json'), 'utf8'))).toMatchObject({ replicas: 3, groups: 2, basePort: base });
+    expect(await listing(path.join(cwd, 'data', 'paxoskv'))).toEqual(['cluster.json', 'group-1', 'group-2']);
+    const group2 = [3, 4, 5].map((i) => `127.0.0.1:${base + i}`);
+    // The table is written once group 1 serves; kv routing reads it.
+    let table: Record<string, unknown> | undefined;
+    for (let i = 0; i < 50 && table?.epoch !== 1; i++) {
+      const r = await run(['kv', 'routing', '--key', 'k0'], cwd);
+      if (r.code === 0) table = JSON.parse(r.stdout) as Record<string, unknown>;
+      else await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(table).toMatchObject({ epoch: 1, groups: [{ id: 1 }, { id: 2, replicas: group2 }] });
+    // Keys of both groups, through group 1's peers (the recorded ones): the client follows the table.
+    const keys = Array.from({ length: 8 }, (_, n) => `k${n}`);
+    const owners = new Set<number>();
+    for (const key of keys) {
+      expect(ok(await run(['kv', 'put', key, `v-${key}`], cwd))).toEqual({ key, version: '1' });
+      owners.add(Number((JSON.parse((await run(['kv', 'routing', '--key', key], cwd)).stdout) as { group: number }).group));
+    }
+    expect([...owners].sort()).toEqual([1, 2]);
+    const list = await run(['kv', 'list', 'k'], cwd);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { key: string }).key)).toEqual(keys);
+    // Each group has its own members.
+    const members = await run(['kv', 'member', 'list', '--group', '2'], cwd);
+    expect(members.code, members.stderr).toBe(0);
+    expect(JSON.parse(members.stdout.split('\n')[0]!)).toMatchObject({ group: 2, epoch: 1, voters: [1, 2, 3], addresses: { 1: group2[0], 2: group2[1], 3: group2[2] } });
+    refused(await run(['kv', 'up', '--groups', '3'], cwd), /holds a 2-group, 3-replica cluster .*--groups 3 differs: use --groups 2/);
+    expect(await stopProc(first.proc, 'SIGINT'), first.proc.stderr()).toEqual({ code: 0, signal: null });
+  }, 120_000);
+
   it('refuses bad flags on a new data dir, and the replica dirs of an earlier kv up that differ, creating nothing', async () => {
     const cwd = path.join(BASE, 'refusals');
     await fsp.mkdir(cwd, { recursive: true });

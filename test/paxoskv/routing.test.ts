@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { decodeRoutingTable, encodeRoutingTable, RoutingRing, type RoutingTable } from '../../services/paxoskv/routing.js';
+import { checkNextRoutingTable, decodeRoutingTable, encodeRoutingTable, RoutingRing, withGroupReplicas, type RoutingTable } from '../../services/paxoskv/routing.js';
 import { runTranscript } from '../support/datadriven.js';
 
 const FILE = fileURLToPath(new URL('./testdata/routing.txt', import.meta.url));
@@ -73,5 +73,26 @@ describe('consistent hashing of keys over groups', () => {
     const ring = new RoutingRing(t);
     const g = ring.route('inbox/alice');
     expect(g.replicas).toEqual([1, 2, 3].map((r) => `g${g.id}-r${r}:7101`));
+  });
+});
+
+describe('the routing table\'s epochs (what SetRouting accepts)', () => {
+  it('a first table has epoch 1 and the system group; a next one has epoch + 1 and moves no key', () => {
+    const first = table([1, 2, 3]);
+    expect(() => checkNextRoutingTable(undefined, first)).not.toThrow();
+    expect(() => checkNextRoutingTable(undefined, { ...first, epoch: 2 })).toThrow(/the first routing table has epoch 1, not 2/);
+    expect(() => checkNextRoutingTable(undefined, table([2, 3]))).toThrow(/needs group 1, the system group/);
+    const moved = withGroupReplicas(first, 2, ['new-a:1', 'new-b:1', 'new-c:1']);
+    expect(moved.epoch).toBe(2);
+    expect(moved.groups.find((g) => g.id === 2)!.replicas).toEqual(['new-a:1', 'new-b:1', 'new-c:1']);
+    expect(moved.groups.find((g) => g.id === 1)).toEqual(first.groups[0]);
+    expect(() => checkNextRoutingTable(first, moved)).not.toThrow();
+    // The same addresses: no new epoch.
+    expect(withGroupReplicas(first, 2, first.groups[1]!.replicas)).toBe(first);
+    expect(() => checkNextRoutingTable(first, { ...moved, epoch: 3 })).toThrow(/at epoch 1: the next one has epoch 2, not 3/);
+    expect(() => checkNextRoutingTable(first, { ...table([1, 2, 3, 4]), epoch: 2 })).toThrow(/groups \[1,2,3,4\] with 64 vnodes would move keys from groups \[1,2,3\]/);
+    expect(() => checkNextRoutingTable(first, { ...table([1, 2, 3], 32), epoch: 2 })).toThrow(/would move keys/);
+    expect(() => withGroupReplicas(first, 9, ['a:1'])).toThrow(/no group 9/);
+    expect(() => withGroupReplicas(first, 2, [])).toThrow(/group 2 has no replica/);
   });
 });

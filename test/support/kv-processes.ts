@@ -114,7 +114,7 @@ export async function runSvrkit(args: string[], options: { stdin?: string | Uint
 export const SERVING = /^svrkit: paxoskv replica (\d+) .*serving on (\S+) \(pid (\d+)\)/gm;
 
 /** A PaxosKV replica's line once it votes (after its start check, or its rejoin): member id, incarnation. */
-export const VOTING = /^svrkit: paxoskv replica (\d+) voting \(incarnation (\d+), epoch (\d+)\)/gm;
+export const VOTING = /^svrkit: paxoskv replica (\d+)(?: of group \d+)? voting \(incarnation (\d+), epoch (\d+)\)/gm;
 
 /** Waits until `p` has printed `count` voting lines (see VOTING); as waitServing otherwise. */
 export function waitVoting(p: Proc, what: string, count = 1, timeoutMs = 20_000): Promise<RegExpExecArray[]> {
