@@ -181,6 +181,42 @@ export async function startPaxosKV(dir: string, n = 3): Promise<PaxosKVCluster> 
   return { peers, members };
 }
 
+/** A running cluster of many groups (each a 3-replica PaxosKV group). */
+export interface PaxosKVGroups {
+  /** Each group's replica addresses, group 1 (the system group) first. */
+  groups: string[][];
+  members: Member[];
+}
+
+/**
+ * Starts `groups` groups of `n` replicas: replica i of group g is `kv serve --id i --peers <group
+ * g> --group g --routing <group 1> --data-dir <dir>/group-g/replica-i`; waits until every one
+ * serves. The caller writes the routing table (`PaxosKVClient.setRoutingTable`). One group with
+ * `routed` false is a plain cluster (no --group: nothing routed), the baseline.
+ */
+export async function startPaxosKVGroups(dir: string, groups: number, n = 3, routed = groups > 1): Promise<PaxosKVGroups> {
+  accessSync(path.join(root, 'dist', 'framework', 'cli', 'main.js'), constants.R_OK);
+  const ports = await freePorts(groups * n);
+  const addresses = Array.from({ length: groups }, (_, g) => ports.slice(g * n, (g + 1) * n).map((p) => `127.0.0.1:${p}`));
+  const list = (g: number) => addresses[g]!.map((a, i) => `${i + 1}=${a}`).join(',');
+  const members: Member[] = [];
+  for (let g = 0; g < groups; g++) {
+    mkdirSync(path.join(dir, `group-${g + 1}`), { recursive: true });
+    for (let i = 0; i < n; i++) {
+      members.push(
+        startProcess(
+          `paxoskv-${g + 1}-${i + 1}`,
+          process.execPath,
+          [svrkitBin, 'kv', 'serve', '--id', String(i + 1), '--peers', list(g), ...(routed ? ['--group', String(g + 1), '--routing', list(0)] : []), '--data-dir', path.join(dir, `group-${g + 1}`, `replica-${i + 1}`), '--no-services'],
+          path.join(dir, `group-${g + 1}`, `replica-${i + 1}.log`),
+        ),
+      );
+    }
+  }
+  await waitFor('starting PaxosKV groups', members, () => members.every((m) => /serving on/.test(m.log())));
+  return { groups: addresses, members };
+}
+
 /**
  * Starts a new replica that joins `cluster` (`kv serve --id <id> --address <free port> --join
  * <the first replicas> --data-dir <dir>/replica-<id>`) and waits until it says it waits to be added.
