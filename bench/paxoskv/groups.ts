@@ -6,12 +6,22 @@
  *
  *   npm run build && npx tsx bench/paxoskv/groups.ts [--groups 1,2,4] [--concurrency 64] [--duration 15s] [--rounds 2]
  *
- * One group is a plain cluster (no --group: nothing routed), the baseline. Each round runs every
- * group count once, each on a fresh cluster with the keys preloaded (not timed), in alternating
- * order (1,2,4 then 4,2,1), so drift on this noisy machine falls on both sides. On this 2-core
- * machine every process shares the cores, so ops/s cannot grow with groups here; CPU-seconds per
- * operation (all replicas', from /proc, and the client's) tells how it would scale on separate
- * machines. Everything on 127.0.0.1; every process it starts it stops.
+ * The offered load grows with the groups, as it does when a cluster scales out: `--concurrency`
+ * operations in flight per group, over 10,000 keys per group. One group is a plain cluster (no
+ * --group: nothing routed), the baseline. Two runs per group count:
+ * - `all`: every group loaded (64 x G in flight). On this 2-core machine the 3 x G replicas share
+ *   the two cores, so ops/s cannot grow, and each replica gets a G-th of the CPU: it serves a G-th
+ *   of the operations per second, in smaller batches (peer messages, group commits) that cost more
+ *   per operation, and the processes switch in and out. What this machine does, not what separate
+ *   machines would.
+ * - `one`: the same cluster, the load on group 1's keys only (64 in flight), the other groups up
+ *   and idle: a group of a G-group cluster at the load of the 1-group cluster, which is what each
+ *   group runs on its own machines. Its CPU per operation against the 1-group cluster's is the
+ *   scaling figure (the routing on both sides, the system group's table, idle peers).
+ * Each round runs every group count on a fresh cluster with the keys preloaded (not timed), in
+ * alternating order (1,2,4 then 4,2,1), so drift on this noisy machine falls on both sides. CPU is
+ * all replicas' (from /proc) and the client's. Everything on 127.0.0.1; every process it starts it
+ * stops.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -19,7 +29,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { parseDuration } from '../../framework/cli/bench.js';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
-import type { RoutingTable } from '../../services/paxoskv/routing.js';
+import { RoutingRing, type RoutingTable } from '../../services/paxoskv/routing.js';
 import { machineBusySeconds, startPaxosKVGroups, stopAll } from './cluster.js';
 import { PAXOSSTORE_STRESS, preload, runWorkload, type KvTarget } from './workload.js';
 
@@ -36,16 +46,16 @@ const groupList = (v: string): number[] => {
 
 const program = new Command('groups')
   .option('--groups <list>', 'group counts to measure', groupList, [1, 2, 4])
-  .option('--concurrency <n>', 'operations in flight', positiveInt, 64)
+  .option('--concurrency <n>', 'operations in flight per group', positiveInt, 64)
   .option('--duration <time>', 'length of each run', (v: string) => parseDuration(v), 15_000)
   .option('--rounds <n>', 'rounds (each measures every group count once, alternating the order)', positiveInt, 2)
   .option('--keep', 'keep the temp dir (data and logs)')
   .parse();
 const flags = program.opts<{ groups: number[]; concurrency: number; duration: number; rounds: number; keep?: boolean }>();
-const shape = PAXOSSTORE_STRESS;
 
 interface Figure {
   groups: number;
+  mode: 'all' | 'one';
   opsPerSecond: number;
   serverCpuMsPerOp: number;
   clientCpuMsPerOp: number;
@@ -55,13 +65,32 @@ interface Figure {
   failed: number;
 }
 
-/** One run: a fresh cluster of `groups` groups, preloaded, then the workload for the duration. */
-async function measure(dir: string, groups: number): Promise<Figure> {
+/**
+ * One run: a fresh cluster of `groups` groups, preloaded, then the workload for the duration, on
+ * every group (`all`) or on group 1's keys only (`one`).
+ */
+async function measure(dir: string, groups: number, mode: 'all' | 'one'): Promise<Figure> {
+  const loaded = mode === 'all' ? groups : 1;
+  const shape = { ...PAXOSSTORE_STRESS, keys: PAXOSSTORE_STRESS.keys * loaded };
   const cluster = await startPaxosKVGroups(dir, groups);
-  const clients = [0, 1, 2, 3].map((j) => new PaxosKVClient({ peers: [...cluster.groups[0]!.slice(j % 3), ...cluster.groups[0]!.slice(0, j % 3)], attemptTimeoutMs: 500 }));
+  // Every client starts at replica 1, of the one group and of each group alike (a client tries a
+  // group's replicas in the table's order).
+  const clients = [0, 1, 2, 3].map(() => new PaxosKVClient({ peers: cluster.groups[0]!, attemptTimeoutMs: 500 }));
   try {
+    let key = (k: string): string => k;
     if (groups > 1) {
       const table: RoutingTable = { epoch: 1, groups: cluster.groups.map((replicas, g) => ({ id: g + 1, replicas })) };
+      if (mode === 'one') {
+        // Each workload key stands for the first `<key>-<n>` of group 1.
+        const ring = new RoutingRing(table);
+        const of = new Map<string, string>();
+        key = (k) => {
+          let v = of.get(k);
+          for (let n = 0; v === undefined; n++) if (ring.groupOf(`${k}-${n}`) === 1) v = `${k}-${n}`;
+          of.set(k, v);
+          return v;
+        };
+      }
       for (let attempt = 0; ; attempt++) {
         try {
           await clients[0]!.setRoutingTable(table, { timeoutMs: 3000 });
@@ -72,12 +101,12 @@ async function measure(dir: string, groups: number): Promise<Figure> {
         }
       }
     }
-    const targets: KvTarget[] = clients.map((c) => ({ get: (k) => c.get(k), put: (k, v) => c.put(k, v) }));
+    const targets: KvTarget[] = clients.map((c) => ({ get: (k) => c.get(key(k)), put: (k, v) => c.put(key(k), v) }));
     await preload(targets, 128, shape);
     const s0 = cluster.members.map((m) => m.cpuSeconds());
     const c0 = process.cpuUsage();
     const m0 = machineBusySeconds();
-    const r = await runWorkload({ targets, concurrency: flags.concurrency, durationMs: flags.duration, shape });
+    const r = await runWorkload({ targets, concurrency: flags.concurrency * loaded, durationMs: flags.duration, shape });
     const machine = machineBusySeconds() - m0;
     const c = process.cpuUsage(c0);
     const serverS = cluster.members.reduce((a, m, i) => a + m.cpuSeconds() - s0[i]!, 0);
@@ -85,6 +114,7 @@ async function measure(dir: string, groups: number): Promise<Figure> {
     const ops = r.reads.ok + r.writes.ok;
     return {
       groups,
+      mode,
       opsPerSecond: r.okPerSecond,
       serverCpuMsPerOp: (serverS * 1000) / ops,
       clientCpuMsPerOp: (clientS * 1000) / ops,
@@ -103,26 +133,25 @@ const base = mkdtempSync(path.join(os.tmpdir(), 'svrkit-groups-'));
 const all: Figure[] = [];
 try {
   process.stdout.write(
-    `paxoskv groups bench: ${shape.keys} keys of ${shape.valueBytes} B, ${shape.readsPerWrite} reads per write, concurrency ${flags.concurrency}, ` +
+    `paxoskv groups bench: ${PAXOSSTORE_STRESS.keys} keys of ${PAXOSSTORE_STRESS.valueBytes} B per group, ${PAXOSSTORE_STRESS.readsPerWrite} reads per write, ${flags.concurrency} in flight per group, ` +
       `runs of ${flags.duration / 1000} s, groups ${flags.groups.join(',')}, ${flags.rounds} round(s), ${os.cpus().length} CPUs, node ${process.version}\n` +
-      '  groups    ops/s  replicas CPU ms/op  client CPU ms/op  total ms/op  vs 1 group  read p99  write p99  failed  other load (CPU s)\n',
+      '  groups  load    ops/s  replicas CPU ms/op  client CPU ms/op  total ms/op  vs 1 group  read p99  write p99  failed  other load (CPU s)\n',
   );
   for (let round = 1; round <= flags.rounds; round++) {
     const order = round % 2 === 1 ? flags.groups : [...flags.groups].reverse();
-    const baseline = new Map<number, number>();
     const results: Figure[] = [];
     for (const g of order) {
-      const f = await measure(path.join(base, `round-${round}-groups-${g}`), g);
-      results.push(f);
-      all.push(f);
-      if (g === 1) baseline.set(round, f.serverCpuMsPerOp + f.clientCpuMsPerOp);
+      const modes: Array<'all' | 'one'> = g === 1 ? ['all'] : round % 2 === 1 ? ['all', 'one'] : ['one', 'all'];
+      for (const mode of modes) results.push(await measure(path.join(base, `round-${round}-groups-${g}-${mode}`), g, mode));
     }
+    const one = results.find((f) => f.groups === 1);
     for (const f of results) {
+      all.push(f);
       const total = f.serverCpuMsPerOp + f.clientCpuMsPerOp;
-      const one = baseline.get(round);
+      const ratio = one === undefined ? '-' : `${(total / (one.serverCpuMsPerOp + one.clientCpuMsPerOp)).toFixed(2)}x`;
       process.stdout.write(
-        `  ${String(f.groups).padStart(6)}  ${Math.round(f.opsPerSecond).toString().padStart(7)}  ${f.serverCpuMsPerOp.toFixed(3).padStart(19)}  ` +
-          `${f.clientCpuMsPerOp.toFixed(3).padStart(16)}  ${total.toFixed(3).padStart(11)}  ${one === undefined ? '         -' : `${(total / one).toFixed(2)}x`.padStart(10)}  ` +
+        `  ${String(f.groups).padStart(6)}  ${f.mode.padEnd(4)}  ${Math.round(f.opsPerSecond).toString().padStart(7)}  ${f.serverCpuMsPerOp.toFixed(3).padStart(19)}  ` +
+          `${f.clientCpuMsPerOp.toFixed(3).padStart(16)}  ${total.toFixed(3).padStart(11)}  ${ratio.padStart(10)}  ` +
           `${f.readP99.toFixed(1).padStart(8)}  ${f.writeP99.toFixed(1).padStart(9)}  ${String(f.failed).padStart(6)}  ${f.otherBusyS.toFixed(1).padStart(18)}   (round ${round})\n`,
       );
     }
