@@ -16,8 +16,9 @@
  *   machines would.
  * - `one`: the same cluster, the load on group 1's keys only (64 in flight), the other groups up
  *   and idle: a group of a G-group cluster at the load of the 1-group cluster, which is what each
- *   group runs on its own machines. Its CPU per operation against the 1-group cluster's is the
- *   scaling figure (the routing on both sides, the system group's table, idle peers).
+ *   group runs on its own machines. Its CPU per operation against the plain 1-group cluster's is
+ *   the scaling figure, with what many groups add in it: the routing (a hash of each key on the
+ *   client and the replica), the system group's table, idle groups.
  * Each round runs every group count on a fresh cluster with the keys preloaded (not timed), in
  * alternating order (1,2,4 then 4,2,1), so drift on this noisy machine falls on both sides. CPU is
  * all replicas' (from /proc) and the client's. Everything on 127.0.0.1; every process it starts it

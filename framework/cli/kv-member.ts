@@ -17,7 +17,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import type { Configuration, MembershipChange } from '../../services/paxoskv/core/membership.js';
 import { membershipFromPb } from '../../services/paxoskv/membership-codec.js';
-import { RpcError, statusName } from '../wire/status.js';
+import { RpcError, Status, statusName } from '../wire/status.js';
 import { clusterChannel, resolveClientCluster } from './kv-cluster.js';
 import { jsonLine, refuse, withClient, withClientOptions, type ClientFlags } from './kv-client-command.js';
 import { intOption, reportError } from './flags.js';
@@ -105,7 +105,10 @@ export function addKvMemberCommands(kv: Command): void {
         } catch (err) {
           // No linearizable read (most members down, say): the newest configuration any replica
           // holds, marked as such, so that the rows below still show who is up.
+          // A group the table lacks, or no table: nothing of that group to show.
+          if (err instanceof RpcError && err.code === Status.INVALID_ARGUMENT) throw err;
           const replicas = flags.group === undefined ? undefined : kv.routing?.groups.find((g) => g.id === flags.group)?.replicas;
+          if (flags.group !== undefined && replicas === undefined) throw err;
           const ofGroup = replicas === undefined ? undefined : new PaxosKVClient({ peers: replicas, channel: tls });
           const seen = await newestLocalConfiguration(ofGroup ?? kv, replicas?.length ?? peerCount, flags.timeout).finally(() => ofGroup?.close());
           if (seen === undefined) throw err;

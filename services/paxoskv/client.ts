@@ -61,6 +61,7 @@ export interface GroupCallOptions extends CallOptions {
 interface Replicas {
   /** The group (0: the replicas the client was given, group unknown). */
   readonly group: number;
+  readonly addresses: readonly string[];
   readonly stubs: readonly PaxosKVStub[];
   current: number;
 }
@@ -136,7 +137,7 @@ export class PaxosKVClient {
     if (options.peers.length === 0) throw new Error('PaxosKVClient needs at least one peer address');
     // The client fails over between replicas itself; channel-level retries would only double the attempts.
     this.channelOptions = { connectTimeoutMs: 1000, retryPolicy: false, ...options.channel };
-    this.seed = { group: 0, stubs: options.peers.map((p) => this.stubAt(p)), current: 0 };
+    this.seed = { group: 0, addresses: [...options.peers], stubs: options.peers.map((p) => this.stubAt(p)), current: 0 };
     this.attemptTimeoutMs = options.attemptTimeoutMs ?? 1000;
     this.defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
     if (options.routing !== undefined) this.adopt(options.routing);
@@ -148,6 +149,16 @@ export class PaxosKVClient {
    */
   get routing(): RoutingTable | undefined {
     return this.table;
+  }
+
+  /**
+   * Caches a routing table learned elsewhere (a watch of the routing key, a file) when its epoch
+   * is newer than the cached one's.
+   * @returns whether it was.
+   * @throws RoutingError when the table breaks a rule of routing.ts's `validateRoutingTable`.
+   */
+  useRouting(table: RoutingTable): boolean {
+    return this.adopt(table);
   }
 
   /**
@@ -168,26 +179,44 @@ export class PaxosKVClient {
    * Writes the next routing table (routing.ts's `checkNextRoutingTable`: the first, of epoch 1, or
    * the current one's epoch + 1 with the same groups) through the system group.
    * @returns the table now chosen.
-   * @throws RpcError FAILED_PRECONDITION (`ROUTING_CHANGE_REFUSED`) for a table that may not
-   *   follow the current one, or when a concurrent write won; (`NOT_SYSTEM_GROUP`) when the
-   *   replicas reached are not of the system group; UNAVAILABLE or DEADLINE_EXCEEDED as a write.
+   * @throws RpcError INVALID_ARGUMENT (`INVALID_ROUTING_TABLE`) for a table that breaks a rule of
+   *   routing.ts; FAILED_PRECONDITION (`ROUTING_CHANGE_REFUSED`) for a table that may not follow
+   *   the current one, or when a concurrent write won; (`NOT_SYSTEM_GROUP`) when the replicas
+   *   reached are not of the system group; UNAVAILABLE or DEADLINE_EXCEEDED as a write.
    */
   async setRoutingTable(table: RoutingTable, options?: CallOptions): Promise<RoutingTable> {
-    const r = await this.call(options, () => this.replicasFor(ROUTING_KEY), (stub, o) => stub.setRouting({ table: encodeRoutingTable(table) }, o));
-    const t = decodeRoutingTable(r.table);
-    this.adopt(t);
-    return t;
+    const deadline = this.deadlineFor(options, Date.now());
+    const bytes = encodeRoutingTable(table);
+    let retried = false;
+    try {
+      const r = await this.call({ ...options, deadline, timeoutMs: undefined }, () => this.replicasFor(ROUTING_KEY), (stub, o) => stub.setRouting({ table: bytes }, o), () => (retried = true));
+      const t = decodeRoutingTable(r.table);
+      this.adopt(t);
+      return t;
+    } catch (err) {
+      // An earlier attempt whose outcome was unknown may have written it, and a later one found
+      // it there already: the table chosen is ours, then.
+      if (!retried || !(err instanceof RpcError) || err.reason !== kvErrors.ROUTING_CHANGE_REFUSED.reason) throw err;
+      const now = await this.routingTable({ deadline });
+      if (now !== null && Buffer.from(encodeRoutingTable(now)).equals(Buffer.from(bytes))) return now;
+      throw err;
+    }
   }
 
   /**
    * The cluster's membership configuration, read linearizably.
+   * @param options - the call's options; `group`: the group's, in a cluster of many (default: the
+   *   group of the replicas given).
    * @returns the configuration (`next` set while a change is under way; `addresses` of every
    *   member the answering replica knows the address of).
-   * @throws RpcError UNAVAILABLE or DEADLINE_EXCEEDED when no voter answered in time.
+   * @throws RpcError UNAVAILABLE or DEADLINE_EXCEEDED when no voter answered in time;
+   *   INVALID_ARGUMENT (`NO_SUCH_GROUP`) for a group the routing table does not have; UNAVAILABLE
+   *   (`NO_ROUTING_TABLE`) when the replicas given have no routing table yet.
    */
   async members(options?: GroupCallOptions): Promise<Configuration> {
-    const target = await this.groupTarget(options);
-    const r = await this.call(options, () => target, (stub, o) => stub.members({}, o));
+    const o = { ...options, deadline: this.deadlineFor(options, Date.now()), timeoutMs: undefined };
+    const route = await this.groupRoute(o);
+    const r = await this.call(o, route, (stub, c) => stub.members({}, c));
     return membershipFromPb(r.configuration!);
   }
 
@@ -200,18 +229,25 @@ export class PaxosKVClient {
    *   `{ kind: 'replace', remove, add, address }`, or `{ kind: 'abort' }` (the change under way
    *   back to its first half: for one whose new member never came up).
    * @param options - the deadline (default 60 s: a new member first copies every key); `group`:
-   *   the group to change, in a cluster of many.
+   *   the group to change, in a cluster of many (default: the group of the replicas given). Once
+   *   the change of a group finished, its new addresses go into the routing table (the next epoch).
    * @returns the stable configuration the change led to.
    * @throws RpcError FAILED_PRECONDITION (`MEMBERSHIP_CHANGE_REFUSED`) when the change breaks a
    *   rule or another change is under way; INVALID_ARGUMENT for a bad member id;
    *   DEADLINE_EXCEEDED when the change began but had not finished by the deadline (it goes on:
-   *   `members()` shows it); UNAVAILABLE when no voter answered.
+   *   `members()` shows it); UNAVAILABLE when no voter answered; INVALID_ARGUMENT (`NO_SUCH_GROUP`)
+   *   for a group the routing table does not have; UNAVAILABLE (`ROUTING_NOT_UPDATED`) when the
+   *   change finished and the routing table could not be given the group's addresses in time.
    */
   async changeMembers(change: MembershipChange, options?: GroupCallOptions): Promise<Configuration> {
     const deadline = options?.deadline ?? Date.now() + (options?.timeoutMs ?? 60_000);
-    const target = await this.groupTarget({ ...options, deadline, timeoutMs: undefined });
-    const r = await this.call({ ...options, deadline, timeoutMs: undefined }, () => target, (stub, o) => stub.changeMembers(changeToPb(change), o));
-    return this.finishChange(membershipFromPb(r.configuration!), deadline, options);
+    const o = { ...options, deadline, timeoutMs: undefined };
+    // In a cluster of many groups, a change without a group is one of the given replicas' group:
+    // its new addresses go into the routing table as well.
+    const group = options?.group ?? (await this.call(o, () => this.seed, (stub, c) => stub.routing({}, c))).group;
+    const grouped = group === 0 ? o : { ...o, group };
+    const r = await this.call(o, await this.groupRoute(grouped), (stub, c) => stub.changeMembers(changeToPb(change), c));
+    return this.finishChange(membershipFromPb(r.configuration!), deadline, grouped);
   }
 
   /** Waits until the change `c` began is finished; in a cluster of many groups, then publishes the group's new addresses. */
@@ -234,23 +270,33 @@ export class PaxosKVClient {
   }
 
   /**
-   * Writes the routing table of the next epoch with group `group` at the addresses of
-   * configuration `c` (voters, then learners), unless it has them already; a concurrent write of
-   * the table (another group's change) is read and built on again, until the deadline.
-   * @throws RpcError as `setRoutingTable`, with a message that says the change itself is done.
+   * Writes the routing table of the next epoch with group `group` at the addresses of its
+   * configuration (voters, then learners), unless it has them already; a concurrent write of the
+   * table (another group's change) is read and built on again, until the deadline.
+   * @param c - the configuration the change led to (for the error's message).
+   * @throws RpcError (`ROUTING_NOT_UPDATED`) saying the change itself is done.
    */
   private async publishAddresses(group: number, c: Configuration, deadline: number): Promise<void> {
-    const addresses = [...c.voters, ...c.learners].map((m) => c.addresses?.[m]).filter((a): a is string => a !== undefined);
-    if (addresses.length === 0) return;
     for (;;) {
       try {
+        // The table first, then the group's configuration as it is now, then the write of the
+        // table's next epoch (refused if the table moved meanwhile): a slow publish of an earlier
+        // change can then never put back addresses a later change replaced.
         const current = await this.routingTable({ deadline });
         if (current === null) return;
+        const live = await this.members({ deadline, group });
+        // Another change under way: it publishes when it finishes.
+        if (live.next !== undefined) return;
+        const addresses = [...live.voters, ...live.learners].map((m) => live.addresses?.[m]).filter((a): a is string => a !== undefined);
+        if (addresses.length === 0) return;
         const next = withGroupReplicas(current, group, addresses);
         if (next !== current) await this.setRoutingTable(next, { deadline });
         return;
       } catch (err) {
-        if (err instanceof RpcError && err.reason === kvErrors.ROUTING_CHANGE_REFUSED.reason && Date.now() < deadline) continue;
+        if (err instanceof RpcError && err.reason === kvErrors.ROUTING_CHANGE_REFUSED.reason && Date.now() < deadline - 50) {
+          await pause(50, undefined);
+          continue;
+        }
         if (err instanceof RpcError) throw kvErrors.ROUTING_NOT_UPDATED.with({ cause: err }, group, describeConfiguration(c), `${statusName(err.code)}: ${err.message}`);
         throw err;
       }
@@ -405,18 +451,22 @@ export class PaxosKVClient {
   }
 
   /**
-   * Lists chosen values of keys with `prefix`, in key order, from one replica's local state (the
-   * `List` RPC): NOT linearizable (a replica that lags may list older versions, or miss a key just
+   * Lists chosen values of keys with `prefix`, in key order (UTF-8 byte order), from one replica's
+   * local state per group (the `List` RPC; in a cluster of many groups, one replica of each,
+   * merged): NOT linearizable (a replica that lags may list older versions, or miss a key just
    * written). Deleted keys are left out. Fails over as `get`.
    * @param prefix - the keys' prefix ("" for every key).
    * @param options - `after`: list keys strictly after this one (default "": from the first);
-   *   `limit`: at most this many (1..1000, default 100); and the call's options.
+   *   `limit`: at most this many (1..1000, default 100; 0 is 100, more is 1000); and the call's options.
    * @returns the keys, and whether more may follow (list again with `after` = the last key).
    * @throws RpcError INVALID_ARGUMENT for a prefix over 1 KiB or a bad `after`; UNAVAILABLE or
-   *   DEADLINE_EXCEEDED when no replica answered in time.
+   *   DEADLINE_EXCEEDED when no replica (of some group) answered in time.
    */
   async list(prefix: string, options: CallOptions & { after?: string; limit?: number } = {}): Promise<{ items: KvListItem[]; more: boolean }> {
-    const { after = '', limit = 100, ...call } = options;
+    const { after = '', limit: asked = 100, ...rest } = options;
+    // The replicas' own bounds, so that every group's page has the same length.
+    const limit = asked === 0 ? 100 : Math.min(asked, 1000);
+    const call = { ...rest, deadline: this.deadlineFor(rest, Date.now()), timeoutMs: undefined };
     const toItems = (r: { items: Array<{ key: string; version: bigint; value: Uint8Array }> }): KvListItem[] => r.items.map((i) => ({ key: i.key, version: i.version, value: i.value }));
     if (this.table === undefined) {
       // A cluster of one group lists at once; a replica of a cluster of many answers with the table.
@@ -429,17 +479,27 @@ export class PaxosKVClient {
       }
     }
     // Every group lists its first `limit` keys after `after`: the first `limit` of their union are
-    // the cluster's (each of those is among its own group's first `limit`).
-    const deadline = this.deadlineFor(call, Date.now());
+    // the cluster's (each of those is among its own group's first `limit`). A group that sent
+    // fewer and says more may follow bounds the page: no key past its last may be listed yet.
     const pages = await Promise.all(
       this.table!.groups.map((g) =>
-        this.call({ ...call, deadline, timeoutMs: undefined }, () => this.replicasOf(g.id), (stub, o) =>
-          stub.list({ prefix, after, limit }, { ...o, metadata: { ...o.metadata, [GROUP_METADATA]: String(g.id) } }),
-        ),
+        this.call(call, () => this.replicasOf(g.id), (stub, o) => stub.list({ prefix, after, limit }, { ...o, metadata: { ...o.metadata, [GROUP_METADATA]: String(g.id) } })),
       ),
     );
-    const all = pages.flatMap(toItems).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return { items: all.slice(0, limit), more: all.length > limit || pages.some((p) => p.more) };
+    const byKey = (a: KvListItem, b: KvListItem) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key));
+    let all = pages.flatMap(toItems).sort(byKey);
+    let bounded = false;
+    for (const p of pages) {
+      const last = p.items.at(-1);
+      if (!p.more || last === undefined) continue;
+      const bound = Buffer.from(last.key);
+      const within = all.filter((i) => Buffer.compare(Buffer.from(i.key), bound) <= 0);
+      if (within.length < all.length) {
+        all = within;
+        bounded = true;
+      }
+    }
+    return { items: all.slice(0, limit), more: bounded || all.length > limit || pages.some((p) => p.more) };
   }
 
   /** Closes the channels (calls in flight finish first). */
@@ -583,24 +643,30 @@ export class PaxosKVClient {
       // Like the replicas given, the first is tried first: a key's writes then come from one
       // proposer, which takes the fast path (bench/paxoskv/groups.ts: clients spread over a
       // group's replicas cost 20-50% more CPU per operation, in prepares).
-      r = { group, stubs: g.replicas.map((a) => this.stubAt(a)), current: 0 };
+      r = { group, addresses: g.replicas, stubs: g.replicas.map((a) => this.stubAt(a)), current: 0 };
       this.groups.set(group, r);
     }
     return r;
   }
 
-  /** The replicas of `options.group` (reading the table first when none is cached), or those given. */
-  private async groupTarget(options: GroupCallOptions | undefined): Promise<Replicas> {
-    const group = options?.group;
-    if (group === undefined) return this.seed;
+  /**
+   * The route to `options.group`'s replicas (reading the table first when none is cached), or to
+   * those given; asked again at each attempt, so a newer table is followed.
+   * @throws RpcError INVALID_ARGUMENT (`NO_SUCH_GROUP`) for a group the table lacks, or any group
+   *   of a cluster of one group; UNAVAILABLE (`NO_ROUTING_TABLE`) while the replica asked has none.
+   */
+  private async groupRoute(options: GroupCallOptions): Promise<() => Replicas> {
+    const group = options.group;
+    if (group === undefined) return () => this.seed;
     if (this.table === undefined) {
       const r = await this.call(options, () => this.seed, (stub, o) => stub.routing({}, o));
-      if (r.table.length === 0) throw kvErrors.NO_SUCH_GROUP(group, 'none: a cluster of one group');
+      if (r.group === 0) throw kvErrors.NO_SUCH_GROUP(group, 'none: a cluster of one group');
+      if (r.table.length === 0) throw kvErrors.NO_ROUTING_TABLE(group);
       this.adopt(decodeRoutingTable(r.table));
     }
     const table = this.table!;
     if (!table.groups.some((g) => g.id === group)) throw kvErrors.NO_SUCH_GROUP(group, table.groups.map((g) => g.id).join(', '));
-    return this.replicasOf(group);
+    return () => this.replicasOf(group);
   }
 
   /** Caches `table` when it is newer than the cached one. @returns whether it was. */
@@ -608,9 +674,13 @@ export class PaxosKVClient {
     if (this.table !== undefined && table.epoch <= this.table.epoch) return false;
     this.ring = new RoutingRing(table);
     this.table = table;
-    this.groups.clear();
+    // A group whose replicas did not change keeps its own (and the one its calls stick to).
+    for (const [id, r] of this.groups) {
+      const g = table.groups.find((x) => x.id === id);
+      if (g === undefined || g.replicas.length !== r.addresses.length || g.replicas.some((a, i) => a !== r.addresses[i])) this.groups.delete(id);
+    }
     // Channels to addresses no group and no given replica has any more are closed.
-    const keep = new Set<string>([...this.channels.keys()].filter((a) => this.seed.stubs.includes(this.channels.get(a)!.stub)));
+    const keep = new Set<string>(this.seed.addresses);
     for (const g of table.groups) for (const a of g.replicas) keep.add(a);
     for (const [a, c] of this.channels) {
       if (keep.has(a)) continue;
@@ -633,9 +703,8 @@ export class PaxosKVClient {
   }
 
   /**
-   * In the background, at most once a second: asks the replicas of the other groups (and those
-   * given) for their routing table, and caches a newer one (a group whose replicas all failed may
-   * have moved).
+   * In the background, at most once a second: asks the replicas of the other groups for their
+   * routing table, and caches a newer one (a group whose replicas all failed may have moved).
    */
   private refreshRouting(failing: number): void {
     const now = Date.now();

@@ -7,6 +7,8 @@
  * The driver's one rule: nothing a core step produced (a message, a client reply) leaves before
  * the records that step persisted, and every earlier step's, are durable.
  */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Channel, currentCall, RpcError, Server, withoutCall, type CallContext, type ServerOptions, type ServiceImplementation } from '../../framework/index.js';
 import { clusterFingerprint, messageFromPb, messageToPb, PeerMessageError } from './codec.js';
@@ -59,7 +61,7 @@ import {
 import { entryChecksum, KeyStore, type LostRecord } from './storage.js';
 import { checkReplicaTls, memberNamed, peerChannelTls, replicaServerTls, type ReplicaTls } from './tls.js';
 import { Watchers, type WatchEvent } from './watchers.js';
-import { RoutingFollower } from './routing-follower.js';
+import { ROUTING_FILE, RoutingFollower } from './routing-follower.js';
 import { checkNextRoutingTable, decodeRoutingTable, encodeRoutingTable, GROUP_METADATA, ROUTING_KEY, ROUTING_METADATA, RoutingError, SYSTEM_GROUP, type RoutingTable } from './routing.js';
 
 /** Largest value a key may hold (bytes). */
@@ -260,7 +262,9 @@ export class PaxosKVReplica {
    * then it refuses client calls with UNAVAILABLE.
    * @throws DataDirError when the data dir is corrupt, belongs to another member or cluster, or
    *   holds data while `rejoin` is set; Error when the membership is invalid, `tls` does not fit
-   *   this member (`checkReplicaTls`), or the address cannot be bound.
+   *   this member (`checkReplicaTls`), or the address cannot be bound; Error when `routing` is
+   *   missing for a data dir of a group of many (its routing.json), names another group than the
+   *   data dir's (RoutingGroupMismatchError) or than the cluster a join is into.
    */
   static async start(options: ReplicaOptions): Promise<PaxosKVReplica> {
     const address = options.members.get(options.id);
@@ -281,6 +285,18 @@ export class PaxosKVReplica {
       const g = options.routing.group;
       if (!Number.isInteger(g) || g < 1 || g > 0xffff) throw new Error(`routing group ${g} is not 1-65535`);
       if (options.routing.system.length === 0) throw new Error('routing: give the system group\'s replica addresses');
+    }
+    // A replica of one group of many must know it, or it would serve every group's keys.
+    const joinedGroup = options.cluster === undefined ? undefined : /\/group=(\d+)$/.exec(options.cluster)?.[1];
+    if (options.join !== undefined && String(options.routing?.group ?? '') !== (joinedGroup ?? '')) {
+      throw new Error(
+        joinedGroup === undefined
+          ? `the cluster to join has one group: start this replica without a group (--group ${options.routing?.group})`
+          : `the cluster to join is group ${joinedGroup} of a cluster of many groups: start this replica with --group ${joinedGroup} (and --routing)${options.routing === undefined ? '' : `, not --group ${options.routing.group}`}`,
+      );
+    }
+    if (options.routing === undefined && (await fileExists(path.join(options.dataDir, ROUTING_FILE)))) {
+      throw new Error(`data dir ${options.dataDir} holds a replica of a group of a cluster of many groups (${ROUTING_FILE}): start it with its --group and --routing`);
     }
     const store = await KeyStore.open(options.dataDir, identity, { rejoin: options.rejoin === true });
     let replica: PaxosKVReplica;
@@ -518,7 +534,7 @@ export class PaxosKVReplica {
     const table = routing.table;
     if (table === undefined) throw this.noTableYet();
     const named = metadata[GROUP_METADATA];
-    if (named === undefined) throw kvErrors.LIST_NEEDS_GROUP.with({ metadata: this.routingMetadata(table) }, routing.group, table.epoch);
+    if (named === undefined || !/^\d{1,5}$/.test(named)) throw kvErrors.LIST_NEEDS_GROUP.with({ metadata: this.routingMetadata(table) }, routing.group, table.epoch);
     if (named !== String(routing.group)) throw kvErrors.WRONG_GROUP.with({ metadata: this.routingMetadata(table) }, `a list for group ${named}`, Number(named), routing.group, table.epoch);
   }
 
@@ -1200,5 +1216,16 @@ class PeerApi extends PaxosPeerService {
 
   override async deliver(request: PeerBatch): Promise<PeerBatch> {
     return this.replica.deliver(request);
+  }
+}
+
+/** Whether `file` exists (false for ENOENT; other errors are thrown). */
+async function fileExists(file: string): Promise<boolean> {
+  try {
+    await fsp.access(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }

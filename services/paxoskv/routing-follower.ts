@@ -18,7 +18,11 @@ export const ROUTING_FILE = 'routing.json';
 export interface RoutingFollowerOptions {
   /** The replica's group (1..65535; 1 is the system group). */
   group: number;
-  /** Addresses `host:port` of the system group's replicas (for group 1: its own group's). */
+  /**
+   * Addresses `host:port` of the system group's replicas (for group 1: its own group's), where
+   * the table is read first; once the replica has a table, it follows the system group's
+   * replicas the table lists.
+   */
   system: readonly string[];
   /** The replica's data dir (routing.json goes there). */
   dataDir: string;
@@ -99,7 +103,13 @@ export class RoutingFollower {
    */
   follow(): void {
     if (this.client !== undefined) return;
-    const client = new PaxosKVClient({ peers: this.options.system, ...(this.options.channel === undefined ? {} : { channel: this.options.channel }) });
+    // The system group's replicas as the table lists them (they may have been replaced since the
+    // replica was started); the addresses given are where a first table is found.
+    const client = new PaxosKVClient({
+      peers: this.options.system,
+      ...(this.current === undefined ? {} : { routing: this.current }),
+      ...(this.options.channel === undefined ? {} : { channel: this.options.channel }),
+    });
     this.client = client;
     void (async () => {
       while (!this.abort.signal.aborted) {
@@ -130,6 +140,7 @@ export class RoutingFollower {
     }
     if (this.current !== undefined && t.epoch <= this.current.epoch) return false;
     this.use(t);
+    this.client?.useRouting(t);
     // A failed save leaves the copy on disk older: the next start follows the key again.
     this.save().catch(() => undefined);
     this.options.onTable?.(t);

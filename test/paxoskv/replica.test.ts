@@ -170,6 +170,33 @@ describe('a three-replica PaxosKV cluster in one process', () => {
   });
 });
 
+describe('a replica of one group of many', () => {
+  it('keeps its group with its data: refuses to start without it or with another, and refuses a join across groups', async () => {
+    const dir = path.join(BASE, 'grouped');
+    const members = new Map([[1, `127.0.0.1:${await freePort()}`]]);
+    const system = [members.get(1)!];
+    const r = await PaxosKVReplica.start({ id: 1, members, dataDir: dir, routing: { group: 2, system } });
+    // No table yet: it serves no key, as not applied (a client may ask another replica).
+    const stub = new PaxosKVStub(members.get(1)!);
+    try {
+      await r.ready(10_000);
+      const err = await expectStatus(stub.get({ key: 'k' }, { timeoutMs: 2000 }), Status.UNAVAILABLE);
+      expect(err.message).toMatch(/replica 1 of group 2 has not read the routing table from the system group yet/);
+      expect((await stub.routing({}, { timeoutMs: 2000 })).group).toBe(2);
+    } finally {
+      stub.close();
+      await r.close();
+    }
+    await expect(PaxosKVReplica.start({ id: 1, members, dataDir: dir })).rejects.toThrow(/holds a replica of a group of a cluster of many groups \(routing.json\): start it with its --group/);
+    await expect(PaxosKVReplica.start({ id: 1, members, dataDir: dir, routing: { group: 3, system } })).rejects.toThrow(/holds a replica of group 2, not of group 3 \(--group\)/);
+    // A join: the cluster's fingerprint says which group it is.
+    const join = { id: 2, members: new Map([...members, [2, `127.0.0.1:${await freePort()}`]]), join: [1], dataDir: path.join(BASE, 'joiner') };
+    await expect(PaxosKVReplica.start({ ...join, cluster: '1,2,3/group=2' })).rejects.toThrow(/is group 2 of a cluster of many groups: start this replica with --group 2/);
+    await expect(PaxosKVReplica.start({ ...join, cluster: '1,2,3/group=2', routing: { group: 1, system } })).rejects.toThrow(/with --group 2 \(and --routing\), not --group 1/);
+    await expect(PaxosKVReplica.start({ ...join, cluster: '1,2,3', routing: { group: 1, system } })).rejects.toThrow(/the cluster to join has one group/);
+  });
+});
+
 describe('the replica driver', () => {
   it('splits one peer\'s messages into batches well under the frame limit, in order', () => {
     const mib = new Uint8Array(1024 * 1024);
