@@ -116,6 +116,21 @@ async function start(line: string, cwd: string, ready: RegExp, timeoutMs = 60_00
   }
 }
 
+/**
+ * Starts a server on a port that was free a moment ago (`lineFor(port)`); when another process
+ * took the port meanwhile (EADDRINUSE: the other test files' clients use the same ephemeral
+ * range), tries another, up to three times.
+ */
+async function startOnFreePort(lineFor: (port: number) => string, cwd: string, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray; output: () => string }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(lineFor(await freePort()), cwd, ready);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
 async function gone(pid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -193,10 +208,10 @@ async function tutorial(dir: string): Promise<void> {
   expect(tsc.stdout + tsc.stderr).toBe('');
   expect(tsc.code).toBe(0);
 
-  const port = await freePort();
-  const runLine = commands(blockAfter('**4. Run it.**', 'sh'))[0]!.replace(/--port \d+/, `--port ${port}`);
-  expect(runLine).toMatch(/^npx svrkit run src\/greeter\.ts /);
-  const server = await start(runLine, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+  const readmeLine = commands(blockAfter('**4. Run it.**', 'sh'))[0]!;
+  expect(readmeLine).toMatch(/^npx svrkit run src\/greeter\.ts /);
+  let port = 0;
+  const server = await startOnFreePort((p) => readmeLine.replace(/--port \d+/, `--port ${(port = p)}`), dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
   const address = server.match[1]!;
   const pid = Number(server.match[2]);
   serverPids.add(pid);
@@ -241,8 +256,7 @@ describe('a new app from the packed tarball, following the README', () => {
 
     // Its compiled JavaScript (ESM) serves too.
     ok('npx tsc -p .', dir);
-    const jsPort = await freePort();
-    const js = await start(`npx svrkit run dist/greeter.js --port ${jsPort}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+    const js = await startOnFreePort((jsPort) => `npx svrkit run dist/greeter.js --port ${jsPort}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
     serverPids.add(Number(js.match[2]));
     expect(JSON.parse(ok(`npx svrkit call ${js.match[1]} helloworld.Greeter/SayHello '{"name":"esm"}'`, dir).stdout)).toEqual({ message: 'Hello esm' });
     js.child.kill('SIGTERM');
@@ -250,8 +264,7 @@ describe('a new app from the packed tarball, following the README', () => {
 
     // The README's remedy for a SIGINT sent to npx's pid alone: `script-shell=bash` in .npmrc.
     writeFileSync(path.join(dir, '.npmrc'), 'script-shell=bash\n');
-    const port = await freePort();
-    const server = await start(`npx svrkit run src/greeter.ts --port ${port}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+    const server = await startOnFreePort((port) => `npx svrkit run src/greeter.ts --port ${port}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
     const pid = Number(server.match[2]);
     serverPids.add(pid);
     server.child.kill('SIGINT');
@@ -276,8 +289,7 @@ describe('a new app from the packed tarball, following the README', () => {
     const compiled = path.join(work, 'cjs-app', 'dist');
     expect(existsSync(compiled), 'the CommonJS app test compiles dist/ first').toBe(true);
     cpSync(compiled, path.join(dir, 'dist'), { recursive: true });
-    const port = await freePort();
-    const server = await start(`npx svrkit run dist/greeter.js --port ${port}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
+    const server = await startOnFreePort((port) => `npx svrkit run dist/greeter.js --port ${port}`, dir, /svrkit: serving helloworld\.Greeter on (\S+) \(pid (\d+)\)/);
     serverPids.add(Number(server.match[2]));
     const address = server.match[1]!;
     expect(JSON.parse(ok(`npx svrkit call ${address} helloworld.Greeter/SayHello '{"name":"ada"}'`, dir).stdout)).toEqual({ message: 'Hello ada' });
