@@ -63,6 +63,9 @@ interface Figure {
   readP99: number;
   writeP99: number;
   otherBusyS: number;
+  /** CPU seconds of group 1's replicas, and of the other groups' (idle in `one`). */
+  group1CpuS: number;
+  otherGroupsCpuS: number;
   failed: number;
 }
 
@@ -110,7 +113,9 @@ async function measure(dir: string, groups: number, mode: 'all' | 'one'): Promis
     const r = await runWorkload({ targets, concurrency: flags.concurrency * loaded, durationMs: flags.duration, shape });
     const machine = machineBusySeconds() - m0;
     const c = process.cpuUsage(c0);
-    const serverS = cluster.members.reduce((a, m, i) => a + m.cpuSeconds() - s0[i]!, 0);
+    const used = cluster.members.map((m, i) => m.cpuSeconds() - s0[i]!);
+    const serverS = used.reduce((a, b) => a + b, 0);
+    const group1S = used.slice(0, 3).reduce((a, b) => a + b, 0);
     const clientS = (c.user + c.system) / 1e6;
     const ops = r.reads.ok + r.writes.ok;
     return {
@@ -122,6 +127,8 @@ async function measure(dir: string, groups: number, mode: 'all' | 'one'): Promis
       readP99: r.reads.latencyMs.p99,
       writeP99: r.writes.latencyMs.p99,
       otherBusyS: machine - serverS - clientS,
+      group1CpuS: group1S,
+      otherGroupsCpuS: serverS - group1S,
       failed: r.reads.failed + r.writes.failed,
     };
   } finally {
@@ -136,7 +143,7 @@ try {
   process.stdout.write(
     `paxoskv groups bench: ${PAXOSSTORE_STRESS.keys} keys of ${PAXOSSTORE_STRESS.valueBytes} B per group, ${PAXOSSTORE_STRESS.readsPerWrite} reads per write, ${flags.concurrency} in flight per group, ` +
       `runs of ${flags.duration / 1000} s, groups ${flags.groups.join(',')}, ${flags.rounds} round(s), ${os.cpus().length} CPUs, node ${process.version}\n` +
-      '  groups  load    ops/s  replicas CPU ms/op  client CPU ms/op  total ms/op  vs 1 group  read p99  write p99  failed  other load (CPU s)\n',
+      '  groups  load    ops/s  replicas CPU ms/op  client CPU ms/op  total ms/op  vs 1 group  read p99  write p99  failed  other load (CPU s)  group 1 / other groups (CPU s)\n',
   );
   for (let round = 1; round <= flags.rounds; round++) {
     const order = round % 2 === 1 ? flags.groups : [...flags.groups].reverse();
@@ -153,7 +160,7 @@ try {
       process.stdout.write(
         `  ${String(f.groups).padStart(6)}  ${f.mode.padEnd(4)}  ${Math.round(f.opsPerSecond).toString().padStart(7)}  ${f.serverCpuMsPerOp.toFixed(3).padStart(19)}  ` +
           `${f.clientCpuMsPerOp.toFixed(3).padStart(16)}  ${total.toFixed(3).padStart(11)}  ${ratio.padStart(10)}  ` +
-          `${f.readP99.toFixed(1).padStart(8)}  ${f.writeP99.toFixed(1).padStart(9)}  ${String(f.failed).padStart(6)}  ${f.otherBusyS.toFixed(1).padStart(18)}   (round ${round})\n`,
+          `${f.readP99.toFixed(1).padStart(8)}  ${f.writeP99.toFixed(1).padStart(9)}  ${String(f.failed).padStart(6)}  ${f.otherBusyS.toFixed(1).padStart(18)}  ${`${f.group1CpuS.toFixed(1)} / ${f.otherGroupsCpuS.toFixed(1)}`.padStart(30)}   (round ${round})\n`,
       );
     }
   }
