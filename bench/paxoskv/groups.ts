@@ -4,7 +4,7 @@
  * PaxosStore's stress workload (120-byte values, 3.3 reads per write, closed loop) through
  * routing-aware clients that start knowing group 1's replicas only.
  *
- *   npm run build && npx tsx bench/paxoskv/groups.ts [--groups 1,2,4] [--concurrency 64] [--duration 15s] [--rounds 2]
+ *   npm run build && npx tsx bench/paxoskv/groups.ts [--groups 1,2,4] [--concurrency 64] [--duration 15s] [--rounds 2] [--loads all,one]
  *
  * The offered load grows with the groups, as it does when a cluster scales out: `--concurrency`
  * operations in flight per group, over 10,000 keys per group. One group is a plain cluster (no
@@ -50,9 +50,14 @@ const program = new Command('groups')
   .option('--concurrency <n>', 'operations in flight per group', positiveInt, 64)
   .option('--duration <time>', 'length of each run', (v: string) => parseDuration(v), 15_000)
   .option('--rounds <n>', 'rounds (each measures every group count once, alternating the order)', positiveInt, 2)
+  .option('--loads <list>', 'which runs per group count above 1: all (every group loaded), one (group 1 only), or both', (v: string) => {
+    const list = v.split(',').map((x) => x.trim());
+    if (list.length === 0 || list.some((x) => x !== 'all' && x !== 'one')) throw new InvalidArgumentError(`'${v}' is not a list of all and one`);
+    return list as Array<'all' | 'one'>;
+  }, ['all', 'one'] as Array<'all' | 'one'>)
   .option('--keep', 'keep the temp dir (data and logs)')
   .parse();
-const flags = program.opts<{ groups: number[]; concurrency: number; duration: number; rounds: number; keep?: boolean }>();
+const flags = program.opts<{ groups: number[]; concurrency: number; duration: number; rounds: number; loads: Array<'all' | 'one'>; keep?: boolean }>();
 
 interface Figure {
   groups: number;
@@ -149,7 +154,7 @@ try {
     const order = round % 2 === 1 ? flags.groups : [...flags.groups].reverse();
     const results: Figure[] = [];
     for (const g of order) {
-      const modes: Array<'all' | 'one'> = g === 1 ? ['all'] : round % 2 === 1 ? ['all', 'one'] : ['one', 'all'];
+      const modes: Array<'all' | 'one'> = g === 1 ? ['all'] : round % 2 === 1 ? flags.loads : [...flags.loads].reverse();
       for (const mode of modes) results.push(await measure(path.join(base, `round-${round}-groups-${g}-${mode}`), g, mode));
     }
     const one = results.find((f) => f.groups === 1);
