@@ -126,12 +126,14 @@ async function publishFirstRouting(record: ClusterRecord, channel: ChannelOption
   };
   const client = new PaxosKVClient({ peers: [...parsePeers(record.peers).values()], ...(channel === undefined ? {} : { channel }) });
   try {
-    while (!stopped()) {
+    for (let attempt = 1; !stopped(); attempt++) {
       try {
         const current = (await client.routingTable({ timeoutMs: 3000 })) ?? (await client.setRoutingTable(table, { timeoutMs: 3000 }));
         process.stdout.write(`svrkit: routing table epoch ${current.epoch}: keys hashed over groups ${current.groups.map((g) => g.id).join(', ')} (svrkit kv routing shows it)\n`);
         return;
-      } catch {
+      } catch (err) {
+        // Group 1 still starting is the usual reason; anything that lasts is said every 10 tries.
+        if (attempt % 10 === 0) process.stderr.write(`svrkit: the routing table is not written yet (try ${attempt}): ${err instanceof Error ? err.message : String(err)}\n`);
         await new Promise((r) => setTimeout(r, 1000));
       }
     }

@@ -486,20 +486,18 @@ export class PaxosKVClient {
         this.call(call, () => this.replicasOf(g.id), (stub, o) => stub.list({ prefix, after, limit }, { ...o, metadata: { ...o.metadata, [GROUP_METADATA]: String(g.id) } })),
       ),
     );
-    const byKey = (a: KvListItem, b: KvListItem) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key));
-    let all = pages.flatMap(toItems).sort(byKey);
-    let bounded = false;
+    const bytesOf = (key: string) => Buffer.from(key);
+    let bound: Buffer | undefined;
     for (const p of pages) {
       const last = p.items.at(-1);
-      if (!p.more || last === undefined) continue;
-      const bound = Buffer.from(last.key);
-      const within = all.filter((i) => Buffer.compare(Buffer.from(i.key), bound) <= 0);
-      if (within.length < all.length) {
-        all = within;
-        bounded = true;
-      }
+      if (p.more && last !== undefined && (bound === undefined || Buffer.compare(bytesOf(last.key), bound) < 0)) bound = bytesOf(last.key);
     }
-    return { items: all.slice(0, limit), more: bounded || all.length > limit || pages.some((p) => p.more) };
+    const all = pages
+      .flatMap(toItems)
+      .map((item) => ({ item, bytes: bytesOf(item.key) }))
+      .filter((x) => bound === undefined || Buffer.compare(x.bytes, bound) <= 0)
+      .sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+    return { items: all.slice(0, limit).map((x) => x.item), more: all.length > limit || pages.some((p) => p.more) };
   }
 
   /** Closes the channels (calls in flight finish first). */
