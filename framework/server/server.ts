@@ -428,6 +428,11 @@ export class Server implements ConnectionOwner<InboundCall> {
     return this.dispatcher.inflight;
   }
 
+  /** Calls admitted and waiting in the scheduling stage for their turn (0 without one). */
+  get queuedCalls(): number {
+    return this.scheduler?.size ?? 0;
+  }
+
   /**
    * FastReject's admission level: calls whose priority level (`business * 128 + user`, lower is
    * more important) is above it are refused. `admissionLevels - 1` (16383) admits everything, as

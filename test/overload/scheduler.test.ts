@@ -177,10 +177,12 @@ describe('the scheduling stage', () => {
   });
 
   it('a closing server serves the calls still waiting before it closes the connection', async () => {
-    const { server, channel } = await cpuServer({});
+    const { server, channel, ran } = await cpuServer({});
     const echo = ProbeDefinition.methods.echo;
-    const calls = Array.from({ length: 30 }, (_, i) => settle(channel.unary(echo, { text: `c${i}`, delayMs: 3 }, { timeoutMs: 10_000 })));
-    await new Promise((r) => setTimeout(r, 5));
+    const calls = Array.from({ length: 30 }, (_, i) => settle(channel.unary(echo, { text: `c${i}`, delayMs: 10 }, { timeoutMs: 10_000 })));
+    // Every call has reached the server (begun, or waiting for its turn), and some still wait.
+    while (ran.length + server.queuedCalls < 30) await new Promise((r) => setTimeout(r, 1));
+    expect(server.queuedCalls).toBeGreaterThan(0);
     await server.close({ graceMs: 5000 });
     const outcomes = await Promise.all(calls);
     expect(outcomes.every((o) => o.ok)).toBe(true);

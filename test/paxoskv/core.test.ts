@@ -330,6 +330,27 @@ describe('replica protocol', () => {
     expect(c.chosen(2)).toEqual(c.chosen(3));
   });
 
+  it('a proposer that lost a round tries the next instance once the one it lost is decided, not after the rest of its backoff', () => {
+    const c = new Cluster();
+    const r1 = c.replicas.get(1)!;
+    const a = c.request(1, { kind: 'put', value: bytes('from1'), id: wid('a') });
+    const b = c.request(2, { kind: 'put', value: bytes('from2'), id: wid('b') });
+    // 2's prepares (round 1, member 2) arrive first everywhere: 1's (round 1, member 1) are refused
+    // by 2 and 3, so 1 backs off: 10 ms * (1 + random) * 2^attempts, at least 20 ms.
+    c.deliver((m) => m.msg.type === 'prepare' && m.from === 2);
+    c.deliver((m) => m.msg.type === 'prepare' && m.from === 1);
+    c.deliver((m) => m.msg.type === 'reject' && m.to === 1);
+    expect(r1.nextWake()! - c.now).toBeGreaterThanOrEqual(20);
+    // 2's round goes on and its entry is chosen; 1 learns it, and wakes within one base backoff.
+    c.deliver();
+    expect(c.results.get(b)).toEqual({ ok: true, kind: 'write', version: 1 });
+    expect(c.results.has(a)).toBe(false);
+    expect(r1.nextWake()! - c.now).toBeLessThan(10);
+    c.tick(10);
+    c.deliver();
+    expect(c.results.get(a)).toEqual({ ok: true, kind: 'write', version: 2 });
+  });
+
   it('a read finishes a value accepted by a majority but never announced', () => {
     const c = new Cluster();
     c.request(1, { kind: 'put', value: bytes('first'), id: wid('p1') });

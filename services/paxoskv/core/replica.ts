@@ -1846,7 +1846,13 @@ export class Replica {
 
   /** A newer chosen entry arrived while the task runs: its current round is moot; decide again. */
   private onNewerChosen(task: Task, now: number): void {
-    if (task.phase === 'backoff') return; // plan() runs when the backoff ends
+    if (task.phase === 'backoff') {
+      // plan() runs when the backoff ends. The instance it lost is decided now: the proposer it
+      // waited for is done, so it tries the next one after a short random pause (which spreads
+      // the losers) instead of the rest of its exponential backoff.
+      if (chosenIndex(this.record(task.key)) >= task.index) task.wakeAt = Math.min(task.wakeAt, now + Math.floor(this.backoffMs * this.random()));
+      return;
+    }
     if (task.phase === 'read') {
       this.checkRead(task, now);
       return;
