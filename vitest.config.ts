@@ -7,8 +7,8 @@ import { configDefaults, defineConfig } from 'vitest/config';
  * checks, the compiler, FastReject's overload). They run one at a time, after every other file,
  * so that nothing else shares this 2-core machine with them: a CLI test starting node processes
  * next to a membership change stalled its writes for 192 ms once in four CI runs. Their tests
- * also take the `timing` lock (test/support/exclusive.ts), which keeps two vitest runs in one
- * checkout apart.
+ * also take the `timing` lock (test/support/exclusive.ts), which keeps such files of two vitest
+ * runs in one checkout apart.
  */
 const TIMING = [
   'test/client/failover.test.ts',
@@ -23,22 +23,28 @@ const TIMING = [
   'test/typecheck.test.ts',
 ];
 
-export default defineConfig({
+/** What both projects share. Spread into each, not inherited (`extends: true`): an inheriting project runs the root's globalSetup again. */
+const shared = {
   resolve: {
     // Examples and generated code import 'svrkit'; in tests that is the framework source, so a test
     // and the code it loads share one copy of the runtime.
     alias: { svrkit: fileURLToPath(new URL('./index.ts', import.meta.url)) },
   },
+};
+const timeouts = { testTimeout: 60_000, hookTimeout: 60_000 };
+
+export default defineConfig({
+  ...shared,
   test: {
+    // Once, before every project's files.
     globalSetup: ['test/global-setup.ts'],
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    ...timeouts,
     // Integration tests start real servers; on a 2-core machine, limit parallel files.
     maxWorkers: 2,
     // Vitest's "parallel and sequential test files" recipe: two projects, the second after the first.
     projects: [
-      { extends: true, test: { name: 'parallel', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...TIMING], sequence: { groupOrder: 0 } } },
-      { extends: true, test: { name: 'timing', include: TIMING, fileParallelism: false, sequence: { groupOrder: 1 } } },
+      { ...shared, test: { ...timeouts, name: 'parallel', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...TIMING], sequence: { groupOrder: 0 } } },
+      { ...shared, test: { ...timeouts, name: 'timing', include: TIMING, fileParallelism: false, sequence: { groupOrder: 1 } } },
     ],
   },
 });

@@ -1,16 +1,17 @@
 /**
  * Hot keys written through every replica: the duel workload. A local 3-replica PaxosKV cluster
  * (fsync on) under the load of the membership tests (test/support/kv-load.ts): six clients in a
- * closed loop over six keys, 35% gets, 25% puts, 10% deletes, 30% compare-and-sets (each reads
- * first); client i starts at replica i mod 3, so each key's operations arrive at all three
- * replicas, whose proposers and reads preempt each other. It prints the cost of those duels:
- * write latency (p50, p99, max), the longest stretch without an acknowledged write, writes/s and
- * the replicas' CPU per operation.
+ * closed loop over six keys, 35% gets, 25% puts, 10% deletes, 30% compare-and-sets; client i
+ * starts at replica i mod 3, so each key's operations arrive at all three replicas, whose
+ * proposers and reads preempt each other. It prints the cost of those duels:
+ * write latency (p50, p99, max), the longest stretch without an acknowledged write, writes/s, the
+ * replicas' CPU per operation, and the outcomes (failed compare-and-sets, writes whose outcome the
+ * client could not learn, other errors; counted over the measured clients' run).
  *
  *   npm run build && npx tsx bench/paxoskv/contention.ts [--clients 6] [--duration 10s] [--warmup 2s] [--rounds 3]
  *
- * Each round runs on a fresh cluster; the first `--warmup` of its load is not measured. To
- * compare two trees, run it in each in turn (the replicas run the tree's built CLI). Everything
+ * Each round runs on a fresh cluster: clients load it for `--warmup` and stop, then new clients
+ * (new write sessions, on keys with a history: a client restart) are measured. To compare two trees, run it in each in turn (the replicas run the tree's built CLI). Everything
  * on 127.0.0.1; every process it starts it stops.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -46,10 +47,12 @@ interface Round {
   longestGap: { ms: number; atS: number };
   serverCpuMsPerOp: number;
   counts: KvLoad['counts'];
+  /** Errors other than the expected ones (see KvLoad.unexpected). */
+  unexpected: number;
 }
 
 /**
- * One round: a fresh cluster, the load for `warmupMs + durationMs`, measured over the last `durationMs` (ms).
+ * One round: a fresh cluster, warm-up clients for `warmupMs`, then new clients measured for `durationMs` (ms).
  * @returns what it measured.
  */
 async function round(clients: number, durationMs: number, warmupMs: number, seed: number): Promise<Round> {
@@ -80,6 +83,7 @@ async function round(clients: number, durationMs: number, warmupMs: number, seed
       longestGap: { ms: gap.ms, atS: (gap.at - from) / 1000 },
       serverCpuMsPerOp: (serverCpuS * 1000) / ops,
       counts: load.counts,
+      unexpected: load.unexpected.length,
     };
   } finally {
     await stopAll();
@@ -102,12 +106,12 @@ async function main(): Promise<void> {
     .opts<{ clients: number; duration: number; warmup: number; rounds: number }>();
   const f = (n: number) => n.toFixed(1);
   console.log(`workload: ${KEYS.length} keys, ${opts.clients} clients (test/support/kv-load.ts's mix), client i starts at replica i mod 3; ${opts.duration / 1000} s measured after ${opts.warmup / 1000} s`);
-  console.log('| round | writes/s | write p50 ms | write p99 ms | write max ms | writes over 100 ms | longest stretch without a write ms (at s) | server CPU ms/op |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| round | writes/s | write p50 ms | write p99 ms | write max ms | writes over 100 ms | longest stretch without a write ms (at s) | server CPU ms/op | cas failed | unknown outcomes | other errors |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (let r = 1; r <= opts.rounds; r++) {
     const x = await round(opts.clients, opts.duration, opts.warmup, 0x6a0 + r);
     console.log(
-      `| ${r} | ${Math.round(x.writesPerSecond)} | ${f(x.write.p50)} | ${f(x.write.p99)} | ${f(x.write.max)} | ${x.over100} | ${Math.round(x.longestGap.ms)} (${x.longestGap.atS.toFixed(1)}) | ${x.serverCpuMsPerOp.toFixed(2)} |`,
+      `| ${r} | ${Math.round(x.writesPerSecond)} | ${f(x.write.p50)} | ${f(x.write.p99)} | ${f(x.write.max)} | ${x.over100} | ${Math.round(x.longestGap.ms)} (${x.longestGap.atS.toFixed(1)}) | ${x.serverCpuMsPerOp.toFixed(2)} | ${x.counts.casFailed} | ${x.counts.unknown} | ${x.unexpected} |`,
     );
   }
 }

@@ -428,7 +428,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     return this.dispatcher.inflight;
   }
 
-  /** Calls admitted and waiting in the scheduling stage for their turn (0 without one). */
+  /** Calls admitted and waiting in the scheduling stage for their turn (0 when overload control is off: no scheduling stage). */
   get queuedCalls(): number {
     return this.scheduler?.size ?? 0;
   }

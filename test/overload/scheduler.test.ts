@@ -14,6 +14,7 @@ import { FrameDecoder, FrameKind } from '../../framework/wire/frame.js';
 import { decodeStatusHeader, type StatusHeader } from '../../framework/wire/header.js';
 import { EchoReply, EchoRequest, ProbeDefinition } from '../.tmp/gen/probe/probe.js';
 import { rawFrame } from '../support/raw-frame.js';
+import { eventually } from '../support/poll.js';
 
 const servers: Server[] = [];
 const channels: Channel[] = [];
@@ -181,7 +182,7 @@ describe('the scheduling stage', () => {
     const echo = ProbeDefinition.methods.echo;
     const calls = Array.from({ length: 30 }, (_, i) => settle(channel.unary(echo, { text: `c${i}`, delayMs: 10 }, { timeoutMs: 10_000 })));
     // Every call has reached the server (begun, or waiting for its turn), and some still wait.
-    while (ran.length + server.queuedCalls < 30) await new Promise((r) => setTimeout(r, 1));
+    await eventually('every call at the server', () => ran.length + server.queuedCalls, (n) => n >= 30, 10_000, 1);
     expect(server.queuedCalls).toBeGreaterThan(0);
     await server.close({ graceMs: 5000 });
     const outcomes = await Promise.all(calls);

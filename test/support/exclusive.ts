@@ -2,8 +2,8 @@
  * A cross-process mutex for test files: the tests that assert on timings (a call reaching a new
  * instance within 1 s, no 100 ms without a write) and the tests that keep a core busy for seconds
  * (load tests, the simulator, the compiler) take the same named lock. Within one `npm test` they
- * already run alone (vitest.config.ts's `timing` project); the lock keeps two vitest runs in one
- * checkout (a test file next to a long simulator run) from sharing this 2-core machine. A holder
+ * already run alone (vitest.config.ts's `timing` project); the lock keeps such files of two
+ * vitest runs in one checkout (a long simulator run and a membership test) apart. A holder
  * must let timers run at least every few seconds (the lock is refreshed from one). A lock file
  * under test/.tmp, held with proper-lockfile (the library the file registry uses), which frees it
  * when its holder dies.

@@ -1847,8 +1847,9 @@ export class Replica {
   /** A newer chosen entry arrived while the task runs: its current round is moot; decide again. */
   private onNewerChosen(task: Task, now: number): void {
     if (task.phase === 'backoff') {
-      // plan() runs when the backoff ends. The instance it lost is decided now: the proposer it
-      // waited for is done, so it tries the next one after a short random pause (which spreads
+      // plan() runs when the backoff ends. A chosen entry at or past the instance it last worked
+      // on (after a lost round: that instance was decided) means the proposer it waited for is
+      // done and a quorum answers, so it tries again after a short random pause (which spreads
       // the losers) instead of the rest of its exponential backoff.
       if (chosenIndex(this.record(task.key)) >= task.index) task.wakeAt = Math.min(task.wakeAt, now + Math.floor(this.backoffMs * this.random()));
       return;
