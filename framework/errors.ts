@@ -254,6 +254,15 @@ export const errors = defineErrors({
     status: Status.UNAVAILABLE,
     message: (address: string, method?: string) => `connection closed (${address}${method === undefined ? '' : `, calling ${method}`})`,
   },
+  /**
+   * The connection closed before the server sent a single frame: not a svrkit server on that
+   * port, or one that expects TLS from a plain client (its TLS handshake drops the plain bytes).
+   */
+  CONNECTION_CLOSED_SILENT: {
+    status: Status.UNAVAILABLE,
+    message: (address: string, method?: string) =>
+      `connection to ${address} closed before the server sent anything (does the server expect TLS? then give the channel tls options, or --tls-ca)${method === undefined ? '' : ` (calling ${method})`}`,
+  },
   /** The connection failed under the call: reset, keepalive timeout, connect timeout. */
   CONNECTION_LOST: {
     status: Status.UNAVAILABLE,

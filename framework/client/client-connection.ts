@@ -396,7 +396,9 @@ export class ClientConnection implements CallCarrier {
         goaway !== undefined
           ? new RpcError(goaway.code, `connection closed by the server: ${goaway.message} (${address}${method === undefined ? '' : `, calling ${method}`})`, {}, { reason: goaway.reason })
           : err === undefined
-            ? errors.CONNECTION_CLOSED(address, method)
+            ? this.healthy
+              ? errors.CONNECTION_CLOSED(address, method)
+              : errors.CONNECTION_CLOSED_SILENT(address, method)
             : errors.CONNECTION_LOST.with({ cause: err }, err, address, method);
       const calls = [...this.calls.values()];
       const streams = [...this.streams.values()];

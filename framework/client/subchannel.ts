@@ -6,6 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Status } from '../wire/status.js';
+import { errors } from '../errors.js';
 import { ADMIT_ALL } from '../overload/admission.js';
 import { ClientConnection, type BackoffOptions, type ConnectionSettings } from './client-connection.js';
 import { OutlierTracker } from './outlier.js';
@@ -179,7 +180,7 @@ export class Subchannel {
         // A failed connect, or a peer that accepted and closed without a word (an L4 proxy with no
         // backend, a full server): back off, or we would redial it in a tight loop.
         this.failures++;
-        this.lastError = c.error ?? new Error(`connection to ${this.address} closed before the server sent anything (does the server expect TLS? then give the channel tls options, or --tls-ca)`);
+        this.lastError = c.error ?? errors.CONNECTION_CLOSED_SILENT(this.address);
         this.retryAt = performance.now() + backoffDelay(this.failures, this.settings.backoff, this.random());
       } else {
         this.failures = 0;

@@ -180,6 +180,20 @@ describe('connections', () => {
     expect(accepted - before).toBeLessThan(15);
   });
 
+  it('a call on a connection the peer closes without a frame (a TLS server, a plain client) fails saying so', async () => {
+    // What a TLS server does with a plain client's request: reads it, and closes without a word.
+    const raw = createServer((s) => s.once('data', () => s.destroy()));
+    rawServers.push(raw);
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    const address = `127.0.0.1:${(raw.address() as { port: number }).port}`;
+    const ch = channel(address, { retryPolicy: false });
+    const r = await settle(ch.unary(echo, { text: 'x' }, { timeoutMs: 2000 }));
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.error.code).toBe(Status.UNAVAILABLE);
+    expect(r.error.message).toMatch(new RegExp(`connection to ${address} closed before the server sent anything \\(does the server expect TLS\\?`));
+  });
+
   it('instances() after close() returns [] and opens nothing', async () => {
     const a = await backend();
     const ch = channel(a.address);
