@@ -1119,6 +1119,33 @@ describe('membership changes (issue 16): joint configurations, the sync, and joi
     expect(new TextDecoder().decode(c.chosen(4, 'a')!.value!)).toBe('pending');
   });
 
+  it('the sync leaves a value under way to its proposer: no voter reads the key at once, and the change still finishes', () => {
+    const c = withJoiner();
+    // Replica 1's write of a is under way when the change begins: accepted by 1 alone so far.
+    const w = c.request(1, { kind: 'put', value: bytes('under way'), id: wid('u') }, 'a');
+    c.deliver((m) => m.msg.type === 'prepare' || m.msg.type === 'promise');
+    c.drop((m) => m.msg.type === 'accept');
+    expect(c.stores.get(1)!.get('a')!.accepted).not.toBe(0);
+    const ref = change(c, 2, beginChange(c.replicas.get(2)!.membership, { kind: 'add', member: 4 }));
+    // Half a phase timeout: the voters list a as pending, and leave it to replica 1, whose write
+    // starts again under the new epoch and decides it.
+    const readsOfA: MemberId[] = [];
+    const watch = (m: { from: MemberId; msg: PeerMessage }) => {
+      if (m.msg.type === 'read' && m.msg.key === 'a') readsOfA.push(m.from);
+      return true;
+    };
+    for (let i = 0; i < 10; i++) {
+      c.deliver(watch);
+      c.tick(10);
+    }
+    expect(readsOfA).toEqual([]);
+    expect(c.results.get(w)).toEqual({ ok: true, kind: 'write', version: 2 });
+    run(c);
+    expect(c.results.get(ref)).toMatchObject({ ok: true });
+    expect(c.replicas.get(4)!.membership.voters).toEqual([1, 2, 3, 4]);
+    expect(new TextDecoder().decode(c.chosen(4, 'a')!.value!)).toBe('under way');
+  });
+
   it('a replica behind in epoch holds a newer-epoch prepare, catches up the configuration, and then answers it', () => {
     const c = atEpoch2Of(new Cluster());
     // Replica 3 misses epoch 2.

@@ -106,8 +106,10 @@ const MUTATIONS: readonly Mutation[] = [
   {
     bug: 'old-config-quorum',
     maxSeeds: 60,
-    profile: (seed) => ({ ...hotKey(seed), crashEveryMs: 0, fsyncCrashRate: 0, replyDropRate: 0, dropRate: 0.2, memberChangeEveryMs: 600, twoMemberChangeRate: 1 }),
-    note: 'hot key, 20% of messages lost, changes of two members at once: after growing from 3 voters to 5, the odd members count a majority of the old 3, two replicas disjoint from a majority of the new 5 (caught on ~13% of seeds)',
+    // A change a second: a change's sync leaves writes under way up to a phase timeout to decide
+    // their values, and with a change every 600 ms few grew the cluster (caught on 4 of 120 seeds).
+    profile: (seed) => ({ ...hotKey(seed), crashEveryMs: 0, fsyncCrashRate: 0, replyDropRate: 0, dropRate: 0.2, memberChangeEveryMs: 1000, twoMemberChangeRate: 1 }),
+    note: 'hot key, 20% of messages lost, changes of two members at once: after growing from 3 voters to 5, the odd members count a majority of the old 3, two replicas disjoint from a majority of the new 5 (caught on ~18% of seeds)',
   },
 ];
 

@@ -1398,7 +1398,11 @@ export class Replica {
     // are asked of the member that reported them.
     const target: SyncTarget = pending && voter ? { index: wanted, from: this.config.id, finish: true, readsFrom: this.nextReadId } : { index: wanted, from, finish: false, readsFrom: this.nextReadId };
     sync.targets.set(key, target);
-    this.requestSyncTarget(key, target, now);
+    // A value accepted after the chosen entry is most often a write under way, which its own
+    // proposer decides (this replica learns the entry, and the target is met): a read now would
+    // only duel with it (on real processes every voter of the second half did, and a fence's
+    // stall grew by the duel's backoffs). The resend timer asks within one phase timeout.
+    if (!target.finish) this.requestSyncTarget(key, target, now);
   }
 
   /** Asks for what a sync target waits for: the entry, or the pending instance decided first. */
