@@ -11,30 +11,18 @@
  *   npm run build && npx tsx bench/paxoskv/contention.ts [--clients 6] [--duration 10s] [--warmup 2s] [--rounds 3]
  *
  * Each round runs on a fresh cluster: clients load it for `--warmup` and stop, then new clients
- * (new write sessions, on keys with a history: a client restart) are measured. To compare two trees, run it in each in turn (the replicas run the tree's built CLI). Everything
- * on 127.0.0.1; every process it starts it stops.
+ * (new write sessions, on keys with a history: a client restart) are measured. To compare two
+ * trees, run it in each in turn (the replicas run the tree's built CLI). Everything on 127.0.0.1;
+ * every process it starts it stops.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
-import { parseDuration } from '../../framework/cli/bench.js';
+import { Command } from 'commander';
+import { durationOption, intOption } from '../../framework/cli/flags.js';
 import { KvLoad } from '../../test/support/kv-load.js';
 import { startPaxosKV, stopAll } from './cluster.js';
-
-const positiveInt = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${v}' is not a positive integer`);
-  return n;
-};
-const duration = (v: string): number => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-};
 
 const KEYS = ['k0', 'k1', 'k2', 'k3', 'k4', 'k5'];
 
@@ -98,10 +86,10 @@ function total(c: KvLoad['counts']): number {
 async function main(): Promise<void> {
   const opts = new Command('contention')
     .description('hot keys written through every replica of a local 3-replica PaxosKV cluster')
-    .option('--clients <n>', 'clients, each one operation at a time', positiveInt, 6)
-    .option('-d, --duration <time>', 'measured length of each round', duration, 10_000)
-    .option('--warmup <time>', 'load before each round\'s measured part', duration, 2000)
-    .option('--rounds <n>', 'rounds, each on a fresh cluster', positiveInt, 3)
+    .option('--clients <n>', 'clients, each one operation at a time', intOption('--clients', 1, 1000), 6)
+    .option('-d, --duration <time>', 'measured length of each round', durationOption('--duration'), 10_000)
+    .option('--warmup <time>', 'load before each round\'s measured part', durationOption('--warmup'), 2000)
+    .option('--rounds <n>', 'rounds, each on a fresh cluster', intOption('--rounds', 1, 100), 3)
     .parse()
     .opts<{ clients: number; duration: number; warmup: number; rounds: number }>();
   const f = (n: number) => n.toFixed(1);

@@ -490,7 +490,9 @@ export class PaxosKVClient {
     let bound: Buffer | undefined;
     for (const p of pages) {
       const last = p.items.at(-1);
-      if (p.more && last !== undefined && (bound === undefined || Buffer.compare(bytesOf(last.key), bound) < 0)) bound = bytesOf(last.key);
+      if (!p.more || last === undefined) continue;
+      const lastBytes = bytesOf(last.key);
+      if (bound === undefined || Buffer.compare(lastBytes, bound) < 0) bound = lastBytes;
     }
     const all = pages
       .flatMap(toItems)
