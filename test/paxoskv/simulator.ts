@@ -49,6 +49,7 @@ import { abortChange, beginChange, describeConfiguration, encodeConfiguration, f
 import { chosenIndex, CONFIG_KEY, LOST_RECORD, type ClientOp, type Configuration, type ClientResult, type Entry, type KeyRecord, type MemberId, type MetaPatch, type Output, type PeerMessage } from '../../services/paxoskv/core/types.js';
 import { checkKvHistory, type KvInput, type KvOperation, type KvOutput } from '../support/linearizability.js';
 import { mulberry32 } from '../support/prng.js';
+import type { KvPlan, KvStep, KvStepReply } from '../../services/paxoskv/plan.js';
 
 export { mulberry32 } from '../support/prng.js';
 
@@ -143,6 +144,11 @@ export interface SimOptions {
   maxTimeMs: number;
   /** @internal Test-only: a planted bug (mutation tests). */
   plantedBug?: SimPlantedBug;
+  /**
+   * Plans the clients run instead of random key-value operations (the queue and table models;
+   * `keys` is then unused). Stateful: one per run.
+   */
+  workload?: SimWorkload;
 }
 
 /** The issue 9 hot-key workload (seed 80 of it reproduced the old double-apply). */
@@ -447,7 +453,30 @@ interface ClientOpState {
   /** An earlier attempt timed out or failed without `notApplied`: it may still apply. */
   ambiguous: boolean;
   done: boolean;
-  next: () => void;
+  /** Called once, with the operation's outcome (as a plan step's reply, or unknown). */
+  finish: (outcome: StepOutcome) => void;
+}
+
+/** How one key-value operation of a simulated client ended: a plan step's reply, or unknown (the client gave up). */
+export type StepOutcome = KvStepReply | { kind: 'unknown' };
+
+/** How a plan run by a simulated client ended. */
+export type PlanOutcome = { kind: 'returned'; value: unknown } | { kind: 'threw'; error: unknown } | { kind: 'unknown' };
+
+/**
+ * A workload of plans (services/paxoskv/plan.ts), e.g. the queue's or the table's operations, run
+ * by the simulated clients in place of the random key-value operations: each client runs
+ * `opsPerClient` plans, one at a time. Every plan step is a key-value operation with the clients'
+ * usual retries on other replicas, recorded in the key-value history as any other.
+ */
+export interface SimWorkload {
+  /**
+   * Client `client`'s next operation.
+   * @param rand - the run's PRNG (the only randomness a workload may use).
+   * @param now - virtual time (ms).
+   * @returns its plan, and `end`, called once with how the plan ended and the time it did.
+   */
+  next(client: number, rand: () => number, now: number): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void };
 }
 
 /** Replica and client clocks read like epoch milliseconds. */
@@ -539,7 +568,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   const majorityAt = new Map<string, { entry: Entry; ballot: number }>();
   /** Per write (`session#seq`): where it was chosen. */
   const writeChosenAt = new Map<string, { key: string; index: number }>();
-  /** Per value (the unique text of one client operation): the version a client observed it at. */
+  /** Per key and value (the unique bytes one client operation wrote): the version a client observed it at. */
   const valueSeenAt = new Map<string, number>();
 
   function noteChosen(id: MemberId, key: string, entry: Entry): void {
@@ -635,11 +664,11 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     }
   }
 
-  function observeValue(value: Uint8Array, version: number, what: string): void {
-    const text = new TextDecoder().decode(value);
+  function observeValue(key: string, value: Uint8Array, version: number, what: string): void {
+    const text = `${key}\u0000${Buffer.from(value).toString('base64')}`;
     const seen = valueSeenAt.get(text);
     if (seen === undefined) valueSeenAt.set(text, version);
-    else if (seen !== version) violation(`value ${text} observed at versions ${seen} and ${version} (${what})`);
+    else if (seen !== version) violation(`value ${new TextDecoder().decode(value)} of ${key} observed at versions ${seen} and ${version} (${what})`);
   }
 
   // --- replicas -----------------------------------------------------------------------------
@@ -1160,6 +1189,11 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   let opId = 0;
   function startOp(client: SimClient, remaining: number): void {
     if (remaining === 0) return;
+    const after = () => {
+      opsLeft--;
+      startOp(client, remaining - 1);
+    };
+    if (options.workload !== undefined) return startPlan(client, options.workload, after);
     const key = `key${Math.floor(rand() * options.keys)}`;
     const value = new TextEncoder().encode(`c${client.index}-o${remaining}-s${options.seed}`);
     const roll = rand();
@@ -1168,6 +1202,39 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
     else if (roll < 0.65) input = { kind: 'put', value };
     else if (roll < 0.75) input = { kind: 'delete' };
     else input = { kind: 'cas', expectedVersion: BigInt(Math.floor(rand() * 4)), value };
+    kvOp(client, key, input, after);
+  }
+
+  /** Runs one plan of `workload` for `client`, each step a key-value operation; then `after`. */
+  function startPlan(client: SimClient, workload: SimWorkload, after: () => void): void {
+    const { plan, end } = workload.next(client.index, rand, now);
+    const step = (reply: KvStepReply | undefined): void => {
+      let it: IteratorResult<KvStep, unknown>;
+      try {
+        it = reply === undefined ? plan.next() : plan.next(reply);
+      } catch (error) {
+        end({ kind: 'threw', error }, now);
+        return after();
+      }
+      if (it.done === true) {
+        end({ kind: 'returned', value: it.value }, now);
+        return after();
+      }
+      const s = it.value;
+      const input: KvInput = s.kind === 'get' ? { kind: 'get' } : { kind: 'cas', expectedVersion: s.expectedVersion, value: s.value };
+      kvOp(client, s.key, input, (o) => {
+        if (o.kind !== 'unknown') return step(o);
+        // As runPlan: a step that failed outright ends the plan, its outcome unknown.
+        plan.return(undefined);
+        end({ kind: 'unknown' }, now);
+        after();
+      });
+    };
+    step(undefined);
+  }
+
+  /** Starts one key-value operation of `client`, with retries on other replicas; `finish` gets its outcome. */
+  function kvOp(client: SimClient, key: string, input: KvInput, finish: (outcome: StepOutcome) => void): void {
     const op: KvOperation = { id: opId++, client: client.index, key, input, output: { unknown: true }, call: now, return: Infinity };
     const state: ClientOpState = {
       op,
@@ -1178,7 +1245,7 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       refusedInRow: 0,
       ambiguous: false,
       done: false,
-      next: () => startOp(client, remaining - 1),
+      finish,
     };
     history.push(op);
     log?.(`client ${client.index} op ${op.id} ${describeInput(input)} on ${key}${state.seq === undefined ? '' : ` (write ${client.session}#${state.seq})`}`);
@@ -1226,10 +1293,9 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
   function giveUp(state: ClientOpState): void {
     state.done = true;
     stats.unknown++;
-    opsLeft--;
     log?.(`client ${state.client.index} op ${state.op.id}: gave up, outcome unknown`);
     if (state.op.input.kind === 'get') history.splice(history.indexOf(state.op), 1); // a read that never answered changed nothing
-    state.next();
+    state.finish({ kind: 'unknown' });
   }
 
   function deliverReply(ref: number, result: ClientResult): void {
@@ -1267,14 +1333,13 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
         return;
       }
       state.done = true;
-      opsLeft--;
       if (!result.ok && state.ambiguous) {
         // As PaxosKVClient: after an attempt whose outcome is unknown (it timed out, or failed
         // without `notApplied`), a later FAILED_PRECONDITION does not prove the operation did not
         // happen (the earlier attempt may still apply), so the outcome is reported unknown.
         stats.unknown++;
         log?.(`client ${state.client.index} op ${state.op.id}: failed precondition after a retry, outcome unknown`);
-        state.next();
+        state.finish({ kind: 'conflict', unknown: true });
         return;
       }
       stats.completed++;
@@ -1283,10 +1348,16 @@ export function simulate(options: SimOptions, trace?: (line: string) => void): S
       if (!result.ok) stats.failedPreconditions++;
       if (result.ok && result.kind === 'write') stats.writes++;
       const input = state.op.input;
-      if (result.ok && result.kind === 'write' && (input.kind === 'put' || input.kind === 'cas')) observeValue(input.value, result.version, `op ${state.op.id} wrote it`);
-      if (result.ok && result.kind === 'get' && result.value !== null) observeValue(result.value, result.version, `op ${state.op.id} read it`);
+      if (result.ok && result.kind === 'write' && (input.kind === 'put' || input.kind === 'cas')) observeValue(state.op.key, input.value, result.version, `op ${state.op.id} wrote it`);
+      if (result.ok && result.kind === 'get' && result.value !== null) observeValue(state.op.key, result.value, result.version, `op ${state.op.id} read it`);
       log?.(`client ${state.client.index} op ${state.op.id}: ${describeResult(result)}`);
-      state.next();
+      state.finish(
+        !result.ok
+          ? { kind: 'conflict', unknown: false }
+          : result.kind === 'get'
+            ? { kind: 'value', value: result.value, version: BigInt(result.version) }
+            : { kind: 'written', version: BigInt(result.version) },
+      );
     });
   }
 

@@ -1,0 +1,184 @@
+/**
+ * The queue's operations as a simulator workload (simulator.ts `SimWorkload`): simulated clients
+ * push (most with request ids, retried with the same id after an unknown outcome), read and trim
+ * one or two queues through the production plans (services/queue/queue-plan.ts), with segments of
+ * 4 items so that runs cross many segments. The recorded history is checked against the queue's
+ * specification (test/support/queue-model.ts).
+ */
+import { RpcError } from '../../framework/index.js';
+import { queueErrors } from '../../services/queue/errors.js';
+import { pushPlan, readPlan, trimPlan, type FullSegmentIds, type PushOutcome, type QueueAddress, type ReadOutcome, type TailState } from '../../services/queue/queue-plan.js';
+import { checkPartition, type PartitionOperation } from '../support/linearizability.js';
+import { anonymize, mergeAttempts, queueModel, type QueueInput, type QueueOutput } from '../support/queue-model.js';
+import type { KvPlan } from '../../services/paxoskv/plan.js';
+import type { PlanOutcome, SimWorkload } from './simulator.js';
+
+/** Items per segment in the simulation. */
+export const SIM_SEGMENT_ITEMS = 4;
+
+interface ClientState {
+  /** The highest sequence number this client saw, per queue. */
+  known: number[];
+  /** The tail as last seen, per queue. */
+  hints: Array<TailState | undefined>;
+  ids: Array<Map<number, readonly string[]>>;
+  /** A push whose outcome was unknown, to retry with the same request id. */
+  retry?: { queue: number; id: string; value: string; since: number };
+  pushes: number;
+}
+
+/** Statistics of a queue workload run. */
+export interface QueueWorkloadStats {
+  pushes: number;
+  retries: number;
+  duplicates: number;
+  reads: number;
+  trims: number;
+  unknown: number;
+  segmentsFilled: number;
+}
+
+/** A queue workload for one run. */
+export class QueueWorkload implements SimWorkload {
+  readonly history: Array<PartitionOperation<QueueInput, QueueOutput> & { queue: number; client: number }> = [];
+  /** Plans that threw something other than an unknown outcome: each is a bug. */
+  readonly problems: string[] = [];
+  readonly stats: QueueWorkloadStats = { pushes: 0, retries: 0, duplicates: 0, reads: 0, trims: 0, unknown: 0, segmentsFilled: 0 };
+  private readonly clients = new Map<number, ClientState>();
+
+  /**
+   * @param seed - the run's seed (in item values, so values differ across runs).
+   * @param queues - how many queues the clients share.
+   */
+  constructor(
+    private readonly seed: number,
+    private readonly queues: number,
+    private readonly trimRate = 0.12,
+    /** For the mutation test: `no-dedupe` runs pushes as if they had no request id (retries push again). */
+    private readonly plantedBug?: 'no-dedupe',
+  ) {}
+
+  next(client: number, rand: () => number, now: number): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void } {
+    let c = this.clients.get(client);
+    if (c === undefined) {
+      c = { known: new Array(this.queues).fill(0), hints: [], ids: Array.from({ length: this.queues }, () => new Map()), pushes: 0 };
+      this.clients.set(client, c);
+    }
+    const st = c;
+    const ids = (q: number): FullSegmentIds => ({ get: (s) => st.ids[q]!.get(s), set: (s, v) => st.ids[q]!.set(s, v) });
+    const at = (q: number): QueueAddress => ({ prefix: 'q/', queue: `queue${q}`, per: SIM_SEGMENT_ITEMS });
+    const record = (queue: number, input: QueueInput, output: QueueOutput, returned: number) => {
+      this.history.push({ queue, client, input, output, call: now, return: output.kind === 'unknown' ? Infinity : returned, unknown: output.kind === 'unknown' });
+    };
+    const unexpected = (what: string, error: unknown) => this.problems.push(`client ${client} ${what}: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
+
+    // A retry of a push whose outcome was unknown, most of the time.
+    const roll = rand();
+    if (st.retry !== undefined && roll < 0.85) {
+      const { queue, id, value, since } = st.retry;
+      this.stats.retries++;
+      return this.push(st, at(queue), ids(queue), queue, id, value, since, true, record, unexpected);
+    }
+    st.retry = undefined;
+    const q = Math.floor(rand() * this.queues);
+    const r = rand();
+    if (r < 0.55) {
+      const dedupe = rand() < 0.75;
+      const id = `c${client}-p${st.pushes++}`;
+      const since = rand() < 0.5 ? 0 : st.known[q]!;
+      return this.push(st, at(q), ids(q), q, id, `${id}-s${this.seed}`, since, dedupe, record, unexpected);
+    }
+    if (r < 1 - this.trimRate) {
+      this.stats.reads++;
+      const after = Math.floor(rand() * (st.known[q]! + 4));
+      const limit = 1 + Math.floor(rand() * 3 * SIM_SEGMENT_ITEMS);
+      const input: QueueInput = { kind: 'read', after, limit };
+      return {
+        plan: readPlan(at(q), after, limit, ids(q)),
+        end: (o, t) => {
+          if (o.kind === 'returned') {
+            const v = o.value as ReadOutcome;
+            st.hints[q] = v.tail;
+            st.known[q] = Math.max(st.known[q]!, v.lastSeq);
+            record(q, input, { kind: 'read', items: v.items.map((it) => ({ seq: it.seq, value: new TextDecoder().decode(it.value) })), lastSeq: v.lastSeq, trimmedUpto: v.trimmedUpto }, t);
+          } else if (o.kind === 'threw') unexpected('read threw', o.error);
+          // An unknown read changed nothing: it is left out.
+        },
+      };
+    }
+    this.stats.trims++;
+    const upto = Math.floor(rand() * (st.known[q]! + 2));
+    const input: QueueInput = { kind: 'trim', upto };
+    return {
+      plan: trimPlan(at(q), upto, st.hints[q]),
+      end: (o, t) => {
+        st.hints[q] = undefined;
+        if (o.kind === 'returned') record(q, input, { kind: 'trim', point: o.value as number }, t);
+        else if (o.kind === 'unknown') {
+          this.stats.unknown++;
+          record(q, input, { kind: 'unknown' }, t);
+        } else unexpected('trim threw', o.error);
+      },
+    };
+  }
+
+  private push(
+    st: ClientState,
+    at: QueueAddress,
+    ids: FullSegmentIds,
+    q: number,
+    id: string,
+    value: string,
+    since: number,
+    dedupe: boolean,
+    record: (queue: number, input: QueueInput, output: QueueOutput, returned: number) => void,
+    unexpected: (what: string, error: unknown) => void,
+  ): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void } {
+    this.stats.pushes++;
+    const input: QueueInput = { kind: 'push', id, value, since, dedupe };
+    return {
+      plan: pushPlan(at, new TextEncoder().encode(value), id, this.plantedBug === "no-dedupe" ? false : dedupe, since, st.hints[q], ids),
+      end: (o, t) => {
+        st.retry = undefined;
+        if (o.kind === 'returned') {
+          const v = o.value as PushOutcome;
+          st.hints[q] = v.tail;
+          st.known[q] = Math.max(st.known[q]!, v.seq);
+          if (v.duplicate) this.stats.duplicates++;
+          if (v.seq % SIM_SEGMENT_ITEMS === 0 && !v.duplicate) this.stats.segmentsFilled++;
+          record(q, input, { kind: 'push', seq: v.seq }, t);
+          return;
+        }
+        st.hints[q] = undefined;
+        const lost = o.kind === 'unknown' || (o.error instanceof RpcError && o.error.reason === queueErrors.PUSH_OUTCOME_UNKNOWN.reason);
+        if (!lost) return unexpected('push threw', (o as { error: unknown }).error);
+        this.stats.unknown++;
+        record(q, input, { kind: 'unknown' }, t);
+        if (dedupe) st.retry = { queue: q, id, value, since };
+      },
+    };
+  }
+
+  /** Checks each queue's history against the specification. @returns what is wrong, or undefined. */
+  check(): string | undefined {
+    if (this.problems.length > 0) return this.problems.slice(0, 3).join('; ');
+    for (let q = 0; q < this.queues; q++) {
+      const ops = anonymize(mergeAttempts(this.history.filter((o) => o.queue === q)));
+      const r = checkPartition(ops, queueModel);
+      if (r.verdict !== 'linearizable') {
+        const prefix = (r.longestPrefix ?? []).map((i) => describe(ops[i]!)).slice(-8);
+        return `queue ${q}: history ${r.verdict} (${ops.length} operations); longest linearizable prefix ends: ${prefix.join(' | ')}`;
+      }
+    }
+    return undefined;
+  }
+}
+
+function describe(op: PartitionOperation<QueueInput, QueueOutput> & { client: number }): string {
+  const i = op.input;
+  const o = op.output;
+  const input = i.kind === 'push' ? `push ${i.id}${i.dedupe ? ` since ${i.since}` : ''}` : i.kind === 'read' ? `read after ${i.after} limit ${i.limit}` : `trim ${i.upto}`;
+  const output =
+    o.kind === 'push' ? `seq ${o.seq}` : o.kind === 'read' ? `[${o.items.map((it) => it.seq).join(',')}] last ${o.lastSeq} trimmed ${o.trimmedUpto}` : o.kind === 'trim' ? `point ${o.point}` : 'unknown';
+  return `c${op.client} ${input} -> ${output} @${op.call.toFixed(1)}-${op.return.toFixed(1)}`;
+}
