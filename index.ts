@@ -16,6 +16,13 @@ export { RegistryClient } from './services/registry/gen/svrkit/registry/registry
 export { configErrors } from './services/config/errors.js';
 export { bucket, parseRule, type GrayContext, type GrayRule } from './services/config/gray.js';
 export type { ConfigChanges, ConfigOp, ConfigValues, Gray, NamespaceHead, OpRecord, Release, Resolved } from './services/config/model.js';
+export { PaxosQueue, MAX_READ_LIMIT, type PaxosQueueOptions, type PushOptions, type QueueItem, type QueueReadResult } from './services/queue/queue.js';
+export { queueErrors } from './services/queue/errors.js';
+export { PaxosTable, MAX_SCAN_LIMIT, type Row, type WriteOptions } from './services/table/table.js';
+export type { RowChange } from './services/table/table-plan.js';
+export { tableErrors } from './services/table/errors.js';
+export { runPlan } from './services/paxoskv/run-plan.js';
+export type { KvPlan, KvStep, KvStepReply } from './services/paxoskv/plan.js';
 export { PaxosKVRegistry } from './services/registry/paxoskv-registry.js';
 export { RemoteRegistry } from './services/registry/remote-registry.js';
 export { RegistryServer, type RegistryServerOptions } from './services/registry/registry-service.js';

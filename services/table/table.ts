@@ -96,7 +96,7 @@ export class PaxosTable {
    *   UNAVAILABLE or DEADLINE_EXCEEDED when PaxosKV did not answer in time (the write may or may
    *   not have happened); DATA_LOSS for a damaged row.
    */
-  put(table: string, row: string, column: string, value: Uint8Array, options: WriteOptions = {}): Promise<bigint> {
+  async put(table: string, row: string, column: string, value: Uint8Array, options: WriteOptions = {}): Promise<bigint> {
     checkColumn(column);
     if (!(value instanceof Uint8Array)) throw tableErrors.INVALID_TABLE_REQUEST('a value must be bytes (a Uint8Array)');
     return this.update(table, row, { set: [[column, value]] }, options);
@@ -107,7 +107,7 @@ export class PaxosTable {
    * @returns the row's new version.
    * @throws RpcError as {@link PaxosTable.put}.
    */
-  delete(table: string, row: string, column: string, options: WriteOptions = {}): Promise<bigint> {
+  async delete(table: string, row: string, column: string, options: WriteOptions = {}): Promise<bigint> {
     checkColumn(column);
     return this.update(table, row, { delete: [column] }, options);
   }
