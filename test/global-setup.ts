@@ -8,6 +8,7 @@ export default async function setup(): Promise<void> {
   await generate({ files: ['examples/helloworld/greeter.proto'], outDir: 'examples/helloworld/gen' });
   await generate({ files: ['examples/chain/chain.proto'], outDir: 'examples/chain/gen' });
   await generate({ files: ['examples/tickets/tickets.proto'], outDir: 'examples/tickets/gen' });
+  await generate({ files: ['examples/inbox/inbox.proto'], outDir: 'examples/inbox/gen' });
   await generate({ files: ['test/protos/runtime/probe.proto'], outDir: 'test/.tmp/gen/probe' });
   await generate({ files: ['test/protos/runtime/streams.proto'], outDir: 'test/.tmp/gen/streams' });
   await generate({ files: ['test/protos/runtime/vault.proto'], outDir: 'test/.tmp/gen/vault' });
