@@ -12,6 +12,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
  */
 const TIMING = [
   'test/client/failover.test.ts',
+  'test/inbox/inbox.test.ts',
   'test/overload/fastreject.test.ts',
   'test/paxoskv/exactly-once.test.ts',
   'test/paxoskv/groups-processes.test.ts',
