@@ -14,7 +14,10 @@
  * 7. every server is stopped with SIGTERM and shuts down gracefully (deregistering first);
  * 8. `svrkit kv up` brings up a local 3-replica PaxosKV cluster; writes and reads go through it
  *    (CLI and PaxosKVClient), one replica is SIGKILLed and writes carry on, its disk is replaced
- *    and it rejoins with `kv serve --rejoin` (fencing every key before it votes), then it stops.
+ *    and it rejoins with `kv serve --rejoin` (fencing every key before it votes), then it stops;
+ * 9. the inbox example (examples/inbox/demo.ts): three users and a group send messages through
+ *    Login, Message and Sync servers on a new PaxosKV cluster, one replica is SIGKILLed halfway,
+ *    and every client receives every message sent to it once and in order.
  *
  * Exits 0 when every step worked, 1 otherwise.
  */
@@ -102,6 +105,7 @@ async function main(): Promise<void> {
   section('1. generate typed code from .proto (svrkit gen)');
   await svrkit(['gen', 'examples/helloworld/greeter.proto', '--out', 'examples/helloworld/gen']);
   await svrkit(['gen', 'examples/chain/chain.proto', '--out', 'examples/chain/gen']);
+  await svrkit(['gen', 'examples/inbox/inbox.proto', '--out', 'examples/inbox/gen']);
 
   section('2. serve (svrkit run), one process each');
   const hello = await serve('examples/helloworld/greeter.ts');
@@ -161,6 +165,9 @@ async function main(): Promise<void> {
   }
 
   await paxoskv();
+  section('9. the WeChat inbox (examples/inbox): queues and tables on PaxosKV, tickets, config, Notify streams');
+  const { runDemo } = await import('./inbox/demo.js');
+  await runDemo(show);
   process.stdout.write('\nsvrkit: all steps passed\n');
 }
 
