@@ -10,6 +10,7 @@
  * --message host:port --sync host:port [--send-to bob --text hi]`) it prints each message received.
  */
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +27,8 @@ export interface InboxClientOptions {
   password?: string;
   /** How long one send keeps retrying (ms). Default 30,000. */
   sendRetryMs?: number;
+  /** Called with the time each Sync call took (ms), for measurements. */
+  onSyncCall?: (ms: number) => void;
 }
 
 /** Statuses worth retrying a send or sync on: the call may not have run, or may run again safely. */
@@ -98,7 +101,9 @@ export class InboxClient {
         this.again = false;
         for (;;) {
           this.syncs++;
+          const began = performance.now();
           const r = await this.syncClient.sync({ userId: this.options.user, lastSeq: BigInt(this.lastSeq) }, { ticket: this.ticket, timeoutMs: 5000 });
+          this.options.onSyncCall?.(performance.now() - began);
           for (const m of r.messages) {
             const seq = Number(m.seq);
             if (seq <= this.lastSeq) continue;

@@ -72,6 +72,13 @@ if (services.includes('message')) {
 const hub = new NotifyHub();
 if (services.includes('sync')) server.addService(new Sync(queue, hub));
 
+// For measurements (bench/inbox/notify.ts): SIGUSR2 prints this process's memory, after a full
+// garbage collection when node runs with --expose-gc.
+process.on('SIGUSR2', () => {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  process.stdout.write(`memory rss ${m.rss} heapUsed ${m.heapUsed} external ${m.external} arrayBuffers ${m.arrayBuffers} streams ${hub.users}\n`);
+});
 await server.listen(port, values.host ?? '127.0.0.1');
 process.stdout.write(`serving on ${server.address}\n`);
 process.once('SIGTERM', () => {

@@ -7,7 +7,7 @@
  */
 import { RpcError, Status, type CallContext, type PaxosQueue } from '../../index.js';
 import { SyncService, type NotifyEvent, type NotifyRequest, type PokeReply, type PokeRequest, type SyncReply, type SyncRequest } from './gen/inbox.js';
-import type { NotifyHub } from './notify-hub.js';
+import { NotifyStream, type NotifyHub } from './notify-hub.js';
 import { decodeMessage, inboxQueue, ownInbox } from './store.js';
 
 /** Messages one sync returns when the request says 0. */
@@ -35,24 +35,10 @@ export class Sync extends SyncService {
     return { messages, newSeq: BigInt(newSeq), more: r.more, trimmedUpto: BigInt(r.trimmedUpto) };
   }
 
-  override async *notify(request: NotifyRequest, call: CallContext): AsyncIterable<NotifyEvent> {
+  override notify(request: NotifyRequest, call: CallContext): AsyncIterable<NotifyEvent> {
     const user = ownInbox(request.userId, call);
-    let known = Number(request.lastSeq);
-    const sub = this.hub.subscribe(user);
-    try {
-      // Where the inbox is now (a poke from here on is caught by the subscription).
-      const { lastSeq } = await this.queue.read(inboxQueue(user), known, { limit: 1 });
-      if (lastSeq > known) {
-        known = lastSeq;
-        yield { seq: BigInt(known) };
-      }
-      for (;;) {
-        known = await sub.next(known, call.signal);
-        yield { seq: BigInt(known) };
-      }
-    } finally {
-      sub.close();
-    }
+    const known = Number(request.lastSeq);
+    return new NotifyStream(this.hub, user, known, async () => (await this.queue.read(inboxQueue(user), known, { limit: 1 })).lastSeq);
   }
 
   override async poke(request: PokeRequest): Promise<PokeReply> {
