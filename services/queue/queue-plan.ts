@@ -23,7 +23,7 @@
  *   moved past the one it expected. A push given a request id first looks for the id among the
  *   queue's items (from `since`), so a retry returns the first push's sequence number.
  */
-import type { KvPlan } from '../paxoskv/plan.js';
+import type { KvPlan, KvStepReply } from '../paxoskv/plan.js';
 import { queueErrors } from './errors.js';
 import { decodeSegment, EMPTY_SEGMENT, encodeSegment, isFull, segmentKey, segmentOf, seqAt, type ItemsSegment, type Segment } from './segment.js';
 
@@ -171,19 +171,35 @@ function* nextSegment(at: QueueAddress, segment: number, before: ItemsSegment | 
   }
 }
 
+/** One item of a push. */
+export interface PushItem {
+  /** The item's bytes (the caller checked the size). */
+  readonly value: Uint8Array;
+  /** The item's id: the caller's request id, or a fresh unique one. */
+  readonly id: string;
+  /** Whether `id` is a request id to look for first (the push may be a retry). */
+  readonly dedupe: boolean;
+  /**
+   * With `dedupe`: a sequence number the queue had reached before the first push of this request
+   * id began (0: look through the whole queue); the id is looked for after it only.
+   */
+  readonly since: number;
+}
+
+/** What a batch push did, item by item. */
+export interface BatchOutcome {
+  /** Each item's sequence number. */
+  readonly seqs: number[];
+  /** Each item's `duplicate` (its request id was already in the queue: nothing was added for it). */
+  readonly duplicates: boolean[];
+  /** The tail after the push, when known (a hint for the next push). */
+  readonly tail?: TailState;
+}
+
 /**
- * Pushes one item.
- * @param at - the queue.
- * @param value - the item's bytes (the caller checked its size).
- * @param id - the item's id: the caller's request id, or a fresh unique one.
- * @param dedupe - whether `id` is a request id to look for first (a retry of an earlier push).
- * @param since - with `dedupe`: a sequence number the queue had reached before the first push
- *   of this request id began (0: look through the whole queue); the id is looked for after it.
- * @param hint - the tail as last seen (tried first without reading it), if any.
- * @param ids - the cache of full segments' ids.
+ * Pushes one item: {@link pushBatchPlan} with one item.
  * @returns the item's sequence number, and whether it was already there.
- * @throws RpcError UNKNOWN (`PUSH_OUTCOME_UNKNOWN`) when an attempt's outcome was lost and a trim
- *   has since emptied its segment; DATA_LOSS (`QUEUE_RECORD_MALFORMED`) for a record that does not decode.
+ * @throws as {@link pushBatchPlan}.
  */
 export function* pushPlan(
   at: QueueAddress,
@@ -194,9 +210,60 @@ export function* pushPlan(
   hint: TailState | undefined,
   ids: FullSegmentIds,
 ): KvPlan<PushOutcome> {
+  const r = yield* pushBatchPlan(at, [{ value, id, dedupe, since }], hint, ids);
+  return { seq: r.seqs[0]!, duplicate: r.duplicates[0]!, ...(r.tail === undefined ? {} : { tail: r.tail }) };
+}
+
+/**
+ * Pushes several items, in order, as few compare-and-sets as the tail's room allows (one when they
+ * fit): the items of one batch take consecutive sequence numbers, except those whose request id
+ * was already in the queue (they keep the first push's). Two items of one batch with the same
+ * request id are one push.
+ * @param at - the queue.
+ * @param items - the items (at least one).
+ * @param hint - the tail as last seen (tried first without reading it), if any.
+ * @param ids - the cache of full segments' ids.
+ * @returns each item's sequence number and whether it was already there.
+ * @throws RpcError UNKNOWN (`PUSH_OUTCOME_UNKNOWN`) when an attempt's outcome was lost and a trim
+ *   has since emptied its segment; DATA_LOSS (`QUEUE_RECORD_MALFORMED`) for a record that does not
+ *   decode. Then items the batch placed before are in the queue, the others may or may not be.
+ */
+export function* pushBatchPlan(at: QueueAddress, items: readonly PushItem[], hint: TailState | undefined, ids: FullSegmentIds): KvPlan<BatchOutcome> {
+  const n = items.length;
+  const seqs: number[] = new Array(n).fill(0);
+  const duplicates: boolean[] = new Array(n).fill(false);
+  // Items by id; an id given twice is placed once (the later ones follow the first).
+  const first = new Map<string, number>();
+  const sameAs: number[] = new Array(n).fill(-1);
+  items.forEach((it, i) => {
+    const f = first.get(it.id);
+    if (f === undefined) first.set(it.id, i);
+    else sameAs[i] = f;
+  });
+  const unplaced = new Set<number>(first.values());
+  const place = (i: number, seq: number, duplicate: boolean) => {
+    seqs[i] = seq;
+    duplicates[i] = duplicate;
+    unplaced.delete(i);
+  };
+  /**
+   * Places the unplaced items `eligible` says may be there whose id is in `segment` (after their
+   * `since`), with the `duplicate` flag it gives.
+   */
+  const found = (segment: number, segmentIds: readonly string[], eligible: (i: number) => boolean, duplicate: (i: number) => boolean) => {
+    segmentIds.forEach((id, index) => {
+      const i = first.get(id);
+      const seq = seqAt(segment, index, at.per);
+      if (i !== undefined && unplaced.has(i) && eligible(i) && seq > items[i]!.since) place(i, seq, duplicate(i));
+    });
+  };
+  const dedupe = items.some((it) => it.dedupe);
   let cur: TailState | undefined;
   if (dedupe) {
-    // Look for the id in every full segment from `since` to the hint or the tail.
+    // Look for the request ids in every full segment from the lowest `since` to the hint or the tail.
+    const since = Math.min(...items.filter((it) => it.dedupe).map((it) => it.since));
+    const wanted = (i: number) => items[i]!.dedupe;
+    const yes = () => true;
     for (let s = segmentOf(since + 1, at.per); ; s++) {
       if (hint !== undefined && s >= hint.segment) {
         cur = hint;
@@ -204,11 +271,10 @@ export function* pushPlan(
       }
       const cached = ids.get(s);
       if (cached !== undefined) {
-        const n = cached.indexOf(id);
-        if (n >= 0 && seqAt(s, n, at.per) > since) return { seq: seqAt(s, n, at.per), duplicate: true };
+        found(s, cached, wanted, yes);
         continue;
       }
-      const st = yield* readSegment(at, s);
+      const st: SegmentState = yield* readSegment(at, s);
       if (st.record === null) {
         cur = yield* locateTail(at, st);
         break;
@@ -220,39 +286,55 @@ export function* pushPlan(
       }
       const segmentIds = st.record.items.map((it) => it.id);
       ids.set(s, segmentIds);
-      const n = segmentIds.indexOf(id);
-      if (n >= 0 && seqAt(s, n, at.per) > since) return { seq: seqAt(s, n, at.per), duplicate: true };
+      found(s, segmentIds, wanted, yes);
     }
   }
-  cur ??= hint ?? (yield* locateTail(at, segmentOf(since + 1, at.per)));
-  let ambiguous = false;
+  cur ??= hint ?? (yield* locateTail(at, segmentOf(Math.min(...items.map((it) => it.since)) + 1, at.per)));
+  /** Items whose compare-and-set outcome was lost on the way (they may be in). */
+  const ambiguous = new Set<number>();
   for (;;) {
-    // Our id here: the request's earlier push (dedupe), or this push's own lost attempt.
-    const n = cur.base.items.findIndex((it) => it.id === id);
-    if (n >= 0 && seqAt(cur.segment, n, at.per) > since) return { seq: seqAt(cur.segment, n, at.per), duplicate: dedupe && !ambiguous, tail: cur };
+    // Our ids here: a request's earlier push (dedupe), or this batch's own lost attempt.
+    found(
+      cur.segment,
+      cur.base.items.map((it) => it.id),
+      () => true,
+      (i) => items[i]!.dedupe && !ambiguous.has(i),
+    );
+    if (unplaced.size === 0) break;
     if (cur.base.items.length >= at.per) {
       ids.set(cur.segment, cur.base.items.map((it) => it.id));
       cur = dedupe ? yield* nextSegment(at, cur.segment, cur.base) : yield* locateTail(at, cur.segment + 1);
       continue;
     }
-    const next: ItemsSegment = { ...cur.base, items: [...cur.base.items, { id, value }] };
+    const batch = [...unplaced].sort((a, b) => a - b).slice(0, at.per - cur.base.items.length);
+    const next: ItemsSegment = { ...cur.base, items: [...cur.base.items, ...batch.map((i) => ({ id: items[i]!.id, value: items[i]!.value }))] };
     const key = segmentKey(at.prefix, at.queue, cur.segment);
-    const r = yield { kind: 'cas', key, expectedVersion: cur.version, value: encodeSegment(next) };
+    const r: KvStepReply = yield { kind: 'cas', key, expectedVersion: cur.version, value: encodeSegment(next) };
     if (r.kind === 'written') {
-      return { seq: seqAt(cur.segment, cur.base.items.length, at.per), duplicate: false, tail: { segment: cur.segment, version: r.version, base: next } };
+      batch.forEach((i, k) => place(i, seqAt(cur!.segment, cur!.base.items.length + k, at.per), false));
+      cur = { segment: cur.segment, version: r.version, base: next };
+      continue;
     }
     if (r.kind !== 'conflict') throw new TypeError(`a compare-and-set of ${key} was answered with ${r.kind}`);
-    if (r.unknown) ambiguous = true;
+    if (r.unknown) for (const i of batch) ambiguous.add(i);
     // Someone else wrote the segment first (or our lost attempt did): read it again.
     const st: SegmentState = yield* readSegment(at, cur.segment);
     if (st.record === null) throw queueErrors.QUEUE_RECORD_MALFORMED(key, 'a segment that was written reads as absent');
     if (st.record.kind === 'tombstone') {
-      if (ambiguous) throw queueErrors.PUSH_OUTCOME_UNKNOWN(at.queue);
+      if ([...ambiguous].some((i) => unplaced.has(i))) throw queueErrors.PUSH_OUTCOME_UNKNOWN(at.queue);
       cur = dedupe ? yield* nextSegment(at, st.segment, undefined) : yield* locateTail(at, st);
       continue;
     }
     cur = { segment: st.segment, version: st.version, base: st.record };
   }
+  for (let i = 0; i < n; i++) {
+    const f = sameAs[i]!;
+    if (f >= 0) {
+      seqs[i] = seqs[f]!;
+      duplicates[i] = true;
+    }
+  }
+  return { seqs, duplicates, tail: cur };
 }
 
 /**

@@ -36,7 +36,7 @@ describe('queue and table models under deterministic simulation', () => {
   it(`${count} seeded runs of the queue: linearizable, nothing lost, duplicated or reordered`, { timeout: Math.max(180_000, count * 300) }, () => {
     const broken: string[] = [];
     let brokenSeeds = 0;
-    const totals: QueueWorkloadStats = { pushes: 0, retries: 0, duplicates: 0, reads: 0, trims: 0, unknown: 0, segmentsFilled: 0 };
+    const totals: QueueWorkloadStats = { pushes: 0, batches: 0, retries: 0, duplicates: 0, reads: 0, trims: 0, unknown: 0, segmentsFilled: 0 };
     for (let seed = first; seed < first + count; seed++) {
       const w = new QueueWorkload(seed, 1 + (seed % 2));
       const problem = run(seed, w);
@@ -49,7 +49,7 @@ describe('queue and table models under deterministic simulation', () => {
     // The runs did the work they are meant to check.
     expect(totals.pushes).toBeGreaterThan(count * 30);
     if (count >= 100) {
-      for (const k of ['retries', 'duplicates', 'trims', 'unknown', 'segmentsFilled'] as const) expect(totals[k], k).toBeGreaterThan(0);
+      for (const k of ['batches', 'retries', 'duplicates', 'trims', 'unknown', 'segmentsFilled'] as const) expect(totals[k], k).toBeGreaterThan(0);
     }
   });
 

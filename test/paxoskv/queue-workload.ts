@@ -7,7 +7,7 @@
  */
 import { RpcError } from '../../framework/index.js';
 import { queueErrors } from '../../services/queue/errors.js';
-import { pushPlan, readPlan, trimPlan, type FullSegmentIds, type PushOutcome, type QueueAddress, type ReadOutcome, type TailState } from '../../services/queue/queue-plan.js';
+import { pushBatchPlan, readPlan, trimPlan, type BatchOutcome, type FullSegmentIds, type PushItem, type QueueAddress, type ReadOutcome, type TailState } from '../../services/queue/queue-plan.js';
 import { checkPartition, type PartitionOperation } from '../support/linearizability.js';
 import { anonymize, mergeAttempts, queueModel, type QueueInput, type QueueOutput } from '../support/queue-model.js';
 import type { KvPlan } from '../../services/paxoskv/plan.js';
@@ -22,14 +22,16 @@ interface ClientState {
   /** The tail as last seen, per queue. */
   hints: Array<TailState | undefined>;
   ids: Array<Map<number, readonly string[]>>;
-  /** A push whose outcome was unknown, to retry with the same request id. */
-  retry?: { queue: number; id: string; value: string; since: number };
+  /** A push (of one or more items) whose outcome was unknown, to retry with the same request ids. */
+  retry?: { queue: number; items: Array<{ id: string; value: string; since: number }> };
   pushes: number;
 }
 
 /** Statistics of a queue workload run. */
 export interface QueueWorkloadStats {
   pushes: number;
+  /** Pushes of several items in one plan. */
+  batches: number;
   retries: number;
   duplicates: number;
   reads: number;
@@ -43,7 +45,7 @@ export class QueueWorkload implements SimWorkload {
   readonly history: Array<PartitionOperation<QueueInput, QueueOutput> & { queue: number; client: number }> = [];
   /** Plans that threw something other than an unknown outcome: each is a bug. */
   readonly problems: string[] = [];
-  readonly stats: QueueWorkloadStats = { pushes: 0, retries: 0, duplicates: 0, reads: 0, trims: 0, unknown: 0, segmentsFilled: 0 };
+  readonly stats: QueueWorkloadStats = { pushes: 0, batches: 0, retries: 0, duplicates: 0, reads: 0, trims: 0, unknown: 0, segmentsFilled: 0 };
   private readonly clients = new Map<number, ClientState>();
 
   /**
@@ -75,18 +77,21 @@ export class QueueWorkload implements SimWorkload {
     // A retry of a push whose outcome was unknown, most of the time.
     const roll = rand();
     if (st.retry !== undefined && roll < 0.85) {
-      const { queue, id, value, since } = st.retry;
+      const { queue, items } = st.retry;
       this.stats.retries++;
-      return this.push(st, at(queue), ids(queue), queue, id, value, since, true, record, unexpected);
+      return this.push(st, at(queue), ids(queue), queue, items.map((it) => ({ ...it, dedupe: true })), record, unexpected);
     }
     st.retry = undefined;
     const q = Math.floor(rand() * this.queues);
     const r = rand();
     if (r < 0.55) {
-      const dedupe = rand() < 0.75;
-      const id = `c${client}-p${st.pushes++}`;
-      const since = rand() < 0.5 ? 0 : st.known[q]!;
-      return this.push(st, at(q), ids(q), q, id, `${id}-s${this.seed}`, since, dedupe, record, unexpected);
+      // One item mostly; sometimes a batch of 2 to 4 (one compare-and-set when they fit).
+      const count = rand() < 0.75 ? 1 : 2 + Math.floor(rand() * 3);
+      const items = Array.from({ length: count }, () => {
+        const id = `c${client}-p${st.pushes++}`;
+        return { id, value: `${id}-s${this.seed}`, since: rand() < 0.5 ? 0 : st.known[q]!, dedupe: rand() < 0.75 };
+      });
+      return this.push(st, at(q), ids(q), q, items, record, unexpected);
     }
     if (r < 1 - this.trimRate) {
       this.stats.reads++;
@@ -127,34 +132,37 @@ export class QueueWorkload implements SimWorkload {
     at: QueueAddress,
     ids: FullSegmentIds,
     q: number,
-    id: string,
-    value: string,
-    since: number,
-    dedupe: boolean,
+    items: Array<{ id: string; value: string; since: number; dedupe: boolean }>,
     record: (queue: number, input: QueueInput, output: QueueOutput, returned: number) => void,
     unexpected: (what: string, error: unknown) => void,
   ): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void } {
-    this.stats.pushes++;
-    const input: QueueInput = { kind: 'push', id, value, since, dedupe };
+    this.stats.pushes += items.length;
+    if (items.length > 1) this.stats.batches++;
+    const dedupeOf = (it: { dedupe: boolean }) => (this.plantedBug === 'no-dedupe' ? false : it.dedupe);
+    const batch: PushItem[] = items.map((it) => ({ value: new TextEncoder().encode(it.value), id: it.id, dedupe: dedupeOf(it), since: it.since }));
+    const inputs: QueueInput[] = items.map((it) => ({ kind: 'push', id: it.id, value: it.value, since: it.since, dedupe: it.dedupe }));
     return {
-      plan: pushPlan(at, new TextEncoder().encode(value), id, this.plantedBug === "no-dedupe" ? false : dedupe, since, st.hints[q], ids),
+      plan: pushBatchPlan(at, batch, st.hints[q], ids),
       end: (o, t) => {
         st.retry = undefined;
         if (o.kind === 'returned') {
-          const v = o.value as PushOutcome;
+          const v = o.value as BatchOutcome;
           st.hints[q] = v.tail;
-          st.known[q] = Math.max(st.known[q]!, v.seq);
-          if (v.duplicate) this.stats.duplicates++;
-          if (v.seq % SIM_SEGMENT_ITEMS === 0 && !v.duplicate) this.stats.segmentsFilled++;
-          record(q, input, { kind: 'push', seq: v.seq }, t);
+          v.seqs.forEach((seq, i) => {
+            st.known[q] = Math.max(st.known[q]!, seq);
+            if (v.duplicates[i]) this.stats.duplicates++;
+            else if (seq % SIM_SEGMENT_ITEMS === 0) this.stats.segmentsFilled++;
+            record(q, inputs[i]!, { kind: 'push', seq, duplicate: v.duplicates[i]! }, t);
+          });
           return;
         }
         st.hints[q] = undefined;
         const lost = o.kind === 'unknown' || (o.error instanceof RpcError && o.error.reason === queueErrors.PUSH_OUTCOME_UNKNOWN.reason);
         if (!lost) return unexpected('push threw', (o as { error: unknown }).error);
-        this.stats.unknown++;
-        record(q, input, { kind: 'unknown' }, t);
-        if (dedupe) st.retry = { queue: q, id, value, since };
+        this.stats.unknown += items.length;
+        for (const input of inputs) record(q, input, { kind: 'unknown' }, t);
+        const retry = items.filter((it) => it.dedupe);
+        if (retry.length > 0) st.retry = { queue: q, items: retry };
       },
     };
   }
