@@ -6,15 +6,17 @@
  *
  * The client keeps two bounded caches, neither needed for correctness: each queue's tail as last
  * seen (a push first tries it without reading it), and the item ids of full segments (which never
- * change), so a push with a request id reads each full segment once.
+ * change), so a push with a request id reads each full segment once. Concurrent pushes to one
+ * queue go out in batches: one compare-and-set carries every push that arrived while the previous
+ * one was in flight (group commit).
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import type { CallOptions } from '../../framework/index.js';
+import { currentCall, withoutCall, type CallOptions } from '../../framework/index.js';
 import type { PaxosKVClient } from '../paxoskv/client.js';
-import { runPlan } from '../paxoskv/run-plan.js';
+import { DEFAULT_PLAN_TIMEOUT_MS, runPlan } from '../paxoskv/run-plan.js';
 import { queueErrors } from './errors.js';
-import { pushPlan, readPlan, trimPlan, type FullSegmentIds, type TailState } from './queue-plan.js';
+import { pushBatchPlan, readPlan, trimPlan, type FullSegmentIds, type PushItem, type TailState } from './queue-plan.js';
 import { MAX_ITEM_BYTES, MAX_QUEUE_NAME_BYTES, MAX_REQUEST_ID_BYTES, SEGMENT_ITEMS } from './segment.js';
 
 // mnemonist exports its single structures to require() only (as framework/tickets does).
@@ -23,6 +25,18 @@ const LRU = createRequire(import.meta.url)('mnemonist/lru-cache-with-delete.js')
 
 /** Largest `limit` of one read. */
 export const MAX_READ_LIMIT = 1000;
+
+/** The most pushes one batch carries (one segment's worth). */
+const MAX_BATCH_ITEMS = SEGMENT_ITEMS;
+
+/** A push waiting for its batch. */
+interface PendingPush {
+  readonly item: PushItem;
+  /** Epoch ms. */
+  readonly deadline: number;
+  resolve(r: { seq: number; duplicate: boolean }): void;
+  reject(err: unknown): void;
+}
 
 /** Options of a {@link PaxosQueue}. */
 export interface PaxosQueueOptions {
@@ -82,6 +96,10 @@ export class PaxosQueue {
   private readonly prefix: string;
   private readonly tails: InstanceType<typeof LRU<string, TailState>>;
   private readonly segmentIds: InstanceType<typeof LRU<string, readonly string[]>>;
+  /** Pushes waiting for their queue's batch in flight, by queue. */
+  private readonly waiting = new Map<string, PendingPush[]>();
+  /** Queues with a batch in flight. */
+  private readonly draining = new Set<string>();
 
   /**
    * @param kv - the cluster's client (shared; not closed by the queue).
@@ -102,7 +120,9 @@ export class PaxosQueue {
    * Appends an item.
    * @param queue - the queue's name (1..512 UTF-8 bytes).
    * @param value - the item (at most 15 KiB).
-   * @param options - the request id, `since`, and the call's options (deadline, metadata).
+   * @param options - the request id, `since`, and the deadline (`deadline` or `timeoutMs`; default
+   *   the enclosing call's, else 5 s). A push that waits for another's batch runs in the next one,
+   *   whose deadline is the latest of its pushes'.
    * @returns the item's sequence number, and `duplicate: true` when the request id was already
    *   there (nothing was added; `seq` is the first push's).
    * @throws RpcError INVALID_ARGUMENT (`INVALID_QUEUE_REQUEST`) for a bad name, item, request id or
@@ -119,15 +139,53 @@ export class PaxosQueue {
       throw queueErrors.INVALID_QUEUE_REQUEST(`a request id must be 1..${MAX_REQUEST_ID_BYTES} bytes`);
     }
     checkSeq(since, 'since');
-    const at = { prefix: this.prefix, queue, per: SEGMENT_ITEMS };
+    const item: PushItem = { value, id: requestId ?? randomUUID(), dedupe: requestId !== undefined, since };
+    return new Promise((resolve, reject) => {
+      let waiting = this.waiting.get(queue);
+      if (waiting === undefined) this.waiting.set(queue, (waiting = []));
+      waiting.push({ item, deadline: this.deadlineOf(call), resolve, reject });
+      if (!this.draining.has(queue)) void this.drain(queue);
+    });
+  }
+
+  /**
+   * Pushes what waits for `queue`, a batch at a time (up to 64 items), until nothing waits: pushes
+   * that arrive while a batch is in flight go together in the next (group commit), so concurrent
+   * pushes to one queue from this client cost one compare-and-set per batch instead of dueling
+   * over the tail.
+   */
+  private async drain(queue: string): Promise<void> {
+    this.draining.add(queue);
     try {
-      const r = await runPlan(pushPlan(at, value, requestId ?? randomUUID(), requestId !== undefined, since, this.tails.get(queue), this.idsOf(queue)), this.kv, call);
-      if (r.tail !== undefined) this.tails.set(queue, r.tail);
-      return { seq: r.seq, duplicate: r.duplicate };
-    } catch (err) {
-      this.forgetTail(queue);
-      throw err;
+      for (;;) {
+        const waiting = this.waiting.get(queue);
+        if (waiting === undefined || waiting.length === 0) break;
+        const batch = waiting.splice(0, MAX_BATCH_ITEMS);
+        if (waiting.length === 0) this.waiting.delete(queue);
+        const at = { prefix: this.prefix, queue, per: SEGMENT_ITEMS };
+        // The batch's deadline is its latest push's, outside any caller's call (it serves several).
+        const deadline = Math.max(...batch.map((p) => p.deadline));
+        try {
+          const r = await withoutCall(() => runPlan(pushBatchPlan(at, batch.map((p) => p.item), this.tails.get(queue), this.idsOf(queue)), this.kv, { deadline }));
+          if (r.tail !== undefined) this.tails.set(queue, r.tail);
+          batch.forEach((p, i) => p.resolve({ seq: r.seqs[i]!, duplicate: r.duplicates[i]! }));
+        } catch (err) {
+          this.forgetTail(queue);
+          for (const p of batch) p.reject(err);
+        }
+      }
+    } finally {
+      this.draining.delete(queue);
     }
+  }
+
+  /** A push's deadline (epoch ms): its own, the enclosing call's, or the default. */
+  private deadlineOf(options: CallOptions): number {
+    const now = Date.now();
+    const own = options.deadline ?? (options.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
+    const parent = currentCall()?.deadline ?? Infinity;
+    const d = Math.min(own, parent);
+    return d === Infinity ? now + DEFAULT_PLAN_TIMEOUT_MS : d;
   }
 
   /**
