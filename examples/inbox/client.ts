@@ -162,21 +162,29 @@ export class InboxClient {
 
 // As a program: log in, optionally send one message, then print what arrives until Ctrl-C.
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const { values } = parseArgs({
-    options: {
-      user: { type: 'string' },
-      login: { type: 'string' },
-      message: { type: 'string' },
-      sync: { type: 'string' },
-      'send-to': { type: 'string' },
-      'send-to-group': { type: 'string' },
-      text: { type: 'string' },
-    },
-    strict: true,
-  });
+  const usage = 'usage: client.ts --user U --login host:port --message host:port --sync host:port [--send-to U2 | --send-to-group G] [--text T]\n';
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        user: { type: 'string' },
+        login: { type: 'string' },
+        message: { type: 'string' },
+        sync: { type: 'string' },
+        'send-to': { type: 'string' },
+        'send-to-group': { type: 'string' },
+        text: { type: 'string' },
+      },
+      strict: true,
+    });
+  } catch (err) {
+    process.stderr.write(`client.ts: ${(err as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  const { values } = parsed;
   const { user, login, message, sync } = values;
   if (user === undefined || login === undefined || message === undefined || sync === undefined) {
-    process.stderr.write('usage: client.ts --user U --login host:port --message host:port --sync host:port [--send-to U2 | --send-to-group G] [--text T]\n');
+    process.stderr.write(usage);
     process.exit(2);
   }
   const client = new InboxClient({ user, login, message, sync });

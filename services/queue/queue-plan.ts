@@ -276,7 +276,14 @@ export function* pushBatchPlan(at: QueueAddress, items: readonly PushItem[], hin
       }
       const st: SegmentState = yield* readSegment(at, s);
       if (st.record === null) {
-        cur = yield* locateTail(at, st);
+        const tail = yield* locateTail(at, st);
+        // The segment was written since it was read (perhaps by an earlier attempt of these very
+        // pushes): read it again rather than skip it.
+        if (tail.segment > s) {
+          s--;
+          continue;
+        }
+        cur = tail;
         break;
       }
       if (st.record.kind === 'tombstone') continue;

@@ -60,7 +60,26 @@ export class QueueWorkload implements SimWorkload {
     private readonly plantedBug?: 'no-dedupe',
   ) {}
 
+  /** Writes under way: a run can end before they do, and their effects may show (see {@link check}). */
+  private readonly open = new Set<{ queue: number; client: number; inputs: QueueInput[]; call: number }>();
+
   next(client: number, rand: () => number, now: number): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void } {
+    const op = this.start(client, rand, now);
+    const { inputs, queue } = op;
+    if (inputs.length === 0) return op;
+    const entry = { queue, client, inputs, call: now };
+    this.open.add(entry);
+    return {
+      plan: op.plan,
+      end: (o, t) => {
+        this.open.delete(entry);
+        op.end(o, t);
+      },
+    };
+  }
+
+  /** The next operation, with the writes it makes (pushes and trims: their inputs) and its queue. */
+  private start(client: number, rand: () => number, now: number): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void; inputs: QueueInput[]; queue: number } {
     let c = this.clients.get(client);
     if (c === undefined) {
       c = { known: new Array(this.queues).fill(0), hints: [], ids: Array.from({ length: this.queues }, () => new Map()), pushes: 0 };
@@ -99,6 +118,8 @@ export class QueueWorkload implements SimWorkload {
       const limit = 1 + Math.floor(rand() * 3 * SIM_SEGMENT_ITEMS);
       const input: QueueInput = { kind: 'read', after, limit };
       return {
+        inputs: [],
+        queue: q,
         plan: readPlan(at(q), after, limit, ids(q)),
         end: (o, t) => {
           if (o.kind === 'returned') {
@@ -115,6 +136,8 @@ export class QueueWorkload implements SimWorkload {
     const upto = Math.floor(rand() * (st.known[q]! + 2));
     const input: QueueInput = { kind: 'trim', upto };
     return {
+      inputs: [input],
+      queue: q,
       plan: trimPlan(at(q), upto, st.hints[q]),
       end: (o, t) => {
         st.hints[q] = undefined;
@@ -135,13 +158,15 @@ export class QueueWorkload implements SimWorkload {
     items: Array<{ id: string; value: string; since: number; dedupe: boolean }>,
     record: (queue: number, input: QueueInput, output: QueueOutput, returned: number) => void,
     unexpected: (what: string, error: unknown) => void,
-  ): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void } {
+  ): { plan: KvPlan<unknown>; end(outcome: PlanOutcome, now: number): void; inputs: QueueInput[]; queue: number } {
     this.stats.pushes += items.length;
     if (items.length > 1) this.stats.batches++;
     const dedupeOf = (it: { dedupe: boolean }) => (this.plantedBug === 'no-dedupe' ? false : it.dedupe);
     const batch: PushItem[] = items.map((it) => ({ value: new TextEncoder().encode(it.value), id: it.id, dedupe: dedupeOf(it), since: it.since }));
     const inputs: QueueInput[] = items.map((it) => ({ kind: 'push', id: it.id, value: it.value, since: it.since, dedupe: it.dedupe }));
     return {
+      inputs,
+      queue: q,
       plan: pushBatchPlan(at, batch, st.hints[q], ids),
       end: (o, t) => {
         st.retry = undefined;
@@ -170,6 +195,9 @@ export class QueueWorkload implements SimWorkload {
   /** Checks each queue's history against the specification. @returns what is wrong, or undefined. */
   check(): string | undefined {
     if (this.problems.length > 0) return this.problems.slice(0, 3).join('; ');
+    // Writes still under way when the run ended: their outcomes are unknown.
+    for (const e of this.open) for (const input of e.inputs) this.history.push({ queue: e.queue, client: e.client, input, output: { kind: 'unknown' }, call: e.call, return: Infinity, unknown: true });
+    this.open.clear();
     for (let q = 0; q < this.queues; q++) {
       const ops = anonymize(mergeAttempts(this.history.filter((o) => o.queue === q)));
       const r = checkPartition(ops, queueModel);
