@@ -17,6 +17,7 @@ const TIMING = [
   'test/paxoskv/exactly-once.test.ts',
   'test/paxoskv/groups-processes.test.ts',
   'test/paxoskv/membership-processes.test.ts',
+  'test/paxoskv/models-simulation.test.ts',
   'test/paxoskv/mutations.test.ts',
   'test/paxoskv/processes.test.ts',
   'test/paxoskv/shedding-failover.test.ts',

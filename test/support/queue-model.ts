@@ -3,8 +3,8 @@
  * linearizability.ts): one partition per queue. What it says:
  *  - a push appends its item with the next sequence number (1, 2, 3, ...), unless its request id is
  *    already among the items after its `since` that are not trimmed: then it adds nothing and
- *    returns that item's sequence number. When the item with its id was trimmed, either may happen
- *    (a trimmed segment may or may not be emptied yet);
+ *    returns the sequence number of one of the items with that id. When every item with its id was
+ *    trimmed, either may happen (a trimmed segment may or may not be emptied yet);
  *  - a read returns the items after `max(after, trim point)`, at most `limit`, with the queue's
  *    last sequence number and trim point;
  *  - a trim sets the trim point to `max(trim point, min(upto, last sequence number))` and returns it.
@@ -20,106 +20,92 @@ export type QueueInput =
       value: string;
       since: number;
       dedupe: boolean;
-      /** For an unknown outcome: the one sequence number a read returned its value at, if any (see {@link anonymize}). */
+      /**
+       * For an unknown outcome: the values reads and pushes showed at sequence numbers (see
+       * {@link prepare}); the push cannot have taken a place known to hold another value.
+       */
+      taken?: ReadonlyMap<number, string>;
+      /**
+       * For an unknown outcome of a push tried once: the one place reads saw its value at (it can
+       * only have taken effect there, see {@link prepare}).
+       */
       seenAt?: number;
-      /** For an anonymous push: the sequence numbers other items are known to hold (see {@link anonymize}). */
-      taken?: ReadonlySet<number>;
     }
   | { kind: 'read'; after: number; limit: number }
   | { kind: 'trim'; upto: number };
 
 /** A queue operation's output (`unknown` for an unknown outcome). */
 export type QueueOutput =
-  | { kind: 'push'; seq: number; /** The push found its request id already in the queue (informational; see {@link mergeAttempts}). */ duplicate?: boolean }
+  | { kind: 'push'; seq: number; /** The push found its request id already in the queue (informational; see {@link prepare}). */ duplicate?: boolean }
   | { kind: 'read'; items: Array<{ seq: number; value: string }>; lastSeq: number; trimmedUpto: number }
   | { kind: 'trim'; point: number }
   | { kind: 'unknown' };
 
 /**
- * The id (and value) of a push whose outcome is unknown, whose request id had no known outcome,
- * and whose value no read returned: such pushes are all alike (appending an item no one saw), so
- * the checker treats them as interchangeable (see {@link anonymize}).
+ * The id and value of an anonymous push (see {@link prepare}): such pushes are all alike, so the
+ * checker treats them as interchangeable.
  */
 export const ANONYMOUS = '\u0000anonymous';
 
 /**
- * Rewrites a queue's history for the checker: pushes whose outcome is unknown, whose request id
- * no push with a known outcome had, and whose value no read returned become anonymous (id and
- * value {@link ANONYMOUS}, no dedupe). Nothing can tell such items apart, so this loses nothing
- * but the (unobservable) difference between two attempts of one request id both applying. Such a
- * push whose value reads returned at one sequence number only is marked `seenAt` it: it can only
- * have taken effect there (values are unique), which spares the search trying it anywhere else;
- * and an anonymous push cannot have taken a sequence number a read or a push showed another item at
- * (`taken`).
+ * Rewrites a queue's history for the checker, to spare the search choices that cannot matter;
+ * each rewrite keeps exactly the behaviours the specification allows:
+ *  - every push with an unknown outcome gets `taken`: the value each sequence number is known to
+ *    hold (a read returned it, or a push returned that place). Values are unique to a push
+ *    request, so such a push cannot have taken a place known to hold another value;
+ *  - a push with an unknown outcome that was its request id's only attempt, and whose value no
+ *    read returned, becomes anonymous (id and value {@link ANONYMOUS}, no dedupe): its id can
+ *    match nothing else, so all that can be known of it is that it appended an item nobody saw;
+ *    if reads saw its value at one place only, it is marked `seenAt` that place: one attempt
+ *    places its item once, so that is where it took effect, if anywhere;
+ *  - when a retry found its request id in the queue (`duplicate`) at `k`, and reads saw the value
+ *    at `k` only, one of the earlier attempts took effect at `k`: the attempts before it and it
+ *    are one push, called when the first was (an earlier attempt that also took effect elsewhere,
+ *    after a trim, would be seen or would leave a place unexplained: the check then fails, it
+ *    never passes wrongly).
  */
-export function anonymize<T extends { input: QueueInput; output: QueueOutput }>(ops: readonly T[]): T[] {
-  const read = new Map<string, Set<number>>();
-  const known = new Set<string>();
-  const taken = new Set<number>();
+export function prepare<T extends { input: QueueInput; output: QueueOutput; call: number; return: number; unknown?: boolean }>(ops: readonly T[]): T[] {
+  const taken = new Map<number, string>();
+  const readAt = new Map<string, Set<number>>();
   for (const op of ops) {
     if (op.output.kind === 'read') {
       for (const it of op.output.items) {
-        read.set(it.value, (read.get(it.value) ?? new Set()).add(it.seq));
-        taken.add(it.seq);
+        taken.set(it.seq, it.value);
+        readAt.set(it.value, (readAt.get(it.value) ?? new Set()).add(it.seq));
       }
     }
-    if (op.input.kind === 'push' && op.output.kind === 'push') {
-      known.add(op.input.id);
-      taken.add(op.output.seq);
-    }
+    if (op.input.kind === 'push' && op.output.kind === 'push') taken.set(op.output.seq, op.input.value);
   }
-  return ops.map((op) => {
-    const i = op.input;
-    if (i.kind !== 'push' || op.output.kind !== 'unknown' || known.has(i.id)) return op;
-    const seen = read.get(i.value);
-    if (seen === undefined) return { ...op, input: { kind: 'push', id: ANONYMOUS, value: ANONYMOUS, since: 0, dedupe: false, taken } };
-    // Its value was read at one place only: it took effect there (prunes the search: it is not tried elsewhere).
-    return seen.size === 1 ? { ...op, input: { ...i, seenAt: [...seen][0]! } } : op;
-  });
-}
-
-/**
- * Rewrites a queue's history for the checker, for the attempts of one request id (a push retried
- * after unknown outcomes) with its value read at one sequence number `k` at most. Nothing is lost:
- *  - a retry that found the id in the queue (`duplicate`) returned the place where an earlier
- *    attempt took effect: the attempts before it and it are one push, called when the first was;
- *  - a retry that pushed the item itself (at `k`) followed attempts that did not take effect, or
- *    took effect at another place and were trimmed before it looked: those are anonymous pushes
- *    (items no read saw, {@link ANONYMOUS}), which the search handles in bulk;
- *  - of attempts that all have unknown outcomes, at most one took effect at `k`: one push called
- *    when the first attempt was, the others anonymous.
- * Otherwise (the value read at two places) the attempts stay as they are. This only spares the
- * search trying, one by one, which attempt took effect.
- */
-export function mergeAttempts<T extends { input: QueueInput; output: QueueOutput; call: number; return: number; unknown?: boolean }>(ops: readonly T[]): T[] {
-  const seqsOf = new Map<string, Set<number>>();
-  for (const op of ops) if (op.output.kind === 'read') for (const it of op.output.items) seqsOf.set(it.value, (seqsOf.get(it.value) ?? new Set()).add(it.seq));
   const attempts = new Map<string, T[]>();
+  for (const op of ops) if (op.input.kind === 'push') attempts.set(op.input.id, [...(attempts.get(op.input.id) ?? []), op]);
   const out: T[] = [];
   for (const op of ops) {
     const i = op.input;
-    if (i.kind !== 'push' || !i.dedupe || (seqsOf.get(i.value)?.size ?? 0) > 1) out.push(op);
-    else attempts.set(i.id, [...(attempts.get(i.id) ?? []), op]);
-  }
-  const anonymous = (op: T): T => ({ ...op, input: { kind: 'push', id: ANONYMOUS, value: ANONYMOUS, since: 0, dedupe: false } });
-  for (const group of attempts.values()) {
-    const unknown = group.filter((op) => op.output.kind === 'unknown');
-    const known = group.filter((op) => op.output.kind !== 'unknown');
-    if (known.length > 1) {
-      out.push(...group);
+    if (i.kind !== 'push' || attempts.get(i.id)?.[0] !== op) {
+      if (i.kind !== 'push') out.push(op);
       continue;
     }
-    const first = Math.min(...group.map((op) => op.call));
-    const k = known[0];
-    if (k === undefined) {
-      // All unknown: one of them may be the item a read saw; the rest anonymous.
-      const earliest = unknown.find((op) => op.call === first)!;
-      out.push({ ...earliest }, ...unknown.filter((op) => op !== earliest).map(anonymous));
-    } else if (k.output.kind === 'push' && k.output.duplicate === true) {
-      out.push({ ...k, call: Math.min(k.call, ...unknown.filter((op) => op.call < k.call).map((op) => op.call)) }, ...unknown.filter((op) => op.call >= k.call).map(anonymous));
-    } else {
-      out.push(k, ...unknown.map(anonymous));
+    const group = attempts.get(i.id)!;
+    const withTaken = (o: T): T => (o.output.kind === 'unknown' && o.input.kind === 'push' ? { ...o, input: { ...o.input, taken } } : o);
+    if (group.length === 1) {
+      const only = group[0]!;
+      const at = readAt.get(i.value);
+      if (only.output.kind === 'unknown' && at === undefined) {
+        out.push({ ...only, input: { kind: 'push', id: ANONYMOUS, value: ANONYMOUS, since: 0, dedupe: false, taken } });
+      } else if (only.output.kind === 'unknown' && at !== undefined && at.size === 1 && i.kind === 'push') {
+        out.push({ ...only, input: { ...i, taken, seenAt: [...at][0]! } });
+      } else out.push(withTaken(only));
+      continue;
     }
+    const dup = group.find((o) => o.output.kind === 'push' && o.output.duplicate === true);
+    const seen = readAt.get(i.value);
+    if (dup !== undefined && dup.output.kind === 'push' && (seen === undefined || (seen.size === 1 && seen.has(dup.output.seq)))) {
+      const before = group.filter((o) => o.output.kind === 'unknown' && o.call < dup.call);
+      out.push({ ...dup, call: Math.min(dup.call, ...before.map((o) => o.call)) });
+      out.push(...group.filter((o) => o !== dup && !before.includes(o)).map(withTaken));
+      continue;
+    }
+    out.push(...group.map(withTaken));
   }
   return out;
 }
@@ -138,19 +124,21 @@ export const queueModel: PartitionModel<QueueState, QueueInput, QueueOutput> = {
   init: () => ({ ids: [], values: [], trimmedUpto: 0 }),
   step(s, input, output) {
     if (input.kind === 'push') {
-      // The earlier push of this request id (after `since`), if any.
-      let earlier = -1;
-      if (input.dedupe) for (let n = input.since; n < s.ids.length; n++) if (s.ids[n] === input.id) { earlier = n + 1; break; }
+      // Earlier pushes of this request id (after `since`): any of them may be returned (one
+      // trimmed but not yet emptied too); a new item only when every one of them is trimmed.
+      const copies: number[] = [];
+      if (input.dedupe) for (let n = input.since; n < s.ids.length; n++) if (s.ids[n] === input.id) copies.push(n + 1);
+      const live = copies.some((seq) => seq > s.trimmedUpto);
       if (output.kind === 'unknown') {
-        if (earlier > s.trimmedUpto) return { ok: true, state: s };
-        // A read saw its value at `seenAt`: it took effect there, or it would be seen elsewhere.
+        if (live) return { ok: true, state: s };
         if (input.seenAt !== undefined && input.seenAt !== s.ids.length + 1) return { ok: false, state: s };
-        if (input.taken?.has(s.ids.length + 1) === true) return { ok: false, state: s };
+        const held = input.taken?.get(s.ids.length + 1);
+        if (held !== undefined && held !== input.value) return { ok: false, state: s };
         return { ok: true, state: append(s, input.id, input.value) };
       }
       if (output.kind !== 'push') return { ok: false, state: s };
-      if (earlier > s.trimmedUpto) return { ok: output.seq === earlier, state: s };
-      if (earlier > 0 && output.seq === earlier) return { ok: true, state: s };
+      if (copies.includes(output.seq)) return { ok: true, state: s };
+      if (live) return { ok: false, state: s };
       return { ok: output.seq === s.ids.length + 1, state: append(s, input.id, input.value) };
     }
     if (input.kind === 'trim') {
@@ -168,8 +156,10 @@ export const queueModel: PartitionModel<QueueState, QueueInput, QueueOutput> = {
   },
   key: (s) => `${s.trimmedUpto}|${s.ids.join('\u0000')}`,
   readOnly: (input) => input.kind === 'read',
-  // Anonymous pushes are all alike; so are trims to one sequence number.
-  interchangeable: (input) => (input.kind === 'push' && input.id === ANONYMOUS ? 'anonymous push' : input.kind === 'trim' ? `trim ${input.upto}` : undefined),
+  // Anonymous pushes are all alike; so are the attempts of one push (one request id, value and
+  // `since`), and trims to one sequence number.
+  interchangeable: (input) =>
+    input.kind === 'push' ? (input.id === ANONYMOUS ? 'anonymous push' : `push ${input.id}\u0000${input.value}\u0000${input.since}\u0000${input.dedupe}`) : input.kind === 'trim' ? `trim ${input.upto}` : undefined,
   progress: {
     // The trim point and the items pushed never decrease; a read pins both, and a trim to `upto`
     // whose outcome is unknown can change nothing once the trim point reached `upto`.
