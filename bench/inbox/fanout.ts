@@ -27,6 +27,7 @@ const program = new Command()
   .parse();
 const opts = program.opts<{ groups: string; concurrency: number; duration: number }>();
 const sizes = opts.groups.split(',').map(Number);
+if (sizes.some((n) => !Number.isInteger(n) || n < 2 || n > 1000)) program.error(`--groups: comma-separated group sizes from 2 to 1000, not ${opts.groups}`);
 
 const q = (h: ReturnType<typeof newHistogram>, p: number) => (h.getValueAtPercentile(p) / 1000).toFixed(1);
 

@@ -122,7 +122,10 @@ export class InboxClient {
   /**
    * Receives until `signal` aborts: syncs, then waits on Notify and syncs each time it says the
    * inbox moved past `lastSeq`. A failed stream or sync is retried after a pause (100 ms, doubling
-   * to 2 s), with a full sync first, so nothing sent meanwhile is missed.
+   * to 2 s), with a full sync first, so nothing sent meanwhile is missed; an expired ticket
+   * (UNAUTHENTICATED) makes it log in again.
+   * @throws RpcError for a failure not worth retrying (e.g. PERMISSION_DENIED, or a login refused);
+   *   Error when the inbox skipped a sequence number.
    */
   async run(deliver: (m: InboxMessage) => void, signal: AbortSignal): Promise<void> {
     let pause = 100;
@@ -135,7 +138,8 @@ export class InboxClient {
         }
       } catch (err) {
         if (signal.aborted) return;
-        if (err instanceof RpcError && !RETRYABLE.has(err.code)) throw err;
+        if (err instanceof RpcError && err.code === Status.UNAUTHENTICATED) await this.logIn();
+        else if (!(err instanceof RpcError) || !RETRYABLE.has(err.code)) throw err;
       }
       await sleep(pause, undefined, { signal }).catch(() => undefined);
       pause = Math.min(pause * 2, 2000);
@@ -153,7 +157,10 @@ export class InboxClient {
       try {
         return await call();
       } catch (err) {
-        if (!(err instanceof RpcError) || !RETRYABLE.has(err.code) || Date.now() + pause > until) throw err;
+        if (!(err instanceof RpcError) || Date.now() + pause > until) throw err;
+        // An expired ticket: log in again and retry (the request carries the same client message id).
+        if (err.code === Status.UNAUTHENTICATED) await this.logIn();
+        else if (!RETRYABLE.has(err.code)) throw err;
       }
       await sleep(pause);
     }
@@ -193,6 +200,11 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   if (values['send-to-group'] !== undefined) await client.sendToGroup(values['send-to-group'], values.text ?? 'hello');
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
-  await client.run((m) => process.stdout.write(`${user} #${m.seq} from ${m.from}${m.group === '' ? '' : ` in ${m.group}`}: ${m.text}\n`), stop.signal);
+  try {
+    await client.run((m) => process.stdout.write(`${user} #${m.seq} from ${m.from}${m.group === '' ? '' : ` in ${m.group}`}: ${m.text}\n`), stop.signal);
+  } catch (err) {
+    process.stderr.write(`client.ts: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
   client.close();
 }

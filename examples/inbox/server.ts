@@ -49,38 +49,44 @@ try {
   fail((err as Error).message);
 }
 
-const kv = new PaxosKVClient({ peers: values.kv.split(',') });
-const queue = new PaxosQueue(kv);
-const server = new Server({ tickets: { keys: ring } });
+let kv: PaxosKVClient;
 let config: ConfigClient | undefined;
-if (services.includes('login') || services.includes('message')) {
-  if (ring.signing === undefined) fail('--keys: Login and Message sign tickets: the ring needs a signing key');
-}
-const issuer = ring.signing === undefined ? undefined : new TicketIssuer(ring);
-if (services.includes('login')) server.addService(new Login(issuer!));
-if (services.includes('message')) {
-  config = new ConfigClient({ target: kv, namespace: 'inbox' });
-  await config.ready();
-  const sync = (values.sync ?? '').split(',').filter((s) => s !== '').map((a) => new SyncClient(a));
-  let ticket = { value: '', until: 0 };
-  const serviceTicket = () => {
-    if (Date.now() > ticket.until) ticket = { value: issuer!.issue({ userId: 'svc.message', scopes: ['inbox.poke'], ttlMs: 600_000 }), until: Date.now() + 300_000 };
-    return ticket.value;
-  };
-  server.addService(new Message(queue, new PaxosTable(kv), config, { sync, ticket: serviceTicket }));
-}
-const hub = new NotifyHub();
-if (services.includes('sync')) server.addService(new Sync(queue, hub));
+let server: Server;
+try {
+  kv = new PaxosKVClient({ peers: values.kv.split(',') });
+  const queue = new PaxosQueue(kv);
+  server = new Server({ tickets: { keys: ring } });
+  if (services.includes('login') || services.includes('message')) {
+    if (ring.signing === undefined) fail('--keys: Login and Message sign tickets: the ring needs a signing key');
+  }
+  const issuer = ring.signing === undefined ? undefined : new TicketIssuer(ring);
+  if (services.includes('login')) server.addService(new Login(issuer!));
+  if (services.includes('message')) {
+    config = new ConfigClient({ target: kv, namespace: 'inbox' });
+    await config.ready();
+    const sync = (values.sync ?? '').split(',').filter((s) => s !== '').map((a) => new SyncClient(a));
+    let ticket = { value: '', until: 0 };
+    const serviceTicket = () => {
+      if (Date.now() > ticket.until) ticket = { value: issuer!.issue({ userId: 'svc.message', scopes: ['inbox.poke'], ttlMs: 600_000 }), until: Date.now() + 300_000 };
+      return ticket.value;
+    };
+    server.addService(new Message(queue, new PaxosTable(kv), config, { sync, ticket: serviceTicket }));
+  }
+  const hub = new NotifyHub();
+  if (services.includes('sync')) server.addService(new Sync(queue, hub));
 
-// For measurements (bench/inbox/notify.ts): SIGUSR2 prints this process's memory, after a full
-// garbage collection when node runs with --expose-gc.
-process.on('SIGUSR2', () => {
-  (globalThis as { gc?: () => void }).gc?.();
-  const m = process.memoryUsage();
-  process.stdout.write(`memory rss ${m.rss} heapUsed ${m.heapUsed} external ${m.external} arrayBuffers ${m.arrayBuffers} streams ${hub.users}\n`);
-});
-await server.listen(port, values.host ?? '127.0.0.1');
-process.stdout.write(`serving on ${server.address}\n`);
+  // For measurements (bench/inbox/notify.ts): SIGUSR2 prints this process's memory, after a full
+  // garbage collection when node runs with --expose-gc.
+  process.on('SIGUSR2', () => {
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    process.stdout.write(`memory rss ${m.rss} heapUsed ${m.heapUsed} external ${m.external} arrayBuffers ${m.arrayBuffers} streams ${hub.users}\n`);
+  });
+  await server.listen(port, values.host ?? '127.0.0.1');
+  process.stdout.write(`serving on ${server.address}\n`);
+} catch (err) {
+  fail((err as Error).message);
+}
 process.once('SIGTERM', () => {
   void server.close({ graceMs: 500 }).then(async () => {
     await config?.close();

@@ -12,7 +12,13 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startInbox } from './deploy.js';
 
-const { values } = parseArgs({ options: { dir: { type: 'string' }, gray: { type: 'string' } }, strict: true });
+let values: { dir?: string; gray?: string };
+try {
+  ({ values } = parseArgs({ options: { dir: { type: 'string' }, gray: { type: 'string' } }, strict: true }));
+} catch (err) {
+  process.stderr.write(`up.ts: ${(err as Error).message}\nusage: up.ts [--dir DIR] [--gray user,user]\n`);
+  process.exit(2);
+}
 const dir = values.dir ?? mkdtempSync(path.join(tmpdir(), 'svrkit-inbox-'));
 const d = await startInbox({ dir, grayUsers: values.gray === undefined ? [] : values.gray.split(',') });
 process.stdout.write(

@@ -10,6 +10,8 @@ export const queueErrors = defineErrors({
   INVALID_QUEUE_REQUEST: { status: Status.INVALID_ARGUMENT, message: (why: string) => why },
   /** A stored segment that does not decode: the queue's data was written by something else, or damaged. */
   QUEUE_RECORD_MALFORMED: { status: Status.DATA_LOSS, message: (key: string, why: string) => `queue record ${JSON.stringify(key)} is malformed: ${why}` },
+  /** A push whose deadline passed while it waited for the batch before it: it was not sent. */
+  PUSH_DEADLINE_EXCEEDED: { status: Status.DEADLINE_EXCEEDED, notProcessed: true, message: () => 'the push\'s deadline passed while it waited for the batch before it; it was not sent' },
   /**
    * A push whose compare-and-set may have taken effect (an attempt was lost on the way) into a
    * segment that a trim has since emptied, so whether the item went in can no longer be read.

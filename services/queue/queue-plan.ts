@@ -85,7 +85,10 @@ export interface ReadOutcome {
   readonly tail: TailState;
 }
 
-/** Reads one segment. */
+/**
+ * Reads one segment.
+ * @throws RpcError DATA_LOSS (`QUEUE_RECORD_MALFORMED`) when its record does not decode.
+ */
 export function* readSegment(at: QueueAddress, segment: number): KvPlan<SegmentState> {
   const key = segmentKey(at.prefix, at.queue, segment);
   const r = yield { kind: 'get', key };
@@ -98,9 +101,12 @@ export function* readSegment(at: QueueAddress, segment: number): KvPlan<SegmentS
  * one already read) upward while segments are full and downward while they are not, then bisects:
  * about 2·log2(distance) reads from a far guess, one or two from a good one. The tail is read after
  * the full segment before it (read again if need be), so the result is the tail of one moment.
+ * @throws RpcError DATA_LOSS (`QUEUE_RECORD_MALFORMED`) for a record that does not decode, or a
+ *   tombstone with no segment after it (which this code never writes).
  */
 export function* locateTail(at: QueueAddress, guess: number | SegmentState): KvPlan<TailState> {
   const full = (s: SegmentState) => s.record !== null && isFull(s.record, at.per);
+  let tombstoneRetried = false;
   for (;;) {
     let lo: SegmentState | undefined; // the highest segment known full
     let hi: SegmentState | undefined; // the lowest segment known not full
@@ -141,8 +147,11 @@ export function* locateTail(at: QueueAddress, guess: number | SegmentState): KvP
     if (hi.record !== null) return { segment: hi.segment, version: hi.version, base: hi.record as ItemsSegment };
     if (hi.segment === 0) return { segment: 0, version: 0n, base: EMPTY_SEGMENT };
     const prev = lo!.record!;
-    // A tombstone's successor exists (the trim that made it wrote the tail first): read again.
+    // A tombstone's successor exists (the trim that made it wrote the tail first): read again,
+    // once; still absent, the records were not written by this code.
     if (prev.kind === 'tombstone') {
+      if (tombstoneRetried) throw queueErrors.QUEUE_RECORD_MALFORMED(segmentKey(at.prefix, at.queue, lo!.segment), 'a tombstone with no segment after it');
+      tombstoneRetried = true;
       guess = hi.segment;
       continue;
     }
@@ -241,6 +250,8 @@ export function* pushBatchPlan(at: QueueAddress, items: readonly PushItem[], hin
     else sameAs[i] = f;
   });
   const unplaced = new Set<number>(first.values());
+  /** Items whose compare-and-set outcome was lost on the way (they may be in). */
+  const ambiguous = new Set<number>();
   const place = (i: number, seq: number, duplicate: boolean) => {
     seqs[i] = seq;
     duplicates[i] = duplicate;
@@ -254,7 +265,8 @@ export function* pushBatchPlan(at: QueueAddress, items: readonly PushItem[], hin
     segmentIds.forEach((id, index) => {
       const i = first.get(id);
       const seq = seqAt(segment, index, at.per);
-      if (i !== undefined && unplaced.has(i) && eligible(i) && seq > items[i]!.since) place(i, seq, duplicate(i));
+      // (`since` bounds where an earlier push may be; this batch's own lost attempt can be anywhere.)
+      if (i !== undefined && unplaced.has(i) && eligible(i) && (seq > items[i]!.since || ambiguous.has(i))) place(i, seq, duplicate(i));
     });
   };
   const dedupe = items.some((it) => it.dedupe);
@@ -297,8 +309,6 @@ export function* pushBatchPlan(at: QueueAddress, items: readonly PushItem[], hin
     }
   }
   cur ??= hint ?? (yield* locateTail(at, segmentOf(Math.min(...items.map((it) => it.since)) + 1, at.per)));
-  /** Items whose compare-and-set outcome was lost on the way (they may be in). */
-  const ambiguous = new Set<number>();
   for (;;) {
     // Our ids here: a request's earlier push (dedupe), or this batch's own lost attempt.
     found(

@@ -122,7 +122,8 @@ export class PaxosQueue {
    * @param value - the item (at most 15 KiB).
    * @param options - the request id, `since`, and the deadline (`deadline` or `timeoutMs`; default
    *   the enclosing call's, else 5 s). A push that waits for another's batch runs in the next one,
-   *   whose deadline is the latest of its pushes'.
+   *   whose deadline is the latest of its pushes'; one whose deadline passes while it waits is
+   *   refused unsent (DEADLINE_EXCEEDED, `PUSH_DEADLINE_EXCEEDED`).
    * @returns the item's sequence number, and `duplicate: true` when the request id was already
    *   there (nothing was added; `seq` is the first push's).
    * @throws RpcError INVALID_ARGUMENT (`INVALID_QUEUE_REQUEST`) for a bad name, item, request id or
@@ -160,8 +161,15 @@ export class PaxosQueue {
       for (;;) {
         const waiting = this.waiting.get(queue);
         if (waiting === undefined || waiting.length === 0) break;
-        const batch = waiting.splice(0, MAX_BATCH_ITEMS);
+        const now = Date.now();
+        const batch = waiting.splice(0, MAX_BATCH_ITEMS).filter((p) => {
+          // A push whose deadline passed while it waited is not sent at all.
+          if (p.deadline > now) return true;
+          p.reject(queueErrors.PUSH_DEADLINE_EXCEEDED());
+          return false;
+        });
         if (waiting.length === 0) this.waiting.delete(queue);
+        if (batch.length === 0) continue;
         const at = { prefix: this.prefix, queue, per: SEGMENT_ITEMS };
         // The batch's deadline is its latest push's, outside any caller's call (it serves several).
         const deadline = Math.max(...batch.map((p) => p.deadline));

@@ -8,9 +8,10 @@
  * per row (and, rows being independent objects, as a whole: linearizability is local).
  *
  * A compare-and-set whose outcome was lost on the way (PaxosKV's `CAS_OUTCOME_UNKNOWN`) is
- * resolved by reading the row again: the record carries the id of the write that made it. (A lost
- * attempt that was chosen is recognised by PaxosKV's own write sessions and reported as written,
- * so a conflict means that no earlier attempt was chosen; the id check covers the rest.)
+ * resolved by reading the row again: the record carries the id of the write that made it. If the
+ * row holds another write's id, the lost attempt did not take effect and never will: a lost
+ * attempt that was chosen is recognised by PaxosKV's write sessions and reported as written, and
+ * one that was not cannot be chosen later, since the row's version moved past the one it expected.
  */
 import type { KvPlan } from '../paxoskv/plan.js';
 import { tableErrors } from './errors.js';

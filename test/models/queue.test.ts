@@ -85,6 +85,32 @@ describe('PaxosQueue', () => {
     expect((await q.read('retried', 0, { limit: 1000 })).lastSeq).toBe(SEGMENT_ITEMS + 5);
   }, 60_000);
 
+  it('batches concurrent pushes to one queue: one request id pushed many times at once lands once', async () => {
+    const q = new PaxosQueue(kv);
+    const same = await Promise.all(Array.from({ length: 20 }, () => q.push('batched', text('once'), { requestId: 'r-same' })));
+    expect(new Set(same.map((r) => r.seq))).toEqual(new Set([1]));
+    expect(same.filter((r) => !r.duplicate)).toHaveLength(1);
+    const mixed = await Promise.all(Array.from({ length: 100 }, (_, i) => q.push('batched', text(`m${i}`))));
+    expect(mixed.map((r) => r.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i + 2));
+    const read = await q.read('batched', 0, { limit: 1000 });
+    expect(read.lastSeq).toBe(101);
+    // Each item sits at the sequence number its push returned.
+    const bySeq = new Map(read.items.map((it) => [it.seq, str(it.value)]));
+    mixed.forEach((r, i) => expect(bySeq.get(r.seq)).toBe(`m${i}`));
+  }, 60_000);
+
+  it('refuses, unsent, a push whose deadline passes while it waits for the batch before it', async () => {
+    const q = new PaxosQueue(kv);
+    const first = q.push('deadline', text('a'));
+    const late = q.push('deadline', text('b'), { deadline: Date.now() - 1 });
+    expect((await first).seq).toBe(1);
+    const err = await rpcFailure(late);
+    expect(err.code).toBe(Status.DEADLINE_EXCEEDED);
+    expect(err.reason).toBe('PUSH_DEADLINE_EXCEEDED');
+    expect(err.notProcessed).toBe(true);
+    expect((await q.read('deadline', 0)).lastSeq).toBe(1);
+  });
+
   it('trims: reads start after the trim point, numbering goes on, and it never passes the last item', async () => {
     const q = new PaxosQueue(kv);
     for (let i = 1; i <= SEGMENT_ITEMS * 2 + 10; i++) await q.push('trimmed', text(`t${i}`));
