@@ -74,16 +74,22 @@ try {
   login.close();
   // A few streams first (the server's code and buffers warm), then the baseline.
   const arrivals = new Map<string, number>();
+  let reopened = 0;
   const open = (i: number) => {
     const sync = new SyncClient(channels[i % connections]!);
     streams.push(
       (async () => {
-        try {
-          for await (const e of sync.notify({ userId: `c${i}`, lastSeq: 0n }, { ticket: tickets[i], signal: stop.signal, deadline: Infinity })) {
-            if (e.seq > 0n && !arrivals.has(`c${i}`)) arrivals.set(`c${i}`, performance.now());
+        // As the example's client: a stream that fails is opened again (after a pause).
+        while (!stop.signal.aborted) {
+          try {
+            for await (const e of sync.notify({ userId: `c${i}`, lastSeq: 0n }, { ticket: tickets[i], signal: stop.signal, deadline: Infinity })) {
+              if (e.seq > 0n && !arrivals.has(`c${i}`)) arrivals.set(`c${i}`, performance.now());
+            }
+          } catch {
+            if (stop.signal.aborted) return;
+            reopened++;
+            await sleep(200);
           }
-        } catch {
-          // ended by the abort
         }
       })(),
     );
@@ -148,7 +154,8 @@ try {
   const ms = (h: ReturnType<typeof newHistogram>, p: number) => (h.getValueAtPercentile(p) / 1000).toFixed(1);
   console.log(
     `notify delay with ${opts.clients} connected clients, ${messages} messages at ${opts.rate}/s: from the send's acknowledgement p50 ${ms(fromAck, 50)} ms, p99 ${ms(fromAck, 99)} ms ` +
-      `(${beforeAck} arrived before it); from the send's start p50 ${ms(fromCall, 50)} ms, p99 ${ms(fromCall, 99)} ms; ${messages - arrivals.size} not notified within 10 s`,
+      `(${beforeAck} arrived before it); from the send's start p50 ${ms(fromCall, 50)} ms, p99 ${ms(fromCall, 99)} ms; ${messages - arrivals.size} not notified within 10 s; ` +
+      `streams that failed and were opened again: ${reopened}`,
   );
   sender.close();
 } finally {
