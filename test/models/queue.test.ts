@@ -3,46 +3,24 @@
  * process over loopback sockets: dense sequence numbers across segments and concurrent pushers,
  * reads with limits, request ids, trims, bad input and damaged records.
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, Status } from '../../index.js';
+import { describe, expect, it } from 'vitest';
+import { Status } from '../../index.js';
 import { PaxosQueue } from '../../services/queue/queue.js';
 import { MAX_ITEM_BYTES, SEGMENT_ITEMS } from '../../services/queue/segment.js';
-import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
+import { useInProcessCluster } from '../support/kv-cluster.js';
 import { rpcFailure } from '../support/rpc-failure.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BASE = path.join(ROOT, 'test', '.tmp', `queue-${process.pid}`);
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array) => new TextDecoder().decode(b);
-
-let cluster: InProcessCluster;
-let kv: PaxosKVClient;
-let kv2: PaxosKVClient;
-
-beforeAll(async () => {
-  await fsp.rm(BASE, { recursive: true, force: true });
-  cluster = await startInProcessCluster(BASE);
-  kv = new PaxosKVClient({ peers: cluster.addresses });
-  kv2 = new PaxosKVClient({ peers: [...cluster.addresses].reverse() });
-}, 30_000);
-
-afterAll(async () => {
-  kv?.close();
-  kv2?.close();
-  await cluster?.close();
-  await fsp.rm(BASE, { recursive: true, force: true });
-});
+const file = useInProcessCluster('queue');
 
 describe('PaxosQueue', () => {
   it('numbers items 1, 2, 3, ... across segments, and reads them back in order with limits', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     const n = SEGMENT_ITEMS * 2 + 5;
     for (let i = 1; i <= n; i++) expect((await q.push('dense', text(`item ${i}`))).seq).toBe(i);
     // A second client with nothing cached finds the tail and goes on.
-    expect((await new PaxosQueue(kv2).push('dense', text(`item ${n + 1}`))).seq).toBe(n + 1);
+    expect((await new PaxosQueue(file.kv2).push('dense', text(`item ${n + 1}`))).seq).toBe(n + 1);
     const all = await q.read('dense', 0, { limit: 1000 });
     expect(all.items.map((it) => it.seq)).toEqual(Array.from({ length: n + 1 }, (_, i) => i + 1));
     expect(all.items.map((it) => str(it.value))).toEqual(Array.from({ length: n + 1 }, (_, i) => `item ${i + 1}`));
@@ -58,8 +36,8 @@ describe('PaxosQueue', () => {
   }, 60_000);
 
   it('gives concurrent pushers from two clients every sequence number once, in push order', async () => {
-    const a = new PaxosQueue(kv);
-    const b = new PaxosQueue(kv2);
+    const a = new PaxosQueue(file.kv);
+    const b = new PaxosQueue(file.kv2);
     const pushes = await Promise.all(Array.from({ length: 80 }, (_, i) => (i % 2 === 0 ? a : b).push('contended', text(`p${i}`))));
     const seqs = pushes.map((p) => p.seq).sort((x, y) => x - y);
     expect(seqs).toEqual(Array.from({ length: 80 }, (_, i) => i + 1));
@@ -70,23 +48,23 @@ describe('PaxosQueue', () => {
   }, 60_000);
 
   it('applies a push retried with the same request id once, from any client', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     const first = await q.push('retried', text('hello'), { requestId: 'msg-1' });
     await q.push('retried', text('other'));
     expect(first).toEqual({ seq: 1, duplicate: false });
     // A retry from a client with nothing cached, and one that says where to look.
-    expect(await new PaxosQueue(kv2).push('retried', text('hello'), { requestId: 'msg-1' })).toEqual({ seq: 1, duplicate: true });
+    expect(await new PaxosQueue(file.kv2).push('retried', text('hello'), { requestId: 'msg-1' })).toEqual({ seq: 1, duplicate: true });
     expect(await q.push('retried', text('hello'), { requestId: 'msg-1', since: 0 })).toEqual({ seq: 1, duplicate: true });
     const read = await q.read('retried', 0);
     expect(read.items.map((it) => str(it.value))).toEqual(['hello', 'other']);
     // Found across full segments too.
     for (let i = 0; i < SEGMENT_ITEMS + 3; i++) await q.push('retried', text(`x${i}`), { requestId: `r-${i}` });
-    expect(await new PaxosQueue(kv2).push('retried', text('x1'), { requestId: 'r-1' })).toEqual({ seq: 4, duplicate: true });
+    expect(await new PaxosQueue(file.kv2).push('retried', text('x1'), { requestId: 'r-1' })).toEqual({ seq: 4, duplicate: true });
     expect((await q.read('retried', 0, { limit: 1000 })).lastSeq).toBe(SEGMENT_ITEMS + 5);
   }, 60_000);
 
   it('batches concurrent pushes to one queue: one request id pushed many times at once lands once', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     const same = await Promise.all(Array.from({ length: 20 }, () => q.push('batched', text('once'), { requestId: 'r-same' })));
     expect(new Set(same.map((r) => r.seq))).toEqual(new Set([1]));
     expect(same.filter((r) => !r.duplicate)).toHaveLength(1);
@@ -100,7 +78,7 @@ describe('PaxosQueue', () => {
   }, 60_000);
 
   it('refuses, unsent, a push whose deadline passes while it waits for the batch before it', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     const first = q.push('deadline', text('a'));
     const late = q.push('deadline', text('b'), { deadline: Date.now() - 1 });
     expect((await first).seq).toBe(1);
@@ -112,10 +90,10 @@ describe('PaxosQueue', () => {
   });
 
   it('trims: reads start after the trim point, numbering goes on, and it never passes the last item', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     for (let i = 1; i <= SEGMENT_ITEMS * 2 + 10; i++) await q.push('trimmed', text(`t${i}`));
     expect(await q.trim('trimmed', SEGMENT_ITEMS + 3)).toBe(SEGMENT_ITEMS + 3);
-    const read = await new PaxosQueue(kv2).read('trimmed', 0, { limit: 5 });
+    const read = await new PaxosQueue(file.kv2).read('trimmed', 0, { limit: 5 });
     expect(read.items.map((it) => it.seq)).toEqual([68, 69, 70, 71, 72]);
     expect(read.trimmedUpto).toBe(SEGMENT_ITEMS + 3);
     // A trim below the point changes nothing; one past the last item stops at it.
@@ -125,12 +103,12 @@ describe('PaxosQueue', () => {
     expect((await q.push('trimmed', text('next'))).seq).toBe(SEGMENT_ITEMS * 2 + 11);
     expect((await q.read('trimmed', 0)).items.map((it) => str(it.value))).toEqual(['next']);
     // The emptied segments are small tombstones now.
-    const first = await kv.get('queue/trimmed/0');
+    const first = await file.kv.get('queue/trimmed/0');
     expect(first!.value.length).toBeLessThan(16);
   }, 60_000);
 
   it('refuses bad input with INVALID_ARGUMENT, naming what is wrong', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     const cases: Array<[() => Promise<unknown>, RegExp]> = [
       [() => q.push('', text('x')), /queue name/],
       [() => q.push('q', new Uint8Array(MAX_ITEM_BYTES + 1)), /exceeds the maximum/],
@@ -151,9 +129,9 @@ describe('PaxosQueue', () => {
   });
 
   it('reports a damaged segment as DATA_LOSS, and the cluster serves on', async () => {
-    const q = new PaxosQueue(kv);
+    const q = new PaxosQueue(file.kv);
     await q.push('damaged', text('a'));
-    await kv.put('queue/damaged/0', text('not msgpack at all'));
+    await file.kv.put('queue/damaged/0', text('not msgpack at all'));
     const err = await rpcFailure(q.read('damaged', 0));
     expect(err.code).toBe(Status.DATA_LOSS);
     expect(err.reason).toBe('QUEUE_RECORD_MALFORMED');

@@ -3,41 +3,19 @@
  * process over loopback sockets: columns and versions, conditional writes, scans, atomic
  * multi-column changes, no lost update under concurrent read-modify-write, bad input and damaged rows.
  */
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PaxosKVClient, Status } from '../../index.js';
+import { describe, expect, it } from 'vitest';
+import { Status } from '../../index.js';
 import { PaxosTable } from '../../services/table/table.js';
-import { startInProcessCluster, type InProcessCluster } from '../support/kv-cluster.js';
+import { useInProcessCluster } from '../support/kv-cluster.js';
 import { rpcFailure } from '../support/rpc-failure.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BASE = path.join(ROOT, 'test', '.tmp', `table-${process.pid}`);
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
-
-let cluster: InProcessCluster;
-let kv: PaxosKVClient;
-let kv2: PaxosKVClient;
-
-beforeAll(async () => {
-  await fsp.rm(BASE, { recursive: true, force: true });
-  cluster = await startInProcessCluster(BASE);
-  kv = new PaxosKVClient({ peers: cluster.addresses });
-  kv2 = new PaxosKVClient({ peers: [...cluster.addresses].reverse() });
-}, 30_000);
-
-afterAll(async () => {
-  kv?.close();
-  kv2?.close();
-  await cluster?.close();
-  await fsp.rm(BASE, { recursive: true, force: true });
-});
+const file = useInProcessCluster('table');
 
 describe('PaxosTable', () => {
   it('reads and writes columns of a row, each write a new row version', async () => {
-    const t = new PaxosTable(kv);
+    const t = new PaxosTable(file.kv);
     expect(await t.get('users', 'ada', 'name')).toEqual({ value: null, version: 0n });
     expect(await t.put('users', 'ada', 'name', text('Ada'))).toBe(1n);
     expect(await t.put('users', 'ada', 'lang', text('en'))).toBe(2n);
@@ -57,7 +35,7 @@ describe('PaxosTable', () => {
   });
 
   it('applies a conditional write only at the row version it names', async () => {
-    const t = new PaxosTable(kv);
+    const t = new PaxosTable(file.kv);
     const v = await t.put('cond', 'r', 'a', text('1'), { ifVersion: 0n });
     expect(v).toBe(1n);
     const err = await rpcFailure(t.put('cond', 'r', 'a', text('2'), { ifVersion: 0n }));
@@ -69,7 +47,7 @@ describe('PaxosTable', () => {
   });
 
   it('changes several columns at once, and scans a row in column order with limits', async () => {
-    const t = new PaxosTable(kv);
+    const t = new PaxosTable(file.kv);
     await t.update('scan', 'r', { set: [['c', text('3')], ['a', text('1')], ['b', text('2')], ['é', text('5')], ['d', text('4')]] });
     const v = await t.update('scan', 'r', { set: [['e', text('e')]], delete: ['d'] });
     expect(v).toBe(2n);
@@ -85,8 +63,8 @@ describe('PaxosTable', () => {
   });
 
   it('loses no update when two clients read-modify-write one row at once', async () => {
-    const a = new PaxosTable(kv);
-    const b = new PaxosTable(kv2);
+    const a = new PaxosTable(file.kv);
+    const b = new PaxosTable(file.kv2);
     const increment = async (t: PaxosTable) => {
       for (;;) {
         const { value, version } = await t.get('counters', 'c', 'n');
@@ -103,7 +81,7 @@ describe('PaxosTable', () => {
   }, 60_000);
 
   it('refuses bad input with INVALID_ARGUMENT, naming what is wrong', async () => {
-    const t = new PaxosTable(kv);
+    const t = new PaxosTable(file.kv);
     const cases: Array<[() => Promise<unknown>, RegExp]> = [
       [() => t.get('', 'r', 'c'), /table name/],
       [() => t.get('a/b', 'r', 'c'), /without '\/'/],
@@ -122,8 +100,8 @@ describe('PaxosTable', () => {
   });
 
   it('reports a damaged row as DATA_LOSS, and the cluster serves on', async () => {
-    const t = new PaxosTable(kv);
-    await kv.put('table/bad/r', text('garbage'));
+    const t = new PaxosTable(file.kv);
+    await file.kv.put('table/bad/r', text('garbage'));
     const err = await rpcFailure(t.getRow('bad', 'r'));
     expect(err.code).toBe(Status.DATA_LOSS);
     expect(err.reason).toBe('ROW_RECORD_MALFORMED');

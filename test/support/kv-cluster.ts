@@ -2,7 +2,11 @@
  * PaxosKV clusters for tests, on 127.0.0.1: replicas in this process (`PaxosKVReplica`), or real
  * `svrkit kv serve` processes. Both wait until every replica votes.
  */
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
+import { PaxosKVClient } from '../../services/paxoskv/client.js';
 import { PaxosKVReplica, type ReplicaOptions } from '../../services/paxoskv/replica-server.js';
 import { freePorts, spawnSvrkit, stopProc, waitVoting, type Proc } from './kv-processes.js';
 
@@ -86,4 +90,36 @@ export async function startProcessCluster(dir: string, n = 3): Promise<ProcessCl
       for (const p of replicas.values()) await stopProc(p, 'SIGKILL').catch(() => undefined);
     },
   };
+}
+
+/** A test file's cluster: see {@link useInProcessCluster}. */
+export interface FileCluster {
+  readonly cluster: InProcessCluster;
+  /** A client of the replicas in order. */
+  readonly kv: PaxosKVClient;
+  /** A client of the replicas in reverse order (another client's view). */
+  readonly kv2: PaxosKVClient;
+}
+
+/**
+ * A three-replica cluster in this process for the whole test file: started in `beforeAll` (data
+ * under `test/.tmp/<name>-<pid>`), closed and removed in `afterAll`.
+ * @returns the cluster and two clients, set once `beforeAll` has run.
+ */
+export function useInProcessCluster(name: string): FileCluster {
+  const dir = path.join(fileURLToPath(new URL('../..', import.meta.url)), 'test', '.tmp', `${name}-${process.pid}`);
+  const file = {} as { cluster: InProcessCluster; kv: PaxosKVClient; kv2: PaxosKVClient };
+  beforeAll(async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+    file.cluster = await startInProcessCluster(dir);
+    file.kv = new PaxosKVClient({ peers: file.cluster.addresses });
+    file.kv2 = new PaxosKVClient({ peers: [...file.cluster.addresses].reverse() });
+  }, 30_000);
+  afterAll(async () => {
+    file.kv?.close();
+    file.kv2?.close();
+    await file.cluster?.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+  return file;
 }
