@@ -11,7 +11,7 @@
  *
  * Everything on 127.0.0.1; every process it starts it stops.
  */
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,7 @@ import { startInbox } from '../../examples/inbox/deploy.js';
 import { InboxClient } from '../../examples/inbox/client.js';
 import { LoginClient, SyncClient } from '../../examples/inbox/gen/inbox.js';
 import { newHistogram } from '../support.js';
+import { rss } from '../../test/support/rss.js';
 
 const program = new Command()
   .option('--clients <n>', 'connected clients (users), each with a Notify stream', intOption('--clients', 1, 100_000), 10_000)
@@ -34,12 +35,6 @@ const program = new Command()
 const opts = program.opts<{ clients: number; connections?: number; messages: number; rate: number }>();
 const connections = Math.min(opts.connections ?? opts.clients, opts.clients);
 const messages = Math.min(opts.messages, opts.clients);
-
-/** Resident set size of a process (bytes), from /proc. */
-function rss(pid: number | undefined): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]) * 1024;
-}
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'svrkit-inbox-notify-'));
 let onMemory: ((line: string) => void) | undefined;
@@ -96,21 +91,21 @@ try {
   };
   for (let i = 0; i < Math.min(100, opts.clients); i++) open(i);
   await sleep(2000);
-  const before = rss(d.pid('sync'));
+  const before = rss(d.pid('sync')!);
   const memBefore = await syncMemory();
   for (let i = 100; i < opts.clients; i++) {
     open(i);
     if (i % 500 === 0) await sleep(50); // let the server keep up with the first reads
   }
   // Idle: wait until the RSS stops moving.
-  let after = rss(d.pid('sync'));
+  let after = rss(d.pid('sync')!);
   for (let k = 0; k < 20; k++) {
     await sleep(1000);
-    const now = rss(d.pid('sync'));
+    const now = rss(d.pid('sync')!);
     if (Math.abs(now - after) < 256 * 1024) break;
     after = now;
   }
-  after = rss(d.pid('sync'));
+  after = rss(d.pid('sync')!);
   const memAfter = await syncMemory();
   const added = opts.clients - Math.min(100, opts.clients);
   const per = (a: number, b: number) => ((a - b) / Math.max(1, added) / 1024).toFixed(2);

@@ -545,8 +545,13 @@ export class PaxosKVClient {
     }
   }
 
-  /** A call's deadline (epoch ms): its own, the enclosing call's, or the default. */
-  private deadlineFor(options: CallOptions | undefined, now: number): number {
+  /**
+   * The deadline a call with `options` gets (epoch ms): its own (`deadline`, or `timeoutMs` from
+   * `now`), cut to the enclosing call's, or `defaultTimeoutMs` from `now` when neither has one.
+   * Multi-step operations (run-plan.ts, the queue's batches) use it to give all their steps one deadline.
+   * @param now - the time to count `timeoutMs` and the default from (epoch ms; default `Date.now()`).
+   */
+  deadlineFor(options: CallOptions | undefined, now: number = Date.now()): number {
     let deadline = options?.deadline ?? (options?.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
     const parent = currentCall();
     if (parent !== undefined && parent.deadline < deadline) deadline = parent.deadline;

@@ -2,31 +2,25 @@
  * Runs a plan (plan.ts) against a PaxosKV cluster: each step through `PaxosKVClient`, within one
  * deadline for the whole plan.
  */
-import { currentCall, RpcError, Status, type CallOptions } from '../../framework/index.js';
+import { RpcError, Status, type CallOptions } from '../../framework/index.js';
 import type { PaxosKVClient } from './client.js';
 import { kvErrors } from './errors.js';
 import type { KvPlan, KvStep, KvStepReply } from './plan.js';
-
-/** Deadline of a plan run with no deadline of its own and outside any call that has one (ms). */
-export const DEFAULT_PLAN_TIMEOUT_MS = 5000;
 
 /**
  * Runs `plan` to its end.
  * @param plan - the plan (a started generator is not allowed: pass a fresh one).
  * @param kv - the cluster's client.
  * @param options - the call options of every step; `deadline` (epoch ms) or `timeoutMs` bound the
- *   whole plan (default: the enclosing call's deadline, else {@link DEFAULT_PLAN_TIMEOUT_MS}).
+ *   whole plan, cut to the enclosing call's deadline (default: the client's `defaultTimeoutMs`;
+ *   see `PaxosKVClient.deadlineFor`).
  * @returns what the plan returns.
  * @throws RpcError from a step that failed outright (UNAVAILABLE or DEADLINE_EXCEEDED when no
  *   replica answered in time, INVALID_ARGUMENT for a bad key or an oversized value): the step's
  *   effect, and so the operation's, is then unknown; whatever the plan itself throws.
  */
 export async function runPlan<T>(plan: KvPlan<T>, kv: PaxosKVClient, options: CallOptions = {}): Promise<T> {
-  const now = Date.now();
-  const parent = currentCall()?.deadline ?? Infinity;
-  const own = options.deadline ?? (options.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
-  const deadline = Math.min(own, parent === Infinity && own === Infinity ? now + DEFAULT_PLAN_TIMEOUT_MS : parent);
-  const stepOptions: CallOptions = { ...options, deadline, timeoutMs: undefined };
+  const stepOptions: CallOptions = { ...options, deadline: kv.deadlineFor(options), timeoutMs: undefined };
   let next = plan.next();
   while (!next.done) {
     let reply: KvStepReply;

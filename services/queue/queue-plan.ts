@@ -63,16 +63,6 @@ export interface FullSegmentIds {
   set(segment: number, ids: readonly string[]): void;
 }
 
-/** What a push did. */
-export interface PushOutcome {
-  /** The item's sequence number. */
-  readonly seq: number;
-  /** True when the request id was already in the queue (from an earlier push): nothing was added. */
-  readonly duplicate: boolean;
-  /** The tail after the push, when known (a hint for the next push). */
-  readonly tail?: TailState;
-}
-
 /** What a read returned. */
 export interface ReadOutcome {
   /** Items after the asked sequence number and the trim point, in order, at most the limit. */
@@ -203,24 +193,6 @@ export interface BatchOutcome {
   readonly duplicates: boolean[];
   /** The tail after the push, when known (a hint for the next push). */
   readonly tail?: TailState;
-}
-
-/**
- * Pushes one item: {@link pushBatchPlan} with one item.
- * @returns the item's sequence number, and whether it was already there.
- * @throws as {@link pushBatchPlan}.
- */
-export function* pushPlan(
-  at: QueueAddress,
-  value: Uint8Array,
-  id: string,
-  dedupe: boolean,
-  since: number,
-  hint: TailState | undefined,
-  ids: FullSegmentIds,
-): KvPlan<PushOutcome> {
-  const r = yield* pushBatchPlan(at, [{ value, id, dedupe, since }], hint, ids);
-  return { seq: r.seqs[0]!, duplicate: r.duplicates[0]!, ...(r.tail === undefined ? {} : { tail: r.tail }) };
 }
 
 /**

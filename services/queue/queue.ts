@@ -12,9 +12,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { currentCall, withoutCall, type CallOptions } from '../../framework/index.js';
+import { withoutCall, type CallOptions } from '../../framework/index.js';
 import type { PaxosKVClient } from '../paxoskv/client.js';
-import { DEFAULT_PLAN_TIMEOUT_MS, runPlan } from '../paxoskv/run-plan.js';
+import { runPlan } from '../paxoskv/run-plan.js';
 import { queueErrors } from './errors.js';
 import { pushBatchPlan, readPlan, trimPlan, type FullSegmentIds, type PushItem, type TailState } from './queue-plan.js';
 import { MAX_ITEM_BYTES, MAX_QUEUE_NAME_BYTES, MAX_REQUEST_ID_BYTES, SEGMENT_ITEMS } from './segment.js';
@@ -121,7 +121,7 @@ export class PaxosQueue {
    * @param queue - the queue's name (1..512 UTF-8 bytes).
    * @param value - the item (at most 15 KiB).
    * @param options - the request id, `since`, and the deadline (`deadline` or `timeoutMs`; default
-   *   the enclosing call's, else 5 s). A push that waits for another's batch runs in the next one,
+   *   cut to the enclosing call's; else the PaxosKV client's default). A push that waits for another's batch runs in the next one,
    *   whose deadline is the latest of its pushes'; one whose deadline passes while it waits is
    *   refused unsent (DEADLINE_EXCEEDED, `PUSH_DEADLINE_EXCEEDED`).
    * @returns the item's sequence number, and `duplicate: true` when the request id was already
@@ -144,7 +144,7 @@ export class PaxosQueue {
     return new Promise((resolve, reject) => {
       let waiting = this.waiting.get(queue);
       if (waiting === undefined) this.waiting.set(queue, (waiting = []));
-      waiting.push({ item, deadline: this.deadlineOf(call), resolve, reject });
+      waiting.push({ item, deadline: this.kv.deadlineFor(call), resolve, reject });
       if (!this.draining.has(queue)) void this.drain(queue);
     });
   }
@@ -185,15 +185,6 @@ export class PaxosQueue {
     } finally {
       this.draining.delete(queue);
     }
-  }
-
-  /** A push's deadline (epoch ms): its own, the enclosing call's, or the default. */
-  private deadlineOf(options: CallOptions): number {
-    const now = Date.now();
-    const own = options.deadline ?? (options.timeoutMs !== undefined ? now + options.timeoutMs : Infinity);
-    const parent = currentCall()?.deadline ?? Infinity;
-    const d = Math.min(own, parent);
-    return d === Infinity ? now + DEFAULT_PLAN_TIMEOUT_MS : d;
   }
 
   /**

@@ -36,7 +36,11 @@ export interface RowChange {
   readonly delete?: readonly string[];
 }
 
-/** Reads a row. */
+/**
+ * Reads a row.
+ * @returns its version (0n: never written) and record (empty when never written).
+ * @throws RpcError DATA_LOSS (`ROW_RECORD_MALFORMED`) when the stored record does not decode.
+ */
 export function* readRow(at: RowAddress): KvPlan<RowState> {
   const key = rowKey(at.prefix, at.table, at.row);
   const r = yield { kind: 'get', key };

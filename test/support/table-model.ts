@@ -5,6 +5,7 @@
  * the version (PaxosKV's versions are the key's log index), and a conditional write applies only
  * at its expected version, failing otherwise with the row's version.
  */
+import { compareColumns } from '../../services/table/row.js';
 import type { PartitionModel } from './linearizability.js';
 
 /** A row operation's input; values are text. */
@@ -27,7 +28,6 @@ export interface RowState {
   readonly cells: ReadonlyMap<string, string>;
 }
 
-const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
 
 /** The table row's sequential specification. */
 export const tableRowModel: PartitionModel<RowState, TableInput, TableOutput> = {
@@ -46,12 +46,12 @@ export const tableRowModel: PartitionModel<RowState, TableInput, TableOutput> = 
     if (output.kind === 'unknown') return { ok: true, state: s };
     if (input.kind === 'get') return { ok: output.kind === 'get' && output.version === s.version && output.value === (s.cells.get(input.column) ?? null), state: s };
     if (output.kind !== 'scan' || output.version !== s.version) return { ok: false, state: s };
-    const from = [...s.cells].filter(([c]) => byBytes(c, input.fromColumn) >= 0).sort(([a], [b]) => byBytes(a, b));
+    const from = [...s.cells].filter(([c]) => compareColumns(c, input.fromColumn) >= 0).sort(([a], [b]) => compareColumns(a, b));
     const want = from.slice(0, input.limit);
     const ok = output.more === from.length > input.limit && output.cells.length === want.length && output.cells.every(([c, v], n) => c === want[n]![0] && v === want[n]![1]);
     return { ok, state: s };
   },
-  key: (s) => `${s.version}|${[...s.cells].sort(([a], [b]) => byBytes(a, b)).map(([c, v]) => `${c}=${v}`).join('\u0000')}`,
+  key: (s) => `${s.version}|${[...s.cells].sort(([a], [b]) => compareColumns(a, b)).map(([c, v]) => `${c}=${v}`).join('\u0000')}`,
   readOnly: (input, output) => input.kind !== 'update' || output.kind === 'mismatch',
   progress: {
     of: (s) => s.version,
