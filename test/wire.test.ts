@@ -103,6 +103,39 @@ describe('frame codec', () => {
     expect(() => collect().decoder.push(bad)).toThrow(/header length 5 exceeds/);
   });
 
+  it('calls the methods of an object sink on that object: frames, a skipped oversized frame, and the large-frame question', () => {
+    class Sink {
+      readonly seen: string[] = [];
+      onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
+        this.seen.push(`frame ${kind} ${callId} ${header.toString('latin1')} ${body.toString('latin1')}`);
+      }
+      onOversized(kind: number, callId: number, size: number): void {
+        this.seen.push(`oversized ${kind} ${callId} ${size}`);
+      }
+      onLarge(kind: number, callId: number, size: number): boolean {
+        this.seen.push(`large ${kind} ${callId} ${size}`);
+        return false; // skip it
+      }
+    }
+    const sink = new Sink();
+    const decoder = new FrameDecoder(100 * 1024, sink);
+    const enc = new FrameEncoder(16);
+    enc.write(FrameKind.REQUEST, 1, bytes('h'), bytes('b'));
+    enc.write(FrameKind.REQUEST, 2, undefined, Buffer.alloc(200 * 1024)); // over the maximum, within 4x: skipped
+    enc.write(FrameKind.REQUEST, 3, undefined, Buffer.alloc(80 * 1024)); // large: asked, refused, skipped
+    enc.write(FrameKind.PING, 4, undefined, undefined);
+    const out = enc.take()!;
+    // In two pieces, so that the large frame has not fully arrived when it is asked about.
+    decoder.push(out.subarray(0, 200 * 1024 + 100));
+    decoder.push(out.subarray(200 * 1024 + 100));
+    expect(sink.seen).toEqual([
+      `frame ${FrameKind.REQUEST} 1 h b`,
+      `oversized ${FrameKind.REQUEST} 2 ${FRAME_PREFIX_BYTES + 200 * 1024}`,
+      `large ${FrameKind.REQUEST} 3 ${FRAME_PREFIX_BYTES + 80 * 1024}`,
+      `frame ${FrameKind.PING} 4  `,
+    ]);
+  });
+
   it('delivers the frames before a bad one', () => {
     const enc = new FrameEncoder();
     enc.write(FrameKind.PING, 1, undefined, undefined);

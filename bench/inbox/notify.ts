@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import { intOption } from '../../framework/cli/flags.js';
-import { Channel } from '../../index.js';
+import { Channel } from 'svrkit';
 import { startInbox } from '../../examples/inbox/deploy.js';
 import { InboxClient } from '../../examples/inbox/client.js';
 import { LoginClient, SyncClient } from '../../examples/inbox/gen/inbox.js';

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { RpcError, Status } from '../../index.js';
+import { RpcError, Status } from 'svrkit';
 import { LoginClient, MessageClient, SyncClient, type Group, type InboxMessage } from './gen/inbox.js';
 
 /** Where the services are, and who logs in. */

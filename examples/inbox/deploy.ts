@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigAdmin, parseRule, PaxosKVClient } from '../../index.js';
+import { ConfigAdmin, parseRule, PaxosKVClient } from 'svrkit';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(ROOT, 'bin', 'svrkit.js');

@@ -2,7 +2,7 @@
  * The Login service: checks a password and issues a ticket with the scope "inbox". A demo: the
  * password of user `u` is `u` followed by `-pw` (a real one would look users up).
  */
-import { RpcError, Status, type TicketIssuer } from '../../index.js';
+import { RpcError, Status, type TicketIssuer } from 'svrkit';
 import { LoginService, type LoginReply, type LoginRequest } from './gen/inbox.js';
 import { checkId } from './store.js';
 

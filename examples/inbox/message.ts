@@ -12,7 +12,7 @@
  * that Notify streams wake; a lost poke only delays a notification (clients also sync when their
  * stream comes back).
  */
-import { RpcError, Status, withoutCall, type CallContext, type ConfigClient, type PaxosQueue, type PaxosTable } from '../../index.js';
+import { RpcError, Status, withoutCall, type CallContext, type ConfigClient, type PaxosQueue, type PaxosTable } from 'svrkit';
 import { MessageService, type AddMemberRequest, type CreateGroupRequest, type GetGroupRequest, type Group, type SendReply, type SendToGroupRequest, type SendToUserRequest, type SyncClient } from './gen/inbox.js';
 import { checkId, encodeMessage, GROUPS_TABLE, inboxQueue, memberColumn, membersOf } from './store.js';
 

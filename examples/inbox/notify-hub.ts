@@ -4,7 +4,7 @@
  *
  * Kept small, since a Sync server holds every connected client's stream (seed 003's access layer
  * holds millions of long connections): a stream is one object and, while idle, one pending
- * promise. It is a hand-written async iterator rather than an async generator: the server ends a
+ * promise (the first read of the inbox settles that same promise, and is then let go). It is a hand-written async iterator rather than an async generator: the server ends a
  * stream by calling `return()`, which an iterator can honour at once while a `next()` waits, so a
  * stream needs neither a generator frame nor a listener on the call's abort signal (bench/inbox
  * measured an idle stream at about 6 KiB of heap as a generator with a signal listener).
@@ -65,8 +65,9 @@ export class NotifyStream implements AsyncIterableIterator<Moved> {
   /** The highest sequence number poked (or read) so far. */
   private reached = 0;
   private resolve: ((r: IteratorResult<Moved>) => void) | undefined;
-  private started = false;
   private closed = false;
+  /** Reads the inbox's last sequence number; dropped once the first `next()` ran it. */
+  private current: (() => Promise<number>) | undefined;
 
   /**
    * @param hub - where it registers (now, until `return()`).
@@ -78,8 +79,9 @@ export class NotifyStream implements AsyncIterableIterator<Moved> {
     private readonly hub: NotifyHub,
     readonly user: string,
     private known: number,
-    private readonly current: () => Promise<number>,
+    current: () => Promise<number>,
   ) {
+    this.current = current;
     hub.add(this);
   }
 
@@ -89,18 +91,24 @@ export class NotifyStream implements AsyncIterableIterator<Moved> {
 
   next(): Promise<IteratorResult<Moved>> {
     if (this.closed) return Promise.resolve({ done: true, value: undefined });
-    if (!this.started) {
-      this.started = true;
-      return this.current().then((last) => {
-        this.wake(last);
-        return this.next();
-      });
-    }
     if (this.reached > this.known) {
       this.known = this.reached;
       return Promise.resolve({ done: false, value: { seq: BigInt(this.known) } });
     }
-    return new Promise((resolve) => (this.resolve = resolve));
+    const current = this.current;
+    this.current = undefined;
+    return new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      // The first call reads the inbox; a poke may settle the promise first.
+      current?.().then(
+        (last) => this.wake(last),
+        (err: unknown) => {
+          if (this.resolve !== resolve) return;
+          this.resolve = undefined;
+          reject(err);
+        },
+      );
+    });
   }
 
   /** Ends the stream (the server calls it when the call ends, cancelled or not). */

@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigClient, parseKeyRing, PaxosKVClient, PaxosQueue, PaxosTable, Server, TicketIssuer } from '../../index.js';
+import { ConfigClient, parseKeyRing, PaxosKVClient, PaxosQueue, PaxosTable, Server, TicketIssuer } from 'svrkit';
 import { SyncClient } from './gen/inbox.js';
 import { Login } from './login.js';
 import { Message } from './message.js';

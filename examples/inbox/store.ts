@@ -4,7 +4,7 @@
  * the queue's sequence number, not stored); each group is a row of the table `groups`, one column
  * `m/<user>` per member.
  */
-import { RpcError, Status, type CallContext } from '../../index.js';
+import { RpcError, Status, type CallContext } from 'svrkit';
 import { InboxMessage } from './gen/inbox.js';
 
 /** The queue of `user`'s inbox. */

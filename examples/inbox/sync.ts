@@ -5,7 +5,7 @@
  * checks that the ticket's user is the inbox's (store.ts `ownInbox`), so a user cannot read
  * another's inbox even by calling Sync directly.
  */
-import { RpcError, Status, type CallContext, type PaxosQueue } from '../../index.js';
+import { RpcError, Status, type CallContext, type PaxosQueue } from 'svrkit';
 import { SyncService, type NotifyEvent, type NotifyRequest, type PokeReply, type PokeRequest, type SyncReply, type SyncRequest } from './gen/inbox.js';
 import { NotifyStream, type NotifyHub } from './notify-hub.js';
 import { decodeMessage, inboxQueue, ownInbox } from './store.js';

@@ -4,7 +4,7 @@
  * without a valid ticket, or without the scope "profile.read"; the handler refuses a ticket for
  * another user, so a compromised frontend cannot read anyone's profile by naming them.
  */
-import { currentCall, RpcError, Status } from '../../index.js';
+import { currentCall, RpcError, Status } from 'svrkit';
 import { BackendService, type Profile, type ProfileRequest } from './gen/tickets.js';
 
 const NAMES: Readonly<Record<string, string>> = { ada: 'Ada Lovelace', alan: 'Alan Turing' };

@@ -4,7 +4,7 @@
  * it reads the same key ring from TICKET_KEYS to sign (`Login` is public: no ticket needed).
  */
 import { readFileSync } from 'node:fs';
-import { parseKeyRing, RpcError, Status, TicketIssuer } from '../../index.js';
+import { parseKeyRing, RpcError, Status, TicketIssuer } from 'svrkit';
 import { LoginService, type LoginReply, type LoginRequest } from './gen/tickets.js';
 
 /** Demo users and passwords. */

@@ -192,6 +192,8 @@ export class ServerCallContext implements CallContext {
       if (ls === undefined) return;
       const i = ls.indexOf(listener);
       if (i >= 0) ls.splice(i, 1);
+      // A long call (a stream) keeps no empty array after its outbound calls are done.
+      if (ls.length === 0) this.abortListeners = undefined;
     };
   }
 }

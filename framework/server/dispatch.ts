@@ -77,7 +77,7 @@ export class Dispatcher {
     }
     const registered = decoded.registered;
     const call = new InboundCall(
-      h.m,
+      registered.def.path, // the name the method is registered under: the same string as h.m, held once
       sc.conn.peer,
       h.md ?? EMPTY_METADATA,
       h.pm ?? EMPTY_KEYS,

@@ -99,7 +99,7 @@ export class RequestDecoder {
       sc.refuse(callId, this.admissionLevel(), errors.UNKNOWN_METHOD, h.m);
       return undefined;
     }
-    if (sc.calls.has(callId) || sc.waiting.has(callId) || sc.parked.has(callId)) {
+    if (sc.hasCall(callId)) {
       sc.refuse(callId, this.admissionLevel(), errors.DUPLICATE_CALL_ID, callId);
       return undefined;
     }
@@ -123,7 +123,7 @@ export class RequestDecoder {
     }
     let slot: TicketSlot | undefined;
     if (h.ti !== undefined) {
-      slot = sc.tickets.get(h.ti);
+      slot = sc.ticket(h.ti);
       if (slot === undefined) {
         sc.refuse(callId, this.admissionLevel(), errors.MALFORMED_REQUEST_HEADER, new HeaderError(`request header ticket id (ti) ${h.ti} names no ticket defined on this connection`));
         return undefined;

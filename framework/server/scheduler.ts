@@ -185,7 +185,7 @@ export class Scheduler {
    * @returns true if it was waiting here; false if it is not (running, answered, or unknown).
    */
   cancel(sc: ServerConnection<InboundCall>, callId: number): boolean {
-    const handle = sc.waiting.get(callId);
+    const handle = sc.waitingCount === 0 ? undefined : sc.waiting.get(callId);
     if (handle === undefined) return false;
     sc.waiting.delete(callId);
     const call = this.queue.removeCall(handle);
@@ -199,6 +199,7 @@ export class Scheduler {
    * @returns how many were removed.
    */
   dropConnection(sc: ServerConnection<InboundCall>): number {
+    if (sc.waitingCount === 0) return 0;
     let n = 0;
     for (const handle of sc.waiting.values()) if (this.queue.removeCall(handle) !== undefined) n++;
     sc.waiting.clear();

@@ -8,7 +8,7 @@
  */
 import type { QueuedCall } from '../overload/call-queue.js';
 import type { RpcErrorEntry } from '../errors.js';
-import { Connection } from '../transport/connection.js';
+import { Connection, type ConnectionEvents, type ConnectionOptions } from '../transport/connection.js';
 import type { ByteStream, PeerIdentity } from '../transport/transport.js';
 import type { TicketAuth, TicketCheck } from '../tickets/ticket-verifier.js';
 import { FrameKind, MAX_CONNECTION_TICKETS, MAX_TICKET_LENGTH } from '../wire/frame.js';
@@ -72,10 +72,11 @@ export const INITIAL_REPLY_ESTIMATE_BYTES = 64 * 1024;
 
 /**
  * The next estimate of a reply's size after a reply of `bytes`: a larger reply raises it at once,
- * a smaller one lowers it by 1/64 of the difference (so it stays near the largest recent reply).
+ * a smaller one lowers it by 1/64 of the difference, rounded down (so it stays near the largest
+ * recent reply, and an integer: a small integer field needs no heap box).
  */
 function nextEstimate(estimate: number, bytes: number): number {
-  return bytes >= estimate ? bytes : estimate - (estimate - bytes) / 64;
+  return bytes >= estimate ? bytes : Math.floor(estimate - (estimate - bytes) / 64);
 }
 
 /**
@@ -89,11 +90,16 @@ export function errorHeader<A extends unknown[]>(admissionLevel: number | undefi
   return encodeStatusHeader(error.status, error.message(...args), undefined, error.notProcessed, admissionLevel, error.reason);
 }
 
+/** `ServerConnection`'s identity before it was read. */
+const NOT_READ: unique symbol = Symbol('not read');
+
 /** The characters of a JWS compact string (base64url and dots). */
 const JWS_CHARACTERS = /^[A-Za-z0-9_.-]*$/;
 
 /** A ticket defined on a connection, with its last check (valid while `generation` is the verifier's and, for `auth`, until it expires). */
 export interface TicketSlot {
+  /** Its id on the connection (the TICKET frame's call id). */
+  readonly id: number;
   readonly ticket: string;
   /** The ticket defined was longer than `MAX_TICKET_LENGTH`, or not a JWS's characters (not kept). */
   readonly oversized: boolean;
@@ -105,33 +111,74 @@ export interface TicketSlot {
   failure: Extract<TicketCheck, { ok: false }> | undefined;
 }
 
-/** One client connection, with the calls on it (`C`, the server's call type). */
-export class ServerConnection<C> {
+/**
+ * One client connection, with the calls on it (`C`, the server's call type). It is its framed
+ * connection's event sink itself, and creates its maps of tickets, waiting and parked calls on
+ * first use: an idle client costs the server little (bench/inbox/notify.ts measures it).
+ */
+export class ServerConnection<C> implements ConnectionEvents {
   /** The calls in flight on this connection, by call id. */
   readonly calls = new Map<number, C>();
   /**
-   * The tickets the client defined on this connection (TICKET frames), by id, oldest first, at
-   * most `MAX_CONNECTION_TICKETS`; each with the result of its last check (see request-decoder.ts).
+   * The tickets defined on this connection, oldest first (a client defines few: an array costs an
+   * idle connection less than a map, and a lookup scans at most `MAX_CONNECTION_TICKETS`).
    */
-  readonly tickets = new Map<number, TicketSlot>();
-  private identity: { value: PeerIdentity | undefined } | undefined;
+  private ticketSlots: TicketSlot[] | undefined;
+  private waitingCalls: Map<number, QueuedCall> | undefined;
+  private parkedCalls: Map<number, ParkedCall> | undefined;
+  /** The peer's identity once read (`NOT_READ` before). */
+  private identity: PeerIdentity | undefined | typeof NOT_READ = NOT_READ;
 
   /** The verified TLS client certificate's identity (read once per connection), or undefined. */
   get peerIdentity(): PeerIdentity | undefined {
-    return (this.identity ??= { value: this.conn.socket.peerIdentity?.() }).value;
+    if (this.identity === NOT_READ) this.identity = this.conn.socket.peerIdentity?.();
+    return this.identity;
   }
   /** The framed connection. */
   readonly conn: Connection;
   /** Streaming calls open on this connection (capped by `ServerOptions.maxStreamsPerConnection`). */
   streams = 0;
+
+  /**
+   * The ticket the client defined under `id` on this connection (a TICKET frame), with the result
+   * of its last check (see request-decoder.ts), or undefined. A connection keeps the last
+   * `MAX_CONNECTION_TICKETS` defined.
+   */
+  ticket(id: number): TicketSlot | undefined {
+    const slots = this.ticketSlots;
+    if (slots === undefined) return undefined;
+    for (let i = slots.length - 1; i >= 0; i--) if (slots[i]!.id === id) return slots[i];
+    return undefined;
+  }
+
   /** Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id: their places in its queue. */
-  readonly waiting = new Map<number, QueuedCall>();
+  get waiting(): Map<number, QueuedCall> {
+    return (this.waitingCalls ??= new Map());
+  }
+
   /**
    * Unary calls held back, by call id in arrival order, because more than the cap of response
    * bytes waited for this client (it does not read) when they were read: they start once half of
    * those bytes have drained.
    */
-  readonly parked = new Map<number, ParkedCall>();
+  get parked(): Map<number, ParkedCall> {
+    return (this.parkedCalls ??= new Map());
+  }
+
+  /** How many calls are parked (see `parked`). */
+  get parkedCount(): number {
+    return this.parkedCalls === undefined ? 0 : this.parkedCalls.size;
+  }
+
+  /** How many calls wait for their handler (see `waiting`). */
+  get waitingCount(): number {
+    return this.waitingCalls === undefined ? 0 : this.waitingCalls.size;
+  }
+
+  /** Whether `callId` names a call of this connection: running, waiting or parked. */
+  hasCall(callId: number): boolean {
+    return this.calls.has(callId) || this.waitingCalls?.has(callId) === true || this.parkedCalls?.has(callId) === true;
+  }
   /** Bytes of the request bodies of the parked calls. */
   parkedBytes = 0;
   /**
@@ -139,7 +186,8 @@ export class ServerConnection<C> {
    * `waitingCost`). Past the cap, this connection is not read until it is down to half.
    */
   waitingBytes = 0;
-  private readonly maxWaitingBytes: number;
+  /** The server's limits, shared by its connections. */
+  private readonly limits: ConnectionLimits;
   /**
    * The size a reply on this connection is expected to have (bytes): near the largest recent one
    * (see `nextEstimate`); the server's estimate until this connection sent a reply. The unary
@@ -148,13 +196,8 @@ export class ServerConnection<C> {
    * replies, read in one chunk, does not start more calls than the cap can answer.
    */
   private replyEstimate = 0;
-  private readonly serverEstimate: { bytes: number };
   /** Unary calls of this connection started in this event-loop turn (their replies are not queued yet). */
   private burst = 0;
-  private readonly endBurst = (): void => {
-    this.burst = 0;
-    if (this.parked.size > 0 && !this.conn.closed) this.owner.onWritable?.(this);
-  };
   /** GOAWAY was sent (the server is closing). */
   draining = false;
   /** The client answered the PING sent after GOAWAY: every call it sent before seeing GOAWAY has arrived. */
@@ -162,41 +205,65 @@ export class ServerConnection<C> {
   /**
    * Base one-way offset (server receive time minus client send time, ms) over the last 1-2
    * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs
-   * clock skew between the hosts; a clock step is forgotten within two minutes.
+   * clock skew between the hosts; a clock step is forgotten within two minutes. `minCur` is the
+   * minimum of the current minute of the clock (number `minute`), `minPrev` of the last minute
+   * before it that had calls (undefined: none). Small integers all, so these fields need no heap boxes.
    */
-  private minCur = Infinity;
-  private minPrev = Infinity;
-  private epochStart = 0;
+  private minCur: number | undefined;
+  private minPrev: number | undefined;
+  private minute = 0;
 
   /**
    * @param socket - the accepted byte stream.
    * @param owner - where call frames go.
    * @param limits - the largest frame (bytes) and the cap of bytes waiting for the client (bytes).
-   * @param now - the server's clock (epoch ms), stamping each chunk's arrival.
+   * @param options - the framed connection's settings (`connectionOptions(limits, now)`, made
+   *   once per server and shared by its connections).
    */
   constructor(
     socket: ByteStream,
     private readonly owner: ConnectionOwner<C>,
     limits: ConnectionLimits,
-    now: () => number,
+    options: ConnectionOptions,
   ) {
-    const { maxFrameBytes, maxQueuedBytes } = limits;
-    this.maxWaitingBytes = maxQueuedBytes;
-    this.serverEstimate = limits.replyEstimate;
-    this.conn = new Connection(
-      socket,
-      { maxFrameBytes, pauseReadsWhileBlocked: true, now, maxQueuedBytes },
-      {
-        onFrame: (kind, callId, header, body) => this.onFrame(kind, callId, header, body),
-        onOversized: (kind, callId, size) => {
-          if (kind === FrameKind.REQUEST) this.conn.send(FrameKind.RESPONSE, callId, errorHeader(undefined, errors.REQUEST_TOO_LARGE, size, maxFrameBytes));
-          else if (kind === FrameKind.MESSAGE) owner.onOversizedMessage(this, callId, size);
-        },
-        onClose: () => owner.onClosed(this),
-        onWritable: owner.onWritable === undefined ? undefined : () => owner.onWritable!(this),
-        onLarge: owner.admitLarge === undefined ? undefined : (kind, callId, size) => owner.admitLarge!(this, kind, callId, size),
-      },
-    );
+    this.limits = limits;
+    this.conn = new Connection(socket, options, this);
+  }
+
+  /**
+   * The settings of a server's framed connections: the largest frame and the cap of bytes waiting
+   * for the client from `limits` (bytes), reads paused while writes are blocked, and the server's
+   * clock `now` (epoch ms), which stamps each chunk's arrival.
+   */
+  static connectionOptions(limits: ConnectionLimits, now: () => number): ConnectionOptions {
+    return { maxFrameBytes: limits.maxFrameBytes, pauseReadsWhileBlocked: true, now, maxQueuedBytes: limits.maxQueuedBytes };
+  }
+
+  /** @internal ConnectionEvents: a REQUEST or MESSAGE frame over the maximum is skipped; its call is answered or failed. */
+  onOversized(kind: number, callId: number, size: number): void {
+    if (kind === FrameKind.REQUEST) this.conn.send(FrameKind.RESPONSE, callId, errorHeader(undefined, errors.REQUEST_TOO_LARGE, size, this.limits.maxFrameBytes));
+    else if (kind === FrameKind.MESSAGE) this.owner.onOversizedMessage(this, callId, size);
+  }
+
+  /** @internal ConnectionEvents: the socket closed. */
+  onClose(): void {
+    this.owner.onClosed(this);
+  }
+
+  /** @internal ConnectionEvents: the bytes waiting for the client fell to half the cap. */
+  onWritable(): void {
+    this.owner.onWritable?.(this);
+  }
+
+  /** @internal ConnectionEvents: may a large frame be buffered? (Yes, unless the owner says no.) */
+  onLarge(kind: number, callId: number, size: number): boolean {
+    return this.owner.admitLarge === undefined || this.owner.admitLarge(this, kind, callId, size);
+  }
+
+  /** The end of an event-loop turn that started unary calls (`setImmediate(endBurst, connection)`). */
+  private static endBurst(sc: ServerConnection<unknown>): void {
+    sc.burst = 0;
+    if (sc.parkedCount > 0 && !sc.conn.closed) sc.owner.onWritable?.(sc);
   }
 
   /**
@@ -207,19 +274,19 @@ export class ServerConnection<C> {
    */
   addWaiting(bytes: number): void {
     this.waitingBytes += bytes;
-    if (this.waitingBytes > this.maxWaitingBytes) this.conn.holdReads('waiting');
+    if (this.waitingBytes > this.limits.maxQueuedBytes) this.conn.holdReads('waiting');
   }
 
   /** A waiting call of this connection left the queue (started, answered or dropped). */
   removeWaiting(bytes: number): void {
     this.waitingBytes -= bytes;
-    if (this.waitingBytes <= this.maxWaitingBytes / 2) this.conn.releaseReads('waiting');
+    if (this.waitingBytes <= this.limits.maxQueuedBytes / 2) this.conn.releaseReads('waiting');
   }
 
   /** A unary call's reply of `bytes` (header and body) is queued: updates the reply estimates. */
   noteReply(bytes: number): void {
-    this.replyEstimate = nextEstimate(this.replyEstimate === 0 ? this.serverEstimate.bytes : this.replyEstimate, bytes);
-    this.serverEstimate.bytes = nextEstimate(this.serverEstimate.bytes, bytes);
+    this.replyEstimate = nextEstimate(this.replyEstimate === 0 ? this.limits.replyEstimate.bytes : this.replyEstimate, bytes);
+    this.limits.replyEstimate.bytes = nextEstimate(this.limits.replyEstimate.bytes, bytes);
   }
 
   /**
@@ -230,22 +297,22 @@ export class ServerConnection<C> {
    * the next turn starts the parked calls that then fit (`ConnectionOwner.onWritable`).
    */
   get repliesFull(): boolean {
-    return this.burst > 0 && this.conn.queuedBytes + (this.burst + 1) * (this.replyEstimate || this.serverEstimate.bytes) > this.maxWaitingBytes;
+    return this.burst > 0 && this.conn.queuedBytes + (this.burst + 1) * (this.replyEstimate || this.limits.replyEstimate.bytes) > this.limits.maxQueuedBytes;
   }
 
   /** A unary call of this connection starts (see `repliesFull`). */
   startedUnary(): void {
-    if (this.burst++ === 0) setImmediate(this.endBurst);
+    if (this.burst++ === 0) setImmediate(ServerConnection.endBurst, this);
   }
 
   /** A call of this connection ended: parked calls may start now (`ConnectionOwner.onWritable`). */
   callEnded(): void {
-    if (this.parked.size > 0) this.owner.onWritable?.(this);
+    if (this.parkedCount > 0) this.owner.onWritable?.(this);
   }
 
   /** Whether no call is running, waiting or parked on this connection. */
   get idle(): boolean {
-    return this.calls.size === 0 && this.waiting.size === 0 && this.parked.size === 0;
+    return this.calls.size === 0 && this.waitingCount === 0 && this.parkedCount === 0;
   }
 
   /**
@@ -256,15 +323,16 @@ export class ServerConnection<C> {
    */
   queuedFor(sentAt: number, now: number): number {
     const offset = now - sentAt;
-    if (now - this.epochStart >= 60_000) {
+    const minute = Math.floor(now / 60_000);
+    if (minute !== this.minute) {
       // Keep two one-minute minima: a clock step (NTP) is forgotten within two minutes, while a
       // real queue shows in every minute (FastReject keeps it short, so minima stay at the base).
       this.minPrev = this.minCur;
-      this.minCur = Infinity;
-      this.epochStart = now;
+      this.minCur = undefined;
+      this.minute = minute;
     }
-    if (offset < this.minCur) this.minCur = offset;
-    const base = this.minCur < this.minPrev ? this.minCur : this.minPrev;
+    if (this.minCur === undefined || offset < this.minCur) this.minCur = offset;
+    const base = this.minPrev === undefined || this.minCur < this.minPrev ? this.minCur : this.minPrev;
     return offset - base;
   }
 
@@ -289,7 +357,8 @@ export class ServerConnection<C> {
     if (this.draining && this.goawayAcked && this.idle) this.conn.end();
   }
 
-  private onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
+  /** @internal ConnectionEvents: a frame arrived (connection-level ones are handled here, the rest go to the owner). */
+  onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
     switch (kind) {
       case FrameKind.PING:
         this.conn.send(FrameKind.PONG, callId);
@@ -310,12 +379,19 @@ export class ServerConnection<C> {
           throw err;
         }
         // The client drops its oldest definition past the limit, and so does this side.
-        this.tickets.delete(callId);
-        if (this.tickets.size >= MAX_CONNECTION_TICKETS) this.tickets.delete(this.tickets.keys().next().value!);
+        const tickets = this.ticketSlots;
+        if (tickets !== undefined) {
+          const old = tickets.findIndex((t) => t.id === callId);
+          if (old >= 0) tickets.splice(old, 1);
+          if (tickets.length >= MAX_CONNECTION_TICKETS) tickets.shift();
+        }
         // A ticket longer than any valid one, or with characters no JWS has, is kept as a marker
         // only (a reference to it is refused as malformed): 64 definitions hold at most 512 KiB.
         const oversized = ticket.length > MAX_TICKET_LENGTH || !JWS_CHARACTERS.test(ticket);
-        this.tickets.set(callId, { ticket: oversized ? '' : ticket, oversized, generation: -1, auth: undefined, failure: undefined });
+        const slot: TicketSlot = { id: callId, ticket: oversized ? '' : ticket, oversized, generation: -1, auth: undefined, failure: undefined };
+        // The first as a one-element array literal (a push would reserve room for 17).
+        if (tickets === undefined) this.ticketSlots = [slot];
+        else tickets.push(slot);
         return;
       }
       case FrameKind.REQUEST:

@@ -18,7 +18,7 @@ import { configErrors, errors } from '../errors.js';
 import type { AdmissionOptions, WindowReport } from '../overload/admission.js';
 import { ADMIT_ALL, LEVELS } from '../overload/admission.js';
 import { checkPriority, DEFAULT_BUSINESS_PRIORITY, DEFAULT_USER_ID_KEY } from '../overload/priority.js';
-import { formatAddress } from '../transport/connection.js';
+import { formatAddress, type ConnectionOptions } from '../transport/connection.js';
 import { tcpTransport, type ByteStream, type Transport, type TransportListener } from '../transport/transport.js';
 import { METHOD_KIND_CODE, methodKind, serviceDefinition, type ServiceDefinition, type ServiceImplementation } from '../wire/definition.js';
 import { registerDescriptors } from '../wire/encode.js';
@@ -31,7 +31,7 @@ import type { ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
 import { REFUSED, RequestDecoder, type DecodedHeader } from './request-decoder.js';
 import { Scheduler } from './scheduler.js';
-import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionOwner } from './server-connection.js';
+import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionLimits, type ConnectionOwner } from './server-connection.js';
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
 import type { KeyRing } from '../tickets/key-ring.js';
 import { TicketVerifier } from '../tickets/ticket-verifier.js';
@@ -213,6 +213,9 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** The size a reply is expected to have (bytes), shared by the connections (server-connection.ts). */
   private readonly replyEstimate = { bytes: INITIAL_REPLY_ESTIMATE_BYTES };
   private readonly maxQueuedResponseBytes: number;
+  /** The limits and settings every connection of this server shares (made on the first connection). */
+  private connectionLimits: ConnectionLimits | undefined;
+  private connectionOptions: ConnectionOptions | undefined;
   private readonly bufferBudgetBytes: number;
   private readonly frameTimeoutMs: number;
   private readonly idleTimeoutMs: number;
@@ -544,7 +547,7 @@ export class Server implements ConnectionOwner<InboundCall> {
    * its connection started in this event-loop turn would pass the cap (`repliesFull`).
    */
   private startCall(sc: ServerConnection<InboundCall>, callId: number, decoded: DecodedHeader, body: Buffer, arrival: number, now: number): void {
-    if (decoded.registered.kind === 0 && (sc.conn.overCap || sc.parked.size > 0 || sc.repliesFull)) {
+    if (decoded.registered.kind === 0 && (sc.conn.overCap || sc.parkedCount > 0 || sc.repliesFull)) {
       const copy = Buffer.from(body); // the frame's buffer is reused
       sc.parked.set(callId, { bytes: copy.length, start: (at: number) => this.startParked(sc, callId, decoded, copy, arrival, at - now) });
       sc.parkedBytes += copy.length;
@@ -570,6 +573,10 @@ export class Server implements ConnectionOwner<InboundCall> {
    */
   onWritable(sc: ServerConnection<InboundCall>): void {
     if (this.starting.has(sc)) return; // a parked call that ended at once, inside this loop
+    if (sc.parkedCount === 0) {
+      sc.endIfDrained();
+      return;
+    }
     this.starting.add(sc);
     try {
       for (const [callId, p] of sc.parked) {
@@ -582,17 +589,17 @@ export class Server implements ConnectionOwner<InboundCall> {
     } finally {
       this.starting.delete(sc);
     }
-    if (sc.parked.size === 0) sc.conn.releaseReads('parked');
+    if (sc.parkedCount === 0) sc.conn.releaseReads('parked');
     sc.endIfDrained();
   }
 
   /** Drops a parked call (its client cancelled it): true when it was parked. */
   private unpark(sc: ServerConnection<InboundCall>, callId: number): boolean {
-    const p = sc.parked.get(callId);
+    const p = sc.parkedCount === 0 ? undefined : sc.parked.get(callId);
     if (p === undefined) return false;
     sc.parked.delete(callId);
     sc.parkedBytes -= p.bytes;
-    if (sc.parked.size === 0) sc.conn.releaseReads('parked');
+    if (sc.parkedCount === 0) sc.conn.releaseReads('parked');
     return true;
   }
 
@@ -654,9 +661,9 @@ export class Server implements ConnectionOwner<InboundCall> {
       socket.destroy();
       return;
     }
-    socket.on('error', () => {
-      // Reported through Connection.onClose; an unhandled 'error' would crash the process.
-    });
-    this.connections.add(new ServerConnection<InboundCall>(socket, this, { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes, replyEstimate: this.replyEstimate }, this.now));
+    // Shared by every connection of this server (a server holds one connection per client).
+    const limits = (this.connectionLimits ??= { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes, replyEstimate: this.replyEstimate });
+    const options = (this.connectionOptions ??= ServerConnection.connectionOptions(limits, this.now));
+    this.connections.add(new ServerConnection<InboundCall>(socket, this, limits, options));
   }
 }

@@ -196,14 +196,14 @@ export class ServerStream {
     const it = this.iterator;
     if (it === undefined) return;
     if (!this.credit.available) {
-      void this.credit.wait().then(this.pullBound);
+      void this.credit.wait().then(() => this.pull());
       return;
     }
     if (this.sinceYield >= YIELD_EVERY_BYTES) {
       // A generator that never awaits would hold the event loop: let the batch flush and
       // WINDOW frames (and other streams) in.
       this.sinceYield = 0;
-      setImmediate(this.pullBound);
+      setImmediate(ServerStream.pullOf, this);
       return;
     }
     let next: Promise<IteratorResult<unknown>>;
@@ -217,7 +217,10 @@ export class ServerStream {
     else Promise.resolve(next).then(this.onResult, this.onFailure);
   }
 
-  private readonly pullBound = (): void => this.pull();
+  /** `pull` from a timer (`setImmediate(pullOf, stream)`: no closure per stream). */
+  private static pullOf(s: ServerStream): void {
+    s.pull();
+  }
 
   /** The iterator produced a result: send it and pull the next, or end the call. */
   private readonly onResult = (r: IteratorResult<unknown>): void => {

@@ -20,23 +20,26 @@
  *   connection; the process carries on.
  */
 import type { ByteStream } from './transport.js';
-import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES, type LargeFrameListener } from '../wire/frame.js';
+import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES, type FrameSink } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
 import type { RpcError } from '../wire/status.js';
 import { errors } from '../errors.js';
 
-/** Callbacks from a connection to its owner. */
-export interface ConnectionEvents {
+/**
+ * Callbacks from a connection to its owner, called as methods of the object given (an owner can
+ * implement them itself: no closure per connection).
+ */
+export interface ConnectionEvents extends FrameSink {
   /** A complete frame arrived. `header`/`body` are views valid only during the call. */
   onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void;
-  /** A REQUEST/RESPONSE frame over the maximum size is being skipped (`size` in bytes). */
+  /** A REQUEST/RESPONSE/MESSAGE frame over the maximum size is being skipped (`size` in bytes). */
   onOversized(kind: number, callId: number, size: number): void;
   /** The socket closed; `error` is set when it closed because of one. Called once. */
   onClose(error: Error | undefined): void;
   /** The bytes waiting for the peer fell to half of `maxQueuedBytes` after exceeding it: reading resumed. */
   onWritable?(): void;
   /** Asked before a large frame is buffered (see `LargeFrameListener`). */
-  onLarge?: LargeFrameListener;
+  onLarge?(kind: number, callId: number, size: number): boolean;
 }
 
 /** Connection settings. */
@@ -57,10 +60,22 @@ export interface ConnectionOptions {
 /** How long a connection closed for a protocol error waits for its GOAWAY to flush (ms). */
 const PROTOCOL_ERROR_LINGER_MS = 1000;
 
+/**
+ * The property of a socket that holds its connection. The socket's listeners are shared functions
+ * that find their connection through it (an emitter calls a listener with `this` set to itself),
+ * so a connection costs no closure per listener: a server holds one per client.
+ */
+const OWNER = Symbol('svrkit.connection');
+
+/** A socket taken over by a connection. */
+type OwnedSocket = { [OWNER]: Connection };
+
 /** One framed connection; see the module comment. */
 export class Connection {
   /** Remote address `host:port`. */
   readonly peer: string;
+  /** The owner's callbacks. */
+  private readonly events: ConnectionEvents;
   /**
    * Epoch ms at which the chunk being parsed was read off the socket: the arrival time of every
    * frame in it (a frame handled late in a big chunk has queued since then).
@@ -73,11 +88,10 @@ export class Connection {
   private readonly decoder: FrameDecoder;
   /** Reading is paused because more than `maxQueuedBytes` wait for the peer. */
   private overCapPaused = false;
-  /** Why the owner holds reads (`holdReads`): what it read already holds too much. Empty: not held. */
-  private readonly holds = new Set<string>();
+  /** Why the owner holds reads (`holdReads`): what it read already holds too much. Undefined or empty: not held. */
+  private holds: Set<string> | undefined;
   /** Epoch ms since which more than `maxQueuedBytes` wait and the peer took none of them (0: not so). */
   stalledSince = 0;
-  private readonly maxQueuedBytes: number;
   private readonly encoder = new FrameEncoder();
   private flushScheduled = false;
   private blocked = false;
@@ -86,34 +100,61 @@ export class Connection {
   private ended = false;
   private failed = false;
   private closeError: Error | undefined;
-  private readonly flushBound = (): void => this.flush();
-  private readonly now: () => number;
+  /** The settings, kept by reference: a server shares one object among its connections. */
+  private readonly options: ConnectionOptions;
 
   /**
-   * @param socket - a connected socket; the connection takes it over (listeners, no-delay).
-   * @param options - limits and back-pressure policy.
-   * @param events - the owner's callbacks.
+   * @param socket - a connected socket; the connection takes it over (its listeners, no-delay,
+   *   and a property that names its connection).
+   * @param options - limits and back-pressure policy (kept, and not to be changed after).
+   * @param events - the owner's callbacks, called as methods of this object.
    */
   constructor(
     readonly socket: ByteStream,
-    private readonly options: ConnectionOptions,
-    private readonly events: ConnectionEvents,
+    options: ConnectionOptions,
+    events: ConnectionEvents,
   ) {
+    this.events = events;
+    this.options = options;
     this.peer = formatAddress(socket.remoteAddress, socket.remotePort);
-    this.now = options.now ?? Date.now;
     this.lastFrameAt = this.now();
-    this.maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
-    this.decoder = new FrameDecoder(options.maxFrameBytes, events.onFrame, events.onOversized, events.onLarge);
+    this.decoder = new FrameDecoder(options.maxFrameBytes, events);
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => this.onDrain());
-    socket.on('error', (err) => {
-      this.closeError ??= err;
-    });
-    socket.on('close', () => {
-      this.closedFlag = true;
-      this.events.onClose(this.closeError);
-    });
+    (socket as unknown as OwnedSocket)[OWNER] = this;
+    socket.on('data', Connection.socketData);
+    socket.on('drain', Connection.socketDrain);
+    socket.on('error', Connection.socketError);
+    socket.on('close', Connection.socketClose);
+  }
+
+  /** The connection's clock (`ConnectionOptions.now`), epoch ms. */
+  private now(): number {
+    const now = this.options.now;
+    return now === undefined ? Date.now() : now();
+  }
+
+  // The socket's listeners, shared by every connection (see `OWNER`).
+  private static socketData(this: OwnedSocket, chunk: Buffer): void {
+    this[OWNER].onData(chunk);
+  }
+
+  private static socketDrain(this: OwnedSocket): void {
+    this[OWNER].onDrain();
+  }
+
+  private static socketError(this: OwnedSocket, error: Error): void {
+    this[OWNER].closeError ??= error;
+  }
+
+  private static socketClose(this: OwnedSocket): void {
+    const c = this[OWNER];
+    c.closedFlag = true;
+    c.events.onClose(c.closeError);
+  }
+
+  /** The end-of-turn flush `send` schedules (`setImmediate(flushOf, connection)`: no closure per connection). */
+  private static flushOf(c: Connection): void {
+    c.flush();
   }
 
   /** True once the socket has closed. */
@@ -146,14 +187,14 @@ export class Connection {
   send(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
     if (this.closedFlag || this.ended || this.failed) return;
     this.encoder.write(kind, callId, header, body);
-    if (!this.overCapPaused && this.encoder.length + this.socket.writableLength > this.maxQueuedBytes) {
+    if (!this.overCapPaused && this.encoder.length + this.socket.writableLength > (this.options.maxQueuedBytes ?? Infinity)) {
       this.overCapPaused = true;
       this.stalledSince = this.now();
       this.socket.pause();
     }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushBound);
+      setImmediate(Connection.flushOf, this);
     }
   }
 
@@ -176,17 +217,22 @@ export class Connection {
 
   /** Resumes reading once the bytes waiting for the peer are down to half the cap, and tells the owner. */
   private checkWritable(): void {
-    if (!this.overCapPaused || this.socket.writableLength + this.encoder.length > this.maxQueuedBytes / 2) return;
+    if (!this.overCapPaused || this.socket.writableLength + this.encoder.length > (this.options.maxQueuedBytes ?? Infinity) / 2) return;
     this.overCapPaused = false;
     this.stalledSince = 0;
     if (this.failed || this.ended || this.closedFlag) return;
-    if (!(this.blocked && this.options.pauseReadsWhileBlocked) && this.holds.size === 0) this.resumeReading();
+    if (!(this.blocked && this.options.pauseReadsWhileBlocked) && !this.held) this.resumeReading();
     this.events.onWritable?.();
+  }
+
+  /** Whether the owner holds reads (`holdReads`) for any reason. */
+  private get held(): boolean {
+    return this.holds !== undefined && this.holds.size > 0;
   }
 
   /** Whether this side stopped reading (its peer is slow to take what it sent, or the owner holds reads). */
   get readPaused(): boolean {
-    return this.overCapPaused || this.holds.size > 0 || (this.blocked && this.options.pauseReadsWhileBlocked);
+    return this.overCapPaused || this.held || (this.blocked && this.options.pauseReadsWhileBlocked);
   }
 
   /**
@@ -195,13 +241,13 @@ export class Connection {
    * are still delivered. Idempotent per reason.
    */
   holdReads(reason: string): void {
-    if (this.holds.size === 0) this.socket.pause();
-    this.holds.add(reason);
+    if (!this.held) this.socket.pause();
+    (this.holds ??= new Set()).add(reason);
   }
 
   /** Ends `holdReads(reason)`: reads again once no reason to pause is left. Idempotent. */
   releaseReads(reason: string): void {
-    if (!this.holds.delete(reason) || this.holds.size > 0) return;
+    if (this.holds === undefined || !this.holds.delete(reason) || this.holds.size > 0) return;
     if (this.failed || this.ended || this.closedFlag || this.overCapPaused) return;
     if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.resumeReading();
   }
@@ -287,14 +333,18 @@ export class Connection {
     // The peer took bytes: not stalled, whatever still waits.
     if (this.stalledSince > 0) this.stalledSince = this.now();
     if (this.ended) return;
-    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused && this.holds.size === 0) this.resumeReading();
+    if (this.options.pauseReadsWhileBlocked && !this.failed && !this.overCapPaused && !this.held) this.resumeReading();
     if (this.encoder.length > 0) this.flush();
     else this.checkWritable();
   }
 }
 
-/** Formats an address as `host:port`, bracketing IPv6 hosts (`[::1]:7000`). */
+/**
+ * Formats an address as `host:port`, bracketing IPv6 hosts (`[::1]:7000`).
+ * @returns a flat string: `join` builds one, where `+` and templates build a tree of string pieces
+ *   (three heap objects instead of one, for a string a server keeps per connection).
+ */
 export function formatAddress(host: string | undefined, port: number | undefined): string {
   const h = host ?? 'unknown';
-  return h.includes(':') ? `[${h}]:${port ?? 0}` : `${h}:${port ?? 0}`;
+  return (h.includes(':') ? ['[', h, ']:', port ?? 0] : [h, ':', port ?? 0]).join('');
 }

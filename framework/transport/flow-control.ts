@@ -25,7 +25,8 @@ export interface StreamWindow {
 export class SendCredit {
   private messages: number;
   private bytes: number;
-  private waiters: Array<() => void> = [];
+  /** Senders waiting for credit (created when the first waits: most streams never do). */
+  private waiters: Array<() => void> | undefined;
   private closed = false;
 
   /** @param window - the credit to start with; default `INITIAL_STREAM_WINDOW`. */
@@ -56,7 +57,7 @@ export class SendCredit {
   grant(messages: number, bytes: number): void {
     this.messages += messages;
     this.bytes += bytes;
-    if (this.waiters.length > 0 && this.available) this.wake();
+    if (this.waiters !== undefined && this.available) this.wake();
   }
 
   /**
@@ -65,7 +66,7 @@ export class SendCredit {
    */
   wait(): Promise<void> {
     if (this.available) return Promise.resolve();
-    return new Promise<void>((resolve) => this.waiters.push(resolve));
+    return new Promise<void>((resolve) => (this.waiters ??= []).push(resolve));
   }
 
   /** The stream ended: wakes every waiting sender for good. */
@@ -76,7 +77,8 @@ export class SendCredit {
 
   private wake(): void {
     const ws = this.waiters;
-    this.waiters = [];
+    if (ws === undefined) return;
+    this.waiters = undefined;
     for (const w of ws) w();
   }
 }

@@ -120,6 +120,19 @@ export type OversizedListener = (kind: number, callId: number, size: number) => 
  */
 export type LargeFrameListener = (kind: number, callId: number, size: number) => boolean;
 
+/**
+ * Where a `FrameDecoder` delivers frames: its methods are called on it (so a connection can be its
+ * own sink, with no closure per connection).
+ */
+export interface FrameSink {
+  /** @see FrameListener */
+  onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void;
+  /** @see OversizedListener (without it, an oversized frame is a `FrameError`). */
+  onOversized?(kind: number, callId: number, size: number): void;
+  /** @see LargeFrameListener (without it, every frame within the maximum is buffered). */
+  onLarge?(kind: number, callId: number, size: number): boolean;
+}
+
 /** Frames above this size (bytes, prefix included) are checked with the `LargeFrameListener` before they are buffered. */
 export const LARGE_FRAME_BYTES = 64 * 1024;
 
@@ -139,27 +152,30 @@ const SKIPPABLE_FACTOR = 4;
  * (random bytes almost always read as a far larger length, and are caught that way).
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
+  /** The chunks of the frame being received (undefined between frames: an idle connection holds no array). */
+  private chunks: Buffer[] | undefined;
   private buffered = 0;
   private needed = 0;
   private skipping = 0;
   /** Frames delivered or skipped so far (a frame boundary passed when it moves). */
   private completed = 0;
 
+  private readonly maxFrameBytes: number;
+  private readonly sink: FrameSink;
+
   /**
    * @param maxFrameBytes - largest acceptable frame, prefix included (bytes).
-   * @param onFrame - called for each complete frame.
-   * @param onOversized - called for each skipped oversized frame; without it, oversized frames
-   *   are `FrameError`s.
-   * @param onLarge - asked before a large frame is buffered (see `LargeFrameListener`); without
-   *   it, every frame within the maximum is buffered.
+   * @param sink - where frames go: an object with `onFrame` (and optionally `onOversized` and
+   *   `onLarge`), whose methods are called on it; or `onFrame` alone, as a function.
+   * @param onOversized - with a function `sink`: called for each skipped oversized frame. Without
+   *   one, oversized frames are `FrameError`s.
+   * @param onLarge - with a function `sink`: asked before a large frame is buffered (see
+   *   `LargeFrameListener`). Without one, every frame within the maximum is buffered.
    */
-  constructor(
-    private readonly maxFrameBytes: number,
-    private readonly onFrame: FrameListener,
-    private readonly onOversized?: OversizedListener,
-    private readonly onLarge?: LargeFrameListener,
-  ) {}
+  constructor(maxFrameBytes: number, sink: FrameSink | FrameListener, onOversized?: OversizedListener, onLarge?: LargeFrameListener) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.sink = typeof sink === 'function' ? { onFrame: sink, onOversized, onLarge } : sink;
+  }
 
   /** Bytes received but not yet part of a complete frame. */
   get pendingBytes(): number {
@@ -203,11 +219,12 @@ export class FrameDecoder {
     }
     let buf = chunk;
     if (this.buffered > 0) {
-      this.chunks.push(chunk);
+      const chunks = this.chunks!;
+      chunks.push(chunk);
       this.buffered += chunk.length;
       if (this.buffered < this.needed) return;
-      buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-      this.chunks = [];
+      buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.buffered);
+      this.chunks = undefined;
       this.buffered = 0;
     }
     const total = buf.length;
@@ -216,7 +233,7 @@ export class FrameDecoder {
       const length = buf.readUInt32BE(off);
       if (length + 4 > this.maxFrameBytes) {
         const size = length + 4;
-        if (this.onOversized === undefined || size > this.maxFrameBytes * SKIPPABLE_FACTOR) {
+        if (this.sink.onOversized === undefined || size > this.maxFrameBytes * SKIPPABLE_FACTOR) {
           throw new FrameError(`frame of ${size} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
         }
         if (total - off < 9) {
@@ -227,7 +244,7 @@ export class FrameDecoder {
         if (kind !== FrameKind.REQUEST && kind !== FrameKind.RESPONSE && kind !== FrameKind.MESSAGE) {
           throw new FrameError(`frame of ${size} bytes exceeds the maximum frame size ${this.maxFrameBytes}`);
         }
-        this.onOversized(kind, buf.readUInt32BE(off + 5), size);
+        this.sink.onOversized(kind, buf.readUInt32BE(off + 5), size);
         const available = total - off;
         if (available >= size) {
           this.completed++;
@@ -242,14 +259,14 @@ export class FrameDecoder {
       const end = off + 4 + length;
       if (end > total) {
         const size = 4 + length;
-        if (this.onLarge !== undefined && size > LARGE_FRAME_BYTES) {
+        if (this.sink.onLarge !== undefined && size > LARGE_FRAME_BYTES) {
           // Checked once, when the frame first shows incomplete: its kind and call id first.
           if (total - off < 9) {
             this.needed = 9;
             break;
           }
           const kind = buf[off + 4]!;
-          if (!this.onLarge(kind, buf.readUInt32BE(off + 5), size)) {
+          if (!this.sink.onLarge(kind, buf.readUInt32BE(off + 5), size)) {
             // A request or stream message is skipped (its call was answered); any other frame
             // this large has no call to fail, and is a protocol error.
             if (kind !== FrameKind.REQUEST && kind !== FrameKind.MESSAGE) {
@@ -271,7 +288,7 @@ export class FrameDecoder {
       }
       const headerStart = off + FRAME_PREFIX_BYTES;
       const bodyStart = headerStart + headerLength;
-      this.onFrame(
+      this.sink.onFrame(
         kind,
         callId,
         headerLength === 0 ? EMPTY : buf.subarray(headerStart, bodyStart),
@@ -282,7 +299,7 @@ export class FrameDecoder {
     }
     if (off < total) {
       const rest = off === 0 ? buf : buf.subarray(off);
-      this.chunks.push(rest);
+      this.chunks = [rest];
       this.buffered = rest.length;
       if (rest.length < 4) this.needed = 4;
     }

@@ -11,7 +11,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseKeyRing, Status, TicketIssuer } from '../../index.js';
+import { parseKeyRing, Status, TicketIssuer } from 'svrkit';
 import { InboxClient } from '../../examples/inbox/client.js';
 import { startInbox, type InboxDeployment } from '../../examples/inbox/deploy.js';
 import { LoginClient, SyncClient, type InboxMessage } from '../../examples/inbox/gen/inbox.js';

@@ -295,12 +295,13 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     expect(await vault.whoami({}, { ticket })).toMatchObject({ userId: 'erin' });
   });
 
-  it('raw frames: a 1 MiB or garbage TICKET definition, an unknown ticket id, and a forged ticket referred to 5,000 times neither crash nor stall the server', async () => {
+  it('raw frames: a 1 MiB or garbage TICKET definition, an unknown ticket id, and a forged ticket referred to 5,000 times neither crash nor stall the server; an id defined again names the new ticket', async () => {
     const socket = connect(Number(front.address.split(':')[1]), '127.0.0.1');
     await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
     const replies = new Map<number, { s: number; e?: string }>();
     const decoder = new FrameDecoder(16 << 20, (kind, callId, header) => {
-      if (kind === FrameKind.RESPONSE && header.length > 0) replies.set(callId, decodeStatusHeader(header) as { s: number; e?: string });
+      // An empty header is plain OK.
+      if (kind === FrameKind.RESPONSE) replies.set(callId, header.length > 0 ? (decodeStatusHeader(header) as { s: number; e?: string }) : { s: Status.OK });
     });
     socket.on('data', (d: Buffer) => decoder.push(d));
     const enc = new FrameEncoder();
@@ -323,6 +324,12 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     expect(replies.get(2)).toMatchObject({ s: Status.INVALID_ARGUMENT, e: expect.stringMatching(/names no ticket defined/) });
     expect(replies.get(3)).toMatchObject({ s: Status.INVALID_ARGUMENT });
     for (let i = 0; i < 5000; i++) expect(replies.get(100 + i)?.s).toBe(Status.UNAUTHENTICATED);
+    // Id 9 defined again, now with a good ticket: a request that refers to it passes.
+    enc.write(FrameKind.TICKET, 9, encodeTicketHeader(good), undefined);
+    req(20_000, 9);
+    socket.write(enc.take()!);
+    await eventuallyReplies(() => replies.has(20_000));
+    expect(replies.get(20_000)).toEqual({ s: Status.OK });
     socket.destroy();
     // Still serving.
     expect(await client(front.address).whoami({}, { ticket: good })).toMatchObject({ userId: 'x' });
