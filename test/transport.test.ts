@@ -29,6 +29,29 @@ async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }
   };
 }
 
+describe('Connection peer', () => {
+  it('is the address of the socket when read while it is open (later reads too), and unknown:0 when first read after it closed', async () => {
+    const noEvents = { onFrame: () => {}, onOversized: () => {}, onClose: () => {} };
+    const open = await socketPair();
+    const early = new Connection(open.b, { maxFrameBytes: 1 << 20, pauseReadsWhileBlocked: false }, noEvents);
+    const late = await socketPair();
+    const closed = new Connection(late.b, { maxFrameBytes: 1 << 20, pauseReadsWhileBlocked: false }, noEvents);
+    const address = `127.0.0.1:${open.a.localPort}`;
+    try {
+      expect(early.peer).toBe(address);
+      open.close();
+      late.close();
+      await once(open.b, 'close');
+      if (!late.b.destroyed) await once(late.b, 'close');
+      expect(early.peer).toBe(address);
+      expect(closed.peer).toBe('unknown:0');
+    } finally {
+      open.close();
+      late.close();
+    }
+  });
+});
+
 describe('Connection write coalescing', () => {
   it('sends every frame queued in one event-loop turn with a single socket write', async () => {
     const { a, b, close } = await socketPair();

@@ -2,7 +2,8 @@
  * Notify delay and the Sync server's memory per connected client, on examples/inbox as real
  * processes (examples/inbox/deploy.ts). `--clients` users log in and each opens a Notify stream
  * on its own connection (`--connections` lower shares connections among them, as an access layer
- * in front of Sync would); the Sync server's RSS is read before and after they connect, idle.
+ * in front of Sync would); the Sync server's memory is read, idle and after a full GC, before they
+ * connect, with half of them, and with all (the second half's cost is the marginal one).
  * Then one message is sent to each of `--messages` distinct users, `--rate` a second, and the
  * delay from each send's acknowledgement to its recipient's Notify event is recorded (an event
  * can come before the acknowledgement: the poke leaves before the reply; those count as 0).
@@ -41,13 +42,13 @@ let onMemory: ((line: string) => void) | undefined;
 const d = await startInbox({ dir, env: { NODE_OPTIONS: '--expose-gc' }, log: (line) => line.startsWith('sync: memory ') && onMemory?.(line) });
 
 /** The Sync server's memory after a full GC (its SIGUSR2 line), bytes. */
-async function syncMemory(): Promise<{ rss: number; heap: number; external: number }> {
+async function syncMemory(): Promise<{ rss: number; heap: number; heapTotal: number; external: number }> {
   const line = await new Promise<string>((resolve) => {
     onMemory = resolve;
     process.kill(d.pid('sync')!, 'SIGUSR2');
   });
   const n = (k: string) => Number(new RegExp(`${k} (\\d+)`).exec(line)![1]);
-  return { rss: n('rss'), heap: n('heapUsed'), external: n('external') };
+  return { rss: n('rss'), heap: n('heapUsed'), heapTotal: n('heapTotal'), external: n('external') };
 }
 const stop = new AbortController();
 setMaxListeners(0, stop.signal);
@@ -93,25 +94,39 @@ try {
   await sleep(2000);
   const before = rss(d.pid('sync')!);
   const memBefore = await syncMemory();
-  for (let i = 100; i < opts.clients; i++) {
-    open(i);
-    if (i % 500 === 0) await sleep(50); // let the server keep up with the first reads
-  }
-  // Idle: wait until the RSS stops moving.
-  let after = rss(d.pid('sync')!);
-  for (let k = 0; k < 20; k++) {
-    await sleep(1000);
-    const now = rss(d.pid('sync')!);
-    if (Math.abs(now - after) < 256 * 1024) break;
-    after = now;
-  }
+  /** Opens clients [from, to), then waits until the Sync server's RSS stops moving (idle). @returns that RSS (bytes). */
+  const openIdle = async (from: number, to: number): Promise<number> => {
+    for (let i = from; i < to; i++) {
+      open(i);
+      if (i % 500 === 0) await sleep(50); // let the server keep up with the first reads
+    }
+    let last = rss(d.pid('sync')!);
+    for (let k = 0; k < 20; k++) {
+      await sleep(1000);
+      const now = rss(d.pid('sync')!);
+      if (Math.abs(now - last) < 256 * 1024) break;
+      last = now;
+    }
+    return rss(d.pid('sync')!);
+  };
+  // In two halves: the second half's cost is the marginal one (a server's heap and buffers grow
+  // by steps, whose fixed part the first half pays).
+  const middle = 100 + Math.floor((opts.clients - 100) / 2);
+  await openIdle(100, middle);
+  const memMiddle = await syncMemory();
+  let after = await openIdle(middle, opts.clients);
   after = rss(d.pid('sync')!);
   const memAfter = await syncMemory();
   const added = opts.clients - Math.min(100, opts.clients);
-  const per = (a: number, b: number) => ((a - b) / Math.max(1, added) / 1024).toFixed(2);
+  const per = (a: number, b: number, n = added) => ((a - b) / Math.max(1, n) / 1024).toFixed(2);
   console.log(
-    `Sync server after a full GC, per idle client: RSS ${per(memAfter.rss, memBefore.rss)} KiB, JS heap ${per(memAfter.heap, memBefore.heap)} KiB, ` +
-      `external ${per(memAfter.external, memBefore.external)} KiB`,
+    `Sync server after a full GC, per idle client: RSS ${per(memAfter.rss, memBefore.rss)} KiB, JS heap ${per(memAfter.heap, memBefore.heap)} KiB ` +
+      `(committed ${per(memAfter.heapTotal, memBefore.heapTotal)} KiB), external ${per(memAfter.external, memBefore.external)} KiB`,
+  );
+  const secondHalf = opts.clients - middle;
+  console.log(
+    `  the second ${secondHalf} clients alone (marginal): RSS ${per(memAfter.rss, memMiddle.rss, secondHalf)} KiB, ` +
+      `JS heap ${per(memAfter.heap, memMiddle.heap, secondHalf)} KiB (committed ${per(memAfter.heapTotal, memMiddle.heapTotal, secondHalf)} KiB), external ${per(memAfter.external, memMiddle.external, secondHalf)} KiB`,
   );
   console.log(
     `Sync server RSS: ${(before / 2 ** 20).toFixed(1)} MiB with 100 streams, ${(after / 2 ** 20).toFixed(1)} MiB with ${opts.clients} ` +

@@ -16,7 +16,11 @@ import { configErrors } from '../errors.js';
 export interface CallContext {
   /** Full method name, e.g. `'helloworld.Greeter/SayHello'`. */
   readonly method: string;
-  /** The caller's address, `host:port`. */
+  /**
+   * The caller's address, `host:port` (`[v6]:port` for IPv6), read from the connection the first
+   * time it is asked for; `unknown:0` when that is after the connection closed (as grpc-js's
+   * `getPeer()` says `unknown`). Read it early to log it once the client is gone.
+   */
   readonly peer: string;
   /** Request metadata sent by the caller (including keys propagated from further upstream). */
   readonly metadata: Readonly<Metadata>;
@@ -79,13 +83,13 @@ export interface CallAuth {
 }
 
 /**
- * The concrete call context the server creates per inbound call. Exported for the server and for
- * tests that run code "inside a call"; handlers see it through the `CallContext` interface.
+ * The call context the server creates per inbound call (the server's `InboundCall` extends it and
+ * says where `peer` comes from). Handlers see it through the `CallContext` interface.
  *
- * Cheap by design: the AbortController behind `signal` and the map behind coroutine-locals are
- * created only on first use, since most handlers touch neither.
+ * Cheap by design: the AbortController behind `signal`, the map behind coroutine-locals and the
+ * peer's address are made only on first use, since most handlers touch none of them.
  */
-export class ServerCallContext implements CallContext {
+export abstract class ServerCallContext implements CallContext {
   /** Epoch ms at which the request frame was read off the socket. */
   readonly arrivalTime: number;
   /** @see CallContext.businessPriority (set by the server before the handler starts). */
@@ -108,9 +112,11 @@ export class ServerCallContext implements CallContext {
   locals: Map<string, unknown> | undefined;
   private trace: string | undefined;
 
+  /** @see CallContext.peer (read from the connection on first use). */
+  abstract get peer(): string;
+
   /**
    * @param method - full method name `package.Service/Method`.
-   * @param peer - remote address `host:port`.
    * @param metadata - request metadata.
    * @param propagate - metadata keys marked for propagation downstream.
    * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
@@ -120,7 +126,6 @@ export class ServerCallContext implements CallContext {
    */
   constructor(
     readonly method: string,
-    readonly peer: string,
     readonly metadata: Readonly<Metadata>,
     readonly propagate: readonly string[],
     readonly deadline: number,

@@ -78,7 +78,6 @@ export class Dispatcher {
     const registered = decoded.registered;
     const call = new InboundCall(
       registered.def.path, // the name the method is registered under: the same string as h.m, held once
-      sc.conn.peer,
       h.md ?? EMPTY_METADATA,
       h.pm ?? EMPTY_KEYS,
       d === undefined ? Infinity : now - decoded.waited + d,
@@ -165,7 +164,7 @@ export class Dispatcher {
    */
   endAll(sc: ServerConnection<InboundCall>, reason: RpcError): void {
     if (sc.calls.size === 0) return;
-    for (const call of [...sc.calls.values()]) this.endCall(call, reason, false);
+    for (const call of sc.calls.toArray()) this.endCall(call, reason, false);
   }
 
   /** CallOwner.now: the server's clock (epoch ms). */

@@ -52,7 +52,7 @@ export class InboundCall extends ServerCallContext implements DeadlineEntry {
   stream: ServerStream | undefined = undefined;
 
   /**
-   * @param method - full method name; `peer` - the client's address.
+   * @param method - full method name.
    * @param metadata - request metadata; `propagate` - keys marked for propagation.
    * @param deadline - absolute deadline, epoch ms (`Infinity` for none).
    * @param traceId - the chain's trace id, or undefined (made on first read).
@@ -63,7 +63,6 @@ export class InboundCall extends ServerCallContext implements DeadlineEntry {
    */
   constructor(
     method: string,
-    peer: string,
     metadata: Readonly<Metadata>,
     propagate: readonly string[],
     deadline: number,
@@ -74,7 +73,12 @@ export class InboundCall extends ServerCallContext implements DeadlineEntry {
     readonly registered: RegisteredMethod,
     private readonly owner: CallOwner,
   ) {
-    super(method, peer, metadata, propagate, deadline, traceId, arrivalTime);
+    super(method, metadata, propagate, deadline, traceId, arrivalTime);
+  }
+
+  /** @see CallContext.peer: the connection's, read on first use. */
+  get peer(): string {
+    return this.conn.conn.peer;
   }
 
   /** Milliseconds left until the deadline, on the server's clock (`Infinity` without one, 0 once past). */

@@ -7,6 +7,7 @@
  * belongs to a call goes to the owner (the server).
  */
 import type { QueuedCall } from '../overload/call-queue.js';
+import { CallTable } from './call-table.js';
 import type { RpcErrorEntry } from '../errors.js';
 import { Connection, type ConnectionEvents, type ConnectionOptions } from '../transport/connection.js';
 import type { ByteStream, PeerIdentity } from '../transport/transport.js';
@@ -118,7 +119,7 @@ export interface TicketSlot {
  */
 export class ServerConnection<C> implements ConnectionEvents {
   /** The calls in flight on this connection, by call id. */
-  readonly calls = new Map<number, C>();
+  readonly calls = new CallTable<C>();
   /**
    * The tickets defined on this connection, oldest first (a client defines few: an array costs an
    * idle connection less than a map, and a lookup scans at most `MAX_CONNECTION_TICKETS`).
@@ -207,7 +208,7 @@ export class ServerConnection<C> implements ConnectionEvents {
    * minutes: the minimum, taken as "no queueing" (LEDBAT's base delay, RFC 6817). It absorbs
    * clock skew between the hosts; a clock step is forgotten within two minutes. `minCur` is the
    * minimum of the current minute of the clock (number `minute`), `minPrev` of the last minute
-   * before it that had calls (undefined: none). Small integers all, so these fields need no heap boxes.
+   * before it that had calls (undefined: none).
    */
   private minCur: number | undefined;
   private minPrev: number | undefined;

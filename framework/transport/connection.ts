@@ -72,8 +72,8 @@ type OwnedSocket = { [OWNER]: Connection };
 
 /** One framed connection; see the module comment. */
 export class Connection {
-  /** Remote address `host:port`. */
-  readonly peer: string;
+  /** The peer's address once read (see `peer`). */
+  private peerAddress: string | undefined;
   /** The owner's callbacks. */
   private readonly events: ConnectionEvents;
   /**
@@ -116,7 +116,6 @@ export class Connection {
   ) {
     this.events = events;
     this.options = options;
-    this.peer = formatAddress(socket.remoteAddress, socket.remotePort);
     this.lastFrameAt = this.now();
     this.decoder = new FrameDecoder(options.maxFrameBytes, events);
     socket.setNoDelay(true);
@@ -125,6 +124,15 @@ export class Connection {
     socket.on('drain', Connection.socketDrain);
     socket.on('error', Connection.socketError);
     socket.on('close', Connection.socketClose);
+  }
+
+  /**
+   * Remote address `host:port`, read from the socket the first time it is asked for (a server
+   * with many idle connections keeps no address it was never asked for); `unknown:0` when that is
+   * after the socket closed.
+   */
+  get peer(): string {
+    return (this.peerAddress ??= formatAddress(this.socket.remoteAddress, this.socket.remotePort));
   }
 
   /** The connection's clock (`ConnectionOptions.now`), epoch ms. */

@@ -29,6 +29,11 @@ export interface ByteStream {
   /** Stops and restarts `'data'` events. */
   pause(): unknown;
   resume(): unknown;
+  /**
+   * Adds a listener. It must be called with `this` set to the stream, or to the object the stream
+   * forwards property writes to (as an EventEmitter does): a connection sets a property on its
+   * stream and its shared listeners find it there.
+   */
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
   on(event: 'drain' | 'close' | 'connect', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
