@@ -114,8 +114,7 @@ try {
   const middle = 100 + Math.floor((opts.clients - 100) / 2);
   await openIdle(100, middle);
   const memMiddle = await syncMemory();
-  let after = await openIdle(middle, opts.clients);
-  after = rss(d.pid('sync')!);
+  const after = await openIdle(middle, opts.clients);
   const memAfter = await syncMemory();
   const added = opts.clients - Math.min(100, opts.clients);
   const per = (a: number, b: number, n = added) => ((a - b) / Math.max(1, n) / 1024).toFixed(2);

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { Channel, parseKeyRing, TicketIssuer } from '../../index.js';
+import { Channel, parseKeyRing, TicketIssuer } from 'svrkit';
 import { GreeterClient } from '../../examples/helloworld/gen/greeter.js';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startServer } from '../support.js';

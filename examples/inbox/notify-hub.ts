@@ -4,10 +4,10 @@
  *
  * Kept small, since a Sync server holds every connected client's stream (seed 003's access layer
  * holds millions of long connections): a stream is one object and, while idle, one pending
- * promise (the first read of the inbox settles that same promise, and is then let go). It is a hand-written async iterator rather than an async generator: the server ends a
- * stream by calling `return()`, which an iterator can honour at once while a `next()` waits, so a
- * stream needs neither a generator frame nor a listener on the call's abort signal (bench/inbox
- * measured an idle stream at about 6 KiB of heap as a generator with a signal listener).
+ * promise (its first read of the inbox settles that same promise, and is then let go). It is a
+ * hand-written async iterator rather than an async generator: the server ends a stream by calling
+ * `return()`, which an iterator can honour at once while a `next()` waits, so a stream needs
+ * neither a generator frame nor a listener on the call's abort signal.
  */
 
 /** What a Notify stream yields: the inbox holds messages up to `seq`. */
@@ -73,7 +73,8 @@ export class NotifyStream implements AsyncIterableIterator<Moved> {
    * @param hub - where it registers (now, until `return()`).
    * @param user - whose inbox.
    * @param known - the last sequence number the client has.
-   * @param current - reads the inbox's last sequence number (run by the first `next()`).
+   * @param current - reads the inbox's last sequence number: run once, by the first `next()` that
+   *   has to wait (a poke that came before answers the first at once).
    */
   constructor(
     private readonly hub: NotifyHub,

@@ -185,9 +185,8 @@ export class Scheduler {
    * @returns true if it was waiting here; false if it is not (running, answered, or unknown).
    */
   cancel(sc: ServerConnection<InboundCall>, callId: number): boolean {
-    const handle = sc.waitingCount === 0 ? undefined : sc.waiting.get(callId);
+    const handle = sc.deleteWaiting(callId);
     if (handle === undefined) return false;
-    sc.waiting.delete(callId);
     const call = this.queue.removeCall(handle);
     if (call !== undefined) sc.removeWaiting(call.cost);
     return true;
@@ -202,7 +201,7 @@ export class Scheduler {
     if (sc.waitingCount === 0) return 0;
     let n = 0;
     for (const handle of sc.waiting.values()) if (this.queue.removeCall(handle) !== undefined) n++;
-    sc.waiting.clear();
+    sc.clearWaiting();
     sc.waitingBytes = 0;
     return n;
   }
@@ -267,6 +266,6 @@ export class Scheduler {
 
 /** A call left the queue: its connection no longer counts it as waiting. */
 function left(call: WaitingCall): void {
-  call.sc.waiting.delete(call.callId);
+  call.sc.deleteWaiting(call.callId);
   call.sc.removeWaiting(call.cost);
 }

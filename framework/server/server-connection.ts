@@ -152,18 +152,48 @@ export class ServerConnection<C> implements ConnectionEvents {
     return undefined;
   }
 
-  /** Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id: their places in its queue. */
+  /**
+   * Admitted unary calls of this connection waiting for their handler (scheduler.ts), by call id:
+   * their places in its queue. Reading it makes the map: to ask, use `waitingCount` or `hasCall`;
+   * to remove, `deleteWaiting` and `clearWaiting`, which let an empty map go.
+   */
   get waiting(): Map<number, QueuedCall> {
     return (this.waitingCalls ??= new Map());
+  }
+
+  /** Removes a waiting call. @returns its place in the queue, or undefined if it was not waiting. */
+  deleteWaiting(callId: number): QueuedCall | undefined {
+    const m = this.waitingCalls;
+    const q = m?.get(callId);
+    if (q === undefined) return undefined;
+    m!.delete(callId);
+    if (m!.size === 0) this.waitingCalls = undefined;
+    return q;
+  }
+
+  /** Forgets every waiting call (the connection closed). */
+  clearWaiting(): void {
+    this.waitingCalls = undefined;
   }
 
   /**
    * Unary calls held back, by call id in arrival order, because more than the cap of response
    * bytes waited for this client (it does not read) when they were read: they start once half of
-   * those bytes have drained.
+   * those bytes have drained. Reading it makes the map: to ask, use `parkedCount` or `hasCall`; to
+   * remove, `deleteParked`, which lets an empty map go.
    */
   get parked(): Map<number, ParkedCall> {
     return (this.parkedCalls ??= new Map());
+  }
+
+  /** Removes a parked call. @returns it, or undefined if it was not parked. */
+  deleteParked(callId: number): ParkedCall | undefined {
+    const m = this.parkedCalls;
+    const p = m?.get(callId);
+    if (p === undefined) return undefined;
+    m!.delete(callId);
+    if (m!.size === 0) this.parkedCalls = undefined;
+    return p;
   }
 
   /** How many calls are parked (see `parked`). */
@@ -232,9 +262,10 @@ export class ServerConnection<C> implements ConnectionEvents {
   }
 
   /**
-   * The settings of a server's framed connections: the largest frame and the cap of bytes waiting
-   * for the client from `limits` (bytes), reads paused while writes are blocked, and the server's
-   * clock `now` (epoch ms), which stamps each chunk's arrival.
+   * The settings of a server's framed connections, made once per server.
+   * @param limits - the largest frame and the cap of bytes waiting for the client (bytes).
+   * @param now - the server's clock (epoch ms), which stamps each chunk's arrival.
+   * @returns `ConnectionOptions` with those, and reads paused while writes are blocked.
    */
   static connectionOptions(limits: ConnectionLimits, now: () => number): ConnectionOptions {
     return { maxFrameBytes: limits.maxFrameBytes, pauseReadsWhileBlocked: true, now, maxQueuedBytes: limits.maxQueuedBytes };

@@ -581,7 +581,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     try {
       for (const [callId, p] of sc.parked) {
         if (sc.conn.overCap || sc.conn.ending || sc.repliesFull) break;
-        sc.parked.delete(callId);
+        sc.deleteParked(callId);
         sc.parkedBytes -= p.bytes;
         sc.startedUnary();
         p.start(this.now());
@@ -595,9 +595,8 @@ export class Server implements ConnectionOwner<InboundCall> {
 
   /** Drops a parked call (its client cancelled it): true when it was parked. */
   private unpark(sc: ServerConnection<InboundCall>, callId: number): boolean {
-    const p = sc.parkedCount === 0 ? undefined : sc.parked.get(callId);
+    const p = sc.deleteParked(callId);
     if (p === undefined) return false;
-    sc.parked.delete(callId);
     sc.parkedBytes -= p.bytes;
     if (sc.parkedCount === 0) sc.conn.releaseReads('parked');
     return true;
@@ -664,6 +663,19 @@ export class Server implements ConnectionOwner<InboundCall> {
     // Shared by every connection of this server (a server holds one connection per client).
     const limits = (this.connectionLimits ??= { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes, replyEstimate: this.replyEstimate });
     const options = (this.connectionOptions ??= ServerConnection.connectionOptions(limits, this.now));
-    this.connections.add(new ServerConnection<InboundCall>(socket, this, limits, options));
+    let sc: ServerConnection<InboundCall>;
+    try {
+      sc = new ServerConnection<InboundCall>(socket, this, limits, options);
+    } catch (err) {
+      // A stream the connection cannot take over (a custom transport's) is closed, not fatal.
+      socket.on('error', ignoreError);
+      socket.destroy();
+      this.logger.error('svrkit server: cannot take over an accepted connection', err);
+      return;
+    }
+    this.connections.add(sc);
   }
 }
+
+/** An 'error' listener that only keeps an error from being unhandled (it is reported elsewhere). */
+function ignoreError(): void {}

@@ -19,6 +19,7 @@
  * - A framing violation (oversized or malformed frame) sends GOAWAY with the reason and closes the
  *   connection; the process carries on.
  */
+import { EventEmitter } from 'node:events';
 import type { ByteStream } from './transport.js';
 import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES, type FrameSink } from '../wire/frame.js';
 import { encodeStatusHeader } from '../wire/header.js';
@@ -61,9 +62,11 @@ export interface ConnectionOptions {
 const PROTOCOL_ERROR_LINGER_MS = 1000;
 
 /**
- * The property of a socket that holds its connection. The socket's listeners are shared functions
- * that find their connection through it (an emitter calls a listener with `this` set to itself),
- * so a connection costs no closure per listener: a server holds one per client.
+ * The property of a socket that holds its connection. On an EventEmitter (a `net.Socket`, a TLS
+ * socket, the memory transport's), the socket's listeners are shared functions that find their
+ * connection through it (an emitter calls a listener with `this` set to itself), so a connection
+ * costs no closure per listener: a server holds one per client. Any other `ByteStream` gets a
+ * closure per listener.
  */
 const OWNER = Symbol('svrkit.connection');
 
@@ -105,7 +108,7 @@ export class Connection {
 
   /**
    * @param socket - a connected socket; the connection takes it over (its listeners, no-delay,
-   *   and a property that names its connection).
+   *   and, on an EventEmitter, a property that names its connection).
    * @param options - limits and back-pressure policy (kept, and not to be changed after).
    * @param events - the owner's callbacks, called as methods of this object.
    */
@@ -119,17 +122,26 @@ export class Connection {
     this.lastFrameAt = this.now();
     this.decoder = new FrameDecoder(options.maxFrameBytes, events);
     socket.setNoDelay(true);
-    (socket as unknown as OwnedSocket)[OWNER] = this;
-    socket.on('data', Connection.socketData);
-    socket.on('drain', Connection.socketDrain);
-    socket.on('error', Connection.socketError);
-    socket.on('close', Connection.socketClose);
+    if (socket instanceof EventEmitter && Object.isExtensible(socket)) {
+      (socket as unknown as OwnedSocket)[OWNER] = this;
+      socket.on('data', Connection.socketData);
+      socket.on('drain', Connection.socketDrain);
+      socket.on('error', Connection.socketError);
+      socket.on('close', Connection.socketClose);
+    } else {
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.on('drain', () => this.onDrain());
+      socket.on('error', (err) => {
+        this.closeError ??= err;
+      });
+      socket.on('close', () => this.onSocketClose());
+    }
   }
 
   /**
    * Remote address `host:port`, read from the socket the first time it is asked for (a server
-   * with many idle connections keeps no address it was never asked for); `unknown:0` when that is
-   * after the socket closed.
+   * with many idle connections keeps no address it was never asked for). A TCP or TLS socket no
+   * longer knows it once closed: read first after that, it is `unknown:0`.
    */
   get peer(): string {
     return (this.peerAddress ??= formatAddress(this.socket.remoteAddress, this.socket.remotePort));
@@ -155,9 +167,12 @@ export class Connection {
   }
 
   private static socketClose(this: OwnedSocket): void {
-    const c = this[OWNER];
-    c.closedFlag = true;
-    c.events.onClose(c.closeError);
+    this[OWNER].onSocketClose();
+  }
+
+  private onSocketClose(): void {
+    this.closedFlag = true;
+    this.events.onClose(this.closeError);
   }
 
   /** The end-of-turn flush `send` schedules (`setImmediate(flushOf, connection)`: no closure per connection). */
@@ -256,6 +271,7 @@ export class Connection {
   /** Ends `holdReads(reason)`: reads again once no reason to pause is left. Idempotent. */
   releaseReads(reason: string): void {
     if (this.holds === undefined || !this.holds.delete(reason) || this.holds.size > 0) return;
+    this.holds = undefined;
     if (this.failed || this.ended || this.closedFlag || this.overCapPaused) return;
     if (!(this.blocked && this.options.pauseReadsWhileBlocked)) this.resumeReading();
   }
@@ -349,6 +365,7 @@ export class Connection {
 
 /**
  * Formats an address as `host:port`, bracketing IPv6 hosts (`[::1]:7000`).
+ * @param host - the address (undefined: `unknown`); `port` - the port (undefined: 0).
  * @returns a flat string: `join` builds one, where `+` and templates build a tree of string pieces
  *   (three heap objects instead of one, for a string a server keeps per connection).
  */

@@ -30,9 +30,11 @@ export interface ByteStream {
   pause(): unknown;
   resume(): unknown;
   /**
-   * Adds a listener. It must be called with `this` set to the stream, or to the object the stream
-   * forwards property writes to (as an EventEmitter does): a connection sets a property on its
-   * stream and its shared listeners find it there.
+   * Adds a listener. On a stream that is an EventEmitter (and extensible), the connection sets a
+   * property on it and registers shared listeners that find it there through `this`: such a
+   * stream's `on` must register the listener given, not a wrapper that calls it without `this`
+   * (a Proxy that forwards property writes to the emitter it registers on is fine). Any other
+   * stream may wrap listeners as it likes.
    */
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
   on(event: 'drain' | 'close' | 'connect', listener: () => void): unknown;

@@ -4,7 +4,7 @@
  * (connection, queue, shed, unavailable) and what retries and hedges do with it.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Channel, MemoryTransport, PUSHBACK_KEY, RpcError, Server, Status, type CallContext } from '../../framework/index.js';
+import { Channel, MemoryTransport, PUSHBACK_KEY, RpcError, Server, Status, type ByteStream, type CallContext, type Transport } from '../../framework/index.js';
 import { ProbeDefinition } from '../.tmp/gen/probe/probe.js';
 import { StreamsClient, type Chunk, type CountRequest, type Item, type UploadSummary } from '../.tmp/gen/streams/streams.js';
 import { Streams } from '../support/streams-service.js';
@@ -46,6 +46,59 @@ function channel(transport: MemoryTransport, target: string, options: Constructo
   opened.unshift(() => ch.close());
   return ch;
 }
+
+/**
+ * A transport whose streams are plain objects (not EventEmitters) that delegate to the memory
+ * transport's and wrap every listener: nothing is called with the stream as `this`.
+ */
+function delegating(inner: MemoryTransport): Transport {
+  const wrap = (s: ByteStream): ByteStream => ({
+    get remoteAddress() {
+      return s.remoteAddress;
+    },
+    get remotePort() {
+      return s.remotePort;
+    },
+    get bytesRead() {
+      return s.bytesRead;
+    },
+    get bytesWritten() {
+      return s.bytesWritten;
+    },
+    get writableLength() {
+      return s.writableLength;
+    },
+    setNoDelay: (on) => s.setNoDelay(on),
+    write: (chunk) => s.write(chunk),
+    end: () => s.end(),
+    destroy: (err) => s.destroy(err),
+    pause: () => s.pause(),
+    resume: () => s.resume(),
+    on: (event: string, listener: (...a: never[]) => void) => s.on(event as 'close', (...a: never[]) => listener(...a)),
+    once: (event: 'connect' | 'close', listener: () => void) => s.once(event, () => listener()),
+  });
+  return {
+    connect: (host, port) => wrap(inner.connect(host, port)),
+    listen: (port, host, onConnection) => inner.listen(port, host, (s) => onConnection(wrap(s))),
+  };
+}
+
+describe('a custom transport', () => {
+  it('whose streams are not emitters and wrap their listeners carries unary calls and streams', async () => {
+    const transport = delegating(new MemoryTransport());
+    const server = new Server({ transport, overload: false }).addService(new Streams());
+    await server.listen(0, 'wrapped');
+    opened.push(() => server.close({ graceMs: 0 }));
+    const ch = new Channel(server.address, { transport });
+    opened.unshift(() => ch.close());
+    const client = new StreamsClient(ch);
+    let n = 0n;
+    for await (const item of client.count({ count: 1000 })) expect(item.seq).toBe(n++);
+    expect(n).toBe(1000n);
+    expect(await client.upload([{ data: Buffer.from('abc') }])).toMatchObject({ bytes: 3n, chunks: 1 });
+    expect(Number((await client.stats({})).open)).toBe(0);
+  });
+});
 
 describe('the in-memory transport', () => {
   it('carries unary calls and every kind of stream, with no socket', async () => {

@@ -8,7 +8,7 @@
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { FrameDecoder, FrameEncoder, FrameKind } from '../../framework/wire/frame.js';
+import { FrameDecoder, FrameEncoder, FrameKind, MAX_CONNECTION_TICKETS } from '../../framework/wire/frame.js';
 import { decodeStatusHeader, encodeRequestHeader, encodeTicketHeader } from '../../framework/wire/header.js';
 
 async function eventuallyReplies(done: () => boolean, ms = 15_000): Promise<void> {
@@ -333,5 +333,29 @@ describe('a server that checks tickets (real sockets, this process)', () => {
     socket.destroy();
     // Still serving.
     expect(await client(front.address).whoami({}, { ticket: good })).toMatchObject({ userId: 'x' });
+  });
+
+  it(`raw frames: a connection keeps the last ${MAX_CONNECTION_TICKETS} tickets defined, and a request that names an older one is refused`, async () => {
+    const socket = connect(Number(front.address.split(':')[1]), '127.0.0.1');
+    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+    const replies = new Map<number, { s: number; e?: string }>();
+    const decoder = new FrameDecoder(16 << 20, (kind, callId, header) => {
+      if (kind === FrameKind.RESPONSE) replies.set(callId, header.length > 0 ? (decodeStatusHeader(header) as { s: number; e?: string }) : { s: Status.OK });
+    });
+    socket.on('data', (d: Buffer) => decoder.push(d));
+    const enc = new FrameEncoder();
+    const good = issuer.issue({ userId: 'k', ttlMs: 60_000 });
+    // Ids 1 .. MAX + 1: id 1 is dropped when the last is defined.
+    for (let id = 1; id <= MAX_CONNECTION_TICKETS + 1; id++) enc.write(FrameKind.TICKET, id, encodeTicketHeader(good), undefined);
+    const req = (callId: number, ti: number) => enc.write(FrameKind.REQUEST, callId, encodeRequestHeader({ m: 'vault.v1.Vault/Whoami', ti }), new Uint8Array(0));
+    req(1001, 1);
+    req(1002, 2);
+    req(1003, MAX_CONNECTION_TICKETS + 1);
+    socket.write(enc.take()!);
+    await eventuallyReplies(() => replies.size >= 3);
+    expect(replies.get(1001)).toMatchObject({ s: Status.INVALID_ARGUMENT, e: expect.stringMatching(/names no ticket defined/) });
+    expect(replies.get(1002)).toEqual({ s: Status.OK });
+    expect(replies.get(1003)).toEqual({ s: Status.OK });
+    socket.destroy();
   });
 });
