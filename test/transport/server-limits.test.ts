@@ -177,8 +177,10 @@ describe.each([['on'], ['off']])('a client that does not read its replies (FastR
     // The process: the probe's 16 connections took an unbounded server to 844 MiB. Bounded: the
     // caps plus allocator overhead and the server's working memory. Later waves may also find the
     // last wave's buffers not yet collected (V8 frees them at its next GC), but memory kept for
-    // closed connections would add up wave after wave.
-    for (const peak of peaks) expect(peak - before, seen).toBeLessThan(2 * 16 * 8 * MiB + 128 * MiB);
+    // closed connections would add up wave after wave. The peak is sampled RSS, garbage included:
+    // on a 2-core machine it rose by 245-471 MiB in 24 waves of 1f97d1b and of the change after it,
+    // and by 430 once under a full parallel test run, so the bound is three times the caps.
+    for (const peak of peaks) expect(peak - before, seen).toBeLessThan(3 * 16 * 8 * MiB + 128 * MiB);
     console.log(`16 clients that do not read, FastReject ${fastReject}: ${seen}`);
     await stillServes(server.address);
   }, 90_000);
