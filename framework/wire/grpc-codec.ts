@@ -116,7 +116,8 @@ export function parseGrpcTimeout(value: string): number | undefined {
 
 /**
  * Writes a timeout as a `grpc-timeout` value: in ms while it fits 8 digits, else in the smallest
- * unit that fits, rounded up (a deadline is never made earlier).
+ * unit that fits, rounded up (a deadline is never made earlier), up to the most the header can
+ * say, `99999999H` (about 11,400 years).
  * @param ms - the time left (ms, > 0; fractions round up to the next ms).
  * @returns the header value, e.g. `'1500m'`.
  */
@@ -175,10 +176,13 @@ export function decodeGrpcMessage(value: string): string {
 }
 
 /**
- * Whether an HTTP/2 header of a gRPC call is custom metadata: not a pseudo-header, not one the
- * protocol itself uses (`content-type`, `te`, `user-agent`, `grpc-*` but the retry pushback, and
- * HTTP's connection headers).
+ * Whether an HTTP/2 header of a gRPC call (request or response) is custom metadata: not a
+ * pseudo-header, not one of gRPC's own (`grpc-*`, except `grpc-retry-pushback-ms`, gRFC A6's
+ * server pushback, which svrkit's retries read as response metadata), and not one of HTTP's
+ * (`content-type`, `te`, `user-agent`, `host`, `content-length`, `accept-encoding`,
+ * `content-encoding`, and the connection headers HTTP/2 forbids).
  * @param name - the header name, lower case.
+ * @returns true for metadata.
  */
 export function isGrpcMetadataKey(name: string): boolean {
   if (name.length === 0 || name.charCodeAt(0) === 0x3a) return false; // ':path' and the like
@@ -190,9 +194,10 @@ export function isGrpcMetadataKey(name: string): boolean {
 const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'te', 'user-agent', 'content-length', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'accept-encoding', 'content-encoding']);
 
 /**
- * Whether a `content-type` is gRPC's: `application/grpc`, optionally `+proto` or `;params`.
- * (Other subtypes such as `+json` are gRPC too, but svrkit speaks protobuf only.)
+ * Whether a `content-type` is gRPC with protobuf: `application/grpc`, optionally `+proto` or
+ * `;params`. (Other subtypes such as `+json` are gRPC too, but svrkit speaks protobuf only.)
  * @param value - the header value (may be undefined).
+ * @returns true when svrkit can serve it.
  */
 export function isGrpcContentType(value: string | undefined): boolean {
   if (value === undefined) return false;
