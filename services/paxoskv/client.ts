@@ -611,7 +611,10 @@ export class PaxosKVClient {
           lastError = err;
         } else {
           if (!retryable(err)) throw err;
-          lastError = err;
+          // An attempt the call's own deadline cut short says less than a replica's answer before
+          // it: a removed replica's UNAVAILABLE stays the error when the last attempt had no time.
+          const cutShort = err.code === Status.DEADLINE_EXCEEDED && lastError !== undefined && Date.now() >= deadline;
+          if (!cutShort) lastError = err;
           // A refusal marked not processed (by the channel or the replica's admission control), or
           // one the replica says it did not apply, leaves no doubt; anything else may have been applied.
           if (!err.notProcessed && err.reason !== kvErrors.REPLICA_UNAVAILABLE_NOT_APPLIED.reason) onRetry?.();
