@@ -13,16 +13,21 @@
  * The hot path (frame parse, header decode, method lookup, admission, body decode, handler start)
  * runs synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
+import { createServer as createHttp2Server, type Http2Server } from 'node:http2';
+import { Socket, type AddressInfo } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
 import { configErrors, errors } from '../errors.js';
 import type { AdmissionOptions, WindowReport } from '../overload/admission.js';
 import { ADMIT_ALL, LEVELS } from '../overload/admission.js';
 import { checkPriority, DEFAULT_BUSINESS_PRIORITY, DEFAULT_USER_ID_KEY } from '../overload/priority.js';
 import { formatAddress, type ConnectionOptions } from '../transport/connection.js';
+import { GrpcSessionBridge } from '../transport/grpc-server-bridge.js';
+import { replaySocket } from '../transport/replay-socket.js';
 import { tcpTransport, type ByteStream, type Transport, type TransportListener } from '../transport/transport.js';
 import { METHOD_KIND_CODE, methodKind, serviceDefinition, type ServiceDefinition, type ServiceImplementation } from '../wire/definition.js';
 import { registerDescriptors } from '../wire/encode.js';
-import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, FrameKind } from '../wire/frame.js';
+import { HTTP2_PREFACE } from '../wire/grpc-codec.js';
 import { Dispatcher, type ServerLogger } from './dispatch.js';
 import { FastReject } from './fast-reject.js';
 import { Health } from './health.js';
@@ -135,6 +140,18 @@ export interface ServerOptions {
   /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
   /**
+   * Serve gRPC clients too (HTTP/2, plaintext), on the same TCP port: a connection whose first
+   * bytes are HTTP/2's client preface is a gRPC session, served by the same services, interceptors,
+   * admission and tickets (framework/transport/grpc-server-bridge.ts). Default true. Only with the
+   * default TCP transport; over TLS the port speaks svrkit's protocol only.
+   */
+  grpc?: boolean;
+  /**
+   * Also listen for gRPC alone (HTTP/2, plaintext) on this port, on the same host (0: a free one;
+   * `grpcAddress` names it): node:http2 reads it natively, which the shared port cannot.
+   */
+  grpcPort?: number;
+  /**
    * The wall clock, epoch ms (tests inject one): deadlines, queueing time, admission windows,
    * user-priority hours. Default `Date.now`.
    */
@@ -203,6 +220,14 @@ export class Server implements ConnectionOwner<InboundCall> {
   private readonly dispatcher: Dispatcher;
   private readonly scheduler: Scheduler | undefined;
   private listener: TransportListener | undefined;
+  /** Same-port gRPC (`ServerOptions.grpc`). */
+  private readonly grpc: boolean;
+  private readonly grpcPort: number | undefined;
+  /** The HTTP/2 server that takes gRPC sessions (made on the first one, or by `listen` for `grpcPort`). */
+  private h2: Http2Server | undefined;
+  private grpcBound: string | undefined;
+  /** Accepted sockets whose first bytes have not come yet (`sniff`): closed by `close()`. */
+  private readonly sniffing = new Set<Socket>();
   private listening = false;
   private boundAddress: string | undefined;
   private closing = false;
@@ -236,6 +261,9 @@ export class Server implements ConnectionOwner<InboundCall> {
     this.observer = options.observer;
     if (options.tls !== undefined && options.transport !== undefined) throw configErrors.INVALID_OPTION('tls', 'not with transport', 'both');
     this.transport = options.tls !== undefined ? tlsServerTransport(options.tls) : (options.transport ?? tcpTransport);
+    this.grpc = (options.grpc ?? true) && this.transport === tcpTransport;
+    if (options.grpcPort !== undefined && (!Number.isInteger(options.grpcPort) || options.grpcPort < 0 || options.grpcPort > 65535)) throw configErrors.INVALID_PORT(options.grpcPort);
+    this.grpcPort = options.grpcPort;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     const maxInflight = ov?.maxInflight ?? Infinity;
     const maxMemoryFraction = ov?.maxMemoryFraction ?? 0.9;
@@ -388,6 +416,24 @@ export class Server implements ConnectionOwner<InboundCall> {
     listener.onError((err) => this.logger.error('svrkit server: listener error', err));
     this.boundAddress = formatAddress(listener.address.address, listener.address.port);
     this.listener = listener;
+    if (this.grpcPort !== undefined) {
+      const h2 = this.http2();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          h2.once('error', reject);
+          h2.listen(this.grpcPort, host, () => {
+            h2.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        listener.close();
+        this.listening = false;
+        throw err;
+      }
+      const a = h2.address() as AddressInfo;
+      this.grpcBound = formatAddress(a.address, a.port);
+    }
     if (this.closing) {
       // close() ran while we were binding: stop listening, start nothing.
       listener.close();
@@ -412,6 +458,36 @@ export class Server implements ConnectionOwner<InboundCall> {
         c.abort(errors.CONNECTION_IDLE(now - c.lastFrameAt, this.idleTimeoutMs));
       }
     }
+  }
+
+  /** The address of the gRPC-only port (`ServerOptions.grpcPort`) after `listen`, or undefined without one. */
+  get grpcAddress(): string | undefined {
+    return this.grpcBound;
+  }
+
+  /**
+   * The HTTP/2 server for gRPC sessions: each session is bridged to a svrkit connection
+   * (`GrpcSessionBridge`) and accepted like any other.
+   */
+  private http2(): Http2Server {
+    if (this.h2 !== undefined) return this.h2;
+    const h2 = createHttp2Server();
+    h2.on('session', (session) => {
+      if (this.closing) {
+        session.destroy();
+        return;
+      }
+      const bridge = new GrpcSessionBridge(session, {
+        // A message in one svrkit frame: the frame's prefix and a header of up to 64 KiB besides.
+        maxMessageBytes: this.maxFrameBytes - FRAME_PREFIX_BYTES - 64 * 1024,
+        kindOf: (method) => this.methods.get(method)?.kind,
+      });
+      this.acceptConnection(bridge);
+    });
+    h2.on('sessionError', () => {
+      // A session that failed (a bad preface, a protocol error) closes; its calls end with it.
+    });
+    return (this.h2 = h2);
   }
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
@@ -482,6 +558,9 @@ export class Server implements ConnectionOwner<InboundCall> {
       this.fastReject?.stop();
       if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
       this.listener?.close();
+      this.h2?.close();
+      // A connection that has not said which protocol it speaks has no call to finish.
+      for (const socket of this.sniffing) socket.destroy();
       for (const c of this.connections) c.goaway(errors.SERVER_SHUTTING_DOWN());
     }
     if (this.connections.size > 0) {
@@ -660,6 +739,66 @@ export class Server implements ConnectionOwner<InboundCall> {
       socket.destroy();
       return;
     }
+    if (this.grpc && socket instanceof Socket) this.sniff(socket);
+    else this.acceptConnection(socket);
+  }
+
+  /**
+   * Reads a TCP connection's first bytes: HTTP/2's client preface (`PRI * HTTP/2.0...`) makes it
+   * a gRPC session, anything else a svrkit connection (whose first four bytes, a frame's length,
+   * would have to be 1.3 GB to read `PRI `). A connection that sends nothing for `frameTimeoutMs`
+   * is taken as svrkit's (an HTTP/2 client sends its preface at once), whose idle timeout then
+   * runs.
+   */
+  private sniff(socket: Socket): void {
+    let first: Buffer | undefined;
+    const timer = setTimeout(() => {
+      done();
+      if (this.closing) socket.destroy();
+      else {
+        this.acceptConnection(socket);
+        socket.resume();
+      }
+    }, this.frameTimeoutMs);
+    timer.unref();
+    this.sniffing.add(socket);
+    const done = (): void => {
+      this.sniffing.delete(socket);
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.off('error', ignoreError);
+      socket.pause();
+    };
+    const onClose = (): void => {
+      clearTimeout(timer);
+      this.sniffing.delete(socket);
+    };
+    const onData = (chunk: Buffer): void => {
+      first = first === undefined ? chunk : Buffer.concat([first, chunk]);
+      const n = Math.min(first.length, HTTP2_PREFACE.length);
+      const h2 = first.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
+      if (h2 && first.length < 4) return; // too short to tell yet
+      done();
+      if (this.closing) {
+        socket.destroy();
+        return;
+      }
+      if (h2) {
+        this.http2().emit('connection', replaySocket(socket, first));
+        return;
+      }
+      socket.unshift(first);
+      this.acceptConnection(socket);
+      socket.resume();
+    };
+    socket.on('error', ignoreError);
+    socket.on('close', onClose);
+    socket.on('data', onData);
+  }
+
+  /** Takes over an accepted byte stream as a svrkit connection. */
+  private acceptConnection(socket: ByteStream): void {
     // Shared by every connection of this server (a server holds one connection per client).
     const limits = (this.connectionLimits ??= { maxFrameBytes: this.maxFrameBytes, maxQueuedBytes: this.maxQueuedResponseBytes, replyEstimate: this.replyEstimate });
     const options = (this.connectionOptions ??= ServerConnection.connectionOptions(limits, this.now));
