@@ -316,6 +316,34 @@ export const errors = defineErrors({
     message: (ms: number, limitMs: number) => `connection idle for ${ms} ms, with no call and no PING (limit ${limitMs} ms)`,
   },
 
+  // --- Server: a gRPC call that cannot be read (framework/transport/grpc-server-bridge.ts) ---
+  /** A gRPC request's `grpc-timeout` header is not 1 to 8 digits and a unit (H, M, S, m, u, n). */
+  GRPC_MALFORMED_TIMEOUT: { status: Status.INTERNAL, notProcessed: true, message: (value: string) => `malformed grpc-timeout ${JSON.stringify(value)}` },
+  /** A gRPC request's headers (method, metadata, ticket) do not fit in one svrkit frame (`ServerOptions.maxFrameBytes`). */
+  GRPC_HEADERS_TOO_LARGE: {
+    status: Status.RESOURCE_EXHAUSTED,
+    notProcessed: true,
+    message: (bytes: number, maxBytes: number) => `the request's method and metadata take ${bytes} bytes, over the maximum of ${maxBytes}`,
+  },
+  /** A gRPC request message over the maximum size (`ServerOptions.maxFrameBytes`, less the frame's prefix and, for unary and server-streaming calls, the request header). */
+  GRPC_MESSAGE_TOO_LARGE: { status: Status.RESOURCE_EXHAUSTED, message: (detail: string) => `${detail}` },
+  /** A compressed gRPC request message: svrkit accepts no `grpc-encoding`. */
+  GRPC_MESSAGE_COMPRESSED: { status: Status.UNIMPLEMENTED, message: (detail: string) => `${detail}` },
+  /** A gRPC request message prefix with an unknown flag byte. */
+  GRPC_MALFORMED_MESSAGE: { status: Status.INTERNAL, message: (detail: string) => `${detail}` },
+  /** A unary or server-streaming gRPC request that ended with no message or more than one. */
+  GRPC_MESSAGE_COUNT: { status: Status.INTERNAL, notProcessed: true, message: (method: string, count: number) => `${method} takes one request message, got ${count}` },
+  /** A gRPC request stream that ended inside a message (its length prefix announced more than came). */
+  GRPC_TRUNCATED_MESSAGE: { status: Status.INTERNAL, message: (bytes: number) => `the request stream ended inside a message (${bytes} bytes of it came)` },
+  /**
+   * A gRPC request message started arriving and did not finish within `ServerOptions.frameTimeoutMs`
+   * (a slow or stalled sender): the call fails, the session stays.
+   */
+  GRPC_MESSAGE_TIMEOUT: {
+    status: Status.UNAVAILABLE,
+    message: (ms: number, limitMs: number) => `a request message started arriving ${ms} ms ago and is not complete (limit ${limitMs} ms)`,
+  },
+
   // --- Server: refusing a call before any handler runs (framework/server/server.ts) ---
   /** The request header is not valid msgpack of the expected shape (the message says which field). */
   MALFORMED_REQUEST_HEADER: { status: Status.INVALID_ARGUMENT, message: (err: unknown) => messageOf(err) },

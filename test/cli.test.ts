@@ -126,7 +126,7 @@ describe('svrkit run examples/helloworld/greeter.ts', () => {
     expect(json(health)).toEqual({ status: 'SERVING' });
     expect(list.code).toBe(0);
     const services = (json(list) as { services: string[] }).services;
-    expect([...services].sort()).toEqual(['helloworld.Greeter', 'svrkit.Health', 'svrkit.Reflection']);
+    expect([...services].sort()).toEqual(['grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection', 'helloworld.Greeter', 'svrkit.Health', 'svrkit.Reflection']);
   });
 
   it('svrkit bench --json: 2000 calls, all ok, latency percentiles present and ordered', async () => {

@@ -181,7 +181,7 @@ describe('server and generated client', () => {
     expect((await health.check({ service: 'probe.Probe' })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     await expectRpcError(health.check({ service: 'no.Such' }), Status.NOT_FOUND);
     const reflection = new ReflectionClient(client.channel);
-    expect((await reflection.listServices({})).services).toEqual(['probe.Probe', 'svrkit.Health', 'svrkit.Reflection']);
+    expect((await reflection.listServices({})).services).toEqual(['grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection', 'probe.Probe', 'svrkit.Health', 'svrkit.Reflection']);
     expect((await reflection.fileContainingSymbol({ symbol: 'probe.EchoRequest' })).fileDescriptorProto.length).toBe(1);
     await expectRpcError(reflection.fileContainingSymbol({ symbol: 'no.Such' }), Status.NOT_FOUND);
   });

@@ -90,6 +90,8 @@ function buildProgram(): Command {
     .option('--idle-timeout-ms <ms>', 'a connection with no call and no frame for this long is closed (ms; default 300000)', positiveMs)
     .option('--ticket-keys <file>', 'check every call\'s ticket against this key ring (svrkit ticket keygen); edits of the file apply while serving (a key rotation)')
     .option('--tickets-optional', 'with --ticket-keys: a call without a ticket runs (unauthenticated) instead of failing UNAUTHENTICATED')
+    .option('--grpc-port <port>', 'also serve gRPC alone on this port (0 picks a free one; over TLS with --tls-cert). gRPC clients can use --port too, unless --no-grpc', intOption('grpc-port', 0, 65535))
+    .option('--no-grpc', "--port speaks svrkit's protocol only, not also gRPC (HTTP/2)")
     .option('--tls-cert <file>', 'serve over TLS with this certificate chain (PEM; with --tls-key)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--tls-ca <file>', 'with --tls-cert: ask clients for a certificate signed by these CAs (PEM); currentCall().peerIdentity gives it')
@@ -132,6 +134,8 @@ function buildProgram(): Command {
             idleTimeoutMs: opts.idleTimeoutMs,
             tickets: verifier === undefined ? undefined : { keys: verifier, required: opts.ticketsOptional !== true },
             tls,
+            grpc: opts.grpc,
+            grpcPort: opts.grpcPort,
           },
           metricsPort: opts.metricsPort,
           metricsHost: opts.metricsHost,
@@ -270,6 +274,8 @@ function buildProgram(): Command {
 
 interface RunFlags {
   port: number;
+  grpcPort?: number;
+  grpc: boolean;
   host: string;
   graceMs: number;
   register?: string;

@@ -15,7 +15,7 @@ import { watchLauncher } from './launcher.js';
 import { isUnspecifiedHost } from './registry.js';
 
 /** Services every server adds by itself; `--register` never registers them. */
-const BUILTIN_SERVICES = new Set(['svrkit.Health', 'svrkit.Reflection']);
+const BUILTIN_SERVICES = new Set(['svrkit.Health', 'svrkit.Reflection', 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']);
 /** On shutdown, how long deregistration may take before the server closes anyway (ms). */
 const DEREGISTER_TIMEOUT_MS = 5_000;
 
@@ -269,6 +269,7 @@ export async function serve(
       throw err;
     }
   }
+  if (server.grpcAddress !== undefined) log(`svrkit: gRPC-only port on ${server.grpcAddress}`);
   log(`svrkit: serving ${names} on ${server.address} (pid ${process.pid})`);
   const closed = new Promise<void>((resolveClosed) => {
     const stop = async (signal: string): Promise<void> => {

@@ -13,7 +13,7 @@
  * The hot path (frame parse, header decode, method lookup, admission, body decode, handler start)
  * runs synchronously in the socket's data callback; the only promise per call is the handler's own.
  */
-import { createServer as createHttp2Server, type Http2Server } from 'node:http2';
+import { createSecureServer as createHttp2SecureServer, createServer as createHttp2Server, type Http2SecureServer, type Http2Server, type ServerHttp2Session } from 'node:http2';
 import { Socket, type AddressInfo } from 'node:net';
 import { getHeapStatistics } from 'node:v8';
 import { configErrors, errors } from '../errors.js';
@@ -23,14 +23,18 @@ import { checkPriority, DEFAULT_BUSINESS_PRIORITY, DEFAULT_USER_ID_KEY } from '.
 import { formatAddress, type ConnectionOptions } from '../transport/connection.js';
 import { GrpcSessionBridge } from '../transport/grpc-server-bridge.js';
 import { replaySocket } from '../transport/replay-socket.js';
+import type { TLSSocket } from 'node:tls';
 import { tcpTransport, type ByteStream, type Transport, type TransportListener } from '../transport/transport.js';
 import { METHOD_KIND_CODE, methodKind, serviceDefinition, type ServiceDefinition, type ServiceImplementation } from '../wire/definition.js';
 import { registerDescriptors } from '../wire/encode.js';
-import { DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, FrameKind } from '../wire/frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { HTTP2_PREFACE } from '../wire/grpc-codec.js';
 import { Dispatcher, type ServerLogger } from './dispatch.js';
 import { FastReject } from './fast-reject.js';
 import { Health } from './health.js';
+import { DescriptorIndex } from './descriptor-index.js';
+import { GrpcHealth } from './grpc-health.js';
+import { GrpcReflectionV1, GrpcReflectionV1Alpha } from './grpc-reflection.js';
 import type { InboundCall, RegisteredMethod, ServerHandler } from './inbound-call.js';
 import type { ServerObserver } from './observer.js';
 import { Reflection } from './reflection.js';
@@ -40,7 +44,7 @@ import { INITIAL_REPLY_ESTIMATE_BYTES, ServerConnection, type ConnectionLimits, 
 import { streamForm, type ServerStreamHandler, type ServerStreamInterceptor } from './stream-call.js';
 import type { KeyRing } from '../tickets/key-ring.js';
 import { TicketVerifier } from '../tickets/ticket-verifier.js';
-import { tlsServerTransport, type TlsServerOptions } from '../transport/tls-transport.js';
+import { tlsPeerIdentity, tlsServerSettings, tlsServerTransport, type TlsServerOptions } from '../transport/tls-transport.js';
 
 export type { ServerHandler } from './inbound-call.js';
 export type { ServerLogger } from './dispatch.js';
@@ -79,7 +83,11 @@ export interface ServerOptions {
   streamInterceptors?: ServerStreamInterceptor[];
   /** Receives unexpected handler errors (those that become INTERNAL). Default: `console.error`. */
   logger?: ServerLogger;
-  /** Serve the built-in `svrkit.Health` and `svrkit.Reflection` services. Default true. */
+  /**
+   * Serve the built-in services: `svrkit.Health` and `svrkit.Reflection`, and gRPC's standard
+   * `grpc.health.v1.Health` and `grpc.reflection.v1` / `v1alpha` `ServerReflection` (for
+   * Kubernetes `grpc:` probes, grpcurl and the like). Default true.
+   */
   builtinServices?: boolean;
   /**
    * Check every call's ticket (framework/tickets) before its body is decoded: `keys`, the key ring
@@ -140,15 +148,18 @@ export interface ServerOptions {
   /** How it listens: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
   transport?: Transport;
   /**
-   * Serve gRPC clients too (HTTP/2, plaintext), on the same TCP port: a connection whose first
-   * bytes are HTTP/2's client preface is a gRPC session, served by the same services, interceptors,
-   * admission and tickets (framework/transport/grpc-server-bridge.ts). Default true. Only with the
-   * default TCP transport; over TLS the port speaks svrkit's protocol only.
+   * Serve gRPC clients too (HTTP/2 with prior knowledge, plaintext) on the same TCP port: a
+   * connection whose first bytes are HTTP/2's client preface is a gRPC session, served by the same
+   * services, interceptors, admission and tickets (framework/transport/grpc-server-bridge.ts).
+   * Default true. Only with the default TCP transport: over `tls` or another `transport` the port
+   * speaks svrkit's protocol alone (use `grpcPort`).
    */
   grpc?: boolean;
   /**
-   * Also listen for gRPC alone (HTTP/2, plaintext) on this port, on the same host (0: a free one;
-   * `grpcAddress` names it): node:http2 reads it natively, which the shared port cannot.
+   * Also listen for gRPC alone on this port, on the same host (0: a free one; `grpcAddress` names
+   * it after `listen`), whatever `grpc` says. Over TLS (HTTP/2 by ALPN, with the same certificates
+   * and client-certificate policy) when `tls` is set, else plaintext. node:http2 reads this port
+   * natively, which makes it faster than the shared port. Not with a custom `transport`.
    */
   grpcPort?: number;
   /**
@@ -223,12 +234,21 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** Same-port gRPC (`ServerOptions.grpc`). */
   private readonly grpc: boolean;
   private readonly grpcPort: number | undefined;
-  /** The HTTP/2 server that takes gRPC sessions (made on the first one, or by `listen` for `grpcPort`). */
+  /** The HTTP/2 server of same-port gRPC sessions (made on the first one). */
   private h2: Http2Server | undefined;
+  /** The HTTP/2 server listening on `grpcPort`. */
+  private grpcListener: Http2Server | Http2SecureServer | undefined;
   private grpcBound: string | undefined;
+  /** The gRPC sessions being served (their partly received messages count in `bufferedBytes`). */
+  private readonly grpcSessions = new Set<GrpcSessionBridge>();
+  /** The address of the socket whose session node:http2 is creating (the shared port's JS stream has none). */
+  private sessionPeer: { address?: string | undefined; port?: number | undefined } | undefined;
+  private readonly maxStreamsPerConnection: number;
+  private readonly tls: TlsServerOptions | undefined;
   /** Accepted sockets whose first bytes have not come yet (`sniff`): closed by `close()`. */
   private readonly sniffing = new Set<Socket>();
   private listening = false;
+  private readonly closingController = new AbortController();
   private boundAddress: string | undefined;
   private closing = false;
   /** Called when the last connection closes during `close()`. */
@@ -263,7 +283,9 @@ export class Server implements ConnectionOwner<InboundCall> {
     this.transport = options.tls !== undefined ? tlsServerTransport(options.tls) : (options.transport ?? tcpTransport);
     this.grpc = (options.grpc ?? true) && this.transport === tcpTransport;
     if (options.grpcPort !== undefined && (!Number.isInteger(options.grpcPort) || options.grpcPort < 0 || options.grpcPort > 65535)) throw configErrors.INVALID_PORT(options.grpcPort);
+    if (options.grpcPort !== undefined && options.transport !== undefined) throw configErrors.INVALID_OPTION('grpcPort', 'not with transport (only with TCP or tls)', options.grpcPort);
     this.grpcPort = options.grpcPort;
+    this.tls = options.tls;
     const ov = options.overload === false ? undefined : (options.overload ?? {});
     const maxInflight = ov?.maxInflight ?? Infinity;
     const maxMemoryFraction = ov?.maxMemoryFraction ?? 0.9;
@@ -285,6 +307,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (!(Number.isInteger(maxStreamsPerConnection) && maxStreamsPerConnection >= 1)) {
       throw configErrors.INVALID_OPTION('maxStreamsPerConnection', 'an integer >= 1', maxStreamsPerConnection);
     }
+    this.maxStreamsPerConnection = maxStreamsPerConnection;
     const fastReject = (this.fastReject =
       ov === undefined
         ? undefined
@@ -336,8 +359,12 @@ export class Server implements ConnectionOwner<InboundCall> {
       fastReject.queue = scheduler;
     }
     if (options.builtinServices !== false) {
+      const index = new DescriptorIndex(this);
       this.addService(new Health(this));
-      this.addService(new Reflection(this));
+      this.addService(new Reflection(this, index));
+      this.addService(new GrpcHealth(this));
+      this.addService(new GrpcReflectionV1(index));
+      this.addService(new GrpcReflectionV1Alpha(index));
     }
   }
 
@@ -396,6 +423,11 @@ export class Server implements ConnectionOwner<InboundCall> {
     return this.closing;
   }
 
+  /** Aborted when the server begins shutting down (`close()`): long-lived handlers such as health watchers end on it. */
+  get closingSignal(): AbortSignal {
+    return this.closingController.signal;
+  }
+
   /**
    * Starts accepting connections.
    * @param port - TCP port; 0 picks a free one.
@@ -417,7 +449,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     this.boundAddress = formatAddress(listener.address.address, listener.address.port);
     this.listener = listener;
     if (this.grpcPort !== undefined) {
-      const h2 = this.http2();
+      const h2 = this.grpcPortServer();
       try {
         await new Promise<void>((resolve, reject) => {
           h2.once('error', reject);
@@ -428,15 +460,20 @@ export class Server implements ConnectionOwner<InboundCall> {
         });
       } catch (err) {
         listener.close();
+        this.listener = undefined;
+        this.boundAddress = undefined;
+        this.grpcListener = undefined;
         this.listening = false;
         throw err;
       }
+      h2.on('error', (err) => this.logger.error('svrkit server: gRPC listener error', err));
       const a = h2.address() as AddressInfo;
       this.grpcBound = formatAddress(a.address, a.port);
     }
     if (this.closing) {
       // close() ran while we were binding: stop listening, start nothing.
       listener.close();
+      this.grpcListener?.close();
       return;
     }
     this.fastReject?.start();
@@ -446,6 +483,7 @@ export class Server implements ConnectionOwner<InboundCall> {
   /** Closes connections whose frame is taking too long to arrive, and idle ones (GOAWAY saying why). */
   private sweep(): void {
     const now = this.now();
+    for (const b of this.grpcSessions) b.expire(now, this.frameTimeoutMs);
     for (const sc of this.connections) {
       const c = sc.conn;
       if (c.ending) continue;
@@ -465,29 +503,62 @@ export class Server implements ConnectionOwner<InboundCall> {
     return this.grpcBound;
   }
 
-  /**
-   * The HTTP/2 server for gRPC sessions: each session is bridged to a svrkit connection
-   * (`GrpcSessionBridge`) and accepted like any other.
-   */
+  /** The HTTP/2 server of same-port gRPC sessions (plaintext; sockets come from `sniff`). */
   private http2(): Http2Server {
     if (this.h2 !== undefined) return this.h2;
-    const h2 = createHttp2Server();
-    h2.on('session', (session) => {
-      if (this.closing) {
-        session.destroy();
-        return;
-      }
-      const bridge = new GrpcSessionBridge(session, {
-        // A message in one svrkit frame: the frame's prefix and a header of up to 64 KiB besides.
-        maxMessageBytes: this.maxFrameBytes - FRAME_PREFIX_BYTES - 64 * 1024,
-        kindOf: (method) => this.methods.get(method)?.kind,
-      });
-      this.acceptConnection(bridge);
-    });
-    h2.on('sessionError', () => {
-      // A session that failed (a bad preface, a protocol error) closes; its calls end with it.
-    });
+    const h2 = createHttp2Server({ settings: { maxConcurrentStreams: this.maxStreamsPerConnection } });
+    h2.on('session', (session) => this.onGrpcSession(session, undefined));
+    h2.on('sessionError', (err) => this.onGrpcSessionError(err));
     return (this.h2 = h2);
+  }
+
+  /** The HTTP/2 server for `grpcPort`: over TLS (ALPN h2) with the server's certificates when `tls` is set. */
+  private grpcPortServer(): Http2Server | Http2SecureServer {
+    const settings = { maxConcurrentStreams: this.maxStreamsPerConnection };
+    const tls = this.tls;
+    const h2 =
+      tls === undefined
+        ? createHttp2Server({ settings })
+        : createHttp2SecureServer({ ...tlsServerSettings(tls), settings, allowHTTP1: false });
+    h2.on('session', (session: ServerHttp2Session) => this.onGrpcSession(session, tls === undefined ? undefined : () => tlsPeerIdentity(session.socket as TLSSocket)));
+    h2.on('sessionError', (err) => this.onGrpcSessionError(err));
+    // A failed handshake (a wrong or missing certificate, not TLS at all) ends that socket only.
+    h2.on('tlsClientError', (_err, socket: { destroy(): void }) => socket.destroy());
+    return (this.grpcListener = h2);
+  }
+
+  /**
+   * A gRPC session: bridged to a svrkit connection (`GrpcSessionBridge`) and accepted like any
+   * other connection.
+   */
+  private onGrpcSession(session: ServerHttp2Session, peerIdentity: (() => ReturnType<typeof tlsPeerIdentity>) | undefined): void {
+    if (this.closing) {
+      session.destroy();
+      return;
+    }
+    const bridge = new GrpcSessionBridge(session, {
+      maxFrameBytes: this.maxFrameBytes,
+      kindOf: (method) => this.methods.get(method)?.kind,
+      now: this.now,
+      admitLarge: (bytes) => {
+        const used = this.bufferedBytes;
+        if (used <= this.bufferBudgetBytes) return undefined;
+        this.observer?.rejected('', 'buffers', false);
+        return errors.OVERLOADED_BUFFERS(bytes, used - bytes, this.bufferBudgetBytes);
+      },
+      peer: this.sessionPeer,
+      peerIdentity,
+      log: (m, e) => this.logger.error(m, e),
+    });
+    this.grpcSessions.add(bridge);
+    bridge.once('close', () => this.grpcSessions.delete(bridge));
+    this.acceptConnection(bridge);
+  }
+
+  /** An HTTP/2 session that failed (a bad preface or frame from the client): logged, unless the client just went away. */
+  private onGrpcSessionError(err: Error & { code?: string }): void {
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return;
+    this.logger.error('svrkit server: a gRPC (HTTP/2) session failed', err);
   }
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */
@@ -536,6 +607,7 @@ export class Server implements ConnectionOwner<InboundCall> {
   get bufferedBytes(): number {
     let used = 0;
     for (const c of this.connections) used += c.conn.pendingFrameBytes + c.conn.queuedBytes + c.parkedBytes + c.waitingBytes;
+    for (const b of this.grpcSessions) used += b.pendingRequestBytes;
     return used;
   }
 
@@ -555,10 +627,12 @@ export class Server implements ConnectionOwner<InboundCall> {
     const graceMs = options.graceMs ?? 5000;
     if (!this.closing) {
       this.closing = true;
+      this.closingController.abort();
       this.fastReject?.stop();
       if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
       this.listener?.close();
       this.h2?.close();
+      this.grpcListener?.close();
       // A connection that has not said which protocol it speaks has no call to finish.
       for (const socket of this.sniffing) socket.destroy();
       for (const c of this.connections) c.goaway(errors.SERVER_SHUTTING_DOWN());
@@ -746,19 +820,17 @@ export class Server implements ConnectionOwner<InboundCall> {
   /**
    * Reads a TCP connection's first bytes: HTTP/2's client preface (`PRI * HTTP/2.0...`) makes it
    * a gRPC session, anything else a svrkit connection (whose first four bytes, a frame's length,
-   * would have to be 1.3 GB to read `PRI `). A connection that sends nothing for `frameTimeoutMs`
-   * is taken as svrkit's (an HTTP/2 client sends its preface at once), whose idle timeout then
-   * runs.
+   * would have to be 1.3 GB to read `PRI `). An HTTP/1.x request or a TLS handshake is neither:
+   * it is logged and answered in its own protocol where it has one (`wrongProtocol`). A
+   * connection that sends nothing for `frameTimeoutMs` is taken as svrkit's (an HTTP/2 client
+   * sends its preface at once), whose idle timeout then runs.
    */
   private sniff(socket: Socket): void {
     let first: Buffer | undefined;
     const timer = setTimeout(() => {
       done();
       if (this.closing) socket.destroy();
-      else {
-        this.acceptConnection(socket);
-        socket.resume();
-      }
+      else this.takeAsSvrkit(socket, first);
     }, this.frameTimeoutMs);
     timer.unref();
     this.sniffing.add(socket);
@@ -779,22 +851,60 @@ export class Server implements ConnectionOwner<InboundCall> {
       const n = Math.min(first.length, HTTP2_PREFACE.length);
       const h2 = first.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
       if (h2 && first.length < 4) return; // too short to tell yet
+      const other = h2 ? undefined : foreignProtocol(first);
+      if (other === 'more') return;
       done();
       if (this.closing) {
         socket.destroy();
         return;
       }
       if (h2) {
-        this.http2().emit('connection', replaySocket(socket, first));
+        this.sessionPeer = { address: socket.remoteAddress, port: socket.remotePort };
+        try {
+          // node:http2 makes the session, and says 'session', before this returns.
+          this.http2().emit('connection', replaySocket(socket, first));
+        } finally {
+          this.sessionPeer = undefined;
+        }
         return;
       }
-      socket.unshift(first);
-      this.acceptConnection(socket);
-      socket.resume();
+      if (other !== undefined) {
+        this.wrongProtocol(socket, other, first);
+        return;
+      }
+      this.takeAsSvrkit(socket, first);
     };
     socket.on('error', ignoreError);
     socket.on('close', onClose);
     socket.on('data', onData);
+  }
+
+  /** Takes over a sniffed socket as a svrkit connection, its first bytes put back. */
+  private takeAsSvrkit(socket: Socket, first: Buffer | undefined): void {
+    if (first !== undefined) socket.unshift(first);
+    this.acceptConnection(socket);
+    socket.resume();
+  }
+
+  /**
+   * A client that speaks neither svrkit nor HTTP/2: logged with its address, told so in its own
+   * protocol (an HTTP/1.x request gets a 400 naming what the port speaks; a TLS handshake, a
+   * handshake-failure alert), and closed.
+   */
+  private wrongProtocol(socket: Socket, protocol: 'HTTP/1.x' | 'TLS', first: Buffer): void {
+    const peer = formatAddress(socket.remoteAddress, socket.remotePort);
+    const what = protocol === 'TLS' ? 'a TLS handshake (this port is plaintext)' : `an HTTP/1.x request (${JSON.stringify(first.subarray(0, Math.min(first.indexOf(13) >= 0 ? first.indexOf(13) : 64, 64)).toString('latin1'))})`;
+    this.logger.error(`svrkit server: ${peer} sent ${what}; this port speaks svrkit's protocol and gRPC (HTTP/2 with prior knowledge): connection closed`);
+    socket.on('error', ignoreError);
+    if (protocol === 'TLS') {
+      // A fatal handshake_failure alert (RFC 8446 section 6): the client reports a failed handshake.
+      socket.end(Buffer.from([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28]));
+    } else {
+      const body = "svrkit: this port speaks svrkit's protocol and gRPC over HTTP/2 (prior knowledge, no Upgrade); HTTP/1.x is not served\n";
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    }
+    setTimeout(() => socket.destroy(), PROTOCOL_ERROR_LINGER_MS).unref();
+    socket.resume();
   }
 
   /** Takes over an accepted byte stream as a svrkit connection. */
@@ -818,3 +928,27 @@ export class Server implements ConnectionOwner<InboundCall> {
 
 /** An 'error' listener that only keeps an error from being unhandled (it is reported elsewhere). */
 function ignoreError(): void {}
+
+/** How long a wrongly spoken-to client has to read its answer before its socket is destroyed (ms). */
+const PROTOCOL_ERROR_LINGER_MS = 1000;
+
+/** HTTP/1.x request lines start so (RFC 9110 methods, and a space). */
+const HTTP1_METHODS = ['GET ', 'POST ', 'PUT ', 'HEAD ', 'DELETE ', 'OPTIONS ', 'PATCH ', 'CONNECT ', 'TRACE '].map((m) => Buffer.from(m, 'latin1'));
+
+/**
+ * What a connection's first bytes say when they are not HTTP/2's preface: an HTTP/1.x request, a
+ * TLS record (a ClientHello: content type 22, version 3.x), `'more'` when too few bytes came to
+ * tell, or undefined for anything else (svrkit's own frames, which start with a length under
+ * 16 MiB by default: a zero byte).
+ */
+function foreignProtocol(first: Buffer): 'HTTP/1.x' | 'TLS' | 'more' | undefined {
+  if (first[0] === 0x16) {
+    if (first.length < 2) return 'more';
+    return first[1] === 0x03 ? 'TLS' : undefined;
+  }
+  for (const m of HTTP1_METHODS) {
+    const n = Math.min(first.length, m.length);
+    if (first.subarray(0, n).equals(m.subarray(0, n))) return n === m.length ? 'HTTP/1.x' : 'more';
+  }
+  return undefined;
+}

@@ -8,27 +8,42 @@
  * is a transport, as Envoy's gRPC bridge is a filter.
  *
  * Mapping (grpc/grpc doc/PROTOCOL-HTTP2.md):
- * - `:path /pkg.Svc/Method` is the method; `grpc-timeout` the deadline; headers that are not the
- *   protocol's are metadata (`-bin` values pass as their base64 text); `authorization: Bearer <t>`
- *   is the call's ticket.
- * - A content-type other than `application/grpc[+proto]` is answered HTTP 415.
+ * - `:path /pkg.Svc/Method` is the method; `grpc-timeout` the deadline (less the time the request
+ *   took to upload, for unary and server-streaming calls, whose REQUEST carries the message);
+ *   headers that are not the protocol's are metadata (`-bin` values pass as their base64 text);
+ *   `authorization: Bearer <t>` is the call's ticket.
+ * - A content-type other than `application/grpc[+proto]`, or a method other than POST, is
+ *   answered HTTP 415 (no `grpc-status`, as the spec asks of non-gRPC requests).
  * - RST_STREAM from the client cancels the call (CANCEL frame).
- * - Flow control: request messages go to the server as its credit allows (the HTTP/2 stream is
- *   paused meanwhile); response messages are granted back to the server as HTTP/2 takes them, so a
- *   gRPC client that does not read pauses the server's handler as a svrkit client would.
+ * - Flow control: request messages of client-streaming and bidi calls go to the server as its
+ *   credit allows (the HTTP/2 stream is paused meanwhile); response messages are granted back to
+ *   the server as HTTP/2 takes them, so a gRPC client that does not read pauses the server's
+ *   handler as a svrkit client would.
+ * - Response metadata that HTTP/2 or gRPC cannot carry (`grpcMetadataHeaders`) is left out.
+ * - Graceful shutdown: the server's GOAWAY becomes HTTP/2's GOAWAY; its PING is answered once no
+ *   unary request is still uploading (whose REQUEST would come after the PONG otherwise).
+ *
+ * Memory: a session has at most `SETTINGS_MAX_CONCURRENT_STREAMS` calls (the server sets it); a
+ * request message over 64 KiB is buffered only while the server's buffer budget has room for it
+ * (`admitLarge`, counted in `pendingRequestBytes`), and must be complete within the server's
+ * frame timeout (`expire`); response bytes HTTP/2 has not taken count in `writableLength`, which
+ * the server's connection caps as it caps a socket's.
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import { constants as h2 } from 'node:http2';
-import type { ByteStream } from './transport.js';
+import { errors } from '../errors.js';
+import type { RpcError } from '../wire/status.js';
+import type { ByteStream, PeerIdentity } from './transport.js';
 import { ReceiveCredit, SendCredit } from './flow-control.js';
-import { decodeWindow, encodeWindow, FrameDecoder, FrameEncoder, FrameKind, type FrameSink } from '../wire/frame.js';
+import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameEncoder, FrameKind, LARGE_FRAME_BYTES, type FrameSink } from '../wire/frame.js';
 import { decodeStatusHeader, encodeRequestHeader, encodeStatusHeader, type RequestHeader } from '../wire/header.js';
 import {
   encodeGrpcMessage,
   frameGrpcMessage,
   GrpcFramingError,
   GrpcMessageDecoder,
+  grpcMetadataHeaders,
   isGrpcContentType,
   isGrpcMetadataKey,
   parseGrpcTimeout,
@@ -41,32 +56,64 @@ import { Status, type Metadata } from '../wire/status.js';
  */
 export type MethodKindLookup = (method: string) => number | undefined;
 
-/** Options of a bridge. */
+/** What a bridge needs from its server. */
 export interface GrpcBridgeOptions {
-  /** The largest request message accepted (bytes). */
-  maxMessageBytes: number;
+  /** The server's largest frame (bytes): a call's request header and message must fit in one. */
+  maxFrameBytes: number;
   /** The server's methods' kinds. */
   kindOf: MethodKindLookup;
+  /** The clock, epoch ms (the server's `now`): deadlines and message timeouts. */
+  now: () => number;
+  /**
+   * Asked once per request message over 64 KiB, after its announced size is counted in
+   * `pendingRequestBytes`: undefined to buffer it, or the error that fails the call (the server's
+   * buffer budget is spent). Default: always buffered.
+   */
+  admitLarge?: (bytes: number) => RpcError | undefined;
+  /** The peer's address, when the session's socket cannot tell it (the shared port's JS stream). */
+  peer?: { address?: string | undefined; port?: number | undefined };
+  /** The verified client certificate's identity, on a TLS session. */
+  peerIdentity?: () => PeerIdentity | undefined;
+  /** Told of a response the bridge could not send as the server meant it (dropped metadata, a reset stream). */
+  log?: (message: string, error?: unknown) => void;
 }
 
 /** One gRPC call on the bridge. */
 interface BridgedCall {
   readonly id: number;
+  readonly method: string;
   readonly stream: ServerHttp2Stream;
   /** 0 unary, 1 server-streaming, 2 client-streaming, 3 bidi (unknown methods: 2, sent at once). */
   readonly kind: number;
+  readonly decoder: GrpcMessageDecoder;
   /** The server's credit for request messages (client-streaming and bidi). */
   readonly credit: SendCredit;
-  /** Request messages waiting for credit. */
+  /** Request messages waiting for credit (client-streaming and bidi), or the one of a unary call. */
   readonly waiting: Buffer[];
+  /** Bytes in `waiting`. */
+  waitingBytes: number;
+  /** The REQUEST frame was sent (the server knows the call). */
+  requested: boolean;
+  /** A unary or server-streaming request still uploading (counted in the bridge's `uploads`). */
+  uploading: boolean;
   /** The client ended its side; HALF_CLOSE waits for the waiting messages. */
   halfClosed: boolean;
+  /** The client's side ended (END_STREAM): else a status sent is followed by RST_STREAM(NO_ERROR). */
+  clientEnded: boolean;
   /** Response headers were sent (a later error goes in trailers, not Trailers-Only). */
   headersSent: boolean;
-  /** The call ended (status sent, or cancelled). */
+  /** The call ended for the bridge (status sent or being sent, or cancelled). */
   ended: boolean;
+  /** The `messagesDecoded` count at which a large message was admitted (-1: none). */
+  admitted: number;
+  /** Epoch ms the message being received started (0: none is partly received). */
+  partialSince: number;
+  /** Epoch ms the HEADERS came (a unary call's deadline counts from here). */
+  readonly startedAt: number;
   /** Accounting of response messages taken by HTTP/2, to grant the server credit back. */
   readonly received: ReceiveCredit;
+  /** Response bytes written to the stream and not yet taken by HTTP/2 (-1 once the stream closed). */
+  unsent: number;
   /** The trailers to send once HTTP/2 asks for them (`'wantTrailers'`). */
   trailers: Record<string, string> | undefined;
 }
@@ -76,8 +123,10 @@ interface BridgedCall {
  * accepted connection. See the module comment.
  */
 export class GrpcSessionBridge extends EventEmitter implements ByteStream, FrameSink {
+  /** The client's address and port (for `peer`). */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
+  /** svrkit bytes handed to the server, and taken from it (keepalive and metrics count them). */
   bytesRead = 0;
   bytesWritten = 0;
   private readonly calls = new Map<number, BridgedCall>();
@@ -85,22 +134,30 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   private readonly decoder: FrameDecoder;
   private readonly encoder = new FrameEncoder();
   private paused = false;
-  private readonly held: Buffer[] = [];
+  /** Frames for the server not delivered yet (it paused, or they came while it was writing to us). */
+  private held: Buffer[] = [];
+  private heldHead = 0;
+  /** Inside `write`: frames for the server wait in `held` until it returns (no re-entry). */
+  private writing = false;
   /** Bytes of response messages written to HTTP/2 streams and not yet taken by them. */
   private unsent = 0;
+  /** Unary and server-streaming requests still uploading (their REQUEST is not sent yet). */
+  private uploads = 0;
+  /** PINGs of the server to answer once no request is uploading. */
+  private pendingPongs: number[] = [];
   private closed = false;
 
   /**
    * @param session - an accepted HTTP/2 session; the bridge takes over its `'stream'` events.
-   * @param options - the message size limit and the server's method kinds.
+   * @param options - see `GrpcBridgeOptions`.
    */
   constructor(
     private readonly session: ServerHttp2Session,
     private readonly options: GrpcBridgeOptions,
   ) {
     super();
-    this.remoteAddress = session.socket?.remoteAddress;
-    this.remotePort = session.socket?.remotePort;
+    this.remoteAddress = options.peer?.address ?? session.socket?.remoteAddress;
+    this.remotePort = options.peer?.port ?? session.socket?.remotePort;
     // Response frames from the server are at most its frame size; nothing is oversized here.
     this.decoder = new FrameDecoder(0x7fffffff, this);
     session.on('stream', (stream, headers) => this.onStream(stream, headers));
@@ -117,22 +174,53 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     return this.unsent;
   }
 
+  /**
+   * Bytes of request messages held for the server (partly received ones at their announced size,
+   * and complete ones waiting for credit or for the end of a unary request): the server counts
+   * them in its buffer budget.
+   */
+  get pendingRequestBytes(): number {
+    let n = 0;
+    for (const c of this.calls.values()) n += (c.decoder.announcedBytes || c.decoder.pendingBytes) + c.waitingBytes;
+    return n;
+  }
+
+  /** The verified client certificate's identity (TLS sessions), else undefined. */
+  peerIdentity(): PeerIdentity | undefined {
+    return this.options.peerIdentity?.();
+  }
+
   setNoDelay(): this {
     return this;
   }
 
-  /** The server's frames: decoded and turned into HTTP/2 responses. */
+  /**
+   * The server's frames: decoded and turned into HTTP/2 responses. Frames the bridge sends the
+   * server meanwhile (a PONG, a cancellation) are delivered after this returns.
+   * @returns true (HTTP/2's buffering is reported through `writableLength` and `'drain'`).
+   */
   write(chunk: Uint8Array): boolean {
     this.bytesWritten += chunk.length;
-    this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    this.writing = true;
+    try {
+      this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    } finally {
+      this.writing = false;
+    }
+    this.deliverHeld();
     return true;
   }
 
+  /** Closes the session gracefully (open streams finish). */
   end(): this {
-    if (!this.closed) this.session.close(() => this.onSessionClosed());
+    if (this.closed) return this;
+    if (this.session.destroyed) setImmediate(() => this.onSessionClosed());
+    else if (!this.session.closed) this.session.close(() => this.onSessionClosed());
+    // (A session closing already, as node:http2 does on the client's GOAWAY, is destroyed with its last stream.)
     return this;
   }
 
+  /** Closes the session at once; its streams are reset. */
   destroy(error?: Error): this {
     if (this.closed) return this;
     this.session.destroy(error);
@@ -147,6 +235,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     this.closed = true;
     for (const call of this.calls.values()) call.ended = true;
     this.calls.clear();
+    this.held = [];
+    this.heldHead = 0;
     this.emit('close');
   }
 
@@ -158,146 +248,244 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     return this;
   }
 
+  /** The server reads again: held frames first, then the streams that have credit. */
   resume(): this {
     if (!this.paused) return this;
     this.paused = false;
-    while (!this.paused && this.held.length > 0) this.emit('data', this.held.shift()!);
+    this.deliverHeld();
     if (this.paused) return this;
-    for (const c of this.calls.values()) if (c.waiting.length === 0) c.stream.resume();
+    const now = this.options.now();
+    for (const c of this.calls.values()) {
+      if (c.waiting.length > 0 && c.kind >= 2) continue;
+      // The pause was the server's: a message partly received gets a fresh timeout.
+      if (c.partialSince > 0) c.partialSince = now;
+      c.stream.resume();
+    }
     return this;
+  }
+
+  /**
+   * Fails the calls whose request message started arriving over `limitMs` ago and is still not
+   * complete, while neither the server nor the bridge held the stream back (slowloris).
+   * @param now - epoch ms.
+   * @param limitMs - the server's frame timeout (ms).
+   */
+  expire(now: number, limitMs: number): void {
+    if (this.paused || this.closed) return;
+    for (const c of [...this.calls.values()]) {
+      if (c.partialSince > 0 && !(c.kind >= 2 && c.waiting.length > 0) && now - c.partialSince > limitMs) {
+        this.failRequest(c, errors.GRPC_MESSAGE_TIMEOUT(now - c.partialSince, limitMs));
+      }
+    }
   }
 
   // ---- gRPC → svrkit ----
 
-  /** Queues a frame for the server (delivered as its own chunk, held while the server pauses). */
+  /** Queues a frame for the server (delivered as its own chunk, held while the server pauses or writes). */
   private toServer(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
     if (this.closed) return;
     this.encoder.write(kind, callId, header, body);
-    const bytes = this.encoder.take()!;
-    const chunk = Buffer.from(bytes); // the encoder's buffer is reused
+    const chunk = this.encoder.take()!;
     this.bytesRead += chunk.length;
-    if (this.paused) this.held.push(chunk);
+    if (this.paused || this.writing || this.heldHead < this.held.length) this.held.push(chunk);
     else this.emit('data', chunk);
+  }
+
+  /** Delivers held frames while the server reads. */
+  private deliverHeld(): void {
+    while (!this.paused && !this.writing && this.heldHead < this.held.length) {
+      const chunk = this.held[this.heldHead]!;
+      this.held[this.heldHead++] = EMPTY;
+      this.emit('data', chunk);
+    }
+    if (this.heldHead === this.held.length) {
+      this.held = [];
+      this.heldHead = 0;
+    } else if (this.heldHead > 1024 && this.heldHead * 2 > this.held.length) {
+      this.held = this.held.slice(this.heldHead);
+      this.heldHead = 0;
+    }
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     stream.on('error', () => {
       // Reported as the stream's close (its RST code): the call is cancelled there.
     });
+    if (this.closed) {
+      safeClose(stream, h2.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
     const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
     if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST' || !isGrpcContentType(typeof contentType === 'string' ? contentType : undefined)) {
       // Not gRPC: HTTP's answer, as the spec asks (no grpc-status).
-      stream.respond({ [h2.HTTP2_HEADER_STATUS]: 415, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'text/plain' }, { endStream: false });
-      stream.end(`svrkit: a gRPC request is a POST with content-type application/grpc, got ${String(headers[h2.HTTP2_HEADER_METHOD])} ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE] ?? '(none)')}\n`);
+      if (safeRespond(stream, { [h2.HTTP2_HEADER_STATUS]: 415, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'text/plain' }, { endStream: false })) {
+        stream.resume(); // the request's body is read and let go
+        stream.end(`svrkit: a gRPC request is a POST with content-type application/grpc, got ${String(headers[h2.HTTP2_HEADER_METHOD])} ${String(contentType ?? '(none)')}\n`);
+      }
       return;
     }
     const path = String(headers[h2.HTTP2_HEADER_PATH] ?? '');
     const method = path.startsWith('/') ? path.slice(1) : path;
     const timeout = headers['grpc-timeout'];
-    let d: number | undefined;
+    let timeoutMs: number | undefined;
     if (timeout !== undefined) {
-      const ms = parseGrpcTimeout(String(timeout));
-      if (ms === undefined) {
-        trailersOnly(stream, Status.INTERNAL, `malformed grpc-timeout ${JSON.stringify(timeout)}`);
+      timeoutMs = parseGrpcTimeout(String(timeout));
+      if (timeoutMs === undefined) {
+        statusOnly(stream, errors.GRPC_MALFORMED_TIMEOUT(String(timeout)));
         return;
       }
-      d = Math.max(1, Math.ceil(ms));
     }
-    const md: Metadata = {};
-    let ticket: string | undefined;
-    for (const [k, v] of Object.entries(headers)) {
-      if (v === undefined) continue;
-      const value = Array.isArray(v) ? v.join(', ') : String(v);
-      if (k === 'authorization') {
-        const m = /^Bearer\s+(\S+)$/i.exec(value);
-        if (m !== null) {
-          ticket = m[1];
-          continue;
-        }
-      }
-      if (isGrpcMetadataKey(k)) md[k] = value;
+    const kind = this.options.kindOf(method) ?? 2;
+    // The request header as it will be sent; refused now if it cannot fit in a frame.
+    const header = requestHeader(method, kind, headers, timeoutMs);
+    const headerBytes = FRAME_PREFIX_BYTES + encodeRequestHeader(header).length;
+    if (headerBytes > this.options.maxFrameBytes) {
+      statusOnly(stream, errors.GRPC_HEADERS_TOO_LARGE(headerBytes, this.options.maxFrameBytes));
+      return;
     }
-    const known = this.options.kindOf(method);
-    const kind = known ?? 2;
-    const header: RequestHeader = { m: method, k: kind };
-    if (d !== undefined) header.d = d;
-    if (Object.keys(md).length > 0) header.md = md;
-    if (ticket !== undefined) header.tk = ticket;
     const call: BridgedCall = {
       id: this.allocateId(),
+      method,
       stream,
       kind,
+      // A unary or server-streaming request's message goes in the REQUEST frame, with the header.
+      decoder: new GrpcMessageDecoder(this.options.maxFrameBytes - (kind <= 1 ? headerBytes : FRAME_PREFIX_BYTES)),
       credit: new SendCredit(),
       waiting: [],
+      waitingBytes: 0,
+      requested: false,
+      uploading: kind <= 1,
       halfClosed: false,
+      clientEnded: false,
       headersSent: false,
       ended: false,
+      admitted: -1,
+      partialSince: 0,
+      startedAt: this.options.now(),
       received: new ReceiveCredit(),
+      unsent: 0,
       trailers: undefined,
     };
     this.calls.set(call.id, call);
+    if (call.uploading) this.uploads++;
     if (this.paused) stream.pause();
-    stream.on('close', () => {
-      if (call.ended) return;
-      // The client reset the stream (or the session went): the call is cancelled.
-      call.ended = true;
-      this.calls.delete(call.id);
-      // Whatever the RST_STREAM code (statusOfRstStream), the server hears that the client gave up.
-      this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
-    });
-    const requestHeader = encodeRequestHeader(header);
-    const decoder = new GrpcMessageDecoder(this.options.maxMessageBytes);
+    stream.on('close', () => this.onStreamClosed(call));
     if (kind <= 1) {
       // Unary and server-streaming: the one request message goes with the REQUEST frame.
-      let message: Buffer | undefined;
-      let count = 0;
       stream.on('data', (chunk: Buffer) => {
-        if (call.ended) return;
-        try {
-          for (const m of decoder.push(chunk)) {
-            count++;
-            message = Buffer.from(m);
-          }
-        } catch (err) {
-          this.failRequest(call, err as GrpcFramingError);
-        }
+        if (!this.receive(call, chunk)) return;
+        if (call.waiting.length > 1) this.failRequest(call, errors.GRPC_MESSAGE_COUNT(method, call.waiting.length));
       });
       stream.on('end', () => {
+        call.clientEnded = true;
         if (call.ended) return;
-        if (count !== 1 || decoder.pendingBytes > 0) {
-          this.failRequest(call, new GrpcFramingError(count === 0 ? `${method} takes one request message, got none` : `${method} takes one request message, got ${count}`, Status.INTERNAL));
+        if (call.decoder.pendingBytes > 0) {
+          this.failRequest(call, errors.GRPC_TRUNCATED_MESSAGE(call.decoder.pendingBytes));
           return;
         }
-        this.toServer(FrameKind.REQUEST, call.id, requestHeader, message);
+        if (call.waiting.length !== 1) {
+          this.failRequest(call, errors.GRPC_MESSAGE_COUNT(method, call.waiting.length));
+          return;
+        }
+        // The deadline counts from the HEADERS: the upload took part of it.
+        if (timeoutMs !== undefined) header.d = Math.max(1, Math.ceil(timeoutMs - (this.options.now() - call.startedAt)));
+        const message = call.waiting.pop()!;
+        call.waitingBytes = 0;
+        call.requested = true;
+        this.toServer(FrameKind.REQUEST, call.id, encodeRequestHeader(header), message);
+        // After the REQUEST: a PONG this upload held back may follow it now.
+        this.endUpload(call);
       });
       return;
     }
     // Client-streaming and bidi (and unknown methods, which the server refuses): REQUEST at once,
     // then each message as the server's credit allows.
-    this.toServer(FrameKind.REQUEST, call.id, requestHeader);
+    call.requested = true;
+    this.toServer(FrameKind.REQUEST, call.id, encodeRequestHeader(header));
     stream.on('data', (chunk: Buffer) => {
-      if (call.ended) return;
-      let messages: Buffer[];
-      try {
-        messages = decoder.push(chunk);
-      } catch (err) {
-        this.failRequest(call, err as GrpcFramingError);
-        return;
-      }
-      for (const m of messages) call.waiting.push(Buffer.from(m));
-      this.sendWaiting(call);
+      if (this.receive(call, chunk)) this.sendWaiting(call);
     });
     stream.on('end', () => {
+      call.clientEnded = true;
       if (call.ended) return;
+      if (call.decoder.pendingBytes > 0) {
+        this.failRequest(call, errors.GRPC_TRUNCATED_MESSAGE(call.decoder.pendingBytes));
+        return;
+      }
       call.halfClosed = true;
       this.sendWaiting(call);
     });
+  }
+
+  /**
+   * Takes a DATA chunk of a call: complete messages go to `waiting`, a large one is admitted
+   * against the server's budget, a partial one starts its timeout.
+   * @returns false when the call failed or had ended.
+   */
+  private receive(call: BridgedCall, chunk: Buffer): boolean {
+    if (call.ended) return false;
+    const d = call.decoder;
+    let messages: Buffer[];
+    try {
+      messages = d.push(chunk);
+    } catch (err) {
+      this.failRequest(call, rpcErrorOf(err as GrpcFramingError));
+      return false;
+    }
+    for (const m of messages) {
+      // A copy: the view may share the DATA chunk, which a message should not keep alive.
+      call.waiting.push(Buffer.from(m));
+      call.waitingBytes += m.length;
+    }
+    const announced = d.announcedBytes;
+    if (announced > LARGE_FRAME_BYTES && call.admitted !== d.messagesDecoded && this.options.admitLarge !== undefined) {
+      const refused = this.options.admitLarge(announced);
+      if (refused !== undefined) {
+        this.failRequest(call, refused);
+        return false;
+      }
+      call.admitted = d.messagesDecoded;
+    }
+    if (d.pendingBytes === 0) call.partialSince = 0;
+    else if (call.partialSince === 0 || messages.length > 0) call.partialSince = this.options.now();
+    return true;
+  }
+
+  /** A unary or server-streaming request finished uploading (or ended without): PONGs may go. */
+  private endUpload(call: BridgedCall): void {
+    if (!call.uploading) return;
+    call.uploading = false;
+    this.uploads--;
+    if (this.uploads === 0 && this.pendingPongs.length > 0) {
+      const pongs = this.pendingPongs;
+      this.pendingPongs = [];
+      for (const id of pongs) this.toServer(FrameKind.PONG, id);
+    }
+  }
+
+  /** The HTTP/2 stream closed: a call the server still runs was reset by the client, so it is cancelled. */
+  private onStreamClosed(call: BridgedCall): void {
+    // node:http2 destroys a closing session with its last stream; its 'close' may wait for the
+    // client's TCP close, but for the server the connection is over now.
+    if (this.session.destroyed) setImmediate(() => this.onSessionClosed());
+    if (call.unsent > 0) {
+      this.unsent -= call.unsent;
+      this.emit('drain');
+    }
+    call.unsent = -1;
+    this.endUpload(call);
+    if (call.ended) return;
+    call.ended = true;
+    this.calls.delete(call.id);
+    // Whatever the RST_STREAM code (statusOfRstStream), the server hears that the client gave up.
+    if (call.requested) this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
   }
 
   /** Sends the request messages the server's credit allows; pauses the HTTP/2 stream past it. */
   private sendWaiting(call: BridgedCall): void {
     while (call.waiting.length > 0 && call.credit.available) {
       const m = call.waiting.shift()!;
+      call.waitingBytes -= m.length;
       call.credit.spend(m.length);
       this.toServer(FrameKind.MESSAGE, call.id, undefined, m);
     }
@@ -305,20 +493,27 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       call.stream.pause();
       return;
     }
-    if (!this.paused) call.stream.resume();
+    if (!this.paused && call.stream.isPaused()) {
+      if (call.partialSince > 0) call.partialSince = this.options.now();
+      call.stream.resume();
+    }
     if (call.halfClosed) {
       call.halfClosed = false;
       this.toServer(FrameKind.HALF_CLOSE, call.id);
     }
   }
 
-  /** A request that cannot be read: the call ends with the framing error's status, and the server forgets it. */
-  private failRequest(call: BridgedCall, err: GrpcFramingError): void {
+  /** A request that cannot be read: the call ends with `err`'s status, and the server forgets it. */
+  private failRequest(call: BridgedCall, err: RpcError): void {
     if (call.ended) return;
     call.ended = true;
     this.calls.delete(call.id);
-    this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
-    this.sendStatus(call, err.status, err.message, undefined);
+    this.endUpload(call);
+    call.waiting.length = 0;
+    call.waitingBytes = 0;
+    call.partialSince = 0;
+    if (call.requested) this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
+    this.sendStatus(call, err.code, err.message, undefined);
   }
 
   private allocateId(): number {
@@ -333,11 +528,19 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
     switch (kind) {
       case FrameKind.PING:
-        this.toServer(FrameKind.PONG, callId);
+        // Answered once no unary request is mid-upload: its REQUEST must reach the server first.
+        if (this.uploads > 0) this.pendingPongs.push(callId);
+        else this.toServer(FrameKind.PONG, callId);
         return;
       case FrameKind.GOAWAY:
-        // The server drains: no new streams from this client; the ones open finish.
-        if (!this.closed && !this.session.closed && !this.session.destroyed) this.session.goaway(h2.NGHTTP2_NO_ERROR);
+        // The server drains: no new streams from this client; the ones it sent us finish.
+        if (!this.closed && !this.session.closed && !this.session.destroyed) {
+          try {
+            this.session.goaway(h2.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+          } catch (err) {
+            this.options.log?.('svrkit server: could not send HTTP/2 GOAWAY', err);
+          }
+        }
         return;
       case FrameKind.WINDOW: {
         const call = this.calls.get(callId);
@@ -350,16 +553,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       case FrameKind.MESSAGE: {
         const call = this.calls.get(callId);
         if (call === undefined) return;
-        this.sendHeaders(call, header.length > 0 ? decodeStatusHeader(header).md : undefined);
-        const size = body.length;
-        const framed = frameGrpcMessage(body);
-        this.unsent += framed.length;
-        call.stream.write(framed, () => {
-          this.unsent -= framed.length;
-          if (call.ended) return;
-          const grant = call.received.consumed(size);
-          if (grant !== undefined) this.toServer(FrameKind.WINDOW, call.id, undefined, encodeWindow(grant.messages, grant.bytes));
-        });
+        if (!this.sendHeaders(call, header.length > 0 ? decodeStatusHeader(header).md : undefined)) return;
+        this.sendMessage(call, body, true);
         return;
       }
       case FrameKind.RESPONSE: {
@@ -371,8 +566,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
         const status = h?.s ?? Status.OK;
         if (status === Status.OK && call.kind === 0) {
           // A unary reply: the response metadata as headers, the message, then OK.
-          this.sendHeaders(call, h?.md);
-          call.stream.write(frameGrpcMessage(body));
+          if (!this.sendHeaders(call, h?.md)) return;
+          this.sendMessage(call, body, false);
           this.sendStatus(call, Status.OK, undefined, undefined);
           return;
         }
@@ -384,31 +579,156 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     }
   }
 
-  /** Sends the response headers once, with `md` as metadata. */
-  private sendHeaders(call: BridgedCall, md: Metadata | undefined): void {
-    if (call.headersSent || call.stream.closed) return;
+  /**
+   * Writes a response message to the call's stream, counted in `writableLength` until HTTP/2
+   * takes it; a stream message's bytes are then granted back to the server as credit.
+   */
+  private sendMessage(call: BridgedCall, body: Buffer, credit: boolean): void {
+    const stream = call.stream;
+    if (call.unsent < 0 || stream.destroyed || stream.writableEnded) return;
+    const framed = frameGrpcMessage(body);
+    const n = framed.length;
+    call.unsent += n;
+    this.unsent += n;
+    stream.write(framed, () => {
+      if (call.unsent < 0) return; // the stream closed, and its bytes were let go then
+      call.unsent -= n;
+      this.unsent -= n;
+      this.emit('drain');
+      if (!credit || call.ended) return;
+      const grant = call.received.consumed(body.length);
+      if (grant !== undefined) this.toServer(FrameKind.WINDOW, call.id, undefined, encodeWindow(grant.messages, grant.bytes));
+    });
+  }
+
+  /**
+   * Sends the response headers once, with `md` as metadata.
+   * @returns false when the stream cannot take them (it closed, or HTTP/2 refused them: it is reset).
+   */
+  private sendHeaders(call: BridgedCall, md: Metadata | undefined): boolean {
+    if (call.headersSent) return !call.stream.destroyed;
     call.headersSent = true;
-    call.stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', ...md }, { waitForTrailers: true });
-    call.stream.on('wantTrailers', () => call.stream.sendTrailers(call.trailers ?? { 'grpc-status': '0' }));
+    const stream = call.stream;
+    const headers = { ...this.outgoing(call, md), [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' };
+    if (!safeRespond(stream, headers, { waitForTrailers: true }, this.options.log)) {
+      this.abandon(call);
+      return false;
+    }
+    stream.on('wantTrailers', () => {
+      try {
+        stream.sendTrailers(call.trailers ?? { 'grpc-status': '0' });
+        // The call is over: a client still sending is told to stop (as grpc-go does).
+        if (!call.clientEnded) safeClose(stream, h2.NGHTTP2_NO_ERROR);
+      } catch (err) {
+        this.options.log?.(`svrkit server: could not send the trailers of gRPC call ${call.method}`, err);
+        safeClose(stream, h2.NGHTTP2_INTERNAL_ERROR);
+      }
+    });
+    return true;
   }
 
   /** Ends the call with a status: trailers after headers were sent, else Trailers-Only. */
   private sendStatus(call: BridgedCall, status: number, message: string | undefined, md: Metadata | undefined): void {
     const stream = call.stream;
     if (stream.closed || stream.destroyed) return;
-    const trailers: Record<string, string> = { ...md, 'grpc-status': String(status) };
+    const trailers: Record<string, string> = { ...this.outgoing(call, md), 'grpc-status': String(status) };
     if (message !== undefined && message !== '') trailers['grpc-message'] = encodeGrpcMessage(message);
     if (!call.headersSent) {
       call.headersSent = true;
-      stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', ...trailers }, { endStream: true });
+      if (safeRespond(stream, { ...trailers, [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' }, { endStream: true }, this.options.log) && !call.clientEnded) {
+        // The call is over: a client still sending is told to stop (as grpc-go does).
+        safeClose(stream, h2.NGHTTP2_NO_ERROR);
+      }
       return;
     }
     call.trailers = trailers;
-    stream.end();
+    if (!stream.writableEnded) stream.end();
+  }
+
+  /** Response metadata HTTP/2 can carry (the rest is logged and left out). */
+  private outgoing(call: BridgedCall, md: Metadata | undefined): Record<string, string> {
+    if (md === undefined) return {};
+    const { headers, dropped } = grpcMetadataHeaders(md);
+    if (dropped.length > 0) this.options.log?.(`svrkit server: gRPC call ${call.method}: response metadata ${dropped.map((k) => JSON.stringify(k)).join(', ')} left out (not a gRPC metadata key, or a value HTTP/2 cannot carry)`);
+    return headers;
+  }
+
+  /** A call whose stream could not take its response: the server's call is cancelled. */
+  private abandon(call: BridgedCall): void {
+    if (call.ended) return;
+    call.ended = true;
+    this.calls.delete(call.id);
+    if (call.requested) this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** The svrkit request header of a gRPC call: method, kind, deadline, metadata and ticket. */
+function requestHeader(method: string, kind: number, headers: IncomingHttpHeaders, timeoutMs: number | undefined): RequestHeader {
+  const md: Metadata = {};
+  let ticket: string | undefined;
+  let mdCount = 0;
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    const value = Array.isArray(v) ? v.join(', ') : String(v);
+    if (k === 'authorization') {
+      const m = /^Bearer\s+(\S+)$/i.exec(value);
+      if (m !== null) {
+        ticket = m[1];
+        continue;
+      }
+    }
+    if (isGrpcMetadataKey(k)) {
+      md[k] = value;
+      mdCount++;
+    }
+  }
+  const header: RequestHeader = { m: method, k: kind };
+  if (timeoutMs !== undefined) header.d = Math.max(1, Math.ceil(timeoutMs));
+  if (mdCount > 0) header.md = md;
+  if (ticket !== undefined) header.tk = ticket;
+  return header;
+}
+
+
+/** The catalogue's error for a gRPC message the decoder refused. */
+function rpcErrorOf(err: GrpcFramingError): RpcError {
+  if (!(err instanceof GrpcFramingError)) throw err;
+  if (err.status === Status.RESOURCE_EXHAUSTED) return errors.GRPC_MESSAGE_TOO_LARGE(err.message);
+  if (err.status === Status.UNIMPLEMENTED) return errors.GRPC_MESSAGE_COMPRESSED(err.message);
+  return errors.GRPC_MALFORMED_MESSAGE(err.message);
+}
+
+/**
+ * `stream.respond`, unless the stream closed; false (and the stream reset) when HTTP/2 refuses the
+ * headers (node:http2 throws for a closed stream or an invalid header).
+ */
+function safeRespond(stream: ServerHttp2Stream, headers: Record<string, string | number>, options: { endStream?: boolean; waitForTrailers?: boolean }, log?: (message: string, error?: unknown) => void): boolean {
+  if (stream.closed || stream.destroyed || stream.headersSent) return false;
+  try {
+    stream.respond(headers, options);
+    return true;
+  } catch (err) {
+    log?.('svrkit server: could not send a gRPC response', err);
+    safeClose(stream, h2.NGHTTP2_INTERNAL_ERROR);
+    return false;
+  }
+}
+
+/** Resets a stream with `code`, unless it is gone already. */
+function safeClose(stream: ServerHttp2Stream, code: number): void {
+  if (stream.closed || stream.destroyed) return;
+  try {
+    stream.close(code);
+  } catch {
+    stream.destroy();
   }
 }
 
 /** Answers a stream with a status only (Trailers-Only), before any call was made of it. */
-function trailersOnly(stream: ServerHttp2Stream, status: number, message: string): void {
-  stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-status': String(status), 'grpc-message': encodeGrpcMessage(message) }, { endStream: true });
+function statusOnly(stream: ServerHttp2Stream, err: RpcError): void {
+  const sent = safeRespond(stream, { [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-status': String(err.code), 'grpc-message': encodeGrpcMessage(err.message) }, { endStream: true });
+  // A client still sending is told to stop.
+  if (sent && !stream.endAfterHeaders) safeClose(stream, h2.NGHTTP2_NO_ERROR);
 }

@@ -43,8 +43,12 @@ export interface TlsClientOptions {
   checkServerIdentity?: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
-/** The subject and URI SANs of a TLS socket's verified peer certificate, or undefined. */
-function identityOf(socket: TLSSocket): PeerIdentity | undefined {
+/**
+ * The subject and URI SANs of a TLS socket's verified peer certificate.
+ * @param socket - a TLS socket (or node:http2's proxy of one).
+ * @returns the identity, or undefined when the peer sent no certificate or it did not verify.
+ */
+export function tlsPeerIdentity(socket: TLSSocket): PeerIdentity | undefined {
   if (!socket.authorized) return undefined;
   const cert = socket.getPeerCertificate();
   if (cert === null || typeof cert !== 'object' || Object.keys(cert).length === 0) return undefined;
@@ -88,7 +92,7 @@ function stream(socket: TLSSocket, client: boolean): ByteStream {
   const own = new Map<PropertyKey, unknown>([
     ['on', (e: string, l: (...a: unknown[]) => void) => socket.on(event(e), l)],
     ['once', (e: string, l: (...a: unknown[]) => void) => socket.once(event(e), l)],
-    ['peerIdentity', () => identityOf(socket)],
+    ['peerIdentity', () => tlsPeerIdentity(socket)],
   ]);
   return new Proxy(s, {
     get(target, prop) {
@@ -104,6 +108,17 @@ function stream(socket: TLSSocket, client: boolean): ByteStream {
 }
 
 /**
+ * What node:tls (or node:http2's secure server) takes for a svrkit server's TLS options: its
+ * certificate and key, and with `ca` a request for the client's certificate, refused when missing
+ * or unverified only with `requireClientCert`.
+ * @param options - the server's `tls` option.
+ * @returns options for `tls.createServer` or `http2.createSecureServer`.
+ */
+export function tlsServerSettings(options: TlsServerOptions): { cert: string; key: string; ca: string | undefined; requestCert: boolean; rejectUnauthorized: boolean } {
+  return { cert: options.cert as string, key: options.key as string, ca: options.ca as string | undefined, requestCert: options.ca !== undefined || options.requireClientCert === true, rejectUnauthorized: options.requireClientCert === true };
+}
+
+/**
  * A server-side TLS transport (it also connects, as a client trusting `ca`).
  * @returns a `Transport` for `ServerOptions.transport`.
  */
@@ -112,7 +127,7 @@ export function tlsServerTransport(options: TlsServerOptions): Transport {
     connect: (host, port) => tlsClientTransport({ ca: options.ca }).connect(host, port),
     listen(port, host, onConnection) {
       const srv = tlsCreateServer(
-        { cert: options.cert as string, key: options.key as string, ca: options.ca as string | undefined, requestCert: options.ca !== undefined || options.requireClientCert === true, rejectUnauthorized: options.requireClientCert === true },
+        tlsServerSettings(options),
         (socket) => {
           socket.setNoDelay(true);
           onConnection(stream(socket, false));

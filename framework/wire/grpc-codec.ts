@@ -46,6 +46,7 @@ export function frameGrpcMessage(body: Uint8Array): Buffer {
 export class GrpcMessageDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  private decoded = 0;
 
   /** @param maxMessageBytes - the largest message accepted (bytes, prefix not counted). */
   constructor(private readonly maxMessageBytes: number) {}
@@ -53,6 +54,21 @@ export class GrpcMessageDecoder {
   /** Bytes received that are not yet part of a complete message. */
   get pendingBytes(): number {
     return this.buffered;
+  }
+
+  /**
+   * The size (bytes, prefix included) the message being received will have, once its prefix has
+   * come; 0 between messages or while the prefix is incomplete. What a partly received message
+   * will hold, for a server's buffer budget.
+   */
+  get announcedBytes(): number {
+    if (this.buffered < GRPC_PREFIX_BYTES) return 0;
+    return GRPC_PREFIX_BYTES + this.peek(GRPC_PREFIX_BYTES).readUInt32BE(1);
+  }
+
+  /** Messages completed so far (a counter that tells one partly received message from the next). */
+  get messagesDecoded(): number {
+    return this.decoded;
   }
 
   /**
@@ -77,6 +93,7 @@ export class GrpcMessageDecoder {
       if (length > this.maxMessageBytes) throw new GrpcFramingError(`a message of ${length} bytes, over the maximum of ${this.maxMessageBytes}`, 8);
       if (this.buffered < GRPC_PREFIX_BYTES + length) return out;
       const whole = this.take(GRPC_PREFIX_BYTES + length);
+      this.decoded++;
       out.push(whole.subarray(GRPC_PREFIX_BYTES));
     }
   }
@@ -189,6 +206,31 @@ export function isGrpcMetadataKey(name: string): boolean {
   if (name.startsWith('grpc-')) return name === 'grpc-retry-pushback-ms';
   return !RESERVED_HEADERS.has(name);
 }
+
+/**
+ * The metadata entries that may be sent as gRPC headers or trailers (PROTOCOL-HTTP2.md, "Custom-
+ * Metadata"): a key of `0-9 a-z _ - .` that `isGrpcMetadataKey` accepts, with a value of printable
+ * ASCII (`%x20-%x7E`), or of base64 text for a `-bin` key (svrkit carries binary metadata as its
+ * base64 text). Anything else would make node:http2 throw, or break the peer's parser.
+ * @param md - svrkit metadata (string values).
+ * @returns `headers`, the entries that may go out, and `dropped`, the keys that may not (empty
+ *   when all may).
+ */
+export function grpcMetadataHeaders(md: Readonly<Record<string, string>> | undefined): { headers: Record<string, string>; dropped: string[] } {
+  const headers: Record<string, string> = {};
+  const dropped: string[] = [];
+  if (md === undefined) return { headers, dropped };
+  for (const [k, v] of Object.entries(md)) {
+    const ok = typeof v === 'string' && METADATA_KEY.test(k) && isGrpcMetadataKey(k) && (k.endsWith('-bin') ? BASE64.test(v) : ASCII_VALUE.test(v));
+    if (ok) headers[k] = v;
+    else dropped.push(k);
+  }
+  return { headers, dropped };
+}
+
+const METADATA_KEY = /^[0-9a-z_.-]+$/;
+const ASCII_VALUE = /^[\x20-\x7e]*$/;
+const BASE64 = /^[A-Za-z0-9+/=,]*$/; // several values of one key are joined by commas
 
 /** Headers of a gRPC call that are the protocol's, not the application's metadata. */
 const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'te', 'user-agent', 'content-length', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'accept-encoding', 'content-encoding']);

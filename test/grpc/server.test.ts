@@ -6,10 +6,12 @@
  * an unknown method; and svrkit and gRPC clients on one port at once.
  */
 import { connect as h2connect, constants as h2 } from 'node:http2';
+import { fromBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import * as loader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, Server, Status } from '../../index.js';
+import { Channel, Server } from '../../index.js';
 import { ProbeClient } from '../.tmp/gen/probe/probe.js';
 import { Probe } from '../support/probe.js';
 import { Streams } from '../support/streams-service.js';
@@ -143,7 +145,7 @@ describe.each([['the server port'], ['the gRPC-only port']])('grpc-js on %s', (w
     const session = h2connect(`http://${address()}`);
     try {
       const status = await new Promise<number>((resolve, reject) => {
-        const req = session.request({ [h2.HTTP2_HEADER_METHOD]: 'POST', [h2.HTTP2_HEADER_PATH]: '/probe.v1.Probe/Echo', [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/json' });
+        const req = session.request({ [h2.HTTP2_HEADER_METHOD]: 'POST', [h2.HTTP2_HEADER_PATH]: '/probe.Probe/Echo', [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/json' });
         req.on('response', (h) => resolve(Number(h[h2.HTTP2_HEADER_STATUS])));
         req.on('error', reject);
         req.end('{}');
@@ -165,6 +167,84 @@ describe('one port, two protocols', () => {
       ),
     );
     expect(results).toEqual(Array.from({ length: 2000 }, (_, i) => (i % 2 === 0 ? `s${i}` : `g${i}`)));
-    expect(Status.OK).toBe(0);
+  });
+});
+
+/** grpc-js clients of gRPC's standard services, from their .proto files as any gRPC tool has them. */
+const std = grpc.loadPackageDefinition(
+  loader.loadSync(['grpc/health/v1/health.proto', 'grpc/reflection/v1/reflection.proto', 'grpc/reflection/v1alpha/reflection.proto'], { includeDirs: ['framework/builtin/proto'], defaults: true, oneofs: true, enums: String }),
+) as any;
+
+/** Sends reflection requests on one ServerReflectionInfo stream and collects the responses. */
+function reflect(version: 'v1' | 'v1alpha', address: string, requests: object[]): Promise<any[]> {
+  const c = new std.grpc.reflection[version].ServerReflection(address, grpc.credentials.createInsecure());
+  clients.push(c);
+  return new Promise((resolve, reject) => {
+    const out: any[] = [];
+    const call = c.serverReflectionInfo();
+    call.on('data', (r: unknown) => out.push(r));
+    call.on('end', () => resolve(out));
+    call.on('error', reject);
+    for (const r of requests) call.write(r);
+    call.end();
+  });
+}
+
+describe("gRPC's standard services", () => {
+  it('grpc.health.v1 Check: SERVING for the server and its services, NOT_FOUND for others', async () => {
+    const h = new std.grpc.health.v1.Health(server.address, grpc.credentials.createInsecure());
+    clients.push(h);
+    const check = (service: string): Promise<any> => new Promise((resolve) => h.check({ service }, (err: grpc.ServiceError | null, r: unknown) => resolve(err ?? r)));
+    expect((await check('')).status).toBe('SERVING');
+    expect((await check('probe.Probe')).status).toBe('SERVING');
+    expect((await check('no.Such')).code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it('grpc.health.v1 Watch: SERVING, then NOT_SERVING when the server shuts down, and the stream ends', async () => {
+    const s = new Server();
+    s.addService(new Probe());
+    await s.listen(0, '127.0.0.1');
+    const h = new std.grpc.health.v1.Health(s.address, grpc.credentials.createInsecure());
+    clients.push(h);
+    const statuses: string[] = [];
+    const unknown: string[] = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      const call = h.watch({ service: 'probe.Probe' });
+      call.on('data', (r: { status: string }) => statuses.push(r.status));
+      call.on('end', () => resolve());
+      call.on('error', reject);
+    });
+    const other = h.watch({ service: 'no.Such' });
+    other.on('data', (r: { status: string }) => unknown.push(r.status));
+    other.on('error', () => {});
+    for (let i = 0; i < 100 && (statuses.length === 0 || unknown.length === 0); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(statuses).toEqual(['SERVING']);
+    expect(unknown).toEqual(['SERVICE_UNKNOWN']);
+    const started = Date.now();
+    await s.close({ graceMs: 5000 });
+    await ended;
+    expect(statuses).toEqual(['SERVING', 'NOT_SERVING']);
+    // Watchers end with the shutdown: it does not wait out the grace period for them.
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
+
+  it.each([['v1'], ['v1alpha']] as const)('grpc.reflection.%s lists the services and serves file descriptors', async (version) => {
+    const [list, bySymbol, byName, missing, ext, numbers] = await reflect(version, server.address, [
+      { listServices: '' },
+      { fileContainingSymbol: 'probe.Probe' },
+      { fileByFilename: 'svrkit/options.proto' },
+      { fileContainingSymbol: 'no.Such' },
+      { fileContainingExtension: { containingType: 'google.protobuf.MethodOptions', extensionNumber: 50651 } },
+      { allExtensionNumbersOfType: 'google.protobuf.MethodOptions' },
+    ]);
+    const names = list.listServicesResponse.service.map((s: { name: string }) => s.name);
+    expect(names).toEqual(expect.arrayContaining(['probe.Probe', 'streams.v1.Streams', 'grpc.health.v1.Health', `grpc.reflection.${version}.ServerReflection`, 'svrkit.Health']));
+    const files = (r: any): string[] => r.fileDescriptorResponse.fileDescriptorProto.map((b: Buffer) => fromBinary(FileDescriptorProtoSchema, b).name);
+    // The file and everything it imports, imports first.
+    expect(files(bySymbol)).toEqual(['probe.proto']);
+    expect(files(byName)).toEqual(['google/protobuf/descriptor.proto', 'svrkit/options.proto']);
+    expect(missing.errorResponse).toMatchObject({ errorCode: grpc.status.NOT_FOUND });
+    expect(files(ext).at(-1)).toBe('svrkit/options.proto');
+    expect(numbers.allExtensionNumbersResponse.extensionNumber).toContain(50651);
   });
 });
