@@ -1,16 +1,21 @@
 /**
  * svrkit against grpc-js, side by side in one run, on 127.0.0.1.
  *
- *   npx tsx bench/compare.ts [--duration 5s] [--rounds 2]
+ *   npx tsx bench/compare.ts [--duration 5s] [--rounds 2] [--stacks svrkit,grpc-js,...]
  *
  * For each load (concurrency 64 over 1 connection; concurrency 1000 over 4 connections) and each
- * round, it serves helloworld.Greeter/SayHello with svrkit (`svrkit run examples/helloworld`) and
- * loads it with `svrkit bench`, then serves the same rpc with grpc-js (bench/grpc-js/server.ts) and
- * loads it with the grpc-js client driven by the same engine (bench/grpc-js/client.ts). Stacks
- * alternate so that machine noise hits both. Each row is one run; the table also shows the CPU
- * time the server and the client used (user+sys, from /proc), which tells which side was the
- * bottleneck. Needs `npm run build` first (it runs dist/) and the examples' generated code
- * (`npm start` or `npm test` make it).
+ * round, it runs every stack in turn on helloworld.Greeter/SayHello:
+ * - `svrkit`: `svrkit run examples/helloworld`, loaded by `svrkit bench` (svrkit's protocol);
+ * - `grpc-js`: the same rpc served by grpc-js (bench/grpc-js/server.ts), loaded by the grpc-js
+ *   client driven by the same engine (bench/grpc-js/client.ts);
+ * - `grpc-js>svrkit`: the grpc-js client against the svrkit server's own port (gRPC told by its
+ *   preface); `grpc-js>svrkit:grpc-port`: the same against its gRPC-only port (`--grpc-port`);
+ * - `svrkit-grpc`: `svrkit bench grpc://...` against the svrkit server's gRPC-only port (svrkit's
+ *   client speaking gRPC).
+ * Stacks alternate so that machine noise hits all. Each row is one run; the table also shows the
+ * CPU time the server and the client used (user+sys, from /proc), which tells which side was the
+ * bottleneck, and the server's CPU per call. Needs `npm run build` first (it runs dist/) and the
+ * examples' generated code (`npm start` or `npm test` make it).
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,8 +28,13 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
 const tsx = ['--import', 'tsx'];
 
+/** The stacks compare.ts knows, in the order it runs them. */
+const STACKS = ['svrkit', 'grpc-js', 'grpc-js>svrkit', 'grpc-js>svrkit:grpc-port', 'svrkit-grpc'] as const;
+type Stack = (typeof STACKS)[number];
+
 interface Row {
   stack: string;
+  calls: number;
   load: string;
   callsPerSecond: number;
   p50: number;
@@ -56,23 +66,28 @@ async function runClient(args: string[]): Promise<{ result: Record<string, any>;
   return { result: JSON.parse(out.slice(out.indexOf('{'))), cpuS };
 }
 
-async function measure(stack: 'svrkit' | 'grpc-js', concurrency: number, connections: number, duration: string): Promise<Row> {
+async function measure(stack: Stack, concurrency: number, connections: number, duration: string): Promise<Row> {
   const server =
-    stack === 'svrkit'
-      ? await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/)
-      : await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/);
+    stack === 'grpc-js'
+      ? await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/)
+      : stack === 'grpc-js>svrkit:grpc-port' || stack === 'svrkit-grpc'
+        ? await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0', '--grpc-port', '0'], /gRPC-only port on (\S+)/)
+        : await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/);
   const cpu0 = cpuSeconds(server.child.pid);
   const load = ['--concurrency', String(concurrency), '--duration', duration, '--connections', String(connections), '--json'];
   const client =
     stack === 'svrkit'
       ? await runClient([svrkitBin, 'bench', server.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
-      : await runClient([...tsx, 'bench/grpc-js/client.ts', server.address, ...load]);
+      : stack === 'svrkit-grpc'
+        ? await runClient([svrkitBin, 'bench', `grpc://${server.address}`, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
+        : await runClient([...tsx, 'bench/grpc-js/client.ts', server.address, ...load]);
   const serverCpuS = cpuSeconds(server.child.pid) - cpu0;
   server.child.kill('SIGTERM');
   await once(server.child, 'exit');
   const r = client.result;
   return {
     stack,
+    calls: Number(r.calls),
     load: `c=${concurrency}, ${connections} conn`,
     callsPerSecond: Math.round(r.callsPerSecond),
     p50: r.latencyMs.p50,
@@ -87,15 +102,18 @@ async function measure(stack: 'svrkit' | 'grpc-js', concurrency: number, connect
 async function main(): Promise<void> {
   const opts = new Command()
     .option('-d, --duration <time>', 'length of each run', '5s')
-    .option('-r, --rounds <n>', 'rounds (each runs both stacks at both loads)', '1')
+    .option('-r, --rounds <n>', 'rounds (each runs every stack at both loads)', '1')
+    .option('-s, --stacks <list>', `stacks to run, comma-separated: ${STACKS.join(', ')}`, STACKS.join(','))
     .parse(process.argv)
-    .opts<{ duration: string; rounds: string }>();
+    .opts<{ duration: string; rounds: string; stacks: string }>();
   parseDuration(opts.duration);
+  const stacks = opts.stacks.split(',').map((x) => x.trim()) as Stack[];
+  for (const x of stacks) if (!STACKS.includes(x)) throw new Error(`--stacks: unknown stack ${JSON.stringify(x)} (known: ${STACKS.join(', ')})`);
   const rounds = Math.max(1, Number(opts.rounds) || 1);
   const rows: Row[] = [];
   for (let round = 0; round < rounds; round++) {
     for (const [c, conns] of [[64, 1], [1000, 4]] as const) {
-      for (const stack of ['svrkit', 'grpc-js'] as const) {
+      for (const stack of stacks) {
         const row = await measure(stack, c, conns, opts.duration);
         rows.push(row);
         process.stderr.write(`${row.stack} ${row.load}: ${row.callsPerSecond} calls/s, p99 ${row.p99} ms\n`);
@@ -104,9 +122,11 @@ async function main(): Promise<void> {
   }
   const fmt = (n: number, d = 0) => (Number.isNaN(n) ? '-' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
   process.stdout.write(`\nhelloworld.Greeter/SayHello, ${opts.duration} per run, node ${process.version}, ${rounds} round(s)\n\n`);
-  process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s |\n|---|---|---|---|---|---|---|---|---|\n');
+  process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s | server CPU µs/call |\n|---|---|---|---|---|---|---|---|---|---|\n');
   for (const r of rows) {
-    process.stdout.write(`| ${r.stack} | ${r.load} | ${fmt(r.callsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${r.errors} | ${fmt(r.serverCpuS, 2)} | ${fmt(r.clientCpuS, 2)} |\n`);
+    process.stdout.write(
+      `| ${r.stack} | ${r.load} | ${fmt(r.callsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${r.errors} | ${fmt(r.serverCpuS, 2)} | ${fmt(r.clientCpuS, 2)} | ${fmt((r.serverCpuS * 1e6) / r.calls, 1)} |\n`,
+    );
   }
 }
 

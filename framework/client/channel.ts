@@ -37,13 +37,15 @@ import type { ClientObserver } from './observer.js';
 import { PUSHBACK_KEY } from './retry.js';
 import { ticketRef, type TicketRef } from './ticket-ids.js';
 import { tlsClientTransport, type TlsClientOptions } from '../transport/tls-transport.js';
+import { grpcClientTransport } from '../transport/grpc-client-transport.js';
+import { FRAME_PREFIX_BYTES } from '../wire/frame.js';
 
 /**
  * Probes an ejected address before it returns to balancing: true when it is healthy. Set by the
  * composition root (framework/setup.ts registers `svrkit.Health/Check`, client/health-probe.ts);
  * without one, an ejected address returns when its ejection period ends.
  */
-export type HealthProbe = (address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport }) => Promise<boolean>;
+export type HealthProbe = (address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport; readonly protocol?: 'svrkit' | 'grpc' }) => Promise<boolean>;
 
 let healthProbe: HealthProbe | undefined;
 
@@ -141,8 +143,16 @@ export type ClientStreamInterceptor = (next: ClientStreamInvoker) => ClientStrea
 
 /** Channel settings. */
 export interface ChannelOptions {
-  /** How connections are made: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). */
+  /** How connections are made: TCP (`tcpTransport`, the default) or in-process (`new MemoryTransport()`, for tests). Not with `protocol: 'grpc'`. */
   transport?: Transport;
+  /**
+   * The protocol spoken to the servers: svrkit's own (the default), or gRPC over HTTP/2, to call
+   * any gRPC server (grpc-js, grpc-go, a svrkit server's gRPC side) with the same generated
+   * clients, deadlines, metadata, streams, retries and balancing
+   * (framework/transport/grpc-client-transport.ts). A `grpc://host:port` target selects `'grpc'`.
+   * With `tls`, gRPC runs over TLS (ALPN h2).
+   */
+  protocol?: 'svrkit' | 'grpc';
   /** The ticket calls made outside any call send, unless they give one (`CallOptions.ticket`); calls made inside a call send that call's. */
   ticket?: string;
   /**
@@ -241,6 +251,10 @@ interface MethodState {
 export class Channel {
   /** The target this channel was created for. */
   readonly target: string;
+  /** The protocol this channel speaks: svrkit's, or gRPC (`ChannelOptions.protocol`, a `grpc://` target). */
+  get protocol(): 'svrkit' | 'grpc' {
+    return this.settings.protocol;
+  }
   private readonly settings: ConnectionSettings;
   private readonly connectionsPerAddress: number;
   private readonly defaultTimeoutMs: number | undefined;
@@ -281,7 +295,8 @@ export class Channel {
     const ka = options.keepalive;
     const od = options.outlierDetection;
     this.settings = {
-      transport: options.tls !== undefined ? tlsClientTransport(options.tls) : (options.transport ?? tcpTransport),
+      transport: channelTransport(target, options),
+      protocol: channelProtocol(target, options),
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
       backoff: options.backoff ?? {},
@@ -885,4 +900,27 @@ function hasKeys(o: object): boolean {
  */
 export function createChannel(target: string, options?: ChannelOptions): Channel {
   return new Channel(target, options);
+}
+
+/**
+ * The protocol a channel speaks: `options.protocol`, else gRPC for a `grpc://` target, else svrkit's.
+ * @throws ConfigError (`INVALID_OPTION`) for `protocol: 'svrkit'` with a `grpc://` target.
+ */
+function channelProtocol(target: string, options: ChannelOptions): 'svrkit' | 'grpc' {
+  const grpcTarget = /^grpc:\/\//i.test(target);
+  if (options.protocol !== undefined && options.protocol !== 'svrkit' && options.protocol !== 'grpc') throw configErrors.INVALID_OPTION('protocol', "'svrkit' or 'grpc'", options.protocol);
+  if (options.protocol === 'svrkit' && grpcTarget) throw configErrors.INVALID_OPTION('protocol', "'grpc' with a grpc:// target", options.protocol);
+  return options.protocol ?? (grpcTarget ? 'grpc' : 'svrkit');
+}
+
+/**
+ * The transport of a channel: gRPC's (over TLS with `tls`), TLS, the given one, or TCP.
+ * @throws ConfigError (`INVALID_OPTION`) for a custom `transport` with gRPC.
+ */
+function channelTransport(target: string, options: ChannelOptions): Transport {
+  if (channelProtocol(target, options) === 'grpc') {
+    if (options.transport !== undefined) throw configErrors.INVALID_OPTION('transport', "not with protocol 'grpc' (it brings its own; use tls for TLS)", 'a transport');
+    return grpcClientTransport({ tls: options.tls, maxMessageBytes: (options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES) - FRAME_PREFIX_BYTES });
+  }
+  return options.tls !== undefined ? tlsClientTransport(options.tls) : (options.transport ?? tcpTransport);
 }

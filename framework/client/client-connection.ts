@@ -40,6 +40,8 @@ export interface BackoffOptions {
 export interface ConnectionSettings {
   /** How connections are made (TCP, or in-process for tests). */
   transport: Transport;
+  /** What the transport speaks: svrkit's protocol, or gRPC (`grpcClientTransport`). */
+  protocol: 'svrkit' | 'grpc';
   maxFrameBytes: number;
   connectTimeoutMs: number;
   backoff: BackoffOptions;

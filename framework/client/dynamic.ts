@@ -24,8 +24,10 @@ import {
   type Message,
 } from '@bufbuild/protobuf';
 import { reflect } from '@bufbuild/protobuf/reflect';
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type DescriptorProto, type FileDescriptorProto } from '@bufbuild/protobuf/wkt';
 import { ReflectionClient } from '../builtin/gen/svrkit/reflection.js';
+import { ServerReflectionClient as GrpcReflectionV1Client, type ServerReflectionRequest, type ServerReflectionResponse } from '../builtin/gen/grpc/reflection/v1/reflection.js';
+import { ServerReflectionClient as GrpcReflectionV1AlphaClient } from '../builtin/gen/grpc/reflection/v1alpha/reflection.js';
 import type { MessageType, MethodDefinition, MethodKind, MethodOptions } from '../wire/definition.js';
 import { RpcError, Status } from '../wire/status.js';
 import { configErrors, errors } from '../errors.js';
@@ -95,21 +97,11 @@ export function parseMethodName(name: string): { service: string; method: string
  */
 export async function resolveMethod(channel: Channel, name: string, options?: CallOptions): Promise<DynamicMethod> {
   const { service, method } = parseMethodName(name);
-  const reflection = new ReflectionClient(channel);
   // Ask an instance of the service itself (a registry lists application services, not reflection).
   options = { ...options, instancesOf: service };
-  let files: Uint8Array[];
-  try {
-    files = (await reflection.fileContainingSymbol({ symbol: service }, options)).fileDescriptorProto;
-  } catch (err) {
-    if (err instanceof RpcError && err.code === Status.NOT_FOUND) {
-      const { services } = await reflection.listServices({}, options);
-      throw errors.SERVICE_NOT_SERVED(service, channel.target, services);
-    }
-    throw err;
-  }
+  const files = channel.protocol === 'grpc' ? await grpcReflectionFiles(channel, service, options) : await svrkitReflectionFiles(channel, service, options);
   const registry = createFileRegistry(
-    create(FileDescriptorSetSchema, { file: files.map((b) => fromBinary(FileDescriptorProtoSchema, b)) }),
+    create(FileDescriptorSetSchema, { file: files.map((b) => withJsonNames(fromBinary(FileDescriptorProtoSchema, b))) }),
   );
   const svc = registry.getService(service);
   if (svc === undefined) throw errors.SERVICE_NOT_DESCRIBED(service);
@@ -150,6 +142,85 @@ export async function resolveMethod(channel: Channel, name: string, options?: Ca
     json: { ...base, requestType: jsonCodec(encodeRequest), responseType: { ...jsonCodec(encodeRequest), decode: decodeResponse } },
     raw: { ...base, requestType: rawCodec, responseType: rawCodec },
   };
+}
+
+/** The files that define `service` and their imports, from `svrkit.Reflection`. */
+async function svrkitReflectionFiles(channel: Channel, service: string, options: CallOptions): Promise<Uint8Array[]> {
+  const reflection = new ReflectionClient(channel);
+  try {
+    return (await reflection.fileContainingSymbol({ symbol: service }, options)).fileDescriptorProto;
+  } catch (err) {
+    if (err instanceof RpcError && err.code === Status.NOT_FOUND) {
+      const { services } = await reflection.listServices({}, options);
+      throw errors.SERVICE_NOT_SERVED(service, channel.target, services);
+    }
+    throw err;
+  }
+}
+
+/**
+ * The files that define `service` and their imports, from gRPC's server reflection
+ * (grpc/grpc doc/server-reflection.md): `grpc.reflection.v1`, else `v1alpha` for servers that
+ * only have that. Imports a response left out are asked for by name.
+ */
+async function grpcReflectionFiles(channel: Channel, service: string, options: CallOptions): Promise<Uint8Array[]> {
+  const first = (await grpcReflect(channel, [{ host: '', messageRequest: { $case: 'fileContainingSymbol', value: service } }], options))[0];
+  const found = first?.messageResponse;
+  if (found?.$case !== 'fileDescriptorResponse') {
+    if (found?.$case === 'errorResponse' && found.value.errorCode !== Status.NOT_FOUND) {
+      throw new RpcError(found.value.errorCode, `server reflection: ${found.value.errorMessage}`);
+    }
+    const listed = (await grpcReflect(channel, [{ host: '', messageRequest: { $case: 'listServices', value: '' } }], options))[0]?.messageResponse;
+    const services = listed?.$case === 'listServicesResponse' ? listed.value.service.map((s) => s.name) : [];
+    throw errors.SERVICE_NOT_SERVED(service, channel.target, services);
+  }
+  const files = new Map<string, Uint8Array>();
+  const add = (bytes: Uint8Array[]): void => {
+    for (const b of bytes) files.set(fromBinary(FileDescriptorProtoSchema, b).name, b);
+  };
+  add(found.value.fileDescriptorProto);
+  // Servers may send only the files not sent before on the stream: fetch missing imports by name.
+  for (let round = 0; round < 16; round++) {
+    const missing = new Set<string>();
+    for (const b of files.values()) for (const dep of fromBinary(FileDescriptorProtoSchema, b).dependency) if (!files.has(dep)) missing.add(dep);
+    if (missing.size === 0) break;
+    const answers = await grpcReflect(channel, [...missing].map((f) => ({ host: '', messageRequest: { $case: 'fileByFilename' as const, value: f } })), options);
+    const before = files.size;
+    for (const a of answers) if (a.messageResponse?.$case === 'fileDescriptorResponse') add(a.messageResponse.value.fileDescriptorProto);
+    if (files.size === before) break; // the server does not have them: the registry says which
+  }
+  return [...files.values()];
+}
+
+/** Sends reflection requests on one ServerReflectionInfo stream (v1, or v1alpha when v1 is UNIMPLEMENTED) and collects the responses. */
+async function grpcReflect(channel: Channel, requests: ServerReflectionRequest[], options: CallOptions): Promise<ServerReflectionResponse[]> {
+  try {
+    return await collect(new GrpcReflectionV1Client(channel).serverReflectionInfo(requests, options));
+  } catch (err) {
+    if (!(err instanceof RpcError) || err.code !== Status.UNIMPLEMENTED) throw err;
+    return (await collect(new GrpcReflectionV1AlphaClient(channel).serverReflectionInfo(requests, options))) as ServerReflectionResponse[];
+  }
+}
+
+/**
+ * A file descriptor whose fields all have a JSON name: protoc always sets `json_name`, but some
+ * reflection servers (@grpc/reflection, from protobufjs) send it empty, which would make every
+ * field's JSON key "". An empty one is replaced by what protoc computes (lowerCamelCase).
+ */
+function withJsonNames(file: FileDescriptorProto): FileDescriptorProto {
+  const visit = (m: DescriptorProto): void => {
+    for (const f of m.field) if (f.jsonName === '') f.jsonName = f.name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    for (const n of m.nestedType) visit(n);
+  };
+  for (const m of file.messageType) visit(m);
+  return file;
+}
+
+/** Every item of an async iterable, in order. */
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
 }
 
 /**

@@ -126,6 +126,19 @@ export function parseStaticEndpoint(endpoint: string): string[] {
   return addresses;
 }
 
+/** `grpc://host:port` (or `grpc:///h1:p1,h2:p2`): fixed addresses, spoken to in gRPC (the channel selects the protocol). */
+registerResolver('grpc', (t, service) => {
+  const instances: Instance[] = parseStaticEndpoint(t.authority !== '' ? t.authority : t.endpoint).map((address) =>
+    Object.freeze({ service, address, zone: '', labels: Object.freeze({}), weight: 1 }),
+  );
+  return {
+    start: (listener) => listener.onInstances(instances),
+    close: () => {},
+  };
+}, (t) => {
+  parseStaticEndpoint(t.authority !== '' ? t.authority : t.endpoint);
+});
+
 registerResolver('static', (t, service) => {
   const instances: Instance[] = parseStaticEndpoint(t.endpoint).map((address) =>
     Object.freeze({ service, address, zone: '', labels: Object.freeze({}), weight: 1 }),

@@ -38,6 +38,8 @@ export interface ConnectionOwner<C> {
   onWritable?(sc: ServerConnection<C>): void;
   /** May a large REQUEST or MESSAGE frame be buffered (see `LargeFrameListener`)? False: the owner answered it. */
   admitLarge?(sc: ServerConnection<C>, kind: number, callId: number, size: number): boolean;
+  /** The client's first bytes were another protocol's (`description` says which, and what to do); the connection closes. */
+  onForeignProtocol?(sc: ServerConnection<C>, description: string): void;
 }
 
 /**
@@ -285,6 +287,11 @@ export class ServerConnection<C> implements ConnectionEvents {
   /** @internal ConnectionEvents: the bytes waiting for the client fell to half the cap. */
   onWritable(): void {
     this.owner.onWritable?.(this);
+  }
+
+  /** @internal ConnectionEvents: the client speaks another protocol; the owner logs it. */
+  onForeignProtocol(_protocol: string, description: string): void {
+    this.owner.onForeignProtocol?.(this, description);
   }
 
   /** @internal ConnectionEvents: may a large frame be buffered? (Yes, unless the owner says no.) */

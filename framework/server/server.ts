@@ -29,6 +29,7 @@ import { METHOD_KIND_CODE, methodKind, serviceDefinition, type ServiceDefinition
 import { registerDescriptors } from '../wire/encode.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameKind } from '../wire/frame.js';
 import { HTTP2_PREFACE } from '../wire/grpc-codec.js';
+import { detectForeignProtocol } from '../wire/foreign-protocol.js';
 import { Dispatcher, type ServerLogger } from './dispatch.js';
 import { FastReject } from './fast-reject.js';
 import { Health } from './health.js';
@@ -790,6 +791,11 @@ export class Server implements ConnectionOwner<InboundCall> {
     return false;
   }
 
+  /** @internal ConnectionOwner: a client that speaks another protocol (HTTP/2 with gRPC off, HTTP/1.x, TLS): logged with its address. */
+  onForeignProtocol(sc: ServerConnection<InboundCall>, description: string): void {
+    this.logger.error(`svrkit server: ${formatAddress(sc.conn.socket.remoteAddress, sc.conn.socket.remotePort)}: ${description}; connection closed`);
+  }
+
   /** @internal ConnectionOwner: a request MESSAGE over the maximum size. */
   onOversizedMessage(sc: ServerConnection<InboundCall>, callId: number, size: number): void {
     this.dispatcher.onOversizedMessage(sc, callId, size);
@@ -851,8 +857,9 @@ export class Server implements ConnectionOwner<InboundCall> {
       const n = Math.min(first.length, HTTP2_PREFACE.length);
       const h2 = first.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n));
       if (h2 && first.length < 4) return; // too short to tell yet
-      const other = h2 ? undefined : foreignProtocol(first);
-      if (other === 'more') return;
+      const detected = h2 ? undefined : detectForeignProtocol(first);
+      if (detected === 'more') return;
+      const other = detected === 'TLS' ? 'TLS' : detected === 'HTTP/1.x request' ? 'HTTP/1.x' : undefined;
       done();
       if (this.closing) {
         socket.destroy();
@@ -932,23 +939,4 @@ function ignoreError(): void {}
 /** How long a wrongly spoken-to client has to read its answer before its socket is destroyed (ms). */
 const PROTOCOL_ERROR_LINGER_MS = 1000;
 
-/** HTTP/1.x request lines start so (RFC 9110 methods, and a space). */
-const HTTP1_METHODS = ['GET ', 'POST ', 'PUT ', 'HEAD ', 'DELETE ', 'OPTIONS ', 'PATCH ', 'CONNECT ', 'TRACE '].map((m) => Buffer.from(m, 'latin1'));
 
-/**
- * What a connection's first bytes say when they are not HTTP/2's preface: an HTTP/1.x request, a
- * TLS record (a ClientHello: content type 22, version 3.x), `'more'` when too few bytes came to
- * tell, or undefined for anything else (svrkit's own frames, which start with a length under
- * 16 MiB by default: a zero byte).
- */
-function foreignProtocol(first: Buffer): 'HTTP/1.x' | 'TLS' | 'more' | undefined {
-  if (first[0] === 0x16) {
-    if (first.length < 2) return 'more';
-    return first[1] === 0x03 ? 'TLS' : undefined;
-  }
-  for (const m of HTTP1_METHODS) {
-    const n = Math.min(first.length, m.length);
-    if (first.subarray(0, n).equals(m.subarray(0, n))) return n === m.length ? 'HTTP/1.x' : 'more';
-  }
-  return undefined;
-}

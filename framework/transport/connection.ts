@@ -19,6 +19,7 @@
  * - A framing violation (oversized or malformed frame) sends GOAWAY with the reason and closes the
  *   connection; the process carries on.
  */
+import { detectForeignProtocol, describeForeignProtocol, type ForeignProtocol } from '../wire/foreign-protocol.js';
 import { EventEmitter } from 'node:events';
 import type { ByteStream } from './transport.js';
 import { FrameDecoder, FrameEncoder, FrameError, FrameKind, FRAME_PREFIX_BYTES, type FrameSink } from '../wire/frame.js';
@@ -41,6 +42,8 @@ export interface ConnectionEvents extends FrameSink {
   onWritable?(): void;
   /** Asked before a large frame is buffered (see `LargeFrameListener`). */
   onLarge?(kind: number, callId: number, size: number): boolean;
+  /** The peer's first bytes are another protocol's (`detectForeignProtocol`); the connection is then closed as malformed. */
+  onForeignProtocol?(protocol: ForeignProtocol, description: string): void;
 }
 
 /** Connection settings. */
@@ -341,6 +344,13 @@ export class Connection {
       else if (!wasPartial || this.decoder.framesCompleted !== before) this.partialSince = now;
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
+      // The very first bytes of the stream did not parse: maybe the peer speaks something else.
+      const foreign = before === 0 && !wasPartial ? detectForeignProtocol(chunk) : undefined;
+      if (foreign !== undefined && foreign !== 'more') {
+        const described = describeForeignProtocol(foreign);
+        this.closeError ??= new Error(`protocol error: ${described}`, { cause: err });
+        this.events.onForeignProtocol?.(foreign, described);
+      }
       this.protocolError(err);
     }
   }

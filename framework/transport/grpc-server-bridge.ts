@@ -338,7 +338,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     const kind = this.options.kindOf(method) ?? 2;
     // The request header as it will be sent; refused now if it cannot fit in a frame.
     const header = requestHeader(method, kind, headers, timeoutMs);
-    const headerBytes = FRAME_PREFIX_BYTES + encodeRequestHeader(header).length;
+    const encoded = encodeRequestHeader(header);
+    const headerBytes = FRAME_PREFIX_BYTES + encoded.length;
     if (headerBytes > this.options.maxFrameBytes) {
       statusOnly(stream, errors.GRPC_HEADERS_TOO_LARGE(headerBytes, this.options.maxFrameBytes));
       return;
@@ -387,12 +388,19 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
           this.failRequest(call, errors.GRPC_MESSAGE_COUNT(method, call.waiting.length));
           return;
         }
-        // The deadline counts from the HEADERS: the upload took part of it.
-        if (timeoutMs !== undefined) header.d = Math.max(1, Math.ceil(timeoutMs - (this.options.now() - call.startedAt)));
+        // The deadline counts from the HEADERS: the upload took part of it (a smaller d encodes no longer).
+        let bytes = encoded;
+        if (timeoutMs !== undefined) {
+          const d = Math.max(1, Math.ceil(timeoutMs - (this.options.now() - call.startedAt)));
+          if (d !== header.d) {
+            header.d = d;
+            bytes = encodeRequestHeader(header);
+          }
+        }
         const message = call.waiting.pop()!;
         call.waitingBytes = 0;
         call.requested = true;
-        this.toServer(FrameKind.REQUEST, call.id, encodeRequestHeader(header), message);
+        this.toServer(FrameKind.REQUEST, call.id, bytes, message);
         // After the REQUEST: a PONG this upload held back may follow it now.
         this.endUpload(call);
       });
@@ -401,7 +409,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     // Client-streaming and bidi (and unknown methods, which the server refuses): REQUEST at once,
     // then each message as the server's credit allows.
     call.requested = true;
-    this.toServer(FrameKind.REQUEST, call.id, encodeRequestHeader(header));
+    this.toServer(FrameKind.REQUEST, call.id, encoded);
     stream.on('data', (chunk: Buffer) => {
       if (this.receive(call, chunk)) this.sendWaiting(call);
     });
@@ -669,7 +677,9 @@ function requestHeader(method: string, kind: number, headers: IncomingHttpHeader
   const md: Metadata = {};
   let ticket: string | undefined;
   let mdCount = 0;
-  for (const [k, v] of Object.entries(headers)) {
+  for (const k in headers) {
+    if (k.charCodeAt(0) === 0x3a) continue; // ':path' and the other pseudo-headers
+    const v = headers[k];
     if (v === undefined) continue;
     const value = Array.isArray(v) ? v.join(', ') : String(v);
     if (k === 'authorization') {

@@ -267,3 +267,30 @@ export function statusOfRstStream(code: number): number {
       return 13;
   }
 }
+
+/**
+ * The gRPC status of an HTTP response that is not gRPC's (grpc/grpc doc/http-grpc-status-mapping.md):
+ * what a client reports when a proxy or a non-gRPC server answered.
+ * @param httpStatus - the HTTP status code (`:status`).
+ * @returns INTERNAL (13) for 400, UNAUTHENTICATED (16) for 401, PERMISSION_DENIED (7) for 403,
+ *   UNIMPLEMENTED (12) for 404, UNAVAILABLE (14) for 429, 502, 503 and 504, else UNKNOWN (2).
+ */
+export function statusOfHttpStatus(httpStatus: number): number {
+  switch (httpStatus) {
+    case 400:
+      return 13;
+    case 401:
+      return 16;
+    case 403:
+      return 7;
+    case 404:
+      return 12;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14;
+    default:
+      return 2;
+  }
+}
