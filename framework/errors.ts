@@ -336,6 +336,15 @@ export const errors = defineErrors({
   /** A gRPC request stream that ended inside a message (its length prefix announced more than came). */
   GRPC_TRUNCATED_MESSAGE: { status: Status.INTERNAL, message: (bytes: number) => `the request stream ended inside a message (${bytes} bytes of it came)` },
   /**
+   * A unary or server-streaming gRPC request made no progress (no DATA, no END_STREAM) for
+   * `ServerOptions.frameTimeoutMs`: the call fails before any handler, the session stays.
+   */
+  GRPC_REQUEST_STALLED: {
+    status: Status.UNAVAILABLE,
+    notProcessed: true,
+    message: (ms: number, limitMs: number) => `the request stream made no progress for ${ms} ms and did not end (limit ${limitMs} ms)`,
+  },
+  /**
    * A gRPC request message started arriving and did not finish within `ServerOptions.frameTimeoutMs`
    * (a slow or stalled sender): the call fails, the session stays.
    */

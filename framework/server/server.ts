@@ -242,6 +242,8 @@ export class Server implements ConnectionOwner<InboundCall> {
   private grpcBound: string | undefined;
   /** The gRPC sessions being served (their partly received messages count in `bufferedBytes`). */
   private readonly grpcSessions = new Set<GrpcSessionBridge>();
+  /** Each session's client address, for the log line of a session that fails. */
+  private readonly grpcPeers = new WeakMap<ServerHttp2Session, string>();
   /** The address of the socket whose session node:http2 is creating (the shared port's JS stream has none). */
   private sessionPeer: { address?: string | undefined; port?: number | undefined } | undefined;
   private readonly maxStreamsPerConnection: number;
@@ -509,7 +511,7 @@ export class Server implements ConnectionOwner<InboundCall> {
     if (this.h2 !== undefined) return this.h2;
     const h2 = createHttp2Server({ settings: { maxConcurrentStreams: this.maxStreamsPerConnection } });
     h2.on('session', (session) => this.onGrpcSession(session, undefined));
-    h2.on('sessionError', (err) => this.onGrpcSessionError(err));
+    h2.on('sessionError', (err, session) => this.onGrpcSessionError(err, session));
     return (this.h2 = h2);
   }
 
@@ -522,9 +524,12 @@ export class Server implements ConnectionOwner<InboundCall> {
         ? createHttp2Server({ settings })
         : createHttp2SecureServer({ ...tlsServerSettings(tls), settings, allowHTTP1: false });
     h2.on('session', (session: ServerHttp2Session) => this.onGrpcSession(session, tls === undefined ? undefined : () => tlsPeerIdentity(session.socket as TLSSocket)));
-    h2.on('sessionError', (err) => this.onGrpcSessionError(err));
-    // A failed handshake (a wrong or missing certificate, not TLS at all) ends that socket only.
-    h2.on('tlsClientError', (_err, socket: { destroy(): void }) => socket.destroy());
+    h2.on('sessionError', (err, session) => this.onGrpcSessionError(err, session));
+    // A failed handshake (a wrong or missing certificate, not TLS at all) ends that socket only, and is logged.
+    h2.on('tlsClientError', (err: Error, socket: { destroy(): void; remoteAddress?: string; remotePort?: number }) => {
+      this.logger.error(`svrkit server: ${formatAddress(socket.remoteAddress, socket.remotePort)}: TLS handshake on the gRPC port failed (${err.message}); connection closed`);
+      socket.destroy();
+    });
     return (this.grpcListener = h2);
   }
 
@@ -552,14 +557,16 @@ export class Server implements ConnectionOwner<InboundCall> {
       log: (m, e) => this.logger.error(m, e),
     });
     this.grpcSessions.add(bridge);
+    this.grpcPeers.set(session, formatAddress(bridge.remoteAddress, bridge.remotePort));
     bridge.once('close', () => this.grpcSessions.delete(bridge));
     this.acceptConnection(bridge);
   }
 
-  /** An HTTP/2 session that failed (a bad preface or frame from the client): logged, unless the client just went away. */
-  private onGrpcSessionError(err: Error & { code?: string }): void {
+  /** An HTTP/2 session that failed (a bad preface or frame from the client): logged with the client's address, unless the client just went away. */
+  private onGrpcSessionError(err: Error & { code?: string }, session: ServerHttp2Session | undefined): void {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return;
-    this.logger.error('svrkit server: a gRPC (HTTP/2) session failed', err);
+    const peer = (session !== undefined ? this.grpcPeers.get(session) : undefined) ?? formatAddress(session?.socket?.remoteAddress, session?.socket?.remotePort);
+    this.logger.error(`svrkit server: ${peer}: a gRPC (HTTP/2) session failed`, err);
   }
 
   /** The bound address `host:port` (after `listen`), e.g. `'127.0.0.1:40123'`. */

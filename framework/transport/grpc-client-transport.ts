@@ -333,11 +333,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
       'user-agent': 'svrkit-grpc',
     };
     if (header.d !== undefined) headers['grpc-timeout'] = formatGrpcTimeout(header.d);
-    if (header.md !== undefined) {
-      const lower: Record<string, string> = {};
-      for (const [k, v] of Object.entries(header.md)) lower[k.toLowerCase()] = v;
-      Object.assign(headers, grpcMetadataHeaders(lower).headers);
-    }
+    if (header.md !== undefined) Object.assign(headers, grpcMetadataHeaders(header.md).headers);
     const ticket = header.tk ?? (header.ti !== undefined ? this.tickets.get(header.ti) : undefined);
     if (ticket !== undefined) headers['authorization'] = `Bearer ${ticket}`;
     if (this.closed || this.session.closed || this.session.destroyed || this.goneAway) {

@@ -110,6 +110,10 @@ interface BridgedCall {
   partialSince: number;
   /** Epoch ms the HEADERS came (a unary call's deadline counts from here). */
   readonly startedAt: number;
+  /** The `grpc-timeout` (ms), or undefined. */
+  readonly timeoutMs: number | undefined;
+  /** Epoch ms the request stream last made progress (HEADERS, a DATA chunk). */
+  progressAt: number;
   /** Accounting of response messages taken by HTTP/2, to grant the server credit back. */
   readonly received: ReceiveCredit;
   /** Response bytes written to the stream and not yet taken by HTTP/2 (-1 once the stream closed). */
@@ -137,6 +141,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   /** Frames for the server not delivered yet (it paused, or they came while it was writing to us). */
   private held: Buffer[] = [];
   private heldHead = 0;
+  /** Bytes in `held` (counted in `pendingRequestBytes`). */
+  private heldBytes = 0;
   /** Inside `write`: frames for the server wait in `held` until it returns (no re-entry). */
   private writing = false;
   /** Bytes of response messages written to HTTP/2 streams and not yet taken by them. */
@@ -146,6 +152,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   /** PINGs of the server to answer once no request is uploading. */
   private pendingPongs: number[] = [];
   private closed = false;
+  /** Epoch ms of the last keepalive PING, and of the one awaiting its ack (0: none). */
+  private pingedAt = 0;
+  private pingSentAt = 0;
 
   /**
    * @param session - an accepted HTTP/2 session; the bridge takes over its `'stream'` events.
@@ -161,7 +170,12 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     // Response frames from the server are at most its frame size; nothing is oversized here.
     this.decoder = new FrameDecoder(0x7fffffff, this);
     session.on('stream', (stream, headers) => this.onStream(stream, headers));
-    session.on('error', (err) => this.emit('error', err));
+    session.on('error', (err) => {
+      this.emit('error', err);
+      // A session that failed is over, even if node:http2 left it open (it stops reading after a
+      // protocol error, and would never hear the peer go).
+      if (!session.destroyed) session.destroy();
+    });
     session.on('close', () => this.onSessionClosed());
     // Over a JS stream (the shared port's), a session may end without 'close': its socket says so.
     session.socket?.once('close', () => this.onSessionClosed());
@@ -176,11 +190,11 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
 
   /**
    * Bytes of request messages held for the server (partly received ones at their announced size,
-   * and complete ones waiting for credit or for the end of a unary request): the server counts
-   * them in its buffer budget.
+   * complete ones waiting for credit or for the end of a unary request, and frames held while the
+   * server does not read): the server counts them in its buffer budget.
    */
   get pendingRequestBytes(): number {
-    let n = 0;
+    let n = this.heldBytes;
     for (const c of this.calls.values()) n += (c.decoder.announcedBytes || c.decoder.pendingBytes) + c.waitingBytes;
     return n;
   }
@@ -190,6 +204,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     return this.options.peerIdentity?.();
   }
 
+  /** A no-op: node:http2 sets no-delay on its sockets itself. @returns this. */
   setNoDelay(): this {
     return this;
   }
@@ -237,6 +252,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     this.calls.clear();
     this.held = [];
     this.heldHead = 0;
+    this.heldBytes = 0;
     this.emit('close');
   }
 
@@ -271,11 +287,46 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
    * @param limitMs - the server's frame timeout (ms).
    */
   expire(now: number, limitMs: number): void {
-    if (this.paused || this.closed) return;
+    if (this.closed) return;
+    this.keepalive(now, limitMs);
+    if (this.paused) return;
     for (const c of [...this.calls.values()]) {
       if (c.partialSince > 0 && !(c.kind >= 2 && c.waiting.length > 0) && now - c.partialSince > limitMs) {
         this.failRequest(c, errors.GRPC_MESSAGE_TIMEOUT(now - c.partialSince, limitMs));
+      } else if (c.uploading && c.timeoutMs !== undefined && now - c.startedAt > c.timeoutMs) {
+        // A unary request whose deadline passed before it finished uploading: the server never saw it.
+        this.failRequest(c, errors.DEADLINE_BEFORE_START());
+      } else if (c.uploading && now - c.progressAt > limitMs) {
+        // A unary request that stopped: no DATA and no END_STREAM for that long (it holds its
+        // message, and a graceful shutdown's PONG).
+        this.failRequest(c, errors.GRPC_REQUEST_STALLED(now - c.progressAt, limitMs));
       }
+    }
+  }
+
+  /**
+   * Checks that a session with calls open is alive: an HTTP/2 PING every `limitMs`, and the
+   * session is destroyed when one is not answered within `limitMs` (a peer that vanished without a
+   * FIN or RST, or a session node:http2 stopped reading after a protocol error).
+   */
+  private keepalive(now: number, limitMs: number): void {
+    if (this.pingSentAt > 0) {
+      if (now - this.pingSentAt > limitMs) {
+        this.options.log?.(`svrkit server: gRPC session ${this.remoteAddress}:${this.remotePort} did not answer a PING within ${limitMs} ms: closed`);
+        this.destroy();
+      }
+      return;
+    }
+    if (this.calls.size === 0 || now - this.pingedAt < limitMs) return;
+    this.pingedAt = now;
+    this.pingSentAt = now;
+    try {
+      this.session.ping((err) => {
+        if (err !== null) this.destroy();
+        else this.pingSentAt = 0;
+      });
+    } catch {
+      this.destroy();
     }
   }
 
@@ -287,8 +338,10 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     this.encoder.write(kind, callId, header, body);
     const chunk = this.encoder.take()!;
     this.bytesRead += chunk.length;
-    if (this.paused || this.writing || this.heldHead < this.held.length) this.held.push(chunk);
-    else this.emit('data', chunk);
+    if (this.paused || this.writing || this.heldHead < this.held.length) {
+      this.held.push(chunk);
+      this.heldBytes += chunk.length;
+    } else this.emit('data', chunk);
   }
 
   /** Delivers held frames while the server reads. */
@@ -296,11 +349,13 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     while (!this.paused && !this.writing && this.heldHead < this.held.length) {
       const chunk = this.held[this.heldHead]!;
       this.held[this.heldHead++] = EMPTY;
+      this.heldBytes -= chunk.length;
       this.emit('data', chunk);
     }
     if (this.heldHead === this.held.length) {
       this.held = [];
       this.heldHead = 0;
+      this.heldBytes = 0;
     } else if (this.heldHead > 1024 && this.heldHead * 2 > this.held.length) {
       this.held = this.held.slice(this.heldHead);
       this.heldHead = 0;
@@ -311,7 +366,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     stream.on('error', () => {
       // Reported as the stream's close (its RST code): the call is cancelled there.
     });
-    if (this.closed) {
+    if (this.closed || this.paused) {
+      // The server is not reading this session (its client does not take its replies): a new call
+      // would only queue here. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
       safeClose(stream, h2.NGHTTP2_REFUSED_STREAM);
       return;
     }
@@ -336,6 +393,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       }
     }
     const kind = this.options.kindOf(method) ?? 2;
+    const now = this.options.now();
     // The request header as it will be sent; refused now if it cannot fit in a frame.
     const header = requestHeader(method, kind, headers, timeoutMs);
     const encoded = encodeRequestHeader(header);
@@ -362,7 +420,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       ended: false,
       admitted: -1,
       partialSince: 0,
-      startedAt: this.options.now(),
+      startedAt: now,
+      timeoutMs,
+      progressAt: now,
       received: new ReceiveCredit(),
       unsent: 0,
       trailers: undefined,
@@ -432,6 +492,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
    */
   private receive(call: BridgedCall, chunk: Buffer): boolean {
     if (call.ended) return false;
+    call.progressAt = this.options.now();
     const d = call.decoder;
     let messages: Buffer[];
     try {

@@ -209,7 +209,7 @@ export function isGrpcMetadataKey(name: string): boolean {
 
 /**
  * The metadata entries that may be sent as gRPC headers or trailers (PROTOCOL-HTTP2.md, "Custom-
- * Metadata"): a key of `0-9 a-z _ - .` that `isGrpcMetadataKey` accepts, with a value of printable
+ * Metadata"): a key (lower-cased, as HTTP/2 requires) of `0-9 a-z _ - .` that `isGrpcMetadataKey` accepts, with a value of printable
  * ASCII (`%x20-%x7E`), or of base64 text for a `-bin` key (svrkit carries binary metadata as its
  * base64 text). Anything else would make node:http2 throw, or break the peer's parser.
  * @param md - svrkit metadata (string values).
@@ -220,20 +220,21 @@ export function grpcMetadataHeaders(md: Readonly<Record<string, string>> | undef
   const headers: Record<string, string> = {};
   const dropped: string[] = [];
   if (md === undefined) return { headers, dropped };
-  for (const [k, v] of Object.entries(md)) {
+  for (const [key, v] of Object.entries(md)) {
+    const k = key.toLowerCase();
     const ok = typeof v === 'string' && METADATA_KEY.test(k) && isGrpcMetadataKey(k) && (k.endsWith('-bin') ? BASE64.test(v) : ASCII_VALUE.test(v));
     if (ok) headers[k] = v;
-    else dropped.push(k);
+    else dropped.push(key);
   }
   return { headers, dropped };
 }
 
 const METADATA_KEY = /^[0-9a-z_.-]+$/;
 const ASCII_VALUE = /^[\x20-\x7e]*$/;
-const BASE64 = /^[A-Za-z0-9+/=,]*$/; // several values of one key are joined by commas
+const BASE64 = /^[A-Za-z0-9+/=, ]*$/; // several values of one key are joined by ', '
 
 /** Headers of a gRPC call that are the protocol's, not the application's metadata. */
-const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'te', 'user-agent', 'content-length', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'accept-encoding', 'content-encoding']);
+const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'te', 'user-agent', 'content-length', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'accept-encoding', 'content-encoding', 'http2-settings']);
 
 /**
  * Whether a `content-type` is gRPC with protobuf: `application/grpc`, optionally `+proto` or

@@ -365,3 +365,48 @@ describe('gRPC over TLS on grpcPort', () => {
     expect(plain).toMatch(/^error 14/);
   });
 });
+
+describe('sessions that die with calls open', () => {
+  it('a protocol error then a TCP reset, on either port: the session, its call and its handler are let go', async () => {
+    const streams = new Streams();
+    const s = new Server({ grpcPort: 0, frameTimeoutMs: 1000, logger: { error: () => {} } });
+    s.addService(streams);
+    await s.listen(0, '127.0.0.1');
+    const frame = (type: number, flags: number, sid: number, payload: Buffer): Buffer => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(sid, 5);
+      return Buffer.concat([h, payload]);
+    };
+    // HPACK literal header fields without indexing, new names (RFC 7541 section 6.2.2).
+    const lit = (name: string, value: string): Buffer => Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+    const headers = Buffer.concat([lit(':method', 'POST'), lit(':scheme', 'http'), lit(':path', '/streams.v1.Streams/Echo'), lit(':authority', 'x'), lit('content-type', 'application/grpc'), lit('te', 'trailers')]);
+    const bytes = Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
+      frame(4, 0, 0, Buffer.alloc(0)), // SETTINGS
+      frame(1, 4, 1, headers), // HEADERS on stream 1: a bidi call, open
+      frame(0, 0, 3, Buffer.alloc(5)), // DATA on idle stream 3: a connection error (PROTOCOL_ERROR)
+    ]);
+    try {
+      for (const address of [s.address, s.grpcAddress!]) {
+        const socket = netConnect(Number(address.split(':')[1]), '127.0.0.1');
+        socket.on('error', () => {});
+        socket.resume();
+        await new Promise((r) => socket.on('connect', r));
+        socket.write(bytes);
+        await new Promise((r) => setTimeout(r, 200));
+        socket.resetAndDestroy();
+        // The handler ends: within the keepalive's PING and its timeout (about 2 x frameTimeoutMs).
+        for (let i = 0; i < 80 && streams.open > 0; i++) await new Promise((r) => setTimeout(r, 50));
+        expect(streams.open).toBe(0);
+      }
+      const started = Date.now();
+      await s.close({ graceMs: 5000 });
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      await s.close({ graceMs: 100 });
+    }
+  });
+});

@@ -11,7 +11,7 @@ import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import * as loader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, Server } from '../../index.js';
+import { Channel, parseKeyRing, Server, TicketIssuer } from '../../index.js';
 import { ProbeClient } from '../.tmp/gen/probe/probe.js';
 import { Probe } from '../support/probe.js';
 import { Streams } from '../support/streams-service.js';
@@ -246,5 +246,58 @@ describe("gRPC's standard services", () => {
     expect(missing.errorResponse).toMatchObject({ errorCode: grpc.status.NOT_FOUND });
     expect(files(ext).at(-1)).toBe('svrkit/options.proto');
     expect(numbers.allExtensionNumbersResponse.extensionNumber).toContain(50651);
+  });
+});
+
+describe('the same server machinery for gRPC calls', () => {
+  it('tickets (authorization: Bearer), interceptors, FastReject refusals and metrics', async () => {
+    const ring = parseKeyRing({ signing: 'k', keys: [{ kid: 'k', alg: 'HS256', secret: Buffer.alloc(32, 9).toString('base64url') }] });
+    const seenByInterceptor: string[] = [];
+    const ended: Array<[string, number]> = [];
+    const rejected: string[] = [];
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const s = new Server({
+      tickets: { keys: ring },
+      overload: { maxInflight: 1 },
+      interceptors: [
+        (next) => async (req, call) => {
+          seenByInterceptor.push(`${call.method} ${call.auth?.userId ?? '-'}`);
+          if ((req as { text?: string }).text === 'hold') await held;
+          return next(req, call);
+        },
+      ],
+      observer: { callEnded: (m, code) => ended.push([m, code]), rejected: (_m, reason) => rejected.push(reason) },
+    });
+    s.addService(new Probe());
+    await s.listen(0, '127.0.0.1');
+    try {
+      const c = client('probe', s.address);
+      const ticket = new TicketIssuer(ring).issue({ userId: 'ada', ttlMs: 60_000 });
+      const withTicket = new grpc.Metadata();
+      withTicket.set('authorization', `Bearer ${ticket}`);
+      const ok = await unary(c, 'echo', { text: 'ticketed' }, withTicket);
+      expect(ok.reply.text).toBe('ticketed');
+      // The ticket is the call's, not metadata the handler sees.
+      expect(ok.reply.metadata['authorization']).toBeUndefined();
+      expect(seenByInterceptor).toContain('probe.Probe/Echo ada');
+      const none = await unary(c, 'echo', { text: 'no ticket' });
+      expect(none.code).toBe(grpc.status.UNAUTHENTICATED);
+      const forged = new grpc.Metadata();
+      forged.set('authorization', `Bearer ${ticket.slice(0, -4)}AAAA`);
+      expect((await unary(c, 'echo', { text: 'forged' }, forged)).code).toBe(grpc.status.UNAUTHENTICATED);
+      // One call held in its handler; with maxInflight 1, FastReject refuses the next.
+      const holding = unary(c, 'echo', { text: 'hold' }, withTicket);
+      for (let i = 0; i < 100 && s.inflightCalls === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      const refused = await unary(c, 'echo', { text: 'refused' }, withTicket);
+      expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(rejected).toContain('inflight');
+      release();
+      expect((await holding).reply.text).toBe('hold');
+      expect(ended).toContainEqual(['probe.Probe/Echo', 0]);
+    } finally {
+      release();
+      await s.close({ graceMs: 100 });
+    }
   });
 });

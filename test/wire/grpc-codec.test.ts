@@ -10,7 +10,10 @@ import {
   isGrpcMetadataKey,
   parseGrpcTimeout,
   statusOfRstStream,
+  grpcMetadataHeaders,
+  statusOfHttpStatus,
 } from '../../framework/wire/grpc-codec.js';
+import { describeForeignProtocol, detectForeignProtocol } from '../../framework/wire/foreign-protocol.js';
 
 describe('gRPC length-prefixed messages', () => {
   it('round-trips messages split at every byte boundary, several to a chunk, empty ones included', () => {
@@ -104,5 +107,67 @@ describe('headers', () => {
 
   it('maps RST_STREAM codes to statuses', () => {
     expect([0x8, 0x7, 0xb, 0xc, 0x2, 0x0].map(statusOfRstStream)).toEqual([1, 14, 8, 7, 13, 13]);
+  });
+});
+
+describe('outgoing metadata', () => {
+  it('keeps what gRPC can carry, and names what it cannot', () => {
+    const { headers, dropped } = grpcMetadataHeaders({
+      'x-ok': 'fine value',
+      'trace-bin': 'AAEC+/8=',
+      'multi-bin': 'AAE=, AgM=',
+      connection: 'close',
+      te: 'x',
+      'http2-settings': 'AAA',
+      'grpc-status': '5',
+      'X-Upper': 'v',
+      'x-nl': 'a\nb',
+      'x-utf8': 'héllo',
+      'bad-bin': '%%%',
+    });
+    expect(headers).toEqual({ 'x-ok': 'fine value', 'trace-bin': 'AAEC+/8=', 'multi-bin': 'AAE=, AgM=', 'x-upper': 'v' });
+    expect(dropped.sort()).toEqual(['bad-bin', 'connection', 'grpc-status', 'http2-settings', 'te', 'x-nl', 'x-utf8']);
+    expect(grpcMetadataHeaders(undefined)).toEqual({ headers: {}, dropped: [] });
+  });
+
+  it('maps non-gRPC HTTP statuses as http-grpc-status-mapping.md does', () => {
+    expect([400, 401, 403, 404, 429, 502, 503, 504, 500, 302].map(statusOfHttpStatus)).toEqual([13, 16, 7, 12, 14, 14, 14, 14, 2, 2]);
+  });
+});
+
+describe('announced message sizes', () => {
+  it('tells the size of a message from its prefix, before its body has come, and counts messages', () => {
+    const d = new GrpcMessageDecoder(1 << 20);
+    const body = Buffer.alloc(100_000, 1);
+    const framed = frameGrpcMessage(body);
+    expect(d.announcedBytes).toBe(0);
+    expect(d.push(framed.subarray(0, 3))).toEqual([]);
+    expect(d.announcedBytes).toBe(0); // the prefix is not complete yet
+    expect(d.push(framed.subarray(3, 16_384))).toEqual([]);
+    expect(d.announcedBytes).toBe(100_005);
+    expect(d.messagesDecoded).toBe(0);
+    const out = d.push(Buffer.concat([framed.subarray(16_384), frameGrpcMessage(Buffer.from([7]))]));
+    expect(out.map((m) => m.length)).toEqual([100_000, 1]);
+    expect(d.messagesDecoded).toBe(2);
+    expect(d.announcedBytes).toBe(0);
+    expect(d.pendingBytes).toBe(0);
+  });
+});
+
+describe('foreign protocols', () => {
+  it('names HTTP/2 (client and server), HTTP/1.x, TLS, and asks for more when it cannot tell yet', () => {
+    expect(detectForeignProtocol(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'))).toBe('HTTP/2 client');
+    expect(detectForeignProtocol(Buffer.from('PR', 'latin1'))).toBe('more');
+    // A server's first frame: SETTINGS on stream 0, empty or with 6-byte entries.
+    expect(detectForeignProtocol(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]))).toBe('HTTP/2 server');
+    expect(detectForeignProtocol(Buffer.from([0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]))).toBe('HTTP/2 server');
+    expect(detectForeignProtocol(Buffer.from('GET / HTTP/1.1\r\n', 'latin1'))).toBe('HTTP/1.x request');
+    expect(detectForeignProtocol(Buffer.from('HTTP/1.1 400 Bad Request\r\n', 'latin1'))).toBe('HTTP/1.x response');
+    expect(detectForeignProtocol(Buffer.from('GE', 'latin1'))).toBe('more');
+    expect(detectForeignProtocol(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]))).toBe('TLS');
+    expect(detectForeignProtocol(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]))).toBe('TLS');
+    // A svrkit frame: a length under 16 MiB, then its kind: none of the above.
+    expect(detectForeignProtocol(Buffer.from([0, 0, 0, 20, 1, 0, 0, 0, 1, 0, 0, 0, 0]))).toBeUndefined();
+    for (const p of ['HTTP/2 server', 'HTTP/2 client', 'HTTP/1.x request', 'TLS'] as const) expect(describeForeignProtocol(p)).toMatch(/the peer speaks/);
   });
 });
