@@ -14,7 +14,8 @@
  *   client speaking gRPC).
  * Stacks alternate so that machine noise hits all. Each row is one run; the table also shows the
  * CPU time the server and the client used (user+sys, from /proc), which tells which side was the
- * bottleneck, and the server's CPU per call. Needs `npm run build` first (it runs dist/) and the
+ * bottleneck, and the server's CPU per call (after a warm-up run on the same server, so it is the
+ * steady cost, not start-up and JIT). Needs `npm run build` first (it runs dist/) and the
  * examples' generated code (`npm start` or `npm test` make it).
  */
 import { spawn } from 'node:child_process';
@@ -66,21 +67,25 @@ async function runClient(args: string[]): Promise<{ result: Record<string, any>;
   return { result: JSON.parse(out.slice(out.indexOf('{'))), cpuS };
 }
 
-async function measure(stack: Stack, concurrency: number, connections: number, duration: string): Promise<Row> {
+async function measure(stack: Stack, concurrency: number, connections: number, duration: string, warmup: string): Promise<Row> {
   const server =
     stack === 'grpc-js'
       ? await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/)
       : stack === 'grpc-js>svrkit:grpc-port' || stack === 'svrkit-grpc'
         ? await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0', '--grpc-port', '0'], /gRPC-only port on (\S+)/)
         : await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/);
-  const cpu0 = cpuSeconds(server.child.pid);
-  const load = ['--concurrency', String(concurrency), '--duration', duration, '--connections', String(connections), '--json'];
-  const client =
-    stack === 'svrkit'
-      ? await runClient([svrkitBin, 'bench', server.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
+  const run = (time: string) => {
+    const load = ['--concurrency', String(concurrency), '--duration', time, '--connections', String(connections), '--json'];
+    return stack === 'svrkit'
+      ? runClient([svrkitBin, 'bench', server.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
       : stack === 'svrkit-grpc'
-        ? await runClient([svrkitBin, 'bench', `grpc://${server.address}`, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
-        : await runClient([...tsx, 'bench/grpc-js/client.ts', server.address, ...load]);
+        ? runClient([svrkitBin, 'bench', `grpc://${server.address}`, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
+        : runClient([...tsx, 'bench/grpc-js/client.ts', server.address, ...load]);
+  };
+  // A warm-up run first: the server's CPU per call is then its steady cost, not its JIT's.
+  if (warmup !== '0s') await run(warmup);
+  const cpu0 = cpuSeconds(server.child.pid);
+  const client = await run(duration);
   const serverCpuS = cpuSeconds(server.child.pid) - cpu0;
   server.child.kill('SIGTERM');
   await once(server.child, 'exit');
@@ -103,10 +108,12 @@ async function main(): Promise<void> {
   const opts = new Command()
     .option('-d, --duration <time>', 'length of each run', '5s')
     .option('-r, --rounds <n>', 'rounds (each runs every stack at both loads)', '1')
+    .option('-w, --warmup <time>', 'a run before each measured one, on the same server, not counted (0s: none)', '2s')
     .option('-s, --stacks <list>', `stacks to run, comma-separated: ${STACKS.join(', ')}`, STACKS.join(','))
     .parse(process.argv)
-    .opts<{ duration: string; rounds: string; stacks: string }>();
+    .opts<{ duration: string; rounds: string; stacks: string; warmup: string }>();
   parseDuration(opts.duration);
+  if (opts.warmup !== '0s') parseDuration(opts.warmup);
   const stacks = opts.stacks.split(',').map((x) => x.trim()) as Stack[];
   for (const x of stacks) if (!STACKS.includes(x)) throw new Error(`--stacks: unknown stack ${JSON.stringify(x)} (known: ${STACKS.join(', ')})`);
   const rounds = Math.max(1, Number(opts.rounds) || 1);
@@ -114,14 +121,14 @@ async function main(): Promise<void> {
   for (let round = 0; round < rounds; round++) {
     for (const [c, conns] of [[64, 1], [1000, 4]] as const) {
       for (const stack of stacks) {
-        const row = await measure(stack, c, conns, opts.duration);
+        const row = await measure(stack, c, conns, opts.duration, opts.warmup);
         rows.push(row);
         process.stderr.write(`${row.stack} ${row.load}: ${row.callsPerSecond} calls/s, p99 ${row.p99} ms\n`);
       }
     }
   }
   const fmt = (n: number, d = 0) => (Number.isNaN(n) ? '-' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
-  process.stdout.write(`\nhelloworld.Greeter/SayHello, ${opts.duration} per run, node ${process.version}, ${rounds} round(s)\n\n`);
+  process.stdout.write(`\nhelloworld.Greeter/SayHello, ${opts.duration} per run after a ${opts.warmup} warm-up, node ${process.version}, ${rounds} round(s)\n\n`);
   process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s | server CPU µs/call |\n|---|---|---|---|---|---|---|---|---|---|\n');
   for (const r of rows) {
     process.stdout.write(

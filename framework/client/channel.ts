@@ -300,7 +300,9 @@ export class Channel {
       maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
       connectTimeoutMs: options.connectTimeoutMs ?? 20_000,
       backoff: options.backoff ?? {},
-      keepalive: ka === false ? undefined : { intervalMs: ka?.intervalMs ?? 10_000, timeoutMs: ka?.timeoutMs ?? 5_000 },
+      // Over gRPC, keepalive is off unless asked for, as in gRPC (gRFC A8): grpc-go and grpc-java
+      // servers answer PINGs more often than every 5 minutes with GOAWAY too_many_pings.
+      keepalive: ka === false || (ka === undefined && channelProtocol(target, options) === 'grpc') ? undefined : { intervalMs: ka?.intervalMs ?? 10_000, timeoutMs: ka?.timeoutMs ?? 5_000 },
       outlier: od === false ? undefined : { ...DEFAULT_OUTLIER_DETECTION, ...definedOnly(od ?? {}) },
     };
     this.connectionsPerAddress = Math.max(1, Math.floor(options.connections ?? 1));

@@ -209,11 +209,26 @@ async function grpcReflect(channel: Channel, requests: ServerReflectionRequest[]
  */
 function withJsonNames(file: FileDescriptorProto): FileDescriptorProto {
   const visit = (m: DescriptorProto): void => {
-    for (const f of m.field) if (f.jsonName === '') f.jsonName = f.name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    for (const f of m.field) if (f.jsonName === '') f.jsonName = protocJsonName(f.name);
     for (const n of m.nestedType) visit(n);
   };
   for (const m of file.messageType) visit(m);
   return file;
+}
+
+/** protoc's ToJsonName: underscores dropped, the letter after each upper-cased (`foo_bar` is `fooBar`). */
+function protocJsonName(name: string): string {
+  let out = '';
+  let upper = false;
+  for (const c of name) {
+    if (c === '_') {
+      upper = true;
+      continue;
+    }
+    out += upper ? c.toUpperCase() : c;
+    upper = false;
+  }
+  return out;
 }
 
 /** Every item of an async iterable, in order. */

@@ -10,12 +10,14 @@ import type { BackoffOptions } from './client-connection.js';
 import type { Transport } from '../transport/transport.js';
 import { Channel, registerHealthProbe } from './channel.js';
 import { withoutCall } from '../context/call-context.js';
+import { RpcError, Status } from '../wire/status.js';
 
 /**
  * Sends `svrkit.Health/Check` (service `''`) to `address`, or `grpc.health.v1.Health/Check` over gRPC.
  * @param address - `host:port`.
  * @param settings - the reconnect backoff and transport of the channel that ejected the address.
- * @returns true when it answers SERVING within 1 s; false on any failure (never throws).
+ * @returns true when it answers SERVING within 1 s (or, over gRPC, UNIMPLEMENTED: a gRPC server
+ *   without the health service); false on any other outcome (never throws).
  */
 export async function probeHealth(address: string, settings: { readonly backoff: BackoffOptions; readonly transport: Transport; readonly protocol?: 'svrkit' | 'grpc' }): Promise<boolean> {
   const ch = new Channel(address, { retryPolicy: false, outlierDetection: false, connectTimeoutMs: 1000, backoff: settings.backoff, keepalive: false, transport: settings.transport });
@@ -25,8 +27,9 @@ export async function probeHealth(address: string, settings: { readonly backoff:
     const check = settings.protocol === 'grpc' ? GrpcHealthDefinition.methods.check : HealthDefinition.methods.check;
     const res = await withoutCall(() => ch.unary(check, { service: '' }, { timeoutMs: 1000 }));
     return res.status === 1; // SERVING
-  } catch {
-    return false;
+  } catch (err) {
+    // A gRPC server without the health service answered all the same, in gRPC: it is up.
+    return settings.protocol === 'grpc' && err instanceof RpcError && err.code === Status.UNIMPLEMENTED;
   } finally {
     ch.close();
   }

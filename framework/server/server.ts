@@ -252,6 +252,8 @@ export class Server implements ConnectionOwner<InboundCall> {
   private readonly sniffing = new Set<Socket>();
   private listening = false;
   private readonly closingController = new AbortController();
+  /** Wrong-protocol log lines by protocol: when the last went out (epoch ms), and how many were left out since. */
+  private readonly foreignLog = new Map<string, { at: number; unlogged: number }>();
   private boundAddress: string | undefined;
   private closing = false;
   /** Called when the last connection closes during `close()`. */
@@ -800,7 +802,26 @@ export class Server implements ConnectionOwner<InboundCall> {
 
   /** @internal ConnectionOwner: a client that speaks another protocol (HTTP/2 with gRPC off, HTTP/1.x, TLS): logged with its address. */
   onForeignProtocol(sc: ServerConnection<InboundCall>, description: string): void {
-    this.logger.error(`svrkit server: ${formatAddress(sc.conn.socket.remoteAddress, sc.conn.socket.remotePort)}: ${description}; connection closed`);
+    this.logForeign(description, `svrkit server: ${formatAddress(sc.conn.socket.remoteAddress, sc.conn.socket.remotePort)}: ${description}; connection closed`);
+  }
+
+  /**
+   * Logs a wrong-protocol client, at most one line a second per protocol (a port scanner or an
+   * HTTP health checker would flood the log): the next line says how many were left out.
+   * @param kind - which protocol (lines of one kind share the limit); `line` - the line.
+   */
+  private logForeign(kind: string, line: string): void {
+    const now = this.now();
+    let entry = this.foreignLog.get(kind);
+    if (entry === undefined) this.foreignLog.set(kind, (entry = { at: -Infinity, unlogged: 0 }));
+    if (now - entry.at < 1000) {
+      entry.unlogged++;
+      return;
+    }
+    entry.at = now;
+    const more = entry.unlogged;
+    entry.unlogged = 0;
+    this.logger.error(more > 0 ? `${line} (and ${more} more such connections since the last line)` : line);
   }
 
   /** @internal ConnectionOwner: a request MESSAGE over the maximum size. */
@@ -908,7 +929,7 @@ export class Server implements ConnectionOwner<InboundCall> {
   private wrongProtocol(socket: Socket, protocol: 'HTTP/1.x' | 'TLS', first: Buffer): void {
     const peer = formatAddress(socket.remoteAddress, socket.remotePort);
     const what = protocol === 'TLS' ? 'a TLS handshake (this port is plaintext)' : `an HTTP/1.x request (${JSON.stringify(first.subarray(0, Math.min(first.indexOf(13) >= 0 ? first.indexOf(13) : 64, 64)).toString('latin1'))})`;
-    this.logger.error(`svrkit server: ${peer} sent ${what}; this port speaks svrkit's protocol and gRPC (HTTP/2 with prior knowledge): connection closed`);
+    this.logForeign(protocol, `svrkit server: ${peer} sent ${what}; this port speaks svrkit's protocol and gRPC (HTTP/2 with prior knowledge): connection closed`);
     socket.on('error', ignoreError);
     if (protocol === 'TLS') {
       // A fatal handshake_failure alert (RFC 8446 section 6): the client reports a failed handshake.

@@ -336,6 +336,9 @@ export class Connection {
     const now = (this.chunkAt = this.now());
     const before = this.decoder.framesCompleted;
     const wasPartial = this.decoder.partial;
+    // The stream's first bytes: another protocol's are named now. (A grpc-go server's SETTINGS
+    // would read as a svrkit frame of 1,540 bytes, and the decoder would wait for the rest.)
+    if (before === 0 && !wasPartial && this.foreignProtocol(chunk, undefined)) return;
     try {
       this.decoder.push(chunk);
       if (this.decoder.framesCompleted !== before) this.lastFrameAt = now;
@@ -344,15 +347,25 @@ export class Connection {
       else if (!wasPartial || this.decoder.framesCompleted !== before) this.partialSince = now;
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
-      // The very first bytes of the stream did not parse: maybe the peer speaks something else.
-      const foreign = before === 0 && !wasPartial ? detectForeignProtocol(chunk) : undefined;
-      if (foreign !== undefined && foreign !== 'more') {
-        const described = describeForeignProtocol(foreign);
-        this.closeError ??= new Error(`protocol error: ${described}`, { cause: err });
-        this.events.onForeignProtocol?.(foreign, described);
-      }
       this.protocolError(err);
     }
+  }
+
+  /**
+   * When `first` (the stream's first bytes) are another protocol's (`detectForeignProtocol`):
+   * tells the owner, and closes the connection as malformed, with an error that names the
+   * protocol and what to do.
+   * @returns true when it did.
+   */
+  private foreignProtocol(first: Buffer, cause: Error | undefined): boolean {
+    const foreign = detectForeignProtocol(first);
+    if (foreign === undefined || foreign === 'more') return false;
+    const described = describeForeignProtocol(foreign);
+    const err = new Error(`protocol error: ${described}`, { cause });
+    this.closeError ??= err;
+    this.events.onForeignProtocol?.(foreign, described);
+    this.abort(errors.MALFORMED_FRAME(err));
+    return true;
   }
 
   /** Answers a framing violation: GOAWAY with the reason, then close. */

@@ -31,7 +31,7 @@ import type { ByteStream, Transport } from './transport.js';
 import { ReceiveCredit, SendCredit } from './flow-control.js';
 import type { TlsClientOptions } from './tls-transport.js';
 import { decodeTicketHeader, decodeRequestHeader, encodeStatusHeader, HeaderError, type RequestHeader } from '../wire/header.js';
-import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameEncoder, FrameKind, type FrameSink } from '../wire/frame.js';
+import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameEncoder, FrameKind, MAX_CONNECTION_TICKETS, type FrameSink } from '../wire/frame.js';
 import {
   decodeGrpcMessage,
   formatGrpcTimeout,
@@ -57,8 +57,8 @@ export interface GrpcClientTransportOptions {
 /**
  * A transport that connects to gRPC servers (grpc-js, grpc-go, a svrkit server's gRPC side, ...).
  * @param options - TLS and the message size limit.
- * @returns a `Transport` for `ChannelOptions.transport`, which `ChannelOptions.protocol: 'grpc'`
- *   and `grpc://` targets select; its `listen` rejects (a client does not listen).
+ * @returns the `Transport` that `ChannelOptions.protocol: 'grpc'` and `grpc://` targets select
+ *   (a channel makes it itself); its `listen` rejects (a client does not listen).
  */
 export function grpcClientTransport(options: GrpcClientTransportOptions = {}): Transport {
   return {
@@ -93,6 +93,10 @@ interface OutboundCall {
   status: { s: number; e?: string; md?: Metadata; np?: boolean } | undefined;
   /** The channel knows the call ended (status delivered, or it cancelled). */
   done: boolean;
+  /** The response stream is over: all its data came (`'end'`) or it closed (`'close'`). */
+  finished: boolean;
+  /** The rest of the response's data is skipped (not gRPC, or a message that could not be read). */
+  discard: boolean;
   /** Request bytes written to the stream and not yet taken by HTTP/2 (-1 once it closed). */
   unsent: number;
 }
@@ -103,11 +107,13 @@ interface OutboundCall {
  * `'drain'`, `'error'` and `'close'`.
  */
 export class GrpcClientSession extends EventEmitter implements ByteStream {
-  /** The server's address and port. */
+  /** The server's address. */
   readonly remoteAddress: string;
+  /** The server's port. */
   readonly remotePort: number;
-  /** svrkit bytes handed to the channel, and taken from it (keepalive counts progress with them). */
+  /** svrkit bytes handed to the channel (keepalive counts progress with them). */
   bytesRead = 0;
+  /** svrkit bytes the channel wrote. */
   bytesWritten = 0;
   private readonly session: ClientHttp2Session;
   private readonly calls = new Map<number, OutboundCall>();
@@ -126,6 +132,10 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   private goneAway = false;
   /** Why the session failed, as told to the channel (its calls fail with it). */
   private sessionError: Error | undefined;
+  /** The HTTP/2 session is gone (the channel hears 'close' once its delivered calls are out). */
+  private sessionGone = false;
+  /** The server's SETTINGS came: it speaks HTTP/2. */
+  private gotSettings = false;
 
   /**
    * @param host - the server's host; `port` - its port.
@@ -142,8 +152,9 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     const tls = options.tls;
     this.session =
       tls === undefined
-        ? h2connect(`http://${authority}`)
+        ? h2connect(`http://${authority}`, { settings: { initialWindowSize: STREAM_WINDOW_BYTES } })
         : h2connect(`https://${authority}`, {
+            settings: { initialWindowSize: STREAM_WINDOW_BYTES },
             ca: tls.ca as string | undefined,
             cert: tls.cert as string | undefined,
             key: tls.key as string | undefined,
@@ -152,8 +163,15 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
           });
     this.session.on('connect', () => {
       this.connected = true;
+      // The whole session's window: as much as 16 streams' own, so that streams share no 64 KiB.
+      try {
+        this.session.setLocalWindowSize(16 * STREAM_WINDOW_BYTES);
+      } catch {
+        // A session already closing.
+      }
       this.emit('connect');
     });
+    this.session.once('remoteSettings', () => (this.gotSettings = true));
     this.session.on('error', (err: Error & { code?: string }) => {
       this.sessionError = this.describe(err);
       this.emit('error', this.sessionError);
@@ -165,7 +183,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   /** A session error, said plainly when the server does not speak HTTP/2 (gRPC). */
   private describe(err: Error & { code?: string }): Error {
     const where = `${this.remoteAddress}:${this.remotePort}`;
-    if (err.code === 'ERR_HTTP2_ERROR' || err.code === 'ERR_HTTP2_SESSION_ERROR' || err.code === 'ERR_HTTP2_STREAM_ERROR') {
+    if (!this.gotSettings && (err.code === 'ERR_HTTP2_ERROR' || err.code === 'ERR_HTTP2_SESSION_ERROR' || err.code === 'ERR_HTTP2_STREAM_ERROR')) {
       const e = new Error(`the server at ${where} does not speak gRPC (HTTP/2 failed: ${err.message}); if it is a svrkit server with gRPC turned off, call it without grpc:// (svrkit's protocol)`);
       (e as Error & { cause?: unknown }).cause = err;
       return e;
@@ -180,6 +198,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     return this.unsent;
   }
 
+  /** A no-op: node:http2 sets no-delay on its sockets itself. @returns this. */
   setNoDelay(): this {
     return this;
   }
@@ -211,7 +230,11 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   destroy(error?: Error): this {
     if (this.closed) return this;
     if (!this.session.destroyed) this.session.destroy(error);
-    setImmediate(() => this.onSessionClosed());
+    setImmediate(() => {
+      // Destroyed by the channel: nothing more is delivered.
+      this.calls.clear();
+      this.onSessionClosed();
+    });
     return this;
   }
 
@@ -234,13 +257,22 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   }
 
   private onSessionClosed(): void {
-    if (this.closed) return;
+    if (this.sessionGone) return;
+    this.sessionGone = true;
+    if (!this.connected) this.emit('error', new Error(`could not open an HTTP/2 session to ${this.remoteAddress}:${this.remotePort}`));
+    // Calls whose answer came in full but still wait for the channel's credit are delivered
+    // first (a server's graceful GOAWAY closes the session as soon as its streams end).
+    for (const c of [...this.calls.values()]) if (!c.finished || c.status === undefined) this.calls.delete(c.id);
+    this.maybeClose();
+  }
+
+  /** Tells the channel the connection is gone, once the session is and no finished call waits to be delivered. */
+  private maybeClose(): void {
+    if (!this.sessionGone || this.closed || this.calls.size > 0) return;
     this.closed = true;
     // Calls still open fail as on a lost svrkit connection: the channel sees 'close'.
-    this.calls.clear();
     this.held = [];
     this.heldHead = 0;
-    if (!this.connected) this.emit('error', new Error(`could not open an HTTP/2 session to ${this.remoteAddress}:${this.remotePort}`));
     this.emit('close');
   }
 
@@ -304,6 +336,8 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
         return;
       case FrameKind.TICKET:
         try {
+          // As many as a server keeps per connection: the channel defines a ticket again before reusing a dropped id.
+          if (this.tickets.size >= MAX_CONNECTION_TICKETS && !this.tickets.has(callId)) this.tickets.delete(this.tickets.keys().next().value!);
           this.tickets.set(callId, decodeTicketHeader(header));
         } catch {
           // A definition that does not decode: a request that refers to it goes without a ticket.
@@ -344,9 +378,15 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     try {
       stream = this.session.request(headers, { endStream: false });
     } catch (err) {
-      // Out of stream ids, or a session closing: the channel reconnects.
-      this.fail(id, Status.UNAVAILABLE, `could not open a gRPC stream: ${(err as Error).message}`, true);
-      if (!this.goneAway) this.onGoaway(h2.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+      const code = (err as { code?: string }).code;
+      if (code === 'ERR_HTTP2_OUT_OF_STREAMS' || code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_GOAWAY_SESSION') {
+        // Out of stream ids, or a session closing: the channel reconnects and retries it elsewhere.
+        this.fail(id, Status.UNAVAILABLE, `could not open a gRPC stream: ${(err as Error).message}`, true);
+        if (!this.goneAway) this.onGoaway(h2.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+        return;
+      }
+      // This call's own headers (a value HTTP/2 cannot carry): only it fails.
+      this.fail(id, Status.INTERNAL, `could not send the request's headers: ${(err as Error).message}`, false);
       return;
     }
     const call: OutboundCall = {
@@ -364,6 +404,8 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
       delivered: 0,
       status: undefined,
       done: false,
+      finished: false,
+      discard: false,
       unsent: 0,
     };
     this.calls.set(id, call);
@@ -375,6 +417,13 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     stream.on('response', (h) => this.onResponseHeaders(call, h));
     stream.on('data', (chunk: Buffer) => this.onData(call, chunk));
     stream.on('trailers', (t) => this.onTrailers(call, t));
+    // All the data came: the status may go once the waiting messages are out. ('close' may wait
+    // for a paused stream's buffered data to be read, so it cannot be what resumes it.)
+    stream.on('end', () => {
+      if (call.status === undefined) return; // 'close' decides
+      call.finished = true;
+      this.deliverWaiting(call);
+    });
     stream.on('close', () => this.onStreamClosed(call));
     if (kind <= 1) {
       // Unary and server-streaming: the request message, and the end of the client's side.
@@ -408,11 +457,13 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     call.answered = true;
     const http = Number(h[h2.HTTP2_HEADER_STATUS]);
     const contentType = h[h2.HTTP2_HEADER_CONTENT_TYPE];
-    if (http !== 200) {
+    if (http !== 200 && h['grpc-status'] === undefined) {
+      call.discard = true;
       call.status = { s: statusOfHttpStatus(http), e: `the server answered HTTP ${http}${contentType === undefined ? '' : ` (${String(contentType)})`}, not gRPC` };
       return;
     }
     if (h['grpc-status'] === undefined && !isGrpcContentType(typeof contentType === 'string' ? contentType : undefined)) {
+      call.discard = true;
       call.status = { s: Status.UNKNOWN, e: `the server answered with content-type ${String(contentType ?? '(none)')}, not application/grpc: is it a gRPC server?` };
       return;
     }
@@ -426,13 +477,15 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   }
 
   private onData(call: OutboundCall, chunk: Buffer): void {
-    if (call.done) return;
-    if (call.status !== undefined) return; // a non-gRPC answer's body
+    // Data after the trailers is normal (a paused stream's buffered chunks); after an answer that
+    // is not gRPC, or a message that could not be read, it is skipped.
+    if (call.done || call.discard) return;
     let messages: Buffer[];
     try {
       messages = call.decoder.push(chunk);
     } catch (err) {
       const e = err as GrpcFramingError;
+      call.discard = true;
       call.status = { s: e.status, e: `a response message that cannot be read: ${e.message}` };
       safeClose(call.stream, h2.NGHTTP2_CANCEL);
       return;
@@ -440,6 +493,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     for (const m of messages) call.waiting.push(Buffer.from(m));
     if (call.kind === 0) {
       if (call.waiting.length > 1) {
+        call.discard = true;
         call.status = { s: Status.INTERNAL, e: `${call.method} is unary, and the server sent ${call.waiting.length} response messages` };
         safeClose(call.stream, h2.NGHTTP2_CANCEL);
       }
@@ -461,28 +515,31 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     }
     call.unsent = -1;
     if (call.done) return;
-    if (call.status === undefined && !call.answered) {
-      const failed = this.sessionError ?? (call.error?.code === 'ERR_HTTP2_ERROR' || call.error?.code === 'ERR_HTTP2_SESSION_ERROR' ? this.describe(call.error) : undefined);
-      if (failed !== undefined) call.status = { s: Status.UNAVAILABLE, e: failed.message };
-    }
     if (call.status === undefined) {
       const code = call.stream.rstCode ?? h2.NGHTTP2_NO_ERROR;
+      const sessionFailed = this.sessionError !== undefined || call.error?.code === 'ERR_HTTP2_ERROR' || call.error?.code === 'ERR_HTTP2_SESSION_ERROR';
       if (code === h2.NGHTTP2_REFUSED_STREAM) call.status = { s: Status.UNAVAILABLE, e: 'the gRPC server refused the stream (REFUSED_STREAM)', np: true };
-      else if (code !== h2.NGHTTP2_NO_ERROR) call.status = { s: statusOfRstStream(code), e: `the gRPC server reset the stream (RST_STREAM code ${code})` };
-      else if (this.closed || this.session.destroyed) call.status = { s: Status.UNAVAILABLE, e: 'the gRPC session closed before the call ended' };
+      else if (!this.gotSettings && sessionFailed) call.status = { s: Status.UNAVAILABLE, e: (this.sessionError ?? this.describe(call.error!)).message };
+      else if (sessionFailed || this.sessionGone || this.session.closed || this.session.destroyed) {
+        // The connection went (the server died, restarted or reset it): node:http2 closes its
+        // streams with CANCEL then, which is not the server's word about this call.
+        call.status = { s: Status.UNAVAILABLE, e: `the connection to the gRPC server was lost${this.sessionError === undefined ? '' : ` (${this.sessionError.message})`}` };
+      } else if (code !== h2.NGHTTP2_NO_ERROR) call.status = { s: statusOfRstStream(code), e: `the gRPC server reset the stream (RST_STREAM code ${code})` };
       else call.status = { s: Status.INTERNAL, e: 'the gRPC server ended the stream without a status (no grpc-status trailer)' };
     }
     if (call.decoder.pendingBytes > 0 && call.status.s === Status.OK) {
       call.status = { s: Status.INTERNAL, e: `the response stream ended inside a message (${call.decoder.pendingBytes} bytes of it came)` };
     }
+    call.finished = true;
     this.deliverWaiting(call);
+    this.maybeClose();
   }
 
   /** Hands response messages to the channel as its credit allows, then the status once the stream closed. */
   private deliverWaiting(call: OutboundCall): void {
     if (call.done) return;
     if (call.kind === 0) {
-      if (!call.stream.closed) return;
+      if (!call.finished) return;
       this.finishUnary(call);
       return;
     }
@@ -498,10 +555,11 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
       call.stream.pause();
       return;
     }
-    if (!this.paused && !call.stream.closed && call.stream.isPaused()) call.stream.resume();
-    if (!call.stream.closed || call.status === undefined) return;
+    if (!this.paused && !call.finished && call.stream.isPaused()) call.stream.resume();
+    if (!call.finished || call.status === undefined) return;
     call.done = true;
     this.calls.delete(call.id);
+    this.maybeClose();
     const s = call.status;
     // Headers that no message carried go with the status.
     const md = call.headers === undefined ? s.md : { ...call.headers, ...s.md };
@@ -512,6 +570,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   private finishUnary(call: OutboundCall): void {
     call.done = true;
     this.calls.delete(call.id);
+    this.maybeClose();
     const s = call.status ?? { s: Status.INTERNAL, e: 'no status' };
     const md = call.headers === undefined ? s.md : { ...call.headers, ...s.md };
     if (s.s === Status.OK && call.waiting.length !== 1) {
@@ -554,22 +613,28 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** The HTTP/2 window of each response stream (bytes): svrkit's own stream window, 1 MiB. */
+const STREAM_WINDOW_BYTES = 1024 * 1024;
 
 /** The custom metadata of response headers or trailers (`-bin` values as their base64 text). */
 function metadataOf(h: IncomingHttpHeaders): Metadata | undefined {
   let md: Metadata | undefined;
   for (const [k, v] of Object.entries(h)) {
     if (v === undefined || !isGrpcMetadataKey(k)) continue;
-    (md ??= {})[k] = Array.isArray(v) ? v.join(', ') : String(v);
+    // gRFC A6's server pushback is what svrkit's retries read under their own key.
+    (md ??= {})[k === GRPC_PUSHBACK_KEY ? SVRKIT_PUSHBACK_KEY : k] = Array.isArray(v) ? v.join(', ') : String(v);
   }
   return md;
 }
+
+const GRPC_PUSHBACK_KEY = 'grpc-retry-pushback-ms';
+const SVRKIT_PUSHBACK_KEY = 'svrkit-retry-pushback-ms';
 
 /** The status of trailers (or Trailers-Only headers): `grpc-status`, `grpc-message`, metadata. */
 function statusOf(h: IncomingHttpHeaders, md: Metadata | undefined): { s: number; e?: string; md?: Metadata } {
   const raw = h['grpc-status'];
   const code = Number(raw);
-  if (raw === undefined || !Number.isInteger(code) || code < 0 || code > 16) {
+  if (raw === undefined || !/^\d{1,2}$/.test(String(raw)) || code > 16) {
     return { s: Status.UNKNOWN, e: `the server sent no valid grpc-status (got ${JSON.stringify(raw ?? null)})`, ...(md === undefined ? {} : { md }) };
   }
   const message = h['grpc-message'];

@@ -86,7 +86,7 @@ interface BridgedCall {
   /** 0 unary, 1 server-streaming, 2 client-streaming, 3 bidi (unknown methods: 2, sent at once). */
   readonly kind: number;
   readonly decoder: GrpcMessageDecoder;
-  /** The server's credit for request messages (client-streaming and bidi). */
+  /** The server's credit for request messages (client-streaming and bidi; a placeholder otherwise). */
   readonly credit: SendCredit;
   /** Request messages waiting for credit (client-streaming and bidi), or the one of a unary call. */
   readonly waiting: Buffer[];
@@ -114,7 +114,7 @@ interface BridgedCall {
   readonly timeoutMs: number | undefined;
   /** Epoch ms the request stream last made progress (HEADERS, a DATA chunk). */
   progressAt: number;
-  /** Accounting of response messages taken by HTTP/2, to grant the server credit back. */
+  /** Accounting of response messages taken by HTTP/2, to grant the server credit back (streams; a placeholder for unary calls). */
   readonly received: ReceiveCredit;
   /** Response bytes written to the stream and not yet taken by HTTP/2 (-1 once the stream closed). */
   unsent: number;
@@ -409,7 +409,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       kind,
       // A unary or server-streaming request's message goes in the REQUEST frame, with the header.
       decoder: new GrpcMessageDecoder(this.options.maxFrameBytes - (kind <= 1 ? headerBytes : FRAME_PREFIX_BYTES)),
-      credit: new SendCredit(),
+      credit: kind >= 2 ? new SendCredit() : NO_SEND_CREDIT,
       waiting: [],
       waitingBytes: 0,
       requested: false,
@@ -423,7 +423,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       startedAt: now,
       timeoutMs,
       progressAt: now,
-      received: new ReceiveCredit(),
+      received: kind >= 1 ? new ReceiveCredit() : NO_RECEIVE_CREDIT,
       unsent: 0,
       trailers: undefined,
     };
@@ -614,7 +614,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       case FrameKind.WINDOW: {
         const call = this.calls.get(callId);
         const w = decodeWindow(body);
-        if (call === undefined || w === undefined) return;
+        // Only client-streaming and bidi calls send request messages, so only they take credit.
+        if (call === undefined || w === undefined || call.kind < 2) return;
         call.credit.grant(w.messages, w.bytes);
         this.sendWaiting(call);
         return;
@@ -623,7 +624,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
         const call = this.calls.get(callId);
         if (call === undefined) return;
         if (!this.sendHeaders(call, header.length > 0 ? decodeStatusHeader(header).md : undefined)) return;
-        this.sendMessage(call, body, true);
+        this.sendMessage(call, body, call.kind >= 1);
         return;
       }
       case FrameKind.RESPONSE: {
@@ -636,8 +637,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
         if (status === Status.OK && call.kind === 0) {
           // A unary reply: the response metadata as headers, the message, then OK.
           if (!this.sendHeaders(call, h?.md)) return;
-          this.sendMessage(call, body, false);
-          this.sendStatus(call, Status.OK, undefined, undefined);
+          // The message and the end of the stream in one write; the trailers (OK) follow.
+          this.sendMessage(call, body, false, true);
           return;
         }
         this.sendStatus(call, status, h?.e, h?.md);
@@ -650,16 +651,17 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
 
   /**
    * Writes a response message to the call's stream, counted in `writableLength` until HTTP/2
-   * takes it; a stream message's bytes are then granted back to the server as credit.
+   * takes it; a stream message's bytes are then granted back to the server as credit. `last` ends
+   * the stream with it (a unary reply: the OK trailers follow).
    */
-  private sendMessage(call: BridgedCall, body: Buffer, credit: boolean): void {
+  private sendMessage(call: BridgedCall, body: Buffer, credit: boolean, last = false): void {
     const stream = call.stream;
     if (call.unsent < 0 || stream.destroyed || stream.writableEnded) return;
     const framed = frameGrpcMessage(body);
     const n = framed.length;
     call.unsent += n;
     this.unsent += n;
-    stream.write(framed, () => {
+    const written = (): void => {
       if (call.unsent < 0) return; // the stream closed, and its bytes were let go then
       call.unsent -= n;
       this.unsent -= n;
@@ -667,7 +669,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       if (!credit || call.ended) return;
       const grant = call.received.consumed(body.length);
       if (grant !== undefined) this.toServer(FrameKind.WINDOW, call.id, undefined, encodeWindow(grant.messages, grant.bytes));
-    });
+    };
+    if (last) stream.end(framed, written);
+    else stream.write(framed, written);
   }
 
   /**
@@ -717,6 +721,12 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   /** Response metadata HTTP/2 can carry (the rest is logged and left out). */
   private outgoing(call: BridgedCall, md: Metadata | undefined): Record<string, string> {
     if (md === undefined) return {};
+    // svrkit's pushback (FastReject's retry hint) is gRFC A6's for a gRPC client.
+    const pushback = md['svrkit-retry-pushback-ms'];
+    if (pushback !== undefined) {
+      md = { ...md, 'grpc-retry-pushback-ms': pushback };
+      delete md['svrkit-retry-pushback-ms'];
+    }
     const { headers, dropped } = grpcMetadataHeaders(md);
     if (dropped.length > 0) this.options.log?.(`svrkit server: gRPC call ${call.method}: response metadata ${dropped.map((k) => JSON.stringify(k)).join(', ')} left out (not a gRPC metadata key, or a value HTTP/2 cannot carry)`);
     return headers;
@@ -732,6 +742,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Unary calls use no credit: one shared placeholder of each kind, never spent nor granted. */
+const NO_SEND_CREDIT = new SendCredit();
+const NO_RECEIVE_CREDIT = new ReceiveCredit();
 
 /** The svrkit request header of a gRPC call: method, kind, deadline, metadata and ticket. */
 function requestHeader(method: string, kind: number, headers: IncomingHttpHeaders, timeoutMs: number | undefined): RequestHeader {

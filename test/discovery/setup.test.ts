@@ -23,8 +23,9 @@ describe('framework/setup.ts, the composition root', () => {
     expect(() => openRegistry(etcdUri)).toThrow(/no 'etcd' registry implementation is registered/);
     // The PaxosKV registry is a service: the framework knows its URIs, the package root registers it.
     expect(() => openRegistry('paxoskv://127.0.0.1:1/svrkit/services')).toThrow(/no 'paxoskv' registry implementation is registered; import 'svrkit'/);
-    expect(() => resolverFor(fileUri)).toThrow(/no resolver for scheme 'file'.*known: static\).*importing 'svrkit'/);
+    expect(() => resolverFor(fileUri)).toThrow(/no resolver for scheme 'file'.*known: grpc, static\).*importing 'svrkit'/);
     expect(resolverFor('static:///127.0.0.1:7000').parsed.scheme).toBe('static');
+    expect(resolverFor('grpc://127.0.0.1:7000').parsed).toMatchObject({ scheme: 'grpc', authority: '127.0.0.1:7000' });
     // A malformed URI is still reported as such, before the missing implementation.
     expect(() => openRegistry('file://relative/registry.json')).toThrow(/needs an absolute path/);
   });

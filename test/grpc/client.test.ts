@@ -5,6 +5,7 @@
  * ways, error statuses, cancellation, balancing and retries over two servers; a svrkit server
  * through its gRPC side; and the errors a client gets when it speaks the wrong protocol.
  */
+import { createServer, type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as loader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -189,10 +190,11 @@ describe('a svrkit client on a grpc-js server (grpc://)', () => {
   it('a slow reader holds the grpc-js server back, and gets every message', async () => {
     const streams = new StreamsClient(channel(`grpc://${a.address}`));
     let n = 0;
+    // 4.8 MB, read slower than sent all the way to its end (the server's trailers come first).
     for await (const item of streams.count({ count: 300n, payloadBytes: 16 * 1024 })) {
       expect(Number(item.seq)).toBe(n);
       n++;
-      if (n === 5) await new Promise((r) => setTimeout(r, 500));
+      if (n % 30 === 0) await new Promise((r) => setTimeout(r, 60));
     }
     expect(n).toBe(300);
   });
@@ -268,6 +270,36 @@ describe('the wrong protocol, told plainly on the client', () => {
     } finally {
       await plain.close({ graceMs: 100 });
     }
+  });
+
+  it("a svrkit-protocol client on a server whose SETTINGS has entries (as grpc-go's does): named at once", async () => {
+    // A raw TCP server that answers like an HTTP/2 server: SETTINGS with MAX_CONCURRENT_STREAMS 100.
+    const raw = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.write(Buffer.from([0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]));
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', () => r()));
+    try {
+      const probe = new ProbeClient(channel(`127.0.0.1:${(raw.address() as AddressInfo).port}`, { retryPolicy: false }));
+      const started = Date.now();
+      const err = await rpcFailure(probe.echo({ text: 'x' }, { timeoutMs: 5000 }));
+      expect(err.code).toBe(Status.UNAVAILABLE);
+      expect(err.message).toMatch(/speaks HTTP\/2.*grpc:\/\//);
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('a gRPC server that dies mid-call: UNAVAILABLE (the connection was lost), not CANCELLED', async () => {
+    const c = await grpcServer('dying');
+    const streams = new StreamsClient(channel(`grpc://${c.address}`, { retryPolicy: false }));
+    const err = await rpcFailure(
+      (async () => {
+        for await (const _ of streams.count({ count: 1n, hang: true })) c.server.forceShutdown();
+      })(),
+    );
+    expect(err.code).toBe(Status.UNAVAILABLE);
   });
 
   it('refuses protocol svrkit with a grpc:// target, and a custom transport with gRPC', () => {
