@@ -235,9 +235,33 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     return this;
   }
 
-  /** Closes the session at once; its streams are reset. */
+  /**
+   * Closes the session at once. Calls still open (a shutdown's grace ran out, a peer that stopped
+   * answering PINGs) end with UNAVAILABLE, as a svrkit client's do when its connection is cut,
+   * rather than the CANCEL that destroying the session would reset them with; the session is
+   * destroyed a second later if it has not closed by then.
+   */
   destroy(error?: Error): this {
     if (this.closed) return this;
+    if (this.calls.size > 0 && !this.session.destroyed) {
+      for (const c of [...this.calls.values()]) {
+        c.ended = true;
+        this.calls.delete(c.id);
+        this.sendStatus(c, Status.UNAVAILABLE, 'the server closed the connection before the call finished', undefined);
+      }
+      if (!this.session.closed) {
+        try {
+          this.session.close();
+        } catch {
+          // Closing already.
+        }
+      }
+      setTimeout(() => {
+        if (!this.session.destroyed) this.session.destroy(error);
+        this.onSessionClosed();
+      }, 1000).unref();
+      return this;
+    }
     this.session.destroy(error);
     // A session over a JS stream (the shared port's) may not say 'close' once destroyed.
     setImmediate(() => this.onSessionClosed());

@@ -316,6 +316,24 @@ describe('the peer, flow control and shutdown', () => {
   });
 });
 
+describe('a shutdown whose grace runs out', () => {
+  it('a gRPC call still running ends UNAVAILABLE (as a svrkit client sees it), not CANCELLED', async () => {
+    const s2 = new Server();
+    s2.addService(new Probe());
+    await s2.listen(0, '127.0.0.1');
+    const c = new pkg.probe.Probe(s2.address, grpc.credentials.createInsecure());
+    const outcome = new Promise<grpc.ServiceError | null>((resolve) => c.echo({ text: 'long', delayMs: 10_000 }, (err: grpc.ServiceError | null) => resolve(err)));
+    await new Promise((r) => setTimeout(r, 200));
+    const started = Date.now();
+    await s2.close({ graceMs: 300 });
+    const err = await outcome;
+    c.close();
+    expect(err?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err?.details).toMatch(/closed the connection before the call finished/);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+});
+
 describe('clients of the wrong protocol', () => {
   it('an HTTP/1.1 request gets a 400 naming the protocols, and a log line', async () => {
     const text = await new Promise<string>((resolve) => {
