@@ -231,9 +231,11 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     if (this.closed) return this;
     if (!this.session.destroyed) this.session.destroy(error);
     setImmediate(() => {
-      // Destroyed by the channel: nothing more is delivered.
+      // Destroyed by the channel: nothing more is delivered (also when the session's 'close'
+      // came first and left finished calls to deliver).
       this.calls.clear();
-      this.onSessionClosed();
+      if (this.sessionGone) this.maybeClose();
+      else this.onSessionClosed();
     });
     return this;
   }
