@@ -31,7 +31,8 @@ import type { ByteStream, Transport } from './transport.js';
 import { ReceiveCredit, SendCredit } from './flow-control.js';
 import type { TlsClientOptions } from './tls-transport.js';
 import { decodeTicketHeader, decodeRequestHeader, encodeStatusHeader, HeaderError, type RequestHeader } from '../wire/header.js';
-import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameEncoder, FrameKind, MAX_CONNECTION_TICKETS, type FrameSink } from '../wire/frame.js';
+import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameKind, MAX_CONNECTION_TICKETS, type FrameSink } from '../wire/frame.js';
+import { FrameOutbox } from './frame-outbox.js';
 import {
   decodeGrpcMessage,
   formatGrpcTimeout,
@@ -112,19 +113,18 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   /** The server's port. */
   readonly remotePort: number;
   /** svrkit bytes handed to the channel (keepalive counts progress with them). */
-  bytesRead = 0;
+  get bytesRead(): number {
+    return this.outbox.totalBytes;
+  }
   /** svrkit bytes the channel wrote. */
   bytesWritten = 0;
   private readonly session: ClientHttp2Session;
   private readonly calls = new Map<number, OutboundCall>();
   private readonly tickets = new Map<number, string>();
   private readonly decoder: FrameDecoder;
-  private readonly encoder = new FrameEncoder();
+  private readonly outbox = new FrameOutbox((chunk) => this.emit('data', chunk));
   private readonly maxMessageBytes: number;
   private paused = false;
-  private writing = false;
-  private held: Buffer[] = [];
-  private heldHead = 0;
   private unsent = 0;
   private connected = false;
   private closed = false;
@@ -210,13 +210,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
    */
   write(chunk: Uint8Array): boolean {
     this.bytesWritten += chunk.length;
-    this.writing = true;
-    try {
-      this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-    } finally {
-      this.writing = false;
-    }
-    this.deliverHeld();
+    this.outbox.whileWriting(() => this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)));
     return true;
   }
 
@@ -243,7 +237,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   /** The channel stops reading: so do the HTTP/2 streams. */
   pause(): this {
     if (this.paused) return this;
-    this.paused = true;
+    this.paused = this.outbox.paused = true;
     for (const c of this.calls.values()) c.stream.pause();
     return this;
   }
@@ -251,8 +245,8 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
   /** The channel reads again. */
   resume(): this {
     if (!this.paused) return this;
-    this.paused = false;
-    this.deliverHeld();
+    this.paused = this.outbox.paused = false;
+    this.outbox.flush();
     if (this.paused) return this;
     for (const c of this.calls.values()) if (c.waiting.length === 0 || c.kind === 0) c.stream.resume();
     return this;
@@ -273,8 +267,7 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     if (!this.sessionGone || this.closed || this.calls.size > 0) return;
     this.closed = true;
     // Calls still open fail as on a lost svrkit connection: the channel sees 'close'.
-    this.held = [];
-    this.heldHead = 0;
+    this.outbox.clear();
     this.emit('close');
   }
 
@@ -299,7 +292,8 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
         return;
       case FrameKind.MESSAGE: {
         const call = this.calls.get(callId);
-        if (call !== undefined) this.writeMessage(call, body);
+        // Only client-streaming and bidi calls send request messages after the REQUEST.
+        if (call !== undefined && call.kind >= 2) this.writeMessage(call, body);
         return;
       }
       case FrameKind.HALF_CLOSE: {
@@ -318,7 +312,8 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
       case FrameKind.WINDOW: {
         const call = this.calls.get(callId);
         const w = decodeWindow(body);
-        if (call === undefined || w === undefined) return;
+        // Only streams of responses take the channel's credit.
+        if (call === undefined || w === undefined || call.kind === 0) return;
         call.credit.grant(w.messages, w.bytes);
         this.deliverWaiting(call);
         return;
@@ -397,9 +392,10 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
       kind,
       stream,
       decoder: new GrpcMessageDecoder(this.maxMessageBytes),
-      credit: new SendCredit(),
+      // Unary calls use no credit, and only streams of requests grant it: placeholders otherwise.
+      credit: kind >= 1 ? new SendCredit() : NO_SEND_CREDIT,
       waiting: [],
-      received: new ReceiveCredit(),
+      received: kind >= 2 ? new ReceiveCredit() : NO_RECEIVE_CREDIT,
       headers: undefined,
       answered: false,
       error: undefined,
@@ -591,30 +587,15 @@ export class GrpcClientSession extends EventEmitter implements ByteStream {
     this.toChannel(FrameKind.RESPONSE, id, encodeStatusHeader(status, message, undefined, notProcessed));
   }
 
-  /** Queues a frame for the channel (held while it pauses or is writing to us). */
+  /** Sends a frame to the channel (held while it pauses or is writing to us). */
   private toChannel(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
-    if (this.closed) return;
-    this.encoder.write(kind, callId, header, body);
-    const chunk = this.encoder.take()!;
-    this.bytesRead += chunk.length;
-    if (this.paused || this.writing || this.heldHead < this.held.length) this.held.push(chunk);
-    else this.emit('data', chunk);
-  }
-
-  private deliverHeld(): void {
-    while (!this.paused && !this.writing && this.heldHead < this.held.length) {
-      const chunk = this.held[this.heldHead]!;
-      this.held[this.heldHead++] = EMPTY;
-      this.emit('data', chunk);
-    }
-    if (this.heldHead === this.held.length) {
-      this.held = [];
-      this.heldHead = 0;
-    }
+    if (!this.closed) this.outbox.send(kind, callId, header, body);
   }
 }
 
-const EMPTY = Buffer.alloc(0);
+/** Shared placeholders for the credit a call does not use (never spent nor granted). */
+const NO_SEND_CREDIT = new SendCredit();
+const NO_RECEIVE_CREDIT = new ReceiveCredit();
 /** The HTTP/2 window of each response stream (bytes): svrkit's own stream window, 1 MiB. */
 const STREAM_WINDOW_BYTES = 1024 * 1024;
 

@@ -36,7 +36,8 @@ import { errors } from '../errors.js';
 import type { RpcError } from '../wire/status.js';
 import type { ByteStream, PeerIdentity } from './transport.js';
 import { ReceiveCredit, SendCredit } from './flow-control.js';
-import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameEncoder, FrameKind, LARGE_FRAME_BYTES, type FrameSink } from '../wire/frame.js';
+import { decodeWindow, encodeWindow, FRAME_PREFIX_BYTES, FrameDecoder, FrameKind, LARGE_FRAME_BYTES, type FrameSink } from '../wire/frame.js';
+import { FrameOutbox } from './frame-outbox.js';
 import { decodeStatusHeader, encodeRequestHeader, encodeStatusHeader, type RequestHeader } from '../wire/header.js';
 import {
   encodeGrpcMessage,
@@ -130,21 +131,18 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   /** The client's address and port (for `peer`). */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
-  /** svrkit bytes handed to the server, and taken from it (keepalive and metrics count them). */
-  bytesRead = 0;
+  /** svrkit bytes handed to the server (keepalive and metrics count them). */
+  get bytesRead(): number {
+    return this.outbox.totalBytes;
+  }
+  /** svrkit bytes the server wrote. */
   bytesWritten = 0;
   private readonly calls = new Map<number, BridgedCall>();
   private nextId = 1;
   private readonly decoder: FrameDecoder;
-  private readonly encoder = new FrameEncoder();
+  /** Frames for the server: held while it pauses, or while it is writing to us (no re-entry). */
+  private readonly outbox = new FrameOutbox((chunk) => this.emit('data', chunk));
   private paused = false;
-  /** Frames for the server not delivered yet (it paused, or they came while it was writing to us). */
-  private held: Buffer[] = [];
-  private heldHead = 0;
-  /** Bytes in `held` (counted in `pendingRequestBytes`). */
-  private heldBytes = 0;
-  /** Inside `write`: frames for the server wait in `held` until it returns (no re-entry). */
-  private writing = false;
   /** Bytes of response messages written to HTTP/2 streams and not yet taken by them. */
   private unsent = 0;
   /** Unary and server-streaming requests still uploading (their REQUEST is not sent yet). */
@@ -194,7 +192,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
    * server does not read): the server counts them in its buffer budget.
    */
   get pendingRequestBytes(): number {
-    let n = this.heldBytes;
+    let n = this.outbox.heldBytes;
     for (const c of this.calls.values()) n += (c.decoder.announcedBytes || c.decoder.pendingBytes) + c.waitingBytes;
     return n;
   }
@@ -216,13 +214,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
    */
   write(chunk: Uint8Array): boolean {
     this.bytesWritten += chunk.length;
-    this.writing = true;
-    try {
-      this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-    } finally {
-      this.writing = false;
-    }
-    this.deliverHeld();
+    this.outbox.whileWriting(() => this.decoder.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)));
     return true;
   }
 
@@ -274,16 +266,14 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     this.closed = true;
     for (const call of this.calls.values()) call.ended = true;
     this.calls.clear();
-    this.held = [];
-    this.heldHead = 0;
-    this.heldBytes = 0;
+    this.outbox.clear();
     this.emit('close');
   }
 
   /** The server stops reading: so do the HTTP/2 streams, whose flow control then holds the client back. */
   pause(): this {
     if (this.paused) return this;
-    this.paused = true;
+    this.paused = this.outbox.paused = true;
     for (const c of this.calls.values()) c.stream.pause();
     return this;
   }
@@ -291,8 +281,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   /** The server reads again: held frames first, then the streams that have credit. */
   resume(): this {
     if (!this.paused) return this;
-    this.paused = false;
-    this.deliverHeld();
+    this.paused = this.outbox.paused = false;
+    this.outbox.flush();
     if (this.paused) return this;
     const now = this.options.now();
     for (const c of this.calls.values()) {
@@ -356,34 +346,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
 
   // ---- gRPC → svrkit ----
 
-  /** Queues a frame for the server (delivered as its own chunk, held while the server pauses or writes). */
+  /** Sends a frame to the server (delivered as its own chunk, held while the server pauses or writes). */
   private toServer(kind: number, callId: number, header?: Uint8Array, body?: Uint8Array): void {
-    if (this.closed) return;
-    this.encoder.write(kind, callId, header, body);
-    const chunk = this.encoder.take()!;
-    this.bytesRead += chunk.length;
-    if (this.paused || this.writing || this.heldHead < this.held.length) {
-      this.held.push(chunk);
-      this.heldBytes += chunk.length;
-    } else this.emit('data', chunk);
-  }
-
-  /** Delivers held frames while the server reads. */
-  private deliverHeld(): void {
-    while (!this.paused && !this.writing && this.heldHead < this.held.length) {
-      const chunk = this.held[this.heldHead]!;
-      this.held[this.heldHead++] = EMPTY;
-      this.heldBytes -= chunk.length;
-      this.emit('data', chunk);
-    }
-    if (this.heldHead === this.held.length) {
-      this.held = [];
-      this.heldHead = 0;
-      this.heldBytes = 0;
-    } else if (this.heldHead > 1024 && this.heldHead * 2 > this.held.length) {
-      this.held = this.held.slice(this.heldHead);
-      this.heldHead = 0;
-    }
+    if (!this.closed) this.outbox.send(kind, callId, header, body);
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -765,7 +730,6 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   }
 }
 
-const EMPTY = Buffer.alloc(0);
 /** Unary calls use no credit: one shared placeholder of each kind, never spent nor granted. */
 const NO_SEND_CREDIT = new SendCredit();
 const NO_RECEIVE_CREDIT = new ReceiveCredit();
