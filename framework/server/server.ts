@@ -22,7 +22,6 @@ import { ADMIT_ALL, LEVELS } from '../overload/admission.js';
 import { checkPriority, DEFAULT_BUSINESS_PRIORITY, DEFAULT_USER_ID_KEY } from '../overload/priority.js';
 import { formatAddress, type ConnectionOptions } from '../transport/connection.js';
 import { GrpcSessionBridge } from '../transport/grpc-server-bridge.js';
-import { replaySocket } from '../transport/replay-socket.js';
 import type { TLSSocket } from 'node:tls';
 import { tcpTransport, type ByteStream, type Transport, type TransportListener } from '../transport/transport.js';
 import { METHOD_KIND_CODE, methodKind, serviceDefinition, type ServiceDefinition, type ServiceImplementation } from '../wire/definition.js';
@@ -244,8 +243,6 @@ export class Server implements ConnectionOwner<InboundCall> {
   private readonly grpcSessions = new Set<GrpcSessionBridge>();
   /** Each session's client address, for the log line of a session that fails. */
   private readonly grpcPeers = new WeakMap<ServerHttp2Session, string>();
-  /** The address of the socket whose session node:http2 is creating (the shared port's JS stream has none). */
-  private sessionPeer: { address?: string | undefined; port?: number | undefined } | undefined;
   private readonly maxStreamsPerConnection: number;
   private readonly tls: TlsServerOptions | undefined;
   /** Accepted sockets whose first bytes have not come yet (`sniff`): closed by `close()`. */
@@ -554,7 +551,6 @@ export class Server implements ConnectionOwner<InboundCall> {
         this.observer?.rejected('', 'buffers', false);
         return errors.OVERLOADED_BUFFERS(bytes, used - bytes, this.bufferBudgetBytes);
       },
-      peer: this.sessionPeer,
       peerIdentity,
       log: (m, e) => this.logger.error(m, e),
     });
@@ -894,13 +890,10 @@ export class Server implements ConnectionOwner<InboundCall> {
         return;
       }
       if (h2) {
-        this.sessionPeer = { address: socket.remoteAddress, port: socket.remotePort };
-        try {
-          // node:http2 makes the session, and says 'session', before this returns.
-          this.http2().emit('connection', replaySocket(socket, first));
-        } finally {
-          this.sessionPeer = undefined;
-        }
+        // node:http2 reads the socket natively, and takes the bytes already read (put back
+        // here) from its buffer first (nodejs/node#41185, in every Node >= 20).
+        socket.unshift(first);
+        this.http2().emit('connection', socket);
         return;
       }
       if (other !== undefined) {

@@ -71,8 +71,6 @@ export interface GrpcBridgeOptions {
    * buffer budget is spent). Default: always buffered.
    */
   admitLarge?: (bytes: number) => RpcError | undefined;
-  /** The peer's address, when the session's socket cannot tell it (the shared port's JS stream). */
-  peer?: { address?: string | undefined; port?: number | undefined };
   /** The verified client certificate's identity, on a TLS session. */
   peerIdentity?: () => PeerIdentity | undefined;
   /** Told of a response the bridge could not send as the server meant it (dropped metadata, a reset stream). */
@@ -163,8 +161,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     private readonly options: GrpcBridgeOptions,
   ) {
     super();
-    this.remoteAddress = options.peer?.address ?? session.socket?.remoteAddress;
-    this.remotePort = options.peer?.port ?? session.socket?.remotePort;
+    this.remoteAddress = session.socket?.remoteAddress;
+    this.remotePort = session.socket?.remotePort;
     // Response frames from the server are at most its frame size; nothing is oversized here.
     this.decoder = new FrameDecoder(0x7fffffff, this);
     session.on('stream', (stream, headers) => this.onStream(stream, headers));
