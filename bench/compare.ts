@@ -2,6 +2,7 @@
  * svrkit against grpc-js, side by side in one run, on 127.0.0.1.
  *
  *   npx tsx bench/compare.ts [--duration 5s] [--rounds 2] [--stacks svrkit,grpc-js,...]
+ *                            [--rate 4000] [--pin] [--loads 64x1,1000x4]
  *
  * For each load (concurrency 64 over 1 connection; concurrency 1000 over 4 connections) and each
  * round, it runs every stack in turn on helloworld.Greeter/SayHello:
@@ -15,15 +16,21 @@
  * Stacks alternate so that machine noise hits all. Each row is one run; the table also shows the
  * CPU time the server and the client used (user+sys, from /proc), which tells which side was the
  * bottleneck, and the server's CPU per call (after a warm-up run on the same server, so it is the
- * steady cost, not start-up and JIT). Needs `npm run build` first (it runs dist/) and the
+ * steady cost, not start-up and JIT).
+ *
+ * The servers' CPU per call depends on their throughput (at more calls/s, more of them share each
+ * read, write and wake-up), and without a limit each stack runs at what its client can drive. For a
+ * like-for-like figure, `--rate N` paces every client to N calls/s (`svrkit bench --rate`), so that
+ * every server does the same work per second; `--pin` runs each server on CPU 1 and each client on
+ * CPU 0 (taskset), so that neither takes the other's core. `--loads` lists the loads to run, as
+ * concurrency x connections. Needs `npm run build` first (it runs dist/) and the
  * examples' generated code (`npm start` or `npm test` make it).
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parseDuration } from '../framework/cli/bench.js';
-import { cpuSeconds, startServer as startServerIn } from './support.js';
+import { cpuSeconds, spawnNode, startServer as startServerIn } from './support.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
@@ -46,16 +53,20 @@ interface Row {
   clientCpuS: number;
 }
 
+/** The CPUs servers and clients run on with `--pin` (undefined: wherever the kernel puts them). */
+let serverCpu: string | undefined;
+let clientCpu: string | undefined;
+
 /** Starts a server process from the repository root (see support.ts). */
-const startServer = (args: string[], pattern: RegExp) => startServerIn(args, pattern, root);
+const startServer = (args: string[], pattern: RegExp) => startServerIn(args, pattern, root, serverCpu);
 
 /** Runs a client to completion; returns its JSON result and the CPU seconds it used. */
 async function runClient(args: string[]): Promise<{ result: Record<string, any>; cpuS: number }> {
-  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnNode(args, root, clientCpu);
   let out = '';
   let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   let cpuS = 0;
   const sampler = setInterval(() => {
     const c = cpuSeconds(child.pid);
@@ -67,7 +78,7 @@ async function runClient(args: string[]): Promise<{ result: Record<string, any>;
   return { result: JSON.parse(out.slice(out.indexOf('{'))), cpuS };
 }
 
-async function measure(stack: Stack, concurrency: number, connections: number, duration: string, warmup: string): Promise<Row> {
+async function measure(stack: Stack, concurrency: number, connections: number, duration: string, warmup: string, rate: number | undefined): Promise<Row> {
   const server =
     stack === 'grpc-js'
       ? await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/)
@@ -76,6 +87,7 @@ async function measure(stack: Stack, concurrency: number, connections: number, d
         : await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/);
   const run = (time: string) => {
     const load = ['--concurrency', String(concurrency), '--duration', time, '--connections', String(connections), '--json'];
+    if (rate !== undefined) load.push('--rate', String(rate));
     return stack === 'svrkit'
       ? runClient([svrkitBin, 'bench', server.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}', ...load])
       : stack === 'svrkit-grpc'
@@ -93,7 +105,7 @@ async function measure(stack: Stack, concurrency: number, connections: number, d
   return {
     stack,
     calls: Number(r.calls),
-    load: `c=${concurrency}, ${connections} conn`,
+    load: `c=${concurrency}, ${connections} conn${rate !== undefined ? `, ${rate}/s` : ''}`,
     callsPerSecond: Math.round(r.callsPerSecond),
     p50: r.latencyMs.p50,
     p99: r.latencyMs.p99,
@@ -110,25 +122,42 @@ async function main(): Promise<void> {
     .option('-r, --rounds <n>', 'rounds (each runs every stack at both loads)', '1')
     .option('-w, --warmup <time>', 'a run before each measured one, on the same server, not counted (0s: none)', '2s')
     .option('-s, --stacks <list>', `stacks to run, comma-separated: ${STACKS.join(', ')}`, STACKS.join(','))
+    .option('--rate <calls/s>', 'pace every client to this many calls per second (svrkit bench --rate)')
+    .option('--pin', 'run servers on CPU 1 and clients on CPU 0 (taskset)')
+    .option('--loads <list>', 'loads to run, comma-separated concurrency x connections', '64x1,1000x4')
     .parse(process.argv)
-    .opts<{ duration: string; rounds: string; stacks: string; warmup: string }>();
+    .opts<{ duration: string; rounds: string; stacks: string; warmup: string; rate?: string; pin?: boolean; loads: string }>();
   parseDuration(opts.duration);
   if (opts.warmup !== '0s') parseDuration(opts.warmup);
   const stacks = opts.stacks.split(',').map((x) => x.trim()) as Stack[];
   for (const x of stacks) if (!STACKS.includes(x)) throw new Error(`--stacks: unknown stack ${JSON.stringify(x)} (known: ${STACKS.join(', ')})`);
   const rounds = Math.max(1, Number(opts.rounds) || 1);
+  const rate = opts.rate === undefined ? undefined : Number(opts.rate);
+  if (rate !== undefined && !(Number.isInteger(rate) && rate >= 1)) throw new Error(`--rate: a whole number of calls per second, got ${JSON.stringify(opts.rate)}`);
+  const loads = opts.loads.split(',').map((l) => {
+    const m = /^(\d+)x(\d+)$/.exec(l.trim());
+    if (m === null || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--loads: ${JSON.stringify(l)} is not concurrency x connections, e.g. 64x1`);
+    return [Number(m[1]), Number(m[2])] as const;
+  });
+  if (opts.pin) {
+    serverCpu = '1';
+    clientCpu = '0';
+  }
   const rows: Row[] = [];
   for (let round = 0; round < rounds; round++) {
-    for (const [c, conns] of [[64, 1], [1000, 4]] as const) {
+    for (const [c, conns] of loads) {
       for (const stack of stacks) {
-        const row = await measure(stack, c, conns, opts.duration, opts.warmup);
+        const row = await measure(stack, c, conns, opts.duration, opts.warmup, rate);
         rows.push(row);
         process.stderr.write(`${row.stack} ${row.load}: ${row.callsPerSecond} calls/s, p99 ${row.p99} ms\n`);
       }
     }
   }
   const fmt = (n: number, d = 0) => (Number.isNaN(n) ? '-' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
-  process.stdout.write(`\nhelloworld.Greeter/SayHello, ${opts.duration} per run after a ${opts.warmup} warm-up, node ${process.version}, ${rounds} round(s)\n\n`);
+  process.stdout.write(
+    `\nhelloworld.Greeter/SayHello, ${opts.duration} per run after a ${opts.warmup} warm-up, node ${process.version}, ${rounds} round(s)` +
+      `${rate !== undefined ? `, paced to ${rate} calls/s` : ''}${opts.pin ? ', servers on CPU 1 and clients on CPU 0' : ''}\n\n`,
+  );
   process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s | server CPU µs/call |\n|---|---|---|---|---|---|---|---|---|---|\n');
   for (const r of rows) {
     process.stdout.write(

@@ -36,15 +36,28 @@ export function cpuSeconds(pid: number | undefined): number {
 }
 
 /**
+ * Spawns `node args` with stdout and stderr piped, pinned to `cpu` (a `taskset -c` CPU list) when
+ * given. taskset(1) execs node, so the child's pid is node's (for `cpuSeconds`).
+ * @returns the child process.
+ */
+export function spawnNode(args: string[], cwd: string, cpu?: string): ChildProcess {
+  return cpu === undefined
+    ? spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('taskset', ['-c', cpu, process.execPath, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
  * Starts a server process and waits for its "listening" line.
  * @param args - `node` arguments (script and flags).
  * @param pattern - matches the line that gives the address; group 1 is the address (`host:port`).
  * @param cwd - the working directory.
+ * @param cpu - when given, the CPU list the process (all its threads) may run on, as `taskset -c`
+ *   takes it (`'1'`, `'0,1'`); it runs under taskset(1), which keeps the pid.
  * @returns the child and the address it printed.
  * @throws Error (rejection) when it exits first, or prints nothing matching within 30 s (it is then killed).
  */
-export async function startServer(args: string[], pattern: RegExp, cwd: string): Promise<{ child: ChildProcess; address: string }> {
-  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServer(args: string[], pattern: RegExp, cwd: string, cpu?: string): Promise<{ child: ChildProcess; address: string }> {
+  const child = spawnNode(args, cwd, cpu);
   let out = '';
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 30_000);

@@ -212,6 +212,30 @@ describe('runBench: latency', () => {
   });
 });
 
+describe('runBench: rate (paced runs)', () => {
+  it('starts call k no earlier than k / rate seconds after the run began', async () => {
+    const starts: number[] = [];
+    const t0 = performance.now();
+    const r = await runBench({
+      call: async () => void starts.push(performance.now() - t0),
+      concurrency: 8,
+      requests: 40,
+      rate: 2000,
+    });
+    expect(r.calls).toBe(40);
+    expect(starts).toHaveLength(40);
+    // 0.5 ms slots, counted from runBench's own start (a little after t0).
+    starts.forEach((at, k) => expect(at).toBeGreaterThanOrEqual(k * 0.5));
+  });
+
+  it('in duration mode starts no call whose slot is past the end', async () => {
+    const r = await runBench({ call: () => Promise.resolve(), concurrency: 4, durationMs: 100, rate: 200 });
+    // Slots every 5 ms: 0, 5, ..., 95 ms.
+    expect(r.calls).toBeLessThanOrEqual(20);
+    expect(r.ok).toBe(r.calls);
+  });
+});
+
 describe('runBench: validation', () => {
   const call = () => Promise.resolve();
   it.each([
@@ -224,6 +248,8 @@ describe('runBench: validation', () => {
     [{ call, concurrency: 1, requests: 2.5 }, /requests must be an integer >= 1/],
     [{ call, concurrency: 1, durationMs: 0 }, /durationMs must be a positive/],
     [{ call, concurrency: 1, requests: 1, progressIntervalMs: 0 }, /progressIntervalMs/],
+    [{ call, concurrency: 1, requests: 1, rate: 0 }, /rate must be a positive number/],
+    [{ call, concurrency: 1, requests: 1, rate: Infinity }, /rate must be a positive number/],
     [{ call: 'nope', concurrency: 1, requests: 1 }, /call must be a function/],
   ])('rejects %o', async (options, message) => {
     await expect(runBench(options as never)).rejects.toThrow(message);

@@ -172,6 +172,18 @@ describe('svrkit run examples/helloworld/greeter.ts', () => {
     expect(l.mean).toBeLessThanOrEqual(l.max);
   });
 
+  it('svrkit bench --rate paces the calls: 40 calls at 400/s take at least 97.5 ms', async () => {
+    const r = await runSvrkit([
+      'bench', greeter.address, 'helloworld.Greeter/SayHello', '{"name":"ada"}',
+      '--concurrency', '8', '--requests', '40', '--rate', '400', '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const result = json(r) as { calls: number; ok: number; durationMs: number };
+    expect(result).toMatchObject({ calls: 40, ok: 40 });
+    // The 40th call's slot is 39 x 2.5 ms after the start: a lower bound, not a speed claim.
+    expect(result.durationMs).toBeGreaterThanOrEqual(97.5);
+  });
+
   it('a second `svrkit run` on the same port fails with exit 1 and says why', async () => {
     const port = greeter.address.split(':').pop()!;
     const r = await runSvrkit(['run', 'examples/helloworld/greeter.ts', '--port', port]);
@@ -282,11 +294,12 @@ describe('bad modules, bad flags, help', () => {
   });
 
   it('bad flags exit non-zero with a message', async () => {
-    const [port, duration, both, badConcurrency] = await Promise.all([
+    const [port, duration, both, badConcurrency, badRate] = await Promise.all([
       runSvrkit(['run', 'examples/helloworld/greeter.ts', '--port', 'abc']),
       runSvrkit(['bench', '127.0.0.1:1', 'helloworld.Greeter/SayHello', '--duration', '10']),
       runSvrkit(['bench', '127.0.0.1:1', 'helloworld.Greeter/SayHello', '--concurrency', '1', '--duration', '1s', '--requests', '10']),
       runSvrkit(['bench', '127.0.0.1:1', 'helloworld.Greeter/SayHello', '--concurrency', '0', '--requests', '10']),
+      runSvrkit(['bench', '127.0.0.1:1', 'helloworld.Greeter/SayHello', '--rate', '0', '--requests', '10']),
     ]);
     expect(port.code).not.toBe(0);
     expect(port.stderr).toMatch(/--port <port>.*'abc' is invalid/);
@@ -296,7 +309,9 @@ describe('bad modules, bad flags, help', () => {
     expect(both.stderr).toMatch(/--duration <time>' cannot be used with option '-n, --requests <n>'/);
     expect(badConcurrency.code).not.toBe(0);
     expect(badConcurrency.stderr).toMatch(/concurrency must be a whole number/);
-    for (const r of [port, duration, both, badConcurrency]) expect(r.stdout).toBe('');
+    expect(badRate.code).not.toBe(0);
+    expect(badRate.stderr).toMatch(/rate must be a whole number from 1/);
+    for (const r of [port, duration, both, badConcurrency, badRate]) expect(r.stdout).toBe('');
   });
 
   it('svrkit call with a request that is not JSON exits 1 with a message', async () => {

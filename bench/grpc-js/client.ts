@@ -3,10 +3,11 @@
  * same closed-loop engine as `svrkit bench` (framework/cli/bench.ts), so the figures compare.
  *
  *   npx tsx bench/grpc-js/client.ts <address> --concurrency N (--duration 10s | --requests N)
- *                                   [--connections C] [--json]
+ *                                   [--connections C] [--rate R] [--json]
  *
  * Opens C distinct grpc-js channels (each with its own subchannel pool, hence its own TCP/HTTP2
- * connection), waits until all are connected, then spreads calls over them round robin. Prints a
+ * connection), waits until all are connected, then spreads calls over them round robin, at most
+ * R calls per second with --rate (`BenchOptions.rate`). Prints a
  * progress line on stderr every second and the result on stdout (`formatBenchResult`, or the
  * `BenchResult` as JSON with --json). Exit status: 0 after a run, 1 when it cannot connect,
  * 2 on bad arguments.
@@ -53,6 +54,7 @@ interface Options {
   duration?: number;
   requests?: number;
   connections: number;
+  rate?: number;
   json?: boolean;
 }
 
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     .option('-d, --duration <time>', 'run this long, with a unit: 10s, 500ms, 1m', duration)
     .option('-n, --requests <n>', 'make this many calls in total', positiveInt('--requests'))
     .option('--connections <n>', 'grpc-js channels (TCP connections) to spread calls over', positiveInt('--connections'), 1)
+    .option('--rate <calls/s>', 'start at most this many calls per second, evenly spaced', positiveInt('--rate'))
     .option('--json', 'print the result as JSON')
     .showHelpAfterError()
     .parse();
@@ -113,6 +116,7 @@ async function main(): Promise<void> {
   const result = await runBench({
     call,
     concurrency: opts.concurrency,
+    ...(opts.rate !== undefined ? { rate: opts.rate } : {}),
     ...(opts.duration !== undefined ? { durationMs: opts.duration } : { requests: opts.requests! }),
     onProgress: (p) => process.stderr.write(formatProgress(p) + '\n'),
   });

@@ -12,10 +12,17 @@
  * (a plain number, no Date objects, no BigInts), and records the latency into a preallocated
  * HdrHistogram in whole microseconds.
  *
+ * With `rate`, the loop is paced: call number k (counting from 0 over all workers) starts no
+ * earlier than k / rate seconds after the run began, so the run makes at most `rate` calls per
+ * second, and exactly that many while the server keeps up with `concurrency` calls in flight.
+ * Comparing two servers at one rate compares their CPU per call at the same throughput. Latency
+ * still counts from each call's actual start, not from its slot.
+ *
  * For a streaming method, a "call" is one whole stream (latency: from opening it to its end), and
  * the messages it carries are counted apart (`BenchOptions.messageCount`): the report then gives
  * messages/s as well as calls/s.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { build, type Histogram } from 'hdr-histogram-js';
 import { RpcError, statusName } from '../wire/status.js';
 
@@ -49,6 +56,11 @@ export interface BenchOptions {
   durationMs?: number;
   /** Make exactly this many calls in total (an integer >= 1). */
   requests?: number;
+  /**
+   * Start at most this many calls per second (> 0), spread evenly over the run (see the module
+   * comment). Default: no limit, each worker starts its next call as soon as one ends.
+   */
+  rate?: number;
   /**
    * For streaming calls: returns how many messages all calls have carried so far (the caller
    * counts them, say one per response read from a stream, failed streams included). When given,
@@ -147,6 +159,9 @@ function validate(o: BenchOptions): void {
   ) {
     throw new Error(`runBench: progressIntervalMs must be a positive number of milliseconds, got ${String(o.progressIntervalMs)}`);
   }
+  if (o.rate !== undefined && !(typeof o.rate === 'number' && Number.isFinite(o.rate) && o.rate > 0)) {
+    throw new Error(`runBench: rate must be a positive number of calls per second, got ${String(o.rate)}`);
+  }
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
     throw new Error('runBench: onProgress must be a function');
   }
@@ -198,12 +213,12 @@ function usToMs(us: number): number {
 
 /**
  * Runs a closed-loop benchmark: `concurrency` calls in flight at all times, for `durationMs` or
- * for `requests` calls in total.
+ * for `requests` calls in total; with `rate`, paced to at most that many calls per second.
  * @param options - see `BenchOptions`.
  * @returns counts, errors by name, throughput and latency (see `BenchResult`).
  * @throws Error (synchronously reported as a rejection) when the options are invalid: `call` not
  *   a function, `concurrency` not a positive integer, both or neither of `durationMs`/`requests`,
- *   `requests` not an integer >= 1, `durationMs`/`progressIntervalMs` not > 0. Rejects with what
+ *   `requests` not an integer >= 1, `durationMs`/`progressIntervalMs`/`rate` not > 0. Rejects with what
  *   `onProgress` threw, if it throws. Failed calls never make it reject.
  */
 export async function runBench(options: BenchOptions): Promise<BenchResult> {
@@ -225,13 +240,27 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
 
   const startTime = performance.now();
   const endTime = options.durationMs !== undefined ? startTime + options.durationMs : Infinity;
+  // Paced runs: ms between call starts (0: unpaced).
+  const intervalMs = options.rate !== undefined ? 1000 / options.rate : 0;
 
   // One closed loop. The stop test reads the clock at most once per call (it is needed anyway
   // for the latency); requests mode needs no clock for it at all.
   const worker = async (): Promise<void> => {
     let now = performance.now();
     while (!stopped && started < limit && now < endTime) {
-      started++;
+      if (intervalMs > 0) {
+        const slot = startTime + started * intervalMs;
+        if (slot >= endTime) break;
+        started++;
+        // (A timer may fire early by the event loop's cached clock: wait until the slot has come.)
+        while (slot > now && !stopped) {
+          await sleep(slot - now);
+          now = performance.now();
+        }
+        if (stopped) break;
+      } else {
+        started++;
+      }
       const t0 = now;
       try {
         await call();

@@ -207,6 +207,7 @@ function buildProgram(): Command {
     .addOption(new Option('-d, --duration <time>', 'run time, with a unit: 10s, 500ms, 2m (a bare number is refused)').argParser(durationOption('--duration')).conflicts('requests'))
     .addOption(new Option('-n, --requests <n>', 'total calls to make').argParser(intOption('requests', 1, Number.MAX_SAFE_INTEGER)))
     .option('--connections <n>', 'TCP connections to open to each address', intOption('connections', 1, 1024), 1)
+    .option('--rate <calls/s>', 'start at most this many calls per second, evenly spaced (default: as fast as the calls in flight end)', intOption('rate', 1, 100_000_000))
     .option('-t, --timeout <ms>', 'deadline per call, a whole stream for a streaming method (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('--json', 'print the result as JSON (with messages and messagesPerSecond for a server-streaming or bidi method)')
@@ -234,7 +235,7 @@ function buildProgram(): Command {
           return `sample call failed: ${sampleError.status}: ${sampleError.message} (benchmarking anyway; errors are counted by status)`;
         });
         if (!opts.json) {
-          process.stderr.write(`bench ${m.path}${m.kind === 'unary' ? '' : ` (${m.kind.replace('_', '-')})`} on ${address}: concurrency ${opts.concurrency}, ${opts.connections} connection(s), ` +
+          process.stderr.write(`bench ${m.path}${m.kind === 'unary' ? '' : ` (${m.kind.replace('_', '-')})`} on ${address}: concurrency ${opts.concurrency}, ${opts.connections} connection(s), ${opts.rate !== undefined ? `at most ${opts.rate} calls/s, ` : ''}` +
             `${opts.duration !== undefined ? `${opts.duration} ms` : `${opts.requests} calls`}\n${sample}\n`);
         }
         const { call, messageCount } = benchCallFor(channel, m, bytes, callOptions);
@@ -244,6 +245,7 @@ function buildProgram(): Command {
           concurrency: opts.concurrency,
           durationMs: opts.duration,
           requests: opts.requests,
+          rate: opts.rate,
           onProgress: opts.json ? undefined : (p) => process.stderr.write(formatProgress(p) + '\n'),
         });
         process.stdout.write(
@@ -306,6 +308,7 @@ interface BenchFlags {
   duration?: number;
   requests?: number;
   connections: number;
+  rate?: number;
   timeout: number;
   metadata: Metadata;
   json?: boolean;
