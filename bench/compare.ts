@@ -9,6 +9,8 @@
  * - `svrkit`: `svrkit run examples/helloworld`, loaded by `svrkit bench` (svrkit's protocol);
  * - `grpc-js`: the same rpc served by grpc-js (bench/grpc-js/server.ts), loaded by the grpc-js
  *   client driven by the same engine (bench/grpc-js/client.ts);
+ * - `grpc-js+als`: the same, with each handler run in an AsyncLocalStorage context of its own, as
+ *   svrkit's handlers are (`bench/grpc-js/server.ts --als`);
  * - `grpc-js>svrkit`: the grpc-js client against the svrkit server's own port (gRPC told by its
  *   preface); `grpc-js>svrkit:grpc-port`: the same against its gRPC-only port (`--grpc-port`);
  * - `svrkit-grpc`: `svrkit bench grpc://...` against the svrkit server's gRPC-only port (svrkit's
@@ -37,7 +39,7 @@ const svrkitBin = fileURLToPath(new URL('../bin/svrkit.js', import.meta.url));
 const tsx = ['--import', 'tsx'];
 
 /** The stacks compare.ts knows, in the order it runs them. */
-const STACKS = ['svrkit', 'grpc-js', 'grpc-js>svrkit', 'grpc-js>svrkit:grpc-port', 'svrkit-grpc'] as const;
+const STACKS = ['svrkit', 'grpc-js', 'grpc-js+als', 'grpc-js>svrkit', 'grpc-js>svrkit:grpc-port', 'svrkit-grpc'] as const;
 type Stack = (typeof STACKS)[number];
 
 interface Row {
@@ -80,8 +82,8 @@ async function runClient(args: string[]): Promise<{ result: Record<string, any>;
 
 async function measure(stack: Stack, concurrency: number, connections: number, duration: string, warmup: string, rate: number | undefined): Promise<Row> {
   const server =
-    stack === 'grpc-js'
-      ? await startServer([...tsx, 'bench/grpc-js/server.ts', '0'], /listening (\S+)/)
+    stack === 'grpc-js' || stack === 'grpc-js+als'
+      ? await startServer([...tsx, 'bench/grpc-js/server.ts', '0', ...(stack === 'grpc-js+als' ? ['--als'] : [])], /listening (\S+)/)
       : stack === 'grpc-js>svrkit:grpc-port' || stack === 'svrkit-grpc'
         ? await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0', '--grpc-port', '0'], /gRPC-only port on (\S+)/)
         : await startServer([svrkitBin, 'run', 'examples/helloworld/greeter.ts', '--port', '0'], /serving .* on (\S+) \(pid/);

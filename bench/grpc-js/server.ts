@@ -3,13 +3,17 @@
  * with @grpc/proto-loader, answering `{ message: 'Hello ' + name }` (the same handler as svrkit's
  * helloworld example).
  *
- *   npx tsx bench/grpc-js/server.ts [port] [--tls-cert FILE --tls-key FILE]
+ *   npx tsx bench/grpc-js/server.ts [port] [--tls-cert FILE --tls-key FILE] [--als]
  *
  * Port 0 (the default) picks a free one; with --tls-cert and --tls-key (PEM) it serves over TLS.
+ * With --als each call's handler runs in an AsyncLocalStorage context of its own, as a svrkit
+ * handler does (its call context): on Node 20 that turns on async_hooks for the whole process,
+ * and this baseline shows what that costs grpc-js.
  *
  * Binds 127.0.0.1 only, prints `listening 127.0.0.1:<port>` once bound, and shuts down on
  * SIGTERM/SIGINT (in-flight calls get up to 2 s, then connections are cut) and exits 0.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -39,6 +43,9 @@ async function main(): Promise<void> {
     args.splice(i, 2);
     return v;
   };
+  const alsAt = args.indexOf('--als');
+  if (alsAt >= 0) args.splice(alsAt, 1);
+  const als = alsAt >= 0 ? new AsyncLocalStorage<{ call: unknown }>() : undefined;
   const cert = flag('--tls-cert');
   const key = flag('--tls-key');
   if ((cert === undefined) !== (key === undefined)) throw new Error('--tls-cert and --tls-key go together');
@@ -52,7 +59,9 @@ async function main(): Promise<void> {
   const server = new grpc.Server();
   server.addService(service, {
     sayHello(call: grpc.ServerUnaryCall<HelloRequest, HelloReply>, callback: grpc.sendUnaryData<HelloReply>) {
-      callback(null, { message: 'Hello ' + call.request.name });
+      const reply = () => callback(null, { message: 'Hello ' + call.request.name });
+      if (als === undefined) reply();
+      else als.run({ call }, reply);
     },
   });
 

@@ -63,6 +63,9 @@ export class FastReject {
   private advertised: number | undefined;
   /** Set while memory is above the limit: [used, limit] in bytes. */
   private memoryFull: [number, number] | undefined;
+  /** What the resident set may use (bytes; `memoryLimitBytes`), and when it was read (epoch ms). */
+  private rssLimit = 0;
+  private rssLimitAt = -Infinity;
   /** The scheduling stage, once the server wires it. */
   queue: QueueState | undefined;
 
@@ -216,7 +219,12 @@ export class FastReject {
       oldestQueuedMs: q?.oldestWaitMs(now) ?? 0,
       serviceMs: q?.serviceSample(),
     });
-    this.memoryFull = memoryAboveLimit(this.settings.maxMemoryFraction);
+    // The limit changes rarely (a container resized), and reading it costs more than the rss.
+    if (now - this.rssLimitAt >= MEMORY_LIMIT_REFRESH_MS) {
+      this.rssLimit = memoryLimitBytes();
+      this.rssLimitAt = now;
+    }
+    this.memoryFull = memoryAboveLimit(this.settings.maxMemoryFraction, this.rssLimit);
     if (!this.settings.dryRun) {
       this.advertised = adm.level === ADMIT_ALL ? undefined : adm.level;
       if (report.levelAfter < report.levelBefore) q?.refuseAbove(report.levelAfter);
@@ -232,18 +240,31 @@ export class FastReject {
   }
 }
 
+/** How often the memory limit is read again (ms). */
+const MEMORY_LIMIT_REFRESH_MS = 10_000;
+
 /**
- * Whether memory is above `fraction` of what the process may use: the V8 heap against its limit,
- * or the resident set against the cgroup limit (`process.constrainedMemory`) or the machine's memory.
- * @returns `[used, limit]` in bytes of the first limit passed, or undefined when none is.
+ * What the process's resident set may use: the cgroup limit (`process.constrainedMemory`) when
+ * there is one below the machine's memory, else the machine's memory.
+ * @returns bytes.
  */
-function memoryAboveLimit(fraction: number): [number, number] | undefined {
-  const heap = v8.getHeapStatistics();
-  if (heap.used_heap_size > fraction * heap.heap_size_limit) return [heap.used_heap_size, heap.heap_size_limit];
+function memoryLimitBytes(): number {
   const constrained = process.constrainedMemory?.();
   const total = os.totalmem();
-  const limit = constrained !== undefined && constrained > 0 && constrained < total ? constrained : total;
+  return constrained !== undefined && constrained > 0 && constrained < total ? constrained : total;
+}
+
+/**
+ * Whether memory is above `fraction` of what the process may use: the V8 heap against its limit,
+ * or the resident set against `rssLimit`.
+ * @param fraction - of each limit, 0..1.
+ * @param rssLimit - what the resident set may use (bytes; `memoryLimitBytes`).
+ * @returns `[used, limit]` in bytes of the first limit passed, or undefined when none is.
+ */
+function memoryAboveLimit(fraction: number, rssLimit: number): [number, number] | undefined {
+  const heap = v8.getHeapStatistics();
+  if (heap.used_heap_size > fraction * heap.heap_size_limit) return [heap.used_heap_size, heap.heap_size_limit];
   const rss = process.memoryUsage.rss();
-  if (rss > fraction * limit) return [rss, limit];
+  if (rss > fraction * rssLimit) return [rss, rssLimit];
   return undefined;
 }

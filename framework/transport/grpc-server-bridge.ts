@@ -173,7 +173,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       if (!session.destroyed) session.destroy();
     });
     session.on('close', () => this.onSessionClosed());
-    // Over a JS stream (the shared port's), a session may end without 'close': its socket says so.
+    // Should the session end without 'close', its socket says so.
     session.socket?.once('close', () => this.onSessionClosed());
   }
 
@@ -253,7 +253,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
       return this;
     }
     this.session.destroy(error);
-    // A session over a JS stream (the shared port's) may not say 'close' once destroyed.
+    // A destroyed session may not say 'close'.
     setImmediate(() => this.onSessionClosed());
     return this;
   }
@@ -350,9 +350,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', () => {
-      // Reported as the stream's close (its RST code): the call is cancelled there.
-    });
+    // An error is reported as the stream's close (its RST code): the call is cancelled there.
+    stream.on('error', ignoreStreamError);
     if (this.closed || this.paused) {
       // The server is not reading this session (its client does not take its replies): a new call
       // would only queue here. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
@@ -669,7 +668,8 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     if (call.headersSent) return !call.stream.destroyed;
     call.headersSent = true;
     const stream = call.stream;
-    const headers = { ...this.outgoing(call, md), [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' };
+    const headers: Record<string, string | number> =
+      md === undefined ? { [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' } : { ...this.outgoing(call, md), [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' };
     if (!safeRespond(stream, headers, { waitForTrailers: true }, this.options.log)) {
       this.abandon(call);
       return false;
@@ -727,6 +727,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     if (call.requested) this.toServer(FrameKind.CANCEL, call.id, encodeStatusHeader(Status.CANCELLED));
   }
 }
+
+/** The 'error' listener of every stream (see `onStream`). */
+function ignoreStreamError(): void {}
 
 /** Unary calls use no credit: one shared placeholder of each kind, never spent nor granted. */
 const NO_SEND_CREDIT = new SendCredit();
