@@ -20,8 +20,12 @@
  *   the server as HTTP/2 takes them, so a gRPC client that does not read pauses the server's
  *   handler as a svrkit client would.
  * - Response metadata that HTTP/2 or gRPC cannot carry (`grpcMetadataHeaders`) is left out.
- * - Graceful shutdown: the server's GOAWAY becomes HTTP/2's GOAWAY; its PING is answered once no
- *   unary request is still uploading (whose REQUEST would come after the PONG otherwise).
+ * - Graceful shutdown, as gRPC servers do it (grpc/grpc doc/PROTOCOL-HTTP2.md, "GOAWAY"): the
+ *   server's GOAWAY becomes HTTP/2's GOAWAY with the largest stream id; the PING that follows it
+ *   goes to the client as an HTTP/2 PING, and the server gets its PONG once the client's PING ack
+ *   came (every stream the client opened before it saw the GOAWAY has arrived by then) and no
+ *   unary request is still uploading (whose REQUEST would come after the PONG otherwise). The
+ *   final GOAWAY, with the last stream id, goes when the server ends the connection.
  *
  * Memory: a session has at most `SETTINGS_MAX_CONCURRENT_STREAMS` calls (the server sets it); a
  * request message over 64 KiB is buffered only while the server's buffer budget has room for it
@@ -518,6 +522,31 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     }
   }
 
+  /**
+   * The server's PING (the one after its GOAWAY): sent on as an HTTP/2 PING, and answered once the
+   * client acked it, when the streams it opened before it saw the GOAWAY have all arrived, and no
+   * unary request is mid-upload (its REQUEST must reach the server first). A session that cannot
+   * be pinged (closing, failed, too many PINGs out) has nothing more on its way: answered then.
+   */
+  private pingClient(id: number): void {
+    const pong = (): void => {
+      if (this.closed) return;
+      if (this.uploads > 0) this.pendingPongs.push(id);
+      else this.toServer(FrameKind.PONG, id);
+    };
+    if (this.session.closed || this.session.destroyed) {
+      pong();
+      return;
+    }
+    let sent = false;
+    try {
+      sent = this.session.ping(() => pong());
+    } catch {
+      // Closing already.
+    }
+    if (!sent) pong();
+  }
+
   /** The HTTP/2 stream closed: a call the server still runs was reset by the client, so it is cancelled. */
   private onStreamClosed(call: BridgedCall): void {
     // node:http2 destroys a closing session with its last stream; its 'close' may wait for the
@@ -583,9 +612,7 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   onFrame(kind: number, callId: number, header: Buffer, body: Buffer): void {
     switch (kind) {
       case FrameKind.PING:
-        // Answered once no unary request is mid-upload: its REQUEST must reach the server first.
-        if (this.uploads > 0) this.pendingPongs.push(callId);
-        else this.toServer(FrameKind.PONG, callId);
+        this.pingClient(callId);
         return;
       case FrameKind.GOAWAY:
         // The server drains: no new streams from this client; the ones it sent us finish.

@@ -45,7 +45,7 @@ function framed(body: Uint8Array, flag = 0, claim = body.length): Buffer {
   return out;
 }
 
-const echo = (text: string): Uint8Array => EchoRequest.encode(EchoRequest.fromPartial({ text })).finish();
+const echo = (text: string, delayMs = 0): Uint8Array => EchoRequest.encode(EchoRequest.fromPartial({ text, delayMs })).finish();
 
 /**
  * Sends one gRPC request over a raw node:http2 session: `chunks` written in order, a pause of
@@ -313,6 +313,29 @@ describe('the peer, flow control and shutdown', () => {
     sess.destroy();
     expect(reply.grpcStatus).toBe(0);
     expect(reply.data.toString('latin1')).toContain('uploaded during shutdown');
+  });
+});
+
+describe('a graceful shutdown, as gRPC servers do it', () => {
+  it('sends GOAWAY (largest stream id), then an HTTP/2 PING; a call in flight finishes, then the server stops', async () => {
+    const s2 = new Server();
+    s2.addService(new Probe());
+    await s2.listen(0, '127.0.0.1');
+    const sess = h2connect(`http://${s2.address}`);
+    sess.on('error', () => {});
+    const seen: string[] = [];
+    sess.on('goaway', (code: number, last: number) => seen.push(`goaway ${code} ${last}`));
+    sess.on('ping', () => seen.push('ping'));
+    const pending = raw(sess, '/probe.Probe/Echo', [framed(echo('in flight', 300))]);
+    await new Promise((r) => setTimeout(r, 100));
+    await s2.close({ graceMs: 5000 });
+    const reply = await pending;
+    sess.destroy();
+    expect(reply.grpcStatus).toBe(0);
+    expect(reply.data.toString('latin1')).toContain('in flight');
+    // (node:http2 may report the PING before the GOAWAY that came first.)
+    expect(seen).toContain(`goaway 0 ${2 ** 31 - 1}`);
+    expect(seen).toContain('ping');
   });
 });
 
