@@ -29,6 +29,7 @@
  * examples' generated code (`npm start` or `npm test` make it).
  */
 import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parseDuration } from '../framework/cli/bench.js';
@@ -142,6 +143,7 @@ async function main(): Promise<void> {
     return [Number(m[1]), Number(m[2])] as const;
   });
   if (opts.pin) {
+    if (availableParallelism() < 2) throw new Error('--pin needs two CPUs (servers on CPU 1, clients on CPU 0)');
     serverCpu = '1';
     clientCpu = '0';
   }

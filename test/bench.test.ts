@@ -228,6 +228,30 @@ describe('runBench: rate (paced runs)', () => {
     starts.forEach((at, k) => expect(at).toBeGreaterThanOrEqual(k * 0.5));
   });
 
+  it('stops waiting for slots when onProgress throws: no call starts after, onProgress is not called again', async () => {
+    const { state, call } = trackingCall(1);
+    const boom = new Error('stop');
+    let progressCalls = 0;
+    let startedAtThrow = -1;
+    await expect(
+      runBench({
+        call,
+        concurrency: 50,
+        requests: 1000,
+        rate: 20, // a slot every 50 ms: most workers wait seconds for theirs
+        progressIntervalMs: 10,
+        onProgress: () => {
+          progressCalls++;
+          startedAtThrow = state.started;
+          throw boom;
+        },
+      }),
+    ).rejects.toBe(boom);
+    expect(progressCalls).toBe(1);
+    expect(state.started).toBe(startedAtThrow);
+    expect(state.inflight).toBe(0);
+  });
+
   it('in duration mode starts no call whose slot is past the end', async () => {
     const r = await runBench({ call: () => Promise.resolve(), concurrency: 4, durationMs: 100, rate: 200 });
     // Slots every 5 ms: 0, 5, ..., 95 ms.

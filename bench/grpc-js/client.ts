@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     .option('-d, --duration <time>', 'run this long, with a unit: 10s, 500ms, 1m', duration)
     .option('-n, --requests <n>', 'make this many calls in total', positiveInt('--requests'))
     .option('--connections <n>', 'grpc-js channels (TCP connections) to spread calls over', positiveInt('--connections'), 1)
-    .option('--rate <calls/s>', 'start at most this many calls per second, evenly spaced', positiveInt('--rate'))
+    .option('--rate <calls/s>', 'start at most this many calls per second on average', positiveInt('--rate'))
     .option('--json', 'print the result as JSON')
     .showHelpAfterError()
     .parse();

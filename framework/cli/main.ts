@@ -207,7 +207,7 @@ function buildProgram(): Command {
     .addOption(new Option('-d, --duration <time>', 'run time, with a unit: 10s, 500ms, 2m (a bare number is refused)').argParser(durationOption('--duration')).conflicts('requests'))
     .addOption(new Option('-n, --requests <n>', 'total calls to make').argParser(intOption('requests', 1, Number.MAX_SAFE_INTEGER)))
     .option('--connections <n>', 'TCP connections to open to each address', intOption('connections', 1, 1024), 1)
-    .option('--rate <calls/s>', 'start at most this many calls per second, evenly spaced (default: as fast as the calls in flight end)', intOption('rate', 1, 100_000_000))
+    .option('--rate <calls/s>', 'start at most this many calls per second on average (default: as fast as the calls in flight end)', intOption('rate', 1, 100_000_000))
     .option('-t, --timeout <ms>', 'deadline per call, a whole stream for a streaming method (ms)', positiveMs, 10_000)
     .option('-m, --metadata <key=value>', 'request metadata (repeatable)', metadataOption, {} as Metadata)
     .option('--json', 'print the result as JSON (with messages and messagesPerSecond for a server-streaming or bidi method)')

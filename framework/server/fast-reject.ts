@@ -9,7 +9,8 @@
  *
  * The in-flight backstop comes from what the server can afford, not from a call count: when the
  * V8 heap, or the process's resident memory against its cgroup limit or the machine's memory, is
- * above `maxMemoryFraction` (sampled each window), every new call is refused until it is not.
+ * above `maxMemoryFraction` (the use sampled each window, the limits every 10 s), every new call
+ * is refused until it is not.
  * Calls that wait on I/O cost memory only (2-3 KiB each), so a server holds 100,000s of
  * them; calls that need CPU are bounded by the admission level. `maxInflight` still sets a fixed
  * cap for those who want one.

@@ -538,7 +538,9 @@ export class Server implements ConnectionOwner<InboundCall> {
    */
   private onGrpcSession(session: ServerHttp2Session, peerIdentity: (() => ReturnType<typeof tlsPeerIdentity>) | undefined): void {
     if (this.closing) {
-      session.destroy();
+      // Not at once: node:http2 feeds a shared-port session the bytes read before it existed on
+      // the next tick, and that throws (uncaught) for a session destroyed by then.
+      setImmediate(() => session.destroy());
       return;
     }
     const bridge = new GrpcSessionBridge(session, {
@@ -552,6 +554,7 @@ export class Server implements ConnectionOwner<InboundCall> {
         return errors.OVERLOADED_BUFFERS(bytes, used - bytes, this.bufferBudgetBytes);
       },
       peerIdentity,
+      pingTimeoutMs: this.frameTimeoutMs,
       log: (m, e) => this.logger.error(m, e),
     });
     this.grpcSessions.add(bridge);

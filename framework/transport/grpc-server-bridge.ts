@@ -24,8 +24,10 @@
  *   server's GOAWAY becomes HTTP/2's GOAWAY with the largest stream id; the PING that follows it
  *   goes to the client as an HTTP/2 PING, and the server gets its PONG once the client's PING ack
  *   came (every stream the client opened before it saw the GOAWAY has arrived by then) and no
- *   unary request is still uploading (whose REQUEST would come after the PONG otherwise). The
- *   final GOAWAY, with the last stream id, goes when the server ends the connection.
+ *   unary request is still uploading (whose REQUEST would come after the PONG otherwise); a
+ *   stream opened after that is refused with REFUSED_STREAM, which gRPC clients retry. A client
+ *   that does not ack within `pingTimeoutMs` is not waited for. The final GOAWAY, with the last
+ *   stream id, goes when the server ends the connection.
  *
  * Memory: a session has at most `SETTINGS_MAX_CONCURRENT_STREAMS` calls (the server sets it); a
  * request message over 64 KiB is buffered only while the server's buffer budget has room for it
@@ -77,6 +79,11 @@ export interface GrpcBridgeOptions {
   admitLarge?: (bytes: number) => RpcError | undefined;
   /** The verified client certificate's identity, on a TLS session. */
   peerIdentity?: () => PeerIdentity | undefined;
+  /**
+   * How long the client may take to ack the HTTP/2 PING of a graceful shutdown (ms) before the
+   * server is answered all the same (the server's frame timeout). Default 10000.
+   */
+  pingTimeoutMs?: number;
   /** Told of a response the bridge could not send as the server meant it (dropped metadata, a reset stream). */
   log?: (message: string, error?: unknown) => void;
 }
@@ -151,6 +158,11 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   private uploads = 0;
   /** PINGs of the server to answer once no request is uploading. */
   private pendingPongs: number[] = [];
+  /**
+   * The server has its PONG for the PING after its GOAWAY (the client acked it, or did not in
+   * time): a stream the client opens now is refused with REFUSED_STREAM, which gRPC clients retry.
+   */
+  private pastGoaway = false;
   private closed = false;
   /** Epoch ms of the last keepalive PING, and of the one awaiting its ack (0: none). */
   private pingedAt = 0;
@@ -356,9 +368,10 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     // An error is reported as the stream's close (its RST code): the call is cancelled there.
     stream.on('error', ignoreStreamError);
-    if (this.closed || this.paused) {
-      // The server is not reading this session (its client does not take its replies): a new call
-      // would only queue here. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
+    if (this.closed || this.paused || this.pastGoaway) {
+      // The server is not reading this session (its client does not take its replies), or the
+      // client opened it after it saw the GOAWAY: a new call would only queue here, or be refused
+      // by the server. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
       safeClose(stream, h2.NGHTTP2_REFUSED_STREAM);
       return;
     }
@@ -526,25 +539,42 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
    * The server's PING (the one after its GOAWAY): sent on as an HTTP/2 PING, and answered once the
    * client acked it, when the streams it opened before it saw the GOAWAY have all arrived, and no
    * unary request is mid-upload (its REQUEST must reach the server first). A session that cannot
-   * be pinged (closing, failed, too many PINGs out) has nothing more on its way: answered then.
+   * be pinged (closing, failed, too many PINGs out) has nothing more on its way, and a client that
+   * does not ack within `pingTimeoutMs` is not waited for: the server is answered then.
    */
   private pingClient(id: number): void {
-    const pong = (): void => {
-      if (this.closed) return;
-      if (this.uploads > 0) this.pendingPongs.push(id);
-      else this.toServer(FrameKind.PONG, id);
-    };
-    if (this.session.closed || this.session.destroyed) {
-      pong();
-      return;
-    }
-    let sent = false;
-    try {
-      sent = this.session.ping(() => pong());
-    } catch {
-      // Closing already.
-    }
-    if (!sent) pong();
+    const ping = { id, answered: false };
+    const timer = setTimeout(() => this.answerPing(ping), this.options.pingTimeoutMs ?? 10_000);
+    timer.unref();
+    // On the next turn: node:http2 puts a PING submitted in the same turn as a GOAWAY before it.
+    setImmediate(() => {
+      if (ping.answered) return;
+      let sent = false;
+      if (!this.closed && !this.session.closed && !this.session.destroyed) {
+        try {
+          sent = this.session.ping(() => {
+            clearTimeout(timer);
+            this.answerPing(ping);
+          });
+        } catch {
+          // Closing already.
+        }
+      }
+      if (!sent) {
+        clearTimeout(timer);
+        this.answerPing(ping);
+      }
+    });
+  }
+
+  /** Gives the server the PONG of `ping`, once, after any unary request still uploading. */
+  private answerPing(ping: { id: number; answered: boolean }): void {
+    if (ping.answered) return;
+    ping.answered = true;
+    this.pastGoaway = true;
+    if (this.closed) return;
+    if (this.uploads > 0) this.pendingPongs.push(ping.id);
+    else this.toServer(FrameKind.PONG, ping.id);
   }
 
   /** The HTTP/2 stream closed: a call the server still runs was reset by the client, so it is cancelled. */

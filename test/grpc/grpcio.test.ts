@@ -31,14 +31,23 @@ function pythonWithGrpc(): string | undefined {
 
 const python = pythonWithGrpc();
 
-/** Runs the peer to completion: its JSON output. */
+/** Waits for `child` to exit, killing it (SIGKILL) if it has not within `ms`. */
+async function exitWithin(child: ChildProcess, ms: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return code;
+}
+
+/** Runs the peer to completion (killed after 20 s): its JSON output. */
 async function runPeer(args: string[]): Promise<Record<string, any>> {
   const child = spawn(python!, [PEER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const code = await exitWithin(child, 20_000);
   if (code !== 0) throw new Error(`grpcio peer exited with ${code}: ${err}`);
   return JSON.parse(out) as Record<string, any>;
 }
@@ -72,11 +81,10 @@ describe.skipIf(python === undefined)(
 
     afterAll(async () => {
       for (const ch of channels) ch.close();
-      if (peer !== undefined && peer.exitCode === null) {
-        // Closing its stdin stops it; it exits by itself.
-        const exited = once(peer, 'exit');
+      if (peer !== undefined) {
+        // Closing its stdin stops it; it is killed if it has not exited 5 s later.
         peer.stdin!.end();
-        await exited;
+        await exitWithin(peer, 5000);
       }
       await server.close({ graceMs: 100 });
     });

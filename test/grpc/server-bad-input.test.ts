@@ -333,7 +333,7 @@ describe('a graceful shutdown, as gRPC servers do it', () => {
     sess.destroy();
     expect(reply.grpcStatus).toBe(0);
     expect(reply.data.toString('latin1')).toContain('in flight');
-    // (node:http2 may report the PING before the GOAWAY that came first.)
+    // (Both came; the bridge sends its PING a turn after the GOAWAY, so that it follows it on the wire.)
     expect(seen).toContain(`goaway 0 ${2 ** 31 - 1}`);
     expect(seen).toContain('ping');
   });

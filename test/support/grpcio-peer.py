@@ -101,23 +101,23 @@ def load_pool(channel, symbols):
     """A descriptor pool with the files that define `symbols` and all they import, from reflection."""
     # ServerReflectionRequest.file_containing_symbol = 4; the response's file_descriptor_response = 4,
     # whose FileDescriptorResponse.file_descriptor_proto = 1 (each file, then the ones it imports).
-    files = {}
+    files = {}  # name -> (its serialized FileDescriptorProto, the names it imports)
     for resp in reflect(channel, 'v1', [field(4, s.encode()) for s in symbols]):
         f = fields(resp)
         if 7 in f:
             raise RuntimeError('reflection error: %r' % fields(f[7][0]))
         for raw in fields(f[4][0]).get(1, []):
             fdp = descriptor_pb2.FileDescriptorProto.FromString(raw)
-            files[fdp.name] = fdp
+            files[fdp.name] = (bytes(raw), list(fdp.dependency))
     pool = descriptor_pool.DescriptorPool()
     added = set()
     while len(added) < len(files):
-        ready = [f for n, f in files.items() if n not in added and all(d in added for d in f.dependency)]
+        ready = [n for n, (_, deps) in files.items() if n not in added and all(d in added for d in deps)]
         if not ready:
             raise RuntimeError('imports missing from reflection: %r' % sorted(set(files) - added))
-        for f in ready:
-            pool.Add(f)
-            added.add(f.name)
+        for n in ready:
+            pool.AddSerializedFile(files[n][0])
+            added.add(n)
     return pool
 
 
@@ -211,7 +211,10 @@ def run_server(address):
             context.set_trailing_metadata([('x-failed', 'yes')])
             context.abort(grpc.StatusCode.NOT_FOUND, request.fail)
         if request.delay_ms:
-            time.sleep(request.delay_ms / 1000)
+            # Wakes early when the call ends (its deadline passed, or the client cancelled it).
+            ended = threading.Event()
+            context.add_callback(ended.set)
+            ended.wait(request.delay_ms / 1000)
         left = context.time_remaining()
         return t.EchoReply(text='grpcio: ' + request.text, method='probe.Probe/Echo',
                            metadata={k: v for k, v in md.items() if k.startswith('x-')},
