@@ -59,7 +59,7 @@ export interface BenchOptions {
   /** Make exactly this many calls in total (an integer >= 1). */
   requests?: number;
   /**
-   * Start at most this many calls per second (> 0), spread evenly over the run (see the module
+   * Start at most this many calls per second (> 0) on average, each at its slot (see the module
    * comment). Default: no limit, each worker starts its next call as soon as one ends.
    */
   rate?: number;
