@@ -20,14 +20,14 @@
  *   the server as HTTP/2 takes them, so a gRPC client that does not read pauses the server's
  *   handler as a svrkit client would.
  * - Response metadata that HTTP/2 or gRPC cannot carry (`grpcMetadataHeaders`) is left out.
- * - Graceful shutdown, as gRPC servers do it (grpc/grpc doc/PROTOCOL-HTTP2.md, "GOAWAY"): the
- *   server's GOAWAY becomes HTTP/2's GOAWAY with the largest stream id; the PING that follows it
- *   goes to the client as an HTTP/2 PING, and the server gets its PONG once the client's PING ack
- *   came (every stream the client opened before it saw the GOAWAY has arrived by then) and no
- *   unary request is still uploading (whose REQUEST would come after the PONG otherwise); a
- *   stream opened after that is refused with REFUSED_STREAM, which gRPC clients retry. A client
- *   that does not ack within `pingTimeoutMs` is not waited for. The final GOAWAY, with the last
- *   stream id, goes when the server ends the connection.
+ * - Graceful shutdown, in the frames gRPC servers send (grpc/grpc doc/PROTOCOL-HTTP2.md,
+ *   "GOAWAY"): the server's GOAWAY becomes HTTP/2's GOAWAY with the largest stream id; the PING
+ *   that follows it goes to the client as an HTTP/2 PING, and the server gets its PONG once the
+ *   client's PING ack came (or `pingTimeoutMs` passed without it) and no unary request is still
+ *   uploading (whose REQUEST would come after the PONG otherwise). The final GOAWAY, with the
+ *   last stream id served, goes at the ack: nghttp2 may ignore new streams once it has sent a
+ *   GOAWAY (node cannot send its shutdown notice instead), and the final GOAWAY is what tells the
+ *   client that those were not processed, so that it retries them.
  *
  * Memory: a session has at most `SETTINGS_MAX_CONCURRENT_STREAMS` calls (the server sets it); a
  * request message over 64 KiB is buffered only while the server's buffer budget has room for it
@@ -158,11 +158,6 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   private uploads = 0;
   /** PINGs of the server to answer once no request is uploading. */
   private pendingPongs: number[] = [];
-  /**
-   * The server has its PONG for the PING after its GOAWAY (the client acked it, or did not in
-   * time): a stream the client opens now is refused with REFUSED_STREAM, which gRPC clients retry.
-   */
-  private pastGoaway = false;
   private closed = false;
   /** Epoch ms of the last keepalive PING, and of the one awaiting its ack (0: none). */
   private pingedAt = 0;
@@ -368,10 +363,9 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     // An error is reported as the stream's close (its RST code): the call is cancelled there.
     stream.on('error', ignoreStreamError);
-    if (this.closed || this.paused || this.pastGoaway) {
-      // The server is not reading this session (its client does not take its replies), or the
-      // client opened it after it saw the GOAWAY: a new call would only queue here, or be refused
-      // by the server. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
+    if (this.closed || this.paused) {
+      // The server is not reading this session (its client does not take its replies): a new call
+      // would only queue here. REFUSED_STREAM tells a gRPC client to retry it, elsewhere or later.
       safeClose(stream, h2.NGHTTP2_REFUSED_STREAM);
       return;
     }
@@ -567,14 +561,27 @@ export class GrpcSessionBridge extends EventEmitter implements ByteStream, Frame
     });
   }
 
-  /** Gives the server the PONG of `ping`, once, after any unary request still uploading. */
+  /**
+   * Gives the server the PONG of `ping`, once, after any unary request still uploading; and sends
+   * the client the final GOAWAY at once (`session.close()`: the streams being served finish, and
+   * the session closes after the last one). nghttp2 may ignore a stream that arrives after its
+   * first GOAWAY (node cannot send its shutdown notice instead), so the final GOAWAY, with the
+   * last stream id served, is what tells the client that those were not processed, and to retry
+   * them elsewhere.
+   */
   private answerPing(ping: { id: number; answered: boolean }): void {
     if (ping.answered) return;
     ping.answered = true;
-    this.pastGoaway = true;
     if (this.closed) return;
     if (this.uploads > 0) this.pendingPongs.push(ping.id);
     else this.toServer(FrameKind.PONG, ping.id);
+    if (!this.session.closed && !this.session.destroyed) {
+      try {
+        this.session.close();
+      } catch {
+        // Closing already.
+      }
+    }
   }
 
   /** The HTTP/2 stream closed: a call the server still runs was reset by the client, so it is cancelled. */

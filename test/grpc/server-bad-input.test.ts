@@ -8,7 +8,7 @@
  * server still answers.
  */
 import { connect as h2connect, constants as h2, type ClientHttp2Session } from 'node:http2';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as netServer, type Server as NetServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -336,6 +336,123 @@ describe('a graceful shutdown, as gRPC servers do it', () => {
     // (Both came; the bridge sends its PING a turn after the GOAWAY, so that it follows it on the wire.)
     expect(seen).toContain(`goaway 0 ${2 ** 31 - 1}`);
     expect(seen).toContain('ping');
+  });
+});
+
+/**
+ * A TCP proxy to `target` that drops the HTTP/2 frames `drop` picks, in either direction (the
+ * client's 24-byte preface passes as it is): a client that never acks PINGs, or never hears GOAWAY.
+ */
+async function frameFilterProxy(target: string, drop: (dir: 'up' | 'down', type: number, flags: number, payload: Buffer) => boolean): Promise<{ address: string; close(): void }> {
+  const sockets = new Set<Socket>();
+  const filter = (dir: 'up' | 'down', to: Socket) => {
+    let buf = Buffer.alloc(0);
+    let preface = dir === 'up' ? 24 : 0;
+    return (chunk: Buffer): void => {
+      buf = Buffer.concat([buf, chunk]);
+      if (preface > 0) {
+        const n = Math.min(preface, buf.length);
+        to.write(buf.subarray(0, n));
+        buf = buf.subarray(n);
+        preface -= n;
+      }
+      while (buf.length >= 9) {
+        const size = 9 + buf.readUIntBE(0, 3);
+        if (buf.length < size) return;
+        if (!drop(dir, buf[3]!, buf[4]!, buf.subarray(9, size))) to.write(buf.subarray(0, size));
+        buf = buf.subarray(size);
+      }
+    };
+  };
+  const proxy: NetServer = netServer((client) => {
+    const upstream = netConnect(Number(target.split(':')[1]), '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('data', filter('up', upstream));
+    upstream.on('data', filter('down', client));
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    close() {
+      for (const s of sockets) s.destroy();
+      proxy.close();
+    },
+  };
+}
+
+const PING = 0x6;
+const GOAWAY = 0x7;
+
+describe('a graceful shutdown, with clients that misbehave', () => {
+  it('a client that never acks the PING is not waited for beyond the frame timeout', async () => {
+    const s2 = new Server({ frameTimeoutMs: 500 });
+    s2.addService(new Probe());
+    await s2.listen(0, '127.0.0.1');
+    // It never acks PINGs, and never hears the first GOAWAY (so it does not close by itself).
+    const proxy = await frameFilterProxy(s2.address, (dir, type, flags, payload) =>
+      (dir === 'up' && type === PING && (flags & 1) === 1) || (dir === 'down' && type === GOAWAY && payload.readUInt32BE(0) === 2 ** 31 - 1));
+    const sess = h2connect(`http://${proxy.address}`);
+    sess.on('error', () => {});
+    // A call in flight keeps the session open through the shutdown.
+    const pending = raw(sess, '/probe.Probe/Echo', [framed(echo('in flight', 300))]);
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    await s2.close({ graceMs: 20_000 });
+    const tookMs = Date.now() - started;
+    const reply = await pending;
+    sess.destroy();
+    proxy.close();
+    expect(reply.grpcStatus).toBe(0);
+    // Without its PONG the server would wait out the whole grace (20 s).
+    expect(tookMs).toBeLessThan(10_000);
+  });
+
+  it('a stream that arrives after the first GOAWAY is not served, and the final GOAWAY says so without waiting for the calls in flight', async () => {
+    const s2 = new Server({ frameTimeoutMs: 1000 });
+    s2.addService(new Probe());
+    await s2.listen(0, '127.0.0.1');
+    // The client never hears the first GOAWAY (the largest stream id), so it goes on opening
+    // streams; and its PING acks are lost, so the server answers itself after the frame timeout.
+    const proxy = await frameFilterProxy(s2.address, (dir, type, flags, payload) =>
+      (dir === 'down' && type === GOAWAY && payload.readUInt32BE(0) === 2 ** 31 - 1) || (dir === 'up' && type === PING && (flags & 1) === 1));
+    const sess = h2connect(`http://${proxy.address}`);
+    sess.on('error', () => {});
+    const goaways: number[] = [];
+    sess.on('goaway', (_code: number, last: number) => goaways.push(last));
+    const pinged = new Promise<void>((resolve) => sess.once('ping', () => resolve()));
+    const endedAt = { inFlight: 0, late: 0 };
+    const pending = raw(sess, '/probe.Probe/Echo', [framed(echo('in flight', 4000))]).then((r) => {
+      endedAt.inFlight = Date.now();
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const closed = s2.close({ graceMs: 10_000 });
+    await pinged;
+    // Opened after the server's GOAWAY went out: node:http2 does not hand it to the server.
+    const late = raw(sess, '/probe.Probe/Echo', [framed(echo('too late'))]).then((r) => {
+      endedAt.late = Date.now();
+      return r;
+    });
+    const [reply, lateReply] = await Promise.all([pending, late]);
+    await closed;
+    sess.destroy();
+    proxy.close();
+    expect(reply.grpcStatus).toBe(0);
+    expect(reply.data.toString('latin1')).toContain('in flight');
+    // Not served (no response at all, refused as not processed), and told so at the frame timeout
+    // (1 s), not when the call in flight ended (4 s).
+    expect(lateReply.httpStatus).toBeUndefined();
+    expect(lateReply.rstCode).toBe(h2.NGHTTP2_REFUSED_STREAM);
+    expect(endedAt.inFlight - endedAt.late).toBeGreaterThan(1500);
+    // The final GOAWAY names the last stream served: the one in flight (1), not the late one.
+    expect(goaways).toEqual([1]);
   });
 });
 
