@@ -338,7 +338,7 @@ export class Connection {
     const wasPartial = this.decoder.partial;
     // The stream's first bytes: another protocol's are named now. (A grpc-go server's SETTINGS
     // would read as a svrkit frame of 1,540 bytes, and the decoder would wait for the rest.)
-    if (before === 0 && !wasPartial && this.foreignProtocol(chunk, undefined)) return;
+    if (before === 0 && !wasPartial && this.foreignProtocol(chunk)) return;
     try {
       this.decoder.push(chunk);
       if (this.decoder.framesCompleted !== before) this.lastFrameAt = now;
@@ -357,11 +357,11 @@ export class Connection {
    * protocol and what to do.
    * @returns true when it did.
    */
-  private foreignProtocol(first: Buffer, cause: Error | undefined): boolean {
+  private foreignProtocol(first: Buffer): boolean {
     const foreign = detectForeignProtocol(first);
     if (foreign === undefined || foreign === 'more') return false;
     const described = describeForeignProtocol(foreign);
-    const err = new Error(`protocol error: ${described}`, { cause });
+    const err = new Error(`protocol error: ${described}`);
     this.closeError ??= err;
     this.events.onForeignProtocol?.(foreign, described);
     this.abort(errors.MALFORMED_FRAME(err));

@@ -14,6 +14,7 @@ import { ProbeClient } from '../.tmp/gen/probe/probe.js';
 import { StreamsClient } from '../.tmp/gen/streams/streams.js';
 import { Probe } from '../support/probe.js';
 import { Streams } from '../support/streams-service.js';
+import { expectUploadAndEcho } from '../support/streams-upload-echo.js';
 import { rpcFailure } from '../support/rpc-failure.js';
 
 const PROTOS = ['test/protos/runtime/probe.proto', 'test/protos/runtime/streams.proto'];
@@ -156,17 +157,7 @@ describe('a svrkit client on a grpc-js server (grpc://)', () => {
     expect(headers['x-h']).toBe('1');
     expect(trailers['x-t']).toBe('2');
 
-    async function* chunks() {
-      for (let i = 0; i < 300; i++) yield { data: Buffer.alloc(1000, i % 256) };
-    }
-    expect(await streams.upload(chunks())).toMatchObject({ bytes: 300000n, chunks: 300 });
-
-    async function* seqs() {
-      for (let i = 0; i < 200; i++) yield { seq: BigInt(i), payload: new Uint8Array() };
-    }
-    const echoed: number[] = [];
-    for await (const item of streams.echo(seqs())) echoed.push(Number(item.seq));
-    expect(echoed).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    await expectUploadAndEcho(streams);
   });
 
   it('a stream the client abandons is cancelled on the server', async () => {
