@@ -112,12 +112,25 @@ export class Dispatcher {
     } catch (err) {
       result = Promise.reject(err);
     }
-    result
-      .then(
-        (response) => this.respond(call, response),
-        (err) => this.fail(call, err),
-      )
-      .catch((err: unknown) => this.settings.logger.error(`svrkit server: ${call.method}: failed to answer (trace ${call.traceId})`, err));
+    // One reaction, no `.catch` after it: `settle` catches what answering throws itself, which
+    // saves a promise and a microtask per call.
+    result.then(
+      (response) => this.settle(call, response, true),
+      (err) => this.settle(call, err, false),
+    );
+  }
+
+  /**
+   * A unary handler settled: answers the call with `value`, its response (`ok`) or its error. An
+   * exception while answering is logged: no promise is left to reject.
+   */
+  private settle(call: InboundCall, value: unknown, ok: boolean): void {
+    try {
+      if (ok) this.respond(call, value);
+      else this.fail(call, value);
+    } catch (err) {
+      this.settings.logger.error(`svrkit server: ${call.method}: failed to answer (trace ${call.traceId})`, err);
+    }
   }
 
   /**
