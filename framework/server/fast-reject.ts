@@ -9,8 +9,8 @@
  *
  * The in-flight backstop comes from what the server can afford, not from a call count: when the
  * V8 heap, or the process's resident memory against its cgroup limit or the machine's memory, is
- * above `maxMemoryFraction` (the use sampled each window, the limits every 10 s), every new call
- * is refused until it is not.
+ * above `maxMemoryFraction` (the heap sampled each window, the resident set every second, the
+ * limits every 10 s), every new call is refused until it is not.
  * Calls that wait on I/O cost memory only (2-3 KiB each), so a server holds 100,000s of
  * them; calls that need CPU are bounded by the admission level. `maxInflight` still sets a fixed
  * cap for those who want one.
@@ -67,6 +67,9 @@ export class FastReject {
   /** What the resident set may use (bytes; `memoryLimitBytes`), and when it was read (epoch ms). */
   private rssLimit = 0;
   private rssLimitAt = -Infinity;
+  /** The resident set (bytes) when last read, and when (epoch ms). */
+  private rss = 0;
+  private rssAt = -Infinity;
   /** The scheduling stage, once the server wires it. */
   queue: QueueState | undefined;
 
@@ -225,7 +228,12 @@ export class FastReject {
       this.rssLimit = memoryLimitBytes();
       this.rssLimitAt = now;
     }
-    this.memoryFull = memoryAboveLimit(this.settings.maxMemoryFraction, this.rssLimit);
+    // Reading the resident set costs about 0.1 ms (/proc/self/stat): once a second, not each window.
+    if (now - this.rssAt >= RSS_REFRESH_MS) {
+      this.rss = process.memoryUsage.rss();
+      this.rssAt = now;
+    }
+    this.memoryFull = memoryAboveLimit(this.settings.maxMemoryFraction, this.rss, this.rssLimit);
     if (!this.settings.dryRun) {
       this.advertised = adm.level === ADMIT_ALL ? undefined : adm.level;
       if (report.levelAfter < report.levelBefore) q?.refuseAbove(report.levelAfter);
@@ -244,6 +252,9 @@ export class FastReject {
 /** How often the memory limit is read again (ms). */
 const MEMORY_LIMIT_REFRESH_MS = 10_000;
 
+/** How often the resident set is read again (ms). */
+const RSS_REFRESH_MS = 1000;
+
 /**
  * What the process's resident set may use: the cgroup limit (`process.constrainedMemory`) when
  * there is one below the machine's memory, else the machine's memory.
@@ -257,15 +268,15 @@ function memoryLimitBytes(): number {
 
 /**
  * Whether memory is above `fraction` of what the process may use: the V8 heap against its limit,
- * or the resident set against `rssLimit`.
+ * or the resident set `rss` against `rssLimit`.
  * @param fraction - of each limit, 0..1.
+ * @param rss - the resident set (bytes; `process.memoryUsage.rss()`).
  * @param rssLimit - what the resident set may use (bytes; `memoryLimitBytes`).
  * @returns `[used, limit]` in bytes of the first limit passed, or undefined when none is.
  */
-function memoryAboveLimit(fraction: number, rssLimit: number): [number, number] | undefined {
+function memoryAboveLimit(fraction: number, rss: number, rssLimit: number): [number, number] | undefined {
   const heap = v8.getHeapStatistics();
   if (heap.used_heap_size > fraction * heap.heap_size_limit) return [heap.used_heap_size, heap.heap_size_limit];
-  const rss = process.memoryUsage.rss();
   if (rss > fraction * rssLimit) return [rss, rssLimit];
   return undefined;
 }
