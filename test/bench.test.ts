@@ -252,6 +252,21 @@ describe('runBench: rate (paced runs)', () => {
     expect(state.inflight).toBe(0);
   });
 
+  it('warns of no listener leak when more than 10 workers wait for their slots', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      // 50 workers, a slot every 2 ms: most of them wait, each listening for the run's stop.
+      const r = await runBench({ call: () => Promise.resolve(), concurrency: 50, requests: 60, rate: 500 });
+      expect(r.calls).toBe(60);
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on a later tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+  });
+
   it('in duration mode starts no call whose slot is past the end', async () => {
     const r = await runBench({ call: () => Promise.resolve(), concurrency: 4, durationMs: 100, rate: 200 });
     // Slots every 5 ms: 0, 5, ..., 95 ms.

@@ -24,6 +24,7 @@
  * the messages it carries are counted apart (`BenchOptions.messageCount`): the report then gives
  * messages/s as well as calls/s.
  */
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { build, type Histogram } from 'hdr-histogram-js';
 import { RpcError, statusName } from '../wire/status.js';
@@ -241,6 +242,9 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   let progressError: { error: unknown } | undefined;
   // Wakes the workers of a paced run that wait for their slots, when the run stops early.
   const stopWaiting = new AbortController();
+  // Each worker waiting for its slot listens on it (one listener per worker, removed when its wait
+  // ends): more than Node's default warning threshold of 10 is expected, not a leak.
+  setMaxListeners(Infinity, stopWaiting.signal);
 
   const startTime = performance.now();
   const endTime = options.durationMs !== undefined ? startTime + options.durationMs : Infinity;
