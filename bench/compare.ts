@@ -2,7 +2,8 @@
  * svrkit against grpc-js, side by side in one run, on 127.0.0.1.
  *
  *   npx tsx bench/compare.ts [--duration 5s] [--rounds 2] [--stacks svrkit,grpc-js,...]
- *                            [--rate 4000] [--pin] [--loads 64x1,1000x4]
+ *                            [--rate 4000] [--pin] [--loads 64x1,1000x4] [--gc]
+ *                            [--server-node-args "--allocation-site-pretenuring"]
  *
  * For each load (concurrency 64 over 1 connection; concurrency 1000 over 4 connections) and each
  * round, it runs every stack in turn on helloworld.Greeter/SayHello:
@@ -25,8 +26,12 @@
  * like-for-like figure, `--rate N` paces every client to N calls/s (`svrkit bench --rate`), so that
  * every server does the same work per second; `--pin` runs each server on CPU 1 and each client on
  * CPU 0 (taskset), so that neither takes the other's core. `--loads` lists the loads to run, as
- * concurrency x connections. Needs `npm run build` first (it runs dist/) and the
- * examples' generated code (`npm start` or `npm test` make it).
+ * concurrency x connections. `--gc` starts every server with `node --trace-gc` and adds the time
+ * its garbage collections took during the measured run (ms, the sum of the pauses V8 prints) to
+ * the table; `--server-node-args` passes more node options to every server (for an A/B of a V8
+ * flag: the svrkit command turns allocation-site pretenuring off unless told otherwise, see
+ * bin/svrkit.js). Needs `npm run build` first (it runs dist/) and the examples' generated code
+ * (`npm start` or `npm test` make it).
  */
 import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
@@ -54,14 +59,32 @@ interface Row {
   errors: number;
   serverCpuS: number;
   clientCpuS: number;
+  /** ms of garbage collection in the server during the measured run (`--gc`), else undefined. */
+  serverGcMs: number | undefined;
 }
 
 /** The CPUs servers and clients run on with `--pin` (undefined: wherever the kernel puts them). */
 let serverCpu: string | undefined;
 let clientCpu: string | undefined;
 
+/** More node options for every server (`--server-node-args`), and `--trace-gc` with `--gc`. */
+let serverNodeArgs: string[] = [];
+let traceGc = false;
+
 /** Starts a server process from the repository root (see support.ts). */
-const startServer = (args: string[], pattern: RegExp) => startServerIn(args, pattern, root, serverCpu);
+const startServer = (args: string[], pattern: RegExp) => startServerIn([...(traceGc ? ['--trace-gc'] : []), ...serverNodeArgs, ...args], pattern, root, serverCpu);
+
+/**
+ * The GC pauses in `--trace-gc` output: the sum of the ms each Scavenge or Mark-Compact line gives
+ * (`... MB, 9.27 / 0.00 ms ...`: the pause, then the part of it spent in external callbacks).
+ * @param text - lines V8 printed.
+ * @returns ms.
+ */
+function gcPauseMs(text: string): number {
+  let ms = 0;
+  for (const m of text.matchAll(/: (?:Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)\b[^\n]*? MB, ([\d.]+) \//g)) ms += Number(m[1]);
+  return ms;
+}
 
 /** Runs a client to completion; returns its JSON result and the CPU seconds it used. */
 async function runClient(args: string[]): Promise<{ result: Record<string, any>; cpuS: number }> {
@@ -99,9 +122,16 @@ async function measure(stack: Stack, concurrency: number, connections: number, d
   };
   // A warm-up run first: the server's CPU per call is then its steady cost, not its JIT's.
   if (warmup !== '0s') await run(warmup);
+  let gcLog: string | undefined;
+  const onServerOutput = (d: Buffer): void => void (gcLog += d.toString());
+  if (traceGc) {
+    gcLog = '';
+    server.child.stdout!.on('data', onServerOutput);
+  }
   const cpu0 = cpuSeconds(server.child.pid);
   const client = await run(duration);
   const serverCpuS = cpuSeconds(server.child.pid) - cpu0;
+  server.child.stdout!.off('data', onServerOutput);
   server.child.kill('SIGTERM');
   await once(server.child, 'exit');
   const r = client.result;
@@ -116,6 +146,7 @@ async function measure(stack: Stack, concurrency: number, connections: number, d
     errors: Object.values(r.errors as Record<string, number>).reduce((a, b) => a + b, 0),
     serverCpuS,
     clientCpuS: client.cpuS,
+    serverGcMs: gcLog === undefined ? undefined : gcPauseMs(gcLog),
   };
 }
 
@@ -128,8 +159,13 @@ async function main(): Promise<void> {
     .option('--rate <calls/s>', 'pace every client to this many calls per second (svrkit bench --rate)')
     .option('--pin', 'run servers on CPU 1 and clients on CPU 0 (taskset)')
     .option('--loads <list>', 'loads to run, comma-separated concurrency x connections', '64x1,1000x4')
+    .option('--gc', "start servers with node --trace-gc and report their GC pauses (ms) during each measured run")
+    .option('--server-node-args <args>', 'more node options for every server, space-separated', '')
     .parse(process.argv)
-    .opts<{ duration: string; rounds: string; stacks: string; warmup: string; rate?: string; pin?: boolean; loads: string }>();
+    .opts<{ duration: string; rounds: string; stacks: string; warmup: string; rate?: string; pin?: boolean; loads: string; gc?: boolean; serverNodeArgs: string }>();
+  traceGc = opts.gc === true;
+  serverNodeArgs = opts.serverNodeArgs.split(/\s+/).filter((a) => a !== '');
+  for (const a of serverNodeArgs) if (!a.startsWith('-')) throw new Error(`--server-node-args: ${JSON.stringify(a)} is not a node option`);
   parseDuration(opts.duration);
   if (opts.warmup !== '0s') parseDuration(opts.warmup);
   const stacks = opts.stacks.split(',').map((x) => x.trim()) as Stack[];
@@ -160,12 +196,15 @@ async function main(): Promise<void> {
   const fmt = (n: number, d = 0) => (Number.isNaN(n) ? '-' : n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
   process.stdout.write(
     `\nhelloworld.Greeter/SayHello, ${opts.duration} per run after a ${opts.warmup} warm-up, node ${process.version}, ${rounds} round(s)` +
-      `${rate !== undefined ? `, paced to ${rate} calls/s` : ''}${opts.pin ? ', servers on CPU 1 and clients on CPU 0' : ''}\n\n`,
+      `${rate !== undefined ? `, paced to ${rate} calls/s` : ''}${opts.pin ? ', servers on CPU 1 and clients on CPU 0' : ''}` +
+      `${serverNodeArgs.length > 0 ? `, servers started with node ${serverNodeArgs.join(' ')}` : ''}\n\n`,
   );
-  process.stdout.write('| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s | server CPU µs/call |\n|---|---|---|---|---|---|---|---|---|---|\n');
+  const gcColumn = traceGc ? ' server GC ms |' : '';
+  process.stdout.write(`| stack | load | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | client CPU s | server CPU µs/call |${gcColumn}\n|---|---|---|---|---|---|---|---|---|---|${traceGc ? '---|' : ''}\n`);
   for (const r of rows) {
     process.stdout.write(
-      `| ${r.stack} | ${r.load} | ${fmt(r.callsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${r.errors} | ${fmt(r.serverCpuS, 2)} | ${fmt(r.clientCpuS, 2)} | ${fmt((r.serverCpuS * 1e6) / r.calls, 1)} |\n`,
+      `| ${r.stack} | ${r.load} | ${fmt(r.callsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.p999, 2)} | ${r.errors} | ${fmt(r.serverCpuS, 2)} | ${fmt(r.clientCpuS, 2)} | ${fmt((r.serverCpuS * 1e6) / r.calls, 1)} |` +
+        `${r.serverGcMs === undefined ? '' : ` ${fmt(r.serverGcMs)} |`}\n`,
     );
   }
 }
