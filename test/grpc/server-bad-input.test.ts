@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as loader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Server } from '../../index.js';
+import { Server, type ServerOptions } from '../../index.js';
 import { EchoRequest } from '../.tmp/gen/probe/probe.js';
 import { makeCerts, type TestCerts } from '../support/certs.js';
 import { Probe } from '../support/probe.js';
@@ -34,6 +34,21 @@ interface RawReply {
   headers: Record<string, unknown>;
   data: Buffer;
   rstCode: number | undefined;
+}
+
+/** A server with a Probe service (`probe`), listening on a free port of 127.0.0.1; the test closes it. */
+async function probeServer(options: ServerOptions = {}, probe = new Probe()): Promise<Server> {
+  const s = new Server(options);
+  s.addService(probe);
+  await s.listen(0, '127.0.0.1');
+  return s;
+}
+
+/** A raw HTTP/2 session to `address` (host:port); its errors are ignored (the server may reset or go away). */
+function rawSession(address: string): ClientHttp2Session {
+  const s = h2connect(`http://${address}`);
+  s.on('error', () => {});
+  return s;
 }
 
 /** A length-prefixed gRPC message (`flag` 1 claims compression; `claim` overrides the length). */
@@ -186,12 +201,9 @@ describe('bad HTTP/2 sessions are closed alone', () => {
   });
 
   it('metadata that HTTP/2 takes but a frame of the server cannot: RESOURCE_EXHAUSTED before any handler', async () => {
-    const small = new Server({ maxFrameBytes: 16 * 1024 });
     const probe = new Probe();
-    small.addService(probe);
-    await small.listen(0, '127.0.0.1');
-    const s = h2connect(`http://${small.address}`);
-    s.on('error', () => {});
+    const small = await probeServer({ maxFrameBytes: 16 * 1024 }, probe);
+    const s = rawSession(small.address);
     try {
       const md: Record<string, string> = {};
       for (let i = 0; i < 10; i++) md[`x-m${i}`] = 'v'.repeat(2000);
@@ -207,11 +219,8 @@ describe('bad HTTP/2 sessions are closed alone', () => {
   });
 
   it('a large message beyond the server-wide buffer budget is refused from its prefix', async () => {
-    const tight = new Server({ bufferBudgetBytes: 100 * 1024 });
-    tight.addService(new Probe());
-    await tight.listen(0, '127.0.0.1');
-    const s = h2connect(`http://${tight.address}`);
-    s.on('error', () => {});
+    const tight = await probeServer({ bufferBudgetBytes: 100 * 1024 });
+    const s = rawSession(tight.address);
     try {
       const big = framed(Buffer.alloc(200 * 1024));
       const r = await raw(s, '/probe.Probe/Echo', [big.subarray(0, 16 * 1024)], { end: false });
@@ -299,11 +308,8 @@ describe('the peer, flow control and shutdown', () => {
   });
 
   it('close() while a unary request is still uploading: the request is served, then the server stops', async () => {
-    const s2 = new Server();
-    s2.addService(new Probe());
-    await s2.listen(0, '127.0.0.1');
-    const sess = h2connect(`http://${s2.address}`);
-    sess.on('error', () => {});
+    const s2 = await probeServer();
+    const sess = rawSession(s2.address);
     const body = framed(echo('uploaded during shutdown'));
     const pending = raw(sess, '/probe.Probe/Echo', [body.subarray(0, 6), body.subarray(6)], { gapMs: 400 });
     await new Promise((r) => setTimeout(r, 150));
@@ -318,11 +324,8 @@ describe('the peer, flow control and shutdown', () => {
 
 describe('a graceful shutdown, as gRPC servers do it', () => {
   it('sends GOAWAY (largest stream id), then an HTTP/2 PING; a call in flight finishes, then the server stops', async () => {
-    const s2 = new Server();
-    s2.addService(new Probe());
-    await s2.listen(0, '127.0.0.1');
-    const sess = h2connect(`http://${s2.address}`);
-    sess.on('error', () => {});
+    const s2 = await probeServer();
+    const sess = rawSession(s2.address);
     const seen: string[] = [];
     sess.on('goaway', (code: number, last: number) => seen.push(`goaway ${code} ${last}`));
     sess.on('ping', () => seen.push('ping'));
@@ -392,14 +395,11 @@ const GOAWAY = 0x7;
 
 describe('a graceful shutdown, with clients that misbehave', () => {
   it('a client that never acks the PING is not waited for beyond the frame timeout', async () => {
-    const s2 = new Server({ frameTimeoutMs: 500 });
-    s2.addService(new Probe());
-    await s2.listen(0, '127.0.0.1');
+    const s2 = await probeServer({ frameTimeoutMs: 500 });
     // It never acks PINGs, and never hears the first GOAWAY (so it does not close by itself).
     const proxy = await frameFilterProxy(s2.address, (dir, type, flags, payload) =>
       (dir === 'up' && type === PING && (flags & 1) === 1) || (dir === 'down' && type === GOAWAY && payload.readUInt32BE(0) === 2 ** 31 - 1));
-    const sess = h2connect(`http://${proxy.address}`);
-    sess.on('error', () => {});
+    const sess = rawSession(proxy.address);
     // A call in flight keeps the session open through the shutdown.
     const pending = raw(sess, '/probe.Probe/Echo', [framed(echo('in flight', 300))]);
     await new Promise((r) => setTimeout(r, 100));
@@ -415,15 +415,12 @@ describe('a graceful shutdown, with clients that misbehave', () => {
   });
 
   it('a stream that arrives after the first GOAWAY is not served, and the final GOAWAY says so without waiting for the calls in flight', async () => {
-    const s2 = new Server({ frameTimeoutMs: 1000 });
-    s2.addService(new Probe());
-    await s2.listen(0, '127.0.0.1');
+    const s2 = await probeServer({ frameTimeoutMs: 1000 });
     // The client never hears the first GOAWAY (the largest stream id), so it goes on opening
     // streams; and its PING acks are lost, so the server answers itself after the frame timeout.
     const proxy = await frameFilterProxy(s2.address, (dir, type, flags, payload) =>
       (dir === 'down' && type === GOAWAY && payload.readUInt32BE(0) === 2 ** 31 - 1) || (dir === 'up' && type === PING && (flags & 1) === 1));
-    const sess = h2connect(`http://${proxy.address}`);
-    sess.on('error', () => {});
+    const sess = rawSession(proxy.address);
     const goaways: number[] = [];
     sess.on('goaway', (_code: number, last: number) => goaways.push(last));
     const pinged = new Promise<void>((resolve) => sess.once('ping', () => resolve()));
@@ -458,9 +455,7 @@ describe('a graceful shutdown, with clients that misbehave', () => {
 
 describe('a shutdown whose grace runs out', () => {
   it('a gRPC call still running ends UNAVAILABLE (as a svrkit client sees it), not CANCELLED', async () => {
-    const s2 = new Server();
-    s2.addService(new Probe());
-    await s2.listen(0, '127.0.0.1');
+    const s2 = await probeServer();
     const c = new pkg.probe.Probe(s2.address, grpc.credentials.createInsecure());
     const outcome = new Promise<grpc.ServiceError | null>((resolve) => c.echo({ text: 'long', delayMs: 10_000 }, (err: grpc.ServiceError | null) => resolve(err)));
     await new Promise((r) => setTimeout(r, 200));
